@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Installs the npm packages the project serves (GraphiQL assets) and tests with (playwright-core,
+# the federation gateway). Idempotent: npm ci runs only when a lock file changed.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+for dir in service/static tests/js; do
+  [ -f "$dir/package.json" ] || continue
+  lock="$dir/package-lock.json"
+  stamp="$dir/node_modules/.stamp-$( (cat "$dir/package.json"; cat "$lock" 2>/dev/null) | sha1sum | cut -c1-12)"
+  [ -f "$stamp" ] && continue
+  if [ -f "$lock" ]; then (cd "$dir" && npm ci --no-audit --no-fund --ignore-scripts --silent)
+  else (cd "$dir" && npm install --no-audit --no-fund --ignore-scripts --silent); fi
+  rm -f "$dir"/node_modules/.stamp-*; touch "$stamp"
+done

@@ -1,0 +1,185 @@
+"""The store interface. Implementations: ``embedded`` (SQLite files on local disk) and ``janusgraph``.
+
+A deployment has one :class:`LayerStore` per layer (physically separate: its own file, or its own
+JanusGraph graph and keyspace) and one :class:`CatalogStore`. All methods are ``async``: the
+JanusGraph store does network I/O; the embedded store answers from memory and writes through.
+
+Contract (checked by ``tests/store/contract.py`` against every implementation):
+
+* ``upsert_windows`` is idempotent: a window replaces the stored window with the same
+  (key, window_start, window_seconds); applying the same windows twice changes nothing.
+* ``rollup(now)`` builds HOUR windows from the MINUTE windows of every hour that ended before
+  ``now``, DAY windows from HOUR windows of every finished day, and deletes windows older than the
+  retention of their granularity. Running it twice changes nothing.
+* Queries take a :class:`TimeRange`; an edge is present if any stored window overlaps the range.
+  The finest granularity whose retention covers ``range.start`` answers.
+* ``neighbors`` expands one hop for a set of nodes, ``traverse`` walks many hops inside one layer.
+  Tier/domain filters are not the store's concern: callers filter results, traversal passes through.
+* Errors: :class:`StoreUnavailable` when the backend cannot be reached (callers report the layer as
+  UNAVAILABLE and keep answering from the other layers); ``ValueError`` for bad arguments.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from topology.catalog import HealthEvent, HealthStatus, ServiceInfo, TraceSummary
+from topology.model import (
+    Direction,
+    EdgeSummary,
+    EdgeWindow,
+    Granularity,
+    Layer,
+    NodeInfo,
+    TraversalResult,
+)
+from topology.timewindow import Retention, TimeRange
+
+
+class StoreError(Exception):
+    """Base of the store errors."""
+
+
+class StoreUnavailable(StoreError):
+    """The backend of a store cannot be reached now; the call may succeed later."""
+
+    def __init__(self, layer: Layer | None, message: str) -> None:
+        super().__init__(message)
+        self.layer = layer
+
+
+@dataclass(frozen=True, slots=True)
+class RollupReport:
+    built: int  # coarser windows written
+    deleted: int  # windows removed by retention
+
+
+class LayerStore(abc.ABC):
+    """One layer's graph of time-windowed edges."""
+
+    layer: Layer
+    retention: Retention
+
+    @abc.abstractmethod
+    async def upsert_windows(self, windows: Sequence[EdgeWindow]) -> None:
+        """Store complete edge windows (all of this store's layer), replacing equal keys."""
+
+    @abc.abstractmethod
+    async def rollup(self, now: float) -> RollupReport:
+        """Build coarser windows and apply retention (see module docstring)."""
+
+    @abc.abstractmethod
+    async def neighbors(
+        self,
+        names: Iterable[str],
+        direction: Direction,
+        granularity: Granularity,
+        time: TimeRange,
+        now: float,
+    ) -> list[EdgeSummary]:
+        """Edges one hop away from ``names`` (outgoing for UPSTREAM, incoming for DOWNSTREAM),
+        with their windows inside ``time`` merged. ``now`` picks the granularity (retention)."""
+
+    @abc.abstractmethod
+    async def traverse(
+        self,
+        roots: Iterable[str],
+        direction: Direction,
+        depth: int,
+        granularity: Granularity,
+        time: TimeRange,
+        now: float,
+    ) -> TraversalResult:
+        """Breadth-first walk of up to ``depth`` hops inside this layer."""
+
+    @abc.abstractmethod
+    async def edges(
+        self,
+        granularity: Granularity,
+        time: TimeRange,
+        now: float,
+        limit: int | None = None,
+        after: tuple[str, str] | None = None,
+    ) -> list[EdgeSummary]:
+        """All edges present in ``time``, ordered by (source, target), strictly after ``after``."""
+
+    @abc.abstractmethod
+    async def nodes(self, names: Iterable[str]) -> dict[str, NodeInfo]:
+        """Nodes of this layer by name (either granularity); unknown names are left out."""
+
+    @abc.abstractmethod
+    async def window_count(self) -> dict[int, int]:
+        """Stored windows per granularity (seconds -> count): for tests, metrics and benchmarks."""
+
+    @abc.abstractmethod
+    async def ping(self) -> None:
+        """Raise :class:`StoreUnavailable` if the backend cannot answer."""
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceFilter:
+    tiers: frozenset[int] | None = None
+    domains: frozenset[str] | None = None
+    owner_team: str | None = None
+    layers: frozenset[Layer] | None = None  # seen in any of these layers
+    name_prefix: str | None = None
+
+
+class CatalogStore(abc.ABC):
+    """Owners, tiers, domains, health, the node registry and recent traces."""
+
+    @abc.abstractmethod
+    async def upsert_services(self, infos: Sequence[ServiceInfo]) -> None: ...
+
+    @abc.abstractmethod
+    async def services(self, names: Iterable[str]) -> dict[str, ServiceInfo]:
+        """Catalog entries by name, in one look-up; unknown names are left out."""
+
+    @abc.abstractmethod
+    async def register_nodes(self, nodes: Sequence[NodeInfo]) -> None:
+        """Record nodes seen in traffic (merging layers and first/last seen)."""
+
+    @abc.abstractmethod
+    async def known_nodes(self, names: Iterable[str]) -> dict[str, NodeInfo]: ...
+
+    @abc.abstractmethod
+    async def list_names(
+        self, flt: ServiceFilter, granularity: Granularity, limit: int, after: str | None
+    ) -> list[str]:
+        """APP (or CLUSTER) node names matching ``flt``, sorted, strictly after ``after``."""
+
+    @abc.abstractmethod
+    async def record_health(self, events: Sequence[HealthEvent]) -> None:
+        """Idempotent: the same event twice is stored once."""
+
+    @abc.abstractmethod
+    async def health(self, names: Iterable[str], at: float) -> dict[str, HealthStatus]:
+        """Each name's latest health event at or before ``at`` (missing names: no event)."""
+
+    @abc.abstractmethod
+    async def record_traces(self, summaries: Sequence[TraceSummary]) -> None: ...
+
+    @abc.abstractmethod
+    async def recent_traces(self, name: str, limit: int) -> list[TraceSummary]:
+        """Newest first."""
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+
+@dataclass
+class Stores:
+    """What a process works with: three separate layer stores and the catalog."""
+
+    layers: Mapping[Layer, LayerStore]
+    catalog: CatalogStore
+
+    async def close(self) -> None:
+        for s in self.layers.values():
+            await s.close()
+        await self.catalog.close()
