@@ -1,0 +1,143 @@
+"""The three stages of every layer wired together in one process (the embedded default).
+
+Pure: inputs are decoded records, the clock is an argument, outputs are returned. The I/O shell that
+feeds it and writes its output to the stores is ``service/runtime.py``; the Kafka workers in
+``ingest/`` run the same stage classes one stage per consumer group instead.
+
+    flows    -> NetworkStage1 (10 s) -> NetworkStage2 (resolve, collapse) -+
+    metrics  -> IpcStage1 (deltas)   -> IpcStage2 (resolve)                -+-> FinalStage (60 s, health) -> windows
+    spans    -> SpanPairer (wait, capacity)                                 -+
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from topology.address import AddressBook
+from topology.catalog import AddressLease, HealthEvent, ServiceInfo, TraceSummary
+from topology.health import HealthBook
+from topology.model import EdgeWindow, Granularity, Layer, NodeInfo, NodeKind
+from topology.stages.final import FinalStage
+from topology.stages.ipc import IpcStage1, IpcStage2
+from topology.stages.network import NetworkStage1, NetworkStage2
+from topology.stages.trace import SpanPairer
+from topology.wire.flow import FlowBatch
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineConfig:
+    stage1_window: int = 10
+    final_window: int = 60
+    lateness: float = 5.0  # how far behind ``now`` the watermark trails
+    grace: int = 120  # late data re-opens a finished window for this long
+    trace_wait: float = 10.0
+    trace_capacity: int = 10_000
+
+
+@dataclass
+class PipelineOutput:
+    windows: dict[Layer, list[EdgeWindow]] = field(default_factory=dict)
+    nodes: list[NodeInfo] = field(default_factory=list)
+    traces: list[TraceSummary] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return not any(self.windows.values()) and not self.nodes and not self.traces
+
+
+class Pipeline:
+    """All stages of all layers, fed in event time."""
+
+    def __init__(self, config: PipelineConfig | None = None) -> None:
+        self.config = cfg = config or PipelineConfig()
+        self.addresses = AddressBook()
+        self.health = HealthBook()
+        self.catalog: dict[str, ServiceInfo] = {}
+        self.net1 = NetworkStage1(window_seconds=cfg.stage1_window)
+        self.net2 = NetworkStage2(self.addresses, window_seconds=cfg.final_window)
+        self.ipc1 = IpcStage1(window_seconds=cfg.final_window)
+        self.ipc2 = IpcStage2(self.addresses)
+        self.pairer = SpanPairer(wait_seconds=cfg.trace_wait, max_pending=cfg.trace_capacity)
+        self.final = FinalStage(window_seconds=cfg.final_window, grace_seconds=cfg.grace, health=self.health)
+
+    # -- inputs --------------------------------------------------------------------------------
+    def add_leases(self, leases: Iterable[AddressLease]) -> None:
+        for lease in leases:
+            self.addresses.add(lease)
+
+    def add_health(self, events: Iterable[HealthEvent]) -> None:
+        for e in events:
+            self.health.add(e)
+
+    def add_catalog(self, infos: Iterable[ServiceInfo]) -> None:
+        for info in infos:
+            self.catalog[info.name] = info
+
+    def add_flows(self, batch: FlowBatch) -> None:
+        self.net1.add(batch)
+
+    def add_metrics(self, request: ExportMetricsServiceRequest) -> None:
+        self.ipc1.add(request)
+
+    def add_spans(self, request: ExportTraceServiceRequest, now: float) -> None:
+        self.pairer.add(request, now)
+
+    # -- output --------------------------------------------------------------------------------
+    def flush(self, now: float) -> PipelineOutput:
+        """Move everything whose windows closed before ``now - lateness`` through the stages."""
+        wm = now - self.config.lateness
+        self.net2.add(self.net1.flush(wm))
+        self.final.add(self.net2.flush(wm))
+        self.final.add(self.ipc2.process(self.ipc1.flush(wm)))
+        self.final.add(self.pairer.flush(now))
+        out = PipelineOutput()
+        for w in self.final.flush(wm):
+            out.windows.setdefault(w.key.layer, []).append(w)
+        out.traces = self.pairer.take_trace_summaries()
+        out.nodes = nodes_of(out.windows)
+        return out
+
+    def counters(self) -> dict[str, dict[str, int]]:
+        return {
+            "network_stage1": dict(self.net1.counters),
+            "network_stage2": dict(self.net2.counters),
+            "ipc_stage1": dict(self.ipc1.counters),
+            "ipc_stage2": dict(self.ipc2.counters),
+            "trace_pairing": dict(self.pairer.counters),
+            "final": dict(self.final.counters),
+        }
+
+
+def nodes_of(windows: dict[Layer, list[EdgeWindow]]) -> list[NodeInfo]:
+    """The nodes that these windows mention, one NodeInfo per (name, granularity), merged."""
+    seen: dict[tuple[str, Granularity], NodeInfo] = {}
+
+    def touch(name: str, kind: NodeKind, gran: Granularity, app: str | None, layer: Layer,
+              first: float, last: float) -> None:
+        k = (name, gran)
+        cur = seen.get(k)
+        if cur is None:
+            seen[k] = NodeInfo(name, kind, gran, app, frozenset((layer,)), first, last)
+        else:
+            seen[k] = NodeInfo(
+                name,
+                cur.kind if cur.kind is NodeKind.SERVICE else kind,
+                gran,
+                cur.app or app,
+                cur.layers | {layer},
+                min(cur.first_seen, first) if cur.first_seen else first,
+                max(cur.last_seen, last),
+            )
+
+    for layer, ws in windows.items():
+        for w in ws:
+            first = w.stats.first_seen or float(w.window_start)
+            last = w.stats.last_seen or float(w.window_end)
+            g = w.key.granularity
+            touch(w.key.source, w.source_kind, g, w.source_app, layer, first, last)
+            touch(w.key.target, w.target_kind, g, w.target_app, layer, first, last)
+    return list(seen.values())
