@@ -1,4 +1,168 @@
 #!/usr/bin/env bash
-# Placeholder until the kafka launcher lands.
-echo "kafka launcher not written yet" >&2
-exit 0
+# Local Kafka 3.9 broker (single-node KRaft) from Maven jars, for development and tests.
+#
+#   bash docker/kafka/dev.sh start    # idempotent: fetch jars once, format storage once, start, wait
+#   bash docker/kafka/dev.sh stop
+#   bash docker/kafka/dev.sh status
+#
+# Environment (nothing is exported to the caller):
+#   KAFKA_PORT             client listener on 127.0.0.1 (default 19092)
+#   KAFKA_CONTROLLER_PORT  KRaft controller listener (default KAFKA_PORT + 1)
+#   KAFKA_HEAP             JVM heap options (default "-Xms256m -Xmx512m")
+#   KAFKA_WAIT_SECONDS     how long start waits for the broker to answer (default 90)
+# State lives under var/ (git-ignored): jars in var/kafka/lib, data in var/kafka/data[-PORT],
+# rendered config next to the data, pid and log files in var/run/.
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$HERE/../.." && pwd)"
+VAR="$ROOT/var"
+DEFAULT_PORT=19092
+PORT="${KAFKA_PORT:-$DEFAULT_PORT}"
+CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-$((PORT + 1))}"
+HEAP="${KAFKA_HEAP:--Xms256m -Xmx512m}"
+WAIT_SECONDS="${KAFKA_WAIT_SECONDS:-90}"
+
+if [ "$PORT" = "$DEFAULT_PORT" ]; then NAME=kafka; else NAME="kafka-$PORT"; fi
+LIB="$VAR/kafka/lib"
+STATE="$VAR/kafka/state-$PORT"
+DATA="$STATE/data"
+CONFIG="$STATE/server.properties"
+RUN="$VAR/run"
+PIDFILE="$RUN/$NAME.pid"
+LOGFILE="$RUN/$NAME.log"
+JARS_STAMP="$LIB/.complete"
+
+say() { echo "kafka: $*"; }
+die() { echo "kafka: $*" >&2; exit 1; }
+
+running_pid() {
+  # Prints the broker's pid when our pid file names a live kafka.Kafka process.
+  [ -f "$PIDFILE" ] || return 1
+  local pid
+  pid="$(cat "$PIDFILE" 2>/dev/null || true)"
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 1
+  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "kafka.Kafka $CONFIG" || return 1
+  echo "$pid"
+}
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+ensure_jars() {
+  if [ -f "$JARS_STAMP" ] && [ "$JARS_STAMP" -nt "$HERE/pom.xml" ]; then return 0; fi
+  command -v mvn >/dev/null || die "mvn not found (make install-system installs it)"
+  command -v java >/dev/null || die "java not found (make install-system installs it)"
+  say "collecting the broker classpath with mvn (cached in ~/.m2)"
+  mkdir -p "$LIB"
+  local mvn_args=(-q -B -Dstyle.color=never -f "$HERE/pom.xml" dependency:copy-dependencies)
+  # Offline first (everything cached in ~/.m2 after the first run), online otherwise.
+  if ! mvn -o "${mvn_args[@]}" >/dev/null 2>&1; then
+    mvn "${mvn_args[@]}" || die "mvn could not collect the Kafka jars"
+  fi
+  ls "$LIB"/kafka_2.13-*.jar >/dev/null 2>&1 || die "kafka_2.13 jar missing in $LIB after mvn"
+  touch "$JARS_STAMP"
+}
+
+render_config() {
+  mkdir -p "$DATA"
+  sed -e "s#@PORT@#$PORT#g" -e "s#@CONTROLLER_PORT@#$CONTROLLER_PORT#g" -e "s#@DATA_DIR@#$DATA#g" \
+    "$HERE/server.properties" >"$CONFIG.tmp"
+  mv "$CONFIG.tmp" "$CONFIG"
+}
+
+java_cmd() {
+  # Fills the JAVA array: the JVM command line shared by StorageTool and the broker.
+  local heap
+  read -r -a heap <<<"$HEAP"
+  JAVA=(java "${heap[@]}" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true
+    "-Dlog4j.configuration=file:$HERE/log4j.properties" "-Dkafka.logs.dir=$STATE/logs"
+    -cp "$LIB/*")
+}
+
+format_storage() {
+  [ -f "$DATA/meta.properties" ] && return 0
+  local cluster_id
+  java_cmd
+  cluster_id="$("${JAVA[@]}" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -1)"
+  [ -n "$cluster_id" ] || die "StorageTool random-uuid printed nothing"
+  say "formatting storage in $DATA (cluster id $cluster_id)"
+  "${JAVA[@]}" kafka.tools.StorageTool format -t "$cluster_id" -c "$CONFIG" --ignore-formatted >/dev/null \
+    || die "StorageTool format failed"
+}
+
+start() {
+  local pid
+  if pid="$(running_pid)"; then
+    say "already running (pid $pid), listening on 127.0.0.1:$PORT"
+    return 0
+  fi
+  if port_open "$PORT"; then die "127.0.0.1:$PORT is in use by another process (set KAFKA_PORT)"; fi
+  ensure_jars
+  render_config
+  format_storage
+  mkdir -p "$RUN" "$STATE/logs"
+  : >"$LOGFILE"
+  # setsid: the broker outlives the shell (and make) that started it.
+  java_cmd
+  setsid "${JAVA[@]}" kafka.Kafka "$CONFIG" >>"$LOGFILE" 2>&1 </dev/null &
+  pid=$!
+  echo "$pid" >"$PIDFILE"
+  local waited=0
+  until port_open "$PORT" && grep -q "Kafka Server started" "$LOGFILE"; do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      tail -20 "$LOGFILE" >&2 || true
+      rm -f "$PIDFILE"
+      die "broker exited during start-up (log: $LOGFILE)"
+    fi
+    if [ "$waited" -ge $((WAIT_SECONDS * 2)) ]; then
+      die "broker did not answer on 127.0.0.1:$PORT within ${WAIT_SECONDS}s (pid $pid, log: $LOGFILE)"
+    fi
+    sleep 0.5
+    waited=$((waited + 1))
+  done
+  say "started (pid $pid), listening on 127.0.0.1:$PORT (KAFKA_BOOTSTRAP=127.0.0.1:$PORT), log $LOGFILE"
+}
+
+stop() {
+  local pid
+  if ! pid="$(running_pid)"; then
+    rm -f "$PIDFILE"
+    say "not running"
+    return 0
+  fi
+  kill -TERM "$pid" 2>/dev/null || true
+  local waited=0
+  while kill -0 "$pid" 2>/dev/null; do
+    if [ "$waited" -ge 60 ]; then
+      say "broker did not stop within 30s, killing pid $pid"
+      kill -KILL "$pid" 2>/dev/null || true
+      break
+    fi
+    sleep 0.5
+    waited=$((waited + 1))
+  done
+  rm -f "$PIDFILE"
+  say "stopped (pid $pid)"
+}
+
+status() {
+  local pid
+  if pid="$(running_pid)"; then
+    if port_open "$PORT"; then
+      say "running (pid $pid), listening on 127.0.0.1:$PORT"
+    else
+      say "starting or unhealthy (pid $pid), 127.0.0.1:$PORT not answering"
+    fi
+    return 0
+  fi
+  say "not running"
+  return 3
+}
+
+case "${1:-}" in
+  start) start ;;
+  stop) stop ;;
+  status) status ;;
+  restart) stop; start ;;
+  *) echo "usage: $0 start|stop|status|restart" >&2; exit 2 ;;
+esac
