@@ -31,14 +31,14 @@ def bootstrap_address() -> str:
     return os.environ.get("KAFKA_BOOTSTRAP", DEFAULT_BOOTSTRAP)
 
 
-async def broker_answers(bootstrap: str, timeout: float = 5.0) -> bool:
-    """True when a broker at ``bootstrap`` answers a metadata request within ``timeout`` seconds."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))
+async def broker_answers(bootstrap: str, wait: float = 5.0) -> bool:
+    """True when a broker at ``bootstrap`` answers a metadata request within ``wait`` seconds."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(wait * 1000))
     try:
-        await asyncio.wait_for(admin.start(), timeout)
-        await asyncio.wait_for(admin.list_topics(), timeout)
+        await asyncio.wait_for(admin.start(), wait)
+        await asyncio.wait_for(admin.list_topics(), wait)
         return True
-    except (KafkaError, OSError, asyncio.TimeoutError):
+    except (TimeoutError, KafkaError, OSError):
         return False
     finally:
         await admin.close()

@@ -12,10 +12,10 @@ from tests.kafka.conftest import TopicFactory, broker_answers
 pytestmark = pytest.mark.kafka
 
 
-async def _drain(consumer: AIOKafkaConsumer, want: int, timeout: float = 20.0) -> list[tuple[bytes, bytes, int]]:
+async def _drain(consumer: AIOKafkaConsumer, want: int, wait: float = 20.0) -> list[tuple[bytes, bytes, int]]:
     got: list[tuple[bytes, bytes, int]] = []
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    deadline = loop.time() + wait
     while len(got) < want and loop.time() < deadline:
         batches = await consumer.getmany(timeout_ms=500)
         for tp, msgs in batches.items():
@@ -61,7 +61,7 @@ async def test_produce_and_consume_keyed_records(kafka_bootstrap: str, new_topic
                              auto_offset_reset="earliest", enable_auto_commit=False)
     await again.start()
     try:
-        assert await _drain(again, 1, timeout=3.0) == []
+        assert await _drain(again, 1, wait=3.0) == []
         committed = {p: await again.committed(TopicPartition(topic, p)) for p in range(3)}
     finally:
         await again.stop()
@@ -69,4 +69,4 @@ async def test_produce_and_consume_keyed_records(kafka_bootstrap: str, new_topic
 
 
 async def test_a_closed_port_is_reported_as_no_broker() -> None:
-    assert not await broker_answers("127.0.0.1:1", timeout=2.0)
+    assert not await broker_answers("127.0.0.1:1", wait=2.0)
