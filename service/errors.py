@@ -1,0 +1,153 @@
+"""Errors the API shows, and the extension that gives every error an ``extensions.code``.
+
+::
+
+    ApiError                      an error meant for the person who sent the query
+     ├── BadUserInput             BAD_USER_INPUT: an argument is out of range or malformed
+     └── Unavailable              UNAVAILABLE: a store cannot answer (``extensions.layer`` names a layer)
+
+Everything else a resolver raises is a bug or an outage nobody planned for: the client sees
+``Internal server error.`` with ``extensions.code = "INTERNAL_SERVER_ERROR"`` and the details go
+to the log (with the exception) and to the ``topology_graphql_errors_total`` counter.
+
+Documents that fail to parse get ``GRAPHQL_PARSE_FAILED`` (the token limit too), documents that
+fail validation (unknown fields, the depth and alias limits) ``GRAPHQL_VALIDATION_FAILED``, and
+variables of the wrong type ``BAD_USER_INPUT``.
+
+Partial answers: when a layer fails during a query the resolver still returns what the other
+layers gave and records the failure in the request context; :class:`ErrorCodes` then adds one
+``UNAVAILABLE`` error per failed layer and field path, beside the data.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from graphql import GraphQLError
+from strawberry.extensions import SchemaExtension
+
+from topology.model import Layer
+from topology.store.base import StoreUnavailable
+
+__all__ = ["ApiError", "BadUserInput", "ErrorCodes", "LayerOutage", "Unavailable"]
+
+log = logging.getLogger("service.errors")
+
+INTERNAL_MESSAGE = "Internal server error."
+
+
+class ApiError(Exception):
+    code = "INTERNAL_SERVER_ERROR"
+
+    def __init__(self, message: str, **extensions: Any) -> None:
+        super().__init__(message)
+        self.extensions = {k: v for k, v in extensions.items() if v is not None}
+
+
+class BadUserInput(ApiError):
+    code = "BAD_USER_INPUT"
+
+    def __init__(self, message: str, argument: str | None = None) -> None:
+        super().__init__(message, argument=argument)
+
+
+class Unavailable(ApiError):
+    code = "UNAVAILABLE"
+
+    def __init__(self, message: str, layer: Layer | None = None, store: str | None = None) -> None:
+        super().__init__(message, layer=None if layer is None else layer.value, store=store)
+
+
+@dataclass(frozen=True, slots=True)
+class LayerOutage:
+    """A layer that did not answer for the field at ``path`` (recorded by resolvers)."""
+
+    layer: Layer
+    message: str
+    path: tuple[str | int, ...]
+
+
+def _code_of(error: GraphQLError) -> tuple[str, dict[str, Any], str]:
+    """(code, extra extensions, message to show) for one error."""
+    original = error.original_error
+    if isinstance(original, ApiError):
+        return original.code, original.extensions, error.message
+    if isinstance(original, StoreUnavailable):
+        layer = original.layer.value if original.layer is not None else None
+        ext = {"layer": layer} if layer else {"store": "catalog"}
+        return "UNAVAILABLE", ext, f"a store is unavailable: {original}"
+    if original is None:
+        existing = (error.extensions or {}).get("code")
+        if isinstance(existing, str):
+            return existing, {}, error.message
+        msg = error.message
+        if msg.startswith("Syntax Error") or ("tokens" in msg and "Parsing aborted" in msg):
+            return "GRAPHQL_PARSE_FAILED", {}, msg
+        if error.path is None and msg.startswith("Variable '$"):
+            return "BAD_USER_INPUT", {}, msg
+        if error.path is None:
+            return "GRAPHQL_VALIDATION_FAILED", {}, msg
+    return "INTERNAL_SERVER_ERROR", {}, INTERNAL_MESSAGE
+
+
+class ErrorCodes(SchemaExtension):
+    """Sets ``extensions.code`` on every error, masks unexpected ones and adds layer outages.
+
+    The request context may provide ``outages`` (a list of :class:`LayerOutage`) and ``on_error``
+    (a callable taking the code, for metrics).
+    """
+
+    def on_operation(self) -> Iterator[None]:
+        yield
+        result = self.execution_context.result
+        if result is None:
+            return
+        ctx = self.execution_context.context
+        outages: list[LayerOutage] = list(getattr(ctx, "outages", ()) or ())
+        errors: list[GraphQLError] = list(getattr(result, "errors", None) or [])
+        if not errors and not outages:
+            return
+        on_error = getattr(ctx, "on_error", None)
+        out: list[GraphQLError] = []
+        for error in errors:
+            code, extra, message = _code_of(error)
+            if code == "INTERNAL_SERVER_ERROR":
+                original = error.original_error or error
+                log.error(
+                    "resolver failed",
+                    exc_info=(type(original), original, original.__traceback__),
+                    extra={"path": error.path, "operation": self.execution_context.operation_name},
+                )
+            elif code == "UNAVAILABLE":
+                log.warning("store unavailable", extra={"path": error.path, "error": error.message})
+            out.append(
+                GraphQLError(
+                    message,
+                    nodes=error.nodes,
+                    source=error.source,
+                    positions=error.positions,
+                    path=error.path,
+                    original_error=None,
+                    extensions={**(error.extensions or {}), **extra, "code": code},
+                )
+            )
+            if on_error is not None:
+                on_error(code)
+        seen: set[tuple[Layer, tuple[str | int, ...]]] = set()
+        for outage in outages:
+            if (outage.layer, outage.path) in seen:
+                continue
+            seen.add((outage.layer, outage.path))
+            out.append(
+                GraphQLError(
+                    outage.message,
+                    path=list(outage.path),
+                    extensions={"code": "UNAVAILABLE", "layer": outage.layer.value},
+                )
+            )
+            if on_error is not None:
+                on_error("UNAVAILABLE")
+        result.errors = out

@@ -1,0 +1,227 @@
+"""The GraphQL schema: ``Query`` and the federated ``Schema`` around it.
+
+``schema`` (module level) is built with the default configuration; its SDL is what
+``schema.graphql`` at the repository root holds. Regenerate that file with::
+
+    python -m service.schema > schema.graphql
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+import strawberry
+from graphql import GraphQLError
+from strawberry.extensions import MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter, SchemaExtension
+from strawberry.schema.config import StrawberryConfig
+from strawberry.types import ExecutionContext
+
+from service.arguments import (
+    check_depth,
+    check_first,
+    check_layers,
+    decode_cursor,
+    encode_cursor,
+    time_range,
+    to_set,
+)
+from service.config import ServiceConfig
+from service.context import context_of
+from service.entity import (
+    BlastRadius,
+    Service,
+    ServiceConnection,
+    ServiceEdge,
+    TopologyGraph,
+    failed_layers,
+)
+from service.errors import ErrorCodes
+from service.types import SCALAR_MAP, Duration, PageInfo, TopologyEdge
+from topology import query
+from topology.model import Granularity, Layer
+from topology.store.base import ServiceFilter as CoreServiceFilter
+
+__all__ = ["Query", "ServiceFilter", "build_schema", "schema"]
+
+FEDERATION_VERSION = "2.9"  # the newest version Hive/Guild composition accepts (see graphql.md)
+
+
+@strawberry.input(description="Which services to list. Every field narrows the list; leave out for all.")
+class ServiceFilter:
+    tier: list[int] | None = None
+    domain: list[str] | None = None
+    owner_team: str | None = None
+    layers: list[Layer] | None = strawberry.field(default=None, description="Seen in any of these layers.")
+    name_prefix: str | None = None
+
+
+@strawberry.type
+class Query:
+    @strawberry.field(description="A service by name (an app, a cluster or a virtual node); null if unknown.")
+    async def service(self, info: strawberry.Info, name: str) -> Service | None:
+        ctx = context_of(info)
+        return Service(name=name) if await ctx.loaders.known.load(name) else None
+
+    @strawberry.field(description="Services known to the catalog or seen in traffic, ordered by name.")
+    async def services(
+        self,
+        info: strawberry.Info,
+        filter: ServiceFilter | None = None,
+        granularity: Granularity = Granularity.APP,
+        first: int | None = None,
+        after: str | None = None,
+    ) -> ServiceConnection:
+        ctx = context_of(info)
+        n = check_first(first, ctx.config)
+        f = filter or ServiceFilter()
+        flt = CoreServiceFilter(
+            tiers=to_set(f.tier, "tier"),  # type: ignore[arg-type]
+            domains=to_set(f.domain, "domain"),  # type: ignore[arg-type]
+            owner_team=f.owner_team,
+            layers=None if f.layers is None else frozenset(check_layers(f.layers) or ()),
+            name_prefix=f.name_prefix,
+        )
+        after_name = None if after is None else str(decode_cursor(after, "svc", (str,))[0])
+        names = await ctx.stores.catalog.list_names(flt, granularity, n + 1, after_name) if n else []
+        page = names[:n]
+        edges = [ServiceEdge(cursor=encode_cursor("svc", name), node=Service(name=name)) for name in page]
+        return ServiceConnection(
+            edges=edges,
+            page_info=PageInfo(
+                has_next_page=len(names) > n,
+                has_previous_page=after is not None,
+                start_cursor=edges[0].cursor if edges else None,
+                end_cursor=edges[-1].cursor if edges else None,
+            ),
+        )
+
+    @strawberry.field(description="Everything that transitively calls `name` (up to `depth` hops), counted "
+                      "by tier, with the owning teams to notify. Null if the service is unknown.")
+    async def blast_radius(
+        self,
+        info: strawberry.Info,
+        name: str,
+        depth: int | None = None,
+        layers: list[Layer] | None = None,
+        tier: list[int] | None = None,
+        domain: list[str] | None = None,
+        at: datetime | None = None,
+        window: Duration | None = None,
+    ) -> BlastRadius | None:
+        ctx = context_of(info)
+        cfg = ctx.config
+        d = check_depth(cfg.max_depth if depth is None else depth, cfg)
+        asked = check_layers(layers)
+        tiers = to_set(tier, "tier")
+        domains = to_set(domain, "domain")
+        rng, at_s = time_range(at, window, ctx.now, cfg)
+        if not await ctx.loaders.known.load(name):
+            return None
+        result = await query.blast_radius(
+            ctx.stores.layers, ctx.stores.catalog, name, d,
+            layers=asked, time=rng, now=ctx.now,
+            tiers=tiers, domains=domains,  # type: ignore[arg-type]
+        )
+        for dep in result.traversal.reached:  # the catalog answers are already here: keep them
+            ctx.loaders.catalog.prime(dep.name, result.infos.get(dep.name))
+        ctx.report(info, result.traversal.failures)
+        return BlastRadius.build(result, d, rng.seconds, at_s)
+
+    @strawberry.field(description="A flat page of the merged graph (edges by source, target) for drawing. "
+                      "`tier`/`domain` keep the edges whose two ends match.")
+    async def topology(
+        self,
+        info: strawberry.Info,
+        layers: list[Layer] | None = None,
+        tier: list[int] | None = None,
+        domain: list[str] | None = None,
+        at: datetime | None = None,
+        window: Duration | None = None,
+        granularity: Granularity = Granularity.APP,
+        first: int | None = None,
+        after: str | None = None,
+    ) -> TopologyGraph:
+        ctx = context_of(info)
+        cfg = ctx.config
+        n = check_first(first, cfg)
+        asked = check_layers(layers)
+        tiers = to_set(tier, "tier")
+        domains = to_set(domain, "domain")
+        rng, at_s = time_range(at, window, ctx.now, cfg)
+        after_key: tuple[str, str] | None = None
+        if after is not None:
+            src, dst = decode_cursor(after, "edge", (str, str))
+            after_key = (str(src), str(dst))
+
+        select: Callable[[Sequence[str]], Any] | None = None
+        if tiers is not None or domains is not None:
+
+            async def select(names: Sequence[str]) -> set[str]:
+                infos = await asyncio.gather(*(ctx.service_info(x) for x in names))
+                return {
+                    x for x, i in zip(names, infos, strict=True)
+                    if query.matches_filter(i, tiers, domains)  # type: ignore[arg-type]
+                }
+
+        graph = await query.flat_graph(
+            ctx.stores.layers, layers=asked, granularity=granularity, time=rng, now=ctx.now,
+            first=n, after=after_key, select=select,
+        )
+        ctx.report(info, graph.failures)
+        end = encode_cursor("edge", *graph.edges[-1].key) if graph.edges else None
+        start = encode_cursor("edge", *graph.edges[0].key) if graph.edges else None
+        answered = [x for x in (asked or list(Layer)) if x not in {f.layer for f in graph.failures}]
+        return TopologyGraph(
+            nodes=[Service(name=name, kind_hint=kind, at=at_s) for name, kind in graph.nodes],
+            edges=[TopologyEdge.from_merged(e, rng.seconds) for e in graph.edges],
+            truncated=graph.has_next,
+            page_info=PageInfo(has_next_page=graph.has_next, has_previous_page=after is not None,
+                               start_cursor=start, end_cursor=end),
+            layers=answered,
+            failed_layers=failed_layers(graph.failures),
+        )
+
+
+class _Schema(strawberry.federation.Schema):
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
+        """Logging and counting happen in :class:`service.errors.ErrorCodes` (with the final codes)."""
+
+
+def build_schema(
+    config: ServiceConfig | None = None, extra_extensions: Sequence[Callable[[], SchemaExtension]] = ()
+) -> strawberry.federation.Schema:
+    """The schema with the configured limits; ``extra_extensions`` (e.g. tracing, metrics) run inside
+    the limits and the error policy."""
+    cfg = config or ServiceConfig()
+    extensions: list[Callable[[], SchemaExtension]] = [
+        lambda: MaxTokensLimiter(max_token_count=cfg.max_tokens),
+        lambda: QueryDepthLimiter(max_depth=cfg.max_query_depth),
+        lambda: MaxAliasesLimiter(max_alias_count=cfg.max_aliases),
+        ErrorCodes,
+        *extra_extensions,
+    ]
+    return _Schema(
+        query=Query,
+        types=[Service],
+        extensions=extensions,
+        config=StrawberryConfig(disable_field_suggestions=True, scalar_map=SCALAR_MAP),
+        federation_version=FEDERATION_VERSION,  # type: ignore[arg-type]
+    )
+
+
+schema = build_schema()
+
+
+def main() -> int:
+    sys.stdout.write(schema.as_str() + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,217 @@
+"""GraphQL leaf types: enums, scalars and the value objects that carry no resolvers of their own.
+
+The entity (``Service``) and everything that refers back to it live in :mod:`service.entity`.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from typing import NewType
+
+import strawberry
+
+from service.config import parse_duration
+from topology import catalog as core_catalog
+from topology.catalog import HealthState
+from topology.model import Granularity, Layer, NodeKind
+from topology.query import MergedEdge
+from topology.stats import EdgeStats
+
+__all__ = [
+    "DURATION_SCALAR",
+    "SCALAR_MAP",
+    "Duration",
+    "HealthStatus",
+    "LayerEdge",
+    "Links",
+    "Owner",
+    "PageInfo",
+    "TopologyEdge",
+    "TraceSummary",
+    "epoch_to_datetime",
+]
+
+# The core enums are the GraphQL enums: resolvers receive and return them as they are.
+strawberry.enum(Layer, description="One physically separate graph, built from one kind of signal.")
+strawberry.enum(Granularity, description="APP: an application; CLUSTER: one deployment of an app.")
+strawberry.enum(NodeKind, description="What a node is. Everything but SERVICE is a virtual node.")
+strawberry.enum(HealthState, description="A service's health.")
+
+
+def _parse_duration_value(value: object) -> float:
+    if isinstance(value, bool):
+        raise ValueError("a duration is a number of seconds or a string such as 15m or PT15M")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str):
+        seconds = parse_duration(value)
+    else:
+        raise ValueError("a duration is a number of seconds or a string such as 15m or PT15M")
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(f"a duration must be positive, got {value!r}")
+    return seconds
+
+
+Duration = NewType("Duration", float)
+"""A window length in seconds; the GraphQL scalar is :data:`DURATION_SCALAR` (see ``scalar_map``)."""
+
+DURATION_SCALAR = strawberry.scalar(
+    name="Duration",
+    description="A length of time: seconds (900) or a string: 90s, 15m, 1h30m, 7d, or ISO 8601 (PT15M). "
+    "Serialized as seconds.",
+    serialize=float,
+    parse_value=_parse_duration_value,
+)
+
+SCALAR_MAP = {Duration: DURATION_SCALAR}
+
+
+def epoch_to_datetime(t: float | None) -> datetime | None:
+    """An epoch-seconds instant as an aware UTC datetime; 0/None (unknown) as None."""
+    if not t:
+        return None
+    return datetime.fromtimestamp(t, tz=UTC)
+
+
+@strawberry.federation.type(shareable=True, description="Relay page information.")
+class PageInfo:
+    has_next_page: bool
+    has_previous_page: bool
+    start_cursor: str | None
+    end_cursor: str | None
+
+
+@strawberry.type(description="The team that owns a service, and how to reach it.")
+class Owner:
+    team: str
+    email: str | None
+    chat: str | None
+    oncall: str | None
+
+    @classmethod
+    def from_core(cls, o: core_catalog.Owner) -> Owner:
+        return cls(team=o.team, email=o.email, chat=o.chat, oncall=o.oncall)
+
+
+@strawberry.type(description="A service's latest health at the time asked about.")
+class HealthStatus:
+    status: HealthState
+    reason: str | None
+    since: datetime | None
+
+
+@strawberry.type(description="Where to look at a service's logs, traces and metrics.")
+class Links:
+    logs: str | None
+    traces: str | None
+    metrics: str | None
+
+
+@strawberry.type(description="One recent trace the service took part in.")
+class TraceSummary:
+    trace_id: str
+    root_service: str
+    root_name: str
+    start: datetime
+    duration_ms: float
+    spans: int
+    error: bool
+    services: list[str]
+
+    @classmethod
+    def from_core(cls, t: core_catalog.TraceSummary) -> TraceSummary:
+        return cls(
+            trace_id=t.trace_id,
+            root_service=t.root_service,
+            root_name=t.root_name,
+            start=datetime.fromtimestamp(t.start, tz=UTC),
+            duration_ms=t.duration * 1000.0,
+            spans=t.spans,
+            error=t.error,
+            services=list(t.services),
+        )
+
+
+@strawberry.type(description="What one layer saw of an edge over the time range asked about.")
+class LayerEdge:
+    layer: Layer
+    protocol: str | None
+    ports: list[int]
+    endpoints: list[str]
+    requests: int
+    errors: int
+    request_rate: float | None = strawberry.field(description="Requests per second over the range.")
+    error_rate: float | None = strawberry.field(description="Errors / requests (0..1).")
+    latency_p50: float | None = strawberry.field(description="Median latency in milliseconds.")
+    latency_p99: float | None = strawberry.field(description="99th percentile latency in milliseconds.")
+    bytes: int = strawberry.field(description="Bytes in both directions.")
+    bytes_sent: int
+    bytes_received: int
+    connections: int
+    first_seen: datetime | None
+    last_seen: datetime | None
+    intermediaries: list[str] = strawberry.field(
+        description="Load balancers, NAT gateways, API gateways and proxies the traffic went through."
+    )
+    exemplar_trace_ids: list[str]
+    connection_type: str | None
+    health: HealthState
+
+    @classmethod
+    def from_stats(cls, layer: Layer, s: EdgeStats, range_seconds: float) -> LayerEdge:
+        p50 = s.latency_quantile(0.5)
+        p99 = s.latency_quantile(0.99)
+        try:
+            health = HealthState(s.health)
+        except ValueError:
+            health = HealthState.UNKNOWN
+        return cls(
+            layer=layer,
+            protocol=s.protocol,
+            ports=list(s.ports),
+            endpoints=list(s.endpoints),
+            requests=s.requests,
+            errors=s.errors,
+            request_rate=s.requests / range_seconds if s.requests and range_seconds > 0 else None,
+            error_rate=s.error_rate,
+            latency_p50=None if p50 is None else p50 * 1000.0,
+            latency_p99=None if p99 is None else p99 * 1000.0,
+            bytes=s.bytes_sent + s.bytes_received,
+            bytes_sent=s.bytes_sent,
+            bytes_received=s.bytes_received,
+            connections=s.connections,
+            first_seen=epoch_to_datetime(s.first_seen),
+            last_seen=epoch_to_datetime(s.last_seen),
+            intermediaries=list(s.intermediaries),
+            exemplar_trace_ids=list(s.exemplars),
+            connection_type=s.connection_type,
+            health=health,
+        )
+
+
+@strawberry.type(description="An edge (source calls target) merged over the layers asked for.")
+class TopologyEdge:
+    source: str
+    target: str
+    source_kind: NodeKind
+    target_kind: NodeKind
+    layers: list[Layer] = strawberry.field(description="The layers that saw this edge.")
+    per_layer: list[LayerEdge] = strawberry.field(description="Each layer's view, side by side.")
+
+    @classmethod
+    def from_merged(cls, e: MergedEdge, range_seconds: float) -> TopologyEdge:
+        return cls(
+            source=e.source,
+            target=e.target,
+            source_kind=e.source_kind,
+            target_kind=e.target_kind,
+            layers=list(e.layers),
+            per_layer=[LayerEdge.from_stats(layer, s, range_seconds) for layer, s in e.per_layer],
+        )
+
+
+@strawberry.type(description="A layer that could not answer (the response also carries an error).")
+class LayerFailure:
+    layer: Layer
+    message: str

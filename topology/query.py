@@ -1,0 +1,455 @@
+"""Unified queries over several layers: multi-hop traversal, the flat graph and the blast radius.
+
+The layers are separate graphs (one :class:`~topology.store.base.LayerStore` each). A unified query
+asks every requested layer *concurrently* and merges the answers, so a path may combine edges seen by
+different layers. Each merged edge keeps which layers saw it and each layer's
+:class:`~topology.stats.EdgeStats` side by side (they are never added together: the layers observe
+the same traffic in different ways).
+
+A layer whose store raises (:class:`~topology.store.base.StoreUnavailable` or anything else) does not
+spoil the answer: the other layers still answer and the result lists the failed layers, each with a
+message fit for the person who asked. Edges a layer gave before it failed are kept.
+
+Traversal is level-synchronous breadth-first: at each level every requested layer expands the whole
+frontier in one ``neighbors`` call, the calls run together, and the union of their edges gives the
+next frontier. Each node is reported once, at its smallest depth, with ``via`` = the node it was
+reached from (the smallest name when several frontier nodes reach it at the same depth).
+
+This module is pure apart from calling the store interface: no clock, no network, no disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from topology.catalog import Owner, ServiceInfo
+from topology.model import ALL_LAYERS, Direction, EdgeSummary, Granularity, Layer, NodeKind
+from topology.stats import EdgeStats
+from topology.store.base import CatalogStore, LayerStore, StoreUnavailable
+from topology.timewindow import TimeRange
+
+__all__ = [
+    "BlastRadius",
+    "Dependency",
+    "FlatGraph",
+    "LayerFailure",
+    "MergedEdge",
+    "TeamNotice",
+    "UnifiedTraversal",
+    "blast_radius",
+    "flat_graph",
+    "matches_filter",
+    "merge_kinds",
+    "traverse",
+]
+
+_T = TypeVar("_T")
+
+#: How many edges one layer is asked for per round when the flat graph is filtered.
+_FILTERED_BATCH = 512
+#: The flat graph gives up scanning (and reports a next page) after this many merged edges.
+_MAX_SCANNED_EDGES = 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class LayerFailure:
+    """A layer that could not answer. ``message`` is safe to show to the person who asked;
+    ``cause`` is the exception (for logs), ``expected`` is False for anything but StoreUnavailable."""
+
+    layer: Layer
+    message: str
+    expected: bool = True
+    cause: BaseException | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class MergedEdge:
+    """One edge (``source`` calls ``target``) as seen by one or more layers."""
+
+    source: str
+    target: str
+    per_layer: tuple[tuple[Layer, EdgeStats], ...]  # in ALL_LAYERS order, each layer at most once
+    source_kind: NodeKind = NodeKind.SERVICE
+    target_kind: NodeKind = NodeKind.SERVICE
+
+    @property
+    def layers(self) -> tuple[Layer, ...]:
+        return tuple(layer for layer, _ in self.per_layer)
+
+    def stats(self, layer: Layer) -> EdgeStats | None:
+        for lay, st in self.per_layer:
+            if lay is layer:
+                return st
+        return None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.source, self.target)
+
+
+@dataclass(frozen=True, slots=True)
+class Dependency:
+    """A node reached by a traversal, with the merged edge it was reached through."""
+
+    name: str
+    depth: int
+    via: str
+    kind: NodeKind
+    edge: MergedEdge  # via -> name for UPSTREAM, name -> via for DOWNSTREAM
+
+
+@dataclass(frozen=True, slots=True)
+class UnifiedTraversal:
+    roots: tuple[str, ...]
+    direction: Direction
+    layers: tuple[Layer, ...]  # the layers asked for
+    reached: tuple[Dependency, ...]  # ordered by (depth, name); roots are not listed
+    edges: tuple[MergedEdge, ...]  # every edge walked, ordered by (source, target)
+    failures: tuple[LayerFailure, ...]
+
+    @property
+    def answered(self) -> tuple[Layer, ...]:
+        failed = {f.layer for f in self.failures}
+        return tuple(layer for layer in self.layers if layer not in failed)
+
+
+@dataclass(frozen=True, slots=True)
+class FlatGraph:
+    """One page of the merged edge list, ordered by (source, target)."""
+
+    nodes: tuple[tuple[str, NodeKind], ...]  # endpoints of the page's edges, sorted by name
+    edges: tuple[MergedEdge, ...]
+    has_next: bool
+    end_cursor: tuple[str, str] | None  # the last edge's key: pass it as ``after`` for the next page
+    failures: tuple[LayerFailure, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TeamNotice:
+    """A team to notify, with the affected services it owns (sorted)."""
+
+    owner: Owner
+    services: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class BlastRadius:
+    root: str
+    traversal: UnifiedTraversal
+    affected: tuple[Dependency, ...]  # reached services that pass the filter, by (depth, name)
+    by_tier: tuple[tuple[int | None, int], ...]  # (tier, count), tiers ascending, unknown (None) last
+    teams: tuple[TeamNotice, ...]  # sorted by team name
+    unowned: tuple[str, ...]  # affected services with no owner in the catalog
+    infos: Mapping[str, ServiceInfo]  # catalog entries of every reached node
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+def _ordered_layers(layers: Iterable[Layer] | None) -> tuple[Layer, ...]:
+    asked = set(ALL_LAYERS if layers is None else layers)
+    return tuple(layer for layer in ALL_LAYERS if layer in asked)
+
+
+_KIND_RANK = {kind: i for i, kind in enumerate(NodeKind)}
+
+
+def merge_kinds(kinds: Iterable[NodeKind]) -> NodeKind:
+    """What layers that disagree about a node make of it: a workload anywhere is a workload
+    (an instrumented service can look like a virtual peer to a layer that sees only its callers);
+    otherwise the first specific kind wins and UNKNOWN only when nothing better is known."""
+    best: NodeKind | None = None
+    for kind in kinds:
+        if kind is NodeKind.SERVICE:
+            return kind
+        if best is None or best is NodeKind.UNKNOWN or (
+            kind is not NodeKind.UNKNOWN and _KIND_RANK[kind] < _KIND_RANK[best]
+        ):
+            best = kind
+    return best if best is not None else NodeKind.UNKNOWN
+
+
+def _merge_edge(source: str, target: str, found: Mapping[Layer, EdgeSummary]) -> MergedEdge:
+    per_layer = tuple((layer, found[layer].stats) for layer in ALL_LAYERS if layer in found)
+    return MergedEdge(
+        source=source,
+        target=target,
+        per_layer=per_layer,
+        source_kind=merge_kinds(found[layer].source_kind for layer, _ in per_layer),
+        target_kind=merge_kinds(found[layer].target_kind for layer, _ in per_layer),
+    )
+
+
+def _failure(layer: Layer, exc: Exception) -> LayerFailure:
+    if isinstance(exc, StoreUnavailable):
+        return LayerFailure(layer, f"the {layer.value} layer is unavailable: {exc}", True, exc)
+    return LayerFailure(
+        layer, f"the {layer.value} layer failed to answer ({type(exc).__name__})", False, exc
+    )
+
+
+async def _guard(layer: Layer, call: Awaitable[_T]) -> _T | LayerFailure:
+    try:
+        return await call
+    except Exception as exc:  # one layer's failure must not fail the others
+        return _failure(layer, exc)
+
+
+def _start(
+    layer_stores: Mapping[Layer, LayerStore], layers: Iterable[Layer] | None
+) -> tuple[tuple[Layer, ...], list[Layer], list[LayerFailure]]:
+    asked = _ordered_layers(layers)
+    active = [layer for layer in asked if layer in layer_stores]
+    failures = [
+        LayerFailure(layer, f"no store is configured for the {layer.value} layer")
+        for layer in asked
+        if layer not in layer_stores
+    ]
+    return asked, active, failures
+
+
+def matches_filter(
+    info: ServiceInfo | None, tiers: frozenset[int] | None, domains: frozenset[str] | None
+) -> bool:
+    """Whether a node passes a tier/domain filter (a node without a catalog entry passes only when
+    neither is set)."""
+    if tiers is not None and (info is None or info.tier not in tiers):
+        return False
+    return not (domains is not None and (info is None or info.domain not in domains))
+
+
+# -- traversal -------------------------------------------------------------------------------------
+async def traverse(
+    layer_stores: Mapping[Layer, LayerStore],
+    roots: Iterable[str],
+    direction: Direction,
+    depth: int,
+    *,
+    layers: Iterable[Layer] | None = None,
+    granularity: Granularity = Granularity.APP,
+    time: TimeRange,
+    now: float,
+) -> UnifiedTraversal:
+    """Walk up to ``depth`` hops from ``roots`` over the union of ``layers`` (all when None)."""
+    if depth < 0:
+        raise ValueError(f"depth must be >= 0, got {depth}")
+    root_names = tuple(sorted(set(roots)))
+    asked, active, failures = _start(layer_stores, layers)
+    seen: set[str] = set(root_names)
+    frontier: list[str] = list(root_names)
+    found: dict[tuple[str, str], dict[Layer, EdgeSummary]] = {}
+    reached: list[tuple[str, int, str, tuple[str, str]]] = []  # name, depth, via, edge key
+    upstream = direction is Direction.UPSTREAM
+
+    for level in range(1, depth + 1):
+        if not frontier or not active:
+            break
+        calling = list(active)
+        answers = await asyncio.gather(
+            *(
+                _guard(layer, layer_stores[layer].neighbors(frontier, direction, granularity, time, now))
+                for layer in calling
+            )
+        )
+        frontier_set = set(frontier)
+        level_keys: set[tuple[str, str]] = set()
+        for layer, answer in zip(calling, answers, strict=True):
+            if isinstance(answer, LayerFailure):
+                failures.append(answer)
+                active.remove(layer)
+                continue
+            for summary in answer:
+                k = (summary.key.source, summary.key.target)
+                near = k[0] if upstream else k[1]
+                if near not in frontier_set:
+                    continue  # not an edge of this frontier: ignore rather than trust it
+                found.setdefault(k, {}).setdefault(layer, summary)
+                level_keys.add(k)
+        best: dict[str, tuple[str, tuple[str, str]]] = {}  # far node -> (via, edge key)
+        for k in level_keys:
+            near, far = (k[0], k[1]) if upstream else (k[1], k[0])
+            if far in seen:
+                continue
+            prev = best.get(far)
+            if prev is None or near < prev[0]:
+                best[far] = (near, k)
+        frontier = sorted(best)
+        for name in frontier:
+            via, k = best[name]
+            reached.append((name, level, via, k))
+        seen.update(frontier)
+
+    merged = {k: _merge_edge(k[0], k[1], per) for k, per in found.items()}
+    deps = tuple(
+        Dependency(
+            name=name,
+            depth=level,
+            via=via,
+            kind=merged[k].target_kind if upstream else merged[k].source_kind,
+            edge=merged[k],
+        )
+        for name, level, via, k in reached
+    )
+    return UnifiedTraversal(
+        roots=root_names,
+        direction=direction,
+        layers=asked,
+        reached=deps,
+        edges=tuple(merged[k] for k in sorted(merged)),
+        failures=tuple(failures),
+    )
+
+
+# -- flat graph ------------------------------------------------------------------------------------
+NodeSelector = Callable[[Sequence[str]], Awaitable[set[str]]]
+"""Given node names, return the subset that passes a filter (one batched look-up)."""
+
+
+async def flat_graph(
+    layer_stores: Mapping[Layer, LayerStore],
+    *,
+    layers: Iterable[Layer] | None = None,
+    granularity: Granularity = Granularity.APP,
+    time: TimeRange,
+    now: float,
+    first: int,
+    after: tuple[str, str] | None = None,
+    select: NodeSelector | None = None,
+) -> FlatGraph:
+    """Edges of ``layers`` merged, ordered by (source, target), at most ``first`` after ``after``.
+
+    With ``select``, only edges whose two ends both pass it are kept (the induced subgraph);
+    the layers are then read in rounds until the page is full or they run out.
+    """
+    if first < 0:
+        raise ValueError(f"first must be >= 0, got {first}")
+    _, active, failures = _start(layer_stores, layers)
+    batch = first + 1 if select is None else max(first + 1, _FILTERED_BATCH)
+    page: list[MergedEdge] = []
+    cursor = after
+    scanned = 0
+    exhausted = False
+    while len(page) <= first and active and not exhausted:
+        calling = list(active)
+        answers = await asyncio.gather(
+            *(
+                _guard(layer, layer_stores[layer].edges(granularity, time, now, batch, cursor))
+                for layer in calling
+            )
+        )
+        found: dict[tuple[str, str], dict[Layer, EdgeSummary]] = {}
+        horizon: tuple[str, str] | None = None  # keys up to here are complete in every layer
+        for layer, answer in zip(calling, answers, strict=True):
+            if isinstance(answer, LayerFailure):
+                failures.append(answer)
+                active.remove(layer)
+                continue
+            for summary in answer:
+                k = (summary.key.source, summary.key.target)
+                if cursor is None or k > cursor:
+                    found.setdefault(k, {}).setdefault(layer, summary)
+            if len(answer) >= batch:
+                last = max((s.key.source, s.key.target) for s in answer)
+                horizon = last if horizon is None else min(horizon, last)
+        exhausted = horizon is None
+        keys = sorted(k for k in found if horizon is None or k <= horizon)
+        edges = [_merge_edge(k[0], k[1], found[k]) for k in keys]
+        scanned += len(edges)
+        if select is not None and edges:
+            names = sorted({n for e in edges for n in e.key})
+            passing = await select(names)
+            edges = [e for e in edges if e.source in passing and e.target in passing]
+        page.extend(edges)
+        if horizon is not None:
+            cursor = horizon
+        if scanned >= _MAX_SCANNED_EDGES:
+            break
+
+    has_next = len(page) > first or (not exhausted and bool(active))
+    page = page[:first]
+    kinds: dict[str, list[NodeKind]] = {}
+    for e in page:
+        kinds.setdefault(e.source, []).append(e.source_kind)
+        kinds.setdefault(e.target, []).append(e.target_kind)
+    return FlatGraph(
+        nodes=tuple((name, merge_kinds(kinds[name])) for name in sorted(kinds)),
+        edges=tuple(page),
+        has_next=has_next,
+        end_cursor=page[-1].key if page else after,
+        failures=tuple(failures),
+    )
+
+
+# -- blast radius ----------------------------------------------------------------------------------
+def _team_notices(affected: Sequence[str], infos: Mapping[str, ServiceInfo]) -> tuple[
+    tuple[TeamNotice, ...], tuple[str, ...]
+]:
+    teams: dict[str, tuple[Owner, list[str]]] = {}
+    unowned: list[str] = []
+    for name in sorted(affected):
+        info = infos.get(name)
+        if info is None or info.owner is None:
+            unowned.append(name)
+            continue
+        o = info.owner
+        if o.team not in teams:
+            teams[o.team] = (o, [name])
+            continue
+        known, names = teams[o.team]
+        names.append(name)
+        # Contacts may be missing on some entries of a team: keep the first one given for each.
+        teams[o.team] = (
+            Owner(o.team, known.email or o.email, known.chat or o.chat, known.oncall or o.oncall),
+            names,
+        )
+    notices = tuple(TeamNotice(owner, tuple(names)) for _, (owner, names) in sorted(teams.items()))
+    return notices, tuple(unowned)
+
+
+def _tier_counts(affected: Sequence[str], infos: Mapping[str, ServiceInfo]) -> tuple[
+    tuple[int | None, int], ...
+]:
+    counts: dict[int | None, int] = {}
+    for name in affected:
+        info = infos.get(name)
+        tier = None if info is None else info.tier
+        counts[tier] = counts.get(tier, 0) + 1
+    known = sorted((t, n) for t, n in counts.items() if t is not None)
+    return (*known, *(((None, counts[None]),) if None in counts else ()))
+
+
+async def blast_radius(
+    layer_stores: Mapping[Layer, LayerStore],
+    catalog: CatalogStore,
+    root: str,
+    depth: int,
+    *,
+    layers: Iterable[Layer] | None = None,
+    granularity: Granularity = Granularity.APP,
+    time: TimeRange,
+    now: float,
+    tiers: frozenset[int] | None = None,
+    domains: frozenset[str] | None = None,
+) -> BlastRadius:
+    """Everything that (transitively) calls ``root``: the services to worry about and the teams to
+    tell. Tier/domain filters choose which services are counted; the walk passes through the rest.
+    Catalog entries are looked up by node name (one batched call), so use APP granularity for teams.
+    """
+    walk = await traverse(
+        layer_stores, [root], Direction.DOWNSTREAM, depth,
+        layers=layers, granularity=granularity, time=time, now=now,
+    )
+    infos = await catalog.services([d.name for d in walk.reached]) if walk.reached else {}
+    affected = tuple(d for d in walk.reached if matches_filter(infos.get(d.name), tiers, domains))
+    names = [d.name for d in affected]
+    teams, unowned = _team_notices(names, infos)
+    return BlastRadius(
+        root=root,
+        traversal=walk,
+        affected=affected,
+        by_tier=_tier_counts(names, infos),
+        teams=teams,
+        unowned=unowned,
+        infos=infos,
+    )
