@@ -1,0 +1,128 @@
+// Drives GraphiQL in Debian's headless Chromium (playwright-core, no browser download) and checks
+// that a query run from the page returns the expected text, with every non-loopback request blocked.
+//
+//   node tests/js/graphiql.mjs --url http://127.0.0.1:8080/graphql --query '{ service(name: "a") { name } }' \
+//        --expect a --screenshot /tmp/graphiql.png
+//
+// Prints one JSON report on stdout: {ok, error, querySource, response, requests, blocked, consoleErrors,
+// pageErrors, screenshot}. Exit code 0 only when the page rendered, the query ran, the result pane
+// contains every --expect text, and no request tried to leave the machine.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { chromium } from 'playwright-core';
+
+const CHROMIUM_FLAGS = [
+  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+  '--disable-background-networking', '--disable-component-update', '--disable-sync',
+];
+const LOCAL_HOSTS = new Set(['127.0.0.1', 'localhost', '[::1]', '::1']);
+const EDITOR = '.graphiql-query-editor .CodeMirror';
+const RUN_BUTTON = '.graphiql-execute-button';
+const RESPONSE = '.graphiql-response';
+
+function isLocal(url) {
+  let u;
+  try { u = new URL(url); } catch { return false; }
+  if (u.protocol === 'data:' || u.protocol === 'blob:' || u.protocol === 'about:') return true;
+  return LOCAL_HOSTS.has(u.hostname);
+}
+
+const { values: opt } = parseArgs({
+  options: {
+    url: { type: 'string' },
+    query: { type: 'string' },
+    expect: { type: 'string', multiple: true, default: [] },
+    screenshot: { type: 'string' },
+    timeout: { type: 'string', default: '15000' },
+    chromium: { type: 'string', default: process.env.CHROMIUM || '/usr/bin/chromium' },
+  },
+});
+
+async function run(report) {
+  if (!opt.url || !opt.query || !opt.screenshot) throw new Error('need --url, --query and --screenshot');
+  const timeout = Number(opt.timeout);
+  const profile = mkdtempSync(join(tmpdir(), 'graphiql-chromium-'));
+  let context;
+  let page;
+  try {
+    context = await chromium.launchPersistentContext(profile, {
+      executablePath: opt.chromium,
+      headless: true,
+      args: CHROMIUM_FLAGS,
+      viewport: { width: 1400, height: 860 },
+      serviceWorkers: 'block',
+    });
+    // Everything not on loopback is aborted and remembered: the page must work offline.
+    await context.route('**/*', (route) => {
+      const url = route.request().url();
+      if (isLocal(url)) return route.continue();
+      report.blocked.push(url);
+      return route.abort('blockedbyclient');
+    });
+    await context.routeWebSocket(/.*/, (ws) => {
+      if (isLocal(ws.url())) return ws.connectToServer();
+      report.blocked.push(ws.url());
+      return ws.close();
+    });
+    page = context.pages()[0] || (await context.newPage());
+    page.setDefaultTimeout(timeout);
+    page.on('request', (req) => report.requests.push(req.url()));
+    page.on('console', (msg) => { if (msg.type() === 'error') report.consoleErrors.push(msg.text()); });
+    page.on('pageerror', (err) => report.pageErrors.push(String(err && err.message ? err.message : err)));
+
+    // Strawberry's page reads the initial query from `?q=`. (Not `?query=`: a GET with `query` is a
+    // GraphQL-over-HTTP request and answers JSON instead of the page.)
+    // encodeURIComponent, not URLSearchParams: the page decodes with decodeURIComponent, which keeps '+'.
+    const target = new URL(opt.url);
+    target.search = `?q=${encodeURIComponent(opt.query)}`;
+    const resp = await page.goto(target.toString(), { waitUntil: 'load' });
+    if (!resp || !resp.ok()) throw new Error(`GET ${opt.url} answered ${resp ? resp.status() : 'nothing'}`);
+
+    await page.waitForSelector(EDITOR, { state: 'visible' });
+    report.querySource = await page.evaluate(([sel, query]) => {
+      const cm = document.querySelector(sel).CodeMirror;
+      if (cm.getValue().trim() === query.trim()) return 'url';
+      cm.setValue(query); // the page ignored the URL parameters: type it into the editor instead
+      return 'editor';
+    }, [EDITOR, opt.query]);
+
+    await page.click(RUN_BUTTON);
+    await page.waitForFunction(([sel, wanted]) => {
+      const pane = document.querySelector(sel);
+      const cm = pane && pane.querySelector('.CodeMirror');
+      const text = cm && cm.CodeMirror ? cm.CodeMirror.getValue() : (pane ? pane.innerText : '');
+      return text.includes('"data"') && wanted.every((w) => text.includes(w));
+    }, [RESPONSE, opt.expect]);
+    const text = await page.evaluate((sel) => {
+      const cm = document.querySelector(sel + ' .CodeMirror');
+      return cm && cm.CodeMirror ? cm.CodeMirror.getValue() : document.querySelector(sel).innerText;
+    }, RESPONSE);
+    try { report.response = JSON.parse(text); } catch { report.response = text; }
+    await page.screenshot({ path: opt.screenshot });
+    report.screenshot = opt.screenshot;
+  } catch (err) {
+    // Keep a picture of the failure next to the wanted screenshot, for whoever reads the report.
+    const failed = opt.screenshot.replace(/(\.png)?$/, '-failed.png');
+    if (page && (await page.screenshot({ path: failed }).then(() => true, () => false))) report.failedScreenshot = failed;
+    throw err;
+  } finally {
+    if (context) await context.close().catch(() => {});
+    rmSync(profile, { recursive: true, force: true });
+  }
+}
+
+const report = {
+  ok: false, error: null, querySource: null, response: null,
+  requests: [], blocked: [], consoleErrors: [], pageErrors: [], screenshot: null, failedScreenshot: null,
+};
+try {
+  await run(report);
+  if (report.blocked.length) throw new Error(`requests tried to leave the machine: ${report.blocked.join(' ')}`);
+  report.ok = true;
+} catch (err) {
+  report.error = String(err && err.message ? err.message : err);
+}
+process.stdout.write(JSON.stringify(report) + '\n');
+process.exit(report.ok ? 0 : 1);
