@@ -1,0 +1,826 @@
+"""The one contract test suite every store implementation must pass.
+
+Use it from a test module per implementation::
+
+    class TestMyStore(StoreContract):
+        @pytest.fixture
+        async def stores_factory(self, tmp_path) -> AsyncIterator[StoresFactory]:
+            factory = MyFactory(...)
+            yield factory
+            await factory.close()
+
+The factory hands out *fresh* (empty) stores and, where the backend persists, reopens the last ones
+(``supports_reopen``). All inputs are hand-built and every expected answer is written out here.
+
+Behaviour pinned down by this suite beyond ``topology/store/base.py``'s docstring:
+
+* ``traverse``: roots are not in ``reached``; ``reached`` is sorted by (depth, name); a node reached
+  from several nodes of the previous level gets the smallest of their names as ``via``; ``edges``
+  holds every present edge leaving a node of depth < ``depth`` (also edges back into visited nodes),
+  each once. ``neighbors`` and ``edges`` return edges sorted by (source, target).
+* An edge's kinds are those of the last window written for it.
+* One ``rollup(now)`` builds the hours *and* the days that are finished at ``now``.
+* ``record_health`` keeps one event per (service, at); ``health`` answers with its time as ``since``.
+"""
+
+from __future__ import annotations
+
+import abc
+import itertools
+import random
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+
+from topology.catalog import HealthEvent, HealthState, Owner, ServiceInfo, TraceSummary
+from topology.model import (
+    Direction,
+    EdgeKey,
+    EdgeSummary,
+    EdgeWindow,
+    Granularity,
+    Layer,
+    NodeInfo,
+    NodeKind,
+    Reached,
+)
+from topology.stats import N_BUCKETS, EdgeStats, latency_histogram
+from topology.store.base import ServiceFilter, Stores
+from topology.timewindow import DAY, HOUR, MINUTE, Retention, TimeRange
+
+T0 = 1_700_006_400  # a UTC midnight
+APP, CLUSTER = Granularity.APP, Granularity.CLUSTER
+UP, DOWN = Direction.UPSTREAM, Direction.DOWNSTREAM
+NET, IPC, TRACE = Layer.NETWORK, Layer.IPC, Layer.TRACE
+
+NASTY_NAMES = (
+    "g.V().drop()",
+    "'); drop table edges; --",
+    'say "hi"',
+    "naïve-服务-🚀",
+    "back\\slash",
+    "${jndi:x}%s%n",
+    "a b\tc",
+)
+
+
+class StoresFactory(abc.ABC):
+    """Hands out stores for one test."""
+
+    supports_reopen: bool = False
+
+    @abc.abstractmethod
+    async def fresh(self, retention: Retention | None = None) -> Stores:
+        """Empty stores (all layers and the catalog) with this retention (default: ``Retention()``)."""
+
+    async def reopen(self) -> Stores:
+        """Close the stores last handed out and open the same data again."""
+        raise NotImplementedError
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Close everything handed out (called once at the end of each test)."""
+
+
+# -- hand-built inputs ------------------------------------------------------------------------------
+def stats(start: int, seconds: int = MINUTE, **kw: Any) -> EdgeStats:
+    kw.setdefault("requests", 10)
+    kw.setdefault("connections", 1)
+    return EdgeStats(first_seen=float(start), last_seen=float(start + seconds - 1), **kw)
+
+
+def win(
+    src: str,
+    dst: str,
+    start: int,
+    *,
+    layer: Layer = NET,
+    gran: Granularity = APP,
+    seconds: int = MINUTE,
+    s: EdgeStats | None = None,
+    source_kind: NodeKind = NodeKind.SERVICE,
+    target_kind: NodeKind = NodeKind.SERVICE,
+    **kw: Any,
+) -> EdgeWindow:
+    return EdgeWindow(
+        EdgeKey(layer, gran, src, dst),
+        start,
+        seconds,
+        s if s is not None else stats(start, seconds, **kw),
+        source_kind=source_kind,
+        target_kind=target_kind,
+    )
+
+
+def minutes(src: str, dst: str, first: int, count: int, *, step: int = 1, **kw: Any) -> list[EdgeWindow]:
+    """``count`` minute windows from ``first`` (aligned), one every ``step`` minutes."""
+    return [win(src, dst, first + i * step * MINUTE, **kw) for i in range(count)]
+
+
+def pairs(edges: Sequence[EdgeSummary]) -> list[tuple[str, str]]:
+    return [(e.key.source, e.key.target) for e in edges]
+
+
+def by_pair(edges: Sequence[EdgeSummary]) -> dict[tuple[str, str], EdgeStats]:
+    return {(e.key.source, e.key.target): e.stats for e in edges}
+
+
+def merged(windows: Sequence[EdgeWindow]) -> EdgeStats:
+    out = windows[0].stats
+    for w in windows[1:]:
+        out = out.merge(w.stats)
+    return out
+
+
+LIVE_NOW = T0 + 2 * HOUR
+LIVE = TimeRange(LIVE_NOW - 15 * MINUTE, LIVE_NOW)
+
+# The traversal graph (APP, NETWORK), every edge live:
+#   x -> a;  a -> b, a -> c;  b -> d, c -> d (diamond);  d -> e;  e -> b (cycle);  e -> f (f is a database)
+TRAVERSAL_EDGES = [
+    ("x", "a"),
+    ("a", "b"),
+    ("a", "c"),
+    ("b", "d"),
+    ("c", "d"),
+    ("d", "e"),
+    ("e", "b"),
+    ("e", "f"),
+]
+
+
+class StoreContract:
+    """Subclass as ``Test<Impl>`` and provide the ``stores_factory`` fixture."""
+
+    @pytest.fixture
+    async def stores(self, stores_factory: StoresFactory) -> Stores:
+        return await stores_factory.fresh()
+
+    async def _traversal_graph(self, stores: Stores) -> None:
+        ws = []
+        for src, dst in TRAVERSAL_EDGES:
+            kind = NodeKind.DATABASE if dst == "f" else NodeKind.SERVICE
+            ws += minutes(src, dst, LIVE_NOW - 10 * MINUTE, 5, target_kind=kind)
+        ws += minutes("d", "gone", T0, 5)  # stopped long before the live window
+        await stores.layers[NET].upsert_windows(ws)
+
+    # -- upsert, replace, stats ------------------------------------------------------------------------
+    async def test_neighbors_in_both_directions(self, stores: Stores) -> None:
+        net = stores.layers[NET]
+        await net.upsert_windows(
+            minutes("a", "b", LIVE_NOW - 5 * MINUTE, 3)
+            + minutes("a", "c", LIVE_NOW - 5 * MINUTE, 1)
+            + minutes("d", "a", LIVE_NOW - 3 * MINUTE, 2)
+        )
+        up = await net.neighbors(["a"], UP, APP, LIVE, LIVE_NOW)
+        assert pairs(up) == [("a", "b"), ("a", "c")]
+        assert by_pair(up)[("a", "b")].requests == 30
+        down = await net.neighbors(["a"], DOWN, APP, LIVE, LIVE_NOW)
+        assert pairs(down) == [("d", "a")]
+        assert down[0].stats.requests == 20
+        assert await net.neighbors(["b"], UP, APP, LIVE, LIVE_NOW) == []
+        assert await net.neighbors(["nobody"], DOWN, APP, LIVE, LIVE_NOW) == []
+
+    async def test_neighbors_of_several_names_lists_each_edge_once(self, stores: Stores) -> None:
+        net = stores.layers[NET]
+        await net.upsert_windows(
+            minutes("a", "b", LIVE_NOW - 5 * MINUTE, 1) + minutes("b", "c", LIVE_NOW - 5 * MINUTE, 1)
+        )
+        up = await net.neighbors(["b", "a", "a"], UP, APP, LIVE, LIVE_NOW)
+        assert pairs(up) == [("a", "b"), ("b", "c")]
+        down = await net.neighbors(["b", "c"], DOWN, APP, LIVE, LIVE_NOW)
+        assert pairs(down) == [("a", "b"), ("b", "c")]
+
+    async def test_upsert_twice_changes_nothing(self, stores: Stores) -> None:
+        net = stores.layers[NET]
+        ws = minutes("a", "b", LIVE_NOW - 10 * MINUTE, 4, ports=(443,), bytes_sent=1000)
+        await net.upsert_windows(ws)
+        first = await net.neighbors(["a"], UP, APP, LIVE, LIVE_NOW)
+        counts = await net.window_count()
+        await net.upsert_windows(ws)
+        await net.upsert_windows(list(reversed(ws)))
+        assert await net.neighbors(["a"], UP, APP, LIVE, LIVE_NOW) == first
+        assert await net.window_count() == counts
+        assert counts.get(MINUTE) == 4
+        assert first[0].stats.bytes_sent == 4000 and first[0].stats.requests == 40
+
+    async def test_a_window_replaces_the_stored_one_with_the_same_key(self, stores: Stores) -> None:
+        net = stores.layers[NET]
+        start = LIVE_NOW - 5 * MINUTE
+        await net.upsert_windows([win("a", "b", start, requests=5, ports=(80,))])
+        await net.upsert_windows([win("a", "b", start, requests=7, ports=(443,))])
+        [e] = await net.neighbors(["a"], UP, APP, LIVE, LIVE_NOW)
+        assert e.stats.requests == 7 and e.stats.ports == (443,)
+        assert (await net.window_count()).get(MINUTE) == 1
+
+    async def test_stats_are_the_merge_of_the_windows_overlapping_the_range(self, stores: Stores) -> None:
+        ipc = stores.layers[IPC]
+        base = LIVE_NOW - 10 * MINUTE
+        ws = [
+            win(
+                "a",
+                "b",
+                base,
+                layer=IPC,
+                requests=10,
+                errors=1,
+                latency=latency_histogram([0.002, 0.1]),
+                latency_sum=0.102,
+                endpoints=("GET /x",),
+                protocol="http",
+            ),
+            win(
+                "a",
+                "b",
+                base + MINUTE,
+                layer=IPC,
+                requests=20,
+                errors=0,
+                latency=latency_histogram([0.5]),
+                latency_sum=0.5,
+                endpoints=("GET /y",),
+            ),
+            win("a", "b", base + 2 * MINUTE, layer=IPC, requests=40, errors=4, endpoints=("POST /z",)),
+        ]
+        await ipc.upsert_windows(ws)
+        # [base + 30 s, base + 90 s) overlaps the first two windows only
+        [e] = await ipc.neighbors(["a"], UP, APP, TimeRange(base + 30, base + 90), LIVE_NOW)
+        want = ws[0].stats.merge(ws[1].stats)
+        assert e.stats == want
+        assert e.stats.requests == 30 and e.stats.errors == 1 and e.stats.endpoints == ("GET /x", "GET /y")
+        assert len(e.stats.latency) == N_BUCKETS and sum(e.stats.latency) == 3
+        assert e.stats.first_seen == base and e.stats.last_seen == base + MINUTE + 59
+        assert e.stats.protocol == "http"
+        [all3] = await ipc.neighbors(["a"], UP, APP, LIVE, LIVE_NOW)
+        assert all3.stats == merged(ws)
+        # a range ending exactly where a window starts does not include it (half-open)
+        [only0] = await ipc.neighbors(["a"], UP, APP, TimeRange(base - 60, base + MINUTE), LIVE_NOW)
+        assert only0.stats == ws[0].stats
+
+    async def test_edge_kinds_come_with_the_edges(self, stores: Stores) -> None:
+        tr = stores.layers[TRACE]
+        await tr.upsert_windows(
+            [
+                win("user", "web", LIVE_NOW - 120, layer=TRACE, source_kind=NodeKind.USER),
+                win(
+                    "web",
+                    "orders-db",
+                    LIVE_NOW - 120,
+                    layer=TRACE,
+                    target_kind=NodeKind.DATABASE,
+                    connection_type="database",
+                ),
+            ]
+        )
+        [e] = await tr.neighbors(["web"], UP, APP, LIVE, LIVE_NOW)
+        assert (e.source_kind, e.target_kind) == (NodeKind.SERVICE, NodeKind.DATABASE)
+        assert e.stats.connection_type == "database"
+        [u] = await tr.neighbors(["web"], DOWN, APP, LIVE, LIVE_NOW)
+        assert u.source_kind is NodeKind.USER
+        nodes = await tr.nodes(["orders-db", "user", "web", "missing"])
+        assert set(nodes) == {"orders-db", "user", "web"}
+        assert nodes["orders-db"].kind is NodeKind.DATABASE and nodes["web"].kind is NodeKind.SERVICE
+        assert nodes["user"].kind is NodeKind.USER
+        assert nodes["web"].layers == frozenset({TRACE}) and nodes["web"].granularity is APP
+
+    async def test_bad_windows_are_refused_and_nothing_is_stored(self, stores: Stores) -> None:
+        net = stores.layers[NET]
+        good = win("a", "b", LIVE_NOW - 120)
+        with pytest.raises(ValueError):
+            await net.upsert_windows([good, win("a", "c", LIVE_NOW - 120, layer=IPC)])
+        with pytest.raises(ValueError):
+            await net.upsert_windows([good, win("a", "c", LIVE_NOW - 119)])  # not aligned to its minute
+        assert await net.neighbors(["a"], UP, APP, LIVE, LIVE_NOW) == []
+        assert (await net.window_count()).get(MINUTE, 0) == 0
+        with pytest.raises(ValueError):
+            await net.traverse(["a"], UP, -1, APP, LIVE, LIVE_NOW)
+
+    # -- time ------------------------------------------------------------------------------------------
+    async def test_an_edge_whose_traffic_stopped_leaves_the_live_window_but_stays_in_history(
+        self, stores: Stores
+    ) -> None:
+        net = stores.layers[NET]
+        await net.upsert_windows(
+            minutes("a", "old", LIVE_NOW - 60 * MINUTE, 10)  # stopped 50 min ago
+            + minutes("a", "new", LIVE_NOW - 60 * MINUTE, 60)
+        )
+        assert pairs(await net.neighbors(["a"], UP, APP, LIVE, LIVE_NOW)) == [("a", "new")]
+        past = TimeRange(LIVE_NOW - 60 * MINUTE, LIVE_NOW - 45 * MINUTE)
+        got = await net.neighbors(["a"], UP, APP, past, LIVE_NOW)
+        assert pairs(got) == [("a", "new"), ("a", "old")]
+        assert by_pair(got)[("a", "old")].requests == 100
+        assert by_pair(got)[("a", "new")].requests == 150
+        assert pairs(await net.edges(APP, LIVE, LIVE_NOW)) == [("a", "new")]
+        assert [r.name for r in (await net.traverse(["a"], UP, 2, APP, past, LIVE_NOW)).reached] == [
+            "new",
+            "old",
+        ]
+
+    async def test_rollup_builds_hours_as_the_merge_of_their_minutes(
+        self, stores_factory: StoresFactory
+    ) -> None:
+        stores = await stores_factory.fresh(Retention(minute=2 * HOUR, hour=2 * DAY, day=30 * DAY))
+        ipc = stores.layers[IPC]
+        ab = [
+            win(
+                "a",
+                "b",
+                T0 + m * MINUTE,
+                layer=IPC,
+                requests=m + 1,
+                errors=m % 2,
+                latency=latency_histogram([0.001 * (m + 1)]),
+                latency_sum=0.001 * (m + 1),
+                endpoints=(f"/e{m % 3}",),
+            )
+            for m in (0, 1, 30, 59)
+        ]
+        ac = [win("a", "c", T0 + 5 * MINUTE, layer=IPC, requests=3)]
+        later = [win("a", "b", T0 + HOUR + 5 * MINUTE, layer=IPC, requests=1000)]  # its hour is not finished
+        await ipc.upsert_windows(ab + ac + later)
+        await ipc.rollup(T0 + HOUR + 30 * MINUTE)
+        counts = await ipc.window_count()
+        assert counts.get(HOUR) == 2 and counts.get(MINUTE) == 6 and counts.get(DAY, 0) == 0
+        # two hours later the minutes of the first hour are past retention: the hour answers
+        now = T0 + 3 * HOUR + 30 * MINUTE
+        await ipc.rollup(now)
+        counts = await ipc.window_count()
+        assert counts.get(MINUTE, 0) == 0 and counts.get(HOUR) == 3
+        got = by_pair(await ipc.neighbors(["a"], UP, APP, TimeRange(T0, T0 + HOUR), now))
+        assert got[("a", "b")] == merged(ab)
+        assert got[("a", "b")].requests == 1 + 2 + 31 + 60 and got[("a", "b")].errors == 2
+        assert got[("a", "b")].endpoints == ("/e0", "/e1", "/e2")
+        assert got[("a", "b")].first_seen == T0 and got[("a", "b")].last_seen == T0 + 59 * MINUTE + 59
+        assert got[("a", "c")].requests == 3
+        # an hour window also answers for any part of its hour, and the next hour is there too
+        got = by_pair(await ipc.neighbors(["a"], UP, APP, TimeRange(T0 + 40 * MINUTE, T0 + 70 * MINUTE), now))
+        assert got[("a", "b")].requests == merged(ab).requests + 1000
+        # running it again changes nothing
+        before = await ipc.edges(APP, TimeRange(T0, now), now)
+        await ipc.rollup(now)
+        assert await ipc.window_count() == counts
+        assert await ipc.edges(APP, TimeRange(T0, now), now) == before
+
+    async def test_rollup_builds_days_from_hours(self, stores_factory: StoresFactory) -> None:
+        stores = await stores_factory.fresh(Retention(minute=2 * HOUR, hour=2 * DAY, day=30 * DAY))
+        net = stores.layers[NET]
+        ws = (
+            minutes("a", "b", T0 + 10 * MINUTE, 3, bytes_sent=5)
+            + minutes("a", "b", T0 + 5 * HOUR, 2, bytes_sent=7)
+            + minutes("a", "b", T0 + 23 * HOUR + 59 * MINUTE, 1, bytes_sent=11)
+        )
+        await net.upsert_windows(ws)
+        await net.rollup(T0 + DAY + HOUR)  # builds the 3 hours and the day
+        counts = await net.window_count()
+        assert counts.get(HOUR) == 3 and counts.get(DAY) == 1
+        now = T0 + 4 * DAY
+        await net.rollup(now)  # the hours are past retention now
+        counts = await net.window_count()
+        assert counts.get(MINUTE, 0) == 0 and counts.get(HOUR, 0) == 0 and counts.get(DAY) == 1
+        [e] = await net.neighbors(["a"], UP, APP, TimeRange(T0 + 12 * HOUR, T0 + 13 * HOUR), now)
+        assert e.stats == merged(ws)
+        assert e.stats.bytes_sent == 3 * 5 + 2 * 7 + 11 and e.stats.requests == 60
+
+    async def test_late_minutes_rebuild_their_hour(self, stores_factory: StoresFactory) -> None:
+        stores = await stores_factory.fresh()
+        net = stores.layers[NET]
+        await net.upsert_windows(minutes("a", "b", T0, 2))
+        now = T0 + 2 * HOUR
+        await net.rollup(now)
+        await net.upsert_windows(minutes("a", "b", T0 + 30 * MINUTE, 1, requests=5))  # arrives late
+        await net.rollup(now)
+        later = T0 + 8 * HOUR  # minutes past retention: the hour answers
+        [e] = await net.neighbors(["a"], UP, APP, TimeRange(T0, T0 + HOUR), later)
+        assert e.stats.requests == 25
+
+    async def test_retention_deletes_old_windows_and_edges(self, stores_factory: StoresFactory) -> None:
+        stores = await stores_factory.fresh(Retention(minute=HOUR, hour=DAY, day=7 * DAY))
+        net = stores.layers[NET]
+        await net.upsert_windows(minutes("a", "old", T0, 10) + minutes("a", "c", T0, 19, step=10))  # to T0+3h
+        now = T0 + 3 * HOUR + MINUTE
+        await net.rollup(now)
+        counts = await net.window_count()
+        # minute windows ending after now - 1 h survive: T0+2h10 .. T0+3h (6 of a->c)
+        assert counts.get(MINUTE) == 6
+        assert counts.get(HOUR) == 4  # a->old hour 0; a->c hours 0, 1, 2 (hour 3 is not finished)
+        # the recent minutes still answer; the old edge is only in the hour windows now
+        assert pairs(await net.neighbors(["a"], UP, APP, TimeRange(now - 50 * MINUTE, now), now)) == [
+            ("a", "c")
+        ]
+        got = by_pair(await net.neighbors(["a"], UP, APP, TimeRange(T0, T0 + HOUR), now))
+        assert got[("a", "old")].requests == 100 and got[("a", "c")].requests == 60
+        now2 = T0 + 2 * DAY
+        await net.rollup(now2)
+        counts = await net.window_count()
+        assert counts.get(MINUTE, 0) == 0 and counts.get(HOUR, 0) == 0 and counts.get(DAY) == 2
+        got = by_pair(await net.neighbors(["a"], UP, APP, TimeRange(T0, T0 + HOUR), now2))
+        assert got[("a", "old")].requests == 100 and got[("a", "c")].requests == 190
+        await net.rollup(T0 + 9 * DAY)  # everything is past retention
+        assert sum((await net.window_count()).values()) == 0
+        assert await net.edges(APP, TimeRange(T0, T0 + 9 * DAY), T0 + 9 * DAY) == []
+        assert await net.neighbors(["a"], UP, APP, TimeRange(T0, T0 + DAY), T0 + 9 * DAY) == []
+        assert await net.nodes(["a", "old"]) == {}
+
+    async def test_the_finest_granularity_covering_the_range_start_answers(self, stores: Stores) -> None:
+        net = stores.layers[NET]
+        await net.upsert_windows([win("a", "b", T0 + 10 * MINUTE)])
+        await net.rollup(T0 + 2 * HOUR)  # builds the hour, retention deletes nothing yet
+        rng = TimeRange(T0 + 30 * MINUTE, T0 + 40 * MINUTE)
+        # minute windows still cover the range start: the minute at T0+10 does not overlap
+        assert await net.neighbors(["a"], UP, APP, rng, T0 + 2 * HOUR) == []
+        # seven hours later the minute retention (6 h) no longer covers it: the hour window answers
+        assert pairs(await net.neighbors(["a"], UP, APP, rng, T0 + 7 * HOUR)) == [("a", "b")]
+
+    # -- separation ------------------------------------------------------------------------------------
+    async def test_layers_are_separate_graphs(self, stores: Stores) -> None:
+        await stores.layers[NET].upsert_windows(minutes("a", "b", LIVE_NOW - 5 * MINUTE, 2))
+        await stores.layers[IPC].upsert_windows(minutes("a", "c", LIVE_NOW - 5 * MINUTE, 2, layer=IPC))
+        assert pairs(await stores.layers[NET].neighbors(["a"], UP, APP, LIVE, LIVE_NOW)) == [("a", "b")]
+        assert pairs(await stores.layers[IPC].neighbors(["a"], UP, APP, LIVE, LIVE_NOW)) == [("a", "c")]
+        assert await stores.layers[TRACE].neighbors(["a"], UP, APP, LIVE, LIVE_NOW) == []
+        assert (await stores.layers[TRACE].window_count()).get(MINUTE, 0) == 0
+        assert await stores.layers[TRACE].nodes(["a", "b"]) == {}
+        with pytest.raises(ValueError):
+            await stores.layers[IPC].upsert_windows(
+                minutes("x", "y", LIVE_NOW - 5 * MINUTE, 1)
+            )  # a NETWORK one
+        assert pairs(await stores.layers[IPC].edges(APP, LIVE, LIVE_NOW)) == [("a", "c")]
+
+    async def test_app_and_cluster_are_separate_graphs(self, stores: Stores) -> None:
+        net = stores.layers[NET]
+        start = LIVE_NOW - 5 * MINUTE
+        await net.upsert_windows(
+            [
+                win("a", "b", start),
+                win("a-prod-v1", "b-prod-v2", start, gran=CLUSTER),
+                win("a-prod-v1", "b-prod-v3", start, gran=CLUSTER),
+            ]
+        )
+        assert pairs(await net.neighbors(["a"], UP, APP, LIVE, LIVE_NOW)) == [("a", "b")]
+        assert await net.neighbors(["a"], UP, CLUSTER, LIVE, LIVE_NOW) == []
+        assert await net.neighbors(["a-prod-v1"], UP, APP, LIVE, LIVE_NOW) == []
+        assert pairs(await net.edges(CLUSTER, LIVE, LIVE_NOW)) == [
+            ("a-prod-v1", "b-prod-v2"),
+            ("a-prod-v1", "b-prod-v3"),
+        ]
+        assert pairs(await net.edges(APP, LIVE, LIVE_NOW)) == [("a", "b")]
+        t = await net.traverse(["b-prod-v2"], DOWN, 3, CLUSTER, LIVE, LIVE_NOW)
+        assert t.reached == (Reached("a-prod-v1", 1, "b-prod-v2"),)
+        assert (await net.nodes(["b-prod-v3"]))["b-prod-v3"].granularity is CLUSTER
+
+    # -- traversal -------------------------------------------------------------------------------------
+    async def test_upstream_traversal_with_diamond_and_cycle(self, stores: Stores) -> None:
+        await self._traversal_graph(stores)
+        net = stores.layers[NET]
+        t = await net.traverse(["a"], UP, 3, APP, LIVE, LIVE_NOW)
+        assert t.reached == (
+            Reached("b", 1, "a"),
+            Reached("c", 1, "a"),
+            Reached("d", 2, "b"),
+            Reached("e", 3, "d"),
+        )
+        assert sorted(pairs(t.edges)) == [("a", "b"), ("a", "c"), ("b", "d"), ("c", "d"), ("d", "e")]
+        assert all(e.stats.requests == 50 for e in t.edges)
+        t4 = await net.traverse(["a"], UP, 4, APP, LIVE, LIVE_NOW)
+        assert t4.reached[-1] == Reached("f", 4, "e", NodeKind.DATABASE)
+        assert len(t4.reached) == 5  # b is reached again through the cycle, but only listed once
+        assert sorted(pairs(t4.edges)) == [
+            ("a", "b"),
+            ("a", "c"),
+            ("b", "d"),
+            ("c", "d"),
+            ("d", "e"),
+            ("e", "b"),
+            ("e", "f"),
+        ]
+        assert len(t4.edges) == len(set(pairs(t4.edges)))
+        assert (await net.traverse(["a"], UP, 10, APP, LIVE, LIVE_NOW)).reached == t4.reached
+
+    async def test_downstream_traversal_is_the_blast_radius(self, stores: Stores) -> None:
+        await self._traversal_graph(stores)
+        net = stores.layers[NET]
+        t = await net.traverse(["e"], DOWN, 2, APP, LIVE, LIVE_NOW)
+        assert t.reached == (Reached("d", 1, "e"), Reached("b", 2, "d"), Reached("c", 2, "d"))
+        assert sorted(pairs(t.edges)) == [("b", "d"), ("c", "d"), ("d", "e")]
+        t = await net.traverse(["e"], DOWN, 4, APP, LIVE, LIVE_NOW)
+        assert t.reached == (
+            Reached("d", 1, "e"),
+            Reached("b", 2, "d"),
+            Reached("c", 2, "d"),
+            Reached("a", 3, "b"),
+            Reached("x", 4, "a"),
+        )
+        assert sorted(pairs(t.edges)) == [
+            ("a", "b"),
+            ("a", "c"),
+            ("b", "d"),
+            ("c", "d"),
+            ("d", "e"),
+            ("e", "b"),
+            ("x", "a"),
+        ]
+        t = await net.traverse(["f"], DOWN, 1, APP, LIVE, LIVE_NOW)
+        assert t.reached == (Reached("e", 1, "f"),) and pairs(t.edges) == [("e", "f")]
+
+    async def test_traversal_from_several_roots_and_edge_cases(self, stores: Stores) -> None:
+        await self._traversal_graph(stores)
+        net = stores.layers[NET]
+        t = await net.traverse(["c", "b"], UP, 1, APP, LIVE, LIVE_NOW)
+        assert t.reached == (Reached("d", 1, "b"),)
+        assert sorted(pairs(t.edges)) == [("b", "d"), ("c", "d")]
+        t = await net.traverse(["a", "b"], UP, 1, APP, LIVE, LIVE_NOW)  # a root reached from a root
+        assert t.reached == (Reached("c", 1, "a"), Reached("d", 1, "b"))
+        assert sorted(pairs(t.edges)) == [("a", "b"), ("a", "c"), ("b", "d")]
+        empty = await net.traverse(["a"], UP, 0, APP, LIVE, LIVE_NOW)
+        assert empty.reached == () and empty.edges == ()
+        nobody = await net.traverse(["nobody"], DOWN, 3, APP, LIVE, LIVE_NOW)
+        assert nobody.reached == () and nobody.edges == ()
+        # d -> gone stopped long ago: not walked in the live window, walked in its own time
+        t = await net.traverse(["d"], UP, 1, APP, LIVE, LIVE_NOW)
+        assert [r.name for r in t.reached] == ["e"]
+        t = await net.traverse(["d"], UP, 1, APP, TimeRange(T0, T0 + HOUR), LIVE_NOW)
+        assert [r.name for r in t.reached] == ["gone"]
+
+    async def test_traversal_matches_a_reference_bfs_on_a_random_graph(self, stores: Stores) -> None:
+        rnd = random.Random(7)
+        names = [f"s{i:02d}" for i in range(40)]
+        edges = sorted({(rnd.choice(names), rnd.choice(names)) for _ in range(90)} - {(n, n) for n in names})
+        await stores.layers[TRACE].upsert_windows(
+            [win(s, t, LIVE_NOW - 3 * MINUTE, layer=TRACE) for s, t in edges]
+        )
+        for root in ("s00", "s07", "s13"):
+            for direction in (UP, DOWN):
+                want_reached, want_edges = _reference_bfs(edges, root, direction, 3)
+                got = await stores.layers[TRACE].traverse([root], direction, 3, APP, LIVE, LIVE_NOW)
+                assert got.reached == want_reached
+                assert sorted(pairs(got.edges)) == want_edges
+
+    # -- listing ---------------------------------------------------------------------------------------
+    async def test_edges_are_sorted_and_paginated_by_keyset(self, stores: Stores) -> None:
+        net = stores.layers[NET]
+        want = [("a", "b"), ("a", "c"), ("a", "z"), ("b", "a"), ("c", "d"), ("m", "n"), ("z", "a")]
+        await net.upsert_windows(
+            [win(s, t, LIVE_NOW - 2 * MINUTE) for s, t in reversed(want)] + [win("q", "stale", T0)]
+        )
+        assert pairs(await net.edges(APP, LIVE, LIVE_NOW)) == want
+        pages: list[tuple[str, str]] = []
+        after: tuple[str, str] | None = None
+        while True:
+            page = await net.edges(APP, LIVE, LIVE_NOW, limit=3, after=after)
+            assert len(page) <= 3
+            if not page:
+                break
+            pages += pairs(page)
+            after = pairs(page)[-1]
+        assert pages == want
+        assert pairs(await net.edges(APP, LIVE, LIVE_NOW, limit=2, after=("a", "d"))) == [
+            ("a", "z"),
+            ("b", "a"),
+        ]
+        assert await net.edges(APP, LIVE, LIVE_NOW, limit=0) == []
+        assert await net.edges(APP, LIVE, LIVE_NOW, after=("z", "a")) == []
+
+    async def test_names_that_look_like_code_are_just_names(self, stores: Stores) -> None:
+        net = stores.layers[NET]
+        chain = list(NASTY_NAMES)
+        await net.upsert_windows([win(s, t, LIVE_NOW - 2 * MINUTE) for s, t in itertools.pairwise(chain)])
+        t = await net.traverse([chain[0]], UP, len(chain), APP, LIVE, LIVE_NOW)
+        assert [r.name for r in t.reached] == chain[1:]
+        assert [r.via for r in t.reached] == chain[:-1]
+        assert pairs(await net.edges(APP, LIVE, LIVE_NOW)) == sorted(itertools.pairwise(chain))
+        back = await net.neighbors([chain[-1]], DOWN, APP, LIVE, LIVE_NOW)
+        assert pairs(back) == [(chain[-2], chain[-1])]
+        assert set(await net.nodes(chain)) == set(chain)
+        cat = stores.catalog
+        await cat.upsert_services([ServiceInfo(n, tier=1, owner=Owner("t'eam")) for n in chain])
+        assert set(await cat.services(chain)) == set(chain)
+        got = await cat.list_names(ServiceFilter(owner_team="t'eam"), APP, 100, None)
+        assert got == sorted(chain)
+        await cat.record_health([HealthEvent(chain[0], HealthState.DEGRADED, 10.0, 'it\'s "bad"')])
+        assert (await cat.health([chain[0]], 20.0))[chain[0]].reason == 'it\'s "bad"'
+
+    # -- catalog ---------------------------------------------------------------------------------------
+    async def test_services_are_looked_up_in_one_batch_and_replaced(self, stores: Stores) -> None:
+        cat = stores.catalog
+        a = ServiceInfo(
+            "a",
+            tier=0,
+            domain="payments",
+            owner=Owner("pay", "pay@x", "#pay", "pay-oncall"),
+            clusters=("a-prod-v1",),
+            links={"logs": "https://logs/a"},
+        )
+        await cat.upsert_services([a, ServiceInfo("b", tier=2)])
+        assert await cat.services(["a", "b", "nope"]) == {"a": a, "b": ServiceInfo("b", tier=2)}
+        await cat.upsert_services([ServiceInfo("b", tier=1, domain="video")])
+        assert (await cat.services(["b"]))["b"] == ServiceInfo("b", tier=1, domain="video")
+        assert await cat.services([]) == {}
+
+    async def test_registered_nodes_merge(self, stores: Stores) -> None:
+        cat = stores.catalog
+        await cat.register_nodes(
+            [NodeInfo("svc", NodeKind.UNINSTRUMENTED, APP, None, frozenset({TRACE}), 100, 200)]
+        )
+        await cat.register_nodes(
+            [
+                NodeInfo("svc", NodeKind.SERVICE, APP, None, frozenset({NET}), 50, 150),
+                NodeInfo("svc-prod-v1", NodeKind.SERVICE, CLUSTER, "svc", frozenset({NET}), 50, 300),
+            ]
+        )
+        await cat.register_nodes(
+            [NodeInfo("svc", NodeKind.UNINSTRUMENTED, APP, None, frozenset({IPC}), 300, 400)]
+        )
+        got = await cat.known_nodes(["svc", "svc-prod-v1", "nope"])
+        assert got["svc"] == NodeInfo(
+            "svc", NodeKind.SERVICE, APP, None, frozenset({NET, IPC, TRACE}), 50, 400
+        )
+        assert got["svc-prod-v1"].app == "svc" and got["svc-prod-v1"].granularity is CLUSTER
+        assert "nope" not in got
+
+    async def test_list_names_filters_and_pages(self, stores: Stores) -> None:
+        cat = stores.catalog
+        await cat.upsert_services(
+            [
+                ServiceInfo(
+                    "api", tier=0, domain="edge", owner=Owner("web"), clusters=("api-prod-v1", "api-prod-v2")
+                ),
+                ServiceInfo("billing", tier=1, domain="payments", owner=Owner("pay")),
+                ServiceInfo(
+                    "checkout", tier=1, domain="payments", owner=Owner("pay"), clusters=("checkout-prod-v7",)
+                ),
+                ServiceInfo("search", tier=2, domain="discovery", owner=Owner("find")),
+            ]
+        )
+        await cat.register_nodes(
+            [
+                NodeInfo("api", NodeKind.SERVICE, APP, None, frozenset({NET, IPC}), 1, 2),
+                NodeInfo("checkout", NodeKind.SERVICE, APP, None, frozenset({TRACE}), 1, 2),
+                NodeInfo("orders-db", NodeKind.DATABASE, APP, None, frozenset({NET}), 1, 2),
+                NodeInfo("orders-db", NodeKind.DATABASE, CLUSTER, None, frozenset({NET}), 1, 2),
+                NodeInfo("api-prod-v1", NodeKind.SERVICE, CLUSTER, "api", frozenset({NET}), 1, 2),
+                NodeInfo("checkout-prod-v7", NodeKind.SERVICE, CLUSTER, "checkout", frozenset({TRACE}), 1, 2),
+            ]
+        )
+        everything = ServiceFilter()
+        assert await cat.list_names(everything, APP, 100, None) == [
+            "api",
+            "billing",
+            "checkout",
+            "orders-db",
+            "search",
+        ]
+        assert await cat.list_names(everything, APP, 2, None) == ["api", "billing"]
+        assert await cat.list_names(everything, APP, 2, "billing") == ["checkout", "orders-db"]
+        assert await cat.list_names(everything, APP, 2, "search") == []
+        assert await cat.list_names(everything, APP, 2, "c") == ["checkout", "orders-db"]  # after a non-name
+        assert await cat.list_names(ServiceFilter(tiers=frozenset({1})), APP, 100, None) == [
+            "billing",
+            "checkout",
+        ]
+        assert await cat.list_names(ServiceFilter(tiers=frozenset({0, 2})), APP, 100, None) == [
+            "api",
+            "search",
+        ]
+        assert await cat.list_names(ServiceFilter(domains=frozenset({"payments"})), APP, 1, "billing") == [
+            "checkout"
+        ]
+        assert await cat.list_names(ServiceFilter(owner_team="find"), APP, 100, None) == ["search"]
+        assert await cat.list_names(ServiceFilter(layers=frozenset({NET})), APP, 100, None) == [
+            "api",
+            "orders-db",
+        ]
+        assert await cat.list_names(ServiceFilter(layers=frozenset({TRACE, IPC})), APP, 100, None) == [
+            "api",
+            "checkout",
+        ]
+        assert await cat.list_names(ServiceFilter(name_prefix="o"), APP, 100, None) == ["orders-db"]
+        assert await cat.list_names(ServiceFilter(name_prefix="zz"), APP, 100, None) == []
+        assert await cat.list_names(
+            ServiceFilter(tiers=frozenset({1}), layers=frozenset({TRACE})), APP, 100, None
+        ) == ["checkout"]
+        assert await cat.list_names(everything, CLUSTER, 100, None) == [
+            "api-prod-v1",
+            "api-prod-v2",
+            "checkout-prod-v7",
+            "orders-db",
+        ]
+        assert await cat.list_names(ServiceFilter(domains=frozenset({"payments"})), CLUSTER, 100, None) == [
+            "checkout-prod-v7"
+        ]
+        assert await cat.list_names(ServiceFilter(layers=frozenset({NET})), CLUSTER, 100, None) == [
+            "api-prod-v1",
+            "orders-db",
+        ]
+
+    async def test_health_is_the_latest_event_at_or_before_the_time(self, stores: Stores) -> None:
+        cat = stores.catalog
+        events = [
+            HealthEvent("s", HealthState.HEALTHY, 100.0),
+            HealthEvent("s", HealthState.DEGRADED, 200.0, "slow"),
+            HealthEvent("s", HealthState.UNHEALTHY, 300.0, "down"),
+            HealthEvent("t", HealthState.HEALTHY, 150.0),
+        ]
+        await cat.record_health(list(reversed(events)))
+        await cat.record_health(events)  # idempotent
+        got = await cat.health(["s", "t", "u"], 250.0)
+        assert set(got) == {"s", "t"}
+        assert (got["s"].status, got["s"].since, got["s"].reason) == (HealthState.DEGRADED, 200.0, "slow")
+        assert got["t"].status is HealthState.HEALTHY and got["t"].since == 150.0
+        assert (await cat.health(["s"], 300.0))["s"].status is HealthState.UNHEALTHY
+        assert (await cat.health(["s"], 299.999))["s"].status is HealthState.DEGRADED
+        assert await cat.health(["s", "t"], 99.0) == {}
+        assert set(await cat.health(["s", "t"], 120.0)) == {"s"}
+
+    async def test_recent_traces_newest_first_and_bounded(self, stores: Stores) -> None:
+        cat = stores.catalog
+
+        def summary(i: int, services: tuple[str, ...] = ("api", "db")) -> TraceSummary:
+            return TraceSummary(f"{i:032x}", "api", "GET /", 1000.0 + i, 0.01 * i, 3, i % 5 == 0, services)
+
+        shuffled = [summary(i) for i in range(10)]
+        random.Random(3).shuffle(shuffled)
+        await cat.record_traces(shuffled)
+        await cat.record_traces([summary(42, ("other",))])
+        got = await cat.recent_traces("api", 4)
+        assert [t.trace_id for t in got] == [f"{i:032x}" for i in (42, 9, 8, 7)]  # root service of 42 too
+        assert got[1] == summary(9)
+        assert [t.start for t in await cat.recent_traces("db", 100)] == [1000.0 + i for i in range(9, -1, -1)]
+        assert [t.trace_id for t in await cat.recent_traces("other", 5)] == [f"{42:032x}"]
+        assert await cat.recent_traces("nobody", 5) == []
+        await cat.record_traces([summary(i, ("db",)) for i in range(100, 400)])
+        kept = await cat.recent_traces("db", 1000)
+        assert 100 <= len(kept) < 310  # bounded per service, and the newest are the ones kept
+        assert [t.start for t in kept] == [1000.0 + i for i in range(399, 399 - len(kept), -1)]
+
+    # -- persistence and health of the store ---------------------------------------------------------
+    async def test_ping(self, stores: Stores) -> None:
+        for layer in (NET, IPC, TRACE):
+            await stores.layers[layer].ping()
+
+    async def test_everything_survives_a_reopen(self, stores_factory: StoresFactory) -> None:
+        if not stores_factory.supports_reopen:
+            pytest.skip("this backend is not reopened in tests")
+        stores = await stores_factory.fresh(Retention(minute=2 * HOUR, hour=2 * DAY, day=30 * DAY))
+        await self._traversal_graph(stores)
+        await stores.layers[IPC].upsert_windows(
+            minutes("a", "b", T0, 3, layer=IPC, latency=latency_histogram([1.0]))
+        )
+        await stores.layers[IPC].rollup(LIVE_NOW)
+        cat = stores.catalog
+        await cat.upsert_services([ServiceInfo("a", tier=0, owner=Owner("web"))])
+        await cat.register_nodes([NodeInfo("a", NodeKind.SERVICE, APP, None, frozenset({NET}), 1, 2)])
+        await cat.record_health([HealthEvent("a", HealthState.DEGRADED, 5.0, "slow")])
+        await cat.record_traces([TraceSummary("ab", "a", "GET", 7.0, 0.1, 2, False, ("a", "b"))])
+
+        async def snapshot(s: Stores) -> list[Any]:
+            net, ipc = s.layers[NET], s.layers[IPC]
+            return [
+                await net.traverse(["a"], UP, 5, APP, LIVE, LIVE_NOW),
+                await net.traverse(["f"], DOWN, 5, APP, LIVE, LIVE_NOW),
+                await net.edges(APP, TimeRange(T0, LIVE_NOW), LIVE_NOW),
+                await net.window_count(),
+                await ipc.window_count(),
+                await ipc.neighbors(["a"], UP, APP, TimeRange(T0, T0 + HOUR), T0 + 5 * HOUR),
+                await net.nodes(["a", "f", "gone"]),
+                await s.catalog.services(["a"]),
+                await s.catalog.known_nodes(["a"]),
+                await s.catalog.health(["a"], 10.0),
+                await s.catalog.recent_traces("b", 5),
+                await s.catalog.list_names(ServiceFilter(), APP, 10, None),
+            ]
+
+        before = await snapshot(stores)
+        reopened = await stores_factory.reopen()
+        assert await snapshot(reopened) == before
+        await reopened.layers[NET].upsert_windows(minutes("a", "new", LIVE_NOW - 2 * MINUTE, 1))
+        assert "new" in {
+            r.name for r in (await reopened.layers[NET].traverse(["a"], UP, 1, APP, LIVE, LIVE_NOW)).reached
+        }
+
+
+def _reference_bfs(
+    edges: Sequence[tuple[str, str]], root: str, direction: Direction, depth: int
+) -> tuple[tuple[Reached, ...], list[tuple[str, str]]]:
+    """The traversal rules of this contract, written as plainly as possible."""
+    adj: dict[str, list[str]] = {}
+    for s, t in edges:
+        if direction is UP:
+            adj.setdefault(s, []).append(t)
+        else:
+            adj.setdefault(t, []).append(s)
+    seen = {root}
+    frontier = [root]
+    reached: list[Reached] = []
+    walked: set[tuple[str, str]] = set()
+    for level in range(1, depth + 1):
+        found: dict[str, str] = {}
+        for name in frontier:
+            for other in adj.get(name, []):
+                walked.add((name, other) if direction is UP else (other, name))
+                if other not in seen and (other not in found or name < found[other]):
+                    found[other] = name
+        seen.update(found)
+        reached += [Reached(n, level, via) for n, via in sorted(found.items())]
+        frontier = sorted(found)
+    return tuple(reached), sorted(walked)

@@ -1,0 +1,43 @@
+"""The embedded store (the default backend): SQLite files on local disk, answered from memory.
+
+``open_stores(data_dir)`` creates ``data_dir`` and opens four physically separate databases:
+``network.db``, ``ipc.db``, ``trace.db`` (one :class:`~topology.store.base.LayerStore` each) and
+``catalog.db`` (the :class:`~topology.store.base.CatalogStore`). Everything persists: reopening
+the directory gives the same answers. See ``embedded_layer.py`` for storage and memory layout.
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+from topology.model import ALL_LAYERS, Layer
+from topology.store.base import LayerStore, Stores
+from topology.store.embedded_catalog import EmbeddedCatalogStore
+from topology.store.embedded_layer import EmbeddedLayerStore
+from topology.timewindow import Retention
+
+__all__ = ["EmbeddedCatalogStore", "EmbeddedLayerStore", "layer_file", "open_stores"]
+
+
+def layer_file(layer: Layer) -> str:
+    return f"{layer.value.lower()}.db"
+
+
+_DEFAULT_RETENTION = Retention()
+
+
+def open_stores(data_dir: str | pathlib.Path, retention: Retention = _DEFAULT_RETENTION) -> Stores:
+    """Open (creating if needed) the embedded stores in ``data_dir``."""
+    root = pathlib.Path(data_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    layers: dict[Layer, LayerStore] = {}
+    try:
+        for layer in ALL_LAYERS:
+            layers[layer] = EmbeddedLayerStore(root / layer_file(layer), layer, retention)
+        catalog = EmbeddedCatalogStore(root / "catalog.db")
+    except BaseException:
+        for s in layers.values():
+            assert isinstance(s, EmbeddedLayerStore)
+            s.close_now()
+        raise
+    return Stores(layers=layers, catalog=catalog)

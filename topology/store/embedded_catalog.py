@@ -1,0 +1,290 @@
+"""The embedded :class:`CatalogStore`: ``catalog.db`` plus an in-memory copy of what queries need.
+
+Memory: every catalog entry, every known node (name, granularity, kind, app, layers, first/last
+seen), the sorted name lists per granularity, and each service's newest ``HEALTH_IN_MEMORY``
+health events. Older health events and trace summaries are read from SQLite. Trace summaries are
+bounded: each service keeps its ``TRACES_PER_SERVICE`` newest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import json
+import pathlib
+import sqlite3
+from collections.abc import Iterable, Sequence
+
+from topology.catalog import HealthEvent, HealthState, HealthStatus, ServiceInfo, TraceSummary
+from topology.model import Granularity, Layer, NodeInfo, NodeKind
+from topology.store.base import CatalogStore, ServiceFilter, StoreUnavailable
+from topology.store.embedded_db import Database
+
+TRACES_PER_SERVICE = 100
+HEALTH_IN_MEMORY = 256
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS services(name TEXT PRIMARY KEY, data TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS nodes(
+  name TEXT NOT NULL, granularity TEXT NOT NULL, kind TEXT NOT NULL, app TEXT, layers TEXT NOT NULL,
+  first_seen REAL NOT NULL, last_seen REAL NOT NULL, PRIMARY KEY(name, granularity)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS health(
+  service TEXT NOT NULL, at REAL NOT NULL, status TEXT NOT NULL, reason TEXT,
+  PRIMARY KEY(service, at)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS traces(
+  service TEXT NOT NULL, trace_id TEXT NOT NULL, start REAL NOT NULL, data TEXT NOT NULL,
+  PRIMARY KEY(service, trace_id)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS traces_by_start ON traces(service, start, trace_id);
+"""
+
+_Health = tuple[float, HealthState, str | None]
+
+
+def _names(names: Iterable[str]) -> list[str]:
+    if isinstance(names, str):
+        raise ValueError("names must be a collection of names, not one string")
+    return list(dict.fromkeys(names))
+
+
+def _merge_node(old: NodeInfo | None, new: NodeInfo) -> NodeInfo:
+    if old is None:
+        return new
+    # a node seen as a real service stays one; otherwise the newest observation names the kind
+    kind = NodeKind.SERVICE if NodeKind.SERVICE in (old.kind, new.kind) else new.kind
+    firsts = [t for t in (old.first_seen, new.first_seen) if t]
+    return NodeInfo(
+        name=new.name, kind=kind, granularity=new.granularity, app=new.app or old.app,
+        layers=old.layers | new.layers, first_seen=min(firsts) if firsts else 0.0,
+        last_seen=max(old.last_seen, new.last_seen))
+
+
+def _layers_text(layers: frozenset[Layer]) -> str:
+    return ",".join(sorted(layer.value for layer in layers))
+
+
+class EmbeddedCatalogStore(CatalogStore):
+    def __init__(self, path: pathlib.Path) -> None:
+        self._db = Database(path, SCHEMA, None)
+        self._lock = asyncio.Lock()
+        self._services: dict[str, ServiceInfo] = {}
+        self._cluster_app: dict[str, str] = {}  # cluster -> app, from catalog entries
+        self._nodes: dict[tuple[Granularity, str], NodeInfo] = {}
+        self._sorted: dict[Granularity, list[str] | None] = {g: None for g in Granularity}
+        self._health: dict[str, list[_Health]] = {}
+        self._load()
+
+    def _load(self) -> None:
+        conn = self._db.writer
+        for (data,) in conn.execute("SELECT data FROM services"):
+            self._put_service(ServiceInfo.from_dict(json.loads(data)))
+        for name, gran, kind, app, layers, first, last in conn.execute("SELECT * FROM nodes"):
+            g = Granularity(gran)
+            seen_in = frozenset(Layer(x) for x in layers.split(",") if x)
+            self._nodes[(g, name)] = NodeInfo(name, NodeKind(kind), g, app, seen_in, first, last)
+        for service, at, status, reason in conn.execute(
+                "SELECT service, at, status, reason FROM health ORDER BY service, at"):
+            self._health.setdefault(service, []).append((at, HealthState(status), reason))
+        for events in self._health.values():
+            del events[:-HEALTH_IN_MEMORY]
+
+    def _put_service(self, info: ServiceInfo) -> None:
+        old = self._services.get(info.name)
+        if old is not None:
+            for c in old.clusters:
+                if self._cluster_app.get(c) == old.name:
+                    del self._cluster_app[c]
+        self._services[info.name] = info
+        for c in info.clusters:
+            self._cluster_app[c] = info.name
+        self._sorted = {g: None for g in Granularity}
+
+    def _check(self) -> None:
+        if self._db.closed:
+            raise StoreUnavailable(None, "the catalog store is closed")
+
+    # -- services --------------------------------------------------------------------------------
+    async def upsert_services(self, infos: Sequence[ServiceInfo]) -> None:
+        if not infos:
+            return
+        latest = {i.name: i for i in infos}
+        rows = [(n, json.dumps(i.to_dict(), separators=(",", ":"))) for n, i in latest.items()]
+        async with self._lock:
+            await self._db.write(lambda c: c.executemany("INSERT OR REPLACE INTO services VALUES (?,?)",
+                                                          rows))
+            for info in latest.values():
+                self._put_service(info)
+
+    async def services(self, names: Iterable[str]) -> dict[str, ServiceInfo]:
+        self._check()
+        return {n: self._services[n] for n in _names(names) if n in self._services}
+
+    # -- nodes -----------------------------------------------------------------------------------
+    async def register_nodes(self, nodes: Sequence[NodeInfo]) -> None:
+        if not nodes:
+            return
+        async with self._lock:
+            merged: dict[tuple[Granularity, str], NodeInfo] = {}
+            for n in nodes:
+                k = (n.granularity, n.name)
+                merged[k] = _merge_node(merged.get(k) or self._nodes.get(k), n)
+            changed = {k: v for k, v in merged.items() if self._nodes.get(k) != v}
+            if not changed:
+                return
+            rows = [(v.name, v.granularity.value, v.kind.value, v.app, _layers_text(v.layers), v.first_seen,
+                     v.last_seen) for v in changed.values()]
+            sql = "INSERT OR REPLACE INTO nodes VALUES (?,?,?,?,?,?,?)"
+            await self._db.write(lambda c: c.executemany(sql, rows))
+            for k, v in changed.items():
+                if k not in self._nodes:
+                    self._sorted[k[0]] = None
+                self._nodes[k] = v
+
+    async def known_nodes(self, names: Iterable[str]) -> dict[str, NodeInfo]:
+        self._check()
+        out: dict[str, NodeInfo] = {}
+        for n in _names(names):
+            info = self._nodes.get((Granularity.APP, n)) or self._nodes.get((Granularity.CLUSTER, n))
+            if info is not None:
+                out[n] = info
+        return out
+
+    def _sorted_names(self, granularity: Granularity) -> list[str]:
+        names = self._sorted[granularity]
+        if names is None:
+            found = {n for g, n in self._nodes if g is granularity}
+            if granularity is Granularity.APP:
+                found.update(self._services)
+            else:
+                found.update(self._cluster_app)
+            names = self._sorted[granularity] = sorted(found)
+        return names
+
+    def _app_of(self, name: str, granularity: Granularity) -> str | None:
+        if granularity is Granularity.APP:
+            return name
+        node = self._nodes.get((granularity, name))
+        if node is not None and node.app:
+            return node.app
+        return self._cluster_app.get(name)
+
+    def _matches(self, name: str, flt: ServiceFilter, granularity: Granularity) -> bool:
+        if flt.tiers is not None or flt.domains is not None or flt.owner_team is not None:
+            app = self._app_of(name, granularity)
+            info = self._services.get(app) if app else None
+            if info is None:
+                return False
+            if flt.tiers is not None and info.tier not in flt.tiers:
+                return False
+            if flt.domains is not None and info.domain not in flt.domains:
+                return False
+            if flt.owner_team is not None and (info.owner is None or info.owner.team != flt.owner_team):
+                return False
+        if flt.layers is not None:
+            node = self._nodes.get((granularity, name))
+            if node is None or not (node.layers & flt.layers):
+                return False
+        return True
+
+    async def list_names(self, flt: ServiceFilter, granularity: Granularity, limit: int,
+                         after: str | None) -> list[str]:
+        self._check()
+        if limit < 0:
+            raise ValueError(f"limit must be >= 0, got {limit}")
+        names = self._sorted_names(granularity)
+        i = 0 if after is None else bisect.bisect_right(names, after)
+        prefix = flt.name_prefix
+        if prefix:
+            i = max(i, bisect.bisect_left(names, prefix))
+        out: list[str] = []
+        while i < len(names) and len(out) < limit:
+            name = names[i]
+            i += 1
+            if prefix and not name.startswith(prefix):
+                break
+            if self._matches(name, flt, granularity):
+                out.append(name)
+        return out
+
+    # -- health ----------------------------------------------------------------------------------
+    async def record_health(self, events: Sequence[HealthEvent]) -> None:
+        if not events:
+            return
+        latest = {(e.service, float(e.at)): e for e in events}
+        rows = [(e.service, at, e.status.value, e.reason) for (_, at), e in latest.items()]
+        async with self._lock:
+            await self._db.write(lambda c: c.executemany("INSERT OR REPLACE INTO health VALUES (?,?,?,?)",
+                                                          rows))
+            for (service, at), e in latest.items():
+                hist = self._health.setdefault(service, [])
+                item: _Health = (at, e.status, e.reason)
+                i = bisect.bisect_left(hist, at, key=lambda h: h[0])
+                if i < len(hist) and hist[i][0] == at:
+                    hist[i] = item
+                else:
+                    hist.insert(i, item)
+                    if len(hist) > HEALTH_IN_MEMORY:
+                        del hist[0]
+
+    async def health(self, names: Iterable[str], at: float) -> dict[str, HealthStatus]:
+        self._check()
+        out: dict[str, HealthStatus] = {}
+        older: list[str] = []
+        for n in _names(names):
+            hist = self._health.get(n)
+            if not hist:
+                continue
+            i = bisect.bisect_right(hist, at, key=lambda h: h[0])
+            if i:
+                t, status, reason = hist[i - 1]
+                out[n] = HealthStatus(status, t, reason)
+            elif len(hist) >= HEALTH_IN_MEMORY:
+                older.append(n)  # memory holds only the newest events; ask the disk
+        if older:
+            def read(c: sqlite3.Connection) -> list[tuple[str, float, str, str | None]]:
+                found = []
+                for n in older:
+                    row = c.execute("SELECT service, at, status, reason FROM health "
+                                    "WHERE service=? AND at<=? ORDER BY at DESC LIMIT 1", (n, at)).fetchone()
+                    if row is not None:
+                        found.append(row)
+                return found
+
+            for n, t, state, reason in await self._db.read(read):
+                out[n] = HealthStatus(HealthState(state), t, reason)
+        return out
+
+    # -- traces ----------------------------------------------------------------------------------
+    async def record_traces(self, summaries: Sequence[TraceSummary]) -> None:
+        if not summaries:
+            return
+        rows = []
+        touched: set[str] = set()
+        for s in summaries:
+            data = json.dumps(s.to_dict(), separators=(",", ":"))
+            for service in dict.fromkeys((s.root_service, *s.services)):
+                rows.append((service, s.trace_id, s.start, data))
+                touched.add(service)
+
+        def write(c: sqlite3.Connection) -> None:
+            c.executemany("INSERT OR REPLACE INTO traces VALUES (?,?,?,?)", rows)
+            for service in sorted(touched):
+                c.execute(
+                    "DELETE FROM traces WHERE service=?1 AND (start, trace_id) < (SELECT start, trace_id "
+                    "FROM traces WHERE service=?1 ORDER BY start DESC, trace_id DESC LIMIT 1 OFFSET ?2)",
+                    (service, TRACES_PER_SERVICE - 1))
+
+        async with self._lock:
+            await self._db.write(write)
+
+    async def recent_traces(self, name: str, limit: int) -> list[TraceSummary]:
+        self._check()
+        if limit < 0:
+            raise ValueError(f"limit must be >= 0, got {limit}")
+        rows = await self._db.read(lambda c: c.execute(
+            "SELECT data FROM traces WHERE service=? ORDER BY start DESC, trace_id DESC LIMIT ?",
+            (name, limit)).fetchall())
+        return [TraceSummary.from_dict(json.loads(d)) for (d,) in rows]
+
+    async def close(self) -> None:
+        async with self._lock:
+            self._db.close()

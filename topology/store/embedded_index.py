@@ -1,0 +1,264 @@
+"""The embedded store's in-memory graph index: adjacency and per-edge presence, no stats, no I/O.
+
+One :class:`GraphIndex` per layer. For each granularity (APP, CLUSTER) it holds the outgoing and
+incoming adjacency maps, and for each edge an :class:`EdgeRec` with *presence*: for every stored
+window length (minute, hour, day) the union of the edge's stored windows as a sorted list of
+disjoint half-open intervals, flattened into an ``array('q')`` ``[s0, e0, s1, e1, ...]``.
+Consecutive windows merge into one interval, so an edge seen every minute costs 16 bytes per
+granularity however many windows it has; the worst case (traffic every other window) is bounded
+by the retention (360 minute, 336 hour, 400 day windows).
+
+Memory held per edge: one ``EdgeRec`` (~150 bytes) plus its interval arrays, plus two adjacency
+entries. Stats are not held here (see ``embedded_hot.py`` and SQLite).
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections.abc import Iterable, Iterator
+
+from topology.model import EdgeKey, Granularity, Layer, NodeInfo, NodeKind
+from topology.timewindow import DAY, HOUR, MINUTE, align
+
+_SLOT = {MINUTE: 0, HOUR: 1, DAY: 2}
+
+
+def _find_after(iv: array[int], t: int) -> int:
+    """Index of the first interval whose start is > t (binary search on the even positions)."""
+    lo, hi = 0, len(iv) // 2
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if iv[2 * mid] > t:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+def add_interval(iv: array[int], s: int, e: int) -> None:
+    """Add [s, e) to the interval set, merging with touching or overlapping intervals."""
+    n = len(iv)
+    if n == 0 or iv[n - 2] < s:  # fast paths: appending after (or touching) the last interval
+        if n and iv[n - 1] >= s:
+            if e > iv[n - 1]:
+                iv[n - 1] = e
+            return
+        iv.append(s)
+        iv.append(e)
+        return
+    i = _find_after(iv, s)  # intervals [0, i) start at or before s
+    if i > 0 and iv[2 * i - 1] >= s:  # merge with the previous interval
+        i -= 1
+        if iv[2 * i + 1] >= e:
+            return
+        iv[2 * i + 1] = e
+    else:
+        iv.insert(2 * i, e)
+        iv.insert(2 * i, s)
+    # swallow following intervals that now touch
+    j = i + 1
+    end = iv[2 * i + 1]
+    while 2 * j < len(iv) and iv[2 * j] <= end:
+        end = max(end, iv[2 * j + 1])
+        j += 1
+    if j > i + 1:
+        iv[2 * i + 1] = end
+        del iv[2 * (i + 1) : 2 * j]
+
+
+def overlaps(iv: array[int], start: float, end: float) -> bool:
+    """Whether any interval overlaps [start, end)."""
+    # the last interval starting before ``end`` reaches furthest among those that can overlap
+    lo, hi = 0, len(iv) // 2
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if iv[2 * mid] < end:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo > 0 and iv[2 * lo - 1] > start
+
+
+def trim_before(iv: array[int], low: int) -> None:
+    """Drop everything before ``low`` (intervals ending at or before it vanish)."""
+    k = 0
+    n = len(iv) // 2
+    while k < n and iv[2 * k + 1] <= low:
+        k += 1
+    if k:
+        del iv[: 2 * k]
+    if iv and iv[0] < low:
+        iv[0] = low
+
+
+class EdgeRec:
+    """One edge of the index (at one granularity)."""
+
+    __slots__ = ("cache", "id", "key", "source_app", "source_kind", "spans", "target_app", "target_kind")
+
+    def __init__(self, edge_id: int, key: EdgeKey) -> None:
+        self.id = edge_id
+        self.key = key
+        self.source_kind = NodeKind.SERVICE
+        self.target_kind = NodeKind.SERVICE
+        self.source_app: str | None = None
+        self.target_app: str | None = None
+        self.spans: list[array[int] | None] = [None, None, None]  # minute, hour, day intervals
+        self.cache: object = None  # owned by the stats layer (a merged-stats memo)
+
+    def add_window(self, window_start: int, window_seconds: int) -> None:
+        slot = _SLOT[window_seconds]
+        iv = self.spans[slot]
+        if iv is None:
+            iv = self.spans[slot] = array("q")
+        add_interval(iv, window_start, window_start + window_seconds)
+
+    def add_window_span(self, window_seconds: int, start: int, end: int) -> None:
+        """Add a run of consecutive windows [start, end) (loading from disk)."""
+        slot = _SLOT[window_seconds]
+        iv = self.spans[slot]
+        if iv is None:
+            iv = self.spans[slot] = array("q")
+        add_interval(iv, start, end)
+
+    def present(self, window_seconds: int, start: float, end: float) -> bool:
+        iv = self.spans[_SLOT[window_seconds]]
+        return iv is not None and overlaps(iv, start, end)
+
+    def intervals(self, window_seconds: int) -> list[tuple[int, int]]:
+        iv = self.spans[_SLOT[window_seconds]]
+        if iv is None:
+            return []
+        return [(iv[i], iv[i + 1]) for i in range(0, len(iv), 2)]
+
+    def trim(self, window_seconds: int, cutoff: float) -> None:
+        """Forget windows ending at or before ``cutoff`` (retention)."""
+        slot = _SLOT[window_seconds]
+        iv = self.spans[slot]
+        if iv is None:
+            return
+        trim_before(iv, align(cutoff, window_seconds))
+        if not iv:
+            self.spans[slot] = None
+
+    @property
+    def empty(self) -> bool:
+        return all(s is None for s in self.spans)
+
+    def seen_bounds(self) -> tuple[int, int]:
+        """(first, last) instant covered by any stored window, (0, 0) if none."""
+        first, last = 0, 0
+        for iv in self.spans:
+            if iv:
+                first = iv[0] if not first else min(first, iv[0])
+                last = max(last, iv[-1])
+        return first, last
+
+
+class _Graph:
+    __slots__ = ("inc", "out", "sorted_keys")
+
+    def __init__(self) -> None:
+        self.out: dict[str, dict[str, EdgeRec]] = {}
+        self.inc: dict[str, dict[str, EdgeRec]] = {}
+        self.sorted_keys: list[tuple[str, str]] | None = None
+
+
+class GraphIndex:
+    """Adjacency of one layer at both granularities, plus an id -> edge map."""
+
+    def __init__(self, layer: Layer) -> None:
+        self.layer = layer
+        self._graphs = {g: _Graph() for g in Granularity}
+        self.by_id: dict[int, EdgeRec] = {}
+
+    def __len__(self) -> int:
+        return len(self.by_id)
+
+    def get(self, key: EdgeKey) -> EdgeRec | None:
+        row = self._graphs[key.granularity].out.get(key.source)
+        return None if row is None else row.get(key.target)
+
+    def add(self, rec: EdgeRec) -> None:
+        g = self._graphs[rec.key.granularity]
+        s, t = rec.key.source, rec.key.target
+        g.out.setdefault(s, {})[t] = rec
+        g.inc.setdefault(t, {})[s] = rec
+        g.sorted_keys = None
+        self.by_id[rec.id] = rec
+
+    def remove(self, rec: EdgeRec) -> None:
+        g = self._graphs[rec.key.granularity]
+        s, t = rec.key.source, rec.key.target
+        row = g.out.get(s)
+        if row is not None:
+            row.pop(t, None)
+            if not row:
+                del g.out[s]
+        col = g.inc.get(t)
+        if col is not None:
+            col.pop(s, None)
+            if not col:
+                del g.inc[t]
+        g.sorted_keys = None
+        self.by_id.pop(rec.id, None)
+
+    def outgoing(self, granularity: Granularity, name: str) -> dict[str, EdgeRec]:
+        return self._graphs[granularity].out.get(name) or {}
+
+    def incoming(self, granularity: Granularity, name: str) -> dict[str, EdgeRec]:
+        return self._graphs[granularity].inc.get(name) or {}
+
+    def sorted_keys(self, granularity: Granularity) -> list[tuple[str, str]]:
+        """All (source, target) pairs of a granularity, sorted (cached until the edge set changes)."""
+        g = self._graphs[granularity]
+        if g.sorted_keys is None:
+            g.sorted_keys = sorted((s, t) for s, row in g.out.items() for t in row)
+        return g.sorted_keys
+
+    def edge(self, granularity: Granularity, source: str, target: str) -> EdgeRec:
+        return self._graphs[granularity].out[source][target]
+
+    def all_edges(self) -> Iterator[EdgeRec]:
+        return iter(list(self.by_id.values()))
+
+    def node(self, name: str) -> NodeInfo | None:
+        """What the edges say about a node: APP granularity preferred, seen bounds over both."""
+        found: list[NodeInfo] = []
+        for gran in Granularity:
+            g = self._graphs[gran]
+            recs = list((g.out.get(name) or {}).values())
+            inc = list((g.inc.get(name) or {}).values())
+            if not recs and not inc:
+                continue
+            kinds = [r.source_kind for r in recs] + [r.target_kind for r in inc]
+            apps = [r.source_app for r in recs] + [r.target_app for r in inc]
+            kind = NodeKind.SERVICE if NodeKind.SERVICE in kinds else min(kinds, key=lambda k: k.value)
+            app = next((a for a in apps if a), None)
+            first, last = 0, 0
+            for r in recs + inc:
+                f, la = r.seen_bounds()
+                if f and (not first or f < first):
+                    first = f
+                last = max(last, la)
+            found.append(NodeInfo(name=name, kind=kind, granularity=gran, app=app,
+                                  layers=frozenset((self.layer,)), first_seen=float(first),
+                                  last_seen=float(last)))
+        if not found:
+            return None
+        best = found[0]
+        if len(found) > 1:
+            other = found[1]
+            best = NodeInfo(best.name, best.kind, best.granularity, best.app, best.layers,
+                            float(min(x for x in (best.first_seen, other.first_seen) if x) or 0.0)
+                            if (best.first_seen or other.first_seen) else 0.0,
+                            max(best.last_seen, other.last_seen))
+        return best
+
+    def nodes(self, names: Iterable[str]) -> dict[str, NodeInfo]:
+        out: dict[str, NodeInfo] = {}
+        for n in names:
+            info = self.node(n)
+            if info is not None:
+                out[n] = info
+        return out

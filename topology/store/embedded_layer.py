@@ -1,0 +1,366 @@
+"""The embedded :class:`LayerStore`: one SQLite file per layer, answered from an in-memory index.
+
+Storage (``<layer>.db``)::
+
+    edges(id, granularity, source, target, source_kind, target_kind, source_app, target_app)
+    windows(edge, wsec, wstart, stats)      -- one row per stored window, PRIMARY KEY (edge, wsec, wstart)
+    pending_rollup(wsec, wstart)            -- hours/days with new finer windows since their last roll-up
+    meta(key, value)                        -- layer name, clock of the last roll-up
+
+Memory: the :class:`~topology.store.embedded_index.GraphIndex` (adjacency and per-edge presence
+intervals, loaded at open, written through on upsert) and :class:`~topology.store.embedded_stats.StatsSource`
+(recent minute windows' stats and a per-edge memo of the last merged range). Queries walk the index
+without touching SQLite; the stats of the edges they return come from memory when the range is
+recent, else from one batched SQLite query.
+
+Roll-up: an upsert marks the hour (day) its minute (hour) windows belong to; ``rollup(now)`` rebuilds
+every marked hour that ended before ``now`` as the merge of its minute windows (replacing the
+previous hour window), then every marked finished day from its hours, then deletes windows older
+than their granularity's retention. An hour whose minute windows were already partly deleted by
+retention (a very late window) is not rebuilt: its hour window keeps what it had.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import pathlib
+import sqlite3
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from topology.model import (
+    Direction,
+    EdgeKey,
+    EdgeSummary,
+    EdgeWindow,
+    Granularity,
+    Layer,
+    NodeInfo,
+    NodeKind,
+    Reached,
+    TraversalResult,
+)
+from topology.stats import EdgeStats
+from topology.store.base import LayerStore, RollupReport, StoreUnavailable
+from topology.store.embedded_codec import decode, encode
+from topology.store.embedded_db import Database
+from topology.store.embedded_index import EdgeRec, GraphIndex
+from topology.store.embedded_stats import StatsSource
+from topology.timewindow import DAY, HOUR, MINUTE, STORED_GRANULARITIES, Retention, TimeRange, align
+
+log = logging.getLogger(__name__)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS edges(
+  id INTEGER PRIMARY KEY, granularity TEXT NOT NULL, source TEXT NOT NULL, target TEXT NOT NULL,
+  source_kind TEXT NOT NULL, target_kind TEXT NOT NULL, source_app TEXT, target_app TEXT,
+  UNIQUE(granularity, source, target));
+CREATE TABLE IF NOT EXISTS windows(
+  edge INTEGER NOT NULL, wsec INTEGER NOT NULL, wstart INTEGER NOT NULL, stats BLOB NOT NULL,
+  PRIMARY KEY(edge, wsec, wstart)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS windows_by_time ON windows(wsec, wstart);
+CREATE TABLE IF NOT EXISTS pending_rollup(wsec INTEGER NOT NULL, wstart INTEGER NOT NULL,
+  PRIMARY KEY(wsec, wstart)) WITHOUT ROWID;
+"""
+
+_COARSER = {MINUTE: HOUR, HOUR: DAY}
+
+
+@dataclass(frozen=True, slots=True)
+class _EdgeRow:
+    id: int
+    key: EdgeKey
+    source_kind: NodeKind
+    target_kind: NodeKind
+    source_app: str | None
+    target_app: str | None
+
+
+def _edge_row(rec: EdgeRec, w: EdgeWindow) -> _EdgeRow:
+    return _EdgeRow(rec.id, w.key, w.source_kind, w.target_kind, w.source_app, w.target_app)
+
+
+def _validate(layer: Layer, windows: Sequence[EdgeWindow]) -> None:
+    for w in windows:
+        if w.key.layer is not layer:
+            raise ValueError(f"a {w.key.layer.value} window cannot be stored in the {layer.value} store")
+        if w.window_seconds not in STORED_GRANULARITIES:
+            raise ValueError(f"window_seconds must be one of {STORED_GRANULARITIES}, got {w.window_seconds}")
+        if w.window_start % w.window_seconds:
+            raise ValueError(f"window_start {w.window_start} is not aligned to {w.window_seconds} s")
+        if not w.key.source or not w.key.target:
+            raise ValueError("edge source and target must be non-empty names")
+
+
+def _names(names: Iterable[str]) -> list[str]:
+    if isinstance(names, str):
+        raise ValueError("names must be a collection of names, not one string")
+    return sorted(set(names))
+
+
+class EmbeddedLayerStore(LayerStore):
+    def __init__(self, path: pathlib.Path, layer: Layer, retention: Retention,
+                 hot_seconds: int = 20 * MINUTE) -> None:
+        self.layer = layer
+        self.retention = retention
+        self._db = Database(path, SCHEMA, layer)
+        self._lock = asyncio.Lock()
+        self._index = GraphIndex(layer)
+        self._stats = StatsSource(self._db, hot_seconds)
+        self._next_id = 1
+        self._last_rollup = 0.0
+        self._load()
+
+    # -- opening ---------------------------------------------------------------------------------
+    def _load(self) -> None:
+        conn = self._db.writer
+        row = conn.execute("SELECT value FROM meta WHERE key='layer'").fetchone()
+        if row is None:
+            conn.execute("INSERT INTO meta VALUES ('layer', ?)", (self.layer.value,))
+        elif row[0] != self.layer.value:
+            self._db.close()
+            raise ValueError(f"{self._db.path} holds the {row[0]} layer, not {self.layer.value}")
+        row = conn.execute("SELECT value FROM meta WHERE key='last_rollup'").fetchone()
+        self._last_rollup = float(row[0]) if row else 0.0
+        for eid, gran, src, dst, skind, tkind, sapp, tapp in conn.execute(
+            "SELECT id, granularity, source, target, source_kind, target_kind, source_app, target_app "
+            "FROM edges"):
+            rec = EdgeRec(eid, EdgeKey(self.layer, Granularity(gran), src, dst))
+            rec.source_kind, rec.target_kind = NodeKind(skind), NodeKind(tkind)
+            rec.source_app, rec.target_app = sapp, tapp
+            self._index.add(rec)
+            self._next_id = max(self._next_id, eid + 1)
+        # presence: consecutive windows of an edge collapse into one interval (gaps and islands)
+        for eid, wsec, start, end in conn.execute(
+            "SELECT edge, wsec, MIN(wstart), MAX(wstart) + wsec FROM ("
+            "  SELECT edge, wsec, wstart, wstart - wsec * ROW_NUMBER() OVER (PARTITION BY edge, wsec "
+            "  ORDER BY wstart) AS island FROM windows) GROUP BY edge, wsec, island ORDER BY edge, wsec, 3"
+        ):
+            loaded = self._index.by_id.get(eid)
+            if loaded is not None:
+                loaded.add_window_span(wsec, start, end)
+        empty = [rec for rec in self._index.all_edges() if rec.empty]
+        for rec in empty:
+            self._index.remove(rec)
+        if empty:
+            conn.executemany("DELETE FROM edges WHERE id=?", [(r.id,) for r in empty])
+        self._stats.load(self._index, conn)
+
+    # -- writing ---------------------------------------------------------------------------------
+    async def upsert_windows(self, windows: Sequence[EdgeWindow]) -> None:
+        _validate(self.layer, windows)
+        if not windows:
+            return
+        async with self._lock:
+            new: dict[EdgeKey, EdgeRec] = {}
+            changed: dict[int, _EdgeRow] = {}
+            items: list[tuple[EdgeRec, EdgeWindow]] = []
+            for w in windows:
+                found = self._index.get(w.key) or new.get(w.key)
+                if found is None:
+                    rec = new[w.key] = EdgeRec(self._next_id, w.key)
+                    self._next_id += 1
+                    changed[rec.id] = _edge_row(rec, w)
+                elif (found.id in changed or w.source_kind is not found.source_kind
+                      or w.target_kind is not found.target_kind or w.source_app != found.source_app
+                      or w.target_app != found.target_app):
+                    rec = found
+                    changed[rec.id] = _edge_row(rec, w)  # the latest window's kinds and apps win
+                else:
+                    rec = found
+                items.append((rec, w))
+
+            def write(conn: sqlite3.Connection) -> None:
+                conn.executemany(
+                    "INSERT OR REPLACE INTO edges VALUES (?,?,?,?,?,?,?,?)",
+                    [(e.id, e.key.granularity.value, e.key.source, e.key.target, e.source_kind.value,
+                      e.target_kind.value, e.source_app, e.target_app) for e in changed.values()])
+                conn.executemany(
+                    "INSERT OR REPLACE INTO windows VALUES (?,?,?,?)",
+                    [(rec.id, w.window_seconds, w.window_start, encode(w.stats)) for rec, w in items])
+                marks = {(_COARSER[w.window_seconds], align(w.window_start, _COARSER[w.window_seconds]))
+                         for _, w in items if w.window_seconds in _COARSER}
+                conn.executemany("INSERT OR IGNORE INTO pending_rollup VALUES (?,?)", sorted(marks))
+
+            await self._db.write(write)
+            # committed: now the index (only ever changed on the event loop thread)
+            for rec in new.values():
+                self._index.add(rec)
+            for row in changed.values():
+                rec = self._index.by_id[row.id]
+                rec.source_kind, rec.target_kind = row.source_kind, row.target_kind
+                rec.source_app, rec.target_app = row.source_app, row.target_app
+            for rec, w in items:
+                rec.add_window(w.window_start, w.window_seconds)
+                self._stats.on_write(rec, w.window_seconds, w.window_start, w.stats)
+
+    async def rollup(self, now: float) -> RollupReport:
+        async with self._lock:
+            last = self._last_rollup
+            built, deleted = await self._db.write(lambda conn: self._rollup_sql(conn, now, last))
+            for eid, wsec, wstart in built:
+                rec = self._index.by_id.get(eid)
+                if rec is not None:
+                    rec.add_window(wstart, wsec)
+                    self._stats.on_write(rec, wsec, wstart, None)
+            empty: list[EdgeRec] = []
+            for rec in self._index.all_edges():
+                for g in STORED_GRANULARITIES:
+                    rec.trim(g, now - self.retention.for_granularity(g))
+                if rec.empty:
+                    empty.append(rec)
+            self._stats.on_retention(now - self.retention.minute)
+            for rec in empty:
+                self._index.remove(rec)
+                self._stats.forget(rec)
+            if empty:
+                ids = [(r.id,) for r in empty]
+                await self._db.write(lambda conn: conn.executemany("DELETE FROM edges WHERE id=?", ids))
+            self._last_rollup = max(self._last_rollup, now)
+            return RollupReport(built=len(built), deleted=deleted)
+
+    def _rollup_sql(self, conn: sqlite3.Connection, now: float,
+                    last: float) -> tuple[list[tuple[int, int, int]], int]:
+        built: list[tuple[int, int, int]] = []
+        for fine in (MINUTE, HOUR):
+            coarse = _COARSER[fine]
+            # windows of ``fine`` ending at or before this were deleted by an earlier roll-up
+            deleted_before = align(last - self.retention.for_granularity(fine), fine) if last else None
+            periods = [r[0] for r in conn.execute(
+                "SELECT wstart FROM pending_rollup WHERE wsec=? AND wstart + ? <= ? ORDER BY wstart",
+                (coarse, coarse, now))]
+            for start in periods:
+                conn.execute("DELETE FROM pending_rollup WHERE wsec=? AND wstart=?", (coarse, start))
+                if deleted_before is not None and start < deleted_before:
+                    log.warning("%s: not rebuilding the %d s window at %d: its finer windows were "
+                                "partly deleted by retention", self.layer.value, coarse, start)
+                    continue
+                merged: dict[int, EdgeStats] = {}
+                for eid, blob in conn.execute(
+                    "SELECT edge, stats FROM windows WHERE wsec=? AND wstart>=? AND wstart<? ORDER BY wstart",
+                    (fine, start, start + coarse)):
+                    s = decode(blob)
+                    prev = merged.get(eid)
+                    merged[eid] = s if prev is None else prev.merge(s)
+                conn.executemany("INSERT OR REPLACE INTO windows VALUES (?,?,?,?)",
+                                 [(eid, coarse, start, encode(s)) for eid, s in merged.items()])
+                built.extend((eid, coarse, start) for eid in merged)
+                if coarse in _COARSER:
+                    up = _COARSER[coarse]
+                    conn.execute("INSERT OR IGNORE INTO pending_rollup VALUES (?,?)", (up, align(start, up)))
+        deleted = 0
+        for g in STORED_GRANULARITIES:
+            cutoff = now - self.retention.for_granularity(g)
+            cur = conn.execute("DELETE FROM windows WHERE wsec=? AND wstart <= ?", (g, cutoff - g))
+            deleted += cur.rowcount
+        conn.execute("INSERT OR REPLACE INTO meta VALUES ('last_rollup', ?)", (str(max(now, last)),))
+        return built, deleted
+
+    # -- reading ---------------------------------------------------------------------------------
+    def _granularity(self, time: TimeRange, now: float) -> int:
+        return self.retention.finest_covering(time.start, now)
+
+    async def _summaries(self, recs: list[EdgeRec], wsec: int, time: TimeRange) -> list[EdgeSummary]:
+        stats = await self._stats.merged(recs, wsec, time)
+        empty = EdgeStats()
+        return [EdgeSummary(r.key, stats.get(r.id, empty), r.source_kind, r.target_kind) for r in recs]
+
+    async def neighbors(self, names: Iterable[str], direction: Direction, granularity: Granularity,
+                        time: TimeRange, now: float) -> list[EdgeSummary]:
+        self._check()
+        wsec = self._granularity(time, now)
+        found: dict[int, EdgeRec] = {}
+        adjacency = self._index.outgoing if direction is Direction.UPSTREAM else self._index.incoming
+        for name in _names(names):
+            for rec in adjacency(granularity, name).values():
+                if rec.present(wsec, time.start, time.end):
+                    found[rec.id] = rec
+        recs = sorted(found.values(), key=lambda r: (r.key.source, r.key.target))
+        return await self._summaries(recs, wsec, time)
+
+    async def traverse(self, roots: Iterable[str], direction: Direction, depth: int, granularity: Granularity,
+                       time: TimeRange, now: float) -> TraversalResult:
+        self._check()
+        if depth < 0:
+            raise ValueError(f"depth must be >= 0, got {depth}")
+        wsec = self._granularity(time, now)
+        upstream = direction is Direction.UPSTREAM
+        adjacency = self._index.outgoing if upstream else self._index.incoming
+        start, end = time.start, time.end
+        frontier = _names(roots)
+        seen = set(frontier)
+        reached: list[Reached] = []
+        walked: list[EdgeRec] = []
+        for level in range(1, depth + 1):
+            if not frontier:
+                break
+            nxt: list[str] = []
+            for name in frontier:  # sorted: the smallest parent name becomes ``via``
+                adj = adjacency(granularity, name)
+                for other in sorted(adj):
+                    rec = adj[other]
+                    if not rec.present(wsec, start, end):
+                        continue
+                    walked.append(rec)
+                    if other not in seen:
+                        seen.add(other)
+                        nxt.append(other)
+                        kind = rec.target_kind if upstream else rec.source_kind
+                        reached.append(Reached(other, level, name, kind))
+            nxt.sort()
+            frontier = nxt
+        reached.sort(key=lambda r: (r.depth, r.name))
+        edges = await self._summaries(walked, wsec, time)
+        return TraversalResult(tuple(reached), tuple(edges))
+
+    async def edges(self, granularity: Granularity, time: TimeRange, now: float, limit: int | None = None,
+                    after: tuple[str, str] | None = None) -> list[EdgeSummary]:
+        self._check()
+        if limit is not None and limit < 0:
+            raise ValueError(f"limit must be >= 0, got {limit}")
+        wsec = self._granularity(time, now)
+        keys = self._index.sorted_keys(granularity)
+        lo, hi = 0, len(keys)
+        if after is not None:
+            a = (after[0], after[1])
+            while lo < hi:  # first key strictly after ``after``
+                mid = (lo + hi) // 2
+                if keys[mid] <= a:
+                    lo = mid + 1
+                else:
+                    hi = mid
+        recs: list[EdgeRec] = []
+        for i in range(lo, len(keys)):
+            if limit is not None and len(recs) >= limit:
+                break
+            rec = self._index.edge(granularity, *keys[i])
+            if rec.present(wsec, time.start, time.end):
+                recs.append(rec)
+        return await self._summaries(recs, wsec, time)
+
+    async def nodes(self, names: Iterable[str]) -> dict[str, NodeInfo]:
+        self._check()
+        return self._index.nodes(_names(names))
+
+    async def window_count(self) -> dict[int, int]:
+        rows = await self._db.read(
+            lambda conn: conn.execute("SELECT wsec, COUNT(*) FROM windows GROUP BY wsec").fetchall())
+        return {int(g): int(n) for g, n in rows}
+
+    def _check(self) -> None:
+        if self._db.closed:
+            raise StoreUnavailable(self.layer, f"the {self.layer.value} store is closed")
+
+    async def ping(self) -> None:
+        self._check()
+        await self._db.read(lambda conn: conn.execute("SELECT 1").fetchone())
+
+    async def close(self) -> None:
+        async with self._lock:
+            self._db.close()
+
+    def close_now(self) -> None:
+        """Close without waiting for the write lock (only when nothing else uses the store)."""
+        self._db.close()
