@@ -1,0 +1,177 @@
+"""Stage 3 (every layer): merge edge partials into complete windows and add edge health.
+
+Input: :class:`EdgePartial` records of any layer. Output: :class:`EdgeWindow` records, one per
+(edge, window), which the stores *upsert* (a window replaces the stored one with the same key).
+
+* Partials of the same edge, window and :class:`Side` are added (``EdgeStats.merge``); the sides
+  CLIENT, SERVER and PAIR are then combined with ``EdgeStats.merge_max``, so traffic reported by
+  both of its ends is counted once.
+* A window is emitted when its end is at or before the watermark. Partials that arrive later for
+  an emitted window, within ``grace_seconds`` after its end, re-open it: the next flush emits the
+  whole window again (kept in memory), so the store's replace-on-upsert stays correct. Partials
+  that come after the grace period are dropped and counted (``late_dropped``).
+* Partials in finer windows than ``window_seconds`` (a divisor of it) fall into the window that
+  holds their start; partials of coarser or misaligned windows are dropped and counted.
+
+Edge health (``EdgeStats.health``):
+
+* with request counts (IPC, TRACE): error rate >= 5% UNHEALTHY, >= 1% DEGRADED, else HEALTHY;
+* without (NETWORK): UNKNOWN, because bytes and connections say nothing about success;
+* if the target service was UNHEALTHY at any instant of the window (its :class:`HealthBook`
+  events; a CLUSTER target is looked up by its own name, then by its app), the edge is at least
+  DEGRADED: calls into a failing service are at risk even when this edge saw no errors;
+* a health value already carried by the partials is kept if it is worse.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+
+from topology.catalog import HealthState
+from topology.health import HealthBook
+from topology.model import EdgeKey, EdgePartial, EdgeWindow, Granularity, NodeKind, Side
+from topology.stats import EdgeStats
+
+UNHEALTHY_ERROR_RATE = 0.05
+DEGRADED_ERROR_RATE = 0.01
+
+_RANK = {"UNKNOWN": 0, "HEALTHY": 1, "DEGRADED": 2, "UNHEALTHY": 3}
+_SIDE_ORDER = (Side.CLIENT, Side.SERVER, Side.PAIR)
+
+
+class _Slot:
+    """One edge in one window: the stats of each side, node facts, and emission state."""
+
+    __slots__ = ("dirty", "emitted", "sides", "source_app", "source_kind", "target_app", "target_kind")
+
+    def __init__(self, p: EdgePartial) -> None:
+        self.sides: dict[Side, EdgeStats] = {}
+        self.source_kind, self.target_kind = p.source_kind, p.target_kind
+        self.source_app, self.target_app = p.source_app, p.target_app
+        self.emitted = False
+        self.dirty = True
+
+    def add(self, p: EdgePartial) -> None:
+        cur = self.sides.get(p.side)
+        self.sides[p.side] = p.stats if cur is None else cur.merge(p.stats)
+        # A node seen as a real service by one observer is a service (virtual kinds are guesses).
+        if p.source_kind is NodeKind.SERVICE:
+            self.source_kind = NodeKind.SERVICE
+        if p.target_kind is NodeKind.SERVICE:
+            self.target_kind = NodeKind.SERVICE
+        self.source_app = self.source_app or p.source_app
+        self.target_app = self.target_app or p.target_app
+
+    def stats(self) -> EdgeStats:
+        merged: EdgeStats | None = None
+        for side in _SIDE_ORDER:
+            s = self.sides.get(side)
+            if s is not None:
+                merged = s if merged is None else merged.merge_max(s)
+        assert merged is not None  # a slot is created with its first partial
+        return merged
+
+
+class FinalStage:
+    """Merges partials into windows, with lateness handling and health (see the module docstring)."""
+
+    def __init__(
+        self, window_seconds: int = 60, grace_seconds: int = 120, health: HealthBook | None = None
+    ) -> None:
+        if window_seconds <= 0 or grace_seconds < 0:
+            raise ValueError("window_seconds must be positive and grace_seconds not negative")
+        self.window_seconds = window_seconds
+        self.grace_seconds = grace_seconds
+        self.health = health
+        self._windows: dict[int, dict[EdgeKey, _Slot]] = {}
+        self._watermark = float("-inf")
+        self.counters: dict[str, int] = {
+            "partials": 0,
+            "windows_emitted": 0,
+            "re_emitted": 0,
+            "late_accepted": 0,
+            "late_dropped": 0,
+            "bad_window": 0,
+        }
+
+    @property
+    def open_windows(self) -> list[int]:
+        """Starts of the windows held in memory (not yet emitted, or within grace)."""
+        return sorted(self._windows)
+
+    def add(self, partials: Iterable[EdgePartial]) -> None:
+        ws = self.window_seconds
+        counters = self.counters
+        for p in partials:
+            counters["partials"] += 1
+            pws = p.window_seconds
+            if pws <= 0 or pws > ws or ws % pws or p.window_start % pws:
+                counters["bad_window"] += 1
+                continue
+            w = p.window_start - p.window_start % ws
+            if w + ws <= self._watermark:
+                if w + ws + self.grace_seconds <= self._watermark:
+                    counters["late_dropped"] += 1
+                    continue
+                counters["late_accepted"] += 1
+            slots = self._windows.get(w)
+            if slots is None:
+                slots = self._windows[w] = {}
+            slot = slots.get(p.key)
+            if slot is None:
+                slot = slots[p.key] = _Slot(p)
+            slot.add(p)
+            slot.dirty = True
+
+    def flush(self, watermark: float) -> list[EdgeWindow]:
+        """Windows that end at or before ``watermark``: new ones, and emitted ones that late data changed."""
+        if watermark > self._watermark:
+            self._watermark = watermark
+        ws = self.window_seconds
+        out: list[EdgeWindow] = []
+        for w in sorted(self._windows):
+            if w + ws > watermark:
+                break
+            slots = self._windows[w]
+            for key, slot in slots.items():
+                if not slot.dirty:
+                    continue
+                out.append(self._window(key, w, slot))
+                if slot.emitted:
+                    self.counters["re_emitted"] += 1
+                slot.emitted, slot.dirty = True, False
+            if w + ws + self.grace_seconds <= watermark:
+                del self._windows[w]
+        self.counters["windows_emitted"] += len(out)
+        return out
+
+    def _window(self, key: EdgeKey, w: int, slot: _Slot) -> EdgeWindow:
+        stats = slot.stats()
+        health = self.edge_health(stats, key, slot.target_app, w)
+        if _RANK.get(stats.health, 0) > _RANK[health]:
+            health = stats.health
+        if health != stats.health:
+            stats = _with_health(stats, health)
+        return EdgeWindow(key, w, self.window_seconds, stats, slot.source_kind, slot.target_kind,
+                          slot.source_app, slot.target_app)
+
+    def edge_health(self, stats: EdgeStats, key: EdgeKey, target_app: str | None, w: int) -> str:
+        """Health of one edge window from its error rate and the target's health events."""
+        health = "UNKNOWN"
+        if stats.requests > 0:
+            rate = stats.errors / stats.requests
+            health = ("UNHEALTHY" if rate >= UNHEALTHY_ERROR_RATE
+                      else "DEGRADED" if rate >= DEGRADED_ERROR_RATE else "HEALTHY")
+        if self.health is not None and _RANK[health] < _RANK["DEGRADED"]:
+            end = w + self.window_seconds
+            worst = self.health.worst_during(key.target, w, end)
+            if worst is None and key.granularity is Granularity.CLUSTER and target_app:
+                worst = self.health.worst_during(target_app, w, end)
+            if worst is HealthState.UNHEALTHY:
+                health = "DEGRADED"
+        return health
+
+
+def _with_health(stats: EdgeStats, health: str) -> EdgeStats:
+    return dataclasses.replace(stats, health=health)

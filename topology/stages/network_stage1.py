@@ -1,0 +1,367 @@
+"""NETWORK stage 1: windowed pre-aggregation of flow records, vectorised with numpy.
+
+Input: decoded flow batches (:class:`topology.wire.flow.FlowBatch`). Output: :class:`FlowAggregate`
+records, one per (10 s window, local app, local cluster, role, remote address, server port,
+protocol), summing connections and bytes and keeping the first start and last end. The window of a
+record is the window of its ``start_ms`` (stage 2 resolves addresses at the start time too).
+
+Server ports: for a record of the client (role 1) the server port is ``remote_port``; for a record
+of the server (role 2) it is ``local_port`` (the remote port is the client's ephemeral port, which
+would only multiply the aggregates). The group-by key therefore uses the server port.
+
+Each batch is reduced as soon as it arrives (one sort of a packed integer key per batch, sums with
+``reduceat``); :meth:`NetworkStage1.flush` merges the reduced rows of each closed window across
+batches and turns them into records. Records are never dropped for being late: a record for a
+window that was already flushed is emitted with the next flush (the aggregates are additive; the
+later stages own lateness). Records with absurd timestamps are rejected and counted.
+
+Aggregates cross the Kafka repartition topic between stage 1 and stage 2 as ``to_dict`` JSON,
+keyed by :attr:`FlowAggregate.partition_key` (the remote address).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import itertools
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from topology.wire.flow import ROLE_CLIENT, ROLE_SERVER, FlowBatch
+
+#: Records starting before 2000-01-01 are rejected (a zero or garbage clock).
+MIN_TIME_MS = 946_684_800_000
+#: Records starting or ending more than this after the batch was emitted are rejected.
+MAX_FUTURE_MS = 86_400_000
+
+ROLE_NAMES: dict[int, str] = {ROLE_CLIENT: "client", ROLE_SERVER: "server"}
+_ROLE_BY_NAME = {v: k for k, v in ROLE_NAMES.items()}
+PROTOCOL_NAMES: dict[int, str] = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6", 132: "sctp"}
+
+
+def protocol_name(number: int) -> str:
+    """``"tcp"``, ``"udp"``, ... or ``"ip-<number>"`` for the others."""
+    return PROTOCOL_NAMES.get(number) or f"ip-{number}"
+
+
+@dataclass(frozen=True, slots=True)
+class FlowAggregate:
+    """Flows seen by one local workload towards one remote address and server port in one window.
+
+    ``local_app`` empty means a *two-sided* observation (cloud flow logs): neither end is known
+    and stage 2 resolves ``local_addr`` through address ownership as it does ``remote_addr``.
+    """
+
+    window_start: int  # epoch seconds, aligned to window_seconds
+    window_seconds: int
+    local_app: str
+    local_cluster: str  # "" if the agent did not know it
+    role: int  # ROLE_CLIENT (the local end opened the connections) or ROLE_SERVER
+    remote_addr: str  # text form
+    server_port: int
+    protocol: int  # IANA number
+    connections: int
+    bytes_sent: int  # by the local end
+    bytes_received: int
+    first_start_ms: int
+    last_start_ms: int
+    last_end_ms: int
+    local_addr: str = ""  # only for two-sided observations
+
+    @property
+    def partition_key(self) -> str:
+        """Key of the repartition topic between stage 1 and stage 2."""
+        return self.remote_addr
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "window_start": self.window_start,
+            "window_seconds": self.window_seconds,
+            "local_app": self.local_app,
+            "local_cluster": self.local_cluster,
+            "role": ROLE_NAMES[self.role],
+            "remote_addr": self.remote_addr,
+            "server_port": self.server_port,
+            "protocol": self.protocol,
+            "connections": self.connections,
+            "bytes_sent": self.bytes_sent,
+            "bytes_received": self.bytes_received,
+            "first_start_ms": self.first_start_ms,
+            "last_start_ms": self.last_start_ms,
+            "last_end_ms": self.last_end_ms,
+        }
+        if self.local_addr:
+            d["local_addr"] = self.local_addr
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> FlowAggregate:
+        """Parse and validate; raises ValueError naming the bad field."""
+        if not isinstance(d, dict):
+            raise ValueError("flow aggregate must be a JSON object")
+        role = _ROLE_BY_NAME.get(d.get("role"))  # type: ignore[arg-type]
+        if role is None:
+            raise ValueError(f"flow aggregate 'role' must be 'client' or 'server', got {d.get('role')!r}")
+        ints = {k: _int(d, k) for k in _INT_FIELDS}
+        strs = {k: _str(d, k) for k in ("local_app", "local_cluster", "remote_addr")}
+        local_addr = _str(d, "local_addr") if "local_addr" in d else ""
+        if not strs["remote_addr"]:
+            raise ValueError("flow aggregate needs a 'remote_addr'")
+        if not strs["local_app"] and not local_addr:
+            raise ValueError("flow aggregate needs a 'local_app' or, for two-sided records, a 'local_addr'")
+        if ints["window_seconds"] <= 0 or ints["window_start"] % ints["window_seconds"]:
+            raise ValueError("flow aggregate 'window_start' must be aligned to a positive 'window_seconds'")
+        if not 0 <= ints["server_port"] <= 0xFFFF or not 0 <= ints["protocol"] <= 0xFF:
+            raise ValueError("flow aggregate 'server_port' or 'protocol' out of range")
+        if min(ints["connections"], ints["bytes_sent"], ints["bytes_received"]) < 0:
+            raise ValueError("flow aggregate counts must not be negative")
+        if not ints["first_start_ms"] <= ints["last_start_ms"] <= ints["last_end_ms"]:
+            raise ValueError("flow aggregate needs first_start_ms <= last_start_ms <= last_end_ms")
+        return cls(ints["window_start"], ints["window_seconds"], strs["local_app"], strs["local_cluster"],
+                   role, strs["remote_addr"], ints["server_port"], ints["protocol"], ints["connections"],
+                   ints["bytes_sent"], ints["bytes_received"], ints["first_start_ms"], ints["last_start_ms"],
+                   ints["last_end_ms"], local_addr)
+
+
+_INT_FIELDS = ("window_start", "window_seconds", "server_port", "protocol", "connections", "bytes_sent",
+               "bytes_received", "first_start_ms", "last_start_ms", "last_end_ms")
+
+
+def _int(d: dict[str, Any], k: str) -> int:
+    v = d.get(k)
+    if not isinstance(v, int) or isinstance(v, bool):
+        raise ValueError(f"flow aggregate field {k!r} must be an integer, got {v!r}")
+    return v
+
+
+def _str(d: dict[str, Any], k: str) -> str:
+    v = d.get(k)
+    if not isinstance(v, str):
+        raise ValueError(f"flow aggregate field {k!r} must be a string, got {v!r}")
+    return v
+
+
+# Reduced rows kept between add() and flush(): app/cluster are ids into NetworkStage1's name table,
+# the address is the 16-byte form as two big-endian words.
+_ROWS = np.dtype(
+    [
+        ("app", "<i8"),
+        ("cluster", "<i8"),
+        ("role", "u1"),
+        ("protocol", "u1"),
+        ("port", "<u2"),
+        ("hi", "<u8"),
+        ("lo", "<u8"),
+        ("connections", "<u8"),
+        ("bytes_sent", "<u8"),
+        ("bytes_received", "<u8"),
+        ("first_start", "<i8"),
+        ("last_start", "<i8"),
+        ("last_end", "<i8"),
+    ]
+)
+_Rows = npt.NDArray[np.void]
+_IntArray = npt.NDArray[np.integer[Any]]
+_MAX_ADDR_CACHE = 1_000_000
+
+
+class NetworkStage1:
+    """Pre-aggregates flow records into ``window_seconds`` windows (see the module docstring)."""
+
+    def __init__(self, window_seconds: int = 10) -> None:
+        if window_seconds <= 0:
+            raise ValueError("window_seconds must be positive")
+        self.window_seconds = window_seconds
+        self._pending: dict[int, list[_Rows]] = {}  # window start -> reduced rows of that window
+        self._names: list[str] = [""]
+        self._ids: dict[str, int] = {"": 0}
+        self._addr_text: dict[tuple[int, int], str] = {}
+        self.counters: dict[str, int] = {
+            "batches": 0,
+            "records": 0,
+            "rejected_time": 0,
+            "rejected_invalid": 0,
+            "aggregates": 0,
+        }
+
+    @property
+    def pending_windows(self) -> list[int]:
+        return sorted(self._pending)
+
+    # -- input ------------------------------------------------------------------------------------
+    def add(self, batch: FlowBatch) -> None:
+        recs = batch.records
+        self.counters["batches"] += 1
+        self.counters["records"] += len(recs)
+        if not len(recs):
+            return
+        recs = self._valid(batch)
+        if not len(recs):
+            return
+        strings = batch.strings
+        app_idx: _IntArray = recs["local_app"]
+        cluster_idx: _IntArray = recs["local_cluster"]
+        if len(set(strings)) != len(strings):  # the same name twice: use the first index of each
+            first = {s: i for i, s in reversed(list(enumerate(strings)))}
+            canon = np.array([first[s] for s in strings], dtype=np.int64)
+            app_idx, cluster_idx = canon[app_idx], canon[cluster_idx]
+        ws = self.window_seconds
+        start: _IntArray = recs["start_ms"]
+        window = start // (ws * 1000)
+        role: _IntArray = recs["role"]
+        port = np.where(role == ROLE_CLIENT, recs["remote_port"], recs["local_port"])
+        words = np.ascontiguousarray(recs["remote_addr"]).view(">u8").reshape(-1, 2).astype(np.uint64)
+        local = app_idx.astype(np.uint64) << np.uint64(32) | cluster_idx.astype(np.uint64)
+        keys: list[_IntArray] = [window, local, role, recs["protocol"], port, words[:, 0], words[:, 1]]
+        order, starts = _group(keys)
+        rows = _reduce(order, starts, recs["connections"], recs["bytes_sent"], recs["bytes_received"],
+                       start, recs["end_ms"])
+        rep = order[starts]
+        ids = np.fromiter((self._intern(s) for s in strings), dtype=np.int64, count=len(strings))
+        rows["app"] = ids[app_idx[rep]]
+        rows["cluster"] = ids[cluster_idx[rep]]
+        rows["role"] = role[rep]
+        rows["protocol"] = recs["protocol"][rep]
+        rows["port"] = port[rep]
+        rows["hi"] = words[rep, 0]
+        rows["lo"] = words[rep, 1]
+        # Rows are sorted by window first: cut them into one slice per window.
+        win = window[rep]
+        cuts = np.flatnonzero(win[1:] != win[:-1]) + 1
+        bounds = [0, *cuts.tolist(), len(rows)]
+        for a, b in itertools.pairwise(bounds):
+            self._pending.setdefault(int(win[a]) * ws, []).append(rows[a:b])
+
+    def _valid(self, batch: FlowBatch) -> _Rows:
+        recs = batch.records
+        start, end = recs["start_ms"], recs["end_ms"]
+        ok_time = (start >= MIN_TIME_MS) & (end >= start)
+        if batch.emitted_ms >= MIN_TIME_MS:
+            ok_time &= end <= batch.emitted_ms + MAX_FUTURE_MS
+        nstr = len(batch.strings)
+        role = recs["role"]
+        ok = ((role == ROLE_CLIENT) | (role == ROLE_SERVER)) & (recs["local_app"] > 0)
+        ok &= (recs["local_app"] < nstr) & (recs["local_cluster"] < nstr) & (recs["connections"] >= 1)
+        bad_time = int(np.count_nonzero(~ok_time & ok))
+        bad = int(np.count_nonzero(~ok))
+        if not bad_time and not bad:
+            return recs
+        self.counters["rejected_time"] += bad_time
+        self.counters["rejected_invalid"] += bad
+        kept: _Rows = recs[ok & ok_time]
+        return kept
+
+    def _intern(self, name: str) -> int:
+        i = self._ids.get(name)
+        if i is None:
+            i = len(self._names)
+            self._ids[name] = i
+            self._names.append(name)
+        return i
+
+    # -- output -----------------------------------------------------------------------------------
+    def flush(self, watermark: float) -> list[FlowAggregate]:
+        """Aggregates of every window that ends at or before ``watermark`` (epoch seconds)."""
+        ws = self.window_seconds
+        out: list[FlowAggregate] = []
+        for w in sorted(self._pending):
+            if w + ws > watermark:
+                break
+            parts = self._pending.pop(w)
+            rows = parts[0] if len(parts) == 1 else _merge(np.concatenate(parts))
+            out.extend(self._records(w, rows))
+        self.counters["aggregates"] += len(out)
+        return out
+
+    def _records(self, w: int, rows: _Rows) -> list[FlowAggregate]:
+        ws = self.window_seconds
+        names = self._names
+        addr = self._address
+        cols = [rows[f].tolist() for f in _ROWS.names or ()]
+        return [
+            FlowAggregate(w, ws, names[app], names[cluster], role, addr(hi, lo), port, proto, conns, sent,
+                          recv, first, last_start, last_end)
+            for app, cluster, role, proto, port, hi, lo, conns, sent, recv, first, last_start, last_end
+            in zip(*cols, strict=True)
+        ]
+
+    def _address(self, hi: int, lo: int) -> str:
+        key = (hi, lo)
+        text = self._addr_text.get(key)
+        if text is None:
+            if hi == 0 and lo >> 32 == 0xFFFF:
+                text = f"{lo >> 24 & 255}.{lo >> 16 & 255}.{lo >> 8 & 255}.{lo & 255}"
+            else:
+                text = str(ipaddress.IPv6Address(hi << 64 | lo))
+            if len(self._addr_text) >= _MAX_ADDR_CACHE:
+                self._addr_text.clear()
+            self._addr_text[key] = text
+        return text
+
+
+def _merge(rows: _Rows) -> _Rows:
+    """Reduce rows of one window that came from several batches."""
+    local = rows["app"].astype(np.uint64) << np.uint64(32) | rows["cluster"].astype(np.uint64)
+    keys: list[_IntArray] = [local, rows["role"], rows["protocol"], rows["port"], rows["hi"], rows["lo"]]
+    order, starts = _group(keys)
+    out = _reduce(order, starts, rows["connections"], rows["bytes_sent"], rows["bytes_received"],
+                  rows["first_start"], rows["last_end"], last_start=rows["last_start"])
+    rep = order[starts]
+    for f in ("app", "cluster", "role", "protocol", "port", "hi", "lo"):
+        out[f] = rows[f][rep]
+    return out
+
+
+def _reduce(order: _IntArray, starts: _IntArray, conns: _IntArray, sent: _IntArray, recv: _IntArray,
+            first: _IntArray, last_end: _IntArray, last_start: _IntArray | None = None) -> _Rows:
+    out = np.empty(len(starts), dtype=_ROWS)
+    out["connections"] = np.add.reduceat(conns[order].astype(np.uint64), starts)
+    out["bytes_sent"] = np.add.reduceat(sent[order], starts)
+    out["bytes_received"] = np.add.reduceat(recv[order], starts)
+    f = first[order]
+    out["first_start"] = np.minimum.reduceat(f, starts)
+    out["last_start"] = np.maximum.reduceat(f if last_start is None else last_start[order], starts)
+    out["last_end"] = np.maximum.reduceat(last_end[order], starts)
+    return out
+
+
+def _group(keys: list[_IntArray]) -> tuple[_IntArray, _IntArray]:
+    """Sort order and group starts for rows equal on every key (keys most significant first).
+
+    Fast path: each key minus its minimum fits in a few bits, so all keys pack into one uint64 and one
+    ``argsort`` does the work; keys with a wide range are first replaced by dense ranks. Otherwise
+    ``lexsort`` over all keys.
+    """
+    n = len(keys[0])
+    cols: list[npt.NDArray[np.uint64]] = []
+    bits: list[int] = []
+    for k in keys:
+        lo = k.min()
+        col = (k - lo).astype(np.uint64) if k.dtype.kind == "i" else k.astype(np.uint64) - np.uint64(lo)
+        cols.append(col)
+        bits.append(int(col.max()).bit_length())
+    while sum(bits) > 63:
+        i = max(range(len(bits)), key=bits.__getitem__)
+        uniq, inverse = np.unique(cols[i], return_inverse=True)
+        dense_bits = (len(uniq) - 1).bit_length()
+        if dense_bits >= bits[i]:
+            break
+        cols[i], bits[i] = inverse.astype(np.uint64), dense_bits
+    if sum(bits) <= 63:
+        packed = np.zeros(n, dtype=np.uint64)
+        for col, b in zip(cols, bits, strict=True):
+            if b:
+                packed = (packed << np.uint64(b)) | col
+        order = np.argsort(packed)
+        s = packed[order]
+        change = s[1:] != s[:-1]
+    else:
+        order = np.lexsort(cols[::-1])
+        change = np.zeros(n - 1, dtype=bool)
+        for col in cols:
+            c = col[order]
+            change |= c[1:] != c[:-1]
+    starts = np.concatenate(([0], np.flatnonzero(change) + 1))
+    return order, starts

@@ -1,0 +1,446 @@
+"""NETWORK stage 2: resolve remote addresses and collapse intermediaries into direct edges.
+
+Input: :class:`FlowAggregate` records from stage 1 (10 s windows). Output: :class:`EdgePartial`
+records in ``window_seconds`` windows (60 s), at APP and CLUSTER granularity, for stage 3.
+
+Rules (the observation contract of the project brief):
+
+* The remote address is resolved with the lease valid at the aggregate's first start. If the
+  address changed hands between the first and the last start of an aggregate, the later owner gets
+  an edge too (one connection of the aggregate, no bytes); the rest stays with the first owner.
+* Direction comes from ``role`` only: a client record is ``local -> remote``, a server record is
+  ``remote -> local``. Ports and byte counts never decide it, so a consumer connecting to its
+  broker is ``consumer -> broker``.
+* Remote lease kinds DATABASE / MESSAGING / EXTERNAL become virtual nodes named by the lease owner
+  (same name at both granularities); an address without a lease becomes ``ip:<address>`` UNKNOWN.
+* LOAD_BALANCER / API_GATEWAY / PROXY: client records pointing at the intermediary and server
+  records pointing at it (from its backends) are joined per intermediary per window: every client
+  x every backend gives the direct edge client -> backend with the intermediary in
+  ``stats.intermediaries``; the client's traffic is split across backends by the backends'
+  connection counts (exact when there is one backend). Ports of a joined edge are the backend's.
+  Clients without a backend give ``client -> <intermediary>`` (UNINSTRUMENTED); backends without
+  clients are dropped and counted.
+* NAT_GATEWAY: a server record pointing at a NAT address is not an edge; it adds the NAT to the
+  intermediaries of the edges that client-side records produced into that backend (app, and its
+  cluster at CLUSTER granularity) in the same window; with no such edge it is counted
+  (``nat_unmatched``). A client record pointing at a NAT address is treated like a client of an
+  intermediary (an edge ``client -> <nat>`` unless something joins it).
+* Workload to workload: client records give Side.CLIENT partials, server records Side.SERVER;
+  stage 3 takes the maximum across sides, so a connection reported by both ends counts once.
+* Two-sided observations (``local_app`` empty: cloud flow logs) resolve ``local_addr`` the same way
+  and give Side.PAIR partials. If the local end is an intermediary, the record is turned around so
+  the intermediary is the remote end (an intermediary -> backend record is the backend's view).
+
+Output partials are *deltas*: a window is flushed once its end passes the watermark, and
+aggregates that arrive later (within ``grace_seconds``) are flushed as further partials of the same
+window, which stage 3 adds up. Join state of flushed windows is kept for the grace period so late
+clients still pair with their backends; a backend that arrives after its clients were flushed as
+``client -> <intermediary>`` adds the direct edge but cannot take the fallback edge back (counted
+as ``late_backend_after_fallback``). After the grace period late aggregates are dropped and counted.
+
+Distributed: all aggregates that must meet in one worker share :meth:`NetworkStage2.route_key`
+(the intermediary for flows through one, otherwise the app the traffic goes into).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from topology.address import AddressBook
+from topology.catalog import AddressKind, AddressLease
+from topology.model import EdgeKey, EdgePartial, Granularity, Layer, NodeKind, Side
+from topology.stages.network_stage1 import FlowAggregate, protocol_name
+from topology.stats import MAX_INTERMEDIARIES, MAX_PORTS, EdgeStats
+from topology.wire.flow import ROLE_CLIENT, ROLE_SERVER
+
+#: A resolved end: (app-level name, cluster-level name or None, kind).
+Node = tuple[str, str | None, NodeKind]
+
+_JOINED = frozenset((AddressKind.LOAD_BALANCER, AddressKind.API_GATEWAY, AddressKind.PROXY))
+_INTERMEDIARY = _JOINED | {AddressKind.NAT_GATEWAY}
+_VIRTUAL = {AddressKind.DATABASE: NodeKind.DATABASE, AddressKind.MESSAGING: NodeKind.MESSAGING,
+            AddressKind.EXTERNAL: NodeKind.EXTERNAL}
+_APP, _CLUSTER = Granularity.APP, Granularity.CLUSTER
+
+
+class _Acc:
+    """Mutable running totals of one edge (or one client of a join) in one window."""
+
+    __slots__ = ("connections", "first", "inter", "last", "ports", "proto", "received", "sent",
+                 "source_app", "source_kind", "target_app", "target_kind")
+
+    def __init__(self, source_kind: NodeKind = NodeKind.SERVICE, target_kind: NodeKind = NodeKind.SERVICE,
+                 source_app: str | None = None, target_app: str | None = None) -> None:
+        self.first = 0.0
+        self.last = 0.0
+        self.connections = 0
+        self.sent = 0
+        self.received = 0
+        self.proto = 256
+        self.ports: set[int] = set()
+        self.inter: set[str] | None = None
+        self.source_kind, self.target_kind = source_kind, target_kind
+        self.source_app, self.target_app = source_app, target_app
+
+    @property
+    def empty(self) -> bool:
+        return not (self.first or self.connections or self.sent or self.received)
+
+    def reset(self) -> None:
+        self.first = self.last = 0.0
+        self.connections = self.sent = self.received = 0
+        self.proto = 256
+        self.ports = set()
+
+    def add(
+        self, first: float, last: float, conns: int, sent: int, received: int, proto: int, port: int
+    ) -> None:
+        if not self.first or first < self.first:
+            self.first = first
+        if last > self.last:
+            self.last = last
+        self.connections += conns
+        self.sent += sent
+        self.received += received
+        if proto < self.proto:
+            self.proto = proto
+        self.ports.add(port)
+
+    def add_acc(self, o: _Acc, conns: int, sent: int, received: int, ports: set[int]) -> None:
+        """Add ``o``'s times and protocol with the given (split) counts and ``ports``."""
+        if o.first and (not self.first or o.first < self.first):
+            self.first = o.first
+        if o.last > self.last:
+            self.last = o.last
+        self.connections += conns
+        self.sent += sent
+        self.received += received
+        if o.proto < self.proto:
+            self.proto = o.proto
+        self.ports |= ports
+
+    def stats(self) -> EdgeStats:
+        return EdgeStats(
+            first_seen=self.first,
+            last_seen=self.last,
+            protocol=protocol_name(self.proto) if self.proto < 256 else None,
+            ports=tuple(sorted(self.ports)[:MAX_PORTS]),
+            connections=self.connections,
+            bytes_sent=self.sent,
+            bytes_received=self.received,
+            intermediaries=tuple(sorted(self.inter)[:MAX_INTERMEDIARIES]) if self.inter else (),
+        )
+
+
+class _Join:
+    """Clients and backends of one intermediary in one window."""
+
+    __slots__ = ("backends", "clients", "emitted_backends", "fallback_emitted", "kind")
+
+    def __init__(self) -> None:
+        # (client node, side) -> [all traffic so far, traffic not yet flushed]
+        self.clients: dict[tuple[Node, Side], tuple[_Acc, _Acc]] = {}
+        self.backends: dict[Node, _Acc] = {}
+        self.emitted_backends: set[Node] = set()
+        self.fallback_emitted = False
+
+
+class _Window:
+    __slots__ = ("app", "cluster", "dirty", "emitted_into", "flushed", "joins", "nat", "nat_new")
+
+    def __init__(self) -> None:
+        # Pending (unflushed) edge totals, keyed by (source, target, side).
+        self.app: dict[tuple[str, str, Side], _Acc] = {}
+        self.cluster: dict[tuple[str, str, Side], _Acc] = {}
+        self.joins: dict[str, _Join] = {}
+        # NAT annotations: (granularity, backend name) -> NAT names; and those not yet applied.
+        self.nat: dict[tuple[Granularity, str], set[str]] = {}
+        self.nat_new: set[tuple[Node, str]] = set()
+        # Client-side edges already flushed, by (granularity, target): for NAT records that come late.
+        self.emitted_into: dict[tuple[Granularity, str], dict[tuple[str, Side], _Acc]] = {}
+        self.flushed = False
+        self.dirty = False
+
+
+class NetworkStage2:
+    """Address resolution and intermediary collapse (see the module docstring)."""
+
+    def __init__(self, addresses: AddressBook, window_seconds: int = 60, grace_seconds: int = 120) -> None:
+        if window_seconds <= 0 or grace_seconds < 0:
+            raise ValueError("window_seconds must be positive and grace_seconds not negative")
+        self.addresses = addresses
+        self.window_seconds = window_seconds
+        self.grace_seconds = grace_seconds
+        self._windows: dict[int, _Window] = {}
+        self._watermark = float("-inf")
+        self.counters: dict[str, int] = {
+            "aggregates": 0,
+            "partials": 0,
+            "late_accepted": 0,
+            "late_dropped": 0,
+            "unknown_address": 0,
+            "no_cluster": 0,
+            "owner_changed_in_aggregate": 0,
+            "both_ends_intermediaries": 0,
+            "intermediary_without_clients": 0,
+            "late_backend_after_fallback": 0,
+            "nat_unmatched": 0,
+        }
+
+    # -- input ------------------------------------------------------------------------------------
+    def add(self, aggregates: Iterable[FlowAggregate]) -> None:
+        for a in aggregates:
+            self._add_one(a)
+
+    def _add_one(self, a: FlowAggregate) -> None:
+        self.counters["aggregates"] += 1
+        ws = self.window_seconds
+        w = a.window_start - a.window_start % ws
+        st = self._windows.get(w)
+        if st is None:
+            if w + ws + self.grace_seconds <= self._watermark:
+                self.counters["late_dropped"] += 1
+                return
+            st = self._windows[w] = _Window()
+        if st.flushed:
+            self.counters["late_accepted"] += 1
+        st.dirty = True
+        t0 = a.first_start_ms / 1000.0
+        last = a.last_end_ms / 1000.0
+        book = self.addresses
+        lease, lease_late = book.resolve_span(a.remote_addr, t0, a.last_start_ms / 1000.0)
+        role = a.role
+        remote_addr = a.remote_addr
+        if a.local_app:
+            local: Node = (a.local_app, a.local_cluster or None, NodeKind.SERVICE)
+            side = Side.CLIENT if role == ROLE_CLIENT else Side.SERVER
+        else:
+            side = Side.PAIR
+            own = book.resolve(a.local_addr, t0)
+            if own is not None and own.kind in _INTERMEDIARY:
+                if lease is not None and lease.kind in _INTERMEDIARY:
+                    self.counters["both_ends_intermediaries"] += 1
+                    return
+                # Turn the record around: the intermediary is the remote end of the other side's view.
+                local = self._node(lease, remote_addr)
+                lease = lease_late = own
+                remote_addr = a.local_addr
+                role = ROLE_SERVER if role == ROLE_CLIENT else ROLE_CLIENT
+            else:
+                local = self._node(own, a.local_addr)
+        conns, port, proto = a.connections, a.server_port, a.protocol
+        if lease_late is not lease:
+            self.counters["owner_changed_in_aggregate"] += 1
+            moved = 1 if conns >= 2 else 0
+            conns -= moved
+            self._route(st, local, role, side, lease_late, remote_addr, a.last_start_ms / 1000.0, last,
+                        moved, 0, 0, proto, port)
+        if role == ROLE_CLIENT:
+            self._route(st, local, role, side, lease, remote_addr, t0, last, conns, a.bytes_sent,
+                        a.bytes_received, proto, port)
+        else:
+            self._route(st, local, role, side, lease, remote_addr, t0, last, conns, a.bytes_received,
+                        a.bytes_sent, proto, port)
+
+    def _route(
+        self, st: _Window, local: Node, role: int, side: Side, lease: AddressLease | None, remote_addr: str,
+        first: float, last: float, conns: int, sent: int, received: int, proto: int, port: int,
+    ) -> None:
+        """Place one observation; ``sent``/``received`` are already oriented source -> target."""
+        if lease is not None and lease.kind in _INTERMEDIARY:
+            if role == ROLE_SERVER and lease.kind is AddressKind.NAT_GATEWAY:
+                st.nat_new.add((local, lease.owner))
+                return
+            join = st.joins.get(lease.owner)
+            if join is None:
+                join = st.joins[lease.owner] = _Join()
+            if role == ROLE_CLIENT:
+                pair = join.clients.get((local, side))
+                if pair is None:
+                    pair = join.clients[(local, side)] = (_Acc(), _Acc())
+                pair[0].add(first, last, conns, sent, received, proto, port)
+                pair[1].add(first, last, conns, sent, received, proto, port)
+            else:
+                b = join.backends.get(local)
+                if b is None:
+                    b = join.backends[local] = _Acc()
+                b.add(first, last, conns, sent, received, proto, port)
+            return
+        remote = self._node(lease, remote_addr)
+        if role == ROLE_CLIENT:
+            src, dst = local, remote
+        else:
+            src, dst = remote, local
+        app_acc, cluster_acc = self._accs(st, src, dst, side)
+        app_acc.add(first, last, conns, sent, received, proto, port)
+        if cluster_acc is not None:
+            cluster_acc.add(first, last, conns, sent, received, proto, port)
+
+    def _node(self, lease: AddressLease | None, addr: str) -> Node:
+        if lease is None:
+            self.counters["unknown_address"] += 1
+            name = "ip:" + addr
+            return (name, name, NodeKind.UNKNOWN)
+        kind = lease.kind
+        if kind is AddressKind.WORKLOAD:
+            return (lease.owner, lease.cluster, NodeKind.SERVICE)
+        if kind in _VIRTUAL:
+            return (lease.owner, lease.owner, _VIRTUAL[kind])
+        return (lease.owner, lease.owner, NodeKind.UNINSTRUMENTED)
+
+    def _accs(self, st: _Window, src: Node, dst: Node, side: Side) -> tuple[_Acc, _Acc | None]:
+        key = (src[0], dst[0], side)
+        app_acc = st.app.get(key)
+        if app_acc is None:
+            app_acc = st.app[key] = _Acc(src[2], dst[2])
+        sc, dc = src[1], dst[1]
+        if sc is None or dc is None:
+            self.counters["no_cluster"] += 1
+            return app_acc, None
+        key = (sc, dc, side)
+        cluster_acc = st.cluster.get(key)
+        if cluster_acc is None:
+            cluster_acc = st.cluster[key] = _Acc(
+                src[2], dst[2],
+                src[0] if src[2] is NodeKind.SERVICE else None,
+                dst[0] if dst[2] is NodeKind.SERVICE else None,
+            )
+        return app_acc, cluster_acc
+
+    # -- output -----------------------------------------------------------------------------------
+    def flush(self, watermark: float) -> list[EdgePartial]:
+        """Partials of every window that ends at or before ``watermark`` and has news since its last flush."""
+        if watermark > self._watermark:
+            self._watermark = watermark
+        ws = self.window_seconds
+        out: list[EdgePartial] = []
+        for w in sorted(self._windows):
+            if w + ws > watermark:
+                break
+            st = self._windows[w]
+            if st.dirty:
+                self._emit(w, st, out)
+                st.dirty = False
+                st.flushed = True
+            if w + ws + self.grace_seconds <= watermark:
+                del self._windows[w]
+        self.counters["partials"] += len(out)
+        return out
+
+    def _emit(self, w: int, st: _Window, out: list[EdgePartial]) -> None:
+        for owner, join in st.joins.items():
+            self._flush_join(st, owner, join)
+        new_nat = self._apply_nat(st)
+        for gran, accs in ((_APP, st.app), (_CLUSTER, st.cluster)):
+            for (src, dst, side), acc in accs.items():
+                out.append(self._partial(gran, src, dst, w, side, acc))
+                if side is not Side.SERVER:
+                    st.emitted_into.setdefault((gran, dst), {})[(src, side)] = acc
+            accs.clear()
+        for gran, dst, nat in new_nat:
+            for (src, side), acc in st.emitted_into.get((gran, dst), {}).items():
+                if acc.inter is not None and nat in acc.inter:
+                    continue
+                note = _Acc(acc.source_kind, acc.target_kind, acc.source_app, acc.target_app)
+                note.inter = {nat}
+                out.append(self._partial(gran, src, dst, w, side, note))
+
+    def _partial(self, gran: Granularity, src: str, dst: str, w: int, side: Side, acc: _Acc) -> EdgePartial:
+        return EdgePartial(EdgeKey(Layer.NETWORK, gran, src, dst), w, self.window_seconds, side, acc.stats(),
+                           acc.source_kind, acc.target_kind, acc.source_app, acc.target_app)
+
+    def _flush_join(self, st: _Window, owner: str, join: _Join) -> None:
+        backends = sorted(join.backends)
+        if not join.clients:
+            if any(b not in join.emitted_backends for b in backends):
+                self.counters["intermediary_without_clients"] += 1
+            join.emitted_backends = set(backends)
+            return
+        if not backends:
+            via: Node = (owner, owner, NodeKind.UNINSTRUMENTED)
+            for (client, side), (_, pending) in join.clients.items():
+                if not pending.empty:
+                    self._joined(st, client, via, side, pending, 1, 1, pending.ports, owner)
+            join.fallback_emitted = True
+        else:
+            weights = [join.backends[b].connections for b in backends]
+            if not any(weights):
+                weights = [1] * len(weights)
+            total = sum(weights)
+            new = [b not in join.emitted_backends for b in backends]
+            if any(new) and join.fallback_emitted:
+                self.counters["late_backend_after_fallback"] += 1
+            for (client, side), (whole, pending) in join.clients.items():
+                for b, weight, is_new in zip(backends, weights, new, strict=True):
+                    part = whole if is_new else pending
+                    if part.empty:
+                        continue
+                    ports = join.backends[b].ports or part.ports
+                    self._joined(st, client, b, side, part, weight, total, ports, owner)
+            join.emitted_backends = set(backends)
+        for _, pending in join.clients.values():
+            pending.reset()
+
+    def _joined(self, st: _Window, src: Node, dst: Node, side: Side, part: _Acc, weight: int, total: int,
+                ports: set[int], owner: str) -> None:
+        conns = part.connections * weight // total
+        sent = part.sent * weight // total
+        received = part.received * weight // total
+        for acc in self._accs(st, src, dst, side):
+            if acc is not None:
+                acc.add_acc(part, conns, sent, received, ports)
+                if acc.inter is None:
+                    acc.inter = {owner}
+                else:
+                    acc.inter.add(owner)
+
+    def _apply_nat(self, st: _Window) -> list[tuple[Granularity, str, str]]:
+        """Record new NAT annotations and apply all of them to the pending client-side edges."""
+        new: list[tuple[Granularity, str, str]] = []
+        if not st.nat_new and not st.nat:
+            return new
+        pending_targets = {(gran, k[1]) for gran, accs in ((_APP, st.app), (_CLUSTER, st.cluster))
+                           for k in accs if k[2] is not Side.SERVER}
+        for backend, nat in sorted(st.nat_new, key=lambda x: (x[0][0], x[0][1] or "", x[1])):
+            matched = False
+            for gran, name in ((_APP, backend[0]), (_CLUSTER, backend[1])):
+                if name is None:
+                    continue
+                names = st.nat.setdefault((gran, name), set())
+                if nat not in names:
+                    names.add(nat)
+                    new.append((gran, name, nat))
+                matched = (matched or (gran, name) in pending_targets
+                           or bool(st.emitted_into.get((gran, name))))
+            if not matched:
+                self.counters["nat_unmatched"] += 1
+        st.nat_new.clear()
+        if st.nat:
+            for gran, accs in ((_APP, st.app), (_CLUSTER, st.cluster)):
+                for (_, dst, side), acc in accs.items():
+                    nats = st.nat.get((gran, dst))
+                    if nats and side is not Side.SERVER:
+                        acc.inter = nats | acc.inter if acc.inter else set(nats)
+        return new
+
+    # -- routing ----------------------------------------------------------------------------------
+    def route_key(self, a: FlowAggregate) -> str:
+        """Partition key for distributed stage-2 workers: aggregates that must meet share it.
+
+        Flows through an intermediary: its name (clients and backends of one join). Otherwise the
+        app the traffic goes into (so NAT records of a backend meet the client edges into it).
+        """
+        t0 = a.first_start_ms / 1000.0
+        lease = self.addresses.resolve(a.remote_addr, t0)
+        if not a.local_app:
+            own = self.addresses.resolve(a.local_addr, t0)
+            if own is not None and own.kind in _INTERMEDIARY:
+                return own.owner
+            local = self._node(own, a.local_addr)[0]
+        else:
+            local = a.local_app
+        if lease is not None and lease.kind in _JOINED:
+            return lease.owner
+        if lease is not None and lease.kind is AddressKind.NAT_GATEWAY:
+            return local if a.role == ROLE_SERVER else lease.owner
+        return self._node(lease, a.remote_addr)[0] if a.role == ROLE_CLIENT else local
