@@ -3,6 +3,7 @@ loaders and clock reading, and where to report layers that did not answer."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +19,8 @@ from topology.store.base import Stores
 
 __all__ = ["RequestContext", "context_of"]
 
+log = logging.getLogger("service.context")
+
 
 @dataclass
 class RequestContext:
@@ -29,12 +32,19 @@ class RequestContext:
     response: Any = None
     outages: list[LayerOutage] = field(default_factory=list)
     on_error: Callable[[str], None] | None = None
+    metrics: Any = None  # service.observability.Metrics, when the app keeps metrics
 
     def report(self, info: strawberry.Info, failures: Iterable[LayerFailure]) -> None:
         """Record layers that failed while resolving the field at ``info.path``."""
         path = tuple(info.path.as_list())
         for f in failures:
             self.outages.append(LayerOutage(f.layer, f.message, path))
+            if f.expected:
+                log.warning("layer unavailable", extra={"layer": f.layer.value, "error": f.message})
+            else:
+                cause = f.cause
+                log.error("layer store failed", extra={"layer": f.layer.value},
+                          exc_info=None if cause is None else (type(cause), cause, cause.__traceback__))
 
     async def service_info(self, name: str) -> ServiceInfo | None:
         """The catalog entry of ``name``, or of the app a CLUSTER node belongs to."""

@@ -1,0 +1,191 @@
+"""The ASGI application: the GraphQL subgraph and its operational endpoints.
+
+==========================  =====================================================================
+``POST /graphql``           GraphQL over HTTP (GET with ``?query=`` works too)
+``GET /graphql``            GraphiQL (from local assets under ``/graphiql/assets/``)
+``GET /healthz``            200 while the process runs
+``GET /readyz``             200 when every store answers a ping, else 503 naming the ones that do not
+``GET /metrics``            Prometheus text (see :mod:`service.observability`)
+==========================  =====================================================================
+
+Build it with :func:`create_app`; run it with any ASGI server (``uvicorn``). The app does not own
+the stores: whoever opened them closes them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
+
+from opentelemetry.sdk.trace import TracerProvider
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import Scope
+from strawberry.asgi import GraphQL
+from strawberry.extensions import SchemaExtension
+from strawberry.extensions.tracing import OpenTelemetryExtension
+from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
+
+from service.config import ServiceConfig
+from service.context import RequestContext
+from service.graphiql import ASSETS, NODE_MODULES, missing_assets, render_page
+from service.loaders import Loaders
+from service.observability import (
+    Metrics,
+    MetricsExtension,
+    global_tracer_provider,
+    timed_stores,
+    tracer_provider_for,
+)
+from service.schema import build_schema
+from topology.store.base import Stores
+
+__all__ = ["ASSETS_PATH", "create_app"]
+
+log = logging.getLogger("service.app")
+
+ASSETS_PATH = "/graphiql/assets"
+READY_TIMEOUT = 2.0
+
+
+class _Assets(StaticFiles):
+    """Serves the GraphiQL files and nothing else from node_modules."""
+
+    _allowed = frozenset(a.path for a in ASSETS.values())
+
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        if path not in self._allowed:
+            return PlainTextResponse("Not Found", status_code=404)
+        response = await super().get_response(path, scope)
+        response.headers.setdefault("cache-control", "public, max-age=86400")
+        return response
+
+
+class _GraphQL(GraphQL[RequestContext, None]):
+    def __init__(self, stores: Stores, config: ServiceConfig, metrics: Metrics,
+                 clock: Callable[[], float], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._stores = stores
+        self._config = config
+        self._metrics = metrics
+        self._clock = clock
+        self._page = render_page(ASSETS_PATH)
+
+    async def get_context(self, request: Any, response: Any) -> RequestContext:
+        return RequestContext(
+            stores=self._stores,
+            config=self._config,
+            loaders=Loaders(self._stores.catalog),
+            now=self._clock(),
+            request=request,
+            response=response,
+            on_error=self._metrics.count_error,
+            metrics=self._metrics,
+        )
+
+    async def render_graphql_ide(self, request: Request) -> HTMLResponse:
+        return HTMLResponse(self._page)
+
+
+def create_app(
+    stores: Stores,
+    config: ServiceConfig,
+    ingest: Any | None = None,
+    *,
+    runtime: Any | None = None,
+    extra_routes: Sequence[BaseRoute] = (),
+    clock: Callable[[], float] = time.time,
+    tracer_provider: TracerProvider | None = None,
+) -> Starlette:
+    """The GraphQL service over ``stores``.
+
+    * ``ingest`` (or ``runtime``, the same thing under the name the CLI uses): an ingest runtime whose
+      ``counters()`` (or a prometheus Collector) is exposed on ``/metrics``.
+    * ``extra_routes``: mounted beside ours (e.g. the HTTP/OTLP ingest routes).
+    * ``clock``: the time "now" for queries without ``at`` (tests pass a fixed clock).
+    * ``tracer_provider``: where resolver spans go; by default an OTLP exporter when
+      ``OTEL_EXPORTER_OTLP_ENDPOINT`` is configured, the process-wide SDK provider if one is
+      installed, otherwise no tracing at all (no per-resolver cost).
+    """
+    metrics = Metrics()
+    source = ingest if ingest is not None else runtime
+    if source is not None:
+        metrics.add_ingest(source)
+
+    owned: TracerProvider | None = None
+    provider = tracer_provider
+    if provider is None:
+        provider = owned = tracer_provider_for(config)
+    if provider is None:
+        provider = global_tracer_provider()
+    extensions: list[Callable[[], SchemaExtension]] = [MetricsExtension]
+    if provider is not None:
+        traced = provider
+        extensions.append(lambda: OpenTelemetryExtension(tracer_provider=traced))
+    schema = build_schema(config, extensions)
+
+    served = timed_stores(stores, metrics)
+    graphql = _GraphQL(
+        served, config, metrics, clock,
+        schema=schema,
+        graphql_ide="graphiql" if config.graphiql else None,
+        subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
+        allowed_origins=config.allowed_origins,
+    )
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        checks: dict[str, str] = {}
+
+        async def check(name: str, probe: Any) -> None:
+            try:
+                await asyncio.wait_for(probe, READY_TIMEOUT)
+                checks[name] = "ok"
+            except Exception as e:
+                checks[name] = f"unavailable: {e or type(e).__name__}"
+
+        await asyncio.gather(
+            *(check(layer.value, s.ping()) for layer, s in stores.layers.items()),
+            check("CATALOG", stores.catalog.services([])),
+        )
+        ready = all(v == "ok" for v in checks.values())
+        return JSONResponse({"status": "ok" if ready else "unavailable", "stores": checks},
+                            status_code=200 if ready else 503)
+
+    async def metrics_endpoint(request: Request) -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if config.graphiql and missing_assets():
+            log.warning("GraphiQL assets are not installed (run `make install-node`)",
+                        extra={"missing": missing_assets()})
+        try:
+            yield
+        finally:
+            if owned is not None:
+                owned.shutdown()
+
+    routes: list[BaseRoute] = [
+        Route("/graphql", graphql, name="graphql"),
+        Mount(ASSETS_PATH, _Assets(directory=NODE_MODULES, check_dir=False), name="graphiql-assets"),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
+        *extra_routes,
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.metrics = metrics
+    app.state.schema = schema
+    app.state.config = config
+    return app
