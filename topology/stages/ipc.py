@@ -1,0 +1,715 @@
+"""IPC layer: OTLP metric points -> per-window observations (stage 1) -> app-level edge partials (stage 2).
+
+Stage 1 (:class:`IpcStage1`) reads client and server call metrics (Spectator ``ipc.client.call`` /
+``ipc.server.call``, OTel ``rpc.*`` and ``http.*`` durations, old and new names), turns cumulative
+series into deltas, re-buckets latencies into :data:`topology.stats.LATENCY_BOUNDS` and sums everything
+of one (side, local service, peer) into one :class:`IpcObservation` per window. The peer is kept as
+observed (an app name, or an IP address still to be resolved); a DNS name is reduced to its first label.
+
+Stage 2 (:class:`IpcStage2`) resolves peers (IP addresses through the time-ranged address book, at the
+observation's time) and emits :class:`topology.model.EdgePartial` records: Layer.IPC, Granularity.APP,
+Side.CLIENT for client series and Side.SERVER for server series (stage 3 takes the larger of the two).
+
+Between them :class:`IpcObservation` travels as a dict (``to_dict``/``from_dict``), keyed by
+:attr:`IpcObservation.target_key`, over a Kafka repartition topic or an in-process queue.
+
+Cumulative temporality: the first point of a series is its baseline (no delta). A value going down, or a
+changed ``start_time_unix_nano``, is a reset: the new cumulative value is the delta (what happened since the
+restart). The series cache is bounded; evicting a series costs one baseline, and is counted.
+
+Spectator timers exported as Sum/Gauge points carry a ``statistic`` attribute (count, totalTime, max): the
+count and totalTime of one series are joined per window and the count goes into the bucket of the mean.
+Gauges are taken as per-interval values (delta).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import itertools
+import math
+import struct
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+
+from topology.address import AddressBook
+from topology.catalog import AddressKind
+from topology.model import EdgeKey, EdgePartial, Granularity, Layer, NodeKind, Side
+from topology.stats import LATENCY_BOUNDS, MAX_ENDPOINTS, N_BUCKETS, EdgeStats, bucket_index
+from topology.wire.otlp import AttrValue, OtlpDecodeError, attribute, metrics_view
+
+WINDOW_SECONDS = 60
+MAX_SERIES = 200_000
+
+# metric name -> (side, default seconds per unit, default protocol)
+_METRICS: dict[str, tuple[Side, float, str | None]] = {
+    "ipc.client.call": (Side.CLIENT, 1.0, None),
+    "ipc.server.call": (Side.SERVER, 1.0, None),
+    "rpc.client.duration": (Side.CLIENT, 1e-3, None),
+    "rpc.client.call.duration": (Side.CLIENT, 1.0, None),
+    "rpc.server.duration": (Side.SERVER, 1e-3, None),
+    "rpc.server.call.duration": (Side.SERVER, 1.0, None),
+    "http.client.request.duration": (Side.CLIENT, 1.0, "http"),
+    "http.client.duration": (Side.CLIENT, 1e-3, "http"),
+    "http.server.request.duration": (Side.SERVER, 1.0, "http"),
+    "http.server.duration": (Side.SERVER, 1e-3, "http"),
+}
+ACCEPTED_METRICS: frozenset[str] = frozenset(_METRICS)
+_UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "\u00b5s": 1e-6, "ns": 1e-9, "min": 60.0}
+
+# Where the callee's identity is, in order: names first, then addresses (DNS name or IP).
+_PEER_NAMES = ("ipc.server.app", "service.peer.name", "peer.service")
+_PEER_ADDRESSES = ("server.address", "net.peer.name", "network.peer.address", "net.sock.peer.addr")
+_CALLER_NAMES = ("ipc.client.app",)
+
+_CUMULATIVE = 2  # AggregationTemporality.AGGREGATION_TEMPORALITY_CUMULATIVE
+_STAT_COUNT = "count"
+_STAT_TOTAL = "totalTime"
+
+
+@dataclass(frozen=True, slots=True)
+class IpcObservation:
+    """Stage 1 -> stage 2: the calls of one (side, local service, peer) in one window.
+
+    ``peer`` is the callee for client series and the caller for server series; ``peer_is_ip`` marks an
+    address that stage 2 still has to resolve. ``stats`` carries requests, errors, latency, endpoints,
+    protocol and first/last seen.
+    """
+
+    window_start: int
+    window_seconds: int
+    side: Side
+    service: str
+    peer: str
+    peer_is_ip: bool
+    stats: EdgeStats
+
+    @property
+    def target_key(self) -> str:
+        """Partition key of the repartition topic: the callee as observed."""
+        return self.peer if self.side is Side.CLIENT else self.service
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "window_start": self.window_start,
+            "window_seconds": self.window_seconds,
+            "side": self.side.value,
+            "service": self.service,
+            "peer": self.peer,
+            "peer_is_ip": self.peer_is_ip,
+            "stats": self.stats.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> IpcObservation:
+        for k in ("service", "peer"):
+            if not isinstance(d.get(k), str) or not d[k]:
+                raise ValueError(f"IPC observation needs a non-empty string {k!r}")
+        for k in ("window_start", "window_seconds"):
+            if not isinstance(d.get(k), int) or isinstance(d[k], bool):
+                raise ValueError(f"IPC observation needs an integer {k!r}")
+        side = Side(d.get("side"))
+        if side is Side.PAIR:
+            raise ValueError("IPC observations are CLIENT or SERVER side")
+        stats = d.get("stats", {})
+        if not isinstance(stats, dict):
+            raise ValueError("IPC observation 'stats' must be an object")
+        return cls(d["window_start"], d["window_seconds"], side, d["service"], d["peer"],
+                   bool(d.get("peer_is_ip", False)), EdgeStats.from_dict(stats))
+
+
+# -- stage 1 --------------------------------------------------------------------------------------
+_Group = tuple[Side, str, str, bool]  # side, service, peer, peer_is_ip
+
+
+class _Series:
+    """What one series means (parsed once) and, for cumulative series, its last value."""
+
+    __slots__ = ("base", "counts", "endpoint", "error", "group", "protocol", "start", "stat", "total",
+                 "value")
+
+    def __init__(self, group: _Group | None, error: bool, endpoint: str | None, protocol: str | None,
+                 stat: str | None, base: tuple[Any, ...] | None) -> None:
+        self.group = group
+        self.error = error
+        self.endpoint = endpoint
+        self.protocol = protocol
+        self.stat = stat
+        self.base = base
+        self.start = -1  # -1: no baseline yet
+        self.value = 0.0  # last cumulative count (histograms) or value (sums)
+        self.total = 0.0  # last cumulative sum (histograms)
+        self.counts: Any = None  # last cumulative buckets: packed bytes + tuple, or a target histogram
+
+
+class _Acc:
+    __slots__ = ("endpoints", "errors", "first", "hist", "last", "lat_sum", "protocol", "requests")
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.errors = 0
+        self.hist = [0] * N_BUCKETS
+        self.lat_sum = 0.0
+        self.endpoints: set[str] = set()
+        self.protocol: str | None = None
+        self.first = math.inf
+        self.last = 0.0
+
+
+class _StatJoin:
+    __slots__ = ("acc", "count", "total")
+
+    def __init__(self, acc: _Acc) -> None:
+        self.acc = acc
+        self.count = 0.0
+        self.total = 0.0
+
+
+class IpcStage1:
+    """Metric points -> :class:`IpcObservation` per (side, service, peer) per window.
+
+    ``add(request)`` takes a decoded request; ``add_serialized(data)`` takes the protobuf bytes as they
+    come from Kafka or HTTP and is the fast path (no Python objects per attribute). ``flush(watermark)``
+    returns the observations of every window that ended at or before ``watermark``.
+    """
+
+    def __init__(self, window_seconds: int = WINDOW_SECONDS, max_series: int = MAX_SERIES) -> None:
+        if window_seconds <= 0 or max_series <= 0:
+            raise ValueError("window_seconds and max_series must be positive")
+        self.window_seconds = window_seconds
+        self.max_series = max_series
+        self.counters: dict[str, int] = dict.fromkeys(
+            ("requests", "bad_requests", "points", "series", "unknown_metrics", "no_service", "no_peer",
+             "baselines", "resets", "evictions", "late_points", "ignored_points", "bad_points",
+             "observations"), 0)
+        self._series: dict[tuple[Any, ...], _Series] = {}
+        self._services: dict[bytes, str | None] = {}
+        self._accs: dict[tuple[int, _Group], _Acc] = {}
+        self._stats: dict[tuple[int, tuple[Any, ...]], _StatJoin] = {}
+        self._bucket_maps: dict[tuple[bytes, float], tuple[int, ...]] = {}
+        self._unpackers: dict[int, Any] = {}
+        self._watermark = -math.inf
+
+    # -- input ------------------------------------------------------------------------------------
+    def add(self, request: ExportMetricsServiceRequest) -> None:
+        self.add_serialized(request.SerializeToString())
+
+    def add_serialized(self, data: bytes) -> None:
+        """Add a serialized ``ExportMetricsServiceRequest``; raises OtlpDecodeError (counted) if malformed."""
+        try:
+            view = metrics_view(data)
+        except OtlpDecodeError:
+            self.counters["bad_requests"] += 1
+            raise
+        self.counters["requests"] += 1
+        for rm in view.resource_metrics:
+            res = rm.resource
+            service = self._services.get(res, "")
+            if service == "":
+                service = self._service_of(res)
+            for sm in rm.scope_metrics:
+                for m in sm.metrics:
+                    self._add_metric(res, service, m)
+
+    def _service_of(self, res: bytes) -> str | None:
+        from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+
+        service: str | None = None
+        for kv in Resource.FromString(res).attributes:
+            if kv.key == "service.name" and kv.value.string_value:
+                service = kv.value.string_value
+        if len(self._services) >= 10_000:
+            self._services.clear()
+        self._services[res] = service
+        return service
+
+    def _add_metric(self, res: bytes, service: str | None, m: Any) -> None:
+        c = self.counters
+        name: str = m.name
+        spec = _METRICS.get(name)
+        if spec is None:
+            c["unknown_metrics"] += 1
+            return
+        side, default_scale, default_protocol = spec
+        scale = _UNITS.get(m.unit, default_scale)
+        if m.HasField("histogram"):
+            data, kind = m.histogram, "h"
+        elif m.HasField("sum"):
+            data, kind = m.sum, "n"
+        elif m.HasField("gauge"):
+            data, kind = m.gauge, "g"
+        elif m.HasField("exponential_histogram"):
+            data, kind = m.exponential_histogram, "e"
+        elif m.HasField("summary"):
+            data, kind = m.summary, "s"
+        else:
+            return  # a metric without data
+        points = data.data_points
+        c["points"] += len(points)
+        if service is None:
+            c["no_service"] += len(points)
+            return
+        cumulative = kind != "g" and kind != "s" and data.aggregation_temporality == _CUMULATIVE
+        if kind == "s":
+            cumulative = True  # summaries are cumulative by definition
+        series = self._series
+        max_series = self.max_series
+        wns = self.window_seconds * 1_000_000_000
+        ws = self.window_seconds
+        for dp in points:
+            key = (res, name, tuple(dp.attributes))
+            s = series.pop(key, None)
+            if s is None:
+                s = self._new_series(key, service, side, default_protocol)
+            series[key] = s
+            if len(series) > max_series:
+                del series[next(iter(series))]
+                c["evictions"] += 1
+            group = s.group
+            if group is None:
+                c["no_peer"] += 1
+                continue
+            t_ns: int = dp.time_unix_nano
+            if t_ns <= 0:
+                c["bad_points"] += 1
+                continue
+            window = t_ns // wns * ws
+            acc = self._accs.get((window, group))
+            if acc is None:
+                acc = self._accs[(window, group)] = _Acc()
+                if window + ws <= self._watermark:
+                    c["late_points"] += 1
+            t = t_ns / 1e9
+            if kind == "h":
+                n = self._histogram(s, dp, cumulative, scale, acc)
+            elif kind == "e":
+                n = self._exponential(s, dp, cumulative, scale, acc)
+            elif kind == "s":
+                n = self._summary(s, dp, scale, acc)
+            else:
+                n = self._number(s, dp, cumulative, scale, acc, window)
+            if not n:
+                continue  # a baseline, an idle series, or a statistic that carries no calls
+            if t < acc.first:
+                acc.first = t
+            if t > acc.last:
+                acc.last = t
+            if s.endpoint is not None:
+                acc.endpoints.add(s.endpoint)
+            if acc.protocol is None:
+                acc.protocol = s.protocol
+
+    def _new_series(self, key: tuple[Any, ...], service: str, side: Side,
+                    default_protocol: str | None) -> _Series:
+        self.counters["series"] += 1
+        attrs: dict[str, AttrValue | None] = {}
+        stat_raw: bytes | None = None
+        for raw in key[2]:
+            try:
+                k, v = attribute(raw)
+            except Exception:  # an attribute that does not parse: this series is unusable
+                return _Series(None, False, None, None, None, None)
+            attrs[k] = v
+            if k == "statistic":
+                stat_raw = raw
+        peer = _peer(attrs, side)
+        group: _Group | None = None if peer is None else (side, service, peer[0], peer[1])
+        stat = _text(attrs.get("statistic"))
+        base = None
+        if stat is not None:
+            base = (key[0], key[1], tuple(r for r in key[2] if r is not stat_raw))
+        protocol = _text(attrs.get("ipc.protocol")) or _text(attrs.get("rpc.system.name")) \
+            or _text(attrs.get("rpc.system")) or default_protocol
+        return _Series(group, _is_error(attrs), _endpoint(attrs), protocol, stat, base)
+
+    # -- point kinds (each returns the number of calls it added) ------------------------------------
+    def _histogram(self, s: _Series, dp: Any, cumulative: bool, scale: float, acc: _Acc) -> int:
+        count: int = dp.count
+        total: float = dp.sum
+        packed: bytes = dp.bucket_counts
+        unpack = self._unpacker(len(packed))
+        if cumulative:
+            start: int = dp.start_time_unix_nano
+            if s.start < 0:
+                s.start, s.value, s.total, s.counts = start, count, total, (packed, unpack(packed))
+                self.counters["baselines"] += 1
+                return 0
+            prev_packed, prev = s.counts
+            if packed == prev_packed and count == s.value and start == s.start:
+                return 0  # nothing happened since the last point
+            cur = unpack(packed)
+            reset = start != s.start or count < s.value or len(cur) != len(prev)
+            if not reset:
+                d = [a - b for a, b in zip(cur, prev, strict=True)]
+                reset = bool(d) and min(d) < 0
+            if reset:
+                self.counters["resets"] += 1
+                d, dcount, dsum = list(cur), count, total
+            else:
+                dcount, dsum = count - int(s.value), total - s.total
+            s.start, s.value, s.total, s.counts = start, count, total, (packed, cur)
+        else:
+            d, dcount, dsum = list(unpack(packed)), count, total
+        if dcount <= 0:
+            return 0
+        acc.requests += dcount
+        if s.error:
+            acc.errors += dcount
+        acc.lat_sum += dsum * scale
+        targets = self._bucket_map(dp.explicit_bounds, scale, len(d))
+        hist = acc.hist
+        if targets is None:
+            hist[bucket_index(dsum * scale / dcount)] += dcount
+        else:
+            for i, n in enumerate(d):
+                if n:
+                    hist[targets[i]] += n
+        return dcount
+
+    def _exponential(self, s: _Series, dp: Any, cumulative: bool, scale: float, acc: _Acc) -> int:
+        count: int = dp.count
+        total: float = dp.sum
+        cur = _exponential_histogram(dp, scale)
+        d: list[int] | None = cur
+        if cumulative:
+            start: int = dp.start_time_unix_nano
+            if s.start < 0:
+                s.start, s.value, s.total, s.counts = start, count, total, cur
+                self.counters["baselines"] += 1
+                return 0
+            if start != s.start or count < s.value:
+                self.counters["resets"] += 1
+                dcount, dsum = count, total
+            else:
+                dcount, dsum = count - int(s.value), total - s.total
+                d = [a - b for a, b in zip(cur, s.counts, strict=True)]
+                if min(d) < 0:  # the sender changed the histogram's scale: fall back to the mean
+                    d = None
+            s.start, s.value, s.total, s.counts = start, count, total, cur
+        else:
+            dcount, dsum = count, total
+        if dcount <= 0:
+            return 0
+        acc.requests += dcount
+        if s.error:
+            acc.errors += dcount
+        acc.lat_sum += dsum * scale
+        if d is None:
+            acc.hist[bucket_index(dsum * scale / dcount)] += dcount
+        else:
+            for i, n in enumerate(d):
+                acc.hist[i] += n
+        return dcount
+
+    def _summary(self, s: _Series, dp: Any, scale: float, acc: _Acc) -> int:
+        count: int = dp.count
+        total: float = dp.sum
+        start: int = dp.start_time_unix_nano
+        if s.start < 0:
+            s.start, s.value, s.total = start, count, total
+            self.counters["baselines"] += 1
+            return 0
+        if start != s.start or count < s.value:
+            self.counters["resets"] += 1
+            dcount, dsum = count, total
+        else:
+            dcount, dsum = count - int(s.value), total - s.total
+        s.start, s.value, s.total = start, count, total
+        if dcount <= 0:
+            return 0
+        acc.requests += dcount
+        if s.error:
+            acc.errors += dcount
+        acc.lat_sum += dsum * scale
+        acc.hist[bucket_index(dsum * scale / dcount)] += dcount
+        return dcount
+
+    def _number(self, s: _Series, dp: Any, cumulative: bool, scale: float, acc: _Acc, window: int) -> int:
+        v: float = dp.as_double or dp.as_int
+        if cumulative:
+            start: int = dp.start_time_unix_nano
+            if s.start < 0:
+                s.start, s.value = start, v
+                self.counters["baselines"] += 1
+                return 0
+            if start != s.start or v < s.value:
+                self.counters["resets"] += 1
+                d = v
+            else:
+                d = v - s.value
+            s.start, s.value = start, v
+        else:
+            d = v
+        stat = s.stat
+        if stat is None or stat == _STAT_COUNT:
+            n = round(d)
+            if n <= 0:
+                return 0
+            acc.requests += n
+            if s.error:
+                acc.errors += n
+            if s.base is not None:
+                self._join(window, s.base, acc).count += n
+            return n
+        if stat == _STAT_TOTAL and s.base is not None:
+            if d > 0:
+                self._join(window, s.base, acc).total += d * scale
+            return 0
+        self.counters["ignored_points"] += 1  # max, percentiles: nothing to add
+        return 0
+
+    def _join(self, window: int, base: tuple[Any, ...], acc: _Acc) -> _StatJoin:
+        j = self._stats.get((window, base))
+        if j is None:
+            j = self._stats[(window, base)] = _StatJoin(acc)
+        return j
+
+    def _unpacker(self, nbytes: int) -> Any:
+        n = nbytes >> 3
+        f = self._unpackers.get(n)
+        if f is None:
+            f = self._unpackers[n] = struct.Struct(f"<{n}Q").unpack_from
+        return f
+
+    def _bucket_map(self, bounds: bytes, scale: float, nbuckets: int) -> tuple[int, ...] | None:
+        """For each OTLP bucket, the shared bucket its count goes to (None: layout unusable, use the mean)."""
+        key = (bounds, scale)
+        targets = self._bucket_maps.get(key)
+        if targets is None:
+            targets = _rebucket(bounds, scale)
+            if len(self._bucket_maps) >= 10_000:
+                self._bucket_maps.clear()
+            self._bucket_maps[key] = targets
+        return targets if len(targets) == nbuckets and nbuckets > 1 else None
+
+    # -- output ------------------------------------------------------------------------------------
+    def flush(self, watermark: float) -> list[IpcObservation]:
+        """Observations of every window that ended at or before ``watermark`` (sorted, deterministic)."""
+        ws = self.window_seconds
+        self._watermark = max(self._watermark, watermark)
+        for key in [k for k in self._stats if k[0] + ws <= watermark]:
+            j = self._stats.pop(key)
+            if j.count > 0 and j.total > 0:
+                n = round(j.count)
+                j.acc.hist[bucket_index(j.total / j.count)] += n
+                j.acc.lat_sum += j.total
+        out: list[IpcObservation] = []
+        for key in sorted(k for k in self._accs if k[0] + ws <= watermark):
+            acc = self._accs.pop(key)
+            if acc.requests <= 0:
+                continue  # idle series: no calls, no edge
+            window, (side, service, peer, is_ip) = key
+            stats = EdgeStats(
+                first_seen=acc.first,
+                last_seen=acc.last,
+                protocol=acc.protocol,
+                requests=acc.requests,
+                errors=acc.errors,
+                latency=tuple(acc.hist) if any(acc.hist) else (),
+                latency_sum=acc.lat_sum,
+                endpoints=tuple(sorted(acc.endpoints)[:MAX_ENDPOINTS]),
+            )
+            out.append(IpcObservation(window, ws, side, service, peer, is_ip, stats))
+        self.counters["observations"] += len(out)
+        return out
+
+    @property
+    def open_series(self) -> int:
+        return len(self._series)
+
+
+def _rebucket(bounds: bytes, scale: float) -> tuple[int, ...]:
+    """Target bucket per OTLP explicit bucket: the one holding the bucket's (geometric) middle."""
+    if len(bounds) % 8:
+        return ()
+    b = [x * scale for x in struct.unpack(f"<{len(bounds) // 8}d", bounds)]
+    if not b or any(y < x for x, y in itertools.pairwise(b)):
+        return ()
+    out = []
+    for i in range(len(b) + 1):
+        lo = b[i - 1] if i > 0 else 0.0
+        if i == len(b):
+            mid = lo * 2
+        else:
+            hi = b[i]
+            mid = math.sqrt(lo * hi) if lo > 0 else hi / 2
+        out.append(bucket_index(mid))
+    return tuple(out)
+
+
+def _exponential_histogram(dp: Any, scale: float) -> list[int]:
+    """An OTLP exponential histogram point in the shared bucket layout (counts at each bucket's middle)."""
+    hist = [0] * N_BUCKETS
+    hist[0] += dp.zero_count
+    base = 2.0 ** (2.0 ** -dp.scale)
+    pos = dp.positive
+    offset: int = pos.offset
+    for i, n in enumerate(pos.bucket_counts):
+        if n:
+            try:
+                mid = base ** (offset + i + 0.5) * scale
+            except OverflowError:
+                mid = math.inf
+            hist[bucket_index(mid) if mid < LATENCY_BOUNDS[-1] * 4 else N_BUCKETS - 1] += n
+    hist[0] += sum(dp.negative.bucket_counts)
+    return hist
+
+
+# -- stage 2 --------------------------------------------------------------------------------------
+_LEASE_KINDS = {
+    AddressKind.WORKLOAD: NodeKind.SERVICE,
+    AddressKind.DATABASE: NodeKind.DATABASE,
+    AddressKind.MESSAGING: NodeKind.MESSAGING,
+    AddressKind.EXTERNAL: NodeKind.EXTERNAL,
+}
+
+
+class IpcStage2:
+    """:class:`IpcObservation` -> :class:`EdgePartial` (Layer.IPC, Granularity.APP, Side.CLIENT/SERVER).
+
+    A peer address is resolved with the lease valid at the observation's first point: a WORKLOAD lease
+    names the app; DATABASE / MESSAGING / EXTERNAL leases a virtual node of that kind; an intermediary
+    (load balancer, gateway, proxy) an UNINSTRUMENTED node named after it; no lease ``ip:<address>``
+    (UNKNOWN).
+    """
+
+    def __init__(self, addresses: AddressBook | None = None) -> None:
+        self.addresses = addresses
+        self.counters: dict[str, int] = dict.fromkeys(
+            ("observations", "partials", "resolved", "unresolved"), 0)
+        self._pending: dict[tuple[EdgeKey, int, int, Side], EdgePartial] = {}
+
+    def resolve(self, obs: IpcObservation) -> EdgePartial:
+        peer, kind = obs.peer, NodeKind.SERVICE
+        if obs.peer_is_ip:
+            lease = None
+            if self.addresses is not None:
+                lease = self.addresses.resolve(obs.peer, obs.stats.first_seen or float(obs.window_start))
+            if lease is None:
+                self.counters["unresolved"] += 1
+                peer, kind = f"ip:{obs.peer}", NodeKind.UNKNOWN
+            else:
+                self.counters["resolved"] += 1
+                peer, kind = lease.owner, _LEASE_KINDS.get(lease.kind, NodeKind.UNINSTRUMENTED)
+        ws, side = obs.window_seconds, obs.side
+        if side is Side.CLIENT:
+            key = EdgeKey(Layer.IPC, Granularity.APP, obs.service, peer)
+            return EdgePartial(key, obs.window_start, ws, side, obs.stats, target_kind=kind)
+        key = EdgeKey(Layer.IPC, Granularity.APP, peer, obs.service)
+        return EdgePartial(key, obs.window_start, ws, side, obs.stats, source_kind=kind)
+
+    def add(self, records: Iterable[IpcObservation]) -> None:
+        pending = self._pending
+        for obs in records:
+            self.counters["observations"] += 1
+            p = self.resolve(obs)
+            k = (p.key, p.window_start, p.window_seconds, p.side)
+            cur = pending.get(k)
+            if cur is None:
+                pending[k] = p
+            else:
+                pending[k] = EdgePartial(
+                    p.key, p.window_start, p.window_seconds, p.side, cur.stats.merge(p.stats),
+                    _service_first(cur.source_kind, p.source_kind),
+                    _service_first(cur.target_kind, p.target_kind))
+
+    def flush(self, watermark: float = math.inf) -> list[EdgePartial]:
+        """Partials of every window that ended at or before ``watermark`` (default: all)."""
+        ready = sorted((k for k in self._pending if k[1] + k[2] <= watermark),
+                       key=lambda k: (k[1], k[0].source, k[0].target, k[3].value))
+        out = [self._pending.pop(k) for k in ready]
+        self.counters["partials"] += len(out)
+        return out
+
+    def process(self, records: Iterable[IpcObservation]) -> list[EdgePartial]:
+        """Resolve and merge ``records`` and return every partial (the in-process pipeline's call)."""
+        self.add(records)
+        return self.flush()
+
+
+def _service_first(a: NodeKind, b: NodeKind) -> NodeKind:
+    return a if a is NodeKind.SERVICE else b
+
+
+# -- attribute rules ----------------------------------------------------------------------------
+def _text(v: AttrValue | None) -> str | None:
+    return v if isinstance(v, str) and v else None
+
+
+def _int(v: AttrValue | None) -> int | None:
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, int):
+        return v
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    if isinstance(v, str):
+        try:
+            return int(v.strip())
+        except ValueError:
+            return None
+    return None
+
+
+def _is_error(a: dict[str, AttrValue | None]) -> bool:
+    if a.get("ipc.result") == "failure":
+        return True
+    grpc = a.get("rpc.grpc.status_code")
+    if grpc is not None and grpc not in ("OK", "ok") and _int(grpc) != 0:
+        return True
+    http = _int(a.get("http.response.status_code", a.get("http.status_code")))
+    if http is not None and http >= 500:
+        return True
+    err = a.get("error.type")
+    return err is not None and err != ""
+
+
+def _endpoint(a: dict[str, AttrValue | None]) -> str | None:
+    ep = _text(a.get("ipc.endpoint"))
+    if ep:
+        return ep
+    svc, method = _text(a.get("rpc.service")), _text(a.get("rpc.method"))
+    if svc and method:
+        return f"{svc}/{method}"
+    return svc or method or _text(a.get("http.route"))
+
+
+def _peer(a: dict[str, AttrValue | None], side: Side) -> tuple[str, bool] | None:
+    """(peer, is_ip) for a series: the callee of a client series, the caller of a server series."""
+    if side is Side.SERVER:
+        for k in _CALLER_NAMES:
+            v = _text(a.get(k))
+            if v:
+                return v, False
+        return None
+    for k in _PEER_NAMES:
+        v = _text(a.get(k))
+        if v:
+            return v, False
+    for k in _PEER_ADDRESSES:
+        v = _text(a.get(k))
+        if v:
+            p = address_peer(v)
+            if p is not None:
+                return p
+    return None
+
+
+def address_peer(value: str) -> tuple[str, bool] | None:
+    """``server.address``-like value -> (app or ip, is_ip). A DNS name's first label is the app."""
+    host = value.strip()
+    if host.startswith("["):  # [v6]:port
+        host = host[1:].split("]", 1)[0]
+    elif host.count(":") == 1:  # name:port or v4:port
+        host = host.split(":", 1)[0]
+    if not host:
+        return None
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        label = host.split(".", 1)[0].lower()
+        return (label, False) if label else None
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return str(mapped or ip), True

@@ -1,0 +1,406 @@
+"""TRACE layer: pair client and server spans into edges, and summarise traces.
+
+Pairing (as the OTel ``servicegraph`` connector and Tempo do): CLIENT and PRODUCER spans wait under
+(trace id, span id), SERVER and CONSUMER spans under (trace id, parent span id); when both sides of a call
+are in, the call is an edge ``client service -> server service`` (connection type ``messaging_system``
+for producer/consumer). Spans still unpaired ``wait_seconds`` after they arrived expire:
+
+* a CLIENT/PRODUCER span becomes a call to a *virtual* server named by the first present of
+  ``service.peer.name``, ``peer.service``, ``db.namespace``, ``db.name``, ``server.address``,
+  ``db.system.name``, ``db.system`` (DATABASE when a ``db.*`` attribute is present, MESSAGING for
+  ``messaging.*``, else UNINSTRUMENTED); without any of them it is counted as ``unnamed`` and dropped;
+* a SERVER span becomes a call from ``user`` (as does a SERVER span without a parent, at once);
+* a CONSUMER span is dropped (counted in ``expired``).
+
+A producer may have several consumers: a paired producer stays available for further consumers until it
+expires. Edges are counted per 60 s window of the client span's start (the server span's for ``user``),
+at APP granularity and, when the resource carries ``k8s.deployment.name``, at CLUSTER granularity.
+Latency is the server span's duration for pairs and ``user`` calls, the client span's for virtual servers.
+
+Capacity: at most ``max_pending`` spans wait; beyond that the oldest is dropped and counted in
+``dropped``. Counters: ``spans``, ``paired``, ``expired``, ``dropped``, ``total`` (edge observations),
+``roots``, ``unnamed``, ``internal``, ``invalid`` and trace-summary counters. The clock is an argument.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+from topology.catalog import TraceSummary
+from topology.model import EdgeKey, EdgePartial, Granularity, Layer, NodeKind, Side
+from topology.stats import MAX_EXEMPLARS, N_BUCKETS, EdgeStats
+from topology.wire.otlp import any_value
+
+WINDOW_SECONDS = 60
+USER = "user"
+
+_SERVER, _CLIENT, _PRODUCER, _CONSUMER = 2, 3, 4, 5  # Span.SpanKind
+_STATUS_ERROR = 2  # Status.StatusCode.STATUS_CODE_ERROR
+_VIRTUAL_NAME_KEYS = ("service.peer.name", "peer.service", "db.namespace", "db.name", "server.address",
+                      "db.system.name", "db.system")
+_MESSAGING = "messaging_system"
+_DATABASE = "database"
+_VIRTUAL = "virtual_node"
+_LAST_BUCKET = N_BUCKETS - 1
+
+# A waiting span: (arrived, service, cluster, kind, start_ns, end_ns, error, trace_id, serialized span | None)
+_Pending = tuple[float, str, str | None, int, int, int, bool, bytes, bytes | None]
+
+
+def bucket_ns(nanos: int) -> int:
+    """Latency bucket of a duration in nanoseconds (exact integer form of :func:`stats.bucket_index`)."""
+    if nanos <= 1_000_000:
+        return 0
+    i = ((nanos - 1) // 1_000_000).bit_length()
+    return i if i < _LAST_BUCKET else _LAST_BUCKET
+
+
+class _Edge:
+    __slots__ = ("apps", "ctype", "errors", "exemplars", "first", "hist", "kinds", "last", "lat_ns",
+                 "requests")
+
+    def __init__(self, kinds: tuple[NodeKind, NodeKind], apps: tuple[str | None, str | None],
+                 ctype: str | None) -> None:
+        self.kinds = kinds
+        self.apps = apps
+        self.ctype = ctype
+        self.requests = 0
+        self.errors = 0
+        self.hist = [0] * N_BUCKETS
+        self.lat_ns = 0
+        self.first = math.inf
+        self.last = 0
+        self.exemplars: list[bytes] = []
+
+
+class SpanPairer:
+    """Spans in (``add``), edge partials (``flush``) and trace summaries (``take_trace_summaries``) out."""
+
+    def __init__(self, wait_seconds: float = 10.0, max_pending: int = 10_000,
+                 window_seconds: int = WINDOW_SECONDS, max_traces: int = 100_000) -> None:
+        if wait_seconds < 0 or max_pending <= 0 or window_seconds <= 0 or max_traces <= 0:
+            raise ValueError("wait_seconds must be >= 0; max_pending, window_seconds, max_traces > 0")
+        self.wait_seconds = float(wait_seconds)
+        self.max_pending = max_pending
+        self.window_seconds = window_seconds
+        self.max_traces = max_traces
+        self.counters: dict[str, int] = dict.fromkeys(
+            ("spans", "paired", "expired", "dropped", "total", "roots", "unnamed", "internal", "invalid",
+             "no_service", "traces", "traces_evicted"), 0)
+        self._clients: dict[bytes, _Pending] = {}  # trace id + span id -> CLIENT/PRODUCER span
+        self._servers: dict[bytes, list[_Pending]] = {}  # trace id + parent span id -> SERVER/CONSUMER spans
+        self._n_servers = 0
+        self._producers: dict[bytes, _Pending] = {}  # paired producers, for further consumers
+        self._edges: dict[tuple[int, Granularity, str, str], _Edge] = {}
+        # trace id -> [start_ns, end_ns, spans, error, services, root service, root name, last activity,
+        #              has real root, queued at]
+        self._traces: dict[bytes, list[Any]] = {}
+        self._summaries: list[TraceSummary] = []
+        self._identities: dict[bytes, tuple[str | None, str | None]] = {}
+
+    @property
+    def pending(self) -> int:
+        """Spans waiting for their other side."""
+        return len(self._clients) + self._n_servers
+
+    # -- input -----------------------------------------------------------------------------------
+    def add(self, request: ExportTraceServiceRequest, now: float) -> None:
+        """Add the spans of one export request that arrived at ``now`` (epoch seconds)."""
+        c = self.counters
+        clients, servers, producers, traces = self._clients, self._servers, self._producers, self._traces
+        for rs in request.resource_spans:
+            service, cluster = self._identity(rs.resource)
+            for ss in rs.scope_spans:
+                spans = ss.spans
+                c["spans"] += len(spans)
+                if service is None:
+                    c["no_service"] += len(spans)
+                    continue
+                for span in spans:
+                    tid: bytes = span.trace_id
+                    sid: bytes = span.span_id
+                    if len(tid) != 16 or len(sid) != 8:
+                        c["invalid"] += 1
+                        continue
+                    pid: bytes = span.parent_span_id
+                    start: int = span.start_time_unix_nano
+                    end: int = span.end_time_unix_nano
+                    err = span.status.code == _STATUS_ERROR
+                    # trace summary
+                    tr = traces.get(tid)
+                    if tr is None:
+                        traces[tid] = [start, end, 1, err, {service}, service, span.name, now, not pid, now]
+                        c["traces"] += 1
+                        if len(traces) > self.max_traces:
+                            self._evict_trace()
+                    else:
+                        if start < tr[0]:
+                            tr[0] = start
+                            if not tr[8]:
+                                tr[5], tr[6] = service, span.name
+                        if end > tr[1]:
+                            tr[1] = end
+                        tr[2] += 1
+                        if err:
+                            tr[3] = True
+                        tr[4].add(service)
+                        tr[7] = now
+                        if not pid and not tr[8]:
+                            tr[5], tr[6], tr[8] = service, span.name, True
+                    # pairing
+                    kind: int = span.kind
+                    if kind in (_CLIENT, _PRODUCER):
+                        key = tid + sid
+                        waiting = servers.pop(key, None)
+                        if waiting is None:
+                            clients[key] = (now, service, cluster, kind, start, end, err, tid,
+                                            span.SerializeToString())
+                            if len(clients) + self._n_servers > self.max_pending:
+                                self._drop_oldest()
+                        else:
+                            self._n_servers -= len(waiting)
+                            me: _Pending = (now, service, cluster, kind, start, end, err, tid, None)
+                            for srv in waiting:
+                                self._pair(me, srv)
+                            if kind == _PRODUCER:
+                                producers[key] = me
+                                self._bound_producers()
+                    elif kind in (_SERVER, _CONSUMER):
+                        me = (now, service, cluster, kind, start, end, err, tid, None)
+                        if not pid:
+                            if kind == _SERVER:
+                                c["roots"] += 1
+                                self._from_user(me)
+                            continue
+                        key = tid + pid
+                        cl = clients.pop(key, None)
+                        if cl is None:
+                            cl = producers.get(key)
+                        if cl is None:
+                            lst = servers.get(key)
+                            if lst is None:
+                                servers[key] = [me]
+                            else:
+                                lst.append(me)
+                            self._n_servers += 1
+                            if len(clients) + self._n_servers > self.max_pending:
+                                self._drop_oldest()
+                        else:
+                            self._pair(cl, me)
+                            if cl[3] == _PRODUCER and key not in producers:
+                                producers[key] = cl
+                                self._bound_producers()
+                    else:
+                        c["internal"] += 1
+
+    def _identity(self, resource: Resource) -> tuple[str | None, str | None]:
+        raw = resource.SerializeToString()
+        ident = self._identities.get(raw)
+        if ident is None:
+            service = cluster = None
+            for kv in resource.attributes:
+                if kv.key == "service.name":
+                    service = kv.value.string_value or None
+                elif kv.key == "k8s.deployment.name":
+                    cluster = kv.value.string_value or None
+            ident = (service, cluster)
+            if len(self._identities) >= 10_000:
+                self._identities.clear()
+            self._identities[raw] = ident
+        return ident
+
+    # -- edges -----------------------------------------------------------------------------------
+    def _pair(self, cl: _Pending, srv: _Pending) -> None:
+        ctype = _MESSAGING if cl[3] == _PRODUCER or srv[3] == _CONSUMER else None
+        err = cl[6] or srv[6]
+        dur = srv[5] - srv[4]
+        self.counters["paired"] += 1
+        self._observe(Granularity.APP, cl[1], srv[1], NodeKind.SERVICE, NodeKind.SERVICE, None, None, ctype,
+                      cl[4], dur, err, cl[7])
+        if cl[2] and srv[2]:
+            self._observe(Granularity.CLUSTER, cl[2], srv[2], NodeKind.SERVICE, NodeKind.SERVICE, cl[1],
+                          srv[1], ctype, cl[4], dur, err, cl[7])
+
+    def _from_user(self, srv: _Pending) -> None:
+        dur = srv[5] - srv[4]
+        self._observe(Granularity.APP, USER, srv[1], NodeKind.USER, NodeKind.SERVICE, None, None, _VIRTUAL,
+                      srv[4], dur, srv[6], srv[7])
+        if srv[2]:
+            self._observe(Granularity.CLUSTER, USER, srv[2], NodeKind.USER, NodeKind.SERVICE, USER, srv[1],
+                          _VIRTUAL, srv[4], dur, srv[6], srv[7])
+
+    def _to_virtual(self, cl: _Pending) -> None:
+        attrs: dict[str, Any] = {}
+        if cl[8] is not None:
+            for kv in Span.FromString(cl[8]).attributes:
+                attrs[kv.key] = any_value(kv.value)
+        name = None
+        for k in _VIRTUAL_NAME_KEYS:
+            v = attrs.get(k)
+            if v is not None and v != "":
+                name = str(v)
+                break
+        if name is None:
+            self.counters["unnamed"] += 1
+            return
+        if any(k.startswith("db.") for k in attrs):
+            kind, ctype = NodeKind.DATABASE, _DATABASE
+        elif any(k.startswith("messaging.") for k in attrs):
+            kind, ctype = NodeKind.MESSAGING, _MESSAGING
+        else:
+            kind, ctype = NodeKind.UNINSTRUMENTED, _VIRTUAL
+        dur = cl[5] - cl[4]
+        self._observe(Granularity.APP, cl[1], name, NodeKind.SERVICE, kind, None, None, ctype, cl[4], dur,
+                      cl[6], cl[7])
+        if cl[2]:
+            self._observe(Granularity.CLUSTER, cl[2], name, NodeKind.SERVICE, kind, cl[1], name, ctype, cl[4],
+                          dur, cl[6], cl[7])
+
+    def _observe(self, gran: Granularity, source: str, target: str, source_kind: NodeKind,
+                 target_kind: NodeKind, source_app: str | None, target_app: str | None, ctype: str | None,
+                 start_ns: int, dur_ns: int, error: bool, trace_id: bytes) -> None:
+        ws = self.window_seconds
+        window = start_ns // (ws * 1_000_000_000) * ws
+        key = (window, gran, source, target)
+        e = self._edges.get(key)
+        if e is None:
+            e = self._edges[key] = _Edge((source_kind, target_kind), (source_app, target_app), ctype)
+        elif ctype and not e.ctype:
+            e.ctype = ctype
+        e.requests += 1
+        if error:
+            e.errors += 1
+        if dur_ns < 0:
+            dur_ns = 0
+        e.hist[bucket_ns(dur_ns)] += 1
+        e.lat_ns += dur_ns
+        if start_ns < e.first:
+            e.first = start_ns
+        if start_ns > e.last:
+            e.last = start_ns
+        if len(e.exemplars) < MAX_EXEMPLARS and trace_id not in e.exemplars:
+            e.exemplars.append(trace_id)
+        if gran is Granularity.APP:
+            self.counters["total"] += 1
+
+    # -- capacity and expiry -------------------------------------------------------------------------
+    def _drop_oldest(self) -> None:
+        """Drop the span that has waited longest (clients or servers, whichever arrived first)."""
+        c_first = next(iter(self._clients.items()), None)
+        s_first = next(iter(self._servers.items()), None)
+        if s_first is None or (c_first is not None and c_first[1][0] <= s_first[1][0][0]):
+            assert c_first is not None
+            del self._clients[c_first[0]]
+        else:
+            lst = s_first[1]
+            lst.pop(0)
+            if not lst:
+                del self._servers[s_first[0]]
+            self._n_servers -= 1
+        self.counters["dropped"] += 1
+
+    def _bound_producers(self) -> None:
+        while len(self._producers) > self.max_pending:
+            del self._producers[next(iter(self._producers))]
+
+    def _expire(self, now: float) -> None:
+        wait = self.wait_seconds
+        clients = self._clients
+        while clients:
+            key = next(iter(clients))
+            cl = clients[key]
+            if now - cl[0] <= wait:
+                break
+            del clients[key]
+            self.counters["expired"] += 1
+            self._to_virtual(cl)
+        servers = self._servers
+        while servers:
+            key = next(iter(servers))
+            lst = servers[key]
+            if now - lst[0][0] <= wait:
+                break
+            del servers[key]
+            late = [srv for srv in lst if now - srv[0] <= wait]
+            for srv in lst:
+                if now - srv[0] > wait:
+                    self._n_servers -= 1
+                    self.counters["expired"] += 1
+                    if srv[3] == _SERVER:
+                        self._from_user(srv)
+            if late:  # several spans under one parent that arrived at different times: wait on
+                servers[key] = late
+        producers = self._producers
+        while producers:
+            key = next(iter(producers))
+            if now - producers[key][0] <= wait:
+                break
+            del producers[key]
+
+    # -- trace summaries ------------------------------------------------------------------------------
+    def _evict_trace(self) -> None:
+        tid = next(iter(self._traces))
+        self._summaries.append(_summary(tid, self._traces.pop(tid)))
+        self.counters["traces_evicted"] += 1
+
+    def _quiet_traces(self, now: float) -> None:
+        traces, wait = self._traces, self.wait_seconds
+        while traces:
+            tid = next(iter(traces))
+            tr = traces[tid]
+            if now - tr[9] <= wait:
+                break  # queued (and so last active) within the wait: so is everything behind it
+            del traces[tid]
+            if now - tr[7] > wait:
+                self._summaries.append(_summary(tid, tr))
+            else:
+                tr[9] = tr[7]
+                traces[tid] = tr
+
+    # -- output ----------------------------------------------------------------------------------------
+    def flush(self, now: float) -> list[EdgePartial]:
+        """Expire what waited longer than the wait and return the edge partials observed so far.
+
+        Partials are Side.PAIR and summable: a window may appear in several flushes.
+        """
+        self._expire(now)
+        self._quiet_traces(now)
+        out: list[EdgePartial] = []
+        ws = self.window_seconds
+        for (window, gran, source, target), e in sorted(self._edges.items(), key=_edge_order):
+            stats = EdgeStats(
+                first_seen=e.first / 1e9,
+                last_seen=e.last / 1e9,
+                requests=e.requests,
+                errors=e.errors,
+                latency=tuple(e.hist),
+                latency_sum=e.lat_ns / 1e9,
+                exemplars=tuple(sorted(t.hex() for t in e.exemplars)),
+                connection_type=e.ctype,
+            )
+            out.append(EdgePartial(EdgeKey(Layer.TRACE, gran, source, target), window, ws, Side.PAIR, stats,
+                                   e.kinds[0], e.kinds[1], e.apps[0], e.apps[1]))
+        self._edges.clear()
+        return out
+
+    def take_trace_summaries(self) -> list[TraceSummary]:
+        """Summaries of the traces that went quiet (no span for the wait) up to the last flush."""
+        out, self._summaries = self._summaries, []
+        return out
+
+
+def _edge_order(item: tuple[tuple[int, Granularity, str, str], _Edge]) -> tuple[int, str, str, str]:
+    (window, gran, source, target), _ = item
+    return window, gran.value, source, target
+
+
+def _summary(tid: bytes, tr: list[Any]) -> TraceSummary:
+    start_ns, end_ns = tr[0], tr[1]
+    return TraceSummary(trace_id=tid.hex(), root_service=tr[5], root_name=tr[6], start=start_ns / 1e9,
+                        duration=max(0, end_ns - start_ns) / 1e9, spans=tr[2], error=tr[3],
+                        services=tuple(sorted(tr[4])))
