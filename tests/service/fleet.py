@@ -84,6 +84,8 @@ CATALOG: list[ServiceInfo] = [
 HEALTH: list[HealthEvent] = [
     HealthEvent("orders", HealthState.HEALTHY, NOW - 3 * 3600),
     HealthEvent("orders", HealthState.DEGRADED, NOW - 600, "p99 latency above SLO"),
+    HealthEvent("legacy", HealthState.HEALTHY, NOW - 3 * 3600),
+    HealthEvent("legacy", HealthState.UNHEALTHY, NOW - 1800, "decommissioned"),
 ]
 
 TRACES: list[TraceSummary] = [
