@@ -66,6 +66,14 @@ async function run(report) {
       report.blocked.push(ws.url());
       return ws.close();
     });
+    // The result pane's text: GraphiQL 3 keeps it in a CodeMirror 5 instance.
+    await context.addInitScript(() => {
+      window.readPane = (sel) => {
+        const pane = document.querySelector(sel);
+        const cm = pane && pane.querySelector('.CodeMirror');
+        return cm && cm.CodeMirror ? cm.CodeMirror.getValue() : (pane ? pane.innerText : '');
+      };
+    });
     page = context.pages()[0] || (await context.newPage());
     page.setDefaultTimeout(timeout);
     page.on('request', (req) => report.requests.push(req.url()));
@@ -89,17 +97,12 @@ async function run(report) {
     }, [EDITOR, opt.query]);
 
     await page.click(RUN_BUTTON);
-    await page.waitForFunction(([sel, wanted]) => {
-      const pane = document.querySelector(sel);
-      const cm = pane && pane.querySelector('.CodeMirror');
-      const text = cm && cm.CodeMirror ? cm.CodeMirror.getValue() : (pane ? pane.innerText : '');
-      return text.includes('"data"') && wanted.every((w) => text.includes(w));
-    }, [RESPONSE, opt.expect]);
-    const text = await page.evaluate((sel) => {
-      const cm = document.querySelector(sel + ' .CodeMirror');
-      return cm && cm.CodeMirror ? cm.CodeMirror.getValue() : document.querySelector(sel).innerText;
-    }, RESPONSE);
+    // Wait for an answer in the result pane, then check it: a wrong answer fails at once.
+    await page.waitForFunction((sel) => /"(data|errors)"/.test(readPane(sel)), RESPONSE);
+    const text = await page.evaluate((sel) => readPane(sel), RESPONSE);
     try { report.response = JSON.parse(text); } catch { report.response = text; }
+    const missing = opt.expect.filter((w) => !text.includes(w));
+    if (missing.length) throw new Error(`the result pane lacks ${missing.map((m) => JSON.stringify(m)).join(', ')}`);
     await page.screenshot({ path: opt.screenshot });
     report.screenshot = opt.screenshot;
   } catch (err) {
