@@ -37,10 +37,15 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
-def run_graphiql(server: Server | str, query: str, expect: list[str], screenshot: Path,
-                 timeout_ms: int = 15000) -> tuple[int, dict[str, Any]]:
+@pytest.fixture(scope="session", autouse=True)  # session: before topology_server starts
+def browser_tools() -> None:
+    """Node, playwright-core and Chromium, checked before any server starts."""
     require_node_packages("playwright-core")
     require_chromium()
+
+
+def run_graphiql(server: Server | str, query: str, expect: list[str], screenshot: Path,
+                 timeout_ms: int = 15000) -> tuple[int, dict[str, Any]]:
     url = server if isinstance(server, str) else server.graphql
     argv = ["node", str(JS_DIR / "graphiql.mjs"), "--url", url, "--query", query,
             "--screenshot", str(screenshot), "--timeout", str(timeout_ms), "--chromium", CHROMIUM]

@@ -61,6 +61,12 @@ class Query:
 catalog_schema = strawberry.federation.Schema(query=Query, types=[Service], federation_version="2.9")
 
 
+@pytest.fixture(scope="session", autouse=True)  # session: before topology_server starts
+def gateway_packages() -> None:
+    """Node and the gateway's npm packages, checked before any server starts."""
+    require_node_packages("@apollo/gateway", "@apollo/server", "graphql")
+
+
 @pytest.fixture(scope="module")
 def catalog_subgraph() -> Iterator[str]:
     port = free_port()
@@ -76,7 +82,6 @@ def catalog_subgraph() -> Iterator[str]:
 @pytest.fixture(scope="module")
 def gateway(topology_server: Server, catalog_subgraph: str, tmp_path_factory: pytest.TempPathFactory
             ) -> Iterator[str]:
-    require_node_packages("@apollo/gateway", "@apollo/server", "graphql")
     port = free_port()
     log: Path = tmp_path_factory.mktemp("gateway") / "gateway.log"
     proc = Process("gateway", ["node", str(JS_DIR / "gateway.mjs")], log, env={
