@@ -252,7 +252,7 @@ def _validate_metrics(req: ExportMetricsServiceRequest) -> int:
                 if kind is None:
                     continue
                 points = getattr(metric, kind).data_points
-                for dp in points:
+                for dp in () if kind == "summary" else points:  # summaries have no exemplars
                     for ex in dp.exemplars:
                         if len(ex.trace_id) not in _EXEMPLAR_TRACE or len(ex.span_id) not in _PARENT_LENGTHS:
                             raise OtlpDecodeError(f"{where} ({metric.name}): exemplar ids have wrong lengths")
