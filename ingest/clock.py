@@ -1,0 +1,66 @@
+"""Event-time clocks of input partitions.
+
+Every stage runs in event time, so that replaying a topic gives the same windows as the live run.
+
+* Stage 1 reads what producers wrote: a partition's clock is the largest event time seen in it
+  (never more than ``max_future`` ahead of the Kafka timestamp of the record that carried it). A
+  partition that has been silent for ``idle_seconds`` of wall time jumps to the wall clock, so the
+  last windows of a finished stream, and partitions nobody writes to, do not hold time back.
+* Later stages read what the stage before them wrote. Each record of a repartition topic names its
+  *source* (the upstream input partition) and that source's clock; tick records carry the clocks of
+  every source of an upstream worker. A partition's clock is the minimum over all expected sources
+  (the partitions of the upstream stage's input topics), so a window closes only when every
+  upstream partition has moved past it, whatever the interleaving. Clocks never go back.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+
+@dataclass
+class SourceClock:
+    """Clock of a partition of a stage-1 input topic."""
+
+    idle_seconds: float = 10.0
+    now: float = -math.inf
+    last_activity: float = 0.0  # wall time of the last record (or of the assignment)
+
+    def observe(self, event_time: float, wall: float) -> None:
+        if event_time > self.now:
+            self.now = event_time
+        self.last_activity = wall
+
+    def touch(self, wall: float) -> None:
+        """A record arrived that carries no usable time (still activity: no idle jump)."""
+        self.last_activity = wall
+
+    def advance_if_idle(self, wall: float) -> bool:
+        """Jump to the wall clock after ``idle_seconds`` of silence; True if the clock moved."""
+        if wall - self.last_activity >= self.idle_seconds and wall > self.now:
+            self.now = wall
+            return True
+        return False
+
+
+@dataclass
+class MergedClock:
+    """Clock of a partition of a repartition topic: the minimum over the upstream sources."""
+
+    expected: frozenset[str] = frozenset()
+    sources: dict[str, float] = field(default_factory=dict)
+    now: float = -math.inf
+
+    def observe(self, source: str, t: float) -> None:
+        if t > self.sources.get(source, -math.inf):
+            self.sources[source] = t
+        low = min((self.sources.get(s, -math.inf) for s in self.expected), default=-math.inf)
+        if not self.expected:
+            low = min(self.sources.values(), default=-math.inf)
+        if low > self.now:
+            self.now = low
+
+    def expect(self, expected: frozenset[str]) -> None:
+        """Set the sources to wait for (the upstream topics' partitions, read from metadata)."""
+        self.expected = expected

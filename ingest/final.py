@@ -1,0 +1,114 @@
+"""Stage 3 worker of every layer: edge partials -> complete 60 s windows -> the layer's store.
+
+A thin shell around :class:`topology.stages.final.FinalStage`. Windows replace stored windows with
+the same key, so writing a window again (after late data, or after a replay) is harmless. The nodes
+the windows mention are registered in the catalog store; trace summaries (TRACE layer) are recorded
+there too. Health events (``topology.health``) are read entirely: edge health uses them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+from aiokafka.structs import ConsumerRecord, TopicPartition
+
+from ingest.logic import Added, PartitionLogic, Rejected, StageSpec
+from ingest.topics import Topics
+from topology.catalog import HealthEvent, TraceSummary
+from topology.health import HealthBook
+from topology.model import EdgePartial, EdgeWindow, Layer
+from topology.pipeline import nodes_of
+from topology.stages.final import FinalStage
+from topology.store.base import Stores
+
+
+class FinalSpec(StageSpec):
+    stage = 3
+    terminal = True
+
+    def __init__(self, layer: str, topics: Topics, stores: Stores, window_seconds: int = 60,
+                 grace_seconds: int = 120, lateness: float = 5.0) -> None:
+        self.layer = layer
+        self.topics = topics
+        self.stores = stores
+        self.window_seconds = window_seconds
+        self.grace_seconds = grace_seconds
+        self.lateness = lateness
+        self.health = HealthBook()
+
+    def inputs(self) -> tuple[str, ...]:
+        return self.topics.inputs(self.layer, 3)
+
+    def upstream_inputs(self) -> tuple[str, ...]:
+        return self.topics.inputs(self.layer, 2)
+
+    def global_topics(self) -> tuple[str, ...]:
+        return (self.topics.health,)
+
+    def apply_global(self, record: ConsumerRecord[bytes, bytes]) -> str | None:
+        if record.value is not None:
+            raw = json.loads(record.value)
+            for d in raw if isinstance(raw, list) else [raw]:
+                self.health.add(HealthEvent.from_dict(d))
+        return None
+
+    def shared(self) -> dict[str, Any]:
+        return {"health": self.health}
+
+    def new_partition(self, tp: TopicPartition, state: Any) -> PartitionLogic:
+        stage = state if isinstance(state, FinalStage) else FinalStage(
+            self.window_seconds, self.grace_seconds, self.health)
+        return _Final(stage, self.lateness)
+
+    async def write(self, outputs: Sequence[Any]) -> int:
+        windows: dict[Layer, list[EdgeWindow]] = defaultdict(list)
+        traces: list[TraceSummary] = []
+        for o in outputs:
+            if isinstance(o, EdgeWindow):
+                windows[o.key.layer].append(o)
+            elif isinstance(o, TraceSummary):
+                traces.append(o)
+        for layer, ws in windows.items():
+            await self.stores.layers[layer].upsert_windows(ws)
+        nodes = nodes_of(dict(windows))
+        if nodes:
+            await self.stores.catalog.register_nodes(nodes)
+        if traces:
+            await self.stores.catalog.record_traces(traces)
+        return sum(len(ws) for ws in windows.values()) + len(traces)
+
+
+class _Final(PartitionLogic):
+    def __init__(self, stage: FinalStage, lateness: float) -> None:
+        self.stage = stage
+        self.lateness = lateness
+        self.summaries: list[TraceSummary] = []
+
+    def add(self, record: ConsumerRecord[bytes, bytes], items: list[Any] | None, now: float) -> Added:
+        partials = []
+        try:
+            for d in items or ():
+                if "trace_summary" in d:
+                    self.summaries.append(TraceSummary.from_dict(d["trace_summary"]))
+                else:
+                    partials.append(EdgePartial.from_dict(d))
+        except (ValueError, TypeError, KeyError) as e:
+            raise Rejected(f"bad edge partial: {e}") from None
+        self.stage.add(partials)
+        return Added(None, len(partials))
+
+    def flush(self, now: float, checkpoint: bool) -> list[Any]:
+        out: list[Any] = list(self.stage.flush(now - self.lateness))
+        if self.summaries:
+            out.extend(self.summaries)
+            self.summaries = []
+        return out
+
+    def state(self) -> Any:
+        return self.stage
+
+    def counters(self) -> dict[str, int]:
+        return dict(self.stage.counters)

@@ -1,0 +1,85 @@
+"""The meta worker: catalog entries and health events into the catalog store; address leases checked.
+
+Records are JSON objects (or lists of them) as ``to_dict`` writes them: :class:`ServiceInfo` on
+``topology.catalog``, :class:`HealthEvent` on ``topology.health``, :class:`AddressLease` on
+``topology.addresses``. Leases are used by the network and IPC workers, which read the topic
+entirely; this worker only dead-letters the bad ones so they are seen and counted once.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from aiokafka.structs import ConsumerRecord, TopicPartition
+
+from ingest.logic import Added, PartitionLogic, Rejected, StageSpec
+from ingest.topics import Topics
+from topology.catalog import AddressLease, HealthEvent, ServiceInfo
+from topology.store.base import Stores
+
+
+class MetaSpec(StageSpec):
+    layer = "meta"
+    stage = 1
+    terminal = True
+    repartitioned_input = False
+
+    def __init__(self, topics: Topics, stores: Stores) -> None:
+        self.topics = topics
+        self.stores = stores
+        self.parsers: dict[str, Callable[[dict[str, Any]], Any]] = {
+            topics.catalog: ServiceInfo.from_dict,
+            topics.health: HealthEvent.from_dict,
+            topics.addresses: AddressLease.from_dict,
+        }
+
+    def inputs(self) -> tuple[str, ...]:
+        return (self.topics.catalog, self.topics.health, self.topics.addresses)
+
+    def new_partition(self, tp: TopicPartition, state: Any) -> PartitionLogic:
+        return _Meta(self.parsers[tp.topic])
+
+    async def write(self, outputs: Sequence[Any]) -> int:
+        services = [o for o in outputs if isinstance(o, ServiceInfo)]
+        health = [o for o in outputs if isinstance(o, HealthEvent)]
+        if services:
+            # the latest entry of each name wins (a compacted topic's semantics)
+            await self.stores.catalog.upsert_services(list({s.name: s for s in services}.values()))
+        if health:
+            await self.stores.catalog.record_health(health)
+        return len(services) + len(health)
+
+
+class _Meta(PartitionLogic):
+    def __init__(self, parse: Callable[[dict[str, Any]], Any]) -> None:
+        self.parse = parse
+        self.pending: list[Any] = []
+        self.count = {"records": 0, "leases": 0}
+
+    def add(self, record: ConsumerRecord[bytes, bytes], items: list[Any] | None, now: float) -> Added:
+        if record.value is None:
+            return Added()  # a compaction tombstone
+        try:
+            raw = json.loads(record.value)
+            parsed = [self.parse(d) for d in (raw if isinstance(raw, list) else [raw])]
+        except (ValueError, TypeError, KeyError, AttributeError) as e:
+            raise Rejected(f"bad {self.parse.__qualname__.split('.')[0]} record: {e}") from None
+        for p in parsed:
+            if isinstance(p, AddressLease):
+                self.count["leases"] += 1
+            else:
+                self.pending.append(p)
+        self.count["records"] += len(parsed)
+        return Added(None, len(parsed))
+
+    def flush(self, now: float, checkpoint: bool) -> list[Any]:
+        out, self.pending = self.pending, []
+        return out
+
+    def state(self) -> Any:
+        return None
+
+    def counters(self) -> dict[str, int]:
+        return dict(self.count)

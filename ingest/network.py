@@ -1,0 +1,227 @@
+"""NETWORK layer workers: stage 1 (flow batches and VPC flow logs -> aggregates) and stage 2
+(address resolution, intermediary joins -> edge partials). Thin shells around
+:mod:`topology.stages.network_stage1` and :mod:`topology.stages.network_stage2`.
+
+Stage 1 is flushed completely at every checkpoint (its aggregates add up downstream), so it keeps
+no state across checkpoints. Its outputs are routed by :meth:`NetworkStage2.route_key` (the
+intermediary, or the app the traffic goes into), so everything one join needs meets in one stage-2
+partition; both stages therefore read the address leases (``topology.addresses``) entirely.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import numpy as np
+from aiokafka.structs import ConsumerRecord, TopicPartition
+
+from ingest import timecheck
+from ingest.logic import Added, Emit, PartitionLogic, Rejected, StageSpec
+from ingest.topics import Topics
+from topology.address import AddressBook
+from topology.catalog import AddressLease
+from topology.model import EdgePartial
+from topology.stages.network_stage1 import FlowAggregate, NetworkStage1
+from topology.stages.network_stage2 import NetworkStage2
+from topology.wire import flow
+from topology.wire.vpcflow import VpcFlowError, VpcFlowParser
+
+
+def edge_route(p: EdgePartial) -> str:
+    """Repartition key of stage 2 -> stage 3: the edge (all partials of one edge meet in one worker)."""
+    k = p.key
+    return f"{k.layer.value}|{k.granularity.value}|{k.source}|{k.target}"
+
+
+def apply_lease(book: AddressBook, record: ConsumerRecord[bytes, bytes]) -> None:
+    """Add one ``topology.addresses`` record (a lease JSON object, or a list of them) to ``book``."""
+    if record.value is None:
+        return  # a compaction tombstone
+    raw = json.loads(record.value)
+    for d in raw if isinstance(raw, list) else [raw]:
+        book.add(AddressLease.from_dict(d))
+
+
+class NetworkStage1Spec(StageSpec):
+    layer = "network"
+    stage = 1
+    repartitioned_input = False
+
+    def __init__(self, topics: Topics, window_seconds: int = 10, lateness: float = 5.0) -> None:
+        self.topics = topics
+        self.window_seconds = window_seconds
+        self.lateness = lateness
+        self.addresses = AddressBook()
+        self.router = NetworkStage2(self.addresses)
+
+    def inputs(self) -> tuple[str, ...]:
+        return self.topics.inputs("network", 1)
+
+    def output_topic(self) -> str:
+        return self.topics.stage_output("network", 1)
+
+    def global_topics(self) -> tuple[str, ...]:
+        return (self.topics.addresses,)
+
+    def apply_global(self, record: ConsumerRecord[bytes, bytes]) -> str | None:
+        apply_lease(self.addresses, record)
+        return None
+
+    def shared(self) -> dict[str, Any]:
+        return {"addresses": self.addresses}
+
+    def new_partition(self, tp: TopicPartition, state: Any) -> PartitionLogic:
+        return _Stage1(self)
+
+
+class _Stage1(PartitionLogic):
+    def __init__(self, spec: NetworkStage1Spec) -> None:
+        self.spec = spec
+        self.stage = NetworkStage1(spec.window_seconds)
+        self.direct: list[FlowAggregate] = []  # VPC flow-log aggregates (already stage-1 output)
+        self.rejected_lines = 0
+
+    def add(self, record: ConsumerRecord[bytes, bytes], items: list[Any] | None, now: float) -> Added:
+        if record.value is None:
+            raise Rejected("empty record")
+        if record.topic == self.spec.topics.vpcflows:
+            return self._add_vpc(record)
+        return self._add_flows(record)
+
+    def _add_flows(self, record: ConsumerRecord[bytes, bytes]) -> Added:
+        try:
+            batch = flow.decode(record.value)
+        except flow.FlowDecodeError as e:
+            raise Rejected(str(e)) from None
+        recs = batch.records
+        if not len(recs):
+            return Added(None, 0)
+        ref = timecheck.reference(record.timestamp, batch.emitted_ms)
+        start = recs["start_ms"] / 1000.0
+        end = recs["end_ms"] / 1000.0
+        bad = start < timecheck.MIN_TIME
+        if ref is not None:
+            bad |= (end > ref + timecheck.MAX_FUTURE) | (start < ref - timecheck.MAX_PAST)
+        rejects: list[tuple[str, bytes]] = []
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            why = timecheck.problem(float(start[i]), ref) or timecheck.problem(float(end[i]), ref) or "absurd"
+            reason = f"{why} ({int(bad.sum())} of {len(recs)} flow records in the batch)"
+            payload = flow.encode(np.ascontiguousarray(recs[bad]), batch.strings, batch.host,
+                                  batch.emitted_ms)
+            if bad.all():
+                raise Rejected(reason)
+            rejects.append((reason, payload))
+            recs = np.ascontiguousarray(recs[~bad])
+            end = end[~bad]
+            batch = flow.FlowBatch(batch.version, batch.emitted_ms, batch.host, batch.strings, recs)
+        self.stage.add(batch)
+        return Added(float(end.max()), len(recs), rejects)
+
+    def _add_vpc(self, record: ConsumerRecord[bytes, bytes]) -> Added:
+        assert record.value is not None
+        try:
+            text = record.value.decode("utf-8")
+        except UnicodeDecodeError:
+            raise Rejected("flow-log record is not UTF-8 text") from None
+        parser = VpcFlowParser()  # a header line applies to the lines after it in the same record
+        ref = timecheck.reference(record.timestamp)
+        records = []
+        rejects: list[tuple[str, bytes]] = []
+        lines = text.splitlines()
+        for n, line in enumerate(lines, 1):
+            try:
+                r = parser.parse_line(line)
+            except VpcFlowError as e:
+                rejects.append((f"malformed flow-log line {n}: {e}", line.encode()))
+                continue
+            if r is None:
+                continue
+            why = timecheck.problem(float(r.start), ref) or timecheck.problem(float(r.end), ref)
+            if why is not None:
+                rejects.append((f"flow-log line {n}: {why}", line.encode()))
+                continue
+            records.append(r)
+        if not text.strip():
+            raise Rejected("empty flow-log record")
+        aggs = parser.aggregate(records, self.spec.window_seconds)
+        self.direct.extend(aggs)
+        t = max((float(r.end) for r in records), default=None)
+        return Added(t, len(records), rejects)
+
+    def flush(self, now: float, checkpoint: bool) -> list[Any]:
+        wm = math.inf if checkpoint else now - self.spec.lateness
+        aggs = self.stage.flush(wm)
+        if checkpoint and self.direct:
+            aggs.extend(self.direct)
+            self.direct.clear()
+        route = self.spec.router.route_key
+        return [Emit(route(a), a.to_dict()) for a in aggs]
+
+    def state(self) -> Any:
+        return None  # flushed completely at each checkpoint
+
+    def counters(self) -> dict[str, int]:
+        return dict(self.stage.counters)
+
+
+class NetworkStage2Spec(StageSpec):
+    layer = "network"
+    stage = 2
+
+    def __init__(self, topics: Topics, window_seconds: int = 60, grace_seconds: int = 120,
+                 lateness: float = 5.0) -> None:
+        self.topics = topics
+        self.window_seconds = window_seconds
+        self.grace_seconds = grace_seconds
+        self.lateness = lateness
+        self.addresses = AddressBook()
+
+    def inputs(self) -> tuple[str, ...]:
+        return self.topics.inputs("network", 2)
+
+    def output_topic(self) -> str:
+        return self.topics.stage_output("network", 2)
+
+    def upstream_inputs(self) -> tuple[str, ...]:
+        return self.topics.inputs("network", 1)
+
+    def global_topics(self) -> tuple[str, ...]:
+        return (self.topics.addresses,)
+
+    def apply_global(self, record: ConsumerRecord[bytes, bytes]) -> str | None:
+        apply_lease(self.addresses, record)
+        return None
+
+    def shared(self) -> dict[str, Any]:
+        return {"addresses": self.addresses}
+
+    def new_partition(self, tp: TopicPartition, state: Any) -> PartitionLogic:
+        stage = state if isinstance(state, NetworkStage2) else NetworkStage2(
+            self.addresses, self.window_seconds, self.grace_seconds)
+        return _Stage2(stage, self.lateness)
+
+
+class _Stage2(PartitionLogic):
+    def __init__(self, stage: NetworkStage2, lateness: float) -> None:
+        self.stage = stage
+        self.lateness = lateness
+
+    def add(self, record: ConsumerRecord[bytes, bytes], items: list[Any] | None, now: float) -> Added:
+        try:
+            aggs = [FlowAggregate.from_dict(d) for d in items or ()]
+        except (ValueError, TypeError, KeyError) as e:
+            raise Rejected(f"bad flow aggregate: {e}") from None
+        self.stage.add(aggs)
+        return Added(None, len(aggs))
+
+    def flush(self, now: float, checkpoint: bool) -> list[Any]:
+        return [Emit(edge_route(p), p.to_dict()) for p in self.stage.flush(now - self.lateness)]
+
+    def state(self) -> Any:
+        return self.stage
+
+    def counters(self) -> dict[str, int]:
+        return dict(self.stage.counters)

@@ -1,0 +1,624 @@
+"""The generic Kafka stage worker: one consumer group per stage and layer.
+
+Loop: consume a batch -> feed each record to the pure stage of its partition -> collect outputs that
+are due (event time) -> now and then make everything durable in one step:
+
+* Kafka stages (1, 2): one Kafka transaction holds the outputs for the next topic, the dead letters,
+  the checkpointed state of every changed input partition (:mod:`ingest.checkpoint`) and the input
+  offsets. Consumers of the next stage read committed records only. A crash at any point leaves
+  either all of it or none of it, so after a restart each input record has affected the outputs
+  exactly once.
+* Terminal stages (3, meta): outputs are written to the stores first (idempotent: a window replaces
+  the stored one), then state and offsets are committed. A crash in between replays records whose
+  windows are rewritten with the same content.
+
+Time: every partition carries an event-time clock (:mod:`ingest.clock`); outputs of repartition
+topics carry their source's clock, and each checkpoint also sends *ticks* (all source clocks of this
+worker) to every partition of the output topic, so windows close downstream when every upstream
+partition has moved past them.
+
+Failures: a bad record goes to ``topology.dlq`` with its reason and is counted, and the worker goes
+on. A store that is unavailable pauses consumption (the group membership is kept, nothing is
+committed) and the write is retried until it succeeds. Any Kafka error (broker gone, transaction
+aborted) restarts the session from the last checkpoint, with back-off, until the broker is back.
+SIGTERM (see :mod:`ingest.main`) ends the loop with a final checkpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import os
+import socket
+import time
+import zlib
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.errors import KafkaError, ProducerFenced
+from aiokafka.structs import ConsumerRecord, OffsetAndMetadata, TopicPartition
+
+from ingest import checkpoint, envelope
+from ingest.clock import MergedClock, SourceClock
+from ingest.logic import Added, Emit, PartitionLogic, Rejected, StageSpec
+from ingest.metrics import WorkerMetrics
+from topology.store.base import StoreUnavailable
+
+log = logging.getLogger("ingest.worker")
+
+MAX_ITEMS_PER_RECORD = 2000  # repartition records stay well under a megabyte
+
+
+def default_instance() -> str:
+    """Stable across restarts on one host, so a restarted worker fences its dead predecessor's transaction."""
+    return os.environ.get("TOPOLOGY_INSTANCE") or socket.gethostname()
+
+
+@dataclass
+class WorkerOptions:
+    bootstrap: str
+    instance: str = field(default_factory=default_instance)
+    min_commit_interval: float = 1.0  # outputs wait at most this long (plus processing) for their commit
+    max_commit_interval: float = 30.0  # offsets and state are checkpointed at least this often
+    tick_interval: float = 1.0  # clocks are sent downstream this often when they move
+    idle_seconds: float = 10.0  # a silent stage-1 partition's clock then follows the wall clock
+    max_future: float = 300.0  # event times beyond the record's Kafka timestamp plus this are capped
+    max_records: int = 1000  # per consumed batch
+    poll_ms: int = 200
+    transaction_timeout_ms: int = 30_000
+    restart_backoff: float = 1.0
+    metrics_port: int | None = None  # None: no endpoint; 0: any free port
+    wall: Callable[[], float] = time.time
+
+
+@dataclass
+class _Part:
+    tp: TopicPartition
+    logic: PartitionLogic
+    clock: SourceClock | MergedClock
+    position: int | None  # next offset to read; None: the consumer's committed/reset position
+    committed: int | None
+    dirty: bool = False
+
+    @property
+    def source(self) -> str:
+        return f"{self.tp.topic}:{self.tp.partition}"
+
+
+class _Pending:
+    """What the next checkpoint has to make durable."""
+
+    def __init__(self) -> None:
+        self.emits: dict[tuple[str, float], list[Emit]] = defaultdict(list)  # (source, clock) -> items
+        self.effects: list[Any] = []
+        self.dead: list[tuple[bytes | None, bytes, list[tuple[str, bytes]]]] = []
+
+    @property
+    def outputs(self) -> bool:
+        return bool(self.emits or self.effects or self.dead)
+
+    def clear(self) -> None:
+        self.emits.clear()
+        self.effects.clear()
+        self.dead.clear()
+
+
+class _Restart(Exception):
+    """Start a new session from the last checkpoint."""
+
+
+class Worker:
+    """Runs one :class:`StageSpec` as a member of its consumer group (see the module docstring)."""
+
+    def __init__(self, spec: StageSpec, topics_group: str, state_topic: str, dlq_topic: str,
+                 options: WorkerOptions, metrics: WorkerMetrics | None = None) -> None:
+        self.spec = spec
+        self.group = topics_group
+        self.state_topic = state_topic
+        self.dlq_topic = dlq_topic
+        self.opt = options
+        self.metrics = metrics or WorkerMetrics()
+        self.labels = {"layer": spec.layer, "stage": str(spec.stage)}
+        self.name = f"{spec.layer}-{spec.stage}-{options.instance}"
+        self.parts: dict[TopicPartition, _Part] = {}
+        self.pending = _Pending()
+        self.lock = asyncio.Lock()
+        self.consumer: AIOKafkaConsumer | None = None
+        self.producer: AIOKafkaProducer | None = None
+        self.global_consumer: AIOKafkaConsumer | None = None
+        self.expected_sources: frozenset[str] = frozenset()
+        self.output_partitions = 0
+        self.state_partitions = 1
+        self.broken = False  # a checkpoint during a rebalance failed: restart the session
+        self.last_commit = 0.0
+        self.last_tick = 0.0
+        self.ticked: dict[str, float] = {}
+        self.paused = False
+        self.sessions = 0
+        self.committed_checkpoints = 0
+        self.ready = asyncio.Event()  # set once partitions are assigned and restored
+        self._metrics_port: int | None = None
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    async def run(self, stop: asyncio.Event) -> None:
+        if self.opt.metrics_port is not None:
+            self._metrics_port = self.metrics.serve(self.opt.metrics_port)
+        try:
+            while not stop.is_set():
+                try:
+                    await self._session(stop)
+                except ProducerFenced:
+                    log.error("another worker took over this transactional id; stopping",
+                              extra={"worker": self.name})
+                    return
+                except (KafkaError, OSError, _Restart, checkpoint.CheckpointError) as e:
+                    self.metrics.restarts.labels(**self.labels).inc()
+                    log.warning("restarting from the last checkpoint",
+                                extra={"worker": self.name, "error": f"{type(e).__name__}: {e}"})
+                    await self._close_clients(abort=True)
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(stop.wait(), self.opt.restart_backoff)
+        finally:
+            await self._close_clients(abort=True)
+            self.metrics.close()
+
+    @property
+    def metrics_port(self) -> int | None:
+        return self._metrics_port
+
+    async def _session(self, stop: asyncio.Event) -> None:
+        self.sessions += 1
+        self.parts.clear()
+        self.pending.clear()
+        self.ready.clear()
+        self.broken = False
+        opt = self.opt
+        self.producer = AIOKafkaProducer(
+            bootstrap_servers=opt.bootstrap, transactional_id=f"{self.group}.{opt.instance}",
+            enable_idempotence=True, transaction_timeout_ms=opt.transaction_timeout_ms,
+            max_request_size=4 * 1024 * 1024, linger_ms=5, max_batch_size=1024 * 1024,
+            request_timeout_ms=15_000)
+        await self.producer.start()
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=opt.bootstrap, group_id=self.group, client_id=self.name,
+            enable_auto_commit=False, isolation_level="read_committed", auto_offset_reset="earliest",
+            max_poll_records=opt.max_records, fetch_max_bytes=32 * 1024 * 1024,
+            max_partition_fetch_bytes=8 * 1024 * 1024, session_timeout_ms=15_000,
+            heartbeat_interval_ms=3_000, request_timeout_ms=20_000)
+        await self.consumer.start()
+        await self._start_globals()
+        await self._load_topology()
+        self.consumer.subscribe(list(self.spec.inputs()), listener=_Listener(self))
+        self.last_commit = self.last_tick = opt.wall()
+        while not stop.is_set():
+            await self._poll_globals()
+            batch = await self.consumer.getmany(timeout_ms=opt.poll_ms, max_records=opt.max_records)
+            async with self.lock:
+                if self.broken:
+                    raise _Restart("a checkpoint during a rebalance failed")
+                await self._sync_assignment(batch)
+                t0 = time.perf_counter()
+                n = self._process(batch)
+                self._flush_parts(checkpoint=False)
+                if n:
+                    self.metrics.batch_seconds.labels(**self.labels).observe(time.perf_counter() - t0)
+                await self._maybe_commit()
+                self._update_lag()
+        async with self.lock:
+            if self.parts:
+                await self._checkpoint()
+        await self._close_clients(abort=False)
+
+    async def _close_clients(self, abort: bool) -> None:
+        for c in (self.consumer, self.global_consumer):
+            if c is not None:
+                with contextlib.suppress(Exception):
+                    await c.stop()
+        if self.producer is not None:
+            with contextlib.suppress(Exception):
+                await self.producer.stop()
+        self.consumer = self.global_consumer = None
+        self.producer = None
+
+    # -- globals (address leases, health events) ----------------------------------------------------
+    async def _start_globals(self) -> None:
+        topics = self.spec.global_topics()
+        if not topics:
+            return
+        gc = AIOKafkaConsumer(bootstrap_servers=self.opt.bootstrap, enable_auto_commit=False,
+                              isolation_level="read_committed", auto_offset_reset="earliest")
+        await gc.start()
+        self.global_consumer = gc
+        tps = []
+        for t in topics:
+            parts = await _partitions(gc, t)
+            tps.extend(TopicPartition(t, p) for p in sorted(parts))
+        gc.assign(tps)
+        await gc.seek_to_beginning(*tps)
+        end = await gc.end_offsets(tps)
+        # Read everything there is before processing inputs: leases must be known before flows.
+        while True:
+            pos = {tp: await gc.position(tp) for tp in tps}
+            if all(pos[tp] >= end[tp] for tp in tps):
+                break
+            await self._apply_globals(await gc.getmany(timeout_ms=500, max_records=10_000))
+
+    async def _poll_globals(self) -> None:
+        if self.global_consumer is not None:
+            await self._apply_globals(await self.global_consumer.getmany(timeout_ms=0, max_records=10_000))
+
+    async def _apply_globals(self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
+        for records in batch.values():
+            for r in records:
+                try:
+                    self.spec.apply_global(r)
+                except Exception:  # the meta worker dead-letters bad records of these topics
+                    log.debug("bad global record", exc_info=True)
+
+    async def _load_topology(self) -> None:
+        assert self.consumer is not None
+        out = self.spec.output_topic()
+        if out is not None:
+            self.output_partitions = len(await _partitions(self.consumer, out))
+        self.state_partitions = len(await _partitions(self.consumer, self.state_topic))
+        sources: set[str] = set()
+        for t in self.spec.upstream_inputs():
+            sources.update(f"{t}:{p}" for p in await _partitions(self.consumer, t))
+        self.expected_sources = frozenset(sources)
+
+    # -- assignment and restore ----------------------------------------------------------------------
+    async def _sync_assignment(self, batch: dict[TopicPartition, list[Any]]) -> None:
+        assert self.consumer is not None
+        assigned = set(self.consumer.assignment())
+        for tp in [tp for tp in self.parts if tp not in assigned]:
+            del self.parts[tp]
+        new = [tp for tp in assigned if tp not in self.parts]
+        if not new:
+            if assigned:
+                self.ready.set()
+            return
+        restored = await asyncio.gather(*(checkpoint.restore(self.opt.bootstrap, self.state_topic, tp)
+                                          for tp in new))
+        shared = self.spec.shared()
+        wall = self.opt.wall()
+        for tp, cp in zip(new, restored, strict=True):
+            committed = await self.consumer.committed(tp)
+            logic_state: Any = None
+            clock: SourceClock | MergedClock
+            clock = SourceClock(self.opt.idle_seconds) if not self.spec.repartitioned_input else MergedClock()
+            position = committed
+            if cp is not None:
+                saved = checkpoint.loads(cp.state, shared)
+                logic_state, clock = saved["logic"], saved["clock"]
+                position = cp.offset
+                if committed is not None and committed != cp.offset:
+                    log.warning("checkpoint and committed offset differ; using the checkpoint",
+                                extra={"tp": f"{tp.topic}:{tp.partition}", "checkpoint": cp.offset,
+                                       "committed": committed})
+                self.consumer.seek(tp, cp.offset)
+                batch.pop(tp, None)  # fetched from another position: read again after the seek
+            if isinstance(clock, SourceClock):
+                clock.idle_seconds = self.opt.idle_seconds
+                clock.last_activity = wall
+            else:
+                clock.expect(self.expected_sources)
+            self.parts[tp] = _Part(tp, self.spec.new_partition(tp, logic_state), clock, position, committed)
+        names = sorted(f"{t.topic}:{t.partition}" for t in assigned)
+        log.info("partitions assigned", extra={"worker": self.name, "partitions": names})
+        self.ready.set()
+
+    async def on_revoked(self) -> None:
+        async with self.lock:
+            if self.parts and self.producer is not None:
+                await self._checkpoint()
+            self.parts.clear()
+
+    # -- processing ---------------------------------------------------------------------------------
+    def _process(self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> int:
+        n = 0
+        wall = self.opt.wall()
+        m = self.metrics
+        items_in = 0
+        for tp, records in batch.items():
+            ps = self.parts.get(tp)
+            if ps is None:
+                continue
+            for r in records:
+                if ps.position is not None and r.offset < ps.position:
+                    continue  # already covered by the restored checkpoint
+                n += 1
+                added = self._feed(ps, r, wall)
+                if added is not None:
+                    items_in += added.items
+                    for reason, payload in added.rejects:
+                        self._dead(r, reason, payload)
+                ps.position = r.offset + 1
+                ps.dirty = True
+            m.records_in.labels(topic=tp.topic, **self.labels).inc(len(records))
+        if items_in:
+            m.items_in.labels(**self.labels).inc(items_in)
+        return n
+
+    def _feed(self, ps: _Part, r: ConsumerRecord[bytes, bytes], wall: float) -> Added | None:
+        items: list[Any] | None = None
+        if self.spec.repartitioned_input:
+            try:
+                inc = envelope.parse(r.value, r.headers)
+            except envelope.EnvelopeError as e:
+                self._dead(r, str(e), r.value)
+                return None
+            assert isinstance(ps.clock, MergedClock)
+            for src, t in inc.clocks.items():
+                ps.clock.observe(src, t)
+            if inc.items is None:
+                return None  # a tick
+            items = inc.items
+        try:
+            added = ps.logic.add(r, items, ps.clock.now)
+        except Rejected as e:
+            self._dead(r, e.reason, r.value)
+            if isinstance(ps.clock, SourceClock):
+                ps.clock.touch(wall)
+            return None
+        except Exception as e:  # a bug or an input the stage did not expect: never stop the worker
+            log.exception("stage failed on a record", extra={"worker": self.name, "offset": r.offset})
+            self._dead(r, f"stage error: {type(e).__name__}: {e}", r.value)
+            return None
+        if isinstance(ps.clock, SourceClock):
+            if added.event_time is not None and math.isfinite(added.event_time):
+                cap = r.timestamp / 1000.0 + self.opt.max_future if r.timestamp > 0 else math.inf
+                ps.clock.observe(min(added.event_time, cap), wall)
+            else:
+                ps.clock.touch(wall)
+        return added
+
+    def _dead(self, r: ConsumerRecord[bytes, bytes], reason: str, payload: bytes | None) -> None:
+        value, headers = envelope.dead_letter(
+            reason, topic=r.topic, partition=r.partition, offset=r.offset, timestamp_ms=r.timestamp,
+            key=r.key, payload=payload, layer=self.spec.layer, stage=self.spec.stage, worker=self.name,
+            at=self.opt.wall())
+        self.pending.dead.append((r.key, value, headers))
+        self.metrics.dlq.labels(reason=envelope.reason_class(reason), **self.labels).inc()
+        log.warning("dead letter", extra={"worker": self.name, "topic": r.topic, "partition": r.partition,
+                                          "offset": r.offset, "reason": reason[:200]})
+
+    def _flush_parts(self, checkpoint: bool) -> None:
+        wall = self.opt.wall()
+        for ps in self.parts.values():
+            if isinstance(ps.clock, SourceClock):
+                ps.clock.advance_if_idle(wall)
+            now = ps.clock.now
+            if not math.isfinite(now) and not checkpoint:
+                continue
+            outputs = ps.logic.flush(now, checkpoint)
+            if not outputs:
+                continue
+            ps.dirty = True
+            if self.spec.terminal:
+                self.pending.effects.extend(outputs)
+            else:
+                self.pending.emits[(ps.source, now)].extend(outputs)
+
+    # -- durability -----------------------------------------------------------------------------------
+    async def _maybe_commit(self) -> None:
+        wall = self.opt.wall()
+        since = wall - self.last_commit
+        moved = any(ps.dirty for ps in self.parts.values())
+        if self.pending.outputs and since >= self.opt.min_commit_interval:
+            if self.spec.terminal and not self.pending.dead and since < self.opt.max_commit_interval:
+                await self._write_effects()  # store writes are idempotent: no checkpoint needed yet
+                return
+            await self._checkpoint()
+        elif moved and since >= self.opt.max_commit_interval:
+            await self._checkpoint()
+        elif (not self.spec.terminal and wall - self.last_tick >= self.opt.tick_interval
+              and self._clocks_moved()):
+            await self._commit_ticks()
+
+    def _clocks(self) -> dict[str, float]:
+        return {ps.source: ps.clock.now for ps in self.parts.values() if math.isfinite(ps.clock.now)}
+
+    def _clocks_moved(self) -> bool:
+        return any(self.ticked.get(s) != t for s, t in self._clocks().items())
+
+    async def _write_effects(self) -> None:
+        effects = list(self.pending.effects)
+        if not effects:
+            return
+        t0 = time.perf_counter()
+        delay = 0.2
+        while True:
+            try:
+                written = await self.spec.write(effects)
+                break
+            except StoreUnavailable as e:
+                self.metrics.store_errors.labels(**self.labels).inc()
+                if not self.paused:
+                    log.warning("store unavailable: pausing consumption", extra={"worker": self.name,
+                                                                                "error": str(e)})
+                await self._pause_for(delay)
+                delay = min(delay * 2, 5.0)
+        if self.paused:
+            self._resume()
+        self.pending.effects.clear()
+        self.metrics.items_out.labels(**self.labels).inc(written)
+        self.metrics.commit_seconds.labels(**self.labels).observe(time.perf_counter() - t0)
+
+    async def _pause_for(self, seconds: float) -> None:
+        """Keep the group membership while nothing is consumed (heartbeats continue in the background)."""
+        assert self.consumer is not None
+        if not self.paused:
+            self.consumer.pause(*self.consumer.assignment())
+            self.paused = True
+            self.metrics.paused.labels(**self.labels).set(1)
+        await self.consumer.getmany(timeout_ms=int(seconds * 1000))  # paused: returns nothing
+
+    def _resume(self) -> None:
+        assert self.consumer is not None
+        self.consumer.resume(*self.consumer.assignment())
+        self.paused = False
+        self.metrics.paused.labels(**self.labels).set(0)
+        log.info("store available again: consumption resumed", extra={"worker": self.name})
+
+    async def _checkpoint(self) -> None:
+        """Make all pending outputs, the state of changed partitions and their offsets durable at once."""
+        producer = self.producer
+        assert producer is not None
+        t0 = time.perf_counter()
+        self._flush_parts(checkpoint=True)
+        if self.spec.terminal:
+            await self._write_effects()
+        shared = self.spec.shared()
+        records: list[tuple[str, int | None, bytes | None, bytes, list[tuple[str, bytes]]]] = []
+        items_out = self._encode_emits(records)
+        clocks = self._clocks()
+        if not self.spec.terminal and self.output_partitions and clocks:
+            value, headers = envelope.tick_record(clocks)
+            out = self.spec.output_topic()
+            assert out is not None
+            records.extend((out, p, None, value, headers) for p in range(self.output_partitions))
+        for key, value, headers in self.pending.dead:
+            records.append((self.dlq_topic, None, key, value, headers))
+        offsets: dict[TopicPartition, OffsetAndMetadata] = {}
+        for ps in self.parts.values():
+            if not ps.dirty or ps.position is None:
+                continue
+            data = checkpoint.dumps({"logic": ps.logic.state(), "clock": ps.clock}, shared)
+            for key, value, headers in checkpoint.to_records(checkpoint.Checkpoint(ps.tp, ps.position, data)):
+                part = checkpoint.state_partition(ps.tp, self.state_partitions)
+                records.append((self.state_topic, part, key, value, headers))
+            offsets[ps.tp] = OffsetAndMetadata(ps.position, "")
+        if not records and not offsets:
+            self.last_commit = self.opt.wall()
+            return
+        await producer.begin_transaction()
+        try:
+            futures = [await producer.send(t, value=v, key=k, partition=p, headers=h)
+                       for t, p, k, v, h in records]
+            if offsets:
+                await producer.send_offsets_to_transaction(offsets, self.group)
+            await producer.commit_transaction()
+            for f in futures:
+                f.result()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await producer.abort_transaction()
+            raise _Restart("checkpoint transaction failed") from None
+        for ps in self.parts.values():
+            if ps.tp in offsets:
+                ps.committed = ps.position
+                ps.dirty = False
+        self.pending.clear()
+        self.ticked = clocks
+        self.last_commit = self.last_tick = self.opt.wall()
+        self.committed_checkpoints += 1
+        m = self.metrics
+        if items_out:
+            m.items_out.labels(**self.labels).inc(items_out)
+        m.commits.labels(**self.labels).inc()
+        m.commit_seconds.labels(**self.labels).observe(time.perf_counter() - t0)
+        self._update_stage_counters()
+
+    async def _commit_ticks(self) -> None:
+        producer = self.producer
+        out = self.spec.output_topic()
+        assert producer is not None and out is not None
+        clocks = self._clocks()
+        if self.pending.outputs:
+            await self._checkpoint()
+            return
+        value, headers = envelope.tick_record(clocks)
+        await producer.begin_transaction()
+        try:
+            for p in range(self.output_partitions):
+                await producer.send(out, value=value, partition=p, headers=headers)
+            await producer.commit_transaction()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await producer.abort_transaction()
+            raise _Restart("tick transaction failed") from None
+        self.ticked = clocks
+        self.last_tick = self.opt.wall()
+
+    def _encode_emits(self, records: list[Any]) -> int:
+        out = self.spec.output_topic()
+        if out is None or not self.pending.emits:
+            return 0
+        n = self.output_partitions
+        total = 0
+        for (source, now), emits in self.pending.emits.items():
+            by_part: dict[int, list[dict[str, Any]]] = defaultdict(list)
+            for e in emits:
+                by_part[zlib.crc32(e.key.encode()) % n].append(e.item)
+            for p, items in sorted(by_part.items()):
+                for i in range(0, len(items), MAX_ITEMS_PER_RECORD):
+                    chunk = items[i : i + MAX_ITEMS_PER_RECORD]
+                    value, headers = envelope.batch_record(chunk, source, now)
+                    records.append((out, p, None, value, headers))
+            total += len(emits)
+        return total
+
+    # -- metrics -------------------------------------------------------------------------------------
+    def _update_lag(self) -> None:
+        if self.consumer is None:
+            return
+        wall = self.opt.wall()
+        slowest = math.inf
+        for ps in self.parts.values():
+            hw = self.consumer.highwater(ps.tp)
+            if hw is not None and ps.position is not None:
+                self.metrics.lag.labels(topic=ps.tp.topic, partition=str(ps.tp.partition),
+                                        **self.labels).set(max(0, hw - ps.position))
+            slowest = min(slowest, ps.clock.now)
+        if math.isfinite(slowest):
+            self.metrics.event_lag.labels(**self.labels).set(wall - slowest)
+
+    def _update_stage_counters(self) -> None:
+        total: dict[str, int] = defaultdict(int)
+        for ps in self.parts.values():
+            for k, v in ps.logic.counters().items():
+                total[k] += v
+        for k, v in total.items():
+            self.metrics.stage_counter.labels(name=k, **self.labels).set(v)
+
+    def counters(self) -> dict[str, int]:
+        total: dict[str, int] = defaultdict(int)
+        for ps in self.parts.values():
+            for k, v in ps.logic.counters().items():
+                total[k] += v
+        return dict(total)
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        try:
+            await self.worker.on_revoked()
+        except Exception:
+            log.exception("checkpoint before rebalance failed; the new owner replays from the previous one")
+            self.worker.parts.clear()
+            self.worker.pending.clear()
+            self.worker.broken = True
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        return None
+
+
+async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
+    parts = consumer.partitions_for_topic(topic)
+    for _ in range(50):
+        if parts:
+            return set(parts)
+        await consumer._client.force_metadata_update()
+        consumer._client.add_topic(topic)
+        await asyncio.sleep(0.1)
+        parts = consumer.partitions_for_topic(topic)
+    raise _Restart(f"topic {topic} has no partitions (not created?)")
