@@ -79,17 +79,16 @@ def _code_of(error: GraphQLError) -> tuple[str, dict[str, Any], str]:
         layer = original.layer.value if original.layer is not None else None
         ext = {"layer": layer} if layer else {"store": "catalog"}
         return "UNAVAILABLE", ext, f"a store is unavailable: {original}"
-    if original is None:
-        existing = (error.extensions or {}).get("code")
-        if isinstance(existing, str):
-            return existing, {}, error.message
+    existing = (error.extensions or {}).get("code")
+    if original is None and isinstance(existing, str):
+        return existing, {}, error.message
+    if error.path is None:  # before execution: the document or its variables, never our internals
         msg = error.message
         if msg.startswith("Syntax Error") or ("tokens" in msg and "Parsing aborted" in msg):
             return "GRAPHQL_PARSE_FAILED", {}, msg
-        if error.path is None and msg.startswith("Variable '$"):
+        if msg.startswith("Variable '$"):
             return "BAD_USER_INPUT", {}, msg
-        if error.path is None:
-            return "GRAPHQL_VALIDATION_FAILED", {}, msg
+        return "GRAPHQL_VALIDATION_FAILED", {}, msg
     return "INTERNAL_SERVER_ERROR", {}, INTERNAL_MESSAGE
 
 
