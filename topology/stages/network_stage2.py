@@ -18,8 +18,8 @@ Rules (the observation contract of the project brief):
   x every backend gives the direct edge client -> backend with the intermediary in
   ``stats.intermediaries``; the client's traffic is split across backends by the backends'
   connection counts (exact when there is one backend). Ports of a joined edge are the backend's.
-  Clients without a backend give ``client -> <intermediary>`` (UNINSTRUMENTED); backends without
-  clients are dropped and counted.
+  Clients without a backend give ``client -> <intermediary>`` (UNINSTRUMENTED, the intermediary is
+  the target, not listed in ``intermediaries``); backends without clients are dropped and counted.
 * NAT_GATEWAY: a server record pointing at a NAT address is not an edge; it adds the NAT to the
   intermediaries of the edges that client-side records produced into that backend (app, and its
   cluster at CLUSTER granularity) in the same window; with no such edge it is counted
@@ -360,7 +360,7 @@ class NetworkStage2:
             via: Node = (owner, owner, NodeKind.UNINSTRUMENTED)
             for (client, side), (_, pending) in join.clients.items():
                 if not pending.empty:
-                    self._joined(st, client, via, side, pending, 1, 1, pending.ports, owner)
+                    self._joined(st, client, via, side, pending, 1, 1, pending.ports, None)
             join.fallback_emitted = True
         else:
             weights = [join.backends[b].connections for b in backends]
@@ -382,13 +382,15 @@ class NetworkStage2:
             pending.reset()
 
     def _joined(self, st: _Window, src: Node, dst: Node, side: Side, part: _Acc, weight: int, total: int,
-                ports: set[int], owner: str) -> None:
+                ports: set[int], owner: str | None) -> None:
         conns = part.connections * weight // total
         sent = part.sent * weight // total
         received = part.received * weight // total
         for acc in self._accs(st, src, dst, side):
             if acc is not None:
                 acc.add_acc(part, conns, sent, received, ports)
+                if owner is None:
+                    continue
                 if acc.inter is None:
                     acc.inter = {owner}
                 else:
