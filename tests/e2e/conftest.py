@@ -152,13 +152,16 @@ class Process:
         self._out.close()
 
 
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never through a proxy
+
+
 def post_graphql(url: str, query: str, variables: dict[str, object] | None = None,
                  timeout: float = 10.0) -> dict[str, object]:
     """POST a GraphQL request; the decoded JSON answer (GraphQL errors included, HTTP errors raise)."""
     body = json.dumps({"query": query, "variables": variables or {}}).encode()
     headers = {"Content-Type": "application/json", "Accept": "application/json"}
     req = urllib.request.Request(url, body, headers)
-    with urllib.request.urlopen(req, timeout=timeout) as resp:
+    with _DIRECT.open(req, timeout=timeout) as resp:
         answer: dict[str, object] = json.loads(resp.read())
     return answer
 

@@ -87,6 +87,7 @@ def gateway(topology_server: Server, catalog_subgraph: str, tmp_path_factory: py
     proc = Process("gateway", ["node", str(JS_DIR / "gateway.mjs")], log, env={
         "SUBGRAPHS": f"topology={topology_server.graphql},catalog={catalog_subgraph}",
         "GATEWAY_PORT": str(port),
+        "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost",  # subgraphs are on loopback
     })
     try:
         proc.wait_until(lambda: "ready " in proc.output())

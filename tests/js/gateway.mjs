@@ -8,7 +8,11 @@
 // composition errors when the subgraphs do not compose. Loopback only; nothing is reported anywhere.
 import { ApolloGateway, IntrospectAndCompose } from '@apollo/gateway';
 import { ApolloServer } from '@apollo/server';
-import { ApolloServerPluginLandingPageDisabled } from '@apollo/server/plugin/disabled';
+import {
+  ApolloServerPluginLandingPageDisabled,
+  ApolloServerPluginSchemaReportingDisabled,
+  ApolloServerPluginUsageReportingDisabled,
+} from '@apollo/server/plugin/disabled';
 import { startStandaloneServer } from '@apollo/server/standalone';
 
 function parseSubgraphs(spec) {
@@ -38,7 +42,12 @@ async function main() {
   const server = new ApolloServer({
     gateway,
     logger,
-    plugins: [ApolloServerPluginLandingPageDisabled()],
+    // No landing page (it loads from a CDN) and no reporting, even if APOLLO_KEY is set.
+    plugins: [
+      ApolloServerPluginLandingPageDisabled(),
+      ApolloServerPluginSchemaReportingDisabled(),
+      ApolloServerPluginUsageReportingDisabled(),
+    ],
     includeStacktraceInErrorResponses: true,
   });
   const { url } = await startStandaloneServer(server, { listen: { port, host } });

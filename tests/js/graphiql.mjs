@@ -16,6 +16,7 @@ import { chromium } from 'playwright-core';
 const CHROMIUM_FLAGS = [
   '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
   '--disable-background-networking', '--disable-component-update', '--disable-sync',
+  '--no-proxy-server', // loopback directly, whatever proxy the environment names
 ];
 const LOCAL_HOSTS = new Set(['127.0.0.1', 'localhost', '[::1]', '::1']);
 const EDITOR = '.graphiql-query-editor .CodeMirror';
