@@ -122,6 +122,7 @@ class IpcObservation:
 
 # -- stage 1 --------------------------------------------------------------------------------------
 _Group = tuple[Side, str, str, bool]  # side, service, peer, peer_is_ip
+_Layout = tuple[tuple[int, ...], tuple[float, ...]]  # target bucket per OTLP bucket, OTLP bounds in seconds
 
 
 class _Series:
@@ -188,7 +189,7 @@ class IpcStage1:
         self._services: dict[bytes, str | None] = {}
         self._accs: dict[tuple[int, _Group], _Acc] = {}
         self._stats: dict[tuple[int, tuple[Any, ...]], _StatJoin] = {}
-        self._bucket_maps: dict[tuple[bytes, float], tuple[int, ...]] = {}
+        self._bucket_maps: dict[tuple[bytes, float], _Layout] = {}
         self._unpackers: dict[int, Any] = {}
         self._watermark = -math.inf
 
@@ -358,14 +359,22 @@ class IpcStage1:
         if s.error:
             acc.errors += dcount
         acc.lat_sum += dsum * scale
-        targets = self._bucket_map(dp.explicit_bounds, scale, len(d))
+        layout = self._bucket_map(dp.explicit_bounds, scale, len(d))
         hist = acc.hist
-        if targets is None:
+        if layout is None:
             hist[bucket_index(dsum * scale / dcount)] += dcount
+            return dcount
+        targets, edges = layout
+        used = [i for i, n in enumerate(d) if n]
+        if len(used) == 1:
+            # One bucket: the mean is exact, if it agrees with that bucket (else the data is inconsistent).
+            i = used[0]
+            mean = dsum * scale / d[i]
+            inside = (i == 0 or mean > edges[i - 1]) and (i == len(edges) or mean <= edges[i])
+            hist[bucket_index(mean) if inside else targets[i]] += d[i]
         else:
-            for i, n in enumerate(d):
-                if n:
-                    hist[targets[i]] += n
+            for i in used:
+                hist[targets[i]] += d[i]
         return dcount
 
     def _exponential(self, s: _Series, dp: Any, cumulative: bool, scale: float, acc: _Acc) -> int:
@@ -473,16 +482,16 @@ class IpcStage1:
             f = self._unpackers[n] = struct.Struct(f"<{n}Q").unpack_from
         return f
 
-    def _bucket_map(self, bounds: bytes, scale: float, nbuckets: int) -> tuple[int, ...] | None:
-        """For each OTLP bucket, the shared bucket its count goes to (None: layout unusable, use the mean)."""
+    def _bucket_map(self, bounds: bytes, scale: float, nbuckets: int) -> _Layout | None:
+        """Per OTLP bucket the shared bucket its count goes to, and the bounds in seconds (None: unusable)."""
         key = (bounds, scale)
-        targets = self._bucket_maps.get(key)
-        if targets is None:
-            targets = _rebucket(bounds, scale)
+        layout = self._bucket_maps.get(key)
+        if layout is None:
+            layout = _rebucket(bounds, scale)
             if len(self._bucket_maps) >= 10_000:
                 self._bucket_maps.clear()
-            self._bucket_maps[key] = targets
-        return targets if len(targets) == nbuckets and nbuckets > 1 else None
+            self._bucket_maps[key] = layout
+        return layout if len(layout[0]) == nbuckets and nbuckets > 1 else None
 
     # -- output ------------------------------------------------------------------------------------
     def flush(self, watermark: float) -> list[IpcObservation]:
@@ -520,13 +529,13 @@ class IpcStage1:
         return len(self._series)
 
 
-def _rebucket(bounds: bytes, scale: float) -> tuple[int, ...]:
+def _rebucket(bounds: bytes, scale: float) -> _Layout:
     """Target bucket per OTLP explicit bucket: the one holding the bucket's (geometric) middle."""
     if len(bounds) % 8:
-        return ()
-    b = [x * scale for x in struct.unpack(f"<{len(bounds) // 8}d", bounds)]
+        return (), ()
+    b = tuple(x * scale for x in struct.unpack(f"<{len(bounds) // 8}d", bounds))
     if not b or any(y < x for x, y in itertools.pairwise(b)):
-        return ()
+        return (), ()
     out = []
     for i in range(len(b) + 1):
         lo = b[i - 1] if i > 0 else 0.0
@@ -536,7 +545,7 @@ def _rebucket(bounds: bytes, scale: float) -> tuple[int, ...]:
             hi = b[i]
             mid = math.sqrt(lo * hi) if lo > 0 else hi / 2
         out.append(bucket_index(mid))
-    return tuple(out)
+    return tuple(out), b
 
 
 def _exponential_histogram(dp: Any, scale: float) -> list[int]:

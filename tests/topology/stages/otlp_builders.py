@@ -72,7 +72,7 @@ def span(trace: int, sid: int, parent: int | None = None, kind: str = "server", 
         name=name,
         kind=KINDS[kind],
         start_time_unix_nano=ns(start),
-        end_time_unix_nano=ns(start + duration),
+        end_time_unix_nano=ns(start) + ns(duration),
         attributes=attrs(attributes),
         status=Status(code=2 if error else 0),
     )

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,6 +17,7 @@ from opentelemetry.proto.metrics.v1.metrics_pb2 import (
     SummaryDataPoint,
 )
 
+from tests.topology.stages.golden_otlp import cases
 from tests.topology.stages.otlp_builders import (
     CUMULATIVE,
     DELTA,
@@ -228,11 +231,12 @@ def test_spectator_client_and_server_timers_as_histograms() -> None:
     edges = by_edge(run(metrics(client, server))[0])
     c = edges[("api", "inventory", Side.CLIENT)].stats
     s = edges[("api", "inventory", Side.SERVER)].stats
-    # (1 ms, 10 ms] -> middle 3.2 ms -> bucket 2; overflow beyond 1 s -> 2 s -> bucket 11
+    # each series used one OTLP bucket, so its mean is exact: 3 calls in 15 ms -> 5 ms -> bucket 3 (4-8 ms);
+    # 1 call of 2 s (beyond the last bound, 1 s) -> bucket 11; server: 3 calls in 12 ms -> 4 ms -> bucket 2
     assert (c.requests, c.errors, c.latency, c.endpoints, c.protocol) == (
         4,
         1,
-        hist(b2=3, b11=1),
+        hist(b3=3, b11=1),
         ("/stock",),
         "http",
     )
@@ -694,3 +698,32 @@ def test_observation_from_dict_rejects_bad_records(bad: dict[str, Any]) -> None:
 
 def test_bucket_of_the_mean_matches_the_shared_layout() -> None:
     assert bucket_index(0.05) == 6 and bucket_index(2.0) == 11 and bucket_index(0.0057) == 3
+
+
+def test_rebucketing_uses_the_middle_of_each_bucket_or_the_exact_mean_of_a_single_bucket() -> None:
+    bounds = (0.001, 0.01, 0.1, 1.0)
+
+    def one(counts: list[int], total: float) -> tuple[int, ...]:
+        point = hist_point({"ipc.server.app": "b"}, W0 + 1, sum(counts), total, counts, bounds)
+        [p], _, _ = run(metrics(resource_metrics("a", [histogram("ipc.client.call", "s", [point], DELTA)])))
+        return p.stats.latency
+
+    # several buckets: each count at its bucket's geometric middle (3.2 ms -> 2, 31.6 ms -> 5, 316 ms -> 9)
+    assert one([0, 2, 3, 1, 0], 0.5) == hist(b2=2, b5=3, b9=1)
+    # one bucket: the mean (9 ms -> 4) ...
+    assert one([0, 4, 0, 0, 0], 0.036) == hist(b4=4)
+    # ... unless the mean contradicts the bucket (sum says 50 ms, buckets say <= 10 ms): the middle
+    assert one([0, 4, 0, 0, 0], 0.2) == hist(b2=4)
+
+
+# -- golden files ---------------------------------------------------------------------------------------
+GOLDEN = Path(__file__).parent / "golden_otlp"
+
+
+@pytest.mark.parametrize("name", sorted(cases.IPC_CASES))
+def test_golden(name: str) -> None:
+    doc = json.loads((GOLDEN / f"{name}.json").read_text(encoding="utf-8"))
+    assert doc["layer"] == "IPC"
+    _, steps, _ = cases.IPC_CASES[name]()
+    assert doc["steps"] == json.loads(json.dumps(steps)), "input differs from its builder: rebuild and review"
+    assert cases.rounded(cases.run_ipc(doc)) == doc["expected"]

@@ -1,9 +1,13 @@
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.topology.stages.golden_otlp import cases
 from tests.topology.stages.otlp_builders import resource_spans, span, trace_id, traces
 from topology.model import EdgePartial, Layer, NodeKind, Side
 from topology.stages.trace import SpanPairer, bucket_ns
@@ -327,3 +331,21 @@ def test_bucket_ns_agrees_with_the_shared_layout(nanos: int) -> None:
     near_bound = any(abs(seconds - b) <= b * 1e-8 for b in LATENCY_BOUNDS)
     if not near_bound:
         assert i == bucket_index(seconds)
+
+
+# -- golden files ---------------------------------------------------------------------------------------
+GOLDEN = Path(__file__).parent / "golden_otlp"
+
+
+@pytest.mark.parametrize("name", sorted(cases.TRACE_CASES))
+def test_golden(name: str) -> None:
+    doc = json.loads((GOLDEN / f"{name}.json").read_text(encoding="utf-8"))
+    assert doc["layer"] == "TRACE"
+    _, steps, _ = cases.TRACE_CASES[name]()
+    assert doc["steps"] == json.loads(json.dumps(steps)), "input differs from its builder: rebuild and review"
+    assert cases.rounded(cases.run_trace(doc)) == doc["expected"]
+
+
+def test_every_golden_file_is_a_case() -> None:
+    files = {p.stem for p in GOLDEN.glob("*.json")}
+    assert files == set(cases.TRACE_CASES) | set(cases.IPC_CASES)
