@@ -1,0 +1,33 @@
+"""Exit 0 when a JanusGraph Server answers a Gremlin request on every topology traversal source.
+
+Used by dev.sh while it waits for the server: ``probe.py ws://127.0.0.1:18182/gremlin``.
+"""
+
+from __future__ import annotations
+
+import sys
+
+SOURCES = ("g_network", "g_ipc", "g_trace", "g_catalog")
+
+
+def main(url: str) -> int:
+    from gremlin_python.driver.client import Client
+
+    client = Client(url, "g_network", pool_size=1)
+    try:
+        for source in SOURCES:
+            # A script referring to the source by name: fails if the init script did not bind it.
+            got = client.submit(f"{source}.inject(1).count()").all().result(timeout=10)
+            if got != [1]:
+                print(f"{source} answered {got!r}", file=sys.stderr)
+                return 1
+    except Exception as e:  # any failure means "not ready yet"
+        print(f"not answering: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    finally:
+        client.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else "ws://127.0.0.1:18182/gremlin"))
