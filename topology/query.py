@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TypeVar
 
 from topology.catalog import Owner, ServiceInfo
@@ -101,14 +102,23 @@ class Dependency:
     edge: MergedEdge  # via -> name for UPSTREAM, name -> via for DOWNSTREAM
 
 
-@dataclass(frozen=True, slots=True)
+_Found = dict[tuple[str, str], dict[Layer, EdgeSummary]]
+
+
+@dataclass(frozen=True)
 class UnifiedTraversal:
     roots: tuple[str, ...]
     direction: Direction
     layers: tuple[Layer, ...]  # the layers asked for
     reached: tuple[Dependency, ...]  # ordered by (depth, name); roots are not listed
-    edges: tuple[MergedEdge, ...]  # every edge walked, ordered by (source, target)
     failures: tuple[LayerFailure, ...]
+    found: _Found = field(default_factory=dict, repr=False, compare=False)  # every edge walked, per layer
+
+    @cached_property
+    def edges(self) -> tuple[MergedEdge, ...]:
+        """Every edge walked, merged, ordered by (source, target) (built on first use)."""
+        known = {d.edge.key: d.edge for d in self.reached}
+        return tuple(known.get(k) or _merge_edge(k[0], k[1], self.found[k]) for k in sorted(self.found))
 
     @property
     def answered(self) -> tuple[Layer, ...]:
@@ -171,6 +181,9 @@ def merge_kinds(kinds: Iterable[NodeKind]) -> NodeKind:
 
 
 def _merge_edge(source: str, target: str, found: Mapping[Layer, EdgeSummary]) -> MergedEdge:
+    if len(found) == 1:
+        ((layer, only),) = found.items()
+        return MergedEdge(source, target, ((layer, only.stats),), only.source_kind, only.target_kind)
     per_layer = tuple((layer, found[layer].stats) for layer in ALL_LAYERS if layer in found)
     return MergedEdge(
         source=source,
@@ -238,7 +251,7 @@ async def traverse(
     asked, active, failures = _start(layer_stores, layers)
     seen: set[str] = set(root_names)
     frontier: list[str] = list(root_names)
-    found: dict[tuple[str, str], dict[Layer, EdgeSummary]] = {}
+    found: _Found = {}
     reached: list[tuple[str, int, str, tuple[str, str]]] = []  # name, depth, via, edge key
     upstream = direction is Direction.UPSTREAM
 
@@ -280,24 +293,18 @@ async def traverse(
             reached.append((name, level, via, k))
         seen.update(frontier)
 
-    merged = {k: _merge_edge(k[0], k[1], per) for k, per in found.items()}
-    deps = tuple(
-        Dependency(
-            name=name,
-            depth=level,
-            via=via,
-            kind=merged[k].target_kind if upstream else merged[k].source_kind,
-            edge=merged[k],
-        )
-        for name, level, via, k in reached
-    )
+    deps = []
+    for name, level, via, k in reached:
+        edge = _merge_edge(k[0], k[1], found[k])
+        kind = edge.target_kind if upstream else edge.source_kind
+        deps.append(Dependency(name=name, depth=level, via=via, kind=kind, edge=edge))
     return UnifiedTraversal(
         roots=root_names,
         direction=direction,
         layers=asked,
-        reached=deps,
-        edges=tuple(merged[k] for k in sorted(merged)),
+        reached=tuple(deps),
         failures=tuple(failures),
+        found=found,
     )
 
 
@@ -338,7 +345,7 @@ async def flat_graph(
                 for layer in calling
             )
         )
-        found: dict[tuple[str, str], dict[Layer, EdgeSummary]] = {}
+        found: _Found = {}
         horizon: tuple[str, str] | None = None  # keys up to here are complete in every layer
         for layer, answer in zip(calling, answers, strict=True):
             if isinstance(answer, LayerFailure):
