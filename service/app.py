@@ -21,6 +21,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
+from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
@@ -121,7 +122,7 @@ def create_app(
         metrics.add_ingest(source)
 
     owned: TracerProvider | None = None
-    provider = tracer_provider
+    provider: trace.TracerProvider | None = tracer_provider
     if provider is None:
         provider = owned = tracer_provider_for(config)
     if provider is None:

@@ -10,6 +10,7 @@ import binascii
 import json
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from service.config import ServiceConfig
 from service.errors import BadUserInput
@@ -50,9 +51,11 @@ def check_layers(layers: Sequence[Layer] | None) -> tuple[Layer, ...] | None:
     return tuple(dict.fromkeys(layers))
 
 
-def to_set(
-    values: Iterable[int] | Iterable[str] | None, argument: str
-) -> frozenset[int] | frozenset[str] | None:
+_V = TypeVar("_V", int, str)
+
+
+def to_set(values: Iterable[_V] | None, argument: str) -> frozenset[_V] | None:
+    """A filter's values; None = no filter. An empty list is a mistake, not a filter matching nothing."""
     if values is None:
         return None
     out = frozenset(values)

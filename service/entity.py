@@ -98,14 +98,17 @@ class Service:
 
     @strawberry.field(description="SERVICE for a workload; any other kind is a virtual node.")
     async def kind(self, info: strawberry.Info) -> NodeKind:
-        node = await context_of(info).loaders.nodes.load(self.name)
-        if node is not None:
-            return node.kind
-        return self.kind_hint or NodeKind.SERVICE
+        return await self._kind(context_of(info))
 
     @strawberry.field(description="True for virtual nodes (seen only from their peers).")
     async def virtual(self, info: strawberry.Info) -> bool:
-        return (await self.kind(info)).virtual
+        return (await self._kind(context_of(info))).virtual
+
+    async def _kind(self, ctx: RequestContext) -> NodeKind:
+        node = await ctx.loaders.nodes.load(self.name)
+        if node is not None:
+            return node.kind
+        return self.kind_hint or NodeKind.SERVICE
 
     @strawberry.field(description="APP or CLUSTER.")
     async def granularity(self, info: strawberry.Info) -> Granularity:
@@ -232,7 +235,7 @@ class Service:
         ctx.report(info, walk.failures)
         deps: Sequence[query.Dependency] = walk.reached
         if tiers is not None or domains is not None:
-            deps = await filter_dependencies(ctx, deps, tiers, domains)  # type: ignore[arg-type]
+            deps = await filter_dependencies(ctx, deps, tiers, domains)
         return dependency_connection(deps, n, after_key, rng.seconds, at_s, walk)
 
 

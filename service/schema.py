@@ -79,8 +79,8 @@ class Query:
         n = check_first(first, ctx.config)
         f = filter or ServiceFilter()
         flt = CoreServiceFilter(
-            tiers=to_set(f.tier, "tier"),  # type: ignore[arg-type]
-            domains=to_set(f.domain, "domain"),  # type: ignore[arg-type]
+            tiers=to_set(f.tier, "tier"),
+            domains=to_set(f.domain, "domain"),
             owner_team=f.owner_team,
             layers=None if f.layers is None else frozenset(check_layers(f.layers) or ()),
             name_prefix=f.name_prefix,
@@ -124,7 +124,7 @@ class Query:
         result = await query.blast_radius(
             ctx.stores.layers, ctx.stores.catalog, name, d,
             layers=asked, time=rng, now=ctx.now,
-            tiers=tiers, domains=domains,  # type: ignore[arg-type]
+            tiers=tiers, domains=domains,
         )
         for dep in result.traversal.reached:  # the catalog answers are already here: keep them
             ctx.loaders.catalog.prime(dep.name, result.infos.get(dep.name))
@@ -164,7 +164,7 @@ class Query:
                 infos = await asyncio.gather(*(ctx.service_info(x) for x in names))
                 return {
                     x for x, i in zip(names, infos, strict=True)
-                    if query.matches_filter(i, tiers, domains)  # type: ignore[arg-type]
+                    if query.matches_filter(i, tiers, domains)
                 }
 
         graph = await query.flat_graph(

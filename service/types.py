@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import NewType
 
 import strawberry
+from strawberry.types.scalar import ScalarDefinition
 
 from service.config import parse_duration
 from topology import catalog as core_catalog
@@ -64,7 +65,7 @@ DURATION_SCALAR = strawberry.scalar(
     parse_value=_parse_duration_value,
 )
 
-SCALAR_MAP = {Duration: DURATION_SCALAR}
+SCALAR_MAP: dict[object, ScalarDefinition] = {Duration: DURATION_SCALAR}
 
 
 def epoch_to_datetime(t: float | None) -> datetime | None:
