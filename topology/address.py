@@ -102,10 +102,22 @@ class AddressBook:
         self, ip: str | bytes, t0: float, t1: float
     ) -> tuple[AddressLease | None, AddressLease | None]:
         """The leases valid at ``t0`` and at ``t1`` (t0 <= t1) with one look-up of ``ip``."""
-        entry = self._entry(ip)
+        entry = self._by_text.get(ip) if isinstance(ip, str) else None
         if entry is None:
+            entry = self._entry(ip)
+            if entry is None:
+                return None, None
+        starts = entry.starts
+        i = bisect.bisect_right(starts, t0) - 1
+        if i + 1 < len(starts) and starts[i + 1] <= t1:  # another lease starts in between
+            return _at(entry, t0), _at(entry, t1)
+        if i < 0:
             return None, None
-        return _at(entry, t0), _at(entry, t1)
+        lease = entry.leases[i]
+        end = lease.end
+        if end is None or t1 < end:
+            return lease, lease
+        return (lease if t0 < end else None), None
 
     def leases(self, ip: str | bytes) -> tuple[AddressLease, ...]:
         """Every lease of ``ip``, oldest first."""

@@ -16,15 +16,18 @@ window that was already flushed is emitted with the next flush (the aggregates a
 later stages own lateness). Records with absurd timestamps are rejected and counted.
 
 Aggregates cross the Kafka repartition topic between stage 1 and stage 2 as ``to_dict`` JSON,
-keyed by :attr:`FlowAggregate.partition_key` (the remote address).
+keyed by :attr:`FlowAggregate.partition_key` (the remote address). In process, :meth:`flush`
+returns them as :class:`FlowAggregates`, a sequence that keeps plain tuples and builds the records
+only when they are looked at.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import itertools
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -125,6 +128,58 @@ class FlowAggregate:
                    ints["last_end_ms"], local_addr)
 
 
+#: The fields of a FlowAggregate, in order, as a plain tuple.
+AggregateRow = tuple[int, int, str, str, int, str, int, int, int, int, int, int, int, int, str]
+
+
+class FlowAggregates(Sequence[FlowAggregate]):
+    """Stage 1 output: aggregates kept as plain tuples (:data:`AggregateRow`).
+
+    Indexing or iterating builds :class:`FlowAggregate` records; :class:`NetworkStage2` reads the
+    tuples directly, which saves building a frozen record per aggregate on the in-process path.
+    """
+
+    __slots__ = ("rows",)
+
+    def __init__(self, rows: list[AggregateRow] | None = None) -> None:
+        self.rows: list[AggregateRow] = [] if rows is None else rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @overload
+    def __getitem__(self, i: int) -> FlowAggregate: ...
+    @overload
+    def __getitem__(self, i: slice) -> FlowAggregates: ...
+    def __getitem__(self, i: int | slice) -> FlowAggregate | FlowAggregates:
+        if isinstance(i, slice):
+            return FlowAggregates(self.rows[i])
+        return FlowAggregate(*self.rows[i])
+
+    def __iter__(self) -> Iterator[FlowAggregate]:
+        for row in self.rows:
+            yield FlowAggregate(*row)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, FlowAggregates):
+            return self.rows == other.rows
+        if isinstance(other, Sequence):
+            return list(self) == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"FlowAggregates({list(self)!r})"
+
+
+def as_row(a: FlowAggregate) -> AggregateRow:
+    """The fields of ``a`` as a plain tuple (the inverse of ``FlowAggregate(*row)``)."""
+    return (a.window_start, a.window_seconds, a.local_app, a.local_cluster, a.role, a.remote_addr,
+            a.server_port, a.protocol, a.connections, a.bytes_sent, a.bytes_received, a.first_start_ms,
+            a.last_start_ms, a.last_end_ms, a.local_addr)
+
+
 _INT_FIELDS = ("window_start", "window_seconds", "server_port", "protocol", "connections", "bytes_sent",
                "bytes_received", "first_start_ms", "last_start_ms", "last_end_ms")
 
@@ -177,6 +232,7 @@ class NetworkStage1:
         self._pending: dict[int, list[_Rows]] = {}  # window start -> reduced rows of that window
         self._names: list[str] = [""]
         self._ids: dict[str, int] = {"": 0}
+        self._name_array: npt.NDArray[np.object_] = np.array([""], dtype=object)
         self._addr_text: dict[tuple[int, int], str] = {}
         self.counters: dict[str, int] = {
             "batches": 0,
@@ -262,30 +318,37 @@ class NetworkStage1:
         return i
 
     # -- output -----------------------------------------------------------------------------------
-    def flush(self, watermark: float) -> list[FlowAggregate]:
+    def flush(self, watermark: float) -> FlowAggregates:
         """Aggregates of every window that ends at or before ``watermark`` (epoch seconds)."""
         ws = self.window_seconds
-        out: list[FlowAggregate] = []
+        out: list[AggregateRow] = []
         for w in sorted(self._pending):
             if w + ws > watermark:
                 break
             parts = self._pending.pop(w)
             rows = parts[0] if len(parts) == 1 else _merge(np.concatenate(parts))
-            out.extend(self._records(w, rows))
+            out.extend(self._rows(w, rows))
         self.counters["aggregates"] += len(out)
-        return out
+        return FlowAggregates(out)
 
-    def _records(self, w: int, rows: _Rows) -> list[FlowAggregate]:
-        ws = self.window_seconds
-        names = self._names
-        addr = self._address
-        cols = [rows[f].tolist() for f in _ROWS.names or ()]
-        return [
-            FlowAggregate(w, ws, names[app], names[cluster], role, addr(hi, lo), port, proto, conns, sent,
-                          recv, first, last_start, last_end)
-            for app, cluster, role, proto, port, hi, lo, conns, sent, recv, first, last_start, last_end
-            in zip(*cols, strict=True)
-        ]
+    def _rows(self, w: int, rows: _Rows) -> Iterator[AggregateRow]:
+        if len(self._name_array) != len(self._names):
+            self._name_array = np.array(self._names, dtype=object)
+        names = self._name_array
+        hi, lo = rows["hi"], rows["lo"]
+        if not hi.any():  # IPv4 (mapped) and a few IPv6 addresses: text per distinct address only
+            uniq, inverse = np.unique(lo, return_inverse=True)
+            texts = np.array([self._address(0, x) for x in uniq.tolist()], dtype=object)
+            addrs: list[str] = texts[inverse].tolist()
+        else:
+            addrs = [self._address(h, x) for h, x in zip(hi.tolist(), lo.tolist(), strict=True)]
+        return zip(
+            itertools.repeat(w), itertools.repeat(self.window_seconds), names[rows["app"]].tolist(),
+            names[rows["cluster"]].tolist(), rows["role"].tolist(), addrs, rows["port"].tolist(),
+            rows["protocol"].tolist(), rows["connections"].tolist(), rows["bytes_sent"].tolist(),
+            rows["bytes_received"].tolist(), rows["first_start"].tolist(), rows["last_start"].tolist(),
+            rows["last_end"].tolist(), itertools.repeat(""),
+        )
 
     def _address(self, hi: int, lo: int) -> str:
         key = (hi, lo)

@@ -49,7 +49,7 @@ from collections.abc import Iterable
 from topology.address import AddressBook
 from topology.catalog import AddressKind, AddressLease
 from topology.model import EdgeKey, EdgePartial, Granularity, Layer, NodeKind, Side
-from topology.stages.network_stage1 import FlowAggregate, protocol_name
+from topology.stages.network_stage1 import FlowAggregate, FlowAggregates, as_row, protocol_name
 from topology.stats import MAX_INTERMEDIARIES, MAX_PORTS, EdgeStats
 from topology.wire.flow import ROLE_CLIENT, ROLE_SERVER
 
@@ -61,6 +61,9 @@ _INTERMEDIARY = _JOINED | {AddressKind.NAT_GATEWAY}
 _VIRTUAL = {AddressKind.DATABASE: NodeKind.DATABASE, AddressKind.MESSAGING: NodeKind.MESSAGING,
             AddressKind.EXTERNAL: NodeKind.EXTERNAL}
 _APP, _CLUSTER = Granularity.APP, Granularity.CLUSTER
+# Sides as small ints inside the hot dictionaries (hashing an Enum member is slow); _SIDES maps back.
+_CLIENT, _SERVER, _PAIR = 0, 1, 2
+_SIDES = (Side.CLIENT, Side.SERVER, Side.PAIR)
 
 
 class _Acc:
@@ -135,13 +138,14 @@ class _Acc:
 class _Join:
     """Clients and backends of one intermediary in one window."""
 
-    __slots__ = ("backends", "clients", "emitted_backends", "fallback_emitted", "kind")
+    __slots__ = ("backends", "clients", "emitted_backends", "fallback_emitted")
 
     def __init__(self) -> None:
-        # (client node, side) -> [all traffic so far, traffic not yet flushed]
-        self.clients: dict[tuple[Node, Side], tuple[_Acc, _Acc]] = {}
-        self.backends: dict[Node, _Acc] = {}
-        self.emitted_backends: set[Node] = set()
+        # (client name, cluster, side) -> (client node, all its traffic so far, traffic not yet flushed)
+        self.clients: dict[tuple[str, str | None, int], tuple[Node, _Acc, _Acc]] = {}
+        # (backend name, cluster) -> (backend node, its traffic from the intermediary)
+        self.backends: dict[tuple[str, str | None], tuple[Node, _Acc]] = {}
+        self.emitted_backends: set[tuple[str, str | None]] = set()
         self.fallback_emitted = False
 
 
@@ -150,14 +154,14 @@ class _Window:
 
     def __init__(self) -> None:
         # Pending (unflushed) edge totals, keyed by (source, target, side).
-        self.app: dict[tuple[str, str, Side], _Acc] = {}
-        self.cluster: dict[tuple[str, str, Side], _Acc] = {}
+        self.app: dict[tuple[str, str, int], _Acc] = {}
+        self.cluster: dict[tuple[str, str, int], _Acc] = {}
         self.joins: dict[str, _Join] = {}
         # NAT annotations: (granularity, backend name) -> NAT names; and those not yet applied.
         self.nat: dict[tuple[Granularity, str], set[str]] = {}
-        self.nat_new: set[tuple[Node, str]] = set()
+        self.nat_new: set[tuple[str, str | None, str]] = set()  # (backend app, cluster, NAT name)
         # Client-side edges already flushed, by (granularity, target): for NAT records that come late.
-        self.emitted_into: dict[tuple[Granularity, str], dict[tuple[str, Side], _Acc]] = {}
+        self.emitted_into: dict[tuple[Granularity, str], dict[tuple[str, int], _Acc]] = {}
         self.flushed = False
         self.dirty = False
 
@@ -189,84 +193,97 @@ class NetworkStage2:
 
     # -- input ------------------------------------------------------------------------------------
     def add(self, aggregates: Iterable[FlowAggregate]) -> None:
-        for a in aggregates:
-            self._add_one(a)
-
-    def _add_one(self, a: FlowAggregate) -> None:
-        self.counters["aggregates"] += 1
+        rows = aggregates.rows if isinstance(aggregates, FlowAggregates) else map(as_row, aggregates)
+        counters = self.counters
         ws = self.window_seconds
-        w = a.window_start - a.window_start % ws
+        resolve_span = self.addresses.resolve_span
+        route = self._route
+        current, st = -1, None
+        n = 0
+        for (wstart, _, app, cluster, role, remote_addr, port, proto, conns, sent, received, first_ms,
+             last_start_ms, last_end_ms, local_addr) in rows:
+            n += 1
+            w = wstart - wstart % ws
+            if w != current:
+                current, st = w, self._window(w)
+            if st is None:
+                counters["late_dropped"] += 1
+                continue
+            if st.flushed:
+                counters["late_accepted"] += 1
+            t0 = first_ms / 1000.0
+            last = last_end_ms / 1000.0
+            lease, lease_late = resolve_span(remote_addr, t0, last_start_ms / 1000.0)
+            if app:
+                local: Node = (app, cluster or None, NodeKind.SERVICE)
+                side = _CLIENT if role == ROLE_CLIENT else _SERVER
+            else:
+                side = _PAIR
+                own = self.addresses.resolve(local_addr, t0)
+                if own is not None and own.kind in _INTERMEDIARY:
+                    if lease is not None and lease.kind in _INTERMEDIARY:
+                        counters["both_ends_intermediaries"] += 1
+                        continue
+                    # Turn the record around: the intermediary is the remote end of the other side's view.
+                    local = self._node(lease, remote_addr)
+                    lease = lease_late = own
+                    remote_addr = local_addr
+                    role = ROLE_SERVER if role == ROLE_CLIENT else ROLE_CLIENT
+                else:
+                    local = self._node(own, local_addr)
+            if role != ROLE_CLIENT:  # orient the bytes source -> target
+                sent, received = received, sent
+            if lease_late is not lease:
+                counters["owner_changed_in_aggregate"] += 1
+                moved = 1 if conns >= 2 else 0
+                conns -= moved
+                route(st, local, role, side, lease_late, remote_addr, last_start_ms / 1000.0, last, moved,
+                      0, 0, proto, port)
+            route(st, local, role, side, lease, remote_addr, t0, last, conns, sent, received, proto, port)
+        counters["aggregates"] += n
+
+    def _window(self, w: int) -> _Window | None:
+        """The state of window ``w`` (created if new), None if it is past its grace period."""
         st = self._windows.get(w)
         if st is None:
-            if w + ws + self.grace_seconds <= self._watermark:
-                self.counters["late_dropped"] += 1
-                return
+            if w + self.window_seconds + self.grace_seconds <= self._watermark:
+                return None
             st = self._windows[w] = _Window()
-        if st.flushed:
-            self.counters["late_accepted"] += 1
         st.dirty = True
-        t0 = a.first_start_ms / 1000.0
-        last = a.last_end_ms / 1000.0
-        book = self.addresses
-        lease, lease_late = book.resolve_span(a.remote_addr, t0, a.last_start_ms / 1000.0)
-        role = a.role
-        remote_addr = a.remote_addr
-        if a.local_app:
-            local: Node = (a.local_app, a.local_cluster or None, NodeKind.SERVICE)
-            side = Side.CLIENT if role == ROLE_CLIENT else Side.SERVER
-        else:
-            side = Side.PAIR
-            own = book.resolve(a.local_addr, t0)
-            if own is not None and own.kind in _INTERMEDIARY:
-                if lease is not None and lease.kind in _INTERMEDIARY:
-                    self.counters["both_ends_intermediaries"] += 1
-                    return
-                # Turn the record around: the intermediary is the remote end of the other side's view.
-                local = self._node(lease, remote_addr)
-                lease = lease_late = own
-                remote_addr = a.local_addr
-                role = ROLE_SERVER if role == ROLE_CLIENT else ROLE_CLIENT
-            else:
-                local = self._node(own, a.local_addr)
-        conns, port, proto = a.connections, a.server_port, a.protocol
-        if lease_late is not lease:
-            self.counters["owner_changed_in_aggregate"] += 1
-            moved = 1 if conns >= 2 else 0
-            conns -= moved
-            self._route(st, local, role, side, lease_late, remote_addr, a.last_start_ms / 1000.0, last,
-                        moved, 0, 0, proto, port)
-        if role == ROLE_CLIENT:
-            self._route(st, local, role, side, lease, remote_addr, t0, last, conns, a.bytes_sent,
-                        a.bytes_received, proto, port)
-        else:
-            self._route(st, local, role, side, lease, remote_addr, t0, last, conns, a.bytes_received,
-                        a.bytes_sent, proto, port)
+        return st
 
     def _route(
-        self, st: _Window, local: Node, role: int, side: Side, lease: AddressLease | None, remote_addr: str,
+        self, st: _Window, local: Node, role: int, side: int, lease: AddressLease | None, remote_addr: str,
         first: float, last: float, conns: int, sent: int, received: int, proto: int, port: int,
     ) -> None:
         """Place one observation; ``sent``/``received`` are already oriented source -> target."""
         if lease is not None and lease.kind in _INTERMEDIARY:
             if role == ROLE_SERVER and lease.kind is AddressKind.NAT_GATEWAY:
-                st.nat_new.add((local, lease.owner))
+                st.nat_new.add((local[0], local[1], lease.owner))
                 return
             join = st.joins.get(lease.owner)
             if join is None:
                 join = st.joins[lease.owner] = _Join()
             if role == ROLE_CLIENT:
-                pair = join.clients.get((local, side))
-                if pair is None:
-                    pair = join.clients[(local, side)] = (_Acc(), _Acc())
-                pair[0].add(first, last, conns, sent, received, proto, port)
-                pair[1].add(first, last, conns, sent, received, proto, port)
+                client = join.clients.get((local[0], local[1], side))
+                if client is None:
+                    client = join.clients[(local[0], local[1], side)] = (local, _Acc(), _Acc())
+                client[1].add(first, last, conns, sent, received, proto, port)
+                client[2].add(first, last, conns, sent, received, proto, port)
             else:
-                b = join.backends.get(local)
-                if b is None:
-                    b = join.backends[local] = _Acc()
-                b.add(first, last, conns, sent, received, proto, port)
+                backend = join.backends.get((local[0], local[1]))
+                if backend is None:
+                    backend = join.backends[(local[0], local[1])] = (local, _Acc())
+                backend[1].add(first, last, conns, sent, received, proto, port)
             return
-        remote = self._node(lease, remote_addr)
+        if lease is None:
+            self.counters["unknown_address"] += 1
+            name = "ip:" + remote_addr
+            remote: Node = (name, name, NodeKind.UNKNOWN)
+        elif lease.kind is AddressKind.WORKLOAD:
+            remote = (lease.owner, lease.cluster, NodeKind.SERVICE)
+        else:
+            remote = (lease.owner, lease.owner, _VIRTUAL.get(lease.kind, NodeKind.UNINSTRUMENTED))
         if role == ROLE_CLIENT:
             src, dst = local, remote
         else:
@@ -288,7 +305,7 @@ class NetworkStage2:
             return (lease.owner, lease.owner, _VIRTUAL[kind])
         return (lease.owner, lease.owner, NodeKind.UNINSTRUMENTED)
 
-    def _accs(self, st: _Window, src: Node, dst: Node, side: Side) -> tuple[_Acc, _Acc | None]:
+    def _accs(self, st: _Window, src: Node, dst: Node, side: int) -> tuple[_Acc, _Acc | None]:
         key = (src[0], dst[0], side)
         app_acc = st.app.get(key)
         if app_acc is None:
@@ -334,7 +351,7 @@ class NetworkStage2:
         for gran, accs in ((_APP, st.app), (_CLUSTER, st.cluster)):
             for (src, dst, side), acc in accs.items():
                 out.append(self._partial(gran, src, dst, w, side, acc))
-                if side is not Side.SERVER:
+                if side != _SERVER:
                     st.emitted_into.setdefault((gran, dst), {})[(src, side)] = acc
             accs.clear()
         for gran, dst, nat in new_nat:
@@ -345,9 +362,9 @@ class NetworkStage2:
                 note.inter = {nat}
                 out.append(self._partial(gran, src, dst, w, side, note))
 
-    def _partial(self, gran: Granularity, src: str, dst: str, w: int, side: Side, acc: _Acc) -> EdgePartial:
-        return EdgePartial(EdgeKey(Layer.NETWORK, gran, src, dst), w, self.window_seconds, side, acc.stats(),
-                           acc.source_kind, acc.target_kind, acc.source_app, acc.target_app)
+    def _partial(self, gran: Granularity, src: str, dst: str, w: int, side: int, acc: _Acc) -> EdgePartial:
+        return EdgePartial(EdgeKey(Layer.NETWORK, gran, src, dst), w, self.window_seconds, _SIDES[side],
+                           acc.stats(), acc.source_kind, acc.target_kind, acc.source_app, acc.target_app)
 
     def _flush_join(self, st: _Window, owner: str, join: _Join) -> None:
         backends = sorted(join.backends)
@@ -358,30 +375,30 @@ class NetworkStage2:
             return
         if not backends:
             via: Node = (owner, owner, NodeKind.UNINSTRUMENTED)
-            for (client, side), (_, pending) in join.clients.items():
+            for (_, _, side), (client, _, pending) in join.clients.items():
                 if not pending.empty:
                     self._joined(st, client, via, side, pending, 1, 1, pending.ports, None)
             join.fallback_emitted = True
         else:
-            weights = [join.backends[b].connections for b in backends]
+            weights = [join.backends[b][1].connections for b in backends]
             if not any(weights):
                 weights = [1] * len(weights)
             total = sum(weights)
             new = [b not in join.emitted_backends for b in backends]
             if any(new) and join.fallback_emitted:
                 self.counters["late_backend_after_fallback"] += 1
-            for (client, side), (whole, pending) in join.clients.items():
+            for (_, _, side), (client, whole, pending) in join.clients.items():
                 for b, weight, is_new in zip(backends, weights, new, strict=True):
                     part = whole if is_new else pending
                     if part.empty:
                         continue
-                    ports = join.backends[b].ports or part.ports
-                    self._joined(st, client, b, side, part, weight, total, ports, owner)
+                    node, acc = join.backends[b]
+                    self._joined(st, client, node, side, part, weight, total, acc.ports or part.ports, owner)
             join.emitted_backends = set(backends)
-        for _, pending in join.clients.values():
+        for _, _, pending in join.clients.values():
             pending.reset()
 
-    def _joined(self, st: _Window, src: Node, dst: Node, side: Side, part: _Acc, weight: int, total: int,
+    def _joined(self, st: _Window, src: Node, dst: Node, side: int, part: _Acc, weight: int, total: int,
                 ports: set[int], owner: str | None) -> None:
         conns = part.connections * weight // total
         sent = part.sent * weight // total
@@ -402,10 +419,10 @@ class NetworkStage2:
         if not st.nat_new and not st.nat:
             return new
         pending_targets = {(gran, k[1]) for gran, accs in ((_APP, st.app), (_CLUSTER, st.cluster))
-                           for k in accs if k[2] is not Side.SERVER}
-        for backend, nat in sorted(st.nat_new, key=lambda x: (x[0][0], x[0][1] or "", x[1])):
+                           for k in accs if k[2] != _SERVER}
+        for app, cluster, nat in sorted(st.nat_new, key=lambda x: (x[0], x[1] or "", x[2])):
             matched = False
-            for gran, name in ((_APP, backend[0]), (_CLUSTER, backend[1])):
+            for gran, name in ((_APP, app), (_CLUSTER, cluster)):
                 if name is None:
                     continue
                 names = st.nat.setdefault((gran, name), set())
@@ -421,7 +438,7 @@ class NetworkStage2:
             for gran, accs in ((_APP, st.app), (_CLUSTER, st.cluster)):
                 for (_, dst, side), acc in accs.items():
                     nats = st.nat.get((gran, dst))
-                    if nats and side is not Side.SERVER:
+                    if nats and side != _SERVER:
                         acc.inter = nats | acc.inter if acc.inter else set(nats)
         return new
 

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from topology.stages.network_stage1 import FlowAggregate, NetworkStage1, _group
+from topology.stages.network_stage1 import FlowAggregate, FlowAggregates, NetworkStage1, _group, as_row
 from topology.wire.flow import RECORD_V1, ROLE_CLIENT, ROLE_SERVER, FlowBatch, decode, encode, pack_ip
 
 from .flowdata import encode_records
@@ -209,3 +209,15 @@ def test_group_by_packs_or_falls_back_correctly(n: int, width: int) -> None:
     bounds = [*starts.tolist(), n]
     got = sorted(sorted(order[a:b].tolist()) for a, b in itertools.pairwise(bounds))
     assert got == _reference_groups(keys)
+
+
+def test_flush_output_is_a_sequence_of_records() -> None:
+    recs = [{"start": T + i, "app": "a", "role": "client", "local": "10.0.0.1:1",
+             "remote": f"10.0.0.{i + 2}:2"} for i in range(3)]
+    stage = NetworkStage1()
+    stage.add(decode(encode_records(recs)))
+    out = stage.flush(T + 10)
+    assert len(out) == 3 and isinstance(out[0], FlowAggregate)
+    assert [a.remote_addr for a in out] == ["10.0.0.2", "10.0.0.3", "10.0.0.4"]
+    assert list(out[1:]) == [out[1], out[2]] and out == list(out) and out != [out[0]]
+    assert FlowAggregates([as_row(a) for a in out]) == out
