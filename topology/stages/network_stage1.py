@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import ipaddress
 import itertools
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, MutableSequence, Sequence
 from dataclasses import dataclass
 from typing import Any, overload
 
@@ -132,11 +132,12 @@ class FlowAggregate:
 AggregateRow = tuple[int, int, str, str, int, str, int, int, int, int, int, int, int, int, str]
 
 
-class FlowAggregates(Sequence[FlowAggregate]):
-    """Stage 1 output: aggregates kept as plain tuples (:data:`AggregateRow`).
+class FlowAggregates(MutableSequence[FlowAggregate]):
+    """Stage 1 output: a list of aggregates kept as plain tuples (:data:`AggregateRow`).
 
-    Indexing or iterating builds :class:`FlowAggregate` records; :class:`NetworkStage2` reads the
-    tuples directly, which saves building a frozen record per aggregate on the in-process path.
+    Indexing or iterating builds :class:`FlowAggregate` records, and records put in (``append``,
+    ``extend``...) are stored as tuples; :class:`NetworkStage2` reads the tuples directly, which
+    saves building a frozen record per aggregate on the in-process path.
     """
 
     __slots__ = ("rows",)
@@ -155,6 +156,24 @@ class FlowAggregates(Sequence[FlowAggregate]):
         if isinstance(i, slice):
             return FlowAggregates(self.rows[i])
         return FlowAggregate(*self.rows[i])
+
+    @overload
+    def __setitem__(self, i: int, value: FlowAggregate) -> None: ...
+    @overload
+    def __setitem__(self, i: slice, value: Iterable[FlowAggregate]) -> None: ...
+    def __setitem__(self, i: int | slice, value: FlowAggregate | Iterable[FlowAggregate]) -> None:
+        if isinstance(i, slice):
+            assert not isinstance(value, FlowAggregate)
+            self.rows[i] = [as_row(a) for a in value]
+        else:
+            assert isinstance(value, FlowAggregate)
+            self.rows[i] = as_row(value)
+
+    def __delitem__(self, i: int | slice) -> None:
+        del self.rows[i]
+
+    def insert(self, i: int, value: FlowAggregate) -> None:
+        self.rows.insert(i, as_row(value))
 
     def __iter__(self) -> Iterator[FlowAggregate]:
         for row in self.rows:

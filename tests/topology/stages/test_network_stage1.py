@@ -221,3 +221,10 @@ def test_flush_output_is_a_sequence_of_records() -> None:
     assert [a.remote_addr for a in out] == ["10.0.0.2", "10.0.0.3", "10.0.0.4"]
     assert list(out[1:]) == [out[1], out[2]] and out == list(out) and out != [out[0]]
     assert FlowAggregates([as_row(a) for a in out]) == out
+    out.extend([out[0]])
+    out.append(out[1])
+    out[0] = out[2]
+    del out[1]
+    assert [a.remote_addr for a in out] == ["10.0.0.4", "10.0.0.4", "10.0.0.2", "10.0.0.3"]
+    out[1:3] = []
+    assert [a.remote_addr for a in out] == ["10.0.0.4", "10.0.0.3"]
