@@ -84,7 +84,7 @@ class _GraphQL(GraphQL[RequestContext, None]):
         return RequestContext(
             stores=self._stores,
             config=self._config,
-            loaders=Loaders(self._stores.catalog),
+            loaders=Loaders(self._stores.catalog, self._stores.layers),
             now=self._clock(),
             request=request,
             response=response,

@@ -9,26 +9,29 @@ all loads issued in the same tick are sent to the store together.
 * ``known``: name -> bool, "in the catalog or seen in any layer": the catalog and the node registry
   asked together, once for the whole batch, and their answers kept for the two loaders above, so an
   ``_entities`` call for many names costs one ``services`` and one ``known_nodes`` call in all.
+  Names neither knows are then looked up in the layer stores themselves (one ``nodes`` call per
+  layer for all of them), in case the registry lags behind a layer; a layer that fails is skipped.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from aiodataloader import DataLoader
 
 from topology.catalog import HealthStatus, ServiceInfo
-from topology.model import NodeInfo
-from topology.store.base import CatalogStore
+from topology.model import Layer, NodeInfo
+from topology.store.base import CatalogStore, LayerStore
 
 __all__ = ["Loaders"]
 
 
 class Loaders:
-    def __init__(self, catalog: CatalogStore) -> None:
+    def __init__(self, catalog: CatalogStore, layers: Mapping[Layer, LayerStore] | None = None) -> None:
         self._catalog = catalog
+        self._layers = dict(layers or {})
         self._catalog_cache: dict[str, Any] = {}
         self._nodes_cache: dict[str, Any] = {}
         self.catalog: DataLoader[str, ServiceInfo | None] = DataLoader(
@@ -73,6 +76,15 @@ class Loaders:
             infos = await self._catalog.services(missing_infos)
         elif missing_nodes:
             nodes = await self._catalog.known_nodes(missing_nodes)
+        unseen = [n for n in missing_nodes if n not in nodes and n not in infos]
+        if unseen and self._layers:
+            answers = await asyncio.gather(*(s.nodes(unseen) for s in self._layers.values()),
+                                           return_exceptions=True)
+            for answer in answers:
+                if isinstance(answer, BaseException):
+                    continue  # a layer that cannot answer does not know the name
+                for name, node in answer.items():
+                    nodes.setdefault(name, node)
         for n in missing_infos:
             self.catalog.prime(n, infos.get(n))
         for n in missing_nodes:

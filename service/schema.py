@@ -99,8 +99,9 @@ class Query:
             ),
         )
 
-    @strawberry.field(description="Everything that transitively calls `name` (up to `depth` hops), counted "
-                      "by tier, with the owning teams to notify. Null if the service is unknown.")
+    @strawberry.field(description="Everything that transitively calls `name` (up to `depth` hops, default "
+                      "the maximum), counted by tier, with the owning teams to notify. Null if the service "
+                      "is unknown.")
     async def blast_radius(
         self,
         info: strawberry.Info,

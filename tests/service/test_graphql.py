@@ -7,7 +7,7 @@ from typing import Any
 
 from tests.service.conftest import Client
 from tests.service.fleet import LIVE, NOW, PAST
-from topology.model import Layer
+from topology.model import Layer, NodeKind
 from topology.store.base import Stores
 
 
@@ -311,3 +311,15 @@ async def test_catalog_unavailable_is_reported(stores: Stores, client: Client) -
     assert out["data"] == {"service": None}
     (error,) = out["errors"]
     assert error["extensions"]["code"] == "UNAVAILABLE" and error["extensions"]["store"] == "catalog"
+
+
+async def test_a_node_seen_only_by_a_layer_is_known(stores: Stores, client: Client) -> None:
+    from tests.service.fleet import _w
+
+    # written to the NETWORK store but never registered in the catalog's node registry
+    await stores.layers[Layer.NETWORK].upsert_windows([_w(Layer.NETWORK, "ghost", "ghost-db",
+                                                          dst_kind=NodeKind.DATABASE)])
+    d = await client.data('{ a: service(name: "ghost-db") { name kind layers } '
+                          'b: service(name: "ghost") { upstream { edges { node { service { name } } } } } }')
+    assert d["a"] == {"name": "ghost-db", "kind": "DATABASE", "layers": ["NETWORK"]}
+    assert d["b"]["upstream"]["edges"] == [{"node": {"service": {"name": "ghost-db"}}}]
