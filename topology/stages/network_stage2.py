@@ -276,14 +276,7 @@ class NetworkStage2:
                     backend = join.backends[(local[0], local[1])] = (local, _Acc())
                 backend[1].add(first, last, conns, sent, received, proto, port)
             return
-        if lease is None:
-            self.counters["unknown_address"] += 1
-            name = "ip:" + remote_addr
-            remote: Node = (name, name, NodeKind.UNKNOWN)
-        elif lease.kind is AddressKind.WORKLOAD:
-            remote = (lease.owner, lease.cluster, NodeKind.SERVICE)
-        else:
-            remote = (lease.owner, lease.owner, _VIRTUAL.get(lease.kind, NodeKind.UNINSTRUMENTED))
+        remote = self._node(lease, remote_addr)
         if role == ROLE_CLIENT:
             src, dst = local, remote
         else:
@@ -298,12 +291,9 @@ class NetworkStage2:
             self.counters["unknown_address"] += 1
             name = "ip:" + addr
             return (name, name, NodeKind.UNKNOWN)
-        kind = lease.kind
-        if kind is AddressKind.WORKLOAD:
+        if lease.kind is AddressKind.WORKLOAD:
             return (lease.owner, lease.cluster, NodeKind.SERVICE)
-        if kind in _VIRTUAL:
-            return (lease.owner, lease.owner, _VIRTUAL[kind])
-        return (lease.owner, lease.owner, NodeKind.UNINSTRUMENTED)
+        return (lease.owner, lease.owner, _VIRTUAL.get(lease.kind, NodeKind.UNINSTRUMENTED))
 
     def _accs(self, st: _Window, src: Node, dst: Node, side: int) -> tuple[_Acc, _Acc | None]:
         key = (src[0], dst[0], side)
