@@ -20,21 +20,23 @@ Latency is the server span's duration for pairs and ``user`` calls, the client s
 Capacity: at most ``max_pending`` spans wait; beyond that the oldest is dropped and counted in
 ``dropped``. Counters: ``spans``, ``paired``, ``expired``, ``dropped``, ``total`` (edge observations),
 ``roots``, ``unnamed``, ``internal``, ``invalid`` and trace-summary counters. The clock is an argument.
+
+Input: ``add(request, now)`` takes a decoded request; ``add_serialized(data, now)`` the protobuf bytes as
+they come from Kafka or HTTP, parsed with the compact schema of :func:`topology.wire.otlp.spans_view`
+(the fast path; ``add`` re-serializes and takes it too, so there is one implementation).
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
-from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from topology.catalog import TraceSummary
 from topology.model import EdgeKey, EdgePartial, Granularity, Layer, NodeKind, Side
 from topology.stats import MAX_EXEMPLARS, N_BUCKETS, EdgeStats
-from topology.wire.otlp import any_value
+from topology.wire.otlp import OtlpDecodeError, attribute, spans_view
 
 WINDOW_SECONDS = 60
 USER = "user"
@@ -46,10 +48,20 @@ _VIRTUAL_NAME_KEYS = ("service.peer.name", "peer.service", "db.namespace", "db.n
 _MESSAGING = "messaging_system"
 _DATABASE = "database"
 _VIRTUAL = "virtual_node"
+_VIRTUAL_NAME_KEY_BYTES = tuple(k.encode() for k in _VIRTUAL_NAME_KEYS)
 _LAST_BUCKET = N_BUCKETS - 1
 
-# A waiting span: (arrived, service, cluster, kind, start_ns, end_ns, error, trace_id, serialized span | None)
-_Pending = tuple[float, str, str | None, int, int, int, bool, bytes, bytes | None]
+# A waiting span: (arrived, service, cluster, kind, start_ns, end_ns, error, trace_id, raw attributes)
+_Pending = tuple[float, str, str | None, int, int, int, bool, bytes, tuple[bytes, ...]]
+# What an observation is: (source kind, target kind, connection type)
+_Shape = tuple[NodeKind, NodeKind, str | None]
+_PAIR: _Shape = (NodeKind.SERVICE, NodeKind.SERVICE, None)
+_PAIR_MESSAGING: _Shape = (NodeKind.SERVICE, NodeKind.SERVICE, _MESSAGING)
+_FROM_USER: _Shape = (NodeKind.USER, NodeKind.SERVICE, _VIRTUAL)
+# An observation key: (window, source, target, source cluster, target cluster, shape); clusters are None
+# when unknown (then there is no CLUSTER edge); a virtual node is its own cluster.
+_ObsKey = tuple[int, str, str, str | None, str | None, _Shape]
+_Edge = tuple["_Acc", _Shape, str | None, str | None]  # calls, shape, source app, target app (CLUSTER)
 
 
 def bucket_ns(nanos: int) -> int:
@@ -60,22 +72,32 @@ def bucket_ns(nanos: int) -> int:
     return i if i < _LAST_BUCKET else _LAST_BUCKET
 
 
-class _Edge:
-    __slots__ = ("apps", "ctype", "errors", "exemplars", "first", "hist", "kinds", "last", "lat_ns",
-                 "requests")
+class _Acc:
+    """Calls observed under one key: requests, errors, latency, first/last start, exemplar trace ids."""
 
-    def __init__(self, kinds: tuple[NodeKind, NodeKind], apps: tuple[str | None, str | None],
-                 ctype: str | None) -> None:
-        self.kinds = kinds
-        self.apps = apps
-        self.ctype = ctype
+    __slots__ = ("errors", "exemplars", "first", "hist", "last", "lat_ns", "requests")
+
+    def __init__(self) -> None:
         self.requests = 0
         self.errors = 0
         self.hist = [0] * N_BUCKETS
         self.lat_ns = 0
-        self.first = math.inf
+        self.first = 1 << 62
         self.last = 0
         self.exemplars: list[bytes] = []
+
+    def merge(self, other: _Acc) -> None:
+        self.requests += other.requests
+        self.errors += other.errors
+        self.hist = [a + b for a, b in zip(self.hist, other.hist, strict=True)]
+        self.lat_ns += other.lat_ns
+        self.first = min(self.first, other.first)
+        self.last = max(self.last, other.last)
+        for t in other.exemplars:
+            if len(self.exemplars) >= MAX_EXEMPLARS:
+                break
+            if t not in self.exemplars:
+                self.exemplars.append(t)
 
 
 class SpanPairer:
@@ -88,15 +110,16 @@ class SpanPairer:
         self.wait_seconds = float(wait_seconds)
         self.max_pending = max_pending
         self.window_seconds = window_seconds
+        self._wns = window_seconds * 1_000_000_000
         self.max_traces = max_traces
         self.counters: dict[str, int] = dict.fromkeys(
-            ("spans", "paired", "expired", "dropped", "total", "roots", "unnamed", "internal", "invalid",
-             "no_service", "traces", "traces_evicted"), 0)
+            ("requests", "bad_requests", "spans", "paired", "expired", "dropped", "total", "roots", "unnamed",
+             "internal", "invalid", "no_service", "traces", "traces_evicted"), 0)
         self._clients: dict[bytes, _Pending] = {}  # trace id + span id -> CLIENT/PRODUCER span
         self._servers: dict[bytes, list[_Pending]] = {}  # trace id + parent span id -> SERVER/CONSUMER spans
         self._n_servers = 0
         self._producers: dict[bytes, _Pending] = {}  # paired producers, for further consumers
-        self._edges: dict[tuple[int, Granularity, str, str], _Edge] = {}
+        self._obs: dict[_ObsKey, _Acc] = {}
         # trace id -> [start_ns, end_ns, spans, error, services, root service, root name, last activity,
         #              has real root, queued at]
         self._traces: dict[bytes, list[Any]] = {}
@@ -111,10 +134,28 @@ class SpanPairer:
     # -- input -----------------------------------------------------------------------------------
     def add(self, request: ExportTraceServiceRequest, now: float) -> None:
         """Add the spans of one export request that arrived at ``now`` (epoch seconds)."""
+        self.add_serialized(request.SerializeToString(), now)
+
+    def add_serialized(self, data: bytes, now: float) -> None:
+        """Add a serialized ``ExportTraceServiceRequest``; raises OtlpDecodeError (counted) if malformed.
+
+        Spans with ids of the wrong length are skipped and counted (``invalid``).
+        """
         c = self.counters
+        try:
+            view = spans_view(data)
+        except OtlpDecodeError:
+            c["bad_requests"] += 1
+            raise
+        c["requests"] += 1
         clients, servers, producers, traces = self._clients, self._servers, self._producers, self._traces
-        for rs in request.resource_spans:
-            service, cluster = self._identity(rs.resource)
+        identities = self._identities
+        max_pending, max_traces = self.max_pending, self.max_traces
+        for rs in view.resource_spans:
+            ident = identities.get(rs.resource)
+            if ident is None:
+                ident = self._identity(rs.resource)
+            service, cluster = ident
             for ss in rs.scope_spans:
                 spans = ss.spans
                 c["spans"] += len(spans)
@@ -124,10 +165,10 @@ class SpanPairer:
                 for span in spans:
                     tid: bytes = span.trace_id
                     sid: bytes = span.span_id
-                    if len(tid) != 16 or len(sid) != 8:
+                    pid: bytes = span.parent_span_id
+                    if len(tid) != 16 or len(sid) != 8 or (pid and len(pid) != 8):
                         c["invalid"] += 1
                         continue
-                    pid: bytes = span.parent_span_id
                     start: int = span.start_time_unix_nano
                     end: int = span.end_time_unix_nano
                     err = span.status.code == _STATUS_ERROR
@@ -136,7 +177,7 @@ class SpanPairer:
                     if tr is None:
                         traces[tid] = [start, end, 1, err, {service}, service, span.name, now, not pid, now]
                         c["traces"] += 1
-                        if len(traces) > self.max_traces:
+                        if len(traces) > max_traces:
                             self._evict_trace()
                     else:
                         if start < tr[0]:
@@ -159,19 +200,19 @@ class SpanPairer:
                         waiting = servers.pop(key, None)
                         if waiting is None:
                             clients[key] = (now, service, cluster, kind, start, end, err, tid,
-                                            span.SerializeToString())
-                            if len(clients) + self._n_servers > self.max_pending:
+                                            tuple(span.attributes))
+                            if len(clients) + self._n_servers > max_pending:
                                 self._drop_oldest()
                         else:
                             self._n_servers -= len(waiting)
-                            me: _Pending = (now, service, cluster, kind, start, end, err, tid, None)
+                            me: _Pending = (now, service, cluster, kind, start, end, err, tid, ())
                             for srv in waiting:
                                 self._pair(me, srv)
                             if kind == _PRODUCER:
                                 producers[key] = me
                                 self._bound_producers()
                     elif kind in (_SERVER, _CONSUMER):
-                        me = (now, service, cluster, kind, start, end, err, tid, None)
+                        me = (now, service, cluster, kind, start, end, err, tid, ())
                         if not pid:
                             if kind == _SERVER:
                                 c["roots"] += 1
@@ -188,7 +229,7 @@ class SpanPairer:
                             else:
                                 lst.append(me)
                             self._n_servers += 1
-                            if len(clients) + self._n_servers > self.max_pending:
+                            if len(clients) + self._n_servers > max_pending:
                                 self._drop_oldest()
                         else:
                             self._pair(cl, me)
@@ -198,95 +239,78 @@ class SpanPairer:
                     else:
                         c["internal"] += 1
 
-    def _identity(self, resource: Resource) -> tuple[str | None, str | None]:
-        raw = resource.SerializeToString()
-        ident = self._identities.get(raw)
-        if ident is None:
-            service = cluster = None
-            for kv in resource.attributes:
-                if kv.key == "service.name":
-                    service = kv.value.string_value or None
-                elif kv.key == "k8s.deployment.name":
-                    cluster = kv.value.string_value or None
-            ident = (service, cluster)
-            if len(self._identities) >= 10_000:
-                self._identities.clear()
-            self._identities[raw] = ident
+    def _identity(self, raw: bytes) -> tuple[str | None, str | None]:
+        service = cluster = None
+        for kv in Resource.FromString(raw).attributes:
+            if kv.key == "service.name":
+                service = kv.value.string_value or None
+            elif kv.key == "k8s.deployment.name":
+                cluster = kv.value.string_value or None
+        if len(self._identities) >= 10_000:
+            self._identities.clear()
+        ident = self._identities[raw] = (service, cluster)
         return ident
 
-    # -- edges -----------------------------------------------------------------------------------
+    # -- observations -----------------------------------------------------------------------------
     def _pair(self, cl: _Pending, srv: _Pending) -> None:
-        ctype = _MESSAGING if cl[3] == _PRODUCER or srv[3] == _CONSUMER else None
-        err = cl[6] or srv[6]
-        dur = srv[5] - srv[4]
         self.counters["paired"] += 1
-        self._observe(Granularity.APP, cl[1], srv[1], NodeKind.SERVICE, NodeKind.SERVICE, None, None, ctype,
-                      cl[4], dur, err, cl[7])
-        if cl[2] and srv[2]:
-            self._observe(Granularity.CLUSTER, cl[2], srv[2], NodeKind.SERVICE, NodeKind.SERVICE, cl[1],
-                          srv[1], ctype, cl[4], dur, err, cl[7])
+        shape = _PAIR_MESSAGING if cl[3] == _PRODUCER or srv[3] == _CONSUMER else _PAIR
+        self._record((cl[4] // self._wns * self.window_seconds, cl[1], srv[1], cl[2], srv[2], shape),
+                     cl[4], srv[5] - srv[4], cl[6] or srv[6], cl[7])
 
     def _from_user(self, srv: _Pending) -> None:
-        dur = srv[5] - srv[4]
-        self._observe(Granularity.APP, USER, srv[1], NodeKind.USER, NodeKind.SERVICE, None, None, _VIRTUAL,
-                      srv[4], dur, srv[6], srv[7])
-        if srv[2]:
-            self._observe(Granularity.CLUSTER, USER, srv[2], NodeKind.USER, NodeKind.SERVICE, USER, srv[1],
-                          _VIRTUAL, srv[4], dur, srv[6], srv[7])
+        self._record((srv[4] // self._wns * self.window_seconds, USER, srv[1], USER if srv[2] else None,
+                      srv[2], _FROM_USER), srv[4], srv[5] - srv[4], srv[6], srv[7])
 
     def _to_virtual(self, cl: _Pending) -> None:
-        attrs: dict[str, Any] = {}
-        if cl[8] is not None:
-            for kv in Span.FromString(cl[8]).attributes:
-                attrs[kv.key] = any_value(kv.value)
+        keys: dict[bytes, bytes] = {}
+        for raw in cl[8]:
+            keys[_key_of(raw)] = raw
         name = None
-        for k in _VIRTUAL_NAME_KEYS:
-            v = attrs.get(k)
-            if v is not None and v != "":
-                name = str(v)
-                break
+        for k in _VIRTUAL_NAME_KEY_BYTES:
+            found = keys.get(k)
+            if found is not None:
+                try:
+                    v = attribute(found)[1]
+                except Exception:  # an attribute that does not parse names nothing
+                    continue
+                if v is not None and v != "":
+                    name = str(v)
+                    break
         if name is None:
             self.counters["unnamed"] += 1
             return
-        if any(k.startswith("db.") for k in attrs):
-            kind, ctype = NodeKind.DATABASE, _DATABASE
-        elif any(k.startswith("messaging.") for k in attrs):
-            kind, ctype = NodeKind.MESSAGING, _MESSAGING
+        if any(k.startswith(b"db.") for k in keys):
+            shape: _Shape = (NodeKind.SERVICE, NodeKind.DATABASE, _DATABASE)
+        elif any(k.startswith(b"messaging.") for k in keys):
+            shape = (NodeKind.SERVICE, NodeKind.MESSAGING, _MESSAGING)
         else:
-            kind, ctype = NodeKind.UNINSTRUMENTED, _VIRTUAL
-        dur = cl[5] - cl[4]
-        self._observe(Granularity.APP, cl[1], name, NodeKind.SERVICE, kind, None, None, ctype, cl[4], dur,
-                      cl[6], cl[7])
-        if cl[2]:
-            self._observe(Granularity.CLUSTER, cl[2], name, NodeKind.SERVICE, kind, cl[1], name, ctype, cl[4],
-                          dur, cl[6], cl[7])
+            shape = (NodeKind.SERVICE, NodeKind.UNINSTRUMENTED, _VIRTUAL)
+        self._record((cl[4] // self._wns * self.window_seconds, cl[1], name, cl[2], name if cl[2] else None,
+                      shape), cl[4], cl[5] - cl[4], cl[6], cl[7])
 
-    def _observe(self, gran: Granularity, source: str, target: str, source_kind: NodeKind,
-                 target_kind: NodeKind, source_app: str | None, target_app: str | None, ctype: str | None,
-                 start_ns: int, dur_ns: int, error: bool, trace_id: bytes) -> None:
-        ws = self.window_seconds
-        window = start_ns // (ws * 1_000_000_000) * ws
-        key = (window, gran, source, target)
-        e = self._edges.get(key)
-        if e is None:
-            e = self._edges[key] = _Edge((source_kind, target_kind), (source_app, target_app), ctype)
-        elif ctype and not e.ctype:
-            e.ctype = ctype
-        e.requests += 1
+    def _record(self, key: _ObsKey, start_ns: int, dur_ns: int, error: bool, trace_id: bytes) -> None:
+        acc = self._obs.get(key)
+        if acc is None:
+            acc = self._obs[key] = _Acc()
+        acc.requests += 1
         if error:
-            e.errors += 1
-        if dur_ns < 0:
-            dur_ns = 0
-        e.hist[bucket_ns(dur_ns)] += 1
-        e.lat_ns += dur_ns
-        if start_ns < e.first:
-            e.first = start_ns
-        if start_ns > e.last:
-            e.last = start_ns
-        if len(e.exemplars) < MAX_EXEMPLARS and trace_id not in e.exemplars:
-            e.exemplars.append(trace_id)
-        if gran is Granularity.APP:
-            self.counters["total"] += 1
+            acc.errors += 1
+        if dur_ns > 1_000_000:
+            i = ((dur_ns - 1) // 1_000_000).bit_length()
+            acc.hist[i if i < _LAST_BUCKET else _LAST_BUCKET] += 1
+            acc.lat_ns += dur_ns
+        else:
+            acc.hist[0] += 1
+            if dur_ns > 0:
+                acc.lat_ns += dur_ns
+        if start_ns < acc.first:
+            acc.first = start_ns
+        if start_ns > acc.last:
+            acc.last = start_ns
+        ex = acc.exemplars
+        if len(ex) < MAX_EXEMPLARS and trace_id not in ex:
+            ex.append(trace_id)
 
     # -- capacity and expiry -------------------------------------------------------------------------
     def _drop_oldest(self) -> None:
@@ -370,22 +394,52 @@ class SpanPairer:
         """
         self._expire(now)
         self._quiet_traces(now)
+        # observations -> APP edges, and CLUSTER edges where both ends have a cluster
+        groups: dict[tuple[int, Granularity, str, str], list[_Edge]] = {}
+        for (window, source, target, s_cluster, t_cluster, shape), acc in self._obs.items():
+            self.counters["total"] += acc.requests
+            k = (window, Granularity.APP, source, target)
+            g = groups.get(k)
+            if g is None:
+                groups[k] = [(acc, shape, None, None)]
+            else:
+                g.append((acc, shape, None, None))
+            if s_cluster and t_cluster:
+                k = (window, Granularity.CLUSTER, s_cluster, t_cluster)
+                g = groups.get(k)
+                if g is None:
+                    groups[k] = [(acc, shape, source, target)]
+                else:
+                    g.append((acc, shape, source, target))
+        self._obs.clear()
+        edges: dict[tuple[int, Granularity, str, str], _Edge] = {}
+        for k, g in groups.items():
+            if len(g) == 1:
+                edges[k] = g[0]
+                continue
+            merged = _Acc()
+            shape, s_app, t_app = g[0][1], g[0][2], g[0][3]
+            for acc, sh, sa, ta in g:
+                merged.merge(acc)
+                if sh[2] and not shape[2]:  # a named connection type wins over none
+                    shape, s_app, t_app = sh, sa, ta
+            edges[k] = (merged, shape, s_app, t_app)
         out: list[EdgePartial] = []
         ws = self.window_seconds
-        for (window, gran, source, target), e in sorted(self._edges.items(), key=_edge_order):
+        for (window, gran, source, target), (acc, shape, s_app, t_app) in sorted(edges.items(),
+                                                                                 key=_edge_order):
             stats = EdgeStats(
-                first_seen=e.first / 1e9,
-                last_seen=e.last / 1e9,
-                requests=e.requests,
-                errors=e.errors,
-                latency=tuple(e.hist),
-                latency_sum=e.lat_ns / 1e9,
-                exemplars=tuple(sorted(t.hex() for t in e.exemplars)),
-                connection_type=e.ctype,
+                first_seen=acc.first / 1e9,
+                last_seen=acc.last / 1e9,
+                requests=acc.requests,
+                errors=acc.errors,
+                latency=tuple(acc.hist),
+                latency_sum=acc.lat_ns / 1e9,
+                exemplars=tuple(sorted(t.hex() for t in acc.exemplars)),
+                connection_type=shape[2],
             )
             out.append(EdgePartial(EdgeKey(Layer.TRACE, gran, source, target), window, ws, Side.PAIR, stats,
-                                   e.kinds[0], e.kinds[1], e.apps[0], e.apps[1]))
-        self._edges.clear()
+                                   shape[0], shape[1], s_app, t_app))
         return out
 
     def take_trace_summaries(self) -> list[TraceSummary]:
@@ -394,9 +448,19 @@ class SpanPairer:
         return out
 
 
-def _edge_order(item: tuple[tuple[int, Granularity, str, str], _Edge]) -> tuple[int, str, str, str]:
+def _edge_order(item: tuple[tuple[int, Granularity, str, str], Any]) -> tuple[int, str, str, str]:
     (window, gran, source, target), _ = item
     return window, gran.value, source, target
+
+
+def _key_of(raw: bytes) -> bytes:
+    """The key of a serialized KeyValue without decoding it (field 1 first, as every encoder writes it)."""
+    if len(raw) > 2 and raw[0] == 0x0A and raw[1] < 0x80:
+        return raw[2 : 2 + raw[1]]
+    try:
+        return attribute(raw)[0].encode()
+    except Exception:
+        return b""
 
 
 def _summary(tid: bytes, tr: list[Any]) -> TraceSummary:

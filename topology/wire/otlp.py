@@ -13,10 +13,11 @@ Protobuf parsing is permissive: random bytes often parse as a message made of un
 non-empty payload that yields no span (no data point) is rejected, and so is any span with ids of the
 wrong length, or a metric without a name.
 
-:func:`metrics_view` is the fast path of the IPC stage: it parses an ``ExportMetricsServiceRequest``
-with a *compact* schema (same field numbers) that keeps attributes as raw ``KeyValue`` bytes and
-histogram buckets as packed bytes, so a point's identity is a tuple of bytes instead of a dozen
-Python objects. :func:`attribute` decodes one raw ``KeyValue``.
+:func:`metrics_view` and :func:`spans_view` are the fast paths of the IPC and TRACE stages: they parse
+a request with a *compact* schema (same field numbers) that keeps resources and attributes as raw bytes
+and histogram buckets as packed bytes, so a point's identity is a tuple of bytes instead of a dozen
+Python objects, and nothing is decoded that a stage does not read. :func:`attribute` decodes one raw
+``KeyValue``.
 """
 
 from __future__ import annotations
@@ -114,11 +115,25 @@ def metrics_view(data: bytes) -> Any:
     serialized KeyValues; histogram ``bucket_counts`` / ``explicit_bounds`` are the packed little-endian
     bytes (empty when a sender wrote them unpacked); ``gauge`` and ``sum`` share one type.
     """
-    msg = _VIEW_REQUEST()
+    msg = _VIEW_METRICS()
     try:
         msg.ParseFromString(data)
     except Exception as e:  # upb raises DecodeError, but never let anything else escape either
         raise OtlpDecodeError(f"not a valid protobuf ExportMetricsServiceRequest: {e}") from e
+    return msg
+
+
+def spans_view(data: bytes) -> Any:
+    """Parse a serialized ``ExportTraceServiceRequest`` with the compact schema (see the module doc).
+
+    The shape is the request's (``resource_spans[].scope_spans[].spans[]``); ``resource`` is the serialized
+    Resource and every span's ``attributes`` a list of serialized KeyValues; ids are not validated here.
+    """
+    msg = _VIEW_TRACES()
+    try:
+        msg.ParseFromString(data)
+    except Exception as e:
+        raise OtlpDecodeError(f"not a valid protobuf ExportTraceServiceRequest: {e}") from e
     return msg
 
 
@@ -260,7 +275,7 @@ def _validate_metrics(req: ExportMetricsServiceRequest) -> int:
     return n
 
 
-# -- the compact metrics schema -------------------------------------------------------------------
+# -- the compact schemas -------------------------------------------------------------------
 def _build_view() -> Any:
     F = descriptor_pb2.FieldDescriptorProto
     fdp = descriptor_pb2.FileDescriptorProto(
@@ -280,7 +295,7 @@ def _build_view() -> Any:
     times = ((2, "start_time_unix_nano", FX, False, None), (3, "time_unix_nano", FX, False, None))
     count_sum = ((4, "count", FX, False, None), (5, "sum", D, False, None))
     temporality = (2, "aggregation_temporality", I32, False, None)
-    message("Request", (1, "resource_metrics", MSG, True, "ResourceMetrics"))
+    message("MetricsRequest", (1, "resource_metrics", MSG, True, "ResourceMetrics"))
     message("ResourceMetrics", (1, "resource", B, False, None),
             (2, "scope_metrics", MSG, True, "ScopeMetrics"))
     message("ScopeMetrics", (2, "metrics", MSG, True, "Metric"))
@@ -302,9 +317,20 @@ def _build_view() -> Any:
     message("ExpBuckets", (1, "offset", SI32, False, None), (2, "bucket_counts", U64, True, None))
     message("Summary", (1, "data_points", MSG, True, "SummaryPoint"))
     message("SummaryPoint", (7, "attributes", B, True, None), *times, *count_sum)
+    # traces: Span fields 1 trace_id, 2 span_id, 4 parent_span_id, 5 name, 6 kind, 7/8 times, 9 attributes,
+    # 15 status (Status: 3 code); trace_state, events, links, flags stay unknown (kept as raw bytes)
+    message("TracesRequest", (1, "resource_spans", MSG, True, "ResourceSpans"))
+    message("ResourceSpans", (1, "resource", B, False, None), (2, "scope_spans", MSG, True, "ScopeSpans"))
+    message("ScopeSpans", (2, "spans", MSG, True, "Span"))
+    message("Span", (1, "trace_id", B, False, None), (2, "span_id", B, False, None),
+            (4, "parent_span_id", B, False, None), (5, "name", S, False, None), (6, "kind", I32, False, None),
+            (7, "start_time_unix_nano", FX, False, None), (8, "end_time_unix_nano", FX, False, None),
+            (9, "attributes", B, True, None), (15, "status", MSG, False, "Status"))
+    message("Status", (3, "code", I32, False, None))
     pool = descriptor_pool.DescriptorPool()
     pool.Add(fdp)
-    return message_factory.GetMessageClass(pool.FindMessageTypeByName("topology.otlpview.Request"))
+    return tuple(message_factory.GetMessageClass(pool.FindMessageTypeByName(f"topology.otlpview.{name}"))
+                 for name in ("MetricsRequest", "TracesRequest"))
 
 
-_VIEW_REQUEST = _build_view()
+_VIEW_METRICS, _VIEW_TRACES = _build_view()

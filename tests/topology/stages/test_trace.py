@@ -12,6 +12,7 @@ from tests.topology.stages.otlp_builders import resource_spans, span, trace_id, 
 from topology.model import EdgePartial, Layer, NodeKind, Side
 from topology.stages.trace import SpanPairer, bucket_ns
 from topology.stats import LATENCY_BOUNDS, N_BUCKETS, bucket_index
+from topology.wire.otlp import OtlpDecodeError
 
 T = 1_200.0  # a window start
 
@@ -349,3 +350,14 @@ def test_golden(name: str) -> None:
 def test_every_golden_file_is_a_case() -> None:
     files = {p.stem for p in GOLDEN.glob("*.json")}
     assert files == set(cases.TRACE_CASES) | set(cases.IPC_CASES)
+
+
+def test_serialized_input_is_the_same_path_and_bad_bytes_are_counted() -> None:
+    req = traces(resource_spans("a", [span(1, 1, None, "server", "GET /", T + 1, 0.01)]))
+    p, q = SpanPairer(), SpanPairer()
+    p.add(req, T + 2)
+    q.add_serialized(req.SerializeToString(), T + 2)
+    assert p.flush(T + 3) == q.flush(T + 3)
+    with pytest.raises(OtlpDecodeError):
+        q.add_serialized(b"\x0a\x05\x0a", T + 4)
+    assert q.counters["bad_requests"] == 1 and q.counters["requests"] == 1

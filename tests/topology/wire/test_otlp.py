@@ -46,8 +46,10 @@ scalar_value = st.one_of(
     st.booleans().map(lambda b: AnyValue(bool_value=b)),
     st.floats(allow_nan=False).map(lambda f: AnyValue(double_value=f)),
 )
-any_value = st.one_of(scalar_value, st.lists(scalar_value, max_size=3).map(
-    lambda vs: AnyValue(array_value=ArrayValue(values=vs))))
+any_value = st.one_of(
+    scalar_value,
+    st.lists(scalar_value, max_size=3).map(lambda vs: AnyValue(array_value=ArrayValue(values=vs))),
+)
 key_values = st.lists(st.builds(KeyValue, key=text, value=any_value), max_size=4)
 u64 = st.integers(0, 2**64 - 1)
 
@@ -70,17 +72,34 @@ def spans(draw: st.DrawFn) -> Span:
 
 @st.composite
 def trace_requests(draw: st.DrawFn) -> ExportTraceServiceRequest:
-    groups = draw(st.lists(st.builds(
-        ResourceSpans,
-        resource=st.builds(Resource, attributes=key_values),
-        scope_spans=st.lists(st.builds(ScopeSpans, spans=st.lists(spans(), min_size=1, max_size=4)),
-                             min_size=1, max_size=2),
-    ), min_size=1, max_size=3))
+    groups = draw(
+        st.lists(
+            st.builds(
+                ResourceSpans,
+                resource=st.builds(Resource, attributes=key_values),
+                scope_spans=st.lists(
+                    st.builds(ScopeSpans, spans=st.lists(spans(), min_size=1, max_size=4)),
+                    min_size=1,
+                    max_size=2,
+                ),
+            ),
+            min_size=1,
+            max_size=3,
+        )
+    )
     return ExportTraceServiceRequest(resource_spans=groups)
 
 
-exemplars = st.lists(st.builds(Exemplar, trace_id=nonzero_id, span_id=nonzero_span, as_double=st.floats(
-    allow_nan=False), time_unix_nano=u64), max_size=2)
+exemplars = st.lists(
+    st.builds(
+        Exemplar,
+        trace_id=nonzero_id,
+        span_id=nonzero_span,
+        as_double=st.floats(allow_nan=False),
+        time_unix_nano=u64,
+    ),
+    max_size=2,
+)
 
 
 @st.composite
@@ -93,8 +112,9 @@ def metric(draw: st.DrawFn) -> Metric:
         a = draw(key_values)
         t0, t1 = draw(u64), draw(u64)
         if kind in ("gauge", "sum"):
-            p = NumberDataPoint(attributes=a, start_time_unix_nano=t0, time_unix_nano=t1,
-                                exemplars=draw(exemplars))
+            p = NumberDataPoint(
+                attributes=a, start_time_unix_nano=t0, time_unix_nano=t1, exemplars=draw(exemplars)
+            )
             if draw(st.booleans()):
                 p.as_int = draw(st.integers(-(2**63), 2**63 - 1))
             else:
@@ -104,45 +124,105 @@ def metric(draw: st.DrawFn) -> Metric:
         elif kind == "histogram":
             bounds = sorted(draw(st.lists(st.floats(0, 1e6), max_size=5)))
             counts = draw(st.lists(st.integers(0, 1000), min_size=len(bounds) + 1, max_size=len(bounds) + 1))
-            m.histogram.data_points.append(HistogramDataPoint(
-                attributes=a, start_time_unix_nano=t0, time_unix_nano=t1, count=sum(counts),
-                sum=draw(st.floats(0, 1e9)), bucket_counts=counts, explicit_bounds=bounds,
-                exemplars=draw(exemplars)))
+            m.histogram.data_points.append(
+                HistogramDataPoint(
+                    attributes=a,
+                    start_time_unix_nano=t0,
+                    time_unix_nano=t1,
+                    count=sum(counts),
+                    sum=draw(st.floats(0, 1e9)),
+                    bucket_counts=counts,
+                    explicit_bounds=bounds,
+                    exemplars=draw(exemplars),
+                )
+            )
             m.histogram.aggregation_temporality = draw(st.integers(0, 2))
         elif kind == "exp":
-            p = ExponentialHistogramDataPoint(attributes=a, start_time_unix_nano=t0, time_unix_nano=t1,
-                                              count=draw(u64), scale=draw(st.integers(-10, 20)),
-                                              zero_count=draw(u64))
+            p = ExponentialHistogramDataPoint(
+                attributes=a,
+                start_time_unix_nano=t0,
+                time_unix_nano=t1,
+                count=draw(u64),
+                scale=draw(st.integers(-10, 20)),
+                zero_count=draw(u64),
+            )
             p.positive.offset = draw(st.integers(-100, 100))
             p.positive.bucket_counts.extend(draw(st.lists(u64, max_size=4)))
             m.exponential_histogram.data_points.append(p)
         else:
-            m.summary.data_points.append(SummaryDataPoint(attributes=a, start_time_unix_nano=t0,
-                                                          time_unix_nano=t1, count=draw(u64),
-                                                          sum=draw(st.floats(0, 1e9))))
+            m.summary.data_points.append(
+                SummaryDataPoint(
+                    attributes=a,
+                    start_time_unix_nano=t0,
+                    time_unix_nano=t1,
+                    count=draw(u64),
+                    sum=draw(st.floats(0, 1e9)),
+                )
+            )
     return m
 
 
 @st.composite
 def metric_requests(draw: st.DrawFn) -> ExportMetricsServiceRequest:
-    groups = draw(st.lists(st.builds(
-        ResourceMetrics,
-        resource=st.builds(Resource, attributes=key_values),
-        scope_metrics=st.lists(st.builds(ScopeMetrics, metrics=st.lists(metric(), min_size=1, max_size=3)),
-                               min_size=1, max_size=2),
-    ), min_size=1, max_size=2))
+    groups = draw(
+        st.lists(
+            st.builds(
+                ResourceMetrics,
+                resource=st.builds(Resource, attributes=key_values),
+                scope_metrics=st.lists(
+                    st.builds(ScopeMetrics, metrics=st.lists(metric(), min_size=1, max_size=3)),
+                    min_size=1,
+                    max_size=2,
+                ),
+            ),
+            min_size=1,
+            max_size=2,
+        )
+    )
     return ExportMetricsServiceRequest(resource_metrics=groups)
 
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=10),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(
-        st.sampled_from(["resourceSpans", "resourceMetrics", "scopeSpans", "scopeMetrics", "spans", "metrics",
-                         "traceId", "spanId", "parentSpanId", "kind", "name", "histogram", "sum", "gauge",
-                         "dataPoints", "exemplars", "attributes", "key", "value", "stringValue",
-                         "startTimeUnixNano", "bucketCounts", "explicitBounds", "resource", "status", "code",
-                         "x"]) | st.text(max_size=5),
-        children, max_size=5),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "resourceSpans",
+                    "resourceMetrics",
+                    "scopeSpans",
+                    "scopeMetrics",
+                    "spans",
+                    "metrics",
+                    "traceId",
+                    "spanId",
+                    "parentSpanId",
+                    "kind",
+                    "name",
+                    "histogram",
+                    "sum",
+                    "gauge",
+                    "dataPoints",
+                    "exemplars",
+                    "attributes",
+                    "key",
+                    "value",
+                    "stringValue",
+                    "startTimeUnixNano",
+                    "bucketCounts",
+                    "explicitBounds",
+                    "resource",
+                    "status",
+                    "code",
+                    "x",
+                ]
+            )
+            | st.text(max_size=5),
+            children,
+            max_size=5,
+        )
+    ),
     max_leaves=25,
 )
 
@@ -177,9 +257,12 @@ def test_compact_metrics_view_sees_the_same_points(req: ExportMetricsServiceRequ
                 vdata = getattr(vm, kind)
                 for p, vp in zip(getattr(m, kind).data_points, vdata.data_points, strict=True):
                     assert [otlp.attribute(raw) for raw in vp.attributes] == [
-                        (kv.key, otlp.any_value(kv.value)) for kv in p.attributes]
-                    assert (vp.start_time_unix_nano, vp.time_unix_nano) == (p.start_time_unix_nano,
-                                                                            p.time_unix_nano)
+                        (kv.key, otlp.any_value(kv.value)) for kv in p.attributes
+                    ]
+                    assert (vp.start_time_unix_nano, vp.time_unix_nano) == (
+                        p.start_time_unix_nano,
+                        p.time_unix_nano,
+                    )
                     if kind == "histogram":
                         n = len(p.bucket_counts)
                         assert struct.unpack(f"<{n}Q", vp.bucket_counts) == tuple(p.bucket_counts)
@@ -210,12 +293,15 @@ def test_random_bytes_are_decoded_or_rejected(data: bytes) -> None:
             _decodes_or_rejects(fn, data, ct)
     with contextlib.suppress(OtlpDecodeError):
         otlp.metrics_view(data)
+    with contextlib.suppress(OtlpDecodeError):
+        otlp.spans_view(data)
 
 
 @FAST
 @given(trace_requests(), st.data())
-def test_truncated_trace_requests_are_rejected_or_still_valid(req: ExportTraceServiceRequest,
-                                                              data: st.DataObject) -> None:
+def test_truncated_trace_requests_are_rejected_or_still_valid(
+    req: ExportTraceServiceRequest, data: st.DataObject
+) -> None:
     raw = req.SerializeToString()
     cut = data.draw(st.integers(1, len(raw) - 1))
     out = _decodes_or_rejects(decode_traces, raw[:cut], PB)
@@ -230,8 +316,9 @@ def test_truncated_trace_requests_are_rejected_or_still_valid(req: ExportTraceSe
 
 @FAST
 @given(metric_requests(), st.data())
-def test_truncated_metric_requests_are_rejected_or_still_valid(req: ExportMetricsServiceRequest,
-                                                               data: st.DataObject) -> None:
+def test_truncated_metric_requests_are_rejected_or_still_valid(
+    req: ExportMetricsServiceRequest, data: st.DataObject
+) -> None:
     raw = req.SerializeToString()
     _decodes_or_rejects(decode_metrics, raw[: data.draw(st.integers(1, len(raw) - 1))], PB)
     js = encode_json(req)
@@ -252,13 +339,29 @@ SPAN_HEX = "eee19b7ec3c1b174"
 
 
 def _span_json(**over: Any) -> bytes:
-    s = {"traceId": TRACE_HEX, "spanId": SPAN_HEX, "parentSpanId": "", "name": "GET /", "kind": 2,
-         "startTimeUnixNano": "1544712660000000000", "endTimeUnixNano": 1544712661000000000,
-         "status": {"code": 2}}
+    s = {
+        "traceId": TRACE_HEX,
+        "spanId": SPAN_HEX,
+        "parentSpanId": "",
+        "name": "GET /",
+        "kind": 2,
+        "startTimeUnixNano": "1544712660000000000",
+        "endTimeUnixNano": 1544712661000000000,
+        "status": {"code": 2},
+    }
     s.update(over)
-    return json.dumps({"resourceSpans": [{"resource": {"attributes": [
-        {"key": "service.name", "value": {"stringValue": "checkout"}}]},
-        "scopeSpans": [{"spans": [s], "unknownField": 1}]}]}).encode()
+    return json.dumps(
+        {
+            "resourceSpans": [
+                {
+                    "resource": {
+                        "attributes": [{"key": "service.name", "value": {"stringValue": "checkout"}}]
+                    },
+                    "scopeSpans": [{"spans": [s], "unknownField": 1}],
+                }
+            ]
+        }
+    ).encode()
 
 
 def test_json_ids_are_hex_and_enums_and_int64_accept_both_forms() -> None:
@@ -276,8 +379,26 @@ def test_json_ids_are_hex_and_enums_and_int64_accept_both_forms() -> None:
 
 
 def test_json_snake_case_field_names_are_accepted() -> None:
-    data = json.dumps({"resource_spans": [{"scope_spans": [{"spans": [
-        {"trace_id": TRACE_HEX, "span_id": SPAN_HEX, "parent_span_id": "0102030405060708", "kind": 3}]}]}]})
+    data = json.dumps(
+        {
+            "resource_spans": [
+                {
+                    "scope_spans": [
+                        {
+                            "spans": [
+                                {
+                                    "trace_id": TRACE_HEX,
+                                    "span_id": SPAN_HEX,
+                                    "parent_span_id": "0102030405060708",
+                                    "kind": 3,
+                                }
+                            ]
+                        }
+                    ]
+                }
+            ]
+        }
+    )
     span = decode_traces(data.encode(), JS).resource_spans[0].scope_spans[0].spans[0]
     assert span.parent_span_id == bytes(range(1, 9)) and span.kind == Span.SPAN_KIND_CLIENT
 
@@ -290,9 +411,39 @@ def test_encode_json_writes_hex_ids() -> None:
 
 
 def test_json_metric_exemplar_ids_are_hex() -> None:
-    data = json.dumps({"resourceMetrics": [{"scopeMetrics": [{"metrics": [{"name": "m", "sum": {
-        "aggregationTemporality": 1, "dataPoints": [{"asInt": "3", "timeUnixNano": "5", "exemplars": [
-            {"traceId": TRACE_HEX, "spanId": SPAN_HEX, "asDouble": 1.5}]}]}}]}]}]})
+    data = json.dumps(
+        {
+            "resourceMetrics": [
+                {
+                    "scopeMetrics": [
+                        {
+                            "metrics": [
+                                {
+                                    "name": "m",
+                                    "sum": {
+                                        "aggregationTemporality": 1,
+                                        "dataPoints": [
+                                            {
+                                                "asInt": "3",
+                                                "timeUnixNano": "5",
+                                                "exemplars": [
+                                                    {
+                                                        "traceId": TRACE_HEX,
+                                                        "spanId": SPAN_HEX,
+                                                        "asDouble": 1.5,
+                                                    }
+                                                ],
+                                            }
+                                        ],
+                                    },
+                                }
+                            ]
+                        }
+                    ]
+                }
+            ]
+        }
+    )
     p = decode_metrics(data.encode(), JS).resource_metrics[0].scope_metrics[0].metrics[0].sum.data_points[0]
     assert p.as_int == 3 and p.exemplars[0].trace_id == bytes.fromhex(TRACE_HEX)
 
@@ -327,12 +478,20 @@ def test_protobuf_rejections() -> None:
         decode_traces(raw[:-3], PB)
     with pytest.raises(OtlpDecodeError, match="no spans found"):
         decode_traces(b"\x08\x01", PB)  # field 1 as a varint: an unknown field, nothing else
-    only_resource = ExportTraceServiceRequest(resource_spans=[ResourceSpans(resource=Resource(
-        attributes=[KeyValue(key="service.name", value=AnyValue(string_value="x"))]))])
+    only_resource = ExportTraceServiceRequest(
+        resource_spans=[
+            ResourceSpans(
+                resource=Resource(attributes=[KeyValue(key="service.name", value=AnyValue(string_value="x"))])
+            )
+        ]
+    )
     with pytest.raises(OtlpDecodeError, match="no spans found"):
         decode_traces(only_resource.SerializeToString(), PB)
-    bad_ids = ExportTraceServiceRequest(resource_spans=[ResourceSpans(scope_spans=[ScopeSpans(spans=[
-        Span(trace_id=b"\x01" * 15, span_id=b"\x01" * 8)])])])
+    bad_ids = ExportTraceServiceRequest(
+        resource_spans=[
+            ResourceSpans(scope_spans=[ScopeSpans(spans=[Span(trace_id=b"\x01" * 15, span_id=b"\x01" * 8)])])
+        ]
+    )
     with pytest.raises(OtlpDecodeError, match=r"spans\[0\]: ids have wrong lengths"):
         decode_traces(bad_ids.SerializeToString(), PB)
     with pytest.raises(OtlpDecodeError, match="unsupported content type"):
@@ -342,22 +501,66 @@ def test_protobuf_rejections() -> None:
 
 
 def test_metric_rejections() -> None:
-    nameless = ExportMetricsServiceRequest(resource_metrics=[ResourceMetrics(scope_metrics=[ScopeMetrics(
-        metrics=[Metric(gauge=Gauge(data_points=[NumberDataPoint(as_int=1)]))])])])
+    nameless = ExportMetricsServiceRequest(
+        resource_metrics=[
+            ResourceMetrics(
+                scope_metrics=[
+                    ScopeMetrics(metrics=[Metric(gauge=Gauge(data_points=[NumberDataPoint(as_int=1)]))])
+                ]
+            )
+        ]
+    )
     with pytest.raises(OtlpDecodeError, match="metric has no name"):
         decode_metrics(nameless.SerializeToString(), PB)
-    bad_exemplar = ExportMetricsServiceRequest(resource_metrics=[ResourceMetrics(scope_metrics=[ScopeMetrics(
-        metrics=[Metric(name="m", sum=Sum(data_points=[NumberDataPoint(as_int=1, exemplars=[
-            Exemplar(trace_id=b"\x01" * 3)])]))])])])
+    bad_exemplar = ExportMetricsServiceRequest(
+        resource_metrics=[
+            ResourceMetrics(
+                scope_metrics=[
+                    ScopeMetrics(
+                        metrics=[
+                            Metric(
+                                name="m",
+                                sum=Sum(
+                                    data_points=[
+                                        NumberDataPoint(as_int=1, exemplars=[Exemplar(trace_id=b"\x01" * 3)])
+                                    ]
+                                ),
+                            )
+                        ]
+                    )
+                ]
+            )
+        ]
+    )
     with pytest.raises(OtlpDecodeError, match="exemplar ids"):
         decode_metrics(bad_exemplar.SerializeToString(), PB)
     with pytest.raises(OtlpDecodeError, match="no metric data points"):
         decode_metrics(b"\x10\x05", PB)
-    ok = ExportMetricsServiceRequest(resource_metrics=[ResourceMetrics(scope_metrics=[ScopeMetrics(metrics=[
-        Metric(name="h", histogram=Histogram(data_points=[HistogramDataPoint(count=1, bucket_counts=[1])])),
-        Metric(name="e", exponential_histogram=ExponentialHistogram(data_points=[
-            ExponentialHistogramDataPoint(count=2)])),
-        Metric(name="s", summary=Summary(data_points=[SummaryDataPoint(count=3)]))])])])
+    ok = ExportMetricsServiceRequest(
+        resource_metrics=[
+            ResourceMetrics(
+                scope_metrics=[
+                    ScopeMetrics(
+                        metrics=[
+                            Metric(
+                                name="h",
+                                histogram=Histogram(
+                                    data_points=[HistogramDataPoint(count=1, bucket_counts=[1])]
+                                ),
+                            ),
+                            Metric(
+                                name="e",
+                                exponential_histogram=ExponentialHistogram(
+                                    data_points=[ExponentialHistogramDataPoint(count=2)]
+                                ),
+                            ),
+                            Metric(name="s", summary=Summary(data_points=[SummaryDataPoint(count=3)])),
+                        ]
+                    )
+                ]
+            )
+        ]
+    )
     assert decode_metrics(ok.SerializeToString(), PB) == ok
     with pytest.raises(OtlpDecodeError, match="not a valid protobuf"):
         otlp.metrics_view(ok.SerializeToString()[:-2])
@@ -375,3 +578,28 @@ def test_attribute_values_of_every_type() -> None:
     key, v = otlp.attribute(raw(AnyValue(array_value=ArrayValue(values=[AnyValue(int_value=1)]))))
     assert key == "k" and isinstance(v, str)
     assert json.loads(v) == {"arrayValue": {"values": [{"intValue": "1"}]}}
+
+
+@FAST
+@given(trace_requests())
+def test_compact_spans_view_sees_the_same_spans(req: ExportTraceServiceRequest) -> None:
+    view = otlp.spans_view(req.SerializeToString())
+    for rs, vrs in zip(req.resource_spans, view.resource_spans, strict=True):
+        assert Resource.FromString(vrs.resource) == rs.resource
+        for ss, vss in zip(rs.scope_spans, vrs.scope_spans, strict=True):
+            for s, v in zip(ss.spans, vss.spans, strict=True):
+                assert (v.trace_id, v.span_id, v.parent_span_id, v.name, v.kind) == (
+                    s.trace_id,
+                    s.span_id,
+                    s.parent_span_id,
+                    s.name,
+                    s.kind,
+                )
+                assert (v.start_time_unix_nano, v.end_time_unix_nano, v.status.code) == (
+                    s.start_time_unix_nano,
+                    s.end_time_unix_nano,
+                    s.status.code,
+                )
+                assert [otlp.attribute(raw) for raw in v.attributes] == [
+                    (kv.key, otlp.any_value(kv.value)) for kv in s.attributes
+                ]
