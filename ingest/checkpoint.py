@@ -19,8 +19,10 @@ parts left over from an older, longer checkpoint carry an older id and are ignor
 
 from __future__ import annotations
 
+import copyreg
 import io
 import pickle
+import struct
 import uuid
 import zlib
 from dataclasses import dataclass
@@ -36,9 +38,19 @@ class CheckpointError(RuntimeError):
     """A checkpoint could not be read back."""
 
 
+def _reduce_struct(s: struct.Struct) -> tuple[Any, tuple[str]]:
+    return struct.Struct, (s.format,)
+
+
+# Stages cache precompiled struct formats; rebuild them from their format string.
+_DISPATCH = copyreg.dispatch_table.copy()
+_DISPATCH[struct.Struct] = _reduce_struct
+
+
 class _Pickler(pickle.Pickler):
     def __init__(self, f: io.BytesIO, shared: dict[str, Any]) -> None:
         super().__init__(f, protocol=pickle.HIGHEST_PROTOCOL)
+        self.dispatch_table = _DISPATCH
         self._ids = {id(v): k for k, v in shared.items()}
 
     def persistent_id(self, obj: Any) -> str | None:

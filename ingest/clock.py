@@ -4,8 +4,9 @@ Every stage runs in event time, so that replaying a topic gives the same windows
 
 * Stage 1 reads what producers wrote: a partition's clock is the largest event time seen in it
   (never more than ``max_future`` ahead of the Kafka timestamp of the record that carried it). A
-  partition that has been silent for ``idle_seconds`` of wall time jumps to the wall clock, so the
-  last windows of a finished stream, and partitions nobody writes to, do not hold time back.
+  partition that has been silent for ``idle_seconds`` of wall time moves towards the wall clock
+  (quickly, but step by step), so the last windows of a finished stream, and partitions nobody
+  writes to, do not hold time back.
 * Later stages read what the stage before them wrote. Each record of a repartition topic names its
   *source* (the upstream input partition) and that source's clock; tick records carry the clocks of
   every source of an upstream worker. A partition's clock is the minimum over all expected sources
@@ -24,8 +25,10 @@ class SourceClock:
     """Clock of a partition of a stage-1 input topic."""
 
     idle_seconds: float = 10.0
+    idle_rate: float = 30.0  # event seconds per wall second while idle
     now: float = -math.inf
     last_activity: float = 0.0  # wall time of the last record (or of the assignment)
+    last_advance: float = 0.0  # wall time of the last idle advance
 
     def observe(self, event_time: float, wall: float) -> None:
         if event_time > self.now:
@@ -33,15 +36,26 @@ class SourceClock:
         self.last_activity = wall
 
     def touch(self, wall: float) -> None:
-        """A record arrived that carries no usable time (still activity: no idle jump)."""
+        """A record arrived that carries no usable time (still activity: no idle advance)."""
         self.last_activity = wall
 
-    def advance_if_idle(self, wall: float) -> bool:
-        """Jump to the wall clock after ``idle_seconds`` of silence; True if the clock moved."""
-        if wall - self.last_activity >= self.idle_seconds and wall > self.now:
-            self.now = wall
+    def advance_if_idle(self, wall: float, floor: float = -math.inf) -> bool:
+        """After ``idle_seconds`` of silence, move towards the wall clock at ``idle_rate`` (never
+        jumping, so every stage still flushes its windows in order, within their grace period).
+        A partition that never had a record starts from ``floor`` (the slowest clock of the worker's
+        other partitions) or, without one, from the wall clock. True if the clock moved."""
+        if wall - self.last_activity < self.idle_seconds or wall <= self.now:
+            return False
+        if not math.isfinite(self.now):
+            self.now = floor if math.isfinite(floor) and floor < wall else wall
+            self.last_advance = wall
             return True
-        return False
+        since = wall - max(self.last_advance, self.last_activity + self.idle_seconds)
+        if since <= 0:
+            return False
+        self.now = min(wall, self.now + self.idle_rate * since)
+        self.last_advance = wall
+        return True
 
 
 @dataclass

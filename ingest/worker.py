@@ -158,15 +158,22 @@ class Worker:
                               extra={"worker": self.name})
                     return
                 except (KafkaError, OSError, _Restart, checkpoint.CheckpointError) as e:
-                    self.metrics.restarts.labels(**self.labels).inc()
                     log.warning("restarting from the last checkpoint",
                                 extra={"worker": self.name, "error": f"{type(e).__name__}: {e}"})
-                    await self._close_clients(abort=True)
-                    with contextlib.suppress(asyncio.TimeoutError):
-                        await asyncio.wait_for(stop.wait(), self.opt.restart_backoff)
+                    await self._restart(stop, self.opt.restart_backoff)
+                except Exception:  # a bug: log it, and start again from the last checkpoint
+                    log.exception("worker session failed; restarting from the last checkpoint",
+                                  extra={"worker": self.name})
+                    await self._restart(stop, 5 * self.opt.restart_backoff)
         finally:
             await self._close_clients(abort=True)
             self.metrics.close()
+
+    async def _restart(self, stop: asyncio.Event, backoff: float) -> None:
+        self.metrics.restarts.labels(**self.labels).inc()
+        await self._close_clients(abort=True)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stop.wait(), backoff)
 
     @property
     def metrics_port(self) -> int | None:
@@ -199,6 +206,8 @@ class Worker:
         while not stop.is_set():
             await self._poll_globals()
             batch = await self.consumer.getmany(timeout_ms=opt.poll_ms, max_records=opt.max_records)
+            if batch:
+                await self._catch_up_globals()
             async with self.lock:
                 if self.broken:
                     raise _Restart("a checkpoint during a rebalance failed")
@@ -241,13 +250,22 @@ class Worker:
             tps.extend(TopicPartition(t, p) for p in sorted(parts))
         gc.assign(tps)
         await gc.seek_to_beginning(*tps)
-        end = await gc.end_offsets(tps)
         # Read everything there is before processing inputs: leases must be known before flows.
+        await self._catch_up_globals()
+
+    async def _catch_up_globals(self) -> None:
+        """Apply every global record written before now (called after each non-empty batch, so the
+        leases a producer wrote before its flows are known when those flows are processed)."""
+        gc = self.global_consumer
+        if gc is None:
+            return
+        tps = list(gc.assignment())
+        end = await gc.end_offsets(tps)
         while True:
-            pos = {tp: await gc.position(tp) for tp in tps}
-            if all(pos[tp] >= end[tp] for tp in tps):
-                break
-            await self._apply_globals(await gc.getmany(timeout_ms=500, max_records=10_000))
+            behind = [tp for tp in tps if await gc.position(tp) < end[tp]]
+            if not behind:
+                return
+            await self._apply_globals(await gc.getmany(*behind, timeout_ms=500, max_records=10_000))
 
     async def _poll_globals(self) -> None:
         if self.global_consumer is not None:
@@ -333,7 +351,12 @@ class Worker:
                 if ps.position is not None and r.offset < ps.position:
                     continue  # already covered by the restored checkpoint
                 n += 1
+                before = ps.clock.now
                 added = self._feed(ps, r, wall)
+                if ps.clock.now > before:
+                    # Flush as time moves, record by record: outputs then carry the clock of the
+                    # record that made them due, not the clock at the end of a long batch.
+                    self._flush_part(ps, checkpoint=False)
                 if added is not None:
                     items_in += added.items
                     for reason, payload in added.rejects:
@@ -390,20 +413,26 @@ class Worker:
 
     def _flush_parts(self, checkpoint: bool) -> None:
         wall = self.opt.wall()
+        floor = min((ps.clock.now for ps in self.parts.values()
+                     if isinstance(ps.clock, SourceClock) and math.isfinite(ps.clock.now)), default=-math.inf)
         for ps in self.parts.values():
             if isinstance(ps.clock, SourceClock):
-                ps.clock.advance_if_idle(wall)
-            now = ps.clock.now
-            if not math.isfinite(now) and not checkpoint:
-                continue
-            outputs = ps.logic.flush(now, checkpoint)
-            if not outputs:
-                continue
-            ps.dirty = True
-            if self.spec.terminal:
-                self.pending.effects.extend(outputs)
-            else:
-                self.pending.emits[(ps.source, now)].extend(outputs)
+                ps.clock.advance_if_idle(wall, floor)
+            self._flush_part(ps, checkpoint)
+
+    def _flush_part(self, ps: _Part, checkpoint: bool) -> None:
+        """Collect the outputs due at the partition's clock; they carry that clock downstream."""
+        now = ps.clock.now
+        if not math.isfinite(now) and not checkpoint:
+            return
+        outputs = ps.logic.flush(now, checkpoint)
+        if not outputs:
+            return
+        ps.dirty = True
+        if self.spec.terminal:
+            self.pending.effects.extend(outputs)
+        else:
+            self.pending.emits[(ps.source, now)].extend(outputs)
 
     # -- durability -----------------------------------------------------------------------------------
     async def _maybe_commit(self) -> None:

@@ -1,0 +1,164 @@
+"""TRACE layer workers: stage 1 re-keys ``otlp_spans`` by trace id (messages the Collector already
+keyed by trace id pass through), stage 2 pairs spans with :class:`topology.stages.trace.SpanPairer`
+and emits edge partials plus trace summaries (written to the catalog store by stage 3).
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from typing import Any
+
+from aiokafka.structs import ConsumerRecord, TopicPartition
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from ingest import otlp_items, timecheck
+from ingest.logic import Added, Emit, PartitionLogic, Rejected, StageSpec
+from ingest.network import edge_route
+from ingest.splitter import key_trace_id, split_traces
+from ingest.topics import Topics
+from topology.stages.trace import SpanPairer
+from topology.wire.otlp import OtlpDecodeError, decode_traces
+
+
+class TraceSplitSpec(StageSpec):
+    layer = "trace"
+    stage = 1
+    repartitioned_input = False
+
+    def __init__(self, topics: Topics) -> None:
+        self.topics = topics
+
+    def inputs(self) -> tuple[str, ...]:
+        return self.topics.inputs("trace", 1)
+
+    def output_topic(self) -> str:
+        return self.topics.stage_output("trace", 1)
+
+    def new_partition(self, tp: TopicPartition, state: Any) -> PartitionLogic:
+        return _Split()
+
+
+class _Split(PartitionLogic):
+    def __init__(self) -> None:
+        self.pending: list[Emit] = []
+        self.count = {"requests": 0, "spans": 0, "passed_through": 0, "split": 0}
+
+    def add(self, record: ConsumerRecord[bytes, bytes], items: list[Any] | None, now: float) -> Added:
+        if not record.value:
+            raise Rejected("empty otlp_spans record")
+        try:
+            req = decode_traces(record.value)
+        except OtlpDecodeError as e:
+            raise Rejected(str(e)) from None
+        split = split_traces(req, timecheck.reference(record.timestamp))
+        rejects = []
+        if split.rejected is not None:
+            if not split.by_trace:
+                raise Rejected(split.reason or "absurd timestamp")
+            rejects.append((split.reason or "absurd timestamp", split.rejected.SerializeToString()))
+        keyed = key_trace_id(record.key)
+        self.count["requests"] += 1
+        self.count["spans"] += split.spans
+        if keyed is not None and not rejects and list(split.by_trace) == [keyed]:
+            self.pending.append(Emit(keyed, otlp_items.item(record.value)))  # as the Collector keyed it
+            self.count["passed_through"] += 1
+        else:
+            self.pending.extend(Emit(tid, otlp_items.item(r.SerializeToString()))
+                                for tid, r in split.by_trace.items())
+            self.count["split"] += 1
+        return Added(split.max_end, split.spans, rejects)
+
+    def flush(self, now: float, checkpoint: bool) -> list[Any]:
+        out, self.pending = self.pending, []
+        return out
+
+    def state(self) -> Any:
+        return None
+
+    def counters(self) -> dict[str, int]:
+        return dict(self.count)
+
+
+class SpanPairingSpec(StageSpec):
+    layer = "trace"
+    stage = 2
+
+    def __init__(self, topics: Topics, wait_seconds: float = 10.0, capacity: int = 10_000) -> None:
+        self.topics = topics
+        self.wait_seconds = wait_seconds
+        self.capacity = capacity
+
+    def inputs(self) -> tuple[str, ...]:
+        return self.topics.inputs("trace", 2)
+
+    def output_topic(self) -> str:
+        return self.topics.stage_output("trace", 2)
+
+    def upstream_inputs(self) -> tuple[str, ...]:
+        return self.topics.inputs("trace", 1)
+
+    def new_partition(self, tp: TopicPartition, state: Any) -> PartitionLogic:
+        if isinstance(state, tuple) and len(state) == 4 and isinstance(state[0], SpanPairer):
+            return _Pairing(*state)
+        return _Pairing(SpanPairer(self.wait_seconds, self.capacity))
+
+
+class _Pairing(PartitionLogic):
+    """Span pairing of one partition, in event time.
+
+    The pairer waits ``wait_seconds`` after a span's arrival for its other side and expires spans in
+    arrival order. A partition receives spans from several upstream partitions whose clocks differ,
+    so requests are first put back into event-time order: each waits in a small buffer until the
+    partition's clock (the slowest upstream clock) reaches its time, and then arrives at that time.
+    Two sides of a call that are less than the wait apart in event time therefore always meet,
+    whatever the interleaving of the upstream partitions.
+    """
+
+    def __init__(self, pairer: SpanPairer, buffer: list[tuple[float, int, bytes]] | None = None,
+                 seq: int = 0, last: float = -math.inf) -> None:
+        self.pairer = pairer
+        self.buffer: list[tuple[float, int, bytes]] = buffer or []  # heap of (event time, seq, request)
+        self.seq = seq
+        self.last = last  # the latest arrival handed to the pairer
+
+    def add(self, record: ConsumerRecord[bytes, bytes], items: list[Any] | None, now: float) -> Added:
+        parsed = []
+        try:
+            for d in items or ():
+                data = otlp_items.payload(d)
+                parsed.append((data, ExportTraceServiceRequest.FromString(data)))
+        except Exception as e:  # protobuf's DecodeError, or a bad item
+            raise Rejected(f"bad repartitioned spans: {e}") from None
+        n = 0
+        for data, req in parsed:
+            ends = [sp.end_time_unix_nano for rs in req.resource_spans for ss in rs.scope_spans
+                    for sp in ss.spans]
+            n += len(ends)
+            t = max(ends, default=0) / 1e9
+            heapq.heappush(self.buffer, (t, self.seq, data))
+            self.seq += 1
+        self._release(now)
+        return Added(None, n)
+
+    def _release(self, now: float) -> None:
+        buf = self.buffer
+        while buf and buf[0][0] <= now:
+            t, _, data = heapq.heappop(buf)
+            self.last = max(self.last, t)
+            self.pairer.add(ExportTraceServiceRequest.FromString(data), self.last)
+
+    def flush(self, now: float, checkpoint: bool) -> list[Any]:
+        if not math.isfinite(now):
+            return []
+        self._release(now)
+        out: list[Any] = [Emit(edge_route(p), p.to_dict()) for p in self.pairer.flush(now)]
+        summaries = self.pairer.take_trace_summaries()
+        out.extend(Emit(s.trace_id, {"trace_summary": s.to_dict()}) for s in summaries)
+        return out
+
+    def state(self) -> Any:
+        return (self.pairer, self.buffer, self.seq, self.last)
+
+    def counters(self) -> dict[str, int]:
+        return {**self.pairer.counters, "reorder_buffer": len(self.buffer)}
