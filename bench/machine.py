@@ -1,4 +1,4 @@
-"""What every benchmark prints first: the machine, the commit and the date (docs/benchmarks.md needs all three)."""
+"""What every benchmark prints first: the machine, the commit and the date (docs/benchmarks.md needs them)."""
 
 from __future__ import annotations
 
@@ -34,9 +34,15 @@ def memory_gib() -> float:
 
 def commit() -> str:
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True, check=False).stdout.strip()
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
         return out.stdout.strip() + ("+dirty" if dirty else "")
     except OSError:
         return "unknown"
@@ -44,8 +50,10 @@ def commit() -> str:
 
 def header(title: str) -> str:
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    return (f"# {title}\n# machine: {os.cpu_count()} cores, {memory_gib():.1f} GiB, {cpu_model()}, "
-            f"Python {platform.python_version()}\n# commit: {commit()}   date: {now}")
+    return (
+        f"# {title}\n# machine: {os.cpu_count()} cores, {memory_gib():.1f} GiB, {cpu_model()}, "
+        f"Python {platform.python_version()}\n# commit: {commit()}   date: {now}"
+    )
 
 
 def percentiles(samples_ms: Sequence[float]) -> dict[str, float]:
@@ -55,6 +63,6 @@ def percentiles(samples_ms: Sequence[float]) -> dict[str, float]:
         return {"p50": 0.0, "p95": 0.0, "p99": 0.0, "max": 0.0}
 
     def q(p: float) -> float:
-        return s[min(len(s) - 1, int(round(p * (len(s) - 1))))]
+        return s[min(len(s) - 1, round(p * (len(s) - 1)))]
 
     return {"p50": statistics.median(s), "p95": q(0.95), "p99": q(0.99), "max": s[-1]}

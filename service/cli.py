@@ -1,11 +1,11 @@
 """The ``topology`` command line.
 
-    topology demo      embedded store + simulated fleet + GraphQL server (what `make demo` runs)
-    topology serve     GraphQL server and HTTP/OTLP ingest over an existing store
-    topology simulate  run the fleet simulator: write its inputs to files, POST them to a server, or
-                       publish them to Kafka
-    topology ingest    one Kafka stage worker (see ingest/)
-    topology schema    print the GraphQL SDL (schema.graphql is this output)
+topology demo      embedded store + simulated fleet + GraphQL server (what `make demo` runs)
+topology serve     GraphQL server and HTTP/OTLP ingest over an existing store
+topology simulate  run the fleet simulator: write its inputs to files, POST them to a server, or
+                   publish them to Kafka
+topology ingest    one Kafka stage worker (see ingest/)
+topology schema    print the GraphQL SDL (schema.graphql is this output)
 """
 
 from __future__ import annotations
@@ -27,15 +27,24 @@ def _positive_int(s: str) -> int:
 
 
 def _store_options(p: argparse.ArgumentParser, default_dir: str | None) -> None:
-    p.add_argument("--store", choices=("embedded", "janusgraph"), default=os.environ.get("TOPOLOGY_STORE", "embedded"),
-                   help="layer store backend (default: embedded)")
+    p.add_argument(
+        "--store",
+        choices=("embedded", "janusgraph"),
+        default=os.environ.get("TOPOLOGY_STORE", "embedded"),
+        help="layer store backend (default: embedded)",
+    )
     p.add_argument("--data-dir", default=default_dir, help="embedded store directory")
-    p.add_argument("--janusgraph-url", default=os.environ.get("JANUSGRAPH_URL", "ws://127.0.0.1:18182/gremlin"),
-                   help="JanusGraph Gremlin endpoint (with --store janusgraph)")
+    p.add_argument(
+        "--janusgraph-url",
+        default=os.environ.get("JANUSGRAPH_URL", "ws://127.0.0.1:18182/gremlin"),
+        help="JanusGraph Gremlin endpoint (with --store janusgraph)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="topology", description="Service Topology: a living map of service dependencies")
+    parser = argparse.ArgumentParser(
+        prog="topology", description="Service Topology: a living map of service dependencies"
+    )
     parser.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "INFO"))
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -46,8 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--host", default="127.0.0.1")
     demo.add_argument("--truth", help="rewrite the ground truth JSON here as traffic flows")
     demo.add_argument("--step", type=float, default=5.0, help="seconds of traffic per simulator step")
-    demo.add_argument("--backfill", type=float, default=35 * 60,
-                      help="seconds of history simulated at start-up (so `at: 30 min ago` answers at once)")
+    demo.add_argument(
+        "--backfill",
+        type=float,
+        default=35 * 60,
+        help="seconds of history simulated at start-up (so `at: 30 min ago` answers at once)",
+    )
     _store_options(demo, "var/demo")
 
     serve = sub.add_parser("serve", help="GraphQL server and HTTP/OTLP ingest over a store")
@@ -61,12 +74,16 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--seed", type=int, default=42)
     sim.add_argument("--minutes", type=float, default=10.0, help="simulated minutes to emit")
     sim.add_argument("--step", type=float, default=10.0)
-    sim.add_argument("--start", type=float, help="simulated start time (epoch seconds; default: now - minutes)")
+    sim.add_argument(
+        "--start", type=float, help="simulated start time (epoch seconds; default: now - minutes)"
+    )
     sim.add_argument("--truth", help="write the ground truth JSON here")
     sim.add_argument("--out", help="write the emitted payloads under this directory")
     sim.add_argument("--http", help="POST the payloads to a `topology serve` at this base URL")
     sim.add_argument("--kafka", metavar="BOOTSTRAP", help="publish the payloads to Kafka topics")
-    sim.add_argument("--rate", type=float, default=0.0, help="simulated seconds per wall second (0 = as fast as possible)")
+    sim.add_argument(
+        "--rate", type=float, default=0.0, help="simulated seconds per wall second (0 = as fast as possible)"
+    )
 
     ing = sub.add_parser("ingest", help="run one Kafka stage worker")
     ing.add_argument("--stage", type=int, required=True, choices=(1, 2, 3))
@@ -112,9 +129,18 @@ def main(argv: list[str] | None = None) -> int:
 def _run_ingest(args: Any) -> int:
     from ingest.main import run_worker
 
-    return int(run_worker(stage=args.stage, layer=args.layer, bootstrap=args.bootstrap, store=args.store,
-                          data_dir=args.data_dir, janusgraph_url=args.janusgraph_url,
-                          metrics_port=args.metrics_port) or 0)
+    return int(
+        run_worker(
+            stage=args.stage,
+            layer=args.layer,
+            bootstrap=args.bootstrap,
+            store=args.store,
+            data_dir=args.data_dir,
+            janusgraph_url=args.janusgraph_url,
+            metrics_port=args.metrics_port,
+        )
+        or 0
+    )
 
 
 def open_stores_from_args(args: Any) -> Any:

@@ -82,7 +82,10 @@ class SimulationDriver:
             await asyncio.sleep(0)
         await rt.rollup(t)
         write_truth(self.truth, self.sim)
-        log.info("backfill done", extra={"simulated_s": self.backfill, "took_s": round(time.monotonic() - started, 1)})
+        log.info(
+            "backfill done",
+            extra={"simulated_s": self.backfill, "took_s": round(time.monotonic() - started, 1)},
+        )
         self.ready.set()
         last_rollup = time.monotonic()
         while True:
@@ -113,24 +116,31 @@ async def _flusher(runtime: Runtime) -> None:
             log.exception("flush failed")
 
 
-async def _serve(args: Any, stores: Stores, runtime: Runtime, background: list[asyncio.Task[Any]],
-                 banner: str) -> int:
+async def _serve(
+    args: Any, stores: Stores, runtime: Runtime, background: list[asyncio.Task[Any]], banner: str
+) -> int:
     from service.app import create_app
     from service.config import ServiceConfig
     from service.receiver import ingest_routes
 
     config = ServiceConfig.from_env()
     app = create_app(stores, config, runtime=runtime, extra_routes=ingest_routes(runtime))
-    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning",
-                                           lifespan="on", log_config=None))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app, host=args.host, port=args.port, log_level="warning", lifespan="on", log_config=None
+        )
+    )
     base = f"http://{args.host}:{args.port}"
 
     async def announce() -> None:
-        while not server.started:
+        while not server.started:  # noqa: ASYNC110 - uvicorn exposes a flag, not an event
             await asyncio.sleep(0.05)
-        print(f"{banner}\n  GraphiQL   {base}/graphql\n  metrics    {base}/metrics\n"
-              f"  health     {base}/healthz  {base}/readyz\n  ingest     {base}/v1/traces  {base}/v1/metrics  "
-              f"{base}/ingest/flows\nPress Ctrl-C to stop.", flush=True)
+        print(
+            f"{banner}\n  GraphiQL   {base}/graphql\n  metrics    {base}/metrics\n"
+            f"  health     {base}/healthz  {base}/readyz\n  ingest     {base}/v1/traces  {base}/v1/metrics  "
+            f"{base}/ingest/flows\nPress Ctrl-C to stop.",
+            flush=True,
+        )
 
     background.append(asyncio.create_task(announce()))
     try:
@@ -151,8 +161,6 @@ async def run_demo(args: Any) -> int:
     from service.cli import open_stores_from_args
     from topology.sim import Simulator, generate_fleet
 
-    if args.store == "embedded":
-        Path(args.data_dir).mkdir(parents=True, exist_ok=True)
     stores = open_stores_from_args(args)
     if asyncio.iscoroutine(stores):
         stores = await stores
@@ -162,8 +170,10 @@ async def run_demo(args: Any) -> int:
     sim = Simulator(fleet, seed=args.seed, start=time.time() - args.backfill)
     driver = SimulationDriver(sim, runtime, args.step, args.backfill, args.truth)
     task = asyncio.create_task(driver.run())
-    banner = (f"Service Topology demo: {args.services} simulated services (seed {args.seed}), "
-              f"store {args.store}" + (f" in {args.data_dir}" if data_dir else ""))
+    banner = (
+        f"Service Topology demo: {args.services} simulated services (seed {args.seed}), "
+        f"store {args.store}" + (f" in {args.data_dir}" if data_dir else "")
+    )
     return await _serve(args, stores, runtime, [task], banner)
 
 

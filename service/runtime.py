@@ -77,12 +77,17 @@ class Runtime:
         except otlp.OtlpDecodeError as e:
             raise self._reject("metrics", str(e), data) from e
         self.pipeline.add_metrics(req)
-        n = sum(len(m.data_points) for rm in req.resource_metrics for sm in rm.scope_metrics
-                for m in _metric_points(sm.metrics))
+        n = sum(
+            len(m.data_points)
+            for rm in req.resource_metrics
+            for sm in rm.scope_metrics
+            for m in _metric_points(sm.metrics)
+        )
         return self._count("metrics", n)
 
-    def accept_spans(self, data: bytes, content_type: str = "application/x-protobuf",
-                     now: float | None = None) -> int:
+    def accept_spans(
+        self, data: bytes, content_type: str = "application/x-protobuf", now: float | None = None
+    ) -> int:
         """``now`` is the arrival time (the pairing wait runs from it); default: the runtime's clock."""
         try:
             req = otlp.decode_traces(data, content_type)
@@ -172,8 +177,12 @@ class Runtime:
         if self._dlq_file:
             try:
                 if not self._dlq_file.exists() or self._dlq_file.stat().st_size < MAX_DEAD_LETTER_BYTES:
-                    entry = {"at": self.clock(), "kind": kind, "reason": reason,
-                             "payload_b64": base64.b64encode(payload[:1_000_000]).decode()}
+                    entry = {
+                        "at": self.clock(),
+                        "kind": kind,
+                        "reason": reason,
+                        "payload_b64": base64.b64encode(payload[:1_000_000]).decode(),
+                    }
                     with self._dlq_file.open("a", encoding="utf-8") as f:
                         f.write(json.dumps(entry) + "\n")
             except OSError:

@@ -25,8 +25,11 @@ class FileSink:
 
     async def send(self, em: Any, t: float) -> None:
         stamp = f"{int(t)}"
-        for sub, payloads, ext in (("flows", em.flow_batches, "stfb"), ("otlp_metrics", em.metrics, "pb"),
-                                   ("otlp_spans", em.spans, "pb")):
+        for sub, payloads, ext in (
+            ("flows", em.flow_batches, "stfb"),
+            ("otlp_metrics", em.metrics, "pb"),
+            ("otlp_spans", em.spans, "pb"),
+        ):
             for i, data in enumerate(payloads):
                 (self.root / sub / f"{stamp}-{i:05d}.{ext}").write_bytes(data)
         for name, records in (("catalog", em.catalog), ("health", em.health), ("addresses", em.leases)):
@@ -56,8 +59,9 @@ class HttpSink:
     async def send(self, em: Any, t: float) -> None:
         for name, records in (("addresses", em.leases), ("catalog", em.catalog), ("health", em.health)):
             if records:
-                await self._post(f"/ingest/{name}", json.dumps([r.to_dict() for r in records]).encode(),
-                                 "application/json")
+                await self._post(
+                    f"/ingest/{name}", json.dumps([r.to_dict() for r in records]).encode(), "application/json"
+                )
         for data in em.flow_batches:
             await self._post("/ingest/flows", data, "application/x-topology-flows")
         for data in em.metrics:
@@ -106,7 +110,9 @@ async def run_simulate(args: Any) -> int:
         for s in sinks:
             await s.close()
     if args.truth:
-        Path(args.truth).write_text(json.dumps(sim.truth()), encoding="utf-8")
-    log.info("simulated", extra={"services": args.services, "seconds": duration,
-                                 "took_s": round(time.monotonic() - wall0, 2)})
+        await asyncio.to_thread(Path(args.truth).write_text, json.dumps(sim.truth()), encoding="utf-8")
+    log.info(
+        "simulated",
+        extra={"services": args.services, "seconds": duration, "took_s": round(time.monotonic() - wall0, 2)},
+    )
     return 0

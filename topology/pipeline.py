@@ -4,9 +4,9 @@ Pure: inputs are decoded records, the clock is an argument, outputs are returned
 feeds it and writes its output to the stores is ``service/runtime.py``; the Kafka workers in
 ``ingest/`` run the same stage classes one stage per consumer group instead.
 
-    flows    -> NetworkStage1 (10 s) -> NetworkStage2 (resolve, collapse) -+
-    metrics  -> IpcStage1 (deltas)   -> IpcStage2 (resolve)                -+-> FinalStage (60 s, health) -> windows
-    spans    -> SpanPairer (wait, capacity)                                 -+
+    flows   -> NetworkStage1 (10 s) -> NetworkStage2 (resolve, collapse) -+
+    metrics -> IpcStage1 (deltas)   -> IpcStage2 (resolve)                -+-> FinalStage (60 s) -> windows
+    spans   -> SpanPairer (wait, capacity)                                -+
 """
 
 from __future__ import annotations
@@ -116,8 +116,9 @@ def nodes_of(windows: dict[Layer, list[EdgeWindow]]) -> list[NodeInfo]:
     """The nodes that these windows mention, one NodeInfo per (name, granularity), merged."""
     seen: dict[tuple[str, Granularity], NodeInfo] = {}
 
-    def touch(name: str, kind: NodeKind, gran: Granularity, app: str | None, layer: Layer,
-              first: float, last: float) -> None:
+    def touch(
+        name: str, kind: NodeKind, gran: Granularity, app: str | None, layer: Layer, first: float, last: float
+    ) -> None:
         k = (name, gran)
         cur = seen.get(k)
         if cur is None:

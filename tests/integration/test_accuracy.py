@@ -47,8 +47,12 @@ async def run(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Run]:
     stores = open_stores(data)
     runtime = Runtime(stores, data, Pipeline())
     # Ten times the reference churn, so a short run reassigns (and reuses) many addresses.
-    sim = Simulator(generate_fleet(services=1000, seed=11), seed=11, start=T0,
-                    config=SimConfig(churn_per_hour=0.5, edge_change_per_hour=0.3))
+    sim = Simulator(
+        generate_fleet(services=1000, seed=11),
+        seed=11,
+        start=T0,
+        config=SimConfig(churn_per_hour=0.5, edge_change_per_hour=0.3),
+    )
     initial = sim.initial_records()
     await persist_meta(stores, initial)
     feed(runtime, initial, T0)
@@ -126,7 +130,9 @@ async def test_no_edge_is_attributed_to_a_previous_owner_of_an_address(run: Run)
             previous_owners |= {lease.owner for lease in leases}
     assert previous_owners
     got = await app_edges(run, Layer.NETWORK, TimeRange(T0, run.end + DRAIN))
-    misattributed = {(s, d) for s, d in got if (s, d) not in truth and (d in previous_owners or s in previous_owners)}
+    misattributed = {
+        (s, d) for s, d in got if (s, d) not in truth and (d in previous_owners or s in previous_owners)
+    }
     assert misattributed == set()
 
 
@@ -137,7 +143,9 @@ async def test_cluster_granularity_rolls_up_to_the_app_graph(run: Run) -> None:
     apps = await app_edges(run, Layer.NETWORK, rng)
     assert len(clusters) >= len(apps)
     app_of = {lease.cluster: lease.owner for lease in run.sim.lease_history() if lease.cluster}
-    lifted = {(app_of.get(e.key.source, e.key.source), app_of.get(e.key.target, e.key.target)) for e in clusters}
+    lifted = {
+        (app_of.get(e.key.source, e.key.source), app_of.get(e.key.target, e.key.target)) for e in clusters
+    }
     assert lifted == apps
 
 

@@ -59,6 +59,8 @@ RECORD_V1 = np.dtype(
     ]
 )
 assert RECORD_V1.itemsize == 88
+assert RECORD_V1.fields is not None
+_V1_FIELDS = {name: (spec[0], spec[1]) for name, spec in RECORD_V1.fields.items()}
 
 FlowArray = npt.NDArray[np.void]
 
@@ -79,9 +81,7 @@ class FlowBatch:
         return int(self.records.shape[0])
 
 
-def encode(
-    records: FlowArray, strings: Sequence[str], host: str = "", emitted_ms: int = 0
-) -> bytes:
+def encode(records: FlowArray, strings: Sequence[str], host: str = "", emitted_ms: int = 0) -> bytes:
     """Encode a batch. ``strings[0]`` must be ``""``; ``records`` must have dtype RECORD_V1."""
     if records.dtype != RECORD_V1:
         raise ValueError("records must have dtype RECORD_V1")
@@ -100,7 +100,9 @@ def encode(
             raise ValueError("string longer than 65535 bytes")
         parts.append(struct.pack("<H", len(b)) + b)
     strtab = b"".join(parts)
-    head = HEADER.pack(MAGIC, VERSION, RECORD_V1.itemsize, len(records), len(strtab), emitted_ms, host_index, 0)
+    head = HEADER.pack(
+        MAGIC, VERSION, RECORD_V1.itemsize, len(records), len(strtab), emitted_ms, host_index, 0
+    )
     return head + strtab + records.tobytes()
 
 
@@ -131,9 +133,7 @@ def decode(data: bytes | bytearray | memoryview) -> FlowBatch:
     if rsize == RECORD_V1.itemsize:
         recs = np.frombuffer(body, dtype=RECORD_V1, count=count)
     else:  # a newer minor layout with trailing fields: view with a stride
-        padded = np.dtype({"names": RECORD_V1.names, "formats": [RECORD_V1.fields[f][0] for f in RECORD_V1.names],
-                           "offsets": [RECORD_V1.fields[f][1] for f in RECORD_V1.names], "itemsize": rsize})
-        recs = np.frombuffer(body, dtype=padded, count=count).astype(RECORD_V1)
+        recs = np.frombuffer(body, dtype=_strided(rsize), count=count).astype(RECORD_V1)
     if count:
         nstr = len(strings)
         if int(recs["local_app"].max()) >= nstr or int(recs["local_cluster"].max()) >= nstr:
@@ -148,6 +148,19 @@ def decode(data: bytes | bytearray | memoryview) -> FlowBatch:
         if not np.all(recs["connections"] >= 1):
             raise FlowDecodeError("a record stands for zero connections")
     return FlowBatch(version, int(emitted_ms), strings[host_index], strings, recs)
+
+
+def _strided(itemsize: int) -> np.dtype[np.void]:
+    """RECORD_V1's fields at their offsets inside a larger record (a later minor revision)."""
+    names = list(_V1_FIELDS)
+    return np.dtype(
+        {
+            "names": names,
+            "formats": [_V1_FIELDS[n][0] for n in names],
+            "offsets": [_V1_FIELDS[n][1] for n in names],
+            "itemsize": itemsize,
+        }
+    )
 
 
 def _decode_strings(tab: bytes) -> tuple[str, ...]:
