@@ -64,8 +64,7 @@ class Churn:
             else:
                 budget -= self._new_version(app, ci, t0, leases)
                 catalog[app.name] = self.world.fleet.service_info(app)
-        if leases:
-            self.world.changed()
+                self.world.changed()
         return leases, list(catalog.values())
 
     def _spawn(self, c: Cluster, t0: float, leases: list[AddressLease]) -> Instance:
@@ -85,6 +84,7 @@ class Churn:
         old = c.instances[k]
         c.instances[k] = self._spawn(c, t0, leases)
         self._retire(old, t0, leases)
+        self.world.replaced(old, c.instances[k])
         self.redeploys.append(Redeploy(t0, app.name, old.name, c.instances[k].name, 1))
         return 1
 

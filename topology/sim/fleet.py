@@ -584,7 +584,7 @@ class _Generator:
                     back=True,
                 )
         # Every app is called by someone; every database has a client.
-        called = {e.dst for e in self.edges}
+        called = {e.dst for e in self.edges if not e.back and e.kind is not CallKind.CONSUME}
         for a in apps:
             if a.gateway or a.broker or a.name in called:
                 continue
@@ -774,7 +774,9 @@ class _Generator:
 
 
 def _plural(noun: str) -> str:
-    if noun.endswith(("s", "x", "ch", "sh")):
+    if noun.endswith("s"):
+        return noun
+    if noun.endswith(("x", "ch", "sh")):
         return noun + "es"
     if noun.endswith("y") and noun[-2:-1] not in ("a", "e", "i", "o", "u"):
         return noun[:-1] + "ies"

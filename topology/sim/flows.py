@@ -43,12 +43,14 @@ class _Tables:
         cl_sid: list[int] = []
         pids: list[int] = []
         app_off: dict[str, tuple[int, int]] = {}
+        self.index: dict[int, int] = {}  # id(instance) -> row
         for a in fleet.apps.values():
             off = len(ips)
             a_sid = sid(a.name)
             for c in a.clusters:
                 c_sid = sid(c.name)
                 for inst in c.instances:
+                    self.index[id(inst)] = len(ips)
                     ips.append(inst.ip)
                     hosts.append(inst.host)
                     app_sid.append(a_sid)
@@ -113,13 +115,25 @@ class FlowEmitter:
         self._names: list[str] = [""]
         self._tables: _Tables | None = None
         self._version = -1
+        self._shape = -1
+        self._replaced = 0
         self.records_emitted = 0
 
     def _tables_now(self) -> _Tables:
-        if self._tables is None or self._version != self.world.version:
-            self._tables = _Tables(self.world, self.strings)
+        w = self.world
+        if self._tables is None or self._shape != w.shape_version:
+            self._tables = _Tables(w, self.strings)
             self._names = list(self.strings)
-            self._version = self.world.version
+            self._shape = w.shape_version
+        elif self._version != w.version:  # instances replaced in place: patch their rows
+            tb = self._tables
+            for old, new in w.replacements[self._replaced :]:
+                i = tb.index.pop(id(old), None)
+                if i is not None:
+                    tb.inst_ip[i], tb.inst_host[i], tb.inst_pid[i] = new.ip, new.host, new.pid
+                    tb.index[id(new)] = i
+        self._version = w.version
+        self._replaced = len(w.replacements)
         return self._tables
 
     def step(self, t0: float, t1: float) -> list[bytes]:

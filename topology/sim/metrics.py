@@ -23,22 +23,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
-from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope, KeyValue
-from opentelemetry.proto.metrics.v1.metrics_pb2 import (
-    AggregationTemporality,
-    Gauge,
-    Histogram,
-    HistogramDataPoint,
-    Metric,
-    NumberDataPoint,
-    ResourceMetrics,
-    ScopeMetrics,
-    Sum,
-)
-from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
 from topology.model import Layer
+from topology.sim import otlp
 from topology.sim.fleet import App, CallKind, Edge, Naming, Style, ip_text
 from topology.sim.world import World
 
@@ -56,8 +43,6 @@ LATENCY_SIGMA = 0.6
 RESOURCES_PER_REQUEST = 16
 SERVER_SPEEDUP = 0.9  # the server sees a little less latency than its client
 
-CUMULATIVE = AggregationTemporality.AGGREGATION_TEMPORALITY_CUMULATIVE
-DELTA = AggregationTemporality.AGGREGATION_TEMPORALITY_DELTA
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -150,6 +135,8 @@ class IpcEmitter:
         self.world = world
         self.rng = rng
         self._version = -1
+        self._shape = -1
+        self._ip_slots: list[_Slot] = []
         self.slots: list[_Slot] = []
         self._by_app: dict[str, list[int]] = {}
         self._lam = np.zeros(0)
@@ -164,7 +151,7 @@ class IpcEmitter:
         self._series: dict[tuple[str, str, Attrs], _Series] = {}
         self._last_export: dict[str, float] = {}
         self._blocks: dict[tuple[int, bool, tuple[tuple[str, int], ...]], _Block] = {}
-        self._attr_pb: dict[Attrs, list[KeyValue]] = {}
+        self._enc = otlp.AttributeCache()
         self.points_emitted = 0
 
     # -- slot table ------------------------------------------------------------------------------
@@ -263,12 +250,18 @@ class IpcEmitter:
             self._edge_idx = np.zeros(0, np.int64)
         self._edges = edges
         self._pend_n, self._pend_b, self._pend_sum, self._pend_max = pend_n, pend_b, pend_sum, pend_max
-        self._version = w.version
+        self._ip_slots = [s for b in chosen if b.ip_named for s in b.slots]
+        self._shape = w.shape_version
 
     # -- per step --------------------------------------------------------------------------------
     def step(self, t0: float, t1: float) -> list[bytes]:
-        if self._version != self.world.version:
+        w = self.world
+        if self._shape != w.shape_version:
             self._rebuild()
+        elif self._version != w.version:  # instances replaced: addresses named by IP may have changed
+            for s in self._ip_slots:
+                s.ident = []
+        self._version = w.version
         self._count(t1 - t0)
         return self._export(t0, t1)
 
@@ -308,7 +301,7 @@ class IpcEmitter:
         w = self.world
         t_point = t1 - 0.001
         now_ns = round(t_point * 1e9)
-        resources: list[ResourceMetrics] = []
+        resources: list[bytes] = []
         for name, idxs in self._by_app.items():
             app = w.fleet.apps[name]
             if not self._due(app, t0, t1):
@@ -328,8 +321,7 @@ class IpcEmitter:
                 resources.append(self._resource(app, cluster, points, now_ns))
         out: list[bytes] = []
         for k in range(0, len(resources), RESOURCES_PER_REQUEST):
-            req = ExportMetricsServiceRequest(resource_metrics=resources[k : k + RESOURCES_PER_REQUEST])
-            out.append(req.SerializeToString())
+            out.append(otlp.export_metrics(resources[k : k + RESOURCES_PER_REQUEST]))
         return out
 
     def _points(self, app: App, idxs: list[int], prev: float) -> list[tuple[str, _Point]]:
@@ -516,13 +508,10 @@ class IpcEmitter:
         raise RuntimeError(f"{app} has no instances")
 
     # -- protobuf --------------------------------------------------------------------------------
-    def _kvs(self, attrs: Attrs) -> list[KeyValue]:
-        hit = self._attr_pb.get(attrs)
-        if hit is None:
-            hit = self._attr_pb[attrs] = [_kv(k, v) for k, v in attrs]
-        return hit
-
-    def _resource(self, app: App, cluster: str, points: list[_Point], now_ns: int) -> ResourceMetrics:
+    # -- protobuf --------------------------------------------------------------------------------
+    def _resource(self, app: App, cluster: str, points: list[_Point], now_ns: int) -> bytes:
+        """One encoded ResourceMetrics: the cluster's resource, one scope, a metric per name and kind."""
+        enc = self._enc
         res_attrs: list[tuple[str, AttrValue]] = [
             ("service.name", app.name),
             ("service.instance.id", cluster),
@@ -531,71 +520,53 @@ class IpcEmitter:
         if app.k8s:
             res_attrs += [("k8s.deployment.name", cluster), ("k8s.namespace.name", app.domain)]
         if app.style is Style.SPECTATOR:
-            scope = InstrumentationScope(name="com.netflix.spectator.ipc", version="1.7.12")
+            scope = otlp.scope("com.netflix.spectator.ipc", "1.7.12")
         else:
-            scope = InstrumentationScope(
-                name="io.opentelemetry." + ("grpc-1.6" if app.protocol == "grpc" else "java-http-client"),
-                version="1.32.0-alpha" if app.style is Style.OTEL_OLD else "2.9.0-alpha",
+            scope = otlp.scope(
+                "io.opentelemetry." + ("grpc-1.6" if app.protocol == "grpc" else "java-http-client"),
+                "1.32.0-alpha" if app.style is Style.OTEL_OLD else "2.9.0-alpha",
             )
-        metrics: dict[tuple[str, str], Metric] = {}
+        hist: dict[tuple[str, str, bool], list[bytes]] = {}
+        sums: dict[tuple[str, str], list[bytes]] = {}
+        gauges: dict[tuple[str, str], list[bytes]] = {}
         for p in points:
             self.points_emitted += 1
-            kvs = self._kvs(p.attrs)
-            scale = 1000.0 if p.unit == "ms" else 1.0
             if p.statistic:
-                m = metrics.get((p.metric, "sum"))
-                if m is None:
-                    m = metrics[(p.metric, "sum")] = Metric(
-                        name=p.metric, unit=p.unit, sum=Sum(aggregation_temporality=DELTA, is_monotonic=True)
-                    )
                 for stat, val in (("count", float(p.count)), ("totalTime", p.total)):
-                    dp = m.sum.data_points.add(
-                        start_time_unix_nano=p.start_ns, time_unix_nano=now_ns, as_double=val
+                    a = enc.field(7, (*p.attrs, ("statistic", stat)))
+                    sums.setdefault((p.metric, p.unit), []).append(
+                        otlp.number_point(a, p.start_ns, now_ns, val)
                     )
-                    dp.attributes.extend(kvs)
-                    dp.attributes.append(_kv("statistic", stat))
-                g = metrics.get((p.metric, "gauge"))
-                if g is None:
-                    g = metrics[(p.metric, "gauge")] = Metric(name=p.metric, unit=p.unit, gauge=Gauge())
-                gp: NumberDataPoint = g.gauge.data_points.add(time_unix_nano=now_ns, as_double=p.max)
-                gp.attributes.extend(kvs)
-                gp.attributes.append(_kv("statistic", "max"))
+                a = enc.field(7, (*p.attrs, ("statistic", "max")))
+                gauges.setdefault((p.metric, p.unit), []).append(otlp.number_point(a, 0, now_ns, p.max))
                 continue
-            m = metrics.get((p.metric, "hist"))
-            if m is None:
-                m = metrics[(p.metric, "hist")] = Metric(
-                    name=p.metric,
-                    unit=p.unit,
-                    histogram=Histogram(aggregation_temporality=DELTA if p.delta else CUMULATIVE),
+            scale = 1000.0 if p.unit == "ms" else 1.0
+            hist.setdefault((p.metric, p.unit, p.delta), []).append(
+                otlp.histogram_point(
+                    enc.field(9, p.attrs),
+                    p.start_ns,
+                    now_ns,
+                    p.count,
+                    p.total * scale,
+                    p.buckets,
+                    _exported_bounds(p.bounds, scale),
                 )
-            hp: HistogramDataPoint = m.histogram.data_points.add(
-                start_time_unix_nano=p.start_ns,
-                time_unix_nano=now_ns,
-                count=p.count,
-                sum=p.total * scale,
-                bucket_counts=p.buckets,
-                explicit_bounds=_exported_bounds(p.bounds, scale),
             )
-            hp.attributes.extend(kvs)
-        return ResourceMetrics(
-            resource=Resource(attributes=[_kv(k, v) for k, v in res_attrs]),
-            scope_metrics=[ScopeMetrics(scope=scope, metrics=list(metrics.values()))],
-        )
+        metrics = [
+            otlp.histogram_metric(m, u, pts, otlp.TEMPORALITY_DELTA if d else otlp.TEMPORALITY_CUMULATIVE)
+            for (m, u, d), pts in hist.items()
+        ]
+        metrics += [otlp.sum_metric(m, u, pts, otlp.TEMPORALITY_DELTA, True) for (m, u), pts in sums.items()]
+        metrics += [otlp.gauge_metric(m, u, pts) for (m, u), pts in gauges.items()]
+        return otlp.resource_metrics(otlp.resource(enc.field(1, res_attrs)), scope, metrics)
 
 
-_BOUNDS_CACHE: dict[tuple[tuple[float, ...], float], list[float]] = {}
+_BOUNDS_CACHE: dict[tuple[tuple[float, ...], float], bytes] = {}
 
 
-def _exported_bounds(bounds: tuple[float, ...], scale: float) -> list[float]:
+def _exported_bounds(bounds: tuple[float, ...], scale: float) -> bytes:
+    """The encoded explicit_bounds field (7) of a histogram point."""
     hit = _BOUNDS_CACHE.get((bounds, scale))
     if hit is None:
-        hit = _BOUNDS_CACHE[(bounds, scale)] = [round(b * scale, 9) for b in bounds]
+        hit = _BOUNDS_CACHE[(bounds, scale)] = otlp.packed_double(7, [round(b * scale, 9) for b in bounds])
     return hit
-
-
-def _kv(key: str, value: AttrValue) -> KeyValue:
-    if isinstance(value, bool):
-        return KeyValue(key=key, value=AnyValue(bool_value=value))
-    if isinstance(value, int):
-        return KeyValue(key=key, value=AnyValue(int_value=value))
-    return KeyValue(key=key, value=AnyValue(string_value=value))

@@ -17,12 +17,9 @@ import random
 from dataclasses import dataclass
 
 import numpy as np
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
-from opentelemetry.proto.resource.v1.resource_pb2 import Resource
-from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span, Status
 
 from topology.model import Layer
+from topology.sim import otlp
 from topology.sim.fleet import App, CallKind, Edge, Instance, Style
 from topology.sim.sampling import poisson
 from topology.sim.world import World
@@ -36,10 +33,10 @@ MAX_REPEAT = 3  # calls of one child per request (16% of calls repeat a child in
 RESOURCES_PER_REQUEST = 24
 USER = "user"
 
-SERVER = Span.SpanKind.SPAN_KIND_SERVER
-CLIENT = Span.SpanKind.SPAN_KIND_CLIENT
-PRODUCER = Span.SpanKind.SPAN_KIND_PRODUCER
-CONSUMER = Span.SpanKind.SPAN_KIND_CONSUMER
+SERVER = otlp.SPAN_KIND_SERVER
+CLIENT = otlp.SPAN_KIND_CLIENT
+PRODUCER = otlp.SPAN_KIND_PRODUCER
+CONSUMER = otlp.SPAN_KIND_CONSUMER
 
 #: Attributes naming the server of an unpaired CLIENT/PRODUCER span, first present wins (the contract).
 PEER_NAME_ORDER = (
@@ -99,8 +96,8 @@ class TraceEmitter:
         self._roots: list[tuple[str, float]] = []  # (app receiving untraced-context requests, requests/s)
         self._out: list[_Span] = []
         self._insts: dict[str, list[tuple[Instance, str]]] = {}
-        self._kv_cache: dict[tuple[str, AttrValue, type], KeyValue] = {}
-        self._res_cache: dict[str, Resource] = {}
+        self._enc = otlp.AttributeCache()
+        self._res_cache: dict[str, bytes] = {}
         self.spans_emitted = 0
         self.traces_emitted = 0
 
@@ -373,49 +370,37 @@ class TraceEmitter:
         by_res: dict[str, list[_Span]] = {}
         for s in self._out:
             by_res.setdefault(s.inst.name, []).append(s)
-        kv = self._kv
-        error = Status(code=Status.StatusCode.STATUS_CODE_ERROR, message="request failed")
-        resources: list[ResourceSpans] = []
+        field = self._enc.field
+        resources: list[bytes] = []
         for spans in by_res.values():
             first = spans[0]
             app = self.world.fleet.apps[first.app]
-            rs = ResourceSpans(resource=self._resource(app, first))
-            ss = rs.scope_spans.add()
-            ss.scope.name = "io.opentelemetry.sdk" if app.new_spans else "io.opentelemetry.legacy"
-            ss.scope.version = "1.45.0" if app.new_spans else "1.12.0"
-            for s in spans:
-                sp = ss.spans.add(
-                    trace_id=s.trace_id,
-                    span_id=s.span_id,
-                    parent_span_id=s.parent,
-                    name=s.name,
-                    kind=s.kind,
-                    start_time_unix_nano=round(s.start * 1e9),
-                    end_time_unix_nano=round(s.end * 1e9),
-                )
-                sp.attributes.extend([kv(k, v) for k, v in s.attrs])
-                if s.error:
-                    sp.status.CopyFrom(error)
-            resources.append(rs)
-        out: list[bytes] = []
-        for k in range(0, len(resources), RESOURCES_PER_REQUEST):
-            out.append(
-                ExportTraceServiceRequest(
-                    resource_spans=resources[k : k + RESOURCES_PER_REQUEST]
-                ).SerializeToString()
+            scope = (
+                otlp.scope("io.opentelemetry.sdk", "1.45.0")
+                if app.new_spans
+                else otlp.scope("io.opentelemetry.legacy", "1.12.0")
             )
-        return out
+            encoded = [
+                otlp.span(
+                    s.trace_id,
+                    s.span_id,
+                    s.parent,
+                    s.name,
+                    s.kind,
+                    round(s.start * 1e9),
+                    round(s.end * 1e9),
+                    field(9, s.attrs),
+                    "request failed" if s.error else None,
+                )
+                for s in spans
+            ]
+            resources.append(otlp.resource_spans(self._resource(app, first), scope, encoded))
+        return [
+            otlp.export_traces(resources[k : k + RESOURCES_PER_REQUEST])
+            for k in range(0, len(resources), RESOURCES_PER_REQUEST)
+        ]
 
-    def _kv(self, key: str, value: AttrValue) -> KeyValue:
-        ck = (key, value, type(value))
-        hit = self._kv_cache.get(ck)
-        if hit is None:
-            if len(self._kv_cache) > 200_000:
-                self._kv_cache.clear()
-            hit = self._kv_cache[ck] = _kv(key, value)
-        return hit
-
-    def _resource(self, app: App, span: _Span) -> Resource:
+    def _resource(self, app: App, span: _Span) -> bytes:
         hit = self._res_cache.get(span.inst.name)
         if hit is None:
             fleet = self.world.fleet
@@ -431,13 +416,5 @@ class TraceEmitter:
                     ("k8s.pod.name", span.inst.name),
                     ("k8s.namespace.name", app.domain),
                 ]
-            hit = self._res_cache[span.inst.name] = Resource(attributes=[_kv(k, v) for k, v in attrs])
+            hit = self._res_cache[span.inst.name] = otlp.resource(self._enc.field(1, attrs))
         return hit
-
-
-def _kv(key: str, value: AttrValue) -> KeyValue:
-    if isinstance(value, bool):
-        return KeyValue(key=key, value=AnyValue(bool_value=value))
-    if isinstance(value, int):
-        return KeyValue(key=key, value=AnyValue(int_value=value))
-    return KeyValue(key=key, value=AnyValue(string_value=value))

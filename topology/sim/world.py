@@ -8,8 +8,9 @@ from topology.sim.truth import TruthBook
 
 
 class World:
-    """Mutable simulation state. ``version`` changes whenever instances, clusters or edges change,
-    so emitters can cache tables built from it."""
+    """Mutable simulation state. ``version`` changes whenever instances, clusters or edges change;
+    ``shape_version`` only when edges or the set (and sizes) of clusters change, not when an instance
+    is replaced in place (``replacements`` lists those, in order). Emitters cache tables built from them."""
 
     def __init__(self, fleet: Fleet, start: float, reuse_after: float = 0.0) -> None:
         self.fleet = fleet.copy()
@@ -19,14 +20,22 @@ class World:
         self.boost: dict[str, float] = {}  # extra failure ratio of requests into an app (incidents)
         self.cluster_start: dict[str, float] = {}  # when each cluster's processes started
         self.version = 0
+        self.shape_version = 0
+        self.replacements: list[tuple[Instance, Instance]] = []  # (old, new), instance replaced in place
         self._cache_version = -1
         self._active: list[Edge] = []
         self._out: dict[str, list[Edge]] = {}
         self._consumers: dict[str, list[Edge]] = {}
         self._callers: dict[str, list[Edge]] = {}
 
-    def changed(self) -> None:
+    def changed(self, shape: bool = True) -> None:
         self.version += 1
+        if shape:
+            self.shape_version += 1
+
+    def replaced(self, old: Instance, new: Instance) -> None:
+        self.replacements.append((old, new))
+        self.changed(shape=False)
 
     def _refresh(self) -> None:
         if self._cache_version == self.version:

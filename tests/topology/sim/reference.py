@@ -24,11 +24,21 @@ Observed = dict[Pair, set[int]]  # pair -> one-minute windows
 Owner = Callable[[str, float], AddressLease | None]
 
 CLIENT_METRICS = {
-    "ipc.client.call", "rpc.client.duration", "rpc.client.call.duration", "http.client.request.duration",
+    "ipc.client.call",
+    "rpc.client.duration",
+    "rpc.client.call.duration",
+    "http.client.request.duration",
     "http.client.duration",
 }
-PEER_ORDER = ("service.peer.name", "peer.service", "db.namespace", "db.name", "server.address", "db.system.name",
-              "db.system")
+PEER_ORDER = (
+    "service.peer.name",
+    "peer.service",
+    "db.namespace",
+    "db.name",
+    "server.address",
+    "db.system.name",
+    "db.system",
+)
 
 
 def _add(out: Observed, pair: Pair, t: float) -> None:
@@ -45,8 +55,9 @@ def attrs(kvs: Iterable[KeyValue]) -> dict[str, Any]:
 
 
 # -- NETWORK ---------------------------------------------------------------------------------------
-def network_pairs(batches: Iterable[bytes], owner: Owner,
-                  backends: dict[str, str]) -> tuple[Observed, list[tuple[str, str, float]]]:
+def network_pairs(
+    batches: Iterable[bytes], owner: Owner, backends: dict[str, str]
+) -> tuple[Observed, list[tuple[str, str, float]]]:
     """Pairs from client-side records (remote resolved at start_ms; intermediaries -> the app they
     front), and every (record's local app, resolved remote owner, time) for server-side records."""
     out: Observed = {}
@@ -61,8 +72,11 @@ def network_pairs(batches: Iterable[bytes], owner: Owner,
             if role == flow.ROLE_SERVER:
                 server_side.append((b.strings[local_app], lease.owner, t))
                 continue
-            dst = backends[lease.owner] if lease.kind in (AddressKind.LOAD_BALANCER, AddressKind.API_GATEWAY,
-                                                          AddressKind.PROXY) else lease.owner
+            dst = (
+                backends[lease.owner]
+                if lease.kind in (AddressKind.LOAD_BALANCER, AddressKind.API_GATEWAY, AddressKind.PROXY)
+                else lease.owner
+            )
             _add(out, (b.strings[local_app], dst), t)
     return out, server_side
 
@@ -81,10 +95,14 @@ def ipc_pairs(payloads: Iterable[bytes], owner: Owner) -> Observed:
                 for m in sm.metrics:
                     kind = m.WhichOneof("data")
                     if kind == "histogram":
-                        points = [(attrs(p.attributes), p.count, p.time_unix_nano) for p in m.histogram.data_points]
+                        points = [
+                            (attrs(p.attributes), p.count, p.time_unix_nano) for p in m.histogram.data_points
+                        ]
                         delta = m.histogram.aggregation_temporality == 1
                     elif kind == "sum":
-                        points = [(attrs(p.attributes), p.as_double, p.time_unix_nano) for p in m.sum.data_points]
+                        points = [
+                            (attrs(p.attributes), p.as_double, p.time_unix_nano) for p in m.sum.data_points
+                        ]
                         points = [p for p in points if p[0].get("statistic") == "count"]
                         delta = m.sum.aggregation_temporality == 1
                     else:
@@ -129,8 +147,11 @@ def trace_pairs(payloads: Iterable[bytes]) -> tuple[Observed, list[tuple[str, Sp
             svc = attrs(rs.resource.attributes)["service.name"]
             for ss in rs.scope_spans:
                 spans.extend((svc, s) for s in ss.spans)
-    clients = {(s.trace_id, s.span_id): (svc, s) for svc, s in spans
-               if s.kind in (Span.SPAN_KIND_CLIENT, Span.SPAN_KIND_PRODUCER)}
+    clients = {
+        (s.trace_id, s.span_id): (svc, s)
+        for svc, s in spans
+        if s.kind in (Span.SPAN_KIND_CLIENT, Span.SPAN_KIND_PRODUCER)
+    }
     out: Observed = {}
     matched: set[tuple[bytes, bytes]] = set()
     for svc, s in spans:

@@ -60,18 +60,16 @@ def test_emitted_leases_replay_to_the_simulators_history(run: Run) -> None:
                 assert book[key][0] == le.owner and book[key][1] is None and le.end is not None
             book[key] = (le.owner, le.end)
     assert book == {(le.ip, le.start): (le.owner, le.end) for le in run.sim.lease_history()}
-    for (ip, _start), (_owner, end) in book.items():
-        if end is None:
-            continue  # every address is held by at most one lease at a time
+    # Every address is held by at most one open lease.
     open_ips = [ip for (ip, _s), (_o, end) in book.items() if end is None]
     assert len(open_ips) == len(set(open_ips))
 
 
 def test_churn_rate_is_about_the_configured_share_per_hour() -> None:
     fleet = generate_fleet(300, 4)
-    sim = Simulator(fleet, seed=4, start=START, config=SimConfig(churn_per_hour=0.05))
+    sim = Simulator(fleet, seed=4, start=START, config=SimConfig(churn_per_hour=0.05, trace_ratio=0.0))
     n = fleet.instance_count()
-    for i in range(360):  # one simulated hour
-        sim.step(START + i * 10.0, 10.0)
+    for i in range(12):  # one simulated hour in long steps (churn does not depend on the step length)
+        sim.step(START + i * 300.0, 300.0)
     moved = sum(r.addresses for r in sim.redeploys)
     assert 0.02 * n <= moved <= 0.10 * n

@@ -65,7 +65,9 @@ def test_output_does_not_depend_on_the_process_hash_seed() -> None:
     digests = set()
     for hash_seed in ("1", "2"):
         env = {**os.environ, "PYTHONHASHSEED": hash_seed, "PYTHONPATH": str(ROOT)}
-        out = subprocess.run([sys.executable, "-c", _SCRIPT], env=env, capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, "-c", _SCRIPT], env=env, capture_output=True, text=True, check=True
+        )
         digests.add(out.stdout.strip())
     assert len(digests) == 1
 
@@ -100,7 +102,11 @@ def test_every_otlp_payload_parses(run: Run) -> None:
             assert res["service.name"] in run.sim.fleet.apps and res["service.instance.id"]
             for ss in rs.scope_spans:
                 for s in ss.spans:
-                    assert len(s.trace_id) == 16 and len(s.span_id) == 8 and s.end_time_unix_nano >= s.start_time_unix_nano
+                    assert (
+                        len(s.trace_id) == 16
+                        and len(s.span_id) == 8
+                        and s.end_time_unix_nano >= s.start_time_unix_nano
+                    )
                     kinds.add(s.kind)
     assert {Span.SPAN_KIND_SERVER, Span.SPAN_KIND_CLIENT, Span.SPAN_KIND_PRODUCER} <= kinds
     for data in run.all("metrics"):
@@ -115,8 +121,15 @@ def test_every_otlp_payload_parses(run: Run) -> None:
 
 
 def test_several_services_share_an_export_request(run: Run) -> None:
-    sizes = [len({attrs(rs.resource.attributes)["service.name"] for rs in ExportTraceServiceRequest.FromString(d)
-                  .resource_spans}) for d in run.all("spans")]
+    sizes = [
+        len(
+            {
+                attrs(rs.resource.attributes)["service.name"]
+                for rs in ExportTraceServiceRequest.FromString(d).resource_spans
+            }
+        )
+        for d in run.all("spans")
+    ]
     assert max(sizes) > 1
 
 
@@ -132,7 +145,10 @@ def test_cumulative_series_keep_their_start_time_and_never_decrease(run: Run) ->
                         continue
                     for p in m.histogram.data_points:
                         key = (res, m.name, tuple(sorted(attrs(p.attributes).items())))
-                        assert sum(p.bucket_counts) == p.count and len(p.bucket_counts) == len(p.explicit_bounds) + 1
+                        assert (
+                            sum(p.bucket_counts) == p.count
+                            and len(p.bucket_counts) == len(p.explicit_bounds) + 1
+                        )
                         if key in last:
                             assert last[key][0] == p.start_time_unix_nano and p.count >= last[key][1]
                             checked += 1
@@ -148,7 +164,9 @@ def test_initial_records_cover_every_app_and_address(run: Run) -> None:
     assert all(isinstance(i, ServiceInfo) and ServiceInfo.from_dict(i.to_dict()) == i for i in init.catalog)
     assert {h.service for h in init.health} == set(fleet.apps)
     assert all(h.status is HealthState.HEALTHY for h in init.health)
-    n_addresses = fleet.instance_count() + len(fleet.intermediaries) + sum(len(s.ips) for s in fleet.sinks.values())
+    n_addresses = (
+        fleet.instance_count() + len(fleet.intermediaries) + sum(len(s.ips) for s in fleet.sinks.values())
+    )
     assert len(init.leases) == n_addresses
     assert all(le.end is None and le.start <= START for le in init.leases)
     assert all(AddressLease.from_dict(le.to_dict()) == le for le in init.leases)
@@ -160,8 +178,14 @@ def test_health_incidents_come_and_go_and_raise_errors(run: Run) -> None:
     assert all(HealthEvent.from_dict(h.to_dict()) == h for h in events)
     recovered = {h.service for h in events if h.status is HealthState.HEALTHY}
     assert recovered and recovered <= {h.service for h in events if h.status is not HealthState.HEALTHY}
-    failed = sum(1 for d in run.all("spans") for rs in ExportTraceServiceRequest.FromString(d).resource_spans
-                 for ss in rs.scope_spans for s in ss.spans if s.status.code == 2)
+    failed = sum(
+        1
+        for d in run.all("spans")
+        for rs in ExportTraceServiceRequest.FromString(d).resource_spans
+        for ss in rs.scope_spans
+        for s in ss.spans
+        if s.status.code == 2
+    )
     assert failed > 0
 
 
@@ -193,10 +217,15 @@ def test_config_is_validated() -> None:
 
 def test_the_generated_fleet_is_not_changed_by_simulating_it() -> None:
     f = generate_fleet(40, 2)
-    before = [(e.src, e.dst, e.active_until) for e in f.edges], [[c.name for c in a.clusters] for a in f.apps.values()]
+    before = (
+        [(e.src, e.dst, e.active_until) for e in f.edges],
+        [[c.name for c in a.clusters] for a in f.apps.values()],
+    )
     sim = Simulator(f, seed=2, start=START, config=SimConfig(churn_per_hour=5, edge_change_per_hour=2))
     for i in range(20):
         sim.step(START + i * STEP, STEP)
     assert sim.redeploys and sim.edge_changes
-    assert before == ([(e.src, e.dst, e.active_until) for e in f.edges],
-                      [[c.name for c in a.clusters] for a in f.apps.values()])
+    assert before == (
+        [(e.src, e.dst, e.active_until) for e in f.edges],
+        [[c.name for c in a.clusters] for a in f.apps.values()],
+    )

@@ -100,8 +100,11 @@ def test_a_retired_edge_fades_from_later_windows() -> None:
         if ch.at > end - 3 * MINUTE:
             continue
         # Skip pairs that carry traffic again later (re-added, or another edge between the same apps).
-        again = [e for e in r.sim.fleet.edges if (e.src, e.dst) == ch.retired
-                 and (e.active_until is None or e.active_until > ch.at)]
+        again = [
+            e
+            for e in r.sim.fleet.edges
+            if (e.src, e.dst) == ch.retired and (e.active_until is None or e.active_until > ch.at)
+        ]
         if again:
             continue
         for layer in (Layer.NETWORK, Layer.IPC, Layer.TRACE):
