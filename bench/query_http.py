@@ -1,0 +1,213 @@
+"""GraphQL over HTTP against one server process on the embedded store (Q1, Q2, Q3 of performance.md).
+
+    .venv/bin/python -m bench.query_http [--services 1000] [--minutes 60] [--queries 300] [--concurrency 16]
+
+Writes a synthetic fleet (the heavy-tailed graph of ``bench/store_embedded.py``: three layers, one
+simulated hour of minute windows) plus catalog entries, owners and health into a fresh data
+directory, starts ``uvicorn`` with the app in a separate process (its clock pinned to the end of
+the simulated hour), and measures from this process with an HTTP keep-alive client:
+
+* Q1 ``service { upstream(depth: 3) downstream(depth: 3) healthStatus owner }``, all layers merged,
+  sequential (p50/p95/p99) and with ``--concurrency`` clients (requests/s);
+* Q2 ``blastRadius(depth: 5)`` on the 10 most depended-on services;
+* Q3 Q1 at a past time (``at`` 30 minutes ago, 5-minute window).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import pathlib
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+
+from bench.machine import header, percentiles
+
+Q1 = """query Q1($name: String!) { service(name: $name) { name healthStatus { status } owner { team email }
+  upstream(depth: 3) { totalCount edges { node { depth via service { name } edge { layers } } } }
+  downstream(depth: 3) { totalCount edges { node { depth via service { name } edge { layers } } } } } }"""
+Q2 = """query Q2($name: String!) { blastRadius(name: $name, depth: 5) { total countsByTier { tier count }
+  teams { team email chat } } }"""
+Q3 = """query Q3($name: String!, $at: DateTime!) { service(name: $name) { name healthStatus { status }
+  owner { team } upstream(depth: 3, at: $at, window: "5m") { totalCount edges { node { depth via
+  service { name } } } } downstream(depth: 3, at: $at, window: "5m") { totalCount edges { node { depth via
+  service { name } } } } } }"""
+
+
+async def build(
+    data_dir: pathlib.Path, services: int, minutes: int, seed: int
+) -> tuple[float, list[str], list[str]]:
+    """Fill ``data_dir``; return (now, all app names, the 10 most depended-on)."""
+    import numpy as np
+
+    from bench.store_embedded import T0, Fleet
+    from topology.catalog import HealthEvent, HealthState, Owner, ServiceInfo
+    from topology.model import ALL_LAYERS, Granularity, NodeInfo
+    from topology.store.embedded import open_stores
+
+    fleet = Fleet(services, seed)
+    stores = open_stores(data_dir)
+    nodes: dict[str, NodeInfo] = {}
+    for minute in range(minutes):
+        for layer in ALL_LAYERS:
+            windows = fleet.windows(layer, minute)
+            await stores.layers[layer].upsert_windows(windows)
+            if minute == 0:
+                for w in windows:
+                    for name, kind in ((w.key.source, w.source_kind), (w.key.target, w.target_kind)):
+                        old = nodes.get(name)
+                        seen = frozenset({layer}) | (old.layers if old else frozenset())
+                        nodes[name] = NodeInfo(name, kind, Granularity.APP, None, seen, w.window_start,
+                                               w.window_start + 60)
+    await stores.catalog.register_nodes(list(nodes.values()))
+    rnd = random.Random(seed)
+    teams = [f"team-{i:03d}" for i in range(max(1, services // 8))]
+    await stores.catalog.upsert_services([
+        ServiceInfo(name, rnd.choice((0, 1, 1, 2, 2, 2, 3)), rnd.choice(("payments", "playback", "identity",
+                    "growth", "studio")), Owner(t := rnd.choice(teams), f"{t}@example.com", f"#{t}"))
+        for name in fleet.apps])
+    now = float(T0 + minutes * 60)
+    await stores.catalog.record_health([
+        HealthEvent(name, rnd.choice(list(HealthState)), now - rnd.randint(60, 3 * 3600))
+        for name in fleet.apps if rnd.random() < 0.3])
+    hubs = [fleet.apps[i] for i in np.argsort(-fleet.in_degree)[:10]]
+    await stores.close()
+    return now, fleet.apps, hubs
+
+
+def serve(data_dir: str, port: int, now: float) -> None:
+    """The server process: the app over the stores in ``data_dir``, clock pinned to ``now``."""
+    import uvicorn
+
+    from service.app import create_app
+    from service.config import ServiceConfig
+    from topology.store.embedded import open_stores
+
+    stores = open_stores(data_dir)
+    app = create_app(stores, ServiceConfig.from_env(), clock=lambda: now)
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def post(
+    client: httpx.AsyncClient, query: str, variables: dict[str, Any], samples: list[float]
+) -> None:
+    t = time.perf_counter()
+    r = await client.post("/graphql", json={"query": query, "variables": variables})
+    samples.append((time.perf_counter() - t) * 1000)
+    body = r.json()
+    if r.status_code != 200 or body.get("errors"):
+        raise RuntimeError(f"query failed: {r.status_code} {body.get('errors')}")
+
+
+def fmt(p: dict[str, float]) -> str:
+    return "  ".join(f"{k} {v:8.2f}" for k, v in p.items()) + " ms"
+
+
+async def measure(base: str, names: list[str], hubs: list[str], now: float, args: argparse.Namespace) -> None:
+    rnd = random.Random(args.seed + 1)
+    picks = [rnd.choice(names) for _ in range(args.queries)]
+    limits = httpx.Limits(max_connections=args.concurrency, max_keepalive_connections=args.concurrency)
+    async with httpx.AsyncClient(base_url=base, timeout=60, limits=limits) as client:
+        for _ in range(300):  # wait for the server
+            try:
+                if (await client.get("/readyz")).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.1)
+        warm: list[float] = []
+        for name in picks[: min(50, len(picks))]:
+            await post(client, Q1, {"name": name}, warm)
+
+        samples: list[float] = []
+        for name in picks:
+            await post(client, Q1, {"name": name}, samples)
+        print(f"{'Q1 sequential':28s} {len(picks)} services: {fmt(percentiles(samples))}")
+
+        samples = []
+        queue = list(picks) * 2
+
+        async def worker() -> None:
+            while queue:
+                await post(client, Q1, {"name": queue.pop()}, samples)
+
+        t = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(args.concurrency)))
+        wall = time.perf_counter() - t
+        print(f"{'Q1 concurrent':28s} {args.concurrency} clients, {len(samples)} requests: "
+              f"{len(samples) / wall:8.1f} requests/s  {fmt(percentiles(samples))}")
+
+        samples = []
+        for _ in range(args.blast_runs):
+            for hub in hubs:
+                await post(client, Q2, {"name": hub}, samples)
+        print(f"{'Q2 blastRadius(depth: 5)':28s} 10 most depended-on x {args.blast_runs}: "
+              f"{fmt(percentiles(samples))}")
+
+        at = datetime.fromtimestamp(now - 30 * 60, tz=UTC).isoformat()
+        samples = []
+        for name in picks:
+            await post(client, Q3, {"name": name, "at": at}, samples)
+        print(f"{'Q3 at -30 min, 5 min window':28s} {len(picks)} services: {fmt(percentiles(samples))}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--services", type=int, default=1000)
+    p.add_argument("--minutes", type=int, default=60)
+    p.add_argument("--queries", type=int, default=300)
+    p.add_argument("--concurrency", type=int, default=16)
+    p.add_argument("--blast-runs", type=int, default=10)
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--data-dir", help="where to build the store (default: a temporary directory)")
+    p.add_argument("--serve", nargs=3, metavar=("DATA_DIR", "PORT", "NOW"), help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.serve:
+        serve(args.serve[0], int(args.serve[1]), float(args.serve[2]))
+        return 0
+
+    print(header("GraphQL over HTTP (bench/query_http.py)"))
+    root = pathlib.Path(args.data_dir or tempfile.mkdtemp(prefix="query-http-"))
+    if root.exists():
+        shutil.rmtree(root)
+    t = time.perf_counter()
+    now, names, hubs = asyncio.run(build(root, args.services, args.minutes, args.seed))
+    print(f"# fleet: {args.services} services, {args.minutes} minutes of windows, built in "
+          f"{time.perf_counter() - t:.0f} s; one uvicorn process, Q1 pages hold the default 100 dependencies")
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "bench.query_http", "--serve", str(root), str(port), str(now)],
+        env={**os.environ, "TOPOLOGY_GRAPHIQL": "false"},
+    )
+    try:
+        asyncio.run(measure(f"http://127.0.0.1:{port}", names, hubs, now, args))
+    finally:
+        server.send_signal(signal.SIGINT)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        if not args.data_dir:
+            shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
