@@ -45,6 +45,8 @@ class AddressBook:
         # Text forms looked up and not found: unknown addresses repeat, parsing them again is wasted.
         self._unknown_text: set[str] = set()
         self.counters: dict[str, int] = {"leases": 0, "closed_by_successor": 0, "replaced": 0}
+        #: Changes with every add(): callers that cache resolutions compare it.
+        self.version = 0
         for lease in leases:
             self.add(lease)
 
@@ -55,6 +57,7 @@ class AddressBook:
     # -- building ---------------------------------------------------------------------------------
     def add(self, lease: AddressLease) -> None:
         """Record one lease (idempotent; see the module docstring). Raises ValueError on a bad ip."""
+        self.version += 1
         try:
             packed = pack_ip(lease.ip)
         except ValueError as e:

@@ -345,7 +345,7 @@ class NetworkStage1:
             if w + ws > watermark:
                 break
             parts = self._pending.pop(w)
-            rows = parts[0] if len(parts) == 1 else _merge(np.concatenate(parts))
+            rows = parts[0] if len(parts) == 1 else _merge(_concatenate(parts))
             out.extend(self._rows(w, rows))
         self.counters["aggregates"] += len(out)
         return FlowAggregates(out)
@@ -381,6 +381,12 @@ class NetworkStage1:
                 self._addr_text.clear()
             self._addr_text[key] = text
         return text
+
+
+def _concatenate(parts: list[_Rows]) -> _Rows:
+    # As bytes: numpy's concatenate of structured arrays checks field promotion per part (20x slower).
+    joined: _Rows = np.concatenate([np.ascontiguousarray(p).view(np.uint8) for p in parts]).view(_ROWS)
+    return joined
 
 
 def _merge(rows: _Rows) -> _Rows:

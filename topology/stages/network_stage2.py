@@ -44,6 +44,7 @@ Distributed: all aggregates that must meet in one worker share :meth:`NetworkSta
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 from topology.address import AddressBook
@@ -150,7 +151,7 @@ class _Join:
 
 
 class _Window:
-    __slots__ = ("app", "cluster", "dirty", "emitted_into", "flushed", "joins", "nat", "nat_new")
+    __slots__ = ("app", "cluster", "direct", "dirty", "emitted_into", "flushed", "joins", "nat", "nat_new")
 
     def __init__(self) -> None:
         # Pending (unflushed) edge totals, keyed by (source, target, side).
@@ -162,6 +163,10 @@ class _Window:
         self.nat_new: set[tuple[str, str | None, str]] = set()  # (backend app, cluster, NAT name)
         # Client-side edges already flushed, by (granularity, target): for NAT records that come late.
         self.emitted_into: dict[tuple[Granularity, str], dict[tuple[str, int], _Acc]] = {}
+        # Agent records of a direct edge already placed: (app, cluster, role, remote address) ->
+        # (lease start, lease end, app edge, cluster edge). The six 10 s aggregates of a minute then
+        # skip resolution. Cleared at each flush and whenever the address book changes.
+        self.direct: dict[tuple[str, str, int, str], tuple[float, float, _Acc, _Acc | None]] = {}
         self.flushed = False
         self.dirty = False
 
@@ -177,6 +182,7 @@ class NetworkStage2:
         self.grace_seconds = grace_seconds
         self._windows: dict[int, _Window] = {}
         self._watermark = float("-inf")
+        self._book_version = -1
         self.counters: dict[str, int] = {
             "aggregates": 0,
             "partials": 0,
@@ -198,6 +204,10 @@ class NetworkStage2:
         ws = self.window_seconds
         resolve_span = self.addresses.resolve_span
         route = self._route
+        if self.addresses.version != self._book_version:
+            self._book_version = self.addresses.version
+            for window in self._windows.values():
+                window.direct.clear()
         current, st = -1, None
         n = 0
         for (wstart, _, app, cluster, role, remote_addr, port, proto, conns, sent, received, first_ms,
@@ -211,12 +221,30 @@ class NetworkStage2:
                 continue
             if st.flushed:
                 counters["late_accepted"] += 1
+            if role != ROLE_CLIENT:  # orient the bytes source -> target
+                sent, received = received, sent
             t0 = first_ms / 1000.0
             last = last_end_ms / 1000.0
-            lease, lease_late = resolve_span(remote_addr, t0, last_start_ms / 1000.0)
+            t1 = last_start_ms / 1000.0
+            if app:
+                known = st.direct.get((app, cluster, role, remote_addr))
+                if known is not None and known[0] <= t0 and t1 < known[1]:
+                    known[2].add(t0, last, conns, sent, received, proto, port)
+                    if known[3] is not None:
+                        known[3].add(t0, last, conns, sent, received, proto, port)
+                    continue
+            lease, lease_late = resolve_span(remote_addr, t0, t1)
             if app:
                 local: Node = (app, cluster or None, NodeKind.SERVICE)
                 side = _CLIENT if role == ROLE_CLIENT else _SERVER
+                if lease is not None and lease is lease_late and lease.kind not in _INTERMEDIARY:
+                    app_acc, cluster_acc = self._direct(st, local, role, side, lease, remote_addr)
+                    app_acc.add(t0, last, conns, sent, received, proto, port)
+                    if cluster_acc is not None:
+                        cluster_acc.add(t0, last, conns, sent, received, proto, port)
+                    end = math.inf if lease.end is None else lease.end
+                    st.direct[(app, cluster, role, remote_addr)] = (lease.start, end, app_acc, cluster_acc)
+                    continue
             else:
                 side = _PAIR
                 own = self.addresses.resolve(local_addr, t0)
@@ -231,8 +259,6 @@ class NetworkStage2:
                     role = ROLE_SERVER if role == ROLE_CLIENT else ROLE_CLIENT
                 else:
                     local = self._node(own, local_addr)
-            if role != ROLE_CLIENT:  # orient the bytes source -> target
-                sent, received = received, sent
             if lease_late is not lease:
                 counters["owner_changed_in_aggregate"] += 1
                 moved = 1 if conns >= 2 else 0
@@ -276,15 +302,18 @@ class NetworkStage2:
                     backend = join.backends[(local[0], local[1])] = (local, _Acc())
                 backend[1].add(first, last, conns, sent, received, proto, port)
             return
-        remote = self._node(lease, remote_addr)
-        if role == ROLE_CLIENT:
-            src, dst = local, remote
-        else:
-            src, dst = remote, local
-        app_acc, cluster_acc = self._accs(st, src, dst, side)
+        app_acc, cluster_acc = self._direct(st, local, role, side, lease, remote_addr)
         app_acc.add(first, last, conns, sent, received, proto, port)
         if cluster_acc is not None:
             cluster_acc.add(first, last, conns, sent, received, proto, port)
+
+    def _direct(self, st: _Window, local: Node, role: int, side: int, lease: AddressLease | None,
+                remote_addr: str) -> tuple[_Acc, _Acc | None]:
+        """The edge accumulators (APP, CLUSTER) of a record whose remote end is not an intermediary."""
+        remote = self._node(lease, remote_addr)
+        if role == ROLE_CLIENT:
+            return self._accs(st, local, remote, side)
+        return self._accs(st, remote, local, side)
 
     def _node(self, lease: AddressLease | None, addr: str) -> Node:
         if lease is None:
@@ -335,6 +364,7 @@ class NetworkStage2:
         return out
 
     def _emit(self, w: int, st: _Window, out: list[EdgePartial]) -> None:
+        st.direct.clear()  # its edges are flushed below; later records start new ones
         for owner, join in st.joins.items():
             self._flush_join(st, owner, join)
         new_nat = self._apply_nat(st)
