@@ -161,3 +161,15 @@ def test_route_key_sends_each_join_to_one_worker() -> None:
     assert s.route_key(agg("web", "10.7.7.7")) == "ip:10.7.7.7"
     assert s.route_key(agg("", "10.0.1.1", local_addr="10.0.9.1")) == "lb"
     assert s.route_key(agg("", "10.0.1.1", local_addr="10.0.0.1")) == "api"
+
+
+def test_a_lease_added_between_batches_is_used_for_later_records_of_the_same_window() -> None:
+    book = AddressBook([AddressLease("10.0.5.5", "old", AddressKind.WORKLOAD, T - 100, None, "old-v1")])
+    s = NetworkStage2(book)
+    s.add([agg("web", "10.0.5.5", cluster="web-v1", start=5)])
+    book.add(AddressLease("10.0.5.5", "new", AddressKind.WORKLOAD, T + 30, None, "new-v1"))
+    s.add([agg("web", "10.0.5.5", cluster="web-v1", start=35),
+           agg("web", "10.0.5.5", cluster="web-v1", start=6)])
+    e = app_edges(s.flush(T + 60))
+    assert {k: v.connections for k, v in e.items()} == {("web", "old", Side.CLIENT): 2,
+                                                       ("web", "new", Side.CLIENT): 1}
