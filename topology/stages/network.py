@@ -10,7 +10,7 @@ which produces :class:`FlowAggregate` records directly.
 
 from __future__ import annotations
 
-from topology.stages.network_stage1 import FlowAggregate, NetworkStage1, protocol_name
+from topology.stages.network_stage1 import FlowAggregate, FlowAggregates, NetworkStage1, protocol_name
 from topology.stages.network_stage2 import NetworkStage2
 
-__all__ = ["FlowAggregate", "NetworkStage1", "NetworkStage2", "protocol_name"]
+__all__ = ["FlowAggregate", "FlowAggregates", "NetworkStage1", "NetworkStage2", "protocol_name"]
