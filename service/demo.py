@@ -18,6 +18,7 @@ import uvicorn
 from service.runtime import Runtime
 from topology.pipeline import Pipeline
 from topology.store.base import Stores
+from topology.timewindow import MINUTE, align
 
 log = logging.getLogger("topology.demo")
 
@@ -45,62 +46,123 @@ async def persist_meta(stores: Stores, emission: Any) -> None:
         await stores.catalog.record_health(list(emission.health))
 
 
-def write_truth(path: str | None, sim: Any) -> None:
+def write_truth(path: str | None, sims: list[Any]) -> None:
+    """The union of the simulators' ground truth (edges that carried traffic so far), atomically."""
     if not path:
         return
+    layers: dict[str, set[tuple[str, str]]] = {}
+    for sim in sims:
+        for layer, pairs in sim.truth()["layers"].items():
+            layers.setdefault(layer, set()).update((a, b) for a, b in pairs)
+    unified = set().union(*layers.values()) if layers else set()
+    doc = {
+        "layers": {k: sorted(map(list, v)) for k, v in layers.items()},
+        "unified": sorted(map(list, unified)),
+    }
     tmp = f"{path}.tmp"
     with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(sim.truth(), f)
+        json.dump(doc, f)
     os.replace(tmp, path)
 
 
-class SimulationDriver:
-    """Runs the simulator: a quick backfill of recent history, then live steps in wall-clock time."""
+async def simulate_span(sim: Any, rt: Runtime, start: float, end: float, step: float) -> float:
+    """Feed [start, end) of simulated traffic as fast as possible, yielding between steps."""
+    t = start
+    while t < end:
+        dt = min(step, end - t)
+        em = sim.step(t, dt)
+        feed(rt, em, t)
+        await persist_meta(rt.stores, em)
+        t += dt
+        await rt.flush(t)
+        await asyncio.sleep(0)
+    return t
 
-    def __init__(self, sim: Any, runtime: Runtime, step: float, backfill: float, truth: str | None) -> None:
-        self.sim = sim
+
+class SimulationDriver:
+    """Runs the demo's simulated fleet.
+
+    Start-up is split so the live map answers within seconds: a *live* simulator starts ``warmup``
+    seconds in the past, catches up, then follows the wall clock; an independent *history*
+    simulator (same fleet and seed, its own pipeline) fills ``[now - backfill, now - warmup)`` in the
+    background with one-minute steps. Their windows never overlap in time, so their writes never
+    collide. When the store already holds data (a restart), the history fill is skipped.
+    """
+
+    def __init__(
+        self,
+        make_sim: Any,
+        runtime: Runtime,
+        step: float,
+        backfill: float,
+        truth: str | None,
+        warmup: float = 120.0,
+    ) -> None:
+        self.make_sim = make_sim
         self.runtime = runtime
         self.step = step
         self.backfill = backfill
+        self.warmup = min(warmup, backfill)
         self.truth = truth
         self.ready = asyncio.Event()
+        self.sims: list[Any] = []
 
     async def run(self) -> None:
         rt = self.runtime
         now = rt.clock()
-        t = now - self.backfill
-        initial = self.sim.initial_records()
+        # Minute-aligned, so the history's last one-minute window ends where the live ones begin.
+        live_start = float(align(now - self.warmup, MINUTE))
+        sim = self.make_sim(live_start)
+        self.sims.append(sim)
+        initial = sim.initial_records()
         await persist_meta(rt.stores, initial)
-        feed(rt, initial, t)
+        feed(rt, initial, live_start)
         started = time.monotonic()
-        while t < now:  # backfill as fast as possible, yielding to the server between steps
-            em = self.sim.step(t, self.step)
-            feed(rt, em, t)
-            await persist_meta(rt.stores, em)
-            t += self.step
-            await rt.flush(t)
-            await asyncio.sleep(0)
-        await rt.rollup(t)
-        write_truth(self.truth, self.sim)
+        t = await simulate_span(sim, rt, live_start, now, self.step)
+        write_truth(self.truth, self.sims)
         log.info(
-            "backfill done",
-            extra={"simulated_s": self.backfill, "took_s": round(time.monotonic() - started, 1)},
+            "live map ready", extra={"warmup_s": self.warmup, "took_s": round(time.monotonic() - started, 1)}
         )
         self.ready.set()
+        history: asyncio.Task[None] | None = None
+        counts = await asyncio.gather(*(s.window_count() for s in rt.stores.layers.values()))
+        if self.backfill > self.warmup and not any(sum(c.values()) for c in counts if c):
+            history = asyncio.create_task(
+                self._history(float(align(now - self.backfill, MINUTE)), live_start)
+            )
         last_rollup = time.monotonic()
-        while True:
-            target = rt.clock()
-            while t + self.step <= target:
-                em = self.sim.step(t, self.step)
-                feed(rt, em, t)
-                await persist_meta(rt.stores, em)
-                t += self.step
-            await rt.flush(target)
-            write_truth(self.truth, self.sim)
-            if time.monotonic() - last_rollup > ROLLUP_EVERY:
-                await rt.rollup(target)
-                last_rollup = time.monotonic()
-            await asyncio.sleep(FLUSH_EVERY)
+        try:
+            while True:
+                target = rt.clock()
+                while t + self.step <= target:
+                    em = sim.step(t, self.step)
+                    feed(rt, em, t)
+                    await persist_meta(rt.stores, em)
+                    t += self.step
+                await rt.flush(target)
+                write_truth(self.truth, self.sims)
+                if time.monotonic() - last_rollup > ROLLUP_EVERY:
+                    await rt.rollup(target)
+                    last_rollup = time.monotonic()
+                await asyncio.sleep(FLUSH_EVERY)
+        finally:
+            if history is not None:
+                history.cancel()
+
+    async def _history(self, start: float, end: float) -> None:
+        rt = Runtime(self.runtime.stores, None, Pipeline(), clock=self.runtime.clock)
+        sim = self.make_sim(start)
+        self.sims.append(sim)
+        initial = sim.initial_records()
+        feed(rt, initial, start)
+        began = time.monotonic()
+        t = await simulate_span(sim, rt, start, end, 60.0)
+        for extra in (60.0, 120.0, 180.0):  # close the last windows (they end before the live ones begin)
+            await rt.flush(t + extra)
+        await rt.rollup(end)
+        log.info(
+            "history filled", extra={"from": start, "to": end, "took_s": round(time.monotonic() - began, 1)}
+        )
 
 
 async def _flusher(runtime: Runtime) -> None:
@@ -166,9 +228,11 @@ async def run_demo(args: Any) -> int:
         stores = await stores
     data_dir = Path(args.data_dir) if args.store == "embedded" else None
     runtime = Runtime(stores, data_dir, Pipeline())
-    fleet = generate_fleet(services=args.services, seed=args.seed)
-    sim = Simulator(fleet, seed=args.seed, start=time.time() - args.backfill)
-    driver = SimulationDriver(sim, runtime, args.step, args.backfill, args.truth)
+
+    def make_sim(start: float) -> Any:
+        return Simulator(generate_fleet(services=args.services, seed=args.seed), seed=args.seed, start=start)
+
+    driver = SimulationDriver(make_sim, runtime, args.step, args.backfill, args.truth)
     task = asyncio.create_task(driver.run())
     banner = (
         f"Service Topology demo: {args.services} simulated services (seed {args.seed}), "
