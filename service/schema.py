@@ -197,15 +197,15 @@ class _Schema(strawberry.federation.Schema):
 def build_schema(
     config: ServiceConfig | None = None, extra_extensions: Sequence[Callable[[], SchemaExtension]] = ()
 ) -> strawberry.federation.Schema:
-    """The schema with the configured limits; ``extra_extensions`` (e.g. tracing, metrics) run inside
-    the limits and the error policy."""
+    """The schema with the configured limits; ``extra_extensions`` (e.g. tracing, metrics) wrap the
+    limits and the error policy, so they see each operation's final errors."""
     cfg = config or ServiceConfig()
     extensions: list[Callable[[], SchemaExtension]] = [
+        *extra_extensions,  # operation hooks nest: the first listed exits last
         lambda: MaxTokensLimiter(max_token_count=cfg.max_tokens),
         lambda: QueryDepthLimiter(max_depth=cfg.max_query_depth),
         lambda: MaxAliasesLimiter(max_alias_count=cfg.max_aliases),
         ErrorCodes,
-        *extra_extensions,
     ]
     return _Schema(
         query=Query,

@@ -125,6 +125,8 @@ async def test_store_errors_are_counted(stores: Stores) -> None:
         m = samples((await http.get("/metrics")).text)
     assert m[("topology_store_errors_total", (("method", "neighbors"), ("store", "IPC")))] == 1
     assert m[("topology_graphql_errors_total", (("code", "UNAVAILABLE"),))] == 1
+    # a partial answer is an answer with errors
+    assert m[("topology_graphql_requests_total", (("operation", "anonymous"), ("outcome", "error")))] == 1
 
 
 async def test_resolvers_are_traced(stores: Stores) -> None:
