@@ -53,9 +53,14 @@ def _merge_node(old: NodeInfo | None, new: NodeInfo) -> NodeInfo:
     kind = NodeKind.SERVICE if NodeKind.SERVICE in (old.kind, new.kind) else new.kind
     firsts = [t for t in (old.first_seen, new.first_seen) if t]
     return NodeInfo(
-        name=new.name, kind=kind, granularity=new.granularity, app=new.app or old.app,
-        layers=old.layers | new.layers, first_seen=min(firsts) if firsts else 0.0,
-        last_seen=max(old.last_seen, new.last_seen))
+        name=new.name,
+        kind=kind,
+        granularity=new.granularity,
+        app=new.app or old.app,
+        layers=old.layers | new.layers,
+        first_seen=min(firsts) if firsts else 0.0,
+        last_seen=max(old.last_seen, new.last_seen),
+    )
 
 
 def _layers_text(layers: frozenset[Layer]) -> str:
@@ -82,7 +87,8 @@ class EmbeddedCatalogStore(CatalogStore):
             seen_in = frozenset(Layer(x) for x in layers.split(",") if x)
             self._nodes[(g, name)] = NodeInfo(name, NodeKind(kind), g, app, seen_in, first, last)
         for service, at, status, reason in conn.execute(
-                "SELECT service, at, status, reason FROM health ORDER BY service, at"):
+            "SELECT service, at, status, reason FROM health ORDER BY service, at"
+        ):
             self._health.setdefault(service, []).append((at, HealthState(status), reason))
         for events in self._health.values():
             del events[:-HEALTH_IN_MEMORY]
@@ -109,8 +115,9 @@ class EmbeddedCatalogStore(CatalogStore):
         latest = {i.name: i for i in infos}
         rows = [(n, json.dumps(i.to_dict(), separators=(",", ":"))) for n, i in latest.items()]
         async with self._lock:
-            await self._db.write(lambda c: c.executemany("INSERT OR REPLACE INTO services VALUES (?,?)",
-                                                          rows))
+            await self._db.write(
+                lambda c: c.executemany("INSERT OR REPLACE INTO services VALUES (?,?)", rows)
+            )
             for info in latest.values():
                 self._put_service(info)
 
@@ -130,8 +137,18 @@ class EmbeddedCatalogStore(CatalogStore):
             changed = {k: v for k, v in merged.items() if self._nodes.get(k) != v}
             if not changed:
                 return
-            rows = [(v.name, v.granularity.value, v.kind.value, v.app, _layers_text(v.layers), v.first_seen,
-                     v.last_seen) for v in changed.values()]
+            rows = [
+                (
+                    v.name,
+                    v.granularity.value,
+                    v.kind.value,
+                    v.app,
+                    _layers_text(v.layers),
+                    v.first_seen,
+                    v.last_seen,
+                )
+                for v in changed.values()
+            ]
             sql = "INSERT OR REPLACE INTO nodes VALUES (?,?,?,?,?,?,?)"
             await self._db.write(lambda c: c.executemany(sql, rows))
             for k, v in changed.items():
@@ -185,8 +202,9 @@ class EmbeddedCatalogStore(CatalogStore):
                 return False
         return True
 
-    async def list_names(self, flt: ServiceFilter, granularity: Granularity, limit: int,
-                         after: str | None) -> list[str]:
+    async def list_names(
+        self, flt: ServiceFilter, granularity: Granularity, limit: int, after: str | None
+    ) -> list[str]:
         self._check()
         if limit < 0:
             raise ValueError(f"limit must be >= 0, got {limit}")
@@ -212,8 +230,9 @@ class EmbeddedCatalogStore(CatalogStore):
         latest = {(e.service, float(e.at)): e for e in events}
         rows = [(e.service, at, e.status.value, e.reason) for (_, at), e in latest.items()]
         async with self._lock:
-            await self._db.write(lambda c: c.executemany("INSERT OR REPLACE INTO health VALUES (?,?,?,?)",
-                                                          rows))
+            await self._db.write(
+                lambda c: c.executemany("INSERT OR REPLACE INTO health VALUES (?,?,?,?)", rows)
+            )
             for (service, at), e in latest.items():
                 hist = self._health.setdefault(service, [])
                 item: _Health = (at, e.status, e.reason)
@@ -240,11 +259,15 @@ class EmbeddedCatalogStore(CatalogStore):
             elif len(hist) >= HEALTH_IN_MEMORY:
                 older.append(n)  # memory holds only the newest events; ask the disk
         if older:
+
             def read(c: sqlite3.Connection) -> list[tuple[str, float, str, str | None]]:
                 found = []
                 for n in older:
-                    row = c.execute("SELECT service, at, status, reason FROM health "
-                                    "WHERE service=? AND at<=? ORDER BY at DESC LIMIT 1", (n, at)).fetchone()
+                    row = c.execute(
+                        "SELECT service, at, status, reason FROM health "
+                        "WHERE service=? AND at<=? ORDER BY at DESC LIMIT 1",
+                        (n, at),
+                    ).fetchone()
                     if row is not None:
                         found.append(row)
                 return found
@@ -271,7 +294,8 @@ class EmbeddedCatalogStore(CatalogStore):
                 c.execute(
                     "DELETE FROM traces WHERE service=?1 AND (start, trace_id) < (SELECT start, trace_id "
                     "FROM traces WHERE service=?1 ORDER BY start DESC, trace_id DESC LIMIT 1 OFFSET ?2)",
-                    (service, TRACES_PER_SERVICE - 1))
+                    (service, TRACES_PER_SERVICE - 1),
+                )
 
         async with self._lock:
             await self._db.write(write)
@@ -280,9 +304,12 @@ class EmbeddedCatalogStore(CatalogStore):
         self._check()
         if limit < 0:
             raise ValueError(f"limit must be >= 0, got {limit}")
-        rows = await self._db.read(lambda c: c.execute(
-            "SELECT data FROM traces WHERE service=? ORDER BY start DESC, trace_id DESC LIMIT ?",
-            (name, limit)).fetchall())
+        rows = await self._db.read(
+            lambda c: c.execute(
+                "SELECT data FROM traces WHERE service=? ORDER BY start DESC, trace_id DESC LIMIT ?",
+                (name, limit),
+            ).fetchall()
+        )
         return [TraceSummary.from_dict(json.loads(d)) for (d,) in rows]
 
     async def close(self) -> None:

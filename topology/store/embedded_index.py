@@ -66,6 +66,13 @@ def add_interval(iv: array[int], s: int, e: int) -> None:
         del iv[2 * (i + 1) : 2 * j]
 
 
+def array_from(blob: bytes) -> array[int]:
+    """Intervals as stored on disk (``array.tobytes()``: 8-byte integers in the machine's byte order)."""
+    iv = array("q")
+    iv.frombytes(blob)
+    return iv
+
+
 def overlaps(iv: array[int], start: float, end: float) -> bool:
     """Whether any interval overlaps [start, end)."""
     # the last interval starting before ``end`` reaches furthest among those that can overlap
@@ -94,7 +101,17 @@ def trim_before(iv: array[int], low: int) -> None:
 class EdgeRec:
     """One edge of the index (at one granularity)."""
 
-    __slots__ = ("cache", "id", "key", "source_app", "source_kind", "spans", "target_app", "target_kind")
+    __slots__ = (
+        "cache",
+        "id",
+        "key",
+        "row",
+        "source_app",
+        "source_kind",
+        "spans",
+        "target_app",
+        "target_kind",
+    )
 
     def __init__(self, edge_id: int, key: EdgeKey) -> None:
         self.id = edge_id
@@ -105,21 +122,14 @@ class EdgeRec:
         self.target_app: str | None = None
         self.spans: list[array[int] | None] = [None, None, None]  # minute, hour, day intervals
         self.cache: object = None  # owned by the stats layer (a merged-stats memo)
+        self.row = -1  # owned by the stats layer (its row in the hot ring)
 
-    def add_window(self, window_start: int, window_seconds: int) -> None:
-        slot = _SLOT[window_seconds]
-        iv = self.spans[slot]
-        if iv is None:
-            iv = self.spans[slot] = array("q")
-        add_interval(iv, window_start, window_start + window_seconds)
+    def set_intervals(self, window_seconds: int, iv: array[int]) -> None:
+        self.spans[_SLOT[window_seconds]] = iv if len(iv) else None
 
-    def add_window_span(self, window_seconds: int, start: int, end: int) -> None:
-        """Add a run of consecutive windows [start, end) (loading from disk)."""
-        slot = _SLOT[window_seconds]
-        iv = self.spans[slot]
-        if iv is None:
-            iv = self.spans[slot] = array("q")
-        add_interval(iv, start, end)
+    def intervals_copy(self, window_seconds: int) -> array[int]:
+        iv = self.spans[_SLOT[window_seconds]]
+        return array("q") if iv is None else array("q", iv)
 
     def present(self, window_seconds: int, start: float, end: float) -> bool:
         iv = self.spans[_SLOT[window_seconds]]
@@ -241,18 +251,33 @@ class GraphIndex:
                 if f and (not first or f < first):
                     first = f
                 last = max(last, la)
-            found.append(NodeInfo(name=name, kind=kind, granularity=gran, app=app,
-                                  layers=frozenset((self.layer,)), first_seen=float(first),
-                                  last_seen=float(last)))
+            found.append(
+                NodeInfo(
+                    name=name,
+                    kind=kind,
+                    granularity=gran,
+                    app=app,
+                    layers=frozenset((self.layer,)),
+                    first_seen=float(first),
+                    last_seen=float(last),
+                )
+            )
         if not found:
             return None
         best = found[0]
         if len(found) > 1:
             other = found[1]
-            best = NodeInfo(best.name, best.kind, best.granularity, best.app, best.layers,
-                            float(min(x for x in (best.first_seen, other.first_seen) if x) or 0.0)
-                            if (best.first_seen or other.first_seen) else 0.0,
-                            max(best.last_seen, other.last_seen))
+            best = NodeInfo(
+                best.name,
+                best.kind,
+                best.granularity,
+                best.app,
+                best.layers,
+                float(min(x for x in (best.first_seen, other.first_seen) if x) or 0.0)
+                if (best.first_seen or other.first_seen)
+                else 0.0,
+                max(best.last_seen, other.last_seen),
+            )
         return best
 
     def nodes(self, names: Iterable[str]) -> dict[str, NodeInfo]:

@@ -3,15 +3,19 @@
 Storage (``<layer>.db``)::
 
     edges(id, granularity, source, target, source_kind, target_kind, source_app, target_app)
-    windows(edge, wsec, wstart, stats)      -- one row per stored window, PRIMARY KEY (edge, wsec, wstart)
-    pending_rollup(wsec, wstart)            -- hours/days with new finer windows since their last roll-up
-    meta(key, value)                        -- layer name, clock of the last roll-up
+    windows(wsec, wstart, edge, stats)  -- one row per stored window; the key starts with time, so a
+                                        -- minute's upsert appends pages, roll-up and retention scan ranges
+    spans(edge, wsec, intervals)        -- the edge's presence (see embedded_index.py), written through
+    pending_rollup(wsec, wstart)        -- hours/days with new finer windows since their last roll-up
+    meta(key, value)                    -- layer name, format versions, clock of the last roll-up
 
 Memory: the :class:`~topology.store.embedded_index.GraphIndex` (adjacency and per-edge presence
-intervals, loaded at open, written through on upsert) and :class:`~topology.store.embedded_stats.StatsSource`
-(recent minute windows' stats and a per-edge memo of the last merged range). Queries walk the index
-without touching SQLite; the stats of the edges they return come from memory when the range is
-recent, else from one batched SQLite query.
+intervals, loaded from ``edges`` and ``spans`` at open, written through on upsert) and
+:class:`~topology.store.embedded_stats.StatsSource` (the hot ring of the last ``hot_minutes`` minute
+windows of every edge, and a per-edge memo of the last merged range). Queries walk the index without
+touching SQLite; the stats of the edges they return come from memory when the range is recent, else
+from one batched SQLite query. Presence intervals are stored untrimmed and trimmed at open with the
+last roll-up's clock.
 
 Roll-up: an upsert marks the hour (day) its minute (hour) windows belong to; ``rollup(now)`` rebuilds
 every marked hour that ended before ``now`` as the merge of its minute windows (replacing the
@@ -26,6 +30,7 @@ import asyncio
 import logging
 import pathlib
 import sqlite3
+from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -43,9 +48,9 @@ from topology.model import (
 )
 from topology.stats import EdgeStats
 from topology.store.base import LayerStore, RollupReport, StoreUnavailable
-from topology.store.embedded_codec import decode, encode
+from topology.store.embedded_codec import CODEC, decode, encode, merge_all
 from topology.store.embedded_db import Database
-from topology.store.embedded_index import EdgeRec, GraphIndex
+from topology.store.embedded_index import EdgeRec, GraphIndex, add_interval, array_from
 from topology.store.embedded_stats import StatsSource
 from topology.timewindow import DAY, HOUR, MINUTE, STORED_GRANULARITIES, Retention, TimeRange, align
 
@@ -58,14 +63,18 @@ CREATE TABLE IF NOT EXISTS edges(
   source_kind TEXT NOT NULL, target_kind TEXT NOT NULL, source_app TEXT, target_app TEXT,
   UNIQUE(granularity, source, target));
 CREATE TABLE IF NOT EXISTS windows(
-  edge INTEGER NOT NULL, wsec INTEGER NOT NULL, wstart INTEGER NOT NULL, stats BLOB NOT NULL,
-  PRIMARY KEY(edge, wsec, wstart)) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS windows_by_time ON windows(wsec, wstart);
+  wsec INTEGER NOT NULL, wstart INTEGER NOT NULL, edge INTEGER NOT NULL, stats BLOB NOT NULL,
+  PRIMARY KEY(wsec, wstart, edge)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS spans(edge INTEGER NOT NULL, wsec INTEGER NOT NULL, intervals BLOB NOT NULL,
+  PRIMARY KEY(edge, wsec)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS pending_rollup(wsec INTEGER NOT NULL, wstart INTEGER NOT NULL,
   PRIMARY KEY(wsec, wstart)) WITHOUT ROWID;
 """
 
 _COARSER = {MINUTE: HOUR, HOUR: DAY}
+SCHEMA_VERSION = "2"
+#: Minutes of recent windows the hot ring holds per edge: the default live window (15 min) and then some.
+DEFAULT_HOT_MINUTES = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +103,18 @@ def _validate(layer: Layer, windows: Sequence[EdgeWindow]) -> None:
             raise ValueError("edge source and target must be non-empty names")
 
 
+def _extended_spans(windows: Iterable[tuple[EdgeRec, int, int]]) -> dict[tuple[int, int], array[int]]:
+    """New presence intervals (copies) of the edges that get these windows (edge, seconds, start)."""
+    out: dict[tuple[int, int], array[int]] = {}
+    for rec, wsec, wstart in windows:
+        k = (rec.id, wsec)
+        iv = out.get(k)
+        if iv is None:
+            iv = out[k] = rec.intervals_copy(wsec)
+        add_interval(iv, wstart, wstart + wsec)
+    return out
+
+
 def _names(names: Iterable[str]) -> list[str]:
     if isinstance(names, str):
         raise ValueError("names must be a collection of names, not one string")
@@ -101,52 +122,73 @@ def _names(names: Iterable[str]) -> list[str]:
 
 
 class EmbeddedLayerStore(LayerStore):
-    def __init__(self, path: pathlib.Path, layer: Layer, retention: Retention,
-                 hot_seconds: int = 20 * MINUTE) -> None:
+    def __init__(
+        self, path: pathlib.Path, layer: Layer, retention: Retention, hot_minutes: int = DEFAULT_HOT_MINUTES
+    ) -> None:
         self.layer = layer
         self.retention = retention
         self._db = Database(path, SCHEMA, layer)
         self._lock = asyncio.Lock()
         self._index = GraphIndex(layer)
-        self._stats = StatsSource(self._db, hot_seconds)
+        self._stats = StatsSource(self._db, hot_minutes)
         self._next_id = 1
         self._last_rollup = 0.0
-        self._load()
+        try:
+            self._load()
+        except BaseException:
+            self._db.close()
+            raise
 
     # -- opening ---------------------------------------------------------------------------------
+    def _meta(self, conn: sqlite3.Connection, key: str, default: str | None) -> str | None:
+        row = conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        if row is None and default is not None:
+            conn.execute("INSERT INTO meta VALUES (?, ?)", (key, default))
+            return default
+        return None if row is None else str(row[0])
+
     def _load(self) -> None:
         conn = self._db.writer
-        row = conn.execute("SELECT value FROM meta WHERE key='layer'").fetchone()
-        if row is None:
-            conn.execute("INSERT INTO meta VALUES ('layer', ?)", (self.layer.value,))
-        elif row[0] != self.layer.value:
-            self._db.close()
-            raise ValueError(f"{self._db.path} holds the {row[0]} layer, not {self.layer.value}")
-        row = conn.execute("SELECT value FROM meta WHERE key='last_rollup'").fetchone()
-        self._last_rollup = float(row[0]) if row else 0.0
+        fresh = conn.execute("SELECT COUNT(*) FROM meta").fetchone()[0] == 0
+        layer = self._meta(conn, "layer", self.layer.value)
+        if layer != self.layer.value:
+            raise ValueError(f"{self._db.path} holds the {layer} layer, not {self.layer.value}")
+        for key, want in (("schema", SCHEMA_VERSION), ("codec", CODEC)):
+            have = self._meta(conn, key, want if fresh else None)
+            if have != want:
+                raise ValueError(
+                    f"{self._db.path} was written in another format ({key} {have}, this version "
+                    f"reads {want}): move it away or delete it"
+                )
+        self._last_rollup = float(self._meta(conn, "last_rollup", None) or 0.0)
         for eid, gran, src, dst, skind, tkind, sapp, tapp in conn.execute(
             "SELECT id, granularity, source, target, source_kind, target_kind, source_app, target_app "
-            "FROM edges"):
+            "FROM edges"
+        ):
             rec = EdgeRec(eid, EdgeKey(self.layer, Granularity(gran), src, dst))
             rec.source_kind, rec.target_kind = NodeKind(skind), NodeKind(tkind)
             rec.source_app, rec.target_app = sapp, tapp
             self._index.add(rec)
             self._next_id = max(self._next_id, eid + 1)
-        # presence: consecutive windows of an edge collapse into one interval (gaps and islands)
-        for eid, wsec, start, end in conn.execute(
-            "SELECT edge, wsec, MIN(wstart), MAX(wstart) + wsec FROM ("
-            "  SELECT edge, wsec, wstart, wstart - wsec * ROW_NUMBER() OVER (PARTITION BY edge, wsec "
-            "  ORDER BY wstart) AS island FROM windows) GROUP BY edge, wsec, island ORDER BY edge, wsec, 3"
-        ):
+        for eid, wsec, blob in conn.execute("SELECT edge, wsec, intervals FROM spans"):
             loaded = self._index.by_id.get(eid)
             if loaded is not None:
-                loaded.add_window_span(wsec, start, end)
-        empty = [rec for rec in self._index.all_edges() if rec.empty]
+                loaded.set_intervals(wsec, array_from(blob))
+        last = self._last_rollup
+        empty = []
+        for rec in self._index.all_edges():
+            if last:
+                for g in STORED_GRANULARITIES:
+                    rec.trim(g, last - self.retention.for_granularity(g))
+            if rec.empty:
+                empty.append(rec)
         for rec in empty:
             self._index.remove(rec)
         if empty:
             conn.executemany("DELETE FROM edges WHERE id=?", [(r.id,) for r in empty])
-        self._stats.load(self._index, conn)
+            conn.executemany("DELETE FROM spans WHERE edge=?", [(r.id,) for r in empty])
+        floor = align(last - self.retention.minute, MINUTE) if last else 0
+        self._stats.load(self._index, conn, floor)
 
     # -- writing ---------------------------------------------------------------------------------
     async def upsert_windows(self, windows: Sequence[EdgeWindow]) -> None:
@@ -154,109 +196,163 @@ class EmbeddedLayerStore(LayerStore):
         if not windows:
             return
         async with self._lock:
+            self._check()
             new: dict[EdgeKey, EdgeRec] = {}
             changed: dict[int, _EdgeRow] = {}
-            items: list[tuple[EdgeRec, EdgeWindow]] = []
+            items: list[tuple[EdgeRec, int, int, EdgeStats]] = []
             for w in windows:
                 found = self._index.get(w.key) or new.get(w.key)
                 if found is None:
                     rec = new[w.key] = EdgeRec(self._next_id, w.key)
                     self._next_id += 1
                     changed[rec.id] = _edge_row(rec, w)
-                elif (found.id in changed or w.source_kind is not found.source_kind
-                      or w.target_kind is not found.target_kind or w.source_app != found.source_app
-                      or w.target_app != found.target_app):
-                    rec = found
-                    changed[rec.id] = _edge_row(rec, w)  # the latest window's kinds and apps win
                 else:
                     rec = found
-                items.append((rec, w))
+                    if (
+                        rec.id in changed
+                        or w.source_kind is not rec.source_kind
+                        or w.target_kind is not rec.target_kind
+                        or w.source_app != rec.source_app
+                        or w.target_app != rec.target_app
+                    ):
+                        changed[rec.id] = _edge_row(rec, w)  # the latest window's kinds and apps win
+                items.append((rec, w.window_seconds, w.window_start, w.stats))
 
-            def write(conn: sqlite3.Connection) -> None:
+            def write(conn: sqlite3.Connection) -> dict[tuple[int, int], array[int]]:
                 conn.executemany(
                     "INSERT OR REPLACE INTO edges VALUES (?,?,?,?,?,?,?,?)",
-                    [(e.id, e.key.granularity.value, e.key.source, e.key.target, e.source_kind.value,
-                      e.target_kind.value, e.source_app, e.target_app) for e in changed.values()])
+                    [
+                        (
+                            e.id,
+                            e.key.granularity.value,
+                            e.key.source,
+                            e.key.target,
+                            e.source_kind.value,
+                            e.target_kind.value,
+                            e.source_app,
+                            e.target_app,
+                        )
+                        for e in changed.values()
+                    ],
+                )
                 conn.executemany(
                     "INSERT OR REPLACE INTO windows VALUES (?,?,?,?)",
-                    [(rec.id, w.window_seconds, w.window_start, encode(w.stats)) for rec, w in items])
-                marks = {(_COARSER[w.window_seconds], align(w.window_start, _COARSER[w.window_seconds]))
-                         for _, w in items if w.window_seconds in _COARSER}
+                    [(wsec, wstart, rec.id, encode(st)) for rec, wsec, wstart, st in items],
+                )
+                spans = _extended_spans((rec, wsec, wstart) for rec, wsec, wstart, _ in items)
+                conn.executemany(
+                    "INSERT OR REPLACE INTO spans VALUES (?,?,?)",
+                    [(eid, wsec, iv.tobytes()) for (eid, wsec), iv in spans.items()],
+                )
+                marks = {
+                    (_COARSER[wsec], align(wstart, _COARSER[wsec]))
+                    for _, wsec, wstart, _ in items
+                    if wsec in _COARSER
+                }
                 conn.executemany("INSERT OR IGNORE INTO pending_rollup VALUES (?,?)", sorted(marks))
+                return spans
 
-            await self._db.write(write)
-            # committed: now the index (only ever changed on the event loop thread)
+            spans = await self._db.write(write)
+            # committed: now the memory (only ever changed on the event loop thread, under the lock)
             for rec in new.values():
                 self._index.add(rec)
             for row in changed.values():
                 rec = self._index.by_id[row.id]
                 rec.source_kind, rec.target_kind = row.source_kind, row.target_kind
                 rec.source_app, rec.target_app = row.source_app, row.target_app
-            for rec, w in items:
-                rec.add_window(w.window_start, w.window_seconds)
-                self._stats.on_write(rec, w.window_seconds, w.window_start, w.stats)
+            for (eid, wsec), iv in spans.items():
+                self._index.by_id[eid].set_intervals(wsec, iv)
+            self._stats.on_windows(items)
 
     async def rollup(self, now: float) -> RollupReport:
         async with self._lock:
+            self._check()
             last = self._last_rollup
-            built, deleted = await self._db.write(lambda conn: self._rollup_sql(conn, now, last))
-            for eid, wsec, wstart in built:
-                rec = self._index.by_id.get(eid)
-                if rec is not None:
-                    rec.add_window(wstart, wsec)
-                    self._stats.on_write(rec, wsec, wstart, None)
+            built, spans, deleted = await self._db.write(lambda conn: self._rollup_sql(conn, now, last))
+            touched = []
+            for (eid, wsec), iv in spans.items():
+                rec = self._index.by_id[eid]
+                rec.set_intervals(wsec, iv)
+                touched.append(rec)
+            self._stats.on_built(touched)
             empty: list[EdgeRec] = []
             for rec in self._index.all_edges():
                 for g in STORED_GRANULARITIES:
                     rec.trim(g, now - self.retention.for_granularity(g))
                 if rec.empty:
                     empty.append(rec)
-            self._stats.on_retention(now - self.retention.minute)
+            self._stats.on_retention(self._index, now - self.retention.minute)
             for rec in empty:
                 self._index.remove(rec)
                 self._stats.forget(rec)
             if empty:
                 ids = [(r.id,) for r in empty]
-                await self._db.write(lambda conn: conn.executemany("DELETE FROM edges WHERE id=?", ids))
-            self._last_rollup = max(self._last_rollup, now)
-            return RollupReport(built=len(built), deleted=deleted)
 
-    def _rollup_sql(self, conn: sqlite3.Connection, now: float,
-                    last: float) -> tuple[list[tuple[int, int, int]], int]:
-        built: list[tuple[int, int, int]] = []
+                def drop(conn: sqlite3.Connection) -> None:
+                    conn.executemany("DELETE FROM edges WHERE id=?", ids)
+                    conn.executemany("DELETE FROM spans WHERE edge=?", ids)
+
+                await self._db.write(drop)
+            self._last_rollup = max(self._last_rollup, now)
+            return RollupReport(built=built, deleted=deleted)
+
+    def _rollup_sql(
+        self, conn: sqlite3.Connection, now: float, last: float
+    ) -> tuple[int, dict[tuple[int, int], array[int]], int]:
+        """Runs on the writer thread; reads the index (nothing changes it while the lock is held)."""
+        built: list[tuple[EdgeRec, int, int]] = []
         for fine in (MINUTE, HOUR):
             coarse = _COARSER[fine]
             # windows of ``fine`` ending at or before this were deleted by an earlier roll-up
             deleted_before = align(last - self.retention.for_granularity(fine), fine) if last else None
-            periods = [r[0] for r in conn.execute(
-                "SELECT wstart FROM pending_rollup WHERE wsec=? AND wstart + ? <= ? ORDER BY wstart",
-                (coarse, coarse, now))]
+            periods = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT wstart FROM pending_rollup WHERE wsec=? AND wstart + ? <= ? ORDER BY wstart",
+                    (coarse, coarse, now),
+                )
+            ]
             for start in periods:
                 conn.execute("DELETE FROM pending_rollup WHERE wsec=? AND wstart=?", (coarse, start))
                 if deleted_before is not None and start < deleted_before:
-                    log.warning("%s: not rebuilding the %d s window at %d: its finer windows were "
-                                "partly deleted by retention", self.layer.value, coarse, start)
+                    log.warning(
+                        "%s: not rebuilding the %d s window at %d: its finer windows were "
+                        "partly deleted by retention",
+                        self.layer.value,
+                        coarse,
+                        start,
+                    )
                     continue
-                merged: dict[int, EdgeStats] = {}
+                parts: dict[int, list[EdgeStats]] = {}
                 for eid, blob in conn.execute(
                     "SELECT edge, stats FROM windows WHERE wsec=? AND wstart>=? AND wstart<? ORDER BY wstart",
-                    (fine, start, start + coarse)):
-                    s = decode(blob)
-                    prev = merged.get(eid)
-                    merged[eid] = s if prev is None else prev.merge(s)
-                conn.executemany("INSERT OR REPLACE INTO windows VALUES (?,?,?,?)",
-                                 [(eid, coarse, start, encode(s)) for eid, s in merged.items()])
-                built.extend((eid, coarse, start) for eid in merged)
+                    (fine, start, start + coarse),
+                ):
+                    parts.setdefault(eid, []).append(decode(blob))
+                rows = []
+                for eid, stats in parts.items():
+                    rec = self._index.by_id.get(eid)
+                    if rec is None:
+                        continue
+                    rows.append((coarse, start, eid, encode(merge_all(stats))))
+                    built.append((rec, coarse, start))
+                conn.executemany("INSERT OR REPLACE INTO windows VALUES (?,?,?,?)", rows)
                 if coarse in _COARSER:
                     up = _COARSER[coarse]
                     conn.execute("INSERT OR IGNORE INTO pending_rollup VALUES (?,?)", (up, align(start, up)))
+        spans = _extended_spans(built)
+        conn.executemany(
+            "INSERT OR REPLACE INTO spans VALUES (?,?,?)",
+            [(eid, wsec, iv.tobytes()) for (eid, wsec), iv in spans.items()],
+        )
         deleted = 0
         for g in STORED_GRANULARITIES:
             cutoff = now - self.retention.for_granularity(g)
-            cur = conn.execute("DELETE FROM windows WHERE wsec=? AND wstart <= ?", (g, cutoff - g))
-            deleted += cur.rowcount
-        conn.execute("INSERT OR REPLACE INTO meta VALUES ('last_rollup', ?)", (str(max(now, last)),))
-        return built, deleted
+            deleted += conn.execute(
+                "DELETE FROM windows WHERE wsec=? AND wstart <= ?", (g, cutoff - g)
+            ).rowcount
+        conn.execute("INSERT OR REPLACE INTO meta VALUES ('last_rollup', ?)", (repr(max(now, last)),))
+        return len(built), spans, deleted
 
     # -- reading ---------------------------------------------------------------------------------
     def _granularity(self, time: TimeRange, now: float) -> int:
@@ -267,8 +363,14 @@ class EmbeddedLayerStore(LayerStore):
         empty = EdgeStats()
         return [EdgeSummary(r.key, stats.get(r.id, empty), r.source_kind, r.target_kind) for r in recs]
 
-    async def neighbors(self, names: Iterable[str], direction: Direction, granularity: Granularity,
-                        time: TimeRange, now: float) -> list[EdgeSummary]:
+    async def neighbors(
+        self,
+        names: Iterable[str],
+        direction: Direction,
+        granularity: Granularity,
+        time: TimeRange,
+        now: float,
+    ) -> list[EdgeSummary]:
         self._check()
         wsec = self._granularity(time, now)
         found: dict[int, EdgeRec] = {}
@@ -280,8 +382,15 @@ class EmbeddedLayerStore(LayerStore):
         recs = sorted(found.values(), key=lambda r: (r.key.source, r.key.target))
         return await self._summaries(recs, wsec, time)
 
-    async def traverse(self, roots: Iterable[str], direction: Direction, depth: int, granularity: Granularity,
-                       time: TimeRange, now: float) -> TraversalResult:
+    async def traverse(
+        self,
+        roots: Iterable[str],
+        direction: Direction,
+        depth: int,
+        granularity: Granularity,
+        time: TimeRange,
+        now: float,
+    ) -> TraversalResult:
         self._check()
         if depth < 0:
             raise ValueError(f"depth must be >= 0, got {depth}")
@@ -315,8 +424,14 @@ class EmbeddedLayerStore(LayerStore):
         edges = await self._summaries(walked, wsec, time)
         return TraversalResult(tuple(reached), tuple(edges))
 
-    async def edges(self, granularity: Granularity, time: TimeRange, now: float, limit: int | None = None,
-                    after: tuple[str, str] | None = None) -> list[EdgeSummary]:
+    async def edges(
+        self,
+        granularity: Granularity,
+        time: TimeRange,
+        now: float,
+        limit: int | None = None,
+        after: tuple[str, str] | None = None,
+    ) -> list[EdgeSummary]:
         self._check()
         if limit is not None and limit < 0:
             raise ValueError(f"limit must be >= 0, got {limit}")
@@ -346,7 +461,8 @@ class EmbeddedLayerStore(LayerStore):
 
     async def window_count(self) -> dict[int, int]:
         rows = await self._db.read(
-            lambda conn: conn.execute("SELECT wsec, COUNT(*) FROM windows GROUP BY wsec").fetchall())
+            lambda conn: conn.execute("SELECT wsec, COUNT(*) FROM windows GROUP BY wsec").fetchall()
+        )
         return {int(g): int(n) for g, n in rows}
 
     def _check(self) -> None:

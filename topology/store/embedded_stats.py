@@ -1,54 +1,200 @@
 """Where the embedded store gets the merged stats of the edges a query returns.
 
-Windows of the query's granularity overlapping the range are merged per edge. They are read from
-SQLite in one batched query for all the edges of an answer.
+Three sources, tried in order for each edge of an answer:
+
+1. a memo on the edge: the stats of the last range asked (keyed by granularity and the aligned
+   window span, dropped whenever the edge's windows change): repeated queries cost a look-up;
+2. the hot ring (``embedded_hot.py``): recent minute windows of every edge, merged vectorised;
+3. SQLite: one batched query for all the remaining edges (older ranges, hours, days).
+
+All three give exactly the fold of ``EdgeStats.merge`` over the windows in time order.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 import sqlite3
 from collections.abc import Sequence
 
 from topology.stats import EdgeStats
-from topology.store.embedded_codec import decode
+from topology.store.embedded_codec import decode, merge_all
 from topology.store.embedded_db import Database
+from topology.store.embedded_hot import HotRing
 from topology.store.embedded_index import EdgeRec, GraphIndex
-from topology.timewindow import TimeRange, align
+from topology.timewindow import MINUTE, TimeRange, align
+
+log = logging.getLogger(__name__)
+
+#: Above this many (window, edge) probes, one range scan of the windows table is cheaper.
+PROBE_LIMIT = 50_000
+#: Above this many windows in the range, always scan.
+MAX_TARGETS = 2_000
+
+_Key = tuple[int, int, int]
+
+
+def _span(wsec: int, time: TimeRange) -> _Key:
+    """(granularity, first window start, end rounded up): equal keys select the same windows."""
+    return wsec, align(time.start, wsec), math.ceil(time.end / wsec) * wsec
 
 
 class StatsSource:
-    def __init__(self, db: Database, hot_seconds: int) -> None:
+    def __init__(self, db: Database, hot_minutes: int) -> None:
         self._db = db
-        self.hot_seconds = hot_seconds
+        self.ring = HotRing(hot_minutes) if hot_minutes >= 2 else None
+        self._cold_rows: set[int] = set()  # rows whose windows could not go into the ring
+        self.generation = 0  # bumped by every change of stored windows
 
-    def load(self, index: GraphIndex, conn: sqlite3.Connection) -> None:
-        """Warm up from disk at open."""
+    # -- keeping up with writes ------------------------------------------------------------------
+    def load(self, index: GraphIndex, conn: sqlite3.Connection, minute_floor: int) -> None:
+        """Fill the ring with the newest minute windows on disk."""
+        ring = self.ring
+        if ring is None:
+            return
+        ring.forget_before(minute_floor)
+        row = conn.execute("SELECT MAX(wstart) FROM windows WHERE wsec=?", (MINUTE,)).fetchone()
+        if row is None or row[0] is None:
+            return
+        since = int(row[0]) - (ring.slots - 1) * MINUTE
+        recs: list[EdgeRec] = []
+        starts: list[int] = []
+        stats: list[EdgeStats] = []
+        for eid, wstart, blob in conn.execute(
+            "SELECT edge, wstart, stats FROM windows WHERE wsec=? AND wstart>=?", (MINUTE, since)
+        ):
+            rec = index.by_id.get(eid)
+            if rec is not None:
+                recs.append(rec)
+                starts.append(wstart)
+                stats.append(decode(blob))
+        self._to_ring(recs, starts, stats)
 
-    def on_write(self, rec: EdgeRec, wsec: int, wstart: int, stats: EdgeStats | None) -> None:
-        """A window was stored (``stats`` None: built by a roll-up)."""
+    def _to_ring(self, recs: Sequence[EdgeRec], starts: Sequence[int], stats: Sequence[EdgeStats]) -> None:
+        ring = self.ring
+        if ring is None or not recs:
+            return
+        for rec in recs:
+            if rec.row < 0:
+                rec.row = ring.new_row()
+        try:
+            ring.write([r.row for r in recs], starts, stats)
+        except OverflowError:  # a counter beyond int64: those edges are answered from disk
+            for rec, start, s in zip(recs, starts, stats, strict=True):
+                try:
+                    ring.write([rec.row], [start], [s])
+                except OverflowError:
+                    self._cold_rows.add(rec.row)
 
-    def on_retention(self, minute_cutoff: float) -> None: ...
+    def on_windows(self, written: Sequence[tuple[EdgeRec, int, int, EdgeStats]]) -> None:
+        """Windows (edge, seconds, start, stats) were committed."""
+        self.generation += 1
+        recs: list[EdgeRec] = []
+        starts: list[int] = []
+        stats: list[EdgeStats] = []
+        for rec, wsec, wstart, s in written:
+            rec.cache = None
+            if wsec == MINUTE:
+                recs.append(rec)
+                starts.append(wstart)
+                stats.append(s)
+        self._to_ring(recs, starts, stats)
 
-    def forget(self, rec: EdgeRec) -> None: ...
+    def on_built(self, recs: Sequence[EdgeRec]) -> None:
+        """Roll-up windows were written for these edges."""
+        self.generation += 1
+        for rec in recs:
+            rec.cache = None
 
+    def on_retention(self, index: GraphIndex, minute_cutoff: float) -> None:
+        self.generation += 1
+        for rec in index.by_id.values():
+            rec.cache = None
+        if self.ring is not None:
+            self.ring.forget_before(align(minute_cutoff, MINUTE))
+            self.ring.compact_attrs()
+
+    def forget(self, rec: EdgeRec) -> None:
+        if self.ring is not None and rec.row >= 0:
+            self.ring.release(rec.row)
+            self._cold_rows.discard(rec.row)
+            rec.row = -1
+        rec.cache = None
+
+    # -- answering -------------------------------------------------------------------------------
     async def merged(self, recs: Sequence[EdgeRec], wsec: int, time: TimeRange) -> dict[int, EdgeStats]:
-        if not recs:
-            return {}
-        ids = sorted({r.id for r in recs})
-        lo = align(time.start, wsec)
-        hi = time.end
-        id_list = "[" + ",".join(map(str, ids)) + "]"
+        key = _span(wsec, time)
+        out: dict[int, EdgeStats] = {}
+        missing: list[EdgeRec] = []
+        for rec in recs:
+            c = rec.cache
+            if c is not None and c[0] == key:  # type: ignore[index]
+                out[rec.id] = c[1]  # type: ignore[index]
+            else:
+                missing.append(rec)
+        if not missing:
+            return out
+        ring = self.ring
+        if wsec == MINUTE and ring is not None and ring.covers(key[1]):
+            hot = [r for r in missing if r.row >= 0 and r.row not in self._cold_rows]
+            if len(hot) < len(missing):
+                cold = [r for r in missing if r.row < 0 or r.row in self._cold_rows]
+            else:
+                cold = []
+            results = ring.merged([r.row for r in hot], key[1], time.end)
+            for rec, st in zip(hot, results, strict=True):
+                if st is not None:
+                    out[rec.id] = st
+                    rec.cache = (key, st)
+            missing = cold
+        if missing:
+            generation = self.generation
+            found = await self._from_disk(missing, key)
+            keep = generation == self.generation  # nothing was written meanwhile: safe to remember
+            for rec in missing:
+                st = found.get(rec.id)
+                if st is not None:
+                    out[rec.id] = st
+                    if keep:
+                        rec.cache = (key, st)
+        return out
 
-        def read(conn: sqlite3.Connection) -> list[tuple[int, bytes]]:
-            return conn.execute(
-                "SELECT edge, stats FROM windows WHERE edge IN (SELECT value FROM json_each(?)) "
-                "AND wsec=? AND wstart>=? AND wstart<? ORDER BY edge, wstart",
-                (id_list, wsec, lo, hi)).fetchall()
+    async def _from_disk(self, recs: Sequence[EdgeRec], key: _Key) -> dict[int, EdgeStats]:
+        wsec, lo, hi = key
+        ids = sorted({r.id for r in recs})
+        n_targets = (hi - lo) // wsec
+        if n_targets <= 0:
+            return {}
+        probe = n_targets <= MAX_TARGETS and n_targets * len(ids) <= PROBE_LIMIT
+
+        def read(conn: sqlite3.Connection) -> list[tuple[int, int, bytes]]:
+            if probe:
+                starts = "[" + ",".join(str(t) for t in range(lo, hi, wsec)) + "]"
+                edges = "[" + ",".join(map(str, ids)) + "]"
+                return conn.execute(
+                    "SELECT edge, wstart, stats FROM windows WHERE wsec=? AND wstart IN "
+                    "(SELECT value FROM json_each(?)) AND edge IN (SELECT value FROM json_each(?))",
+                    (wsec, starts, edges),
+                ).fetchall()
+            wanted = set(ids)
+            return [
+                row
+                for row in conn.execute(
+                    "SELECT edge, wstart, stats FROM windows WHERE wsec=? AND wstart>=? AND wstart<?",
+                    (wsec, lo, hi),
+                )
+                if row[0] in wanted
+            ]
 
         rows = await self._db.read(read)
+        rows.sort(key=lambda x: (x[0], x[1]))
         out: dict[int, EdgeStats] = {}
-        for eid, blob in rows:
-            s = decode(blob)
-            prev = out.get(eid)
-            out[eid] = s if prev is None else prev.merge(s)
+        i = 0
+        while i < len(rows):
+            j = i
+            eid = rows[i][0]
+            while j < len(rows) and rows[j][0] == eid:
+                j += 1
+            out[eid] = merge_all([decode(rows[k][2]) for k in range(i, j)])
+            i = j
         return out
