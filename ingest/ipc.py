@@ -12,11 +12,12 @@ from aiokafka.structs import ConsumerRecord, TopicPartition
 from ingest import otlp_items, timecheck
 from ingest.logic import Added, Emit, PartitionLogic, Rejected, StageSpec
 from ingest.network import apply_lease, edge_route
+from ingest.reorder import ReorderBuffer
 from ingest.splitter import split_metrics
 from ingest.topics import Topics
 from topology.address import AddressBook
 from topology.stages.ipc import IpcStage1, IpcStage2
-from topology.wire.otlp import OtlpDecodeError, decode_metrics
+from topology.wire.otlp import OtlpDecodeError, decode_metrics, metrics_view
 
 
 class IpcSplitSpec(StageSpec):
@@ -105,44 +106,61 @@ class IpcStageSpec(StageSpec):
         return {"addresses": self.addresses}
 
     def new_partition(self, tp: TopicPartition, state: Any) -> PartitionLogic:
-        if isinstance(state, tuple) and len(state) == 2:
-            s1, s2 = state
-        else:
-            s1, s2 = IpcStage1(self.window_seconds), IpcStage2(self.addresses)
-        return _Ipc(s1, s2, self.lateness)
+        if isinstance(state, tuple) and len(state) == 3:
+            return _Ipc(state[0], state[1], self.lateness, state[2])
+        return _Ipc(IpcStage1(self.window_seconds), IpcStage2(self.addresses), self.lateness)
 
 
 class _Ipc(PartitionLogic):
-    def __init__(self, s1: IpcStage1, s2: IpcStage2, lateness: float) -> None:
+    """Stage 2 of one partition. Requests are taken in event-time order (:mod:`ingest.reorder`): the
+    points of one series may come from different upstream partitions (unkeyed ``otlp_metrics``), and
+    cumulative-to-delta conversion needs them in time order."""
+
+    def __init__(self, s1: IpcStage1, s2: IpcStage2, lateness: float,
+                 buffer: ReorderBuffer | None = None) -> None:
         self.s1 = s1
         self.s2 = s2
         self.lateness = lateness
+        self.buffer = buffer or ReorderBuffer()
 
     def add(self, record: ConsumerRecord[bytes, bytes], items: list[Any] | None, now: float) -> Added:
-        datas = []
+        parsed = []
         try:
             for d in items or ():
-                datas.append(otlp_items.payload(d))
-        except ValueError as e:
+                data = otlp_items.payload(d)
+                parsed.append((data, metrics_view(data)))
+        except (ValueError, OtlpDecodeError) as e:
             raise Rejected(str(e)) from None
         n = 0
-        for data in datas:
-            try:
-                self.s1.add_serialized(data)
-            except OtlpDecodeError as e:
-                raise Rejected(str(e)) from None
-            n += 1
+        for data, view in parsed:
+            times = [dp.time_unix_nano for rm in view.resource_metrics for sm in rm.scope_metrics
+                     for m in sm.metrics for dp in _points(m)]
+            n += len(times)
+            self.buffer.push(max(times, default=0) / 1e9, data)
+        self._release(now)
         return Added(None, n)
 
+    def _release(self, now: float) -> None:
+        for _, data in self.buffer.release(now):
+            self.s1.add_serialized(data)
+
     def flush(self, now: float, checkpoint: bool) -> list[Any]:
+        self._release(now)
         obs = self.s1.flush(now - self.lateness)
         if obs:
             self.s2.add(obs)
         return [Emit(edge_route(p), p.to_dict()) for p in self.s2.flush()]
 
     def state(self) -> Any:
-        return (self.s1, self.s2)
+        return (self.s1, self.s2, self.buffer)
 
     def counters(self) -> dict[str, int]:
-        return {**self.s1.counters, **{f"stage2_{k}": v for k, v in self.s2.counters.items()}}
+        return {**self.s1.counters, **{f"stage2_{k}": v for k, v in self.s2.counters.items()},
+                "reorder_buffer": len(self.buffer)}
 
+
+def _points(m: Any) -> Any:
+    for kind in ("gauge", "sum", "histogram", "exponential_histogram", "summary"):
+        if m.HasField(kind):
+            return getattr(m, kind).data_points
+    return ()

@@ -39,6 +39,8 @@ class WorkerMetrics:
                          "the partition's end", (*_LABELS, "topic", "partition"), registry=r)
         self.event_lag = Gauge("topology_ingest_event_time_lag_seconds", "Wall clock minus the slowest "
                                "partition's event-time clock", _LABELS, registry=r)
+        self.clock = Gauge("topology_ingest_clock_seconds", "Event-time clock of the slowest partition "
+                           "(windows up to it, minus the lateness, are complete)", _LABELS, registry=r)
         self.paused = Gauge("topology_ingest_paused", "1 while consumption is paused (a store is "
                             "unavailable)", _LABELS, registry=r)
         self.restarts = Counter("topology_ingest_restarts", "Recoveries from Kafka errors (restart from "

@@ -2,14 +2,15 @@
 (address resolution, intermediary joins -> edge partials). Thin shells around
 :mod:`topology.stages.network_stage1` and :mod:`topology.stages.network_stage2`.
 
-Stage 1 is flushed completely at every checkpoint (its aggregates add up downstream), so it keeps
-no state across checkpoints. Its outputs are routed by :meth:`NetworkStage2.route_key` (the
+Stage 1 keeps its open 10 s windows in its checkpoints (so a replay regroups records exactly as
+the first run did). Its outputs are routed by :meth:`NetworkStage2.route_key` (the
 intermediary, or the app the traffic goes into), so everything one join needs meets in one stage-2
 partition; both stages therefore read the address leases (``topology.addresses``) entirely.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from typing import Any
@@ -73,13 +74,13 @@ class NetworkStage1Spec(StageSpec):
         return {"addresses": self.addresses}
 
     def new_partition(self, tp: TopicPartition, state: Any) -> PartitionLogic:
-        return _Stage1(self)
+        return _Stage1(self, state if isinstance(state, NetworkStage1) else None)
 
 
 class _Stage1(PartitionLogic):
-    def __init__(self, spec: NetworkStage1Spec) -> None:
+    def __init__(self, spec: NetworkStage1Spec, stage: NetworkStage1 | None) -> None:
         self.spec = spec
-        self.stage = NetworkStage1(spec.window_seconds)
+        self.stage = stage or NetworkStage1(spec.window_seconds)
         self.direct: list[FlowAggregate] = []  # VPC flow-log aggregates (already stage-1 output)
         self.rejected_lines = 0
 
@@ -152,16 +153,19 @@ class _Stage1(PartitionLogic):
         return Added(t, len(records), rejects)
 
     def flush(self, now: float, checkpoint: bool) -> list[Any]:
-        wm = math.inf if checkpoint else now - self.spec.lateness
-        aggs = self.stage.flush(wm)
-        if checkpoint and self.direct:
+        aggs = self.stage.flush(now - self.spec.lateness) if math.isfinite(now) else []
+        if self.direct:
             aggs.extend(self.direct)
             self.direct.clear()
         route = self.spec.router.route_key
         return [Emit(route(a), a.to_dict()) for a in aggs]
 
     def state(self) -> Any:
-        return None  # flushed completely at each checkpoint
+        """The open 10 s windows (their reduced rows), without the address-text cache."""
+        st = copy.copy(self.stage)
+        if isinstance(getattr(st, "_addr_text", None), dict):
+            st._addr_text = {}
+        return st
 
     def counters(self) -> dict[str, int]:
         return dict(self.stage.counters)

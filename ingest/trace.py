@@ -5,7 +5,6 @@ and emits edge partials plus trace summaries (written to the catalog store by st
 
 from __future__ import annotations
 
-import heapq
 import math
 from typing import Any
 
@@ -15,6 +14,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from ingest import otlp_items, timecheck
 from ingest.logic import Added, Emit, PartitionLogic, Rejected, StageSpec
 from ingest.network import edge_route
+from ingest.reorder import ReorderBuffer
 from ingest.splitter import key_trace_id, split_traces
 from ingest.topics import Topics
 from topology.stages.trace import SpanPairer
@@ -99,7 +99,7 @@ class SpanPairingSpec(StageSpec):
         return self.topics.inputs("trace", 1)
 
     def new_partition(self, tp: TopicPartition, state: Any) -> PartitionLogic:
-        if isinstance(state, tuple) and len(state) == 4 and isinstance(state[0], SpanPairer):
+        if isinstance(state, tuple) and len(state) == 3 and isinstance(state[0], SpanPairer):
             return _Pairing(*state)
         return _Pairing(SpanPairer(self.wait_seconds, self.capacity))
 
@@ -115,11 +115,10 @@ class _Pairing(PartitionLogic):
     whatever the interleaving of the upstream partitions.
     """
 
-    def __init__(self, pairer: SpanPairer, buffer: list[tuple[float, int, bytes]] | None = None,
-                 seq: int = 0, last: float = -math.inf) -> None:
+    def __init__(self, pairer: SpanPairer, buffer: ReorderBuffer | None = None,
+                 last: float = -math.inf) -> None:
         self.pairer = pairer
-        self.buffer: list[tuple[float, int, bytes]] = buffer or []  # heap of (event time, seq, request)
-        self.seq = seq
+        self.buffer = buffer or ReorderBuffer()
         self.last = last  # the latest arrival handed to the pairer
 
     def add(self, record: ConsumerRecord[bytes, bytes], items: list[Any] | None, now: float) -> Added:
@@ -135,16 +134,12 @@ class _Pairing(PartitionLogic):
             ends = [sp.end_time_unix_nano for rs in req.resource_spans for ss in rs.scope_spans
                     for sp in ss.spans]
             n += len(ends)
-            t = max(ends, default=0) / 1e9
-            heapq.heappush(self.buffer, (t, self.seq, data))
-            self.seq += 1
+            self.buffer.push(max(ends, default=0) / 1e9, data)
         self._release(now)
         return Added(None, n)
 
     def _release(self, now: float) -> None:
-        buf = self.buffer
-        while buf and buf[0][0] <= now:
-            t, _, data = heapq.heappop(buf)
+        for t, data in self.buffer.release(now):
             self.last = max(self.last, t)
             self.pairer.add(ExportTraceServiceRequest.FromString(data), self.last)
 
@@ -158,7 +153,7 @@ class _Pairing(PartitionLogic):
         return out
 
     def state(self) -> Any:
-        return (self.pairer, self.buffer, self.seq, self.last)
+        return (self.pairer, self.buffer, self.last)
 
     def counters(self) -> dict[str, int]:
         return {**self.pairer.counters, "reorder_buffer": len(self.buffer)}

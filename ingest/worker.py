@@ -196,8 +196,8 @@ class Worker:
             bootstrap_servers=opt.bootstrap, group_id=self.group, client_id=self.name,
             enable_auto_commit=False, isolation_level="read_committed", auto_offset_reset="earliest",
             max_poll_records=opt.max_records, fetch_max_bytes=32 * 1024 * 1024,
-            max_partition_fetch_bytes=8 * 1024 * 1024, session_timeout_ms=15_000,
-            heartbeat_interval_ms=3_000, request_timeout_ms=20_000)
+            max_partition_fetch_bytes=8 * 1024 * 1024, session_timeout_ms=10_000,
+            heartbeat_interval_ms=2_000, request_timeout_ms=20_000)
         await self.consumer.start()
         await self._start_globals()
         await self._load_topology()
@@ -607,6 +607,7 @@ class Worker:
             slowest = min(slowest, ps.clock.now)
         if math.isfinite(slowest):
             self.metrics.event_lag.labels(**self.labels).set(wall - slowest)
+            self.metrics.clock.labels(**self.labels).set(slowest)
 
     def _update_stage_counters(self) -> None:
         total: dict[str, int] = defaultdict(int)
