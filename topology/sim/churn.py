@@ -84,7 +84,7 @@ class Churn:
         old = c.instances[k]
         c.instances[k] = self._spawn(c, t0, leases)
         self._retire(old, t0, leases)
-        self.world.replaced(old, c.instances[k])
+        self.world.replaced(app.name, old, c.instances[k])
         self.redeploys.append(Redeploy(t0, app.name, old.name, c.instances[k].name, 1))
         return 1
 
@@ -126,14 +126,19 @@ class Churn:
             and callers.get(e.dst, 0) >= 2
         ]
         targets = [a for a in apps.values() if not a.gateway and not a.broker and a.level >= 2]
+        called: dict[str, set[str]] = {}
+        for e in active:
+            called.setdefault(e.src, set()).add(e.dst)
         out: list[EdgeChange] = []
         for _ in range(n):
             if not candidates:
                 break
             old = candidates.pop(r.randrange(len(candidates)))
             src = apps[old.src]
-            called = {e.dst for e in w.active_edges() if e.src == src.name}
-            pool = [a for a in targets if a.level > src.level and a.name != src.name and a.name not in called]
+            src_called = called.setdefault(src.name, set())
+            pool = [
+                a for a in targets if a.level > src.level and a.name != src.name and a.name not in src_called
+            ]
             same = [a for a in pool if a.domain == src.domain]
             pick = same if same and r.random() < 0.7 else pool
             if not pick:
@@ -160,6 +165,7 @@ class Churn:
                 e.nat = self._nats[r.randrange(len(self._nats))]
             old.active_until = t0
             w.fleet.edges.append(e)
+            src_called.add(e.dst)
             w.changed()
             change = EdgeChange(t0, (old.src, old.dst), (e.src, e.dst))
             out.append(change)

@@ -127,7 +127,7 @@ class FlowEmitter:
             self._shape = w.shape_version
         elif self._version != w.version:  # instances replaced in place: patch their rows
             tb = self._tables
-            for old, new in w.replacements[self._replaced :]:
+            for _app, old, new in w.replacements[self._replaced :]:
                 i = tb.index.pop(id(old), None)
                 if i is not None:
                     tb.inst_ip[i], tb.inst_host[i], tb.inst_pid[i] = new.ip, new.host, new.pid

@@ -69,7 +69,6 @@ class _Slot:
     key: tuple[str, str, int, str, bool] = ("", "", 0, "", False)
     ident: list[Identity] = field(default_factory=list)  # cached (ok, failed) identities; [] = not yet
     seen: list[bool] = field(default_factory=lambda: [False, False])  # a series exists per result
-    index: int = -1  # position in the current slot table
 
 
 @dataclass(slots=True)
@@ -82,6 +81,7 @@ class _Block:
     pv: FloatArray
     rep: FloatArray
     ip_named: bool  # client slots naming the target by an instance address
+    base: int = -1  # row of its first slot in the current table (-1: not in it)
 
 
 @dataclass(slots=True)
@@ -138,7 +138,7 @@ class IpcEmitter:
         self._shape = -1
         self._ip_slots: list[_Slot] = []
         self.slots: list[_Slot] = []
-        self._by_app: dict[str, list[int]] = {}
+        self._by_app: dict[str, list[_Block]] = {}
         self._lam = np.zeros(0)
         self._pv = np.zeros((0, K))
         self._rep = np.zeros((0, K))
@@ -187,70 +187,75 @@ class IpcEmitter:
         w = self.world
         apps = w.fleet.apps
         sigs = {a.name: tuple((c.name, len(c.instances)) for c in a.clusters) for a in apps.values()}
+        reports_client = {a.name for a in apps.values() if a.instrumented}
+        reports_server = {
+            a.name
+            for a in apps.values()
+            if a.instrumented and (a.style is not Style.SPECTATOR or a.spectator_server)
+        }
         blocks: dict[tuple[int, bool, tuple[tuple[str, int], ...]], _Block] = {}
         chosen: list[_Block] = []
         block_edge: list[int] = []
         edges = [e for e in w.active_edges() if e.kind is CallKind.RPC and e.dst in apps]
+        old_blocks = self._blocks
         for ei, e in enumerate(edges):
-            for reporter, server in ((apps[e.src], False), (apps[e.dst], True)):
-                if not reporter.instrumented or (
-                    server and reporter.style is Style.SPECTATOR and not reporter.spectator_server
-                ):
+            for name, server in ((e.src, False), (e.dst, True)):
+                if name not in (reports_server if server else reports_client):
                     continue
-                key = (e.id, server, sigs[reporter.name])
-                blk = self._blocks.get(key)
+                key = (e.id, server, sigs[name])
+                blk = old_blocks.get(key)
                 if blk is None:
-                    blk = self._block(e, reporter, server)
+                    blk = self._block(e, apps[name], server)
                 blocks[key] = blk
                 chosen.append(blk)
                 block_edge.append(ei)
+        for key, blk in old_blocks.items():
+            if key not in blocks:
+                blk.base = -1  # dropped
         self._blocks = blocks
-        lengths = [len(b.slots) for b in chosen]
-        n = sum(lengths)
+        lengths = np.array([len(b.slots) for b in chosen], np.int64)
+        starts = np.cumsum(lengths) - lengths
+        n = int(lengths.sum())
+        old_starts = np.array([b.base for b in chosen], np.int64)
+        by_app: dict[str, list[_Block]] = {}
+        slots: list[_Slot] = []
+        ip_slots: list[_Slot] = []
+        for b, base in zip(chosen, starts.tolist(), strict=True):
+            by_app.setdefault(b.reporter, []).append(b)
+            b.base = base
+            slots.extend(b.slots)
+            if b.ip_named:
+                for s in b.slots:
+                    s.ident = []  # the target's addresses may have changed
+                ip_slots.extend(b.slots)
+        # Carry pending counts of reused blocks over to their new rows.
+        kept = old_starts >= 0
+        k_len = lengths[kept]
+        offsets = np.arange(int(k_len.sum())) - np.repeat(np.cumsum(k_len) - k_len, k_len)
+        new_i = np.repeat(starts[kept], k_len) + offsets
+        old_i = np.repeat(old_starts[kept], k_len) + offsets
         pend_n = np.zeros((n, 2), np.int64)
         pend_b = np.zeros((n, 2, K), np.int64)
         pend_sum = np.zeros((n, 2))
         pend_max = np.zeros((n, 2))
-        by_app: dict[str, list[int]] = {}
-        new_i: list[int] = []
-        old_i: list[int] = []
-        slots: list[_Slot] = []
-        pos = 0
-        for b in chosen:
-            m = len(b.slots)
-            by_app.setdefault(b.reporter, []).extend(range(pos, pos + m))
-            first = b.slots[0].index
-            if first >= 0:
-                new_i.extend(range(pos, pos + m))
-                old_i.extend(s.index for s in b.slots)
-            for k, s in enumerate(b.slots):
-                s.index = pos + k
-            if b.ip_named:
-                for s in b.slots:
-                    s.ident = []  # the target's addresses may have changed
-            slots.extend(b.slots)
-            pos += m
-        if new_i:
+        if new_i.size:
             pend_n[new_i] = self._pend_n[old_i]
             pend_b[new_i] = self._pend_b[old_i]
             pend_sum[new_i] = self._pend_sum[old_i]
             pend_max[new_i] = self._pend_max[old_i]
-        for s in self.slots:
-            if s.index >= n or slots[s.index] is not s:
-                s.index = -1  # dropped from the table
         self.slots = slots
         self._by_app = by_app
         if chosen:
             self._lam = np.concatenate([b.lam for b in chosen])
             self._pv = np.concatenate([b.pv for b in chosen])
             self._rep = np.concatenate([b.rep for b in chosen])
-            self._edge_idx = np.repeat(np.array(block_edge, np.int64), np.array(lengths, np.int64))
+            self._edge_idx = np.repeat(np.array(block_edge, np.int64), lengths)
         else:
             self._lam, self._pv, self._rep = np.zeros(0), np.zeros((0, K)), np.zeros((0, K))
             self._edge_idx = np.zeros(0, np.int64)
         self._edges = edges
         self._pend_n, self._pend_b, self._pend_sum, self._pend_max = pend_n, pend_b, pend_sum, pend_max
-        self._ip_slots = [s for b in chosen if b.ip_named for s in b.slots]
+        self._ip_slots = ip_slots
         self._shape = w.shape_version
 
     # -- per step --------------------------------------------------------------------------------
@@ -302,12 +307,13 @@ class IpcEmitter:
         t_point = t1 - 0.001
         now_ns = round(t_point * 1e9)
         resources: list[bytes] = []
-        for name, idxs in self._by_app.items():
+        for name, blocks in self._by_app.items():
             app = w.fleet.apps[name]
             if not self._due(app, t0, t1):
                 continue
             prev = self._last_export.get(name, w.start)
             self._last_export[name] = t_point
+            idxs = [b.base + k for b in blocks for k in range(len(b.slots))]
             by_cluster: dict[str, list[_Point]] = {}
             for cluster, pt in self._points(app, idxs, prev):
                 by_cluster.setdefault(cluster, []).append(pt)

@@ -93,6 +93,8 @@ class TraceEmitter:
         self.nprng = nprng
         self.ratio = trace_ratio
         self._version = -1
+        self._shape = -1
+        self._replaced = 0
         self._roots: list[tuple[str, float]] = []  # (app receiving untraced-context requests, requests/s)
         self._out: list[_Span] = []
         self._insts: dict[str, list[tuple[Instance, str]]] = {}
@@ -100,6 +102,21 @@ class TraceEmitter:
         self._res_cache: dict[str, bytes] = {}
         self.spans_emitted = 0
         self.traces_emitted = 0
+
+    def _refresh(self) -> None:
+        """Roots and instances after a shape change (edges, clusters); patch replaced instances otherwise."""
+        w = self.world
+        if self._shape != w.shape_version:
+            self._rebuild()
+        elif self._version != w.version:
+            for app, old, new in w.replacements[self._replaced :]:
+                insts = self._insts[app]
+                for k, (inst, cluster) in enumerate(insts):
+                    if inst is old:
+                        insts[k] = (new, cluster)
+                        break
+        self._version = w.version
+        self._replaced = len(w.replacements)
 
     def _rebuild(self) -> None:
         w = self.world
@@ -118,11 +135,12 @@ class TraceEmitter:
                 roots[e.dst] = roots.get(e.dst, 0.0) + e.rate
         self._roots = list(roots.items())
         self._insts = {a.name: [(i, c.name) for c in a.clusters for i in c.instances] for a in apps.values()}
-        self._version = w.version
+        live = {i.name for lst in self._insts.values() for i, _ in lst}
+        self._res_cache = {k: v for k, v in self._res_cache.items() if k in live}
+        self._shape = w.shape_version
 
     def step(self, t0: float, t1: float) -> list[bytes]:
-        if self._version != self.world.version:
-            self._rebuild()
+        self._refresh()
         if not self._roots:
             return []
         dt = t1 - t0

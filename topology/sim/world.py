@@ -21,7 +21,7 @@ class World:
         self.cluster_start: dict[str, float] = {}  # when each cluster's processes started
         self.version = 0
         self.shape_version = 0
-        self.replacements: list[tuple[Instance, Instance]] = []  # (old, new), instance replaced in place
+        self.replacements: list[tuple[str, Instance, Instance]] = []  # (app, old, new): replaced in place
         self._cache_version = -1
         self._active: list[Edge] = []
         self._out: dict[str, list[Edge]] = {}
@@ -33,8 +33,8 @@ class World:
         if shape:
             self.shape_version += 1
 
-    def replaced(self, old: Instance, new: Instance) -> None:
-        self.replacements.append((old, new))
+    def replaced(self, app: str, old: Instance, new: Instance) -> None:
+        self.replacements.append((app, old, new))
         self.changed(shape=False)
 
     def _refresh(self) -> None:
