@@ -15,7 +15,8 @@ Between them :class:`IpcObservation` travels as a dict (``to_dict``/``from_dict`
 
 Cumulative temporality: the first point of a series is its baseline (no delta). A value going down, or a
 changed ``start_time_unix_nano``, is a reset: the new cumulative value is the delta (what happened since the
-restart). The series cache is bounded; evicting a series costs one baseline, and is counted.
+restart). The series cache is bounded; evicting a series costs one baseline, and is counted. Series not
+seen since the last flush are evicted first.
 
 Spectator timers exported as Sum/Gauge points carry a ``statistic`` attribute (count, totalTime, max): the
 count and totalTime of one series are joined per window and the count goes into the bucket of the mean.
@@ -128,8 +129,8 @@ _Layout = tuple[tuple[int, ...], tuple[float, ...]]  # target bucket per OTLP bu
 class _Series:
     """What one series means (parsed once) and, for cumulative series, its last value."""
 
-    __slots__ = ("base", "counts", "endpoint", "error", "group", "protocol", "start", "stat", "total",
-                 "value")
+    __slots__ = ("base", "bounds", "counts", "endpoint", "error", "group", "layout", "protocol", "seen",
+                 "start", "stat", "total", "value")
 
     def __init__(self, group: _Group | None, error: bool, endpoint: str | None, protocol: str | None,
                  stat: str | None, base: tuple[Any, ...] | None) -> None:
@@ -143,6 +144,9 @@ class _Series:
         self.value = 0.0  # last cumulative count (histograms) or value (sums)
         self.total = 0.0  # last cumulative sum (histograms)
         self.counts: Any = None  # last cumulative buckets: packed bytes + tuple, or a target histogram
+        self.seen = 0  # the flush epoch in which the series last had a point (for eviction)
+        self.bounds = b""  # explicit bounds (packed) that ``layout`` was made for
+        self.layout: _Layout | None = None
 
 
 class _Acc:
@@ -192,6 +196,7 @@ class IpcStage1:
         self._bucket_maps: dict[tuple[bytes, float], _Layout] = {}
         self._unpackers: dict[int, Any] = {}
         self._watermark = -math.inf
+        self._epoch = 0  # flushes so far
 
     # -- input ------------------------------------------------------------------------------------
     def add(self, request: ExportMetricsServiceRequest) -> None:
@@ -252,47 +257,153 @@ class IpcStage1:
         if service is None:
             c["no_service"] += len(points)
             return
-        cumulative = kind != "g" and kind != "s" and data.aggregation_temporality == _CUMULATIVE
-        if kind == "s":
-            cumulative = True  # summaries are cumulative by definition
+        cumulative = kind == "s" or (kind != "g" and data.aggregation_temporality == _CUMULATIVE)
+        if kind == "h":
+            self._histograms(res, name, service, side, default_protocol, scale, points, cumulative)
+        elif kind in ("n", "g"):
+            self._numbers(res, name, service, side, default_protocol, scale, points, cumulative)
+        else:
+            self._others(res, name, service, side, default_protocol, scale, points, cumulative, kind)
+
+    def _new_series(self, key: tuple[Any, ...], service: str, side: Side,
+                    default_protocol: str | None) -> _Series:
+        """Parse a series' attributes once and remember it (evicting one if the cache is full)."""
+        self.counters["series"] += 1
+        attrs: dict[str, AttrValue | None] = {}
+        stat_raw: bytes | None = None
+        s: _Series | None = None
+        for raw in key[2]:
+            try:
+                k, v = attribute(raw)
+            except Exception:  # an attribute that does not parse: this series is unusable
+                s = _Series(None, False, None, None, None, None)
+                break
+            attrs[k] = v
+            if k == "statistic":
+                stat_raw = raw
+        if s is None:
+            peer = _peer(attrs, side)
+            group: _Group | None = None if peer is None else (side, service, peer[0], peer[1])
+            stat = _text(attrs.get("statistic"))
+            base = None
+            if stat is not None:
+                base = (key[0], key[1], tuple(r for r in key[2] if r is not stat_raw))
+            protocol = _text(attrs.get("ipc.protocol")) or _text(attrs.get("rpc.system.name")) \
+                or _text(attrs.get("rpc.system")) or default_protocol
+            s = _Series(group, _is_error(attrs), _endpoint(attrs), protocol, stat, base)
         series = self._series
-        max_series = self.max_series
-        wns = self.window_seconds * 1_000_000_000
+        if len(series) >= self.max_series:
+            self._evict()
+        series[key] = s
+        return s
+
+    def _evict(self) -> None:
+        """Evict the oldest series not seen since the last flush (or, failing that, the oldest)."""
+        series = self._series
+        for _ in range(8):
+            key = next(iter(series))
+            s = series.pop(key)
+            if s.seen != self._epoch:
+                break
+            series[key] = s  # recently active: second chance, to the back of the line
+        else:
+            del series[next(iter(series))]
+        self.counters["evictions"] += 1
+
+    def _acc(self, window: int, group: _Group) -> _Acc:
+        acc = self._accs.get((window, group))
+        if acc is None:
+            acc = self._accs[(window, group)] = _Acc()
+            if window + self.window_seconds <= self._watermark:
+                self.counters["late_points"] += 1
+        return acc
+
+    # -- point kinds --------------------------------------------------------------------------------
+    def _histograms(self, res: bytes, name: str, service: str, side: Side, default_protocol: str | None,
+                    scale: float, points: Any, cumulative: bool) -> None:
+        """Explicit-bucket histogram points: the hot path, written out in one loop."""
+        series, accs, epoch, unpackers = self._series, self._accs, self._epoch, self._unpackers
         ws = self.window_seconds
+        wns = ws * 1_000_000_000
+        watermark = self._watermark
+        no_peer = baselines = resets = late = bad = 0
         for dp in points:
             key = (res, name, tuple(dp.attributes))
-            s = series.pop(key, None)
+            s = series.get(key)
             if s is None:
                 s = self._new_series(key, service, side, default_protocol)
-            series[key] = s
-            if len(series) > max_series:
-                del series[next(iter(series))]
-                c["evictions"] += 1
+            s.seen = epoch
             group = s.group
             if group is None:
-                c["no_peer"] += 1
+                no_peer += 1
                 continue
             t_ns: int = dp.time_unix_nano
             if t_ns <= 0:
-                c["bad_points"] += 1
+                bad += 1
+                continue
+            count: int = dp.count
+            packed: bytes = dp.bucket_counts
+            bounds: bytes = dp.explicit_bounds
+            if bounds != s.bounds or s.layout is None:
+                s.bounds, s.layout = bounds, self._bucket_map(bounds, scale)
+            unpack = unpackers.get(len(packed))
+            if unpack is None:
+                unpack = self._unpacker(len(packed))
+            if cumulative:
+                start: int = dp.start_time_unix_nano
+                if s.start < 0:
+                    s.start, s.value, s.total, s.counts = start, count, dp.sum, (packed, unpack(packed))
+                    baselines += 1
+                    continue
+                prev_packed, prev = s.counts
+                if packed == prev_packed and count == s.value and start == s.start:
+                    continue  # nothing happened since the last point
+                total: float = dp.sum
+                cur = unpack(packed)
+                if start != s.start or count < s.value or len(cur) != len(prev):
+                    d = None
+                else:
+                    d = [a - b for a, b in zip(cur, prev, strict=True)]
+                    if d and min(d) < 0:
+                        d = None
+                if d is None:
+                    resets += 1
+                    d, dcount, dsum = list(cur), count, total
+                else:
+                    dcount, dsum = count - int(s.value), total - s.total
+                s.start, s.value, s.total, s.counts = start, count, total, (packed, cur)
+            else:
+                d, dcount, dsum = list(unpack(packed)), count, dp.sum
+            if dcount <= 0:
                 continue
             window = t_ns // wns * ws
-            acc = self._accs.get((window, group))
+            acc = accs.get((window, group))
             if acc is None:
-                acc = self._accs[(window, group)] = _Acc()
-                if window + ws <= self._watermark:
-                    c["late_points"] += 1
-            t = t_ns / 1e9
-            if kind == "h":
-                n = self._histogram(s, dp, cumulative, scale, acc)
-            elif kind == "e":
-                n = self._exponential(s, dp, cumulative, scale, acc)
-            elif kind == "s":
-                n = self._summary(s, dp, scale, acc)
+                acc = accs[(window, group)] = _Acc()
+                if window + ws <= watermark:
+                    late += 1
+            acc.requests += dcount
+            if s.error:
+                acc.errors += dcount
+            acc.lat_sum += dsum * scale
+            layout = s.layout
+            hist = acc.hist
+            if layout is None or len(layout[0]) != len(d) or len(d) < 2:
+                hist[bucket_index(dsum * scale / dcount)] += dcount
+            elif len(d) - d.count(0) == 1:
+                # One bucket: the mean is exact, if it agrees with the bucket (else inconsistent data).
+                targets, edges = layout
+                n = max(d)
+                i = d.index(n)
+                mean = dsum * scale / n
+                inside = (i == 0 or mean > edges[i - 1]) and (i == len(edges) or mean <= edges[i])
+                hist[bucket_index(mean) if inside else targets[i]] += n
             else:
-                n = self._number(s, dp, cumulative, scale, acc, window)
-            if not n:
-                continue  # a baseline, an idle series, or a statistic that carries no calls
+                targets = layout[0]
+                for i, n in enumerate(d):
+                    if n:
+                        hist[targets[i]] += n
+            t = t_ns / 1e9
             if t < acc.first:
                 acc.first = t
             if t > acc.last:
@@ -301,173 +412,161 @@ class IpcStage1:
                 acc.endpoints.add(s.endpoint)
             if acc.protocol is None:
                 acc.protocol = s.protocol
+        self._count(no_peer=no_peer, baselines=baselines, resets=resets, late_points=late, bad_points=bad)
 
-    def _new_series(self, key: tuple[Any, ...], service: str, side: Side,
-                    default_protocol: str | None) -> _Series:
-        self.counters["series"] += 1
-        attrs: dict[str, AttrValue | None] = {}
-        stat_raw: bytes | None = None
-        for raw in key[2]:
-            try:
-                k, v = attribute(raw)
-            except Exception:  # an attribute that does not parse: this series is unusable
-                return _Series(None, False, None, None, None, None)
-            attrs[k] = v
-            if k == "statistic":
-                stat_raw = raw
-        peer = _peer(attrs, side)
-        group: _Group | None = None if peer is None else (side, service, peer[0], peer[1])
-        stat = _text(attrs.get("statistic"))
-        base = None
-        if stat is not None:
-            base = (key[0], key[1], tuple(r for r in key[2] if r is not stat_raw))
-        protocol = _text(attrs.get("ipc.protocol")) or _text(attrs.get("rpc.system.name")) \
-            or _text(attrs.get("rpc.system")) or default_protocol
-        return _Series(group, _is_error(attrs), _endpoint(attrs), protocol, stat, base)
-
-    # -- point kinds (each returns the number of calls it added) ------------------------------------
-    def _histogram(self, s: _Series, dp: Any, cumulative: bool, scale: float, acc: _Acc) -> int:
-        count: int = dp.count
-        total: float = dp.sum
-        packed: bytes = dp.bucket_counts
-        unpack = self._unpacker(len(packed))
-        if cumulative:
-            start: int = dp.start_time_unix_nano
-            if s.start < 0:
-                s.start, s.value, s.total, s.counts = start, count, total, (packed, unpack(packed))
-                self.counters["baselines"] += 1
-                return 0
-            prev_packed, prev = s.counts
-            if packed == prev_packed and count == s.value and start == s.start:
-                return 0  # nothing happened since the last point
-            cur = unpack(packed)
-            reset = start != s.start or count < s.value or len(cur) != len(prev)
-            if not reset:
-                d = [a - b for a, b in zip(cur, prev, strict=True)]
-                reset = bool(d) and min(d) < 0
-            if reset:
-                self.counters["resets"] += 1
-                d, dcount, dsum = list(cur), count, total
+    def _numbers(self, res: bytes, name: str, service: str, side: Side, default_protocol: str | None,
+                 scale: float, points: Any, cumulative: bool) -> None:
+        """Sum and Gauge points: call counts, or Spectator count/totalTime/max statistics."""
+        series, epoch = self._series, self._epoch
+        ws = self.window_seconds
+        wns = ws * 1_000_000_000
+        no_peer = baselines = resets = ignored = bad = 0
+        for dp in points:
+            key = (res, name, tuple(dp.attributes))
+            s = series.get(key)
+            if s is None:
+                s = self._new_series(key, service, side, default_protocol)
+            s.seen = epoch
+            group = s.group
+            if group is None:
+                no_peer += 1
+                continue
+            t_ns: int = dp.time_unix_nano
+            if t_ns <= 0:
+                bad += 1
+                continue
+            v: float = dp.as_double or dp.as_int
+            if cumulative:
+                start: int = dp.start_time_unix_nano
+                if s.start < 0:
+                    s.start, s.value = start, v
+                    baselines += 1
+                    continue
+                if start != s.start or v < s.value:
+                    resets += 1
+                    d = v
+                else:
+                    d = v - s.value
+                s.start, s.value = start, v
             else:
-                dcount, dsum = count - int(s.value), total - s.total
-            s.start, s.value, s.total, s.counts = start, count, total, (packed, cur)
-        else:
-            d, dcount, dsum = list(unpack(packed)), count, total
-        if dcount <= 0:
-            return 0
-        acc.requests += dcount
-        if s.error:
-            acc.errors += dcount
-        acc.lat_sum += dsum * scale
-        layout = self._bucket_map(dp.explicit_bounds, scale, len(d))
-        hist = acc.hist
-        if layout is None:
-            hist[bucket_index(dsum * scale / dcount)] += dcount
-            return dcount
-        targets, edges = layout
-        used = [i for i, n in enumerate(d) if n]
-        if len(used) == 1:
-            # One bucket: the mean is exact, if it agrees with that bucket (else the data is inconsistent).
-            i = used[0]
-            mean = dsum * scale / d[i]
-            inside = (i == 0 or mean > edges[i - 1]) and (i == len(edges) or mean <= edges[i])
-            hist[bucket_index(mean) if inside else targets[i]] += d[i]
-        else:
-            for i in used:
-                hist[targets[i]] += d[i]
-        return dcount
+                d = v
+            stat = s.stat
+            window = t_ns // wns * ws
+            if stat is None or stat == _STAT_COUNT:
+                n = round(d)
+                if n <= 0:
+                    continue
+                acc = self._acc(window, group)
+                acc.requests += n
+                if s.error:
+                    acc.errors += n
+                if s.base is not None:
+                    self._join(window, s.base, acc).count += n
+                t = t_ns / 1e9
+                if t < acc.first:
+                    acc.first = t
+                if t > acc.last:
+                    acc.last = t
+                if s.endpoint is not None:
+                    acc.endpoints.add(s.endpoint)
+                if acc.protocol is None:
+                    acc.protocol = s.protocol
+            elif stat == _STAT_TOTAL and s.base is not None:
+                if d > 0:
+                    self._join(window, s.base, self._acc(window, group)).total += d * scale
+            else:
+                ignored += 1  # max, percentiles: nothing to add
+        self._count(no_peer=no_peer, baselines=baselines, resets=resets, ignored_points=ignored,
+                    bad_points=bad)
 
-    def _exponential(self, s: _Series, dp: Any, cumulative: bool, scale: float, acc: _Acc) -> int:
+    def _others(self, res: bytes, name: str, service: str, side: Side, default_protocol: str | None,
+                scale: float, points: Any, cumulative: bool, kind: str) -> None:
+        """Exponential histograms and summaries (rare in practice: a plain loop)."""
+        series, epoch = self._series, self._epoch
+        ws = self.window_seconds
+        wns = ws * 1_000_000_000
+        for dp in points:
+            key = (res, name, tuple(dp.attributes))
+            s = series.get(key)
+            if s is None:
+                s = self._new_series(key, service, side, default_protocol)
+            s.seen = epoch
+            if s.group is None:
+                self.counters["no_peer"] += 1
+                continue
+            t_ns: int = dp.time_unix_nano
+            if t_ns <= 0:
+                self.counters["bad_points"] += 1
+                continue
+            if kind == "e":
+                n, dsum, hist = self._exponential(s, dp, cumulative, scale)
+            else:
+                n, dsum, hist = self._summary(s, dp, scale)
+            if n <= 0:
+                continue
+            acc = self._acc(t_ns // wns * ws, s.group)
+            acc.requests += n
+            if s.error:
+                acc.errors += n
+            acc.lat_sum += dsum
+            if hist is None:
+                acc.hist[bucket_index(dsum / n)] += n
+            else:
+                for i, x in enumerate(hist):
+                    acc.hist[i] += x
+            t = t_ns / 1e9
+            acc.first, acc.last = min(acc.first, t), max(acc.last, t)
+            if s.endpoint is not None:
+                acc.endpoints.add(s.endpoint)
+            if acc.protocol is None:
+                acc.protocol = s.protocol
+
+    def _exponential(self, s: _Series, dp: Any, cumulative: bool,
+                     scale: float) -> tuple[int, float, list[int] | None]:
+        """(calls, seconds, histogram or None for "use the mean") of an exponential histogram point."""
         count: int = dp.count
         total: float = dp.sum
         cur = _exponential_histogram(dp, scale)
-        d: list[int] | None = cur
-        if cumulative:
-            start: int = dp.start_time_unix_nano
-            if s.start < 0:
-                s.start, s.value, s.total, s.counts = start, count, total, cur
-                self.counters["baselines"] += 1
-                return 0
-            if start != s.start or count < s.value:
-                self.counters["resets"] += 1
-                dcount, dsum = count, total
-            else:
-                dcount, dsum = count - int(s.value), total - s.total
-                d = [a - b for a, b in zip(cur, s.counts, strict=True)]
-                if min(d) < 0:  # the sender changed the histogram's scale: fall back to the mean
-                    d = None
+        if not cumulative:
+            return count, total * scale, cur
+        start: int = dp.start_time_unix_nano
+        if s.start < 0:
             s.start, s.value, s.total, s.counts = start, count, total, cur
-        else:
+            self.counters["baselines"] += 1
+            return 0, 0.0, None
+        d: list[int] | None = cur
+        if start != s.start or count < s.value:
+            self.counters["resets"] += 1
             dcount, dsum = count, total
-        if dcount <= 0:
-            return 0
-        acc.requests += dcount
-        if s.error:
-            acc.errors += dcount
-        acc.lat_sum += dsum * scale
-        if d is None:
-            acc.hist[bucket_index(dsum * scale / dcount)] += dcount
         else:
-            for i, n in enumerate(d):
-                acc.hist[i] += n
-        return dcount
+            dcount, dsum = count - int(s.value), total - s.total
+            d = [a - b for a, b in zip(cur, s.counts, strict=True)]
+            if min(d) < 0:  # the sender changed the histogram's scale: fall back to the mean
+                d = None
+        s.start, s.value, s.total, s.counts = start, count, total, cur
+        return dcount, dsum * scale, d
 
-    def _summary(self, s: _Series, dp: Any, scale: float, acc: _Acc) -> int:
+    def _summary(self, s: _Series, dp: Any, scale: float) -> tuple[int, float, list[int] | None]:
         count: int = dp.count
         total: float = dp.sum
         start: int = dp.start_time_unix_nano
         if s.start < 0:
             s.start, s.value, s.total = start, count, total
             self.counters["baselines"] += 1
-            return 0
+            return 0, 0.0, None
         if start != s.start or count < s.value:
             self.counters["resets"] += 1
             dcount, dsum = count, total
         else:
             dcount, dsum = count - int(s.value), total - s.total
         s.start, s.value, s.total = start, count, total
-        if dcount <= 0:
-            return 0
-        acc.requests += dcount
-        if s.error:
-            acc.errors += dcount
-        acc.lat_sum += dsum * scale
-        acc.hist[bucket_index(dsum * scale / dcount)] += dcount
-        return dcount
+        return dcount, dsum * scale, None
 
-    def _number(self, s: _Series, dp: Any, cumulative: bool, scale: float, acc: _Acc, window: int) -> int:
-        v: float = dp.as_double or dp.as_int
-        if cumulative:
-            start: int = dp.start_time_unix_nano
-            if s.start < 0:
-                s.start, s.value = start, v
-                self.counters["baselines"] += 1
-                return 0
-            if start != s.start or v < s.value:
-                self.counters["resets"] += 1
-                d = v
-            else:
-                d = v - s.value
-            s.start, s.value = start, v
-        else:
-            d = v
-        stat = s.stat
-        if stat is None or stat == _STAT_COUNT:
-            n = round(d)
-            if n <= 0:
-                return 0
-            acc.requests += n
-            if s.error:
-                acc.errors += n
-            if s.base is not None:
-                self._join(window, s.base, acc).count += n
-            return n
-        if stat == _STAT_TOTAL and s.base is not None:
-            if d > 0:
-                self._join(window, s.base, acc).total += d * scale
-            return 0
-        self.counters["ignored_points"] += 1  # max, percentiles: nothing to add
-        return 0
+    def _count(self, **deltas: int) -> None:
+        c = self.counters
+        for k, v in deltas.items():
+            if v:
+                c[k] += v
 
     def _join(self, window: int, base: tuple[Any, ...], acc: _Acc) -> _StatJoin:
         j = self._stats.get((window, base))
@@ -482,7 +581,7 @@ class IpcStage1:
             f = self._unpackers[n] = struct.Struct(f"<{n}Q").unpack_from
         return f
 
-    def _bucket_map(self, bounds: bytes, scale: float, nbuckets: int) -> _Layout | None:
+    def _bucket_map(self, bounds: bytes, scale: float) -> _Layout | None:
         """Per OTLP bucket the shared bucket its count goes to, and the bounds in seconds (None: unusable)."""
         key = (bounds, scale)
         layout = self._bucket_maps.get(key)
@@ -491,13 +590,14 @@ class IpcStage1:
             if len(self._bucket_maps) >= 10_000:
                 self._bucket_maps.clear()
             self._bucket_maps[key] = layout
-        return layout if len(layout[0]) == nbuckets and nbuckets > 1 else None
+        return layout if layout[0] else None
 
     # -- output ------------------------------------------------------------------------------------
     def flush(self, watermark: float) -> list[IpcObservation]:
         """Observations of every window that ended at or before ``watermark`` (sorted, deterministic)."""
         ws = self.window_seconds
         self._watermark = max(self._watermark, watermark)
+        self._epoch += 1
         for key in [k for k in self._stats if k[0] + ws <= watermark]:
             j = self._stats.pop(key)
             if j.count > 0 and j.total > 0:

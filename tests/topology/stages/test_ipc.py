@@ -727,3 +727,28 @@ def test_golden(name: str) -> None:
     _, steps, _ = cases.IPC_CASES[name]()
     assert doc["steps"] == json.loads(json.dumps(steps)), "input differs from its builder: rebuild and review"
     assert cases.rounded(cases.run_ipc(doc)) == doc["expected"]
+
+
+def test_eviction_prefers_series_idle_since_the_last_flush() -> None:
+    s1 = IpcStage1(max_series=2)
+
+    def point(peer: str, t: float, n: int) -> ExportMetricsServiceRequest:
+        return metrics(
+            resource_metrics(
+                "billing",
+                [
+                    sum_metric(
+                        "ipc.client.call", "", [number_point({"ipc.server.app": peer}, W0 + t, n, start=W0)]
+                    )
+                ],
+            )
+        )
+
+    s1.add(point("idle", 1, 10))
+    s1.add(point("busy", 2, 10))
+    s1.flush(W0)  # a new epoch: neither has been seen in it
+    s1.add(point("busy", 3, 15))
+    s1.add(point("new", 4, 10))  # the cache is full: "idle" goes, "busy" keeps its baseline
+    s1.add(point("busy", 5, 18))
+    [o] = s1.flush(W0 + 60)
+    assert (o.peer, o.stats.requests, s1.counters["evictions"]) == ("busy", 8, 1)
