@@ -1,10 +1,10 @@
 """How the embedded store writes an :class:`EdgeStats` into one SQLite column, and merges many at once.
 
 Format ``CODEC`` (recorded in each database's ``meta`` table): a :mod:`marshal` dump of a fixed
-16-tuple of the fields in declaration order, with the latency histogram stored sparse as
-``(bucket, count, bucket, count, ...)`` (None when unmeasured). Only ``None``, ``int``, ``float``,
-``str`` and tuples of them are written, so it reads back exactly (and ~5-10x faster than JSON,
-at 40% of its size). marshal's encoding of these basic types has not changed since Python 3.4;
+16-tuple of the fields in declaration order, with the latency histogram trimmed to
+``(first non-zero bucket, counts up to the last non-zero bucket)`` (None when unmeasured). Only
+``None``, ``int``, ``float``, ``str`` and tuples of them are written, so it reads back exactly (and
+~5-10x faster than JSON, at 40% of its size). marshal's encoding of these basic types has not changed since Python 3.4;
 the ``meta`` entry lets a future format be told apart.
 """
 
@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import marshal
 from collections.abc import Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from topology.stats import MAX_ENDPOINTS, MAX_EXEMPLARS, MAX_INTERMEDIARIES, MAX_PORTS, N_BUCKETS, EdgeStats
 
-CODEC = "marshal-tuple-1"
+CODEC = "marshal-tuple-2"
 T = TypeVar("T")
 
 _HEALTH_ORDER = {"UNKNOWN": 0, "HEALTHY": 1, "DEGRADED": 2, "UNHEALTHY": 3}
@@ -26,22 +26,47 @@ def _strs(t: tuple[str, ...]) -> tuple[str, ...]:
     return t if all(type(x) is str for x in t) else tuple(str(x) for x in t)
 
 
+def _ints(t: tuple[int, ...]) -> tuple[int, ...]:
+    return t if all(type(x) is int for x in t) else tuple(int(x) for x in t)
+
+
+def trim_histogram(lat: tuple[int, ...]) -> tuple[int, tuple[int, ...]] | None:
+    """A histogram as (first non-zero bucket, counts up to the last non-zero one); None if unmeasured."""
+    n = len(lat)
+    if not n:
+        return None
+    lo = 0
+    while lo < n and not lat[lo]:
+        lo += 1
+    hi = n
+    while hi > lo and not lat[hi - 1]:
+        hi -= 1
+    return lo, _ints(lat[lo:hi])
+
+
+def full_histogram(trimmed: tuple[int, tuple[int, ...]] | None) -> tuple[int, ...]:
+    if trimmed is None:
+        return ()
+    lo, counts = trimmed
+    hist = [0] * N_BUCKETS
+    hist[lo : lo + len(counts)] = counts
+    return tuple(hist)
+
+
 def encode(s: EdgeStats) -> bytes:
-    lat = s.latency
-    sparse = tuple(x for i, n in enumerate(lat) if n for x in (i, int(n))) if lat else None
     return marshal.dumps(
         (
             float(s.first_seen),
             float(s.last_seen),
             None if s.protocol is None else str(s.protocol),
-            tuple(int(p) for p in s.ports),
+            _ints(s.ports),
             int(s.connections),
             int(s.bytes_sent),
             int(s.bytes_received),
             _strs(s.intermediaries),
             int(s.requests),
             int(s.errors),
-            sparse,
+            trim_histogram(s.latency),
             float(s.latency_sum),
             _strs(s.endpoints),
             _strs(s.exemplars),
@@ -51,49 +76,31 @@ def encode(s: EdgeStats) -> bytes:
     )
 
 
+def decode_fields(blob: bytes) -> tuple[Any, ...]:
+    """The stored 16-tuple, histogram still trimmed (for readers that want columns, not objects)."""
+    fields: tuple[Any, ...] = marshal.loads(blob)
+    return fields
+
+
 def decode(blob: bytes) -> EdgeStats:
-    (
-        first,
-        last,
-        protocol,
-        ports,
-        conns,
-        sent,
-        received,
-        inter,
-        requests,
-        errors,
-        sparse,
-        lat_sum,
-        endpoints,
-        exemplars,
-        ctype,
-        health,
-    ) = marshal.loads(blob)
-    if sparse is None:
-        latency: tuple[int, ...] = ()
-    else:
-        hist = [0] * N_BUCKETS
-        for i in range(0, len(sparse), 2):
-            hist[sparse[i]] = sparse[i + 1]
-        latency = tuple(hist)
+    f = marshal.loads(blob)
     return EdgeStats(
-        first,
-        last,
-        protocol,
-        ports,
-        conns,
-        sent,
-        received,
-        inter,
-        requests,
-        errors,
-        latency,
-        lat_sum,
-        endpoints,
-        exemplars,
-        ctype,
-        health,
+        f[0],
+        f[1],
+        f[2],
+        f[3],
+        f[4],
+        f[5],
+        f[6],
+        f[7],
+        f[8],
+        f[9],
+        full_histogram(f[10]),
+        f[11],
+        f[12],
+        f[13],
+        f[14],
+        f[15],
     )
 
 

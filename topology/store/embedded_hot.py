@@ -36,8 +36,9 @@ from topology.timewindow import MINUTE
 
 _HEALTH = ("UNKNOWN", "HEALTHY", "DEGRADED", "UNHEALTHY")
 _HEALTH_CODE = {h: i for i, h in enumerate(_HEALTH)}
-_FLOATS = ("first_seen", "last_seen", "latency_sum")
-_INTS = ("connections", "bytes_sent", "bytes_received", "requests", "errors")
+# field -> position in the stored tuple (embedded_codec)
+_FLOAT_AT = {"first_seen": 0, "last_seen": 1, "latency_sum": 11}
+_INT_AT = {"connections": 4, "bytes_sent": 5, "bytes_received": 6, "requests": 8, "errors": 9}
 
 # protocol, ports, intermediaries, endpoints, connection_type
 Attrs = tuple[str | None, tuple[int, ...], tuple[str, ...], tuple[str, ...], str | None]
@@ -130,6 +131,15 @@ class HotRing:
     # -- writing -------------------------------------------------------------------------------
     def write(self, rows: Sequence[int], starts: Sequence[int], stats: Sequence[EdgeStats]) -> None:
         """Store minute windows (row of the edge, window start, stats); older ones never replace newer."""
+        self._write(rows, starts, stats, False)
+
+    def write_fields(
+        self, rows: Sequence[int], starts: Sequence[int], fields: Sequence[tuple[Any, ...]]
+    ) -> None:
+        """Like :meth:`write`, with the stats as stored on disk (``embedded_codec.decode_fields``)."""
+        self._write(rows, starts, fields, True)
+
+    def _write(self, rows: Sequence[int], starts: Sequence[int], given: Sequence[Any], stored: bool) -> None:
         if not rows:
             return
         r_all = np.asarray(rows, np.int64)
@@ -147,17 +157,33 @@ class HotRing:
             pick, r, s, t = pick[keep], r[keep], s[keep], t[keep]
         if not len(pick):
             return
-        items = [stats[i] for i in pick.tolist()]
+        items = [given[i] for i in pick.tolist()]
         n = len(items)
-        floats = {name: np.fromiter((getattr(x, name) for x in items), np.float64, n) for name in _FLOATS}
-        ints = {name: np.array([getattr(x, name) for x in items], np.int64) for name in _INTS}  # may overflow
-        has_lat = np.fromiter((len(x.latency) == N_BUCKETS for x in items), bool, n)
+        if stored:
+            floats = {k: np.fromiter((x[i] for x in items), np.float64, n) for k, i in _FLOAT_AT.items()}
+            ints = {k: np.array([x[i] for x in items], np.int64) for k, i in _INT_AT.items()}  # may overflow
+            trimmed = [x[10] for x in items]
+            has_lat = np.fromiter((h is not None for h in trimmed), bool, n)
+            healths = [x[15] for x in items]
+            attrs = [(x[2], x[3], x[7], x[12], x[14]) for x in items]
+            exemplars = [x[13] for x in items]
+        else:
+            floats = {k: np.fromiter((getattr(x, k) for x in items), np.float64, n) for k in _FLOAT_AT}
+            ints = {k: np.array([getattr(x, k) for x in items], np.int64) for k in _INT_AT}  # may overflow
+            has_lat = np.fromiter((len(x.latency) == N_BUCKETS for x in items), bool, n)
+            healths = [x.health for x in items]
+            attrs = [(x.protocol, x.ports, x.intermediaries, x.endpoints, x.connection_type) for x in items]
+            exemplars = [x.exemplars for x in items]
         hist: npt.NDArray[np.int64] | None = None
         if has_lat.any() or self.latency is not None:
             hist = np.zeros((n, N_BUCKETS), np.int64)
-            idx = np.flatnonzero(has_lat)
-            if len(idx):
-                hist[idx] = np.array([items[i].latency for i in idx.tolist()], np.int64)
+            idx = np.flatnonzero(has_lat).tolist()
+            if stored:
+                for i in idx:
+                    lo, counts = trimmed[i]
+                    hist[i, lo : lo + len(counts)] = counts
+            elif idx:
+                hist[idx] = np.array([items[i].latency for i in idx], np.int64)
         # nothing can fail below this line
         self.start[r, s] = t
         for name, vals in (*floats.items(), *ints.items()):
@@ -173,17 +199,14 @@ class HotRing:
                 self.measured = np.zeros((self.capacity, self.slots), bool)
             self.measured[r, s] = has_lat
             self.latency[r, s] = hist
-        self.health[r, s] = [_HEALTH_CODE.get(x.health, 0) for x in items]
-        self.attrs[r, s] = [
-            self._intern((x.protocol, x.ports, x.intermediaries, x.endpoints, x.connection_type))
-            for x in items
-        ]
-        if self.exemplars is not None or any(x.exemplars for x in items):
+        self.health[r, s] = [_HEALTH_CODE.get(h, 0) for h in healths]
+        self.attrs[r, s] = [self._intern(a) for a in attrs]
+        if self.exemplars is not None or any(exemplars):
             if self.exemplars is None:
                 self.exemplars = np.empty((self.capacity, self.slots), object)
             ex = np.empty(n, object)
-            for k, x in enumerate(items):
-                ex[k] = x.exemplars
+            for k, e in enumerate(exemplars):
+                ex[k] = e
             self.exemplars[r, s] = ex
         self.top = max(self.top, int(t.max()))
 
@@ -223,7 +246,7 @@ class HotRing:
         n_slots = len(targets)
         e = len(rows)
         out: dict[str, list[Any]] = {}
-        for name in ("latency_sum", *_INTS):
+        for name in ("latency_sum", *_INT_AT):
             col = self.cols.get(name)
             if col is None:
                 continue

@@ -127,6 +127,12 @@ class EdgeRec:
     def set_intervals(self, window_seconds: int, iv: array[int]) -> None:
         self.spans[_SLOT[window_seconds]] = iv if len(iv) else None
 
+    def add_minute(self, window_start: int) -> None:
+        iv = self.spans[0]
+        if iv is None:
+            iv = self.spans[0] = array("q")
+        add_interval(iv, window_start, window_start + MINUTE)
+
     def intervals_copy(self, window_seconds: int) -> array[int]:
         iv = self.spans[_SLOT[window_seconds]]
         return array("q") if iv is None else array("q", iv)

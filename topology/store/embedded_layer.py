@@ -33,6 +33,7 @@ import sqlite3
 from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from topology.model import (
     Direction,
@@ -48,7 +49,7 @@ from topology.model import (
 )
 from topology.stats import EdgeStats
 from topology.store.base import LayerStore, RollupReport, StoreUnavailable
-from topology.store.embedded_codec import CODEC, decode, encode, merge_all
+from topology.store.embedded_codec import CODEC, decode, decode_fields, encode, merge_all
 from topology.store.embedded_db import Database
 from topology.store.embedded_index import EdgeRec, GraphIndex, add_interval, array_from
 from topology.store.embedded_stats import StatsSource
@@ -73,6 +74,8 @@ CREATE TABLE IF NOT EXISTS pending_rollup(wsec INTEGER NOT NULL, wstart INTEGER 
 
 _COARSER = {MINUTE: HOUR, HOUR: DAY}
 SCHEMA_VERSION = "2"
+#: How often (in minutes of data) minute presence is checkpointed into ``spans``.
+CHECKPOINT_SECONDS = 10 * MINUTE
 #: Minutes of recent windows the hot ring holds per edge: the default live window (15 min) and then some.
 DEFAULT_HOT_MINUTES = 20
 
@@ -133,6 +136,9 @@ class EmbeddedLayerStore(LayerStore):
         self._stats = StatsSource(self._db, hot_minutes)
         self._next_id = 1
         self._last_rollup = 0.0
+        self._checkpoint = 0  # minute windows starting before this are in ``spans``
+        self._top_minute = 0  # newest minute window start stored
+        self._dirty: set[int] = set()  # edges with minute presence newer than the checkpoint
         try:
             self._load()
         except BaseException:
@@ -175,6 +181,24 @@ class EmbeddedLayerStore(LayerStore):
             if loaded is not None:
                 loaded.set_intervals(wsec, array_from(blob))
         last = self._last_rollup
+        self._checkpoint = int(self._meta(conn, "spans_checkpoint", None) or 0)
+        # minute windows since the checkpoint: their presence, and the newest ones' stats for the ring
+        top = conn.execute("SELECT MAX(wstart) FROM windows WHERE wsec=?", (MINUTE,)).fetchone()[0]
+        self._top_minute = int(top or 0)
+        ring_from = self._stats.ring_start(self._top_minute)
+        scan_from = min(self._checkpoint, ring_from)
+        fill: list[tuple[EdgeRec, int, tuple[Any, ...]]] = []
+        for wstart, eid, blob in conn.execute(
+            "SELECT wstart, edge, stats FROM windows WHERE wsec=? AND wstart>=?", (MINUTE, scan_from)
+        ):
+            known = self._index.by_id.get(eid)
+            if known is None:
+                continue
+            if wstart >= self._checkpoint:
+                known.add_minute(wstart)
+                self._dirty.add(eid)
+            if wstart >= ring_from:
+                fill.append((known, wstart, decode_fields(blob)))
         empty = []
         for rec in self._index.all_edges():
             if last:
@@ -184,11 +208,14 @@ class EmbeddedLayerStore(LayerStore):
                 empty.append(rec)
         for rec in empty:
             self._index.remove(rec)
+            self._dirty.discard(rec.id)
         if empty:
             conn.executemany("DELETE FROM edges WHERE id=?", [(r.id,) for r in empty])
             conn.executemany("DELETE FROM spans WHERE edge=?", [(r.id,) for r in empty])
-        floor = align(last - self.retention.minute, MINUTE) if last else 0
-        self._stats.load(self._index, conn, floor)
+        self._stats.load(
+            align(last - self.retention.minute, MINUTE) if last else 0,
+            [x for x in fill if x[0].id in self._index.by_id],
+        )
 
     # -- writing ---------------------------------------------------------------------------------
     async def upsert_windows(self, windows: Sequence[EdgeWindow]) -> None:
@@ -218,6 +245,13 @@ class EmbeddedLayerStore(LayerStore):
                         changed[rec.id] = _edge_row(rec, w)  # the latest window's kinds and apps win
                 items.append((rec, w.window_seconds, w.window_start, w.stats))
 
+            checkpoint = self._checkpoint
+            # minute windows at or after the checkpoint reach ``spans`` at the next checkpoint (a crash
+            # before it loses nothing: open replays them from ``windows``); the others are written through
+            through = [
+                (rec, wsec, wstart) for rec, wsec, wstart, _ in items if wsec != MINUTE or wstart < checkpoint
+            ]
+
             def write(conn: sqlite3.Connection) -> dict[tuple[int, int], array[int]]:
                 conn.executemany(
                     "INSERT OR REPLACE INTO edges VALUES (?,?,?,?,?,?,?,?)",
@@ -239,7 +273,7 @@ class EmbeddedLayerStore(LayerStore):
                     "INSERT OR REPLACE INTO windows VALUES (?,?,?,?)",
                     [(wsec, wstart, rec.id, encode(st)) for rec, wsec, wstart, st in items],
                 )
-                spans = _extended_spans((rec, wsec, wstart) for rec, wsec, wstart, _ in items)
+                spans = _extended_spans(through)
                 conn.executemany(
                     "INSERT OR REPLACE INTO spans VALUES (?,?,?)",
                     [(eid, wsec, iv.tobytes()) for (eid, wsec), iv in spans.items()],
@@ -262,7 +296,31 @@ class EmbeddedLayerStore(LayerStore):
                 rec.source_app, rec.target_app = row.source_app, row.target_app
             for (eid, wsec), iv in spans.items():
                 self._index.by_id[eid].set_intervals(wsec, iv)
+            for rec, wsec, wstart, _ in items:
+                if wsec == MINUTE and wstart >= checkpoint:
+                    rec.add_minute(wstart)
+                    self._dirty.add(rec.id)
+                    if wstart > self._top_minute:
+                        self._top_minute = wstart
             self._stats.on_windows(items)
+            if self._top_minute - self._checkpoint >= CHECKPOINT_SECONDS:
+                await self._save_spans()
+
+    async def _save_spans(self) -> None:
+        """Write the presence of every edge changed since the last checkpoint (holding the lock)."""
+        dirty = [self._index.by_id[eid] for eid in sorted(self._dirty) if eid in self._index.by_id]
+        checkpoint = self._top_minute + MINUTE
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "INSERT OR REPLACE INTO spans VALUES (?,?,?)",
+                [(rec.id, MINUTE, rec.intervals_copy(MINUTE).tobytes()) for rec in dirty],
+            )
+            conn.execute("INSERT OR REPLACE INTO meta VALUES ('spans_checkpoint', ?)", (str(checkpoint),))
+
+        await self._db.write(write)
+        self._dirty.clear()
+        self._checkpoint = checkpoint
 
     async def rollup(self, now: float) -> RollupReport:
         async with self._lock:
@@ -475,7 +533,13 @@ class EmbeddedLayerStore(LayerStore):
 
     async def close(self) -> None:
         async with self._lock:
-            self._db.close()
+            if self._db.closed:
+                return
+            try:
+                if self._dirty:
+                    await self._save_spans()  # a quick reopen; not needed for correctness
+            finally:
+                self._db.close()
 
     def close_now(self) -> None:
         """Close without waiting for the write lock (only when nothing else uses the store)."""

@@ -16,6 +16,7 @@ import logging
 import math
 import sqlite3
 from collections.abc import Sequence
+from typing import Any
 
 from topology.stats import EdgeStats
 from topology.store.embedded_codec import decode, merge_all
@@ -47,28 +48,29 @@ class StatsSource:
         self.generation = 0  # bumped by every change of stored windows
 
     # -- keeping up with writes ------------------------------------------------------------------
-    def load(self, index: GraphIndex, conn: sqlite3.Connection, minute_floor: int) -> None:
-        """Fill the ring with the newest minute windows on disk."""
+    def ring_start(self, top: int) -> int:
+        """The oldest minute window start the ring can hold when ``top`` is the newest."""
+        if self.ring is None:
+            return top + MINUTE
+        return top - (self.ring.slots - 1) * MINUTE
+
+    def load(self, minute_floor: int, fill: Sequence[tuple[EdgeRec, int, tuple[Any, ...]]]) -> None:
+        """Fill the ring at open with the newest minute windows on disk (stats as stored)."""
         ring = self.ring
         if ring is None:
             return
         ring.forget_before(minute_floor)
-        row = conn.execute("SELECT MAX(wstart) FROM windows WHERE wsec=?", (MINUTE,)).fetchone()
-        if row is None or row[0] is None:
-            return
-        since = int(row[0]) - (ring.slots - 1) * MINUTE
-        recs: list[EdgeRec] = []
-        starts: list[int] = []
-        stats: list[EdgeStats] = []
-        for eid, wstart, blob in conn.execute(
-            "SELECT edge, wstart, stats FROM windows WHERE wsec=? AND wstart>=?", (MINUTE, since)
-        ):
-            rec = index.by_id.get(eid)
-            if rec is not None:
-                recs.append(rec)
-                starts.append(wstart)
-                stats.append(decode(blob))
-        self._to_ring(recs, starts, stats)
+        for rec, _, _ in fill:
+            if rec.row < 0:
+                rec.row = ring.new_row()
+        try:
+            ring.write_fields([r.row for r, _, _ in fill], [t for _, t, _ in fill], [f for _, _, f in fill])
+        except OverflowError:
+            for rec, t, f in fill:
+                try:
+                    ring.write_fields([rec.row], [t], [f])
+                except OverflowError:
+                    self._cold_rows.add(rec.row)
 
     def _to_ring(self, recs: Sequence[EdgeRec], starts: Sequence[int], stats: Sequence[EdgeStats]) -> None:
         ring = self.ring
