@@ -1,0 +1,719 @@
+"""The JanusGraph :class:`LayerStore`: one layer in its own graph (its own keyspace in production).
+
+Graph model (schema in :mod:`topology.store.janusgraph_schema`)::
+
+    (node {name, gran}) -calls-> (pair {pkey, src, tgt, gran, sk, tk, sa, ta}) -callee-> (node)
+    (pair) -w60 {ws, st}-> (pair)        one self-loop edge per stored window (w3600, w86400 alike)
+
+A *pair* vertex is one edge of the topology at one granularity; it carries the kinds and apps of
+the latest window written for it and the source/target names (answers need no extra hop). Window
+edges are self-loops on their pair so a window's identity is (pair, label, ws): ``mergeE`` by the
+pair's id makes upserts idempotent, and the vertex-centric index ``<label>_by_ws`` makes "windows
+of this pair inside [start, end)" one index range scan. APP and CLUSTER nodes are distinct
+vertices (``gran``), so the two granularities are separate graphs inside the layer's graph.
+
+Writes: a batch's pairs are resolved to vertex ids (cached in memory; unknown pairs are looked up
+by ``pkey`` through a composite index, and created with ``mergeV`` if missing), then one traversal
+per ``batch_size`` windows upserts all of them with ``mergeE`` by ids, updates changed kinds, and
+marks the hour (day) slots those minute (hour) windows belong to. A stale cached id (the pair was
+removed by retention) fails the whole traversal atomically and the batch is re-resolved.
+
+Roll-ups read the finer windows of a marked hour (day) through the composite edge index
+``<label>_ws`` and write the merged coarser windows together with clearing the mark, in one
+transaction, and only if the mark's token is unchanged (a writer marking it again meanwhile keeps
+the mark). Retention drops the windows of expired slots, then pairs left without windows and nodes
+left without pairs.
+
+Traversal: one traversal per call (for up to ``LEVELS_PER_TRAVERSAL`` levels): per level the
+frontier's pairs with a window in range are collected (``aggregate``, a barrier, so levels run in
+order), their far ends deduplicated and filtered against every node already seen. The answer is
+the set of pairs walked; the breadth-first order, ``via`` and depths are recomputed from it in
+Python exactly like the embedded store (smallest parent name wins). Only values are projected:
+edge elements never cross the wire (JanusGraph edge ids do not decode in plain gremlinpython).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import random
+import time as _time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from gremlin_python.process.graph_traversal import GraphTraversal, __
+from gremlin_python.process.traversal import Direction, Merge, Order, P, Scope, T
+from gremlin_python.statics import long
+from gremlin_python.structure.graph import Graph
+
+from topology.model import (
+    Direction as Walk,
+)
+from topology.model import (
+    EdgeKey,
+    EdgeSummary,
+    EdgeWindow,
+    Granularity,
+    Layer,
+    NodeInfo,
+    NodeKind,
+    Reached,
+    TraversalResult,
+)
+from topology.stats import EdgeStats
+from topology.store.base import LayerStore, RollupReport, StoreUnavailable
+from topology.store.janusgraph_pool import GremlinPool, StaleVertexError
+from topology.store.janusgraph_schema import WINDOW_LABELS, ensure_schema, layer_spec
+from topology.timewindow import DAY, HOUR, MINUTE, STORED_GRANULARITIES, Retention, TimeRange, align
+
+log = logging.getLogger(__name__)
+
+_COARSER = {MINUTE: HOUR, HOUR: DAY}
+LEVELS_PER_TRAVERSAL = 32
+_T = TypeVar("_T")
+
+
+def encode_stats(s: EdgeStats) -> str:
+    return json.dumps(s.to_dict(), separators=(",", ":"), sort_keys=True)
+
+
+def decode_stats(text: str) -> EdgeStats:
+    return EdgeStats.from_dict(json.loads(text))
+
+
+def pair_key(granularity: Granularity, source: str, target: str) -> str:
+    """The indexed identity of a pair vertex (JSON keeps it injective for any names)."""
+    return json.dumps([granularity.value, source, target], ensure_ascii=False)
+
+
+def validate_windows(layer: Layer, windows: Sequence[EdgeWindow]) -> None:
+    for w in windows:
+        if w.key.layer is not layer:
+            raise ValueError(f"a {w.key.layer.value} window cannot be stored in the {layer.value} store")
+        if w.window_seconds not in STORED_GRANULARITIES:
+            raise ValueError(f"window_seconds must be one of {STORED_GRANULARITIES}, got {w.window_seconds}")
+        if w.window_start % w.window_seconds:
+            raise ValueError(f"window_start {w.window_start} is not aligned to {w.window_seconds} s")
+        if not w.key.source or not w.key.target:
+            raise ValueError("edge source and target must be non-empty names")
+
+
+def distinct_names(names: Iterable[str]) -> list[str]:
+    if isinstance(names, str):
+        raise ValueError("names must be a collection of names, not one string")
+    return sorted(set(names))
+
+
+@dataclass(slots=True)
+class _Pair:
+    """What this process knows of a stored pair vertex."""
+
+    vid: int
+    kinds: tuple[str, str, str, str]  # sk, tk, sa, ta ('' = no app)
+
+
+@dataclass(frozen=True, slots=True)
+class _Walked:
+    source: str
+    target: str
+    source_kind: NodeKind
+    target_kind: NodeKind
+    stats: EdgeStats
+
+
+def _kinds_of(w: EdgeWindow) -> tuple[str, str, str, str]:
+    return (w.source_kind.value, w.target_kind.value, w.source_app or "", w.target_app or "")
+
+
+def _merge_all(texts: Sequence[str]) -> EdgeStats | None:
+    out: EdgeStats | None = None
+    for t in texts:
+        s = decode_stats(t)
+        out = s if out is None else out.merge(s)
+    return out
+
+
+class JanusGraphLayerStore(LayerStore):
+    def __init__(
+        self,
+        pool: GremlinPool,
+        layer: Layer,
+        retention: Retention,
+        batch_size: int = 1000,
+        write_retry_seconds: float = 120.0,
+    ) -> None:
+        if pool.layer is not layer:
+            raise ValueError(f"pool for {pool.layer} given to the {layer.value} store")
+        self.layer = layer
+        self.retention = retention
+        self.batch_size = batch_size
+        self.write_retry_seconds = write_retry_seconds
+        self._pool = pool
+        self._g = Graph().traversal()  # builds bytecode only; the pool sends it
+        self._pairs: dict[str, _Pair] = {}
+        self._ready = False
+        self._ready_lock = asyncio.Lock()
+        self._write_lock = asyncio.Lock()
+        self._rollup_lock = asyncio.Lock()
+
+    # -- plumbing --------------------------------------------------------------------------------
+    async def ensure_ready(self) -> None:
+        """Create the schema and indexes (once per process; raises StoreUnavailable if unreachable)."""
+        if self._ready:
+            return
+        async with self._ready_lock:
+            if not self._ready:
+                created = await ensure_schema(self._pool, layer_spec())
+                if created:
+                    log.info("%s: schema created: %s", self.layer.value, ", ".join(created))
+                self._ready = True
+
+    async def _run(self, t: GraphTraversal) -> list[Any]:
+        await self.ensure_ready()
+        return await self._pool.submit(t.bytecode)
+
+    async def _retrying(self, what: str, fn: Callable[[], Awaitable[_T]]) -> _T:
+        """Run a write until it succeeds; back off while the server is unavailable (writes are
+        idempotent, so repeating one whose answer was lost changes nothing)."""
+        deadline = _time.monotonic() + self.write_retry_seconds
+        delay = 0.1
+        while True:
+            try:
+                return await fn()
+            except StoreUnavailable as e:
+                if _time.monotonic() + delay > deadline:
+                    raise
+                log.warning("%s %s: %s; retrying in %.1f s", self.layer.value, what, e, delay)
+                await asyncio.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, 5.0)
+
+    # -- writing ---------------------------------------------------------------------------------
+    async def upsert_windows(self, windows: Sequence[EdgeWindow]) -> None:
+        validate_windows(self.layer, windows)
+        if not windows:
+            return
+        latest: dict[tuple[EdgeKey, int, int], EdgeWindow] = {}
+        for w in windows:  # the same window twice in one call: the last one wins
+            latest[(w.key, w.window_seconds, w.window_start)] = w
+        items = list(latest.values())
+        async with self._write_lock:
+            for i in range(0, len(items), self.batch_size):
+                chunk = items[i : i + self.batch_size]
+                await self._retrying("upsert", lambda c=chunk: self._write_chunk(c))  # type: ignore[misc]
+
+    async def _write_chunk(self, windows: list[EdgeWindow]) -> None:
+        for attempt in range(2):
+            pairs = await self._resolve(windows)
+            try:
+                await self._write_by_ids(windows, pairs)
+                return
+            except StaleVertexError:
+                if attempt:
+                    raise
+                log.info("%s: cached pair ids went stale; resolving again", self.layer.value)
+                for w in windows:
+                    self._pairs.pop(pair_key(w.key.granularity, w.key.source, w.key.target), None)
+
+    async def _resolve(self, windows: Sequence[EdgeWindow]) -> dict[str, _Pair]:
+        """Pair vertices for the windows' edges (found, or created with their nodes)."""
+        wanted: dict[str, EdgeWindow] = {}
+        for w in windows:
+            wanted[pair_key(w.key.granularity, w.key.source, w.key.target)] = w  # last window wins
+        missing = [k for k in wanted if k not in self._pairs]
+        if missing:
+            t = (
+                self._g.V().has("pair", "pkey", P.within(missing))
+                .project("k", "id", "sk", "tk", "sa", "ta")
+                .by("pkey").by(T.id).by("sk").by("tk").by("sa").by("ta")
+            )
+            for row in await self._run(t):
+                self._pairs[row["k"]] = _Pair(int(row["id"]), (row["sk"], row["tk"], row["sa"], row["ta"]))
+        create = [k for k in missing if k not in self._pairs]
+        if create:
+            rows = []
+            for k in create:
+                w = wanted[k]
+                gran = w.key.granularity.value
+                sk, tk, sa, ta = _kinds_of(w)
+                rows.append({
+                    "sv": {T.label: "node", "name": w.key.source, "gran": gran},
+                    "tv": {T.label: "node", "name": w.key.target, "gran": gran},
+                    "pv": {T.label: "pair", "pkey": k},
+                    "pc": {"src": w.key.source, "tgt": w.key.target, "gran": gran,
+                           "sk": sk, "tk": tk, "sa": sa, "ta": ta},
+                })
+            t = (
+                self._g.inject(rows).unfold().as_("r")
+                .merge_v(__.select("r").select("sv")).as_("s")
+                .merge_v(__.select("r").select("tv")).as_("t")
+                .merge_v(__.select("r").select("pv"))
+                .option(Merge.on_create, __.select("r").select("pc")).as_("p")
+                .side_effect(__.coalesce(__.in_e("calls"), __.add_e("calls").from_("s")))
+                .side_effect(__.coalesce(__.out_e("callee"), __.add_e("callee").to("t")))
+                .project("k", "id", "sk", "tk", "sa", "ta")
+                .by("pkey").by(T.id).by("sk").by("tk").by("sa").by("ta")
+            )
+            for row in await self._run(t):
+                self._pairs[row["k"]] = _Pair(int(row["id"]), (row["sk"], row["tk"], row["sa"], row["ta"]))
+        return {k: self._pairs[k] for k in wanted}
+
+    async def _write_by_ids(
+        self,
+        windows: Sequence[EdgeWindow],
+        pairs: dict[str, _Pair],
+        clear_mark: tuple[str, int] | None = None,
+    ) -> None:
+        """One traversal: upsert the windows of already resolved pairs, update changed kinds, and
+        mark the coarser slots. ``clear_mark`` = (slot key, token): clear that roll-up mark if its
+        token is unchanged (roll-ups write their result and clear the mark atomically)."""
+        rows: list[dict[Any, Any]] = []
+        kinds: dict[str, tuple[str, str, str, str]] = {}
+        slots: dict[str, dict[str, Any]] = {}
+        for w in windows:
+            k = pair_key(w.key.granularity, w.key.source, w.key.target)
+            pid = long(pairs[k].vid)
+            label = WINDOW_LABELS[w.window_seconds]
+            body = {"st": encode_stats(w.stats)}
+            rows.append({
+                "m": {T.label: label, Direction.OUT: pid, Direction.IN: pid, "ws": long(w.window_start)},
+                "c": body,
+            })
+            kinds[k] = _kinds_of(w)
+            slot = f"{w.window_seconds}:{w.window_start}"
+            slots.setdefault(slot, {"sw": w.window_seconds, "ss": long(w.window_start), "mark": False})
+            coarse = _COARSER.get(w.window_seconds)
+            if coarse is not None:
+                start = align(w.window_start, coarse)
+                mark = slots.setdefault(f"{coarse}:{start}", {"sw": coarse, "ss": long(start), "mark": False})
+                mark["mark"] = True
+        changed = {k: v for k, v in kinds.items() if pairs[k].kinds != v}
+        slot_rows = []
+        for key, s in slots.items():
+            create: dict[str, Any] = {"sw": s["sw"], "ss": s["ss"]}
+            update: dict[str, Any] = {}
+            if s["mark"]:
+                token = long(random.getrandbits(62))
+                create.update(pend=True, pver=token)
+                update.update(pend=True, pver=token)
+            slot_rows.append({"m": {T.label: "slot", "slk": key}, "c": create, "u": update})
+
+        t: GraphTraversal = self._g
+        if changed:
+            t = t.with_side_effect("K", {long(pairs[k].vid): list(v) for k, v in changed.items()})
+        t = (
+            t.inject(rows).unfold().as_("w")
+            .merge_e(__.select("w").select("m"))
+            .option(Merge.on_create, __.select("w").select("c"))
+            .option(Merge.on_match, __.select("w").select("c"))
+            .fold()
+            .side_effect(
+                __.constant(slot_rows).unfold().as_("s")
+                .merge_v(__.select("s").select("m"))
+                .option(Merge.on_create, __.select("s").select("c"))
+                .option(Merge.on_match, __.select("s").select("u"))
+            )
+        )
+        if changed:
+            ids = [long(pairs[k].vid) for k in changed]
+            kv = __.select("K").select(__.select("p").id_())
+            t = t.side_effect(
+                __.V(*ids).as_("p")
+                .property("sk", kv.clone().limit(Scope.local, 1))
+                .property("tk", kv.clone().range_(Scope.local, 1, 2))
+                .property("sa", kv.clone().range_(Scope.local, 2, 3))
+                .property("ta", kv.clone().range_(Scope.local, 3, 4))
+            )
+        if clear_mark is not None:
+            slot_key, token = clear_mark
+            t = t.side_effect(
+                __.V().has("slot", "slk", slot_key).has("pver", long(token)).property("pend", False)
+            )
+        got = await self._run(t.count(Scope.local))
+        if got != [len(rows)]:
+            raise StaleVertexError(f"{self.layer.value}: wrote {got} of {len(rows)} windows")
+        for k, v in changed.items():
+            pairs[k].kinds = v
+
+    # -- roll-up and retention -------------------------------------------------------------------
+    async def _meta(self, key: str) -> str | None:
+        got = await self._run(self._g.V().has("meta", "mkey", key).values("mval"))
+        return str(got[0]) if got else None
+
+    async def _set_meta(self, key: str, value: str) -> None:
+        await self._run(
+            self._g.merge_v({T.label: "meta", "mkey": key})
+            .option(Merge.on_create, {"mval": value})
+            .option(Merge.on_match, {"mval": value})
+            .count()
+        )
+
+    async def rollup(self, now: float) -> RollupReport:
+        async with self._rollup_lock:
+            return await self._retrying("rollup", lambda: self._rollup(now))
+
+    async def _rollup(self, now: float) -> RollupReport:
+        text = await self._meta("last_rollup")
+        last = float(text) if text else 0.0
+        built = 0
+        for fine in (MINUTE, HOUR):
+            coarse = _COARSER[fine]
+            deleted_before = align(last - self.retention.for_granularity(fine), fine) if last else None
+            marks = await self._run(
+                self._g.V().has("slot", "sw", coarse).has("pend", True)
+                .project("k", "ss", "v").by("slk").by("ss").by("pver")
+            )
+            for m in sorted(marks, key=lambda r: int(r["ss"])):
+                start = int(m["ss"])
+                if start + coarse > now:
+                    continue
+                mark = (str(m["k"]), int(m["v"]))
+                if deleted_before is not None and start < deleted_before:
+                    log.warning("%s: not rebuilding the %d s window at %d: its finer windows were "
+                                "partly deleted by retention", self.layer.value, coarse, start)
+                    await self._run(self._g.V().has("slot", "slk", mark[0]).has("pver", long(mark[1]))
+                                    .property("pend", False).count())
+                    continue
+                built += await self._rebuild(fine, coarse, start, mark)
+        deleted = await self._apply_retention(now)
+        await self._set_meta("last_rollup", repr(max(now, last)))
+        return RollupReport(built=built, deleted=deleted)
+
+    async def _rebuild(self, fine: int, coarse: int, start: int, mark: tuple[str, int]) -> int:
+        """Replace the ``coarse`` windows at ``start`` with the merge of their ``fine`` windows."""
+        label = WINDOW_LABELS[fine]
+        starts = list(range(start, start + coarse, fine))
+        merged: dict[int, EdgeStats] = {}
+        info: dict[int, tuple[str, str, str, str, str, str, str]] = {}
+        step = 6 if fine == MINUTE else 24  # windows read per round trip: starts per traversal
+        for i in range(0, len(starts), step):
+            part = [long(s) for s in starts[i : i + step]]
+            rows = await self._run(
+                self._g.E().has_label(label).has("ws", P.within(part))
+                .project("p", "ws", "st").by(__.out_v().id_()).by("ws").by("st")
+            )
+            rows.sort(key=lambda r: (int(r["p"]), int(r["ws"])))
+            for r in rows:
+                pid = int(r["p"])
+                got = decode_stats(r["st"])
+                prev = merged.get(pid)
+                merged[pid] = got if prev is None else prev.merge(got)
+        if merged:
+            ids = sorted(merged)
+            for i in range(0, len(ids), 2000):
+                for r in await self._run(
+                    self._g.V(*[long(x) for x in ids[i : i + 2000]])
+                    .project("id", "g", "s", "t", "sk", "tk", "sa", "ta")
+                    .by(T.id).by("gran").by("src").by("tgt").by("sk").by("tk").by("sa").by("ta")
+                ):
+                    info[int(r["id"])] = (r["g"], r["s"], r["t"], r["sk"], r["tk"], r["sa"], r["ta"])
+        windows: list[EdgeWindow] = []
+        pairs: dict[str, _Pair] = {}
+        for pid in sorted(merged):
+            if pid not in info:
+                continue  # removed meanwhile
+            g, s, t, sk, tk, sa, ta = info[pid]
+            gran = Granularity(g)
+            windows.append(EdgeWindow(EdgeKey(self.layer, gran, s, t), start, coarse, merged[pid],
+                                      NodeKind(sk), NodeKind(tk), sa or None, ta or None))
+            pairs[pair_key(gran, s, t)] = _Pair(pid, (sk, tk, sa, ta))
+        if not windows:
+            await self._run(self._g.V().has("slot", "slk", mark[0]).has("pver", long(mark[1]))
+                            .property("pend", False).count())
+            return 0
+        for i in range(0, len(windows), self.batch_size):
+            chunk = windows[i : i + self.batch_size]
+            last_chunk = i + self.batch_size >= len(windows)
+            await self._write_by_ids(chunk, pairs, clear_mark=mark if last_chunk else None)
+        return len(windows)
+
+    async def _apply_retention(self, now: float) -> int:
+        deleted = 0
+        touched: set[int] = set()
+        for wsec in STORED_GRANULARITIES:
+            cutoff = now - self.retention.for_granularity(wsec)
+            label = WINDOW_LABELS[wsec]
+            slots = await self._run(
+                self._g.V().has("slot", "sw", wsec).has("ss", P.lte(long(math.floor(cutoff - wsec))))
+                .project("k", "ss").by("slk").by("ss")
+            )
+            expired = sorted(slots, key=lambda r: int(r["ss"]))
+            for i in range(0, len(expired), 10):
+                part = expired[i : i + 10]
+                starts = [long(int(r["ss"])) for r in part]
+                pids = await self._run(
+                    self._g.E().has_label(label).has("ws", P.within(starts)).out_v().id_().dedup()
+                )
+                touched.update(int(x) for x in pids)
+                got = await self._run(
+                    self._g.E().has_label(label).has("ws", P.within(starts))
+                    .fold().side_effect(__.unfold().drop()).count(Scope.local)
+                )
+                deleted += int(got[0]) if got else 0
+                await self._run(
+                    self._g.V().has("slot", "slk", P.within([str(r["k"]) for r in part])).drop()
+                )
+        if touched:
+            await self._drop_empty_pairs(sorted(touched))
+        return deleted
+
+    async def _drop_empty_pairs(self, pair_ids: list[int]) -> None:
+        labels = list(WINDOW_LABELS.values())
+        nodes: set[int] = set()
+        for i in range(0, len(pair_ids), 2000):
+            part = [long(x) for x in pair_ids[i : i + 2000]]
+            empty = await self._run(
+                self._g.V(*part).not_(__.out_e(*labels))
+                .project("id", "k", "n").by(T.id).by("pkey").by(__.both("calls", "callee").id_().fold())
+            )
+            if not empty:
+                continue
+            for r in empty:
+                self._pairs.pop(str(r["k"]), None)
+                nodes.update(int(x) for x in r["n"])
+            await self._run(self._g.V(*[long(int(r["id"])) for r in empty]).drop())
+        if nodes:
+            ids = [long(x) for x in sorted(nodes)]
+            for i in range(0, len(ids), 2000):
+                await self._run(self._g.V(*ids[i : i + 2000]).not_(__.both_e("calls", "callee")).drop())
+
+    # -- reading ---------------------------------------------------------------------------------
+    def _window_filter(self, time: TimeRange, now: float) -> tuple[str, int, int]:
+        wsec = self.retention.finest_covering(time.start, now)
+        return WINDOW_LABELS[wsec], align(time.start, wsec), math.ceil(time.end)
+
+    @staticmethod
+    def _stats_in(label: str, lo: int, hi: int) -> GraphTraversal:
+        return __.out_e(label).has("ws", P.gte(long(lo))).has("ws", P.lt(long(hi))).values("st").fold()
+
+    def _summaries(self, granularity: Granularity, rows: Iterable[Any]) -> dict[tuple[str, str], _Walked]:
+        out: dict[tuple[str, str], _Walked] = {}
+        for r in rows:
+            stats = _merge_all(r["st"])
+            if stats is None:
+                continue
+            out[(r["s"], r["t"])] = _Walked(r["s"], r["t"], NodeKind(r["sk"]), NodeKind(r["tk"]), stats)
+        return out
+
+    def _summary(self, granularity: Granularity, w: _Walked) -> EdgeSummary:
+        return EdgeSummary(EdgeKey(self.layer, granularity, w.source, w.target), w.stats,
+                           w.source_kind, w.target_kind)
+
+    @staticmethod
+    def _project_pair(t: GraphTraversal, label: str, lo: int, hi: int) -> GraphTraversal:
+        return (
+            t.project("s", "t", "sk", "tk", "st")
+            .by("src").by("tgt").by("sk").by("tk")
+            .by(JanusGraphLayerStore._stats_in(label, lo, hi))
+        )
+
+    async def neighbors(
+        self, names: Iterable[str], direction: Walk, granularity: Granularity, time: TimeRange, now: float
+    ) -> list[EdgeSummary]:
+        wanted = distinct_names(names)
+        if not wanted:
+            return []
+        label, lo, hi = self._window_filter(time, now)
+        t = self._g.V().has("node", "name", P.within(wanted)).has("gran", granularity.value)
+        t = t.out("calls") if direction is Walk.UPSTREAM else t.in_("callee")
+        t = self._project_pair(t.dedup(), label, lo, hi)
+        found = self._summaries(granularity, await self._run(t))
+        return [self._summary(granularity, found[k]) for k in sorted(found)]
+
+    async def traverse(
+        self,
+        roots: Iterable[str],
+        direction: Walk,
+        depth: int,
+        granularity: Granularity,
+        time: TimeRange,
+        now: float,
+    ) -> TraversalResult:
+        if depth < 0:
+            raise ValueError(f"depth must be >= 0, got {depth}")
+        frontier = distinct_names(roots)
+        if depth == 0 or not frontier:
+            await self.ensure_ready()
+            return TraversalResult((), ())
+        label, lo, hi = self._window_filter(time, now)
+        upstream = direction is Walk.UPSTREAM
+        walked: dict[tuple[str, str], _Walked] = {}
+        seen = set(frontier)
+        reached: list[Reached] = []
+        edges: list[_Walked] = []
+        level = 0
+        while level < depth and frontier:
+            levels = min(LEVELS_PER_TRAVERSAL, depth - level)
+            walked.update(
+                await self._walk(frontier, sorted(seen), levels, upstream, granularity, label, lo, hi)
+            )
+            adj: dict[str, list[tuple[str, _Walked]]] = {}
+            for w in walked.values():
+                here, there = (w.source, w.target) if upstream else (w.target, w.source)
+                adj.setdefault(here, []).append((there, w))
+            for lst in adj.values():
+                lst.sort(key=lambda x: x[0])
+            for _ in range(levels):
+                level += 1
+                nxt: list[str] = []
+                for name in frontier:  # sorted: the smallest parent name becomes ``via``
+                    for other, w in adj.get(name, []):
+                        edges.append(w)
+                        if other not in seen:
+                            seen.add(other)
+                            nxt.append(other)
+                            kind = w.target_kind if upstream else w.source_kind
+                            reached.append(Reached(other, level, name, kind))
+                nxt.sort()
+                frontier = nxt
+                if not frontier:
+                    break
+        reached.sort(key=lambda r: (r.depth, r.name))
+        return TraversalResult(tuple(reached), tuple(self._summary(granularity, w) for w in edges))
+
+    async def _walk(
+        self,
+        frontier: list[str],
+        seen: list[str],
+        levels: int,
+        upstream: bool,
+        granularity: Granularity,
+        label: str,
+        lo: int,
+        hi: int,
+    ) -> dict[tuple[str, str], _Walked]:
+        """One traversal: the pairs (with a window in range) leaving nodes less than ``levels``
+        hops from ``frontier``, never expanding a node of ``seen`` twice."""
+        present = __.out_e(label).has("ws", P.gte(long(lo))).has("ws", P.lt(long(hi)))
+        t = self._g.V().has("node", "name", P.within(seen)).has("gran", granularity.value).aggregate("seen")
+        if frontier != seen:
+            t = t.has("name", P.within(frontier))
+        for level in range(levels):
+            t = t.out("calls") if upstream else t.in_("callee")
+            t = t.where(present.clone()).aggregate("P")
+            if level + 1 < levels:
+                t = t.out("callee") if upstream else t.in_("calls")
+                t = t.dedup().where(P.without("seen")).aggregate("seen")
+        t = self._project_pair(t.cap("P").unfold().dedup(), label, lo, hi)
+        return self._summaries(granularity, await self._run(t))
+
+    async def edges(
+        self,
+        granularity: Granularity,
+        time: TimeRange,
+        now: float,
+        limit: int | None = None,
+        after: tuple[str, str] | None = None,
+    ) -> list[EdgeSummary]:
+        if limit is not None and limit < 0:
+            raise ValueError(f"limit must be >= 0, got {limit}")
+        if limit == 0:
+            await self.ensure_ready()
+            return []
+        label, lo, hi = self._window_filter(time, now)
+        keys = await self._run(
+            self._g.V().has("pair", "gran", granularity.value)
+            .project("s", "t", "id").by("src").by("tgt").by(T.id)
+        )
+        # sorted in Python: the same (code point) order as the embedded store for any names
+        candidates = sorted((str(r["s"]), str(r["t"]), int(r["id"])) for r in keys)
+        if after is not None:
+            a = (after[0], after[1])
+            candidates = [c for c in candidates if (c[0], c[1]) > a]
+        out: list[EdgeSummary] = []
+        i = 0
+        chunk = 500 if limit is None else max(2 * limit, 50)
+        while i < len(candidates) and (limit is None or len(out) < limit):
+            part = candidates[i : i + chunk]
+            i += chunk
+            t = self._project_pair(self._g.V(*[long(c[2]) for c in part]), label, lo, hi)
+            found = self._summaries(granularity, await self._run(t))
+            for s, tg, _ in part:
+                w = found.get((s, tg))
+                if w is not None:
+                    out.append(self._summary(granularity, w))
+                    if limit is not None and len(out) >= limit:
+                        break
+        return out
+
+    async def nodes(self, names: Iterable[str]) -> dict[str, NodeInfo]:
+        wanted = distinct_names(names)
+        if not wanted:
+            return {}
+        pairs = __.union(__.out("calls"), __.in_("callee"))
+        t = (
+            self._g.V().has("node", "name", P.within(wanted))
+            .project("n", "g", "k", "a", *[f"{e}{w}" for w in WINDOW_LABELS for e in "fl"])
+            .by("name").by("gran")
+            .by(__.union(__.out("calls").values("sk"), __.in_("callee").values("tk")).dedup().fold())
+            .by(__.union(__.out("calls").values("sa"), __.in_("callee").values("ta"))
+                .is_(P.neq("")).limit(1).fold())
+        )
+        for label in WINDOW_LABELS.values():
+            # per pair one vertex-centric index seek for its first and its last window
+            t = t.by(pairs.clone().local(__.out_e(label).order().by("ws", Order.asc).limit(1))
+                     .values("ws").min_().fold())
+            t = t.by(pairs.clone().local(__.out_e(label).order().by("ws", Order.desc).limit(1))
+                     .values("ws").max_().fold())
+        per_name: dict[str, list[NodeInfo]] = {}
+        for r in await self._run(t):
+            kinds = [NodeKind(k) for k in r["k"]]
+            if not kinds:
+                continue  # a node without edges is not part of the layer
+            kind = NodeKind.SERVICE if NodeKind.SERVICE in kinds else min(kinds, key=lambda k: k.value)
+            firsts = [int(x) for w in WINDOW_LABELS for x in r[f"f{w}"]]
+            lasts = [int(x) + w for w in WINDOW_LABELS for x in r[f"l{w}"]]
+            info = NodeInfo(
+                name=r["n"], kind=kind, granularity=Granularity(r["g"]),
+                app=(r["a"][0] if r["a"] else None), layers=frozenset((self.layer,)),
+                first_seen=float(min(firsts)) if firsts else 0.0,
+                last_seen=float(max(lasts)) if lasts else 0.0,
+            )
+            per_name.setdefault(info.name, []).append(info)
+        out: dict[str, NodeInfo] = {}
+        for name, infos in per_name.items():
+            infos.sort(key=lambda i: 0 if i.granularity is Granularity.APP else 1)
+            best = infos[0]
+            if len(infos) > 1:
+                seen_first = [i.first_seen for i in infos if i.first_seen]
+                best = NodeInfo(best.name, best.kind, best.granularity, best.app, best.layers,
+                                min(seen_first) if seen_first else 0.0, max(i.last_seen for i in infos))
+            out[name] = best
+        return out
+
+    async def window_count(self) -> dict[int, int]:
+        slots = await self._run(
+            self._g.V().has("slot", "sw", P.within(list(WINDOW_LABELS))).project("w", "s").by("sw").by("ss")
+        )
+        starts: dict[int, list[int]] = {}
+        for r in slots:
+            starts.setdefault(int(r["w"]), []).append(int(r["s"]))
+        out: dict[int, int] = {}
+        for wsec, label in WINDOW_LABELS.items():
+            total = 0
+            values = sorted(starts.get(wsec, []))
+            for i in range(0, len(values), 200):
+                part = [long(x) for x in values[i : i + 200]]
+                got = await self._run(self._g.E().has_label(label).has("ws", P.within(part)).count())
+                total += int(got[0])
+            if total:
+                out[wsec] = total
+        return out
+
+    async def ping(self) -> None:
+        await self._pool.submit(self._g.inject(1).bytecode, time_limit=10.0)
+
+    async def clear(self) -> None:
+        """Delete every vertex of this layer's graph (tests and administration)."""
+        while True:
+            got = await self._run(
+                self._g.V().limit(5000).fold().side_effect(__.unfold().drop()).count(Scope.local)
+            )
+            if not got or int(got[0]) == 0:
+                break
+        self._pairs.clear()
+
+    async def close(self) -> None:
+        await self._pool.close()

@@ -1,0 +1,211 @@
+"""An asyncio connection pool for one JanusGraph traversal source, over gremlinpython 3.7.
+
+gremlinpython runs a private event loop per connection and blocks the calling thread while it
+connects or waits for a free connection. Its ``DriverRemoteConnection`` + ``promise()`` path also
+blocks one of its executor threads per in-flight request (the callback waits for the result set),
+which deadlocks once in-flight requests reach half its thread pool. So this pool:
+
+* holds ``size`` *slots*, each a gremlinpython ``Client`` with exactly one connection; a request
+  takes a slot from an ``asyncio.Queue`` (waiting there, never in a thread), so the client's own
+  pool never blocks;
+* dispatches on a small thread pool (connecting happens there), then awaits the driver's futures
+  with ``asyncio.wrap_future`` (``Client.submit_async`` and ``ResultSet.all()``, the same futures
+  ``traversal.promise()`` is built on) — the event loop never blocks;
+* replaces a slot's client after any connection-level failure (gremlinpython 3.7 never reconnects
+  a broken connection), and maps such failures to :class:`StoreUnavailable` naming the layer.
+
+Requests are bytecode (traversals: every name is a bound value) or constant Groovy scripts with
+bindings (schema management only).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from gremlin_python.driver.client import Client
+from gremlin_python.driver.protocol import GremlinServerError
+from gremlin_python.process.traversal import Bytecode, Traverser
+
+from topology.model import Layer
+from topology.store.base import StoreError, StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+# Exceptions the server reports when its storage backend (Cassandra, BerkeleyDB) cannot answer now.
+_TRANSIENT_SERVER_EXCEPTIONS = (
+    "TemporaryBackendException",
+    "TemporaryLockingException",
+    "PermanentLockingException",
+    "BackendException",
+    "TimeoutException",
+    "StorageException",
+)
+
+
+class GremlinQueryError(StoreError):
+    """The server refused or failed a request for a reason that retrying will not fix."""
+
+
+class StaleVertexError(GremlinQueryError):
+    """A request named a vertex id that no longer exists (deleted by retention, or a new server)."""
+
+
+def _expand(items: list[Any]) -> list[Any]:
+    out: list[Any] = []
+    for x in items:
+        if isinstance(x, Traverser):
+            out.extend([x.object] * int(x.bulk))
+        else:
+            out.append(x)
+    return out
+
+
+def _transient(e: GremlinServerError) -> bool:
+    if e.status_code in (598, 503):  # evaluation timeout, server busy
+        return True
+    msg = str(e.status_message or "")
+    if "Server disconnected" in msg:
+        return True
+    attrs = e.status_attributes or {}
+    names = " ".join(str(x) for x in (attrs.get("exceptions") or []))
+    return any(n in names or n in msg for n in _TRANSIENT_SERVER_EXCEPTIONS)
+
+
+class _Slot:
+    __slots__ = ("client",)
+
+    def __init__(self) -> None:
+        self.client: Client | None = None
+
+
+class GremlinPool:
+    """``size`` connections to one traversal source (e.g. ``g_network``) of one server."""
+
+    def __init__(
+        self,
+        url: str,
+        source: str,
+        layer: Layer | None,
+        size: int = 4,
+        request_timeout: float = 120.0,
+        max_message_bytes: int = 64 * 1024 * 1024,
+    ) -> None:
+        if size < 1:
+            raise ValueError(f"pool size must be >= 1, got {size}")
+        self.url = url
+        self.source = source
+        self.layer = layer
+        self.size = size
+        self.request_timeout = request_timeout
+        self._max_message_bytes = max_message_bytes
+        self._slots: asyncio.Queue[_Slot] = asyncio.Queue()
+        for _ in range(size):
+            self._slots.put_nowait(_Slot())
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=size, thread_name_prefix=f"gremlin-{source}"
+        )
+        self._closed = False
+
+    @property
+    def what(self) -> str:
+        return self.layer.value if self.layer is not None else "catalog"
+
+    def _new_client(self) -> Client:
+        return Client(
+            self.url,
+            self.source,
+            pool_size=1,
+            max_workers=2,
+            max_content_length=self._max_message_bytes,
+        )
+
+    def _discard(self, slot: _Slot, close: bool) -> None:
+        client, slot.client = slot.client, None
+        if client is None or not close:
+            return  # an abandoned client (a timed-out request still reading) is left to the GC
+
+        def closer() -> None:
+            try:
+                client.close()
+            except Exception:  # closing a broken connection may fail in many ways
+                log.debug("closing a broken gremlin client failed", exc_info=True)
+
+        threading.Thread(target=closer, name=f"gremlin-close-{self.source}", daemon=True).start()
+
+    def _unavailable(self, why: str) -> StoreUnavailable:
+        return StoreUnavailable(self.layer, f"JanusGraph {self.source} at {self.url} unavailable: {why}")
+
+    async def submit(
+        self,
+        message: Bytecode | str,
+        bindings: Mapping[str, Any] | None = None,
+        time_limit: float | None = None,
+    ) -> list[Any]:
+        """Run one traversal (bytecode) or script; the list of results (bulks expanded)."""
+        if self._closed:
+            raise StoreUnavailable(self.layer, f"the {self.what} JanusGraph store is closed")
+        limit = self.request_timeout if time_limit is None else time_limit
+        loop = asyncio.get_running_loop()
+        slot = await self._slots.get()
+        healthy = False
+        try:
+            if slot.client is None:
+                slot.client = await loop.run_in_executor(self._executor, self._new_client)
+            client = slot.client
+            assert client is not None
+            options = {"evaluationTimeout": int(limit * 1000)}
+            args = dict(bindings) if bindings else None
+            dispatched = await asyncio.wait_for(
+                loop.run_in_executor(self._executor, client.submit_async, message, args, options), limit
+            )
+            result_set = await asyncio.wait_for(asyncio.wrap_future(dispatched), limit)
+            items = await asyncio.wait_for(asyncio.wrap_future(result_set.all()), limit)
+            healthy = True
+            return _expand(list(items))
+        except GremlinServerError as e:
+            if _transient(e):
+                self._discard(slot, close=True)
+                raise self._unavailable(str(e)) from e
+            healthy = True  # the server answered: the connection is fine
+            if "could not be resolved" in str(e.status_message or ""):
+                raise StaleVertexError(str(e)) from e
+            raise GremlinQueryError(f"{self.source}: {e}") from e
+        except TimeoutError as e:
+            self._discard(slot, close=False)
+            raise self._unavailable(f"no answer within {limit:.0f} s") from e
+        except asyncio.CancelledError:
+            self._discard(slot, close=False)
+            raise
+        except Exception as e:  # connection refused/reset, closed loop, aiohttp errors...
+            self._discard(slot, close=True)
+            raise self._unavailable(f"{type(e).__name__}: {e}") from e
+        finally:
+            if (not healthy or self._closed) and slot.client is not None:
+                self._discard(slot, close=True)
+            self._slots.put_nowait(slot)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        clients = []
+        while not self._slots.empty():
+            slot = self._slots.get_nowait()
+            if slot.client is not None:
+                clients.append(slot.client)
+                slot.client = None
+
+        def shut() -> None:
+            for c in clients:
+                try:
+                    c.close()
+                except Exception:
+                    log.debug("closing a gremlin client failed", exc_info=True)
+
+        await asyncio.get_running_loop().run_in_executor(None, shut)
+        self._executor.shutdown(wait=False)
