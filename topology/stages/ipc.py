@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
 from topology.address import AddressBook
 from topology.catalog import AddressKind
@@ -220,10 +221,12 @@ class IpcStage1:
                     self._add_metric(res, service, m)
 
     def _service_of(self, res: bytes) -> str | None:
-        from opentelemetry.proto.resource.v1.resource_pb2 import Resource
-
         service: str | None = None
-        for kv in Resource.FromString(res).attributes:
+        try:
+            attributes = Resource.FromString(res).attributes
+        except Exception:  # a resource that does not parse has no service: its points are counted
+            attributes = []
+        for kv in attributes:
             if kv.key == "service.name" and kv.value.string_value:
                 service = kv.value.string_value
         if len(self._services) >= 10_000:

@@ -241,7 +241,11 @@ class SpanPairer:
 
     def _identity(self, raw: bytes) -> tuple[str | None, str | None]:
         service = cluster = None
-        for kv in Resource.FromString(raw).attributes:
+        try:
+            attributes = Resource.FromString(raw).attributes
+        except Exception:  # a resource that does not parse has no service: its spans are counted
+            attributes = []
+        for kv in attributes:
             if kv.key == "service.name":
                 service = kv.value.string_value or None
             elif kv.key == "k8s.deployment.name":

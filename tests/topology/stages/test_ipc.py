@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.metrics.v1.metrics_pb2 import (
@@ -34,10 +34,11 @@ from tests.topology.stages.otlp_builders import (
     resource_metrics,
     sum_metric,
 )
+from tests.topology.wire.test_otlp import metric_requests
 from topology.address import AddressBook
 from topology.catalog import AddressKind, AddressLease
 from topology.model import EdgePartial, Granularity, Layer, NodeKind, Side
-from topology.stages.ipc import IpcObservation, IpcStage1, IpcStage2, address_peer
+from topology.stages.ipc import ACCEPTED_METRICS, IpcObservation, IpcStage1, IpcStage2, address_peer
 from topology.stats import N_BUCKETS, EdgeStats, bucket_index
 from topology.wire.otlp import OtlpDecodeError
 
@@ -752,3 +753,29 @@ def test_eviction_prefers_series_idle_since_the_last_flush() -> None:
     s1.add(point("busy", 5, 18))
     [o] = s1.flush(W0 + 60)
     assert (o.peer, o.stats.requests, s1.counters["evictions"]) == ("busy", 8, 1)
+
+
+# -- bad input never escapes as anything but OtlpDecodeError -----------------------------------------
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=400))
+def test_random_bytes_are_rejected_or_counted(data: bytes) -> None:
+    s1 = IpcStage1()
+    try:
+        s1.add_serialized(data)
+    except OtlpDecodeError:
+        assert s1.counters["bad_requests"] == 1
+    IpcStage2().process(s1.flush(float("inf")))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(metric_requests(), st.sampled_from(sorted(ACCEPTED_METRICS)))
+def test_arbitrary_valid_requests_never_break_the_stages(req: ExportMetricsServiceRequest, name: str) -> None:
+    for rm in req.resource_metrics:  # give every metric a name the stage reads, keep the rest arbitrary
+        for sm in rm.scope_metrics:
+            for m in sm.metrics:
+                m.name = name
+    s1 = IpcStage1(max_series=3)
+    s1.add(req)
+    s1.add(req)
+    partials = IpcStage2().process(s1.flush(float("inf")))
+    assert all(p.stats.requests > 0 and p.key.layer is Layer.IPC for p in partials)

@@ -4,11 +4,13 @@ import json
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from tests.topology.stages.golden_otlp import cases
 from tests.topology.stages.otlp_builders import resource_spans, span, trace_id, traces
+from tests.topology.wire.test_otlp import trace_requests
 from topology.model import EdgePartial, Layer, NodeKind, Side
 from topology.stages.trace import SpanPairer, bucket_ns
 from topology.stats import LATENCY_BOUNDS, N_BUCKETS, bucket_index
@@ -361,3 +363,27 @@ def test_serialized_input_is_the_same_path_and_bad_bytes_are_counted() -> None:
     with pytest.raises(OtlpDecodeError):
         q.add_serialized(b"\x0a\x05\x0a", T + 4)
     assert q.counters["bad_requests"] == 1 and q.counters["requests"] == 1
+
+
+# -- bad input never escapes as anything but OtlpDecodeError -----------------------------------------
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=400))
+def test_random_bytes_are_rejected_or_counted(data: bytes) -> None:
+    p = SpanPairer()
+    try:
+        p.add_serialized(data, T)
+    except OtlpDecodeError:
+        assert p.counters["bad_requests"] == 1
+    p.flush(T + 100)
+    p.take_trace_summaries()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(trace_requests())
+def test_arbitrary_valid_requests_never_break_the_pairer(req: ExportTraceServiceRequest) -> None:
+    p = SpanPairer(max_pending=3, max_traces=2)
+    p.add(req, T)
+    p.add(req, T + 1)  # the same spans again: duplicates pair or wait, never crash
+    partials = p.flush(T + 100)
+    assert all(x.key.layer is Layer.TRACE and x.stats.requests > 0 for x in partials)
+    assert p.pending == 0
