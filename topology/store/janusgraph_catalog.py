@@ -74,6 +74,10 @@ class JanusGraphCatalogStore(CatalogStore):
         self._ready_lock = asyncio.Lock()
         self._lock = asyncio.Lock()
 
+    @property
+    def pool(self) -> GremlinPool:
+        return self._pool
+
     async def ensure_ready(self) -> None:
         if self._ready:
             return

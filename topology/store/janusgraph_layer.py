@@ -160,6 +160,10 @@ class JanusGraphLayerStore(LayerStore):
         self._rollup_lock = asyncio.Lock()
 
     # -- plumbing --------------------------------------------------------------------------------
+    @property
+    def pool(self) -> GremlinPool:
+        return self._pool
+
     async def ensure_ready(self) -> None:
         """Create the schema and indexes (once per process; raises StoreUnavailable if unreachable)."""
         if self._ready:

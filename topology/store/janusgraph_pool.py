@@ -27,6 +27,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
+from gremlin_python.driver.aiohttp.transport import AiohttpTransport
 from gremlin_python.driver.client import Client
 from gremlin_python.driver.protocol import GremlinServerError
 from gremlin_python.process.traversal import Bytecode, Traverser
@@ -77,10 +78,22 @@ def _transient(e: GremlinServerError) -> bool:
 
 
 class _Slot:
-    __slots__ = ("client",)
+    __slots__ = ("client", "transports")
 
     def __init__(self) -> None:
         self.client: Client | None = None
+        # every transport the client made: a failed connect leaves one outside the client's pool,
+        # and gremlinpython would close it from ``__del__`` on whatever thread collects it (inside
+        # a running event loop, that fails): this pool closes them itself, on a worker thread.
+        self.transports: list[Any] = []
+
+
+def _close_transports(transports: list[Any]) -> None:
+    for tr in transports:
+        try:
+            tr.close()
+        except Exception:
+            log.debug("closing a gremlin transport failed", exc_info=True)
 
 
 class GremlinPool:
@@ -110,30 +123,48 @@ class GremlinPool:
             max_workers=size, thread_name_prefix=f"gremlin-{source}"
         )
         self._closed = False
+        self._abandoned: list[list[Any]] = []
+        self.requests = 0  # round trips sent (tests and metrics)
 
     @property
     def what(self) -> str:
         return self.layer.value if self.layer is not None else "catalog"
 
-    def _new_client(self) -> Client:
+    def _new_client(self, slot: _Slot) -> Client:
+        made: list[Any] = []
+        slot.transports = made
+        limit = self._max_message_bytes
+
+        def transport() -> AiohttpTransport:
+            tr = AiohttpTransport(max_content_length=limit)
+            made.append(tr)
+            return tr
+
         return Client(
             self.url,
             self.source,
+            transport_factory=transport,
             pool_size=1,
             max_workers=2,
-            max_content_length=self._max_message_bytes,
+            max_content_length=limit,
         )
 
     def _discard(self, slot: _Slot, close: bool) -> None:
         client, slot.client = slot.client, None
-        if client is None or not close:
-            return  # an abandoned client (a timed-out request still reading) is left to the GC
+        transports, slot.transports = slot.transports, []
+        if client is None:
+            return
+        if not close:
+            # a timed-out request may still be reading on the client's loop: close it later
+            self._abandoned.append(transports)
+            return
 
         def closer() -> None:
             try:
                 client.close()
             except Exception:  # closing a broken connection may fail in many ways
                 log.debug("closing a broken gremlin client failed", exc_info=True)
+            _close_transports(transports)
 
         threading.Thread(target=closer, name=f"gremlin-close-{self.source}", daemon=True).start()
 
@@ -152,10 +183,11 @@ class GremlinPool:
         limit = self.request_timeout if time_limit is None else time_limit
         loop = asyncio.get_running_loop()
         slot = await self._slots.get()
+        self.requests += 1
         healthy = False
         try:
             if slot.client is None:
-                slot.client = await loop.run_in_executor(self._executor, self._new_client)
+                slot.client = await loop.run_in_executor(self._executor, self._new_client, slot)
             client = slot.client
             assert client is not None
             options = {"evaluationTimeout": int(limit * 1000)}
@@ -194,11 +226,13 @@ class GremlinPool:
             return
         self._closed = True
         clients = []
+        transports: list[Any] = [tr for lst in self._abandoned for tr in lst]
         while not self._slots.empty():
             slot = self._slots.get_nowait()
             if slot.client is not None:
                 clients.append(slot.client)
-                slot.client = None
+                transports.extend(slot.transports)
+                slot.client, slot.transports = None, []
 
         def shut() -> None:
             for c in clients:
@@ -206,6 +240,7 @@ class GremlinPool:
                     c.close()
                 except Exception:
                     log.debug("closing a gremlin client failed", exc_info=True)
+            _close_transports(transports)
 
         await asyncio.get_running_loop().run_in_executor(None, shut)
         self._executor.shutdown(wait=False)
