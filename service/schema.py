@@ -16,7 +16,14 @@ from typing import Any
 
 import strawberry
 from graphql import GraphQLError
-from strawberry.extensions import MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter, SchemaExtension
+from strawberry.extensions import (
+    AddValidationRules,
+    MaxAliasesLimiter,
+    MaxTokensLimiter,
+    QueryDepthLimiter,
+    SchemaExtension,
+    ValidationCache,
+)
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
@@ -48,6 +55,7 @@ from topology.store.base import ServiceFilter as CoreServiceFilter
 __all__ = ["Query", "ServiceFilter", "build_schema", "schema"]
 
 FEDERATION_VERSION = "2.9"  # the newest version Hive/Guild composition accepts (see graphql.md)
+DOCUMENT_CACHE = 256  # validated documents kept (bounded: clients send any text)
 
 
 @strawberry.input(description="Which services to list. Every field narrows the list; leave out for all.")
@@ -200,11 +208,19 @@ def build_schema(
     """The schema with the configured limits; ``extra_extensions`` (e.g. tracing, metrics) wrap the
     limits and the error policy, so they see each operation's final errors."""
     cfg = config or ServiceConfig()
+    # The limiters' rule classes are made once, so a document validated once is valid from the cache
+    # (the cache is keyed by the document and the rule classes).
+    rules = [
+        *QueryDepthLimiter(max_depth=cfg.max_query_depth).validation_rules,
+        *MaxAliasesLimiter(max_alias_count=cfg.max_aliases).validation_rules,
+    ]
     extensions: list[Callable[[], SchemaExtension]] = [
         *extra_extensions,  # operation hooks nest: the first listed exits last
         lambda: MaxTokensLimiter(max_token_count=cfg.max_tokens),
-        lambda: QueryDepthLimiter(max_depth=cfg.max_query_depth),
-        lambda: MaxAliasesLimiter(max_alias_count=cfg.max_aliases),
+        lambda: AddValidationRules(rules),
+        # No ParserCache: its parse errors escape the operation hooks (no extensions.code); parsing is
+        # cheap next to validation, and documents compare by structure, so the validation cache hits.
+        lambda: ValidationCache(maxsize=DOCUMENT_CACHE),
         ErrorCodes,
     ]
     return _Schema(

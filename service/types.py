@@ -198,7 +198,12 @@ class TopologyEdge:
     source_kind: NodeKind
     target_kind: NodeKind
     layers: list[Layer] = strawberry.field(description="The layers that saw this edge.")
-    per_layer: list[LayerEdge] = strawberry.field(description="Each layer's view, side by side.")
+    merged: strawberry.Private[MergedEdge]
+    range_seconds: strawberry.Private[float]
+
+    @strawberry.field(description="Each layer's view, side by side.")
+    def per_layer(self) -> list[LayerEdge]:
+        return [LayerEdge.from_stats(layer, s, self.range_seconds) for layer, s in self.merged.per_layer]
 
     @classmethod
     def from_merged(cls, e: MergedEdge, range_seconds: float) -> TopologyEdge:
@@ -208,7 +213,8 @@ class TopologyEdge:
             source_kind=e.source_kind,
             target_kind=e.target_kind,
             layers=list(e.layers),
-            per_layer=[LayerEdge.from_stats(layer, s, range_seconds) for layer, s in e.per_layer],
+            merged=e,
+            range_seconds=range_seconds,
         )
 
 
