@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import pathlib
+import random
 import shutil
 from collections.abc import AsyncIterator
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.store.contract import (
     APP,
@@ -16,6 +20,7 @@ from tests.store.contract import (
     LIVE,
     LIVE_NOW,
     NET,
+    T0,
     UP,
     StoreContract,
     StoresFactory,
@@ -25,10 +30,13 @@ from tests.store.contract import (
 )
 from topology.catalog import HealthEvent, HealthState, TraceSummary
 from topology.model import Layer
+from topology.stats import N_BUCKETS, EdgeStats
 from topology.store.base import Stores, StoreUnavailable
 from topology.store.embedded import open_stores
 from topology.store.embedded_catalog import HEALTH_IN_MEMORY, TRACES_PER_SERVICE
-from topology.timewindow import MINUTE, Retention
+from topology.store.embedded_codec import decode, encode, merge_all
+from topology.store.embedded_hot import HotRing
+from topology.timewindow import MINUTE, Retention, TimeRange
 
 
 class EmbeddedFactory(StoresFactory):
@@ -170,3 +178,142 @@ async def test_neighbors_downstream_of_many_names(factory: EmbeddedFactory) -> N
     await net.upsert_windows([win(f"c{i}", "hub", LIVE_NOW - 120) for i in range(300)])
     got = await net.neighbors(["hub"], DOWN, APP, LIVE, LIVE_NOW)
     assert pairs(got) == sorted((f"c{i}", "hub") for i in range(300))
+
+
+# -- the stats codec and the three stats sources agree with EdgeStats.merge ------------------------------
+names_st = st.text(alphabet="ab'\"g.V()é服🚀", max_size=5)
+stats_st = st.builds(
+    EdgeStats,
+    first_seen=st.one_of(st.just(0.0), st.floats(1, 2e9)),
+    last_seen=st.one_of(st.just(0.0), st.floats(1, 2e9)),
+    protocol=st.one_of(st.none(), st.sampled_from(["tcp", "http", "grpc", ""])),
+    ports=st.lists(st.integers(1, 65535), max_size=20).map(tuple),  # also unsorted and too long
+    connections=st.integers(0, 10**12),
+    bytes_sent=st.integers(0, 2**50),
+    bytes_received=st.integers(0, 10**12),
+    intermediaries=st.lists(names_st, max_size=3).map(lambda x: tuple(sorted(set(x)))),
+    requests=st.integers(0, 10**9),
+    errors=st.integers(0, 10**6),
+    latency=st.one_of(
+        st.just(()), st.lists(st.integers(0, 10**6), min_size=N_BUCKETS, max_size=N_BUCKETS).map(tuple)
+    ),
+    latency_sum=st.floats(0, 1e6),
+    endpoints=st.lists(names_st, max_size=4).map(tuple),
+    exemplars=st.lists(st.text("0123456789abcdef", min_size=1, max_size=4), max_size=3).map(tuple),
+    connection_type=st.one_of(st.none(), st.sampled_from(["database", "messaging_system"])),
+    health=st.sampled_from(["UNKNOWN", "HEALTHY", "DEGRADED", "UNHEALTHY"]),
+)
+
+
+def fold(items: list[EdgeStats]) -> EdgeStats:
+    out = items[0]
+    for s in items[1:]:
+        out = out.merge(s)
+    return out
+
+
+@settings(deadline=None)
+@given(stats_st)
+def test_codec_round_trip(s: EdgeStats) -> None:
+    assert decode(encode(s)) == s
+
+
+@given(st.one_of(st.binary(max_size=64), st.binary(max_size=64).map(lambda b: encode(EdgeStats())[:3] + b)))
+def test_codec_refuses_garbage_with_a_value_error(blob: bytes) -> None:
+    with contextlib.suppress(ValueError):
+        decode(blob)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(stats_st, min_size=1, max_size=6))
+def test_merge_all_is_the_fold_of_merge(items: list[EdgeStats]) -> None:
+    assert merge_all(items) == fold(items)
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 3), st.integers(0, 30), stats_st), min_size=1, max_size=40),
+    st.integers(0, 30),
+    st.integers(1, 12),
+)
+def test_the_hot_ring_gives_the_fold_of_the_windows_in_range(
+    writes: list[tuple[int, int, EdgeStats]], first: int, length: int
+) -> None:
+    ring = HotRing(12)
+    base = T0
+    for _ in range(4):
+        ring.new_row()
+    ring.write(
+        [r for r, _, _ in writes], [base + m * MINUTE for _, m, _ in writes], [s for _, _, s in writes]
+    )
+    lo = base + first * MINUTE
+    if not ring.covers(lo):
+        return
+    stored: dict[tuple[int, int], EdgeStats] = {}
+    for r, m, s in writes:  # the last write of a window wins
+        stored[(r, m)] = s
+    got = ring.merged([0, 1, 2, 3], lo, lo + length * MINUTE - 30)
+    for row in range(4):
+        in_range = [stored[(row, m)] for m in range(first, first + length) if (row, m) in stored]
+        assert got[row] == (fold(in_range) if in_range else None)
+
+
+async def test_memory_and_disk_give_the_same_stats(tmp_path: pathlib.Path) -> None:
+    rnd = random.Random(11)
+    hot, cold = open_stores(tmp_path / "hot"), open_stores(tmp_path / "cold", hot_minutes=0)
+    try:
+        names = [f"n{i}" for i in range(12)]
+        ws = []
+        for m in range(40):
+            for _ in range(15):
+                s, t = rnd.sample(names, 2)
+                ws.append(
+                    win(
+                        s,
+                        t,
+                        T0 + m * MINUTE,
+                        layer=IPC,
+                        requests=rnd.randint(0, 100),
+                        latency=tuple(rnd.randint(0, 5) for _ in range(N_BUCKETS))
+                        if rnd.random() < 0.7
+                        else (),
+                        latency_sum=rnd.random(),
+                        endpoints=tuple(sorted(rnd.sample(["/a", "/b", "/c"], 2))),
+                        exemplars=(f"{rnd.getrandbits(16):04x}",),
+                        health=rnd.choice(["HEALTHY", "DEGRADED"]),
+                    )
+                )
+        for batch in (ws[:200], ws[200:450], ws[450:]):
+            await hot.layers[IPC].upsert_windows(batch)
+            await cold.layers[IPC].upsert_windows(batch)
+        now = T0 + 40 * MINUTE
+        for start in (now - 15 * MINUTE, now - 19 * MINUTE + 17, now - 5 * MINUTE, now - 35 * MINUTE):
+            rng = TimeRange(start, now)
+            for d in (UP, DOWN):
+                a = await hot.layers[IPC].neighbors(names, d, APP, rng, now)
+                b = await cold.layers[IPC].neighbors(names, d, APP, rng, now)
+                assert a == b and len(a) > 10
+                assert await hot.layers[IPC].neighbors(names, d, APP, rng, now) == a  # the memo
+        reopened = open_stores(tmp_path / "hot")  # while the first is still open: a second reader
+        try:
+            rng = TimeRange(now - 15 * MINUTE, now)
+            assert await reopened.layers[IPC].edges(APP, rng, now) == await cold.layers[IPC].edges(
+                APP, rng, now
+            )
+        finally:
+            await reopened.close()
+    finally:
+        await hot.close()
+        await cold.close()
+
+
+async def test_counters_beyond_64_bits_are_summed_exactly(factory: EmbeddedFactory) -> None:
+    stores = await factory.fresh()
+    net = stores.layers[NET]
+    await net.upsert_windows(
+        minutes("a", "b", LIVE_NOW - 5 * MINUTE, 3, bytes_sent=2**62, requests=2**70)
+        + minutes("a", "c", LIVE_NOW - 5 * MINUTE, 3, bytes_sent=7)
+    )
+    got = {e.key.target: e.stats for e in await net.neighbors(["a"], UP, APP, LIVE, LIVE_NOW)}
+    assert got["b"].bytes_sent == 3 * 2**62 and got["b"].requests == 3 * 2**70
+    assert got["c"].bytes_sent == 21

@@ -13,7 +13,7 @@ import pathlib
 from topology.model import ALL_LAYERS, Layer
 from topology.store.base import LayerStore, Stores
 from topology.store.embedded_catalog import EmbeddedCatalogStore
-from topology.store.embedded_layer import EmbeddedLayerStore
+from topology.store.embedded_layer import DEFAULT_HOT_MINUTES, EmbeddedLayerStore
 from topology.timewindow import Retention
 
 __all__ = ["EmbeddedCatalogStore", "EmbeddedLayerStore", "layer_file", "open_stores"]
@@ -26,14 +26,22 @@ def layer_file(layer: Layer) -> str:
 _DEFAULT_RETENTION = Retention()
 
 
-def open_stores(data_dir: str | pathlib.Path, retention: Retention = _DEFAULT_RETENTION) -> Stores:
-    """Open (creating if needed) the embedded stores in ``data_dir``."""
+def open_stores(
+    data_dir: str | pathlib.Path,
+    retention: Retention = _DEFAULT_RETENTION,
+    hot_minutes: int = DEFAULT_HOT_MINUTES,
+) -> Stores:
+    """Open (creating if needed) the embedded stores in ``data_dir``.
+
+    ``hot_minutes``: how many recent minute windows per edge are held in memory for fast stats
+    (0: none, every stats look-up reads SQLite).
+    """
     root = pathlib.Path(data_dir)
     root.mkdir(parents=True, exist_ok=True)
     layers: dict[Layer, LayerStore] = {}
     try:
         for layer in ALL_LAYERS:
-            layers[layer] = EmbeddedLayerStore(root / layer_file(layer), layer, retention)
+            layers[layer] = EmbeddedLayerStore(root / layer_file(layer), layer, retention, hot_minutes)
         catalog = EmbeddedCatalogStore(root / "catalog.db")
     except BaseException:
         for s in layers.values():

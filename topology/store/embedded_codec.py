@@ -4,8 +4,8 @@ Format ``CODEC`` (recorded in each database's ``meta`` table): a :mod:`marshal` 
 16-tuple of the fields in declaration order, with the latency histogram trimmed to
 ``(first non-zero bucket, counts up to the last non-zero bucket)`` (None when unmeasured). Only
 ``None``, ``int``, ``float``, ``str`` and tuples of them are written, so it reads back exactly (and
-~5-10x faster than JSON, at 40% of its size). marshal's encoding of these basic types has not changed since Python 3.4;
-the ``meta`` entry lets a future format be told apart.
+~5-10x faster than JSON, at 40% of its size). marshal's encoding of these basic types has not
+changed since Python 3.4; the ``meta`` entry lets a future format be told apart.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from topology.stats import MAX_ENDPOINTS, MAX_EXEMPLARS, MAX_INTERMEDIARIES, MAX
 CODEC = "marshal-tuple-2"
 T = TypeVar("T")
 
+_SMALL_TUPLE = ord(")")  # marshal's type code of a small tuple (its high bit flags a shared reference)
 _HEALTH_ORDER = {"UNKNOWN": 0, "HEALTHY": 1, "DEGRADED": 2, "UNHEALTHY": 3}
 
 
@@ -78,30 +79,40 @@ def encode(s: EdgeStats) -> bytes:
 
 def decode_fields(blob: bytes) -> tuple[Any, ...]:
     """The stored 16-tuple, histogram still trimmed (for readers that want columns, not objects)."""
-    fields: tuple[Any, ...] = marshal.loads(blob)
+    if len(blob) < 2 or blob[0] & 0x7F != _SMALL_TUPLE or blob[1] != 16:
+        raise ValueError("corrupt stats record: not a stored stats tuple")
+    try:
+        fields = marshal.loads(blob)
+    except (EOFError, ValueError, TypeError) as e:
+        raise ValueError(f"corrupt stats record: {e}") from e
+    if type(fields) is not tuple or len(fields) != 16:
+        raise ValueError("corrupt stats record: not a stored stats tuple")
     return fields
 
 
 def decode(blob: bytes) -> EdgeStats:
-    f = marshal.loads(blob)
-    return EdgeStats(
-        f[0],
-        f[1],
-        f[2],
-        f[3],
-        f[4],
-        f[5],
-        f[6],
-        f[7],
-        f[8],
-        f[9],
-        full_histogram(f[10]),
-        f[11],
-        f[12],
-        f[13],
-        f[14],
-        f[15],
-    )
+    f = decode_fields(blob)
+    try:
+        return EdgeStats(
+            f[0],
+            f[1],
+            f[2],
+            f[3],
+            f[4],
+            f[5],
+            f[6],
+            f[7],
+            f[8],
+            f[9],
+            full_histogram(f[10]),
+            f[11],
+            f[12],
+            f[13],
+            f[14],
+            f[15],
+        )
+    except (TypeError, ValueError, IndexError) as e:
+        raise ValueError(f"corrupt stats record: {e}") from e
 
 
 def _union(parts: list[tuple[T, ...]], limit: int) -> tuple[T, ...]:

@@ -44,6 +44,8 @@ _INT_AT = {"connections": 4, "bytes_sent": 5, "bytes_received": 6, "requests": 8
 Attrs = tuple[str | None, tuple[int, ...], tuple[str, ...], tuple[str, ...], str | None]
 
 I64 = npt.NDArray[np.int64]
+#: Larger counters (per window) are not held: 2**55 x up to 256 slots still fits in an int64 sum.
+_SAFE_INT = 2**55
 
 
 def _canonical(t: tuple[Any, ...], limit: int) -> bool:
@@ -64,8 +66,8 @@ def _fold_union(parts: list[tuple[Any, ...]], limit: int) -> tuple[Any, ...]:
 
 class HotRing:
     def __init__(self, slots: int) -> None:
-        if slots < 2:
-            raise ValueError("the hot ring needs at least 2 slots")
+        if not 2 <= slots <= 256:
+            raise ValueError("the hot ring holds 2 to 256 minutes")
         self.slots = slots
         self.capacity = 0
         self.used = 0
@@ -161,7 +163,7 @@ class HotRing:
         n = len(items)
         if stored:
             floats = {k: np.fromiter((x[i] for x in items), np.float64, n) for k, i in _FLOAT_AT.items()}
-            ints = {k: np.array([x[i] for x in items], np.int64) for k, i in _INT_AT.items()}  # may overflow
+            ints = {k: np.array([x[i] for x in items], np.int64) for k, i in _INT_AT.items()}
             trimmed = [x[10] for x in items]
             has_lat = np.fromiter((h is not None for h in trimmed), bool, n)
             healths = [x[15] for x in items]
@@ -169,11 +171,14 @@ class HotRing:
             exemplars = [x[13] for x in items]
         else:
             floats = {k: np.fromiter((getattr(x, k) for x in items), np.float64, n) for k in _FLOAT_AT}
-            ints = {k: np.array([getattr(x, k) for x in items], np.int64) for k in _INT_AT}  # may overflow
+            ints = {k: np.array([getattr(x, k) for x in items], np.int64) for k in _INT_AT}
             has_lat = np.fromiter((len(x.latency) == N_BUCKETS for x in items), bool, n)
             healths = [x.health for x in items]
             attrs = [(x.protocol, x.ports, x.intermediaries, x.endpoints, x.connection_type) for x in items]
             exemplars = [x.exemplars for x in items]
+        for vals in ints.values():
+            if len(vals) and (vals.max() > _SAFE_INT or vals.min() < -_SAFE_INT):
+                raise OverflowError("a counter too large to sum in int64 (the caller answers it from disk)")
         hist: npt.NDArray[np.int64] | None = None
         if has_lat.any() or self.latency is not None:
             hist = np.zeros((n, N_BUCKETS), np.int64)
@@ -184,6 +189,8 @@ class HotRing:
                     hist[i, lo : lo + len(counts)] = counts
             elif idx:
                 hist[idx] = np.array([items[i].latency for i in idx], np.int64)
+            if hist.max(initial=0) > _SAFE_INT or hist.min(initial=0) < -_SAFE_INT:
+                raise OverflowError("a latency count too large to sum in int64")
         # nothing can fail below this line
         self.start[r, s] = t
         for name, vals in (*floats.items(), *ints.items()):
