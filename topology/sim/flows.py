@@ -116,7 +116,6 @@ class FlowEmitter:
         self._tables: _Tables | None = None
         self._version = -1
         self._shape = -1
-        self._replaced = 0
         self.records_emitted = 0
 
     def _tables_now(self) -> _Tables:
@@ -127,13 +126,12 @@ class FlowEmitter:
             self._shape = w.shape_version
         elif self._version != w.version:  # instances replaced in place: patch their rows
             tb = self._tables
-            for _app, old, new in w.replacements[self._replaced :]:
+            for _app, old, new in w.replacements:
                 i = tb.index.pop(id(old), None)
                 if i is not None:
                     tb.inst_ip[i], tb.inst_host[i], tb.inst_pid[i] = new.ip, new.host, new.pid
                     tb.index[id(new)] = i
         self._version = w.version
-        self._replaced = len(w.replacements)
         return self._tables
 
     def step(self, t0: float, t1: float) -> list[bytes]:

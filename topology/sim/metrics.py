@@ -148,7 +148,7 @@ class IpcEmitter:
         self._pend_b = np.zeros((0, 2, K), np.int64)
         self._pend_sum = np.zeros((0, 2))
         self._pend_max = np.zeros((0, 2))
-        self._series: dict[tuple[str, str, Attrs], _Series] = {}
+        self._series: dict[str, dict[tuple[str, Attrs], _Series]] = {}  # cluster -> (metric, attrs) -> series
         self._last_export: dict[str, float] = {}
         self._blocks: dict[tuple[int, bool, tuple[tuple[str, int], ...]], _Block] = {}
         self._enc = otlp.AttributeCache()
@@ -256,6 +256,9 @@ class IpcEmitter:
         self._edges = edges
         self._pend_n, self._pend_b, self._pend_sum, self._pend_max = pend_n, pend_b, pend_sum, pend_max
         self._ip_slots = ip_slots
+        live = {c.name for a in apps.values() for c in a.clusters}
+        for cluster in [c for c in self._series if c not in live]:
+            del self._series[cluster]  # its processes are gone; so are their series
         self._shape = w.shape_version
 
     # -- per step --------------------------------------------------------------------------------
@@ -404,12 +407,13 @@ class IpcEmitter:
         buckets: list[int],
         bounds: tuple[float, ...],
     ) -> _Point | None:
-        s = self._series.get(key)
+        per_cluster = self._series.setdefault(key[0], {})
+        s = per_cluster.get(key[1:])
         if s is None:
             if cnt == 0:
                 return None
             start = self.world.cluster_start.get(key[0], self.world.start)
-            s = self._series[key] = _Series(round(start * 1e9), buckets=[0] * len(buckets))
+            s = per_cluster[key[1:]] = _Series(round(start * 1e9), buckets=[0] * len(buckets))
         grew = s.emitted and cnt > 0
         if cnt:
             s.count += cnt

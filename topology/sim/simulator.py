@@ -146,6 +146,7 @@ class Simulator:
         flows = self.flows.step(t0, t1)
         metrics = self.ipc.step(t0, t1)
         spans = self.traces.step(t0, t1)
+        self.world.replacements.clear()  # every emitter has applied them
         self._end = t1
         self.steps += 1
         return Emission(

@@ -94,7 +94,6 @@ class TraceEmitter:
         self.ratio = trace_ratio
         self._version = -1
         self._shape = -1
-        self._replaced = 0
         self._roots: list[tuple[str, float]] = []  # (app receiving untraced-context requests, requests/s)
         self._out: list[_Span] = []
         self._insts: dict[str, list[tuple[Instance, str]]] = {}
@@ -109,14 +108,13 @@ class TraceEmitter:
         if self._shape != w.shape_version:
             self._rebuild()
         elif self._version != w.version:
-            for app, old, new in w.replacements[self._replaced :]:
+            for app, old, new in w.replacements:
                 insts = self._insts[app]
                 for k, (inst, cluster) in enumerate(insts):
                     if inst is old:
                         insts[k] = (new, cluster)
                         break
         self._version = w.version
-        self._replaced = len(w.replacements)
 
     def _rebuild(self) -> None:
         w = self.world

@@ -10,7 +10,8 @@ from topology.sim.truth import TruthBook
 class World:
     """Mutable simulation state. ``version`` changes whenever instances, clusters or edges change;
     ``shape_version`` only when edges or the set (and sizes) of clusters change, not when an instance
-    is replaced in place (``replacements`` lists those, in order). Emitters cache tables built from them."""
+    is replaced in place (``replacements`` lists those of the current step, in order; the simulator clears it
+    after each step). Emitters cache tables built from them."""
 
     def __init__(self, fleet: Fleet, start: float, reuse_after: float = 0.0) -> None:
         self.fleet = fleet.copy()
