@@ -9,6 +9,8 @@ sees the NAT's address. Sinks (databases, managed brokers, external hosts) have 
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import numpy.typing as npt
 
@@ -162,8 +164,7 @@ class FlowEmitter:
         server_ip = np.where(
             dst_app, tb.inst_ip[np.where(dst_app, server, 0)], tb.sink_ip[np.where(dst_app, 0, server)]
         )
-        ms0 = int(np.ceil(t0 * 1000.0))
-        ms1 = int(np.ceil(t1 * 1000.0))
+        ms0, ms1 = _first_ms(t0), _first_ms(t1)  # records start in [ms0, ms1): inside [t0, t1)
         start_ms = ms0 + (rng.random(total) * max(1, ms1 - ms0)).astype(np.int64)
         dur = np.exp(rng.normal(6.0, 1.5, total)).astype(np.int64)  # ~400 ms median
         end_ms = np.minimum(start_ms + dur, ms1 - 1)
@@ -263,6 +264,16 @@ class FlowEmitter:
             )
             ra, ua = rb, ub
         return out
+
+
+def _first_ms(t: float) -> int:
+    """The first whole millisecond at or after ``t`` (robust to float rounding either way)."""
+    ms = math.ceil(t * 1000.0)
+    while ms / 1000.0 < t:
+        ms += 1
+    while (ms - 1) / 1000.0 >= t:
+        ms -= 1
+    return ms
 
 
 _MAPPED_PREFIX = np.array([0] * 10 + [0xFF, 0xFF], dtype=np.uint8)
