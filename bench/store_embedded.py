@@ -20,15 +20,18 @@ import resource
 import shutil
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 
 import numpy as np
 
 from bench.machine import header, percentiles
+from topology import query
 from topology.model import ALL_LAYERS, Direction, EdgeKey, EdgeWindow, Granularity, Layer, NodeKind
 from topology.stats import N_BUCKETS, EdgeStats
 from topology.store.base import Stores
 from topology.store.embedded import open_stores
-from topology.timewindow import HOUR, MINUTE, TimeRange
+from topology.store.embedded_layer import DEFAULT_HOT_MINUTES
+from topology.timewindow import MINUTE, TimeRange
 
 T0 = 1_700_006_400
 APP = Granularity.APP
@@ -55,16 +58,24 @@ class Fleet:
         self.app_edges = sorted(edges)
         db_pop = 1.0 / np.arange(1, n_db + 1) ** 0.7
         db_pop /= db_pop.sum()
-        self.db_edges = sorted({(s, int(rng.choice(n_db, p=db_pop))) for s in range(services)
-                                if rng.random() < 0.6})
+        self.db_edges = sorted(
+            {(s, int(rng.choice(n_db, p=db_pop))) for s in range(services) if rng.random() < 0.6}
+        )
         instrumented = rng.random(services) < 0.7
         self.layers: dict[Layer, list[tuple[str, str, NodeKind]]] = {
             Layer.NETWORK: [(self.apps[s], self.apps[t], NodeKind.SERVICE) for s, t in self.app_edges]
             + [(self.apps[s], self.dbs[d], NodeKind.DATABASE) for s, d in self.db_edges],
-            Layer.IPC: [(self.apps[s], self.apps[t], NodeKind.SERVICE) for s, t in self.app_edges if instrumented[s]],
-            Layer.TRACE: [(self.apps[s], self.apps[t], NodeKind.SERVICE) for s, t in self.app_edges
-                          if rng.random() < 0.8]
-            + [(self.apps[s], self.dbs[d], NodeKind.DATABASE) for s, d in self.db_edges if rng.random() < 0.5],
+            Layer.IPC: [
+                (self.apps[s], self.apps[t], NodeKind.SERVICE) for s, t in self.app_edges if instrumented[s]
+            ],
+            Layer.TRACE: [
+                (self.apps[s], self.apps[t], NodeKind.SERVICE)
+                for s, t in self.app_edges
+                if rng.random() < 0.8
+            ]
+            + [
+                (self.apps[s], self.dbs[d], NodeKind.DATABASE) for s, d in self.db_edges if rng.random() < 0.5
+            ],
         }
         self.in_degree = np.zeros(services, dtype=int)
         for _, t in self.app_edges:
@@ -83,24 +94,44 @@ class Fleet:
             src, dst, kind = edges[i]
             r = int(req[i])
             if layer is Layer.NETWORK:
-                s = EdgeStats(first_seen=first, last_seen=last, protocol="tcp", ports=(5432 if kind is NodeKind.DATABASE
-                              else 8080,), connections=r // 50 + 1, bytes_sent=r * 700, bytes_received=r * 2100)
+                s = EdgeStats(
+                    first_seen=first,
+                    last_seen=last,
+                    protocol="tcp",
+                    ports=(5432 if kind is NodeKind.DATABASE else 8080,),
+                    connections=r // 50 + 1,
+                    bytes_sent=r * 700,
+                    bytes_received=r * 2100,
+                )
             else:
                 b = int(i % 12) + 2
                 lat = [0] * N_BUCKETS
                 lat[b], lat[b + 1], lat[b + 2] = r // 2, r // 3, r - r // 2 - r // 3
                 if layer is Layer.IPC:
-                    s = EdgeStats(first_seen=first, last_seen=last, protocol="http", requests=r, errors=r // 100,
-                                  latency=tuple(lat), latency_sum=float(r * 0.004 * 2**b / 4),
-                                  endpoints=(f"GET /v1/{dst[-3:]}", "POST /v1/items"))
+                    s = EdgeStats(
+                        first_seen=first,
+                        last_seen=last,
+                        protocol="http",
+                        requests=r,
+                        errors=r // 100,
+                        latency=tuple(lat),
+                        latency_sum=float(r * 0.004 * 2**b / 4),
+                        endpoints=(f"GET /v1/{dst[-3:]}", "POST /v1/items"),
+                    )
                 else:
                     r = r // 100 + 1
                     lat = [0] * N_BUCKETS
                     lat[b] = r
-                    s = EdgeStats(first_seen=first, last_seen=last, requests=r, errors=int(i % 50 == 0),
-                                  latency=tuple(lat), latency_sum=float(r * 0.001 * 2**b),
-                                  exemplars=(f"{minute:08x}{int(i):024x}",),
-                                  connection_type="database" if kind is NodeKind.DATABASE else None)
+                    s = EdgeStats(
+                        first_seen=first,
+                        last_seen=last,
+                        requests=r,
+                        errors=int(i % 50 == 0),
+                        latency=tuple(lat),
+                        latency_sum=float(r * 0.001 * 2**b),
+                        exemplars=(f"{minute:08x}{int(i):024x}",),
+                        connection_type="database" if kind is NodeKind.DATABASE else None,
+                    )
             out.append(EdgeWindow(EdgeKey(layer, APP, src, dst), start, MINUTE, s, target_kind=kind))
         return out
 
@@ -118,105 +149,144 @@ def disk_mib(path: pathlib.Path) -> float:
     return sum(p.stat().st_size for p in path.iterdir()) / 2**20
 
 
-async def q1(stores: Stores, name: str, rng: TimeRange, now: float) -> int:
-    """Upstream depth 3 and downstream depth 3 on every layer (sequential, in process)."""
-    n = 0
-    for layer in ALL_LAYERS:
-        st = stores.layers[layer]
-        for d in (Direction.UPSTREAM, Direction.DOWNSTREAM):
-            n += len((await st.traverse([name], d, 3, APP, rng, now)).edges)
-    return n
+class Clock:
+    """Wall time and this process's CPU time (all threads): on a shared machine CPU time is steadier."""
+
+    def __init__(self) -> None:
+        self.wall = time.perf_counter()
+        self.cpu = time.process_time()
+
+    def stop(self) -> tuple[float, float]:
+        return time.perf_counter() - self.wall, time.process_time() - self.cpu
 
 
-async def q1_concurrent(stores: Stores, name: str, rng: TimeRange, now: float) -> int:
-    results = await asyncio.gather(*(stores.layers[layer].traverse([name], d, 3, APP, rng, now)
-                                     for layer in ALL_LAYERS for d in (Direction.UPSTREAM, Direction.DOWNSTREAM)))
+Query = Callable[[Stores, str, TimeRange, float], Awaitable[int]]
+
+
+async def q1_store(stores: Stores, name: str, rng: TimeRange, now: float) -> int:
+    """LayerStore.traverse up 3 and down 3 on each layer, the six calls concurrently."""
+    results = await asyncio.gather(
+        *(
+            stores.layers[layer].traverse([name], d, 3, APP, rng, now)
+            for layer in ALL_LAYERS
+            for d in (Direction.UPSTREAM, Direction.DOWNSTREAM)
+        )
+    )
     return sum(len(r.edges) for r in results)
 
 
-async def blast(stores: Stores, name: str, rng: TimeRange, now: float) -> int:
-    results = await asyncio.gather(*(stores.layers[layer].traverse([name], Direction.DOWNSTREAM, 5, APP, rng, now)
-                                     for layer in ALL_LAYERS))
-    return sum(len(r.edges) for r in results)
+async def q1_unified(stores: Stores, name: str, rng: TimeRange, now: float) -> int:
+    """What the GraphQL service runs for Q1: topology.query.traverse (level by level, layers merged
+    at each level through LayerStore.neighbors), upstream and downstream concurrently."""
+    up, down = await asyncio.gather(
+        query.traverse(stores.layers, [name], Direction.UPSTREAM, 3, time=rng, now=now),
+        query.traverse(stores.layers, [name], Direction.DOWNSTREAM, 3, time=rng, now=now),
+    )
+    return len(up.found) + len(down.found)
 
 
-async def timed(samples: list[float], coro: asyncio.Future[int] | object) -> int:
-    t = time.perf_counter()
-    n = await coro  # type: ignore[misc]
-    samples.append((time.perf_counter() - t) * 1000)
-    return int(n)
+async def q2_unified(stores: Stores, name: str, rng: TimeRange, now: float) -> int:
+    walk = await query.traverse(stores.layers, [name], Direction.DOWNSTREAM, 5, time=rng, now=now)
+    return len(walk.found)
+
+
+async def run_queries(
+    label: str, fn: Query, stores: Stores, names: list[str], rng: TimeRange, now: float
+) -> None:
+    wall: list[float] = []
+    cpu: list[float] = []
+    sizes: list[int] = []
+    for name in names:
+        c = Clock()
+        sizes.append(await fn(stores, name, rng, now))
+        w, u = c.stop()
+        wall.append(w * 1000)
+        cpu.append(u * 1000)
+    print(f"{label:44s} n={len(names):5d}  wall {fmt(percentiles(wall))}")
+    print(
+        f"{'':44s} {'':7s}  cpu  {fmt(percentiles(cpu))}  (edges: median {int(np.median(sizes))}, "
+        f"max {max(sizes)})"
+    )
 
 
 def fmt(p: dict[str, float]) -> str:
-    return "  ".join(f"{k} {v:8.2f}" for k, v in p.items()) + " ms"
+    return "  ".join(f"{k} {v:7.2f}" for k, v in p.items()) + " ms"
 
 
 async def run(args: argparse.Namespace) -> None:
     print(header("embedded store benchmark (bench/store_embedded.py)"))
-    t = time.perf_counter()
+    c = Clock()
     fleet = Fleet(args.services, args.seed)
-    print(f"# fleet: {args.services} services, {len(fleet.dbs)} databases, {len(fleet.app_edges)} app edges; "
-          + ", ".join(f"{layer.value} {len(e)} edges" for layer, e in fleet.layers.items())
-          + f" (built in {time.perf_counter() - t:.1f} s)")
+    print(
+        f"# fleet: {args.services} services, {len(fleet.dbs)} databases, {len(fleet.app_edges)} app edges; "
+        + ", ".join(f"{layer.value} {len(e)} edges" for layer, e in fleet.layers.items())
+        + f" (built in {c.stop()[0]:.1f} s)"
+    )
     root = pathlib.Path(args.data_dir or tempfile.mkdtemp(prefix="store-bench-"))
-    if root.exists():
-        shutil.rmtree(root)
+    shutil.rmtree(root, ignore_errors=True)
     base_rss = current_rss_mib()
-    stores = open_stores(root)
-    upsert_s = 0.0
+    stores = open_stores(root, hot_minutes=args.hot_minutes)
+    upsert_wall = upsert_cpu = 0.0
     n_windows = 0
     for minute in range(args.minutes):
         for layer in ALL_LAYERS:
             ws = fleet.windows(layer, minute)
-            t = time.perf_counter()
+            c = Clock()
             await stores.layers[layer].upsert_windows(ws)
-            upsert_s += time.perf_counter() - t
+            w, u = c.stop()
+            upsert_wall += w
+            upsert_cpu += u
             n_windows += len(ws)
         if minute % 10 == 9:
-            print(f"#   minute {minute + 1}: {n_windows} windows, {n_windows / upsert_s:,.0f} windows/s so far",
-                  flush=True)
+            print(
+                f"#   minute {minute + 1}: {n_windows:,} windows, {n_windows / upsert_wall:,.0f} windows/s wall, "
+                f"{n_windows / upsert_cpu:,.0f} per CPU second",
+                flush=True,
+            )
     gc.collect()
-    print(f"upsert: {n_windows:,} minute windows in {upsert_s:.1f} s = {n_windows / upsert_s:,.0f} windows/s "
-          f"(one upsert per layer per minute)")
-    print(f"memory after load: RSS {current_rss_mib():,.0f} MiB (store + fleet generator; "
-          f"{current_rss_mib() - base_rss:,.0f} MiB above the start)")
+    print(
+        f"upsert: {n_windows:,} minute windows (one upsert per layer per minute): "
+        f"{n_windows / upsert_wall:,.0f} windows/s wall, {n_windows / upsert_cpu:,.0f} windows per CPU second"
+    )
+    print(
+        f"memory after writing: RSS {current_rss_mib():,.0f} MiB "
+        f"({current_rss_mib() - base_rss:,.0f} MiB above the start, fleet generator included)"
+    )
 
     now = T0 + args.minutes * MINUTE
     live = TimeRange(now - 15 * MINUTE, now)
     pick = np.random.default_rng(args.seed + 1)
     names = [fleet.apps[i] for i in pick.choice(len(fleet.apps), size=args.queries, replace=False)]
-    for label, fn in (("Q1 cold (first touch)", q1), ("Q1 warm", q1), ("Q1 warm, layers concurrently", q1_concurrent)):
-        samples: list[float] = []
-        edges = [await timed(samples, fn(stores, name, live, now)) for name in names]
-        print(f"{label:34s} traverse up 3 + down 3 x 3 layers, {len(names)} services: {fmt(percentiles(samples))}"
-              f"  (median {int(np.median(edges))} edges, max {max(edges)})")
     hubs = [fleet.apps[i] for i in np.argsort(-fleet.in_degree)[:10]]
-    samples = []
-    edges = [await timed(samples, blast(stores, h, live, now)) for _ in range(args.blast_runs) for h in hubs]
-    print(f"{'Q2 blast radius':34s} down 5 x 3 layers, 10 most depended-on x {args.blast_runs}: "
-          f"{fmt(percentiles(samples))}  (median {int(np.median(edges))} edges, max {max(edges)})")
+    await run_queries("Q1 store traverse up3+down3 x3 layers (cold)", q1_store, stores, names, live, now)
+    await run_queries("Q1 store traverse up3+down3 x3 layers (warm)", q1_store, stores, names, live, now)
+    await run_queries("Q1 unified query.traverse up3+down3 (warm)", q1_unified, stores, names, live, now)
+    await run_queries(
+        "Q2 unified blast radius down5, 10 hubs", q2_unified, stores, hubs * args.blast_runs, live, now
+    )
     past = TimeRange(now - 35 * MINUTE, now - 30 * MINUTE)
-    samples = []
-    for name in names[: args.queries // 2]:
-        await timed(samples, q1(stores, name, past, now))
-    print(f"{'Q3 30 min ago, 5 min window':34s} {len(names) // 2} services: {fmt(percentiles(samples))}")
+    half = names[: max(1, len(names) // 2)]
+    await run_queries("Q3 unified Q1 30 min ago, 5 min (cold)", q1_unified, stores, half, past, now)
+    await run_queries("Q3 unified Q1 30 min ago, 5 min (warm)", q1_unified, stores, half, past, now)
 
-    t = time.perf_counter()
+    c = Clock()
     reports = [await stores.layers[layer].rollup(now + 1) for layer in ALL_LAYERS]
-    print(f"rollup of the hour: {time.perf_counter() - t:.1f} s, {sum(r.built for r in reports):,} hour windows built")
+    w, u = c.stop()
+    print(f"rollup: {sum(r.built for r in reports):,} hour windows built in {w:.1f} s wall, {u:.1f} s CPU")
     counts = {layer.value: await stores.layers[layer].window_count() for layer in ALL_LAYERS}
     await stores.close()
     print(f"disk: {disk_mib(root):,.0f} MiB in {root} ({counts})")
     print(f"peak RSS of this process: {rss_mib():,.0f} MiB")
+    del stores
     gc.collect()
     before = current_rss_mib()
-    t = time.perf_counter()
-    stores = open_stores(root)
-    print(f"reopen: {time.perf_counter() - t:.1f} s, RSS +{current_rss_mib() - before:,.0f} MiB")
-    samples = []
-    for name in names[:200]:
-        await timed(samples, q1(stores, name, live, now))
-    print(f"{'Q1 after reopen':34s} 200 services: {fmt(percentiles(samples))}")
+    c = Clock()
+    stores = open_stores(root, hot_minutes=args.hot_minutes)
+    w, u = c.stop()
+    print(
+        f"reopen: {w:.1f} s wall, {u:.1f} s CPU, RSS +{current_rss_mib() - before:,.0f} MiB (the store's memory)"
+    )
+    await run_queries("Q1 unified after reopen", q1_unified, stores, names[:200], live, now)
     await stores.close()
     if not args.keep:
         shutil.rmtree(root)
@@ -228,6 +298,7 @@ def main() -> None:
     p.add_argument("--minutes", type=int, default=60)
     p.add_argument("--queries", type=int, default=1000)
     p.add_argument("--blast-runs", type=int, default=10)
+    p.add_argument("--hot-minutes", type=int, default=DEFAULT_HOT_MINUTES)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--data-dir", help="store directory (default: a temporary one, deleted at the end)")
     p.add_argument("--keep", action="store_true", help="keep the store directory")

@@ -193,7 +193,8 @@ class HotRing:
                 raise OverflowError("a latency count too large to sum in int64")
         # nothing can fail below this line
         self.start[r, s] = t
-        for name, vals in (*floats.items(), *ints.items()):
+        columns: list[tuple[str, npt.NDArray[Any]]] = [*floats.items(), *ints.items()]
+        for name, vals in columns:
             col = self.cols.get(name)
             if col is None:
                 if not vals.any():

@@ -21,6 +21,7 @@ from topology.model import EdgeKey, Granularity, Layer, NodeInfo, NodeKind
 from topology.timewindow import DAY, HOUR, MINUTE, align
 
 _SLOT = {MINUTE: 0, HOUR: 1, DAY: 2}
+SLOT = _SLOT  # window seconds -> index into EdgeRec.spans
 
 
 def _find_after(iv: array[int], t: int) -> int:
@@ -75,6 +76,9 @@ def array_from(blob: bytes) -> array[int]:
 
 def overlaps(iv: array[int], start: float, end: float) -> bool:
     """Whether any interval overlaps [start, end)."""
+    n = len(iv)
+    if n and iv[n - 2] < end:  # the last interval starts before ``end``: it alone decides (most queries)
+        return iv[n - 1] > start
     # the last interval starting before ``end`` reaches furthest among those that can overlap
     lo, hi = 0, len(iv) // 2
     while lo < hi:
@@ -105,6 +109,7 @@ class EdgeRec:
         "cache",
         "id",
         "key",
+        "pair",
         "row",
         "source_app",
         "source_kind",
@@ -116,6 +121,7 @@ class EdgeRec:
     def __init__(self, edge_id: int, key: EdgeKey) -> None:
         self.id = edge_id
         self.key = key
+        self.pair = (key.source, key.target)
         self.source_kind = NodeKind.SERVICE
         self.target_kind = NodeKind.SERVICE
         self.source_app: str | None = None

@@ -33,6 +33,7 @@ import sqlite3
 from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any
 
 from topology.model import (
@@ -51,7 +52,7 @@ from topology.stats import EdgeStats
 from topology.store.base import LayerStore, RollupReport, StoreUnavailable
 from topology.store.embedded_codec import CODEC, decode, decode_fields, encode, merge_all
 from topology.store.embedded_db import Database
-from topology.store.embedded_index import EdgeRec, GraphIndex, add_interval, array_from
+from topology.store.embedded_index import SLOT, EdgeRec, GraphIndex, add_interval, array_from, overlaps
 from topology.store.embedded_stats import StatsSource
 from topology.timewindow import DAY, HOUR, MINUTE, STORED_GRANULARITIES, Retention, TimeRange, align
 
@@ -116,6 +117,15 @@ def _extended_spans(windows: Iterable[tuple[EdgeRec, int, int]]) -> dict[tuple[i
             iv = out[k] = rec.intervals_copy(wsec)
         add_interval(iv, wstart, wstart + wsec)
     return out
+
+
+def _name_set(names: Iterable[str]) -> set[str]:
+    if isinstance(names, str):
+        raise ValueError("names must be a collection of names, not one string")
+    return set(names)
+
+
+_PAIR = attrgetter("pair")
 
 
 def _names(names: Iterable[str]) -> list[str]:
@@ -431,14 +441,17 @@ class EmbeddedLayerStore(LayerStore):
     ) -> list[EdgeSummary]:
         self._check()
         wsec = self._granularity(time, now)
-        found: dict[int, EdgeRec] = {}
+        slot = SLOT[wsec]
+        start, end = time.start, time.end
+        found: list[EdgeRec] = []
         adjacency = self._index.outgoing if direction is Direction.UPSTREAM else self._index.incoming
-        for name in _names(names):
+        for name in _name_set(names):  # an edge is listed under one end only: no duplicates
             for rec in adjacency(granularity, name).values():
-                if rec.present(wsec, time.start, time.end):
-                    found[rec.id] = rec
-        recs = sorted(found.values(), key=lambda r: (r.key.source, r.key.target))
-        return await self._summaries(recs, wsec, time)
+                iv = rec.spans[slot]
+                if iv is not None and overlaps(iv, start, end):
+                    found.append(rec)
+        found.sort(key=_PAIR)
+        return await self._summaries(found, wsec, time)
 
     async def traverse(
         self,
@@ -453,6 +466,7 @@ class EmbeddedLayerStore(LayerStore):
         if depth < 0:
             raise ValueError(f"depth must be >= 0, got {depth}")
         wsec = self._granularity(time, now)
+        slot = SLOT[wsec]
         upstream = direction is Direction.UPSTREAM
         adjacency = self._index.outgoing if upstream else self._index.incoming
         start, end = time.start, time.end
@@ -463,22 +477,24 @@ class EmbeddedLayerStore(LayerStore):
         for level in range(1, depth + 1):
             if not frontier:
                 break
-            nxt: list[str] = []
-            for name in frontier:  # sorted: the smallest parent name becomes ``via``
-                adj = adjacency(granularity, name)
-                for other in sorted(adj):
-                    rec = adj[other]
-                    if not rec.present(wsec, start, end):
+            best: dict[str, tuple[str, EdgeRec]] = {}  # newly reached -> (smallest parent, its edge)
+            for name in frontier:
+                for other, rec in adjacency(granularity, name).items():
+                    iv = rec.spans[slot]
+                    if iv is None or not overlaps(iv, start, end):
                         continue
                     walked.append(rec)
-                    if other not in seen:
-                        seen.add(other)
-                        nxt.append(other)
-                        kind = rec.target_kind if upstream else rec.source_kind
-                        reached.append(Reached(other, level, name, kind))
-            nxt.sort()
-            frontier = nxt
-        reached.sort(key=lambda r: (r.depth, r.name))
+                    if other in seen:
+                        continue
+                    prev = best.get(other)
+                    if prev is None or name < prev[0]:
+                        best[other] = (name, rec)
+            frontier = sorted(best)
+            seen.update(frontier)
+            for other in frontier:
+                via, rec = best[other]
+                reached.append(Reached(other, level, via, rec.target_kind if upstream else rec.source_kind))
+        walked.sort(key=_PAIR)
         edges = await self._summaries(walked, wsec, time)
         return TraversalResult(tuple(reached), tuple(edges))
 
