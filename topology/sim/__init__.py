@@ -46,8 +46,8 @@ from topology.sim.fleet import (
     Sink,
     Style,
     Team,
-    generate_fleet,
 )
+from topology.sim.generator import generate_fleet
 from topology.sim.simulator import Emission, SimConfig, Simulator
 from topology.sim.spans import USER, virtual_peer
 

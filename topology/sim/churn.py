@@ -11,7 +11,8 @@ import random
 from dataclasses import dataclass
 
 from topology.catalog import AddressKind, AddressLease, ServiceInfo
-from topology.sim.fleet import App, CallKind, Cluster, Instance, Naming, make_edge, make_instance
+from topology.sim.fleet import App, CallKind, Cluster, Instance, Naming
+from topology.sim.generator import make_edge, make_instance
 from topology.sim.sampling import poisson
 from topology.sim.world import World
 
