@@ -427,9 +427,7 @@ class EmbeddedLayerStore(LayerStore):
         return self.retention.finest_covering(time.start, now)
 
     async def _summaries(self, recs: list[EdgeRec], wsec: int, time: TimeRange) -> list[EdgeSummary]:
-        stats = await self._stats.merged(recs, wsec, time)
-        empty = EdgeStats()
-        return [EdgeSummary(r.key, stats.get(r.id, empty), r.source_kind, r.target_kind) for r in recs]
+        return await self._stats.summaries(recs, wsec, time)
 
     async def neighbors(
         self,

@@ -2,7 +2,7 @@
 
 Three sources, tried in order for each edge of an answer:
 
-1. a memo on the edge: the stats of the last range asked (keyed by granularity and the aligned
+1. a memo on the edge: its summary for the last range asked (keyed by granularity and the aligned
    window span, dropped whenever the edge's windows change): repeated queries cost a look-up;
 2. the hot ring (``embedded_hot.py``): recent minute windows of every edge, merged vectorised;
 3. SQLite: one batched query for all the remaining edges (older ranges, hours, days).
@@ -18,6 +18,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
+from topology.model import EdgeSummary
 from topology.stats import EdgeStats
 from topology.store.embedded_codec import decode, merge_all
 from topology.store.embedded_db import Database
@@ -33,6 +34,7 @@ PROBE_LIMIT = 50_000
 MAX_TARGETS = 2_000
 
 _Key = tuple[int, int, int]
+_EMPTY = EdgeStats()
 
 
 def _span(wsec: int, time: TimeRange) -> _Key:
@@ -124,42 +126,42 @@ class StatsSource:
         rec.cache = None
 
     # -- answering -------------------------------------------------------------------------------
-    async def merged(self, recs: Sequence[EdgeRec], wsec: int, time: TimeRange) -> dict[int, EdgeStats]:
+    async def summaries(self, recs: Sequence[EdgeRec], wsec: int, time: TimeRange) -> list[EdgeSummary]:
+        """One summary per edge (in order): its windows of ``wsec`` overlapping ``time``, merged."""
         key = _span(wsec, time)
-        out: dict[int, EdgeStats] = {}
-        missing: list[EdgeRec] = []
-        for rec in recs:
+        out: list[EdgeSummary | None] = []
+        missing: list[tuple[int, EdgeRec]] = []
+        for i, rec in enumerate(recs):
             c = rec.cache
             if c is not None and c[0] == key:  # type: ignore[index]
-                out[rec.id] = c[1]  # type: ignore[index]
+                out.append(c[1])  # type: ignore[index]
             else:
-                missing.append(rec)
-        if not missing:
-            return out
-        ring = self.ring
-        if wsec == MINUTE and ring is not None and ring.covers(key[1]):
-            hot = [r for r in missing if r.row >= 0 and r.row not in self._cold_rows]
-            if len(hot) < len(missing):
-                cold = [r for r in missing if r.row < 0 or r.row in self._cold_rows]
-            else:
-                cold = []
-            results = ring.merged([r.row for r in hot], key[1], time.end)
-            for rec, st in zip(hot, results, strict=True):
-                if st is not None:
-                    out[rec.id] = st
-                    rec.cache = (key, st)
-            missing = cold
+                out.append(None)
+                missing.append((i, rec))
         if missing:
-            generation = self.generation
-            found = await self._from_disk(missing, key)
-            keep = generation == self.generation  # nothing was written meanwhile: safe to remember
-            for rec in missing:
-                st = found.get(rec.id)
-                if st is not None:
-                    out[rec.id] = st
+            ring = self.ring
+            if wsec == MINUTE and ring is not None and ring.covers(key[1]):
+                cold = self._cold_rows
+                hot = [(i, r) for i, r in missing if r.row >= 0 and r.row not in cold]
+                if len(hot) < len(missing):
+                    missing = [(i, r) for i, r in missing if r.row < 0 or r.row in cold]
+                else:
+                    missing = []
+                results = ring.merged([r.row for _, r in hot], key[1], time.end)
+                for (i, rec), st in zip(hot, results, strict=True):
+                    out[i] = summary = EdgeSummary(rec.key, st or _EMPTY, rec.source_kind, rec.target_kind)
+                    rec.cache = (key, summary)
+            if missing:
+                generation = self.generation
+                found = await self._from_disk([r for _, r in missing], key)
+                keep = generation == self.generation  # nothing was written meanwhile: safe to remember
+                for i, rec in missing:
+                    out[i] = summary = EdgeSummary(
+                        rec.key, found.get(rec.id, _EMPTY), rec.source_kind, rec.target_kind
+                    )
                     if keep:
-                        rec.cache = (key, st)
-        return out
+                        rec.cache = (key, summary)
+        return out  # type: ignore[return-value]  # every slot is filled above
 
     async def _from_disk(self, recs: Sequence[EdgeRec], key: _Key) -> dict[int, EdgeStats]:
         wsec, lo, hi = key
