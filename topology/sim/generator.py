@@ -11,6 +11,7 @@ request rates propagated from the gateways down the graph.
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 
@@ -81,6 +82,7 @@ class _Generator:
         # Zipf-like domain sizes: a few big domains, many small ones.
         self.domain_weights = [1.0 / (i + 1) ** 0.7 for i in range(len(domains))]
         r.shuffle(self.domain_weights)
+        self.domain_cum = list(itertools.accumulate(self.domain_weights))
         self._make_apps()
         self._make_teams()
         self._make_sinks()
@@ -138,7 +140,7 @@ class _Generator:
         specs += [(Role.MIDDLE, lv) for lv in r.choices(levels, _MIDDLE_LEVEL_WEIGHTS, k=n_middle)]
         specs += [(Role.LEAF, LEAF_LEVEL)] * (n_leaf - n_brokers)
         for role, level in specs:
-            domain = r.choices(self.domains, self.domain_weights)[0]
+            domain = r.choices(self.domains, cum_weights=self.domain_cum)[0]
             words = {
                 Role.ENTRY: names.ENTRY_ROLES,
                 Role.MIDDLE: names.MIDDLE_ROLES,
@@ -244,7 +246,7 @@ class _Generator:
         systems = names.SINK_SYSTEMS
         sys_weights = (30, 10, 25, 5, 15, 8)
         for _ in range(n_db):
-            domain = r.choices(self.domains, self.domain_weights)[0]
+            domain = r.choices(self.domains, cum_weights=self.domain_cum)[0]
             suffix, system, port = r.choices(systems, sys_weights)[0]
             base = f"{_plural(r.choice(names.DOMAIN_NOUNS[domain]))}-{suffix}"
             name = base
