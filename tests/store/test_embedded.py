@@ -317,3 +317,22 @@ async def test_counters_beyond_64_bits_are_summed_exactly(factory: EmbeddedFacto
     got = {e.key.target: e.stats for e in await net.neighbors(["a"], UP, APP, LIVE, LIVE_NOW)}
     assert got["b"].bytes_sent == 3 * 2**62 and got["b"].requests == 3 * 2**70
     assert got["c"].bytes_sent == 21
+
+
+async def test_a_cancelled_upsert_still_lands_in_memory_and_on_disk_together(
+    factory: EmbeddedFactory,
+) -> None:
+    stores = await factory.fresh()
+    net = stores.layers[NET]
+    task = asyncio.create_task(net.upsert_windows(minutes("a", "b", LIVE_NOW - 5 * MINUTE, 3)))
+    await asyncio.sleep(0)  # let it start writing
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await net.ping()
+    await net.upsert_windows([])  # waits for nothing; the write lock serialises what follows
+    await net.rollup(LIVE_NOW - 30 * MINUTE)  # takes the write lock: the shielded upsert has finished
+    in_memory = await net.neighbors(["a"], UP, APP, LIVE, LIVE_NOW)
+    reopened = await factory.reopen()
+    assert await reopened.layers[NET].neighbors(["a"], UP, APP, LIVE, LIVE_NOW) == in_memory
+    assert len(in_memory) == 1 and in_memory[0].stats.requests == 30

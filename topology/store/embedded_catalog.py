@@ -110,6 +110,11 @@ class EmbeddedCatalogStore(CatalogStore):
 
     # -- services --------------------------------------------------------------------------------
     async def upsert_services(self, infos: Sequence[ServiceInfo]) -> None:
+        await asyncio.shield(
+            self._upsert_services(list(infos))
+        )  # memory and disk stay together if the caller gives up
+
+    async def _upsert_services(self, infos: Sequence[ServiceInfo]) -> None:
         if not infos:
             return
         latest = {i.name: i for i in infos}
@@ -127,6 +132,11 @@ class EmbeddedCatalogStore(CatalogStore):
 
     # -- nodes -----------------------------------------------------------------------------------
     async def register_nodes(self, nodes: Sequence[NodeInfo]) -> None:
+        await asyncio.shield(
+            self._register_nodes(list(nodes))
+        )  # memory and disk stay together if the caller gives up
+
+    async def _register_nodes(self, nodes: Sequence[NodeInfo]) -> None:
         if not nodes:
             return
         async with self._lock:
@@ -225,6 +235,11 @@ class EmbeddedCatalogStore(CatalogStore):
 
     # -- health ----------------------------------------------------------------------------------
     async def record_health(self, events: Sequence[HealthEvent]) -> None:
+        await asyncio.shield(
+            self._record_health(list(events))
+        )  # memory and disk stay together if the caller gives up
+
+    async def _record_health(self, events: Sequence[HealthEvent]) -> None:
         if not events:
             return
         latest = {(e.service, float(e.at)): e for e in events}

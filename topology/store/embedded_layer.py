@@ -230,6 +230,11 @@ class EmbeddedLayerStore(LayerStore):
     # -- writing ---------------------------------------------------------------------------------
     async def upsert_windows(self, windows: Sequence[EdgeWindow]) -> None:
         _validate(self.layer, windows)
+        if windows:
+            # shielded: a caller that gives up (cancellation) must not leave disk and memory apart
+            await asyncio.shield(self._upsert(list(windows)))
+
+    async def _upsert(self, windows: list[EdgeWindow]) -> None:
         if not windows:
             return
         async with self._lock:
@@ -333,6 +338,9 @@ class EmbeddedLayerStore(LayerStore):
         self._checkpoint = checkpoint
 
     async def rollup(self, now: float) -> RollupReport:
+        return await asyncio.shield(self._rollup(now))
+
+    async def _rollup(self, now: float) -> RollupReport:
         async with self._lock:
             self._check()
             last = self._last_rollup
