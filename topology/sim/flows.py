@@ -140,9 +140,9 @@ class FlowEmitter:
         tb = self._tables_now()
         rng = self.rng
         dt = t1 - t0
-        n_edges = len(tb.edges)
-        if n_edges == 0:
-            return []
+        ms0, ms1 = _first_ms(t0), _first_ms(t1)  # records start in [ms0, ms1): inside [t0, t1)
+        if not tb.edges or ms1 <= ms0:
+            return []  # nothing to carry traffic, or a step shorter than a millisecond
         n_conn = rng.poisson(tb.lam * dt)
         idx = np.nonzero(n_conn)[0]
         if idx.size == 0:
@@ -164,7 +164,6 @@ class FlowEmitter:
         server_ip = np.where(
             dst_app, tb.inst_ip[np.where(dst_app, server, 0)], tb.sink_ip[np.where(dst_app, 0, server)]
         )
-        ms0, ms1 = _first_ms(t0), _first_ms(t1)  # records start in [ms0, ms1): inside [t0, t1)
         start_ms = ms0 + (rng.random(total) * max(1, ms1 - ms0)).astype(np.int64)
         dur = np.exp(rng.normal(6.0, 1.5, total)).astype(np.int64)  # ~400 ms median
         end_ms = np.minimum(start_ms + dur, ms1 - 1)
