@@ -103,6 +103,11 @@ class Dependency:
 
 
 _Found = dict[tuple[str, str], dict[Layer, EdgeSummary]]
+_ByLayer = dict[Layer, dict[tuple[str, str], EdgeSummary]]
+
+
+def _gather(by_layer: _ByLayer, key: tuple[str, str]) -> dict[Layer, EdgeSummary]:
+    return {layer: m[key] for layer, m in by_layer.items() if key in m}
 
 
 @dataclass(frozen=True)
@@ -112,13 +117,14 @@ class UnifiedTraversal:
     layers: tuple[Layer, ...]  # the layers asked for
     reached: tuple[Dependency, ...]  # ordered by (depth, name); roots are not listed
     failures: tuple[LayerFailure, ...]
-    found: _Found = field(default_factory=dict, repr=False, compare=False)  # every edge walked, per layer
+    walked: _ByLayer = field(default_factory=dict, repr=False, compare=False)  # every edge walked, by layer
 
     @cached_property
     def edges(self) -> tuple[MergedEdge, ...]:
         """Every edge walked, merged, ordered by (source, target) (built on first use)."""
         known = {d.edge.key: d.edge for d in self.reached}
-        return tuple(known.get(k) or _merge_edge(k[0], k[1], self.found[k]) for k in sorted(self.found))
+        keys = sorted({k for m in self.walked.values() for k in m})
+        return tuple(known.get(k) or _merge_edge(k[0], k[1], _gather(self.walked, k)) for k in keys)
 
     @property
     def answered(self) -> tuple[Layer, ...]:
@@ -251,7 +257,7 @@ async def traverse(
     asked, active, failures = _start(layer_stores, layers)
     seen: set[str] = set(root_names)
     frontier: list[str] = list(root_names)
-    found: _Found = {}
+    walked: _ByLayer = {}
     reached: list[tuple[str, int, str, tuple[str, str]]] = []  # name, depth, via, edge key
     upstream = direction is Direction.UPSTREAM
 
@@ -266,27 +272,26 @@ async def traverse(
             )
         )
         frontier_set = set(frontier)
-        level_keys: set[tuple[str, str]] = set()
+        best: dict[str, tuple[str, tuple[str, str]]] = {}  # far node -> (via, edge key)
         for layer, answer in zip(calling, answers, strict=True):
             if isinstance(answer, LayerFailure):
                 failures.append(answer)
                 active.remove(layer)
                 continue
-            for summary in answer:
-                k = (summary.key.source, summary.key.target)
-                near = k[0] if upstream else k[1]
+            mine = walked.setdefault(layer, {})
+            for summary in answer:  # the hot loop of every query: keep it flat
+                ek = summary.key
+                src, dst = ek.source, ek.target
+                near, far = (src, dst) if upstream else (dst, src)
                 if near not in frontier_set:
                     continue  # not an edge of this frontier: ignore rather than trust it
-                found.setdefault(k, {}).setdefault(layer, summary)
-                level_keys.add(k)
-        best: dict[str, tuple[str, tuple[str, str]]] = {}  # far node -> (via, edge key)
-        for k in level_keys:
-            near, far = (k[0], k[1]) if upstream else (k[1], k[0])
-            if far in seen:
-                continue
-            prev = best.get(far)
-            if prev is None or near < prev[0]:
-                best[far] = (near, k)
+                k = (src, dst)
+                if k not in mine:
+                    mine[k] = summary
+                if far not in seen:
+                    prev = best.get(far)
+                    if prev is None or near < prev[0]:
+                        best[far] = (near, k)
         frontier = sorted(best)
         for name in frontier:
             via, k = best[name]
@@ -295,7 +300,7 @@ async def traverse(
 
     deps = []
     for name, level, via, k in reached:
-        edge = _merge_edge(k[0], k[1], found[k])
+        edge = _merge_edge(k[0], k[1], _gather(walked, k))
         kind = edge.target_kind if upstream else edge.source_kind
         deps.append(Dependency(name=name, depth=level, via=via, kind=kind, edge=edge))
     return UnifiedTraversal(
@@ -304,7 +309,7 @@ async def traverse(
         layers=asked,
         reached=tuple(deps),
         failures=tuple(failures),
-        found=found,
+        walked=walked,
     )
 
 
