@@ -21,12 +21,13 @@ from topology.store.base import StoreUnavailable
 T = TypeVar("T")
 
 
-def connect(path: pathlib.Path) -> sqlite3.Connection:
+def connect(path: pathlib.Path, cache_mib: int = 16) -> sqlite3.Connection:
     conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA journal_size_limit=67108864")  # the WAL shrinks back to 64 MiB after checkpoints
     conn.execute("PRAGMA temp_store=MEMORY")
-    conn.execute("PRAGMA cache_size=-32768")  # 32 MiB page cache per connection
+    conn.execute(f"PRAGMA cache_size=-{cache_mib * 1024}")  # page cache, per connection
     conn.execute("PRAGMA busy_timeout=10000")
     return conn
 

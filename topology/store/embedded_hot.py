@@ -9,7 +9,7 @@ order gives (sums are accumulated slot by slot, in time order).
 
 Columns: window start (int64), the numeric fields (float64/int64, allocated for a layer only once a
 non-zero value shows up: a NETWORK ring has no latency columns), the latency histogram
-(int64 x buckets), a "latency measured" flag, health (int8), the interned set-like fields
+(int32 x buckets), a "latency measured" flag, health (int8), the interned set-like fields
 (protocol, ports, intermediaries, endpoints, connection type: one int32 id per window, since they
 rarely change from one minute to the next) and the exemplars (an object column, TRACE only).
 Memory: about ``R x (8 + 8 per numeric column + 8 per bucket if measured + 5)`` bytes per edge,
@@ -46,6 +46,7 @@ Attrs = tuple[str | None, tuple[int, ...], tuple[str, ...], tuple[str, ...], str
 I64 = npt.NDArray[np.int64]
 #: Larger counters (per window) are not held: 2**55 x up to 256 slots still fits in an int64 sum.
 _SAFE_INT = 2**55
+_MAX_BUCKET = 2**31 - 1  # latency counts per window and bucket are held as int32
 
 
 def _canonical(t: tuple[Any, ...], limit: int) -> bool:
@@ -76,7 +77,7 @@ class HotRing:
         self.floor = 0  # windows before this may be gone from disk (retention) or from the ring
         self.start: I64 = np.zeros((0, slots), np.int64)
         self.cols: dict[str, npt.NDArray[Any]] = {}
-        self.latency: npt.NDArray[np.int64] | None = None
+        self.latency: npt.NDArray[np.int32] | None = None
         self.measured: npt.NDArray[np.bool_] | None = None
         self.health = np.zeros((0, slots), np.int8)
         self.attrs = np.zeros((0, slots), np.int32)
@@ -87,7 +88,7 @@ class HotRing:
 
     # -- rows ----------------------------------------------------------------------------------
     def _grow(self, need: int) -> None:
-        cap = max(1024, self.capacity * 2, need)
+        cap = max(1024, self.capacity * 3 // 2, need)
 
         def grown(a: npt.NDArray[Any]) -> npt.NDArray[Any]:
             b = np.zeros((cap, *a.shape[1:]), a.dtype)
@@ -189,8 +190,8 @@ class HotRing:
                     hist[i, lo : lo + len(counts)] = counts
             elif idx:
                 hist[idx] = np.array([items[i].latency for i in idx], np.int64)
-            if hist.max(initial=0) > _SAFE_INT or hist.min(initial=0) < -_SAFE_INT:
-                raise OverflowError("a latency count too large to sum in int64")
+            if hist.max(initial=0) > _MAX_BUCKET or hist.min(initial=0) < 0:
+                raise OverflowError("a latency count the ring does not hold (int32)")
         # nothing can fail below this line
         self.start[r, s] = t
         columns: list[tuple[str, npt.NDArray[Any]]] = [*floats.items(), *ints.items()]
@@ -203,7 +204,7 @@ class HotRing:
             col[r, s] = vals
         if hist is not None:
             if self.latency is None or self.measured is None:
-                self.latency = np.zeros((self.capacity, self.slots, N_BUCKETS), np.int64)
+                self.latency = np.zeros((self.capacity, self.slots, N_BUCKETS), np.int32)
                 self.measured = np.zeros((self.capacity, self.slots), bool)
             self.measured[r, s] = has_lat
             self.latency[r, s] = hist
@@ -279,7 +280,7 @@ class HotRing:
             if any_meas.any():
                 idx = np.flatnonzero(any_meas)
                 lat = self.latency[r[idx], s] * meas[idx][:, :, None]
-                sums = lat.sum(axis=1).tolist()
+                sums = lat.sum(axis=1, dtype=np.int64).tolist()
                 for k, i in enumerate(idx.tolist()):
                     latency[i] = tuple(sums[k])
         health = np.where(mask, self.health[r, s], -1).max(axis=1).tolist()
