@@ -30,7 +30,7 @@ from tests.store.contract import (
 )
 from topology.catalog import HealthEvent, HealthState, TraceSummary
 from topology.model import Layer
-from topology.stats import N_BUCKETS, EdgeStats
+from topology.stats import N_BUCKETS, EdgeStats, latency_histogram
 from topology.store.base import Stores, StoreUnavailable
 from topology.store.embedded import open_stores
 from topology.store.embedded_catalog import HEALTH_IN_MEMORY, TRACES_PER_SERVICE
@@ -336,3 +336,20 @@ async def test_a_cancelled_upsert_still_lands_in_memory_and_on_disk_together(
     reopened = await factory.reopen()
     assert await reopened.layers[NET].neighbors(["a"], UP, APP, LIVE, LIVE_NOW) == in_memory
     assert len(in_memory) == 1 and in_memory[0].stats.requests == 30
+
+
+async def test_the_ring_saved_at_close_is_used_once(factory: EmbeddedFactory) -> None:
+    stores = await factory.fresh()
+    ipc = stores.layers[IPC]
+    await ipc.upsert_windows(
+        minutes("a", "b", LIVE_NOW - 5 * MINUTE, 3, layer=IPC, latency=latency_histogram([0.2]))
+    )
+    want = await ipc.neighbors(["a"], UP, APP, LIVE, LIVE_NOW)
+    again = await factory.reopen()  # clean close: the ring is saved, and taken at open
+    assert (factory.dir / "ipc.ring.npz").exists()
+    assert await again.layers[IPC].neighbors(["a"], UP, APP, LIVE, LIVE_NOW) == want
+    await again.layers[IPC].upsert_windows(minutes("a", "b", LIVE_NOW - 2 * MINUTE, 1, layer=IPC, requests=5))
+    crashed = open_stores(factory.dir)  # the first is not closed: as after a crash, the saved ring is stale
+    factory.opened.append(crashed)
+    [e] = await crashed.layers[IPC].neighbors(["a"], UP, APP, LIVE, LIVE_NOW)
+    assert e.stats.requests == 35

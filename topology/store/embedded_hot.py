@@ -18,7 +18,8 @@ e.g. 20 slots x ~300 bytes = 6 KB per IPC edge with latency, ~1.2 KB per NETWORK
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import marshal
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -63,6 +64,15 @@ def _fold_union(parts: list[tuple[Any, ...]], limit: int) -> tuple[Any, ...]:
     for p in nonempty:
         found.update(p)
     return tuple(sorted(found)[:limit])
+
+
+def _blob(values: list[Any]) -> npt.NDArray[np.uint8]:
+    return np.frombuffer(marshal.dumps(values), np.uint8)
+
+
+def _unblob(blob: npt.NDArray[np.uint8]) -> list[Any]:
+    values: list[Any] = marshal.loads(blob.tobytes())
+    return values
 
 
 class HotRing:
@@ -130,6 +140,54 @@ class HotRing:
                 and _canonical(a[3], MAX_ENDPOINTS)
             )
         return i
+
+    # -- snapshot (a quick reopen after a clean close) -----------------------------------------------
+    def to_arrays(self) -> dict[str, npt.NDArray[Any]]:
+        """Everything the ring holds, as plain arrays (no pickling: ``np.savez`` writes them as is)."""
+        n = self.used
+        out: dict[str, npt.NDArray[Any]] = {
+            "meta": np.array([self.slots, n, self.top, self.floor], np.int64),
+            "free": np.array(self.free, np.int64),
+            "start": self.start[:n],
+            "health": self.health[:n],
+            "attrs": self.attrs[:n],
+            "attr_list": _blob(self._attr_list),
+        }
+        for name, col in self.cols.items():
+            out["col_" + name] = col[:n]
+        if self.latency is not None and self.measured is not None:
+            out["latency"], out["measured"] = self.latency[:n], self.measured[:n]
+        if self.exemplars is not None:
+            out["exemplars"] = _blob([x or None for x in self.exemplars[:n].ravel().tolist()])
+        return out
+
+    @classmethod
+    def from_arrays(cls, d: Mapping[str, npt.NDArray[Any]]) -> HotRing:
+        slots, n, top, floor = (int(x) for x in d["meta"])
+        ring = cls(slots)
+        ring._grow(max(n, 1))
+        ring.used, ring.top, ring.floor = n, top, floor
+        ring.free = [int(x) for x in d["free"]]
+        ring.start[:n] = d["start"]
+        ring.health[:n] = d["health"]
+        ring.attrs[:n] = d["attrs"]
+        for name in d:
+            if name.startswith("col_"):
+                col = ring.cols[name[4:]] = np.zeros((ring.capacity, slots), d[name].dtype)
+                col[:n] = d[name]
+        if "latency" in d:
+            ring.latency = np.zeros((ring.capacity, slots, N_BUCKETS), np.int32)
+            ring.measured = np.zeros((ring.capacity, slots), bool)
+            ring.latency[:n], ring.measured[:n] = d["latency"], d["measured"]
+        if "exemplars" in d:
+            ring.exemplars = np.empty((ring.capacity, slots), object)
+            flat = np.empty(n * slots, object)
+            for i, x in enumerate(_unblob(d["exemplars"])):
+                flat[i] = x
+            ring.exemplars[:n] = flat.reshape(n, slots)
+        for a in _unblob(d["attr_list"]):
+            ring._intern(a)
+        return ring
 
     # -- writing -------------------------------------------------------------------------------
     def write(self, rows: Sequence[int], starts: Sequence[int], stats: Sequence[EdgeStats]) -> None:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import pathlib
+import secrets
 import sqlite3
 from array import array
 from collections.abc import Iterable, Sequence
@@ -193,9 +194,13 @@ class EmbeddedLayerStore(LayerStore):
         last = self._last_rollup
         self._checkpoint = int(self._meta(conn, "spans_checkpoint", None) or 0)
         # minute windows since the checkpoint: their presence, and the newest ones' stats for the ring
+        # (unless the ring saved at the last clean close is there)
         top = conn.execute("SELECT MAX(wstart) FROM windows WHERE wsec=?", (MINUTE,)).fetchone()[0]
         self._top_minute = int(top or 0)
-        ring_from = self._stats.ring_start(self._top_minute)
+        token = self._meta(conn, "ring_snapshot", None)
+        conn.execute("DELETE FROM meta WHERE key='ring_snapshot'")  # good for this open only
+        snapshot = bool(token) and self._stats.load_snapshot(self._snapshot_path, self._index, str(token))
+        ring_from = self._top_minute + MINUTE if snapshot else self._stats.ring_start(self._top_minute)
         scan_from = min(self._checkpoint, ring_from)
         fill: list[tuple[EdgeRec, int, tuple[Any, ...]]] = []
         for wstart, eid, blob in conn.execute(
@@ -218,6 +223,7 @@ class EmbeddedLayerStore(LayerStore):
                 empty.append(rec)
         for rec in empty:
             self._index.remove(rec)
+            self._stats.forget(rec)
             self._dirty.discard(rec.id)
         if empty:
             conn.executemany("DELETE FROM edges WHERE id=?", [(r.id,) for r in empty])
@@ -557,11 +563,26 @@ class EmbeddedLayerStore(LayerStore):
         async with self._lock:
             if self._db.closed:
                 return
-            try:
+            try:  # both only make the next open quicker
                 if self._dirty:
-                    await self._save_spans()  # a quick reopen; not needed for correctness
+                    await self._save_spans()
+                token = secrets.token_hex(8)
+                if await asyncio.to_thread(
+                    self._stats.save_snapshot, self._snapshot_path, self._index, token
+                ):
+                    await self._db.write(
+                        lambda c: c.execute(
+                            "INSERT OR REPLACE INTO meta VALUES ('ring_snapshot', ?)", (token,)
+                        )
+                    )
+            except (OSError, StoreUnavailable) as e:
+                log.warning("%s: closing without a quick-reopen snapshot: %s", self.layer.value, e)
             finally:
                 self._db.close()
+
+    @property
+    def _snapshot_path(self) -> pathlib.Path:
+        return self._db.path.with_suffix(".ring.npz")
 
     def close_now(self) -> None:
         """Close without waiting for the write lock (only when nothing else uses the store)."""

@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import logging
 import math
+import pathlib
 import sqlite3
 from collections.abc import Sequence
 from typing import Any
+
+import numpy as np
 
 from topology.model import EdgeSummary
 from topology.stats import EdgeStats
@@ -73,6 +76,45 @@ class StatsSource:
                     ring.write_fields([rec.row], [t], [f])
                 except OverflowError:
                     self._cold_rows.add(rec.row)
+
+    def save_snapshot(self, path: pathlib.Path, index: GraphIndex, token: str) -> bool:
+        """Write the ring to ``path`` (atomically) for :meth:`load_snapshot`; False if there is none."""
+        if self.ring is None or not self.ring.used:
+            return False
+        arrays = self.ring.to_arrays()
+        arrays["rows"] = np.array(
+            [(r.id, r.row) for r in index.by_id.values() if r.row >= 0], np.int64
+        ).reshape(-1, 2)
+        arrays["cold"] = np.array(sorted(self._cold_rows), np.int64)
+        arrays["token"] = np.frombuffer(token.encode(), np.uint8)
+        tmp = path.with_name(path.name + ".tmp")
+        with tmp.open("wb") as f:
+            np.savez(f, **arrays)  # type: ignore[arg-type]  # (numpy's stub confuses **kwargs)
+        tmp.replace(path)
+        return True
+
+    def load_snapshot(self, path: pathlib.Path, index: GraphIndex, token: str) -> bool:
+        """Take the ring saved at the last clean close, if it is that close's (``token``) and fits."""
+        if self.ring is None or not path.exists():
+            return False
+        try:
+            with np.load(path, allow_pickle=False) as d:
+                arrays = {k: d[k] for k in d.files}
+            if arrays["token"].tobytes().decode() != token or int(arrays["meta"][0]) != self.ring.slots:
+                return False
+            ring = HotRing.from_arrays(arrays)
+        except (OSError, ValueError, KeyError, EOFError, TypeError) as e:
+            log.warning("ignoring the hot ring snapshot %s: %s", path, e)
+            return False
+        for eid, row in arrays["rows"].tolist():
+            rec = index.by_id.get(eid)
+            if rec is not None:
+                rec.row = row
+            else:
+                ring.release(row)
+        self.ring = ring
+        self._cold_rows = {int(x) for x in arrays["cold"]}
+        return True
 
     def _to_ring(self, recs: Sequence[EdgeRec], starts: Sequence[int], stats: Sequence[EdgeStats]) -> None:
         ring = self.ring
