@@ -31,12 +31,13 @@ from tests.store.contract import (
 from topology.catalog import HealthEvent, HealthState, TraceSummary
 from topology.model import Layer
 from topology.stats import N_BUCKETS, EdgeStats, latency_histogram
+from topology.store import embedded_layer
 from topology.store.base import Stores, StoreUnavailable
 from topology.store.embedded import open_stores
 from topology.store.embedded_catalog import HEALTH_IN_MEMORY, TRACES_PER_SERVICE
-from topology.store.embedded_codec import decode, encode, merge_all
+from topology.store.embedded_codec import decode, decode_fields, encode, merge_all, merge_fields
 from topology.store.embedded_hot import HotRing
-from topology.timewindow import MINUTE, Retention, TimeRange
+from topology.timewindow import HOUR, MINUTE, Retention, TimeRange
 
 
 class EmbeddedFactory(StoresFactory):
@@ -228,6 +229,7 @@ def test_codec_refuses_garbage_with_a_value_error(blob: bytes) -> None:
 @given(st.lists(stats_st, min_size=1, max_size=6))
 def test_merge_all_is_the_fold_of_merge(items: list[EdgeStats]) -> None:
     assert merge_all(items) == fold(items)
+    assert merge_fields([decode_fields(encode(s)) for s in items]) == fold(items)
 
 
 @settings(max_examples=50, deadline=None)
@@ -353,3 +355,24 @@ async def test_the_ring_saved_at_close_is_used_once(factory: EmbeddedFactory) ->
     factory.opened.append(crashed)
     [e] = await crashed.layers[IPC].neighbors(["a"], UP, APP, LIVE, LIVE_NOW)
     assert e.stats.requests == 35
+
+
+async def test_rollup_in_small_pieces_with_upserts_in_between(
+    factory: EmbeddedFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(embedded_layer, "ROLLUP_CHUNK", 2)
+    stores = await factory.fresh()
+    net = stores.layers[NET]
+    await net.upsert_windows(
+        [w for i in range(7) for w in minutes("a", f"t{i}", T0 + i * MINUTE, 3, requests=i)]
+    )
+    now = T0 + 2 * HOUR
+    late = minutes("a", "t3", T0 + 40 * MINUTE, 1, requests=1000)
+    await asyncio.gather(net.rollup(now), net.upsert_windows(late))
+    await net.rollup(now)  # the late window's mark survived the first roll-up if it came in between
+    got = {
+        e.key.target: e.stats.requests
+        for e in await net.neighbors(["a"], UP, APP, TimeRange(T0, T0 + HOUR), T0 + 7 * HOUR)
+    }
+    assert got == {f"t{i}": 3 * i + (1000 if i == 3 else 0) for i in range(7)}
+    assert (await net.window_count())[HOUR] == 7

@@ -164,3 +164,75 @@ def merge_all(items: Sequence[EdgeStats]) -> EdgeStats:
         ),
         health=health,
     )
+
+
+def merge_fields(items: Sequence[tuple[Any, ...]]) -> EdgeStats:
+    """:func:`merge_all` of stored tuples (``decode_fields``), without building each EdgeStats."""
+    if len(items) == 1:
+        f = items[0]
+        return EdgeStats(
+            f[0],
+            f[1],
+            f[2],
+            f[3],
+            f[4],
+            f[5],
+            f[6],
+            f[7],
+            f[8],
+            f[9],
+            full_histogram(f[10]),
+            f[11],
+            f[12],
+            f[13],
+            f[14],
+            f[15],
+        )
+    (
+        first,
+        last,
+        protocol,
+        ports,
+        conns,
+        sent,
+        received,
+        inter,
+        requests,
+        errors,
+        lats,
+        lat_sum,
+        endpoints,
+        exemplars,
+        ctype,
+        health,
+    ) = zip(*items, strict=True)
+    firsts = [t for t in first if t]
+    measured = [t for t in lats if t is not None]
+    if not measured:
+        latency: tuple[int, ...] = ()
+    elif len(measured) == 1:
+        latency = full_histogram(measured[0])
+    else:
+        hist = [0] * N_BUCKETS
+        for lo, counts in measured:
+            for j, c in enumerate(counts, lo):
+                hist[j] += c
+        latency = tuple(hist)
+    return EdgeStats(
+        first_seen=min(firsts) if firsts else 0.0,
+        last_seen=max(last),
+        protocol=next((p for p in protocol if p), protocol[-1]),
+        ports=_union(list(ports), MAX_PORTS),
+        connections=sum(conns),
+        bytes_sent=sum(sent),
+        bytes_received=sum(received),
+        intermediaries=_union(list(inter), MAX_INTERMEDIARIES),
+        requests=sum(requests),
+        errors=sum(errors),
+        latency=latency,
+        latency_sum=sum(lat_sum),
+        endpoints=_union(list(endpoints), MAX_ENDPOINTS),
+        exemplars=_union(list(exemplars), MAX_EXEMPLARS),
+        connection_type=next((c for c in ctype if c), ctype[-1]),
+        health=max(health, key=lambda h: _HEALTH_ORDER.get(h, 0)),
+    )

@@ -6,7 +6,8 @@ Storage (``<layer>.db``)::
     windows(wsec, wstart, edge, stats)  -- one row per stored window; the key starts with time, so a
                                         -- minute's upsert appends pages, roll-up and retention scan ranges
     spans(edge, wsec, intervals)        -- the edge's presence (see embedded_index.py), written through
-    pending_rollup(wsec, wstart)        -- hours/days with new finer windows since their last roll-up
+    pending_rollup(wsec, wstart, n)     -- hours/days with new finer windows since their last roll-up
+                                        -- (n counts the upserts that marked it)
     meta(key, value)                    -- layer name, format versions, clock of the last roll-up
 
 Memory: the :class:`~topology.store.embedded_index.GraphIndex` (adjacency and per-edge presence
@@ -34,6 +35,7 @@ import sqlite3
 from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from operator import attrgetter
 from typing import Any
 
@@ -49,9 +51,9 @@ from topology.model import (
     Reached,
     TraversalResult,
 )
-from topology.stats import EdgeStats
+from topology.stats import N_BUCKETS, EdgeStats
 from topology.store.base import LayerStore, RollupReport, StoreUnavailable
-from topology.store.embedded_codec import CODEC, decode, decode_fields, encode, merge_all
+from topology.store.embedded_codec import CODEC, decode_fields, encode, merge_fields
 from topology.store.embedded_db import Database
 from topology.store.embedded_index import SLOT, EdgeRec, GraphIndex, add_interval, array_from, overlaps
 from topology.store.embedded_stats import StatsSource
@@ -70,12 +72,15 @@ CREATE TABLE IF NOT EXISTS windows(
   PRIMARY KEY(wsec, wstart, edge)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS spans(edge INTEGER NOT NULL, wsec INTEGER NOT NULL, intervals BLOB NOT NULL,
   PRIMARY KEY(edge, wsec)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS pending_rollup(wsec INTEGER NOT NULL, wstart INTEGER NOT NULL,
+CREATE TABLE IF NOT EXISTS pending_rollup(wsec INTEGER NOT NULL, wstart INTEGER NOT NULL, n INTEGER NOT NULL,
   PRIMARY KEY(wsec, wstart)) WITHOUT ROWID;
 """
 
 _COARSER = {MINUTE: HOUR, HOUR: DAY}
-SCHEMA_VERSION = "2"
+SCHEMA_VERSION = "3"
+#: Edges per roll-up piece (one transaction under the write lock).
+ROLLUP_CHUNK = 4096
+_MARK = "INSERT INTO pending_rollup VALUES (?, ?, 1) ON CONFLICT(wsec, wstart) DO UPDATE SET n = n + 1"
 #: How often (in minutes of data) minute presence is checkpointed into ``spans``.
 CHECKPOINT_SECONDS = 10 * MINUTE
 #: Minutes of recent windows the hot ring holds per edge: the default live window (15 min) and then some.
@@ -102,10 +107,20 @@ def _validate(layer: Layer, windows: Sequence[EdgeWindow]) -> None:
             raise ValueError(f"a {w.key.layer.value} window cannot be stored in the {layer.value} store")
         if w.window_seconds not in STORED_GRANULARITIES:
             raise ValueError(f"window_seconds must be one of {STORED_GRANULARITIES}, got {w.window_seconds}")
+        if w.stats.latency and len(w.stats.latency) != N_BUCKETS:
+            raise ValueError(f"latency histogram needs {N_BUCKETS} buckets, got {len(w.stats.latency)}")
         if w.window_start % w.window_seconds:
             raise ValueError(f"window_start {w.window_start} is not aligned to {w.window_seconds} s")
         if not w.key.source or not w.key.target:
             raise ValueError("edge source and target must be non-empty names")
+
+
+def _pending(conn: sqlite3.Connection, coarse: int, now: float) -> list[tuple[int, int]]:
+    """Marked periods of ``coarse`` seconds that ended at or before ``now``: (start, mark count)."""
+    return conn.execute(
+        "SELECT wstart, n FROM pending_rollup WHERE wsec=? AND wstart + ? <= ? ORDER BY wstart",
+        (coarse, coarse, now),
+    ).fetchall()
 
 
 def _extended_spans(windows: Iterable[tuple[EdgeRec, int, int]]) -> dict[tuple[int, int], array[int]]:
@@ -304,7 +319,7 @@ class EmbeddedLayerStore(LayerStore):
                     for _, wsec, wstart, _ in items
                     if wsec in _COARSER
                 }
-                conn.executemany("INSERT OR IGNORE INTO pending_rollup VALUES (?,?)", sorted(marks))
+                conn.executemany(_MARK, sorted(marks))
                 return spans
 
             spans = await self._db.write(write)
@@ -347,94 +362,129 @@ class EmbeddedLayerStore(LayerStore):
         return await asyncio.shield(self._rollup(now))
 
     async def _rollup(self, now: float) -> RollupReport:
+        # Period by period and, inside a period, edge range by edge range: each piece is one short
+        # transaction under the write lock, so upserts go on between pieces. A period's mark goes
+        # only when all its pieces are built, and only if no upsert touched the period meanwhile.
+        self._check()
+        last = self._last_rollup
+        built = 0
+        for fine in (MINUTE, HOUR):
+            coarse = _COARSER[fine]
+            # windows of ``fine`` ending at or before this were deleted by an earlier roll-up
+            deleted_before = align(last - self.retention.for_granularity(fine), fine) if last else None
+            async with self._lock:
+                periods = await self._db.write(partial(_pending, coarse=coarse, now=now))
+            for start, version in periods:
+                if deleted_before is not None and start < deleted_before:
+                    log.warning(
+                        "%s: not rebuilding the %d s window at %d: its finer windows were partly "
+                        "deleted by retention",
+                        self.layer.value,
+                        coarse,
+                        start,
+                    )
+                else:
+                    ids = sorted(self._index.by_id)
+                    bounds = ids[::ROLLUP_CHUNK] or [0]
+                    for k, lo in enumerate(bounds):
+                        hi = bounds[k + 1] - 1 if k + 1 < len(bounds) else 2**62
+                        built += await self._rollup_piece(fine, coarse, start, lo, hi)
+                up = _COARSER.get(coarse)
+
+                def finish(
+                    c: sqlite3.Connection,
+                    coarse: int = coarse,
+                    start: int = start,
+                    version: int = version,
+                    up: int | None = up,
+                ) -> None:
+                    c.execute(
+                        "DELETE FROM pending_rollup WHERE wsec=? AND wstart=? AND n=?",
+                        (coarse, start, version),
+                    )
+                    if up is not None:
+                        c.execute(_MARK, (up, align(start, up)))
+
+                async with self._lock:
+                    await self._db.write(finish)
         async with self._lock:
             self._check()
-            last = self._last_rollup
-            built, spans, deleted = await self._db.write(lambda conn: self._rollup_sql(conn, now, last))
+            deleted = await self._apply_retention(now)
+            self._last_rollup = max(self._last_rollup, now)
+        return RollupReport(built=built, deleted=deleted)
+
+    async def _rollup_piece(self, fine: int, coarse: int, start: int, lo: int, hi: int) -> int:
+        """Build the ``coarse`` window at ``start`` of the edges with ids in [lo, hi]."""
+
+        def build(conn: sqlite3.Connection) -> dict[tuple[int, int], array[int]]:
+            # runs on the writer thread; reads the index (nothing changes it while the lock is held)
+            parts: dict[int, list[tuple[Any, ...]]] = {}
+            for t in range(start, start + coarse, fine):
+                for eid, blob in conn.execute(
+                    "SELECT edge, stats FROM windows WHERE wsec=? AND wstart=? AND edge BETWEEN ? AND ?",
+                    (fine, t, lo, hi),
+                ):
+                    parts.setdefault(eid, []).append(decode_fields(blob))
+            rows = []
+            built: list[tuple[EdgeRec, int, int]] = []
+            for eid, fields in parts.items():
+                rec = self._index.by_id.get(eid)
+                if rec is not None:
+                    rows.append((coarse, start, eid, encode(merge_fields(fields))))
+                    built.append((rec, coarse, start))
+            conn.executemany("INSERT OR REPLACE INTO windows VALUES (?,?,?,?)", rows)
+            spans = _extended_spans(built)
+            conn.executemany(
+                "INSERT OR REPLACE INTO spans VALUES (?,?,?)",
+                [(eid, wsec, iv.tobytes()) for (eid, wsec), iv in spans.items()],
+            )
+            return spans
+
+        async with self._lock:
+            self._check()
+            spans = await self._db.write(build)
             touched = []
             for (eid, wsec), iv in spans.items():
                 rec = self._index.by_id[eid]
                 rec.set_intervals(wsec, iv)
                 touched.append(rec)
             self._stats.on_built(touched)
-            empty: list[EdgeRec] = []
-            for rec in self._index.all_edges():
-                for g in STORED_GRANULARITIES:
-                    rec.trim(g, now - self.retention.for_granularity(g))
-                if rec.empty:
-                    empty.append(rec)
-            self._stats.on_retention(self._index, now - self.retention.minute)
-            for rec in empty:
-                self._index.remove(rec)
-                self._stats.forget(rec)
-            if empty:
-                ids = [(r.id,) for r in empty]
+            return len(spans)
 
-                def drop(conn: sqlite3.Connection) -> None:
-                    conn.executemany("DELETE FROM edges WHERE id=?", ids)
-                    conn.executemany("DELETE FROM spans WHERE edge=?", ids)
+    async def _apply_retention(self, now: float) -> int:
+        last = max(self._last_rollup, now)
 
-                await self._db.write(drop)
-            self._last_rollup = max(self._last_rollup, now)
-            return RollupReport(built=built, deleted=deleted)
+        def delete(conn: sqlite3.Connection) -> int:
+            deleted = 0
+            for g in STORED_GRANULARITIES:
+                cutoff = now - self.retention.for_granularity(g)
+                deleted += conn.execute(
+                    "DELETE FROM windows WHERE wsec=? AND wstart <= ?", (g, cutoff - g)
+                ).rowcount
+            conn.execute("INSERT OR REPLACE INTO meta VALUES ('last_rollup', ?)", (repr(last),))
+            return deleted
 
-    def _rollup_sql(
-        self, conn: sqlite3.Connection, now: float, last: float
-    ) -> tuple[int, dict[tuple[int, int], array[int]], int]:
-        """Runs on the writer thread; reads the index (nothing changes it while the lock is held)."""
-        built: list[tuple[EdgeRec, int, int]] = []
-        for fine in (MINUTE, HOUR):
-            coarse = _COARSER[fine]
-            # windows of ``fine`` ending at or before this were deleted by an earlier roll-up
-            deleted_before = align(last - self.retention.for_granularity(fine), fine) if last else None
-            periods = [
-                r[0]
-                for r in conn.execute(
-                    "SELECT wstart FROM pending_rollup WHERE wsec=? AND wstart + ? <= ? ORDER BY wstart",
-                    (coarse, coarse, now),
-                )
-            ]
-            for start in periods:
-                conn.execute("DELETE FROM pending_rollup WHERE wsec=? AND wstart=?", (coarse, start))
-                if deleted_before is not None and start < deleted_before:
-                    log.warning(
-                        "%s: not rebuilding the %d s window at %d: its finer windows were "
-                        "partly deleted by retention",
-                        self.layer.value,
-                        coarse,
-                        start,
-                    )
-                    continue
-                parts: dict[int, list[EdgeStats]] = {}
-                for eid, blob in conn.execute(
-                    "SELECT edge, stats FROM windows WHERE wsec=? AND wstart>=? AND wstart<? ORDER BY wstart",
-                    (fine, start, start + coarse),
-                ):
-                    parts.setdefault(eid, []).append(decode(blob))
-                rows = []
-                for eid, stats in parts.items():
-                    rec = self._index.by_id.get(eid)
-                    if rec is None:
-                        continue
-                    rows.append((coarse, start, eid, encode(merge_all(stats))))
-                    built.append((rec, coarse, start))
-                conn.executemany("INSERT OR REPLACE INTO windows VALUES (?,?,?,?)", rows)
-                if coarse in _COARSER:
-                    up = _COARSER[coarse]
-                    conn.execute("INSERT OR IGNORE INTO pending_rollup VALUES (?,?)", (up, align(start, up)))
-        spans = _extended_spans(built)
-        conn.executemany(
-            "INSERT OR REPLACE INTO spans VALUES (?,?,?)",
-            [(eid, wsec, iv.tobytes()) for (eid, wsec), iv in spans.items()],
-        )
-        deleted = 0
-        for g in STORED_GRANULARITIES:
-            cutoff = now - self.retention.for_granularity(g)
-            deleted += conn.execute(
-                "DELETE FROM windows WHERE wsec=? AND wstart <= ?", (g, cutoff - g)
-            ).rowcount
-        conn.execute("INSERT OR REPLACE INTO meta VALUES ('last_rollup', ?)", (repr(max(now, last)),))
-        return len(built), spans, deleted
+        deleted = await self._db.write(delete)
+        empty: list[EdgeRec] = []
+        for rec in self._index.all_edges():
+            for g in STORED_GRANULARITIES:
+                rec.trim(g, now - self.retention.for_granularity(g))
+            if rec.empty:
+                empty.append(rec)
+        self._stats.on_retention(self._index, now - self.retention.minute)
+        for rec in empty:
+            self._index.remove(rec)
+            self._stats.forget(rec)
+            self._dirty.discard(rec.id)
+        if empty:
+            ids = [(r.id,) for r in empty]
+
+            def drop(conn: sqlite3.Connection) -> None:
+                conn.executemany("DELETE FROM edges WHERE id=?", ids)
+                conn.executemany("DELETE FROM spans WHERE edge=?", ids)
+
+            await self._db.write(drop)
+        return deleted
 
     # -- reading ---------------------------------------------------------------------------------
     def _granularity(self, time: TimeRange, now: float) -> int:
