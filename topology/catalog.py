@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
-class HealthState(str, enum.Enum):
+class HealthState(enum.StrEnum):
     HEALTHY = "HEALTHY"
     DEGRADED = "DEGRADED"
     UNHEALTHY = "UNHEALTHY"
@@ -93,7 +93,7 @@ class HealthStatus:
     reason: str | None = None
 
 
-class AddressKind(str, enum.Enum):
+class AddressKind(enum.StrEnum):
     WORKLOAD = "WORKLOAD"  # an instance of an app (cluster)
     LOAD_BALANCER = "LOAD_BALANCER"
     NAT_GATEWAY = "NAT_GATEWAY"

@@ -20,7 +20,7 @@ from typing import Any
 from topology.stats import EdgeStats
 
 
-class Layer(str, enum.Enum):
+class Layer(enum.StrEnum):
     """One physically separate graph, built from one kind of signal."""
 
     NETWORK = "NETWORK"  # eBPF flow records and cloud flow logs
@@ -31,14 +31,14 @@ class Layer(str, enum.Enum):
 ALL_LAYERS: tuple[Layer, ...] = (Layer.NETWORK, Layer.IPC, Layer.TRACE)
 
 
-class Granularity(str, enum.Enum):
-    """APP = an application (``playback-api``); CLUSTER = one deployment of it (``playback-api-prod-v042``)."""
+class Granularity(enum.StrEnum):
+    """APP = an application (``playback-api``); CLUSTER = a deployment of it (``playback-api-prod-v042``)."""
 
     APP = "APP"
     CLUSTER = "CLUSTER"
 
 
-class NodeKind(str, enum.Enum):
+class NodeKind(enum.StrEnum):
     """What a node is. Everything but SERVICE is a *virtual* node: seen only from its peers."""
 
     SERVICE = "SERVICE"  # a workload we attribute traffic to
@@ -54,12 +54,12 @@ class NodeKind(str, enum.Enum):
         return self is not NodeKind.SERVICE
 
 
-class Direction(str, enum.Enum):
+class Direction(enum.StrEnum):
     UPSTREAM = "UPSTREAM"  # follow edges forward: what this service calls
     DOWNSTREAM = "DOWNSTREAM"  # follow edges backwards: what calls this service
 
 
-class Side(str, enum.Enum):
+class Side(enum.StrEnum):
     """Who observed a partial edge. Stage 3 sums within a side and takes the maximum across sides,
     so a connection reported by both of its ends is not counted twice."""
 
