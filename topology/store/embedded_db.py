@@ -69,8 +69,12 @@ class Database:
 
         try:
             return await asyncio.get_running_loop().run_in_executor(self._wpool, run)
-        except sqlite3.OperationalError as e:
+        except sqlite3.OperationalError as e:  # disk full, I/O error, locked by another process...
             raise StoreUnavailable(self.layer, f"{self.path.name}: {e}") from e
+        except RuntimeError as e:
+            if self.closed:  # closed meanwhile: the pool refuses work
+                raise StoreUnavailable(self.layer, f"{self.path.name} is closed") from e
+            raise
 
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` on the reader connection (its own thread, a consistent snapshot per statement)."""
@@ -79,6 +83,10 @@ class Database:
             return await asyncio.get_running_loop().run_in_executor(self._rpool, fn, self.reader)
         except sqlite3.OperationalError as e:
             raise StoreUnavailable(self.layer, f"{self.path.name}: {e}") from e
+        except RuntimeError as e:
+            if self.closed:
+                raise StoreUnavailable(self.layer, f"{self.path.name} is closed") from e
+            raise
 
     def close(self) -> None:
         if self.closed:
