@@ -575,6 +575,7 @@ class JanusGraphLayerStore(LayerStore):
                 if not frontier:
                     break
         reached.sort(key=lambda r: (r.depth, r.name))
+        edges.sort(key=lambda w: (w.source, w.target))  # the embedded store's order
         return TraversalResult(tuple(reached), tuple(self._summary(granularity, w) for w in edges))
 
     async def _walk(
@@ -657,9 +658,10 @@ class JanusGraphLayerStore(LayerStore):
         )
         for label in WINDOW_LABELS.values():
             # per pair one vertex-centric index seek for its first and its last window
-            t = t.by(pairs.clone().local(__.out_e(label).order().by("ws", Order.asc).limit(1))
+            # (flat_map, not local: JanusGraph 1.1 ignores a descending order inside local())
+            t = t.by(pairs.clone().flat_map(__.out_e(label).order().by("ws", Order.asc).limit(1))
                      .values("ws").min_().fold())
-            t = t.by(pairs.clone().local(__.out_e(label).order().by("ws", Order.desc).limit(1))
+            t = t.by(pairs.clone().flat_map(__.out_e(label).order().by("ws", Order.desc).limit(1))
                      .values("ws").max_().fold())
         per_name: dict[str, list[NodeInfo]] = {}
         for r in await self._run(t):

@@ -45,6 +45,7 @@ _TRANSIENT_SERVER_EXCEPTIONS = (
     "BackendException",
     "TimeoutException",
     "StorageException",
+    "RejectedExecutionException",
 )
 
 
@@ -69,12 +70,18 @@ def _expand(items: list[Any]) -> list[Any]:
 def _transient(e: GremlinServerError) -> bool:
     if e.status_code in (598, 503):  # evaluation timeout, server busy
         return True
-    msg = str(e.status_message or "")
-    if "Server disconnected" in msg:
+    if not e.status_message:  # a server shutting down answers 500 without a message
+        return True
+    msg = str(e.status_message)
+    if "Server disconnected" in msg or "has been closed" in msg or "was closed" in msg:
         return True
     attrs = e.status_attributes or {}
     names = " ".join(str(x) for x in (attrs.get("exceptions") or []))
     return any(n in names or n in msg for n in _TRANSIENT_SERVER_EXCEPTIONS)
+
+
+class _Broken(Exception):
+    """The connection failed (internal: becomes StoreUnavailable)."""
 
 
 class _Slot:
@@ -127,6 +134,10 @@ class GremlinPool:
         self.requests = 0  # round trips sent (tests and metrics)
 
     @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
     def what(self) -> str:
         return self.layer.value if self.layer is not None else "catalog"
 
@@ -177,14 +188,36 @@ class GremlinPool:
         bindings: Mapping[str, Any] | None = None,
         time_limit: float | None = None,
     ) -> list[Any]:
-        """Run one traversal (bytecode) or script; the list of results (bulks expanded)."""
+        """Run one traversal (bytecode) or script; the list of results (bulks expanded).
+
+        A connection that broke while idle (the server restarted) fails its next request at
+        once; such a request is sent again once on a new connection. Every request this project
+        sends is idempotent (reads, merges by identity, drops), so a repeat changes nothing."""
         if self._closed:
             raise StoreUnavailable(self.layer, f"the {self.what} JanusGraph store is closed")
         limit = self.request_timeout if time_limit is None else time_limit
-        loop = asyncio.get_running_loop()
         slot = await self._slots.get()
         self.requests += 1
-        healthy = False
+        try:
+            reused = slot.client is not None
+            try:
+                return await self._send(slot, message, bindings, limit)
+            except _Broken as e:
+                if not reused:
+                    raise self._unavailable(str(e.__cause__ or e)) from e.__cause__
+            try:
+                return await self._send(slot, message, bindings, limit)
+            except _Broken as e:
+                raise self._unavailable(str(e.__cause__ or e)) from e.__cause__
+        finally:
+            if self.closed and slot.client is not None:  # closed while this request ran
+                self._discard(slot, close=True)
+            self._slots.put_nowait(slot)
+
+    async def _send(
+        self, slot: _Slot, message: Bytecode | str, bindings: Mapping[str, Any] | None, limit: float
+    ) -> list[Any]:
+        loop = asyncio.get_running_loop()
         try:
             if slot.client is None:
                 slot.client = await loop.run_in_executor(self._executor, self._new_client, slot)
@@ -197,13 +230,12 @@ class GremlinPool:
             )
             result_set = await asyncio.wait_for(asyncio.wrap_future(dispatched), limit)
             items = await asyncio.wait_for(asyncio.wrap_future(result_set.all()), limit)
-            healthy = True
             return _expand(list(items))
         except GremlinServerError as e:
             if _transient(e):
                 self._discard(slot, close=True)
-                raise self._unavailable(str(e)) from e
-            healthy = True  # the server answered: the connection is fine
+                raise _Broken(str(e)) from e
+            # the server answered: the connection is fine
             if "could not be resolved" in str(e.status_message or ""):
                 raise StaleVertexError(str(e)) from e
             raise GremlinQueryError(f"{self.source}: {e}") from e
@@ -215,11 +247,7 @@ class GremlinPool:
             raise
         except Exception as e:  # connection refused/reset, closed loop, aiohttp errors...
             self._discard(slot, close=True)
-            raise self._unavailable(f"{type(e).__name__}: {e}") from e
-        finally:
-            if (not healthy or self._closed) and slot.client is not None:
-                self._discard(slot, close=True)
-            self._slots.put_nowait(slot)
+            raise _Broken(f"{type(e).__name__}: {e}") from e
 
     async def close(self) -> None:
         if self._closed:
