@@ -80,9 +80,10 @@ def private_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Private
         require(False, f"a private JanusGraph server ({e})")
     yield server
     asyncio.run(server.stop())
+    instance = server.env["JANUSGRAPH_INSTANCE"]
     for suffix in ("log", "state", "pid"):
-        (ROOT / "var" / "run" / f"janusgraph-{server.env['JANUSGRAPH_INSTANCE']}.{suffix}").unlink(missing_ok=True)
-    shutil.rmtree(ROOT / "var" / "janusgraph" / server.env["JANUSGRAPH_INSTANCE"], ignore_errors=True)
+        (ROOT / "var" / "run" / f"janusgraph-{instance}.{suffix}").unlink(missing_ok=True)
+    shutil.rmtree(ROOT / "var" / "janusgraph" / instance, ignore_errors=True)
 
 
 @pytest.fixture
@@ -111,7 +112,9 @@ async def test_queries_fail_with_unavailable_while_stopped_and_recover(
             await stores.layers[layer].upsert_windows([win("a", "b", NOW - 5 * MINUTE, layer=layer)])
         await healthy.layers[IPC].upsert_windows([win("a", "c", NOW - 5 * MINUTE, layer=IPC)])
         await stores.catalog.upsert_services([ServiceInfo("a", tier=1)])
-        before = {layer: await stores.layers[layer].neighbors(["a"], UP, APP, live, NOW) for layer in (NET, IPC)}
+        before = {
+            layer: await stores.layers[layer].neighbors(["a"], UP, APP, live, NOW) for layer in (NET, IPC)
+        }
 
         await server.stop()
         for layer in (NET, IPC, TRACE):
