@@ -218,7 +218,7 @@ def generate(n_spans: int, rate: float, batch: int, seed: int) -> tuple[list[tup
         spans: list[tuple[float, str, Span]] = []
         for _ in range(slice_traces):
             spans.extend(wl.trace(t))
-            t += 10.0 / rate  # ~10 spans per trace
+            t += 17.0 / rate  # ~17 spans per trace
         spans.sort(key=lambda x: x[0])
         for i in range(0, len(spans), batch):
             chunk = spans[i : i + batch]
@@ -291,7 +291,8 @@ def main() -> None:
     print(
         f"input: {total:,} spans in {len(batches):,} requests ({size / 2**20:.0f} MiB, "
         f"{size / total:.0f} B/span), "
-        f"{args.rate:,.0f} spans/s of event time over {batches[-1][0] - batches[0][0]:.0f} s; "
+        f"{total / (batches[-1][0] - batches[0][0]):,.0f} spans/s over "
+        f"{batches[-1][0] - batches[0][0]:.0f} s of event time; "
         f"generated in {time.perf_counter() - t:.0f} s"
     )
 

@@ -29,6 +29,7 @@ import ipaddress
 import itertools
 import math
 import struct
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -112,7 +113,7 @@ class IpcObservation:
         for k in ("window_start", "window_seconds"):
             if not isinstance(d.get(k), int) or isinstance(d[k], bool):
                 raise ValueError(f"IPC observation needs an integer {k!r}")
-        side = Side(d.get("side"))
+        side = Side(str(d.get("side")))
         if side is Side.PAIR:
             raise ValueError("IPC observations are CLIENT or SERVER side")
         stats = d.get("stats", {})
@@ -190,7 +191,8 @@ class IpcStage1:
             ("requests", "bad_requests", "points", "series", "unknown_metrics", "no_service", "no_peer",
              "baselines", "resets", "evictions", "late_points", "ignored_points", "bad_points",
              "observations"), 0)
-        self._series: dict[tuple[Any, ...], _Series] = {}
+        # ordered: eviction takes from the front, which must stay O(1) (a plain dict degrades)
+        self._series: OrderedDict[tuple[Any, ...], _Series] = OrderedDict()
         self._services: dict[bytes, str | None] = {}
         self._accs: dict[tuple[int, _Group], _Acc] = {}
         self._stats: dict[tuple[int, tuple[Any, ...]], _StatJoin] = {}
@@ -304,13 +306,12 @@ class IpcStage1:
         """Evict the oldest series not seen since the last flush (or, failing that, the oldest)."""
         series = self._series
         for _ in range(8):
-            key = next(iter(series))
-            s = series.pop(key)
+            key, s = series.popitem(last=False)
             if s.seen != self._epoch:
                 break
             series[key] = s  # recently active: second chance, to the back of the line
         else:
-            del series[next(iter(series))]
+            series.popitem(last=False)
         self.counters["evictions"] += 1
 
     def _acc(self, window: int, group: _Group) -> _Acc:

@@ -28,6 +28,7 @@ they come from Kafka or HTTP, parsed with the compact schema of :func:`topology.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Any
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -115,14 +116,17 @@ class SpanPairer:
         self.counters: dict[str, int] = dict.fromkeys(
             ("requests", "bad_requests", "spans", "paired", "expired", "dropped", "total", "roots", "unnamed",
              "internal", "invalid", "no_service", "traces", "traces_evicted"), 0)
-        self._clients: dict[bytes, _Pending] = {}  # trace id + span id -> CLIENT/PRODUCER span
-        self._servers: dict[bytes, list[_Pending]] = {}  # trace id + parent span id -> SERVER/CONSUMER spans
+        # Ordered dicts: insertion order is arrival order, and removing from the front must stay O(1)
+        # (a plain dict degrades to a scan over deleted slots when drained from the front).
+        # trace id + span id -> CLIENT/PRODUCER span; trace id + parent span id -> SERVER/CONSUMER spans
+        self._clients: OrderedDict[bytes, _Pending] = OrderedDict()
+        self._servers: OrderedDict[bytes, list[_Pending]] = OrderedDict()
         self._n_servers = 0
-        self._producers: dict[bytes, _Pending] = {}  # paired producers, for further consumers
+        self._producers: OrderedDict[bytes, _Pending] = OrderedDict()  # paired producers, for more consumers
         self._obs: dict[_ObsKey, _Acc] = {}
         # trace id -> [start_ns, end_ns, spans, error, services, root service, root name, last activity,
         #              has real root, queued at]
-        self._traces: dict[bytes, list[Any]] = {}
+        self._traces: OrderedDict[bytes, list[Any]] = OrderedDict()
         self._summaries: list[TraceSummary] = []
         self._identities: dict[bytes, tuple[str | None, str | None]] = {}
 
@@ -334,7 +338,7 @@ class SpanPairer:
 
     def _bound_producers(self) -> None:
         while len(self._producers) > self.max_pending:
-            del self._producers[next(iter(self._producers))]
+            self._producers.popitem(last=False)
 
     def _expire(self, now: float) -> None:
         wait = self.wait_seconds
@@ -372,8 +376,8 @@ class SpanPairer:
 
     # -- trace summaries ------------------------------------------------------------------------------
     def _evict_trace(self) -> None:
-        tid = next(iter(self._traces))
-        self._summaries.append(_summary(tid, self._traces.pop(tid)))
+        tid, tr = self._traces.popitem(last=False)
+        self._summaries.append(_summary(tid, tr))
         self.counters["traces_evicted"] += 1
 
     def _quiet_traces(self, now: float) -> None:
@@ -383,12 +387,12 @@ class SpanPairer:
             tr = traces[tid]
             if now - tr[9] <= wait:
                 break  # queued (and so last active) within the wait: so is everything behind it
-            del traces[tid]
             if now - tr[7] > wait:
+                del traces[tid]
                 self._summaries.append(_summary(tid, tr))
             else:
                 tr[9] = tr[7]
-                traces[tid] = tr
+                traces.move_to_end(tid)
 
     # -- output ----------------------------------------------------------------------------------------
     def flush(self, now: float) -> list[EdgePartial]:
