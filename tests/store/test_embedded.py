@@ -25,11 +25,11 @@ from tests.store.contract import (
     StoreContract,
     StoresFactory,
     minutes,
-    pairs,
+    npairs,
     win,
 )
 from topology.catalog import HealthEvent, HealthState, TraceSummary
-from topology.model import Layer
+from topology.model import Layer, NodeKind
 from topology.stats import N_BUCKETS, EdgeStats, latency_histogram
 from topology.store import embedded_layer
 from topology.store.base import Stores, StoreUnavailable
@@ -37,7 +37,7 @@ from topology.store.embedded import open_stores
 from topology.store.embedded_catalog import HEALTH_IN_MEMORY, TRACES_PER_SERVICE
 from topology.store.embedded_codec import decode, decode_fields, encode, merge_all, merge_fields
 from topology.store.embedded_hot import HotRing
-from topology.timewindow import HOUR, MINUTE, Retention, TimeRange
+from topology.timewindow import DAY, HOUR, MINUTE, Retention, TimeRange
 
 
 class EmbeddedFactory(StoresFactory):
@@ -178,7 +178,7 @@ async def test_neighbors_downstream_of_many_names(factory: EmbeddedFactory) -> N
     net = stores.layers[NET]
     await net.upsert_windows([win(f"c{i}", "hub", LIVE_NOW - 120) for i in range(300)])
     got = await net.neighbors(["hub"], DOWN, APP, LIVE, LIVE_NOW)
-    assert pairs(got) == sorted((f"c{i}", "hub") for i in range(300))
+    assert npairs(got) == sorted((f"c{i}", "hub") for i in range(300))
 
 
 # -- the stats codec and the three stats sources agree with EdgeStats.merge ------------------------------
@@ -376,3 +376,32 @@ async def test_rollup_in_small_pieces_with_upserts_in_between(
     }
     assert got == {f"t{i}": 3 * i + (1000 if i == 3 else 0) for i in range(7)}
     assert (await net.window_count())[HOUR] == 7
+
+
+async def test_remembered_answers_follow_every_write(factory: EmbeddedFactory) -> None:
+    stores = await factory.fresh(Retention(minute=HOUR, hour=DAY, day=7 * DAY))
+    net = stores.layers[NET]
+    start = LIVE_NOW - 5 * MINUTE
+    await net.upsert_windows([win("a", "b", start, requests=1)])
+    for _ in range(2):  # asked twice: the second answer comes from what was remembered
+        assert [e.stats.requests for e in await net.neighbors(["a"], UP, APP, LIVE, LIVE_NOW)] == [1]
+        assert [e.stats.requests for e in await net.neighbors(["b"], DOWN, APP, LIVE, LIVE_NOW)] == [1]
+    await net.upsert_windows([win("a", "b", start, requests=2)])  # replaces
+    assert [e.stats.requests for e in await net.neighbors(["a"], UP, APP, LIVE, LIVE_NOW)] == [2]
+    assert [e.stats.requests for e in await net.neighbors(["b"], DOWN, APP, LIVE, LIVE_NOW)] == [2]
+    await net.upsert_windows([win("c", "b", start, target_kind=NodeKind.DATABASE)])  # a new edge into b
+    assert npairs(await net.neighbors(["b"], DOWN, APP, LIVE, LIVE_NOW)) == [("a", "b"), ("c", "b")]
+    t = await net.traverse(["b"], DOWN, 1, APP, LIVE, LIVE_NOW)
+    assert [r.name for r in t.reached] == ["a", "c"]
+    await net.upsert_windows([win("x", "b", start, source_kind=NodeKind.EXTERNAL)])
+    await net.upsert_windows([win("a", "b", start, target_kind=NodeKind.DATABASE)])  # kinds change
+    assert {e.key.source: e.target_kind for e in await net.neighbors(["b"], DOWN, APP, LIVE, LIVE_NOW)} == {
+        "a": NodeKind.DATABASE,
+        "c": NodeKind.DATABASE,
+        "x": NodeKind.SERVICE,
+    }
+    assert (await net.traverse(["b"], DOWN, 1, APP, LIVE, LIVE_NOW)).reached[-1].kind is NodeKind.EXTERNAL
+    await net.rollup(LIVE_NOW + 2 * HOUR)  # retention: the minutes are gone
+    past = TimeRange(start, start + MINUTE)
+    assert await net.neighbors(["b"], DOWN, APP, past, LIVE_NOW + 2 * HOUR) != []  # the hour window
+    assert await net.neighbors(["b"], DOWN, APP, past, LIVE_NOW) == []  # minutes asked for: none left

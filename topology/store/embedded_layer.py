@@ -56,7 +56,7 @@ from topology.store.base import LayerStore, RollupReport, StoreUnavailable
 from topology.store.embedded_codec import CODEC, decode_fields, encode, merge_fields
 from topology.store.embedded_db import Database
 from topology.store.embedded_index import SLOT, EdgeRec, GraphIndex, add_interval, array_from, overlaps
-from topology.store.embedded_stats import StatsSource
+from topology.store.embedded_stats import SpanKey, StatsSource, span_key
 from topology.timewindow import DAY, HOUR, MINUTE, STORED_GRANULARITIES, Retention, TimeRange, align
 
 log = logging.getLogger(__name__)
@@ -135,13 +135,17 @@ def _extended_spans(windows: Iterable[tuple[EdgeRec, int, int]]) -> dict[tuple[i
     return out
 
 
-def _name_set(names: Iterable[str]) -> set[str]:
+def _name_list(names: Iterable[str]) -> list[str]:
     if isinstance(names, str):
         raise ValueError("names must be a collection of names, not one string")
-    return set(names)
+    return list(names)
 
 
 _PAIR = attrgetter("pair")
+
+
+def _SUMMARY_PAIR(e: EdgeSummary) -> tuple[str, str]:
+    return e.key.source, e.key.target
 
 
 def _names(names: Iterable[str]) -> list[str]:
@@ -165,6 +169,8 @@ class EmbeddedLayerStore(LayerStore):
         self._checkpoint = 0  # minute windows starting before this are in ``spans``
         self._top_minute = 0  # newest minute window start stored
         self._dirty: set[int] = set()  # edges with minute presence newer than the checkpoint
+        # per (granularity, upstream?, node): (span key, its present edges' summaries)
+        self._near: dict[tuple[Granularity, bool, str], tuple[SpanKey, list[EdgeSummary]]] = {}
         try:
             self._load()
         except BaseException:
@@ -339,6 +345,7 @@ class EmbeddedLayerStore(LayerStore):
                     if wstart > self._top_minute:
                         self._top_minute = wstart
             self._stats.on_windows(items)
+            self._forget_near(rec for rec, _, _, _ in items)
             if self._top_minute - self._checkpoint >= CHECKPOINT_SECONDS:
                 await self._save_spans()
 
@@ -449,6 +456,7 @@ class EmbeddedLayerStore(LayerStore):
                 rec.set_intervals(wsec, iv)
                 touched.append(rec)
             self._stats.on_built(touched)
+            self._forget_near(touched)
             return len(spans)
 
     async def _apply_retention(self, now: float) -> int:
@@ -472,6 +480,7 @@ class EmbeddedLayerStore(LayerStore):
             if rec.empty:
                 empty.append(rec)
         self._stats.on_retention(self._index, now - self.retention.minute)
+        self._near.clear()
         for rec in empty:
             self._index.remove(rec)
             self._stats.forget(rec)
@@ -490,8 +499,61 @@ class EmbeddedLayerStore(LayerStore):
     def _granularity(self, time: TimeRange, now: float) -> int:
         return self.retention.finest_covering(time.start, now)
 
+    async def _adjacent(
+        self, names: list[str], upstream: bool, granularity: Granularity, wsec: int, time: TimeRange
+    ) -> dict[str, list[EdgeSummary]]:
+        """Each name's present edges (outgoing if ``upstream``), sorted by the other end. Lists are
+        remembered per node and span until an edge of the node changes; callers must not modify them."""
+        key = span_key(wsec, time)
+        cache = self._near
+        out: dict[str, list[EdgeSummary]] = {}
+        todo: list[str] = []
+        for name in names:
+            c = cache.get((granularity, upstream, name))
+            if c is not None and c[0] == key:
+                out[name] = c[1]
+            else:
+                todo.append(name)
+        if not todo:
+            return out
+        slot = SLOT[wsec]
+        start, end = time.start, time.end
+        adjacency = self._index.outgoing if upstream else self._index.incoming
+        recs: list[EdgeRec] = []
+        parts: list[tuple[str, int, int]] = []
+        for name in todo:
+            adj = adjacency(granularity, name)
+            if not adj:
+                out[name] = []  # not a node of this graph: nothing to remember
+                continue
+            i = len(recs)
+            for rec in adj.values():
+                iv = rec.spans[slot]
+                if iv is not None and overlaps(iv, start, end):
+                    recs.append(rec)
+            if len(recs) - i > 1:
+                recs[i:] = sorted(recs[i:], key=_PAIR)
+            parts.append((name, i, len(recs)))
+        generation = self._stats.generation
+        summaries = await self._stats.summaries(recs, wsec, time)
+        keep = generation == self._stats.generation  # no write meanwhile: safe to remember
+        for name, i, j in parts:
+            out[name] = found = summaries[i:j]
+            if keep:
+                cache[(granularity, upstream, name)] = (key, found)
+        return out
+
     async def _summaries(self, recs: list[EdgeRec], wsec: int, time: TimeRange) -> list[EdgeSummary]:
         return await self._stats.summaries(recs, wsec, time)
+
+    def _forget_near(self, recs: Iterable[EdgeRec]) -> None:
+        cache = self._near
+        if not cache:
+            return
+        for rec in recs:
+            g = rec.key.granularity
+            cache.pop((g, True, rec.key.source), None)
+            cache.pop((g, False, rec.key.target), None)
 
     async def neighbors(
         self,
@@ -502,18 +564,14 @@ class EmbeddedLayerStore(LayerStore):
         now: float,
     ) -> list[EdgeSummary]:
         self._check()
-        wsec = self._granularity(time, now)
-        slot = SLOT[wsec]
-        start, end = time.start, time.end
-        found: list[EdgeRec] = []
-        adjacency = self._index.outgoing if direction is Direction.UPSTREAM else self._index.incoming
-        for name in _name_set(names):  # an edge is listed under one end only: no duplicates
-            for rec in adjacency(granularity, name).values():
-                iv = rec.spans[slot]
-                if iv is not None and overlaps(iv, start, end):
-                    found.append(rec)
-        found.sort(key=_PAIR)
-        return await self._summaries(found, wsec, time)
+        wanted = list(dict.fromkeys(_name_list(names)))
+        lists = await self._adjacent(
+            wanted, direction is Direction.UPSTREAM, granularity, self._granularity(time, now), time
+        )
+        out: list[EdgeSummary] = []
+        for name in wanted:  # an edge is listed under one end only: no duplicates
+            out.extend(lists[name])
+        return out
 
     async def traverse(
         self,
@@ -528,37 +586,32 @@ class EmbeddedLayerStore(LayerStore):
         if depth < 0:
             raise ValueError(f"depth must be >= 0, got {depth}")
         wsec = self._granularity(time, now)
-        slot = SLOT[wsec]
         upstream = direction is Direction.UPSTREAM
-        adjacency = self._index.outgoing if upstream else self._index.incoming
-        start, end = time.start, time.end
         frontier = _names(roots)
         seen = set(frontier)
         reached: list[Reached] = []
-        walked: list[EdgeRec] = []
+        walked: list[EdgeSummary] = []
         for level in range(1, depth + 1):
             if not frontier:
                 break
-            best: dict[str, tuple[str, EdgeRec]] = {}  # newly reached -> (smallest parent, its edge)
+            lists = await self._adjacent(frontier, upstream, granularity, wsec, time)
+            best: dict[str, tuple[str, EdgeSummary]] = {}  # newly reached -> (smallest parent, its edge)
             for name in frontier:
-                for other, rec in adjacency(granularity, name).items():
-                    iv = rec.spans[slot]
-                    if iv is None or not overlaps(iv, start, end):
-                        continue
-                    walked.append(rec)
+                for e in lists[name]:
+                    walked.append(e)
+                    other = e.key.target if upstream else e.key.source
                     if other in seen:
                         continue
                     prev = best.get(other)
                     if prev is None or name < prev[0]:
-                        best[other] = (name, rec)
+                        best[other] = (name, e)
             frontier = sorted(best)
             seen.update(frontier)
             for other in frontier:
-                via, rec = best[other]
-                reached.append(Reached(other, level, via, rec.target_kind if upstream else rec.source_kind))
-        walked.sort(key=_PAIR)
-        edges = await self._summaries(walked, wsec, time)
-        return TraversalResult(tuple(reached), tuple(edges))
+                via, e = best[other]
+                reached.append(Reached(other, level, via, e.target_kind if upstream else e.source_kind))
+        walked.sort(key=_SUMMARY_PAIR)
+        return TraversalResult(tuple(reached), tuple(walked))
 
     async def edges(
         self,

@@ -36,11 +36,11 @@ PROBE_LIMIT = 50_000
 #: Above this many windows in the range, always scan.
 MAX_TARGETS = 2_000
 
-_Key = tuple[int, int, int]
+SpanKey = tuple[int, int, int]
 _EMPTY = EdgeStats()
 
 
-def _span(wsec: int, time: TimeRange) -> _Key:
+def span_key(wsec: int, time: TimeRange) -> SpanKey:
     """(granularity, first window start, end rounded up): equal keys select the same windows."""
     return wsec, align(time.start, wsec), math.ceil(time.end / wsec) * wsec
 
@@ -170,7 +170,7 @@ class StatsSource:
     # -- answering -------------------------------------------------------------------------------
     async def summaries(self, recs: Sequence[EdgeRec], wsec: int, time: TimeRange) -> list[EdgeSummary]:
         """One summary per edge (in order): its windows of ``wsec`` overlapping ``time``, merged."""
-        key = _span(wsec, time)
+        key = span_key(wsec, time)
         out: list[EdgeSummary | None] = []
         missing: list[tuple[int, EdgeRec]] = []
         for i, rec in enumerate(recs):
@@ -205,7 +205,7 @@ class StatsSource:
                         rec.cache = (key, summary)
         return out  # type: ignore[return-value]  # every slot is filled above
 
-    async def _from_disk(self, recs: Sequence[EdgeRec], key: _Key) -> dict[int, EdgeStats]:
+    async def _from_disk(self, recs: Sequence[EdgeRec], key: SpanKey) -> dict[int, EdgeStats]:
         wsec, lo, hi = key
         ids = sorted({r.id for r in recs})
         n_targets = (hi - lo) // wsec
