@@ -12,14 +12,14 @@ from gremlin_python.process.graph_traversal import __
 from gremlin_python.structure.graph import Graph
 
 from tests.janusgraph.test_contract import JanusGraphFactory
-from tests.store.contract import APP, DOWN, IPC, LIVE, LIVE_NOW, NET, TRACE, UP, minutes, pairs, win
+from tests.store.contract import APP, DOWN, IPC, LIVE, LIVE_NOW, NET, T0, TRACE, UP, minutes, pairs, win
 from topology.model import Layer, NodeKind
 from topology.store.base import Stores, StoreUnavailable
 from topology.store.janusgraph import TRAVERSAL_SOURCES, open_janusgraph_stores
 from topology.store.janusgraph_catalog import JanusGraphCatalogStore
 from topology.store.janusgraph_layer import JanusGraphLayerStore, pair_key
 from topology.store.janusgraph_pool import GremlinPool, GremlinQueryError
-from topology.timewindow import MINUTE, Retention
+from topology.timewindow import HOUR, MINUTE, Retention, TimeRange
 
 pytestmark = pytest.mark.janusgraph
 
@@ -103,6 +103,37 @@ async def test_a_batch_of_windows_of_known_edges_is_one_round_trip(factory: Janu
     assert (await net.window_count())[MINUTE] == 40 * 6
     [e] = await net.neighbors(["s3"], UP, APP, LIVE, LIVE_NOW)
     assert e.stats.requests == 60
+
+
+async def test_kinds_follow_the_latest_window_written(factory: JanusGraphFactory) -> None:
+    stores = await factory.fresh()
+    tr = stores.layers[TRACE]
+    await tr.upsert_windows([win("web", "pay", LIVE_NOW - 3 * MINUTE, layer=TRACE,
+                                 target_kind=NodeKind.UNINSTRUMENTED)])
+    [e] = await tr.neighbors(["web"], UP, APP, LIVE, LIVE_NOW)
+    assert e.target_kind is NodeKind.UNINSTRUMENTED
+    await tr.upsert_windows([win("web", "pay", LIVE_NOW - 2 * MINUTE, layer=TRACE)])  # pay now reports
+    [e] = await tr.neighbors(["web"], UP, APP, LIVE, LIVE_NOW)
+    assert e.target_kind is NodeKind.SERVICE and e.stats.requests == 20
+    t = await tr.traverse(["web"], UP, 1, APP, LIVE, LIVE_NOW)
+    assert t.reached[0].kind is NodeKind.SERVICE
+    reopened = await factory.reopen()  # what is stored, not only this process's cache
+    [e] = await reopened.layers[TRACE].neighbors(["web"], UP, APP, LIVE, LIVE_NOW)
+    assert e.target_kind is NodeKind.SERVICE
+
+
+async def test_a_large_batch_is_written_in_concurrent_chunks(factory: JanusGraphFactory) -> None:
+    stores = await factory.fresh()
+    net = layer_store(stores, NET)
+    net.batch_size = 7  # many chunks, some pairs with several windows
+    batch = [w for i in range(30) for w in minutes(f"c{i}", f"d{i % 4}", T0 + 10 * MINUTE, 1 + i % 3)]
+    await net.upsert_windows(batch)
+    await net.upsert_windows(batch)  # idempotent
+    assert (await net.window_count()) == {MINUTE: len(batch)}
+    assert (await net.rollup(T0 + 2 * HOUR)).built == 30  # every window was marked for its hour
+    whole = TimeRange(T0, T0 + HOUR)
+    got = {(e.key.source, e.key.target): e.stats.requests for e in await net.edges(APP, whole, T0 + 2 * HOUR)}
+    assert got == {(f"c{i}", f"d{i % 4}"): 10 * (1 + i % 3) for i in range(30)}
 
 
 async def test_a_pair_removed_behind_the_stores_back_is_recreated(factory: JanusGraphFactory) -> None:

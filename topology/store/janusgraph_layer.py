@@ -89,6 +89,16 @@ def pair_key(granularity: Granularity, source: str, target: str) -> str:
     return json.dumps([granularity.value, source, target], ensure_ascii=False)
 
 
+def pair_info(source: str, target: str, source_kind: str, target_kind: str) -> str:
+    """What a query answers for a pair, in one property (one read per pair)."""
+    return json.dumps([source, target, source_kind, target_kind], ensure_ascii=False, separators=(",", ":"))
+
+
+def _names_of(key: str) -> tuple[str, str]:
+    _, source, target = json.loads(key)
+    return str(source), str(target)
+
+
 def validate_windows(layer: Layer, windows: Sequence[EdgeWindow]) -> None:
     for w in windows:
         if w.key.layer is not layer:
@@ -203,23 +213,62 @@ class JanusGraphLayerStore(LayerStore):
         for w in windows:  # the same window twice in one call: the last one wins
             latest[(w.key, w.window_seconds, w.window_start)] = w
         items = list(latest.values())
+        done: set[int] = set()  # chunks already written (kept across retries)
         async with self._write_lock:
-            for i in range(0, len(items), self.batch_size):
-                chunk = items[i : i + self.batch_size]
-                await self._retrying("upsert", lambda c=chunk: self._write_chunk(c))  # type: ignore[misc]
+            await self._retrying("upsert", lambda: self._upsert(items, done))
 
-    async def _write_chunk(self, windows: list[EdgeWindow]) -> None:
+    def _chunks(self, windows: Sequence[EdgeWindow]) -> list[list[EdgeWindow]]:
+        """Up to ``batch_size`` windows per chunk, all windows of one pair in the same chunk (so
+        concurrent chunks never touch the same pair vertex)."""
+        by_pair: dict[str, list[EdgeWindow]] = {}
+        for w in windows:
+            by_pair.setdefault(pair_key(w.key.granularity, w.key.source, w.key.target), []).append(w)
+        chunks: list[list[EdgeWindow]] = [[]]
+        for group in by_pair.values():
+            if chunks[-1] and len(chunks[-1]) + len(group) > self.batch_size:
+                chunks.append([])
+            chunks[-1].extend(group)
+        return chunks
+
+    async def _concurrently(self, jobs: Sequence[Awaitable[Any]]) -> list[Any]:
+        """Run ``jobs`` over the pool's connections; all finish before the first error is raised."""
+        limit = asyncio.Semaphore(self._pool.size)
+
+        async def one(job: Awaitable[Any]) -> Any:
+            async with limit:
+                return await job
+
+        results = await asyncio.gather(*(one(j) for j in jobs), return_exceptions=True)
+        for r in results:
+            if isinstance(r, BaseException):
+                raise r
+        return results
+
+    async def _upsert(self, windows: list[EdgeWindow], done: set[int]) -> None:
         for attempt in range(2):
             pairs = await self._resolve(windows)
+            chunks = self._chunks(windows)
             try:
-                await self._write_by_ids(windows, pairs)
+                if len(chunks) == 1:  # the common case: one round trip, marks included
+                    await self._write_by_ids(chunks[0], pairs)
+                    return
+                todo = [i for i in range(len(chunks)) if i not in done]
+                await self._concurrently([self._write_part(chunks[i], pairs, done, i) for i in todo])
+                # marks only after every window is stored (a roll-up between would miss some)
+                await self._write_by_ids([], pairs, slots_of=windows)
                 return
             except StaleVertexError:
                 if attempt:
                     raise
                 log.info("%s: cached pair ids went stale; resolving again", self.layer.value)
+                done.clear()
                 for w in windows:
                     self._pairs.pop(pair_key(w.key.granularity, w.key.source, w.key.target), None)
+
+    async def _write_part(self, windows: list[EdgeWindow], pairs: dict[str, _Pair], done: set[int],
+                          i: int) -> None:
+        await self._write_by_ids(windows, pairs, slots=False)
+        done.add(i)
 
     async def _resolve(self, windows: Sequence[EdgeWindow]) -> dict[str, _Pair]:
         """Pair vertices for the windows' edges (found, or created with their nodes)."""
@@ -227,18 +276,40 @@ class JanusGraphLayerStore(LayerStore):
         for w in windows:
             wanted[pair_key(w.key.granularity, w.key.source, w.key.target)] = w  # last window wins
         missing = [k for k in wanted if k not in self._pairs]
-        if missing:
-            t = (
-                self._g.V().has("pair", "pkey", P.within(missing))
-                .project("k", "id", "sk", "tk", "sa", "ta")
-                .by("pkey").by(T.id).by("sk").by("tk").by("sa").by("ta")
-            )
-            for row in await self._run(t):
+
+        def remember(rows: list[Any]) -> None:
+            for row in rows:
                 self._pairs[row["k"]] = _Pair(int(row["id"]), (row["sk"], row["tk"], row["sa"], row["ta"]))
+
+        if missing:
+            lookups = [
+                self._run(
+                    self._g.V().has("pair", "pkey", P.within(missing[i : i + 2000]))
+                    .project("k", "id", "sk", "tk", "sa", "ta")
+                    .by("pkey").by(T.id).by("sk").by("tk").by("sa").by("ta")
+                )
+                for i in range(0, len(missing), 2000)
+            ]
+            for rows in await self._concurrently(lookups):
+                remember(rows)
         create = [k for k in missing if k not in self._pairs]
-        if create:
+        if not create:
+            return {k: self._pairs[k] for k in wanted}
+        # nodes first (each name in one chunk only), so concurrent pair creation finds them
+        nodes = sorted({(wanted[k].key.granularity.value, n) for k in create
+                        for n in (wanted[k].key.source, wanted[k].key.target)})
+        step = max(1, self.batch_size)
+        await self._concurrently([
+            self._run(
+                self._g.inject([{T.label: "node", "name": n, "gran": g} for g, n in nodes[i : i + step]])
+                .unfold().merge_v(__.identity()).count()
+            )
+            for i in range(0, len(nodes), step)
+        ])
+        jobs = []
+        for i in range(0, len(create), step):
             rows = []
-            for k in create:
+            for k in create[i : i + step]:
                 w = wanted[k]
                 gran = w.key.granularity.value
                 sk, tk, sa, ta = _kinds_of(w)
@@ -247,9 +318,10 @@ class JanusGraphLayerStore(LayerStore):
                     "tv": {T.label: "node", "name": w.key.target, "gran": gran},
                     "pv": {T.label: "pair", "pkey": k},
                     "pc": {"src": w.key.source, "tgt": w.key.target, "gran": gran,
-                           "sk": sk, "tk": tk, "sa": sa, "ta": ta},
+                           "sk": sk, "tk": tk, "sa": sa, "ta": ta,
+                           "info": pair_info(w.key.source, w.key.target, sk, tk)},
                 })
-            t = (
+            jobs.append(self._run(
                 self._g.inject(rows).unfold().as_("r")
                 .merge_v(__.select("r").select("sv")).as_("s")
                 .merge_v(__.select("r").select("tv")).as_("t")
@@ -259,9 +331,9 @@ class JanusGraphLayerStore(LayerStore):
                 .side_effect(__.coalesce(__.out_e("callee"), __.add_e("callee").to("t")))
                 .project("k", "id", "sk", "tk", "sa", "ta")
                 .by("pkey").by(T.id).by("sk").by("tk").by("sa").by("ta")
-            )
-            for row in await self._run(t):
-                self._pairs[row["k"]] = _Pair(int(row["id"]), (row["sk"], row["tk"], row["sa"], row["ta"]))
+            ))
+        for rows in await self._concurrently(jobs):
+            remember(rows)
         return {k: self._pairs[k] for k in wanted}
 
     async def _write_by_ids(
@@ -269,13 +341,16 @@ class JanusGraphLayerStore(LayerStore):
         windows: Sequence[EdgeWindow],
         pairs: dict[str, _Pair],
         clear_mark: tuple[str, int] | None = None,
+        slots: bool = True,
+        slots_of: Sequence[EdgeWindow] = (),
     ) -> None:
         """One traversal: upsert the windows of already resolved pairs, update changed kinds, and
-        mark the coarser slots. ``clear_mark`` = (slot key, token): clear that roll-up mark if its
-        token is unchanged (roll-ups write their result and clear the mark atomically)."""
+        (``slots``) record their slots and mark the coarser ones; ``slots_of``: only record and
+        mark the slots of these windows. ``clear_mark`` = (slot key, token): clear that roll-up
+        mark if its token is unchanged (roll-ups write their result and clear the mark atomically)."""
         rows: list[dict[Any, Any]] = []
         kinds: dict[str, tuple[str, str, str, str]] = {}
-        slots: dict[str, dict[str, Any]] = {}
+        slot_marks: dict[str, dict[str, Any]] = {}
         for w in windows:
             k = pair_key(w.key.granularity, w.key.source, w.key.target)
             pid = long(pairs[k].vid)
@@ -286,16 +361,19 @@ class JanusGraphLayerStore(LayerStore):
                 "c": body,
             })
             kinds[k] = _kinds_of(w)
+        for w in [*(windows if slots else ()), *slots_of]:
             slot = f"{w.window_seconds}:{w.window_start}"
-            slots.setdefault(slot, {"sw": w.window_seconds, "ss": long(w.window_start), "mark": False})
+            slot_marks.setdefault(slot, {"sw": w.window_seconds, "ss": long(w.window_start), "mark": False})
             coarse = _COARSER.get(w.window_seconds)
             if coarse is not None:
                 start = align(w.window_start, coarse)
-                mark = slots.setdefault(f"{coarse}:{start}", {"sw": coarse, "ss": long(start), "mark": False})
+                mark = slot_marks.setdefault(
+                    f"{coarse}:{start}", {"sw": coarse, "ss": long(start), "mark": False}
+                )
                 mark["mark"] = True
         changed = {k: v for k, v in kinds.items() if pairs[k].kinds != v}
         slot_rows = []
-        for key, s in slots.items():
+        for key, s in slot_marks.items():
             create: dict[str, Any] = {"sw": s["sw"], "ss": s["ss"]}
             update: dict[str, Any] = {}
             if s["mark"]:
@@ -306,20 +384,23 @@ class JanusGraphLayerStore(LayerStore):
 
         t: GraphTraversal = self._g
         if changed:
-            t = t.with_side_effect("K", {long(pairs[k].vid): list(v) for k, v in changed.items()})
+            t = t.with_side_effect("K", {
+                long(pairs[k].vid): [*v, pair_info(*_names_of(k), v[0], v[1])] for k, v in changed.items()
+            })
         t = (
             t.inject(rows).unfold().as_("w")
             .merge_e(__.select("w").select("m"))
             .option(Merge.on_create, __.select("w").select("c"))
             .option(Merge.on_match, __.select("w").select("c"))
             .fold()
-            .side_effect(
+        )
+        if slot_rows:
+            t = t.side_effect(
                 __.constant(slot_rows).unfold().as_("s")
                 .merge_v(__.select("s").select("m"))
                 .option(Merge.on_create, __.select("s").select("c"))
                 .option(Merge.on_match, __.select("s").select("u"))
             )
-        )
         if changed:
             ids = [long(pairs[k].vid) for k in changed]
             kv = __.select("K").select(__.select("p").id_())
@@ -329,6 +410,7 @@ class JanusGraphLayerStore(LayerStore):
                 .property("tk", kv.clone().range_(Scope.local, 1, 2))
                 .property("sa", kv.clone().range_(Scope.local, 2, 3))
                 .property("ta", kv.clone().range_(Scope.local, 3, 4))
+                .property("info", kv.clone().range_(Scope.local, 4, 5))
             )
         if clear_mark is not None:
             slot_key, token = clear_mark
@@ -494,11 +576,12 @@ class JanusGraphLayerStore(LayerStore):
 
     def _summaries(self, granularity: Granularity, rows: Iterable[Any]) -> dict[tuple[str, str], _Walked]:
         out: dict[tuple[str, str], _Walked] = {}
-        for r in rows:
-            stats = _merge_all(r["st"])
+        for info, texts in rows:
+            stats = _merge_all(texts)
             if stats is None:
                 continue
-            out[(r["s"], r["t"])] = _Walked(r["s"], r["t"], NodeKind(r["sk"]), NodeKind(r["tk"]), stats)
+            s, t, sk, tk = json.loads(info)
+            out[(s, t)] = _Walked(s, t, NodeKind(sk), NodeKind(tk), stats)
         return out
 
     def _summary(self, granularity: Granularity, w: _Walked) -> EdgeSummary:
@@ -507,11 +590,8 @@ class JanusGraphLayerStore(LayerStore):
 
     @staticmethod
     def _project_pair(t: GraphTraversal, label: str, lo: int, hi: int) -> GraphTraversal:
-        return (
-            t.project("s", "t", "sk", "tk", "st")
-            .by("src").by("tgt").by("sk").by("tk")
-            .by(JanusGraphLayerStore._stats_in(label, lo, hi))
-        )
+        """Per pair ``[info, [stats JSON of each window in range]]`` (lists decode fastest)."""
+        return t.map(__.union(__.values("info"), JanusGraphLayerStore._stats_in(label, lo, hi)).fold())
 
     async def neighbors(
         self, names: Iterable[str], direction: Walk, granularity: Granularity, time: TimeRange, now: float

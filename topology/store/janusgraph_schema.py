@@ -10,7 +10,8 @@ Layer graphs (``network``, ``ipc``, ``trace``) — see :mod:`topology.store.janu
 
 * ``node`` vertices (``name``, ``gran``), composite index ``node_by_name``;
 * ``pair`` vertices, one per (granularity, source, target): ``pkey``, ``src``, ``tgt``, ``gran``,
-  the latest window's kinds and apps (``sk``, ``tk``, ``sa``, ``ta``); composite indexes
+  the latest window's kinds and apps (``sk``, ``tk``, ``sa``, ``ta``), and ``info`` (JSON of
+  source, target and kinds: what answers need, in one property read); composite indexes
   ``pair_by_key`` and ``pair_by_gran``; edges ``node -calls-> pair -callee-> node``;
 * window edges ``w60``/``w3600``/``w86400``: self-loops on their pair with ``ws`` (window start)
   and ``st`` (EdgeStats JSON); a vertex-centric index ``<label>_by_ws`` (range scans per pair)
@@ -115,7 +116,8 @@ def layer_spec() -> dict[str, Any]:
     return _spec(
         keys=[
             ("name", "String"), ("gran", "String"), ("pkey", "String"), ("src", "String"),
-            ("tgt", "String"), ("sk", "String"), ("tk", "String"), ("sa", "String"), ("ta", "String"),
+            ("tgt", "String"), ("info", "String"), ("sk", "String"), ("tk", "String"), ("sa", "String"),
+            ("ta", "String"),
             ("ws", "Long"), ("st", "String"), ("slk", "String"), ("sw", "Integer"), ("ss", "Long"),
             ("pend", "Boolean"), ("pver", "Long"), ("mkey", "String"), ("mval", "String"),
         ],
