@@ -43,7 +43,8 @@ _SIDE_ORDER = (Side.CLIENT, Side.SERVER, Side.PAIR)
 class _Slot:
     """One edge in one window: the stats of each side, node facts, and emission state."""
 
-    __slots__ = ("dirty", "emitted", "sides", "source_app", "source_kind", "target_app", "target_kind")
+    __slots__ = ("dirty", "emitted", "provisional", "sides", "source_app", "source_kind", "target_app",
+                 "target_kind")
 
     def __init__(self, p: EdgePartial) -> None:
         self.sides: dict[Side, EdgeStats] = {}
@@ -51,6 +52,7 @@ class _Slot:
         self.source_app, self.target_app = p.source_app, p.target_app
         self.emitted = False
         self.dirty = True
+        self.provisional = False  # emitted while its window was still open
 
     def add(self, p: EdgePartial) -> None:
         cur = self.sides.get(p.side)
@@ -93,6 +95,7 @@ class FinalStage:
             "late_accepted": 0,
             "late_dropped": 0,
             "bad_window": 0,
+            "provisional_emitted": 0,
         }
 
     @property
@@ -124,26 +127,41 @@ class FinalStage:
             slot.add(p)
             slot.dirty = True
 
-    def flush(self, watermark: float) -> list[EdgeWindow]:
-        """Windows that end at or before ``watermark``: new ones, and emitted ones that late data changed."""
+    def flush(self, watermark: float, provisional: bool = False) -> list[EdgeWindow]:
+        """Windows that end at or before ``watermark``: new ones, and emitted ones that late data changed.
+
+        With ``provisional``, windows still open also emit the edges that changed since the last
+        flush, as they stand so far: a store that replaces windows by key shows new edges within one
+        flush, and the complete window replaces the provisional one when it closes.
+        """
         if watermark > self._watermark:
             self._watermark = watermark
         ws = self.window_seconds
         out: list[EdgeWindow] = []
+        early = 0
         for w in sorted(self._windows):
-            if w + ws > watermark:
-                break
             slots = self._windows[w]
+            if w + ws > watermark:
+                if not provisional:
+                    break
+                for key, slot in slots.items():
+                    if slot.dirty:
+                        out.append(self._window(key, w, slot))
+                        slot.dirty, slot.provisional = False, True
+                        early += 1
+                continue
             for key, slot in slots.items():
-                if not slot.dirty:
+                if not slot.dirty and not slot.provisional:
                     continue
+                slot.provisional = False
                 out.append(self._window(key, w, slot))
                 if slot.emitted:
                     self.counters["re_emitted"] += 1
                 slot.emitted, slot.dirty = True, False
             if w + ws + self.grace_seconds <= watermark:
                 del self._windows[w]
-        self.counters["windows_emitted"] += len(out)
+        self.counters["windows_emitted"] += len(out) - early
+        self.counters["provisional_emitted"] += early
         return out
 
     def _window(self, key: EdgeKey, w: int, slot: _Slot) -> EdgeWindow:

@@ -344,16 +344,26 @@ class NetworkStage2:
         return app_acc, cluster_acc
 
     # -- output -----------------------------------------------------------------------------------
-    def flush(self, watermark: float) -> list[EdgePartial]:
-        """Partials of every window that ends at or before ``watermark`` and has news since its last flush."""
+    def flush(self, watermark: float, early: bool = False) -> list[EdgePartial]:
+        """Partials of every window that ends at or before ``watermark`` and has news since its last flush.
+
+        With ``early``, windows still open also emit their *direct* edges so far (workload to
+        workload, databases, brokers, external hosts): partials are additive, so nothing is counted
+        twice. Intermediary joins and NAT annotations wait for the window to close, as they need
+        both sides of the window.
+        """
         if watermark > self._watermark:
             self._watermark = watermark
         ws = self.window_seconds
         out: list[EdgePartial] = []
         for w in sorted(self._windows):
-            if w + ws > watermark:
-                break
             st = self._windows[w]
+            if w + ws > watermark:
+                if not early:
+                    break
+                st.direct.clear()
+                self._emit_pending(w, st, out)
+                continue
             if st.dirty:
                 self._emit(w, st, out)
                 st.dirty = False
@@ -368,12 +378,7 @@ class NetworkStage2:
         for owner, join in st.joins.items():
             self._flush_join(st, owner, join)
         new_nat = self._apply_nat(st)
-        for gran, accs in ((_APP, st.app), (_CLUSTER, st.cluster)):
-            for (src, dst, side), acc in accs.items():
-                out.append(self._partial(gran, src, dst, w, side, acc))
-                if side != _SERVER:
-                    st.emitted_into.setdefault((gran, dst), {})[(src, side)] = acc
-            accs.clear()
+        self._emit_pending(w, st, out)
         for gran, dst, nat in new_nat:
             for (src, side), acc in st.emitted_into.get((gran, dst), {}).items():
                 if acc.inter is not None and nat in acc.inter:
@@ -381,6 +386,15 @@ class NetworkStage2:
                 note = _Acc(acc.source_kind, acc.target_kind, acc.source_app, acc.target_app)
                 note.inter = {nat}
                 out.append(self._partial(gran, src, dst, w, side, note))
+
+    def _emit_pending(self, w: int, st: _Window, out: list[EdgePartial]) -> None:
+        """Emit the window's pending edge totals and start new ones."""
+        for gran, accs in ((_APP, st.app), (_CLUSTER, st.cluster)):
+            for (src, dst, side), acc in accs.items():
+                out.append(self._partial(gran, src, dst, w, side, acc))
+                if side != _SERVER:
+                    st.emitted_into.setdefault((gran, dst), {})[(src, side)] = acc
+            accs.clear()
 
     def _partial(self, gran: Granularity, src: str, dst: str, w: int, side: int, acc: _Acc) -> EdgePartial:
         return EdgePartial(EdgeKey(Layer.NETWORK, gran, src, dst), w, self.window_seconds, _SIDES[side],
