@@ -175,6 +175,11 @@ async def q1_store(stores: Stores, name: str, rng: TimeRange, now: float) -> int
     return sum(len(r.edges) for r in results)
 
 
+def _walked(walk: query.UnifiedTraversal) -> int:
+    """Edges walked, counted once per layer that has them."""
+    return sum(len(m) for m in walk.walked.values())
+
+
 async def q1_unified(stores: Stores, name: str, rng: TimeRange, now: float) -> int:
     """What the GraphQL service runs for Q1: topology.query.traverse (level by level, layers merged
     at each level through LayerStore.neighbors), upstream and downstream concurrently."""
@@ -182,12 +187,12 @@ async def q1_unified(stores: Stores, name: str, rng: TimeRange, now: float) -> i
         query.traverse(stores.layers, [name], Direction.UPSTREAM, 3, time=rng, now=now),
         query.traverse(stores.layers, [name], Direction.DOWNSTREAM, 3, time=rng, now=now),
     )
-    return len(up.found) + len(down.found)
+    return _walked(up) + _walked(down)
 
 
 async def q2_unified(stores: Stores, name: str, rng: TimeRange, now: float) -> int:
     walk = await query.traverse(stores.layers, [name], Direction.DOWNSTREAM, 5, time=rng, now=now)
-    return len(walk.found)
+    return _walked(walk)
 
 
 async def run_queries(

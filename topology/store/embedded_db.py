@@ -52,8 +52,8 @@ class Database:
         if self.closed:
             raise StoreUnavailable(self.layer, f"{self.path.name} is closed")
 
-    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``fn`` inside one transaction on the writer thread."""
+    async def write(self, fn: Callable[[sqlite3.Connection], T], undo: Callable[[], None] | None = None) -> T:
+        """Run ``fn`` inside one transaction on the writer thread; ``undo`` if it does not commit."""
         self._check()
 
         def run() -> T:
@@ -61,10 +61,13 @@ class Database:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 result = fn(conn)
+                conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                if undo is not None:
+                    undo()
                 raise
-            conn.execute("COMMIT")
             return result
 
         try:

@@ -6,6 +6,7 @@ Storage (``<layer>.db``)::
     windows(wsec, wstart, edge, stats)  -- one row per stored window; the key starts with time, so a
                                         -- minute's upsert appends pages, roll-up and retention scan ranges
     spans(edge, wsec, intervals)        -- the edge's presence (see embedded_index.py), written through
+    attrs(id, value)                    -- the set-like stats fields, interned (see embedded_codec.py)
     pending_rollup(wsec, wstart, n)     -- hours/days with new finer windows since their last roll-up
                                         -- (n counts the upserts that marked it)
     meta(key, value)                    -- layer name, format versions, clock of the last roll-up
@@ -53,7 +54,7 @@ from topology.model import (
 )
 from topology.stats import N_BUCKETS, EdgeStats
 from topology.store.base import LayerStore, RollupReport, StoreUnavailable
-from topology.store.embedded_codec import CODEC, decode_fields, encode, merge_fields
+from topology.store.embedded_codec import CODEC, StatsCodec, merge_fields
 from topology.store.embedded_db import Database
 from topology.store.embedded_index import SLOT, EdgeRec, GraphIndex, add_interval, array_from, overlaps
 from topology.store.embedded_stats import SpanKey, StatsSource, span_key
@@ -70,6 +71,7 @@ CREATE TABLE IF NOT EXISTS edges(
 CREATE TABLE IF NOT EXISTS windows(
   wsec INTEGER NOT NULL, wstart INTEGER NOT NULL, edge INTEGER NOT NULL, stats BLOB NOT NULL,
   PRIMARY KEY(wsec, wstart, edge)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS attrs(id INTEGER PRIMARY KEY, value BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS spans(edge INTEGER NOT NULL, wsec INTEGER NOT NULL, intervals BLOB NOT NULL,
   PRIMARY KEY(edge, wsec)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS pending_rollup(wsec INTEGER NOT NULL, wstart INTEGER NOT NULL, n INTEGER NOT NULL,
@@ -77,7 +79,7 @@ CREATE TABLE IF NOT EXISTS pending_rollup(wsec INTEGER NOT NULL, wstart INTEGER 
 """
 
 _COARSER = {MINUTE: HOUR, HOUR: DAY}
-SCHEMA_VERSION = "3"
+SCHEMA_VERSION = "4"
 #: Edges per roll-up piece (one transaction under the write lock).
 ROLLUP_CHUNK = 4096
 _MARK = "INSERT INTO pending_rollup VALUES (?, ?, 1) ON CONFLICT(wsec, wstart) DO UPDATE SET n = n + 1"
@@ -163,7 +165,8 @@ class EmbeddedLayerStore(LayerStore):
         self._db = Database(path, SCHEMA, layer)
         self._lock = asyncio.Lock()
         self._index = GraphIndex(layer)
-        self._stats = StatsSource(self._db, hot_minutes)
+        self._codec = StatsCodec()
+        self._stats = StatsSource(self._db, self._codec, hot_minutes)
         self._next_id = 1
         self._last_rollup = 0.0
         self._checkpoint = 0  # minute windows starting before this are in ``spans``
@@ -199,6 +202,7 @@ class EmbeddedLayerStore(LayerStore):
                     f"reads {want}): move it away or delete it"
                 )
         self._last_rollup = float(self._meta(conn, "last_rollup", None) or 0.0)
+        self._codec.load(conn.execute("SELECT id, value FROM attrs"))
         for eid, gran, src, dst, skind, tkind, sapp, tapp in conn.execute(
             "SELECT id, granularity, source, target, source_kind, target_kind, source_app, target_app "
             "FROM edges"
@@ -234,7 +238,7 @@ class EmbeddedLayerStore(LayerStore):
                 known.add_minute(wstart)
                 self._dirty.add(eid)
             if wstart >= ring_from:
-                fill.append((known, wstart, decode_fields(blob)))
+                fill.append((known, wstart, self._codec.decode_fields(blob, wstart)))
         empty = []
         for rec in self._index.all_edges():
             if last:
@@ -294,6 +298,9 @@ class EmbeddedLayerStore(LayerStore):
                 (rec, wsec, wstart) for rec, wsec, wstart, _ in items if wsec != MINUTE or wstart < checkpoint
             ]
 
+            codec = self._codec
+            mark = codec.mark()
+
             def write(conn: sqlite3.Connection) -> dict[tuple[int, int], array[int]]:
                 conn.executemany(
                     "INSERT OR REPLACE INTO edges VALUES (?,?,?,?,?,?,?,?)",
@@ -313,8 +320,9 @@ class EmbeddedLayerStore(LayerStore):
                 )
                 conn.executemany(
                     "INSERT OR REPLACE INTO windows VALUES (?,?,?,?)",
-                    [(wsec, wstart, rec.id, encode(st)) for rec, wsec, wstart, st in items],
+                    [(wsec, wstart, rec.id, codec.encode(st, wstart)) for rec, wsec, wstart, st in items],
                 )
+                conn.executemany("INSERT INTO attrs VALUES (?,?)", codec.take_new())
                 spans = _extended_spans(through)
                 conn.executemany(
                     "INSERT OR REPLACE INTO spans VALUES (?,?,?)",
@@ -328,7 +336,7 @@ class EmbeddedLayerStore(LayerStore):
                 conn.executemany(_MARK, sorted(marks))
                 return spans
 
-            spans = await self._db.write(write)
+            spans = await self._db.write(write, partial(codec.undo, mark))
             # committed: now the memory (only ever changed on the event loop thread, under the lock)
             for rec in new.values():
                 self._index.add(rec)
@@ -423,6 +431,9 @@ class EmbeddedLayerStore(LayerStore):
     async def _rollup_piece(self, fine: int, coarse: int, start: int, lo: int, hi: int) -> int:
         """Build the ``coarse`` window at ``start`` of the edges with ids in [lo, hi]."""
 
+        codec = self._codec
+        mark = codec.mark()
+
         def build(conn: sqlite3.Connection) -> dict[tuple[int, int], array[int]]:
             # runs on the writer thread; reads the index (nothing changes it while the lock is held)
             parts: dict[int, list[tuple[Any, ...]]] = {}
@@ -431,15 +442,16 @@ class EmbeddedLayerStore(LayerStore):
                     "SELECT edge, stats FROM windows WHERE wsec=? AND wstart=? AND edge BETWEEN ? AND ?",
                     (fine, t, lo, hi),
                 ):
-                    parts.setdefault(eid, []).append(decode_fields(blob))
+                    parts.setdefault(eid, []).append(codec.decode_fields(blob, t))
             rows = []
             built: list[tuple[EdgeRec, int, int]] = []
             for eid, fields in parts.items():
                 rec = self._index.by_id.get(eid)
                 if rec is not None:
-                    rows.append((coarse, start, eid, encode(merge_fields(fields))))
+                    rows.append((coarse, start, eid, codec.encode(merge_fields(fields), start)))
                     built.append((rec, coarse, start))
             conn.executemany("INSERT OR REPLACE INTO windows VALUES (?,?,?,?)", rows)
+            conn.executemany("INSERT INTO attrs VALUES (?,?)", codec.take_new())
             spans = _extended_spans(built)
             conn.executemany(
                 "INSERT OR REPLACE INTO spans VALUES (?,?,?)",
@@ -449,7 +461,7 @@ class EmbeddedLayerStore(LayerStore):
 
         async with self._lock:
             self._check()
-            spans = await self._db.write(build)
+            spans = await self._db.write(build, partial(codec.undo, mark))
             touched = []
             for (eid, wsec), iv in spans.items():
                 rec = self._index.by_id[eid]

@@ -23,7 +23,7 @@ import numpy as np
 
 from topology.model import EdgeSummary
 from topology.stats import EdgeStats
-from topology.store.embedded_codec import decode, merge_all
+from topology.store.embedded_codec import StatsCodec, merge_fields
 from topology.store.embedded_db import Database
 from topology.store.embedded_hot import HotRing
 from topology.store.embedded_index import EdgeRec, GraphIndex
@@ -46,8 +46,9 @@ def span_key(wsec: int, time: TimeRange) -> SpanKey:
 
 
 class StatsSource:
-    def __init__(self, db: Database, hot_minutes: int) -> None:
+    def __init__(self, db: Database, codec: StatsCodec, hot_minutes: int) -> None:
         self._db = db
+        self._codec = codec
         self.ring = HotRing(hot_minutes) if hot_minutes >= 2 else None
         self._cold_rows: set[int] = set()  # rows whose windows could not go into the ring
         self.generation = 0  # bumped by every change of stored windows
@@ -234,6 +235,7 @@ class StatsSource:
 
         rows = await self._db.read(read)
         rows.sort(key=lambda x: (x[0], x[1]))
+        decode = self._codec.decode_fields
         out: dict[int, EdgeStats] = {}
         i = 0
         while i < len(rows):
@@ -241,6 +243,6 @@ class StatsSource:
             eid = rows[i][0]
             while j < len(rows) and rows[j][0] == eid:
                 j += 1
-            out[eid] = merge_all([decode(rows[k][2]) for k in range(i, j)])
+            out[eid] = merge_fields([decode(rows[k][2], rows[k][1]) for k in range(i, j)])
             i = j
         return out
