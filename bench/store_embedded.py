@@ -244,7 +244,8 @@ async def run(args: argparse.Namespace) -> None:
             n_windows += len(ws)
         if minute % 10 == 9:
             print(
-                f"#   minute {minute + 1}: {n_windows:,} windows, {n_windows / upsert_wall:,.0f} windows/s wall, "
+                f"#   minute {minute + 1}: {n_windows:,} windows, "
+                f"{n_windows / upsert_wall:,.0f} windows/s wall, "
                 f"{n_windows / upsert_cpu:,.0f} per CPU second",
                 flush=True,
             )
@@ -289,7 +290,8 @@ async def run(args: argparse.Namespace) -> None:
     stores = open_stores(root, hot_minutes=args.hot_minutes)
     w, u = c.stop()
     print(
-        f"reopen: {w:.1f} s wall, {u:.1f} s CPU, RSS +{current_rss_mib() - before:,.0f} MiB (the store's memory)"
+        f"reopen: {w:.1f} s wall, {u:.1f} s CPU, "
+        f"RSS +{current_rss_mib() - before:,.0f} MiB (the store's memory)"
     )
     await run_queries("Q1 unified after reopen", q1_unified, stores, names[:200], live, now)
     await stores.close()
