@@ -11,13 +11,22 @@ Storage (``<layer>.db``)::
                                         -- (n counts the upserts that marked it)
     meta(key, value)                    -- layer name, format versions, clock of the last roll-up
 
-Memory: the :class:`~topology.store.embedded_index.GraphIndex` (adjacency and per-edge presence
-intervals, loaded from ``edges`` and ``spans`` at open, written through on upsert) and
-:class:`~topology.store.embedded_stats.StatsSource` (the hot ring of the last ``hot_minutes`` minute
-windows of every edge, and a per-edge memo of the last merged range). Queries walk the index without
-touching SQLite; the stats of the edges they return come from memory when the range is recent, else
-from one batched SQLite query. Presence intervals are stored untrimmed and trimmed at open with the
-last roll-up's clock.
+Memory (bounded by edges, never by windows or records):
+
+* the :class:`~topology.store.embedded_index.GraphIndex`: adjacency and per-edge presence intervals
+  (~0.5 KB per edge), loaded from ``edges`` and ``spans`` at open;
+* :class:`~topology.store.embedded_stats.StatsSource`: the hot ring of the last ``hot_minutes``
+  minute windows of every edge (``embedded_hot.py``: ~1-6 KB per edge at 20 minutes) and a memo
+  per edge of its summary for the last range asked;
+* per node and direction, the summaries of its present edges for the last range asked (references
+  to the memos), dropped as soon as one of the node's edges changes.
+
+Queries walk the index without touching SQLite; the stats of the edges they return come from memory
+when the range is recent, else from one batched SQLite query. Presence is written through for hour
+and day windows and late minute windows; the minute windows of the last ``CHECKPOINT_SECONDS``
+reach ``spans`` in one checkpoint (open replays them from ``windows``). Intervals are stored
+untrimmed and trimmed at open with the last roll-up's clock. A clean close also saves the hot ring
+(``<layer>.ring.npz``) for a quick reopen; after a crash it is refilled from ``windows``.
 
 Roll-up: an upsert marks the hour (day) its minute (hour) windows belong to; ``rollup(now)`` rebuilds
 every marked hour that ended before ``now`` as the merge of its minute windows (replacing the
@@ -30,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import operator
 import pathlib
 import secrets
 import sqlite3
@@ -111,6 +121,10 @@ def _validate(layer: Layer, windows: Sequence[EdgeWindow]) -> None:
             raise ValueError(f"window_seconds must be one of {STORED_GRANULARITIES}, got {w.window_seconds}")
         if w.stats.latency and len(w.stats.latency) != N_BUCKETS:
             raise ValueError(f"latency histogram needs {N_BUCKETS} buckets, got {len(w.stats.latency)}")
+        try:
+            operator.index(w.window_start)
+        except TypeError:
+            raise ValueError(f"window_start must be an integer, got {w.window_start!r}") from None
         if w.window_start % w.window_seconds:
             raise ValueError(f"window_start {w.window_start} is not aligned to {w.window_seconds} s")
         if not w.key.source or not w.key.target:
@@ -289,7 +303,7 @@ class EmbeddedLayerStore(LayerStore):
                         or w.target_app != rec.target_app
                     ):
                         changed[rec.id] = _edge_row(rec, w)  # the latest window's kinds and apps win
-                items.append((rec, w.window_seconds, w.window_start, w.stats))
+                items.append((rec, w.window_seconds, int(w.window_start), w.stats))
 
             checkpoint = self._checkpoint
             # minute windows at or after the checkpoint reach ``spans`` at the next checkpoint (a crash
