@@ -35,7 +35,7 @@ import socket
 import time
 import zlib
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,6 +73,7 @@ class WorkerOptions:
     poll_ms: int = 200
     transaction_timeout_ms: int = 30_000
     restart_backoff: float = 1.0
+    shutdown_seconds: float = 20.0  # time for the final checkpoint after SIGTERM
     metrics_port: int | None = None  # None: no endpoint; 0: any free port
     wall: Callable[[], float] = time.time
 
@@ -152,7 +153,7 @@ class Worker:
         try:
             while not stop.is_set():
                 try:
-                    await self._session(stop)
+                    await self._bounded(self._session(stop), stop)
                 except ProducerFenced:
                     log.error("another worker took over this transactional id; stopping",
                               extra={"worker": self.name})
@@ -168,6 +169,28 @@ class Worker:
         finally:
             await self._close_clients(abort=True)
             self.metrics.close()
+
+    async def _bounded(self, session: Coroutine[Any, Any, None], stop: asyncio.Event) -> None:
+        """Run a session; once ``stop`` is set it gets ``shutdown_seconds`` for its final checkpoint
+        (a broker that is gone must not keep the process from exiting)."""
+        task = asyncio.ensure_future(session)
+        stopping = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if not task.done():
+                done, _ = await asyncio.wait({task}, timeout=self.opt.shutdown_seconds)
+                if not done:
+                    log.warning("final checkpoint did not finish in time; the next owner replays from the "
+                                "previous one", extra={"worker": self.name})
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
+                    return
+            await task
+        finally:
+            stopping.cancel()
+            if not task.done():
+                task.cancel()
 
     async def _restart(self, stop: asyncio.Event, backoff: float) -> None:
         self.metrics.restarts.labels(**self.labels).inc()

@@ -194,6 +194,14 @@ class Processes:
                 raise AssertionError(f"workers did not reach event time {target} in {limit}s; logs: {logs}")
             await asyncio.sleep(0.5)
 
+    async def wait_metric(self, name: str, at_least: float, stages: Sequence[tuple[int, str]],
+                          limit: float = 90) -> None:
+        deadline = time.monotonic() + limit
+        while not all((self.proc(s, layer).metric(name) or 0) >= at_least for s, layer in stages):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{name} did not reach {at_least} for {list(stages)} in {limit}s")
+            await asyncio.sleep(0.3)
+
     def stop(self) -> list[int]:
         return [p.terminate() for p in self.procs]
 

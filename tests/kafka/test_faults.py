@@ -1,0 +1,115 @@
+"""Faults with the real broker: workers killed with SIGKILL mid-stream and restarted, and the broker
+itself stopped and started mid-stream. The final edge windows must equal those of an uninterrupted
+run of the same input (the in-process pipeline): nothing lost, nothing counted twice."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from ingest.publisher import publish_simulation
+from tests.conftest import require
+from tests.kafka.conftest import broker_answers
+from tests.kafka.harness import (
+    LAYERS,
+    ROOT,
+    InProcess,
+    Processes,
+    assert_same_windows,
+    embedded_baseline,
+    prefixed_topics,
+    windows,
+)
+from topology.model import Layer
+from topology.store.embedded import open_stores
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+
+SERVICES = 20
+MINUTES = 3.0
+
+
+async def test_kill_9_of_a_worker_in_each_stage_loses_and_duplicates_nothing(
+        kafka_bootstrap: str, topic_label: str, tmp_path: Path) -> None:
+    start = float(int(time.time()) - 240)
+    async with prefixed_topics(kafka_bootstrap, topic_label) as topics:
+        procs = Processes(kafka_bootstrap, topics, tmp_path)
+        procs.start()
+        try:
+            # the input arrives over ~18 s while the workers run
+            publishing = asyncio.create_task(publish_simulation(
+                kafka_bootstrap, services=SERVICES, minutes=MINUTES, start=start, topics=topics, partitions=2,
+                rate=10.0))
+            for stage in (1, 2, 3):
+                # kill once the stage has committed checkpoints (state and offsets), so the restart must
+                # resume from them rather than from the beginning
+                await procs.wait_metric("topology_ingest_commits_total", 3, [(stage, lr) for lr in LAYERS])
+                if stage == 1:
+                    assert not publishing.done(), "the stream ended before the first kill"
+                for layer in LAYERS:
+                    p = procs.proc(stage, layer)
+                    assert p.popen is not None and p.popen.poll() is None, f"{layer} {stage} died: {p.log}"
+                    p.kill9()
+                await asyncio.sleep(0.5)
+                for layer in LAYERS:
+                    procs.proc(stage, layer).start()
+            res = await publishing
+            await procs.wait_clocks(res["end"] + 80, [(3, layer) for layer in LAYERS], limit=150)
+            await asyncio.sleep(3)  # stage 3 writes what it flushed
+        finally:
+            codes = procs.stop()
+        assert all(c == 0 for c in codes), f"graceful shutdown failed: {codes}"
+    got: dict[object, object] = {}
+    for layer in LAYERS:
+        stores = open_stores(procs.store_dir(layer))
+        try:
+            got.update(await windows(stores, [Layer(layer.upper())], start, res["end"]))
+        finally:
+            await stores.close()
+    assert all(procs.proc(s, layer).kills == 1 for s in (1, 2, 3) for layer in LAYERS)
+    assert_same_windows(got, embedded_baseline(SERVICES, 42, start, MINUTES))
+
+
+def _dev_sh(command: str, port: int) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["bash", str(ROOT / "docker/kafka/dev.sh"), command], env={
+        "PATH": "/usr/local/bin:/usr/bin:/bin", "KAFKA_PORT": str(port), "KAFKA_HEAP": "-Xms128m -Xmx384m"},
+        capture_output=True, text=True, timeout=180, check=False)
+
+
+async def test_broker_stopped_and_restarted_mid_stream_recovers_without_loss(
+        kafka_bootstrap: str, topic_label: str, tmp_path: Path) -> None:
+    port = 19192  # a private broker: stopping it must not disturb anything else using the shared one
+    started = _dev_sh("start", port)
+    require(started.returncode == 0, f"a second Kafka broker on port {port} ({started.stderr[-300:]})")
+    bootstrap = f"127.0.0.1:{port}"
+    try:
+        assert await broker_answers(bootstrap)
+        start = float(int(time.time()) - 240)
+        async with prefixed_topics(bootstrap, topic_label) as topics:
+            stores = open_stores(tmp_path / "store")
+            try:
+                # idle_seconds above the outage: a historic stream must not be taken as finished
+                async with InProcess(bootstrap, topics, stores, meta=False, idle_seconds=20.0) as run:
+                    publishing = asyncio.create_task(publish_simulation(
+                        bootstrap, services=SERVICES, minutes=MINUTES, start=start, topics=topics,
+                        partitions=2, rate=12.0))
+                    await asyncio.sleep(6)
+                    assert not publishing.done()
+                    stopped = await asyncio.to_thread(_dev_sh, "stop", port)
+                    assert stopped.returncode == 0, stopped.stderr
+                    await asyncio.sleep(3)
+                    restarted = await asyncio.to_thread(_dev_sh, "start", port)
+                    assert restarted.returncode == 0, restarted.stderr
+                    res = await publishing
+                    await run.wait_clocks(res["end"] + 80, [(3, layer) for layer in LAYERS], limit=150)
+                    await run.wait_written()
+                got = await windows(stores, list(Layer), start, res["end"])
+            finally:
+                await stores.close()
+        assert_same_windows(got, embedded_baseline(SERVICES, 42, start, MINUTES))
+    finally:
+        _dev_sh("stop", port)
