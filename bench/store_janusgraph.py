@@ -27,8 +27,9 @@ import time
 import numpy as np
 
 from bench.machine import header
-from bench.store_embedded import Clock, Fleet, q1_store, q1_unified, q2_unified, run_queries
-from topology.model import ALL_LAYERS
+from bench.store_embedded import Clock, Fleet, q1_store, run_queries
+from topology import query
+from topology.model import ALL_LAYERS, Direction
 from topology.store.base import Stores
 from topology.store.embedded import open_stores
 from topology.store.janusgraph import open_janusgraph_stores
@@ -61,7 +62,22 @@ def start_server(port: int, heap: str) -> str:
 
 
 def stop_server(port: int, heap: str) -> None:
-    subprocess.run(["bash", str(DEV_SH), "stop"], env=server_env(port, heap), check=False, capture_output=True)
+    env = server_env(port, heap)
+    subprocess.run(["bash", str(DEV_SH), "stop"], env=env, check=False, capture_output=True)
+
+
+async def q1_unified(stores: Stores, name: str, rng: TimeRange, now: float) -> int:
+    """What the GraphQL service runs for Q1: topology.query.traverse up 3 and down 3, all layers."""
+    up, down = await asyncio.gather(
+        query.traverse(stores.layers, [name], Direction.UPSTREAM, 3, time=rng, now=now),
+        query.traverse(stores.layers, [name], Direction.DOWNSTREAM, 3, time=rng, now=now),
+    )
+    return len(up.reached) + len(down.reached)
+
+
+async def q2_unified(stores: Stores, name: str, rng: TimeRange, now: float) -> int:
+    walk = await query.traverse(stores.layers, [name], Direction.DOWNSTREAM, 5, time=rng, now=now)
+    return len(walk.reached)
 
 
 def data_mib() -> float:
@@ -156,7 +172,8 @@ async def run(args: argparse.Namespace) -> None:
                               hubs * args.blast_runs, live, now)
         c = Clock()
         reports = [await stores.layers[layer].rollup(now + 1) for layer in ALL_LAYERS]
-        print(f"janusgraph rollup: {sum(r.built for r in reports):,} hour windows built in {c.stop()[0]:.1f} s")
+        built = sum(r.built for r in reports)
+        print(f"janusgraph rollup: {built:,} hour windows built in {c.stop()[0]:.1f} s")
         await stores.close()
         if embedded is not None:
             await embedded.close()

@@ -65,6 +65,7 @@ from topology.model import (
 )
 from topology.stats import EdgeStats
 from topology.store.base import LayerStore, RollupReport, StoreUnavailable
+from topology.store.embedded_codec import merge_all
 from topology.store.janusgraph_pool import GremlinPool, StaleVertexError
 from topology.store.janusgraph_schema import WINDOW_LABELS, ensure_schema, layer_spec
 from topology.timewindow import DAY, HOUR, MINUTE, STORED_GRANULARITIES, Retention, TimeRange, align
@@ -138,12 +139,25 @@ def _kinds_of(w: EdgeWindow) -> tuple[str, str, str, str]:
     return (w.source_kind.value, w.target_kind.value, w.source_app or "", w.target_app or "")
 
 
-def _merge_all(texts: Sequence[str]) -> EdgeStats | None:
-    out: EdgeStats | None = None
-    for t in texts:
-        s = decode_stats(t)
-        out = s if out is None else out.merge(s)
-    return out
+class _StatsCache:
+    """Decoded window stats by their stored JSON text (windows rarely change; queries repeat)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._d: dict[str, EdgeStats] = {}
+
+    def get(self, text: str) -> EdgeStats:
+        s = self._d.get(text)
+        if s is None:
+            s = self._d[text] = decode_stats(text)
+            if len(self._d) > self.size:
+                del self._d[next(iter(self._d))]  # the oldest entry
+        return s
+
+    def merged(self, texts: Sequence[str]) -> EdgeStats | None:
+        if not texts:
+            return None
+        return merge_all([self.get(t) for t in texts])
 
 
 class JanusGraphLayerStore(LayerStore):
@@ -164,6 +178,7 @@ class JanusGraphLayerStore(LayerStore):
         self._pool = pool
         self._g = Graph().traversal()  # builds bytecode only; the pool sends it
         self._pairs: dict[str, _Pair] = {}
+        self._stats = _StatsCache(50_000)
         self._ready = False
         self._ready_lock = asyncio.Lock()
         self._write_lock = asyncio.Lock()
@@ -571,13 +586,17 @@ class JanusGraphLayerStore(LayerStore):
         return WINDOW_LABELS[wsec], align(time.start, wsec), math.ceil(time.end)
 
     @staticmethod
+    def _present(label: str, lo: int, hi: int) -> GraphTraversal:
+        return __.out_e(label).has("ws", P.gte(long(lo))).has("ws", P.lt(long(hi)))
+
+    @staticmethod
     def _stats_in(label: str, lo: int, hi: int) -> GraphTraversal:
         return __.out_e(label).has("ws", P.gte(long(lo))).has("ws", P.lt(long(hi))).values("st").fold()
 
     def _summaries(self, granularity: Granularity, rows: Iterable[Any]) -> dict[tuple[str, str], _Walked]:
         out: dict[tuple[str, str], _Walked] = {}
         for info, texts in rows:
-            stats = _merge_all(texts)
+            stats = self._stats.merged(texts)
             if stats is None:
                 continue
             s, t, sk, tk = json.loads(info)
@@ -602,7 +621,7 @@ class JanusGraphLayerStore(LayerStore):
         label, lo, hi = self._window_filter(time, now)
         t = self._g.V().has("node", "name", P.within(wanted)).has("gran", granularity.value)
         t = t.out("calls") if direction is Walk.UPSTREAM else t.in_("callee")
-        t = self._project_pair(t.dedup(), label, lo, hi)
+        t = self._project_pair(t.dedup().where(self._present(label, lo, hi)), label, lo, hi)
         found = self._summaries(granularity, await self._run(t))
         return [self._summary(granularity, found[k]) for k in sorted(found)]
 
@@ -671,7 +690,7 @@ class JanusGraphLayerStore(LayerStore):
     ) -> dict[tuple[str, str], _Walked]:
         """One traversal: the pairs (with a window in range) leaving nodes less than ``levels``
         hops from ``frontier``, never expanding a node of ``seen`` twice."""
-        present = __.out_e(label).has("ws", P.gte(long(lo))).has("ws", P.lt(long(hi)))
+        present = self._present(label, lo, hi)
         t = self._g.V().has("node", "name", P.within(seen)).has("gran", granularity.value).aggregate("seen")
         if frontier != seen:
             t = t.has("name", P.within(frontier))
@@ -713,7 +732,8 @@ class JanusGraphLayerStore(LayerStore):
         while i < len(candidates) and (limit is None or len(out) < limit):
             part = candidates[i : i + chunk]
             i += chunk
-            t = self._project_pair(self._g.V(*[long(c[2]) for c in part]), label, lo, hi)
+            t = self._g.V(*[long(c[2]) for c in part]).where(self._present(label, lo, hi))
+            t = self._project_pair(t, label, lo, hi)
             found = self._summaries(granularity, await self._run(t))
             for s, tg, _ in part:
                 w = found.get((s, tg))
