@@ -74,6 +74,7 @@ log = logging.getLogger(__name__)
 
 _COARSER = {MINUTE: HOUR, HOUR: DAY}
 LEVELS_PER_TRAVERSAL = 32
+DROP_BATCH = 10_000  # elements dropped per transaction
 _T = TypeVar("_T")
 
 
@@ -314,13 +315,16 @@ class JanusGraphLayerStore(LayerStore):
         nodes = sorted({(wanted[k].key.granularity.value, n) for k in create
                         for n in (wanted[k].key.source, wanted[k].key.target)})
         step = max(1, self.batch_size)
-        await self._concurrently([
+        node_ids: dict[tuple[str, str], int] = {}
+        for rows in await self._concurrently([
             self._run(
                 self._g.inject([{T.label: "node", "name": n, "gran": g} for g, n in nodes[i : i + step]])
-                .unfold().merge_v(__.identity()).count()
+                .unfold().merge_v(__.identity()).project("g", "n", "id").by("gran").by("name").by(T.id)
             )
             for i in range(0, len(nodes), step)
-        ])
+        ]):
+            for r in rows:
+                node_ids[(str(r["g"]), str(r["n"]))] = int(r["id"])
         jobs = []
         for i in range(0, len(create), step):
             rows = []
@@ -329,8 +333,9 @@ class JanusGraphLayerStore(LayerStore):
                 gran = w.key.granularity.value
                 sk, tk, sa, ta = _kinds_of(w)
                 rows.append({
-                    "sv": {T.label: "node", "name": w.key.source, "gran": gran},
-                    "tv": {T.label: "node", "name": w.key.target, "gran": gran},
+                    # nodes by id: a direct read, no index look-up
+                    "sv": {T.id: long(node_ids[(gran, w.key.source)])},
+                    "tv": {T.id: long(node_ids[(gran, w.key.target)])},
                     "pv": {T.label: "pair", "pkey": k},
                     "pc": {"src": w.key.source, "tgt": w.key.target, "gran": gran,
                            "sk": sk, "tk": tk, "sa": sa, "ta": ta,
@@ -488,14 +493,11 @@ class JanusGraphLayerStore(LayerStore):
         starts = list(range(start, start + coarse, fine))
         merged: dict[int, EdgeStats] = {}
         info: dict[int, tuple[str, str, str, str, str, str, str]] = {}
-        step = 6 if fine == MINUTE else 24  # windows read per round trip: starts per traversal
-        for i in range(0, len(starts), step):
-            part = [long(s) for s in starts[i : i + step]]
+        for ws in starts:  # one start per round trip keeps answers small (one window per pair)
             rows = await self._run(
-                self._g.E().has_label(label).has("ws", P.within(part))
-                .project("p", "ws", "st").by(__.out_v().id_()).by("ws").by("st")
+                self._g.E().has_label(label).has("ws", long(ws))
+                .project("p", "st").by(__.out_v().id_()).by("st")
             )
-            rows.sort(key=lambda r: (int(r["p"]), int(r["ws"])))
             for r in rows:
                 pid = int(r["p"])
                 got = decode_stats(r["st"])
@@ -540,22 +542,20 @@ class JanusGraphLayerStore(LayerStore):
                 self._g.V().has("slot", "sw", wsec).has("ss", P.lte(long(math.floor(cutoff - wsec))))
                 .project("k", "ss").by("slk").by("ss")
             )
-            expired = sorted(slots, key=lambda r: int(r["ss"]))
-            for i in range(0, len(expired), 10):
-                part = expired[i : i + 10]
-                starts = [long(int(r["ss"])) for r in part]
-                pids = await self._run(
-                    self._g.E().has_label(label).has("ws", P.within(starts)).out_v().id_().dedup()
-                )
+            for slot in sorted(slots, key=lambda r: int(r["ss"])):
+                ws = long(int(slot["ss"]))
+                pids = await self._run(self._g.E().has_label(label).has("ws", ws).out_v().id_().dedup())
                 touched.update(int(x) for x in pids)
-                got = await self._run(
-                    self._g.E().has_label(label).has("ws", P.within(starts))
-                    .fold().side_effect(__.unfold().drop()).count(Scope.local)
-                )
-                deleted += int(got[0]) if got else 0
-                await self._run(
-                    self._g.V().has("slot", "slk", P.within([str(r["k"]) for r in part])).drop()
-                )
+                while True:  # bounded transactions: a minute of a large fleet has many windows
+                    got = await self._run(
+                        self._g.E().has_label(label).has("ws", ws).limit(DROP_BATCH)
+                        .fold().side_effect(__.unfold().drop()).count(Scope.local)
+                    )
+                    n = int(got[0]) if got else 0
+                    deleted += n
+                    if n < DROP_BATCH:
+                        break
+                await self._run(self._g.V().has("slot", "slk", str(slot["k"])).drop())
         if touched:
             await self._drop_empty_pairs(sorted(touched))
         return deleted
