@@ -3,6 +3,7 @@ indexes on the server, one round trip per write batch, stale cached ids, unreach
 
 from __future__ import annotations
 
+import random
 import socket
 from collections.abc import AsyncIterator
 from typing import Any
@@ -12,8 +13,23 @@ from gremlin_python.process.graph_traversal import __
 from gremlin_python.structure.graph import Graph
 
 from tests.janusgraph.test_contract import JanusGraphFactory
-from tests.store.contract import APP, DOWN, IPC, LIVE, LIVE_NOW, NET, T0, TRACE, UP, minutes, pairs, win
+from tests.store.contract import (
+    APP,
+    DOWN,
+    IPC,
+    LIVE,
+    LIVE_NOW,
+    NET,
+    T0,
+    TRACE,
+    UP,
+    _reference_bfs,
+    minutes,
+    pairs,
+    win,
+)
 from topology.model import Layer, NodeKind
+from topology.store import janusgraph_layer
 from topology.store.base import Stores, StoreUnavailable
 from topology.store.janusgraph import TRAVERSAL_SOURCES, open_janusgraph_stores
 from topology.store.janusgraph_catalog import JanusGraphCatalogStore
@@ -134,6 +150,27 @@ async def test_a_large_batch_is_written_in_concurrent_chunks(factory: JanusGraph
     whole = TimeRange(T0, T0 + HOUR)
     got = {(e.key.source, e.key.target): e.stats.requests for e in await net.edges(APP, whole, T0 + 2 * HOUR)}
     assert got == {(f"c{i}", f"d{i % 4}"): 10 * (1 + i % 3) for i in range(30)}
+
+
+async def test_deep_traversals_continue_in_further_round_trips(
+    factory: JanusGraphFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(janusgraph_layer, "LEVELS_PER_TRAVERSAL", 2)
+    stores = await factory.fresh()
+    net = layer_store(stores, NET)
+    rnd = random.Random(11)
+    names = [f"n{i:02d}" for i in range(30)]
+    edges = sorted({(rnd.choice(names), rnd.choice(names)) for _ in range(45)} - {(n, n) for n in names})
+    edges += [(f"chain{i}", f"chain{i + 1}") for i in range(7)]
+    await net.upsert_windows([win(s, t, LIVE_NOW - 3 * MINUTE) for s, t in edges])
+    for root, depth in (("n00", 7), ("n05", 5), ("chain0", 9), ("chain3", 1)):
+        for direction in (UP, DOWN):
+            before = net.pool.requests
+            want_reached, want_edges = _reference_bfs(edges, root, direction, depth)
+            got = await net.traverse([root], direction, depth, APP, LIVE, LIVE_NOW)
+            assert got.reached == want_reached, (root, direction)
+            assert pairs(got.edges) == want_edges
+            assert net.pool.requests - before <= (depth + 1) // 2
 
 
 async def test_a_pair_removed_behind_the_stores_back_is_recreated(factory: JanusGraphFactory) -> None:

@@ -728,7 +728,7 @@ class JanusGraphLayerStore(LayerStore):
             candidates = [c for c in candidates if (c[0], c[1]) > a]
         out: list[EdgeSummary] = []
         i = 0
-        chunk = 500 if limit is None else max(2 * limit, 50)
+        chunk = 2000 if limit is None else min(2000, max(2 * limit, 50))
         while i < len(candidates) and (limit is None or len(out) < limit):
             part = candidates[i : i + chunk]
             i += chunk
@@ -793,9 +793,9 @@ class JanusGraphLayerStore(LayerStore):
         slots = await self._run(
             self._g.V().has("slot", "sw", P.within(list(WINDOW_LABELS))).project("w", "s").by("sw").by("ss")
         )
-        starts: dict[int, list[int]] = {}
+        starts: dict[int, set[int]] = {}
         for r in slots:
-            starts.setdefault(int(r["w"]), []).append(int(r["s"]))
+            starts.setdefault(int(r["w"]), set()).add(int(r["s"]))
         out: dict[int, int] = {}
         for wsec, label in WINDOW_LABELS.items():
             total = 0
