@@ -36,6 +36,9 @@ from topology.model import Layer
 from topology.store.base import StoreError, StoreUnavailable
 
 log = logging.getLogger(__name__)
+# gremlinpython logs every server error (with the whole Java stack) at ERROR before raising it; this
+# pool turns each into StoreUnavailable / GremlinQueryError for its caller, so that copy is noise.
+logging.getLogger("gremlinpython").setLevel(logging.CRITICAL)
 
 # Exceptions the server reports when its storage backend (Cassandra, BerkeleyDB) cannot answer now.
 _TRANSIENT_SERVER_EXCEPTIONS = (
