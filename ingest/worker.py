@@ -128,6 +128,7 @@ class Worker:
         self.labels = {"layer": spec.layer, "stage": str(spec.stage)}
         self.name = f"{spec.layer}-{spec.stage}-{options.instance}"
         self.parts: dict[TopicPartition, _Part] = {}
+        self.assigned: set[TopicPartition] = set()  # as the rebalance listener last said
         self.pending = _Pending()
         self.lock = asyncio.Lock()
         self.consumer: AIOKafkaConsumer | None = None
@@ -205,6 +206,7 @@ class Worker:
     async def _session(self, stop: asyncio.Event) -> None:
         self.sessions += 1
         self.parts.clear()
+        self.assigned = set()
         self.pending.clear()
         self.ready.clear()
         self.broken = False
@@ -316,7 +318,9 @@ class Worker:
     # -- assignment and restore ----------------------------------------------------------------------
     async def _sync_assignment(self, batch: dict[TopicPartition, list[Any]]) -> None:
         assert self.consumer is not None
-        assigned = set(self.consumer.assignment())
+        # The listener's view, not consumer.assignment(): between a revocation and the next assignment
+        # this worker owns nothing, even if the consumer still lists (and fetched) the old partitions.
+        assigned = set(self.assigned)
         for tp in [tp for tp in self.parts if tp not in assigned]:
             del self.parts[tp]
         new = [tp for tp in assigned if tp not in self.parts]
@@ -359,6 +363,11 @@ class Worker:
             if self.parts and self.producer is not None:
                 await self._checkpoint()
             self.parts.clear()
+            self.assigned = set()
+
+    async def on_assigned(self, assigned: list[TopicPartition]) -> None:
+        async with self.lock:
+            self.assigned = set(assigned)
 
     # -- processing ---------------------------------------------------------------------------------
     def _process(self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> int:
@@ -662,7 +671,7 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
             self.worker.broken = True
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        return None
+        await self.worker.on_assigned(assigned)
 
 
 async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -97,6 +97,15 @@ class InProcess:
                 now = {f"{layer}{s}": self.clock(s, layer) - target for s, layer in stages}
                 raise AssertionError(f"workers did not reach event time {target} in {limit}s: {now}")
             await asyncio.sleep(0.5)
+
+
+async def until(condition: Callable[[], bool], limit: float = 60.0, what: str = "condition") -> None:
+    """Poll ``condition`` until it holds (AssertionError after ``limit`` seconds)."""
+    deadline = time.monotonic() + limit
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not happen within {limit}s")
+        await asyncio.sleep(0.2)
 
 
 def free_port() -> int:
