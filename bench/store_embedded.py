@@ -145,8 +145,8 @@ def current_rss_mib() -> float:
         return int(f.read().split()[1]) * resource.getpagesize() / 2**20
 
 
-def disk_mib(path: pathlib.Path) -> float:
-    return sum(p.stat().st_size for p in path.iterdir()) / 2**20
+def disk_mib(path: pathlib.Path, suffix: str = "") -> float:
+    return sum(p.stat().st_size for p in path.iterdir() if p.name.endswith(suffix)) / 2**20
 
 
 class Clock:
@@ -281,7 +281,10 @@ async def run(args: argparse.Namespace) -> None:
     print(f"rollup: {sum(r.built for r in reports):,} hour windows built in {w:.1f} s wall, {u:.1f} s CPU")
     counts = {layer.value: await stores.layers[layer].window_count() for layer in ALL_LAYERS}
     await stores.close()
-    print(f"disk: {disk_mib(root):,.0f} MiB in {root} ({counts})")
+    print(
+        f"disk: {disk_mib(root):,.0f} MiB in {root}: databases {disk_mib(root, '.db'):,.0f} MiB, "
+        f"hot ring snapshots {disk_mib(root, '.npz'):,.0f} MiB; windows {counts}"
+    )
     print(f"peak RSS of this process: {rss_mib():,.0f} MiB")
     del stores
     gc.collect()

@@ -90,7 +90,7 @@ class StatsSource:
         arrays["token"] = np.frombuffer(token.encode(), np.uint8)
         tmp = path.with_name(path.name + ".tmp")
         with tmp.open("wb") as f:
-            np.savez(f, **arrays)  # type: ignore[arg-type]  # (numpy's stub confuses **kwargs)
+            np.savez_compressed(f, **arrays)  # type: ignore[arg-type]  # (numpy's stub confuses **kwargs)
         tmp.replace(path)
         return True
 
