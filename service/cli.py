@@ -149,8 +149,9 @@ def open_stores_from_args(args: Any) -> Any:
         args.store, args.data_dir = "embedded", args.embedded
     if args.store == "janusgraph":
         from topology.store.janusgraph import open_janusgraph_stores
+        from topology.timewindow import Retention
 
-        return open_janusgraph_stores(args.janusgraph_url)
+        return open_janusgraph_stores(args.janusgraph_url, Retention(), require=True)
     if not args.data_dir:
         raise SystemExit("topology serve needs --embedded DATA_DIR or --store janusgraph")
     from topology.store.embedded import open_stores
