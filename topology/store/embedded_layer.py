@@ -267,6 +267,8 @@ class EmbeddedLayerStore(LayerStore):
         if empty:
             conn.executemany("DELETE FROM edges WHERE id=?", [(r.id,) for r in empty])
             conn.executemany("DELETE FROM spans WHERE edge=?", [(r.id,) for r in empty])
+        if last:
+            self._stats.on_retention(last, self.retention)
         self._stats.load(
             align(last - self.retention.minute, MINUTE) if last else 0,
             [x for x in fill if x[0].id in self._index.by_id],
@@ -499,14 +501,16 @@ class EmbeddedLayerStore(LayerStore):
             return deleted
 
         deleted = await self._db.write(delete)
+        self._stats.on_retention(now, self.retention)
         empty: list[EdgeRec] = []
-        for rec in self._index.all_edges():
-            for g in STORED_GRANULARITIES:
-                rec.trim(g, now - self.retention.for_granularity(g))
+        cutoffs = [(g, now - self.retention.for_granularity(g)) for g in STORED_GRANULARITIES]
+        for i, rec in enumerate(self._index.all_edges()):
+            for g, cutoff in cutoffs:
+                rec.trim(g, cutoff)
             if rec.empty:
                 empty.append(rec)
-        self._stats.on_retention(self._index, now - self.retention.minute)
-        self._near.clear()
+            if i % 4096 == 4095:
+                await asyncio.sleep(0)  # let queries in: what they may see is only older than retention
         for rec in empty:
             self._index.remove(rec)
             self._stats.forget(rec)
@@ -531,12 +535,13 @@ class EmbeddedLayerStore(LayerStore):
         """Each name's present edges (outgoing if ``upstream``), sorted by the other end. Lists are
         remembered per node and span until an edge of the node changes; callers must not modify them."""
         key = span_key(wsec, time)
+        fresh = self._stats.fresh(key)
         cache = self._near
         out: dict[str, list[EdgeSummary]] = {}
         todo: list[str] = []
         for name in names:
             c = cache.get((granularity, upstream, name))
-            if c is not None and c[0] == key:
+            if fresh and c is not None and c[0] == key:
                 out[name] = c[1]
             else:
                 todo.append(name)
@@ -562,7 +567,7 @@ class EmbeddedLayerStore(LayerStore):
             parts.append((name, i, len(recs)))
         generation = self._stats.generation
         summaries = await self._stats.summaries(recs, wsec, time)
-        keep = generation == self._stats.generation  # no write meanwhile: safe to remember
+        keep = fresh and generation == self._stats.generation  # no write meanwhile: safe to remember
         for name, i, j in parts:
             out[name] = found = summaries[i:j]
             if keep:

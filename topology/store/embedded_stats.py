@@ -27,7 +27,7 @@ from topology.store.embedded_codec import StatsCodec, merge_fields
 from topology.store.embedded_db import Database
 from topology.store.embedded_hot import HotRing
 from topology.store.embedded_index import EdgeRec, GraphIndex
-from topology.timewindow import MINUTE, TimeRange, align
+from topology.timewindow import MINUTE, STORED_GRANULARITIES, Retention, TimeRange, align
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,8 @@ class StatsSource:
         self.ring = HotRing(hot_minutes) if hot_minutes >= 2 else None
         self._cold_rows: set[int] = set()  # rows whose windows could not go into the ring
         self.generation = 0  # bumped by every change of stored windows
+        # per granularity: windows starting before this were deleted by retention
+        self.floors = dict.fromkeys(STORED_GRANULARITIES, 0)
 
     # -- keeping up with writes ------------------------------------------------------------------
     def ring_start(self, top: int) -> int:
@@ -153,13 +155,18 @@ class StatsSource:
         for rec in recs:
             rec.cache = None
 
-    def on_retention(self, index: GraphIndex, minute_cutoff: float) -> None:
+    def on_retention(self, now: float, retention: Retention) -> None:
+        """Windows ending at or before ``now`` - retention are gone: so are answers that used them."""
         self.generation += 1
-        for rec in index.by_id.values():
-            rec.cache = None
+        for g in STORED_GRANULARITIES:
+            self.floors[g] = max(self.floors[g], align(now - retention.for_granularity(g), g))
         if self.ring is not None:
-            self.ring.forget_before(align(minute_cutoff, MINUTE))
+            self.ring.forget_before(self.floors[MINUTE])
             self.ring.compact_attrs()
+
+    def fresh(self, key: SpanKey) -> bool:
+        """Whether answers for ``key`` may be remembered (none of its windows was deleted)."""
+        return key[1] >= self.floors[key[0]]
 
     def forget(self, rec: EdgeRec) -> None:
         if self.ring is not None and rec.row >= 0:
@@ -174,9 +181,10 @@ class StatsSource:
         key = span_key(wsec, time)
         out: list[EdgeSummary | None] = []
         missing: list[tuple[int, EdgeRec]] = []
+        fresh = self.fresh(key)
         for i, rec in enumerate(recs):
             c = rec.cache
-            if c is not None and c[0] == key:  # type: ignore[index]
+            if fresh and c is not None and c[0] == key:  # type: ignore[index]
                 out.append(c[1])  # type: ignore[index]
             else:
                 out.append(None)
@@ -193,11 +201,12 @@ class StatsSource:
                 results = ring.merged([r.row for _, r in hot], key[1], time.end)
                 for (i, rec), st in zip(hot, results, strict=True):
                     out[i] = summary = EdgeSummary(rec.key, st or _EMPTY, rec.source_kind, rec.target_kind)
-                    rec.cache = (key, summary)
+                    if fresh:
+                        rec.cache = (key, summary)
             if missing:
                 generation = self.generation
                 found = await self._from_disk([r for _, r in missing], key)
-                keep = generation == self.generation  # nothing was written meanwhile: safe to remember
+                keep = fresh and generation == self.generation  # nothing was written meanwhile
                 for i, rec in missing:
                     out[i] = summary = EdgeSummary(
                         rec.key, found.get(rec.id, _EMPTY), rec.source_kind, rec.target_kind
