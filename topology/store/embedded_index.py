@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from array import array
 from collections.abc import Iterable, Iterator
+from dataclasses import replace
 
 from topology.model import EdgeKey, Granularity, Layer, NodeInfo, NodeKind
 from topology.timewindow import DAY, HOUR, MINUTE, align
@@ -244,53 +245,34 @@ class GraphIndex:
     def all_edges(self) -> Iterator[EdgeRec]:
         return iter(list(self.by_id.values()))
 
+    def _node_at(self, name: str, gran: Granularity) -> NodeInfo | None:
+        g = self._graphs[gran]
+        edges = [*(g.out.get(name) or {}).values(), *(g.inc.get(name) or {}).values()]
+        if not edges:
+            return None
+        kinds = [r.source_kind if r.key.source == name else r.target_kind for r in edges]
+        app = next((a for r in edges if (a := r.source_app if r.key.source == name else r.target_app)), None)
+        bounds = [r.seen_bounds() for r in edges]
+        firsts = [f for f, _ in bounds if f]
+        return NodeInfo(
+            name=name,
+            kind=NodeKind.SERVICE if NodeKind.SERVICE in kinds else min(kinds, key=lambda k: k.value),
+            granularity=gran,
+            app=app,
+            layers=frozenset((self.layer,)),
+            first_seen=float(min(firsts)) if firsts else 0.0,
+            last_seen=float(max(last for _, last in bounds)),
+        )
+
     def node(self, name: str) -> NodeInfo | None:
         """What the edges say about a node: APP granularity preferred, seen bounds over both."""
-        found: list[NodeInfo] = []
-        for gran in Granularity:
-            g = self._graphs[gran]
-            recs = list((g.out.get(name) or {}).values())
-            inc = list((g.inc.get(name) or {}).values())
-            if not recs and not inc:
-                continue
-            kinds = [r.source_kind for r in recs] + [r.target_kind for r in inc]
-            apps = [r.source_app for r in recs] + [r.target_app for r in inc]
-            kind = NodeKind.SERVICE if NodeKind.SERVICE in kinds else min(kinds, key=lambda k: k.value)
-            app = next((a for a in apps if a), None)
-            first, last = 0, 0
-            for r in recs + inc:
-                f, la = r.seen_bounds()
-                if f and (not first or f < first):
-                    first = f
-                last = max(last, la)
-            found.append(
-                NodeInfo(
-                    name=name,
-                    kind=kind,
-                    granularity=gran,
-                    app=app,
-                    layers=frozenset((self.layer,)),
-                    first_seen=float(first),
-                    last_seen=float(last),
-                )
-            )
+        found = [info for gran in Granularity if (info := self._node_at(name, gran)) is not None]
         if not found:
             return None
-        best = found[0]
-        if len(found) > 1:
-            other = found[1]
-            best = NodeInfo(
-                best.name,
-                best.kind,
-                best.granularity,
-                best.app,
-                best.layers,
-                float(min(x for x in (best.first_seen, other.first_seen) if x) or 0.0)
-                if (best.first_seen or other.first_seen)
-                else 0.0,
-                max(best.last_seen, other.last_seen),
-            )
-        return best
+        firsts = [f.first_seen for f in found if f.first_seen]
+        return replace(
+            found[0], first_seen=min(firsts) if firsts else 0.0, last_seen=max(f.last_seen for f in found)
+        )
 
     def nodes(self, names: Iterable[str]) -> dict[str, NodeInfo]:
         out: dict[str, NodeInfo] = {}
