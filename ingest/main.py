@@ -123,9 +123,11 @@ def open_stores(store: str = "embedded", data_dir: str | None = None,
                 janusgraph_url: str | None = None) -> Any:
     """The stores the terminal workers write (same choices as ``topology serve``)."""
     if store == "janusgraph":
-        from topology.store.janusgraph import open_janusgraph_stores  # type: ignore[import-not-found]
+        from topology.store.janusgraph import open_janusgraph_stores
+        from topology.timewindow import Retention
 
-        return open_janusgraph_stores(janusgraph_url)
+        url = janusgraph_url or os.environ.get("JANUSGRAPH_URL", "ws://127.0.0.1:18182/gremlin")
+        return open_janusgraph_stores(url, Retention(), require=True)  # awaited by the caller
     if not data_dir:
         raise SystemExit("the embedded store needs --data-dir")
     from topology.store.embedded import open_stores as open_embedded
