@@ -28,6 +28,7 @@ from __future__ import annotations
 import ipaddress
 import itertools
 import math
+import operator
 import struct
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -152,9 +153,12 @@ class _Series:
 
 
 class _Acc:
-    __slots__ = ("endpoints", "errors", "first", "hist", "last", "lat_sum", "protocol", "requests")
+    __slots__ = ("endpoints", "errors", "first", "hist", "last", "lat_sum", "protocol", "raw", "requests")
 
     def __init__(self) -> None:
+        # Explicit-bucket counts are summed as they come (per bucket layout, keyed by the id of its target
+        # map) and re-bucketed into ``hist`` once, at flush.
+        self.raw: dict[int, tuple[tuple[int, ...], list[int]]] = {}
         self.requests = 0
         self.errors = 0
         self.hist = [0] * N_BUCKETS
@@ -367,7 +371,7 @@ class IpcStage1:
                 if start != s.start or count < s.value or len(cur) != len(prev):
                     d = None
                 else:
-                    d = [a - b for a, b in zip(cur, prev, strict=True)]
+                    d = list(map(operator.sub, cur, prev))
                     if d and min(d) < 0:
                         d = None
                 if d is None:
@@ -404,9 +408,11 @@ class IpcStage1:
                 hist[bucket_index(mean) if inside else targets[i]] += n
             else:
                 targets = layout[0]
-                for i, n in enumerate(d):
-                    if n:
-                        hist[targets[i]] += n
+                raw = acc.raw.get(id(targets))
+                if raw is None:
+                    acc.raw[id(targets)] = (targets, d)
+                else:
+                    raw[1][:] = map(operator.add, raw[1], d)
             t = t_ns / 1e9
             if t < acc.first:
                 acc.first = t
@@ -421,7 +427,7 @@ class IpcStage1:
     def _numbers(self, res: bytes, name: str, service: str, side: Side, default_protocol: str | None,
                  scale: float, points: Any, cumulative: bool) -> None:
         """Sum and Gauge points: call counts, or Spectator count/totalTime/max statistics."""
-        series, epoch = self._series, self._epoch
+        series, epoch, accs = self._series, self._epoch, self._accs
         ws = self.window_seconds
         wns = ws * 1_000_000_000
         no_peer = baselines = resets = ignored = bad = 0
@@ -460,7 +466,9 @@ class IpcStage1:
                 n = round(d)
                 if n <= 0:
                     continue
-                acc = self._acc(window, group)
+                acc = accs.get((window, group))
+                if acc is None:
+                    acc = self._acc(window, group)
                 acc.requests += n
                 if s.error:
                     acc.errors += n
@@ -613,6 +621,10 @@ class IpcStage1:
             acc = self._accs.pop(key)
             if acc.requests <= 0:
                 continue  # idle series: no calls, no edge
+            for targets, counts in acc.raw.values():
+                for i, n in enumerate(counts):
+                    if n:
+                        acc.hist[targets[i]] += n
             window, (side, service, peer, is_ip) = key
             stats = EdgeStats(
                 first_seen=acc.first,
