@@ -9,8 +9,8 @@ which deadlocks once in-flight requests reach half its thread pool. So this pool
   takes a slot from an ``asyncio.Queue`` (waiting there, never in a thread), so the client's own
   pool never blocks;
 * dispatches on a small thread pool (connecting happens there), then awaits the driver's futures
-  with ``asyncio.wrap_future`` (``Client.submit_async`` and ``ResultSet.all()``, the same futures
-  ``traversal.promise()`` is built on) — the event loop never blocks;
+  (``Client.submit_async`` and ``ResultSet.all()``, the same futures ``traversal.promise()`` is
+  built on) bridged into asyncio like ``asyncio.wrap_future`` — the event loop never blocks;
 * replaces a slot's client after any connection-level failure (gremlinpython 3.7 never reconnects
   a broken connection), and maps such failures to :class:`StoreUnavailable` naming the layer.
 
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import threading
 from collections.abc import Mapping
@@ -58,6 +59,29 @@ class GremlinQueryError(StoreError):
 
 class StaleVertexError(GremlinQueryError):
     """A request named a vertex id that no longer exists (deleted by retention, or a new server)."""
+
+
+def _awaitable(fut: concurrent.futures.Future[Any]) -> asyncio.Future[Any]:
+    """``asyncio.wrap_future`` without passing cancellation back: gremlinpython completes its
+    futures from its own threads and fails loudly when one was cancelled under it."""
+    loop = asyncio.get_running_loop()
+    out: asyncio.Future[Any] = loop.create_future()
+
+    def settle(f: concurrent.futures.Future[Any]) -> None:
+        if out.done():
+            return
+        e = f.exception()
+        if e is not None:
+            out.set_exception(e)
+        else:
+            out.set_result(f.result())
+
+    def done(f: concurrent.futures.Future[Any]) -> None:
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
+            loop.call_soon_threadsafe(settle, f)
+
+    fut.add_done_callback(done)
+    return out
 
 
 def _expand(items: list[Any]) -> list[Any]:
@@ -231,8 +255,8 @@ class GremlinPool:
             dispatched = await asyncio.wait_for(
                 loop.run_in_executor(self._executor, client.submit_async, message, args, options), limit
             )
-            result_set = await asyncio.wait_for(asyncio.wrap_future(dispatched), limit)
-            items = await asyncio.wait_for(asyncio.wrap_future(result_set.all()), limit)
+            result_set = await asyncio.wait_for(_awaitable(dispatched), limit)
+            items = await asyncio.wait_for(_awaitable(result_set.all()), limit)
             return _expand(list(items))
         except GremlinServerError as e:
             if _transient(e):
