@@ -343,7 +343,7 @@ async def test_memory_and_disk_give_the_same_stats(tmp_path: pathlib.Path) -> No
         await cold.close()
 
 
-async def test_counters_beyond_64_bits_are_summed_exactly(factory: EmbeddedFactory) -> None:
+async def test_values_the_ring_does_not_hold_are_answered_exactly_from_disk(factory: EmbeddedFactory) -> None:
     stores = await factory.fresh()
     net = stores.layers[NET]
     await net.upsert_windows(
@@ -353,6 +353,11 @@ async def test_counters_beyond_64_bits_are_summed_exactly(factory: EmbeddedFacto
     got = {e.key.target: e.stats for e in await net.neighbors(["a"], UP, APP, LIVE, LIVE_NOW)}
     assert got["b"].bytes_sent == 3 * 2**62 and got["b"].requests == 3 * 2**70
     assert got["c"].bytes_sent == 21
+    await net.upsert_windows(
+        minutes("a", "d", LIVE_NOW - 5 * MINUTE, 2, health="MAINTENANCE")
+    )  # not a known value
+    [d] = [e for e in await net.neighbors(["a"], UP, APP, LIVE, LIVE_NOW) if e.key.target == "d"]
+    assert d.stats.health == "MAINTENANCE" and d.stats.requests == 20
 
 
 async def test_a_cancelled_upsert_still_lands_in_memory_and_on_disk_together(

@@ -235,6 +235,8 @@ class HotRing:
             healths = [x.health for x in items]
             attrs = [(x.protocol, x.ports, x.intermediaries, x.endpoints, x.connection_type) for x in items]
             exemplars = [x.exemplars for x in items]
+        if any(h not in _HEALTH_CODE for h in healths):
+            raise OverflowError("a health value the ring does not hold (the caller answers it from disk)")
         for vals in ints.values():
             if len(vals) and (vals.max() > _SAFE_INT or vals.min() < -_SAFE_INT):
                 raise OverflowError("a counter too large to sum in int64 (the caller answers it from disk)")
@@ -266,7 +268,7 @@ class HotRing:
                 self.measured = np.zeros((self.capacity, self.slots), bool)
             self.measured[r, s] = has_lat
             self.latency[r, s] = hist
-        self.health[r, s] = [_HEALTH_CODE.get(h, 0) for h in healths]
+        self.health[r, s] = [_HEALTH_CODE[h] for h in healths]
         self.attrs[r, s] = [self._intern(a) for a in attrs]
         if self.exemplars is not None or any(exemplars):
             if self.exemplars is None:
