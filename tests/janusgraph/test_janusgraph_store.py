@@ -173,6 +173,23 @@ async def test_deep_traversals_continue_in_further_round_trips(
             assert net.pool.requests - before <= (depth + 1) // 2
 
 
+async def test_neighbors_of_many_names_split_over_connections(
+    factory: JanusGraphFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(janusgraph_layer, "NAMES_PER_TRAVERSAL", 2)
+    stores = await factory.fresh()
+    net = layer_store(stores, NET)
+    edges = [(f"a{i}", f"b{i % 3}") for i in range(9)] + [("b0", "c"), ("a1", "b0")]
+    await net.upsert_windows([win(s, t, LIVE_NOW - 3 * MINUTE) for s, t in set(edges)])
+    await net.upsert_windows([win("a8", "z", LIVE_NOW - 3 * HOUR)])  # not live
+    before = net.pool.requests
+    up = await net.neighbors([f"a{i}" for i in range(9)] + ["b0"], UP, APP, LIVE, LIVE_NOW)
+    assert net.pool.requests - before > 1
+    assert pairs(up) == sorted(set(edges))
+    down = await net.neighbors(["b0", "b1", "b2", "c", "z"], DOWN, APP, LIVE, LIVE_NOW)
+    assert pairs(down) == sorted(set(edges))
+
+
 async def test_a_pair_removed_behind_the_stores_back_is_recreated(factory: JanusGraphFactory) -> None:
     stores = await factory.fresh()
     net = layer_store(stores, NET)

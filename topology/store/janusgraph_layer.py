@@ -75,6 +75,7 @@ log = logging.getLogger(__name__)
 _COARSER = {MINUTE: HOUR, HOUR: DAY}
 LEVELS_PER_TRAVERSAL = 32
 DROP_BATCH = 10_000  # elements dropped per transaction
+NAMES_PER_TRAVERSAL = 200  # neighbors() of more names runs as several concurrent traversals
 _T = TypeVar("_T")
 
 
@@ -619,10 +620,16 @@ class JanusGraphLayerStore(LayerStore):
         if not wanted:
             return []
         label, lo, hi = self._window_filter(time, now)
-        t = self._g.V().has("node", "name", P.within(wanted)).has("gran", granularity.value)
-        t = t.out("calls") if direction is Walk.UPSTREAM else t.in_("callee")
-        t = self._project_pair(t.dedup().where(self._present(label, lo, hi)), label, lo, hi)
-        found = self._summaries(granularity, await self._run(t))
+        jobs = []
+        # a large frontier is split over the pool's connections (the server's threads)
+        step = max(NAMES_PER_TRAVERSAL, -(-len(wanted) // self._pool.size))
+        for i in range(0, len(wanted), step):
+            t = self._g.V().has("node", "name", P.within(wanted[i : i + step])).has("gran", granularity.value)
+            t = t.out("calls") if direction is Walk.UPSTREAM else t.in_("callee")
+            jobs.append(self._run(self._project_pair(t.where(self._present(label, lo, hi)), label, lo, hi)))
+        found: dict[tuple[str, str], _Walked] = {}
+        for rows in await self._concurrently(jobs):
+            found.update(self._summaries(granularity, rows))
         return [self._summary(granularity, found[k]) for k in sorted(found)]
 
     async def traverse(
