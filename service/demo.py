@@ -22,7 +22,7 @@ from topology.timewindow import MINUTE, align
 
 log = logging.getLogger("topology.demo")
 
-FLUSH_EVERY = 1.0  # seconds between pipeline flushes
+FLUSH_EVERY = 0.5  # seconds between pipeline flushes (part of the freshness budget)
 ROLLUP_EVERY = 60.0
 
 

@@ -34,7 +34,7 @@ class PipelineConfig:
     # edge visible within ~2 s (the Kafka workers use 10 s windows and more lateness).
     stage1_window: int = 1
     final_window: int = 60
-    lateness: float = 1.0  # how far behind ``now`` the watermark trails
+    lateness: float = 0.5  # how far behind ``now`` the watermark trails
     grace: int = 120  # late data re-opens a finished window for this long
     trace_wait: float = 10.0
     trace_capacity: int = 10_000
