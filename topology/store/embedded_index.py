@@ -21,8 +21,7 @@ from dataclasses import replace
 from topology.model import EdgeKey, Granularity, Layer, NodeInfo, NodeKind
 from topology.timewindow import DAY, HOUR, MINUTE, align
 
-_SLOT = {MINUTE: 0, HOUR: 1, DAY: 2}
-SLOT = _SLOT  # window seconds -> index into EdgeRec.spans
+SLOT = {MINUTE: 0, HOUR: 1, DAY: 2}  # window seconds -> index into EdgeRec.spans
 
 
 def _find_after(iv: array[int], t: int) -> int:
@@ -132,7 +131,7 @@ class EdgeRec:
         self.row = -1  # owned by the stats layer (its row in the hot ring)
 
     def set_intervals(self, window_seconds: int, iv: array[int]) -> None:
-        self.spans[_SLOT[window_seconds]] = iv if len(iv) else None
+        self.spans[SLOT[window_seconds]] = iv if len(iv) else None
 
     def add_minute(self, window_start: int) -> None:
         iv = self.spans[0]
@@ -141,22 +140,12 @@ class EdgeRec:
         add_interval(iv, window_start, window_start + MINUTE)
 
     def intervals_copy(self, window_seconds: int) -> array[int]:
-        iv = self.spans[_SLOT[window_seconds]]
+        iv = self.spans[SLOT[window_seconds]]
         return array("q") if iv is None else array("q", iv)
-
-    def present(self, window_seconds: int, start: float, end: float) -> bool:
-        iv = self.spans[_SLOT[window_seconds]]
-        return iv is not None and overlaps(iv, start, end)
-
-    def intervals(self, window_seconds: int) -> list[tuple[int, int]]:
-        iv = self.spans[_SLOT[window_seconds]]
-        if iv is None:
-            return []
-        return [(iv[i], iv[i + 1]) for i in range(0, len(iv), 2)]
 
     def trim(self, window_seconds: int, cutoff: float) -> None:
         """Forget windows ending at or before ``cutoff`` (retention)."""
-        slot = _SLOT[window_seconds]
+        slot = SLOT[window_seconds]
         iv = self.spans[slot]
         if iv is None:
             return

@@ -38,6 +38,7 @@ retention (a very late window) is not rebuilt: its hour window keeps what it had
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 import operator
 import pathlib
@@ -151,12 +152,6 @@ def _extended_spans(windows: Iterable[tuple[EdgeRec, int, int]]) -> dict[tuple[i
     return out
 
 
-def _name_list(names: Iterable[str]) -> list[str]:
-    if isinstance(names, str):
-        raise ValueError("names must be a collection of names, not one string")
-    return list(names)
-
-
 _PAIR = attrgetter("pair")
 
 
@@ -165,9 +160,10 @@ def _SUMMARY_PAIR(e: EdgeSummary) -> tuple[str, str]:
 
 
 def _names(names: Iterable[str]) -> list[str]:
+    """The distinct names, in the order given."""
     if isinstance(names, str):
         raise ValueError("names must be a collection of names, not one string")
-    return sorted(set(names))
+    return list(dict.fromkeys(names))
 
 
 class EmbeddedLayerStore(LayerStore):
@@ -595,7 +591,7 @@ class EmbeddedLayerStore(LayerStore):
         now: float,
     ) -> list[EdgeSummary]:
         self._check()
-        wanted = list(dict.fromkeys(_name_list(names)))
+        wanted = _names(names)
         lists = await self._adjacent(
             wanted, direction is Direction.UPSTREAM, granularity, self._granularity(time, now), time
         )
@@ -618,7 +614,7 @@ class EmbeddedLayerStore(LayerStore):
             raise ValueError(f"depth must be >= 0, got {depth}")
         wsec = self._granularity(time, now)
         upstream = direction is Direction.UPSTREAM
-        frontier = _names(roots)
+        frontier = sorted(_names(roots))
         seen = set(frontier)
         reached: list[Reached] = []
         walked: list[EdgeSummary] = []
@@ -656,22 +652,15 @@ class EmbeddedLayerStore(LayerStore):
         if limit is not None and limit < 0:
             raise ValueError(f"limit must be >= 0, got {limit}")
         wsec = self._granularity(time, now)
+        slot = SLOT[wsec]
         keys = self._index.sorted_keys(granularity)
-        lo, hi = 0, len(keys)
-        if after is not None:
-            a = (after[0], after[1])
-            while lo < hi:  # first key strictly after ``after``
-                mid = (lo + hi) // 2
-                if keys[mid] <= a:
-                    lo = mid + 1
-                else:
-                    hi = mid
         recs: list[EdgeRec] = []
-        for i in range(lo, len(keys)):
+        for i in range(0 if after is None else bisect.bisect_right(keys, (after[0], after[1])), len(keys)):
             if limit is not None and len(recs) >= limit:
                 break
             rec = self._index.edge(granularity, *keys[i])
-            if rec.present(wsec, time.start, time.end):
+            iv = rec.spans[slot]
+            if iv is not None and overlaps(iv, time.start, time.end):
                 recs.append(rec)
         return await self._summaries(recs, wsec, time)
 
