@@ -23,7 +23,10 @@ import httpx
 
 from bench.machine import header
 
-Q = 'query($at: DateTime) { service(name: "edge-gateway") { upstream(depth: 3, at: $at, window: "5m") { totalCount } } }'
+Q = (
+    'query($at: DateTime) { service(name: "edge-gateway") '
+    '{ upstream(depth: 3, at: $at, window: "5m") { totalCount } } }'
+)
 
 
 def _free_port() -> int:
