@@ -64,21 +64,9 @@ class StatsSource:
 
     def load(self, minute_floor: int, fill: Sequence[tuple[EdgeRec, int, tuple[Any, ...]]]) -> None:
         """Fill the ring at open with the newest minute windows on disk (stats as stored)."""
-        ring = self.ring
-        if ring is None:
-            return
-        ring.forget_before(minute_floor)
-        for rec, _, _ in fill:
-            if rec.row < 0:
-                rec.row = ring.new_row()
-        try:
-            ring.write_fields([r.row for r, _, _ in fill], [t for _, t, _ in fill], [f for _, _, f in fill])
-        except OverflowError:
-            for rec, t, f in fill:
-                try:
-                    ring.write_fields([rec.row], [t], [f])
-                except OverflowError:
-                    self._cold_rows.add(rec.row)
+        if self.ring is not None:
+            self.ring.forget_before(minute_floor)
+            self._to_ring([r for r, _, _ in fill], [t for _, t, _ in fill], [f for _, _, f in fill], True)
 
     def save_snapshot(self, path: pathlib.Path, index: GraphIndex, token: str) -> bool:
         """Write the ring to ``path`` (atomically) for :meth:`load_snapshot`; False if there is none."""
@@ -119,19 +107,23 @@ class StatsSource:
         self._cold_rows = {int(x) for x in arrays["cold"]}
         return True
 
-    def _to_ring(self, recs: Sequence[EdgeRec], starts: Sequence[int], stats: Sequence[EdgeStats]) -> None:
+    def _to_ring(
+        self, recs: Sequence[EdgeRec], starts: Sequence[int], items: Sequence[Any], stored: bool
+    ) -> None:
+        """Put minute windows into the ring (``items``: EdgeStats, or stored tuples if ``stored``)."""
         ring = self.ring
         if ring is None or not recs:
             return
+        write = ring.write_fields if stored else ring.write
         for rec in recs:
             if rec.row < 0:
                 rec.row = ring.new_row()
         try:
-            ring.write([r.row for r in recs], starts, stats)
-        except OverflowError:  # a counter beyond int64: those edges are answered from disk
-            for rec, start, s in zip(recs, starts, stats, strict=True):
+            write([r.row for r in recs], starts, items)
+        except OverflowError:  # a value the ring does not hold: those edges are answered from disk
+            for rec, start, item in zip(recs, starts, items, strict=True):
                 try:
-                    ring.write([rec.row], [start], [s])
+                    write([rec.row], [start], [item])
                 except OverflowError:
                     self._cold_rows.add(rec.row)
 
@@ -147,7 +139,7 @@ class StatsSource:
                 recs.append(rec)
                 starts.append(wstart)
                 stats.append(s)
-        self._to_ring(recs, starts, stats)
+        self._to_ring(recs, starts, stats, False)
 
     def on_built(self, recs: Sequence[EdgeRec]) -> None:
         """Roll-up windows were written for these edges."""
