@@ -110,13 +110,14 @@ class EmbeddedCatalogStore(CatalogStore):
 
     # -- services --------------------------------------------------------------------------------
     async def upsert_services(self, infos: Sequence[ServiceInfo]) -> None:
-        await asyncio.shield(
-            self._upsert_services(list(infos))
-        )  # memory and disk stay together if the caller gives up
+        # shielded: memory and disk stay together if the caller gives up
+        await asyncio.shield(self._upsert_services(list(infos)))
 
     async def _upsert_services(self, infos: Sequence[ServiceInfo]) -> None:
         if not infos:
             return
+        if not all(isinstance(i.name, str) and i.name for i in infos):
+            raise ValueError("a catalog entry needs a non-empty name")
         latest = {i.name: i for i in infos}
         rows = [(n, json.dumps(i.to_dict(), separators=(",", ":"))) for n, i in latest.items()]
         async with self._lock:
@@ -132,9 +133,8 @@ class EmbeddedCatalogStore(CatalogStore):
 
     # -- nodes -----------------------------------------------------------------------------------
     async def register_nodes(self, nodes: Sequence[NodeInfo]) -> None:
-        await asyncio.shield(
-            self._register_nodes(list(nodes))
-        )  # memory and disk stay together if the caller gives up
+        # shielded: memory and disk stay together if the caller gives up
+        await asyncio.shield(self._register_nodes(list(nodes)))
 
     async def _register_nodes(self, nodes: Sequence[NodeInfo]) -> None:
         if not nodes:
@@ -235,9 +235,8 @@ class EmbeddedCatalogStore(CatalogStore):
 
     # -- health ----------------------------------------------------------------------------------
     async def record_health(self, events: Sequence[HealthEvent]) -> None:
-        await asyncio.shield(
-            self._record_health(list(events))
-        )  # memory and disk stay together if the caller gives up
+        # shielded: memory and disk stay together if the caller gives up
+        await asyncio.shield(self._record_health(list(events)))
 
     async def _record_health(self, events: Sequence[HealthEvent]) -> None:
         if not events:
