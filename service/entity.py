@@ -27,6 +27,7 @@ from service.arguments import (
 )
 from service.config import LINK_KINDS
 from service.context import RequestContext, context_of
+from service.selection import selects
 from service.types import (
     Duration,
     HealthStatus,
@@ -231,6 +232,7 @@ class Service:
         walk = await query.traverse(
             ctx.stores.layers, roots, direction, depth,
             layers=asked, granularity=granularity, time=rng, now=ctx.now,
+            with_stats=selects(info, "perLayer"),
         )
         ctx.report(info, walk.failures)
         deps: Sequence[query.Dependency] = walk.reached

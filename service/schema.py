@@ -47,6 +47,7 @@ from service.entity import (
     failed_layers,
 )
 from service.errors import ErrorCodes
+from service.selection import selects
 from service.types import SCALAR_MAP, Duration, PageInfo, TopologyEdge
 from topology import query
 from topology.model import Granularity, Layer
@@ -133,7 +134,7 @@ class Query:
         result = await query.blast_radius(
             ctx.stores.layers, ctx.stores.catalog, name, d,
             layers=asked, time=rng, now=ctx.now,
-            tiers=tiers, domains=domains,
+            tiers=tiers, domains=domains, with_stats=selects(info, "perLayer"),
         )
         for dep in result.traversal.reached:  # the catalog answers are already here: keep them
             ctx.loaders.catalog.prime(dep.name, result.infos.get(dep.name))

@@ -191,13 +191,15 @@ def _merge_edge(source: str, target: str, found: Mapping[Layer, EdgeSummary]) ->
         ((layer, only),) = found.items()
         return MergedEdge(source, target, ((layer, only.stats),), only.source_kind, only.target_kind)
     per_layer = tuple((layer, found[layer].stats) for layer in ALL_LAYERS if layer in found)
-    return MergedEdge(
-        source=source,
-        target=target,
-        per_layer=per_layer,
-        source_kind=merge_kinds(found[layer].source_kind for layer, _ in per_layer),
-        target_kind=merge_kinds(found[layer].target_kind for layer, _ in per_layer),
-    )
+    summaries = [found[layer] for layer, _ in per_layer]
+    first = summaries[0]
+    source_kind, target_kind = first.source_kind, first.target_kind
+    # Layers mostly agree on both kinds: merge only when they do not.
+    if any(s.source_kind is not source_kind for s in summaries):
+        source_kind = merge_kinds([s.source_kind for s in summaries])
+    if any(s.target_kind is not target_kind for s in summaries):
+        target_kind = merge_kinds([s.target_kind for s in summaries])
+    return MergedEdge(source, target, per_layer, source_kind, target_kind)
 
 
 def _failure(layer: Layer, exc: Exception) -> LayerFailure:
@@ -249,8 +251,10 @@ async def traverse(
     granularity: Granularity = Granularity.APP,
     time: TimeRange,
     now: float,
+    with_stats: bool = True,
 ) -> UnifiedTraversal:
-    """Walk up to ``depth`` hops from ``roots`` over the union of ``layers`` (all when None)."""
+    """Walk up to ``depth`` hops from ``roots`` over the union of ``layers`` (all when None).
+    ``with_stats=False``: the caller reads no edge stats (they may be empty; the walk is the same)."""
     if depth < 0:
         raise ValueError(f"depth must be >= 0, got {depth}")
     root_names = tuple(sorted(set(roots)))
@@ -267,7 +271,14 @@ async def traverse(
         calling = list(active)
         answers = await asyncio.gather(
             *(
-                _guard(layer, layer_stores[layer].neighbors(frontier, direction, granularity, time, now))
+                _guard(
+                    layer,
+                    layer_stores[layer].neighbors(frontier, direction, granularity, time, now)
+                    if with_stats
+                    else layer_stores[layer].neighbors(
+                        frontier, direction, granularity, time, now, with_stats=False
+                    ),
+                )
                 for layer in calling
             )
         )
@@ -443,14 +454,16 @@ async def blast_radius(
     now: float,
     tiers: frozenset[int] | None = None,
     domains: frozenset[str] | None = None,
+    with_stats: bool = True,
 ) -> BlastRadius:
     """Everything that (transitively) calls ``root``: the services to worry about and the teams to
     tell. Tier/domain filters choose which services are counted; the walk passes through the rest.
     Catalog entries are looked up by node name (one batched call), so use APP granularity for teams.
+    ``with_stats=False`` when the caller reads no edge stats (the counts and teams never do).
     """
     walk = await traverse(
         layer_stores, [root], Direction.DOWNSTREAM, depth,
-        layers=layers, granularity=granularity, time=time, now=now,
+        layers=layers, granularity=granularity, time=time, now=now, with_stats=with_stats,
     )
     infos = await catalog.services([d.name for d in walk.reached]) if walk.reached else {}
     affected = tuple(d for d in walk.reached if matches_filter(infos.get(d.name), tiers, domains))

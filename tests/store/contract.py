@@ -531,6 +531,44 @@ class StoreContract:
         t = await net.traverse(["f"], DOWN, 1, APP, LIVE, LIVE_NOW)
         assert t.reached == (Reached("e", 1, "f"),) and pairs(t.edges) == [("e", "f")]
 
+    async def test_without_stats_the_same_edges_and_kinds_and_later_stats_stay_right(
+        self, stores: Stores
+    ) -> None:
+        await self._traversal_graph(stores)
+        net = stores.layers[NET]
+
+        def shape(edges: Sequence[EdgeSummary]) -> list[tuple[str, str, NodeKind, NodeKind]]:
+            return sorted((e.key.source, e.key.target, e.source_kind, e.target_kind) for e in edges)
+
+        S, DB = NodeKind.SERVICE, NodeKind.DATABASE
+        # asked without stats first (nothing remembered yet), then with: the stats must be whole
+        bare = await net.neighbors(["e", "a"], UP, APP, LIVE, LIVE_NOW, with_stats=False)
+        assert shape(bare) == [("a", "b", S, S), ("a", "c", S, S), ("e", "b", S, S), ("e", "f", S, DB)]
+        full = await net.neighbors(["e", "a"], UP, APP, LIVE, LIVE_NOW)
+        assert shape(full) == shape(bare)
+        assert all(st.requests == 50 for st in by_pair(full).values())
+        bare = await net.neighbors(["d"], DOWN, APP, LIVE, LIVE_NOW, with_stats=False)
+        assert shape(bare) == [("b", "d", S, S), ("c", "d", S, S)]
+        # and asked without stats after they are known: still the same edges
+        again = await net.neighbors(["e", "a"], UP, APP, LIVE, LIVE_NOW, with_stats=False)
+        assert shape(again) == shape(full)
+
+        t = await net.traverse(["e"], DOWN, 4, APP, LIVE, LIVE_NOW, with_stats=False)
+        assert t.reached == (
+            Reached("d", 1, "e"),
+            Reached("b", 2, "d"),
+            Reached("c", 2, "d"),
+            Reached("a", 3, "b"),
+            Reached("x", 4, "a"),
+        )
+        assert sorted(pairs(t.edges)) == [
+            ("a", "b"), ("a", "c"), ("b", "d"), ("c", "d"), ("d", "e"), ("e", "b"), ("x", "a"),
+        ]
+        t = await net.traverse(["a"], UP, 4, APP, LIVE, LIVE_NOW, with_stats=False)
+        assert t.reached[-1] == Reached("f", 4, "e", DB)
+        t = await net.traverse(["a"], UP, 4, APP, LIVE, LIVE_NOW)
+        assert len(t.edges) == 7 and all(e.stats.requests == 50 for e in t.edges)
+
     async def test_traversal_from_several_roots_and_edge_cases(self, stores: Stores) -> None:
         await self._traversal_graph(stores)
         net = stores.layers[NET]

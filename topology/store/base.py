@@ -78,9 +78,11 @@ class LayerStore(abc.ABC):
         granularity: Granularity,
         time: TimeRange,
         now: float,
+        with_stats: bool = True,
     ) -> list[EdgeSummary]:
         """Edges one hop away from ``names`` (outgoing for UPSTREAM, incoming for DOWNSTREAM),
-        with their windows inside ``time`` merged. ``now`` picks the granularity (retention)."""
+        with their windows inside ``time`` merged. ``now`` picks the granularity (retention).
+        ``with_stats=False``: the same edges and kinds, but their stats may be left empty (cheaper)."""
 
     @abc.abstractmethod
     async def traverse(
@@ -91,8 +93,10 @@ class LayerStore(abc.ABC):
         granularity: Granularity,
         time: TimeRange,
         now: float,
+        with_stats: bool = True,
     ) -> TraversalResult:
-        """Breadth-first walk of up to ``depth`` hops inside this layer."""
+        """Breadth-first walk of up to ``depth`` hops inside this layer (``with_stats``: as in
+        :meth:`neighbors`)."""
 
     @abc.abstractmethod
     async def edges(

@@ -153,6 +153,7 @@ def _extended_spans(windows: Iterable[tuple[EdgeRec, int, int]]) -> dict[tuple[i
 
 
 _PAIR = attrgetter("pair")
+_NO_STATS = EdgeStats()  # what ``with_stats=False`` answers carry
 
 
 def _SUMMARY_PAIR(e: EdgeSummary) -> tuple[str, str]:
@@ -526,10 +527,17 @@ class EmbeddedLayerStore(LayerStore):
         return self.retention.finest_covering(time.start, now)
 
     async def _adjacent(
-        self, names: list[str], upstream: bool, granularity: Granularity, wsec: int, time: TimeRange
+        self,
+        names: list[str],
+        upstream: bool,
+        granularity: Granularity,
+        wsec: int,
+        time: TimeRange,
+        with_stats: bool = True,
     ) -> dict[str, list[EdgeSummary]]:
         """Each name's present edges (outgoing if ``upstream``), sorted by the other end. Lists are
-        remembered per node and span until an edge of the node changes; callers must not modify them."""
+        remembered per node and span until an edge of the node changes; callers must not modify them.
+        Without ``with_stats``, edges not remembered come with empty stats (and are not remembered)."""
         key = span_key(wsec, time)
         fresh = self._stats.fresh(key)
         cache = self._near
@@ -561,6 +569,10 @@ class EmbeddedLayerStore(LayerStore):
             if len(recs) - i > 1:
                 recs[i:] = sorted(recs[i:], key=_PAIR)
             parts.append((name, i, len(recs)))
+        if not with_stats:
+            for name, i, j in parts:
+                out[name] = [EdgeSummary(r.key, _NO_STATS, r.source_kind, r.target_kind) for r in recs[i:j]]
+            return out
         generation = self._stats.generation
         summaries = await self._stats.summaries(recs, wsec, time)
         keep = fresh and generation == self._stats.generation  # no write meanwhile: safe to remember
@@ -589,11 +601,13 @@ class EmbeddedLayerStore(LayerStore):
         granularity: Granularity,
         time: TimeRange,
         now: float,
+        with_stats: bool = True,
     ) -> list[EdgeSummary]:
         self._check()
         wanted = _names(names)
         lists = await self._adjacent(
-            wanted, direction is Direction.UPSTREAM, granularity, self._granularity(time, now), time
+            wanted, direction is Direction.UPSTREAM, granularity, self._granularity(time, now), time,
+            with_stats,
         )
         out: list[EdgeSummary] = []
         for name in wanted:  # an edge is listed under one end only: no duplicates
@@ -608,6 +622,7 @@ class EmbeddedLayerStore(LayerStore):
         granularity: Granularity,
         time: TimeRange,
         now: float,
+        with_stats: bool = True,
     ) -> TraversalResult:
         self._check()
         if depth < 0:
@@ -621,7 +636,7 @@ class EmbeddedLayerStore(LayerStore):
         for level in range(1, depth + 1):
             if not frontier:
                 break
-            lists = await self._adjacent(frontier, upstream, granularity, wsec, time)
+            lists = await self._adjacent(frontier, upstream, granularity, wsec, time, with_stats)
             best: dict[str, tuple[str, EdgeSummary]] = {}  # newly reached -> (smallest parent, its edge)
             for name in frontier:
                 for e in lists[name]:

@@ -614,7 +614,13 @@ class JanusGraphLayerStore(LayerStore):
         return t.map(__.union(__.values("info"), JanusGraphLayerStore._stats_in(label, lo, hi)).fold())
 
     async def neighbors(
-        self, names: Iterable[str], direction: Walk, granularity: Granularity, time: TimeRange, now: float
+        self,
+        names: Iterable[str],
+        direction: Walk,
+        granularity: Granularity,
+        time: TimeRange,
+        now: float,
+        with_stats: bool = True,  # the stats come in the same traversal: always given
     ) -> list[EdgeSummary]:
         wanted = distinct_names(names)
         if not wanted:
@@ -640,6 +646,7 @@ class JanusGraphLayerStore(LayerStore):
         granularity: Granularity,
         time: TimeRange,
         now: float,
+        with_stats: bool = True,  # the stats come in the same traversal: always given
     ) -> TraversalResult:
         if depth < 0:
             raise ValueError(f"depth must be >= 0, got {depth}")
