@@ -249,6 +249,7 @@ def test_compact_codec_forgets_values_of_a_failed_transaction() -> None:
     assert len(first) < 20
 
 
+@settings(deadline=None)  # marshal may size a container from garbage before it fails
 @given(st.one_of(st.binary(max_size=64), st.binary(max_size=64).map(lambda b: encode(EdgeStats())[:3] + b)))
 def test_codec_refuses_garbage_with_a_value_error(blob: bytes) -> None:
     with contextlib.suppress(ValueError):

@@ -85,8 +85,8 @@ def decode_fields(blob: bytes) -> tuple[Any, ...]:
         raise ValueError("corrupt stats record: not a stored stats tuple")
     try:
         fields = marshal.loads(blob)
-    except (EOFError, ValueError, TypeError) as e:
-        raise ValueError(f"corrupt stats record: {e}") from e
+    except (EOFError, ValueError, TypeError, MemoryError) as e:
+        raise ValueError(f"corrupt stats record: {e!r}") from e
     if type(fields) is not tuple or len(fields) != 16:
         raise ValueError("corrupt stats record: not a stored stats tuple")
     return fields
