@@ -552,22 +552,33 @@ class StoreContract:
         # and asked without stats after they are known: still the same edges
         again = await net.neighbors(["e", "a"], UP, APP, LIVE, LIVE_NOW, with_stats=False)
         assert shape(again) == shape(full)
+        # a new edge shows at once, with or without stats
+        await net.upsert_windows(
+            minutes("a", "z", LIVE_NOW - 2 * MINUTE, 1) + minutes("w", "d", LIVE_NOW - 2 * MINUTE, 1)
+        )
+        bare = await net.neighbors(["a"], UP, APP, LIVE, LIVE_NOW, with_stats=False)
+        assert shape(bare) == [("a", "b", S, S), ("a", "c", S, S), ("a", "z", S, S)]
+        bare = await net.neighbors(["d"], DOWN, APP, LIVE, LIVE_NOW, with_stats=False)
+        assert shape(bare) == [("b", "d", S, S), ("c", "d", S, S), ("w", "d", S, S)]
+        assert by_pair(await net.neighbors(["a"], UP, APP, LIVE, LIVE_NOW))[("a", "z")].requests == 10
 
         t = await net.traverse(["e"], DOWN, 4, APP, LIVE, LIVE_NOW, with_stats=False)
         assert t.reached == (
             Reached("d", 1, "e"),
             Reached("b", 2, "d"),
             Reached("c", 2, "d"),
+            Reached("w", 2, "d"),
             Reached("a", 3, "b"),
             Reached("x", 4, "a"),
         )
         assert sorted(pairs(t.edges)) == [
-            ("a", "b"), ("a", "c"), ("b", "d"), ("c", "d"), ("d", "e"), ("e", "b"), ("x", "a"),
+            ("a", "b"), ("a", "c"), ("b", "d"), ("c", "d"), ("d", "e"), ("e", "b"), ("w", "d"), ("x", "a"),
         ]
         t = await net.traverse(["a"], UP, 4, APP, LIVE, LIVE_NOW, with_stats=False)
         assert t.reached[-1] == Reached("f", 4, "e", DB)
         t = await net.traverse(["a"], UP, 4, APP, LIVE, LIVE_NOW)
-        assert len(t.edges) == 7 and all(e.stats.requests == 50 for e in t.edges)
+        assert len(t.edges) == 8
+        assert all(e.stats.requests == (10 if e.key.target == "z" else 50) for e in t.edges)
 
     async def test_traversal_from_several_roots_and_edge_cases(self, stores: Stores) -> None:
         await self._traversal_graph(stores)

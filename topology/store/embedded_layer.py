@@ -185,6 +185,7 @@ class EmbeddedLayerStore(LayerStore):
         self._dirty: set[int] = set()  # edges with minute presence newer than the checkpoint
         # per (granularity, upstream?, node): (span key, its present edges' summaries)
         self._near: dict[tuple[Granularity, bool, str], tuple[SpanKey, list[EdgeSummary]]] = {}
+        self._bare: dict[tuple[Granularity, bool, str], tuple[SpanKey, list[EdgeSummary]]] = {}  # no stats
         try:
             self._load()
         except BaseException:
@@ -537,14 +538,19 @@ class EmbeddedLayerStore(LayerStore):
     ) -> dict[str, list[EdgeSummary]]:
         """Each name's present edges (outgoing if ``upstream``), sorted by the other end. Lists are
         remembered per node and span until an edge of the node changes; callers must not modify them.
-        Without ``with_stats``, edges not remembered come with empty stats (and are not remembered)."""
+        Without ``with_stats``, lists not remembered with their stats come with empty stats (remembered
+        apart, the same way)."""
         key = span_key(wsec, time)
         fresh = self._stats.fresh(key)
         cache = self._near
+        bare = None if with_stats else self._bare
         out: dict[str, list[EdgeSummary]] = {}
         todo: list[str] = []
         for name in names:
-            c = cache.get((granularity, upstream, name))
+            k = (granularity, upstream, name)
+            c = cache.get(k)
+            if bare is not None and (c is None or c[0] != key):
+                c = bare.get(k)
             if fresh and c is not None and c[0] == key:
                 out[name] = c[1]
             else:
@@ -569,9 +575,13 @@ class EmbeddedLayerStore(LayerStore):
             if len(recs) - i > 1:
                 recs[i:] = sorted(recs[i:], key=_PAIR)
             parts.append((name, i, len(recs)))
-        if not with_stats:
+        if bare is not None:
             for name, i, j in parts:
-                out[name] = [EdgeSummary(r.key, _NO_STATS, r.source_kind, r.target_kind) for r in recs[i:j]]
+                out[name] = found = [
+                    EdgeSummary(r.key, _NO_STATS, r.source_kind, r.target_kind) for r in recs[i:j]
+                ]
+                if fresh:
+                    bare[(granularity, upstream, name)] = (key, found)
             return out
         generation = self._stats.generation
         summaries = await self._stats.summaries(recs, wsec, time)
@@ -586,13 +596,16 @@ class EmbeddedLayerStore(LayerStore):
         return await self._stats.summaries(recs, wsec, time)
 
     def _forget_near(self, recs: Iterable[EdgeRec]) -> None:
-        cache = self._near
-        if not cache:
+        cache, bare = self._near, self._bare
+        if not cache and not bare:
             return
         for rec in recs:
             g = rec.key.granularity
-            cache.pop((g, True, rec.key.source), None)
-            cache.pop((g, False, rec.key.target), None)
+            up, down = (g, True, rec.key.source), (g, False, rec.key.target)
+            cache.pop(up, None)
+            cache.pop(down, None)
+            bare.pop(up, None)
+            bare.pop(down, None)
 
     async def neighbors(
         self,
