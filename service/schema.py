@@ -38,6 +38,7 @@ from service.arguments import (
 )
 from service.config import ServiceConfig
 from service.context import context_of
+from service.documents import DocumentCache, ParsedDocuments
 from service.entity import (
     BlastRadius,
     Service,
@@ -215,12 +216,15 @@ def build_schema(
         *QueryDepthLimiter(max_depth=cfg.max_query_depth).validation_rules,
         *MaxAliasesLimiter(max_alias_count=cfg.max_aliases).validation_rules,
     ]
+    documents = DocumentCache(DOCUMENT_CACHE)
     extensions: list[Callable[[], SchemaExtension]] = [
         *extra_extensions,  # operation hooks nest: the first listed exits last
         lambda: MaxTokensLimiter(max_token_count=cfg.max_tokens),
         lambda: AddValidationRules(rules),
-        # No ParserCache: its parse errors escape the operation hooks (no extensions.code); parsing is
-        # cheap next to validation, and documents compare by structure, so the validation cache hits.
+        # Not Strawberry's ParserCache: its parse errors escape the operation hooks (no extensions.code).
+        # ParsedDocuments keeps only documents that parsed; documents compare by structure, so the
+        # validation cache hits as well.
+        lambda: ParsedDocuments(documents),
         lambda: ValidationCache(maxsize=DOCUMENT_CACHE),
         ErrorCodes,
     ]
