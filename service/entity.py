@@ -267,12 +267,8 @@ class Dependency:
     depth: int = strawberry.field(description="Hops from the service asked about (1 = direct).")
     via: str = strawberry.field(description="The service it was reached through (the root at depth 1).")
     service: Service
-    merged: strawberry.Private[query.MergedEdge]
-    range_seconds: strawberry.Private[float]
-
-    @strawberry.field(description="The edge between `via` and this service.")
-    def edge(self) -> TopologyEdge:
-        return TopologyEdge.from_merged(self.merged, self.range_seconds)
+    # built with the page (a plain field: far cheaper to execute than a resolver, ~100 per page)
+    edge: TopologyEdge = strawberry.field(description="The edge between `via` and this service.")
 
 
 @strawberry.type
@@ -306,8 +302,7 @@ def dependency_connection(
                 depth=d.depth,
                 via=d.via,
                 service=Service(name=d.name, kind_hint=d.kind, at=at),
-                merged=d.edge,
-                range_seconds=range_seconds,
+                edge=TopologyEdge.from_merged(d.edge, range_seconds),
             ),
         )
         for d in page
