@@ -290,19 +290,33 @@ async def traverse(
                 active.remove(layer)
                 continue
             mine = walked.setdefault(layer, {})
-            for summary in answer:  # the hot loop of every query: keep it flat
-                ek = summary.key
-                src, dst = ek.source, ek.target
-                near, far = (src, dst) if upstream else (dst, src)
-                if near not in frontier_set:
-                    continue  # not an edge of this frontier: ignore rather than trust it
-                k = (src, dst)
-                if k not in mine:
-                    mine[k] = summary
-                if far not in seen:
-                    prev = best.get(far)
-                    if prev is None or near < prev[0]:
-                        best[far] = (near, k)
+            # the hot loop of every query: keep it flat (one copy per direction)
+            if upstream:
+                for summary in answer:
+                    ek = summary.key
+                    near, far = ek.source, ek.target
+                    if near not in frontier_set:
+                        continue  # not an edge of this frontier: ignore rather than trust it
+                    k = (near, far)
+                    if k not in mine:
+                        mine[k] = summary
+                    if far not in seen:
+                        prev = best.get(far)
+                        if prev is None or near < prev[0]:
+                            best[far] = (near, k)
+            else:
+                for summary in answer:
+                    ek = summary.key
+                    far, near = ek.source, ek.target
+                    if near not in frontier_set:
+                        continue
+                    k = (far, near)
+                    if k not in mine:
+                        mine[k] = summary
+                    if far not in seen:
+                        prev = best.get(far)
+                        if prev is None or near < prev[0]:
+                            best[far] = (near, k)
         frontier = sorted(best)
         for name in frontier:
             via, k = best[name]
@@ -310,8 +324,14 @@ async def traverse(
         seen.update(frontier)
 
     deps = []
+    by_layer = list(walked.items())  # in the order the layers were asked in: ALL_LAYERS order
     for name, level, via, k in reached:
-        edge = _merge_edge(k[0], k[1], _gather(walked, k))
+        found = [(layer, m[k]) for layer, m in by_layer if k in m]
+        if len(found) == 1:
+            ((layer, only),) = found
+            edge = MergedEdge(k[0], k[1], ((layer, only.stats),), only.source_kind, only.target_kind)
+        else:
+            edge = _merge_edge(k[0], k[1], dict(found))
         kind = edge.target_kind if upstream else edge.source_kind
         deps.append(Dependency(name=name, depth=level, via=via, kind=kind, edge=edge))
     return UnifiedTraversal(
