@@ -16,7 +16,7 @@ from typing import Any
 import uvicorn
 
 from service.runtime import Runtime
-from topology.pipeline import Pipeline
+from topology.pipeline import Pipeline, PipelineConfig
 from topology.store.base import Stores
 from topology.timewindow import MINUTE, align
 
@@ -109,6 +109,8 @@ class SimulationDriver:
 
     async def run(self) -> None:
         rt = self.runtime
+        counts = await asyncio.gather(*(s.window_count() for s in rt.stores.layers.values()))
+        fresh_store = not any(sum(c.values()) for c in counts if c)  # a restart keeps its own history
         now = rt.clock()
         # Minute-aligned, so the history's last one-minute window ends where the live ones begin.
         live_start = float(align(now - self.warmup, MINUTE))
@@ -125,8 +127,7 @@ class SimulationDriver:
         )
         self.ready.set()
         history: asyncio.Task[None] | None = None
-        counts = await asyncio.gather(*(s.window_count() for s in rt.stores.layers.values()))
-        if self.backfill > self.warmup and not any(sum(c.values()) for c in counts if c):
+        if self.backfill > self.warmup and fresh_store:
             history = asyncio.create_task(
                 self._history(float(align(now - self.backfill, MINUTE)), live_start)
             )
@@ -150,7 +151,9 @@ class SimulationDriver:
                 history.cancel()
 
     async def _history(self, start: float, end: float) -> None:
-        rt = Runtime(self.runtime.stores, None, Pipeline(), clock=self.runtime.clock)
+        # History needs no freshness: coarse stage-1 windows and no provisional writes (bulk settings).
+        bulk = PipelineConfig(stage1_window=10, lateness=5.0, provisional=False)
+        rt = Runtime(self.runtime.stores, None, Pipeline(bulk), clock=self.runtime.clock)
         sim = self.make_sim(start)
         self.sims.append(sim)
         initial = sim.initial_records()
