@@ -85,8 +85,11 @@ def time_range(
     return TimeRange.ending_at(end, seconds), end
 
 
+_CURSOR_JSON = json.JSONEncoder(separators=(",", ":"))  # one encoder for all cursors (made once)
+
+
 def encode_cursor(kind: str, *parts: str | int) -> str:
-    raw = json.dumps([kind, *parts], separators=(",", ":")).encode()
+    raw = _CURSOR_JSON.encode([kind, *parts]).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 

@@ -145,6 +145,7 @@ class _Timed:
         self._metrics = metrics
 
     def __getattr__(self, name: str) -> Any:
+        """Called once per method name: the wrapper is then kept as an attribute of this object."""
         attr = getattr(self._inner, name)
         if not inspect.iscoroutinefunction(attr):
             return attr
@@ -161,6 +162,7 @@ class _Timed:
             finally:
                 seconds.observe(time.perf_counter() - start)
 
+        setattr(self, name, call)
         return call
 
 
