@@ -137,8 +137,9 @@ class Query:
             layers=asked, time=rng, now=ctx.now,
             tiers=tiers, domains=domains, with_stats=selects(info, "perLayer"),
         )
-        for dep in result.traversal.reached:  # the catalog answers are already here: keep them
-            ctx.loaders.catalog.prime(dep.name, result.infos.get(dep.name))
+        if selects(info, "services"):  # the catalog answers are already here: keep them for that page
+            for dep in result.traversal.reached:
+                ctx.loaders.catalog.prime(dep.name, result.infos.get(dep.name))
         ctx.report(info, result.traversal.failures)
         return BlastRadius.build(result, d, rng.seconds, at_s)
 
