@@ -216,3 +216,27 @@ def test_layer_names_match_the_server_config() -> None:
     text = (ROOT / "docker" / "janusgraph" / "scripts" / "topology-init.groovy").read_text()
     for layer in Layer:
         assert f"g_{layer.value.lower()} : {layer.value.lower()}.traversal()" in text
+
+
+async def test_an_index_added_over_existing_data_is_reindexed(server: PrivateServer) -> None:
+    from topology.store.janusgraph_schema import ensure_schema, layer_spec
+
+    stores = await _fresh(server.url)
+    try:
+        trace = stores.layers[TRACE]
+        assert isinstance(trace, JanusGraphLayerStore)
+        await trace.upsert_windows([win("a", "b", NOW - 5 * MINUTE, layer=TRACE)])
+        spec = layer_spec()
+        spec["composite"].append(["pair_by_src", "vertex", ["src"], "pair"])  # keys that hold data
+        done = await ensure_schema(trace.pool, spec)
+        assert done.count("pair_by_src") == 2  # created, then registered and reindexed
+        status = await trace.pool.submit(
+            "def m = g.getGraph().openManagement(); try { def i = m.getGraphIndex('pair_by_src'); "
+            "i.getIndexStatus(i.getFieldKeys()[0]).toString() } finally { m.rollback() }"
+        )
+        assert status == ["ENABLED"]
+        assert await ensure_schema(trace.pool, spec) == []  # nothing left to do
+        got = await trace.neighbors(["a"], UP, APP, TimeRange(NOW - HOUR, NOW), NOW)
+        assert [e.key.target for e in got] == ["b"]
+    finally:
+        await stores.close()
