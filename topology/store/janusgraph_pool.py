@@ -95,7 +95,7 @@ def _expand(items: list[Any]) -> list[Any]:
 
 
 def _transient(e: GremlinServerError) -> bool:
-    if e.status_code in (598, 503):  # evaluation timeout, server busy
+    if e.status_code in (429, 503, 598):  # work queue full, server busy, evaluation timeout
         return True
     if not e.status_message:  # a server shutting down answers 500 without a message
         return True
