@@ -97,34 +97,11 @@ class EdgePartial:
     target_app: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "layer": self.key.layer.value,
-            "granularity": self.key.granularity.value,
-            "source": self.key.source,
-            "target": self.key.target,
-            "window_start": self.window_start,
-            "window_seconds": self.window_seconds,
-            "side": self.side.value,
-            "stats": self.stats.to_dict(),
-            "source_kind": self.source_kind.value,
-            "target_kind": self.target_kind.value,
-            "source_app": self.source_app,
-            "target_app": self.target_app,
-        }
+        return {**_window_dict(self), "side": self.side.value}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> EdgePartial:
-        return cls(
-            key=EdgeKey(Layer(d["layer"]), Granularity(d["granularity"]), str(d["source"]), str(d["target"])),
-            window_start=int(d["window_start"]),
-            window_seconds=int(d["window_seconds"]),
-            side=Side(d["side"]),
-            stats=EdgeStats.from_dict(d["stats"]),
-            source_kind=NodeKind(d.get("source_kind", "SERVICE")),
-            target_kind=NodeKind(d.get("target_kind", "SERVICE")),
-            source_app=d.get("source_app"),
-            target_app=d.get("target_app"),
-        )
+        return cls(side=Side(d["side"]), **_window_fields(d))
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,32 +126,42 @@ class EdgeWindow:
         return self.window_start + self.window_seconds
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "layer": self.key.layer.value,
-            "granularity": self.key.granularity.value,
-            "source": self.key.source,
-            "target": self.key.target,
-            "window_start": self.window_start,
-            "window_seconds": self.window_seconds,
-            "stats": self.stats.to_dict(),
-            "source_kind": self.source_kind.value,
-            "target_kind": self.target_kind.value,
-            "source_app": self.source_app,
-            "target_app": self.target_app,
-        }
+        return _window_dict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> EdgeWindow:
-        return cls(
-            key=EdgeKey(Layer(d["layer"]), Granularity(d["granularity"]), str(d["source"]), str(d["target"])),
-            window_start=int(d["window_start"]),
-            window_seconds=int(d["window_seconds"]),
-            stats=EdgeStats.from_dict(d["stats"]),
-            source_kind=NodeKind(d.get("source_kind", "SERVICE")),
-            target_kind=NodeKind(d.get("target_kind", "SERVICE")),
-            source_app=d.get("source_app"),
-            target_app=d.get("target_app"),
-        )
+        return cls(**_window_fields(d))
+
+
+def _window_dict(w: EdgePartial | EdgeWindow) -> dict[str, Any]:
+    """The fields EdgePartial and EdgeWindow share, as a JSON-able dict."""
+    return {
+        "layer": w.key.layer.value,
+        "granularity": w.key.granularity.value,
+        "source": w.key.source,
+        "target": w.key.target,
+        "window_start": w.window_start,
+        "window_seconds": w.window_seconds,
+        "stats": w.stats.to_dict(),
+        "source_kind": w.source_kind.value,
+        "target_kind": w.target_kind.value,
+        "source_app": w.source_app,
+        "target_app": w.target_app,
+    }
+
+
+def _window_fields(d: dict[str, Any]) -> dict[str, Any]:
+    """Constructor arguments of the shared fields, parsed and validated from such a dict."""
+    return {
+        "key": EdgeKey(Layer(d["layer"]), Granularity(d["granularity"]), str(d["source"]), str(d["target"])),
+        "window_start": int(d["window_start"]),
+        "window_seconds": int(d["window_seconds"]),
+        "stats": EdgeStats.from_dict(d["stats"]),
+        "source_kind": NodeKind(d.get("source_kind", "SERVICE")),
+        "target_kind": NodeKind(d.get("target_kind", "SERVICE")),
+        "source_app": d.get("source_app"),
+        "target_app": d.get("target_app"),
+    }
 
 
 @dataclass(frozen=True, slots=True)
