@@ -147,6 +147,7 @@ class _StatsCache:
     def __init__(self, size: int) -> None:
         self.size = size
         self._d: dict[str, EdgeStats] = {}
+        self._m: dict[tuple[str, ...], EdgeStats] = {}  # merges of several windows
 
     def get(self, text: str) -> EdgeStats:
         s = self._d.get(text)
@@ -159,7 +160,15 @@ class _StatsCache:
     def merged(self, texts: Sequence[str]) -> EdgeStats | None:
         if not texts:
             return None
-        return merge_all([self.get(t) for t in texts])
+        if len(texts) == 1:
+            return self.get(texts[0])
+        key = tuple(texts)
+        s = self._m.get(key)
+        if s is None:
+            s = self._m[key] = merge_all([self.get(t) for t in texts])
+            if len(self._m) > self.size:
+                del self._m[next(iter(self._m))]
+        return s
 
 
 class JanusGraphLayerStore(LayerStore):
