@@ -181,6 +181,7 @@ async def run(args: argparse.Namespace) -> None:
     finally:
         if own and not args.keep:
             stop_server(args.port, args.heap)
+            shutil.rmtree(ROOT / "var" / "janusgraph" / "bench" / "data", ignore_errors=True)
 
 
 def main() -> None:
