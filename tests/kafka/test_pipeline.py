@@ -7,10 +7,13 @@ import json
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 
 from ingest.publisher import lease_key, publish_simulation
+from service.app import create_app
+from service.config import ServiceConfig
 from tests.kafka.harness import (
     LAYERS,
     InProcess,
@@ -23,7 +26,7 @@ from tests.kafka.harness import (
 )
 from topology.catalog import AddressKind, AddressLease, HealthState
 from topology.model import Granularity, Layer, NodeKind
-from topology.store.base import ServiceFilter
+from topology.store.base import ServiceFilter, Stores
 from topology.store.embedded import open_stores
 from topology.timewindow import TimeRange
 
@@ -62,10 +65,30 @@ async def test_simulated_fleet_matches_ground_truth_and_the_in_process_pipeline(
             assert nodes[some].kind is NodeKind.SERVICE and nodes[some].layers
             traced = [n for n in names if await stores.catalog.recent_traces(n, 1)]
             assert traced, "no trace summaries were recorded"
+            # ... and the last hop: the merged graph over GraphQL equals the unified ground truth
+            assert await graphql_edges(stores) == {(a, b) for a, b in res["truth"]["unified"]}
         finally:
             await stores.close()
     # nothing was rejected or dropped on the way
     assert all(c.get("late_dropped", 0) == 0 for c in counters.values()), counters
+
+
+async def graphql_edges(stores: Stores) -> set[tuple[str, str]]:
+    """Every edge of the merged three-layer graph, paged through ``Query.topology`` over HTTP (ASGI)."""
+    app = create_app(stores, ServiceConfig.from_env({}))
+    query = """query($after: String) { topology(layers: [NETWORK, IPC, TRACE], first: 500, after: $after) {
+      edges { source target layers } pageInfo { hasNextPage endCursor } } }"""
+    edges: set[tuple[str, str]] = set()
+    after = None
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        while True:
+            body = (await c.post("/graphql", json={"query": query, "variables": {"after": after}})).json()
+            assert "errors" not in body, body["errors"]
+            page = body["data"]["topology"]
+            edges |= {(e["source"], e["target"]) for e in page["edges"]}
+            if not page["pageInfo"]["hasNextPage"]:
+                return edges
+            after = page["pageInfo"]["endCursor"]
 
 
 async def test_unkeyed_span_messages_are_rekeyed_by_trace_id(kafka_bootstrap: str, topic_label: str,
