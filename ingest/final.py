@@ -39,12 +39,6 @@ class FinalSpec(StageSpec):
         self.lateness = lateness
         self.health = HealthBook()
 
-    def inputs(self) -> tuple[str, ...]:
-        return self.topics.inputs(self.layer, 3)
-
-    def upstream_inputs(self) -> tuple[str, ...]:
-        return self.topics.inputs(self.layer, 2)
-
     def global_topics(self) -> tuple[str, ...]:
         return (self.topics.health,)
 

@@ -28,12 +28,6 @@ class IpcSplitSpec(StageSpec):
     def __init__(self, topics: Topics) -> None:
         self.topics = topics
 
-    def inputs(self) -> tuple[str, ...]:
-        return self.topics.inputs("ipc", 1)
-
-    def output_topic(self) -> str:
-        return self.topics.stage_output("ipc", 1)
-
     def new_partition(self, tp: TopicPartition, state: Any) -> PartitionLogic:
         return _Split()
 
@@ -85,15 +79,6 @@ class IpcStageSpec(StageSpec):
         self.window_seconds = window_seconds
         self.lateness = lateness
         self.addresses = AddressBook()
-
-    def inputs(self) -> tuple[str, ...]:
-        return self.topics.inputs("ipc", 2)
-
-    def output_topic(self) -> str:
-        return self.topics.stage_output("ipc", 2)
-
-    def upstream_inputs(self) -> tuple[str, ...]:
-        return self.topics.inputs("ipc", 1)
 
     def global_topics(self) -> tuple[str, ...]:
         return (self.topics.addresses,)

@@ -14,6 +14,8 @@ from typing import Any
 
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
+from ingest.topics import Topics
+
 
 class Rejected(Exception):
     """The whole input record is bad: it goes to the dead-letter topic with ``reason``."""
@@ -63,22 +65,23 @@ class PartitionLogic(abc.ABC):
 
 
 class StageSpec(abc.ABC):
-    """One stage of one layer."""
+    """One stage of one layer. Its topics follow from (layer, stage) unless a subclass says otherwise."""
 
     layer: str
     stage: int
+    topics: Topics
     terminal: bool = False  # writes to the stores instead of a topic
     repartitioned_input: bool = True  # input records are repartition batches (False for stage 1)
 
-    @abc.abstractmethod
-    def inputs(self) -> tuple[str, ...]: ...
+    def inputs(self) -> tuple[str, ...]:
+        return self.topics.inputs(self.layer, self.stage)
 
     def output_topic(self) -> str | None:
-        return None
+        return None if self.terminal else self.topics.stage_output(self.layer, self.stage)
 
     def upstream_inputs(self) -> tuple[str, ...]:
         """Topics whose partitions are the clock sources of this stage's input (empty for stage 1)."""
-        return ()
+        return self.topics.inputs(self.layer, self.stage - 1) if self.stage > 1 else ()
 
     def global_topics(self) -> tuple[str, ...]:
         """Topics every worker of this stage reads entirely (address leases, health events)."""

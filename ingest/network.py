@@ -57,12 +57,6 @@ class NetworkStage1Spec(StageSpec):
         self.addresses = AddressBook()
         self.router = NetworkStage2(self.addresses)
 
-    def inputs(self) -> tuple[str, ...]:
-        return self.topics.inputs("network", 1)
-
-    def output_topic(self) -> str:
-        return self.topics.stage_output("network", 1)
-
     def global_topics(self) -> tuple[str, ...]:
         return (self.topics.addresses,)
 
@@ -182,15 +176,6 @@ class NetworkStage2Spec(StageSpec):
         self.grace_seconds = grace_seconds
         self.lateness = lateness
         self.addresses = AddressBook()
-
-    def inputs(self) -> tuple[str, ...]:
-        return self.topics.inputs("network", 2)
-
-    def output_topic(self) -> str:
-        return self.topics.stage_output("network", 2)
-
-    def upstream_inputs(self) -> tuple[str, ...]:
-        return self.topics.inputs("network", 1)
 
     def global_topics(self) -> tuple[str, ...]:
         return (self.topics.addresses,)

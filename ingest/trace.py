@@ -29,12 +29,6 @@ class TraceSplitSpec(StageSpec):
     def __init__(self, topics: Topics) -> None:
         self.topics = topics
 
-    def inputs(self) -> tuple[str, ...]:
-        return self.topics.inputs("trace", 1)
-
-    def output_topic(self) -> str:
-        return self.topics.stage_output("trace", 1)
-
     def new_partition(self, tp: TopicPartition, state: Any) -> PartitionLogic:
         return _Split()
 
@@ -88,15 +82,6 @@ class SpanPairingSpec(StageSpec):
         self.topics = topics
         self.wait_seconds = wait_seconds
         self.capacity = capacity
-
-    def inputs(self) -> tuple[str, ...]:
-        return self.topics.inputs("trace", 2)
-
-    def output_topic(self) -> str:
-        return self.topics.stage_output("trace", 2)
-
-    def upstream_inputs(self) -> tuple[str, ...]:
-        return self.topics.inputs("trace", 1)
 
     def new_partition(self, tp: TopicPartition, state: Any) -> PartitionLogic:
         if isinstance(state, tuple) and len(state) == 3 and isinstance(state[0], SpanPairer):
