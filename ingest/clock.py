@@ -6,7 +6,9 @@ Every stage runs in event time, so that replaying a topic gives the same windows
   (never more than ``max_future`` ahead of the Kafka timestamp of the record that carried it). A
   partition that has been silent for ``idle_seconds`` of wall time moves towards the wall clock
   (quickly, but step by step), so the last windows of a finished stream, and partitions nobody
-  writes to, do not hold time back.
+  writes to, do not hold time back. Only silence the worker actually watched counts: if the worker
+  itself did not poll for a while (a busy or starved process, a long garbage collection), records
+  may be waiting unread, so that stretch restarts the idle timer instead of counting as silence.
 * Later stages read what the stage before them wrote. Each record of a repartition topic names its
   *source* (the upstream input partition) and that source's clock; tick records carry the clocks of
   every source of an upstream worker. A partition's clock is the minimum over all expected sources
@@ -29,6 +31,8 @@ class SourceClock:
     now: float = -math.inf
     last_activity: float = 0.0  # wall time of the last record (or of the assignment)
     last_advance: float = 0.0  # wall time of the last idle advance
+    last_check: float = 0.0  # wall time of the last idle check (the worker checks on every poll)
+    max_check_gap: float = 2.0  # a longer gap between checks is a stalled worker, not silence
 
     def observe(self, event_time: float, wall: float) -> None:
         if event_time > self.now:
@@ -44,6 +48,11 @@ class SourceClock:
         jumping, so every stage still flushes its windows in order, within their grace period).
         A partition that never had a record starts from ``floor`` (the slowest clock of the worker's
         other partitions) or, without one, from the wall clock. True if the clock moved."""
+        gap = wall - self.last_check
+        self.last_check = wall
+        if gap > max(self.max_check_gap, self.idle_seconds / 2):
+            self.last_activity = max(self.last_activity, wall)  # unwatched time is not silence
+            return False
         if wall - self.last_activity < self.idle_seconds or wall <= self.now:
             return False
         if not math.isfinite(self.now):

@@ -19,6 +19,7 @@ Every name can carry a prefix (tests use a unique prefix per test; deployments u
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -139,9 +140,26 @@ async def ensure_topics(bootstrap: str, topics: Topics, partitions: int = 4,
         if missing:
             with contextlib.suppress(TopicAlreadyExistsError):  # another worker was quicker
                 await admin.create_topics(missing, timeout_ms=30_000)
+            await _wait_for_leaders(admin, [t.name for t in missing])
         return [t.name for t in missing]
     finally:
         await admin.close()
+
+
+async def _wait_for_leaders(admin: AIOKafkaAdminClient, names: list[str], within: float = 30.0) -> None:
+    """Return once every partition of ``names`` has a leader: a topic is usable only then, and a
+    producer that writes earlier stalls on NOT_LEADER_FOR_PARTITION retries."""
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        described = await admin.describe_topics(names)
+        ready = {t["topic"] for t in described
+                 if t.get("error_code", 0) == 0 and t.get("partitions")
+                 and all(p.get("leader", -1) >= 0 for p in t["partitions"])}
+        if ready >= set(names):
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError(f"topics without a leader after {within:.0f} s: {sorted(set(names) - ready)}")
+        await asyncio.sleep(0.1)
 
 
 async def delete_prefixed(bootstrap: str, prefix: str) -> list[str]:

@@ -33,7 +33,7 @@ LAYERS = ("network", "ipc", "trace")
 ALL_STAGES: tuple[tuple[int, str], ...] = tuple((s, layer) for layer in LAYERS for s in (1, 2, 3))
 
 # Fast enough for tests, same code paths as production.
-TEST_OPTIONS: dict[str, Any] = {"idle_seconds": 3.0, "min_commit_interval": 0.5, "max_commit_interval": 5.0}
+TEST_OPTIONS: dict[str, Any] = {"idle_seconds": 5.0, "min_commit_interval": 0.5, "max_commit_interval": 5.0}
 
 
 @contextlib.asynccontextmanager
