@@ -34,9 +34,13 @@ Rules (the observation contract of the project brief):
 Output partials are *deltas*: a window is flushed once its end passes the watermark, and
 aggregates that arrive later (within ``grace_seconds``) are flushed as further partials of the same
 window, which stage 3 adds up. Join state of flushed windows is kept for the grace period so late
-clients still pair with their backends; a backend that arrives after its clients were flushed as
-``client -> <intermediary>`` adds the direct edge but cannot take the fallback edge back (counted
-as ``late_backend_after_fallback``). After the grace period late aggregates are dropped and counted.
+clients still pair with their backends. A joined edge's share is always computed from the client's
+whole traffic and the backends' current weights, and the partial carries the difference to what
+was already emitted (negative if a late backend took some of it), so the sum of a window's
+partials equals the split an on-time run makes, whatever arrived late. A backend that arrives after
+its clients were flushed as ``client -> <intermediary>`` adds the direct edge but cannot take the
+fallback edge back (counted as ``late_backend_after_fallback``). After the grace period late
+aggregates are dropped and counted.
 
 Distributed: all aggregates that must meet in one worker share :meth:`NetworkStage2.route_key`
 (the intermediary for flows through one, otherwise the app the traffic goes into).
@@ -136,10 +140,14 @@ class _Acc:
         )
 
 
+_ClientKey = tuple[str, str | None, int]  # (client name, cluster, side)
+_BackendKey = tuple[str, str | None]  # (backend name, cluster)
+
+
 class _Join:
     """Clients and backends of one intermediary in one window."""
 
-    __slots__ = ("backends", "clients", "emitted_backends", "fallback_emitted")
+    __slots__ = ("backends", "clients", "emitted", "emitted_backends", "fallback_emitted")
 
     def __init__(self) -> None:
         # (client name, cluster, side) -> (client node, all its traffic so far, traffic not yet flushed)
@@ -147,6 +155,8 @@ class _Join:
         # (backend name, cluster) -> (backend node, its traffic from the intermediary)
         self.backends: dict[tuple[str, str | None], tuple[Node, _Acc]] = {}
         self.emitted_backends: set[tuple[str, str | None]] = set()
+        # (client key, backend key) -> (connections, bytes sent, bytes received) emitted so far
+        self.emitted: dict[tuple[_ClientKey, _BackendKey], tuple[int, int, int]] = {}
         self.fallback_emitted = False
 
 
@@ -411,32 +421,38 @@ class NetworkStage2:
             via: Node = (owner, owner, NodeKind.UNINSTRUMENTED)
             for (_, _, side), (client, _, pending) in join.clients.items():
                 if not pending.empty:
-                    self._joined(st, client, via, side, pending, 1, 1, pending.ports, None)
+                    self._joined(st, client, via, side, pending, pending.connections, pending.sent,
+                                 pending.received, pending.ports, None)
             join.fallback_emitted = True
         else:
             weights = [join.backends[b][1].connections for b in backends]
             if not any(weights):
                 weights = [1] * len(weights)
             total = sum(weights)
-            new = [b not in join.emitted_backends for b in backends]
-            if any(new) and join.fallback_emitted:
+            if join.fallback_emitted and any(b not in join.emitted_backends for b in backends):
                 self.counters["late_backend_after_fallback"] += 1
-            for (_, _, side), (client, whole, pending) in join.clients.items():
-                for b, weight, is_new in zip(backends, weights, new, strict=True):
-                    part = whole if is_new else pending
-                    if part.empty:
+            for ckey, (client, whole, pending) in join.clients.items():
+                if whole.empty:
+                    continue
+                for b, weight in zip(backends, weights, strict=True):
+                    # The share of the whole traffic; the partial carries what changed since the last one.
+                    share = (whole.connections * weight // total, whole.sent * weight // total,
+                             whole.received * weight // total)
+                    done = join.emitted.get((ckey, b))
+                    if done == share and pending.empty:
                         continue
+                    c0, s0, r0 = done or (0, 0, 0)
                     node, acc = join.backends[b]
-                    self._joined(st, client, node, side, part, weight, total, acc.ports or part.ports, owner)
+                    self._joined(st, client, node, ckey[2], whole, share[0] - c0, share[1] - s0,
+                                 share[2] - r0, acc.ports or whole.ports, owner)
+                    join.emitted[(ckey, b)] = share
             join.emitted_backends = set(backends)
         for _, _, pending in join.clients.values():
             pending.reset()
 
-    def _joined(self, st: _Window, src: Node, dst: Node, side: int, part: _Acc, weight: int, total: int,
-                ports: set[int], owner: str | None) -> None:
-        conns = part.connections * weight // total
-        sent = part.sent * weight // total
-        received = part.received * weight // total
+    def _joined(self, st: _Window, src: Node, dst: Node, side: int, part: _Acc, conns: int, sent: int,
+                received: int, ports: set[int], owner: str | None) -> None:
+        """Add ``part``'s times and protocol with these counts to the edge ``src -> dst``."""
         for acc in self._accs(st, src, dst, side):
             if acc is not None:
                 acc.add_acc(part, conns, sent, received, ports)
