@@ -92,13 +92,15 @@ async def serve(stage: int, layer: str, bootstrap: str, stores: Stores | None, *
                 topics: Topics | None = None,
                 options: WorkerOptions | None = None, settings: dict[str, Any] | None = None,
                 stop: asyncio.Event | None = None, partitions: int = 4,
-                on_ready: Callable[[Worker], None] | None = None) -> None:
-    """Create the topics if needed and run one worker until ``stop`` is set."""
+                on_ready: Callable[[Worker], None] | None = None,
+                metrics: WorkerMetrics | None = None) -> None:
+    """Create the topics if needed and run one worker until ``stop`` is set (``metrics``: a registry
+    shared by several workers of one process)."""
     topics = topics or Topics()
     options = options or WorkerOptions(bootstrap=bootstrap)
     stop = stop or asyncio.Event()
     await _ensure_topics_retrying(bootstrap, topics, partitions, stop)
-    worker = build_worker(stage, layer, topics, stores, options, settings)
+    worker = build_worker(stage, layer, topics, stores, options, settings, metrics)
     if on_ready is not None:
         on_ready(worker)
     await worker.run(stop)
