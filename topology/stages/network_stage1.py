@@ -15,6 +15,18 @@ batches and turns them into records. Records are never dropped for being late: a
 window that was already flushed is emitted with the next flush (the aggregates are additive; the
 later stages own lateness). Records with absurd timestamps are rejected and counted.
 
+*Early emission of new keys* (``flush(watermark, early=True)``, used by the Kafka worker to make a
+new connection visible long before its window closes): in windows still open, aggregates whose key
+(local app, cluster, role, protocol, server port, remote address) is *new* are emitted at once and
+removed from the pending rows; the rest of the window is emitted when it closes, as usual (the
+aggregates are additive, so early + closing output sums to what a single flush at close gives). A key
+is new when it was not seen in this window or the previous one: every key a flush looks at (pending
+rows of open windows, output of closed ones) is remembered per window as a 64-bit hash in a sorted
+array, so a key that stays busy is emitted early only once, when it first appears. Only rows that
+arrived since the last early flush are looked at. A hash collision can only make a new key wait for
+its window to close, never change counts. Remembered keys of windows before the previous one are
+forgotten, so the state stays bounded (and picklable: it is checkpointed with the pending rows).
+
 Aggregates cross the Kafka repartition topic between stage 1 and stage 2 as ``to_dict`` JSON,
 keyed by :attr:`FlowAggregate.partition_key` (the remote address). In process, :meth:`flush`
 returns them as :class:`FlowAggregates`, a sequence that keeps plain tuples and builds the records
@@ -238,6 +250,8 @@ _ROWS = np.dtype(
 )
 _Rows = npt.NDArray[np.void]
 _IntArray = npt.NDArray[np.integer[Any]]
+_Hashes = npt.NDArray[np.uint64]
+_NO_HASHES: _Hashes = np.zeros(0, dtype=np.uint64)
 _MAX_ADDR_CACHE = 1_000_000
 
 
@@ -253,6 +267,11 @@ class NetworkStage1:
         self._ids: dict[str, int] = {"": 0}
         self._name_array: npt.NDArray[np.object_] = np.array([""], dtype=object)
         self._addr_text: dict[tuple[int, int], str] = {}
+        # Early emission (see the module docstring): window start -> sorted hashes of the keys seen
+        # in it; and how many leading parts of _pending[w] early flushes have already looked at.
+        self._known: dict[int, _Hashes] = {}
+        self._checked: dict[int, int] = {}
+        self._early = False  # an early flush happened: closing windows remember their keys too
         self.counters: dict[str, int] = {
             "batches": 0,
             "records": 0,
@@ -261,9 +280,21 @@ class NetworkStage1:
             "aggregates": 0,
         }
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Checkpoints written before early emission existed lack its (empty) state."""
+        self.__dict__.update(state)
+        self.__dict__.setdefault("_known", {})
+        self.__dict__.setdefault("_checked", {})
+        self.__dict__.setdefault("_early", False)
+
     @property
     def pending_windows(self) -> list[int]:
         return sorted(self._pending)
+
+    @property
+    def known_windows(self) -> list[int]:
+        """Windows whose keys are remembered for early emission (bounded: see the module docstring)."""
+        return sorted(self._known)
 
     # -- input ------------------------------------------------------------------------------------
     def add(self, batch: FlowBatch) -> None:
@@ -337,18 +368,78 @@ class NetworkStage1:
         return i
 
     # -- output -----------------------------------------------------------------------------------
-    def flush(self, watermark: float) -> FlowAggregates:
-        """Aggregates of every window that ends at or before ``watermark`` (epoch seconds)."""
+    def flush(self, watermark: float, early: bool = False) -> FlowAggregates:
+        """Aggregates of every window that ends at or before ``watermark`` (epoch seconds).
+
+        With ``early``, windows still open also emit the aggregates of keys not seen in them or in
+        the window before (see the module docstring); those rows leave the pending state.
+        """
         ws = self.window_seconds
         out: list[AggregateRow] = []
+        early_rows = 0
+        if early:
+            self._early = True
         for w in sorted(self._pending):
             if w + ws > watermark:
-                break
+                if not early:
+                    break
+                n = len(out)
+                self._emit_new(w, out)
+                early_rows += len(out) - n
+                continue
             parts = self._pending.pop(w)
+            checked = self._checked.pop(w, 0)
+            if self._early and checked < len(parts):  # the next window's early flushes need its keys
+                self._remember(w, _key_hashes(_concatenate(parts[checked:])))
             rows = parts[0] if len(parts) == 1 else _merge(_concatenate(parts))
             out.extend(self._rows(w, rows))
+        for w in [w for w in self._known if w + 2 * ws <= watermark]:
+            del self._known[w]
         self.counters["aggregates"] += len(out)
+        if early:
+            self.counters["early_aggregates"] = self.counters.get("early_aggregates", 0) + early_rows
         return FlowAggregates(out)
+
+    def _emit_new(self, w: int, out: list[AggregateRow]) -> None:
+        """Move the rows of new keys among the parts of open window ``w`` not looked at yet to ``out``."""
+        parts = self._pending[w]
+        checked = self._checked.get(w, 0)
+        if checked >= len(parts):
+            return
+        fresh_parts = parts[checked:]
+        rows = fresh_parts[0] if len(fresh_parts) == 1 else _concatenate(fresh_parts)
+        hashes = _key_hashes(rows)
+        new = ~(_contains(self._known.get(w, _NO_HASHES), hashes)
+                | _contains(self._known.get(w - self.window_seconds, _NO_HASHES), hashes))
+        self._remember(w, hashes)
+        if not new.any():
+            self._checked[w] = len(parts)
+            return
+        emit = rows[new]
+        if len(fresh_parts) > 1:  # the same key in several batches: one aggregate
+            emit = _merge(emit)
+        out.extend(self._rows(w, emit))
+        # The parts keep what was not emitted, each still reduced on its own.
+        kept = parts[:checked]
+        at = 0
+        for p in fresh_parts:
+            rest = p[~new[at:at + len(p)]]
+            at += len(p)
+            if len(rest):
+                kept.append(rest)
+        if kept:
+            self._pending[w] = kept
+            self._checked[w] = len(kept)
+        else:
+            del self._pending[w]
+            self._checked.pop(w, None)
+
+    def _remember(self, w: int, hashes: _Hashes) -> None:
+        known = self._known.get(w, _NO_HASHES)
+        add = np.unique(hashes)
+        add = add[~_contains(known, add)]
+        if len(add):
+            self._known[w] = np.insert(known, np.searchsorted(known, add), add)
 
     def _rows(self, w: int, rows: _Rows) -> Iterator[AggregateRow]:
         if len(self._name_array) != len(self._names):
@@ -381,6 +472,40 @@ class NetworkStage1:
                 self._addr_text.clear()
             self._addr_text[key] = text
         return text
+
+
+_M1 = np.uint64(0xBF58476D1CE4E5B9)
+_M2 = np.uint64(0x94D049BB133111EB)
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _mix(x: _Hashes) -> _Hashes:
+    """The splitmix64 finaliser (array arithmetic wraps modulo 2**64)."""
+    x = x ^ (x >> np.uint64(30))
+    x = x * _M1
+    x = x ^ (x >> np.uint64(27))
+    x = x * _M2
+    return x ^ (x >> np.uint64(31))
+
+
+def _key_hashes(rows: _Rows) -> _Hashes:
+    """A 64-bit hash of each row's key (local app and cluster ids, role, protocol, server port, address)."""
+    local = rows["app"].astype(np.uint64) << np.uint64(32) | rows["cluster"].astype(np.uint64)
+    small = (rows["role"].astype(np.uint64) << np.uint64(24)
+             | rows["protocol"].astype(np.uint64) << np.uint64(16) | rows["port"].astype(np.uint64))
+    h = _mix(rows["hi"].astype(np.uint64) + _GOLDEN)
+    for word in (rows["lo"].astype(np.uint64), local, small):
+        h = _mix(h ^ word)
+    return h
+
+
+def _contains(known: _Hashes, hashes: _Hashes) -> npt.NDArray[np.bool_]:
+    """Which of ``hashes`` are in the sorted array ``known``."""
+    if not len(known):
+        return np.zeros(len(hashes), dtype=bool)
+    at = np.minimum(np.searchsorted(known, hashes), len(known) - 1)
+    found: npt.NDArray[np.bool_] = known[at] == hashes
+    return found
 
 
 def _concatenate(parts: list[_Rows]) -> _Rows:

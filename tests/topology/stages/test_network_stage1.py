@@ -77,20 +77,27 @@ def _collect(aggs: list[FlowAggregate]) -> dict[tuple[Any, ...], list[int]]:
     return got
 
 
-@settings(max_examples=60, deadline=None)
-@given(st.lists(st.lists(record, min_size=0, max_size=25), min_size=1, max_size=4), st.sampled_from([10, 60]),
-       st.lists(st.integers(0, 120), max_size=3))
-def test_matches_a_plain_python_group_by(batches: list[list[dict[str, Any]]], ws: int,
-                                         flushes: list[int]) -> None:
-    stage = NetworkStage1(window_seconds=ws)
+def _feed(stage: NetworkStage1, batches: list[list[dict[str, Any]]],
+          flushes: list[tuple[int, bool]]) -> list[FlowAggregate]:
+    """Add the batches; after each, flush at ``T + f`` (early or not) for every (f, early) of ``flushes``."""
     out: list[FlowAggregate] = []
     for i, b in enumerate(batches):
         # a different string table order per batch: the same app has different indexes
         strings = ("", *(["checkout", "b", "a"] if i % 2 else []))
         recs = [{**r, "end": r["start"] + r["dur"]} for r in b]
         stage.add(decode(encode_records(recs, host=f"h{i}", emitted=0, strings=strings)))
-        for f in flushes:
-            out.extend(stage.flush(T + f))
+        for f, early in flushes:
+            out.extend(stage.flush(T + f, early=early))
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.lists(record, min_size=0, max_size=25), min_size=1, max_size=4), st.sampled_from([10, 60]),
+       st.lists(st.integers(0, 120), max_size=3))
+def test_matches_a_plain_python_group_by(batches: list[list[dict[str, Any]]], ws: int,
+                                         flushes: list[int]) -> None:
+    stage = NetworkStage1(window_seconds=ws)
+    out = _feed(stage, batches, [(f, False) for f in flushes])
     out.extend(stage.flush(T + 10**6))
     assert stage.pending_windows == []
     assert _collect(out) == _reference(batches, ws)
@@ -228,3 +235,110 @@ def test_flush_output_is_a_sequence_of_records() -> None:
     assert [a.remote_addr for a in out] == ["10.0.0.4", "10.0.0.4", "10.0.0.2", "10.0.0.3"]
     out[1:3] = []
     assert [a.remote_addr for a in out] == ["10.0.0.4", "10.0.0.3"]
+
+
+# -- early emission of new keys -------------------------------------------------------------------------
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.lists(record, min_size=0, max_size=25), min_size=1, max_size=5), st.sampled_from([10, 60]),
+       st.lists(st.tuples(st.integers(0, 120), st.booleans()), max_size=4))
+def test_early_and_closing_output_add_up_to_the_all_at_close_output(
+        batches: list[list[dict[str, Any]]], ws: int, flushes: list[tuple[int, bool]]) -> None:
+    stage = NetworkStage1(window_seconds=ws)
+    out = _feed(stage, batches, flushes)
+    out.extend(stage.flush(T + 10**6, early=True))
+    assert stage.pending_windows == [] and stage.known_windows == []
+    assert _collect(out) == _reference(batches, ws)
+    assert stage.counters["aggregates"] == len(out)
+
+
+def _one(start: float, remote: str = "10.0.0.2:443", connections: int = 1, app: str = "a") -> dict[str, Any]:
+    return {"start": start, "end": start + 1, "app": app, "cluster": "a-prod", "role": "client",
+            "local": "10.0.0.1:40000", "remote": remote, "sent": 10 * connections, "connections": connections}
+
+
+def _keys(out: FlowAggregates) -> list[tuple[int, str, int]]:
+    return sorted((a.window_start, a.remote_addr, a.connections) for a in out)
+
+
+def test_a_new_key_is_emitted_early_and_the_rest_of_its_window_at_close() -> None:
+    stage = NetworkStage1()
+    stage.add(decode(encode_records([_one(T + 1, connections=2)])))
+    assert _keys(stage.flush(T + 5, early=True)) == [(T, "10.0.0.2", 2)]
+    assert stage.pending_windows == []
+    # the same key again in the same window: not new, it waits for the window to close
+    stage.add(decode(encode_records([_one(T + 6, connections=3), _one(T + 7, "10.0.0.3:443")])))
+    assert _keys(stage.flush(T + 8, early=True)) == [(T, "10.0.0.3", 1)]
+    assert stage.flush(T + 9, early=True) == []
+    assert _keys(stage.flush(T + 10, early=True)) == [(T, "10.0.0.2", 3)]
+    assert stage.counters["early_aggregates"] == 2 and stage.counters["aggregates"] == 3
+
+
+def test_a_key_seen_in_the_previous_window_is_not_emitted_early() -> None:
+    stage = NetworkStage1()
+    stage.add(decode(encode_records([_one(T + 1)])))
+    assert len(stage.flush(T + 2, early=True)) == 1
+    # next window: the key was seen in the previous one (emitted early there)
+    stage.add(decode(encode_records([_one(T + 11, connections=4)])))
+    assert stage.flush(T + 12, early=True) == []
+    # the window after: the key was seen in the previous window (pending there, not emitted early)
+    stage.add(decode(encode_records([_one(T + 21, connections=5)])))
+    assert stage.flush(T + 15, early=True) == []
+    assert _keys(stage.flush(T + 22, early=True)) == [(T + 10, "10.0.0.2", 4)]  # [T+10, T+20) closed
+    assert _keys(stage.flush(T + 30, early=True)) == [(T + 20, "10.0.0.2", 5)]
+    # after a silent window the key is new again
+    stage.add(decode(encode_records([_one(T + 41, connections=6)])))
+    assert _keys(stage.flush(T + 42, early=True)) == [(T + 40, "10.0.0.2", 6)]
+
+
+def test_keys_closed_without_an_early_look_still_count_as_seen() -> None:
+    stage = NetworkStage1()
+    assert stage.flush(T - 5, early=True) == []  # nothing there yet; then a batch comes just in time
+    stage.add(decode(encode_records([_one(T + 2, connections=2)])))
+    assert len(stage.flush(T + 10, early=True)) == 1  # its window closes before an early look
+    stage.add(decode(encode_records([_one(T + 12, connections=3)])))
+    assert stage.flush(T + 13, early=True) == []  # seen in the previous window
+
+
+def test_remembered_keys_are_forgotten_with_their_windows() -> None:
+    stage = NetworkStage1()
+    for i in range(30):
+        stage.add(decode(encode_records([_one(T + 10 * i + 1, f"10.0.{i}.2:443")])))
+        stage.flush(T + 10 * i + 5, early=True)
+        assert len(stage.known_windows) <= 3
+    assert stage.known_windows[0] >= T + 270
+
+
+def test_a_hash_collision_only_delays_a_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    import topology.stages.network_stage1 as ns1
+
+    monkeypatch.setattr(ns1, "_key_hashes", lambda rows: np.zeros(len(rows), dtype=np.uint64))
+    stage = NetworkStage1()
+    stage.add(decode(encode_records([_one(T + 1)])))
+    assert len(stage.flush(T + 2, early=True)) == 1
+    stage.add(decode(encode_records([_one(T + 3, "10.0.0.3:443", connections=7)])))
+    assert stage.flush(T + 4, early=True) == []  # collides with the first key: waits for the close
+    assert _keys(stage.flush(T + 10, early=True)) == [(T, "10.0.0.3", 7)]
+
+
+def test_the_early_state_survives_a_checkpoint() -> None:
+    import pickle
+
+    stage = NetworkStage1()
+    stage.add(decode(encode_records([_one(T + 1), _one(T + 2, "10.0.0.3:443")])))
+    first = stage.flush(T + 3, early=True)
+    stage.add(decode(encode_records([_one(T + 4, connections=2), _one(T + 5, "10.0.0.4:443")])))
+    restored = pickle.loads(pickle.dumps(stage))
+    for s in (stage, restored):
+        assert _keys(s.flush(T + 6, early=True)) == [(T, "10.0.0.4", 1)]
+        assert _keys(s.flush(T + 10, early=True)) == [(T, "10.0.0.2", 2)]
+    assert len(first) == 2
+    # a checkpoint written before early emission existed restores with empty early state
+    old = NetworkStage1()
+    old.add(decode(encode_records([_one(T + 1)])))
+    state = dict(old.__dict__)
+    for k in ("_known", "_checked", "_early"):
+        del state[k]
+    back = NetworkStage1.__new__(NetworkStage1)
+    back.__setstate__(state)
+    assert _keys(back.flush(T + 2, early=True)) == [(T, "10.0.0.2", 1)]
