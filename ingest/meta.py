@@ -72,7 +72,9 @@ class _Meta(PartitionLogic):
             else:
                 self.pending.append(p)
         self.count["records"] += len(parsed)
-        return Added(None, len(parsed))
+        # The record's Kafka time moves the partition's clock, and a moving clock flushes: catalog and
+        # health changes reach the store within a commit interval, not at the next periodic checkpoint.
+        return Added(record.timestamp / 1000.0 if record.timestamp > 0 else None, len(parsed))
 
     def flush(self, now: float, checkpoint: bool) -> list[Any]:
         out, self.pending = self.pending, []

@@ -4,7 +4,8 @@
 ``POST /graphql``           GraphQL over HTTP (GET with ``?query=`` works too)
 ``GET /graphql``            GraphiQL (from local assets under ``/graphiql/assets/``)
 ``GET /healthz``            200 while the process runs
-``GET /readyz``             200 when every store answers a ping, else 503 naming the ones that do not
+``GET /readyz``             200 when every store answers a ping (and, with Kafka workers, none has
+                            failed), else 503 naming the ones that do not
 ``GET /metrics``            Prometheus text (see :mod:`service.observability`)
 ==========================  =====================================================================
 
@@ -105,6 +106,7 @@ def create_app(
     extra_routes: Sequence[BaseRoute] = (),
     clock: Callable[[], float] = time.time,
     tracer_provider: TracerProvider | None = None,
+    consumers: Any | None = None,
 ) -> Starlette:
     """The GraphQL service over ``stores``.
 
@@ -112,6 +114,8 @@ def create_app(
       ``counters()`` (or a prometheus Collector) is exposed on ``/metrics``.
     * ``extra_routes``: mounted beside ours (e.g. the HTTP/OTLP ingest routes).
     * ``clock``: the time "now" for queries without ``at`` (tests pass a fixed clock).
+    * ``consumers``: the in-process Kafka workers (:class:`service.consumers.Consumers`) of
+      ``serve --kafka``: their metrics are added to ``/metrics`` and their state to ``/readyz``.
     * ``tracer_provider``: where resolver spans go; by default an OTLP exporter when
       ``OTEL_EXPORTER_OTLP_ENDPOINT`` is configured, the process-wide SDK provider if one is
       installed, otherwise no tracing at all (no per-resolver cost).
@@ -120,6 +124,8 @@ def create_app(
     source = ingest if ingest is not None else runtime
     if source is not None:
         metrics.add_ingest(source)
+    if consumers is not None:
+        metrics.add_ingest(consumers.metrics.registry)
 
     owned: TracerProvider | None = None
     provider: trace.TracerProvider | None = tracer_provider
@@ -160,8 +166,13 @@ def create_app(
             check("CATALOG", stores.catalog.services([])),
         )
         ready = all(v == "ok" for v in checks.values())
-        return JSONResponse({"status": "ok" if ready else "unavailable", "stores": checks},
-                            status_code=200 if ready else 503)
+        body: dict[str, Any] = {"status": "ok" if ready else "unavailable", "stores": checks}
+        if consumers is not None:
+            body["kafka"] = workers = consumers.status()
+            if any(v.startswith("failed") for v in workers.values()):
+                ready = False
+                body["status"] = "unavailable"
+        return JSONResponse(body, status_code=200 if ready else 503)
 
     async def metrics_endpoint(request: Request) -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -26,6 +26,14 @@ def _positive_int(s: str) -> int:
     return v
 
 
+def _topic_prefix_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--topic-prefix",
+        default=os.environ.get("TOPOLOGY_TOPIC_PREFIX", ""),
+        help="prefix of every topic and consumer group name (default: env TOPOLOGY_TOPIC_PREFIX)",
+    )
+
+
 def _store_options(p: argparse.ArgumentParser, default_dir: str | None) -> None:
     p.add_argument(
         "--store",
@@ -67,6 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--embedded", metavar="DATA_DIR", help="use the embedded store in DATA_DIR")
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument(
+        "--kafka",
+        metavar="BOOTSTRAP",
+        help="also consume the Kafka pipeline: run the stage-3 and catalog workers in this process, "
+        "writing the stores it serves",
+    )
+    _topic_prefix_option(serve)
     _store_options(serve, None)
 
     sim = sub.add_parser("simulate", help="run the fleet simulator")
@@ -81,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--out", help="write the emitted payloads under this directory")
     sim.add_argument("--http", help="POST the payloads to a `topology serve` at this base URL")
     sim.add_argument("--kafka", metavar="BOOTSTRAP", help="publish the payloads to Kafka topics")
+    _topic_prefix_option(sim)
     sim.add_argument(
         "--rate", type=float, default=0.0, help="simulated seconds per wall second (0 = as fast as possible)"
     )
@@ -90,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     ing.add_argument("--layer", required=True, choices=("network", "ipc", "trace", "meta"))
     ing.add_argument("--bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:19092"))
     ing.add_argument("--metrics-port", type=int, default=0)
+    _topic_prefix_option(ing)
     _store_options(ing, "var/kafka-store")
 
     sub.add_parser("schema", help="print the GraphQL SDL")
@@ -138,6 +155,7 @@ def _run_ingest(args: Any) -> int:
             data_dir=args.data_dir,
             janusgraph_url=args.janusgraph_url,
             metrics_port=args.metrics_port,
+            topic_prefix=args.topic_prefix,
         )
         or 0
     )

@@ -9,6 +9,8 @@ import contextlib
 import json
 import logging
 import os
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -181,15 +183,44 @@ async def _flusher(runtime: Runtime) -> None:
             log.exception("flush failed")
 
 
+def _stop_gracefully() -> None:
+    """SIGINT and SIGTERM stop the server through uvicorn, which then raises the signal again for the
+    previous handler: this one, which lets the shutdown finish (final Kafka checkpoints, stores
+    closed) and exit 0. A second signal during that shutdown stops the process at once."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    seen: list[int] = []
+
+    def handle(sig: int, frame: Any) -> None:
+        seen.append(sig)
+        if len(seen) > 1:
+            signal.signal(sig, signal.SIG_DFL)
+            signal.raise_signal(sig)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, handle)
+
+
 async def _serve(
-    args: Any, stores: Stores, runtime: Runtime, background: list[asyncio.Task[Any]], banner: str
+    args: Any,
+    stores: Stores,
+    runtime: Runtime,
+    background: list[asyncio.Task[Any]],
+    banner: str,
+    consumers: Any = None,
 ) -> int:
     from service.app import create_app
     from service.config import ServiceConfig
     from service.receiver import ingest_routes
 
     config = ServiceConfig.from_env()
-    app = create_app(stores, config, runtime=runtime, extra_routes=ingest_routes(runtime))
+    app = create_app(
+        stores,
+        config,
+        runtime=runtime,
+        extra_routes=ingest_routes(runtime),
+        consumers=consumers,
+    )
     server = uvicorn.Server(
         uvicorn.Config(
             app, host=args.host, port=args.port, log_level="warning", lifespan="on", log_config=None
@@ -208,9 +239,12 @@ async def _serve(
         )
 
     background.append(asyncio.create_task(announce()))
+    _stop_gracefully()
     try:
         await server.serve()
     finally:
+        if consumers is not None:
+            await consumers.stop()  # final checkpoints while the stores are still open
         for task in background:
             task.cancel()
         for task in background:
@@ -253,4 +287,13 @@ async def run_serve(args: Any) -> int:
     data_dir = Path(args.data_dir) if args.store == "embedded" and args.data_dir else None
     runtime = Runtime(stores, data_dir, Pipeline())
     task = asyncio.create_task(_flusher(runtime))
-    return await _serve(args, stores, runtime, [task], f"Service Topology server, store {args.store}")
+    banner = f"Service Topology server, store {args.store}"
+    if not getattr(args, "kafka", None):
+        return await _serve(args, stores, runtime, [task], banner)
+    from ingest.topics import Topics
+    from service.consumers import Consumers
+
+    consumers = Consumers(stores, args.kafka, Topics(args.topic_prefix))
+    consumers.start()
+    banner += f", consuming Kafka at {args.kafka}"
+    return await _serve(args, stores, runtime, [task], banner, consumers)

@@ -83,8 +83,9 @@ async def run_simulate(args: Any) -> int:
         sinks.append(HttpSink(args.http))
     if args.kafka:
         from ingest.publisher import KafkaSink
+        from ingest.topics import Topics
 
-        sink = KafkaSink(args.kafka)
+        sink = KafkaSink(args.kafka, Topics(getattr(args, "topic_prefix", "")))
         await sink.start()
         sinks.append(sink)
     fleet = generate_fleet(services=args.services, seed=args.seed)
