@@ -1,9 +1,11 @@
 """Stage 3 worker of every layer: edge partials -> complete 60 s windows -> the layer's store.
 
 A thin shell around :class:`topology.stages.final.FinalStage`. Windows replace stored windows with
-the same key, so writing a window again (after late data, or after a replay) is harmless. The nodes
-the windows mention are registered in the catalog store; trace summaries (TRACE layer) are recorded
-there too. Health events (``topology.health``) are read entirely: edge health uses them.
+the same key, so writing a window again (after late data, or after a replay) is harmless. Early
+flushes (the worker's ``early_interval``) write open windows *provisionally*, as they stand so far;
+the complete window replaces them when it closes. The nodes the windows mention are registered in
+the catalog store; trace summaries (TRACE layer) are recorded there too. Health events
+(``topology.health``) are read entirely: edge health uses them.
 """
 
 from __future__ import annotations
@@ -95,7 +97,14 @@ class _Final(PartitionLogic):
         return Added(None, len(partials))
 
     def flush(self, now: float, checkpoint: bool) -> list[Any]:
-        out: list[Any] = list(self.stage.flush(now - self.lateness))
+        return self._with_summaries(self.stage.flush(now - self.lateness))
+
+    def early(self, now: float) -> list[Any]:
+        """Open windows as they stand (provisional: the store replaces them when they close)."""
+        return self._with_summaries(self.stage.flush(now - self.lateness, provisional=True))
+
+    def _with_summaries(self, windows: list[EdgeWindow]) -> list[Any]:
+        out: list[Any] = list(windows)
         if self.summaries:
             out.extend(self.summaries)
             self.summaries = []

@@ -56,6 +56,12 @@ class PartitionLogic(abc.ABC):
         """Outputs that are due at event time ``now``: :class:`Emit` for Kafka stages, store records
         for terminal stages. ``checkpoint`` is True right before the state is checkpointed."""
 
+    def early(self, now: float) -> list[Any]:
+        """Outputs of windows still open at event time ``now`` that are worth sending before they
+        close (new edges, provisional windows), like :meth:`flush`'s. What they emit must leave the
+        state (or be replaced later), since they are checkpointed together. None by default."""
+        return []
+
     @abc.abstractmethod
     def state(self) -> Any:
         """Picklable state to checkpoint (None: nothing worth keeping)."""

@@ -186,6 +186,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--min-commit-interval", type=float)
     p.add_argument("--max-commit-interval", type=float)
     p.add_argument("--idle-seconds", type=float)
+    p.add_argument("--early-interval", type=float,
+                   help="seconds between early outputs of open windows (new edges); 0: only at close")
     p.add_argument("--lateness", type=float)
     p.add_argument("--grace", type=int)
     p.add_argument("--trace-wait", type=float)
@@ -199,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     options = {k: v for k, v in (("min_commit_interval", a.min_commit_interval),
                                  ("max_commit_interval", a.max_commit_interval),
-                                 ("idle_seconds", a.idle_seconds)) if v is not None}
+                                 ("idle_seconds", a.idle_seconds),
+                                 ("early_interval", a.early_interval)) if v is not None}
     settings = {k: v for k, v in (("lateness", a.lateness), ("grace", a.grace), ("trace_wait", a.trace_wait))
                 if v is not None}
     return run_worker(a.stage, a.layer, a.bootstrap, a.store, a.data_dir, a.janusgraph_url,

@@ -3,7 +3,10 @@
 :mod:`topology.stages.network_stage1` and :mod:`topology.stages.network_stage2`.
 
 Stage 1 keeps its open 10 s windows in its checkpoints (so a replay regroups records exactly as
-the first run did). Its outputs are routed by :meth:`NetworkStage2.route_key` (the
+the first run did). Early flushes (the worker's ``early_interval``) send what makes a new edge
+visible before its window closes: stage 1 the aggregates of keys new in their open window (they
+leave the checkpointed state in the same transaction), stage 2 the direct edges of open windows as
+additive partials. Its outputs are routed by :meth:`NetworkStage2.route_key` (the
 intermediary, or the app the traffic goes into), so everything one join needs meets in one stage-2
 partition; both stages therefore read the address leases (``topology.addresses``) entirely.
 """
@@ -24,7 +27,7 @@ from ingest.topics import Topics
 from topology.address import AddressBook
 from topology.catalog import AddressLease
 from topology.model import EdgePartial
-from topology.stages.network_stage1 import FlowAggregate, NetworkStage1
+from topology.stages.network_stage1 import FlowAggregate, FlowAggregates, NetworkStage1
 from topology.stages.network_stage2 import NetworkStage2
 from topology.wire import flow
 from topology.wire.vpcflow import VpcFlowError, VpcFlowParser
@@ -147,7 +150,13 @@ class _Stage1(PartitionLogic):
         return Added(t, len(records), rejects)
 
     def flush(self, now: float, checkpoint: bool) -> list[Any]:
-        aggs = self.stage.flush(now - self.spec.lateness) if math.isfinite(now) else []
+        return self._emits(self.stage.flush(now - self.spec.lateness) if math.isfinite(now) else [])
+
+    def early(self, now: float) -> list[Any]:
+        """Aggregates of keys new in their open window (the rest of the window follows at close)."""
+        return self._emits(self.stage.flush(now - self.spec.lateness, early=True))
+
+    def _emits(self, aggs: FlowAggregates | list[FlowAggregate]) -> list[Any]:
         if self.direct:
             aggs.extend(self.direct)
             self.direct.clear()
@@ -208,6 +217,10 @@ class _Stage2(PartitionLogic):
 
     def flush(self, now: float, checkpoint: bool) -> list[Any]:
         return [Emit(edge_route(p), p.to_dict()) for p in self.stage.flush(now - self.lateness)]
+
+    def early(self, now: float) -> list[Any]:
+        """Direct edges of open windows so far, as additive partials (joins wait for the close)."""
+        return [Emit(edge_route(p), p.to_dict()) for p in self.stage.flush(now - self.lateness, early=True)]
 
     def state(self) -> Any:
         return self.stage

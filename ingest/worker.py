@@ -12,6 +12,11 @@ are due (event time) -> now and then make everything durable in one step:
   the stored one), then state and offsets are committed. A crash in between replays records whose
   windows are rewritten with the same content.
 
+Early outputs: at most every ``early_interval`` the worker also asks each partition's logic for
+outputs of windows still open (:meth:`PartitionLogic.early`: new edges, provisional windows). They
+join the pending outputs like any others, and the state they were taken from is checkpointed in the
+same step, so freshness costs nothing in exactness.
+
 Time: every partition carries an event-time clock (:mod:`ingest.clock`); outputs of repartition
 topics carry their source's clock, and each checkpoint also sends *ticks* (all source clocks of this
 worker) to every partition of the output topic, so windows close downstream when every upstream
@@ -67,6 +72,7 @@ class WorkerOptions:
     min_commit_interval: float = 1.0  # outputs wait at most this long (plus processing) for their commit
     max_commit_interval: float = 30.0  # offsets and state are checkpointed at least this often
     tick_interval: float = 1.0  # clocks are sent downstream this often when they move
+    early_interval: float = 1.0  # open windows emit their early outputs this often (0: only at close)
     idle_seconds: float = 10.0  # a silent stage-1 partition's clock then follows the wall clock
     max_future: float = 300.0  # event times beyond the record's Kafka timestamp plus this are capped
     max_records: int = 1000  # per consumed batch
@@ -140,6 +146,7 @@ class Worker:
         self.broken = False  # a checkpoint during a rebalance failed: restart the session
         self.last_commit = 0.0
         self.last_tick = 0.0
+        self.last_early = 0.0
         self.ticked: dict[str, float] = {}
         self.paused = False
         self.sessions = 0
@@ -240,6 +247,7 @@ class Worker:
                 t0 = time.perf_counter()
                 n = self._process(batch)
                 self._flush_parts(checkpoint=False)
+                self._early_flush()
                 if n:
                     self.metrics.batch_seconds.labels(**self.labels).observe(time.perf_counter() - t0)
                 await self._maybe_commit()
@@ -457,7 +465,21 @@ class Worker:
         now = ps.clock.now
         if not math.isfinite(now) and not checkpoint:
             return
-        outputs = ps.logic.flush(now, checkpoint)
+        self._collect(ps, now, ps.logic.flush(now, checkpoint))
+
+    def _early_flush(self) -> None:
+        """At most every ``early_interval``: the early outputs of open windows (new edges, provisional
+        windows). They go the same way as the others: into the next checkpoint, with the state they
+        left, so a replay from a checkpoint counts nothing twice."""
+        interval = self.opt.early_interval
+        wall = self.opt.wall()
+        if interval <= 0 or wall - self.last_early < interval:
+            return
+        self.last_early = wall
+        for ps in self.parts.values():  # an unknown clock (-inf) is fine: every window is still open
+            self._collect(ps, ps.clock.now, ps.logic.early(ps.clock.now))
+
+    def _collect(self, ps: _Part, now: float, outputs: list[Any]) -> None:
         if not outputs:
             return
         ps.dirty = True
