@@ -5,6 +5,7 @@ run of the same input (the in-process pipeline): nothing lost, nothing counted t
 from __future__ import annotations
 
 import asyncio
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -21,6 +22,7 @@ from tests.kafka.harness import (
     Processes,
     assert_same_windows,
     embedded_baseline,
+    free_port,
     prefixed_topics,
     windows,
 )
@@ -74,16 +76,19 @@ async def test_kill_9_of_a_worker_in_each_stage_loses_and_duplicates_nothing(
     assert_same_windows(got, embedded_baseline(SERVICES, 42, start, MINUTES))
 
 
-def _dev_sh(command: str, port: int) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["bash", str(ROOT / "docker/kafka/dev.sh"), command], env={
-        "PATH": "/usr/local/bin:/usr/bin:/bin", "KAFKA_PORT": str(port), "KAFKA_HEAP": "-Xms128m -Xmx384m"},
-        capture_output=True, text=True, timeout=180, check=False)
+def _dev_sh(command: str, port: int, controller: int) -> subprocess.CompletedProcess[str]:
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "KAFKA_PORT": str(port),
+           "KAFKA_CONTROLLER_PORT": str(controller), "KAFKA_HEAP": "-Xms128m -Xmx384m"}
+    return subprocess.run(["bash", str(ROOT / "docker/kafka/dev.sh"), command], env=env,
+                          capture_output=True, text=True, timeout=180, check=False)
 
 
 async def test_broker_stopped_and_restarted_mid_stream_recovers_without_loss(
         kafka_bootstrap: str, topic_label: str, tmp_path: Path) -> None:
-    port = 19192  # a private broker: stopping it must not disturb anything else using the shared one
-    started = _dev_sh("start", port)
+    # A private broker (stopping it must not disturb anything else using the shared one) on free ports,
+    # so that several test runs on one machine do not collide.
+    port, controller = free_port(), free_port()
+    started = _dev_sh("start", port, controller)
     require(started.returncode == 0, f"a second Kafka broker on port {port} ({started.stderr[-300:]})")
     bootstrap = f"127.0.0.1:{port}"
     try:
@@ -99,10 +104,10 @@ async def test_broker_stopped_and_restarted_mid_stream_recovers_without_loss(
                         partitions=2, rate=12.0))
                     await asyncio.sleep(6)
                     assert not publishing.done()
-                    stopped = await asyncio.to_thread(_dev_sh, "stop", port)
+                    stopped = await asyncio.to_thread(_dev_sh, "stop", port, controller)
                     assert stopped.returncode == 0, stopped.stderr
                     await asyncio.sleep(3)
-                    restarted = await asyncio.to_thread(_dev_sh, "start", port)
+                    restarted = await asyncio.to_thread(_dev_sh, "start", port, controller)
                     assert restarted.returncode == 0, restarted.stderr
                     res = await publishing
                     await run.wait_clocks(res["end"] + 80, [(3, layer) for layer in LAYERS], limit=150)
@@ -112,4 +117,5 @@ async def test_broker_stopped_and_restarted_mid_stream_recovers_without_loss(
                 await stores.close()
         assert_same_windows(got, embedded_baseline(SERVICES, 42, start, MINUTES))
     finally:
-        _dev_sh("stop", port)
+        _dev_sh("stop", port, controller)
+        shutil.rmtree(ROOT / "var" / "kafka" / f"state-{port}", ignore_errors=True)
