@@ -49,7 +49,6 @@ async def build(
     data_dir: pathlib.Path, services: int, minutes: int, seed: int
 ) -> tuple[float, list[str], list[str]]:
     """Fill ``data_dir``; return (now, all app names, the 10 most depended-on)."""
-    import numpy as np
 
     from bench.store_embedded import T0, Fleet
     from topology.catalog import HealthEvent, HealthState, Owner, ServiceInfo
@@ -81,9 +80,22 @@ async def build(
     await stores.catalog.record_health([
         HealthEvent(name, rnd.choice(list(HealthState)), now - rnd.randint(60, 3 * 3600))
         for name in fleet.apps if rnd.random() < 0.3])
-    hubs = [fleet.apps[i] for i in np.argsort(-fleet.in_degree)[:10]]
     await stores.close()
-    return now, fleet.apps, hubs
+    return now, fleet.apps, _hubs(fleet)
+
+
+def _hubs(fleet: Any) -> list[str]:
+    import numpy as np
+
+    return [fleet.apps[i] for i in np.argsort(-fleet.in_degree)[:10]]
+
+
+def rebuild_answers(services: int, minutes: int, seed: int) -> tuple[float, list[str], list[str]]:
+    """What :func:`build` returns, without writing (for ``--reuse`` of a directory it filled)."""
+    from bench.store_embedded import T0, Fleet
+
+    fleet = Fleet(services, seed)
+    return float(T0 + minutes * 60), fleet.apps, _hubs(fleet)
 
 
 def serve(data_dir: str, port: int, now: float) -> None:
@@ -120,7 +132,35 @@ def fmt(p: dict[str, float]) -> str:
     return "  ".join(f"{k} {v:8.2f}" for k, v in p.items()) + " ms"
 
 
-async def measure(base: str, names: list[str], hubs: list[str], now: float, args: argparse.Namespace) -> None:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (0 where /proc is not there)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class ServerCpu:
+    """The server's CPU time per request over a phase: steadier than wall time on a shared machine."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.start = cpu_seconds(pid)
+
+    def per_request(self, n: int) -> str:
+        used = cpu_seconds(self.pid) - self.start
+        return f"  server CPU {used * 1000 / max(n, 1):.2f} ms/request"
+
+
+def load() -> str:
+    return "load average " + " ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+async def measure(
+    base: str, pid: int, names: list[str], hubs: list[str], now: float, args: argparse.Namespace
+) -> None:
     rnd = random.Random(args.seed + 1)
     picks = [rnd.choice(names) for _ in range(args.queries)]
     limits = httpx.Limits(max_connections=args.concurrency, max_keepalive_connections=args.concurrency)
@@ -136,12 +176,16 @@ async def measure(base: str, names: list[str], hubs: list[str], now: float, args
         for name in picks[: min(50, len(picks))]:
             await post(client, Q1, {"name": name}, warm)
 
+        print(f"# {load()}")
         samples: list[float] = []
+        cpu = ServerCpu(pid)
         for name in picks:
             await post(client, Q1, {"name": name}, samples)
-        print(f"{'Q1 sequential':28s} {len(picks)} services: {fmt(percentiles(samples))}")
+        print(f"{'Q1 sequential':28s} {len(picks)} services: {fmt(percentiles(samples))}"
+              f"{cpu.per_request(len(samples))}")
 
         samples = []
+        cpu = ServerCpu(pid)
         queue = list(picks) * 2
 
         async def worker() -> None:
@@ -152,20 +196,25 @@ async def measure(base: str, names: list[str], hubs: list[str], now: float, args
         await asyncio.gather(*(worker() for _ in range(args.concurrency)))
         wall = time.perf_counter() - t
         print(f"{'Q1 concurrent':28s} {args.concurrency} clients, {len(samples)} requests: "
-              f"{len(samples) / wall:8.1f} requests/s  {fmt(percentiles(samples))}")
+              f"{len(samples) / wall:8.1f} requests/s  {fmt(percentiles(samples))}"
+              f"{cpu.per_request(len(samples))}")
 
         samples = []
+        cpu = ServerCpu(pid)
         for _ in range(args.blast_runs):
             for hub in hubs:
                 await post(client, Q2, {"name": hub}, samples)
         print(f"{'Q2 blastRadius(depth: 5)':28s} 10 most depended-on x {args.blast_runs}: "
-              f"{fmt(percentiles(samples))}")
+              f"{fmt(percentiles(samples))}{cpu.per_request(len(samples))}")
 
         at = datetime.fromtimestamp(now - 30 * 60, tz=UTC).isoformat()
         samples = []
+        cpu = ServerCpu(pid)
         for name in picks:
             await post(client, Q3, {"name": name, "at": at}, samples)
-        print(f"{'Q3 at -30 min, 5 min window':28s} {len(picks)} services: {fmt(percentiles(samples))}")
+        print(f"{'Q3 at -30 min, 5 min window':28s} {len(picks)} services: {fmt(percentiles(samples))}"
+              f"{cpu.per_request(len(samples))}")
+        print(f"# {load()}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -177,6 +226,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--blast-runs", type=int, default=10)
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--data-dir", help="where to build the store (default: a temporary directory)")
+    p.add_argument("--reuse", action="store_true",
+                   help="measure the store already in --data-dir (built earlier with the same --services, "
+                   "--minutes and --seed) instead of building it again")
     p.add_argument("--serve", nargs=3, metavar=("DATA_DIR", "PORT", "NOW"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.serve:
@@ -184,20 +236,27 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     print(header("GraphQL over HTTP (bench/query_http.py)"))
+    if args.reuse and not args.data_dir:
+        p.error("--reuse needs --data-dir")
     root = pathlib.Path(args.data_dir or tempfile.mkdtemp(prefix="query-http-"))
-    if root.exists():
-        shutil.rmtree(root)
     t = time.perf_counter()
-    now, names, hubs = asyncio.run(build(root, args.services, args.minutes, args.seed))
-    print(f"# fleet: {args.services} services, {args.minutes} minutes of windows, built in "
-          f"{time.perf_counter() - t:.0f} s; one uvicorn process, Q1 pages hold the default 100 dependencies")
+    if args.reuse:
+        now, names, hubs = rebuild_answers(args.services, args.minutes, args.seed)
+        made = f"reused from {root}"
+    else:
+        if root.exists():
+            shutil.rmtree(root)
+        now, names, hubs = asyncio.run(build(root, args.services, args.minutes, args.seed))
+        made = f"built in {time.perf_counter() - t:.0f} s"
+    print(f"# fleet: {args.services} services, {args.minutes} minutes of windows, {made}; "
+          "one uvicorn process, Q1 pages hold the default 100 dependencies")
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "bench.query_http", "--serve", str(root), str(port), str(now)],
         env={**os.environ, "TOPOLOGY_GRAPHIQL": "false"},
     )
     try:
-        asyncio.run(measure(f"http://127.0.0.1:{port}", names, hubs, now, args))
+        asyncio.run(measure(f"http://127.0.0.1:{port}", server.pid, names, hubs, now, args))
     finally:
         server.send_signal(signal.SIGINT)
         try:

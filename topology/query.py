@@ -91,23 +91,98 @@ class MergedEdge:
         return (self.source, self.target)
 
 
-@dataclass(frozen=True, slots=True)
-class Dependency:
-    """A node reached by a traversal, with the merged edge it was reached through."""
-
-    name: str
-    depth: int
-    via: str
-    kind: NodeKind
-    edge: MergedEdge  # via -> name for UPSTREAM, name -> via for DOWNSTREAM
-
-
 _Found = dict[tuple[str, str], dict[Layer, EdgeSummary]]
 _ByLayer = dict[Layer, dict[tuple[str, str], EdgeSummary]]
 
 
 def _gather(by_layer: _ByLayer, key: tuple[str, str]) -> dict[Layer, EdgeSummary]:
     return {layer: m[key] for layer, m in by_layer.items() if key in m}
+
+
+class _Walked:
+    """Every edge a traversal walked: each layer's answers kept as they came (one append per answer,
+    nothing per edge) and indexed by (source, target) on first use. A blast radius that reads only
+    names never pays for the index."""
+
+    __slots__ = ("_answers", "_index")
+
+    def __init__(self) -> None:
+        # (layer, the frontier asked about, upstream, the answer), in the order they came
+        self._answers: list[tuple[Layer, set[str], bool, Sequence[EdgeSummary]]] = []
+        self._index: _ByLayer | None = None
+
+    def add(self, layer: Layer, frontier: set[str], upstream: bool, answer: Sequence[EdgeSummary]) -> None:
+        self._answers.append((layer, frontier, upstream, answer))
+        self._index = None
+
+    def by_layer(self) -> _ByLayer:
+        """Each layer's edges (first answer wins) with an end in the frontier they were asked for."""
+        index = self._index
+        if index is None:
+            index = {}
+            for layer, frontier, upstream, answer in self._answers:
+                mine = index.setdefault(layer, {})
+                for summary in answer:
+                    ek = summary.key
+                    if (ek.source if upstream else ek.target) not in frontier:
+                        continue  # not an edge of this frontier: ignored by the walk as well
+                    k = (ek.source, ek.target)
+                    if k not in mine:
+                        mine[k] = summary
+            self._index = index
+        return index
+
+
+class Dependency:
+    """A node reached by a traversal, with the merged edge it was reached through (merged on first
+    use: a blast radius counts names and never reads most of them)."""
+
+    __slots__ = ("_edge", "_key", "_upstream", "_walked", "depth", "name", "via")
+
+    def __init__(
+        self, name: str, depth: int, via: str, key: tuple[str, str], upstream: bool, walked: _Walked
+    ) -> None:
+        self.name = name
+        self.depth = depth
+        self.via = via
+        self._key = key
+        self._upstream = upstream
+        self._walked = walked
+        self._edge: MergedEdge | None = None
+
+    @property
+    def edge(self) -> MergedEdge:
+        """via -> name for UPSTREAM, name -> via for DOWNSTREAM."""
+        edge = self._edge
+        if edge is None:
+            k = self._key
+            found = [(layer, m[k]) for layer, m in self._walked.by_layer().items() if k in m]
+            if len(found) == 1:
+                ((layer, only),) = found
+                edge = MergedEdge(k[0], k[1], ((layer, only.stats),), only.source_kind, only.target_kind)
+            else:
+                edge = _merge_edge(k[0], k[1], dict(found))
+            self._edge = edge
+        return edge
+
+    @property
+    def kind(self) -> NodeKind:
+        edge = self.edge
+        return edge.target_kind if self._upstream else edge.source_kind
+
+    def _fields(self) -> tuple[str, int, str, MergedEdge]:
+        return (self.name, self.depth, self.via, self.edge)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Dependency):
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.depth, self.via))
+
+    def __repr__(self) -> str:
+        return f"Dependency(name={self.name!r}, depth={self.depth}, via={self.via!r}, kind={self.kind})"
 
 
 @dataclass(frozen=True)
@@ -117,7 +192,12 @@ class UnifiedTraversal:
     layers: tuple[Layer, ...]  # the layers asked for
     reached: tuple[Dependency, ...]  # ordered by (depth, name); roots are not listed
     failures: tuple[LayerFailure, ...]
-    walked: _ByLayer = field(default_factory=dict, repr=False, compare=False)  # every edge walked, by layer
+    walks: _Walked = field(default_factory=_Walked, repr=False, compare=False)
+
+    @property
+    def walked(self) -> _ByLayer:
+        """Every edge walked, by layer (in the order the layers were asked in)."""
+        return self.walks.by_layer()
 
     @cached_property
     def edges(self) -> tuple[MergedEdge, ...]:
@@ -261,8 +341,8 @@ async def traverse(
     asked, active, failures = _start(layer_stores, layers)
     seen: set[str] = set(root_names)
     frontier: list[str] = list(root_names)
-    walked: _ByLayer = {}
-    reached: list[tuple[str, int, str, tuple[str, str]]] = []  # name, depth, via, edge key
+    walks = _Walked()
+    reached: list[Dependency] = []
     upstream = direction is Direction.UPSTREAM
 
     for level in range(1, depth + 1):
@@ -283,64 +363,53 @@ async def traverse(
             )
         )
         frontier_set = set(frontier)
-        best: dict[str, tuple[str, tuple[str, str]]] = {}  # far node -> (via, edge key)
+        best: dict[str, str] = {}  # far node -> the smallest frontier node it is reached from
         for layer, answer in zip(calling, answers, strict=True):
             if isinstance(answer, LayerFailure):
                 failures.append(answer)
                 active.remove(layer)
                 continue
-            mine = walked.setdefault(layer, {})
-            # the hot loop of every query: keep it flat (one copy per direction)
+            walks.add(layer, frontier_set, upstream, answer)
+            # the hot loop of every query: keep it flat (one copy per direction), nothing per edge
+            # but the names (the walked edges are indexed only if someone reads them)
             if upstream:
                 for summary in answer:
                     ek = summary.key
-                    near, far = ek.source, ek.target
+                    far = ek.target
+                    if far in seen:
+                        continue
+                    near = ek.source
                     if near not in frontier_set:
                         continue  # not an edge of this frontier: ignore rather than trust it
-                    k = (near, far)
-                    if k not in mine:
-                        mine[k] = summary
-                    if far not in seen:
-                        prev = best.get(far)
-                        if prev is None or near < prev[0]:
-                            best[far] = (near, k)
+                    prev = best.get(far)
+                    if prev is None or near < prev:
+                        best[far] = near
             else:
                 for summary in answer:
                     ek = summary.key
-                    far, near = ek.source, ek.target
+                    far = ek.source
+                    if far in seen:
+                        continue
+                    near = ek.target
                     if near not in frontier_set:
                         continue
-                    k = (far, near)
-                    if k not in mine:
-                        mine[k] = summary
-                    if far not in seen:
-                        prev = best.get(far)
-                        if prev is None or near < prev[0]:
-                            best[far] = (near, k)
+                    prev = best.get(far)
+                    if prev is None or near < prev:
+                        best[far] = near
         frontier = sorted(best)
         for name in frontier:
-            via, k = best[name]
-            reached.append((name, level, via, k))
+            via = best[name]
+            k = (via, name) if upstream else (name, via)
+            reached.append(Dependency(name, level, via, k, upstream, walks))
         seen.update(frontier)
 
-    deps = []
-    by_layer = list(walked.items())  # in the order the layers were asked in: ALL_LAYERS order
-    for name, level, via, k in reached:
-        found = [(layer, m[k]) for layer, m in by_layer if k in m]
-        if len(found) == 1:
-            ((layer, only),) = found
-            edge = MergedEdge(k[0], k[1], ((layer, only.stats),), only.source_kind, only.target_kind)
-        else:
-            edge = _merge_edge(k[0], k[1], dict(found))
-        kind = edge.target_kind if upstream else edge.source_kind
-        deps.append(Dependency(name=name, depth=level, via=via, kind=kind, edge=edge))
     return UnifiedTraversal(
         roots=root_names,
         direction=direction,
         layers=asked,
-        reached=tuple(deps),
+        reached=tuple(reached),
         failures=tuple(failures),
-        walked=walked,
+        walks=walks,
     )
 
 
@@ -442,10 +511,9 @@ def _team_notices(affected: Sequence[str], infos: Mapping[str, ServiceInfo]) -> 
         known, names = teams[o.team]
         names.append(name)
         # Contacts may be missing on some entries of a team: keep the first one given for each.
-        teams[o.team] = (
-            Owner(o.team, known.email or o.email, known.chat or o.chat, known.oncall or o.oncall),
-            names,
-        )
+        email, chat, oncall = known.email or o.email, known.chat or o.chat, known.oncall or o.oncall
+        if email is not known.email or chat is not known.chat or oncall is not known.oncall:
+            teams[o.team] = (Owner(o.team, email, chat, oncall), names)
     notices = tuple(TeamNotice(owner, tuple(names)) for _, (owner, names) in sorted(teams.items()))
     return notices, tuple(unowned)
 
