@@ -98,8 +98,13 @@ def rebuild_answers(services: int, minutes: int, seed: int) -> tuple[float, list
     return float(T0 + minutes * 60), fleet.apps, _hubs(fleet)
 
 
-def serve(data_dir: str, port: int, now: float) -> None:
-    """The server process: the app over the stores in ``data_dir``, clock pinned to ``now``."""
+def serve(data_dir: str, port: int, now: float, gc_freeze: bool = False) -> None:
+    """The server process: the app over the stores in ``data_dir``, clock pinned to ``now``.
+    ``gc_freeze``: move everything alive after opening (the stores' index) out of the cyclic
+    collector's reach, so its full collections no longer walk it (an experiment: the service does not
+    do this yet)."""
+    import gc
+
     import uvicorn
 
     from service.app import create_app
@@ -108,6 +113,9 @@ def serve(data_dir: str, port: int, now: float) -> None:
 
     stores = open_stores(data_dir)
     app = create_app(stores, ServiceConfig.from_env(), clock=lambda: now)
+    if gc_freeze:
+        gc.collect()
+        gc.freeze()
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
@@ -229,10 +237,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reuse", action="store_true",
                    help="measure the store already in --data-dir (built earlier with the same --services, "
                    "--minutes and --seed) instead of building it again")
+    p.add_argument("--gc-freeze", action="store_true",
+                   help="the server calls gc.freeze() after opening the stores (experiment; see serve())")
     p.add_argument("--serve", nargs=3, metavar=("DATA_DIR", "PORT", "NOW"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.serve:
-        serve(args.serve[0], int(args.serve[1]), float(args.serve[2]))
+        serve(args.serve[0], int(args.serve[1]), float(args.serve[2]), args.gc_freeze)
         return 0
 
     print(header("GraphQL over HTTP (bench/query_http.py)"))
@@ -249,10 +259,12 @@ def main(argv: list[str] | None = None) -> int:
         now, names, hubs = asyncio.run(build(root, args.services, args.minutes, args.seed))
         made = f"built in {time.perf_counter() - t:.0f} s"
     print(f"# fleet: {args.services} services, {args.minutes} minutes of windows, {made}; "
-          "one uvicorn process, Q1 pages hold the default 100 dependencies")
+          "one uvicorn process, Q1 pages hold the default 100 dependencies"
+          + ("; server gc.freeze() after open" if args.gc_freeze else ""))
     port = free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "bench.query_http", "--serve", str(root), str(port), str(now)],
+        [sys.executable, "-m", "bench.query_http", "--serve", str(root), str(port), str(now),
+         *(["--gc-freeze"] if args.gc_freeze else [])],
         env={**os.environ, "TOPOLOGY_GRAPHIQL": "false"},
     )
     try:
