@@ -98,24 +98,20 @@ def rebuild_answers(services: int, minutes: int, seed: int) -> tuple[float, list
     return float(T0 + minutes * 60), fleet.apps, _hubs(fleet)
 
 
-def serve(data_dir: str, port: int, now: float, gc_freeze: bool = False) -> None:
+def serve(data_dir: str, port: int, now: float, gc_freeze: bool = True) -> None:
     """The server process: the app over the stores in ``data_dir``, clock pinned to ``now``.
-    ``gc_freeze``: move everything alive after opening (the stores' index) out of the cyclic
-    collector's reach, so its full collections no longer walk it (an experiment: the service does not
-    do this yet)."""
-    import gc
-
+    ``gc_freeze``: as ``topology serve`` does, move everything alive after opening (the stores' index)
+    out of the cyclic collector's reach (:func:`service.app.freeze_heap`); off to compare."""
     import uvicorn
 
-    from service.app import create_app
+    from service.app import create_app, freeze_heap
     from service.config import ServiceConfig
     from topology.store.embedded import open_stores
 
     stores = open_stores(data_dir)
     app = create_app(stores, ServiceConfig.from_env(), clock=lambda: now)
     if gc_freeze:
-        gc.collect()
-        gc.freeze()
+        freeze_heap()
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
@@ -173,7 +169,7 @@ async def measure(
     picks = [rnd.choice(names) for _ in range(args.queries)]
     limits = httpx.Limits(max_connections=args.concurrency, max_keepalive_connections=args.concurrency)
     async with httpx.AsyncClient(base_url=base, timeout=60, limits=limits) as client:
-        for _ in range(300):  # wait for the server
+        for _ in range(1200):  # wait for the server (reopening a store after an unclean close is slow)
             try:
                 if (await client.get("/readyz")).status_code == 200:
                     break
@@ -237,8 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reuse", action="store_true",
                    help="measure the store already in --data-dir (built earlier with the same --services, "
                    "--minutes and --seed) instead of building it again")
-    p.add_argument("--gc-freeze", action="store_true",
-                   help="the server calls gc.freeze() after opening the stores (experiment; see serve())")
+    p.add_argument("--no-gc-freeze", dest="gc_freeze", action="store_false",
+                   help="the server does not freeze the heap after opening the stores (topology serve does)")
     p.add_argument("--serve", nargs=3, metavar=("DATA_DIR", "PORT", "NOW"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.serve:
@@ -260,11 +256,11 @@ def main(argv: list[str] | None = None) -> int:
         made = f"built in {time.perf_counter() - t:.0f} s"
     print(f"# fleet: {args.services} services, {args.minutes} minutes of windows, {made}; "
           "one uvicorn process, Q1 pages hold the default 100 dependencies"
-          + ("; server gc.freeze() after open" if args.gc_freeze else ""))
+          + ("" if args.gc_freeze else "; server without gc.freeze()"))
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "bench.query_http", "--serve", str(root), str(port), str(now),
-         *(["--gc-freeze"] if args.gc_freeze else [])],
+         *([] if args.gc_freeze else ["--no-gc-freeze"])],
         env={**os.environ, "TOPOLOGY_GRAPHIQL": "false"},
     )
     try:

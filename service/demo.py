@@ -209,11 +209,12 @@ async def _serve(
     banner: str,
     consumers: Any = None,
 ) -> int:
-    from service.app import create_app
+    from service.app import create_app, freeze_heap
     from service.config import ServiceConfig
     from service.receiver import ingest_routes
 
     config = ServiceConfig.from_env()
+    freeze_heap()
     app = create_app(
         stores,
         config,
