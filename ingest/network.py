@@ -5,8 +5,8 @@
 Stage 1 keeps its open 10 s windows in its checkpoints (so a replay regroups records exactly as
 the first run did). Early flushes (the worker's ``early_interval``) send what makes a new edge
 visible before its window closes: stage 1 the aggregates of keys new in their open window (they
-leave the checkpointed state in the same transaction), stage 2 the direct edges of open windows as
-additive partials. Its outputs are routed by :meth:`NetworkStage2.route_key` (the
+leave the checkpointed state in the same transaction), stage 2 the direct edges new in their open
+window as additive partials. Stage 1's outputs are routed by :meth:`NetworkStage2.route_key` (the
 intermediary, or the app the traffic goes into), so everything one join needs meets in one stage-2
 partition; both stages therefore read the address leases (``topology.addresses``) entirely.
 """
@@ -216,11 +216,16 @@ class _Stage2(PartitionLogic):
         return Added(None, len(aggs))
 
     def flush(self, now: float, checkpoint: bool) -> list[Any]:
-        return [Emit(edge_route(p), p.to_dict()) for p in self.stage.flush(now - self.lateness)]
+        return self._emits(self.stage.flush(now - self.lateness))
 
     def early(self, now: float) -> list[Any]:
-        """Direct edges of open windows so far, as additive partials (joins wait for the close)."""
-        return [Emit(edge_route(p), p.to_dict()) for p in self.stage.flush(now - self.lateness, early=True)]
+        """Direct edges new in their open window, as additive partials: the rest of the window (and
+        joins) follows at the close, so a busy partition does not send every edge it touched each time."""
+        return self._emits(self.stage.flush(now - self.lateness, early=True, new_only=True))
+
+    @staticmethod
+    def _emits(partials: list[EdgePartial]) -> list[Any]:
+        return [Emit(edge_route(p), p.to_dict()) for p in partials]
 
     def state(self) -> Any:
         return self.stage

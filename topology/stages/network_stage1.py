@@ -23,9 +23,11 @@ aggregates are additive, so early + closing output sums to what a single flush a
 is new when it was not seen in this window or the previous one: every key a flush looks at (pending
 rows of open windows, output of closed ones) is remembered per window as a 64-bit hash in a sorted
 array, so a key that stays busy is emitted early only once, when it first appears. Only rows that
-arrived since the last early flush are looked at. A hash collision can only make a new key wait for
-its window to close, never change counts. Remembered keys of windows before the previous one are
-forgotten, so the state stays bounded (and picklable: it is checkpointed with the pending rows).
+arrived since the last early flush are looked at, and the rows that stay are merged into one reduced
+part per window (so the checkpointed state holds each key of an open window once). A hash
+collision can only make a new key wait for its window to close, never change counts. Remembered
+keys of windows before the previous one are forgotten, so the state stays bounded (and picklable:
+it is checkpointed with the pending rows).
 
 Aggregates cross the Kafka repartition topic between stage 1 and stage 2 as ``to_dict`` JSON,
 keyed by :attr:`FlowAggregate.partition_key` (the remote address). In process, :meth:`flush`
@@ -412,24 +414,21 @@ class NetworkStage1:
         new = ~(_contains(self._known.get(w, _NO_HASHES), hashes)
                 | _contains(self._known.get(w - self.window_seconds, _NO_HASHES), hashes))
         self._remember(w, hashes)
-        if not new.any():
-            self._checked[w] = len(parts)
-            return
-        emit = rows[new]
-        if len(fresh_parts) > 1:  # the same key in several batches: one aggregate
-            emit = _merge(emit)
-        out.extend(self._rows(w, emit))
-        # The parts keep what was not emitted, each still reduced on its own.
-        kept = parts[:checked]
-        at = 0
-        for p in fresh_parts:
-            rest = p[~new[at:at + len(p)]]
-            at += len(p)
-            if len(rest):
-                kept.append(rest)
+        rest = rows
+        if new.any():
+            emit = rows[new]
+            if len(fresh_parts) > 1:  # the same key in several batches: one aggregate
+                emit = _merge(emit)
+            out.extend(self._rows(w, emit))
+            rest = rows[~new]
+        # What stays is merged into one reduced part: the state (checkpointed after every early
+        # flush that emitted something) then holds each key of the window once, not once per batch.
+        kept = [*parts[:checked], rest] if len(rest) else parts[:checked]
+        if len(kept) > 1:
+            kept = [_merge(_concatenate(kept))]
         if kept:
             self._pending[w] = kept
-            self._checked[w] = len(kept)
+            self._checked[w] = 1
         else:
             del self._pending[w]
             self._checked.pop(w, None)

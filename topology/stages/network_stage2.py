@@ -161,7 +161,8 @@ class _Join:
 
 
 class _Window:
-    __slots__ = ("app", "cluster", "direct", "dirty", "emitted_into", "flushed", "joins", "nat", "nat_new")
+    __slots__ = ("app", "cluster", "direct", "dirty", "early_sent", "emitted_into", "flushed", "joins", "nat",
+                 "nat_new")
 
     def __init__(self) -> None:
         # Pending (unflushed) edge totals, keyed by (source, target, side).
@@ -179,6 +180,7 @@ class _Window:
         self.direct: dict[tuple[str, str, int, str], tuple[float, float, _Acc, _Acc | None]] = {}
         self.flushed = False
         self.dirty = False
+        self.early_sent: set[tuple[Granularity, str, str, int]] | None = None  # flush(new_only=True)
 
 
 class NetworkStage2:
@@ -354,13 +356,15 @@ class NetworkStage2:
         return app_acc, cluster_acc
 
     # -- output -----------------------------------------------------------------------------------
-    def flush(self, watermark: float, early: bool = False) -> list[EdgePartial]:
+    def flush(self, watermark: float, early: bool = False, new_only: bool = False) -> list[EdgePartial]:
         """Partials of every window that ends at or before ``watermark`` and has news since its last flush.
 
         With ``early``, windows still open also emit their *direct* edges so far (workload to
         workload, databases, brokers, external hosts): partials are additive, so nothing is counted
         twice. Intermediary joins and NAT annotations wait for the window to close, as they need
-        both sides of the window.
+        both sides of the window. With ``new_only`` as well, only edges new in the window are (not
+        emitted in it or in the window before, nor pending there: what makes a new edge visible);
+        the others keep adding up until the close.
         """
         if watermark > self._watermark:
             self._watermark = watermark
@@ -372,7 +376,10 @@ class NetworkStage2:
                 if not early:
                     break
                 st.direct.clear()
-                self._emit_pending(w, st, out)
+                if new_only:
+                    self._emit_new(w, st, self._windows.get(w - ws), out)
+                else:
+                    self._emit_pending(w, st, out)
                 continue
             if st.dirty:
                 self._emit(w, st, out)
@@ -399,12 +406,34 @@ class NetworkStage2:
 
     def _emit_pending(self, w: int, st: _Window, out: list[EdgePartial]) -> None:
         """Emit the window's pending edge totals and start new ones."""
+        sent = getattr(st, "early_sent", None)
         for gran, accs in ((_APP, st.app), (_CLUSTER, st.cluster)):
             for (src, dst, side), acc in accs.items():
                 out.append(self._partial(gran, src, dst, w, side, acc))
                 if side != _SERVER:
                     st.emitted_into.setdefault((gran, dst), {})[(src, side)] = acc
+                if sent is not None:  # edges the next window's new_only flushes know
+                    sent.add((gran, src, dst, side))
             accs.clear()
+
+    def _emit_new(self, w: int, st: _Window, prev: _Window | None, out: list[EdgePartial]) -> None:
+        """Emit the pending edges of open window ``w`` not yet emitted in it or in the window before,
+        nor pending there (new edges)."""
+        sent = getattr(st, "early_sent", None)  # None also for windows checkpointed before it existed
+        if sent is None:
+            sent = st.early_sent = set()
+        before = (getattr(prev, "early_sent", None) or set()) if prev is not None else set()
+        for gran, accs in ((_APP, st.app), (_CLUSTER, st.cluster)):
+            pending = (prev.app if gran is _APP else prev.cluster) if prev is not None else {}
+            new = [k for k in accs
+                   if (gran, *k) not in sent and (gran, *k) not in before and k not in pending]
+            for k in new:
+                src, dst, side = k
+                acc = accs.pop(k)
+                out.append(self._partial(gran, src, dst, w, side, acc))
+                if side != _SERVER:
+                    st.emitted_into.setdefault((gran, dst), {})[(src, side)] = acc
+                sent.add((gran, *k))
 
     def _partial(self, gran: Granularity, src: str, dst: str, w: int, side: int, acc: _Acc) -> EdgePartial:
         return EdgePartial(EdgeKey(Layer.NETWORK, gran, src, dst), w, self.window_seconds, _SIDES[side],

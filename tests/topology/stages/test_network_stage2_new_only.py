@@ -1,0 +1,62 @@
+"""NETWORK stage 2, ``flush(early=True, new_only=True)`` (the Kafka worker's early flush): only edges new
+in their open window go out early, and early + closing partials sum to what one flush at close emits."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.topology.stages.test_network_stage2 import T, agg, stage, summed
+from topology.stages.network import FlowAggregate
+from topology.wire.flow import ROLE_CLIENT, ROLE_SERVER
+
+_AGG = st.tuples(st.sampled_from(["web", "mobile"]),
+                 st.sampled_from(["10.0.1.1", "10.0.1.2", "10.0.9.1", "10.0.8.1", "10.0.1.3"]),
+                 st.sampled_from([ROLE_CLIENT, ROLE_SERVER]), st.integers(0, 179), st.integers(1, 20),
+                 st.integers(0, 10**6))
+
+
+def _aggs(draws: list[tuple[str, str, int, int, int, int]]) -> list[FlowAggregate]:
+    return [agg(app, remote, role, cluster=f"{app}-v1", start=start, conns=conns, sent=sent)
+            for app, remote, role, start, conns, sent in draws]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(_AGG, min_size=1, max_size=30), st.lists(st.integers(0, 240), max_size=6))
+def test_early_new_edges_and_the_close_sum_to_one_flush_at_close(
+        draws: list[tuple[str, str, int, int, int, int]], flushes: list[int]) -> None:
+    aggs = sorted(_aggs(draws), key=lambda a: a.first_start_ms)
+    once, early = stage(), stage()
+    once.add(aggs)
+    want = summed(once.flush(T + 10**6))
+    got = []
+    for i, a in enumerate(aggs):
+        early.add([a])
+        for f in flushes:
+            if f <= i * 8:  # event time only moves forward
+                got.extend(early.flush(T + f - 5, early=True, new_only=True))
+    got.extend(early.flush(T + 10**6))
+    assert summed(got) == want
+
+
+def test_only_new_edges_go_out_early() -> None:
+    s = stage()
+    s.add([agg("web", "10.0.1.1", cluster="web-v1", start=5, conns=2)])
+    first = s.flush(T + 6, early=True, new_only=True)
+    assert {(p.key.source, p.key.target, p.stats.connections) for p in first} == {
+        ("web", "api", 2), ("web-v1", "api-v1", 2)}
+    # more of the same edge in the same window: held until the close
+    s.add([agg("web", "10.0.1.1", cluster="web-v1", start=15, conns=3)])
+    assert s.flush(T + 16, early=True, new_only=True) == []
+    closing = s.flush(T + 60, early=True, new_only=True)
+    assert {(p.key.source, p.stats.connections) for p in closing} == {("web", 3), ("web-v1", 3)}
+    # the next window: the edge was emitted in the window before, so it waits for the close
+    s.add([agg("web", "10.0.1.1", cluster="web-v1", start=65, conns=4)])
+    assert s.flush(T + 70, early=True, new_only=True) == []
+    # an edge emitted early in the window before (still open) is not new either
+    s.add([agg("mobile", "10.0.1.1", cluster="mobile-v1", start=125, conns=1)])
+    s.add([agg("mobile", "10.0.1.1", cluster="mobile-v1", start=185, conns=1)])
+    out = s.flush(T + 126, early=True, new_only=True)  # also closes [T+60, T+120)
+    assert {(p.key.source, p.window_start) for p in out} == {
+        ("mobile", T + 120), ("mobile-v1", T + 120), ("web", T + 60), ("web-v1", T + 60)}
+    assert s.flush(T + 181, early=True, new_only=True) == []  # emitted in the window before
