@@ -132,8 +132,9 @@ _Layout = tuple[tuple[int, ...], tuple[float, ...]]  # target bucket per OTLP bu
 class _Series:
     """What one series means (parsed once) and, for cumulative series, its last value."""
 
-    __slots__ = ("base", "bounds", "counts", "endpoint", "error", "group", "layout", "protocol", "seen",
-                 "start", "stat", "total", "value")
+    __slots__ = ("acc", "acc_epoch", "acc_window", "base", "bounds", "counts", "endpoint", "error", "group",
+                 "join", "join_epoch", "join_window", "layout", "protocol", "run", "run_acc", "seen", "start",
+                 "stat", "total", "value")
 
     def __init__(self, group: _Group | None, error: bool, endpoint: str | None, protocol: str | None,
                  stat: str | None, base: tuple[Any, ...] | None) -> None:
@@ -150,15 +151,29 @@ class _Series:
         self.seen = 0  # the flush epoch in which the series last had a point (for eviction)
         self.bounds = b""  # explicit bounds (packed) that ``layout`` was made for
         self.layout: _Layout | None = None
+        # The accumulator (and statistic join) this series last added to, valid for that window until the
+        # next flush: the next point of the same window skips the lookup and the per-accumulator
+        # bookkeeping (endpoint, protocol) that the first point did.
+        self.acc: _Acc | None = None
+        self.acc_window = self.acc_epoch = -1
+        self.join: _StatJoin | None = None
+        self.join_window = self.join_epoch = -1
+        # The cumulative bucket run this series is extending in ``run_acc`` (see ``_Acc.runs``).
+        self.run: list[Any] | None = None
+        self.run_acc: _Acc | None = None
 
 
 class _Acc:
-    __slots__ = ("endpoints", "errors", "first", "hist", "last", "lat_sum", "protocol", "raw", "requests")
+    __slots__ = ("endpoints", "errors", "first", "hist", "last", "lat_sum", "protocol", "raw", "requests",
+                 "runs")
 
     def __init__(self) -> None:
         # Explicit-bucket counts are summed as they come (per bucket layout, keyed by the id of its target
         # map) and re-bucketed into ``hist`` once, at flush.
         self.raw: dict[int, tuple[tuple[int, ...], list[int]]] = {}
+        # Consecutive deltas of one cumulative series telescope: a run [targets, buckets before its first
+        # point, buckets at its last point] stands for all of them and is re-bucketed at flush.
+        self.runs: list[list[Any]] = []
         self.requests = 0
         self.errors = 0
         self.hist = [0] * N_BUCKETS
@@ -377,19 +392,29 @@ class IpcStage1:
                 if d is None:
                     resets += 1
                     d, dcount, dsum = list(cur), count, total
+                    chained = None
                 else:
                     dcount, dsum = count - int(s.value), total - s.total
+                    chained = prev  # d is cur - prev
                 s.start, s.value, s.total, s.counts = start, count, total, (packed, cur)
             else:
                 d, dcount, dsum = list(unpack(packed)), count, dp.sum
+                cur = chained = None
             if dcount <= 0:
                 continue
             window = t_ns // wns * ws
-            acc = accs.get((window, group))
-            if acc is None:
-                acc = accs[(window, group)] = _Acc()
-                if window + ws <= watermark:
-                    late += 1
+            acc = s.acc
+            if acc is None or s.acc_window != window or s.acc_epoch != epoch:
+                acc = accs.get((window, group))
+                if acc is None:
+                    acc = accs[(window, group)] = _Acc()
+                    if window + ws <= watermark:
+                        late += 1
+                if s.endpoint is not None:
+                    acc.endpoints.add(s.endpoint)
+                if acc.protocol is None:
+                    acc.protocol = s.protocol
+                s.acc, s.acc_window, s.acc_epoch = acc, window, epoch
             acc.requests += dcount
             if s.error:
                 acc.errors += dcount
@@ -408,20 +433,23 @@ class IpcStage1:
                 hist[bucket_index(mean) if inside else targets[i]] += n
             else:
                 targets = layout[0]
-                raw = acc.raw.get(id(targets))
-                if raw is None:
-                    acc.raw[id(targets)] = (targets, d)
+                run = s.run
+                if chained is None:
+                    raw = acc.raw.get(id(targets))
+                    if raw is None:
+                        acc.raw[id(targets)] = (targets, d)
+                    else:
+                        raw[1][:] = map(operator.add, raw[1], d)
+                elif run is not None and run[2] is chained and s.run_acc is acc and run[0] is targets:
+                    run[2] = cur  # the previous point of this series ended this run: extend it
                 else:
-                    raw[1][:] = map(operator.add, raw[1], d)
+                    s.run, s.run_acc = [targets, chained, cur], acc
+                    acc.runs.append(s.run)
             t = t_ns / 1e9
             if t < acc.first:
                 acc.first = t
             if t > acc.last:
                 acc.last = t
-            if s.endpoint is not None:
-                acc.endpoints.add(s.endpoint)
-            if acc.protocol is None:
-                acc.protocol = s.protocol
         self._count(no_peer=no_peer, baselines=baselines, resets=resets, late_points=late, bad_points=bad)
 
     def _numbers(self, res: bytes, name: str, service: str, side: Side, default_protocol: str | None,
@@ -466,26 +494,37 @@ class IpcStage1:
                 n = round(d)
                 if n <= 0:
                     continue
-                acc = accs.get((window, group))
-                if acc is None:
-                    acc = self._acc(window, group)
+                acc = s.acc
+                if acc is None or s.acc_window != window or s.acc_epoch != epoch:
+                    acc = accs.get((window, group))
+                    if acc is None:
+                        acc = self._acc(window, group)
+                    if s.endpoint is not None:
+                        acc.endpoints.add(s.endpoint)
+                    if acc.protocol is None:
+                        acc.protocol = s.protocol
+                    s.acc, s.acc_window, s.acc_epoch = acc, window, epoch
                 acc.requests += n
                 if s.error:
                     acc.errors += n
                 if s.base is not None:
-                    self._join(window, s.base, acc).count += n
+                    join = s.join
+                    if join is None or s.join_window != window or s.join_epoch != epoch:
+                        join = self._join(window, s.base, acc)
+                        s.join, s.join_window, s.join_epoch = join, window, epoch
+                    join.count += n
                 t = t_ns / 1e9
                 if t < acc.first:
                     acc.first = t
                 if t > acc.last:
                     acc.last = t
-                if s.endpoint is not None:
-                    acc.endpoints.add(s.endpoint)
-                if acc.protocol is None:
-                    acc.protocol = s.protocol
             elif stat == _STAT_TOTAL and s.base is not None:
                 if d > 0:
-                    self._join(window, s.base, self._acc(window, group)).total += d * scale
+                    join = s.join
+                    if join is None or s.join_window != window or s.join_epoch != epoch:
+                        join = self._join(window, s.base, self._acc(window, group))
+                        s.join, s.join_window, s.join_epoch = join, window, epoch
+                    join.total += d * scale
             else:
                 ignored += 1  # max, percentiles: nothing to add
         self._count(no_peer=no_peer, baselines=baselines, resets=resets, ignored_points=ignored,
@@ -621,10 +660,15 @@ class IpcStage1:
             acc = self._accs.pop(key)
             if acc.requests <= 0:
                 continue  # idle series: no calls, no edge
+            hist = acc.hist
             for targets, counts in acc.raw.values():
                 for i, n in enumerate(counts):
                     if n:
-                        acc.hist[targets[i]] += n
+                        hist[targets[i]] += n
+            for targets, before, after in acc.runs:
+                for i, n in enumerate(map(operator.sub, after, before)):
+                    if n:
+                        hist[targets[i]] += n
             window, (side, service, peer, is_ip) = key
             stats = EdgeStats(
                 first_seen=acc.first,

@@ -353,6 +353,35 @@ def test_cumulative_histograms_become_deltas_and_resets_are_detected() -> None:
     assert p.stats.first_seen == W0 + 11 and p.stats.last_seen == W0 + 52
 
 
+def test_a_series_whose_window_was_emitted_adds_its_late_points_to_a_new_observation() -> None:
+    # Consecutive deltas of one cumulative series are summed per window; once the window is emitted, a late
+    # point of the same series and window starts a new observation (histogram and statistic forms).
+    bounds = (0.01, 0.1)
+    s1 = IpcStage1()
+
+    def add(t: float, counts: list[int], calls: float) -> None:
+        total = 0.005 * counts[0] + 0.03 * counts[1] + 0.2 * counts[2]
+        peer = {"ipc.server.app": "ledger"}
+        point = hist_point(peer, W0 + t, sum(counts), total, counts, bounds, start=100)
+        stat = _stat("billing", "ipc.server.app", "orders", "success", calls, calls * 0.02, 0.1, W0 + t,
+                     CUMULATIVE, start=100)
+        s1.add(metrics(resource_metrics("billing", [histogram("ipc.client.call", "s", [point]), *stat])))
+
+    add(1, [10, 0, 0], 100.0)  # baselines
+    add(11, [20, 5, 0], 110.0)  # +10, +5; 10 calls in 0.2 s
+    add(21, [22, 9, 1], 130.0)  # +2, +4, +1; 20 calls in 0.4 s
+    ledger, orders = sorted(s1.flush(W0 + 60), key=lambda o: o.peer)
+    assert (ledger.stats.requests, ledger.stats.latency) == (22, hist(b3=12, b5=9, b8=1))
+    assert (orders.stats.requests, orders.stats.latency) == (30, hist(b5=30))
+    add(31, [25, 10, 1], 140.0)  # late for the emitted window: +3, +1; 10 calls
+    assert s1.counters["late_points"] == 2
+    ledger, orders = sorted(s1.flush(W0 + 120), key=lambda o: o.peer)
+    assert (ledger.window_start, ledger.stats.requests, ledger.stats.latency) == (W0, 4, hist(b3=3, b5=1))
+    assert (orders.window_start, orders.stats.requests, orders.stats.latency) == (W0, 10, hist(b5=10))
+    assert ledger.stats.latency_sum == pytest.approx(0.005 * 3 + 0.03)
+    assert orders.stats.latency_sum == pytest.approx(0.2)
+
+
 def test_cumulative_sums_and_resets() -> None:
     a = {"ipc.server.app": "ledger", "statistic": "count"}
     reqs = [
