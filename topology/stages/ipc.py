@@ -450,7 +450,8 @@ class IpcStage1:
                 acc.first = t
             if t > acc.last:
                 acc.last = t
-        self._count(no_peer=no_peer, baselines=baselines, resets=resets, late_points=late, bad_points=bad)
+        if no_peer or baselines or resets or late or bad:
+            self._count(no_peer=no_peer, baselines=baselines, resets=resets, late_points=late, bad_points=bad)
 
     def _numbers(self, res: bytes, name: str, service: str, side: Side, default_protocol: str | None,
                  scale: float, points: Any, cumulative: bool) -> None:
@@ -527,8 +528,9 @@ class IpcStage1:
                     join.total += d * scale
             else:
                 ignored += 1  # max, percentiles: nothing to add
-        self._count(no_peer=no_peer, baselines=baselines, resets=resets, ignored_points=ignored,
-                    bad_points=bad)
+        if no_peer or baselines or resets or ignored or bad:
+            self._count(no_peer=no_peer, baselines=baselines, resets=resets, ignored_points=ignored,
+                        bad_points=bad)
 
     def _others(self, res: bytes, name: str, service: str, side: Side, default_protocol: str | None,
                 scale: float, points: Any, cumulative: bool, kind: str) -> None:
