@@ -15,11 +15,13 @@ process sends flow batches (wire format v1, ``--batch`` records each, current ti
   time until its edge is in the store (what GraphQL answers from) is measured, p50/p95/max.
   The windows are the defaults (10 s at stage 1, 60 s at stages 2-3, 5 s lateness). Every worker
   makes an early flush at most every ``--early-interval`` seconds (``WorkerOptions.early_interval``):
-  stage 1 sends the aggregates of keys new in their open window, stage 2 the direct edges of open
-  windows, stage 3 writes open windows provisionally, so a new edge crosses the three stages in a
-  few commit intervals instead of waiting for its 60 s window to close. ``--early-interval 0``
-  turns that off (the edge then appears when its window closes, ~40-60 s) and shows what early
-  emission costs in throughput.
+  stage 1 sends the aggregates of keys new in their open window, stage 2 the direct edges new in
+  theirs, stage 3 writes new edges' open windows provisionally, so a new edge crosses the three
+  stages in a few commit intervals (each with a checkpoint of the stage's state) instead of waiting
+  for its 60 s window to close. ``--early-interval 0`` turns that off (the edge then appears when
+  its window closes, ~40-60 s) and shows what early emission costs in throughput.
+  The test data is adversarial for early emission: callees are drawn at random per record, so most
+  stage-1 keys of a 10 s window were not in the one before and go out early.
 """
 
 from __future__ import annotations
