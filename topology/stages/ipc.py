@@ -662,13 +662,16 @@ class IpcStage1:
             acc = self._accs.pop(key)
             if acc.requests <= 0:
                 continue  # idle series: no calls, no edge
-            hist = acc.hist
-            for targets, counts in acc.raw.values():
-                for i, n in enumerate(counts):
-                    if n:
-                        hist[targets[i]] += n
+            raws = acc.raw
             for targets, before, after in acc.runs:
-                for i, n in enumerate(map(operator.sub, after, before)):
+                raw = raws.get(id(targets))
+                if raw is None:
+                    raws[id(targets)] = (targets, list(map(operator.sub, after, before)))
+                else:
+                    raw[1][:] = map(operator.add, raw[1], map(operator.sub, after, before))
+            hist = acc.hist
+            for targets, counts in raws.values():
+                for i, n in enumerate(counts):
                     if n:
                         hist[targets[i]] += n
             window, (side, service, peer, is_ip) = key
