@@ -10,8 +10,8 @@ from typing import Any
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from ingest import otlp_items, timecheck
-from ingest.logic import Added, Emit, PartitionLogic, Rejected, StageSpec
-from ingest.network import apply_lease, edge_route
+from ingest.logic import Added, Emit, PartitionLogic, Rejected, Splitter, StageSpec
+from ingest.network import LeaseReader, edge_route
 from ingest.reorder import ReorderBuffer
 from ingest.splitter import split_metrics
 from ingest.topics import Topics
@@ -32,24 +32,14 @@ class IpcSplitSpec(StageSpec):
         return _Split()
 
 
-class _Split(PartitionLogic):
+class _Split(Splitter):
     def __init__(self) -> None:
-        self.pending: list[Emit] = []
-        self.count = {"requests": 0, "points": 0, "resources": 0}
+        super().__init__({"requests": 0, "points": 0, "resources": 0})
 
     def add(self, record: ConsumerRecord[bytes, bytes], items: list[Any] | None, now: float) -> Added:
-        if not record.value:
-            raise Rejected("empty otlp_metrics record")
-        try:
-            req = decode_metrics(record.value)
-        except OtlpDecodeError as e:
-            raise Rejected(str(e)) from None
+        req = self.decoded(record, decode_metrics, "otlp_metrics", OtlpDecodeError)
         split = split_metrics(req, timecheck.reference(record.timestamp))
-        rejects = []
-        if split.rejected is not None:
-            if not split.by_resource:
-                raise Rejected(split.reason or "absurd timestamp")
-            rejects.append((split.reason or "absurd timestamp", split.rejected.SerializeToString()))
+        rejects = self.rejects(split.rejected, split.reason, len(split.by_resource))
         if len(split.by_resource) == 1 and not rejects and len(req.resource_metrics) == 1:
             self.pending.append(Emit(split.by_resource[0][0], otlp_items.item(record.value)))
         else:
@@ -59,18 +49,8 @@ class _Split(PartitionLogic):
         self.count["resources"] += len(split.by_resource)
         return Added(split.max_time, split.points, rejects)
 
-    def flush(self, now: float, checkpoint: bool) -> list[Any]:
-        out, self.pending = self.pending, []
-        return out
 
-    def state(self) -> Any:
-        return None
-
-    def counters(self) -> dict[str, int]:
-        return dict(self.count)
-
-
-class IpcStageSpec(StageSpec):
+class IpcStageSpec(LeaseReader, StageSpec):
     layer = "ipc"
     stage = 2
 
@@ -79,16 +59,6 @@ class IpcStageSpec(StageSpec):
         self.window_seconds = window_seconds
         self.lateness = lateness
         self.addresses = AddressBook()
-
-    def global_topics(self) -> tuple[str, ...]:
-        return (self.topics.addresses,)
-
-    def apply_global(self, record: ConsumerRecord[bytes, bytes]) -> str | None:
-        apply_lease(self.addresses, record)
-        return None
-
-    def shared(self) -> dict[str, Any]:
-        return {"addresses": self.addresses}
 
     def new_partition(self, tp: TopicPartition, state: Any) -> PartitionLogic:
         if isinstance(state, tuple) and len(state) == 3:
@@ -109,19 +79,10 @@ class _Ipc(PartitionLogic):
         self.buffer = buffer or ReorderBuffer()
 
     def add(self, record: ConsumerRecord[bytes, bytes], items: list[Any] | None, now: float) -> Added:
-        parsed = []
         try:
-            for d in items or ():
-                data = otlp_items.payload(d)
-                parsed.append((data, metrics_view(data)))
+            n = self.buffer.push_payloads((otlp_items.payload(d) for d in items or ()), _times)
         except (ValueError, OtlpDecodeError) as e:
             raise Rejected(str(e)) from None
-        n = 0
-        for data, view in parsed:
-            times = [dp.time_unix_nano for rm in view.resource_metrics for sm in rm.scope_metrics
-                     for m in sm.metrics for dp in _points(m)]
-            n += len(times)
-            self.buffer.push(max(times, default=0) / 1e9, data)
         self._release(now)
         return Added(None, n)
 
@@ -142,6 +103,12 @@ class _Ipc(PartitionLogic):
     def counters(self) -> dict[str, int]:
         return {**self.s1.counters, **{f"stage2_{k}": v for k, v in self.s2.counters.items()},
                 "reorder_buffer": len(self.buffer)}
+
+
+def _times(data: bytes) -> list[int]:
+    view = metrics_view(data)
+    return [dp.time_unix_nano for rm in view.resource_metrics for sm in rm.scope_metrics
+            for m in sm.metrics for dp in _points(m)]
 
 
 def _points(m: Any) -> Any:

@@ -48,17 +48,12 @@ def apply_lease(book: AddressBook, record: ConsumerRecord[bytes, bytes]) -> None
         book.add(AddressLease.from_dict(d))
 
 
-class NetworkStage1Spec(StageSpec):
-    layer = "network"
-    stage = 1
-    repartitioned_input = False
+class LeaseReader:
+    """For stage specs whose partitions resolve addresses: every worker reads ``topology.addresses``
+    entirely into one address book, shared by its partitions (not checkpointed)."""
 
-    def __init__(self, topics: Topics, window_seconds: int = 10, lateness: float = 5.0) -> None:
-        self.topics = topics
-        self.window_seconds = window_seconds
-        self.lateness = lateness
-        self.addresses = AddressBook()
-        self.router = NetworkStage2(self.addresses)
+    topics: Topics
+    addresses: AddressBook
 
     def global_topics(self) -> tuple[str, ...]:
         return (self.topics.addresses,)
@@ -69,6 +64,19 @@ class NetworkStage1Spec(StageSpec):
 
     def shared(self) -> dict[str, Any]:
         return {"addresses": self.addresses}
+
+
+class NetworkStage1Spec(LeaseReader, StageSpec):
+    layer = "network"
+    stage = 1
+    repartitioned_input = False
+
+    def __init__(self, topics: Topics, window_seconds: int = 10, lateness: float = 5.0) -> None:
+        self.topics = topics
+        self.window_seconds = window_seconds
+        self.lateness = lateness
+        self.addresses = AddressBook()
+        self.router = NetworkStage2(self.addresses)
 
     def new_partition(self, tp: TopicPartition, state: Any) -> PartitionLogic:
         return _Stage1(self, state if isinstance(state, NetworkStage1) else None)
@@ -174,7 +182,7 @@ class _Stage1(PartitionLogic):
         return dict(self.stage.counters)
 
 
-class NetworkStage2Spec(StageSpec):
+class NetworkStage2Spec(LeaseReader, StageSpec):
     layer = "network"
     stage = 2
 
@@ -185,16 +193,6 @@ class NetworkStage2Spec(StageSpec):
         self.grace_seconds = grace_seconds
         self.lateness = lateness
         self.addresses = AddressBook()
-
-    def global_topics(self) -> tuple[str, ...]:
-        return (self.topics.addresses,)
-
-    def apply_global(self, record: ConsumerRecord[bytes, bytes]) -> str | None:
-        apply_lease(self.addresses, record)
-        return None
-
-    def shared(self) -> dict[str, Any]:
-        return {"addresses": self.addresses}
 
     def new_partition(self, tp: TopicPartition, state: Any) -> PartitionLogic:
         stage = state if isinstance(state, NetworkStage2) else NetworkStage2(

@@ -12,7 +12,7 @@ from aiokafka.structs import ConsumerRecord, TopicPartition
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from ingest import otlp_items, timecheck
-from ingest.logic import Added, Emit, PartitionLogic, Rejected, StageSpec
+from ingest.logic import Added, Emit, PartitionLogic, Rejected, Splitter, StageSpec
 from ingest.network import edge_route
 from ingest.reorder import ReorderBuffer
 from ingest.splitter import key_trace_id, split_traces
@@ -33,24 +33,14 @@ class TraceSplitSpec(StageSpec):
         return _Split()
 
 
-class _Split(PartitionLogic):
+class _Split(Splitter):
     def __init__(self) -> None:
-        self.pending: list[Emit] = []
-        self.count = {"requests": 0, "spans": 0, "passed_through": 0, "split": 0}
+        super().__init__({"requests": 0, "spans": 0, "passed_through": 0, "split": 0})
 
     def add(self, record: ConsumerRecord[bytes, bytes], items: list[Any] | None, now: float) -> Added:
-        if not record.value:
-            raise Rejected("empty otlp_spans record")
-        try:
-            req = decode_traces(record.value)
-        except OtlpDecodeError as e:
-            raise Rejected(str(e)) from None
+        req = self.decoded(record, decode_traces, "otlp_spans", OtlpDecodeError)
         split = split_traces(req, timecheck.reference(record.timestamp))
-        rejects = []
-        if split.rejected is not None:
-            if not split.by_trace:
-                raise Rejected(split.reason or "absurd timestamp")
-            rejects.append((split.reason or "absurd timestamp", split.rejected.SerializeToString()))
+        rejects = self.rejects(split.rejected, split.reason, len(split.by_trace))
         keyed = key_trace_id(record.key)
         self.count["requests"] += 1
         self.count["spans"] += split.spans
@@ -62,16 +52,6 @@ class _Split(PartitionLogic):
                                 for tid, r in split.by_trace.items())
             self.count["split"] += 1
         return Added(split.max_end, split.spans, rejects)
-
-    def flush(self, now: float, checkpoint: bool) -> list[Any]:
-        out, self.pending = self.pending, []
-        return out
-
-    def state(self) -> Any:
-        return None
-
-    def counters(self) -> dict[str, int]:
-        return dict(self.count)
 
 
 class SpanPairingSpec(StageSpec):
@@ -107,19 +87,10 @@ class _Pairing(PartitionLogic):
         self.last = last  # the latest arrival handed to the pairer
 
     def add(self, record: ConsumerRecord[bytes, bytes], items: list[Any] | None, now: float) -> Added:
-        parsed = []
         try:
-            for d in items or ():
-                data = otlp_items.payload(d)
-                parsed.append((data, ExportTraceServiceRequest.FromString(data)))
+            n = self.buffer.push_payloads((otlp_items.payload(d) for d in items or ()), _ends)
         except Exception as e:  # protobuf's DecodeError, or a bad item
             raise Rejected(f"bad repartitioned spans: {e}") from None
-        n = 0
-        for data, req in parsed:
-            ends = [sp.end_time_unix_nano for rs in req.resource_spans for ss in rs.scope_spans
-                    for sp in ss.spans]
-            n += len(ends)
-            self.buffer.push(max(ends, default=0) / 1e9, data)
         self._release(now)
         return Added(None, n)
 
@@ -142,3 +113,8 @@ class _Pairing(PartitionLogic):
 
     def counters(self) -> dict[str, int]:
         return {**self.pairer.counters, "reorder_buffer": len(self.buffer)}
+
+
+def _ends(data: bytes) -> list[int]:
+    req = ExportTraceServiceRequest.FromString(data)
+    return [sp.end_time_unix_nano for rs in req.resource_spans for ss in rs.scope_spans for sp in ss.spans]
