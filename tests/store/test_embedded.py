@@ -82,6 +82,12 @@ async def factory(tmp_path: pathlib.Path) -> AsyncIterator[EmbeddedFactory]:
     await f.close()
 
 
+def crash(stores: Stores) -> None:
+    """What a process's death does to its stores: the data directory's lock goes, nothing is closed."""
+    assert stores.on_close is not None
+    stores.on_close()
+
+
 async def test_one_database_file_per_layer_and_one_for_the_catalog(factory: EmbeddedFactory) -> None:
     stores = await factory.fresh()
     await stores.layers[NET].upsert_windows(minutes("a", "b", LIVE_NOW - 120, 1))
@@ -95,6 +101,7 @@ async def test_committed_writes_are_visible_to_a_second_process_without_close(
 ) -> None:
     stores = await factory.fresh()
     await stores.layers[NET].upsert_windows(minutes("a", "b", LIVE_NOW - 300, 3))
+    crash(stores)
     other = open_stores(factory.dir)  # as if the first process had crashed here
     factory.opened.append(other)
     [e] = await other.layers[NET].neighbors(["a"], UP, APP, LIVE, LIVE_NOW)
@@ -331,6 +338,7 @@ async def test_memory_and_disk_give_the_same_stats(tmp_path: pathlib.Path) -> No
                 b = await cold.layers[IPC].neighbors(names, d, APP, rng, now)
                 assert a == b and len(a) > 10
                 assert await hot.layers[IPC].neighbors(names, d, APP, rng, now) == a  # the memo
+        crash(hot)
         reopened = open_stores(tmp_path / "hot")  # while the first is still open: a second reader
         try:
             rng = TimeRange(now - 15 * MINUTE, now)
@@ -391,6 +399,7 @@ async def test_the_ring_saved_at_close_is_used_once(factory: EmbeddedFactory) ->
     assert (factory.dir / "ipc.ring.npz").exists()
     assert await again.layers[IPC].neighbors(["a"], UP, APP, LIVE, LIVE_NOW) == want
     await again.layers[IPC].upsert_windows(minutes("a", "b", LIVE_NOW - 2 * MINUTE, 1, layer=IPC, requests=5))
+    crash(again)
     crashed = open_stores(factory.dir)  # the first is not closed: as after a crash, the saved ring is stale
     factory.opened.append(crashed)
     [e] = await crashed.layers[IPC].neighbors(["a"], UP, APP, LIVE, LIVE_NOW)

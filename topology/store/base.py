@@ -22,7 +22,7 @@ Contract (checked by ``tests/store/contract.py`` against every implementation):
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from topology.catalog import HealthEvent, HealthStatus, ServiceInfo, TraceSummary
@@ -182,8 +182,14 @@ class Stores:
 
     layers: Mapping[Layer, LayerStore]
     catalog: CatalogStore
+    on_close: Callable[[], None] | None = None  # releases what the opener holds (a directory lock)
 
     async def close(self) -> None:
-        for s in self.layers.values():
-            await s.close()
-        await self.catalog.close()
+        try:
+            for s in self.layers.values():
+                await s.close()
+            await self.catalog.close()
+        finally:
+            if self.on_close is not None:
+                release, self.on_close = self.on_close, None
+                release()

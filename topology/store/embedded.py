@@ -14,9 +14,10 @@ from topology.model import ALL_LAYERS, Layer
 from topology.store.base import LayerStore, Stores
 from topology.store.embedded_catalog import EmbeddedCatalogStore
 from topology.store.embedded_layer import DEFAULT_HOT_MINUTES, EmbeddedLayerStore
+from topology.store.embedded_lock import DataDirLocked, DirectoryLock
 from topology.timewindow import Retention
 
-__all__ = ["EmbeddedCatalogStore", "EmbeddedLayerStore", "layer_file", "open_stores"]
+__all__ = ["DataDirLocked", "EmbeddedCatalogStore", "EmbeddedLayerStore", "layer_file", "open_stores"]
 
 
 def layer_file(layer: Layer) -> str:
@@ -31,13 +32,15 @@ def open_stores(
     retention: Retention = _DEFAULT_RETENTION,
     hot_minutes: int = DEFAULT_HOT_MINUTES,
 ) -> Stores:
-    """Open (creating if needed) the embedded stores in ``data_dir``.
+    """Open (creating if needed) the embedded stores in ``data_dir``, which this process then owns
+    until the stores close (a second opener gets :class:`DataDirLocked` naming the holder).
 
     ``hot_minutes``: how many recent minute windows per edge are held in memory for fast stats
     (0: none, every stats look-up reads SQLite).
     """
     root = pathlib.Path(data_dir)
     root.mkdir(parents=True, exist_ok=True)
+    lock = DirectoryLock(root).acquire()  # raises DataDirLocked naming the holder
     layers: dict[Layer, LayerStore] = {}
     try:
         for layer in ALL_LAYERS:
@@ -47,5 +50,6 @@ def open_stores(
         for s in layers.values():
             assert isinstance(s, EmbeddedLayerStore)
             s.close_now()
+        lock.release()
         raise
-    return Stores(layers=layers, catalog=catalog)
+    return Stores(layers=layers, catalog=catalog, on_close=lock.release)
