@@ -20,9 +20,8 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from aiokafka.structs import ConsumerRecord, TopicPartition
-
 from ingest.logic import Added, PartitionLogic, Rejected, StageSpec
+from ingest.record import Partition, Record
 from ingest.topics import Topics
 from topology.catalog import HealthEvent, TraceSummary
 from topology.health import HealthBook
@@ -50,7 +49,7 @@ class FinalSpec(StageSpec):
     def global_topics(self) -> tuple[str, ...]:
         return (self.topics.health,)
 
-    def apply_global(self, record: ConsumerRecord[bytes, bytes]) -> str | None:
+    def apply_global(self, record: Record) -> str | None:
         if record.value is not None:
             raw = json.loads(record.value)
             for d in raw if isinstance(raw, list) else [raw]:
@@ -60,7 +59,7 @@ class FinalSpec(StageSpec):
     def shared(self) -> dict[str, Any]:
         return {"health": self.health}
 
-    def new_partition(self, tp: TopicPartition, state: Any) -> PartitionLogic:
+    def new_partition(self, tp: Partition, state: Any) -> PartitionLogic:
         stage = state if isinstance(state, FinalStage) else FinalStage(
             self.window_seconds, self.grace_seconds, self.health)
         return _Final(stage, self.lateness, self.provisional_refresh)
@@ -94,7 +93,7 @@ class _Final(PartitionLogic):
         self.held: dict[tuple[EdgeKey, int], EdgeWindow] = {}  # newer provisional versions
         self.refreshed = -math.inf  # event time of the last refresh
 
-    def add(self, record: ConsumerRecord[bytes, bytes], items: list[Any] | None, now: float) -> Added:
+    def add(self, record: Record, items: list[Any] | None, now: float) -> Added:
         partials = []
         try:
             for d in items or ():

@@ -7,11 +7,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from aiokafka.structs import ConsumerRecord, TopicPartition
-
 from ingest import otlp_items, timecheck
 from ingest.logic import Added, Emit, PartitionLogic, Rejected, Splitter, StageSpec
 from ingest.network import LeaseReader, edge_route
+from ingest.record import Partition, Record
 from ingest.reorder import ReorderBuffer
 from ingest.splitter import split_metrics
 from ingest.topics import Topics
@@ -28,7 +27,7 @@ class IpcSplitSpec(StageSpec):
     def __init__(self, topics: Topics) -> None:
         self.topics = topics
 
-    def new_partition(self, tp: TopicPartition, state: Any) -> PartitionLogic:
+    def new_partition(self, tp: Partition, state: Any) -> PartitionLogic:
         return _Split()
 
 
@@ -36,9 +35,9 @@ class _Split(Splitter):
     def __init__(self) -> None:
         super().__init__({"requests": 0, "points": 0, "resources": 0})
 
-    def add(self, record: ConsumerRecord[bytes, bytes], items: list[Any] | None, now: float) -> Added:
+    def add(self, record: Record, items: list[Any] | None, now: float) -> Added:
         req = self.decoded(record, decode_metrics, "otlp_metrics", OtlpDecodeError)
-        split = split_metrics(req, timecheck.reference(record.timestamp))
+        split = split_metrics(req, timecheck.reference(record.timestamp_ms))
         rejects = self.rejects(split.rejected, split.reason, len(split.by_resource))
         if len(split.by_resource) == 1 and not rejects and len(req.resource_metrics) == 1:
             self.pending.append(Emit(split.by_resource[0][0], otlp_items.item(record.value)))
@@ -60,7 +59,7 @@ class IpcStageSpec(LeaseReader, StageSpec):
         self.lateness = lateness
         self.addresses = AddressBook()
 
-    def new_partition(self, tp: TopicPartition, state: Any) -> PartitionLogic:
+    def new_partition(self, tp: Partition, state: Any) -> PartitionLogic:
         if isinstance(state, tuple) and len(state) == 3:
             return _Ipc(state[0], state[1], self.lateness, state[2])
         return _Ipc(IpcStage1(self.window_seconds), IpcStage2(self.addresses), self.lateness)
@@ -78,7 +77,7 @@ class _Ipc(PartitionLogic):
         self.lateness = lateness
         self.buffer = buffer or ReorderBuffer()
 
-    def add(self, record: ConsumerRecord[bytes, bytes], items: list[Any] | None, now: float) -> Added:
+    def add(self, record: Record, items: list[Any] | None, now: float) -> Added:
         try:
             n = self.buffer.push_payloads((otlp_items.payload(d) for d in items or ()), _times)
         except (ValueError, OtlpDecodeError) as e:

@@ -12,8 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiokafka.structs import ConsumerRecord, TopicPartition
-
+from ingest.record import Partition, Record
 from ingest.topics import Topics
 
 
@@ -46,7 +45,7 @@ class PartitionLogic(abc.ABC):
     """The stage state of one input partition."""
 
     @abc.abstractmethod
-    def add(self, record: ConsumerRecord[bytes, bytes], items: list[Any] | None, now: float) -> Added:
+    def add(self, record: Record, items: list[Any] | None, now: float) -> Added:
         """Feed one record. ``items`` is the parsed item list for repartition topics (None for
         stage-1 inputs, whose raw ``record.value`` the logic decodes); ``now`` is the partition's
         event-time clock before this record. Raises :class:`Rejected`."""
@@ -79,7 +78,7 @@ class Splitter(PartitionLogic):
         self.count = counters
 
     @staticmethod
-    def decoded(record: ConsumerRecord[bytes, bytes], decode: Callable[[bytes], Any], what: str,
+    def decoded(record: Record, decode: Callable[[bytes], Any], what: str,
                 error: type[Exception]) -> Any:
         """``decode(record.value)``; an empty record or a decoding ``error`` rejects the record."""
         if not record.value:
@@ -134,7 +133,7 @@ class StageSpec(abc.ABC):
         """Topics every worker of this stage reads entirely (address leases, health events)."""
         return ()
 
-    def apply_global(self, record: ConsumerRecord[bytes, bytes]) -> str | None:
+    def apply_global(self, record: Record) -> str | None:
         """Take one record of a global topic (bad ones raise; the meta worker dead-letters them)."""
         return None
 
@@ -143,7 +142,7 @@ class StageSpec(abc.ABC):
         return {}
 
     @abc.abstractmethod
-    def new_partition(self, tp: TopicPartition, state: Any) -> PartitionLogic:
+    def new_partition(self, tp: Partition, state: Any) -> PartitionLogic:
         """The logic of ``tp``, from a checkpointed ``state`` (None: start empty)."""
 
     async def write(self, outputs: Sequence[Any]) -> int:

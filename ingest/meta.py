@@ -12,9 +12,8 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from aiokafka.structs import ConsumerRecord, TopicPartition
-
 from ingest.logic import Added, PartitionLogic, Rejected, StageSpec
+from ingest.record import Partition, Record
 from ingest.topics import Topics
 from topology.catalog import AddressLease, HealthEvent, ServiceInfo
 from topology.store.base import Stores
@@ -38,7 +37,7 @@ class MetaSpec(StageSpec):
     def inputs(self) -> tuple[str, ...]:
         return (self.topics.catalog, self.topics.health, self.topics.addresses)
 
-    def new_partition(self, tp: TopicPartition, state: Any) -> PartitionLogic:
+    def new_partition(self, tp: Partition, state: Any) -> PartitionLogic:
         return _Meta(self.parsers[tp.topic])
 
     async def write(self, outputs: Sequence[Any]) -> int:
@@ -58,7 +57,7 @@ class _Meta(PartitionLogic):
         self.pending: list[Any] = []
         self.count = {"records": 0, "leases": 0}
 
-    def add(self, record: ConsumerRecord[bytes, bytes], items: list[Any] | None, now: float) -> Added:
+    def add(self, record: Record, items: list[Any] | None, now: float) -> Added:
         if record.value is None:
             return Added()  # a compaction tombstone
         try:
@@ -74,7 +73,7 @@ class _Meta(PartitionLogic):
         self.count["records"] += len(parsed)
         # The record's Kafka time moves the partition's clock, and a moving clock flushes: catalog and
         # health changes reach the store within a commit interval, not at the next periodic checkpoint.
-        return Added(record.timestamp / 1000.0 if record.timestamp > 0 else None, len(parsed))
+        return Added(record.timestamp_ms / 1000.0 if record.timestamp_ms > 0 else None, len(parsed))
 
     def flush(self, now: float, checkpoint: bool) -> list[Any]:
         out, self.pending = self.pending, []

@@ -19,10 +19,10 @@ import math
 from typing import Any
 
 import numpy as np
-from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from ingest import timecheck
 from ingest.logic import Added, Emit, PartitionLogic, Rejected, StageSpec
+from ingest.record import Partition, Record
 from ingest.topics import Topics
 from topology.address import AddressBook
 from topology.catalog import AddressLease
@@ -39,7 +39,7 @@ def edge_route(p: EdgePartial) -> str:
     return f"{k.layer.value}|{k.granularity.value}|{k.source}|{k.target}"
 
 
-def apply_lease(book: AddressBook, record: ConsumerRecord[bytes, bytes]) -> None:
+def apply_lease(book: AddressBook, record: Record) -> None:
     """Add one ``topology.addresses`` record (a lease JSON object, or a list of them) to ``book``."""
     if record.value is None:
         return  # a compaction tombstone
@@ -58,7 +58,7 @@ class LeaseReader:
     def global_topics(self) -> tuple[str, ...]:
         return (self.topics.addresses,)
 
-    def apply_global(self, record: ConsumerRecord[bytes, bytes]) -> str | None:
+    def apply_global(self, record: Record) -> str | None:
         apply_lease(self.addresses, record)
         return None
 
@@ -78,7 +78,7 @@ class NetworkStage1Spec(LeaseReader, StageSpec):
         self.addresses = AddressBook()
         self.router = NetworkStage2(self.addresses)
 
-    def new_partition(self, tp: TopicPartition, state: Any) -> PartitionLogic:
+    def new_partition(self, tp: Partition, state: Any) -> PartitionLogic:
         return _Stage1(self, state if isinstance(state, NetworkStage1) else None)
 
 
@@ -89,14 +89,14 @@ class _Stage1(PartitionLogic):
         self.direct: list[FlowAggregate] = []  # VPC flow-log aggregates (already stage-1 output)
         self.rejected_lines = 0
 
-    def add(self, record: ConsumerRecord[bytes, bytes], items: list[Any] | None, now: float) -> Added:
+    def add(self, record: Record, items: list[Any] | None, now: float) -> Added:
         if record.value is None:
             raise Rejected("empty record")
         if record.topic == self.spec.topics.vpcflows:
             return self._add_vpc(record)
         return self._add_flows(record)
 
-    def _add_flows(self, record: ConsumerRecord[bytes, bytes]) -> Added:
+    def _add_flows(self, record: Record) -> Added:
         try:
             batch = flow.decode(record.value)
         except flow.FlowDecodeError as e:
@@ -104,7 +104,7 @@ class _Stage1(PartitionLogic):
         recs = batch.records
         if not len(recs):
             return Added(None, 0)
-        ref = timecheck.reference(record.timestamp, batch.emitted_ms)
+        ref = timecheck.reference(record.timestamp_ms, batch.emitted_ms)
         start = recs["start_ms"] / 1000.0
         end = recs["end_ms"] / 1000.0
         bad = start < timecheck.MIN_TIME
@@ -126,14 +126,14 @@ class _Stage1(PartitionLogic):
         self.stage.add(batch)
         return Added(float(end.max()), len(recs), rejects)
 
-    def _add_vpc(self, record: ConsumerRecord[bytes, bytes]) -> Added:
+    def _add_vpc(self, record: Record) -> Added:
         assert record.value is not None
         try:
             text = record.value.decode("utf-8")
         except UnicodeDecodeError:
             raise Rejected("flow-log record is not UTF-8 text") from None
         parser = VpcFlowParser()  # a header line applies to the lines after it in the same record
-        ref = timecheck.reference(record.timestamp)
+        ref = timecheck.reference(record.timestamp_ms)
         records = []
         rejects: list[tuple[str, bytes]] = []
         lines = text.splitlines()
@@ -194,7 +194,7 @@ class NetworkStage2Spec(LeaseReader, StageSpec):
         self.lateness = lateness
         self.addresses = AddressBook()
 
-    def new_partition(self, tp: TopicPartition, state: Any) -> PartitionLogic:
+    def new_partition(self, tp: Partition, state: Any) -> PartitionLogic:
         stage = state if isinstance(state, NetworkStage2) else NetworkStage2(
             self.addresses, self.window_seconds, self.grace_seconds)
         return _Stage2(stage, self.lateness)
@@ -205,7 +205,7 @@ class _Stage2(PartitionLogic):
         self.stage = stage
         self.lateness = lateness
 
-    def add(self, record: ConsumerRecord[bytes, bytes], items: list[Any] | None, now: float) -> Added:
+    def add(self, record: Record, items: list[Any] | None, now: float) -> Added:
         try:
             aggs = [FlowAggregate.from_dict(d) for d in items or ()]
         except (ValueError, TypeError, KeyError) as e:

@@ -8,12 +8,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from aiokafka.structs import ConsumerRecord, TopicPartition
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from ingest import otlp_items, timecheck
 from ingest.logic import Added, Emit, PartitionLogic, Rejected, Splitter, StageSpec
 from ingest.network import edge_route
+from ingest.record import Partition, Record
 from ingest.reorder import ReorderBuffer
 from ingest.splitter import key_trace_id, split_traces
 from ingest.topics import Topics
@@ -29,7 +29,7 @@ class TraceSplitSpec(StageSpec):
     def __init__(self, topics: Topics) -> None:
         self.topics = topics
 
-    def new_partition(self, tp: TopicPartition, state: Any) -> PartitionLogic:
+    def new_partition(self, tp: Partition, state: Any) -> PartitionLogic:
         return _Split()
 
 
@@ -37,9 +37,9 @@ class _Split(Splitter):
     def __init__(self) -> None:
         super().__init__({"requests": 0, "spans": 0, "passed_through": 0, "split": 0})
 
-    def add(self, record: ConsumerRecord[bytes, bytes], items: list[Any] | None, now: float) -> Added:
+    def add(self, record: Record, items: list[Any] | None, now: float) -> Added:
         req = self.decoded(record, decode_traces, "otlp_spans", OtlpDecodeError)
-        split = split_traces(req, timecheck.reference(record.timestamp))
+        split = split_traces(req, timecheck.reference(record.timestamp_ms))
         rejects = self.rejects(split.rejected, split.reason, len(split.by_trace))
         keyed = key_trace_id(record.key)
         self.count["requests"] += 1
@@ -63,7 +63,7 @@ class SpanPairingSpec(StageSpec):
         self.wait_seconds = wait_seconds
         self.capacity = capacity
 
-    def new_partition(self, tp: TopicPartition, state: Any) -> PartitionLogic:
+    def new_partition(self, tp: Partition, state: Any) -> PartitionLogic:
         if isinstance(state, tuple) and len(state) == 3 and isinstance(state[0], SpanPairer):
             return _Pairing(*state)
         return _Pairing(SpanPairer(self.wait_seconds, self.capacity))
@@ -86,7 +86,7 @@ class _Pairing(PartitionLogic):
         self.buffer = buffer or ReorderBuffer()
         self.last = last  # the latest arrival handed to the pairer
 
-    def add(self, record: ConsumerRecord[bytes, bytes], items: list[Any] | None, now: float) -> Added:
+    def add(self, record: Record, items: list[Any] | None, now: float) -> Added:
         try:
             n = self.buffer.push_payloads((otlp_items.payload(d) for d in items or ()), _ends)
         except Exception as e:  # protobuf's DecodeError, or a bad item

@@ -53,6 +53,7 @@ from ingest import checkpoint, envelope
 from ingest.clock import MergedClock, SourceClock
 from ingest.logic import Added, Emit, PartitionLogic, Rejected, StageSpec
 from ingest.metrics import WorkerMetrics
+from ingest.record import Partition, Record
 from topology.store.base import StoreUnavailable
 
 log = logging.getLogger("ingest.worker")
@@ -308,7 +309,7 @@ class Worker:
         for records in batch.values():
             for r in records:
                 try:
-                    self.spec.apply_global(r)
+                    self.spec.apply_global(plain(r))
                 except Exception:  # the meta worker dead-letters bad records of these topics
                     log.debug("bad global record", exc_info=True)
 
@@ -361,7 +362,8 @@ class Worker:
                 clock.last_activity = wall
             else:
                 clock.expect(self.expected_sources)
-            self.parts[tp] = _Part(tp, self.spec.new_partition(tp, logic_state), clock, position, committed)
+            logic = self.spec.new_partition(Partition(tp.topic, tp.partition), logic_state)
+            self.parts[tp] = _Part(tp, logic, clock, position, committed)
         names = sorted(f"{t.topic}:{t.partition}" for t in assigned)
         log.info("partitions assigned", extra={"worker": self.name, "partitions": names})
         self.ready.set()
@@ -387,11 +389,12 @@ class Worker:
             ps = self.parts.get(tp)
             if ps is None:
                 continue
-            for r in records:
-                if ps.position is not None and r.offset < ps.position:
+            for cr in records:
+                if ps.position is not None and cr.offset < ps.position:
                     continue  # already covered by the restored checkpoint
                 n += 1
                 before = ps.clock.now
+                r = plain(cr)
                 added = self._feed(ps, r, wall)
                 if ps.clock.now > before:
                     # Flush as time moves, record by record: outputs then carry the clock of the
@@ -408,7 +411,7 @@ class Worker:
             m.items_in.labels(**self.labels).inc(items_in)
         return n
 
-    def _feed(self, ps: _Part, r: ConsumerRecord[bytes, bytes], wall: float) -> Added | None:
+    def _feed(self, ps: _Part, r: Record, wall: float) -> Added | None:
         items: list[Any] | None = None
         if self.spec.repartitioned_input:
             try:
@@ -435,15 +438,15 @@ class Worker:
             return None
         if isinstance(ps.clock, SourceClock):
             if added.event_time is not None and math.isfinite(added.event_time):
-                cap = r.timestamp / 1000.0 + self.opt.max_future if r.timestamp > 0 else math.inf
+                cap = r.timestamp_ms / 1000.0 + self.opt.max_future if r.timestamp_ms > 0 else math.inf
                 ps.clock.observe(min(added.event_time, cap), wall)
             else:
                 ps.clock.touch(wall)
         return added
 
-    def _dead(self, r: ConsumerRecord[bytes, bytes], reason: str, payload: bytes | None) -> None:
+    def _dead(self, r: Record, reason: str, payload: bytes | None) -> None:
         value, headers = envelope.dead_letter(
-            reason, topic=r.topic, partition=r.partition, offset=r.offset, timestamp_ms=r.timestamp,
+            reason, topic=r.topic, partition=r.partition, offset=r.offset, timestamp_ms=r.timestamp_ms,
             key=r.key, payload=payload, layer=self.spec.layer, stage=self.spec.stage, worker=self.name,
             at=self.opt.wall())
         self.pending.dead.append((r.key, value, headers))
@@ -677,6 +680,11 @@ class Worker:
             for k, v in ps.logic.counters().items():
                 total[k] += v
         return dict(total)
+
+
+def plain(r: ConsumerRecord[bytes, bytes]) -> Record:
+    """The consumed record as the stage logic sees it (no Kafka client type past this point)."""
+    return Record(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp, tuple(r.headers or ()))
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]

@@ -1,0 +1,32 @@
+"""The input record a stage's logic sees: plain data, no Kafka client type.
+
+The worker (:mod:`ingest.worker`) converts each consumed record at the edge, so a stage spec can be
+fed from a list in a test (:mod:`tests.ingest.testing`) exactly as the worker feeds it from a topic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Partition:
+    """One input partition: the unit a stage keeps state for."""
+
+    topic: str
+    partition: int
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp_ms: int  # the record's Kafka timestamp (producer or broker time); <= 0: none
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+    @property
+    def source(self) -> Partition:
+        return Partition(self.topic, self.partition)
