@@ -90,8 +90,3 @@ def dead_letter(reason: str, *, topic: str, partition: int, offset: int, timesta
                ("dlq.offset", str(offset).encode()), ("dlq.reason", reason.encode()[:1000]),
                ("dlq.layer", layer.encode()), ("dlq.stage", str(stage).encode())]
     return json.dumps(env).encode(), headers
-
-
-def reason_class(reason: str) -> str:
-    """A short label for metrics: the reason up to its first colon, bounded."""
-    return reason.split(":", 1)[0].strip()[:60] or "unknown"

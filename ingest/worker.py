@@ -52,8 +52,9 @@ from aiokafka.structs import ConsumerRecord, OffsetAndMetadata, TopicPartition
 from ingest import checkpoint, envelope
 from ingest.clock import MergedClock, SourceClock
 from ingest.logic import Added, Emit, PartitionLogic, Rejected, StageSpec
-from ingest.metrics import WorkerMetrics
+from ingest.metrics import DEFAULT_METRICS_HOST, WorkerMetrics
 from ingest.record import Partition, Record
+from topology.admit import reason_class
 from topology.store.base import StoreUnavailable
 
 log = logging.getLogger("ingest.worker")
@@ -82,6 +83,7 @@ class WorkerOptions:
     restart_backoff: float = 1.0
     shutdown_seconds: float = 20.0  # time for the final checkpoint after SIGTERM
     metrics_port: int | None = None  # None: no endpoint; 0: any free port
+    metrics_host: str = DEFAULT_METRICS_HOST  # the endpoint's interface (default: all, for Prometheus)
     wall: Callable[[], float] = time.time
 
 
@@ -158,7 +160,7 @@ class Worker:
     # -- lifecycle --------------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
         if self.opt.metrics_port is not None:
-            self._metrics_port = self.metrics.serve(self.opt.metrics_port)
+            self._metrics_port = self.metrics.serve(self.opt.metrics_port, self.opt.metrics_host)
         try:
             while not stop.is_set():
                 try:
@@ -364,6 +366,7 @@ class Worker:
                 clock.expect(self.expected_sources)
             logic = self.spec.new_partition(Partition(tp.topic, tp.partition), logic_state)
             self.parts[tp] = _Part(tp, logic, clock, position, committed)
+        self._update_stage_counters()  # the baseline: restored counts were counted by their previous owner
         names = sorted(f"{t.topic}:{t.partition}" for t in assigned)
         log.info("partitions assigned", extra={"worker": self.name, "partitions": names})
         self.ready.set()
@@ -406,7 +409,7 @@ class Worker:
                         self._dead(r, reason, payload)
                 ps.position = r.offset + 1
                 ps.dirty = True
-            m.records_in.labels(topic=tp.topic, **self.labels).inc(len(records))
+            m.records_in.labels(**self.labels).inc(len(records))
         if items_in:
             m.items_in.labels(**self.labels).inc(items_in)
         return n
@@ -450,7 +453,7 @@ class Worker:
             key=r.key, payload=payload, layer=self.spec.layer, stage=self.spec.stage, worker=self.name,
             at=self.opt.wall())
         self.pending.dead.append((r.key, value, headers))
-        self.metrics.dlq.labels(reason=envelope.reason_class(reason), **self.labels).inc()
+        self.metrics.dlq.labels(reason=reason_class(reason), **self.labels).inc()
         log.warning("dead letter", extra={"worker": self.name, "topic": r.topic, "partition": r.partition,
                                           "offset": r.offset, "reason": reason[:200]})
 
@@ -667,12 +670,7 @@ class Worker:
             self.metrics.clock.labels(**self.labels).set(slowest)
 
     def _update_stage_counters(self) -> None:
-        total: dict[str, int] = defaultdict(int)
-        for ps in self.parts.values():
-            for k, v in ps.logic.counters().items():
-                total[k] += v
-        for k, v in total.items():
-            self.metrics.stage_counter.labels(name=k, **self.labels).set(v)
+        self.metrics.count_stages(self.name, self.labels, [ps.logic for ps in self.parts.values()])
 
     def counters(self) -> dict[str, int]:
         total: dict[str, int] = defaultdict(int)
