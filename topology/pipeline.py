@@ -21,7 +21,7 @@ from topology.address import AddressBook
 from topology.catalog import AddressLease, HealthEvent, ServiceInfo, TraceSummary
 from topology.health import HealthBook
 from topology.model import EdgeWindow, Granularity, Layer, NodeInfo, NodeKind
-from topology.stages.final import FinalStage
+from topology.stages.final import REFRESH_SECONDS, FinalStage
 from topology.stages.ipc import IpcStage1, IpcStage2
 from topology.stages.network import NetworkStage1, NetworkStage2
 from topology.stages.trace import SpanPairer
@@ -39,6 +39,7 @@ class PipelineConfig:
     trace_wait: float = 10.0
     trace_capacity: int = 10_000
     provisional: bool = True  # emit open windows as they fill (freshness); closing replaces them
+    provisional_refresh: float = REFRESH_SECONDS  # later versions of a provisional window at most this often
 
 
 @dataclass
@@ -65,7 +66,8 @@ class Pipeline:
         self.ipc1 = IpcStage1(window_seconds=cfg.final_window)
         self.ipc2 = IpcStage2(self.addresses)
         self.pairer = SpanPairer(wait_seconds=cfg.trace_wait, max_pending=cfg.trace_capacity)
-        self.final = FinalStage(window_seconds=cfg.final_window, grace_seconds=cfg.grace, health=self.health)
+        self.final = FinalStage(window_seconds=cfg.final_window, grace_seconds=cfg.grace, health=self.health,
+                                refresh_seconds=cfg.provisional_refresh)
 
     # -- inputs --------------------------------------------------------------------------------
     def add_leases(self, leases: Iterable[AddressLease]) -> None:

@@ -13,6 +13,16 @@ Input: :class:`EdgePartial` records of any layer. Output: :class:`EdgeWindow` re
 * Partials in finer windows than ``window_seconds`` (a divisor of it) fall into the window that
   holds their start; partials of coarser or misaligned windows are dropped and counted.
 
+Provisional windows (``flush(..., provisional=True)``, for freshness): windows still open are
+emitted as they stand so far, and the complete window replaces them when it closes. Only *new* edges
+are emitted provisionally (not emitted in this window or the window before): that is what makes a
+new edge visible, while an edge already stored for the previous window is emitted once, complete,
+when its window closes. Later versions of a provisional window are held back and emitted at most
+every ``refresh_seconds`` of event time, so a busy layer does not rewrite open windows each time
+more partials come. The bookkeeping of a window is dropped once the window after it has closed; it
+is part of the state, so a restored stage goes on as if it had never stopped. The in-process
+pipeline and the Kafka stage-3 worker both follow these rules through this class.
+
 Edge health (``EdgeStats.health``):
 
 * with request counts (IPC, TRACE): error rate >= 5% UNHEALTHY, >= 1% DEGRADED, else HEALTHY;
@@ -26,7 +36,9 @@ Edge health (``EdgeStats.health``):
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Iterable
+from typing import Any
 
 from topology.catalog import HealthState
 from topology.health import HealthBook
@@ -35,6 +47,7 @@ from topology.stats import EdgeStats
 
 UNHEALTHY_ERROR_RATE = 0.05
 DEGRADED_ERROR_RATE = 0.01
+REFRESH_SECONDS = 30.0  # a provisional window's later versions are emitted at most this often
 
 _RANK = {"UNKNOWN": 0, "HEALTHY": 1, "DEGRADED": 2, "UNHEALTHY": 3}
 _SIDE_ORDER = (Side.CLIENT, Side.SERVER, Side.PAIR)
@@ -79,13 +92,16 @@ class FinalStage:
     """Merges partials into windows, with lateness handling and health (see the module docstring)."""
 
     def __init__(
-        self, window_seconds: int = 60, grace_seconds: int = 120, health: HealthBook | None = None
+        self, window_seconds: int = 60, grace_seconds: int = 120, health: HealthBook | None = None,
+        refresh_seconds: float = REFRESH_SECONDS,
     ) -> None:
-        if window_seconds <= 0 or grace_seconds < 0:
-            raise ValueError("window_seconds must be positive and grace_seconds not negative")
+        if window_seconds <= 0 or grace_seconds < 0 or refresh_seconds < 0:
+            raise ValueError("window_seconds must be positive, grace and refresh seconds not negative")
         self.window_seconds = window_seconds
         self.grace_seconds = grace_seconds
         self.health = health
+        self.refresh_seconds = refresh_seconds
+        self._reset_provisional()
         self._windows: dict[int, dict[EdgeKey, _Slot]] = {}
         self._watermark = float("-inf")
         self.counters: dict[str, int] = {
@@ -97,6 +113,18 @@ class FinalStage:
             "bad_window": 0,
             "provisional_emitted": 0,
         }
+
+    def _reset_provisional(self) -> None:
+        self._written: dict[int, set[EdgeKey]] = {}  # window -> edges emitted (provisional or complete)
+        self._held: dict[tuple[EdgeKey, int], EdgeWindow] = {}  # newer versions of provisional windows
+        self._refreshed = -math.inf  # watermark of the last release of held versions
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Checkpoints from before the provisional rules moved here start with empty bookkeeping."""
+        if "_written" not in state:
+            self._reset_provisional()
+            state.setdefault("refresh_seconds", REFRESH_SECONDS)
+        self.__dict__.update(state)
 
     @property
     def open_windows(self) -> list[int]:
@@ -130,15 +158,54 @@ class FinalStage:
     def flush(self, watermark: float, provisional: bool = False) -> list[EdgeWindow]:
         """Windows that end at or before ``watermark``: new ones, and emitted ones that late data changed.
 
-        With ``provisional``, windows still open also emit the edges that changed since the last
-        flush, as they stand so far: a store that replaces windows by key shows new edges within one
-        flush, and the complete window replaces the provisional one when it closes.
+        With ``provisional``, windows still open also emit new edges as they stand so far (see the
+        module docstring): a store that replaces windows by key shows a new edge within one flush,
+        and the complete window replaces the provisional one when it closes.
         """
+        out: list[EdgeWindow] = []
+        early = 0
+        ws = self.window_seconds
+        written = self._written
+        for win in self._flush(watermark, provisional):
+            w = win.window_start
+            seen = written.setdefault(w, set())
+            if w + ws <= watermark:  # complete
+                seen.add(win.key)
+                out.append(win)
+                continue
+            known = win.key in written.get(w - ws, ())
+            if win.key in seen:
+                if (win.key, w) in self._held or not known:
+                    self._held[(win.key, w)] = win  # a newer version of a new edge
+            else:
+                seen.add(win.key)
+                if not known:  # an edge known from the window before is emitted at the close
+                    out.append(win)
+                    early += 1
+        self._forget(watermark)
+        if provisional and self._held and watermark - self._refreshed >= self.refresh_seconds:
+            out.extend(self._held.values())
+            early += len(self._held)
+            self._held.clear()
+            self._refreshed = watermark
+        self.counters["windows_emitted"] += len(out) - early
+        self.counters["provisional_emitted"] += early
+        return out
+
+    def _forget(self, watermark: float) -> None:
+        """Drop the provisional bookkeeping of windows that closed (their complete version went out)."""
+        ws = self.window_seconds
+        for w in [w for w in self._written if w + 2 * ws <= watermark]:  # the next window's "before"
+            del self._written[w]
+        if any(w + ws <= watermark for _, w in self._held):
+            self._held = {k: v for k, v in self._held.items() if k[1] + ws > watermark}
+
+    def _flush(self, watermark: float, provisional: bool) -> list[EdgeWindow]:
+        """Closed windows that are new or changed; with ``provisional``, the changed edges of open ones."""
         if watermark > self._watermark:
             self._watermark = watermark
         ws = self.window_seconds
         out: list[EdgeWindow] = []
-        early = 0
         for w in sorted(self._windows):
             slots = self._windows[w]
             if w + ws > watermark:
@@ -148,7 +215,6 @@ class FinalStage:
                     if slot.dirty:
                         out.append(self._window(key, w, slot))
                         slot.dirty, slot.provisional = False, True
-                        early += 1
                 continue
             for key, slot in slots.items():
                 if not slot.dirty and not slot.provisional:
@@ -160,8 +226,6 @@ class FinalStage:
                 slot.emitted, slot.dirty = True, False
             if w + ws + self.grace_seconds <= watermark:
                 del self._windows[w]
-        self.counters["windows_emitted"] += len(out) - early
-        self.counters["provisional_emitted"] += early
         return out
 
     def _window(self, key: EdgeKey, w: int, slot: _Slot) -> EdgeWindow:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import pickle
+
 import pytest
 
 from topology.catalog import HealthEvent, HealthState
 from topology.health import HealthBook
-from topology.model import EdgeKey, EdgePartial, Granularity, Layer, NodeKind, Side
+from topology.model import EdgeKey, EdgePartial, EdgeWindow, Granularity, Layer, NodeKind, Side
 from topology.stages.final import FinalStage
 from topology.stats import EdgeStats
 
@@ -113,3 +115,93 @@ def test_bad_arguments() -> None:
         FinalStage(window_seconds=0)
     with pytest.raises(ValueError):
         FinalStage(grace_seconds=-1)
+    with pytest.raises(ValueError):
+        FinalStage(refresh_seconds=-1)
+
+
+# -- provisional windows (the rules the in-process pipeline and the Kafka stage-3 worker share) ---------
+OTHER = EdgeKey(Layer.IPC, Granularity.APP, "web", "db")
+
+
+def _emitted(windows: list[EdgeWindow]) -> list[tuple[str, int, int]]:
+    return sorted((w.key.target, w.window_start, w.stats.requests) for w in windows)
+
+
+def test_a_new_edge_is_emitted_provisionally_and_a_known_one_only_when_its_window_closes() -> None:
+    f = FinalStage()
+    f.add([part(requests=1)])  # "api" in the first window
+    assert _emitted(f.flush(T + 60)) == [("api", T, 1)]
+    f.add([part(w=T + 60, requests=2), part(w=T + 60, key=OTHER, requests=3)])
+    assert _emitted(f.flush(T + 70, provisional=True)) == [("db", T + 60, 3)]  # new; "api" is known
+    assert f.flush(T + 71, provisional=True) == []  # nothing changed
+    assert _emitted(f.flush(T + 120, provisional=True)) == [("api", T + 60, 2), ("db", T + 60, 3)]
+    assert f.counters["provisional_emitted"] == 1 and f.counters["windows_emitted"] == 3
+
+
+def test_later_versions_of_a_provisional_window_wait_for_the_refresh_interval() -> None:
+    f = FinalStage(refresh_seconds=30)
+    f.add([part(requests=1)])
+    assert _emitted(f.flush(T + 1, provisional=True)) == [("api", T, 1)]
+    f.add([part(requests=1)])
+    assert _emitted(f.flush(T + 2, provisional=True)) == [("api", T, 2)]  # first release of held versions
+    f.add([part(requests=1)])
+    assert f.flush(T + 10, provisional=True) == []  # held: released at T + 32 at the earliest
+    f.add([part(requests=1)])
+    assert f.flush(T + 31, provisional=True) == []
+    assert _emitted(f.flush(T + 32, provisional=True)) == [("api", T, 4)]  # the newest version only
+    f.add([part(requests=1)])
+    assert f.flush(T + 40, provisional=True) == []
+    # the window closes: its complete version goes out and the held one is dropped, never emitted
+    assert _emitted(f.flush(T + 60, provisional=True)) == [("api", T, 5)]
+    assert f.flush(T + 100, provisional=True) == []
+
+
+def test_an_edge_stays_new_until_a_window_has_emitted_it() -> None:
+    """Known means emitted in the window before; an edge missing from it is new again."""
+    f = FinalStage()
+    f.add([part(requests=1)])
+    assert _emitted(f.flush(T + 60)) == [("api", T, 1)]
+    f.add([part(w=T + 120, requests=7)])  # nothing in T + 60: new again two windows later
+    assert _emitted(f.flush(T + 121, provisional=True)) == [("api", T + 120, 7)]
+
+
+def test_provisional_windows_end_in_the_same_complete_windows() -> None:
+    def run(provisional: bool) -> dict[tuple[str, int], int]:
+        f = FinalStage(refresh_seconds=5)
+        last: dict[tuple[str, int], int] = {}
+        for i in range(0, 400, 3):
+            f.add([part(w=T + (i // 60) * 60, requests=1 + i % 4),
+                   part(Side.SERVER, w=T + (i // 60) * 60, key=OTHER, requests=i % 5)])
+            for w in f.flush(T + i - 0.5, provisional=provisional):
+                last[(w.key.target, w.window_start)] = w.stats.requests  # the store's replace-on-upsert
+        return last
+
+    assert run(provisional=True) == run(provisional=False)
+    assert len(run(provisional=False)) == 12  # 6 closed windows of 2 edges
+
+
+def test_a_restored_stage_keeps_its_provisional_bookkeeping() -> None:
+    f = FinalStage(refresh_seconds=7)
+    f.add([part(requests=1)])
+    assert len(f.flush(T + 1, provisional=True)) == 1
+    f.add([part(requests=1)])
+    f.flush(T + 2, provisional=True)
+    f.add([part(requests=1)])
+    assert f.flush(T + 3, provisional=True) == []  # held back until T + 9
+    again = pickle.loads(pickle.dumps(f))
+    assert again.refresh_seconds == 7
+    assert again.flush(T + 8, provisional=True) == []
+    assert _emitted(again.flush(T + 9, provisional=True)) == [("api", T, 3)]
+    assert _emitted(again.flush(T + 60)) == [("api", T, 3)]
+
+
+def test_a_stage_pickled_before_the_provisional_rules_restores_with_empty_bookkeeping() -> None:
+    f = FinalStage()
+    f.add([part(requests=1)])
+    old = dict(f.__dict__)
+    for k in ("_written", "_held", "_refreshed", "refresh_seconds"):
+        del old[k]
+    again = FinalStage.__new__(FinalStage)
+    again.__setstate__(old)
+    assert again.refresh_seconds == 30.0
+    assert _emitted(again.flush(T + 1, provisional=True)) == [("api", T, 1)]
