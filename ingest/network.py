@@ -18,19 +18,17 @@ import json
 import math
 from typing import Any
 
-import numpy as np
-
-from ingest import timecheck
+from ingest.admission import admitted, produced
 from ingest.logic import Added, Emit, PartitionLogic, Rejected, StageSpec
 from ingest.record import Partition, Record
 from ingest.topics import Topics
 from topology.address import AddressBook
+from topology.admit import admit_flows, admit_vpcflows
 from topology.catalog import AddressLease
 from topology.model import EdgePartial
 from topology.stages.network_stage1 import FlowAggregate, FlowAggregates, NetworkStage1
 from topology.stages.network_stage2 import NetworkStage2
-from topology.wire import flow
-from topology.wire.vpcflow import VpcFlowError, VpcFlowParser
+from topology.stages.vpc import VpcStage
 
 
 def edge_route(p: EdgePartial) -> str:
@@ -87,75 +85,16 @@ class _Stage1(PartitionLogic):
         self.spec = spec
         self.stage = stage or NetworkStage1(spec.window_seconds)
         self.direct: list[FlowAggregate] = []  # VPC flow-log aggregates (already stage-1 output)
-        self.rejected_lines = 0
+        self.vpc = VpcStage()
 
     def add(self, record: Record, items: list[Any] | None, now: float) -> Added:
-        if record.value is None:
-            raise Rejected("empty record")
         if record.topic == self.spec.topics.vpcflows:
-            return self._add_vpc(record)
-        return self._add_flows(record)
-
-    def _add_flows(self, record: Record) -> Added:
-        try:
-            batch = flow.decode(record.value)
-        except flow.FlowDecodeError as e:
-            raise Rejected(str(e)) from None
-        recs = batch.records
-        if not len(recs):
-            return Added(None, 0)
-        ref = timecheck.reference(record.timestamp_ms, batch.emitted_ms)
-        start = recs["start_ms"] / 1000.0
-        end = recs["end_ms"] / 1000.0
-        bad = start < timecheck.MIN_TIME
-        if ref is not None:
-            bad |= (end > ref + timecheck.MAX_FUTURE) | (start < ref - timecheck.MAX_PAST)
-        rejects: list[tuple[str, bytes]] = []
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            why = timecheck.problem(float(start[i]), ref) or timecheck.problem(float(end[i]), ref) or "absurd"
-            reason = f"{why} ({int(bad.sum())} of {len(recs)} flow records in the batch)"
-            payload = flow.encode(np.ascontiguousarray(recs[bad]), batch.strings, batch.host,
-                                  batch.emitted_ms)
-            if bad.all():
-                raise Rejected(reason)
-            rejects.append((reason, payload))
-            recs = np.ascontiguousarray(recs[~bad])
-            end = end[~bad]
-            batch = flow.FlowBatch(batch.version, batch.emitted_ms, batch.host, batch.strings, recs)
+            lines, out = admitted(admit_vpcflows(record.value or b"", produced(record)))
+            self.direct.extend(self.vpc.aggregate(lines, self.spec.window_seconds))
+            return out
+        batch, out = admitted(admit_flows(record.value or b"", produced(record)))
         self.stage.add(batch)
-        return Added(float(end.max()), len(recs), rejects)
-
-    def _add_vpc(self, record: Record) -> Added:
-        assert record.value is not None
-        try:
-            text = record.value.decode("utf-8")
-        except UnicodeDecodeError:
-            raise Rejected("flow-log record is not UTF-8 text") from None
-        parser = VpcFlowParser()  # a header line applies to the lines after it in the same record
-        ref = timecheck.reference(record.timestamp_ms)
-        records = []
-        rejects: list[tuple[str, bytes]] = []
-        lines = text.splitlines()
-        for n, line in enumerate(lines, 1):
-            try:
-                r = parser.parse_line(line)
-            except VpcFlowError as e:
-                rejects.append((f"malformed flow-log line {n}: {e}", line.encode()))
-                continue
-            if r is None:
-                continue
-            why = timecheck.problem(float(r.start), ref) or timecheck.problem(float(r.end), ref)
-            if why is not None:
-                rejects.append((f"flow-log line {n}: {why}", line.encode()))
-                continue
-            records.append(r)
-        if not text.strip():
-            raise Rejected("empty flow-log record")
-        aggs = parser.aggregate(records, self.spec.window_seconds)
-        self.direct.extend(aggs)
-        t = max((float(r.end) for r in records), default=None)
-        return Added(t, len(records), rejects)
+        return out
 
     def flush(self, now: float, checkpoint: bool) -> list[Any]:
         return self._emits(self.stage.flush(now - self.spec.lateness) if math.isfinite(now) else [])
@@ -179,7 +118,7 @@ class _Stage1(PartitionLogic):
         return st
 
     def counters(self) -> dict[str, int]:
-        return dict(self.stage.counters)
+        return {**self.stage.counters, **{f"vpc_{k}": v for k, v in self.vpc.counters.items()}}
 
 
 class NetworkStage2Spec(LeaseReader, StageSpec):

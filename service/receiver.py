@@ -3,20 +3,26 @@
     POST /v1/traces         OTLP/HTTP ExportTraceServiceRequest   (protobuf or JSON, gzip allowed)
     POST /v1/metrics        OTLP/HTTP ExportMetricsServiceRequest (protobuf or JSON, gzip allowed)
     POST /ingest/flows      a flow batch (docs/flow-wire-format.md), application/x-topology-flows
+    POST /ingest/vpcflows   AWS VPC flow-log lines (text; the default format, or a header line first)
     POST /ingest/catalog    JSON array of catalog records
     POST /ingest/health     JSON array of health events
     POST /ingest/addresses  JSON array of address leases
 
-Answers follow OTLP/HTTP: 200 with an empty Export*ServiceResponse in the request's encoding,
-400 with a ``google.rpc.Status`` carrying the reason for a payload that cannot be decoded.
+Every payload passes :mod:`topology.admit`, the admission the Kafka workers apply too. Answers
+follow OTLP/HTTP: 200 with an Export*ServiceResponse in the request's encoding (``partial_success``
+counts the spans or points that admission cut out, with the first reason), 400 with a
+``google.rpc.Status`` carrying the reason for a payload rejected whole. The other routes answer
+``{"accepted": n}`` (and ``"rejected"``, ``"reason"`` when records were cut out) or 400 with
+``{"error": reason, "code": "BAD_INPUT"}``. Reasons start with their class (``timestamp: ...``).
 The same payloads may be sent as the simulator emits them (``topology simulate --http``).
 """
 
 from __future__ import annotations
 
 import gzip
-import json
+import inspect
 import zlib
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from google.protobuf import json_format
@@ -27,6 +33,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from service.runtime import InputError, Runtime
+from topology.admit import DECODE, LIMIT, Admission, reason
 
 MAX_BODY = 64 * 1024 * 1024
 PROTOBUF = "application/x-protobuf"
@@ -35,7 +42,7 @@ PROTOBUF = "application/x-protobuf"
 async def _body(request: Request) -> bytes:
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > MAX_BODY:
-        raise InputError("http", f"body larger than {MAX_BODY} bytes")
+        raise InputError("http", reason(LIMIT, f"body larger than {MAX_BODY} bytes"))
     data = await request.body()
     enc = request.headers.get("content-encoding", "").lower()
     try:
@@ -44,11 +51,11 @@ async def _body(request: Request) -> bytes:
         elif enc == "deflate":
             data = zlib.decompress(data)
         elif enc not in ("", "identity"):
-            raise InputError("http", f"unsupported content-encoding {enc!r}")
+            raise InputError("http", reason(DECODE, f"unsupported content-encoding {enc!r}"))
     except (OSError, EOFError, zlib.error) as e:
-        raise InputError("http", f"body is not valid {enc}: {e}") from e
+        raise InputError("http", reason(DECODE, f"body is not valid {enc}: {e}")) from e
     if len(data) > MAX_BODY:
-        raise InputError("http", f"decompressed body larger than {MAX_BODY} bytes")
+        raise InputError("http", reason(LIMIT, f"decompressed body larger than {MAX_BODY} bytes"))
     return data
 
 
@@ -86,55 +93,61 @@ def rpc_status(code: int, message: str) -> bytes:
     return b"\x08" + _varint(code) + b"\x12" + _varint(len(msg)) + msg
 
 
+def _json_answer(adm: Admission[Any]) -> Response:
+    body: dict[str, Any] = {"accepted": adm.items}
+    if adm.rejected:
+        body["rejected"] = adm.dropped
+        body["reason"] = adm.rejected[0].reason
+    return JSONResponse(body)
+
+
+def _bad_input(e: InputError) -> Response:
+    return JSONResponse({"error": e.reason, "code": "BAD_INPUT"}, status_code=400)
+
+
 def ingest_routes(runtime: Runtime) -> list[Route]:
     async def traces(request: Request) -> Response:
         ct = _otlp_type(request)
         try:
-            runtime.accept_spans(await _body(request), ct)
+            adm = runtime.accept_spans(await _body(request), ct)
         except InputError as e:
             return _otlp_answer(None, ct, e.reason)
-        return _otlp_answer(ExportTraceServiceResponse(), ct)
+        answer = ExportTraceServiceResponse()
+        if adm.rejected:
+            answer.partial_success.rejected_spans = adm.dropped
+            answer.partial_success.error_message = adm.rejected[0].reason
+        return _otlp_answer(answer, ct)
 
     async def metrics(request: Request) -> Response:
         ct = _otlp_type(request)
         try:
-            runtime.accept_metrics(await _body(request), ct)
+            adm = runtime.accept_metrics(await _body(request), ct)
         except InputError as e:
             return _otlp_answer(None, ct, e.reason)
-        return _otlp_answer(ExportMetricsServiceResponse(), ct)
+        answer = ExportMetricsServiceResponse()
+        if adm.rejected:
+            answer.partial_success.rejected_data_points = adm.dropped
+            answer.partial_success.error_message = adm.rejected[0].reason
+        return _otlp_answer(answer, ct)
 
-    async def flows(request: Request) -> Response:
-        try:
-            n = runtime.accept_flows(await _body(request))
-        except InputError as e:
-            return JSONResponse({"error": e.reason, "code": "BAD_INPUT"}, status_code=400)
-        return JSONResponse({"accepted": n})
-
-    def json_route(kind: str) -> Any:
+    def bytes_route(accept: Callable[[bytes], Admission[Any] | Awaitable[Admission[Any]]]) -> Any:
         async def handler(request: Request) -> Response:
             try:
-                raw = await _body(request)
-                try:
-                    records = json.loads(raw)
-                except (ValueError, UnicodeDecodeError) as e:
-                    raise runtime._reject(kind, f"body is not JSON: {e}", raw) from e
-                if kind == "catalog":
-                    n = await runtime.accept_catalog(records)
-                elif kind == "health":
-                    n = await runtime.accept_health(records)
-                else:
-                    n = runtime.accept_leases(records)
+                adm = accept(await _body(request))
+                if inspect.isawaitable(adm):
+                    adm = await adm
             except InputError as e:
-                return JSONResponse({"error": e.reason, "code": "BAD_INPUT"}, status_code=400)
-            return JSONResponse({"accepted": n})
+                return _bad_input(e)
+            return _json_answer(adm)
 
         return handler
 
     return [
         Route("/v1/traces", traces, methods=["POST"]),
         Route("/v1/metrics", metrics, methods=["POST"]),
-        Route("/ingest/flows", flows, methods=["POST"]),
-        Route("/ingest/catalog", json_route("catalog"), methods=["POST"]),
-        Route("/ingest/health", json_route("health"), methods=["POST"]),
-        Route("/ingest/addresses", json_route("addresses"), methods=["POST"]),
+        Route("/ingest/flows", bytes_route(runtime.accept_flows), methods=["POST"]),
+        Route("/ingest/vpcflows", bytes_route(runtime.accept_vpcflows), methods=["POST"]),
+        Route("/ingest/catalog", bytes_route(runtime.accept_catalog), methods=["POST"]),
+        Route("/ingest/health", bytes_route(runtime.accept_health), methods=["POST"]),
+        Route("/ingest/addresses", bytes_route(runtime.accept_leases), methods=["POST"]),
     ]

@@ -14,16 +14,31 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+
+from topology.admit import (
+    Admission,
+    admit_catalog,
+    admit_flows,
+    admit_health,
+    admit_leases,
+    admit_metrics,
+    admit_spans,
+    admit_vpcflows,
+    reason_class,
+)
 from topology.catalog import AddressLease, HealthEvent, ServiceInfo
 from topology.pipeline import Pipeline, PipelineOutput
 from topology.store.base import Stores
-from topology.wire import flow, otlp
+from topology.wire.flow import FlowBatch
+from topology.wire.vpcflow import VpcFlowRecord
 
 log = logging.getLogger("topology.runtime")
+T = TypeVar("T")
 
 MAX_DEAD_LETTER_BYTES = 64 * 1024 * 1024
 
@@ -63,56 +78,66 @@ class Runtime:
             self._load_leases(self._leases_file)
 
     # -- inputs (raise InputError on bad input, after dead-lettering it) ------------------------
-    def accept_flows(self, data: bytes) -> int:
-        try:
-            batch = flow.decode(data)
-        except flow.FlowDecodeError as e:
-            raise self._reject("flows", str(e), data) from e
-        self.pipeline.add_flows(batch)
-        return self._count("flows", len(batch))
+    # Every input passes topology.admit (the policy the Kafka workers apply too). ``now`` is the
+    # arrival time (the reference of the time policy; the pairing wait runs from it); default: the
+    # runtime's clock. Each returns the admission: what was kept, how much was cut out and why.
+    def accept_flows(self, data: bytes, now: float | None = None) -> Admission[FlowBatch]:
+        adm = admit_flows(data, self._now(now))
+        self.pipeline.add_flows(self._kept("flows", adm))
+        return adm
 
-    def accept_metrics(self, data: bytes, content_type: str = "application/x-protobuf") -> int:
-        try:
-            req = otlp.decode_metrics(data, content_type)
-        except otlp.OtlpDecodeError as e:
-            raise self._reject("metrics", str(e), data) from e
-        self.pipeline.add_metrics(req)
-        n = sum(
-            len(m.data_points)
-            for rm in req.resource_metrics
-            for sm in rm.scope_metrics
-            for m in _metric_points(sm.metrics)
-        )
-        return self._count("metrics", n)
+    def accept_metrics(
+        self, data: bytes, content_type: str = "application/x-protobuf", now: float | None = None
+    ) -> Admission[ExportMetricsServiceRequest]:
+        adm = admit_metrics(data, content_type, self._now(now))
+        self.pipeline.add_metrics(self._kept("metrics", adm))
+        return adm
 
     def accept_spans(
         self, data: bytes, content_type: str = "application/x-protobuf", now: float | None = None
-    ) -> int:
-        """``now`` is the arrival time (the pairing wait runs from it); default: the runtime's clock."""
-        try:
-            req = otlp.decode_traces(data, content_type)
-        except otlp.OtlpDecodeError as e:
-            raise self._reject("spans", str(e), data) from e
-        self.pipeline.add_spans(req, self.clock() if now is None else now)
-        n = sum(len(ss.spans) for rs in req.resource_spans for ss in rs.scope_spans)
-        return self._count("spans", n)
+    ) -> Admission[Any]:
+        now = self._now(now)
+        adm = admit_spans(data, content_type, now)
+        self.pipeline.add_span_view(self._kept("spans", adm), now)  # decoded once, by admission
+        return adm
 
-    async def accept_catalog(self, records: Sequence[Any]) -> int:
-        infos = self._parse("catalog", records, ServiceInfo.from_dict)
+    def accept_vpcflows(self, data: bytes, now: float | None = None) -> Admission[list[VpcFlowRecord]]:
+        adm = admit_vpcflows(data, self._now(now))
+        records = self._kept("vpcflows", adm)
+        self.pipeline.add_vpcflows(records)
+        return adm
+
+    async def accept_catalog(self, data: bytes, now: float | None = None) -> Admission[list[ServiceInfo]]:
+        adm = admit_catalog(data, self._now(now))
+        infos = self._kept("catalog", adm)
         self.pipeline.add_catalog(infos)
         await self.stores.catalog.upsert_services(infos)
-        return self._count("catalog", len(infos))
+        return adm
 
-    async def accept_health(self, records: Sequence[Any]) -> int:
-        events = self._parse("health", records, HealthEvent.from_dict)
+    async def accept_health(self, data: bytes, now: float | None = None) -> Admission[list[HealthEvent]]:
+        adm = admit_health(data, self._now(now))
+        events = self._kept("health", adm)
         self.pipeline.add_health(events)
         await self.stores.catalog.record_health(events)
-        return self._count("health", len(events))
+        return adm
 
-    def accept_leases(self, records: Sequence[Any]) -> int:
-        leases = self._parse("addresses", records, AddressLease.from_dict)
+    def accept_leases(self, data: bytes, now: float | None = None) -> Admission[list[AddressLease]]:
+        adm = admit_leases(data, self._now(now))
+        leases = self._kept("addresses", adm)
         self.add_leases(leases)
-        return self._count("addresses", len(leases))
+        return adm
+
+    def _now(self, now: float | None) -> float:
+        return self.clock() if now is None else now
+
+    def _kept(self, kind: str, adm: Admission[T]) -> T:
+        """Dead-letter what admission rejected; raise InputError if nothing was kept, else count it."""
+        errors = [self._reject(kind, r.reason, r.payload) for r in adm.rejected]
+        if adm.kept is None:
+            raise errors[0]
+        self.accepted[kind] += 1
+        self.records[kind] += adm.items
+        return adm.kept
 
     def add_leases(self, leases: Iterable[AddressLease]) -> None:
         leases = list(leases)
@@ -153,26 +178,8 @@ class Runtime:
         }
 
     # -- helpers --------------------------------------------------------------------------------
-    def _count(self, kind: str, n: int) -> int:
-        self.accepted[kind] += 1
-        self.records[kind] += n
-        return n
-
-    def _parse(self, kind: str, records: Sequence[Any], parse: Callable[[dict[str, Any]], Any]) -> list[Any]:
-        if not isinstance(records, list):
-            raise self._reject(kind, "expected a JSON array of records", json.dumps(records).encode())
-        out = []
-        for i, r in enumerate(records):
-            try:
-                if not isinstance(r, dict):
-                    raise ValueError("record is not a JSON object")
-                out.append(parse(r))
-            except (ValueError, KeyError, TypeError) as e:
-                raise self._reject(kind, f"record {i}: {e}", json.dumps(r, default=str).encode()) from e
-        return out
-
     def _reject(self, kind: str, reason: str, payload: bytes) -> InputError:
-        self.rejected[(kind, reason.split(":")[0][:60])] += 1
+        self.rejected[(kind, reason_class(reason))] += 1
         log.warning("rejected input", extra={"kind": kind, "reason": reason, "bytes": len(payload)})
         if self._dlq_file:
             try:
@@ -198,9 +205,3 @@ class Runtime:
                 continue  # a torn last line after a crash
         self.pipeline.add_leases(leases)
 
-
-def _metric_points(metrics: Iterable[Any]) -> Iterable[Any]:
-    for m in metrics:
-        kind = m.WhichOneof("data")
-        if kind:
-            yield getattr(m, kind)

@@ -1,22 +1,65 @@
 """Admission: the one step every input passes before a stage sees it, over HTTP and over Kafka alike.
 
-Rejections carry a *reason*: a sentence for the person who sent the input (the HTTP answer, the
-dead letter), which starts with its *class* and a colon, one of a small fixed set
-(:data:`REASON_CLASSES`), so that metrics can label rejections without an unbounded label:
+Each ``admit_*`` function decodes one payload (with :mod:`topology.wire`), applies the policy below
+and returns an :class:`Admission`: what is kept (decoded, ready for the stages) and what is rejected,
+each rejection with its reason and the rejected bytes (the dead letter). The HTTP receiver
+(``service/runtime.py``) and every Kafka stage-1 spec (``ingest/``) call these functions and nothing
+else to judge input, so the same payload gets the same verdict on both roads:
 
-    decode     the bytes are not the format they claim (bad protobuf, JSON, magic, UTF-8, ...)
+* **rejected whole** (``kept is None``): nothing in it can be used. HTTP answers 400 with the reason;
+  Kafka dead-letters the record. The first rejection's payload is the whole input.
+* **kept in part**: some records are cut out (a flow record, spans, a metric resource, a flow-log
+  line). HTTP answers 200 and counts the rejected part (OTLP ``partial_success``); Kafka
+  dead-letters that part and passes the rest on. Both write the cut-out part as a dead letter.
+* **kept**: everything goes on.
+
+Reasons
+-------
+A rejection's reason is a sentence for the person who sent the input (the HTTP answer, the dead
+letter) that starts with its *class* and a colon, one of a small fixed set (:data:`REASON_CLASSES`),
+so metrics can label rejections without an unbounded label:
+
+    decode     the bytes are not the format they claim (bad protobuf, JSON, magic, UTF-8, a bad line)
     schema     they decode, but a record lacks what it needs (ids of the wrong length, a missing field)
-    timestamp  a time is not plausible (see the time policy below)
-    empty      nothing to take (an empty body or record)
+    timestamp  a time is not plausible (the time policy below)
+    empty      nothing at all: a zero-byte payload (a well-formed request with no records is kept)
     limit      too large (a body over the size limit)
     other      anything else
 
 :func:`reason_class` gives the class of a reason text (``"other"`` for texts without one).
+
+Time policy
+-----------
+A time is plausible when it is finite, not before 2000-01-01 (:data:`MIN_TIME`: a zero or garbage
+clock), at most a day after the *reference* (:data:`MAX_FUTURE`: clocks are not that wrong) and at
+most 30 days before it (:data:`MAX_PAST`: older than any window that could still be placed). The
+reference is when the input was produced, as its carrier says: a flow batch's ``emitted_ms``, else
+the Kafka record's timestamp or, over HTTP, the arrival time (the server's clock). So a replay of
+an old topic is judged as it was when written, and a span pair dated 2100-01-01 is rejected on
+both roads. Without a plausible reference only the lower bound applies. The policy covers flow
+records (start and end), spans (start and end), metric points (their time; one bad point rejects its
+resource, whose series would otherwise be cut), flow-log lines (start and end) and health events
+(``at``, never after the reference's day); address leases only need finite times (a lease may have
+started long ago).
 """
 
 from __future__ import annotations
 
-from typing import Final
+import itertools
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final, Generic, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+
+from topology.catalog import AddressLease, HealthEvent, ServiceInfo
+from topology.wire import flow, otlp
+from topology.wire.vpcflow import VpcFlowError, VpcFlowParser, VpcFlowRecord
 
 DECODE: Final = "decode"
 SCHEMA: Final = "schema"
@@ -27,6 +70,12 @@ OTHER: Final = "other"
 #: Every reason class; a metric's ``reason`` label takes only these values.
 REASON_CLASSES: Final[tuple[str, ...]] = (DECODE, SCHEMA, TIMESTAMP, EMPTY, LIMIT, OTHER)
 _CLASSES = frozenset(REASON_CLASSES)
+
+MIN_TIME: Final = 946_684_800.0  # 2000-01-01: before that, a zero or garbage clock
+MAX_FUTURE: Final = 86_400.0  # a day ahead of the reference
+MAX_PAST: Final = 30 * 86_400.0  # a month behind the reference
+
+T = TypeVar("T")
 
 
 def reason(cls: str, detail: str) -> str:
@@ -40,3 +89,303 @@ def reason_class(text: str) -> str:
     """The class a reason text starts with (one of :data:`REASON_CLASSES`; ``"other"`` if none)."""
     head, sep, _ = text.partition(":")
     return head if sep and head in _CLASSES else OTHER
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A rejected input or part of one: why (a reason text, see the module docstring) and its bytes."""
+
+    reason: str
+    payload: bytes
+
+    @property
+    def reason_class(self) -> str:
+        return reason_class(self.reason)
+
+
+@dataclass(frozen=True, slots=True)
+class Admission(Generic[T]):
+    """The verdict on one payload: what is kept, how many records, their latest time, what is rejected."""
+
+    kept: T | None  # None: rejected whole (rejected[0] says why; its payload is the whole input)
+    items: int = 0  # records kept (flow records, spans, points, flow-log records, JSON records)
+    latest: float | None = None  # the latest event time kept, epoch seconds
+    rejected: tuple[Rejection, ...] = ()
+    dropped: int = 0  # records cut out (0 when rejected whole: the records were not counted)
+
+    @property
+    def reason(self) -> str | None:
+        """The first rejection's reason (None when everything was kept)."""
+        return self.rejected[0].reason if self.rejected else None
+
+
+def _whole(cls: str, detail: str, payload: bytes) -> Admission[Any]:
+    return Admission(None, rejected=(Rejection(reason(cls, detail), payload),))
+
+
+# -- time policy ---------------------------------------------------------------------------------------
+def reference(*candidates: float | None) -> float | None:
+    """The first plausible candidate (epoch seconds) for when an input was produced, or None."""
+    for t in candidates:
+        if t is not None and math.isfinite(t) and t >= MIN_TIME:
+            return t
+    return None
+
+
+def time_problem(t: float, ref: float | None) -> str | None:
+    """Why the time ``t`` (epoch seconds) is not plausible against ``ref``, or None if it is."""
+    if not math.isfinite(t):
+        return f"time {t!r} is not a number"
+    if t < MIN_TIME:
+        return f"time {_when(t)} is before 2000-01-01"
+    if ref is not None and t > ref + MAX_FUTURE:
+        return f"time {_when(t)} is more than a day after it was produced ({_when(ref)})"
+    if ref is not None and t < ref - MAX_PAST:
+        return f"time {_when(t)} is more than 30 days before it was produced ({_when(ref)})"
+    return None
+
+
+def implausible(start: npt.NDArray[np.float64], end: npt.NDArray[np.float64],
+                ref: float | None) -> npt.NDArray[np.bool_]:
+    """:func:`time_problem` for many records at once: True where ``start`` or ``end`` is not plausible."""
+    bad: npt.NDArray[np.bool_] = ~((start >= MIN_TIME) & (end >= MIN_TIME))  # NaN compares False
+    if ref is not None:
+        bad |= ~((end <= ref + MAX_FUTURE) & (start <= ref + MAX_FUTURE))
+        bad |= ~((start >= ref - MAX_PAST) & (end >= ref - MAX_PAST))
+    return bad
+
+
+def _span_problem(start: float, end: float, ref: float | None) -> str | None:
+    return time_problem(start, ref) or time_problem(end, ref)
+
+
+def _when(t: float) -> str:
+    try:
+        return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (OverflowError, OSError, ValueError):
+        return f"{t:.0f}"
+
+
+# -- flow batches ---------------------------------------------------------------------------------
+def admit_flows(data: bytes, produced: float | None) -> Admission[flow.FlowBatch]:
+    """A flow batch (:mod:`topology.wire.flow`); records with implausible times are cut out (re-encoded)."""
+    if not data:
+        return _whole(EMPTY, "empty flow batch", data)
+    try:
+        batch = flow.decode(data)
+    except flow.FlowSchemaError as e:
+        return _whole(SCHEMA, str(e), data)
+    except flow.FlowDecodeError as e:
+        return _whole(DECODE, str(e), data)
+    recs = batch.records
+    if not len(recs):
+        return Admission(batch)
+    ref = reference(batch.emitted_ms / 1000.0, produced)
+    start = recs["start_ms"] / 1000.0
+    end = recs["end_ms"] / 1000.0
+    bad = implausible(start, end, ref)
+    nbad = int(bad.sum())
+    if not nbad:
+        return Admission(batch, len(recs), float(end.max()))
+    i = int(np.flatnonzero(bad)[0])
+    why = _span_problem(float(start[i]), float(end[i]), ref)
+    text = reason(TIMESTAMP, f"flow record {i}: {why} ({nbad} of {len(recs)} flow records in the batch)")
+    if nbad == len(recs):
+        return Admission(None, rejected=(Rejection(text, data),))
+    cut = flow.encode(np.ascontiguousarray(recs[bad]), batch.strings, batch.host, batch.emitted_ms)
+    good = np.ascontiguousarray(recs[~bad])
+    kept = flow.FlowBatch(batch.version, batch.emitted_ms, batch.host, batch.strings, good)
+    return Admission(kept, len(good), float(end[~bad].max()), (Rejection(text, cut),), nbad)
+
+
+# -- OTLP ----------------------------------------------------------------------------------------------
+def _otlp_error(e: otlp.OtlpDecodeError, data: bytes) -> Admission[Any]:
+    return _whole(SCHEMA if isinstance(e, otlp.OtlpSchemaError) else DECODE, str(e), data)
+
+
+def admit_spans(data: bytes, content_type: str, produced: float | None) -> Admission[Any]:
+    """An ``ExportTraceServiceRequest``, kept in the compact schema of :func:`topology.wire.otlp.spans_view`
+    (decoded once: the stages and the Kafka splitter take it as it is). Spans with an implausible start
+    or end are cut out into a request of their own."""
+    if not data:
+        return _whole(EMPTY, "empty spans request", data)
+    try:
+        view = otlp.decode_spans(data, content_type)
+    except otlp.OtlpDecodeError as e:
+        return _otlp_error(e, data)
+    ref = reference(produced)
+    cut: set[int] = set()  # ordinals of the spans cut out
+    first: str | None = None
+    latest: float | None = None
+    n = 0
+    for rs in view.resource_spans:
+        for ss in rs.scope_spans:
+            for span in ss.spans:
+                start, end = span.start_time_unix_nano / 1e9, span.end_time_unix_nano / 1e9
+                why = _span_problem(start, end, ref)
+                if why is not None:
+                    cut.add(n)
+                    first = first or f"span {span.name[:100]!r}: {why}"
+                elif latest is None or end > latest:
+                    latest = end
+                n += 1
+    if first is None:  # the common case: nothing to cut, no copy
+        return Admission(view, n, latest)
+    text = reason(TIMESTAMP, f"{first} ({len(cut)} of {n} spans in the request)")
+    if len(cut) == n:
+        return Admission(None, rejected=(Rejection(text, data),))
+    ordinal = itertools.count()
+    parts = otlp.split_spans(view, lambda _: next(ordinal) not in cut)
+    return Admission(parts[True], n - len(cut), latest, (Rejection(text, parts[False].SerializeToString()),),
+                     len(cut))
+
+
+def admit_metrics(data: bytes, content_type: str,
+                  produced: float | None) -> Admission[ExportMetricsServiceRequest]:
+    """An ``ExportMetricsServiceRequest``; a resource with any point at an implausible time is cut out
+    whole (its series are judged together)."""
+    if not data:
+        return _whole(EMPTY, "empty metrics request", data)
+    try:
+        req = otlp.decode_metrics(data, content_type)
+    except otlp.OtlpDecodeError as e:
+        return _otlp_error(e, data)
+    ref = reference(produced)
+    bad: list[int] = []
+    first: str | None = None
+    points = kept_points = 0
+    latest: float | None = None
+    for i, rm in enumerate(req.resource_metrics):
+        why = None
+        newest = None
+        n = 0
+        for sm in rm.scope_metrics:
+            for dp in _points(sm.metrics):
+                n += 1
+                t = dp.time_unix_nano / 1e9
+                p = time_problem(t, ref)
+                if p is not None:
+                    why = why or f"metric point: {p}"
+                elif newest is None or t > newest:
+                    newest = t
+        points += n
+        if why is not None:
+            bad.append(i)
+            first = first or why
+            continue
+        kept_points += n
+        if newest is not None and (latest is None or newest > latest):
+            latest = newest
+    if not bad:
+        return Admission(req, points, latest)
+    text = reason(TIMESTAMP, f"{first} ({len(bad)} of {len(req.resource_metrics)} resources in the request)")
+    if len(bad) == len(req.resource_metrics):
+        return Admission(None, rejected=(Rejection(text, data),))
+    good, cut = ExportMetricsServiceRequest(), ExportMetricsServiceRequest()
+    skip = set(bad)
+    for i, rm in enumerate(req.resource_metrics):
+        (cut if i in skip else good).resource_metrics.add().CopyFrom(rm)
+    return Admission(good, kept_points, latest, (Rejection(text, cut.SerializeToString()),),
+                     points - kept_points)
+
+
+def _points(metrics: Any) -> Any:
+    for m in metrics:
+        kind = m.WhichOneof("data")
+        if kind is not None:
+            yield from getattr(m, kind).data_points
+
+
+# -- VPC flow logs --------------------------------------------------------------------------------
+def admit_vpcflows(data: bytes, produced: float | None) -> Admission[list[VpcFlowRecord]]:
+    """Flow-log text (:mod:`topology.wire.vpcflow`: the default format, or a header line naming the
+    fields, which applies to the lines after it). Malformed lines and lines with an implausible start
+    or end are cut out one by one; rejected whole when no line is kept."""
+    if not data.strip():
+        return _whole(EMPTY, "empty flow-log record", data)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return _whole(DECODE, f"flow-log record is not UTF-8 text: {e}", data)
+    ref = reference(produced)
+    parser = VpcFlowParser()
+    records: list[VpcFlowRecord] = []
+    rejected: list[Rejection] = []
+    for n, line in enumerate(text.splitlines(), 1):
+        try:
+            r = parser.parse_line(line)
+        except VpcFlowError as e:
+            rejected.append(Rejection(reason(DECODE, f"flow-log line {n}: {e}"), line.encode()))
+            continue
+        if r is None:
+            continue
+        why = _span_problem(float(r.start), float(r.end), ref)
+        if why is not None:
+            rejected.append(Rejection(reason(TIMESTAMP, f"flow-log line {n}: {why}"), line.encode()))
+            continue
+        records.append(r)
+    if rejected and not records:
+        rejected[0] = Rejection(rejected[0].reason + _more(len(rejected), "lines"), data)
+        return Admission(None, rejected=tuple(rejected[:1]))
+    latest = max((float(r.end) for r in records), default=None)
+    return Admission(records, len(records), latest, tuple(rejected), len(rejected))
+
+
+def _more(n: int, what: str) -> str:
+    return f" (and {n - 1} more {what})" if n > 1 else ""
+
+
+# -- JSON records: catalog, health, address leases ------------------------------------------------
+def admit_catalog(data: bytes, produced: float | None) -> Admission[list[ServiceInfo]]:
+    """Catalog records: a JSON object or array of :meth:`ServiceInfo.to_dict` objects."""
+    return _admit_json(data, "catalog", ServiceInfo.from_dict, None)
+
+
+def admit_health(data: bytes, produced: float | None) -> Admission[list[HealthEvent]]:
+    """Health events (a JSON object or array); ``at`` must be plausible (no later than a day after
+    ``produced``)."""
+    ref = reference(produced)
+
+    def check(e: HealthEvent) -> str | None:  # no lower bound but 2000: a state may hold for months
+        return time_problem(e.at, ref if ref is not None and e.at > ref else None)
+
+    return _admit_json(data, "health", HealthEvent.from_dict, check)
+
+
+def admit_leases(data: bytes, produced: float | None) -> Admission[list[AddressLease]]:
+    """Address leases (a JSON object or array); their times must be finite."""
+
+    def check(lease: AddressLease) -> str | None:
+        for t in (lease.start, lease.end):
+            if t is not None and not math.isfinite(t):
+                return f"time {t!r} is not a number"
+        return None
+
+    return _admit_json(data, "address lease", AddressLease.from_dict, check)
+
+
+def _admit_json(data: bytes, what: str, parse: Callable[[dict[str, Any]], T],
+                check: Callable[[T], str | None] | None) -> Admission[list[T]]:
+    """Every record parses and passes ``check``, or the payload is rejected whole (one bad record in a
+    batch of catalog entries or leases would otherwise leave the rest inconsistent)."""
+    if not data.strip():
+        return _whole(EMPTY, f"empty {what} payload", data)
+    try:
+        raw = json.loads(data)
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        return _whole(DECODE, f"{what} payload is not JSON: {e}", data)
+    items: Sequence[Any] = raw if isinstance(raw, list) else [raw]
+    out: list[T] = []
+    for i, d in enumerate(items):
+        where = f"{what} record {i}" if isinstance(raw, list) else f"{what} record"
+        if not isinstance(d, dict):
+            return _whole(SCHEMA, f"{where} is not a JSON object", data)
+        try:
+            rec = parse(d)
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            return _whole(SCHEMA, f"{where}: {e}", data)
+        why = check(rec) if check is not None else None
+        if why is not None:
+            return _whole(TIMESTAMP, f"{where}: {why}", data)
+        out.append(rec)
+    return Admission(out, len(out))

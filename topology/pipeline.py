@@ -7,12 +7,16 @@ feeds it and writes its output to the stores is ``service/runtime.py``; the Kafk
     flows   -> NetworkStage1 (10 s) -> NetworkStage2 (resolve, collapse) -+
     metrics -> IpcStage1 (deltas)   -> IpcStage2 (resolve)                -+-> FinalStage (60 s) -> windows
     spans   -> SpanPairer (wait, capacity)                                -+
+
+VPC flow logs go through admission's records into VpcStage, whose aggregates join NetworkStage1's in
+NetworkStage2.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -25,7 +29,9 @@ from topology.stages.final import REFRESH_SECONDS, FinalStage
 from topology.stages.ipc import IpcStage1, IpcStage2
 from topology.stages.network import NetworkStage1, NetworkStage2
 from topology.stages.trace import SpanPairer
+from topology.stages.vpc import VpcStage
 from topology.wire.flow import FlowBatch
+from topology.wire.vpcflow import VpcFlowRecord
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +69,7 @@ class Pipeline:
         self.catalog: dict[str, ServiceInfo] = {}
         self.net1 = NetworkStage1(window_seconds=cfg.stage1_window)
         self.net2 = NetworkStage2(self.addresses, window_seconds=cfg.final_window)
+        self.vpc = VpcStage()
         self.ipc1 = IpcStage1(window_seconds=cfg.final_window)
         self.ipc2 = IpcStage2(self.addresses)
         self.pairer = SpanPairer(wait_seconds=cfg.trace_wait, max_pending=cfg.trace_capacity)
@@ -91,6 +98,14 @@ class Pipeline:
     def add_spans(self, request: ExportTraceServiceRequest, now: float) -> None:
         self.pairer.add(request, now)
 
+    def add_span_view(self, view: Any, now: float) -> None:
+        """Spans as admission keeps them (:func:`topology.admit.admit_spans`), arrived at ``now``."""
+        self.pairer.add_view(view, now)
+
+    def add_vpcflows(self, records: Iterable[VpcFlowRecord]) -> None:
+        """VPC flow-log records of one capture (one payload): aggregated at once, joined in stage 2."""
+        self.net2.add(self.vpc.aggregate(records, self.config.stage1_window))
+
     # -- output --------------------------------------------------------------------------------
     def flush(self, now: float) -> PipelineOutput:
         """Move everything whose windows closed before ``now - lateness`` through the stages."""
@@ -111,6 +126,7 @@ class Pipeline:
         return {
             "network_stage1": dict(self.net1.counters),
             "network_stage2": dict(self.net2.counters),
+            "network_vpc": dict(self.vpc.counters),
             "ipc_stage1": dict(self.ipc1.counters),
             "ipc_stage2": dict(self.ipc2.counters),
             "trace_pairing": dict(self.pairer.counters),

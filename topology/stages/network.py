@@ -4,8 +4,8 @@ intermediary collapse). Stage 3 is the layer-agnostic :mod:`topology.stages.fina
     FlowBatch --NetworkStage1 (10 s)--> FlowAggregate --NetworkStage2 (60 s)--> EdgePartial
 
 The implementations live in :mod:`topology.stages.network_stage1` and
-:mod:`topology.stages.network_stage2`; cloud flow logs enter through :mod:`topology.wire.vpcflow`,
-which produces :class:`FlowAggregate` records directly.
+:mod:`topology.stages.network_stage2`; cloud flow logs (read by :mod:`topology.wire.vpcflow`) are
+turned into :class:`FlowAggregate` records directly by :mod:`topology.stages.vpc`.
 """
 
 from __future__ import annotations

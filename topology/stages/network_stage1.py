@@ -13,7 +13,8 @@ Each batch is reduced as soon as it arrives (one sort of a packed integer key pe
 ``reduceat``); :meth:`NetworkStage1.flush` merges the reduced rows of each closed window across
 batches and turns them into records. Records are never dropped for being late: a record for a
 window that was already flushed is emitted with the next flush (the aggregates are additive; the
-later stages own lateness). Records with absurd timestamps are rejected and counted.
+later stages own lateness). Records with implausible times (:mod:`topology.admit`'s policy) are
+rejected and counted.
 
 *Early emission of new keys* (``flush(watermark, early=True)``, used by the Kafka worker to make a
 new connection visible long before its window closes): in windows still open, aggregates whose key
@@ -46,12 +47,8 @@ from typing import Any, overload
 import numpy as np
 import numpy.typing as npt
 
+from topology.admit import implausible, reference
 from topology.wire.flow import ROLE_CLIENT, ROLE_SERVER, FlowBatch
-
-#: Records starting before 2000-01-01 are rejected (a zero or garbage clock).
-MIN_TIME_MS = 946_684_800_000
-#: Records starting or ending more than this after the batch was emitted are rejected.
-MAX_FUTURE_MS = 86_400_000
 
 ROLE_NAMES: dict[int, str] = {ROLE_CLIENT: "client", ROLE_SERVER: "server"}
 _ROLE_BY_NAME = {v: k for k, v in ROLE_NAMES.items()}
@@ -345,9 +342,9 @@ class NetworkStage1:
     def _valid(self, batch: FlowBatch) -> _Rows:
         recs = batch.records
         start, end = recs["start_ms"], recs["end_ms"]
-        ok_time = (start >= MIN_TIME_MS) & (end >= start)
-        if batch.emitted_ms >= MIN_TIME_MS:
-            ok_time &= end <= batch.emitted_ms + MAX_FUTURE_MS
+        # admission cuts these out already; batches built in process are held to the same time policy
+        ref = reference(batch.emitted_ms / 1000.0)
+        ok_time = (end >= start) & ~implausible(start / 1000.0, end / 1000.0, ref)
         nstr = len(batch.strings)
         role = recs["role"]
         ok = ((role == ROLE_CLIENT) | (role == ROLE_SERVER)) & (recs["local_app"] > 0)

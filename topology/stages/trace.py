@@ -145,12 +145,17 @@ class SpanPairer:
 
         Spans with ids of the wrong length are skipped and counted (``invalid``).
         """
-        c = self.counters
         try:
             view = spans_view(data)
         except OtlpDecodeError:
-            c["bad_requests"] += 1
+            self.counters["bad_requests"] += 1
             raise
+        self.add_view(view, now)
+
+    def add_view(self, view: Any, now: float) -> None:
+        """Add a request already parsed with the compact schema (:func:`topology.wire.otlp.decode_spans`,
+        what admission keeps): the HTTP path takes it as it is, without parsing again."""
+        c = self.counters
         c["requests"] += 1
         clients, servers, producers, traces = self._clients, self._servers, self._producers, self._traces
         identities = self._identities

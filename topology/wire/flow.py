@@ -69,6 +69,10 @@ class FlowDecodeError(ValueError):
     """A flow batch is malformed; the message says why (it becomes the dead-letter reason)."""
 
 
+class FlowSchemaError(FlowDecodeError):
+    """A flow batch decodes, but a record in it is impossible (no app, a bad role, ends before it starts)."""
+
+
 @dataclass(frozen=True, slots=True)
 class FlowBatch:
     version: int
@@ -137,16 +141,16 @@ def decode(data: bytes | bytearray | memoryview) -> FlowBatch:
     if count:
         nstr = len(strings)
         if int(recs["local_app"].max()) >= nstr or int(recs["local_cluster"].max()) >= nstr:
-            raise FlowDecodeError("a record names a string index outside the string table")
+            raise FlowSchemaError("a record names a string index outside the string table")
         if not np.all(recs["local_app"] > 0):
-            raise FlowDecodeError("a record has no local app (string index 0)")
+            raise FlowSchemaError("a record has no local app (string index 0)")
         roles = recs["role"]
         if not np.all((roles == ROLE_CLIENT) | (roles == ROLE_SERVER)):
-            raise FlowDecodeError("a record has a role other than 1 (client) or 2 (server)")
+            raise FlowSchemaError("a record has a role other than 1 (client) or 2 (server)")
         if not np.all(recs["end_ms"] >= recs["start_ms"]):
-            raise FlowDecodeError("a record ends before it starts")
+            raise FlowSchemaError("a record ends before it starts")
         if not np.all(recs["connections"] >= 1):
-            raise FlowDecodeError("a record stands for zero connections")
+            raise FlowSchemaError("a record stands for zero connections")
     return FlowBatch(version, int(emitted_ms), strings[host_index], strings, recs)
 
 

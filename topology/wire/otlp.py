@@ -2,7 +2,8 @@
 
 :func:`decode_metrics` and :func:`decode_traces` return the ``opentelemetry-proto`` request messages
 and raise :class:`OtlpDecodeError` (and nothing else) on malformed input; its message is the
-dead-letter reason.
+dead-letter reason. :class:`OtlpSchemaError`, a subclass, says that the payload decodes but a record
+in it lacks what it needs.
 
 OTLP/JSON differs from protobuf's canonical JSON mapping in one way that matters: trace and span ids
 are **hex** strings, where protobuf's JSON parser expects base64 for ``bytes``. They are converted
@@ -12,6 +13,10 @@ strings or numbers, field names lowerCamelCase or snake_case, unknown fields are
 Protobuf parsing is permissive: random bytes often parse as a message made of unknown fields. A
 non-empty payload that yields no span (no data point) is rejected, and so is any span with ids of the
 wrong length, or a metric without a name.
+
+:func:`decode_spans` is :func:`decode_traces` for the TRACE stage: the request in the compact schema
+(below), validated the same way, parsed once; :func:`split_spans` regroups its spans (by trace id,
+or to cut some out) keeping each span's resource and scope.
 
 :func:`metrics_view` and :func:`spans_view` are the fast paths of the IPC and TRACE stages: they parse
 a request with a *compact* schema (same field numbers) that keeps resources and attributes as raw bytes
@@ -26,7 +31,7 @@ import base64
 import json
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from google.protobuf import descriptor_pb2, descriptor_pool, json_format, message_factory
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
@@ -47,10 +52,16 @@ TRACE_ID_BYTES = 16
 SPAN_ID_BYTES = 8
 
 AttrValue = str | int | float | bool
+K = TypeVar("K")
 
 
 class OtlpDecodeError(ValueError):
     """An OTLP payload is malformed; the message says why (it becomes the dead-letter reason)."""
+
+
+class OtlpSchemaError(OtlpDecodeError):
+    """An OTLP payload decodes, but a record in it lacks what it needs (ids of the wrong length, a metric
+    without a name)."""
 
 
 # -- public decoders -------------------------------------------------------------------------------
@@ -78,6 +89,63 @@ def decode_traces(data: bytes, content_type: str = PROTOBUF) -> ExportTraceServi
     if not spans and data and _media(content_type) == PROTOBUF:
         raise OtlpDecodeError(f"no spans found in {len(data)} bytes of protobuf")
     return req
+
+
+def decode_spans(data: bytes, content_type: str = PROTOBUF) -> Any:
+    """The spans of an ``ExportTraceServiceRequest`` in the compact schema (:func:`spans_view`), validated
+    as :func:`decode_traces` validates them. Protobuf is parsed once, with the compact schema; OTLP/JSON
+    is decoded by :func:`decode_traces` and carried over. Only the compact schema's own fields are
+    checked: attribute and resource bytes are decoded where a stage reads them (and tolerated if bad)."""
+    if _media(content_type) == JSON:
+        return spans_view(decode_traces(data, JSON).SerializeToString())
+    view = spans_view(data)
+    if not _validate_traces(view) and data:
+        raise OtlpDecodeError(f"no spans found in {len(data)} bytes of protobuf")
+    return view
+
+
+def split_spans(view: Any, key: Callable[[Any], K]) -> dict[K, Any]:
+    """Requests (compact schema) of the spans of ``view`` grouped by ``key(span)``, each span under its
+    own resource and scope (their other fields, kept as unknown fields, come along)."""
+    out: dict[K, Any] = {}
+    for rs in view.resource_spans:
+        rshell = None
+        resources: dict[K, Any] = {}  # key -> this resource's ResourceSpans in that key's request
+        for ss in rs.scope_spans:
+            sshell = None
+            scopes: dict[K, Any] = {}  # key -> this scope's ScopeSpans in that key's request
+            for span in ss.spans:
+                k = key(span)
+                dst = scopes.get(k)
+                if dst is None:
+                    rdst = resources.get(k)
+                    if rdst is None:
+                        if rshell is None:
+                            rshell = _shell(rs, "scope_spans")
+                        req = out.get(k)
+                        if req is None:
+                            req = out[k] = type(view)()
+                        rdst = resources[k] = req.resource_spans.add()
+                        rdst.CopyFrom(rshell)
+                    if sshell is None:
+                        sshell = _shell(ss, "spans")
+                    dst = scopes[k] = rdst.scope_spans.add()
+                    dst.CopyFrom(sshell)
+                dst.spans.append(span)
+    return out
+
+
+def _shell(msg: Any, children: str) -> Any:
+    """A copy of ``msg`` without its repeated field ``children`` (all its other fields, known or not)."""
+    shell = type(msg)()
+    shell.CopyFrom(msg)
+    del getattr(shell, children)[:]
+    return shell
+
+
+def span_count(view: Any) -> int:
+    """Spans in a request (full or compact schema)."""
+    return sum(len(ss.spans) for rs in view.resource_spans for ss in rs.scope_spans)
 
 
 def encode_json(request: ExportMetricsServiceRequest | ExportTraceServiceRequest) -> bytes:
@@ -236,7 +304,8 @@ _EXEMPLAR_TRACE = (0, TRACE_ID_BYTES)
 
 
 # -- validation -------------------------------------------------------------------------------
-def _validate_traces(req: ExportTraceServiceRequest) -> int:
+def _validate_traces(req: Any) -> int:
+    """Spans in ``req`` (full or compact schema); raises OtlpSchemaError for ids of the wrong length."""
     n = 0
     for i, rs in enumerate(req.resource_spans):
         for j, ss in enumerate(rs.scope_spans):
@@ -244,13 +313,13 @@ def _validate_traces(req: ExportTraceServiceRequest) -> int:
                 tid, sid, pid = span.trace_id, span.span_id, span.parent_span_id
                 if len(tid) != TRACE_ID_BYTES or len(sid) != SPAN_ID_BYTES or len(pid) not in _PARENT_LENGTHS:
                     where = f"resource_spans[{i}].scope_spans[{j}].spans[{k}]"
-                    raise OtlpDecodeError(
+                    raise OtlpSchemaError(
                         f"{where}: ids have wrong lengths (trace_id {len(tid)} bytes, span_id {len(sid)}, "
                         f"parent_span_id {len(pid)}; expected {TRACE_ID_BYTES}, {SPAN_ID_BYTES}, 0 or "
                         f"{SPAN_ID_BYTES})"
                     )
                 if tid == _ZERO_TRACE or sid == _ZERO_SPAN:
-                    raise OtlpDecodeError(f"resource_spans[{i}].scope_spans[{j}].spans[{k}]: all-zero id")
+                    raise OtlpSchemaError(f"resource_spans[{i}].scope_spans[{j}].spans[{k}]: all-zero id")
             n += len(ss.spans)
     return n
 
@@ -262,7 +331,7 @@ def _validate_metrics(req: ExportMetricsServiceRequest) -> int:
             for k, metric in enumerate(sm.metrics):
                 where = f"resource_metrics[{i}].scope_metrics[{j}].metrics[{k}]"
                 if not metric.name:
-                    raise OtlpDecodeError(f"{where}: metric has no name")
+                    raise OtlpSchemaError(f"{where}: metric has no name")
                 kind = metric.WhichOneof("data")
                 if kind is None:
                     continue
@@ -270,7 +339,7 @@ def _validate_metrics(req: ExportMetricsServiceRequest) -> int:
                 for dp in () if kind == "summary" else points:  # summaries have no exemplars
                     for ex in dp.exemplars:
                         if len(ex.trace_id) not in _EXEMPLAR_TRACE or len(ex.span_id) not in _PARENT_LENGTHS:
-                            raise OtlpDecodeError(f"{where} ({metric.name}): exemplar ids have wrong lengths")
+                            raise OtlpSchemaError(f"{where} ({metric.name}): exemplar ids have wrong lengths")
                 n += len(points)
     return n
 

@@ -25,6 +25,7 @@ from topology.catalog import AddressLease, HealthEvent
 from topology.health import HealthBook
 from topology.stages.final import FinalStage
 from topology.stages.network import FlowAggregate, NetworkStage1, NetworkStage2
+from topology.stages.vpc import VpcStage
 from topology.wire.flow import decode
 from topology.wire.vpcflow import VpcFlowParser
 
@@ -45,7 +46,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     health = HealthBook(HealthEvent.from_dict(_shift(d, t0, ("at",))) for d in spec.get("health", []))
     s1, s2 = NetworkStage1(window_seconds=10), NetworkStage2(book, window_seconds=60, grace_seconds=120)
     s3 = FinalStage(window_seconds=60, grace_seconds=120, health=health)
-    vpc = VpcFlowParser()
+    vpc, vpc_stage = VpcFlowParser(), VpcStage()
     steps: list[dict[str, Any]] = []
     vpc_errors: list[list[Any]] = []
     for step in spec["steps"]:
@@ -59,7 +60,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
             lines = [_PLACEHOLDER.sub(lambda m: str(t0 + int(m.group(1))), x) for x in step["vpc"]]
             records, errors = vpc.parse_lines(lines)
             vpc_errors.extend([n, reason] for n, _, reason in errors)
-            aggs.extend(vpc.aggregate(records, window_seconds=10))
+            aggs.extend(vpc_stage.aggregate(records, window_seconds=10))
         s2.add(aggs)
         s3.add(s2.flush(wm))
         windows = sorted((w.to_dict() for w in s3.flush(wm)),
@@ -70,7 +71,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         out["vpc_errors"] = vpc_errors
     out["counters"] = {"stage1": s1.counters, "stage2": s2.counters, "final": s3.counters}
     if spec["steps"] and any(s.get("vpc") for s in spec["steps"]):
-        out["counters"]["vpc"] = vpc.counters
+        out["counters"]["vpc"] = {**vpc.counters, **vpc_stage.counters}
     return out
 
 
