@@ -58,12 +58,16 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    disable_created_metrics,
     start_http_server,
 )
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
-__all__ = ["DEFAULT_METRICS_HOST", "DEFAULT_METRICS_PORT", "LEVELS", "SHARED", "Family", "WorkerMetrics",
+from topology.admit import reason_class
+
+__all__ = ["DEAD_LETTERS", "DEFAULT_METRICS_HOST", "DEFAULT_METRICS_PORT", "DURATION_BUCKETS", "ITEMS_IN",
+           "ITEMS_OUT", "LEVELS", "RECORDS", "SHARED", "STAGE_EVENTS", "Family", "WorkerMetrics",
            "add_process_collectors"]
 
 log = logging.getLogger("ingest.metrics")
@@ -75,6 +79,9 @@ DEFAULT_METRICS_PORT = 9464
 LEVELS = frozenset({"reorder_buffer"})
 
 LABELS = ("layer", "stage")
+# The text format shows each counter's ``_created`` time as a gauge of its own: twice the series, and
+# a gauge beside every count. Off for every registry of the process (the server's too).
+disable_created_metrics()
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -156,6 +163,10 @@ class WorkerMetrics:
         self._seen: dict[str, dict[int, tuple[Any, Mapping[str, int]]]] = {}
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None
+
+    def dead_letter(self, labels: Mapping[str, str], reason: str) -> None:
+        """Count one rejected record under the class of its ``reason`` (:mod:`topology.admit`)."""
+        self.dlq.labels(reason=reason_class(reason), **labels).inc()
 
     def count_stages(self, worker: str, labels: Mapping[str, str], logics: Iterable[Any]) -> None:
         """Advance ``topology_ingest_stage_events_total`` by what each partition's logic (anything with

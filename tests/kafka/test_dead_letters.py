@@ -11,65 +11,17 @@ import struct
 import time
 from collections.abc import Callable
 
-import numpy as np
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from prometheus_client import generate_latest
 
 from ingest.topics import Topics
+from tests.ingest.payloads import flow_batch, metrics_request, spans_request
 from tests.kafka.harness import InProcess, prefixed_topics
 from topology.store.embedded import open_stores
 from topology.wire import flow
 
 pytestmark = pytest.mark.kafka
-
-
-def flow_batch(start_ms: list[int], app: str = "checkout") -> bytes:
-    recs = np.zeros(len(start_ms), dtype=flow.RECORD_V1)
-    recs["start_ms"] = start_ms
-    recs["end_ms"] = np.array(start_ms) + 20
-    recs["local_addr"] = flow.pack_ip("10.2.0.1")
-    recs["remote_addr"] = flow.pack_ip("10.2.0.2")
-    recs["local_port"], recs["remote_port"] = 41000, 443
-    recs["protocol"], recs["role"] = 6, flow.ROLE_CLIENT
-    recs["local_app"], recs["local_cluster"] = 1, 2
-    recs["bytes_sent"], recs["bytes_received"], recs["connections"] = 10, 20, 1
-    return flow.encode(recs, ["", app, f"{app}-prod"], host="host-1", emitted_ms=int(time.time() * 1000))
-
-
-def spans_request(n: int = 3) -> bytes:
-    req = ExportTraceServiceRequest()
-    rs = req.resource_spans.add()
-    kv = rs.resource.attributes.add()
-    kv.key, kv.value.string_value = "service.name", "checkout"
-    ss = rs.scope_spans.add()
-    now = time.time_ns()
-    for i in range(n):
-        sp = ss.spans.add()
-        sp.trace_id = bytes([i + 1]) * 16
-        sp.span_id = bytes([i + 1]) * 8
-        sp.kind = 3
-        sp.name = "GET /x"
-        sp.start_time_unix_nano = now - 5_000_000
-        sp.end_time_unix_nano = now
-    return req.SerializeToString()
-
-
-def metrics_request(t_ns: int) -> bytes:
-    req = ExportMetricsServiceRequest()
-    rm = req.resource_metrics.add()
-    kv = rm.resource.attributes.add()
-    kv.key, kv.value.string_value = "service.name", "checkout"
-    m = rm.scope_metrics.add().metrics.add()
-    m.name, m.unit = "http.client.request.duration", "s"
-    dp = m.histogram.data_points.add()
-    dp.time_unix_nano, dp.count, dp.sum = t_ns, 3, 0.3
-    m.histogram.aggregation_temporality = 1
-    a = dp.attributes.add()
-    a.key, a.value.string_value = "server.address", "payments.svc.local"
-    return req.SerializeToString()
 
 
 async def wait_for(condition: Callable[[], bool], limit: float = 20.0) -> None:
@@ -161,4 +113,4 @@ async def test_bad_records_go_to_the_dead_letter_topic_and_the_workers_go_on(
     assert len(letters) == len(bad) + 1
     assert net_records == 2 + 5  # the good rest of the mixed batch, then the good batch
     assert spans_ok == 3
-    assert 'topology_ingest_dead_letters_total{layer="network",reason="bad magic b' in counted
+    assert 'topology_ingest_dead_letters_total{layer="network",reason="decode",stage="1"}' in counted
