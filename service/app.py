@@ -6,7 +6,7 @@
 ``GET /healthz``            200 while the process runs
 ``GET /readyz``             200 when every store answers a ping (and, with Kafka workers, none has
                             failed), else 503 naming the ones that do not
-``GET /metrics``            Prometheus text (see :mod:`service.observability`)
+``GET /metrics``            Prometheus text (see :mod:`service.observability` and the README's Metrics)
 ==========================  =====================================================================
 
 Build it with :func:`create_app`; run it with any ASGI server (``uvicorn``). The app does not own
@@ -27,6 +27,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
@@ -44,6 +45,7 @@ from service.loaders import Loaders
 from service.observability import (
     Metrics,
     MetricsExtension,
+    RouteMetrics,
     global_tracer_provider,
     timed_stores,
     tracer_provider_for,
@@ -137,7 +139,7 @@ def create_app(
     if source is not None:
         metrics.add_ingest(source)
     if consumers is not None:
-        metrics.add_ingest(consumers.metrics.registry)
+        metrics.add_ingest(consumers.metrics.ingest)
 
     owned: TracerProvider | None = None
     provider: trace.TracerProvider | None = tracer_provider
@@ -208,7 +210,8 @@ def create_app(
         Route("/metrics", metrics_endpoint, methods=["GET"]),
         *extra_routes,
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(routes=routes, lifespan=lifespan,
+                    middleware=[Middleware(RouteMetrics, metrics=metrics, routes=routes)])
     app.state.metrics = metrics
     app.state.schema = schema
     app.state.config = config

@@ -66,6 +66,7 @@ class Runtime:
         self.pipeline = pipeline or Pipeline()
         self.clock = clock
         self.data_dir = data_dir
+        self.received: Counter[str] = Counter()  # kind -> payloads, rejected ones included
         self.accepted: Counter[str] = Counter()  # kind -> payloads
         self.records: Counter[str] = Counter()  # kind -> records inside them
         self.rejected: Counter[tuple[str, str]] = Counter()  # (kind, reason class) -> payloads
@@ -132,6 +133,7 @@ class Runtime:
 
     def _kept(self, kind: str, adm: Admission[T]) -> T:
         """Dead-letter what admission rejected; raise InputError if nothing was kept, else count it."""
+        self.received[kind] += 1
         errors = [self._reject(kind, r.reason, r.payload) for r in adm.rejected]
         if adm.kept is None:
             raise errors[0]
@@ -171,6 +173,7 @@ class Runtime:
     def counters(self) -> dict[str, Any]:
         return {
             "accepted": dict(self.accepted),
+            "received": dict(self.received),
             "records": dict(self.records),
             "rejected": {f"{k}:{r}": n for (k, r), n in self.rejected.items()},
             "windows_written": dict(self.windows_written),

@@ -90,8 +90,9 @@ async def test_health_and_readiness(stores: Stores) -> None:
 
 class _Ingest:
     def counters(self) -> dict[str, Any]:
-        return {"accepted": {"flows": 3, "spans": 2}, "rejected": {"flows:bad magic": 1},
-                "stages": {"network": {"dropped": 4}}}
+        return {"received": {"flows": 4, "spans": 2}, "accepted": {"flows": 3, "spans": 2},
+                "rejected": {"flows:decode": 1},
+                "stages": {"network_stage2": {"late_dropped": 4}}}
 
 
 async def test_metrics(stores: Stores) -> None:
@@ -107,15 +108,18 @@ async def test_metrics(stores: Stores) -> None:
     assert m[("topology_graphql_requests_total", (("operation", "Upstream"), ("outcome", "ok")))] == 2
     assert m[("topology_graphql_requests_total", (("operation", "Bad"), ("outcome", "error")))] == 1
     assert m[("topology_graphql_requests_total", (("operation", "anonymous"), ("outcome", "ok")))] == 1
-    assert m[("topology_graphql_request_seconds_count", (("operation", "Upstream"),))] == 2
+    assert m[("topology_graphql_request_duration_seconds_count", (("operation", "Upstream"),))] == 2
     assert m[("topology_graphql_errors_total", (("code", "BAD_USER_INPUT"),))] == 1
     # two levels of upstream x two queries, per layer
     for layer in ("NETWORK", "IPC", "TRACE"):
-        assert m[("topology_store_seconds_count", (("method", "neighbors"), ("store", layer)))] == 4
-    assert ("topology_store_seconds_count", (("method", "services"), ("store", "CATALOG"))) in m
-    assert m[("topology_ingest_accepted", (("key", "flows"),))] == 3
-    assert m[("topology_ingest_rejected", (("key", "flows:bad magic"),))] == 1
-    assert m[("topology_ingest_stages", (("key", "network.dropped"),))] == 4
+        assert m[("topology_store_duration_seconds_count", (("method", "neighbors"), ("store", layer)))] == 4
+    assert ("topology_store_duration_seconds_count", (("method", "services"), ("store", "CATALOG"))) in m
+    # the embedded counts under the Kafka workers' names: inputs are stage 1 of their layer
+    assert m[("topology_ingest_records_total", (("layer", "network"), ("stage", "1")))] == 3 + 1
+    assert m[("topology_ingest_dead_letters_total", (("layer", "network"), ("reason", "decode"),
+                                                     ("stage", "1")))] == 1
+    assert m[("topology_ingest_stage_events_total", (("event", "late_dropped"), ("layer", "network"),
+                                                     ("stage", "2")))] == 4
 
 
 async def test_store_errors_are_counted(stores: Stores) -> None:
