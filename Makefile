@@ -16,13 +16,14 @@ PYTEST_ARGS ?=
 
 STAMP_PY  := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: help install install-system install-node demo test lint typecheck unit kafka janusgraph stop clean bench
+.PHONY: help install install-system install-node demo test lint typecheck unit kafka janusgraph stop clean bench agent-deps
 
 help:
 	@echo "make demo      start the embedded demo (PORT=$(PORT) SERVICES=$(SERVICES) SEED=$(SEED) DATA_DIR=$(DATA_DIR))"
 	@echo "make test      install test dependencies, start Kafka and JanusGraph, run all tests"
 	@echo "make kafka     start the local Kafka broker (KRaft, from Maven Central jars)"
 	@echo "make janusgraph start the local JanusGraph Server (network, ipc, trace graphs)"
+	@echo "make agent-deps prepare this machine for the eBPF node agent (root: bcc, headers, tracefs)"
 	@echo "make stop      stop what the project started"
 	@echo "make lint      ruff and mypy (strict on the core)"
 
@@ -41,6 +42,10 @@ install-node:
 
 install-system:
 	@bash docker/dev/install-system.sh
+
+# bcc, kernel headers, tracefs and the venv's view of Debian's bcc, for the node agent (as root)
+agent-deps: $(STAMP_PY)
+	@bash docker/agent/deps.sh $(VENV)
 
 # --- running --------------------------------------------------------------------------------------
 demo: install
@@ -61,7 +66,7 @@ lint: install
 	$(VENV)/bin/ruff check topology service ingest agent tests bench
 	$(VENV)/bin/mypy
 
-test: install install-system kafka janusgraph
+test: install install-system agent-deps kafka janusgraph
 	$(MAKE) --no-print-directory lint
 	@set -o pipefail; $(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: that is a failure"; exit 1; fi; exit $$rc

@@ -1,0 +1,7 @@
+"""``python -m agent``: the node agent (same as ``topology agent``)."""
+
+import sys
+
+from agent.cli import main
+
+sys.exit(main())

@@ -1,0 +1,74 @@
+"""The I/O shell around bcc: load the program, drain the ring buffer, scan the connection table.
+
+Draining copies each ring-buffer record's bytes into a list (bcc calls back once per record, about a
+microsecond); the batch is then one numpy array, and nothing else in the agent touches records one
+by one. Run :func:`agent.preflight.check` first: bcc's own errors about privileges, tracefs or
+headers mislead.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+from typing import Any
+
+import numpy as np
+
+from agent.btf import Btf, BtfError, netns_offsets
+from agent.ledger import ConnArray
+from agent.program import CONN, COUNTERS, KIND_CLOSE, ProgramConfig, source
+
+log = logging.getLogger("agent.tracer")
+
+
+class Tracer:
+    def __init__(self, config: ProgramConfig | None = None) -> None:
+        from bcc import BPF  # Debian's python3-bpfcc (make agent-deps)
+
+        try:
+            offsets = netns_offsets(Btf.from_kernel())
+        except BtfError as e:
+            log.warning("network namespaces from /proc only", extra={"reason": str(e)})
+            offsets = None
+        self.netns_from_kernel = offsets is not None
+        self.bpf: Any = BPF(text=source(config or ProgramConfig(), offsets))
+        self._chunks: list[bytes] = []
+        self._string_at = ctypes.string_at
+        self.bpf["events"].open_ring_buffer(self._on_record)
+        self._conns = self.bpf["conns"]
+        self._counters = self.bpf["counters"]
+
+    def _on_record(self, _ctx: Any, data: Any, size: int) -> int:
+        self._chunks.append(self._string_at(data, size))
+        return 0
+
+    def drain(self) -> ConnArray:
+        """The close records written since the last drain."""
+        self.bpf.ring_buffer_consume()
+        if not self._chunks:
+            return np.zeros(0, dtype=CONN)
+        data = b"".join(self._chunks)
+        self._chunks.clear()
+        recs = np.frombuffer(data, dtype=CONN)
+        return recs[recs["kind"] == KIND_CLOSE]
+
+    def table(self) -> ConnArray:
+        """The kernel's table of open connections (a snapshot, read in batches)."""
+        try:
+            values = [bytes(v) for _, v in self._conns.items_lookup_batch()]
+        except Exception:  # bcc raises a bare Exception when the kernel refuses batch lookups
+            values = [bytes(v) for v in self._conns.values()]
+        if not values:
+            return np.zeros(0, dtype=CONN)
+        return np.frombuffer(b"".join(values), dtype=CONN)
+
+    def counters(self) -> dict[str, int]:
+        """The kernel's counters (summed over CPUs), by name."""
+        out = {}
+        for i, name in enumerate(COUNTERS):
+            per_cpu = self._counters[ctypes.c_int(i)]
+            out[name] = int(sum(per_cpu))
+        return out
+
+    def close(self) -> None:
+        self.bpf.cleanup()
