@@ -13,7 +13,6 @@ are recorded there too. Health events (``topology.health``) are read entirely: e
 from __future__ import annotations
 
 import json
-from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,10 +21,10 @@ from ingest.record import Partition, Record
 from ingest.topics import Topics
 from topology.catalog import HealthEvent, TraceSummary
 from topology.health import HealthBook
-from topology.model import EdgePartial, EdgeWindow, Layer
-from topology.pipeline import nodes_of
+from topology.model import EdgePartial, EdgeWindow
 from topology.stages.final import FinalStage
 from topology.store.base import Stores
+from topology.store.persist import by_layer, persist
 
 
 class FinalSpec(StageSpec):
@@ -64,21 +63,8 @@ class FinalSpec(StageSpec):
         return _Final(stage, self.lateness)
 
     async def write(self, outputs: Sequence[Any]) -> int:
-        windows: dict[Layer, list[EdgeWindow]] = defaultdict(list)
-        traces: list[TraceSummary] = []
-        for o in outputs:
-            if isinstance(o, EdgeWindow):
-                windows[o.key.layer].append(o)
-            elif isinstance(o, TraceSummary):
-                traces.append(o)
-        for layer, ws in windows.items():
-            await self.stores.layers[layer].upsert_windows(ws)
-        nodes = nodes_of(dict(windows))
-        if nodes:
-            await self.stores.catalog.register_nodes(nodes)
-        if traces:
-            await self.stores.catalog.record_traces(traces)
-        return sum(len(ws) for ws in windows.values()) + len(traces)
+        windows = by_layer(o for o in outputs if isinstance(o, EdgeWindow))
+        return await persist(self.stores, windows, [o for o in outputs if isinstance(o, TraceSummary)])
 
 
 class _Final(PartitionLogic):

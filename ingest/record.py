@@ -7,11 +7,12 @@ fed from a list in a test (:mod:`tests.ingest.testing`) exactly as the worker fe
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True, slots=True)
-class Partition:
-    """One input partition: the unit a stage keeps state for."""
+class Partition(NamedTuple):
+    """One input partition: the unit a stage keeps state for (equal to the Kafka client's
+    ``TopicPartition`` of the same topic and number, which is a named tuple too)."""
 
     topic: str
     partition: int

@@ -1,7 +1,9 @@
 """The generic Kafka stage worker: one consumer group per stage and layer.
 
 Loop: consume a batch -> feed each record to the pure stage of its partition -> collect outputs that
-are due (event time) -> now and then make everything durable in one step:
+are due (event time) -> now and then make everything durable in one step. Feeding, clocks, flushes
+and dead letters are :class:`ingest.runner.StageRunner`'s (pure, tested without a broker); this
+module is the Kafka plumbing around it:
 
 * Kafka stages (1, 2): one Kafka transaction holds the outputs for the next topic, the dead letters,
   the checkpointed state of every changed input partition (:mod:`ingest.checkpoint`) and the input
@@ -38,8 +40,6 @@ import math
 import os
 import socket
 import time
-import zlib
-from collections import defaultdict
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,15 +51,13 @@ from aiokafka.structs import ConsumerRecord, OffsetAndMetadata, TopicPartition
 
 from ingest import checkpoint, envelope
 from ingest.clock import MergedClock, SourceClock
-from ingest.logic import Added, Emit, PartitionLogic, Rejected, StageSpec
+from ingest.logic import StageSpec
 from ingest.metrics import DEFAULT_METRICS_HOST, WorkerMetrics
 from ingest.record import Partition, Record
-from topology.admit import reason_class
+from ingest.runner import StageRunner
 from topology.store.base import StoreUnavailable
 
 log = logging.getLogger("ingest.worker")
-
-MAX_ITEMS_PER_RECORD = 2000  # repartition records stay well under a megabyte
 
 
 def default_instance() -> str:
@@ -87,38 +85,6 @@ class WorkerOptions:
     wall: Callable[[], float] = time.time
 
 
-@dataclass
-class _Part:
-    tp: TopicPartition
-    logic: PartitionLogic
-    clock: SourceClock | MergedClock
-    position: int | None  # next offset to read; None: the consumer's committed/reset position
-    committed: int | None
-    dirty: bool = False
-
-    @property
-    def source(self) -> str:
-        return f"{self.tp.topic}:{self.tp.partition}"
-
-
-class _Pending:
-    """What the next checkpoint has to make durable."""
-
-    def __init__(self) -> None:
-        self.emits: dict[tuple[str, float], list[Emit]] = defaultdict(list)  # (source, clock) -> items
-        self.effects: list[Any] = []
-        self.dead: list[tuple[bytes | None, bytes, list[tuple[str, bytes]]]] = []
-
-    @property
-    def outputs(self) -> bool:
-        return bool(self.emits or self.effects or self.dead)
-
-    def clear(self) -> None:
-        self.emits.clear()
-        self.effects.clear()
-        self.dead.clear()
-
-
 class _Restart(Exception):
     """Start a new session from the last checkpoint."""
 
@@ -136,9 +102,10 @@ class Worker:
         self.metrics = metrics or WorkerMetrics()
         self.labels = {"layer": spec.layer, "stage": str(spec.stage)}
         self.name = f"{spec.layer}-{spec.stage}-{options.instance}"
-        self.parts: dict[TopicPartition, _Part] = {}
+        self.runner = StageRunner(spec, self.name, options.max_future, options.wall, self._count_dead)
+        self.parts = self.runner.parts  # input partition -> its logic and clock
+        self.pending = self.runner.pending
         self.assigned: set[TopicPartition] = set()  # as the rebalance listener last said
-        self.pending = _Pending()
         self.lock = asyncio.Lock()
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
@@ -249,7 +216,7 @@ class Worker:
                 await self._sync_assignment(batch)
                 t0 = time.perf_counter()
                 n = self._process(batch)
-                self._flush_parts(checkpoint=False)
+                self.runner.flush(checkpoint=False)
                 self._early_flush()
                 if n:
                     self.metrics.batch_seconds.labels(**self.labels).observe(time.perf_counter() - t0)
@@ -364,8 +331,7 @@ class Worker:
                 clock.last_activity = wall
             else:
                 clock.expect(self.expected_sources)
-            logic = self.spec.new_partition(Partition(tp.topic, tp.partition), logic_state)
-            self.parts[tp] = _Part(tp, logic, clock, position, committed)
+            self.runner.add_part(Partition(tp.topic, tp.partition), logic_state, clock, position, committed)
         self._update_stage_counters()  # the baseline: restored counts were counted by their previous owner
         names = sorted(f"{t.topic}:{t.partition}" for t in assigned)
         log.info("partitions assigned", extra={"worker": self.name, "partitions": names})
@@ -384,115 +350,30 @@ class Worker:
 
     # -- processing ---------------------------------------------------------------------------------
     def _process(self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> int:
-        n = 0
-        wall = self.opt.wall()
-        m = self.metrics
-        items_in = 0
+        n = items_in = 0
         for tp, records in batch.items():
             ps = self.parts.get(tp)
             if ps is None:
                 continue
-            for cr in records:
-                if ps.position is not None and cr.offset < ps.position:
-                    continue  # already covered by the restored checkpoint
-                n += 1
-                before = ps.clock.now
-                r = plain(cr)
-                added = self._feed(ps, r, wall)
-                if ps.clock.now > before:
-                    # Flush as time moves, record by record: outputs then carry the clock of the
-                    # record that made them due, not the clock at the end of a long batch.
-                    self._flush_part(ps, checkpoint=False)
-                if added is not None:
-                    items_in += added.items
-                    for reason, payload in added.rejects:
-                        self._dead(r, reason, payload)
-                ps.position = r.offset + 1
-                ps.dirty = True
-            m.records_in.labels(**self.labels).inc(len(records))
+            fed, items = self.runner.process(ps, map(plain, records))
+            n += fed
+            items_in += items
+            self.metrics.records_in.labels(**self.labels).inc(len(records))
         if items_in:
-            m.items_in.labels(**self.labels).inc(items_in)
+            self.metrics.items_in.labels(**self.labels).inc(items_in)
         return n
 
-    def _feed(self, ps: _Part, r: Record, wall: float) -> Added | None:
-        items: list[Any] | None = None
-        if self.spec.repartitioned_input:
-            try:
-                inc = envelope.parse(r.value, r.headers)
-            except envelope.EnvelopeError as e:
-                self._dead(r, str(e), r.value)
-                return None
-            assert isinstance(ps.clock, MergedClock)
-            for src, t in inc.clocks.items():
-                ps.clock.observe(src, t)
-            if inc.items is None:
-                return None  # a tick
-            items = inc.items
-        try:
-            added = ps.logic.add(r, items, ps.clock.now)
-        except Rejected as e:
-            self._dead(r, e.reason, r.value)
-            if isinstance(ps.clock, SourceClock):
-                ps.clock.touch(wall)
-            return None
-        except Exception as e:  # a bug or an input the stage did not expect: never stop the worker
-            log.exception("stage failed on a record", extra={"worker": self.name, "offset": r.offset})
-            self._dead(r, f"stage error: {type(e).__name__}: {e}", r.value)
-            return None
-        if isinstance(ps.clock, SourceClock):
-            if added.event_time is not None and math.isfinite(added.event_time):
-                cap = r.timestamp_ms / 1000.0 + self.opt.max_future if r.timestamp_ms > 0 else math.inf
-                ps.clock.observe(min(added.event_time, cap), wall)
-            else:
-                ps.clock.touch(wall)
-        return added
-
-    def _dead(self, r: Record, reason: str, payload: bytes | None) -> None:
-        value, headers = envelope.dead_letter(
-            reason, topic=r.topic, partition=r.partition, offset=r.offset, timestamp_ms=r.timestamp_ms,
-            key=r.key, payload=payload, layer=self.spec.layer, stage=self.spec.stage, worker=self.name,
-            at=self.opt.wall())
-        self.pending.dead.append((r.key, value, headers))
-        self.metrics.dlq.labels(reason=reason_class(reason), **self.labels).inc()
-        log.warning("dead letter", extra={"worker": self.name, "topic": r.topic, "partition": r.partition,
-                                          "offset": r.offset, "reason": reason[:200]})
-
-    def _flush_parts(self, checkpoint: bool) -> None:
-        wall = self.opt.wall()
-        floor = min((ps.clock.now for ps in self.parts.values()
-                     if isinstance(ps.clock, SourceClock) and math.isfinite(ps.clock.now)), default=-math.inf)
-        for ps in self.parts.values():
-            if isinstance(ps.clock, SourceClock):
-                ps.clock.advance_if_idle(wall, floor)
-            self._flush_part(ps, checkpoint)
-
-    def _flush_part(self, ps: _Part, checkpoint: bool) -> None:
-        """Collect the outputs due at the partition's clock; they carry that clock downstream."""
-        now = ps.clock.now
-        if not math.isfinite(now) and not checkpoint:
-            return
-        self._collect(ps, now, ps.logic.flush(now, checkpoint))
+    def _count_dead(self, reason: str) -> None:
+        self.metrics.dead_letter(self.labels, reason)
 
     def _early_flush(self) -> None:
-        """At most every ``early_interval``: the early outputs of open windows (new edges, provisional
-        windows). They go the same way as the others: into the next checkpoint, with the state they
-        left, so a replay from a checkpoint counts nothing twice."""
+        """At most every ``early_interval``: the early outputs of open windows (:meth:`StageRunner.early`)."""
         interval = self.opt.early_interval
         wall = self.opt.wall()
         if interval <= 0 or wall - self.last_early < interval:
             return
         self.last_early = wall
-        for ps in self.parts.values():  # an unknown clock (-inf) is fine: every window is still open
-            self._collect(ps, ps.clock.now, ps.logic.early(ps.clock.now))
-
-    def _collect(self, ps: _Part, now: float, outputs: list[Any]) -> None:
-        if not outputs:
-            return
-        ps.dirty = True
-        if self.spec.terminal:
-            self.pending.effects.extend(outputs)
-        else:
-            self.pending.emits[(ps.source, now)].extend(outputs)
+        self.runner.early()
 
     # -- durability -----------------------------------------------------------------------------------
     async def _maybe_commit(self) -> None:
@@ -510,11 +391,8 @@ class Worker:
               and self._clocks_moved()):
             await self._commit_ticks()
 
-    def _clocks(self) -> dict[str, float]:
-        return {ps.source: ps.clock.now for ps in self.parts.values() if math.isfinite(ps.clock.now)}
-
     def _clocks_moved(self) -> bool:
-        return any(self.ticked.get(s) != t for s, t in self._clocks().items())
+        return any(self.ticked.get(s) != t for s, t in self.runner.clocks().items())
 
     async def _write_effects(self) -> None:
         effects = list(self.pending.effects)
@@ -560,13 +438,13 @@ class Worker:
         producer = self.producer
         assert producer is not None
         t0 = time.perf_counter()
-        self._flush_parts(checkpoint=True)
+        self.runner.flush(checkpoint=True)
         if self.spec.terminal:
             await self._write_effects()
         shared = self.spec.shared()
         records: list[tuple[str, int | None, bytes | None, bytes, list[tuple[str, bytes]]]] = []
         items_out = self._encode_emits(records)
-        clocks = self._clocks()
+        clocks = self.runner.clocks()
         if not self.spec.terminal and self.output_partitions and clocks:
             value, headers = envelope.tick_record(clocks)
             out = self.spec.output_topic()
@@ -582,7 +460,7 @@ class Worker:
             for key, value, headers in checkpoint.to_records(checkpoint.Checkpoint(ps.tp, ps.position, data)):
                 part = checkpoint.state_partition(ps.tp, self.state_partitions)
                 records.append((self.state_topic, part, key, value, headers))
-            offsets[ps.tp] = OffsetAndMetadata(ps.position, "")
+            offsets[TopicPartition(*ps.tp)] = OffsetAndMetadata(ps.position, "")  # the client checks the type
         if not records and not offsets:
             self.last_commit = self.opt.wall()
             return
@@ -618,7 +496,7 @@ class Worker:
         producer = self.producer
         out = self.spec.output_topic()
         assert producer is not None and out is not None
-        clocks = self._clocks()
+        clocks = self.runner.clocks()
         if self.pending.outputs:
             await self._checkpoint()
             return
@@ -639,18 +517,8 @@ class Worker:
         out = self.spec.output_topic()
         if out is None or not self.pending.emits:
             return 0
-        n = self.output_partitions
-        total = 0
-        for (source, now), emits in self.pending.emits.items():
-            by_part: dict[int, list[dict[str, Any]]] = defaultdict(list)
-            for e in emits:
-                by_part[zlib.crc32(e.key.encode()) % n].append(e.item)
-            for p, items in sorted(by_part.items()):
-                for i in range(0, len(items), MAX_ITEMS_PER_RECORD):
-                    chunk = items[i : i + MAX_ITEMS_PER_RECORD]
-                    value, headers = envelope.batch_record(chunk, source, now)
-                    records.append((out, p, None, value, headers))
-            total += len(emits)
+        encoded, total = self.runner.output_records(self.output_partitions)
+        records.extend((out, p, None, value, headers) for p, value, headers in encoded)
         return total
 
     # -- metrics -------------------------------------------------------------------------------------
@@ -660,7 +528,7 @@ class Worker:
         wall = self.opt.wall()
         slowest = math.inf
         for ps in self.parts.values():
-            hw = self.consumer.highwater(ps.tp)
+            hw = self.consumer.highwater(TopicPartition(*ps.tp))
             if hw is not None and ps.position is not None:
                 self.metrics.lag.labels(topic=ps.tp.topic, partition=str(ps.tp.partition),
                                         **self.labels).set(max(0, hw - ps.position))
@@ -673,11 +541,7 @@ class Worker:
         self.metrics.count_stages(self.name, self.labels, [ps.logic for ps in self.parts.values()])
 
     def counters(self) -> dict[str, int]:
-        total: dict[str, int] = defaultdict(int)
-        for ps in self.parts.values():
-            for k, v in ps.logic.counters().items():
-                total[k] += v
-        return dict(total)
+        return self.runner.counters()
 
 
 def plain(r: ConsumerRecord[bytes, bytes]) -> Record:

@@ -34,6 +34,7 @@ from topology.admit import (
 from topology.catalog import AddressLease, HealthEvent, ServiceInfo
 from topology.pipeline import Pipeline, PipelineOutput
 from topology.store.base import Stores
+from topology.store.persist import persist
 from topology.wire.flow import FlowBatch
 from topology.wire.vpcflow import VpcFlowRecord
 
@@ -154,14 +155,9 @@ class Runtime:
         """Run the pipeline up to ``now`` and write what it produced (layers concurrently)."""
         now = self.clock() if now is None else now
         out = self.pipeline.flush(now)
-        writes = [self.stores.layers[layer].upsert_windows(ws) for layer, ws in out.windows.items() if ws]
-        await asyncio.gather(*writes)
+        await persist(self.stores, out.windows, out.traces, out.nodes)
         for layer, ws in out.windows.items():
             self.windows_written[layer.value] += len(ws)
-        if out.nodes:
-            await self.stores.catalog.register_nodes(out.nodes)
-        if out.traces:
-            await self.stores.catalog.record_traces(out.traces)
         self.last_flush = now
         return out
 

@@ -1,8 +1,9 @@
 """The three stages of every layer wired together in one process (the embedded default).
 
 Pure: inputs are decoded records, the clock is an argument, outputs are returned. The I/O shell that
-feeds it and writes its output to the stores is ``service/runtime.py``; the Kafka workers in
-``ingest/`` run the same stage classes one stage per consumer group instead.
+feeds it is ``service/runtime.py``, which writes its output with :func:`topology.store.persist.persist`;
+the Kafka workers in ``ingest/`` run the same stage classes one stage per consumer group instead (and
+their stage 3 writes with the same function).
 
     flows   -> NetworkStage1 (10 s) -> NetworkStage2 (resolve, collapse) -+
     metrics -> IpcStage1 (deltas)   -> IpcStage2 (resolve)                -+-> FinalStage (60 s) -> windows
@@ -24,12 +25,13 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from topology.address import AddressBook
 from topology.catalog import AddressLease, HealthEvent, ServiceInfo, TraceSummary
 from topology.health import HealthBook
-from topology.model import EdgeWindow, Granularity, Layer, NodeInfo, NodeKind
+from topology.model import EdgeWindow, Layer, NodeInfo
 from topology.stages.final import REFRESH_SECONDS, FinalStage
 from topology.stages.ipc import IpcStage1, IpcStage2
 from topology.stages.network import NetworkStage1, NetworkStage2
 from topology.stages.trace import SpanPairer
 from topology.stages.vpc import VpcStage
+from topology.store.persist import by_layer, nodes_of
 from topology.wire.flow import FlowBatch
 from topology.wire.vpcflow import VpcFlowRecord
 
@@ -115,12 +117,8 @@ class Pipeline:
         self.final.add(self.net2.flush(wm, early=cfg.provisional))
         self.final.add(self.ipc2.process(self.ipc1.flush(wm)))
         self.final.add(self.pairer.flush(now))
-        out = PipelineOutput()
-        for w in self.final.flush(wm, provisional=cfg.provisional):
-            out.windows.setdefault(w.key.layer, []).append(w)
-        out.traces = self.pairer.take_trace_summaries()
-        out.nodes = nodes_of(out.windows)
-        return out
+        windows = by_layer(self.final.flush(wm, provisional=cfg.provisional))
+        return PipelineOutput(windows, nodes_of(windows), self.pairer.take_trace_summaries())
 
     def counters(self) -> dict[str, dict[str, int]]:
         return {
@@ -133,34 +131,3 @@ class Pipeline:
             "final": dict(self.final.counters),
         }
 
-
-def nodes_of(windows: dict[Layer, list[EdgeWindow]]) -> list[NodeInfo]:
-    """The nodes that these windows mention, one NodeInfo per (name, granularity), merged."""
-    seen: dict[tuple[str, Granularity], NodeInfo] = {}
-
-    def touch(
-        name: str, kind: NodeKind, gran: Granularity, app: str | None, layer: Layer, first: float, last: float
-    ) -> None:
-        k = (name, gran)
-        cur = seen.get(k)
-        if cur is None:
-            seen[k] = NodeInfo(name, kind, gran, app, frozenset((layer,)), first, last)
-        else:
-            seen[k] = NodeInfo(
-                name,
-                cur.kind if cur.kind is NodeKind.SERVICE else kind,
-                gran,
-                cur.app or app,
-                cur.layers | {layer},
-                min(cur.first_seen, first) if cur.first_seen else first,
-                max(cur.last_seen, last),
-            )
-
-    for layer, ws in windows.items():
-        for w in ws:
-            first = w.stats.first_seen or float(w.window_start)
-            last = w.stats.last_seen or float(w.window_end)
-            g = w.key.granularity
-            touch(w.key.source, w.source_kind, g, w.source_app, layer, first, last)
-            touch(w.key.target, w.target_kind, g, w.target_app, layer, first, last)
-    return list(seen.values())

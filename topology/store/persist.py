@@ -1,0 +1,75 @@
+"""Writing stage-3 output to the stores: one way, for the in-process runtime and the Kafka stage-3 worker.
+
+The output of stage 3 is edge windows of each layer, the nodes they mention and trace summaries.
+Every write is idempotent (a window replaces the stored window with the same key, nodes merge, a
+trace summary replaces the one with its id), so writing the same output again after a retry or a
+replay changes nothing. Layers are written concurrently (they are separate stores); the catalog is
+written after them, so a node is registered once its windows are stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Mapping, Sequence
+
+from topology.catalog import TraceSummary
+from topology.model import EdgeWindow, Granularity, Layer, NodeInfo, NodeKind
+from topology.store.base import Stores
+
+
+async def persist(stores: Stores, windows: Mapping[Layer, Sequence[EdgeWindow]],
+                  traces: Sequence[TraceSummary] = (), nodes: Sequence[NodeInfo] | None = None) -> int:
+    """Write ``windows`` (by layer), their nodes (``nodes_of(windows)`` unless given) and ``traces``;
+    returns the windows and traces written. A store's error (e.g. ``StoreUnavailable``) is raised
+    after every layer's write has finished, so a retry starts from a quiet store."""
+    results = await asyncio.gather(
+        *(stores.layers[layer].upsert_windows(ws) for layer, ws in windows.items() if ws),
+        return_exceptions=True)
+    for r in results:
+        if isinstance(r, BaseException):
+            raise r
+    nodes = nodes_of(windows) if nodes is None else nodes
+    if nodes:
+        await stores.catalog.register_nodes(nodes)
+    if traces:
+        await stores.catalog.record_traces(traces)
+    return sum(len(ws) for ws in windows.values()) + len(traces)
+
+
+def by_layer(windows: Iterable[EdgeWindow]) -> dict[Layer, list[EdgeWindow]]:
+    out: dict[Layer, list[EdgeWindow]] = {}
+    for w in windows:
+        out.setdefault(w.key.layer, []).append(w)
+    return out
+
+
+def nodes_of(windows: Mapping[Layer, Sequence[EdgeWindow]]) -> list[NodeInfo]:
+    """The nodes that these windows mention, one NodeInfo per (name, granularity), merged."""
+    seen: dict[tuple[str, Granularity], NodeInfo] = {}
+
+    def touch(
+        name: str, kind: NodeKind, gran: Granularity, app: str | None, layer: Layer, first: float, last: float
+    ) -> None:
+        k = (name, gran)
+        cur = seen.get(k)
+        if cur is None:
+            seen[k] = NodeInfo(name, kind, gran, app, frozenset((layer,)), first, last)
+        else:
+            seen[k] = NodeInfo(
+                name,
+                cur.kind if cur.kind is NodeKind.SERVICE else kind,
+                gran,
+                cur.app or app,
+                cur.layers | {layer},
+                min(cur.first_seen, first) if cur.first_seen else first,
+                max(cur.last_seen, last),
+            )
+
+    for layer, ws in windows.items():
+        for w in ws:
+            first = w.stats.first_seen or float(w.window_start)
+            last = w.stats.last_seen or float(w.window_end)
+            g = w.key.granularity
+            touch(w.key.source, w.source_kind, g, w.source_app, layer, first, last)
+            touch(w.key.target, w.target_kind, g, w.target_app, layer, first, last)
+    return list(seen.values())
