@@ -126,8 +126,9 @@ _KIND_LAYER = {"flows": "network", "vpcflows": "network", "metrics": "ipc", "spa
                "catalog": "meta", "health": "meta", "addresses": "meta"}
 # A pure stage of the embedded pipeline -> (layer, stage, event prefix) of the Kafka stage running it.
 _STAGE_OF = {"network_stage1": ("network", "1", ""), "network_vpc": ("network", "1", "vpc_"),
-             "network_stage2": ("network", "2", ""), "ipc_stage1": ("ipc", "2", ""), "ipc_stage2": ("ipc", "2", "stage2_"),
-             "trace_pairing": ("trace", "2", ""), "final": ("all", "3", "")}
+             "network_stage2": ("network", "2", ""), "ipc_stage1": ("ipc", "2", ""),
+             "ipc_stage2": ("ipc", "2", "stage2_"), "trace_pairing": ("trace", "2", ""),
+             "final": ("all", "3", "")}
 
 
 class IngestCollector(Collector):
