@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ingest import otlp_items, timecheck
+from ingest import otlp_items
+from ingest.admission import admitted, produced
 from ingest.logic import Added, Emit, PartitionLogic, Rejected, Splitter, StageSpec
 from ingest.network import LeaseReader, edge_route
 from ingest.record import Partition, Record
@@ -15,8 +16,9 @@ from ingest.reorder import ReorderBuffer
 from ingest.splitter import split_metrics
 from ingest.topics import Topics
 from topology.address import AddressBook
+from topology.admit import admit_metrics
 from topology.stages.ipc import IpcStage1, IpcStage2
-from topology.wire.otlp import OtlpDecodeError, decode_metrics, metrics_view
+from topology.wire.otlp import PROTOBUF, OtlpDecodeError, metrics_view
 
 
 class IpcSplitSpec(StageSpec):
@@ -36,17 +38,16 @@ class _Split(Splitter):
         super().__init__({"requests": 0, "points": 0, "resources": 0})
 
     def add(self, record: Record, items: list[Any] | None, now: float) -> Added:
-        req = self.decoded(record, decode_metrics, "otlp_metrics", OtlpDecodeError)
-        split = split_metrics(req, timecheck.reference(record.timestamp_ms))
-        rejects = self.rejects(split.rejected, split.reason, len(split.by_resource))
-        if len(split.by_resource) == 1 and not rejects and len(req.resource_metrics) == 1:
-            self.pending.append(Emit(split.by_resource[0][0], otlp_items.item(record.value)))
+        req, out = admitted(admit_metrics(record.value or b"", PROTOBUF, produced(record)))
+        by_resource = split_metrics(req)
+        if len(by_resource) == 1 and not out.rejects:
+            self.pending.append(Emit(by_resource[0][0], otlp_items.item(record.value or b"")))
         else:
-            self.pending.extend(Emit(k, otlp_items.item(r.SerializeToString())) for k, r in split.by_resource)
+            self.pending.extend(Emit(k, otlp_items.item(r.SerializeToString())) for k, r in by_resource)
         self.count["requests"] += 1
-        self.count["points"] += split.points
-        self.count["resources"] += len(split.by_resource)
-        return Added(split.max_time, split.points, rejects)
+        self.count["points"] += out.items
+        self.count["resources"] += len(by_resource)
+        return out
 
 
 class IpcStageSpec(LeaseReader, StageSpec):

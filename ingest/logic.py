@@ -8,7 +8,7 @@ about Kafka: consumer group, clocks, checkpoints, transactions, dead letters, me
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,33 +71,12 @@ class PartitionLogic(abc.ABC):
 
 class Splitter(PartitionLogic):
     """A stateless stage 1 that re-keys whole input records for the next stage (OTLP requests by
-    resource or by trace id): outputs leave at the next flush, nothing is checkpointed."""
+    resource or by trace id, after admission: :mod:`ingest.admission`): outputs leave at the next
+    flush, nothing is checkpointed."""
 
     def __init__(self, counters: dict[str, int]) -> None:
         self.pending: list[Emit] = []
         self.count = counters
-
-    @staticmethod
-    def decoded(record: Record, decode: Callable[[bytes], Any], what: str,
-                error: type[Exception]) -> Any:
-        """``decode(record.value)``; an empty record or a decoding ``error`` rejects the record."""
-        if not record.value:
-            raise Rejected(f"empty {what} record")
-        try:
-            return decode(record.value)
-        except error as e:
-            raise Rejected(str(e)) from None
-
-    @staticmethod
-    def rejects(rejected: Any, reason: str | None, kept: int) -> list[tuple[str, bytes]]:
-        """The part of a request with absurd timestamps (``rejected``, a message or None) as a dead
-        letter; the whole record is rejected when nothing else is ``kept``."""
-        if rejected is None:
-            return []
-        why = reason or "absurd timestamp"
-        if not kept:
-            raise Rejected(why)
-        return [(why, rejected.SerializeToString())]
 
     def flush(self, now: float, checkpoint: bool) -> list[Any]:
         out, self.pending = self.pending, []

@@ -28,12 +28,11 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from ingest.splitter import split_traces
 from ingest.topics import Topics, ensure_topics
 from topology.catalog import AddressLease, HealthEvent, ServiceInfo
 from topology.wire import flow
+from topology.wire.otlp import spans_view, split_spans
 
 log = logging.getLogger("ingest.publisher")
 
@@ -120,8 +119,7 @@ class KafkaSink:
                 await self._send(self.topics.otlp_spans, data)
                 self.stats.span_messages += 1
                 continue
-            split = split_traces(ExportTraceServiceRequest.FromString(data), None)
-            for tid, req in split.by_trace.items():
+            for tid, req in split_spans(spans_view(data), lambda span: bytes(span.trace_id).hex()).items():
                 await self._send(self.topics.otlp_spans, req.SerializeToString(), tid.encode())
                 self.stats.span_messages += 1
 

@@ -8,17 +8,17 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-
-from ingest import otlp_items, timecheck
+from ingest import otlp_items
+from ingest.admission import admitted, produced
 from ingest.logic import Added, Emit, PartitionLogic, Rejected, Splitter, StageSpec
 from ingest.network import edge_route
 from ingest.record import Partition, Record
 from ingest.reorder import ReorderBuffer
-from ingest.splitter import key_trace_id, split_traces
+from ingest.splitter import key_trace_id
 from ingest.topics import Topics
+from topology.admit import DECODE, admit_spans, reason
 from topology.stages.trace import SpanPairer
-from topology.wire.otlp import OtlpDecodeError, decode_traces
+from topology.wire.otlp import PROTOBUF, OtlpDecodeError, spans_view, split_spans
 
 
 class TraceSplitSpec(StageSpec):
@@ -34,24 +34,29 @@ class TraceSplitSpec(StageSpec):
 
 
 class _Split(Splitter):
+    """Admission (:func:`topology.admit.admit_spans`, which decodes the request once, in the compact
+    schema), then one request per trace id; a request of one trace id passes through as it came."""
+
     def __init__(self) -> None:
         super().__init__({"requests": 0, "spans": 0, "passed_through": 0, "split": 0})
 
     def add(self, record: Record, items: list[Any] | None, now: float) -> Added:
-        req = self.decoded(record, decode_traces, "otlp_spans", OtlpDecodeError)
-        split = split_traces(req, timecheck.reference(record.timestamp_ms))
-        rejects = self.rejects(split.rejected, split.reason, len(split.by_trace))
-        keyed = key_trace_id(record.key)
+        view, out = admitted(admit_spans(record.value or b"", PROTOBUF, produced(record)))
         self.count["requests"] += 1
-        self.count["spans"] += split.spans
-        if keyed is not None and not rejects and list(split.by_trace) == [keyed]:
-            self.pending.append(Emit(keyed, otlp_items.item(record.value)))  # as the Collector keyed it
-            self.count["passed_through"] += 1
-        else:
-            self.pending.extend(Emit(tid, otlp_items.item(r.SerializeToString()))
-                                for tid, r in split.by_trace.items())
+        self.count["spans"] += out.items
+        traces = trace_times(view)
+        if len(traces) == 1:
+            [(tid, (latest, n))] = traces.items()
+            as_is = record.value if not out.rejects else view.SerializeToString()
+            assert as_is is not None
+            self.pending.append(Emit(tid, otlp_items.item(as_is, latest, n)))
+            self.count["passed_through" if tid == key_trace_id(record.key) else "split"] += 1
+        elif traces:
+            parts = split_spans(view, _trace_id)
+            self.pending.extend(Emit(tid, otlp_items.item(parts[tid].SerializeToString(), *traces[tid]))
+                                for tid in traces)
             self.count["split"] += 1
-        return Added(split.max_end, split.spans, rejects)
+        return out
 
 
 class SpanPairingSpec(StageSpec):
@@ -87,17 +92,31 @@ class _Pairing(PartitionLogic):
         self.last = last  # the latest arrival handed to the pairer
 
     def add(self, record: Record, items: list[Any] | None, now: float) -> Added:
+        """Items carry their latest time (stage 1 writes it), so a request is parsed once, when the
+        pairer takes it; items without it (written by an older stage 1) are parsed to find it."""
+        timed: list[tuple[float, bytes]] = []
+        n = 0
         try:
-            n = self.buffer.push_payloads((otlp_items.payload(d) for d in items or ()), _ends)
-        except Exception as e:  # protobuf's DecodeError, or a bad item
-            raise Rejected(f"bad repartitioned spans: {e}") from None
+            for d in items or ():
+                data = otlp_items.payload(d)
+                known = otlp_items.timing(d)
+                ends = [known[0]] if known is not None else _ends(data)
+                n += known[1] if known is not None else len(ends)
+                timed.append((max(ends, default=0) / 1e9, data))
+        except (ValueError, OtlpDecodeError) as e:
+            raise Rejected(reason(DECODE, f"bad repartitioned spans: {e}")) from None
+        for t, data in timed:
+            self.buffer.push(t, data)
         self._release(now)
         return Added(None, n)
 
     def _release(self, now: float) -> None:
         for t, data in self.buffer.release(now):
             self.last = max(self.last, t)
-            self.pairer.add(ExportTraceServiceRequest.FromString(data), self.last)
+            try:
+                self.pairer.add_serialized(data, self.last)
+            except OtlpDecodeError:
+                continue  # counted by the pairer (bad_requests)
 
     def flush(self, now: float, checkpoint: bool) -> list[Any]:
         if not math.isfinite(now):
@@ -116,5 +135,22 @@ class _Pairing(PartitionLogic):
 
 
 def _ends(data: bytes) -> list[int]:
-    req = ExportTraceServiceRequest.FromString(data)
-    return [sp.end_time_unix_nano for rs in req.resource_spans for ss in rs.scope_spans for sp in ss.spans]
+    view = spans_view(data)
+    return [sp.end_time_unix_nano for rs in view.resource_spans for ss in rs.scope_spans for sp in ss.spans]
+
+
+def _trace_id(span: Any) -> str:
+    return bytes(span.trace_id).hex()
+
+
+def trace_times(view: Any) -> dict[str, tuple[int, int]]:
+    """Hex trace id -> (latest end in ns, spans) of a request (compact schema)."""
+    out: dict[str, tuple[int, int]] = {}
+    for rs in view.resource_spans:
+        for ss in rs.scope_spans:
+            for span in ss.spans:
+                tid = bytes(span.trace_id).hex()
+                end = span.end_time_unix_nano
+                seen = out.get(tid)
+                out[tid] = (end, 1) if seen is None else (max(seen[0], end), seen[1] + 1)
+    return out

@@ -45,7 +45,8 @@ class Run:
 async def run(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Run]:
     data = Path(tmp_path_factory.mktemp("accuracy"))
     stores = open_stores(data)
-    runtime = Runtime(stores, data, Pipeline())
+    now = [T0]  # the runtime's clock follows the simulation: inputs are judged against it (topology.admit)
+    runtime = Runtime(stores, data, Pipeline(), clock=lambda: now[0])
     # Ten times the reference churn, so a short run reassigns (and reuses) many addresses.
     sim = Simulator(
         generate_fleet(services=1000, seed=11),
@@ -59,6 +60,7 @@ async def run(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Run]:
     t = T0
     while t < T0 + MINUTES * 60:
         em = sim.step(t, STEP)
+        now[0] = t + STEP
         feed(runtime, em, t)
         await persist_meta(stores, em)
         t += STEP
