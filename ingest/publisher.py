@@ -29,10 +29,10 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from ingest.splitter import by_trace_id
 from ingest.topics import Topics, ensure_topics
 from topology.catalog import AddressLease, HealthEvent, ServiceInfo
 from topology.wire import flow
-from topology.wire.otlp import spans_view, split_spans
 
 log = logging.getLogger("ingest.publisher")
 
@@ -119,8 +119,8 @@ class KafkaSink:
                 await self._send(self.topics.otlp_spans, data)
                 self.stats.span_messages += 1
                 continue
-            for tid, req in split_spans(spans_view(data), lambda span: bytes(span.trace_id).hex()).items():
-                await self._send(self.topics.otlp_spans, req.SerializeToString(), tid.encode())
+            for tid, req in by_trace_id(data).items():
+                await self._send(self.topics.otlp_spans, req, tid.encode())
                 self.stats.span_messages += 1
 
     async def send(self, em: Any, t: float | None = None) -> None:

@@ -21,6 +21,8 @@ import zlib
 
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 
+from topology.wire.otlp import spans_view, split_spans
+
 
 def key_trace_id(key: bytes | None) -> str | None:
     """The trace id a message key names (hex text as the Collector writes it, or 16 raw bytes)."""
@@ -36,6 +38,13 @@ def key_trace_id(key: bytes | None) -> str | None:
     if len(key) == 16:
         return key.hex()
     return None
+
+
+def by_trace_id(data: bytes) -> dict[str, bytes]:
+    """A serialized span request cut into one per hex trace id, as the Collector's kafka exporter
+    writes them with ``partition_traces_by_id`` (the simulator's publisher does the same)."""
+    parts = split_spans(spans_view(data), lambda span: bytes(span.trace_id).hex())
+    return {tid: req.SerializeToString() for tid, req in parts.items()}
 
 
 def split_metrics(req: ExportMetricsServiceRequest) -> list[tuple[str, ExportMetricsServiceRequest]]:

@@ -11,12 +11,12 @@ from typing import Any
 
 from ingest.main import build_spec
 from ingest.publisher import lease_key
-from ingest.splitter import split_traces
+from ingest.splitter import by_trace_id
 from ingest.topics import Topics
 from tests.ingest.testing import Bus, TestingStage
 from topology.sim import Simulator, generate_fleet
 from topology.store.base import Stores
-from topology.wire import flow, otlp
+from topology.wire import flow
 
 LAYERS = ("network", "ipc", "trace")
 STEP = 10.0
@@ -37,8 +37,8 @@ def publish(bus: Bus, topics: Topics, em: Any, t: float, traces_by_id: bool = Tr
         if not traces_by_id:
             bus.produce(topics.otlp_spans, data, None, ms)
             continue
-        for tid, req in split_traces(otlp.decode_traces(data), None).by_trace.items():
-            bus.produce(topics.otlp_spans, req.SerializeToString(), tid.encode(), ms)
+        for tid, req in by_trace_id(data).items():
+            bus.produce(topics.otlp_spans, req, tid.encode(), ms)
 
 
 @dataclass
