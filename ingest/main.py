@@ -1,8 +1,9 @@
 """Entry points of the Kafka workers.
 
-``run_worker(stage, layer, bootstrap, ...)`` runs one stage of one layer until SIGTERM/SIGINT (the
-``topology ingest --stage N --layer L`` command calls it). ``python -m ingest.main`` offers the same
-with every tuning option, for tests and benchmarks.
+``topology ingest --stage N --layer L`` runs one stage of one layer until SIGTERM/SIGINT
+(:func:`run_worker`); ``python -m ingest.main`` is the same command. Its settings are declared here
+(:class:`IngestSettings`, and :data:`WorkerSettings`: one flag and variable per :class:`WorkerOptions`
+field), every flag falling back to its variable (:mod:`topology.settings`).
 
 Layers and stages::
 
@@ -20,18 +21,31 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import inspect
+import contextlib
+import dataclasses
 import logging
-import os
 import signal
 import sys
-from collections.abc import Callable
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from ingest.logic import StageSpec
-from ingest.metrics import WorkerMetrics
+from ingest.metrics import DEFAULT_METRICS_PORT, WorkerMetrics
 from ingest.topics import Topics, ensure_topics
-from ingest.worker import Worker, WorkerOptions, default_instance
+from ingest.worker import Worker, WorkerOptions
+from topology.settings import (
+    ConfigError,
+    KafkaSettings,
+    StoreSettings,
+    add_flags,
+    parse_not_negative,
+    parse_positive_int,
+    parser_for,
+    resolve,
+    setting,
+)
 from topology.store.base import Stores
 
 log = logging.getLogger("ingest.main")
@@ -108,61 +122,182 @@ async def serve(stage: int, layer: str, bootstrap: str, stores: Stores | None, *
 
 async def _ensure_topics_retrying(bootstrap: str, topics: Topics, partitions: int,
                                   stop: asyncio.Event) -> None:
+    """Create the topics, retrying while the broker is not there; raise :class:`Stopped` (naming the
+    last error) when ``stop`` is set first."""
     delay = 0.5
-    while True:
+    error = "no answer yet"
+    while not stop.is_set():
+        attempt = asyncio.ensure_future(ensure_topics(bootstrap, topics, partitions))
+        stopping = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({attempt, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not attempt.done():
+            attempt.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await attempt
+            break
         try:
-            await ensure_topics(bootstrap, topics, partitions)
+            attempt.result()
             return
         except Exception as e:  # the broker may still be starting
-            log.warning("cannot create topics yet", extra={"error": f"{type(e).__name__}: {e}"})
-            if stop.is_set():
-                raise
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+            error = f"{type(e).__name__}: {e}"
+            log.warning("cannot create topics yet", extra={"bootstrap": bootstrap, "error": error})
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), delay)
+        delay = min(delay * 2, 5.0)
+    raise Stopped(f"stopped before Kafka at {bootstrap} answered ({error})")
 
 
-def open_stores(store: str = "embedded", data_dir: str | None = None,
-                janusgraph_url: str | None = None) -> Any:
-    """The stores the terminal workers write (same choices as ``topology serve``)."""
-    if store == "janusgraph":
-        from topology.store.janusgraph import open_janusgraph_stores
-        from topology.timewindow import Retention
+# --- the ``topology ingest`` command ----------------------------------------------------------------
 
-        url = janusgraph_url or os.environ.get("JANUSGRAPH_URL", "ws://127.0.0.1:18182/gremlin")
-        return open_janusgraph_stores(url, Retention(), require=True)  # awaited by the caller
-    if not data_dir:
-        raise SystemExit("the embedded store needs --data-dir")
-    from topology.store.embedded import open_stores as open_embedded
-
-    return open_embedded(data_dir)
+def _stage(text: str) -> int:
+    if text not in ("1", "2", "3"):
+        raise ValueError(f"expected 1, 2 or 3, got {text!r}")
+    return int(text)
 
 
-def run_worker(stage: int, layer: str, bootstrap: str, store: str = "embedded", data_dir: str | None = None,
-               janusgraph_url: str | None = None, metrics_port: int | None = 0, *,
-               topic_prefix: str | None = None, instance: str | None = None, partitions: int = 4,
-               settings: dict[str, Any] | None = None, **options: Any) -> int:
-    """Run one worker until SIGTERM or SIGINT; returns the process exit code.
+@dataclass(frozen=True, slots=True)
+class IngestSettings:
+    stage: int | None = setting(None, "TOPOLOGY_INGEST_STAGE", "the stage to run: 1, 2 or 3",
+                                flag="--stage", parse=_stage, metavar="{1,2,3}", shown="none (required)")
+    layer: str | None = setting(None, "TOPOLOGY_INGEST_LAYER", "the layer: network, ipc, trace, or meta "
+                                "(catalog and health, stage 1 only)", flag="--layer", choices=LAYERS,
+                                shown="none (required)")
+    partitions: int = setting(4, "TOPOLOGY_PARTITIONS", "partitions of the topics a worker creates",
+                              flag="--partitions", parse=parse_positive_int, metavar="N")
+    lateness: float = setting(5.0, "TOPOLOGY_LATENESS", "seconds a window waits for late records",
+                              flag="--lateness", parse=parse_not_negative, metavar="SECONDS")
+    grace: int = setting(120, "TOPOLOGY_GRACE", "seconds an unresolved flow waits for its address or peer",
+                         flag="--grace", parse=parse_positive_int, metavar="SECONDS")
+    trace_wait: float = setting(10.0, "TOPOLOGY_TRACE_WAIT", "seconds a span waits for its peer span",
+                                flag="--trace-wait", parse=parse_not_negative, metavar="SECONDS")
+    trace_capacity: int = setting(10_000, "TOPOLOGY_TRACE_CAPACITY",
+                                  "spans waiting for a peer, per partition", flag="--trace-capacity",
+                                  parse=parse_positive_int, metavar="N")
 
-    ``metrics_port``: 0 picks a free port (logged), None disables the endpoint. ``topic_prefix``
-    (default: env ``TOPOLOGY_TOPIC_PREFIX``) prefixes every topic and group name. ``options`` are
-    :class:`WorkerOptions` fields (commit intervals, idle seconds...).
-    """
-    topics = Topics(topic_prefix if topic_prefix is not None else os.environ.get("TOPOLOGY_TOPIC_PREFIX", ""))
-    opts = WorkerOptions(bootstrap=bootstrap, instance=instance or default_instance(),
-                         metrics_port=metrics_port, **options)
+    def __post_init__(self) -> None:
+        if self.stage is None:
+            raise ConfigError("TOPOLOGY_INGEST_STAGE: which stage? give --stage 1, 2 or 3")
+        if self.layer is None:
+            raise ConfigError(f"TOPOLOGY_INGEST_LAYER: which layer? give --layer {'|'.join(LAYERS)}")
+        if self.layer == "meta" and self.stage != 1:
+            raise ConfigError("TOPOLOGY_INGEST_STAGE: the meta layer has one stage: --stage 1 --layer meta")
+
+    @property
+    def writes_stores(self) -> bool:
+        return self.stage == 3 or self.layer == "meta"
+
+    def tuning(self) -> dict[str, Any]:
+        """The window settings of :func:`build_spec`."""
+        return {"lateness": self.lateness, "grace": self.grace, "trace_wait": self.trace_wait,
+                "trace_capacity": self.trace_capacity}
+
+
+# What each WorkerOptions field means; a field added there becomes a flag and a variable by itself
+# (TOPOLOGY_<FIELD>, --<field>), and the README test asks for its row.
+WORKER_HELP = {
+    "instance": ("name of this worker in Kafka transactional ids: stable across restarts on one host",
+                 "host name"),
+    "min_commit_interval": ("seconds outputs wait at most (plus processing) for their commit", None),
+    "max_commit_interval": ("seconds between checkpoints of offsets and state, at most", None),
+    "tick_interval": ("seconds between event-time clocks sent downstream (when they move)", None),
+    "early_interval": ("seconds between early outputs of open windows (new edges); 0: only at close", None),
+    "idle_seconds": ("seconds after which a silent stage-1 partition's clock follows the wall clock", None),
+    "max_future": ("seconds an event time may be ahead of its record's Kafka timestamp (more: capped)", None),
+    "max_records": ("records per consumed batch", None),
+    "poll_ms": ("milliseconds a poll waits for records", None),
+    "transaction_timeout_ms": ("Kafka transaction timeout in milliseconds", None),
+    "restart_backoff": ("seconds before a session restarts after a Kafka error (grows on repeats)", None),
+    "shutdown_seconds": ("seconds for the final checkpoint after SIGTERM", None),
+    "metrics_port": ("port of the worker's Prometheus metrics (0: any free port, logged; none: no endpoint)",
+                     f"{DEFAULT_METRICS_PORT} (ingest), none (serve --kafka)"),
+    "metrics_host": ("interface of the worker's Prometheus metrics endpoint", None),
+}
+_NOT_SETTINGS = frozenset({"bootstrap"})  # KafkaSettings.bootstrap
+
+
+def _metavar(name: str, kind: Any) -> str:
+    for suffix in ("ms", "port", "host"):
+        if name.endswith("_" + suffix):
+            return suffix.upper()
+    return {float: "SECONDS", int: "N"}.get(kind, name.split("_")[-1].upper())
+
+
+def _worker_settings() -> type:
+    """A settings class with one field per configurable :class:`WorkerOptions` field (None: the
+    WorkerOptions default)."""
+    hints = typing.get_type_hints(WorkerOptions)
+    fields: list[tuple[str, Any, Any]] = []
+    for f in dataclasses.fields(WorkerOptions):
+        kind = hints[f.name]
+        if f.name in _NOT_SETTINGS:
+            continue
+        try:
+            parser_for(kind)
+        except TypeError:  # a callable (the wall clock): for tests, not for people
+            continue
+        meaning, shown = WORKER_HELP.get(f.name, (f"WorkerOptions.{f.name} (ingest/worker.py)", None))
+        default = None if f.default is dataclasses.MISSING else f.default
+        if default is None and type(None) not in typing.get_args(kind):
+            kind = kind | None
+        fields.append((f.name, kind, setting(default, f"TOPOLOGY_{f.name.upper()}", meaning,
+                                             flag="--" + f.name.replace("_", "-"), shown=shown,
+                                             metavar=_metavar(f.name, kind))))
+    return dataclasses.make_dataclass("WorkerSettings", fields, frozen=True, slots=True)
+
+
+WorkerSettings = _worker_settings()
+
+
+def worker_options(worker: Any, bootstrap: str, **overrides: Any) -> WorkerOptions:
+    """WorkerOptions from a WorkerSettings object (unset fields keep the WorkerOptions defaults)."""
+    given = {f.name: getattr(worker, f.name) for f in dataclasses.fields(worker)}
+    given = {k: v for k, v in given.items() if v is not None or k == "metrics_port"}
+    return WorkerOptions(bootstrap=bootstrap, **{**given, **overrides})
+
+
+INGEST_DEFAULTS = {"data_dir": "var/kafka-store"}
+WORKER_DEFAULTS = {"metrics_port": DEFAULT_METRICS_PORT}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags of ``topology ingest`` (every one also a variable)."""
+    add_flags(p, IngestSettings)
+    add_flags(p, KafkaSettings)
+    add_flags(p, StoreSettings, defaults=INGEST_DEFAULTS)
+    add_flags(p, WorkerSettings, defaults=WORKER_DEFAULTS)
+
+
+def run_command(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    """``topology ingest``: resolve the settings (flags, then the environment), run the worker."""
+    ingest = resolve(IngestSettings, args, env)
+    kafka = resolve(KafkaSettings, args, env)
+    store = resolve(StoreSettings, args, env, defaults=INGEST_DEFAULTS) if ingest.writes_stores else None
+    worker = resolve(WorkerSettings, args, env, defaults=WORKER_DEFAULTS)
+    return run_worker(ingest, kafka, worker_options(worker, kafka.bootstrap), store)
+
+
+class Stopped(Exception):
+    """SIGTERM/SIGINT arrived before the worker reached Kafka."""
+
+
+def run_worker(ingest: IngestSettings, kafka: KafkaSettings, options: WorkerOptions,
+               store: StoreSettings | None) -> int:
+    """Run one worker until SIGTERM or SIGINT; returns the process exit code (raises :class:`Stopped`
+    when stopped before Kafka answered, StoreError when the stores cannot be opened)."""
+    assert ingest.stage is not None and ingest.layer is not None  # IngestSettings checks
+    stage, layer = ingest.stage, ingest.layer
+    topics = Topics(kafka.topic_prefix)
 
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        stores = None
-        if stage == 3 or layer == "meta":
-            opened = open_stores(store, data_dir, janusgraph_url)
-            stores = await opened if inspect.isawaitable(opened) else opened
+        stores = await store.open() if store is not None else None
         try:
-            await serve(stage, layer, bootstrap, stores, topics=topics, options=opts, settings=settings,
-                        stop=stop, partitions=partitions)
+            await serve(stage, layer, kafka.bootstrap, stores, topics=topics, options=options,
+                        settings=ingest.tuning(), stop=stop, partitions=ingest.partitions)
         finally:
             if stores is not None:
                 await stores.close()
@@ -171,43 +306,11 @@ def run_worker(stage: int, layer: str, bootstrap: str, store: str = "embedded", 
     return 0
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m ingest.main", description="one Kafka stage worker")
-    p.add_argument("--stage", type=int, required=True, choices=(1, 2, 3))
-    p.add_argument("--layer", required=True, choices=LAYERS)
-    p.add_argument("--bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:19092"))
-    p.add_argument("--store", choices=("embedded", "janusgraph"), default="embedded")
-    p.add_argument("--data-dir")
-    p.add_argument("--janusgraph-url")
-    p.add_argument("--metrics-port", type=int, default=0, help="0: any free port; -1: no endpoint")
-    p.add_argument("--topic-prefix")
-    p.add_argument("--instance")
-    p.add_argument("--partitions", type=int, default=4, help="partitions of topics created by this worker")
-    p.add_argument("--min-commit-interval", type=float)
-    p.add_argument("--max-commit-interval", type=float)
-    p.add_argument("--idle-seconds", type=float)
-    p.add_argument("--early-interval", type=float,
-                   help="seconds between early outputs of open windows (new edges); 0: only at close")
-    p.add_argument("--lateness", type=float)
-    p.add_argument("--grace", type=int)
-    p.add_argument("--trace-wait", type=float)
-    p.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "INFO"))
-    return p
-
-
 def main(argv: list[str] | None = None) -> int:
-    a = _parser().parse_args(argv)
-    logging.basicConfig(level=a.log_level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    options = {k: v for k, v in (("min_commit_interval", a.min_commit_interval),
-                                 ("max_commit_interval", a.max_commit_interval),
-                                 ("idle_seconds", a.idle_seconds),
-                                 ("early_interval", a.early_interval)) if v is not None}
-    settings = {k: v for k, v in (("lateness", a.lateness), ("grace", a.grace), ("trace_wait", a.trace_wait))
-                if v is not None}
-    return run_worker(a.stage, a.layer, a.bootstrap, a.store, a.data_dir, a.janusgraph_url,
-                      None if a.metrics_port < 0 else a.metrics_port, topic_prefix=a.topic_prefix,
-                      instance=a.instance, partitions=a.partitions, settings=settings, **options)
+    """``python -m ingest.main ARGS`` is ``topology ingest ARGS``: the same parser, settings and logs."""
+    from service.cli import main as topology
+
+    return topology(["ingest", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -121,6 +121,7 @@ def create_app(
     clock: Callable[[], float] = time.time,
     tracer_provider: TracerProvider | None = None,
     consumers: Any | None = None,
+    data_ready: Callable[[], bool] | None = None,
 ) -> Starlette:
     """The GraphQL service over ``stores``.
 
@@ -130,6 +131,8 @@ def create_app(
     * ``clock``: the time "now" for queries without ``at`` (tests pass a fixed clock).
     * ``consumers``: the in-process Kafka workers (:class:`service.consumers.Consumers`) of
       ``serve --kafka``: their metrics are added to ``/metrics`` and their state to ``/readyz``.
+    * ``data_ready``: ``/readyz`` answers 503 (``"data": "loading"``) until it returns True (the demo:
+      until its live map is filled).
     * ``tracer_provider``: where resolver spans go; by default an OTLP exporter when
       ``OTEL_EXPORTER_OTLP_ENDPOINT`` is configured, the process-wide SDK provider if one is
       installed, otherwise no tracing at all (no per-resolver cost).
@@ -181,6 +184,8 @@ def create_app(
         )
         ready = all(v == "ok" for v in checks.values())
         body: dict[str, Any] = {"status": "ok" if ready else "unavailable", "stores": checks}
+        if data_ready is not None and not data_ready():
+            ready, body["status"], body["data"] = False, "unavailable", "loading"
         if consumers is not None:
             body["kafka"] = workers = consumers.status()
             if any(v.startswith("failed") for v in workers.values()):

@@ -6,6 +6,11 @@ topology simulate  run the fleet simulator: write its inputs to files, POST them
                    publish them to Kafka
 topology ingest    one Kafka stage worker (see ingest/)
 topology schema    print the GraphQL SDL (schema.graphql is this output)
+
+Every flag falls back to an environment variable, then to its default (``--help`` shows both; the
+README's configuration table lists them all). The environment is read once, here, into the typed
+settings of :mod:`service.settings`. A mistake (a bad flag or variable, a store or broker that cannot be
+reached) is one line on stderr and a non-zero exit: 2 for a bad setting, 1 for a failure.
 """
 
 from __future__ import annotations
@@ -15,168 +20,156 @@ import asyncio
 import logging
 import os
 import sys
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable, Mapping
+
+from topology.settings import ConfigError, KafkaSettings, LogSettings, StoreSettings, add_flags, resolve
+
+log = logging.getLogger("topology.cli")
+
+DEMO_STORE = {"data_dir": "var/demo"}
+SERVE_STORE: dict[str, str | None] = {"data_dir": None}
+SERVE_ALIASES = {"data_dir": ("--embedded",)}
 
 
-def _positive_int(s: str) -> int:
-    v = int(s)
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s}")
-    return v
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (no usage block) and the defaults in ``--help``."""
 
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
 
-def _topic_prefix_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--topic-prefix",
-        default=os.environ.get("TOPOLOGY_TOPIC_PREFIX", ""),
-        help="prefix of every topic and consumer group name (default: env TOPOLOGY_TOPIC_PREFIX)",
-    )
-
-
-def _store_options(p: argparse.ArgumentParser, default_dir: str | None) -> None:
-    p.add_argument(
-        "--store",
-        choices=("embedded", "janusgraph"),
-        default=os.environ.get("TOPOLOGY_STORE", "embedded"),
-        help="layer store backend (default: embedded)",
-    )
-    p.add_argument("--data-dir", default=default_dir, help="embedded store directory")
-    p.add_argument(
-        "--janusgraph-url",
-        default=os.environ.get("JANUSGRAPH_URL", "ws://127.0.0.1:18182/gremlin"),
-        help="JanusGraph Gremlin endpoint (with --store janusgraph)",
-    )
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="topology", description="Service Topology: a living map of service dependencies"
-    )
-    parser.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "INFO"))
-    sub = parser.add_subparsers(dest="command", required=True)
+    from ingest.main import add_arguments as add_ingest_arguments
+    from service.config import ServiceConfig
+    from service.settings import DemoSettings, FleetSettings, ServeSettings, SimulateSettings
 
-    demo = sub.add_parser("demo", help="embedded store + simulated fleet + GraphQL server")
-    demo.add_argument("--services", type=_positive_int, default=1000)
-    demo.add_argument("--seed", type=int, default=42)
-    demo.add_argument("--port", type=int, default=8080)
-    demo.add_argument("--host", default="127.0.0.1")
-    demo.add_argument("--truth", help="rewrite the ground truth JSON here as traffic flows")
-    demo.add_argument("--step", type=float, default=5.0, help="seconds of traffic per simulator step")
-    demo.add_argument(
-        "--backfill",
-        type=float,
-        default=35 * 60,
-        help="seconds of history simulated at start-up (so `at: 30 min ago` answers at once)",
-    )
-    _store_options(demo, "var/demo")
+    parser = _Parser(prog="topology", description="Service Topology: a living map of service dependencies")
+    add_flags(parser, LogSettings)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    serve = sub.add_parser("serve", help="GraphQL server and HTTP/OTLP ingest over a store")
-    serve.add_argument("--embedded", metavar="DATA_DIR", help="use the embedded store in DATA_DIR")
-    serve.add_argument("--port", type=int, default=8080)
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument(
-        "--kafka",
-        metavar="BOOTSTRAP",
-        help="also consume the Kafka pipeline: run the stage-3 and catalog workers in this process, "
-        "writing the stores it serves",
-    )
-    _topic_prefix_option(serve)
-    _store_options(serve, None)
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        add_flags(p, LogSettings)  # --log-level after the command name too
+        return p
 
-    sim = sub.add_parser("simulate", help="run the fleet simulator")
-    sim.add_argument("--services", type=_positive_int, default=1000)
-    sim.add_argument("--seed", type=int, default=42)
-    sim.add_argument("--minutes", type=float, default=10.0, help="simulated minutes to emit")
-    sim.add_argument("--step", type=float, default=10.0)
-    sim.add_argument(
-        "--start", type=float, help="simulated start time (epoch seconds; default: now - minutes)"
-    )
-    sim.add_argument("--truth", help="write the ground truth JSON here")
-    sim.add_argument("--out", help="write the emitted payloads under this directory")
-    sim.add_argument("--http", help="POST the payloads to a `topology serve` at this base URL")
-    sim.add_argument("--kafka", metavar="BOOTSTRAP", help="publish the payloads to Kafka topics")
-    _topic_prefix_option(sim)
-    sim.add_argument(
-        "--rate", type=float, default=0.0, help="simulated seconds per wall second (0 = as fast as possible)"
-    )
+    demo = command("demo", "embedded store + simulated fleet + GraphQL server")
+    add_flags(demo, FleetSettings)
+    add_flags(demo, DemoSettings)
+    add_flags(demo, ServiceConfig)
+    add_flags(demo, StoreSettings, defaults=DEMO_STORE)
 
-    ing = sub.add_parser("ingest", help="run one Kafka stage worker")
-    ing.add_argument("--stage", type=int, required=True, choices=(1, 2, 3))
-    ing.add_argument("--layer", required=True, choices=("network", "ipc", "trace", "meta"))
-    ing.add_argument("--bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:19092"))
-    ing.add_argument("--metrics-port", type=int, default=0)
-    _topic_prefix_option(ing)
-    _store_options(ing, "var/kafka-store")
+    serve = command("serve", "GraphQL server and HTTP/OTLP ingest over a store")
+    add_flags(serve, ServiceConfig)
+    add_flags(serve, StoreSettings, defaults=SERVE_STORE, aliases=SERVE_ALIASES)
+    add_flags(serve, ServeSettings)
+    add_flags(serve, KafkaSettings)
 
-    sub.add_parser("schema", help="print the GraphQL SDL")
+    sim = command("simulate", "run the fleet simulator; send its traffic to files, a server or Kafka")
+    add_flags(sim, FleetSettings)
+    add_flags(sim, SimulateSettings)
+    add_flags(sim, KafkaSettings)
+
+    add_ingest_arguments(command("ingest", "run one Kafka stage worker"))
+    command("schema", "print the GraphQL SDL")
     return parser
 
 
+def _demo(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    from service.config import ServiceConfig
+    from service.server import run_demo
+    from service.settings import DemoSettings, FleetSettings
+
+    fleet = resolve(FleetSettings, args, env)
+    demo = resolve(DemoSettings, args, env)
+    config = resolve(ServiceConfig, args, env)
+    store = resolve(StoreSettings, args, env, defaults=DEMO_STORE)
+    return asyncio.run(run_demo(fleet, demo, config, store))
+
+
+def _kafka(switch: bool | str, args: argparse.Namespace, env: Mapping[str, str]) -> KafkaSettings | None:
+    """The Kafka settings when ``--kafka`` is on (``--kafka HOST:PORT`` names the bootstrap servers)."""
+    if not switch:
+        return None
+    return resolve(KafkaSettings, args, env, **({"bootstrap": switch} if isinstance(switch, str) else {}))
+
+
+def _serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    from ingest.main import WorkerSettings, worker_options
+    from service.config import ServiceConfig
+    from service.server import run_serve
+    from service.settings import ServeSettings
+
+    config = resolve(ServiceConfig, args, env)
+    store = resolve(StoreSettings, args, env)
+    kafka = _kafka(resolve(ServeSettings, args, env).kafka, args, env)
+    worker = None if kafka is None else worker_options(resolve(WorkerSettings, args, env), kafka.bootstrap)
+    return asyncio.run(run_serve(config, store, kafka, worker))
+
+
+def _simulate(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    from service.settings import FleetSettings, SimulateSettings
+    from service.simulate import run_simulate
+
+    fleet = resolve(FleetSettings, args, env)
+    simulate = resolve(SimulateSettings, args, env)
+    return asyncio.run(run_simulate(fleet, simulate, _kafka(simulate.kafka, args, env)))
+
+
+def _ingest(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    from ingest.main import run_command
+
+    return run_command(args, env)
+
+
+def _schema(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    from service.schema import schema
+
+    sys.stdout.write(schema.as_str() + "\n")
+    return 0
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace, Mapping[str, str]], int]] = {
+    "demo": _demo, "serve": _serve, "simulate": _simulate, "ingest": _ingest, "schema": _schema,
+}
+
+
+def _explain(e: BaseException) -> str:
+    """One line for a person: what failed, without a traceback."""
+    from ingest.main import Stopped
+    from service.simulate import Unreachable
+    from topology.store.base import StoreError, StoreUnavailable
+
+    text = " ".join(str(e).split())
+    if isinstance(e, StoreUnavailable):
+        return f"a store cannot be reached: {text}"
+    if isinstance(e, StoreError | Stopped | Unreachable | OSError) and text:
+        return text
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
+    env = dict(os.environ)  # the environment, read once
     args = build_parser().parse_args(argv)
+    prog = f"topology {args.command}"
     from service.logs import setup_logging
 
-    setup_logging(args.log_level)
     try:
-        if args.command == "demo":
-            from service.demo import run_demo
-
-            return asyncio.run(run_demo(args))
-        if args.command == "serve":
-            from service.demo import run_serve
-
-            return asyncio.run(run_serve(args))
-        if args.command == "simulate":
-            from service.simulate import run_simulate
-
-            return asyncio.run(run_simulate(args))
-        if args.command == "ingest":
-            return _run_ingest(args)
-        if args.command == "schema":
-            from service.schema import schema
-
-            sys.stdout.write(schema.as_str() + "\n")
-            return 0
+        setup_logging(resolve(LogSettings, args, env).level)
+        return COMMANDS[args.command](args, env)
+    except ConfigError as e:
+        sys.stderr.write(f"{prog}: error: {e}\n")
+        return 2
     except KeyboardInterrupt:
         return 130
-    return 2
-
-
-def _run_ingest(args: Any) -> int:
-    from ingest.main import run_worker
-
-    return int(
-        run_worker(
-            stage=args.stage,
-            layer=args.layer,
-            bootstrap=args.bootstrap,
-            store=args.store,
-            data_dir=args.data_dir,
-            janusgraph_url=args.janusgraph_url,
-            metrics_port=args.metrics_port,
-            topic_prefix=args.topic_prefix,
-        )
-        or 0
-    )
-
-
-def open_stores_from_args(args: Any) -> Any:
-    """The stores selected by --store/--data-dir/--janusgraph-url (or serve's --embedded)."""
-    if getattr(args, "embedded", None):
-        args.store, args.data_dir = "embedded", args.embedded
-    if args.store == "janusgraph":
-        from topology.store.janusgraph import open_janusgraph_stores
-        from topology.timewindow import Retention
-
-        return open_janusgraph_stores(args.janusgraph_url, Retention(), require=True)
-    if not args.data_dir:
-        raise SystemExit("topology serve needs --embedded DATA_DIR or --store janusgraph")
-    from topology.store.embedded import open_stores
-
-    return open_stores(Path(args.data_dir))
+    except Exception as e:  # the last resort: one line, the details at DEBUG
+        log.debug("failed", exc_info=True)
+        sys.stderr.write(f"{prog}: error: {_explain(e)}\n")
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover
-    logging.basicConfig()
     sys.exit(main())

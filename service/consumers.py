@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
+from dataclasses import replace
 
 from ingest.main import serve as serve_worker
 from ingest.metrics import WorkerMetrics
@@ -38,16 +38,16 @@ class Consumers:
     """The terminal Kafka workers of one server process (see the module docstring)."""
 
     def __init__(self, stores: Stores, bootstrap: str, topics: Topics, instance: str | None = None,
-                 partitions: int = 4, options: dict[str, Any] | None = None) -> None:
+                 partitions: int = 4, options: WorkerOptions | None = None) -> None:
+        """``options``: the workers' options (their metrics endpoint is always the server's ``/metrics``)."""
         self.stores = stores
         self.bootstrap = bootstrap
         self.topics = topics
         self.partitions = partitions
         self.metrics = WorkerMetrics()
-        extra = dict(options or {})
-        if instance is not None:
-            extra["instance"] = instance
-        self.options = WorkerOptions(bootstrap=bootstrap, **extra)
+        base = options if options is not None else WorkerOptions(bootstrap=bootstrap)
+        self.options = replace(base, bootstrap=bootstrap, metrics_port=None,
+                               **({"instance": instance} if instance is not None else {}))
         self.workers: list[Worker] = []
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []

@@ -1,22 +1,18 @@
-"""``topology demo`` and ``topology serve``: one process with the stores, the ingest runtime and the
-GraphQL server. The demo also runs the fleet simulator in the background, in wall-clock time.
+"""The demo's simulated fleet: :class:`SimulationDriver` feeds the fleet simulator's traffic into an
+ingest runtime in wall-clock time (``topology demo``; the server around it is :mod:`service.server`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
-import signal
-import threading
 import time
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-import uvicorn
-
+from service.progress import Progress
 from service.runtime import Runtime
 from topology.pipeline import Pipeline, PipelineConfig
 from topology.store.base import Stores
@@ -67,8 +63,10 @@ def write_truth(path: str | None, sims: list[Any]) -> None:
     os.replace(tmp, path)
 
 
-async def simulate_span(sim: Any, rt: Runtime, start: float, end: float, step: float) -> float:
-    """Feed [start, end) of simulated traffic as fast as possible, yielding between steps."""
+async def simulate_span(sim: Any, rt: Runtime, start: float, end: float, step: float,
+                        progress: Callable[[float], None] | None = None) -> float:
+    """Feed [start, end) of simulated traffic as fast as possible, yielding between steps
+    (``progress`` is told the simulated seconds done after each)."""
     t = start
     while t < end:
         dt = min(step, end - t)
@@ -77,6 +75,8 @@ async def simulate_span(sim: Any, rt: Runtime, start: float, end: float, step: f
         await persist_meta(rt.stores, em)
         t += dt
         await rt.flush(t)
+        if progress is not None:
+            progress(t - start)
         await asyncio.sleep(0)
     return t
 
@@ -161,140 +161,12 @@ class SimulationDriver:
         initial = sim.initial_records()
         feed(rt, initial, start)
         began = time.monotonic()
-        t = await simulate_span(sim, rt, start, end, 60.0)
+        bar = Progress("history", (end - start) / 60, "min")
+        t = await simulate_span(sim, rt, start, end, 60.0, lambda done: bar.update(done / 60))
+        bar.close()
         for extra in (60.0, 120.0, 180.0):  # close the last windows (they end before the live ones begin)
             await rt.flush(t + extra)
         await rt.rollup(end)
         log.info(
             "history filled", extra={"from": start, "to": end, "took_s": round(time.monotonic() - began, 1)}
         )
-
-
-async def _flusher(runtime: Runtime) -> None:
-    last_rollup = time.monotonic()
-    while True:
-        await asyncio.sleep(FLUSH_EVERY)
-        try:
-            await runtime.flush()
-            if time.monotonic() - last_rollup > ROLLUP_EVERY:
-                await runtime.rollup()
-                last_rollup = time.monotonic()
-        except Exception:  # a store hiccup must not kill ingest; the next flush retries
-            log.exception("flush failed")
-
-
-def _stop_gracefully() -> None:
-    """SIGINT and SIGTERM stop the server through uvicorn, which then raises the signal again for the
-    previous handler: this one, which lets the shutdown finish (final Kafka checkpoints, stores
-    closed) and exit 0. A second signal during that shutdown stops the process at once."""
-    if threading.current_thread() is not threading.main_thread():
-        return
-    seen: list[int] = []
-
-    def handle(sig: int, frame: Any) -> None:
-        seen.append(sig)
-        if len(seen) > 1:
-            signal.signal(sig, signal.SIG_DFL)
-            signal.raise_signal(sig)
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, handle)
-
-
-async def _serve(
-    args: Any,
-    stores: Stores,
-    runtime: Runtime,
-    background: list[asyncio.Task[Any]],
-    banner: str,
-    consumers: Any = None,
-) -> int:
-    from service.app import create_app, freeze_heap
-    from service.config import ServiceConfig
-    from service.receiver import ingest_routes
-
-    config = ServiceConfig.from_env()
-    freeze_heap()
-    app = create_app(
-        stores,
-        config,
-        runtime=runtime,
-        extra_routes=ingest_routes(runtime),
-        consumers=consumers,
-    )
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app, host=args.host, port=args.port, log_level="warning", lifespan="on", log_config=None
-        )
-    )
-    base = f"http://{args.host}:{args.port}"
-
-    async def announce() -> None:
-        while not server.started:  # noqa: ASYNC110 - uvicorn exposes a flag, not an event
-            await asyncio.sleep(0.05)
-        print(
-            f"{banner}\n  GraphiQL   {base}/graphql\n  metrics    {base}/metrics\n"
-            f"  health     {base}/healthz  {base}/readyz\n  ingest     {base}/v1/traces  {base}/v1/metrics  "
-            f"{base}/ingest/flows\nPress Ctrl-C to stop.",
-            flush=True,
-        )
-
-    background.append(asyncio.create_task(announce()))
-    _stop_gracefully()
-    try:
-        await server.serve()
-    finally:
-        if consumers is not None:
-            await consumers.stop()  # final checkpoints while the stores are still open
-        for task in background:
-            task.cancel()
-        for task in background:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        with contextlib.suppress(Exception):
-            await runtime.flush()
-        await stores.close()
-    return 0
-
-
-async def run_demo(args: Any) -> int:
-    from service.cli import open_stores_from_args
-    from topology.sim import Simulator, generate_fleet
-
-    stores = open_stores_from_args(args)
-    if asyncio.iscoroutine(stores):
-        stores = await stores
-    data_dir = Path(args.data_dir) if args.store == "embedded" else None
-    runtime = Runtime(stores, data_dir, Pipeline())
-
-    def make_sim(start: float) -> Any:
-        return Simulator(generate_fleet(services=args.services, seed=args.seed), seed=args.seed, start=start)
-
-    driver = SimulationDriver(make_sim, runtime, args.step, args.backfill, args.truth)
-    task = asyncio.create_task(driver.run())
-    banner = (
-        f"Service Topology demo: {args.services} simulated services (seed {args.seed}), "
-        f"store {args.store}" + (f" in {args.data_dir}" if data_dir else "")
-    )
-    return await _serve(args, stores, runtime, [task], banner)
-
-
-async def run_serve(args: Any) -> int:
-    from service.cli import open_stores_from_args
-
-    stores = open_stores_from_args(args)
-    if asyncio.iscoroutine(stores):
-        stores = await stores
-    data_dir = Path(args.data_dir) if args.store == "embedded" and args.data_dir else None
-    runtime = Runtime(stores, data_dir, Pipeline())
-    task = asyncio.create_task(_flusher(runtime))
-    banner = f"Service Topology server, store {args.store}"
-    if not getattr(args, "kafka", None):
-        return await _serve(args, stores, runtime, [task], banner)
-    from ingest.topics import Topics
-    from service.consumers import Consumers
-
-    consumers = Consumers(stores, args.kafka, Topics(args.topic_prefix))
-    consumers.start()
-    banner += f", consuming Kafka at {args.kafka}"
-    return await _serve(args, stores, runtime, [task], banner, consumers)

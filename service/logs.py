@@ -34,4 +34,6 @@ def setup_logging(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    quiet = logging.DEBUG if level.upper() == "DEBUG" else logging.WARNING
+    for chatty in ("uvicorn.access", "httpx", "httpcore"):  # a line per request otherwise
+        logging.getLogger(chatty).setLevel(quiet)

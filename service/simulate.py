@@ -1,7 +1,8 @@
 """``topology simulate``: run the fleet simulator and deliver its payloads in the real wire formats.
 
-Destinations (any combination): ``--out DIR`` (files), ``--http URL`` (a ``topology serve``),
-``--kafka BOOTSTRAP`` (the ingestion topics). ``--truth PATH`` writes the ground truth at the end.
+Destinations (any combination, at least one): ``--out DIR`` (files), ``--http URL`` (a ``topology
+serve``), ``--kafka [BOOTSTRAP]`` (the ingestion topics). ``--truth PATH`` writes the ground truth at the
+end. A sink that cannot be reached stops the run with :class:`Unreachable` (one line from the CLI).
 """
 
 from __future__ import annotations
@@ -13,7 +14,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+from service.progress import Progress
+from service.settings import FleetSettings, SimulateSettings
+from topology.settings import KafkaSettings
+
 log = logging.getLogger("topology.simulate")
+
+
+class Unreachable(Exception):
+    """A sink cannot be reached; the message says which."""
 
 
 class FileSink:
@@ -52,7 +61,12 @@ class HttpSink:
         self.client = httpx.AsyncClient(timeout=30.0)
 
     async def _post(self, path: str, content: bytes, ctype: str) -> None:
-        r = await self.client.post(self.base + path, content=content, headers={"content-type": ctype})
+        import httpx
+
+        try:
+            r = await self.client.post(self.base + path, content=content, headers={"content-type": ctype})
+        except httpx.TransportError as e:
+            raise Unreachable(f"the server at {self.base} cannot be reached: {type(e).__name__}: {e}") from e
         if r.status_code >= 400:
             log.warning("rejected", extra={"path": path, "status": r.status_code, "body": r.text[:200]})
 
@@ -73,47 +87,58 @@ class HttpSink:
         await self.client.aclose()
 
 
-async def run_simulate(args: Any) -> int:
+async def run_simulate(fleet_settings: FleetSettings, settings: SimulateSettings,
+                       kafka: KafkaSettings | None) -> int:
+    """Simulate ``settings.minutes`` of the fleet's traffic into every sink; progress on stderr."""
     from topology.sim import Simulator, generate_fleet
 
     sinks: list[Any] = []
-    if args.out:
-        sinks.append(FileSink(Path(args.out)))
-    if args.http:
-        sinks.append(HttpSink(args.http))
-    if args.kafka:
-        from ingest.publisher import KafkaSink
-        from ingest.topics import Topics
-
-        sink = KafkaSink(args.kafka, Topics(getattr(args, "topic_prefix", "")))
-        await sink.start()
-        sinks.append(sink)
-    fleet = generate_fleet(services=args.services, seed=args.seed)
-    duration = args.minutes * 60
-    start = args.start if args.start is not None else time.time() - duration
-    sim = Simulator(fleet, seed=args.seed, start=start)
-    initial = sim.initial_records()
-    for s in sinks:
-        await s.send(initial, start)
-    t = start
-    wall0 = time.monotonic()
     try:
+        if settings.out:
+            sinks.append(FileSink(Path(settings.out)))
+        if settings.http:
+            sinks.append(HttpSink(settings.http))
+        if kafka is not None:
+            from ingest.publisher import KafkaSink
+            from ingest.topics import Topics
+
+            sink = KafkaSink(kafka.bootstrap, Topics(kafka.topic_prefix))
+            sinks.append(sink)
+            await _start_kafka(sink, kafka.bootstrap)
+        fleet = generate_fleet(services=fleet_settings.services, seed=fleet_settings.seed)
+        duration = settings.minutes * 60
+        start = settings.start if settings.start is not None else time.time() - duration
+        sim = Simulator(fleet, seed=fleet_settings.seed, start=start)
+        initial = sim.initial_records()
+        for s in sinks:
+            await s.send(initial, start)
+        t = start
+        wall0 = time.monotonic()
+        bar = Progress("simulate", settings.minutes, "min")
         while t < start + duration:
-            em = sim.step(t, args.step)
+            em = sim.step(t, settings.step)
             for s in sinks:
                 await s.send(em, t)
-            t += args.step
-            if args.rate > 0:
-                ahead = (t - start) / args.rate - (time.monotonic() - wall0)
+            t += settings.step
+            bar.update((t - start) / 60)
+            if settings.rate > 0:
+                ahead = (t - start) / settings.rate - (time.monotonic() - wall0)
                 if ahead > 0:
                     await asyncio.sleep(ahead)
+        bar.close()
     finally:
         for s in sinks:
             await s.close()
-    if args.truth:
-        await asyncio.to_thread(Path(args.truth).write_text, json.dumps(sim.truth()), encoding="utf-8")
-    log.info(
-        "simulated",
-        extra={"services": args.services, "seconds": duration, "took_s": round(time.monotonic() - wall0, 2)},
-    )
+    if fleet_settings.truth:
+        truth = json.dumps(sim.truth())
+        await asyncio.to_thread(Path(fleet_settings.truth).write_text, truth, encoding="utf-8")
+    log.info("simulated", extra={"services": fleet_settings.services, "seconds": duration,
+                                 "took_s": round(time.monotonic() - wall0, 2)})
     return 0
+
+
+async def _start_kafka(sink: Any, bootstrap: str) -> None:
+    try:
+        await sink.start()
+    except Exception as e:
+        raise Unreachable(f"Kafka at {bootstrap} cannot be reached: {type(e).__name__}: {e}") from e

@@ -66,6 +66,15 @@ def _ask(port: int, at: float | None, window: str | None) -> dict[str, Any] | No
     return body["data"]["service"]  # type: ignore[no-any-return]
 
 
+def _ready(port: int) -> bool:
+    try:
+        r = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=10)
+    except httpx.TransportError:
+        return False
+    assert r.status_code == 200 or r.json()["data"] == "loading", r.text  # 503 only while filling
+    return r.status_code == 200
+
+
 def _wait(pred: Any, timeout: float, what: str) -> Any:
     end = time.time() + timeout
     while time.time() < end:
@@ -87,11 +96,9 @@ def test_demo_serves_live_and_past_answers_stops_cleanly_and_keeps_history(tmp_p
     started = time.time()
     proc = _start(data, port, truth)
     try:
-        live = _wait(
-            lambda: (s := _ask(port, None, None)) and s["upstream"]["totalCount"] > 0 and s,
-            120,
-            "a live multi-hop answer",
-        )
+        _wait(lambda: _ready(port), 120, "/readyz")
+        live = _ask(port, None, None)  # ready means the live map answers at once
+        assert live is not None and live["upstream"]["totalCount"] > 0, live
         assert live["owner"]["team"] and live["healthStatus"]["status"] == "HEALTHY"
         assert max(e["node"]["depth"] for e in live["upstream"]["edges"]) >= 2
         past_at = started - 420  # seven minutes before start: only the history simulator wrote that

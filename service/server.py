@@ -1,0 +1,178 @@
+"""``topology serve`` and ``topology demo``: one process with the stores, the ingest runtime and the
+GraphQL server (uvicorn). The demo adds the simulated fleet (:mod:`service.demo`); ``serve --kafka``
+adds the terminal Kafka workers (:mod:`service.consumers`).
+
+Both take typed settings (:mod:`service.settings`), never the command line: the CLI resolves flags and
+the environment and calls :func:`run_demo` or :func:`run_serve`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from ingest.worker import WorkerOptions
+from service.config import ServiceConfig
+from service.demo import FLUSH_EVERY, ROLLUP_EVERY, SimulationDriver
+from service.runtime import Runtime
+from service.settings import DemoSettings, FleetSettings
+from topology.pipeline import Pipeline
+from topology.settings import KafkaSettings, StoreSettings
+from topology.store.base import Stores
+
+__all__ = ["run_demo", "run_serve"]
+
+log = logging.getLogger("topology.server")
+
+async def _flusher(runtime: Runtime) -> None:
+    last_rollup = time.monotonic()
+    while True:
+        await asyncio.sleep(FLUSH_EVERY)
+        try:
+            await runtime.flush()
+            if time.monotonic() - last_rollup > ROLLUP_EVERY:
+                await runtime.rollup()
+                last_rollup = time.monotonic()
+        except Exception:  # a store hiccup must not kill ingest; the next flush retries
+            log.exception("flush failed")
+
+
+def _stop_gracefully() -> None:
+    """SIGINT and SIGTERM stop the server through uvicorn, which then raises the signal again for the
+    previous handler: this one, which lets the shutdown finish (final Kafka checkpoints, stores
+    closed) and exit 0. A second signal during that shutdown stops the process at once."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    seen: list[int] = []
+
+    def handle(sig: int, frame: Any) -> None:
+        seen.append(sig)
+        if len(seen) > 1:
+            signal.signal(sig, signal.SIG_DFL)
+            signal.raise_signal(sig)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, handle)
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """The server's listening socket, bound before anything else starts (a port in use is one line)."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise OSError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+    return sock
+
+
+async def _serve(
+    sock: socket.socket,
+    config: ServiceConfig,
+    stores: Stores,
+    runtime: Runtime,
+    background: list[asyncio.Task[Any]],
+    banner: str,
+    consumers: Any = None,
+    data_ready: Callable[[], bool] | None = None,
+) -> int:
+    from service.app import create_app, freeze_heap
+    from service.receiver import ingest_routes
+
+    freeze_heap()
+    app = create_app(
+        stores,
+        config,
+        runtime=runtime,
+        extra_routes=ingest_routes(runtime),
+        consumers=consumers,
+        data_ready=data_ready,
+    )
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app, host=config.host, port=config.port, log_level="warning", lifespan="on", log_config=None
+        )
+    )
+    base = f"http://{config.host}:{config.port}"
+
+    async def announce() -> None:
+        while not server.started:  # noqa: ASYNC110 - uvicorn exposes a flag, not an event
+            await asyncio.sleep(0.05)
+        print(
+            f"{banner}\n  GraphiQL   {base}/graphql\n  metrics    {base}/metrics\n"
+            f"  health     {base}/healthz  {base}/readyz\n  ingest     {base}/v1/traces  {base}/v1/metrics  "
+            f"{base}/ingest/flows\nPress Ctrl-C to stop.",
+            flush=True,
+        )
+
+    background.append(asyncio.create_task(announce()))
+    _stop_gracefully()
+    try:
+        await server.serve(sockets=[sock])
+    finally:
+        if consumers is not None:
+            await consumers.stop()  # final checkpoints while the stores are still open
+        for task in background:
+            task.cancel()
+        for task in background:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        with contextlib.suppress(Exception):
+            await runtime.flush()
+        await stores.close()
+    if not server.started:
+        raise RuntimeError("the server did not start (see the log above)")
+    return 0
+
+
+def _data_dir(store: StoreSettings) -> Path | None:
+    return Path(store.data_dir) if store.backend == "embedded" and store.data_dir else None
+
+
+async def run_demo(fleet: FleetSettings, demo: DemoSettings, config: ServiceConfig,
+                   store: StoreSettings) -> int:
+    from topology.sim import Simulator, generate_fleet
+
+    sock = _listen(config.host, config.port)
+    stores = await store.open()
+    runtime = Runtime(stores, _data_dir(store), Pipeline())
+
+    def make_sim(start: float) -> Any:
+        return Simulator(generate_fleet(services=fleet.services, seed=fleet.seed), seed=fleet.seed,
+                         start=start)
+
+    driver = SimulationDriver(make_sim, runtime, demo.step, demo.backfill, fleet.truth)
+    task = asyncio.create_task(driver.run())
+    banner = (f"Service Topology demo: {fleet.services} simulated services (seed {fleet.seed}), "
+              f"store {store.describe()}")
+    return await _serve(sock, config, stores, runtime, [task], banner, data_ready=driver.ready.is_set)
+
+
+async def run_serve(config: ServiceConfig, store: StoreSettings, kafka: KafkaSettings | None,
+                    worker: WorkerOptions | None = None) -> int:
+    """Serve ``store``; with ``kafka`` also run the terminal Kafka workers (``worker``: their options)."""
+    sock = _listen(config.host, config.port)
+    stores = await store.open()
+    runtime = Runtime(stores, _data_dir(store), Pipeline())
+    task = asyncio.create_task(_flusher(runtime))
+    banner = f"Service Topology server, store {store.describe()}"
+    if kafka is None:
+        return await _serve(sock, config, stores, runtime, [task], banner)
+    from ingest.topics import Topics
+    from service.consumers import Consumers
+
+    consumers = Consumers(stores, kafka.bootstrap, Topics(kafka.topic_prefix), options=worker)
+    consumers.start()
+    banner += f", consuming Kafka at {kafka.bootstrap}"
+    return await _serve(sock, config, stores, runtime, [task], banner, consumers)

@@ -1,0 +1,151 @@
+"""The settings of the ``topology`` commands, declared once (:mod:`topology.settings` explains how).
+
+=====================  =========================================================================
+group                  used by
+=====================  =========================================================================
+``LogSettings``        every command (``--log-level``, before or after the command name)
+``ServiceConfig``      ``demo``, ``serve``: the GraphQL server (:mod:`service.config`)
+``StoreSettings``      ``demo``, ``serve``, ``ingest``
+``KafkaSettings``      ``serve --kafka``, ``simulate --kafka``, ``ingest``
+``FleetSettings``      ``demo``, ``simulate``: the simulated fleet
+``DemoSettings``       ``demo``
+``ServeSettings``      ``serve``
+``SimulateSettings``   ``simulate``
+``IngestSettings``,    ``ingest`` (:mod:`ingest.main`; the worker settings also tune the workers of
+``WorkerSettings``     ``serve --kafka``)
+=====================  =========================================================================
+
+Every flag falls back to its variable, then to its default; :func:`documented` lists them all for the
+README's configuration table (a test keeps the two equal).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ingest.main import IngestSettings, WorkerSettings
+from service.config import ServiceConfig
+from topology.settings import (
+    ConfigError,
+    KafkaSettings,
+    LogSettings,
+    Row,
+    StoreSettings,
+    parse_bool,
+    parse_duration,
+    parse_not_negative,
+    parse_positive,
+    rows,
+    setting,
+)
+from topology.sim.generator import MIN_SERVICES
+
+__all__ = ["DemoSettings", "FleetSettings", "ServeSettings", "SimulateSettings", "documented"]
+
+
+def _fleet_size(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise ValueError(f"expected a number of services, got {text!r}") from None
+    if n < MIN_SERVICES:
+        raise ValueError(f"the simulated fleet needs at least {MIN_SERVICES} services, got {n}")
+    return n
+
+
+def kafka_switch(text: str) -> bool | str:
+    """``--kafka`` alone (or ``true``) uses KAFKA_BOOTSTRAP; ``--kafka HOST:PORT`` names the servers."""
+    try:
+        return parse_bool(text)
+    except ValueError:
+        if ":" not in text:
+            raise ValueError(f"expected true, false or bootstrap servers HOST:PORT, got {text!r}") from None
+        return text
+
+
+@dataclass(frozen=True, slots=True)
+class FleetSettings:
+    services: int = setting(1000, "TOPOLOGY_SERVICES", "services of the simulated fleet", flag="--services",
+                            parse=_fleet_size, metavar="N")
+    seed: int = setting(42, "TOPOLOGY_SEED", "seed of the simulated fleet and its traffic", flag="--seed",
+                        metavar="S")
+    truth: str | None = setting(None, "TOPOLOGY_TRUTH",
+                                "write the simulator's ground truth JSON to this file", flag="--truth",
+                                metavar="FILE")
+
+
+@dataclass(frozen=True, slots=True)
+class DemoSettings:
+    step: float = setting(5.0, "TOPOLOGY_DEMO_STEP", "seconds of traffic per simulator step",
+                          flag="--step", parse=parse_positive, metavar="SECONDS")
+    backfill: float = setting(35 * 60.0, "TOPOLOGY_DEMO_BACKFILL",
+                              "history simulated at start-up (so `at: 30 min ago` answers at once)",
+                              flag="--backfill", parse=parse_duration, shown="35m", metavar="DURATION")
+
+
+@dataclass(frozen=True, slots=True)
+class ServeSettings:
+    kafka: bool | str = setting(False, "TOPOLOGY_SERVE_KAFKA",
+                                "also run the terminal Kafka workers (stage 3, catalog) in the server; "
+                                "BOOTSTRAP overrides KAFKA_BOOTSTRAP",
+                                flag="--kafka", parse=kafka_switch, metavar="BOOTSTRAP", const="true")
+
+
+@dataclass(frozen=True, slots=True)
+class SimulateSettings:
+    minutes: float = setting(10.0, "TOPOLOGY_SIMULATE_MINUTES", "simulated minutes to emit", flag="--minutes",
+                             parse=parse_positive, metavar="M")
+    step: float = setting(10.0, "TOPOLOGY_SIMULATE_STEP", "seconds of traffic per simulator step",
+                          flag="--step", parse=parse_positive, metavar="SECONDS")
+    start: float | None = setting(None, "TOPOLOGY_SIMULATE_START",
+                                  "simulated start time in epoch seconds (none: now minus --minutes)",
+                                  flag="--start", metavar="EPOCH")
+    out: str | None = setting(None, "TOPOLOGY_SIMULATE_OUT", "write the payloads under this directory",
+                              flag="--out", metavar="DIR")
+    http: str | None = setting(None, "TOPOLOGY_SIMULATE_HTTP",
+                               "POST the payloads to a `topology serve` at this base URL", flag="--http",
+                               metavar="URL")
+    kafka: bool | str = setting(False, "TOPOLOGY_SIMULATE_KAFKA",
+                                "publish the payloads to the Kafka topics; "
+                                "BOOTSTRAP overrides KAFKA_BOOTSTRAP",
+                                flag="--kafka", parse=kafka_switch, metavar="BOOTSTRAP", const="true")
+    rate: float = setting(0.0, "TOPOLOGY_SIMULATE_RATE", "simulated seconds per wall second (0: as fast as "
+                          "possible)", flag="--rate", parse=parse_not_negative, metavar="X")
+
+    def __post_init__(self) -> None:
+        if not (self.out or self.http or self.kafka):
+            raise ConfigError("nowhere to send the simulated traffic: give --out DIR, --http URL or --kafka "
+                              "[BOOTSTRAP] (or TOPOLOGY_SIMULATE_OUT, _HTTP, _KAFKA)")
+        if self.http and not self.http.startswith(("http://", "https://")):
+            raise ConfigError(f"TOPOLOGY_SIMULATE_HTTP: expected an http(s) URL, got {self.http!r}")
+
+
+# every group, in the README's order
+GROUPS: tuple[type, ...] = (LogSettings, ServiceConfig, StoreSettings, KafkaSettings, FleetSettings,
+                            DemoSettings, ServeSettings, SimulateSettings, IngestSettings, WorkerSettings)
+
+
+def documented() -> list[Row]:
+    """Every setting of every command, as the README's configuration table lists them."""
+    return [row for group in GROUPS for row in rows(group)]
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def markdown_row(row: Row) -> str:
+    default = row.default if row.default == "none" or " " in row.default else f"`{row.default}`"
+    flag = f"`{row.flag}`" if row.flag else ""
+    return f"| `{row.env}` | {flag} | {_cell(default)} | {_cell(row.meaning)} |"
+
+
+def markdown() -> str:
+    """The README's configuration table (``python -m service.settings`` prints it)."""
+    lines = ["| variable | flag | default | meaning |", "|---|---|---|---|"]
+    return "\n".join(lines + [markdown_row(r) for r in documented()])
+
+
+if __name__ == "__main__":
+    print(markdown())
+
