@@ -8,13 +8,14 @@ entirely; this worker only dead-letters the bad ones so they are seen and counte
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ingest.logic import Added, PartitionLogic, Rejected, StageSpec
+from ingest.admission import admitted, produced
+from ingest.logic import Added, PartitionLogic, StageSpec
 from ingest.record import Partition, Record
 from ingest.topics import Topics
+from topology.admit import Admission, admit_catalog, admit_health, admit_leases
 from topology.catalog import AddressLease, HealthEvent, ServiceInfo
 from topology.store.base import Stores
 
@@ -28,17 +29,17 @@ class MetaSpec(StageSpec):
     def __init__(self, topics: Topics, stores: Stores) -> None:
         self.topics = topics
         self.stores = stores
-        self.parsers: dict[str, Callable[[dict[str, Any]], Any]] = {
-            topics.catalog: ServiceInfo.from_dict,
-            topics.health: HealthEvent.from_dict,
-            topics.addresses: AddressLease.from_dict,
+        self.admit: dict[str, Callable[[bytes, float | None], Admission[list[Any]]]] = {
+            topics.catalog: admit_catalog,
+            topics.health: admit_health,
+            topics.addresses: admit_leases,
         }
 
     def inputs(self) -> tuple[str, ...]:
         return (self.topics.catalog, self.topics.health, self.topics.addresses)
 
     def new_partition(self, tp: Partition, state: Any) -> PartitionLogic:
-        return _Meta(self.parsers[tp.topic])
+        return _Meta(self.admit[tp.topic])
 
     async def write(self, outputs: Sequence[Any]) -> int:
         services = [o for o in outputs if isinstance(o, ServiceInfo)]
@@ -52,19 +53,15 @@ class MetaSpec(StageSpec):
 
 
 class _Meta(PartitionLogic):
-    def __init__(self, parse: Callable[[dict[str, Any]], Any]) -> None:
-        self.parse = parse
+    def __init__(self, admit: Callable[[bytes, float | None], Admission[list[Any]]]) -> None:
+        self.admit = admit
         self.pending: list[Any] = []
         self.count = {"records": 0, "leases": 0}
 
     def add(self, record: Record, items: list[Any] | None, now: float) -> Added:
         if record.value is None:
             return Added()  # a compaction tombstone
-        try:
-            raw = json.loads(record.value)
-            parsed = [self.parse(d) for d in (raw if isinstance(raw, list) else [raw])]
-        except (ValueError, TypeError, KeyError, AttributeError) as e:
-            raise Rejected(f"bad {self.parse.__qualname__.split('.')[0]} record: {e}") from None
+        parsed, _ = admitted(self.admit(record.value, produced(record)))
         for p in parsed:
             if isinstance(p, AddressLease):
                 self.count["leases"] += 1

@@ -14,7 +14,6 @@ partition; both stages therefore read the address leases (``topology.addresses``
 from __future__ import annotations
 
 import copy
-import json
 import math
 from typing import Any
 
@@ -23,8 +22,7 @@ from ingest.logic import Added, Emit, PartitionLogic, Rejected, StageSpec
 from ingest.record import Partition, Record
 from ingest.topics import Topics
 from topology.address import AddressBook
-from topology.admit import admit_flows, admit_vpcflows
-from topology.catalog import AddressLease
+from topology.admit import admit_flows, admit_leases, admit_vpcflows
 from topology.model import EdgePartial
 from topology.stages.network_stage1 import FlowAggregate, FlowAggregates, NetworkStage1
 from topology.stages.network_stage2 import NetworkStage2
@@ -38,12 +36,13 @@ def edge_route(p: EdgePartial) -> str:
 
 
 def apply_lease(book: AddressBook, record: Record) -> None:
-    """Add one ``topology.addresses`` record (a lease JSON object, or a list of them) to ``book``."""
+    """Add one ``topology.addresses`` record (a lease JSON object, or a list of them) to ``book``;
+    raises Rejected for what admission rejects (the meta worker dead-letters those)."""
     if record.value is None:
         return  # a compaction tombstone
-    raw = json.loads(record.value)
-    for d in raw if isinstance(raw, list) else [raw]:
-        book.add(AddressLease.from_dict(d))
+    leases, _ = admitted(admit_leases(record.value, produced(record)))
+    for lease in leases:
+        book.add(lease)
 
 
 class LeaseReader:
