@@ -3,6 +3,7 @@ exit, never a traceback; settings from the environment apply; the HTTP client st
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -15,6 +16,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from topology.store.embedded import open_stores
 
 ROOT = Path(__file__).resolve().parents[2]
 TOPOLOGY = [sys.executable, "-m", "service.cli"]
@@ -194,3 +197,13 @@ def test_topology_port_applies_and_simulate_http_is_quiet(server: tuple[int, sub
     body = httpx.post(f"http://127.0.0.1:{port}/graphql", json={"query": query}, timeout=10).json()
     assert "errors" not in body, body
     assert len(body["data"]["services"]["edges"]) >= 20, body
+
+
+def test_a_data_dir_held_by_another_process_is_one_line(tmp_path: Path) -> None:
+    held = open_stores(tmp_path / "d")  # this process holds the directory
+    try:
+        r = _run("serve", "--embedded", str(tmp_path / "d"), "--port", str(_free_port()))
+    finally:
+        asyncio.run(held.close())
+    assert r.returncode == 1
+    _one_line_error(r.stderr, "topology serve", str(tmp_path / "d"))
