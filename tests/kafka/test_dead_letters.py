@@ -63,7 +63,7 @@ async def test_bad_records_go_to_the_dead_letter_topic_and_the_workers_go_on(
         ("flows", flow_batch([4_102_444_800_000]), "more than a day after"),  # the year 2100
         ("flows", flow_batch([1_000]), "before 2000-01-01"),
         ("vpcflows", b"2 123456789012 eni-1 not-an-ip 10.0.0.2 1 2 6 1 1 1700000000 1700000001 ACCEPT OK",
-         "malformed flow-log line 1"),
+         "flow-log line 1: field 'srcaddr' is not an IP address"),
         ("otlp_spans", truncated_spans, "not a valid protobuf"),
         ("otlp_metrics", os.urandom(64), "ExportMetricsServiceRequest"),
         ("otlp_metrics", metrics_request(1_000), "before 2000-01-01"),
