@@ -27,7 +27,8 @@ import numpy as np
 from bench.machine import header, percentiles
 from topology import query
 from topology.model import ALL_LAYERS, Direction, EdgeKey, EdgeWindow, Granularity, Layer, NodeKind
-from topology.stats import N_BUCKETS, EdgeStats
+from topology.sketch import LatencySketch, bucket_of
+from topology.stats import EdgeStats
 from topology.store.base import Stores
 from topology.store.embedded import open_stores
 from topology.store.embedded_layer import DEFAULT_HOT_MINUTES
@@ -105,8 +106,8 @@ class Fleet:
                 )
             else:
                 b = int(i % 12) + 2
-                lat = [0] * N_BUCKETS
-                lat[b], lat[b + 1], lat[b + 2] = r // 2, r // 3, r - r // 2 - r // 3
+                k = bucket_of(0.001 * 2**b)  # 3 neighbouring buckets (real shapes: bench/stats_size.py)
+                lat = LatencySketch.from_counts({k: r // 2, k + 1: r // 3, k + 2: r - r // 2 - r // 3})
                 if layer is Layer.IPC:
                     s = EdgeStats(
                         first_seen=first,
@@ -114,20 +115,19 @@ class Fleet:
                         protocol="http",
                         requests=r,
                         errors=r // 100,
-                        latency=tuple(lat),
+                        latency=lat,
                         latency_sum=float(r * 0.004 * 2**b / 4),
                         endpoints=(f"GET /v1/{dst[-3:]}", "POST /v1/items"),
                     )
                 else:
                     r = r // 100 + 1
-                    lat = [0] * N_BUCKETS
-                    lat[b] = r
+                    lat = LatencySketch.from_counts({k: r})
                     s = EdgeStats(
                         first_seen=first,
                         last_seen=last,
                         requests=r,
                         errors=int(i % 50 == 0),
-                        latency=tuple(lat),
+                        latency=lat,
                         latency_sum=float(r * 0.001 * 2**b),
                         exemplars=(f"{minute:08x}{int(i):024x}",),
                         connection_type="database" if kind is NodeKind.DATABASE else None,

@@ -21,11 +21,13 @@ from topology.stats import EdgeStats
 
 __all__ = [
     "DURATION_SCALAR",
+    "LONG_SCALAR",
     "SCALAR_MAP",
     "Duration",
     "HealthStatus",
     "LayerEdge",
     "Links",
+    "Long",
     "Owner",
     "PageInfo",
     "TopologyEdge",
@@ -65,7 +67,39 @@ DURATION_SCALAR = strawberry.scalar(
     parse_value=_parse_duration_value,
 )
 
-SCALAR_MAP: dict[object, ScalarDefinition] = {Duration: DURATION_SCALAR}
+
+
+def _parse_long_value(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError("a Long is a whole number")
+    try:
+        n = int(value)
+    except ValueError:
+        raise ValueError(f"a Long is a whole number, got {value!r}") from None
+    if not -(2**63) <= n < 2**63:
+        raise ValueError(f"a Long is a 64-bit signed integer, got {value!r}")
+    return n
+
+
+Long = NewType("Long", int)
+"""A counter or byte total that can pass 2**31; the GraphQL scalar is :data:`LONG_SCALAR`."""
+
+LONG_SCALAR = strawberry.scalar(
+    name="Long",
+    description="A 64-bit signed integer (counters and byte totals), serialized as a JSON number. "
+    "JavaScript reads it exactly up to 2^53 (9007199254740992); GraphQL's Int stops at 2^31 - 1.",
+    serialize=int,
+    parse_value=_parse_long_value,
+)
+
+SCALAR_MAP: dict[object, ScalarDefinition] = {Duration: DURATION_SCALAR, Long: LONG_SCALAR}
+
+#: Latencies and durations are shown in milliseconds with this many decimals (microseconds).
+_MS_DECIMALS = 3
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000.0, _MS_DECIMALS)
 
 
 def epoch_to_datetime(t: float | None) -> datetime | None:
@@ -115,7 +149,7 @@ class TraceSummary:
     root_service: str
     root_name: str
     start: datetime
-    duration_ms: float
+    duration_ms: float = strawberry.field(description="Milliseconds, rounded to the microsecond.")
     spans: int
     error: bool
     services: list[str]
@@ -127,11 +161,17 @@ class TraceSummary:
             root_service=t.root_service,
             root_name=t.root_name,
             start=datetime.fromtimestamp(t.start, tz=UTC),
-            duration_ms=t.duration * 1000.0,
+            duration_ms=round(t.duration * 1000.0, _MS_DECIMALS),
             spans=t.spans,
             error=t.error,
             services=list(t.services),
         )
+
+
+_LATENCY_DOC = (
+    "{} latency in milliseconds (rounded to the microsecond), within 2% of the exact figure: "
+    "latencies are kept in exponential histograms with buckets at most 2.2% wide."
+)
 
 
 @strawberry.type(description="What one layer saw of an edge over the time range asked about.")
@@ -140,16 +180,17 @@ class LayerEdge:
     protocol: str | None
     ports: list[int]
     endpoints: list[str]
-    requests: int
-    errors: int
+    requests: Long
+    errors: Long
     request_rate: float | None = strawberry.field(description="Requests per second over the range.")
     error_rate: float | None = strawberry.field(description="Errors / requests (0..1).")
-    latency_p50: float | None = strawberry.field(description="Median latency in milliseconds.")
-    latency_p99: float | None = strawberry.field(description="99th percentile latency in milliseconds.")
-    bytes: int = strawberry.field(description="Bytes in both directions.")
-    bytes_sent: int
-    bytes_received: int
-    connections: int
+    latency_p50: float | None = strawberry.field(description=_LATENCY_DOC.format("Median"))
+    latency_p90: float | None = strawberry.field(description=_LATENCY_DOC.format("90th percentile"))
+    latency_p99: float | None = strawberry.field(description=_LATENCY_DOC.format("99th percentile"))
+    bytes: Long = strawberry.field(description="Bytes in both directions.")
+    bytes_sent: Long
+    bytes_received: Long
+    connections: Long
     first_seen: datetime | None
     last_seen: datetime | None
     intermediaries: list[str] = strawberry.field(
@@ -161,8 +202,6 @@ class LayerEdge:
 
     @classmethod
     def from_stats(cls, layer: Layer, s: EdgeStats, range_seconds: float) -> LayerEdge:
-        p50 = s.latency_quantile(0.5)
-        p99 = s.latency_quantile(0.99)
         try:
             health = HealthState(s.health)
         except ValueError:
@@ -172,16 +211,17 @@ class LayerEdge:
             protocol=s.protocol,
             ports=list(s.ports),
             endpoints=list(s.endpoints),
-            requests=s.requests,
-            errors=s.errors,
+            requests=Long(s.requests),
+            errors=Long(s.errors),
             request_rate=s.requests / range_seconds if s.requests and range_seconds > 0 else None,
             error_rate=s.error_rate,
-            latency_p50=None if p50 is None else p50 * 1000.0,
-            latency_p99=None if p99 is None else p99 * 1000.0,
-            bytes=s.bytes_sent + s.bytes_received,
-            bytes_sent=s.bytes_sent,
-            bytes_received=s.bytes_received,
-            connections=s.connections,
+            latency_p50=_ms(s.latency_quantile(0.5)),
+            latency_p90=_ms(s.latency_quantile(0.9)),
+            latency_p99=_ms(s.latency_quantile(0.99)),
+            bytes=Long(s.bytes_sent + s.bytes_received),
+            bytes_sent=Long(s.bytes_sent),
+            bytes_received=Long(s.bytes_received),
+            connections=Long(s.connections),
             first_seen=epoch_to_datetime(s.first_seen),
             last_seen=epoch_to_datetime(s.last_seen),
             intermediaries=list(s.intermediaries),

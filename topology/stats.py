@@ -14,27 +14,15 @@ the result does not depend on merge order), which makes roll-ups and replays det
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
-# Latency histogram: bucket i counts observations <= LATENCY_BOUNDS[i]; the last bucket is overflow.
-# 1 ms * 2**k for k in 0..20 (1 ms .. ~17.5 min).
-LATENCY_BOUNDS: tuple[float, ...] = tuple(0.001 * 2**k for k in range(21))
-N_BUCKETS = len(LATENCY_BOUNDS) + 1
+from topology.sketch import EMPTY, LatencySketch
 
 MAX_PORTS = 16
 MAX_INTERMEDIARIES = 16
 MAX_ENDPOINTS = 64
 MAX_EXEMPLARS = 5
-
-
-def bucket_index(seconds: float) -> int:
-    """The latency bucket an observation of ``seconds`` falls into."""
-    if not seconds > 0:  # also catches NaN
-        return 0
-    i = max(0, math.ceil(math.log2(seconds / 0.001) - 1e-9))
-    return min(i, N_BUCKETS - 1)
 
 
 def _bounded_union(a: tuple[Any, ...], b: tuple[Any, ...], limit: int) -> tuple[Any, ...]:
@@ -45,17 +33,9 @@ def _bounded_union(a: tuple[Any, ...], b: tuple[Any, ...], limit: int) -> tuple[
     return tuple(sorted(set(a) | set(b))[:limit])
 
 
-def _add_hist(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
-    if not b:
-        return a
-    if not a:
-        return b
-    return tuple(x + y for x, y in zip(a, b, strict=True))
-
-
-def _max_hist(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
+def _max_sketch(a: LatencySketch, b: LatencySketch) -> LatencySketch:
     # The side with more observations is the better picture of the same traffic.
-    return a if sum(a) >= sum(b) else b
+    return a if a.total >= b.total else b
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +50,7 @@ class EdgeStats:
     intermediaries: tuple[str, ...] = ()  # load balancers, NAT gateways, proxies collapsed into this edge
     requests: int = 0
     errors: int = 0
-    latency: tuple[int, ...] = ()  # counts per LATENCY_BOUNDS bucket (+ overflow); () = not measured
+    latency: LatencySketch = EMPTY  # seconds; the empty sketch (false) = not measured
     latency_sum: float = 0.0  # seconds, over all requests counted in ``latency``
     endpoints: tuple[str, ...] = ()  # sorted, at most MAX_ENDPOINTS
     exemplars: tuple[str, ...] = ()  # trace ids (hex), sorted, at most MAX_EXEMPLARS
@@ -91,7 +71,7 @@ class EdgeStats:
             intermediaries=_bounded_union(self.intermediaries, other.intermediaries, MAX_INTERMEDIARIES),
             requests=self.requests + other.requests,
             errors=self.errors + other.errors,
-            latency=_add_hist(self.latency, other.latency),
+            latency=self.latency.merge(other.latency),
             latency_sum=self.latency_sum + other.latency_sum,
             endpoints=_bounded_union(self.endpoints, other.endpoints, MAX_ENDPOINTS),
             exemplars=_bounded_union(self.exemplars, other.exemplars, MAX_EXEMPLARS),
@@ -101,7 +81,7 @@ class EdgeStats:
 
     def merge_max(self, other: EdgeStats) -> EdgeStats:
         """Combine two views of the *same* traffic (client side and server side)."""
-        self_lat = sum(self.latency) >= sum(other.latency)
+        self_lat = self.latency.total >= other.latency.total
         return EdgeStats(
             first_seen=_min_seen(self.first_seen, other.first_seen),
             last_seen=max(self.last_seen, other.last_seen),
@@ -113,7 +93,7 @@ class EdgeStats:
             intermediaries=_bounded_union(self.intermediaries, other.intermediaries, MAX_INTERMEDIARIES),
             requests=max(self.requests, other.requests),
             errors=max(self.errors, other.errors),
-            latency=_max_hist(self.latency, other.latency),
+            latency=_max_sketch(self.latency, other.latency),
             latency_sum=self.latency_sum if self_lat else other.latency_sum,
             endpoints=_bounded_union(self.endpoints, other.endpoints, MAX_ENDPOINTS),
             exemplars=_bounded_union(self.exemplars, other.exemplars, MAX_EXEMPLARS),
@@ -127,19 +107,8 @@ class EdgeStats:
         return self.errors / self.requests if self.requests else None
 
     def latency_quantile(self, q: float) -> float | None:
-        """Estimated latency quantile in seconds (linear inside the bucket), None if unmeasured."""
-        total = sum(self.latency)
-        if not total:
-            return None
-        rank = q * total
-        seen = 0
-        for i, n in enumerate(self.latency):
-            if n and seen + n >= rank:
-                lo = 0.0 if i == 0 else LATENCY_BOUNDS[i - 1]
-                hi = LATENCY_BOUNDS[i] if i < len(LATENCY_BOUNDS) else LATENCY_BOUNDS[-1] * 2
-                return lo + (hi - lo) * ((rank - seen) / n)
-            seen += n
-        return LATENCY_BOUNDS[-1] * 2
+        """Estimated latency quantile in seconds (see :mod:`topology.sketch`), None if unmeasured."""
+        return self.latency.quantile(q)
 
     # -- wire ------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -148,7 +117,7 @@ class EdgeStats:
         for name in _FIELDS:
             v = getattr(self, name)
             if v != _DEFAULTS[name]:
-                d[name] = list(v) if isinstance(v, tuple) else v
+                d[name] = v.to_json() if name == "latency" else list(v) if isinstance(v, tuple) else v
         return d
 
     @classmethod
@@ -157,18 +126,27 @@ class EdgeStats:
         for name, v in d.items():
             if name not in _DEFAULTS:
                 continue
-            kw[name] = tuple(v) if isinstance(_DEFAULTS[name], tuple) else v
-        if "latency" in kw and kw["latency"] and len(kw["latency"]) != N_BUCKETS:
-            raise ValueError(f"latency histogram needs {N_BUCKETS} buckets, got {len(kw['latency'])}")
+            kw[name] = tuple(v) if isinstance(_DEFAULTS[name], tuple) and name != "latency" else v
+        if "latency" in kw:
+            kw["latency"] = latency_from_json(kw["latency"])
         return cls(**kw)
 
 
-def latency_histogram(samples_seconds: list[float] | tuple[float, ...]) -> tuple[int, ...]:
-    """Histogram of a list of observations, in the shared bucket layout."""
-    counts = [0] * N_BUCKETS
-    for s in samples_seconds:
-        counts[bucket_index(s)] += 1
-    return tuple(counts)
+#: Buckets of the power-of-two histogram stored before latency sketches (read, never written).
+OLD_LATENCY_BUCKETS = 22
+
+
+def latency_from_json(v: Any) -> LatencySketch:
+    """A stored latency: the sketch's JSON object (:meth:`LatencySketch.to_json`), or the list of the
+    old 22-bucket power-of-two histogram, converted (:meth:`LatencySketch.from_power_of_two`)."""
+    if isinstance(v, dict):
+        return LatencySketch.from_json(v)
+    if isinstance(v, list | tuple):
+        if not v:
+            return EMPTY
+        if len(v) == OLD_LATENCY_BUCKETS and all(type(x) is int and x >= 0 for x in v):
+            return LatencySketch.from_power_of_two(v)
+    raise ValueError(f"a stored latency is a sketch or a {OLD_LATENCY_BUCKETS}-bucket list, got {v!r:.80}")
 
 
 _HEALTH_ORDER = {"UNKNOWN": 0, "HEALTHY": 1, "DEGRADED": 2, "UNHEALTHY": 3}

@@ -19,7 +19,8 @@ from collections.abc import Iterable, Sequence
 
 from topology.catalog import HealthEvent, HealthState, Owner, ServiceInfo, TraceSummary
 from topology.model import EdgeKey, EdgeWindow, Granularity, Layer, NodeInfo, NodeKind
-from topology.stats import EdgeStats, latency_histogram
+from topology.sketch import LatencySketch
+from topology.stats import EdgeStats
 from topology.store.base import Stores
 
 NOW = 1_800_000_000.0  # a multiple of 60: window boundaries are easy to reason about
@@ -35,9 +36,9 @@ NET_API_ORDERS = EdgeStats(first_seen=LIVE, last_seen=LIVE + 59, protocol="tcp",
                            intermediaries=("orders-lb",))
 IPC_API_ORDERS = EdgeStats(first_seen=LIVE, last_seen=LIVE + 59, protocol="grpc", requests=900, errors=9,
                            endpoints=("orders.Orders/Get", "orders.Orders/List"),
-                           latency=latency_histogram([0.003] * 890 + [0.2] * 10), latency_sum=4.67)
+                           latency=LatencySketch.of([0.003] * 890 + [0.2] * 10), latency_sum=4.67)
 TRACE_API_ORDERS = EdgeStats(first_seen=LIVE + 1, last_seen=LIVE + 58, requests=9, errors=1,
-                             latency=latency_histogram([0.003] * 9), latency_sum=0.027,
+                             latency=LatencySketch.of([0.003] * 9), latency_sum=0.027,
                              exemplars=("0af7651916cd43dd8448eb211c80319c",))
 
 
@@ -91,7 +92,8 @@ HEALTH: list[HealthEvent] = [
 TRACES: list[TraceSummary] = [
     TraceSummary("0af7651916cd43dd8448eb211c80319c", "edge-gateway", "GET /checkout", LIVE + 1, 0.120, 7,
                  False, ("edge-gateway", "api", "orders")),
-    TraceSummary("1bf7651916cd43dd8448eb211c80319d", "edge-gateway", "GET /orders", LIVE + 30, 0.050, 4,
+    TraceSummary("1bf7651916cd43dd8448eb211c80319d", "edge-gateway", "GET /orders", LIVE + 30,
+                 0.0065582080000000005, 4,
                  True, ("edge-gateway", "api", "orders")),
 ]
 

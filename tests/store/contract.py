@@ -28,16 +28,20 @@ from __future__ import annotations
 
 import abc
 import itertools
+import math
 import random
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 import pytest
 
 from topology.catalog import HealthEvent, HealthState, Owner, ServiceInfo, TraceSummary
 from topology.model import (
     Direction,
     EdgeKey,
+    EdgePartial,
     EdgeSummary,
     EdgeWindow,
     Granularity,
@@ -45,8 +49,11 @@ from topology.model import (
     NodeInfo,
     NodeKind,
     Reached,
+    Side,
 )
-from topology.stats import N_BUCKETS, EdgeStats, latency_histogram
+from topology.sketch import LatencySketch
+from topology.stages.final import FinalStage
+from topology.stats import EdgeStats
 from topology.store.base import ServiceFilter, Stores
 from topology.timewindow import DAY, HOUR, MINUTE, Retention, TimeRange
 
@@ -144,6 +151,60 @@ def merged(windows: Sequence[EdgeWindow]) -> EdgeStats:
 LIVE_NOW = T0 + 2 * HOUR
 LIVE = TimeRange(LIVE_NOW - 15 * MINUTE, LIVE_NOW)
 
+
+# -- latency accuracy ----------------------------------------------------------------------------
+LATENCY_SHAPES = ("constant", "bimodal", "lognormal", "exponential")
+QUANTILES = (0.5, 0.9, 0.99)
+MAX_QUANTILE_ERROR = 0.02  # relative, against numpy.quantile of every observation
+
+
+def latency_samples(shape: str, n: int, seed: int = 7) -> npt.NDArray[np.float64]:
+    """``n`` call latencies in seconds of a named shape (the bimodal one: 80% fast, 20% slow)."""
+    rng = np.random.default_rng(seed)
+    if shape == "constant":
+        return np.full(n, 0.0425)
+    if shape == "bimodal":
+        fast, slow = rng.normal(0.004, 0.0004, n), rng.normal(0.25, 0.02, n)
+        return np.where(rng.random(n) < 0.8, fast, slow)
+    if shape == "lognormal":
+        return rng.lognormal(math.log(0.012), 0.7, n)
+    if shape == "exponential":
+        return rng.exponential(0.05, n)
+    raise ValueError(shape)
+
+
+def latency_partials(
+    src: str, dst: str, samples: npt.NDArray[np.float64], first: int, minutes: int, layer: Layer = IPC
+) -> list[EdgePartial]:
+    """Per minute: the minute's calls as two CLIENT reports (stage 3 adds them) and a SERVER report
+    of a few of them (stage 3 keeps the side with more observations)."""
+    out: list[EdgePartial] = []
+    key = EdgeKey(layer, APP, src, dst)
+    for m, part in enumerate(np.array_split(samples, minutes)):
+        start = first + m * MINUTE
+        values = part.tolist()
+        half = len(values) // 2
+        for side, chunk in ((Side.CLIENT, values[:half]), (Side.CLIENT, values[half:]),
+                            (Side.SERVER, values[:10])):
+            st = EdgeStats(float(start), float(start + 30), requests=len(chunk),
+                           latency=LatencySketch.of(chunk), latency_sum=float(sum(chunk)))
+            out.append(EdgePartial(key, start, MINUTE, side, st))
+    return out
+
+
+def assert_quantiles_close(got: EdgeStats, samples: npt.NDArray[np.float64], what: str) -> None:
+    assert got.latency.total == len(samples), what
+    for q in QUANTILES:
+        want = float(np.quantile(samples, q))
+        est = got.latency_quantile(q)
+        assert est is not None and abs(est - want) <= MAX_QUANTILE_ERROR * want, (what, q, est, want)
+
+
+def stage3_windows(partials: Sequence[EdgePartial], watermark: float) -> list[EdgeWindow]:
+    stage = FinalStage()
+    stage.add(partials)
+    return stage.flush(watermark)
+
 # The traversal graph (APP, NETWORK), every edge live:
 #   x -> a;  a -> b, a -> c;  b -> d, c -> d (diamond);  d -> e;  e -> b (cycle);  e -> f (f is a database)
 TRAVERSAL_EDGES = [
@@ -233,7 +294,7 @@ class StoreContract:
                 layer=IPC,
                 requests=10,
                 errors=1,
-                latency=latency_histogram([0.002, 0.1]),
+                latency=LatencySketch.of([0.002, 0.1]),
                 latency_sum=0.102,
                 endpoints=("GET /x",),
                 protocol="http",
@@ -245,7 +306,7 @@ class StoreContract:
                 layer=IPC,
                 requests=20,
                 errors=0,
-                latency=latency_histogram([0.5]),
+                latency=LatencySketch.of([0.5]),
                 latency_sum=0.5,
                 endpoints=("GET /y",),
             ),
@@ -257,7 +318,7 @@ class StoreContract:
         want = ws[0].stats.merge(ws[1].stats)
         assert e.stats == want
         assert e.stats.requests == 30 and e.stats.errors == 1 and e.stats.endpoints == ("GET /x", "GET /y")
-        assert len(e.stats.latency) == N_BUCKETS and sum(e.stats.latency) == 3
+        assert e.stats.latency.total == 3
         assert e.stats.first_seen == base and e.stats.last_seen == base + MINUTE + 59
         assert e.stats.protocol == "http"
         [all3] = await ipc.neighbors(["a"], UP, APP, LIVE, LIVE_NOW)
@@ -265,6 +326,32 @@ class StoreContract:
         # a range ending exactly where a window starts does not include it (half-open)
         [only0] = await ipc.neighbors(["a"], UP, APP, TimeRange(base - 60, base + MINUTE), LIVE_NOW)
         assert only0.stats == ws[0].stats
+
+    async def test_latency_quantiles_stay_within_2_percent_through_stage3_store_and_rollup(
+        self, stores_factory: StoresFactory
+    ) -> None:
+        stores = await stores_factory.fresh(Retention(minute=2 * HOUR, hour=2 * DAY, day=30 * DAY))
+        ipc = stores.layers[IPC]
+        per_minute = 150
+        samples = {shape: latency_samples(shape, 60 * per_minute) for shape in LATENCY_SHAPES}
+        partials = [p for shape, xs in samples.items() for p in latency_partials("a", shape, xs, T0, 60)]
+        windows = stage3_windows(partials, T0 + HOUR)
+        assert len(windows) == 60 * len(LATENCY_SHAPES)
+        await ipc.upsert_windows(windows)
+        now = T0 + HOUR + 5 * MINUTE
+        got = by_pair(await ipc.neighbors(["a"], UP, APP, TimeRange(T0, T0 + HOUR), now))
+        recent = by_pair(await ipc.neighbors(["a"], UP, APP, TimeRange(T0 + 50 * MINUTE, T0 + HOUR), now))
+        for shape, xs in samples.items():
+            assert_quantiles_close(got[("a", shape)], xs, f"{shape}: minutes")
+            assert_quantiles_close(recent[("a", shape)], xs[-10 * per_minute :], f"{shape}: last 10 minutes")
+        # rolled up into an hour, the minutes past retention: the hour answers alone
+        later = T0 + 3 * HOUR + 30 * MINUTE
+        await ipc.rollup(later)
+        assert (await ipc.window_count()).get(MINUTE, 0) == 0
+        hour = by_pair(await ipc.neighbors(["a"], UP, APP, TimeRange(T0, T0 + HOUR), later))
+        for shape, xs in samples.items():
+            assert_quantiles_close(hour[("a", shape)], xs, f"{shape}: hour")
+            assert hour[("a", shape)].latency == got[("a", shape)].latency
 
     async def test_edge_kinds_come_with_the_edges(self, stores: Stores) -> None:
         tr = stores.layers[TRACE]
@@ -338,7 +425,7 @@ class StoreContract:
                 layer=IPC,
                 requests=m + 1,
                 errors=m % 2,
-                latency=latency_histogram([0.001 * (m + 1)]),
+                latency=LatencySketch.of([0.001 * (m + 1)]),
                 latency_sum=0.001 * (m + 1),
                 endpoints=(f"/e{m % 3}",),
             )
@@ -821,7 +908,7 @@ class StoreContract:
         stores = await stores_factory.fresh(Retention(minute=2 * HOUR, hour=2 * DAY, day=30 * DAY))
         await self._traversal_graph(stores)
         await stores.layers[IPC].upsert_windows(
-            minutes("a", "b", T0, 3, layer=IPC, latency=latency_histogram([1.0]))
+            minutes("a", "b", T0, 3, layer=IPC, latency=LatencySketch.of([1.0]))
         )
         await stores.layers[IPC].rollup(LIVE_NOW)
         cat = stores.catalog

@@ -28,9 +28,11 @@ from tests.store.contract import (
     npairs,
     win,
 )
+from tests.topology.sketches import latencies
 from topology.catalog import HealthEvent, HealthState, TraceSummary
 from topology.model import Layer, NodeKind
-from topology.stats import N_BUCKETS, EdgeStats, latency_histogram
+from topology.sketch import EMPTY, LatencySketch
+from topology.stats import EdgeStats
 from topology.store import embedded_layer
 from topology.store.base import Stores, StoreUnavailable
 from topology.store.embedded import open_stores
@@ -202,9 +204,7 @@ stats_st = st.builds(
     intermediaries=st.lists(names_st, max_size=3).map(lambda x: tuple(sorted(set(x)))),
     requests=st.integers(0, 10**9),
     errors=st.integers(0, 10**6),
-    latency=st.one_of(
-        st.just(()), st.lists(st.integers(0, 10**6), min_size=N_BUCKETS, max_size=N_BUCKETS).map(tuple)
-    ),
+    latency=latencies,
     latency_sum=st.floats(0, 1e6),
     endpoints=st.lists(names_st, max_size=4).map(tuple),
     exemplars=st.lists(st.text("0123456789abcdef", min_size=1, max_size=4), max_size=3).map(tuple),
@@ -318,9 +318,9 @@ async def test_memory_and_disk_give_the_same_stats(tmp_path: pathlib.Path) -> No
                         T0 + m * MINUTE,
                         layer=IPC,
                         requests=rnd.randint(0, 100),
-                        latency=tuple(rnd.randint(0, 5) for _ in range(N_BUCKETS))
+                        latency=LatencySketch.of([rnd.expovariate(50) for _ in range(rnd.randint(1, 9))])
                         if rnd.random() < 0.7
-                        else (),
+                        else EMPTY,
                         latency_sum=rnd.random(),
                         endpoints=tuple(sorted(rnd.sample(["/a", "/b", "/c"], 2))),
                         exemplars=(f"{rnd.getrandbits(16):04x}",),
@@ -392,7 +392,7 @@ async def test_the_ring_saved_at_close_is_used_once(factory: EmbeddedFactory) ->
     stores = await factory.fresh()
     ipc = stores.layers[IPC]
     await ipc.upsert_windows(
-        minutes("a", "b", LIVE_NOW - 5 * MINUTE, 3, layer=IPC, latency=latency_histogram([0.2]))
+        minutes("a", "b", LIVE_NOW - 5 * MINUTE, 3, layer=IPC, latency=LatencySketch.of([0.2]))
     )
     want = await ipc.neighbors(["a"], UP, APP, LIVE, LIVE_NOW)
     again = await factory.reopen()  # clean close: the ring is saved, and taken at open

@@ -2,7 +2,7 @@
 
 Stage 1 (:class:`IpcStage1`) reads client and server call metrics (Spectator ``ipc.client.call`` /
 ``ipc.server.call``, OTel ``rpc.*`` and ``http.*`` durations, old and new names), turns cumulative
-series into deltas, re-buckets latencies into :data:`topology.stats.LATENCY_BOUNDS` and sums everything
+series into deltas, puts latencies into a :class:`topology.sketch.LatencySketch` and sums everything
 of one (side, local service, peer) into one :class:`IpcObservation` per window. The peer is kept as
 observed (an app name, or an IP address still to be resolved); a DNS name is reduced to its first label.
 
@@ -21,6 +21,14 @@ seen since the last flush are evicted first.
 Spectator timers exported as Sum/Gauge points carry a ``statistic`` attribute (count, totalTime, max): the
 count and totalTime of one series are joined per window and the count goes into the bucket of the mean.
 Gauges are taken as per-interval values (delta).
+
+Latency resolution: an exponential histogram in seconds keeps its own scale (finer than ours up to
+:data:`topology.sketch.MAX_SCALE`; bucket for bucket). An explicit-bucket histogram's count goes to the
+sketch bucket of its bucket's geometric middle ``sqrt(lo * hi)``: a quantile read from it is within a
+factor ``sqrt(hi / lo)`` of the truth (plus the sketch's 1.1%); for the first bucket ``(0, b0]`` the
+count sits at ``b0 / 2`` and for the overflow bucket ``(bn, inf)`` at ``2 bn`` (no bound: the sender
+did not measure more). A point whose counts are all in one bucket, and Spectator's count/totalTime,
+go to the bucket of the mean (exact up to the sketch's 1.1%).
 """
 
 from __future__ import annotations
@@ -41,7 +49,8 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from topology.address import AddressBook
 from topology.catalog import AddressKind
 from topology.model import EdgeKey, EdgePartial, Granularity, Layer, NodeKind, Side
-from topology.stats import LATENCY_BOUNDS, MAX_ENDPOINTS, N_BUCKETS, EdgeStats, bucket_index
+from topology.sketch import EMPTY, ZERO_THRESHOLD, LatencySketch, bucket_of
+from topology.stats import MAX_ENDPOINTS, EdgeStats
 from topology.wire.otlp import AttrValue, OtlpDecodeError, attribute, metrics_view
 
 WINDOW_SECONDS = 60
@@ -71,6 +80,14 @@ _CALLER_NAMES = ("ipc.client.app",)
 _CUMULATIVE = 2  # AggregationTemporality.AGGREGATION_TEMPORALITY_CUMULATIVE
 _STAT_COUNT = "count"
 _STAT_TOTAL = "totalTime"
+_ZERO = -(1 << 40)  # the key of zero-length calls in an accumulator's sketch buckets
+# An exponential histogram point's buckets: (scale, {index: count}, zero count)
+_ExpCounts = tuple[int, dict[int, int], int]
+
+
+def _bucket(seconds: float) -> int:
+    """The sketch bucket (at topology.sketch.SCALE) of one latency, or _ZERO."""
+    return bucket_of(seconds) if seconds > ZERO_THRESHOLD else _ZERO
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,8 +194,8 @@ class _Series:
 
 
 class _Acc:
-    __slots__ = ("endpoints", "errors", "first", "hist", "last", "lat_sum", "protocol", "raw", "requests",
-                 "runs")
+    __slots__ = ("endpoints", "errors", "fine", "first", "hist", "last", "lat_sum", "protocol", "raw",
+                 "requests", "runs")
 
     def __init__(self) -> None:
         # Explicit-bucket counts are summed as they come (per bucket layout, keyed by the id of its target
@@ -189,7 +206,8 @@ class _Acc:
         self.runs: list[list[Any]] = []
         self.requests = 0
         self.errors = 0
-        self.hist = [0] * N_BUCKETS
+        self.hist: dict[int, int] = {}  # sketch bucket (or _ZERO) -> calls
+        self.fine = EMPTY  # exponential histograms, kept at their own scale
         self.lat_sum = 0.0
         self.endpoints: set[str] = set()
         self.protocol: str | None = None
@@ -198,6 +216,7 @@ class _Acc:
 
     def __setstate__(self, state: Any) -> None:
         self.runs = []  # a checkpoint written before bucket runs existed has none pending
+        self.fine = EMPTY
         _restore_slots(self, state)
 
 
@@ -439,7 +458,8 @@ class IpcStage1:
             layout = s.layout
             hist = acc.hist
             if layout is None or len(layout[0]) != len(d) or len(d) < 2:
-                hist[bucket_index(dsum * scale / dcount)] += dcount
+                i = _bucket(dsum * scale / dcount)
+                hist[i] = hist.get(i, 0) + dcount
             elif len(d) - d.count(0) == 1:
                 # One bucket: the mean is exact, if it agrees with the bucket (else inconsistent data).
                 targets, edges = layout
@@ -447,7 +467,8 @@ class IpcStage1:
                 i = d.index(n)
                 mean = dsum * scale / n
                 inside = (i == 0 or mean > edges[i - 1]) and (i == len(edges) or mean <= edges[i])
-                hist[bucket_index(mean) if inside else targets[i]] += n
+                i = _bucket(mean) if inside else targets[i]
+                hist[i] = hist.get(i, 0) + n
             else:
                 targets = layout[0]
                 run = s.run
@@ -580,10 +601,10 @@ class IpcStage1:
                 acc.errors += n
             acc.lat_sum += dsum
             if hist is None:
-                acc.hist[bucket_index(dsum / n)] += n
+                i = _bucket(dsum / n)
+                acc.hist[i] = acc.hist.get(i, 0) + n
             else:
-                for i, x in enumerate(hist):
-                    acc.hist[i] += x
+                acc.fine = acc.fine.merge(hist)
             t = t_ns / 1e9
             acc.first, acc.last = min(acc.first, t), max(acc.last, t)
             if s.endpoint is not None:
@@ -592,31 +613,29 @@ class IpcStage1:
                 acc.protocol = s.protocol
 
     def _exponential(self, s: _Series, dp: Any, cumulative: bool,
-                     scale: float) -> tuple[int, float, list[int] | None]:
-        """(calls, seconds, histogram or None for "use the mean") of an exponential histogram point."""
+                     scale: float) -> tuple[int, float, LatencySketch | None]:
+        """(calls, seconds, sketch or None for "use the mean") of an exponential histogram point."""
         count: int = dp.count
         total: float = dp.sum
-        cur = _exponential_histogram(dp, scale)
+        cur = _exponential_counts(dp)
         if not cumulative:
-            return count, total * scale, cur
+            return count, total * scale, _exponential_sketch(cur, scale)
         start: int = dp.start_time_unix_nano
         if s.start < 0:
             s.start, s.value, s.total, s.counts = start, count, total, cur
             self.counters["baselines"] += 1
             return 0, 0.0, None
-        d: list[int] | None = cur
+        d: _ExpCounts | None = cur
         if start != s.start or count < s.value:
             self.counters["resets"] += 1
             dcount, dsum = count, total
         else:
             dcount, dsum = count - int(s.value), total - s.total
-            d = [a - b for a, b in zip(cur, s.counts, strict=True)]
-            if min(d) < 0:  # the sender changed the histogram's scale: fall back to the mean
-                d = None
+            d = _exponential_delta(cur, s.counts)  # None: the sender changed the scale: use the mean
         s.start, s.value, s.total, s.counts = start, count, total, cur
-        return dcount, dsum * scale, d
+        return dcount, dsum * scale, None if d is None else _exponential_sketch(d, scale)
 
-    def _summary(self, s: _Series, dp: Any, scale: float) -> tuple[int, float, list[int] | None]:
+    def _summary(self, s: _Series, dp: Any, scale: float) -> tuple[int, float, LatencySketch | None]:
         count: int = dp.count
         total: float = dp.sum
         start: int = dp.start_time_unix_nano
@@ -672,7 +691,8 @@ class IpcStage1:
             j = self._stats.pop(key)
             if j.count > 0 and j.total > 0:
                 n = round(j.count)
-                j.acc.hist[bucket_index(j.total / j.count)] += n
+                i = _bucket(j.total / j.count)
+                j.acc.hist[i] = j.acc.hist.get(i, 0) + n
                 j.acc.lat_sum += j.total
         out: list[IpcObservation] = []
         for key in sorted(k for k in self._accs if k[0] + ws <= watermark):
@@ -690,7 +710,8 @@ class IpcStage1:
             for targets, counts in raws.values():
                 for i, n in enumerate(counts):
                     if n:
-                        hist[targets[i]] += n
+                        t = targets[i]
+                        hist[t] = hist.get(t, 0) + n
             window, (side, service, peer, is_ip) = key
             stats = EdgeStats(
                 first_seen=acc.first,
@@ -698,7 +719,7 @@ class IpcStage1:
                 protocol=acc.protocol,
                 requests=acc.requests,
                 errors=acc.errors,
-                latency=tuple(acc.hist) if any(acc.hist) else (),
+                latency=LatencySketch.from_counts(hist, hist.pop(_ZERO, 0)).merge(acc.fine),
                 latency_sum=acc.lat_sum,
                 endpoints=tuple(sorted(acc.endpoints)[:MAX_ENDPOINTS]),
             )
@@ -712,7 +733,7 @@ class IpcStage1:
 
 
 def _rebucket(bounds: bytes, scale: float) -> _Layout:
-    """Target bucket per OTLP explicit bucket: the one holding the bucket's (geometric) middle."""
+    """Target sketch bucket per OTLP explicit bucket: the one holding the bucket's (geometric) middle."""
     if len(bounds) % 8:
         return (), ()
     b = tuple(x * scale for x in struct.unpack(f"<{len(bounds) // 8}d", bounds))
@@ -726,26 +747,35 @@ def _rebucket(bounds: bytes, scale: float) -> _Layout:
         else:
             hi = b[i]
             mid = math.sqrt(lo * hi) if lo > 0 else hi / 2
-        out.append(bucket_index(mid))
+        out.append(_bucket(mid))
     return tuple(out), b
 
 
-def _exponential_histogram(dp: Any, scale: float) -> list[int]:
-    """An OTLP exponential histogram point in the shared bucket layout (counts at each bucket's middle)."""
-    hist = [0] * N_BUCKETS
-    hist[0] += dp.zero_count
-    base = 2.0 ** (2.0 ** -dp.scale)
+def _exponential_counts(dp: Any) -> _ExpCounts:
+    """An OTLP exponential histogram point's buckets (negative values count as zero)."""
     pos = dp.positive
     offset: int = pos.offset
-    for i, n in enumerate(pos.bucket_counts):
-        if n:
-            try:
-                mid = base ** (offset + i + 0.5) * scale
-            except OverflowError:
-                mid = math.inf
-            hist[bucket_index(mid) if mid < LATENCY_BOUNDS[-1] * 4 else N_BUCKETS - 1] += n
-    hist[0] += sum(dp.negative.bucket_counts)
-    return hist
+    counts = {offset + i: n for i, n in enumerate(pos.bucket_counts) if n}
+    return dp.scale, counts, dp.zero_count + sum(dp.negative.bucket_counts)
+
+
+def _exponential_delta(cur: _ExpCounts, prev: _ExpCounts) -> _ExpCounts | None:
+    """``cur - prev`` of one cumulative series; None if the scale changed or a count went down."""
+    if cur[0] != prev[0] or cur[2] < prev[2]:
+        return None
+    now, before = cur[1], prev[1]
+    if any(now.get(i, 0) < n for i, n in before.items()):
+        return None
+    delta = {i: n - before.get(i, 0) for i, n in now.items()}
+    return cur[0], {i: n for i, n in delta.items() if n}, cur[2] - prev[2]
+
+
+def _exponential_sketch(c: _ExpCounts, unit_seconds: float) -> LatencySketch | None:
+    """The sketch of a point's (delta) buckets; None (use the mean) for a scale out of OTLP's range."""
+    scale, counts, zero = c
+    if not -10 <= scale <= 20:
+        return None
+    return LatencySketch.from_otlp(scale, counts, zero, unit_seconds)
 
 
 # -- stage 2 --------------------------------------------------------------------------------------

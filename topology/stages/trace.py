@@ -36,7 +36,8 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
 from topology.catalog import TraceSummary
 from topology.model import EdgeKey, EdgePartial, Granularity, Layer, NodeKind, Side
-from topology.stats import MAX_EXEMPLARS, N_BUCKETS, EdgeStats
+from topology.sketch import LatencySketch, bucket_of
+from topology.stats import MAX_EXEMPLARS, EdgeStats
 from topology.wire.otlp import OtlpDecodeError, attribute, spans_view
 
 WINDOW_SECONDS = 60
@@ -50,7 +51,6 @@ _MESSAGING = "messaging_system"
 _DATABASE = "database"
 _VIRTUAL = "virtual_node"
 _VIRTUAL_NAME_KEY_BYTES = tuple(k.encode() for k in _VIRTUAL_NAME_KEYS)
-_LAST_BUCKET = N_BUCKETS - 1
 
 # A waiting span: (arrived, service, cluster, kind, start_ns, end_ns, error, trace_id, raw attributes)
 _Pending = tuple[float, str, str | None, int, int, int, bool, bytes, tuple[bytes, ...]]
@@ -65,23 +65,16 @@ _ObsKey = tuple[int, str, str, str | None, str | None, _Shape]
 _Edge = tuple["_Acc", _Shape, str | None, str | None]  # calls, shape, source app, target app (CLUSTER)
 
 
-def bucket_ns(nanos: int) -> int:
-    """Latency bucket of a duration in nanoseconds (exact integer form of :func:`stats.bucket_index`)."""
-    if nanos <= 1_000_000:
-        return 0
-    i = ((nanos - 1) // 1_000_000).bit_length()
-    return i if i < _LAST_BUCKET else _LAST_BUCKET
-
-
 class _Acc:
     """Calls observed under one key: requests, errors, latency, first/last start, exemplar trace ids."""
 
-    __slots__ = ("errors", "exemplars", "first", "hist", "last", "lat_ns", "requests")
+    __slots__ = ("errors", "exemplars", "first", "hist", "last", "lat_ns", "requests", "zero")
 
     def __init__(self) -> None:
         self.requests = 0
         self.errors = 0
-        self.hist = [0] * N_BUCKETS
+        self.hist: dict[int, int] = {}  # latency sketch bucket (topology.sketch.SCALE) -> calls
+        self.zero = 0  # calls that took no time (<= 1 ns)
         self.lat_ns = 0
         self.first = 1 << 62
         self.last = 0
@@ -90,7 +83,10 @@ class _Acc:
     def merge(self, other: _Acc) -> None:
         self.requests += other.requests
         self.errors += other.errors
-        self.hist = [a + b for a, b in zip(self.hist, other.hist, strict=True)]
+        hist = self.hist
+        for i, n in other.hist.items():
+            hist[i] = hist.get(i, 0) + n
+        self.zero += other.zero
         self.lat_ns += other.lat_ns
         self.first = min(self.first, other.first)
         self.last = max(self.last, other.last)
@@ -309,12 +305,12 @@ class SpanPairer:
         acc.requests += 1
         if error:
             acc.errors += 1
-        if dur_ns > 1_000_000:
-            i = ((dur_ns - 1) // 1_000_000).bit_length()
-            acc.hist[i if i < _LAST_BUCKET else _LAST_BUCKET] += 1
+        if dur_ns > 1:  # the exact duration goes into the sketch (its own error only: 1.1%)
+            i = bucket_of(dur_ns * 1e-9)
+            acc.hist[i] = acc.hist.get(i, 0) + 1
             acc.lat_ns += dur_ns
         else:
-            acc.hist[0] += 1
+            acc.zero += 1
             if dur_ns > 0:
                 acc.lat_ns += dur_ns
         if start_ns < acc.first:
@@ -446,7 +442,7 @@ class SpanPairer:
                 last_seen=acc.last / 1e9,
                 requests=acc.requests,
                 errors=acc.errors,
-                latency=tuple(acc.hist),
+                latency=LatencySketch.from_counts(acc.hist, acc.zero),
                 latency_sum=acc.lat_ns / 1e9,
                 exemplars=tuple(sorted(t.hex() for t in acc.exemplars)),
                 connection_type=shape[2],

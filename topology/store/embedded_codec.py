@@ -1,11 +1,16 @@
 """How the embedded store writes an :class:`EdgeStats` into one SQLite column, and merges many at once.
 
 Format ``CODEC`` (recorded in each database's ``meta`` table): a :mod:`marshal` dump of a fixed
-16-tuple of the fields in declaration order, with the latency histogram trimmed to
-``(first non-zero bucket, counts up to the last non-zero bucket)`` (None when unmeasured). Only
+16-tuple of the fields in declaration order, with the latency sketch as
+``(scale, offset, zero count, counts)`` (None when unmeasured; see :mod:`topology.sketch`). Only
 ``None``, ``int``, ``float``, ``str`` and tuples of them are written, so it reads back exactly (and
 ~5-10x faster than JSON, at 40% of its size). marshal's encoding of these basic types has not
 changed since Python 3.4; the ``meta`` entry lets a future format be told apart.
+
+Databases of the previous format (``compact-3``, :data:`OLD_CODECS`) are read as they are: their
+windows hold the old power-of-two histogram as ``(first non-zero bucket, counts)``, which
+:func:`stored_sketch` converts on reading (:meth:`LatencySketch.from_power_of_two`); new windows
+are written in the new format beside them.
 """
 
 from __future__ import annotations
@@ -16,9 +21,14 @@ from collections.abc import Iterable, Sequence
 from operator import itemgetter
 from typing import Any, TypeVar
 
-from topology.stats import MAX_ENDPOINTS, MAX_EXEMPLARS, MAX_INTERMEDIARIES, MAX_PORTS, N_BUCKETS, EdgeStats
+from topology.sketch import EMPTY, LatencySketch, merge_sketches
+from topology.stats import MAX_ENDPOINTS, MAX_EXEMPLARS, MAX_INTERMEDIARIES, MAX_PORTS, EdgeStats
 
-CODEC = "compact-3"
+CODEC = "compact-4"
+#: Formats this version reads too (and then writes CODEC beside).
+OLD_CODECS = ("compact-3",)
+#: Buckets of the old power-of-two histogram.
+_OLD_BUCKETS = 22
 T = TypeVar("T")
 
 _SMALL_TUPLE = ord(")")  # marshal's type code of a small tuple (its high bit flags a shared reference)
@@ -33,27 +43,27 @@ def _ints(t: tuple[int, ...]) -> tuple[int, ...]:
     return t if all(type(x) is int for x in t) else tuple(int(x) for x in t)
 
 
-def trim_histogram(lat: tuple[int, ...]) -> tuple[int, tuple[int, ...]] | None:
-    """A histogram as (first non-zero bucket, counts up to the last non-zero one); None if unmeasured."""
-    n = len(lat)
-    if not n:
+StoredSketch = tuple[int, int, int, tuple[int, ...]]  # scale, offset, zero, counts
+
+
+def stored(lat: LatencySketch) -> StoredSketch | None:
+    """A sketch as stored: ``(scale, offset, zero, counts)``; None if unmeasured."""
+    if not lat.total:
         return None
-    lo = 0
-    while lo < n and not lat[lo]:
-        lo += 1
-    hi = n
-    while hi > lo and not lat[hi - 1]:
-        hi -= 1
-    return lo, _ints(lat[lo:hi])
+    return int(lat.scale), int(lat.offset), int(lat.zero), _ints(lat.counts)
 
 
-def full_histogram(trimmed: tuple[int, tuple[int, ...]] | None) -> tuple[int, ...]:
-    if trimmed is None:
-        return ()
-    lo, counts = trimmed
-    hist = [0] * N_BUCKETS
+def stored_sketch(f: tuple[Any, ...] | None) -> LatencySketch:
+    """The sketch of a stored field: ``(scale, offset, zero, counts)``, the old
+    ``(first bucket, counts)`` of a power-of-two histogram, or None."""
+    if f is None:
+        return EMPTY
+    if len(f) == 4:
+        return LatencySketch(f[0], f[1], f[3], f[2])
+    lo, counts = f
+    hist = [0] * _OLD_BUCKETS
     hist[lo : lo + len(counts)] = counts
-    return tuple(hist)
+    return LatencySketch.from_power_of_two(hist)
 
 
 def encode(s: EdgeStats) -> bytes:
@@ -69,7 +79,7 @@ def encode(s: EdgeStats) -> bytes:
             _strs(s.intermediaries),
             int(s.requests),
             int(s.errors),
-            trim_histogram(s.latency),
+            stored(s.latency),
             float(s.latency_sum),
             _strs(s.endpoints),
             _strs(s.exemplars),
@@ -80,7 +90,7 @@ def encode(s: EdgeStats) -> bytes:
 
 
 def decode_fields(blob: bytes) -> tuple[Any, ...]:
-    """The stored 16-tuple, histogram still trimmed (for readers that want columns, not objects)."""
+    """The stored 16-tuple, the sketch as stored (for readers that want columns, not objects)."""
     if len(blob) < 2 or blob[0] & 0x7F != _SMALL_TUPLE or blob[1] != 16:
         raise ValueError("corrupt stats record: not a stored stats tuple")
     try:
@@ -106,7 +116,7 @@ def decode(blob: bytes) -> EdgeStats:
             f[7],
             f[8],
             f[9],
-            full_histogram(f[10]),
+            stored_sketch(f[10]),
             f[11],
             f[12],
             f[13],
@@ -138,13 +148,7 @@ def merge_all(items: Sequence[EdgeStats]) -> EdgeStats:
     if len(items) == 2:
         return items[0].merge(items[1])
     firsts = [s.first_seen for s in items if s.first_seen]
-    lats = [s.latency for s in items if s.latency]
-    if not lats:
-        latency: tuple[int, ...] = ()
-    elif len(lats) == 1:
-        latency = lats[0]
-    else:
-        latency = tuple(map(sum, zip(*lats, strict=True)))
+    latency = merge_sketches(s.latency for s in items)
     health = max((s.health for s in items), key=lambda h: _HEALTH_ORDER.get(h, 0))  # the first of the worst
     return EdgeStats(
         first_seen=min(firsts) if firsts else 0.0,
@@ -183,7 +187,7 @@ def merge_fields(items: Sequence[tuple[Any, ...]]) -> EdgeStats:
             f[7],
             f[8],
             f[9],
-            full_histogram(f[10]),
+            stored_sketch(f[10]),
             f[11],
             f[12],
             f[13],
@@ -209,17 +213,7 @@ def merge_fields(items: Sequence[tuple[Any, ...]]) -> EdgeStats:
         health,
     ) = zip(*items, strict=True)
     firsts = [t for t in first if t]
-    measured = [t for t in lats if t is not None]
-    if not measured:
-        latency: tuple[int, ...] = ()
-    elif len(measured) == 1:
-        latency = full_histogram(measured[0])
-    else:
-        hist = [0] * N_BUCKETS
-        for lo, counts in measured:
-            for j, c in enumerate(counts, lo):
-                hist[j] += c
-        latency = tuple(hist)
+    latency = merge_sketches(stored_sketch(t) for t in lats if t is not None)
     return EdgeStats(
         first_seen=min(firsts) if firsts else 0.0,
         last_seen=max(last),
@@ -241,8 +235,9 @@ def merge_fields(items: Sequence[tuple[Any, ...]]) -> EdgeStats:
 
 
 # -- the compact format ------------------------------------------------------------------------------
-_HEADER = struct.Struct("<BHIB")  # tag, field mask, 2-bit codes per field, latency buckets stored
-_TAG_PLAIN, _TAG_COMPACT = 0, 1
+_HEADER = struct.Struct("<BHIH")  # tag, field mask, 2-bit codes per field, latency buckets stored
+_OLD_HEADER = struct.Struct("<BHIB")  # the same with at most 255 buckets (power-of-two histograms)
+_TAG_PLAIN, _TAG_OLD_COMPACT, _TAG_COMPACT = 0, 1, 2
 _INT_CODES = "BHIQ"
 _TIME_CODES = "HIqd"
 _HEALTH_CODE = {"HEALTHY": 1, "DEGRADED": 2, "UNHEALTHY": 3}
@@ -290,11 +285,11 @@ _ZERO, _ZERO_F, _NONE = -3, -2, -1
 
 
 class _Plan:
-    """How to unpack one shape (field mask, width codes, histogram length)."""
+    """How to unpack one shape (field mask, width codes, histogram length, old or new latency)."""
 
     __slots__ = ("first_ms", "floats", "ints", "last_ms", "lat", "struct")
 
-    def __init__(self, mask: int, codes: int, nlat: int) -> None:
+    def __init__(self, mask: int, codes: int, nlat: int, old: bool) -> None:
         fmt = ["<"]
         pos: dict[int, int] = {}
         n = 0
@@ -309,9 +304,12 @@ class _Plan:
             elif f == 2 or f in _INT_FIELDS:
                 fmt.append(_INT_CODES[c])
                 n += 1
-            elif f == 10:
+            elif f == 10 and old:
                 fmt.append("B" + _INT_CODES[c] * nlat)
                 n += 1 + nlat
+            elif f == 10:  # scale, offset, zero count, counts
+                fmt.append("bh" + _INT_CODES[c] * (1 + nlat))
+                n += 3 + nlat
             elif f == 11:
                 fmt.append("d")
                 n += 1
@@ -343,7 +341,7 @@ class StatsCodec:
         self._ids: dict[Attrs, int] = {}
         self._values: list[Attrs] = []
         self._saved = 0  # values below this index are in the table
-        self._plans: dict[tuple[int, int, int], _Plan] = {}
+        self._plans: dict[tuple[int, int, int, bool], _Plan] = {}
 
     def load(self, rows: Iterable[tuple[int, bytes]]) -> None:
         for i, blob in sorted(rows):
@@ -378,11 +376,11 @@ class StatsCodec:
             self._values.append(a)
         return i
 
-    def _plan(self, mask: int, codes: int, nlat: int) -> _Plan:
-        key = (mask, codes, nlat)
+    def _plan(self, mask: int, codes: int, nlat: int, old: bool = False) -> _Plan:
+        key = (mask, codes, nlat, old)
         plan = self._plans.get(key)
         if plan is None:
-            plan = self._plans[key] = _Plan(mask, codes, nlat)
+            plan = self._plans[key] = _Plan(mask, codes, nlat, old)
         return plan
 
     # -- writing -----------------------------------------------------------------------------------
@@ -417,17 +415,15 @@ class StatsCodec:
                 mask |= 1 << f
                 codes |= _int_code(v) << (2 * f)
                 vals.append(v)
-        if s.latency:
-            if len(s.latency) != N_BUCKETS:
+        lat = s.latency
+        if lat.total:
+            if type(lat) is not LatencySketch:
                 raise _Plain
-            trimmed = trim_histogram(s.latency)
-            assert trimmed is not None
-            lo, counts = trimmed
-            nlat = len(counts)
+            nlat = len(lat.counts)
             mask |= 1 << 10
-            codes |= max((_int_code(c) for c in counts), default=0) << 20
-            vals.append(lo)
-            vals.extend(counts)
+            codes |= _int_code(max(lat.zero, max(lat.counts, default=0))) << 20
+            vals += (lat.scale, lat.offset, lat.zero)
+            vals.extend(lat.counts)
         if s.latency_sum:
             if type(s.latency_sum) is not float:
                 raise _Plain
@@ -456,17 +452,19 @@ class StatsCodec:
 
     # -- reading -----------------------------------------------------------------------------------
     def decode_fields(self, blob: bytes, base: int) -> tuple[Any, ...]:
-        """The 16 fields in declaration order, the histogram trimmed (see ``trim_histogram``)."""
+        """The 16 fields in declaration order, the sketch as stored (see :func:`stored_sketch`)."""
         if not blob:
             raise ValueError("corrupt stats record: empty")
         if blob[0] == _TAG_PLAIN:
             return decode_fields(blob[1:])
+        old = blob[0] == _TAG_OLD_COMPACT
+        header = _OLD_HEADER if old else _HEADER
         try:
-            tag, mask, codes, nlat = _HEADER.unpack_from(blob)
-            if tag != _TAG_COMPACT:
+            tag, mask, codes, nlat = header.unpack_from(blob)
+            if tag not in (_TAG_COMPACT, _TAG_OLD_COMPACT):
                 raise ValueError(f"unknown record tag {tag}")
-            plan = self._plan(mask, codes, nlat)
-            vals = plan.struct.unpack_from(blob, _HEADER.size) + _SENTINELS
+            plan = self._plan(mask, codes, nlat, old)
+            vals = plan.struct.unpack_from(blob, header.size) + _SENTINELS
             first, last, lat_sum, attr_id = plan.floats(vals)
             if plan.first_ms:
                 first = (base * 1000 + first) / 1000
@@ -474,10 +472,17 @@ class StatsCodec:
                 last = (base * 1000 + last) / 1000
             attrs = self._values[attr_id] if attr_id >= 0 else _NO_ATTRS
             conns, sent, received, requests, errors = plan.ints(vals)
-            lat = None if plan.lat < 0 else (vals[plan.lat], vals[plan.lat + 1 : plan.lat + 1 + nlat])
+            p = plan.lat
+            lat: tuple[Any, ...] | None
+            if p < 0:
+                lat = None
+            elif old:
+                lat = (vals[p], vals[p + 1 : p + 1 + nlat])
+            else:
+                lat = (vals[p], vals[p + 1], vals[p + 2], vals[p + 3 : p + 3 + nlat])
             exemplars: tuple[str, ...] = ()
             if mask & 1 << 13:
-                pos = _HEADER.size + plan.struct.size
+                pos = header.size + plan.struct.size
                 out = []
                 for _ in range(blob[pos]):
                     n = blob[pos + 1]
@@ -519,7 +524,7 @@ class StatsCodec:
             f[7],
             f[8],
             f[9],
-            full_histogram(f[10]),
+            stored_sketch(f[10]),
             f[11],
             f[12],
             f[13],

@@ -8,12 +8,13 @@ operations, and gives exactly what folding :meth:`EdgeStats.merge` over the wind
 order gives (sums are accumulated slot by slot, in time order).
 
 Columns: window start (int64), the numeric fields (float64/int64, allocated for a layer only once a
-non-zero value shows up: a NETWORK ring has no latency columns), the latency histogram
-(int32 x buckets), a "latency measured" flag, health (int8), the interned set-like fields
-(protocol, ports, intermediaries, endpoints, connection type: one int32 id per window, since they
-rarely change from one minute to the next) and the exemplars (an object column, TRACE only).
-Memory: about ``R x (8 + 8 per numeric column + 8 per bucket if measured + 5)`` bytes per edge,
-e.g. 20 slots x ~300 bytes = 6 KB per IPC edge with latency, ~1.2 KB per NETWORK edge.
+non-zero value shows up: a NETWORK ring has no latency columns), the latency sketches (an object
+column of :class:`LatencySketch` or None, merged per edge in Python), health (int8), the interned
+set-like fields (protocol, ports, intermediaries, endpoints, connection type: one int32 id per
+window, since they rarely change from one minute to the next) and the exemplars (an object
+column, TRACE only).
+Memory: about ``R x (8 + 8 per numeric column + 5)`` bytes per edge plus the sketches (~100-200
+buckets each, shared with the caller's objects where it keeps them), ~1.2 KB per NETWORK edge.
 """
 
 from __future__ import annotations
@@ -25,14 +26,15 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from topology.sketch import EMPTY, LatencySketch, merge_sketches
 from topology.stats import (
     MAX_ENDPOINTS,
     MAX_EXEMPLARS,
     MAX_INTERMEDIARIES,
     MAX_PORTS,
-    N_BUCKETS,
     EdgeStats,
 )
+from topology.store.embedded_codec import stored, stored_sketch
 from topology.timewindow import MINUTE
 
 _HEALTH = ("UNKNOWN", "HEALTHY", "DEGRADED", "UNHEALTHY")
@@ -47,7 +49,6 @@ Attrs = tuple[str | None, tuple[int, ...], tuple[str, ...], tuple[str, ...], str
 I64 = npt.NDArray[np.int64]
 #: Larger counters (per window) are not held: 2**55 x up to 256 slots still fits in an int64 sum.
 _SAFE_INT = 2**55
-_MAX_BUCKET = 2**31 - 1  # latency counts per window and bucket are held as int32
 
 
 def _canonical(t: tuple[Any, ...], limit: int) -> bool:
@@ -70,6 +71,14 @@ def _blob(values: list[Any]) -> npt.NDArray[np.uint8]:
     return np.frombuffer(marshal.dumps(values), np.uint8)
 
 
+def _objects(values: Sequence[Any]) -> npt.NDArray[np.object_]:
+    """A 1-d object array of ``values`` as they are (tuples are not unpacked into a second axis)."""
+    out = np.empty(len(values), object)
+    for k, v in enumerate(values):
+        out[k] = v
+    return out
+
+
 def _unblob(blob: npt.NDArray[np.uint8]) -> list[Any]:
     values: list[Any] = marshal.loads(blob.tobytes())
     return values
@@ -87,8 +96,7 @@ class HotRing:
         self.floor = 0  # windows before this may be gone from disk (retention) or from the ring
         self.start: I64 = np.zeros((0, slots), np.int64)
         self.cols: dict[str, npt.NDArray[Any]] = {}
-        self.latency: npt.NDArray[np.int32] | None = None
-        self.measured: npt.NDArray[np.bool_] | None = None
+        self.latency: npt.NDArray[np.object_] | None = None  # LatencySketch or None (unmeasured)
         self.health = np.zeros((0, slots), np.int8)
         self.attrs = np.zeros((0, slots), np.int32)
         self.exemplars: npt.NDArray[np.object_] | None = None
@@ -108,9 +116,8 @@ class HotRing:
         self.start = grown(self.start)
         for k in list(self.cols):
             self.cols[k] = grown(self.cols[k])
-        if self.latency is not None and self.measured is not None:
+        if self.latency is not None:
             self.latency = grown(self.latency)
-            self.measured = grown(self.measured)
         self.health = grown(self.health)
         self.attrs = grown(self.attrs)
         if self.exemplars is not None:
@@ -155,8 +162,9 @@ class HotRing:
         }
         for name, col in self.cols.items():
             out["col_" + name] = col[:n]
-        if self.latency is not None and self.measured is not None:
-            out["latency"], out["measured"] = self.latency[:n], self.measured[:n]
+        if self.latency is not None:
+            flat = self.latency[:n].ravel().tolist()
+            out["sketches"] = _blob([None if x is None else stored(x) for x in flat])
         if self.exemplars is not None:
             out["exemplars"] = _blob([x or None for x in self.exemplars[:n].ravel().tolist()])
         return out
@@ -176,9 +184,13 @@ class HotRing:
                 col = ring.cols[name[4:]] = np.zeros((ring.capacity, slots), d[name].dtype)
                 col[:n] = d[name]
         if "latency" in d:
-            ring.latency = np.zeros((ring.capacity, slots, N_BUCKETS), np.int32)
-            ring.measured = np.zeros((ring.capacity, slots), bool)
-            ring.latency[:n], ring.measured[:n] = d["latency"], d["measured"]
+            raise ValueError("a snapshot of power-of-two latency histograms (read from disk instead)")
+        if "sketches" in d:
+            ring.latency = np.empty((ring.capacity, slots), object)
+            flat = np.empty(n * slots, object)
+            for i, x in enumerate(_unblob(d["sketches"])):
+                flat[i] = None if x is None else stored_sketch(x)
+            ring.latency[:n] = flat.reshape(n, slots)
         if "exemplars" in d:
             ring.exemplars = np.empty((ring.capacity, slots), object)
             flat = np.empty(n * slots, object)
@@ -223,15 +235,14 @@ class HotRing:
         if stored:
             floats = {k: np.fromiter((x[i] for x in items), np.float64, n) for k, i in _FLOAT_AT.items()}
             ints = {k: np.array([x[i] for x in items], np.int64) for k, i in _INT_AT.items()}
-            trimmed = [x[10] for x in items]
-            has_lat = np.fromiter((h is not None for h in trimmed), bool, n)
+            sketches = [None if x[10] is None else stored_sketch(x[10]) for x in items]
             healths = [x[15] for x in items]
             attrs = [(x[2], x[3], x[7], x[12], x[14]) for x in items]
             exemplars = [x[13] for x in items]
         else:
             floats = {k: np.fromiter((getattr(x, k) for x in items), np.float64, n) for k in _FLOAT_AT}
             ints = {k: np.array([getattr(x, k) for x in items], np.int64) for k in _INT_AT}
-            has_lat = np.fromiter((len(x.latency) == N_BUCKETS for x in items), bool, n)
+            sketches = [x.latency if x.latency.total else None for x in items]
             healths = [x.health for x in items]
             attrs = [(x.protocol, x.ports, x.intermediaries, x.endpoints, x.connection_type) for x in items]
             exemplars = [x.exemplars for x in items]
@@ -240,18 +251,8 @@ class HotRing:
         for vals in ints.values():
             if len(vals) and (vals.max() > _SAFE_INT or vals.min() < -_SAFE_INT):
                 raise OverflowError("a counter too large to sum in int64 (the caller answers it from disk)")
-        hist: npt.NDArray[np.int64] | None = None
-        if has_lat.any() or self.latency is not None:
-            hist = np.zeros((n, N_BUCKETS), np.int64)
-            idx = np.flatnonzero(has_lat).tolist()
-            if stored:
-                for i in idx:
-                    lo, counts = trimmed[i]
-                    hist[i, lo : lo + len(counts)] = counts
-            elif idx:
-                hist[idx] = np.array([items[i].latency for i in idx], np.int64)
-            if hist.max(initial=0) > _MAX_BUCKET or hist.min(initial=0) < 0:
-                raise OverflowError("a latency count the ring does not hold (int32)")
+        if any(x is not None and type(x) is not LatencySketch for x in sketches):
+            raise OverflowError("a latency the ring does not hold (the caller answers it from disk)")
         # nothing can fail below this line
         self.start[r, s] = t
         columns: list[tuple[str, npt.NDArray[Any]]] = [*floats.items(), *ints.items()]
@@ -262,21 +263,16 @@ class HotRing:
                     continue
                 col = self.cols[name] = np.zeros((self.capacity, self.slots), vals.dtype)
             col[r, s] = vals
-        if hist is not None:
-            if self.latency is None or self.measured is None:
-                self.latency = np.zeros((self.capacity, self.slots, N_BUCKETS), np.int32)
-                self.measured = np.zeros((self.capacity, self.slots), bool)
-            self.measured[r, s] = has_lat
-            self.latency[r, s] = hist
+        if self.latency is not None or any(x is not None for x in sketches):
+            if self.latency is None:
+                self.latency = np.empty((self.capacity, self.slots), object)
+            self.latency[r, s] = _objects(sketches)
         self.health[r, s] = [_HEALTH_CODE[h] for h in healths]
         self.attrs[r, s] = [self._intern(a) for a in attrs]
         if self.exemplars is not None or any(exemplars):
             if self.exemplars is None:
                 self.exemplars = np.empty((self.capacity, self.slots), object)
-            ex = np.empty(n, object)
-            for k, e in enumerate(exemplars):
-                ex[k] = e
-            self.exemplars[r, s] = ex
+            self.exemplars[r, s] = _objects(exemplars)
         self.top = max(self.top, int(t.max()))
 
     def forget_before(self, start: int) -> None:
@@ -333,16 +329,14 @@ class HotRing:
         if col is not None:
             lasts = np.where(mask, col[r, s], -np.inf).max(axis=1)
             out["last_seen"] = np.where(np.isinf(lasts), 0.0, lasts).tolist()
-        latency: list[tuple[int, ...] | None] = [None] * e
-        if self.latency is not None and self.measured is not None:
-            meas = mask & self.measured[r, s]
-            any_meas = meas.any(axis=1)
-            if any_meas.any():
-                idx = np.flatnonzero(any_meas)
-                lat = self.latency[r[idx], s] * meas[idx][:, :, None]
-                sums = lat.sum(axis=1, dtype=np.int64).tolist()
-                for k, i in enumerate(idx.tolist()):
-                    latency[i] = tuple(sums[k])
+        latency: list[LatencySketch] = [EMPTY] * e
+        if self.latency is not None:
+            lat_rows = self.latency[r, s].tolist()
+            mask_rows = mask.tolist()
+            for i, row in enumerate(lat_rows):
+                found = [x for x, m in zip(row, mask_rows[i], strict=True) if m and x is not None]
+                if found:
+                    latency[i] = found[0] if len(found) == 1 else merge_sketches(found)
         health = np.where(mask, self.health[r, s], -1).max(axis=1).tolist()
         attrs = np.where(mask, self.attrs[r, s], -1)
         amax = attrs.max(axis=1)
@@ -387,7 +381,6 @@ class HotRing:
                 exemplars = _fold_union(
                     [ex_rows[i, j] for j in range(n_slots) if mask_l[i][j]], MAX_EXEMPLARS
                 )
-            lat_i = latency[i]
             result.append(
                 EdgeStats(
                     first_l[i],
@@ -400,7 +393,7 @@ class HotRing:
                     inter,
                     reqs[i],
                     errs[i],
-                    () if lat_i is None else lat_i,
+                    latency[i],
                     lsum[i],
                     endpoints,
                     exemplars,

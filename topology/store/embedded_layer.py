@@ -63,9 +63,10 @@ from topology.model import (
     Reached,
     TraversalResult,
 )
-from topology.stats import N_BUCKETS, EdgeStats
+from topology.sketch import LatencySketch
+from topology.stats import EdgeStats
 from topology.store.base import LayerStore, RollupReport, StoreUnavailable
-from topology.store.embedded_codec import CODEC, StatsCodec, merge_fields
+from topology.store.embedded_codec import CODEC, OLD_CODECS, StatsCodec, merge_fields
 from topology.store.embedded_db import Database
 from topology.store.embedded_index import SLOT, EdgeRec, GraphIndex, add_interval, array_from, overlaps
 from topology.store.embedded_stats import SpanKey, StatsSource, span_key
@@ -120,8 +121,8 @@ def _validate(layer: Layer, windows: Sequence[EdgeWindow]) -> None:
             raise ValueError(f"a {w.key.layer.value} window cannot be stored in the {layer.value} store")
         if w.window_seconds not in STORED_GRANULARITIES:
             raise ValueError(f"window_seconds must be one of {STORED_GRANULARITIES}, got {w.window_seconds}")
-        if w.stats.latency and len(w.stats.latency) != N_BUCKETS:
-            raise ValueError(f"latency histogram needs {N_BUCKETS} buckets, got {len(w.stats.latency)}")
+        if not isinstance(w.stats.latency, LatencySketch):
+            raise ValueError(f"latency must be a LatencySketch, got {type(w.stats.latency).__name__}")
         try:
             operator.index(w.window_start)
         except TypeError:
@@ -208,6 +209,9 @@ class EmbeddedLayerStore(LayerStore):
             raise ValueError(f"{self._db.path} holds the {layer} layer, not {self.layer.value}")
         for key, want in (("schema", SCHEMA_VERSION), ("codec", CODEC)):
             have = self._meta(conn, key, want if fresh else None)
+            if key == "codec" and have in OLD_CODECS:  # read as it is; new windows in the new format
+                conn.execute("UPDATE meta SET value=? WHERE key=?", (CODEC, key))
+                have = CODEC
             if have != want:
                 raise ValueError(
                     f"{self._db.path} was written in another format ({key} {have}, this version "

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from opentelemetry.proto.metrics.v1.metrics_pb2 import (
     SummaryDataPoint,
 )
 
+from tests.topology.sketches import lat, latencies
 from tests.topology.stages.golden_otlp import cases
 from tests.topology.stages.otlp_builders import (
     CUMULATIVE,
@@ -38,11 +40,13 @@ from tests.topology.wire.test_otlp import metric_requests
 from topology.address import AddressBook
 from topology.catalog import AddressKind, AddressLease
 from topology.model import EdgePartial, Granularity, Layer, NodeKind, Side
+from topology.sketch import LatencySketch
 from topology.stages.ipc import ACCEPTED_METRICS, IpcObservation, IpcStage1, IpcStage2, address_peer
-from topology.stats import N_BUCKETS, EdgeStats, bucket_index
+from topology.stats import EdgeStats
 from topology.wire.otlp import OtlpDecodeError
 
 W0 = 1_200.0  # a window start (60 s windows)
+MID = math.sqrt(0.01 * 0.1)  # the geometric middle of an OTLP bucket (10, 100] ms
 
 
 def run(
@@ -57,13 +61,6 @@ def run(
     return s2.process(s1.flush(watermark)), s1, s2
 
 
-def hist(**buckets: int) -> tuple[int, ...]:
-    out = [0] * N_BUCKETS
-    for k, v in buckets.items():
-        out[int(k[1:])] = v
-    return tuple(out)
-
-
 def by_edge(partials: list[EdgePartial]) -> dict[tuple[str, str, Side], EdgePartial]:
     out = {(p.key.source, p.key.target, p.side): p for p in partials}
     assert len(out) == len(partials)
@@ -72,9 +69,11 @@ def by_edge(partials: list[EdgePartial]) -> dict[tuple[str, str, Side], EdgePart
 
 # -- names, units, attributes ---------------------------------------------------------------------
 SAMPLES = [0.003, 0.007, 0.007, 0.02, 0.3]
-# 3 ms -> OTLP (0, 5 ms] -> its middle 2.5 ms -> shared bucket 2 (2-4 ms); 7 ms -> (5, 10] -> 7.1 ms -> 3;
-# 20 ms -> (10, 25] -> 15.8 ms -> 4; 300 ms -> (250, 500] -> 354 ms -> 9.
-SAMPLES_HIST = hist(b2=1, b3=2, b4=1, b9=1)
+# 3 ms -> OTLP (0, 5 ms] -> its middle 2.5 ms; 7 ms -> (5, 10] -> 7.1 ms; 20 ms -> (10, 25] -> 15.8 ms;
+# 300 ms -> (250, 500] -> 354 ms (geometric middles).
+SAMPLES_HIST = lat(
+    (0.0025, 1), (math.sqrt(0.005 * 0.01), 2), (math.sqrt(0.01 * 0.025), 1), (math.sqrt(0.25 * 0.5), 1)
+)
 
 
 @pytest.mark.parametrize(
@@ -232,16 +231,16 @@ def test_spectator_client_and_server_timers_as_histograms() -> None:
     edges = by_edge(run(metrics(client, server))[0])
     c = edges[("api", "inventory", Side.CLIENT)].stats
     s = edges[("api", "inventory", Side.SERVER)].stats
-    # each series used one OTLP bucket, so its mean is exact: 3 calls in 15 ms -> 5 ms -> bucket 3 (4-8 ms);
-    # 1 call of 2 s (beyond the last bound, 1 s) -> bucket 11; server: 3 calls in 12 ms -> 4 ms -> bucket 2
+    # each series used one OTLP bucket, so its mean is exact: 3 calls in 15 ms -> 5 ms;
+    # 1 call of 2 s (beyond the last bound, 1 s) -> 2 s; server: 3 calls in 12 ms -> 4 ms
     assert (c.requests, c.errors, c.latency, c.endpoints, c.protocol) == (
         4,
         1,
-        hist(b3=3, b11=1),
+        lat((0.005, 3), (2.0, 1)),
         ("/stock",),
         "http",
     )
-    assert (s.requests, s.errors, s.latency) == (3, 0, hist(b2=3))
+    assert (s.requests, s.errors, s.latency) == (3, 0, lat((0.004, 3)))
 
 
 def _stat(
@@ -281,11 +280,11 @@ def test_spectator_statistic_form_puts_the_count_in_the_bucket_of_the_mean() -> 
     partials, s1, _ = run(req)
     edges = by_edge(partials)
     c = edges[("web", "payments", Side.CLIENT)].stats
-    # mean 0.05 s -> bucket 6 (32-64 ms); mean 2 s -> bucket 11 (1.024-2.048 s)
-    assert (c.requests, c.errors, c.latency) == (12, 2, hist(b6=10, b11=2))
+    # mean 0.05 s, mean 2 s
+    assert (c.requests, c.errors, c.latency) == (12, 2, lat((0.05, 10), (2.0, 2)))
     assert c.latency_sum == pytest.approx(4.5)
     s = edges[("web", "payments", Side.SERVER)].stats
-    assert (s.requests, s.errors, s.latency) == (12, 0, hist(b6=12))  # mean 0.05 s
+    assert (s.requests, s.errors, s.latency) == (12, 0, lat((0.05, 12)))  # mean 0.05 s
     assert s1.counters["ignored_points"] == 3  # the max statistics
 
 
@@ -311,14 +310,14 @@ def test_spectator_statistic_form_cumulative() -> None:
         for t, c, tt in ((1, 100.0, 1.0), (11, 110.0, 1.2), (21, 130.0, 1.4))
     ]
     [p], s1, _ = run(*reqs)
-    # deltas: 10 calls / 0.2 s and 20 calls / 0.2 s -> 30 calls, 0.4 s, mean 13.3 ms -> bucket 4
-    assert (p.stats.requests, p.stats.latency, s1.counters["baselines"]) == (30, hist(b4=30), 2)
+    # deltas: 10 calls / 0.2 s and 20 calls / 0.2 s -> 30 calls, 0.4 s, mean 13.3 ms
+    assert (p.stats.requests, p.stats.latency, s1.counters["baselines"]) == (30, lat((0.4 / 30, 30)), 2)
     assert p.stats.latency_sum == pytest.approx(0.4)
 
 
 # -- cumulative -> delta ---------------------------------------------------------------------------
 def test_cumulative_histograms_become_deltas_and_resets_are_detected() -> None:
-    bounds = (0.01, 0.1)  # buckets: <=10 ms (-> 5 ms, bucket 3), (10, 100] (-> 31.6 ms, bucket 5), overflow
+    bounds = (0.01, 0.1)  # buckets: <=10 ms (-> 5 ms), (10, 100] (-> 31.6 ms), overflow (-> 200 ms)
     a = {"ipc.server.app": "ledger"}
 
     def at(t: float, start: float, counts: list[int]) -> ExportMetricsServiceRequest:
@@ -348,7 +347,8 @@ def test_cumulative_histograms_become_deltas_and_resets_are_detected() -> None:
     [p], s1, _ = run(*reqs)
     assert s1.counters["baselines"] == 1 and s1.counters["resets"] == 3
     assert p.stats.requests == 15 + 4 + 6 + 2 + 9
-    assert p.stats.latency == hist(b3=10 + 3 + 4 + 2, b5=5 + 1 + 1 + 2 + 6, b8=1 + 1)
+    # the +2 of t=51 is a point with one bucket: at its exact mean, 30 ms
+    assert p.stats.latency == lat((0.005, 10 + 3 + 4 + 2), (MID, 5 + 1 + 1 + 6), (0.03, 2), (0.2, 1 + 1))
     assert p.stats.latency_sum == pytest.approx(0.005 * 19 + 0.03 * 15 + 0.2 * 2)
     assert p.stats.first_seen == W0 + 11 and p.stats.last_seen == W0 + 52
 
@@ -371,13 +371,14 @@ def test_a_series_whose_window_was_emitted_adds_its_late_points_to_a_new_observa
     add(11, [20, 5, 0], 110.0)  # +10, +5; 10 calls in 0.2 s
     add(21, [22, 9, 1], 130.0)  # +2, +4, +1; 20 calls in 0.4 s
     ledger, orders = sorted(s1.flush(W0 + 60), key=lambda o: o.peer)
-    assert (ledger.stats.requests, ledger.stats.latency) == (22, hist(b3=12, b5=9, b8=1))
-    assert (orders.stats.requests, orders.stats.latency) == (30, hist(b5=30))
+    assert (ledger.stats.requests, ledger.stats.latency) == (22, lat((0.005, 12), (MID, 9), (0.2, 1)))
+    assert (orders.stats.requests, orders.stats.latency) == (30, lat((0.02, 30)))
     add(31, [25, 10, 1], 140.0)  # late for the emitted window: +3, +1; 10 calls
     assert s1.counters["late_points"] == 2
     ledger, orders = sorted(s1.flush(W0 + 120), key=lambda o: o.peer)
-    assert (ledger.window_start, ledger.stats.requests, ledger.stats.latency) == (W0, 4, hist(b3=3, b5=1))
-    assert (orders.window_start, orders.stats.requests, orders.stats.latency) == (W0, 10, hist(b5=10))
+    assert (ledger.window_start, ledger.stats.requests, ledger.stats.latency) == (
+        W0, 4, lat((0.005, 3), (MID, 1)))
+    assert (orders.window_start, orders.stats.requests, orders.stats.latency) == (W0, 10, lat((0.02, 10)))
     assert ledger.stats.latency_sum == pytest.approx(0.005 * 3 + 0.03)
     assert orders.stats.latency_sum == pytest.approx(0.2)
 
@@ -642,7 +643,7 @@ def test_exponential_histograms_and_summaries() -> None:
         scale=0,
         zero_count=1,
     )
-    p.positive.offset = 2  # bucket (4, 8] ms -> middle 5.7 ms -> bucket 3
+    p.positive.offset = 2  # bucket (4, 8] ms -> its middle in relative terms, 16/3 ms
     p.positive.bucket_counts.extend([2])
     exp = Metric(
         name="rpc.client.duration",
@@ -666,8 +667,9 @@ def test_exponential_histograms_and_summaries() -> None:
         ),
     )
     [e], _, _ = run(metrics(resource_metrics("w", [exp, summary])))
-    # exponential: zero bucket 1 -> bucket 0, 2 -> bucket 3; summary delta: 4 calls, 80 ms -> mean 20 ms -> 5
-    assert (e.key.target, e.stats.requests, e.stats.latency) == ("x", 7, hist(b0=1, b3=2, b5=4))
+    # exponential: zero bucket 1, 2 at 5.3 ms; summary delta: 4 calls, 80 ms -> mean 20 ms
+    want = lat((0.016 / 3, 2), (0.02, 4), zero=1)
+    assert (e.key.target, e.stats.requests, e.stats.latency) == ("x", 7, want)
     assert e.stats.latency_sum == pytest.approx(0.012 + 0.08)
 
 
@@ -684,9 +686,7 @@ observations = st.builds(
         EdgeStats,
         requests=st.integers(0, 10**9),
         errors=st.integers(0, 10**9),
-        latency=st.one_of(
-            st.just(()), st.lists(st.integers(0, 99), min_size=N_BUCKETS, max_size=N_BUCKETS).map(tuple)
-        ),
+        latency=latencies,
         latency_sum=st.floats(0, 1e6),
         protocol=st.one_of(st.none(), st.text(max_size=5)),
         endpoints=st.lists(st.text(max_size=5), max_size=5).map(lambda e: tuple(sorted(set(e)))),
@@ -726,24 +726,20 @@ def test_observation_from_dict_rejects_bad_records(bad: dict[str, Any]) -> None:
         IpcObservation.from_dict(bad)
 
 
-def test_bucket_of_the_mean_matches_the_shared_layout() -> None:
-    assert bucket_index(0.05) == 6 and bucket_index(2.0) == 11 and bucket_index(0.0057) == 3
-
-
 def test_rebucketing_uses_the_middle_of_each_bucket_or_the_exact_mean_of_a_single_bucket() -> None:
     bounds = (0.001, 0.01, 0.1, 1.0)
 
-    def one(counts: list[int], total: float) -> tuple[int, ...]:
+    def one(counts: list[int], total: float) -> LatencySketch:
         point = hist_point({"ipc.server.app": "b"}, W0 + 1, sum(counts), total, counts, bounds)
         [p], _, _ = run(metrics(resource_metrics("a", [histogram("ipc.client.call", "s", [point], DELTA)])))
         return p.stats.latency
 
-    # several buckets: each count at its bucket's geometric middle (3.2 ms -> 2, 31.6 ms -> 5, 316 ms -> 9)
-    assert one([0, 2, 3, 1, 0], 0.5) == hist(b2=2, b5=3, b9=1)
-    # one bucket: the mean (9 ms -> 4) ...
-    assert one([0, 4, 0, 0, 0], 0.036) == hist(b4=4)
+    # several buckets: each count at its bucket's geometric middle (3.2 ms, 31.6 ms, 316 ms)
+    assert one([0, 2, 3, 1, 0], 0.5) == lat((math.sqrt(1e-5), 2), (math.sqrt(1e-3), 3), (math.sqrt(0.1), 1))
+    # one bucket: the mean (9 ms) ...
+    assert one([0, 4, 0, 0, 0], 0.036) == lat((0.009, 4))
     # ... unless the mean contradicts the bucket (sum says 50 ms, buckets say <= 10 ms): the middle
-    assert one([0, 4, 0, 0, 0], 0.2) == hist(b2=4)
+    assert one([0, 4, 0, 0, 0], 0.2) == lat((math.sqrt(1e-5), 4))
 
 
 # -- golden files ---------------------------------------------------------------------------------------

@@ -8,12 +8,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from tests.topology.sketches import lat
 from tests.topology.stages.golden_otlp import cases
 from tests.topology.stages.otlp_builders import resource_spans, span, trace_id, traces
 from tests.topology.wire.test_otlp import trace_requests
 from topology.model import EdgePartial, Layer, NodeKind, Side
-from topology.stages.trace import SpanPairer, bucket_ns
-from topology.stats import LATENCY_BOUNDS, N_BUCKETS, bucket_index
+from topology.stages.trace import SpanPairer
 from topology.wire.otlp import OtlpDecodeError
 
 T = 1_200.0  # a window start
@@ -26,10 +26,6 @@ def edges(partials: list[EdgePartial]) -> dict[tuple[str, str, str], EdgePartial
         p.key.layer is Layer.TRACE and p.side is Side.PAIR and p.window_seconds == 60 for p in partials
     )
     return out
-
-
-def one_bucket(i: int) -> tuple[int, ...]:
-    return tuple(1 if j == i else 0 for j in range(N_BUCKETS))
 
 
 # -- pairing ----------------------------------------------------------------------------------------
@@ -51,7 +47,7 @@ def test_client_and_server_spans_of_two_services_pair_in_either_order() -> None:
         assert set(e) == {("APP", "frontend", "cart"), ("CLUSTER", "frontend-v1", "cart-v3")}
         app, cluster = e[("APP", "frontend", "cart")], e[("CLUSTER", "frontend-v1", "cart-v3")]
         assert app.window_start == T and app.stats.requests == 1 and app.stats.errors == 1
-        assert app.stats.latency == one_bucket(5)  # the server span's 30 ms (16-32 ms), not the client's 50
+        assert app.stats.latency == lat((0.03, 1))  # the server span's 30 ms, not the client's 50
         assert app.stats.latency_sum == pytest.approx(0.03)
         assert app.stats.exemplars == (trace_id(7).hex(),)
         assert app.stats.connection_type is None
@@ -165,8 +161,8 @@ def test_unpaired_client_spans_become_virtual_servers_named_in_order() -> None:
         ("api", "inventory"): (NodeKind.DATABASE, "database"),
     }
     # the client span's own duration: 2 ms * n for case n
-    assert e[("APP", "api", "orders")].stats.latency == one_bucket(1)
-    assert e[("APP", "api", "legacy-billing")].stats.latency == one_bucket(3)
+    assert e[("APP", "api", "orders")].stats.latency == lat((0.002, 1))
+    assert e[("APP", "api", "legacy-billing")].stats.latency == lat((0.008, 1))
     cluster = e[("CLUSTER", "api-v7", "orders")]
     assert (cluster.source_app, cluster.target_app, cluster.target_kind) == (
         "api",
@@ -191,7 +187,7 @@ def test_roots_come_from_user_at_once_and_orphans_after_the_wait() -> None:
     assert (root.source_kind, root.stats.connection_type, root.stats.latency) == (
         NodeKind.USER,
         "virtual_node",
-        one_bucket(8),
+        lat((0.2, 1)),
     )
     assert edges(p.flush(T + 13)) == {}
     e = edges(p.flush(T + 13.5))
@@ -321,19 +317,16 @@ def test_trace_capacity_emits_the_oldest_summary_early() -> None:
     assert s.root_name == "r0" and p.counters["traces_evicted"] == 1
 
 
-# -- buckets --------------------------------------------------------------------------------------------
-@given(st.integers(0, 10**13))
-def test_bucket_ns_agrees_with_the_shared_layout(nanos: int) -> None:
-    i = bucket_ns(nanos)
-    seconds = nanos / 1e9
-    assert 0 <= i < N_BUCKETS
-    if i < len(LATENCY_BOUNDS):
-        assert seconds <= LATENCY_BOUNDS[i] * (1 + 1e-12)
-    if i > 0:
-        assert seconds > LATENCY_BOUNDS[i - 1]
-    near_bound = any(abs(seconds - b) <= b * 1e-8 for b in LATENCY_BOUNDS)
-    if not near_bound:
-        assert i == bucket_index(seconds)
+# -- durations -----------------------------------------------------------------------------------------
+@given(st.integers(2, 10**13))
+def test_a_span_duration_goes_into_the_sketch_as_it_is(nanos: int) -> None:
+    p = SpanPairer()
+    root = span(1, 1, None, "server", "GET /", T + 1, 0.0)
+    root.end_time_unix_nano = root.start_time_unix_nano + nanos
+    p.add(traces(resource_spans("web", [root])), T + 2)
+    [e] = [x for x in p.flush(T + 100) if x.key.granularity.value == "APP"]
+    assert e.stats.latency == lat((nanos / 1e9, 1))
+    assert e.stats.latency_quantile(0.5) == pytest.approx(nanos / 1e9, rel=0.0109)
 
 
 # -- golden files ---------------------------------------------------------------------------------------
