@@ -14,6 +14,7 @@ ISO 8601 (``PT15M``, ``P1D``).
 
 from __future__ import annotations
 
+import os
 import string
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -106,6 +107,4 @@ class ServiceConfig:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ServiceConfig:
         """Read every variable once (``env`` defaults to ``os.environ``); raise ConfigError if bad."""
-        import os
-
         return from_env(cls, os.environ if env is None else env)
