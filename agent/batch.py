@@ -94,7 +94,7 @@ class Batcher:
             clusters[i] = self._string(a.workload.cluster)
             if not a.attributed:
                 self.unattributed_records += per_key[i]
-            elif self.leases is not None and pid:
+            if self.leases is not None and pid:
                 start = int(since[i]) / 1000.0
                 if role == ROLE_SERVER:
                     start = self._server_since(pid, start)

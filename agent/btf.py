@@ -137,3 +137,17 @@ class NetnsOffsets:
 
 def netns_offsets(btf: Btf) -> NetnsOffsets:
     return NetnsOffsets(btf.offset("sock", "__sk_common.skc_net.net"), btf.offset("net", "ns.inum"))
+
+
+@dataclass(frozen=True, slots=True)
+class CmdlineOffsets:
+    """Where the current process's arguments are: ``*(task + task_mm)`` then ``arg_start``/``arg_end``."""
+
+    task_mm: int
+    arg_start: int
+    arg_end: int
+
+
+def cmdline_offsets(btf: Btf) -> CmdlineOffsets:
+    return CmdlineOffsets(btf.offset("task_struct", "mm"), btf.offset("mm_struct", "arg_start"),
+                          btf.offset("mm_struct", "arg_end"))

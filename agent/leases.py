@@ -16,7 +16,10 @@ previous owner's last), and stage 2 closes the old one there, so earlier flows k
 If the previous owner is still alive, A is shared by two workloads (host networking): a lease would
 misattribute one of them, so the current lease is closed and A is not leased while it stays shared
 (counted). Loopback, unspecified and link-local addresses name no workload across the network and
-are never leased. Unattributed processes never own addresses.
+are never leased. Unattributed processes (``unattributed:<comm>``) take part in this as owners that
+are never published: an address they use is either shared (no lease) or, once they hold it alone,
+not leased at all, the previous owner's lease ended explicitly, so their traffic stays
+unattributed rather than misattributed.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from agent.attribution import UNATTRIBUTED
 from agent.workloads import Workload
 from topology.catalog import AddressKind, AddressLease
 
@@ -79,12 +83,15 @@ class Leases:
             if not cur.shared:
                 self.counters["shared"] += 1
                 if cur.sent_at is not None:
-                    self._closing.append(self._lease(ip, cur, end=max(seen, cur.start)))
+                    self._closing.append(self._lease(ip, cur, end=max(since, cur.start)))
             cur.shared = True
             cur.last_seen = max(cur.last_seen, seen)
             return
         self.counters["moved"] += 1
-        self._by_ip[ip] = _Owner(workload, max(since, cur.last_seen), seen, {pid})
+        start = max(since, cur.last_seen)
+        if cur.sent_at is not None:  # explicit end: the new owner may be one that is never leased
+            self._closing.append(self._lease(ip, cur, end=max(start, cur.start)))
+        self._by_ip[ip] = _Owner(workload, start, seen, {pid})
 
     def due(self, now: float) -> list[AddressLease]:
         """Leases to send now: closings, new owners, and renewals of addresses still in use."""
@@ -97,6 +104,8 @@ class Leases:
             if o.shared:
                 if not any(self.alive(p) for p in o.pids):  # the sharers are gone: start afresh
                     del self._by_ip[ip]
+                continue
+            if o.workload.app.startswith(UNATTRIBUTED):
                 continue
             if o.sent_at is None:
                 self.counters["published"] += 1

@@ -33,6 +33,7 @@ class Source(Protocol):
     def drain(self) -> ConnArray: ...
     def table(self) -> ConnArray: ...
     def counters(self) -> dict[str, int]: ...
+    def cmdline(self, pid: int) -> str | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +50,7 @@ class Agent:
                  lease_renew: float = 30.0) -> None:
         self.source = source
         self.attributor = attributor
+        attributor.processes.kernel_cmdline = source.cmdline
         self.timing = timing or Timing()
         self.leases = Leases(attributor.processes.alive, renew_seconds=lease_renew)
         self.batcher = Batcher(attributor, self.leases, host, fold)

@@ -2,8 +2,9 @@
 
 The kernel hands over a pid, the process name (``comm``), its cgroup v2 id and the socket's
 network namespace. Everything else (command line, cgroup path) is read from ``/proc/<pid>``. A
-process may exit before it is looked up: then the facts from the kernel are all there is, plus the
-cgroup path if another process of the same cgroup was read before (cgroup ids are remembered).
+process may exit before it is looked up: then the facts from the kernel are all there is: the
+command line the BPF program captured at the process's first connection (``kernel_cmdline``), and
+the cgroup path if another process of the same cgroup was read before (cgroup ids are remembered).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,8 +47,11 @@ def read_cgroup(text: str) -> str:
 class Processes:
     """pid -> :class:`Process`, bounded, with cgroup id -> path remembered for exited processes."""
 
-    def __init__(self, proc: Path = _PROC, capacity: int = 16_384) -> None:
+    def __init__(self, proc: Path = _PROC, capacity: int = 16_384,
+                 kernel_cmdline: Callable[[int], str | None] | None = None) -> None:
         self.proc = proc
+        #: The command line the kernel kept for a process that exited before /proc was read.
+        self.kernel_cmdline = kernel_cmdline
         self.capacity = capacity
         self._cache: OrderedDict[tuple[int, str], Process] = OrderedDict()
         self._cgroups: dict[int, str] = {}
@@ -84,7 +89,8 @@ class Processes:
                 netns = int(m.group(1)) if m else 0
         except OSError:
             self.gone += 1
-            return Process(pid, comm, "", self._cgroups.get(cgroup_id, ""), netns, False)
+            cmdline = (self.kernel_cmdline(pid) if self.kernel_cmdline else None) or ""
+            return Process(pid, comm, cmdline, self._cgroups.get(cgroup_id, ""), netns, False)
         if cgroup_id and cgroup:  # the kernel's id of this process's cgroup: remembered for exited ones
             self._cgroups.setdefault(cgroup_id, cgroup)
         cmdline = raw.rstrip(b"\x00").replace(b"\x00", b" ").decode("utf-8", "replace")

@@ -7,12 +7,19 @@ kernel's BTF (:mod:`agent.btf`):
 * ``sock:inet_sock_set_state``: CLOSE->SYN_SENT opens a *client* entry (the caller's connect():
   pid, comm and cgroup are the local process); LISTEN->SYN_RECV opens a *server* entry (softirq:
   no process yet); ->ESTABLISHED fills addresses and ports (set by then); CLOSE->LISTEN remembers a
-  listener's process by (netns, port); ->CLOSE ends the connection: established ones are copied to
-  the ring buffer once, with their totals, and the entry is deleted.
+  listener's process by (netns, port); ->CLOSE marks the end (a connection that never got
+  established is dropped there, counted).
+* ``tcp:tcp_destroy_sock``: the socket is gone, so nothing more can be read from it: the entry is
+  copied to the ring buffer once, with its totals, and deleted. Not at ->CLOSE: a FIN that closes a
+  half-closed client does so in softirq, before the process has read the reply still queued.
 * ``sock:sock_send_length`` / ``sock:sock_recv_length``: exact byte counts, added to the entry of
   the socket (atomic adds). The first of them on a server entry names its process (it runs in the
   accepting process's syscall); a server connection that never sent nor received takes the
   listener's process at close.
+
+At a process's first connection its command line is copied into ``cmdlines`` (an LRU hash by
+tgid, through offsets from the kernel's BTF): user space reads ``/proc`` while a process lives,
+and this copy when a short-lived one is already gone.
 
 The entries live in ``conns`` (a hash keyed by socket address); user space reads it once per
 reporting interval for the byte counts of connections still open, and otherwise only sees one
@@ -27,7 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from agent.btf import NetnsOffsets
+from agent.btf import CmdlineOffsets, NetnsOffsets
 
 ROLE_CLIENT, ROLE_SERVER = 1, 2
 KIND_CLOSE = 1
@@ -121,6 +128,15 @@ BPF_HASH(listeners, struct lkey_t, struct lval_t, MAX_LISTENERS);
 BPF_RINGBUF_OUTPUT(events, RING_PAGES);
 BPF_PERCPU_ARRAY(counters, u64, N_COUNTERS);
 
+struct cmd_t {
+    u32 len;
+    char args[CMDLINE_BYTES];
+};
+// tgid -> the start of its command line, captured at its first connection (user space reads /proc
+// while the process lives; this is for processes that are gone by then, and deletes what it read).
+BPF_TABLE("lru_hash", u32, struct cmd_t, cmdlines, MAX_PROCESSES);
+BPF_PERCPU_ARRAY(cmd_scratch, struct cmd_t, 1);
+
 static __always_inline void count(int i) {
     u64 *c = counters.lookup(&i);
     if (c)
@@ -138,8 +154,40 @@ static __always_inline u32 sk_netns(const void *sk) {
     return inum;
 }
 
+static __always_inline void remember_cmdline(u32 tgid) {
+#ifdef TASK_MM_OFF
+    if (cmdlines.lookup(&tgid))
+        return;
+    int zero = 0;
+    struct cmd_t *cmd = cmd_scratch.lookup(&zero);
+    if (!cmd)
+        return;
+    void *task = (void *)bpf_get_current_task();
+    void *mm = 0;
+    u64 start = 0, end = 0;
+    bpf_probe_read_kernel(&mm, sizeof(mm), (char *)task + TASK_MM_OFF);
+    if (!mm)
+        return;
+    bpf_probe_read_kernel(&start, sizeof(start), (char *)mm + MM_ARG_START_OFF);
+    bpf_probe_read_kernel(&end, sizeof(end), (char *)mm + MM_ARG_END_OFF);
+    if (end <= start)
+        return;
+    u64 len = end - start;
+    if (len > CMDLINE_BYTES)
+        len = CMDLINE_BYTES;
+    len &= (CMDLINE_BYTES * 2 - 1);
+    if (len == 0 || len > CMDLINE_BYTES)
+        return;
+    if (bpf_probe_read_user(cmd->args, len, (void *)start))
+        return;
+    cmd->len = len;
+    cmdlines.update(&tgid, cmd);
+#endif
+}
+
 static __always_inline void set_process(struct conn_t *c) {
     c->pid = bpf_get_current_pid_tgid() >> 32;
+    remember_cmdline(c->pid);
     c->cgroup = bpf_get_current_cgroup_id();
     c->pid_source = PID_FROM_SYSCALL;
     bpf_get_current_comm(&c->comm, sizeof(c->comm));
@@ -218,7 +266,25 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state) {
     if (ns != S_CLOSE)
         return 0;
     if (c->established) {
-        c->end_ns = bpf_ktime_get_ns();
+        // Closed, but the process may still read what is queued (a FIN closes a half-closed client
+        // in softirq): the record leaves when the socket is destroyed.
+        if (c->end_ns == 0)
+            c->end_ns = bpf_ktime_get_ns();
+        return 0;
+    }
+    count(C_NOT_ESTABLISHED);
+    conns.delete(&sk);
+    return 0;
+}
+
+TRACEPOINT_PROBE(tcp, tcp_destroy_sock) {
+    u64 sk = (u64)args->skaddr;
+    struct conn_t *c = conns.lookup(&sk);
+    if (!c)
+        return 0;
+    if (c->established) {
+        if (c->end_ns == 0)
+            c->end_ns = bpf_ktime_get_ns();
         c->kind = KIND_CLOSE;
         if (c->pid == 0) {
             struct lkey_t k = {.netns = c->netns, .port = c->lport};
@@ -231,8 +297,6 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state) {
             }
         }
         submit(c);
-    } else {
-        count(C_NOT_ESTABLISHED);
     }
     conns.delete(&sk);
     return 0;
@@ -270,20 +334,24 @@ TRACEPOINT_PROBE(sock, sock_recv_length) {
 """
 
 #: Tracepoints the program attaches to (the preflight checks they exist).
-TRACEPOINTS = ("sock/inet_sock_set_state", "sock/sock_send_length", "sock/sock_recv_length")
+TRACEPOINTS = ("sock/inet_sock_set_state", "sock/sock_send_length", "sock/sock_recv_length",
+               "tcp/tcp_destroy_sock")
 
 
 @dataclass(frozen=True, slots=True)
 class ProgramConfig:
     max_connections: int = 65_536
     max_listeners: int = 4_096
+    max_processes: int = 16_384  # command lines kept for processes that exit quickly
+    cmdline_bytes: int = 256  # a power of two: how much of a command line is kept
     #: A power of two of at least one page; 128 bytes a record: 8 MiB hold 65,536 closed connections
     #: between two drains of the reader.
     ring_bytes: int = 8 * 1024 * 1024
 
 
-def source(config: ProgramConfig, netns: NetnsOffsets | None) -> str:
-    """The C text with its constants (``netns`` None: namespaces read as 0 and are resolved from /proc)."""
+def source(config: ProgramConfig, netns: NetnsOffsets | None, cmdline: CmdlineOffsets | None = None) -> str:
+    """The C text with its constants. Without offsets, namespaces read as 0 (resolved from /proc) and
+    command lines are not captured in the kernel (only /proc, while the process lives)."""
     if config.ring_bytes < 4096 or config.ring_bytes & (config.ring_bytes - 1):
         raise ValueError("the ring buffer size must be a power of two of at least 4096 bytes")
     defines = {
@@ -291,6 +359,8 @@ def source(config: ProgramConfig, netns: NetnsOffsets | None) -> str:
         "MAX_LISTENERS": config.max_listeners,
         "RING_PAGES": config.ring_bytes // 4096,
         "N_COUNTERS": len(COUNTERS),
+        "MAX_PROCESSES": config.max_processes,
+        "CMDLINE_BYTES": config.cmdline_bytes,
         "ROLE_CLIENT": ROLE_CLIENT,
         "ROLE_SERVER": ROLE_SERVER,
         "KIND_CLOSE": KIND_CLOSE,
@@ -301,5 +371,9 @@ def source(config: ProgramConfig, netns: NetnsOffsets | None) -> str:
     if netns is not None:
         defines["SK_NET_OFF"] = netns.sk_net
         defines["NET_INUM_OFF"] = netns.net_inum
+    if cmdline is not None:
+        defines["TASK_MM_OFF"] = cmdline.task_mm
+        defines["MM_ARG_START_OFF"] = cmdline.arg_start
+        defines["MM_ARG_END_OFF"] = cmdline.arg_end
     head = "".join(f"#define {k} {v}\n" for k, v in defines.items())
     return head + _SOURCE

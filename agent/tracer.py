@@ -8,13 +8,14 @@ headers mislead.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 from typing import Any
 
 import numpy as np
 
-from agent.btf import Btf, BtfError, netns_offsets
+from agent.btf import Btf, BtfError, CmdlineOffsets, NetnsOffsets, cmdline_offsets, netns_offsets
 from agent.ledger import ConnArray
 from agent.program import CONN, COUNTERS, KIND_CLOSE, ProgramConfig, source
 
@@ -25,18 +26,21 @@ class Tracer:
     def __init__(self, config: ProgramConfig | None = None) -> None:
         from bcc import BPF  # Debian's python3-bpfcc (make agent-deps)
 
+        netns: NetnsOffsets | None = None
+        cmdline: CmdlineOffsets | None = None
         try:
-            offsets = netns_offsets(Btf.from_kernel())
+            btf = Btf.from_kernel()
+            netns, cmdline = netns_offsets(btf), cmdline_offsets(btf)
         except BtfError as e:
-            log.warning("network namespaces from /proc only", extra={"reason": str(e)})
-            offsets = None
-        self.netns_from_kernel = offsets is not None
-        self.bpf: Any = BPF(text=source(config or ProgramConfig(), offsets))
+            log.warning("network namespaces and command lines from /proc only", extra={"reason": str(e)})
+        self.netns_from_kernel = netns is not None
+        self.bpf: Any = BPF(text=source(config or ProgramConfig(), netns, cmdline).encode())
         self._chunks: list[bytes] = []
         self._string_at = ctypes.string_at
-        self.bpf["events"].open_ring_buffer(self._on_record)
-        self._conns = self.bpf["conns"]
-        self._counters = self.bpf["counters"]
+        self.bpf[b"events"].open_ring_buffer(self._on_record)
+        self._conns = self.bpf[b"conns"]
+        self._counters = self.bpf[b"counters"]
+        self._cmdlines = self.bpf[b"cmdlines"]
 
     def _on_record(self, _ctx: Any, data: Any, size: int) -> int:
         self._chunks.append(self._string_at(data, size))
@@ -61,6 +65,18 @@ class Tracer:
         if not values:
             return np.zeros(0, dtype=CONN)
         return np.frombuffer(b"".join(values), dtype=CONN)
+
+    def cmdline(self, pid: int) -> str | None:
+        """The command line the kernel captured for ``pid`` (a process already gone), read once."""
+        key = self._cmdlines.Key(pid)
+        try:
+            value = self._cmdlines[key]
+        except KeyError:
+            return None
+        with contextlib.suppress(KeyError):
+            del self._cmdlines[key]
+        raw = bytes(value)[4 : 4 + value.len]  # struct cmd_t: u32 len, then the bytes
+        return raw.rstrip(b"\x00").replace(b"\x00", b" ").decode("utf-8", "replace")
 
     def counters(self) -> dict[str, int]:
         """The kernel's counters (summed over CPUs), by name."""
