@@ -105,7 +105,8 @@ class Hosts:
         p = self._peer(ns, args)
         assert p.stdout is not None
         line = p.stdout.readline()
-        assert line.strip() == "ready", f"server {service} did not start: {line!r} {p.stderr.read() if p.stderr else ''}"
+        err = "" if line.strip() == "ready" or p.stderr is None else p.stderr.read()
+        assert line.strip() == "ready", f"server {service} did not start: {line!r} {err}"
         return p
 
     def client(self, ns: str, service: str | None, to: str, port: int, send: int, chunks: int = 1,

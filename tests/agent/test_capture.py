@@ -80,7 +80,8 @@ def test_records_are_exact(hosts: Hosts, agent_factory: Any) -> None:
                  ("ledger-api", "ledger-api-test", ROLE_SERVER, b3, a1, 7002): (40, 4000)}
     assert set(got) == set(want) | set(long_keys), "records for traffic that did not happen, or missing"
     for key, (sent, received, conns) in want.items():
-        assert (got[key]["sent"], got[key]["received"], got[key]["connections"]) == (sent, received, conns), key
+        s = got[key]
+        assert (s["sent"], s["received"], s["connections"]) == (sent, received, conns), key
     for key, (sent, received) in long_keys.items():
         s = got[key]
         assert (s["sent"], s["received"]) == (sent, received), key
@@ -88,7 +89,7 @@ def test_records_are_exact(hosts: Hosts, agent_factory: Any) -> None:
         assert s["connections"] == s["records"], "each interval record stands for the one connection"
 
     # Each client connection between two local processes: exactly one client and one server record.
-    for strings, r in agent.flows():
+    for _, r in agent.flows():
         if unpack_ip(r["remote_addr"]) == b6 and r["role"] == ROLE_CLIENT:
             assert r["connections"] == 1 and r["remote_port"] == 7003 and r["local_port"] > 1024
 
