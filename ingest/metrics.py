@@ -11,25 +11,25 @@ Embedded mode labels its inputs ``stage="1"`` of their layer (catalog, health an
 ``meta``), the windows it writes ``stage="3"``, its stage counts as the Kafka stage running the
 same pure stage would (the one final stage of every layer is ``layer="all"``).
 
-=================================================  =========  ============================  ========
-name                                               type       labels                        modes
-=================================================  =========  ============================  ========
-``topology_ingest_records_total``                  counter    layer, stage                  both
-``topology_ingest_items_in_total``                 counter    layer, stage                  both
-``topology_ingest_items_out_total``                counter    layer, stage                  both
-``topology_ingest_dead_letters_total``             counter    layer, stage, reason          both
-``topology_ingest_stage_events_total``             counter    layer, stage, event           both
-``topology_ingest_batch_duration_seconds``         histogram  layer, stage                  Kafka
-``topology_ingest_commit_duration_seconds``        histogram  layer, stage                  Kafka
-``topology_ingest_commits_total``                  counter    layer, stage                  Kafka
-``topology_ingest_restarts_total``                 counter    layer, stage                  Kafka
-``topology_ingest_store_retries_total``            counter    layer, stage                  Kafka
-``topology_ingest_lag_records``                    gauge      layer, stage, topic, partition Kafka
-``topology_ingest_event_time_lag_seconds``         gauge      layer, stage                  Kafka
-``topology_ingest_clock_seconds``                  gauge      layer, stage                  Kafka
-``topology_ingest_paused``                         gauge      layer, stage                  Kafka
-``topology_ingest_reorder_buffer_items``           gauge      layer, stage                  Kafka
-=================================================  =========  ============================  ========
+===========================================  =========  ==============================  =====
+name                                         type       labels                          modes
+===========================================  =========  ==============================  =====
+``topology_ingest_records_total``            counter    layer, stage                    both
+``topology_ingest_items_in_total``           counter    layer, stage                    both
+``topology_ingest_items_out_total``          counter    layer, stage                    both
+``topology_ingest_dead_letters_total``       counter    layer, stage, reason            both
+``topology_ingest_stage_events_total``       counter    layer, stage, event             both
+``topology_ingest_batch_duration_seconds``   histogram  layer, stage                    Kafka
+``topology_ingest_commit_duration_seconds``  histogram  layer, stage                    Kafka
+``topology_ingest_commits_total``            counter    layer, stage                    Kafka
+``topology_ingest_restarts_total``           counter    layer, stage                    Kafka
+``topology_ingest_store_retries_total``      counter    layer, stage                    Kafka
+``topology_ingest_lag_records``              gauge      layer, stage, topic, partition  Kafka
+``topology_ingest_event_time_lag_seconds``   gauge      layer, stage                    Kafka
+``topology_ingest_clock_seconds``            gauge      layer, stage                    Kafka
+``topology_ingest_paused``                   gauge      layer, stage                    Kafka
+``topology_ingest_reorder_buffer_items``     gauge      layer, stage                    Kafka
+===========================================  =========  ==============================  =====
 
 (``topic`` and ``partition`` of the lag are bounded by the topic layout, :mod:`ingest.topics`.)
 A worker's endpoint also serves the ``process_*`` and ``python_*`` metrics of its process. The

@@ -4,25 +4,25 @@ Metrics (one registry per app, served at ``/metrics``; the README's "Metrics" se
 all). Counts are counters (``_total``), durations ``_duration_seconds`` histograms, and every label
 value comes from a small fixed set:
 
-============================================  =========  ============================================
-``topology_graphql_requests_total``           counter    operations by ``operation`` and ``outcome``
-                                                         (ok / error)
-``topology_graphql_request_duration_seconds`` histogram  operation latency by ``operation``
-``topology_graphql_errors_total``             counter    errors returned, by ``code``
-``topology_store_duration_seconds``           histogram  store call latency by ``store`` (NETWORK,
-                                                         IPC, TRACE, CATALOG) and ``method``
-``topology_store_errors_total``               counter    store calls that raised, by ``store``,
-                                                         ``method``
-``topology_http_requests_total``              counter    HTTP requests by ``route`` and ``status``
-                                                         class (2xx, 4xx, 5xx)
-``topology_http_request_duration_seconds``    histogram  HTTP request latency by ``route``
-``topology_ingest_*``                         counter    the ingest counts under the names the Kafka
-                                                         workers use (:mod:`ingest.metrics`), from
-                                                         the embedded runtime and the in-process
-                                                         Kafka workers, when the app has them
-``process_*``, ``python_*``                   various    the process (CPU, memory, descriptors) and
-                                                         the interpreter (version, garbage collector)
-============================================  =========  ============================================
+==============================================  =========  ==========================================
+``topology_graphql_requests_total``             counter    operations by ``operation`` and ``outcome``
+                                                           (ok / error)
+``topology_graphql_request_duration_seconds``   histogram  operation latency by ``operation``
+``topology_graphql_errors_total``               counter    errors returned, by ``code``
+``topology_store_duration_seconds``             histogram  store call latency by ``store`` (NETWORK,
+                                                           IPC, TRACE, CATALOG) and ``method``
+``topology_store_errors_total``                 counter    store calls that raised, by ``store``,
+                                                           ``method``
+``topology_http_requests_total``                counter    HTTP requests by ``route`` and ``status``
+                                                           class (2xx, 4xx, 5xx)
+``topology_http_request_duration_seconds``      histogram  HTTP request latency by ``route``
+``topology_ingest_*``                           counter    the ingest counts under the names the Kafka
+                                                           workers use (:mod:`ingest.metrics`), from
+                                                           the embedded runtime and the in-process
+                                                           Kafka workers, when the app has them
+``process_*``, ``python_*``                     various    the process (CPU, memory, descriptors) and
+                                                           the interpreter (version, garbage collector)
+==============================================  =========  ==========================================
 
 Bounded labels: ``operation`` is the client's operation name for the first
 :data:`MAX_OPERATIONS` distinct well-formed names, ``other`` after that (``anonymous`` without a

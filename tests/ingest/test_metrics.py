@@ -8,6 +8,7 @@ from a small fixed set, the process and interpreter collectors present.
 from __future__ import annotations
 
 import os
+import re
 import struct
 import time
 import urllib.request
@@ -16,6 +17,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
+import ingest.metrics
 from ingest.logic import Rejected
 from ingest.main import build_spec
 from ingest.metrics import DEFAULT_METRICS_HOST, SHARED, WorkerMetrics
@@ -202,3 +204,39 @@ def test_the_endpoint_listens_where_it_is_told() -> None:
     assert "process_cpu_seconds" in fams
     got = [s for s in fams["topology_ingest_dead_letters"].samples if s.name.endswith("_total")]
     assert [(s.labels, s.value) for s in got] == [({"layer": "meta", "stage": "1", "reason": "schema"}, 1.0)]
+
+
+def filled_worker() -> WorkerMetrics:
+    """A worker's metrics with a sample in every family."""
+    worker = WorkerMetrics()
+    feed(worker, bad_inputs()[:20])
+    labels = {"layer": "network", "stage": "1"}
+    worker.batch_seconds.labels(**labels).observe(0.1)
+    worker.commit_seconds.labels(**labels).observe(0.1)
+    for counter in (worker.commits, worker.restarts, worker.store_errors, worker.items_in, worker.items_out):
+        counter.labels(**labels).inc()
+    for gauge in (worker.event_lag, worker.clock, worker.paused, worker.reorder_buffer):
+        gauge.labels(**labels).set(1)
+    worker.lag.labels(topic="m.flows", partition="0", **labels).set(3)
+    worker.count_stages("w", labels, [_Logic(paired=1)])
+    return worker
+
+
+def docstring_table(doc: str) -> dict[str, tuple[str, set[str]]]:
+    """The metrics table of a module docstring: exposed name -> (type, labels)."""
+    rows = {}
+    for line in doc.splitlines():
+        cells = re.split(r"\s{2,}", line.strip())
+        if line.startswith("``topology_") and len(cells) == 4:
+            rows[cells[0].strip("`")] = (cells[1], {x.strip() for x in cells[2].split(",")})
+    return rows
+
+
+def test_the_module_docstring_table_is_what_a_worker_exposes() -> None:
+    table = docstring_table(ingest.metrics.__doc__ or "")
+    exposed = {(n + "_total" if kind == "counter" else n): (kind, samples)
+               for n, (kind, samples) in families(filled_worker().ingest).items()}
+    assert set(table) == set(exposed)
+    for name, (kind, samples) in exposed.items():
+        seen = {k for s in samples for k in s.labels if k != "le"}
+        assert samples and table[name] == (kind, seen), (name, table[name], kind, seen)

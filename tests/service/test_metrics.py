@@ -22,18 +22,23 @@ from ingest.main import build_spec
 from ingest.metrics import LEVELS, SHARED, WorkerMetrics
 from ingest.record import Partition
 from ingest.topics import Topics
+from service import observability
 from service.consumers import Consumers
 from service.observability import ERROR_CODES, MAX_OPERATIONS, runtime_families
 from service.receiver import ingest_routes
 from service.runtime import Runtime
 from tests.ingest.payloads import flow_batch, spans_request
 from tests.ingest.test_metrics import LEVELS as WORKER_LEVELS
-from tests.ingest.test_metrics import bad_inputs, check_conventions, families, feed
+from tests.ingest.test_metrics import bad_inputs, check_conventions, families, feed, filled_worker
 from tests.service.conftest import client_for
 from topology.admit import REASON_CLASSES
 from topology.pipeline import Pipeline
 from topology.store.base import Stores
 from topology.store.embedded import open_stores
+
+CONTENT_TYPES = {"/ingest/flows": "application/x-topology-flows", "/v1/traces": "application/x-protobuf",
+                 "/ingest/catalog": "application/json"}  # what each ingest route takes
+FLOWS = {"content-type": CONTENT_TYPES["/ingest/flows"]}
 
 README = pathlib.Path(__file__).resolve().parents[2] / "README.md"
 Families = dict[str, tuple[str, list[Sample]]]
@@ -124,7 +129,7 @@ async def test_embedded_metrics_after_known_inputs_good_and_bad(embedded: Embedd
     bad += [("/ingest/catalog", b"[{" + b"x" * i) for i in range(5)]
     reasons = set()
     for path, body in posts + mixed + bad:
-        r = await http.post(path, content=body, headers={"content-type": "application/x-protobuf"})
+        r = await http.post(path, content=body, headers={"content-type": CONTENT_TYPES[path]})
         if (path, body) in bad:
             assert r.status_code == 400, (path, r.text)
             reasons.add(r.text)
@@ -165,7 +170,7 @@ async def test_embedded_metrics_after_known_inputs_good_and_bad(embedded: Embedd
 
 async def test_the_ingest_counts_have_the_kafka_workers_names(embedded: Embedded) -> None:
     now_ms = int(time.time() * 1000)
-    await embedded.http.post("/ingest/flows", content=flow_batch([now_ms]))
+    await embedded.http.post("/ingest/flows", content=flow_batch([now_ms]), headers=FLOWS)
     await embedded.runtime.flush()
     server = {n: v for n, v in (await embedded.scrape()).items() if n.startswith("topology_ingest_")}
     worker = WorkerMetrics()
@@ -206,7 +211,7 @@ async def test_in_process_workers_join_the_server_metrics(tmp_path: pathlib.Path
     try:
         async with client_for(stores, runtime=runtime, consumers=consumers,
                               extra_routes=ingest_routes(runtime)) as http:
-            r = await http.post("/ingest/catalog", content=json.dumps([{"name": "api"}]).encode())
+            r = await http.post("/ingest/catalog", json=[{"name": "api"}])
             assert r.status_code == 200, r.text
             text = (await http.get("/metrics")).text
     finally:
@@ -232,21 +237,10 @@ def readme_table() -> dict[str, tuple[str, set[str]]]:
 
 async def test_the_readme_metrics_table_matches_the_registries(embedded: Embedded) -> None:
     now_ms = int(time.time() * 1000)
-    await embedded.http.post("/ingest/flows", content=flow_batch([now_ms]))
+    await embedded.http.post("/ingest/flows", content=flow_batch([now_ms]), headers=FLOWS)
     await embedded.http.post("/graphql", json={"query": '{ service(name: "x") { name } }'})
     await embedded.http.post("/graphql", json={"query": "{"})
-    worker = WorkerMetrics()
-    feed(worker, bad_inputs()[:20])
-    labels = {"layer": "network", "stage": "1"}
-    worker.batch_seconds.labels(**labels).observe(0.1)
-    worker.commit_seconds.labels(**labels).observe(0.1)
-    for counter in (worker.commits, worker.restarts, worker.store_errors, worker.items_out):
-        counter.labels(**labels).inc()
-    for gauge in (worker.event_lag, worker.clock, worker.paused, worker.reorder_buffer):
-        gauge.labels(**labels).set(1)
-    worker.lag.labels(topic="m.flows", partition="0", **labels).set(3)
-    worker.count_stages("w", labels, [])
-    exposed = parse(generate_latest(worker.registry).decode())
+    exposed = parse(generate_latest(filled_worker().registry).decode())
     for name, (kind, samples) in (await embedded.scrape()).items():
         assert exposed.setdefault(name, (kind, []))[0] == kind, name  # the same type in both modes
         exposed[name][1].extend(samples)
@@ -267,3 +261,17 @@ async def test_the_readme_metrics_table_matches_the_registries(embedded: Embedde
         assert table[name][0] == kind, (name, table[name][0], kind)
         seen = {k for s in samples for k in s.labels if k != "le"}
         assert samples and seen == table[name][1], (name, seen, table[name][1])
+
+
+async def test_the_module_docstring_table_is_what_the_server_exposes(embedded: Embedded) -> None:
+    """service/observability.py's table: every server metric (the ingest ones are ingest/metrics.py's)."""
+    table = {}
+    for line in (observability.__doc__ or "").splitlines():
+        cells = re.split(r"\s{2,}", line.strip())
+        if line.startswith("``topology_") and not cells[0].endswith("*``"):
+            table[cells[0].strip("`")] = cells[1]
+    await embedded.http.post("/graphql", json={"query": "{ __typename }"})
+    scraped = await embedded.scrape()
+    exposed = {(n + "_total" if kind == "counter" else n): kind for n, (kind, _) in scraped.items()
+               if n.startswith("topology_") and not n.startswith("topology_ingest_")}
+    assert table == exposed
