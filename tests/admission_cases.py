@@ -62,7 +62,8 @@ def spans(*times: tuple[float, float], pair: bool = False, trace_id: bytes = b"\
         _span(client, trace_id, sid, b"", 3, start, end)
         if server is not None:
             _span(server, trace_id, bytes([i + 101]) * 8, sid, 2, start, end)
-    return req.SerializeToString()
+    data: bytes = req.SerializeToString()
+    return data
 
 
 def _resource_spans(req: ExportTraceServiceRequest, service: str) -> object:
@@ -92,7 +93,8 @@ def metrics(*times: float, nan_sum: bool = False) -> bytes:
         dp.time_unix_nano, dp.count, dp.sum = int(t * 1e9), 3, float("nan") if nan_sum else 0.3
         a = dp.attributes.add()
         a.key, a.value.string_value = "server.address", "payments.svc.local"
-    return req.SerializeToString()
+    data: bytes = req.SerializeToString()
+    return data
 
 
 def flows(now: float, *starts: float, app: int = 1) -> bytes:
