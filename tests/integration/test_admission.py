@@ -16,11 +16,10 @@ import pytest_asyncio
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceResponse
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
-from service.app import create_app
-from service.config import ServiceConfig
-from service.receiver import INVALID_ARGUMENT, ingest_routes, rpc_status
+from service.receiver import INVALID_ARGUMENT, rpc_status
 from service.runtime import Runtime
 from tests.admission_cases import CASES, ROADS, Case
+from tests.integration.asgi import ingest_client
 from topology.admit import reason_class
 from topology.pipeline import Pipeline
 from topology.store.embedded import open_stores
@@ -63,8 +62,7 @@ class Road:
 async def road(tmp_path: Path) -> AsyncIterator[Road]:
     stores = open_stores(tmp_path / "store")
     runtime = Runtime(stores, tmp_path, Pipeline())  # the wall clock: arrival times are real
-    app = create_app(stores, ServiceConfig.from_env({}), runtime=runtime, extra_routes=ingest_routes(runtime))
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+    async with ingest_client(stores, runtime) as c:
         yield Road(c, runtime, tmp_path / "dead-letters.jsonl")
     await stores.close()
 
