@@ -19,9 +19,11 @@ import string
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from service.tls import parse_client_scopes
 from topology.settings import (
     ConfigError,
     from_env,
+    optional,
     parse_duration,
     parse_port,
     setting,
@@ -77,12 +79,43 @@ class ServiceConfig:
     metrics_url: str | None = setting(None, "TOPOLOGY_METRICS_URL", "URL template of a service's metrics")
     graphiql: bool = setting(True, "TOPOLOGY_GRAPHIQL", "serve GraphiQL on `GET /graphql`")
     allowed_origins: tuple[str, ...] = setting((), "TOPOLOGY_ALLOWED_ORIGINS",
-                                               "comma-separated origins allowed to open WebSockets",
+                                               "comma-separated web origins allowed to use the server from a "
+                                               "browser: WebSockets, CORS, ingest",
                                                parse=_origins)
     otlp_endpoint: str | None = setting(None, "OTEL_EXPORTER_OTLP_ENDPOINT",
                                         "export our own resolver traces over OTLP/HTTP to this base URL")
     otel_service_name: str = setting("service-topology", "OTEL_SERVICE_NAME",
                                      "`service.name` of the exported spans")
+    # Security (README: Security; service/security.py puts these together).
+    insecure: bool = setting(False, "TOPOLOGY_INSECURE",
+                             "listen on an address other than loopback without authentication",
+                             flag="--insecure", const="true")
+    ingest_port: int | None = setting(None, "TOPOLOGY_INGEST_PORT",
+                                      "serve the ingest routes on this port only (the others on --port only)",
+                                      flag="--ingest-port", parse=optional(parse_port), metavar="PORT")
+    allowed_hosts: tuple[str, ...] = setting((), "TOPOLOGY_ALLOWED_HOSTS",
+                                             "comma-separated `Host` names answered (`*.example.com`, `*`)",
+                                             parse=_origins,
+                                             shown="loopback names and --host (any on 0.0.0.0)")
+    tokens_file: str | None = setting(None, "TOPOLOGY_TOKENS_FILE",
+                                      "file of hashed bearer tokens with their scopes (README: Security)")
+    oidc_jwks: str | None = setting(None, "TOPOLOGY_OIDC_JWKS",
+                                    "JWKS file or https URL that OIDC access tokens are verified with")
+    oidc_issuer: str | None = setting(None, "TOPOLOGY_OIDC_ISSUER",
+                                      "the `iss` OIDC access tokens must have")
+    oidc_audience: str | None = setting(None, "TOPOLOGY_OIDC_AUDIENCE",
+                                        "the `aud` OIDC access tokens must have")
+    oidc_scope_prefix: str = setting("", "TOPOLOGY_OIDC_SCOPE_PREFIX",
+                                     "prefix of our scopes in a token's `scope` claim, e.g. `topology.`")
+    tls_cert: str | None = setting(None, "TOPOLOGY_TLS_CERT",
+                                   "the server's TLS certificate chain (PEM): HTTPS only")
+    tls_key: str | None = setting(None, "TOPOLOGY_TLS_KEY", "the private key of TOPOLOGY_TLS_CERT (PEM)")
+    tls_client_ca: str | None = setting(None, "TOPOLOGY_TLS_CLIENT_CA",
+                                        "CA bundle (PEM) that client certificates are verified with (mTLS)")
+    tls_client_scopes: tuple[tuple[str, frozenset[str]], ...] = setting(
+        (), "TOPOLOGY_TLS_CLIENT_SCOPES",
+        "scopes of client certificates by common name: `ops:read+admin,*:read`", parse=parse_client_scopes,
+        shown="none")
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
@@ -100,6 +133,23 @@ class ServiceConfig:
             t = self.link_template(kind)
             if t is not None:
                 check_template(f"TOPOLOGY_{kind.upper()}_URL", t)
+        self._check_security()
+
+    def _check_security(self) -> None:
+        if self.ingest_port is not None and self.ingest_port == self.port:
+            raise ConfigError(f"TOPOLOGY_INGEST_PORT: {self.ingest_port} is also TOPOLOGY_PORT")
+        oidc = (self.oidc_jwks, self.oidc_issuer, self.oidc_audience)
+        if any(oidc) and not all(oidc):
+            raise ConfigError("TOPOLOGY_OIDC_JWKS: needs TOPOLOGY_OIDC_ISSUER and TOPOLOGY_OIDC_AUDIENCE too")
+        if (self.tls_key or self.tls_client_ca) and not self.tls_cert:
+            raise ConfigError("TOPOLOGY_TLS_CERT: needed with TOPOLOGY_TLS_KEY or TOPOLOGY_TLS_CLIENT_CA")
+        if self.tls_client_scopes and not self.tls_client_ca:
+            raise ConfigError("TOPOLOGY_TLS_CLIENT_SCOPES: needs TOPOLOGY_TLS_CLIENT_CA")
+
+    @property
+    def auth_enabled(self) -> bool:
+        """Whether requests need credentials (a token file, OIDC or client certificates)."""
+        return bool(self.tokens_file or self.oidc_jwks or self.tls_client_scopes)
 
     def link_template(self, kind: str) -> str | None:
         return {"logs": self.logs_url, "traces": self.traces_url, "metrics": self.metrics_url}[kind]

@@ -1,0 +1,80 @@
+"""The server's security, put together from its settings: the middleware every request goes through,
+the hosts it answers by default, and the refusal to serve the open map to a network.
+
+Middleware, outermost first: CORS (only with ``TOPOLOGY_ALLOWED_ORIGINS``; answers preflights), the
+request guard (:mod:`service.guard`: Host, ingest Origin and Content-Type, the ingest port), then
+authentication and authorisation (:mod:`service.auth`). The WebSocket origin check is Strawberry's,
+from the same ``TOPOLOGY_ALLOWED_ORIGINS``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import replace
+
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+
+from service.auth import Authenticator, AuthMiddleware
+from service.config import ServiceConfig
+from service.guard import RequestGuard, default_hosts
+from service.oidc import JwtVerifier
+from service.tokens import TokenFile
+from topology.settings import ConfigError
+
+__all__ = ["authenticator_for", "check_exposure", "is_loopback", "security_middleware", "served_config"]
+
+CORS_HEADERS = ("authorization", "content-type", "content-encoding")
+
+
+def authenticator_for(config: ServiceConfig) -> Authenticator:
+    """Raises :class:`ConfigError` naming the variable if the token or JWKS file cannot be used."""
+    try:
+        tokens = TokenFile(config.tokens_file) if config.tokens_file else None
+        verifier = None
+        if config.oidc_jwks:
+            assert config.oidc_issuer is not None and config.oidc_audience is not None  # validated
+            verifier = JwtVerifier(config.oidc_jwks, config.oidc_issuer, config.oidc_audience,
+                                   config.oidc_scope_prefix)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    return Authenticator(tokens, verifier, dict(config.tls_client_scopes))
+
+
+def security_middleware(config: ServiceConfig, authenticator: Authenticator) -> list[Middleware]:
+    stack: list[Middleware] = []
+    if config.allowed_origins:
+        stack.append(Middleware(CORSMiddleware, allow_origins=list(config.allowed_origins),
+                                allow_methods=["GET", "POST"], allow_headers=list(CORS_HEADERS), max_age=600))
+    stack.append(Middleware(RequestGuard, allowed_hosts=config.allowed_hosts,
+                            allowed_origins=config.allowed_origins, ingest_port=config.ingest_port))
+    stack.append(Middleware(AuthMiddleware, authenticator=authenticator))
+    return stack
+
+
+def is_loopback(host: str) -> bool:
+    name = host.strip("[]").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def check_exposure(config: ServiceConfig) -> None:
+    """Refuse (:class:`ConfigError`, one line) to serve without authentication beyond loopback."""
+    if is_loopback(config.host) or config.auth_enabled or config.insecure:
+        return
+    raise ConfigError(
+        f"TOPOLOGY_HOST: refusing to listen on {config.host} without authentication (anyone who reaches it "
+        "could rewrite the map); set TOPOLOGY_TOKENS_FILE, TOPOLOGY_OIDC_JWKS or TOPOLOGY_TLS_CLIENT_SCOPES "
+        "(README: Security), or pass --insecure if the network is trusted"
+    )
+
+
+def served_config(config: ServiceConfig) -> ServiceConfig:
+    """``config`` as a listening server uses it: the default allowed hosts filled in."""
+    if config.allowed_hosts:
+        return config
+    return replace(config, allowed_hosts=default_hosts(config.host))
