@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import add
 from typing import Any
 
 #: Our own resolution: buckets 2.19% wide, quantiles within 1.08% of the exact value.
@@ -195,8 +196,8 @@ class LatencySketch:
         acc = list(a.counts)
         if end > len(acc):
             acc.extend([0] * (end - len(acc)))
-        for j, n in enumerate(b.counts, shift):
-            acc[j] += n
+        stop = shift + len(b.counts)
+        acc[shift:stop] = map(add, acc[shift:stop], b.counts)  # C-level loop: ~3x a Python one
         return LatencySketch(a.scale, a.offset, tuple(acc), a.zero + b.zero)
 
     # -- reading -----------------------------------------------------------------------------------
@@ -306,8 +307,9 @@ def merge_sketches(items: Iterable[LatencySketch]) -> LatencySketch:
         if scale == SCALE or hi - lo <= MAX_BUCKETS:
             acc = [0] * (hi - lo)
             for s in live:
-                for j, n in enumerate(s.counts, s.offset - lo):
-                    acc[j] += n
+                i = s.offset - lo
+                j = i + len(s.counts)
+                acc[i:j] = map(add, acc[i:j], s.counts)
             return LatencySketch(scale, lo, tuple(acc), zero)
     counts: dict[int, int] = {}
     for s in live:

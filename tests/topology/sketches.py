@@ -19,7 +19,10 @@ def lat(*at: tuple[float, int], zero: int = 0) -> LatencySketch:
 #: Any sketch a stage or a store can hold: our scale or a client's finer one, a few sparse buckets.
 sketches = st.builds(
     LatencySketch.from_counts,
-    st.dictionaries(st.integers(-1200, 1200), st.integers(0, 10**6), max_size=12),
+    st.one_of(  # far apart, or close together (as real latencies are, and stored sparse)
+        st.dictionaries(st.integers(-1200, 1200), st.integers(0, 10**6), max_size=12),
+        st.dictionaries(st.integers(-340, -100), st.integers(0, 300), max_size=40),
+    ),
     st.integers(0, 50),
     st.sampled_from([SCALE, SCALE, SCALE + 1, MAX_SCALE]),
 )

@@ -164,3 +164,12 @@ def test_old_power_of_two_histograms_read_as_sketches_at_their_old_resolution() 
     assert EdgeStats.from_dict({"latency": old, "requests": 8}).latency == s
     with pytest.raises(ValueError):
         latency_from_json([1, 2, 3])
+
+
+def test_few_calls_spread_wide_are_stored_sparse_and_read_back_the_same() -> None:
+    codec = StatsCodec()
+    few = EdgeStats(requests=3, latency=LatencySketch.of([0.002, 0.01, 0.09]))  # ~70 and ~100 buckets apart
+    dense_bytes = len(few.latency.counts)
+    blob = codec.encode(few, 0)
+    assert codec.decode(blob, 0) == few
+    assert len(blob) < dense_bytes  # 3 (gap, count) pairs instead of ~170 counts

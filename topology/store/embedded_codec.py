@@ -248,6 +248,37 @@ Attrs = tuple[Any, Any, Any, Any, Any]  # protocol, ports, intermediaries, endpo
 _NO_ATTRS: Attrs = (None, (), (), (), None)
 
 
+_SPARSE = 0x8000  # the nlat flag of a sparse latency sketch
+_WIDTH = (1, 2, 4, 8)  # bytes of each integer code
+
+
+def _sparse(counts: tuple[int, ...], width: int) -> list[int] | None:
+    """``counts`` as (empty buckets skipped, count) pairs, if that is smaller and every gap fits a byte."""
+    nonzero = len(counts) - counts.count(0)
+    if nonzero * (1 + _WIDTH[width]) >= len(counts) * _WIDTH[width] or nonzero >= _SPARSE:
+        return None
+    out: list[int] = []
+    gap = 0
+    for n in counts:
+        if not n:
+            gap += 1
+            continue
+        if gap > 255:
+            return None
+        out += (gap, n)
+        gap = 0
+    return out
+
+
+def _dense(pairs: tuple[int, ...]) -> tuple[int, ...]:
+    out: list[int] = []
+    for i in range(0, len(pairs), 2):
+        if pairs[i]:
+            out.extend([0] * pairs[i])
+        out.append(pairs[i + 1])
+    return tuple(out)
+
+
 class _Plain(Exception):
     """This record is written in the plain format."""
 
@@ -307,6 +338,10 @@ class _Plan:
             elif f == 10 and old:
                 fmt.append("B" + _INT_CODES[c] * nlat)
                 n += 1 + nlat
+            elif f == 10 and nlat & _SPARSE:  # scale, offset, zero count, (gap, count) per bucket
+                k = nlat & ~_SPARSE
+                fmt.append("bh" + _INT_CODES[c] + ("B" + _INT_CODES[c]) * k)
+                n += 3 + 2 * k
             elif f == 10:  # scale, offset, zero count, counts
                 fmt.append("bh" + _INT_CODES[c] * (1 + nlat))
                 n += 3 + nlat
@@ -326,8 +361,11 @@ class _Plan:
 class StatsCodec:
     """The compact format of one database: about 25-45 bytes a window instead of 90-140.
 
-    ``tag(1) mask(2) codes(4) nlat(1)`` then the present fields packed with the smallest integer
-    width that holds them (``codes``: 2 bits per field), then exemplars as bytes. Times are stored
+    ``tag(1) mask(2) codes(4) nlat(2)`` then the present fields packed with the smallest integer
+    width that holds them (``codes``: 2 bits per field), then exemplars as bytes. The latency
+    sketch is ``scale offset zero`` and its counts, dense (``nlat`` counts) or, where that is
+    smaller (few calls spread wide), sparse: ``nlat = 0x8000 | k`` and ``k`` pairs of (empty
+    buckets skipped, count). Times are stored
     as milliseconds after the window start when that is exact; the set-like fields (protocol, ports,
     intermediaries, endpoints, connection type), which rarely change, are one id into the
     database's ``attrs`` table. Anything unusual (negative or huge counters, odd exemplars or
@@ -419,11 +457,18 @@ class StatsCodec:
         if lat.total:
             if type(lat) is not LatencySketch:
                 raise _Plain
-            nlat = len(lat.counts)
+            counts = lat.counts
+            width = _int_code(max(lat.zero, max(counts, default=0)))
             mask |= 1 << 10
-            codes |= _int_code(max(lat.zero, max(lat.counts, default=0))) << 20
+            codes |= width << 20
             vals += (lat.scale, lat.offset, lat.zero)
-            vals.extend(lat.counts)
+            sparse = _sparse(counts, width)
+            if sparse is None:
+                nlat = len(counts)
+                vals.extend(counts)
+            else:
+                nlat = _SPARSE | len(sparse) // 2
+                vals.extend(sparse)
         if s.latency_sum:
             if type(s.latency_sum) is not float:
                 raise _Plain
@@ -478,6 +523,8 @@ class StatsCodec:
                 lat = None
             elif old:
                 lat = (vals[p], vals[p + 1 : p + 1 + nlat])
+            elif nlat & _SPARSE:
+                lat = (vals[p], vals[p + 1], vals[p + 2], _dense(vals[p + 3 : p + 3 + 2 * (nlat & ~_SPARSE)]))
             else:
                 lat = (vals[p], vals[p + 1], vals[p + 2], vals[p + 3 : p + 3 + nlat])
             exemplars: tuple[str, ...] = ()
