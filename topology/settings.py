@@ -292,8 +292,8 @@ def add_flags(parser: argparse.ArgumentParser, cls: type, defaults: Mapping[str,
             optional_value = {"nargs": "?", "const": parse(spec.const)}
         parser.add_argument(
             spec.flag, *(aliases or {}).get(name, ()), dest=_dest(cls, name), type=check,
-            default=argparse.SUPPRESS, metavar=spec.metavar or ("{" + ",".join(spec.choices) + "}"
-                                                                 if spec.choices else None),
+            default=argparse.SUPPRESS,
+            metavar=spec.metavar or ("{" + ",".join(spec.choices) + "}" if spec.choices else name.upper()),
             help=f"{spec.help} [env {spec.env}; default: {shown}]".replace("%", "%%"), **optional_value,
         )
 
