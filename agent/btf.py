@@ -47,6 +47,12 @@ class Btf:
     """The named structs and the types they reference, parsed once."""
 
     def __init__(self, data: bytes) -> None:
+        try:
+            self._parse(data)
+        except (struct.error, IndexError) as e:
+            raise BtfError(f"malformed BTF: {e}") from e
+
+    def _parse(self, data: bytes) -> None:
         if len(data) < 24:
             raise BtfError("BTF data too short")
         magic, _version, _flags, hdr_len, type_off, type_len, str_off, str_len = struct.unpack_from(

@@ -53,6 +53,7 @@ class Ledger:
             if prev is not None:
                 prev[3] = 0
                 if sent[i] == prev[0] and received[i] == prev[1]:
+                    prev[2] = now_ns  # nothing moved until now: the next bytes come after it
                     continue
                 out["sent"][i] -= prev[0]
                 out["received"][i] -= prev[1]

@@ -59,6 +59,7 @@ class Outbox:
         self.errors = 0
         self.rejected = 0
         self.connected = False
+        self._inflight: Message | None = None
 
     def __len__(self) -> int:
         return len(self._queue)
@@ -67,8 +68,11 @@ class Outbox:
         """Queue ``msg``; if the buffer overflows, drop the oldest flow batches (then leases), counted."""
         self._queue.append(msg)
         self.bytes += len(msg.payload)
-        while self.bytes > self.max_bytes and self._queue:
-            victim = next((m for m in self._queue if m.kind == FLOWS), self._queue[0])
+        while self.bytes > self.max_bytes:
+            waiting = [m for m in self._queue if m is not self._inflight]  # never the one being sent
+            if not waiting:
+                break
+            victim = next((m for m in waiting if m.kind == FLOWS), waiting[0])
             self._queue.remove(victim)
             self._drop(victim, "buffer full")
         self._ready.set()
@@ -96,7 +100,7 @@ class Outbox:
                 delay = min(delay * 2, self.backoff_max)
 
     async def _send_head(self) -> bool:
-        msg = self._queue[0]
+        msg = self._inflight = self._queue[0]
         try:
             await self.send(msg)
         except Rejected as e:
@@ -111,6 +115,13 @@ class Outbox:
                             extra={"error": str(e), "queued": len(self._queue)})
             self.connected = False
             return False
+        except Exception:  # a sink bug must not stop delivery: logged, counted, retried
+            self.errors += 1
+            log.exception("unexpected sink failure")
+            self.connected = False
+            return False
+        finally:
+            self._inflight = None
         if not self.connected:
             log.info("sink reachable", extra={"queued": len(self._queue)})
         self.connected = True
