@@ -12,14 +12,15 @@ are recorded there too. Health events (``topology.health``) are read entirely: e
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
+from ingest.admission import admitted, produced
 from ingest.logic import Added, PartitionLogic, Rejected, StageSpec
 from ingest.record import Partition, Record
 from ingest.topics import Topics
-from topology.catalog import HealthEvent, TraceSummary
+from topology.admit import SCHEMA, admit_health, reason
+from topology.catalog import TraceSummary
 from topology.health import HealthBook
 from topology.model import EdgePartial, EdgeWindow
 from topology.stages.final import FinalStage
@@ -46,10 +47,12 @@ class FinalSpec(StageSpec):
         return (self.topics.health,)
 
     def apply_global(self, record: Record) -> str | None:
+        """One ``topology.health`` record, through the same admission as the meta worker's (which
+        dead-letters what it rejects; here a rejected record raises and is skipped)."""
         if record.value is not None:
-            raw = json.loads(record.value)
-            for d in raw if isinstance(raw, list) else [raw]:
-                self.health.add(HealthEvent.from_dict(d))
+            events, _ = admitted(admit_health(record.value, produced(record)))
+            for e in events:
+                self.health.add(e)
         return None
 
     def shared(self) -> dict[str, Any]:
@@ -82,7 +85,7 @@ class _Final(PartitionLogic):
                 else:
                     partials.append(EdgePartial.from_dict(d))
         except (ValueError, TypeError, KeyError) as e:
-            raise Rejected(f"bad edge partial: {e}") from None
+            raise Rejected(reason(SCHEMA, f"bad edge partial: {e}")) from None
         self.stage.add(partials)
         return Added(None, len(partials))
 

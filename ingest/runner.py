@@ -86,6 +86,14 @@ class StageRunner:
         return ps
 
     # -- input ----------------------------------------------------------------------------------------
+    def apply_global(self, r: Record) -> None:
+        """One record of a topic the spec reads entirely (address leases, health events); a bad one
+        is skipped here (the meta worker dead-letters it)."""
+        try:
+            self.spec.apply_global(r)
+        except Exception:
+            log.debug("bad global record", exc_info=True)
+
     def process(self, ps: Part, records: Iterable[Record]) -> tuple[int, int]:
         """Feed ``records`` of one partition in offset order; returns (records fed, items in them)."""
         n = items = 0

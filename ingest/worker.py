@@ -277,10 +277,7 @@ class Worker:
     async def _apply_globals(self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
         for records in batch.values():
             for r in records:
-                try:
-                    self.spec.apply_global(plain(r))
-                except Exception:  # the meta worker dead-letters bad records of these topics
-                    log.debug("bad global record", exc_info=True)
+                self.runner.apply_global(plain(r))
 
     async def _load_topology(self) -> None:
         assert self.consumer is not None

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
 from ingest.main import build_spec
 from ingest.publisher import lease_key
 from ingest.splitter import by_trace_id
 from ingest.topics import Topics
-from tests.ingest.testing import Bus, TestingStage
+from tests.ingest.testing import Bus, Chain, TestingStage
 from topology.sim import Simulator, generate_fleet
 from topology.store.base import Stores
 from topology.wire import flow
@@ -41,31 +40,19 @@ def publish(bus: Bus, topics: Topics, em: Any, t: float, traces_by_id: bool = Tr
             bus.produce(topics.otlp_spans, req, tid.encode(), ms)
 
 
-@dataclass
 class FleetRun:
     """Every stage of ``layers`` (and meta) over one bus; ``stores`` only for the terminal specs."""
 
-    stores: Stores
-    layers: Iterable[str] = LAYERS
-    partitions: int = 2
-    topics: Topics = field(default_factory=Topics)
-    bus: Bus = field(init=False)
-    stages: dict[tuple[int, str], TestingStage] = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.bus = Bus(self.partitions)
-        self.stages = {(s, layer): TestingStage(build_spec(s, layer, self.topics, self.stores), self.bus)
-                       for layer in self.layers for s in (1, 2, 3)}
-        self.stages[(1, "meta")] = TestingStage(build_spec(1, "meta", self.topics, self.stores), self.bus)
+    def __init__(self, stores: Stores, layers: Iterable[str] = LAYERS, partitions: int = 2) -> None:
+        self.topics = Topics()
+        self.keys = [(s, layer) for layer in layers for s in (1, 2, 3)] + [(1, "meta")]
+        self.chain = Chain((build_spec(s, layer, self.topics, stores) for s, layer in self.keys),
+                           Bus(partitions))
+        self.bus = self.chain.bus
+        self.stages = dict(zip(self.keys, self.chain.stages, strict=True))
 
     def stage(self, stage: int, layer: str) -> TestingStage:
         return self.stages[(stage, layer)]
-
-    def cycle(self, wall: float, early: bool = False, save: bool = False) -> None:
-        """One loop of every worker, upstream first, each ending in a checkpoint."""
-        for st in self.stages.values():  # in stage order within each layer
-            st.wall = wall
-            st.poll(early).commit(save)
 
     def simulate(self, services: int, minutes: float, start: float, seed: int = 42,
                  traces_by_id: bool = True) -> Simulator:
@@ -75,12 +62,8 @@ class FleetRun:
         while t < start + minutes * 60 - 1e-9:
             publish(self.bus, self.topics, sim.step(t, STEP), t + STEP, traces_by_id)
             t += STEP
-            self.cycle(t)
+            self.chain.cycle(t)
         return sim
 
     def drain(self, until: float) -> None:
-        """Wall time passes without input until ``until``: idle clocks close every window."""
-        wall = min(st.wall for st in self.stages.values())
-        while wall < until:
-            wall += 1.0
-            self.cycle(wall)
+        self.chain.drain(until)

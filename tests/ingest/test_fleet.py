@@ -3,9 +3,6 @@ pipeline, the simulator's catalog and health, and nothing dead-lettered or dropp
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import pytest
 
 from tests.ingest.baseline import assert_same_windows, embedded_baseline
@@ -14,18 +11,11 @@ from tests.ingest.testing import last_windows
 from topology.catalog import HealthEvent, ServiceInfo, TraceSummary
 from topology.model import Layer
 from topology.store.base import Stores
-from topology.store.embedded import open_stores
 
 SERVICES = 20
 MINUTES = 3.0
 START = 1_800_000_000.0
 
-
-@pytest.fixture
-async def stores(tmp_path: Path) -> AsyncIterator[Stores]:
-    s = open_stores(tmp_path / "store")
-    yield s
-    await s.close()
 
 
 def _windows(run: FleetRun, layers: tuple[str, ...]) -> dict[object, object]:

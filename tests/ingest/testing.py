@@ -54,6 +54,18 @@ class Bus:
         for item in items:
             self.produce(topic, json.dumps(item.to_dict()).encode(), key(item).encode(), timestamp_ms)
 
+    def produce_items(self, topic: str, items: Sequence[dict[str, Any]], source: str, now: float,
+                      partition: int = 0) -> Record:
+        """A repartition record, as an upstream worker writes it: ``items`` from ``source`` at ``now``."""
+        value, headers = envelope.batch_record(items, source, now)
+        return self.produce(topic, value, headers=headers, partition=partition)
+
+    def tick(self, topic: str, clocks: dict[str, float]) -> None:
+        """A tick record to every partition of ``topic``: upstream ``clocks`` by source."""
+        value, headers = envelope.tick_record(clocks)
+        for p in range(self.partitions):
+            self.produce(topic, value, headers=headers, partition=p)
+
     def read(self, tp: Partition, offset: int) -> list[Record]:
         return self.logs[tp][offset:]
 
@@ -107,7 +119,7 @@ class TestingStage:
             for p in range(self.bus.partitions):
                 tp = Partition(t, p)
                 for r in self.bus.read(tp, self.global_offsets[tp]):
-                    self.spec.apply_global(r)
+                    self.runner.apply_global(r)
                     self.global_offsets[tp] = r.offset + 1
         for tp in self.inputs():
             ps = self._part(tp)
@@ -144,9 +156,7 @@ class TestingStage:
                 self.bus.produce(out, value, headers=headers, partition=p)
             clocks = run.clocks()
             if clocks:
-                value, headers = envelope.tick_record(clocks)
-                for p in range(self.bus.partitions):
-                    self.bus.produce(out, value, headers=headers, partition=p)
+                self.bus.tick(out, clocks)
         for key, value, headers in pending.dead:
             self.bus.produce("dlq", value, key, headers=headers)
             self.dead.append(json.loads(value))
@@ -171,6 +181,37 @@ class TestingStage:
 
     def counters(self) -> dict[str, int]:
         return self.runner.counters()
+
+
+class Chain:
+    """Stage specs over one bus, each loop running them in the order given (upstream first)."""
+
+    def __init__(self, specs: Iterable[StageSpec], bus: Bus | None = None, wall: float = 0.0) -> None:
+        self.bus = bus or Bus()
+        self.stages = [TestingStage(spec, self.bus, wall) for spec in specs]
+
+    def __getitem__(self, i: int) -> TestingStage:
+        return self.stages[i]
+
+    def cycle(self, wall: float | None = None, early: bool = False, save: bool = False) -> Chain:
+        """One loop of every worker, each ending in a checkpoint (``save``: kept for restarts)."""
+        for st in self.stages:
+            if wall is not None:
+                st.wall = wall
+            st.poll(early).commit(save)
+        return self
+
+    def drain(self, until: float) -> Chain:
+        """Wall time passes without input until ``until``: idle clocks close every window."""
+        wall = min(st.wall for st in self.stages)
+        while wall < until:
+            wall += 1.0
+            self.cycle(wall)
+        return self
+
+    @property
+    def effects(self) -> list[Any]:
+        return self.stages[-1].effects
 
 
 def last_windows(effects: Iterable[Any]) -> dict[tuple[str, str, int, str, str], Any]:
