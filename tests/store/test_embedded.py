@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import marshal
 import pathlib
 import random
 import shutil
+import sqlite3
+import struct
 from collections.abc import AsyncIterator
 
 import pytest
@@ -454,3 +457,56 @@ async def test_remembered_answers_follow_every_write(factory: EmbeddedFactory) -
     past = TimeRange(start, start + MINUTE)
     assert await net.neighbors(["b"], DOWN, APP, past, LIVE_NOW + 2 * HOUR) != []  # the hour window
     assert await net.neighbors(["b"], DOWN, APP, past, LIVE_NOW) == []  # minutes asked for: none left
+
+
+# -- the latency layout stored before sketches (codec compact-3) ------------------------------------------
+OLD_HIST = (0, 0, 0, 0, 0, 7, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)  # (16, 32] ms, (1.0, 2.0] s
+OLD_SKETCH = LatencySketch.from_power_of_two(OLD_HIST)
+
+
+def test_old_records_decode_with_their_histogram_converted() -> None:
+    plain = bytes((0,)) + marshal.dumps(
+        (0.0, 0.0, None, (), 0, 0, 0, (), 8, 0, (5, (7, 0, 0, 0, 0, 0, 1)), 0.5, (), (), None, "UNKNOWN")
+    )
+    # compact: header (tag 1, mask: requests + latency, width codes 0, 7 buckets), requests, first
+    # bucket, counts
+    compact = struct.pack("<BHIB", 1, 1 << 8 | 1 << 10, 0, 7) + bytes((8, 5, 7, 0, 0, 0, 0, 0, 1))
+    codec = StatsCodec()
+    for blob in (plain, compact):
+        got = codec.decode(blob, 0)
+        assert (got.requests, got.latency, got.latency.total) == (8, OLD_SKETCH, 8)
+    assert OLD_SKETCH.quantile(0.5) == pytest.approx(0.016 * 2**0.5, rel=0.011)
+
+
+def _as_previous_codec(root: pathlib.Path, start: int) -> pathlib.Path:
+    """Rewrite the IPC database as the previous codec would have written its one window; its path."""
+    for snapshot in root.glob("*.npz"):
+        snapshot.unlink()
+    [db] = [p for p in root.glob("*.db") if "ipc" in p.name.lower()]
+    old = (float(start), float(start + 59), None, (), 1, 0, 0, (), 8, 0, (5, (7, 0, 0, 0, 0, 0, 1)), 0.5, (),
+           (), None, "UNKNOWN")
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        conn.execute("UPDATE meta SET value='compact-3' WHERE key='codec'")
+        conn.execute("UPDATE windows SET stats=?", (bytes((0,)) + marshal.dumps(old),))
+        conn.commit()
+    return db
+
+
+async def test_a_database_of_the_previous_codec_opens_reads_and_moves_on(tmp_path: pathlib.Path) -> None:
+    stores = open_stores(tmp_path)
+    now = LIVE_NOW - 5 * MINUTE
+    await stores.layers[IPC].upsert_windows(minutes("a", "b", now, 1, layer=IPC, requests=8))
+    await stores.close()
+    db = _as_previous_codec(tmp_path, now)
+    stores = open_stores(tmp_path)
+    try:
+        [e] = await stores.layers[IPC].neighbors(["a"], UP, APP, LIVE, LIVE_NOW)
+        assert (e.stats.requests, e.stats.latency) == (8, OLD_SKETCH)
+        await stores.layers[IPC].upsert_windows(minutes("a", "b", now + MINUTE, 1, layer=IPC,
+                                                        latency=LatencySketch.of([0.02])))
+        [e] = await stores.layers[IPC].neighbors(["a"], UP, APP, LIVE, LIVE_NOW)
+        assert e.stats.latency == OLD_SKETCH.merge(LatencySketch.of([0.02]))
+    finally:
+        await stores.close()
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        assert conn.execute("SELECT value FROM meta WHERE key='codec'").fetchone() == ("compact-4",)
