@@ -1,8 +1,10 @@
-"""The contract between the generic Kafka worker (:mod:`ingest.worker`) and one stage of one layer.
+"""The contract between the generic runner and worker (:mod:`ingest.runner`, :mod:`ingest.worker`)
+and one stage of one layer.
 
 A :class:`StageSpec` says what a stage reads and writes; it makes one :class:`PartitionLogic` per
-input partition (the pure stage object of that partition, wrapped). The worker owns everything
-about Kafka: consumer group, clocks, checkpoints, transactions, dead letters, metrics.
+input partition (the pure stage object of that partition, wrapped), which takes plain records
+(:class:`ingest.record.Record`). The runner owns clocks, flushes and dead letters; the worker owns
+everything about Kafka: consumer group, checkpoints, transactions, metrics.
 """
 
 from __future__ import annotations
