@@ -28,6 +28,7 @@ from topology.timewindow import TimeRange
 SCENARIO = json.loads((GOLDEN / "vpc_flow_logs.input.json").read_text())
 EXPECTED = json.loads((GOLDEN / "vpc_flow_logs.expected.json").read_text())
 T0: int = SCENARIO["t0"]
+TEXT = {"content-type": "text/plain"}
 
 
 @dataclass
@@ -68,8 +69,7 @@ async def test_the_golden_flow_logs_over_http_give_the_golden_edges(app: App) ->
     [step] = SCENARIO["steps"]
     body = "\n".join(re.sub(r"\{(-?\d+)\}", lambda m: str(T0 + int(m.group(1))), x) for x in step["vpc"])
     app.clock[0] = T0 + step["flush"]
-    r = await app.client.post("/ingest/vpcflows", content=body.encode(),
-                              headers={"content-type": "text/plain"})
+    r = await app.client.post("/ingest/vpcflows", content=body.encode(), headers=TEXT)
     [[line, reason]] = EXPECTED["vpc_errors"]
     assert r.status_code == 200
     assert r.json() == {"accepted": EXPECTED["counters"]["vpc"]["records"], "rejected": 1,
@@ -87,6 +87,6 @@ async def test_default_format_lines_over_http(app: App) -> None:
     assert (await app.client.post("/ingest/addresses", json=leases)).status_code == 200
     app.clock[0] = T + 60
     body = "\n".join([v2(b=100), v2(src="10.0.0.2", dst="10.0.0.1", sp=443, dp=40000, b=900)])
-    r = await app.client.post("/ingest/vpcflows", content=body.encode())
+    r = await app.client.post("/ingest/vpcflows", content=body.encode(), headers=TEXT)
     assert r.json() == {"accepted": 2}
     assert await app.network_edges(T + 60) == {("web", "api"): (1, 100, 900)}
