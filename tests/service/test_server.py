@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import socket
+from pathlib import Path
 
+import httpx
 import pytest
 
+from service.app import create_app
+from service.config import ServiceConfig
+from service.demo import SimulationDriver
+from service.runtime import Runtime
 from service.server import _listen
 from tests.service.conftest import client_for
+from topology.pipeline import Pipeline
+from topology.sim import Simulator, generate_fleet
 from topology.store.base import Stores
+from topology.store.embedded import open_stores
+
+LIVE_EDGES = "{ topology(first: 1000) { edges { source target } } }"
 
 
 async def test_readyz_is_not_ready_while_the_data_is_loading(stores: Stores) -> None:
@@ -37,3 +50,30 @@ def test_a_port_in_use_is_named() -> None:
             _listen("127.0.0.1", port)
     free = _listen("127.0.0.1", 0)
     free.close()
+
+
+async def test_the_demo_is_ready_once_its_live_map_answers(tmp_path: Path) -> None:
+    stores = open_stores(tmp_path / "demo")
+    runtime = Runtime(stores, None, Pipeline())
+    fleet = generate_fleet(services=20, seed=3)
+    driver = SimulationDriver(lambda start: Simulator(fleet, seed=3, start=start), runtime, step=5.0,
+                              backfill=120.0, truth=None)
+    app = create_app(stores, ServiceConfig(), runtime=runtime, data_ready=driver.ready.is_set)
+    task: asyncio.Task[None] | None = None
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
+            assert (await http.get("/readyz")).status_code == 503  # the stores answer, the map is empty
+            task = asyncio.create_task(driver.run())
+            await asyncio.wait_for(driver.ready.wait(), 120)
+            assert (await http.get("/readyz")).status_code == 200
+            body = (await http.post("/graphql", json={"query": LIVE_EDGES})).json()
+            assert "errors" not in body, body
+            edges = {(e["source"], e["target"]) for e in body["data"]["topology"]["edges"]}
+            truth = {tuple(pair) for pair in driver.sims[0].truth()["unified"]}
+            assert edges and edges <= truth  # the live map answers, with edges that carried traffic
+    finally:
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await stores.close()
