@@ -76,6 +76,7 @@ MAX_FUTURE: Final = 86_400.0  # a day ahead of the reference
 MAX_PAST: Final = 30 * 86_400.0  # a month behind the reference
 
 T = TypeVar("T")
+M = TypeVar("M")  # a decoded OTLP request
 
 
 def reason(cls: str, detail: str) -> str:
@@ -199,20 +200,27 @@ def admit_flows(data: bytes, produced: float | None) -> Admission[flow.FlowBatch
 
 
 # -- OTLP ----------------------------------------------------------------------------------------------
-def _otlp_error(e: otlp.OtlpDecodeError, data: bytes) -> Admission[Any]:
-    return _whole(SCHEMA if isinstance(e, otlp.OtlpSchemaError) else DECODE, str(e), data)
+def _otlp(data: bytes, content_type: str, what: str, decode: Callable[[bytes, str], M],
+          judge: Callable[[M], Admission[Any]]) -> Admission[Any]:
+    """``judge`` the decoded request; an empty payload or one that does not decode is rejected whole."""
+    if not data:
+        return _whole(EMPTY, f"empty {what} request", data)
+    try:
+        request = decode(data, content_type)
+    except otlp.OtlpDecodeError as e:
+        return _whole(SCHEMA if isinstance(e, otlp.OtlpSchemaError) else DECODE, str(e), data)
+    return judge(request)
 
 
 def admit_spans(data: bytes, content_type: str, produced: float | None) -> Admission[Any]:
     """An ``ExportTraceServiceRequest``, kept in the compact schema of :func:`topology.wire.otlp.spans_view`
     (decoded once: the stages and the Kafka splitter take it as it is). Spans with an implausible start
     or end are cut out into a request of their own."""
-    if not data:
-        return _whole(EMPTY, "empty spans request", data)
-    try:
-        view = otlp.decode_spans(data, content_type)
-    except otlp.OtlpDecodeError as e:
-        return _otlp_error(e, data)
+    return _otlp(data, content_type, "spans", otlp.decode_spans,
+                 lambda view: _judge_spans(view, data, produced))
+
+
+def _judge_spans(view: Any, data: bytes, produced: float | None) -> Admission[Any]:
     ref = reference(produced)
     cut: set[int] = set()  # ordinals of the spans cut out
     first: str | None = None
@@ -244,12 +252,12 @@ def admit_metrics(data: bytes, content_type: str,
                   produced: float | None) -> Admission[ExportMetricsServiceRequest]:
     """An ``ExportMetricsServiceRequest``; a resource with any point at an implausible time is cut out
     whole (its series are judged together)."""
-    if not data:
-        return _whole(EMPTY, "empty metrics request", data)
-    try:
-        req = otlp.decode_metrics(data, content_type)
-    except otlp.OtlpDecodeError as e:
-        return _otlp_error(e, data)
+    return _otlp(data, content_type, "metrics", otlp.decode_metrics,
+                 lambda req: _judge_metrics(req, data, produced))
+
+
+def _judge_metrics(req: ExportMetricsServiceRequest, data: bytes,
+                   produced: float | None) -> Admission[ExportMetricsServiceRequest]:
     ref = reference(produced)
     bad: list[int] = []
     first: str | None = None
