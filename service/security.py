@@ -10,6 +10,7 @@ from the same ``TOPOLOGY_ALLOWED_ORIGINS``.
 from __future__ import annotations
 
 import ipaddress
+import logging
 from dataclasses import replace
 
 from starlette.middleware import Middleware
@@ -23,6 +24,8 @@ from service.tokens import TokenFile
 from topology.settings import ConfigError
 
 __all__ = ["authenticator_for", "check_exposure", "is_loopback", "security_middleware", "served_config"]
+
+log = logging.getLogger("service.security")
 
 CORS_HEADERS = ("authorization", "content-type", "content-encoding")
 
@@ -64,7 +67,11 @@ def is_loopback(host: str) -> bool:
 
 def check_exposure(config: ServiceConfig) -> None:
     """Refuse (:class:`ConfigError`, one line) to serve without authentication beyond loopback."""
-    if is_loopback(config.host) or config.auth_enabled or config.insecure:
+    if is_loopback(config.host) or config.auth_enabled:
+        return
+    if config.insecure:
+        log.warning("serving without authentication: anyone who reaches the port can rewrite the map",
+                    extra={"host": config.host, "port": config.port})
         return
     raise ConfigError(
         f"TOPOLOGY_HOST: refusing to listen on {config.host} without authentication (anyone who reaches it "
@@ -74,7 +81,11 @@ def check_exposure(config: ServiceConfig) -> None:
 
 
 def served_config(config: ServiceConfig) -> ServiceConfig:
-    """``config`` as a listening server uses it: the default allowed hosts filled in."""
+    """``config`` as a listening server uses it: the default allowed hosts filled in. Raises
+    :class:`ConfigError` (one line, before anything starts) for a server without authentication
+    beyond loopback, or a token or JWKS file that cannot be used."""
+    check_exposure(config)
+    authenticator_for(config)
     if config.allowed_hosts:
         return config
     return replace(config, allowed_hosts=default_hosts(config.host))

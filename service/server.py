@@ -25,7 +25,9 @@ from ingest.worker import WorkerOptions
 from service.config import ServiceConfig
 from service.demo import FLUSH_EVERY, ROLLUP_EVERY, SimulationDriver
 from service.runtime import Runtime
+from service.security import served_config
 from service.settings import DemoSettings, FleetSettings
+from service.tls import uvicorn_tls
 from topology.pipeline import Pipeline
 from topology.settings import KafkaSettings, StoreSettings
 from topology.store.base import Stores
@@ -77,8 +79,20 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _sockets(config: ServiceConfig) -> list[socket.socket]:
+    """The main port's socket, and the ingest port's when there is one (``--ingest-port``)."""
+    socks = [_listen(config.host, config.port)]
+    if config.ingest_port is not None:
+        try:
+            socks.append(_listen(config.host, config.ingest_port))
+        except OSError:
+            socks[0].close()
+            raise
+    return socks
+
+
 async def _serve(
-    sock: socket.socket,
+    socks: list[socket.socket],
     config: ServiceConfig,
     stores: Stores,
     runtime: Runtime,
@@ -101,25 +115,29 @@ async def _serve(
     )
     server = uvicorn.Server(
         uvicorn.Config(
-            app, host=config.host, port=config.port, log_level="warning", lifespan="on", log_config=None
+            app, host=config.host, port=config.port, log_level="warning", lifespan="on", log_config=None,
+            **uvicorn_tls(config.tls_cert, config.tls_key, config.tls_client_ca),
         )
     )
-    base = f"http://{config.host}:{config.port}"
+    scheme = "https" if config.tls_cert else "http"
+    base = f"{scheme}://{config.host}:{config.port}"
+    ingest = f"{scheme}://{config.host}:{config.ingest_port or config.port}"
 
     async def announce() -> None:
         while not server.started:  # noqa: ASYNC110 - uvicorn exposes a flag, not an event
             await asyncio.sleep(0.05)
         print(
             f"{banner}\n  GraphiQL   {base}/graphql\n  metrics    {base}/metrics\n"
-            f"  health     {base}/healthz  {base}/readyz\n  ingest     {base}/v1/traces  {base}/v1/metrics  "
-            f"{base}/ingest/flows\nPress Ctrl-C to stop.",
+            f"  health     {base}/healthz  {base}/readyz\n"
+            f"  ingest     {ingest}/v1/traces  {ingest}/v1/metrics  {ingest}/ingest/flows\n"
+            "Press Ctrl-C to stop.",
             flush=True,
         )
 
     background.append(asyncio.create_task(announce()))
     _stop_gracefully()
     try:
-        await server.serve(sockets=[sock])
+        await server.serve(sockets=socks)
     finally:
         if consumers is not None:
             await consumers.stop()  # final checkpoints while the stores are still open
@@ -144,7 +162,8 @@ async def run_demo(fleet: FleetSettings, demo: DemoSettings, config: ServiceConf
                    store: StoreSettings) -> int:
     from topology.sim import Simulator, generate_fleet
 
-    sock = _listen(config.host, config.port)
+    config = served_config(config)  # one line and no start: no authentication beyond loopback, bad files
+    socks = _sockets(config)
     stores = await store.open()
     runtime = Runtime(stores, _data_dir(store), Pipeline())
 
@@ -156,23 +175,24 @@ async def run_demo(fleet: FleetSettings, demo: DemoSettings, config: ServiceConf
     task = asyncio.create_task(driver.run())
     banner = (f"Service Topology demo: {fleet.services} simulated services (seed {fleet.seed}), "
               f"store {store.describe()}")
-    return await _serve(sock, config, stores, runtime, [task], banner, data_ready=driver.ready.is_set)
+    return await _serve(socks, config, stores, runtime, [task], banner, data_ready=driver.ready.is_set)
 
 
 async def run_serve(config: ServiceConfig, store: StoreSettings, kafka: KafkaSettings | None,
                     worker: WorkerOptions | None = None) -> int:
     """Serve ``store``; with ``kafka`` also run the terminal Kafka workers (``worker``: their options)."""
-    sock = _listen(config.host, config.port)
+    config = served_config(config)  # one line and no start: no authentication beyond loopback, bad files
+    socks = _sockets(config)
     stores = await store.open()
     runtime = Runtime(stores, _data_dir(store), Pipeline())
     task = asyncio.create_task(_flusher(runtime))
     banner = f"Service Topology server, store {store.describe()}"
     if kafka is None:
-        return await _serve(sock, config, stores, runtime, [task], banner)
+        return await _serve(socks, config, stores, runtime, [task], banner)
     from ingest.topics import Topics
     from service.consumers import Consumers
 
     consumers = Consumers(stores, kafka.bootstrap, Topics(kafka.topic_prefix), options=worker)
     consumers.start()
     banner += f", consuming Kafka at {kafka.bootstrap}"
-    return await _serve(sock, config, stores, runtime, [task], banner, consumers)
+    return await _serve(socks, config, stores, runtime, [task], banner, consumers)
