@@ -1,12 +1,15 @@
 """Storage and CPU cost of one edge-window's stats, by latency shape and call rate (in process).
 
-    .venv/bin/python -m bench.stats_size [--edges 200] [--minutes 60]
+    .venv/bin/python -m bench.stats_size [--edges 200] [--minutes 60] [--accuracy]
 
 For each call rate (calls per edge-minute) builds ``edges x minutes`` IPC windows whose latencies are
 drawn from a log-normal (median 12 ms, sigma 0.7, as the simulator's IPC calls) and reports, per
 window: the bytes of the embedded store's stats column (``StatsCodec``, compact format), of the
 JanusGraph stats property (JSON), the CPU time to encode and decode one, and per edge the CPU time to
 merge its minutes into one (a roll-up of stored windows, ``merge_fields``; a query's ``merge_all``).
+
+``--accuracy`` prints instead the relative error of p50/p90/p99 against ``numpy.quantile`` for the
+shapes of :mod:`topology.sim.latency` (20,000 observations each).
 
 It runs against the latency sketch and, from a checkout of an older commit, against the power-of-two
 histogram it replaced (the windows are built from the same samples), so before and after come from
@@ -25,6 +28,7 @@ import numpy as np
 
 import topology.stats
 from bench.machine import header
+from topology.sim.latency import LATENCY_SHAPES, latency_samples
 from topology.stats import EdgeStats
 from topology.store.embedded_codec import StatsCodec, merge_all, merge_fields
 from topology.store.janusgraph_layer import encode_stats
@@ -66,7 +70,19 @@ def main() -> None:
     ap.add_argument("--edges", type=int, default=200)
     ap.add_argument("--minutes", type=int, default=60)
     ap.add_argument("--rates", type=int, nargs="+", default=[1, 10, 100, 1000])
+    ap.add_argument("--accuracy", action="store_true", help="quantile errors against numpy instead")
     args = ap.parse_args()
+    if args.accuracy:
+        print(header(f"quantile accuracy: {LAYOUT}"))
+        for shape in LATENCY_SHAPES:
+            xs = latency_samples(shape, 20_000)
+            s = EdgeStats(latency=latency_of(xs.tolist()))
+            errors = []
+            for q in (0.5, 0.9, 0.99):
+                want, got = float(np.quantile(xs, q)), s.latency_quantile(q)
+                errors.append(f"p{round(q * 100)} {100 * ((got or 0.0) - want) / want:+6.2f}%")
+            print(f"{shape:12s} " + "  ".join(errors))
+        return
     print(header(f"stats size: {LAYOUT}"))
     print(f"# {args.edges} IPC edges x {args.minutes} minute windows per call rate")
     print(f"{'calls/min':>9} {'embedded B':>10} {'JSON B':>7} {'encode us':>9} {'decode us':>9} "

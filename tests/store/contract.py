@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import abc
 import itertools
-import math
 import random
 from collections.abc import Sequence
 from typing import Any
@@ -51,6 +50,7 @@ from topology.model import (
     Reached,
     Side,
 )
+from topology.sim.latency import LATENCY_SHAPES, latency_samples
 from topology.sketch import LatencySketch
 from topology.stages.final import FinalStage
 from topology.stats import EdgeStats
@@ -153,24 +153,8 @@ LIVE = TimeRange(LIVE_NOW - 15 * MINUTE, LIVE_NOW)
 
 
 # -- latency accuracy ----------------------------------------------------------------------------
-LATENCY_SHAPES = ("constant", "bimodal", "lognormal", "exponential")
 QUANTILES = (0.5, 0.9, 0.99)
 MAX_QUANTILE_ERROR = 0.02  # relative, against numpy.quantile of every observation
-
-
-def latency_samples(shape: str, n: int, seed: int = 7) -> npt.NDArray[np.float64]:
-    """``n`` call latencies in seconds of a named shape (the bimodal one: 80% fast, 20% slow)."""
-    rng = np.random.default_rng(seed)
-    if shape == "constant":
-        return np.full(n, 0.0425)
-    if shape == "bimodal":
-        fast, slow = rng.normal(0.004, 0.0004, n), rng.normal(0.25, 0.02, n)
-        return np.where(rng.random(n) < 0.8, fast, slow)
-    if shape == "lognormal":
-        return rng.lognormal(math.log(0.012), 0.7, n)
-    if shape == "exponential":
-        return rng.exponential(0.05, n)
-    raise ValueError(shape)
 
 
 def latency_partials(

@@ -11,8 +11,9 @@ from opentelemetry.sdk.metrics._internal.exponential_histogram.mapping.logarithm
     LogarithmMapping,
 )
 
-from tests.store.contract import LATENCY_SHAPES, QUANTILES, latency_samples
+from tests.store.contract import QUANTILES
 from tests.topology.sketches import latencies, sketches
+from topology.sim.latency import LATENCY_SHAPES, latency_samples
 from topology.sketch import (
     EMPTY,
     MAX_BUCKETS,
