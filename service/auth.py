@@ -68,9 +68,10 @@ def required_scope(scope: Scope) -> str | None:
         return ADMIN
     if path in OTLP_PATHS or path.startswith("/ingest/"):
         return INGEST
-    if (path == "/graphql" and scope["type"] == "http" and scope.get("method") in ("GET", "HEAD")
-            and "query" not in parse_qs(scope.get("query_string", b"").decode("latin-1"))):
-        return None  # the GraphiQL page: static HTML, it sends its queries with the user's token
+    if path == "/graphql" and scope["type"] == "http" and scope.get("method") in ("GET", "HEAD"):
+        params = parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+        if "query" not in params:
+            return None  # the GraphiQL page: static HTML, it sends its queries with the user's token
     return READ
 
 

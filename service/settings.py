@@ -105,6 +105,8 @@ class SimulateSettings:
     http: str | None = setting(None, "TOPOLOGY_SIMULATE_HTTP",
                                "POST the payloads to a `topology serve` at this base URL", flag="--http",
                                metavar="URL")
+    token: str | None = setting(None, "TOPOLOGY_SIMULATE_TOKEN",
+                                "bearer token sent with --http (scopes ingest and admin; README: Security)")
     kafka: bool | str = setting(False, "TOPOLOGY_SIMULATE_KAFKA",
                                 "publish the payloads to the Kafka topics; "
                                 "BOOTSTRAP overrides KAFKA_BOOTSTRAP",

@@ -54,17 +54,19 @@ class FileSink:
 class HttpSink:
     """POSTs to a ``topology serve``: OTLP at /v1/*, the rest at /ingest/*."""
 
-    def __init__(self, base: str) -> None:
+    def __init__(self, base: str, token: str | None = None) -> None:
         import httpx
 
         self.base = base.rstrip("/")
         self.client = httpx.AsyncClient(timeout=30.0)
+        self.auth = {"authorization": f"Bearer {token}"} if token else {}
 
     async def _post(self, path: str, content: bytes, ctype: str) -> None:
         import httpx
 
         try:
-            r = await self.client.post(self.base + path, content=content, headers={"content-type": ctype})
+            r = await self.client.post(self.base + path, content=content,
+                                       headers={"content-type": ctype, **self.auth})
         except httpx.TransportError as e:
             raise Unreachable(f"the server at {self.base} cannot be reached: {type(e).__name__}: {e}") from e
         if r.status_code >= 400:
@@ -97,7 +99,7 @@ async def run_simulate(fleet_settings: FleetSettings, settings: SimulateSettings
         if settings.out:
             sinks.append(FileSink(Path(settings.out)))
         if settings.http:
-            sinks.append(HttpSink(settings.http))
+            sinks.append(HttpSink(settings.http, settings.token))
         if kafka is not None:
             from ingest.publisher import KafkaSink
             from ingest.topics import Topics
