@@ -45,10 +45,9 @@ started long ago).
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, Generic, TypeVar
@@ -149,7 +148,8 @@ def time_problem(t: float, ref: float | None) -> str | None:
 def implausible(start: npt.NDArray[np.float64], end: npt.NDArray[np.float64],
                 ref: float | None) -> npt.NDArray[np.bool_]:
     """:func:`time_problem` for many records at once: True where ``start`` or ``end`` is not plausible."""
-    bad: npt.NDArray[np.bool_] = ~((start >= MIN_TIME) & (end >= MIN_TIME))  # NaN compares False
+    finite = np.isfinite(start) & np.isfinite(end)
+    bad: npt.NDArray[np.bool_] = ~(finite & (start >= MIN_TIME) & (end >= MIN_TIME))
     if ref is not None:
         bad |= ~((end <= ref + MAX_FUTURE) & (start <= ref + MAX_FUTURE))
         bad |= ~((start >= ref - MAX_PAST) & (end >= ref - MAX_PAST))
@@ -220,32 +220,36 @@ def admit_spans(data: bytes, content_type: str, produced: float | None) -> Admis
                  lambda view: _judge_spans(view, data, produced))
 
 
-def _judge_spans(view: Any, data: bytes, produced: float | None) -> Admission[Any]:
+def _judge_spans(decoded: tuple[Any, list[tuple[int, int]]], data: bytes,
+                 produced: float | None) -> Admission[Any]:
+    view, times = decoded
+    n = len(times)
+    if not n:
+        return Admission(view)
+    ns = np.array(times, dtype=np.float64) / 1e9
+    start, end = ns[:, 0], ns[:, 1]
     ref = reference(produced)
-    cut: set[int] = set()  # ordinals of the spans cut out
-    first: str | None = None
-    latest: float | None = None
-    n = 0
+    bad = implausible(start, end, ref)
+    nbad = int(bad.sum())
+    if not nbad:  # the common case: nothing to cut, no copy
+        return Admission(view, n, float(end.max()))
+    cut = np.flatnonzero(bad)
+    i = int(cut[0])
+    first = next(sp for k, sp in enumerate(_spans(view)) if k == i)
+    why = f"span {first.name[:100]!r}: {_span_problem(float(start[i]), float(end[i]), ref)}"
+    text = reason(TIMESTAMP, f"{why} ({nbad} of {n} spans in the request)")
+    if nbad == n:
+        return Admission(None, rejected=(Rejection(text, data),))
+    flags = iter((~bad).tolist())
+    parts = otlp.split_spans(view, lambda _: next(flags))
+    return Admission(parts[True], n - nbad, float(end[~bad].max()),
+                     (Rejection(text, parts[False].SerializeToString()),), nbad)
+
+
+def _spans(view: Any) -> Iterator[Any]:
     for rs in view.resource_spans:
         for ss in rs.scope_spans:
-            for span in ss.spans:
-                start, end = span.start_time_unix_nano / 1e9, span.end_time_unix_nano / 1e9
-                why = _span_problem(start, end, ref)
-                if why is not None:
-                    cut.add(n)
-                    first = first or f"span {span.name[:100]!r}: {why}"
-                elif latest is None or end > latest:
-                    latest = end
-                n += 1
-    if first is None:  # the common case: nothing to cut, no copy
-        return Admission(view, n, latest)
-    text = reason(TIMESTAMP, f"{first} ({len(cut)} of {n} spans in the request)")
-    if len(cut) == n:
-        return Admission(None, rejected=(Rejection(text, data),))
-    ordinal = itertools.count()
-    parts = otlp.split_spans(view, lambda _: next(ordinal) not in cut)
-    return Admission(parts[True], n - len(cut), latest, (Rejection(text, parts[False].SerializeToString()),),
-                     len(cut))
+            yield from ss.spans
 
 
 def admit_metrics(data: bytes, content_type: str,

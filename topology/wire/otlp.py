@@ -91,17 +91,21 @@ def decode_traces(data: bytes, content_type: str = PROTOBUF) -> ExportTraceServi
     return req
 
 
-def decode_spans(data: bytes, content_type: str = PROTOBUF) -> Any:
+def decode_spans(data: bytes, content_type: str = PROTOBUF) -> tuple[Any, list[tuple[int, int]]]:
     """The spans of an ``ExportTraceServiceRequest`` in the compact schema (:func:`spans_view`), validated
-    as :func:`decode_traces` validates them. Protobuf is parsed once, with the compact schema; OTLP/JSON
-    is decoded by :func:`decode_traces` and carried over. Only the compact schema's own fields are
-    checked: attribute and resource bytes are decoded where a stage reads them (and tolerated if bad)."""
+    as :func:`decode_traces` validates them, and every span's (start, end) in nanoseconds, in order.
+    Protobuf is parsed once, with the compact schema; OTLP/JSON is decoded by :func:`decode_traces` and
+    carried over. Only the compact schema's own fields are checked: attribute and resource bytes are
+    decoded where a stage reads them (and tolerated if bad)."""
+    times: list[tuple[int, int]] = []
     if _media(content_type) == JSON:
-        return spans_view(decode_traces(data, JSON).SerializeToString())
+        view = spans_view(decode_traces(data, JSON).SerializeToString())
+        _validate_traces(view, times)
+        return view, times
     view = spans_view(data)
-    if not _validate_traces(view) and data:
+    if not _validate_traces(view, times) and data:
         raise OtlpDecodeError(f"no spans found in {len(data)} bytes of protobuf")
-    return view
+    return view, times
 
 
 def split_spans(view: Any, key: Callable[[Any], K]) -> dict[K, Any]:
@@ -304,12 +308,15 @@ _EXEMPLAR_TRACE = (0, TRACE_ID_BYTES)
 
 
 # -- validation -------------------------------------------------------------------------------
-def _validate_traces(req: Any) -> int:
-    """Spans in ``req`` (full or compact schema); raises OtlpSchemaError for ids of the wrong length."""
+def _validate_traces(req: Any, times: list[tuple[int, int]] | None = None) -> int:
+    """Spans in ``req`` (full or compact schema); raises OtlpSchemaError for ids of the wrong length.
+    Appends each span's (start, end) to ``times`` if given."""
     n = 0
     for i, rs in enumerate(req.resource_spans):
         for j, ss in enumerate(rs.scope_spans):
             for k, span in enumerate(ss.spans):
+                if times is not None:
+                    times.append((span.start_time_unix_nano, span.end_time_unix_nano))
                 tid, sid, pid = span.trace_id, span.span_id, span.parent_span_id
                 if len(tid) != TRACE_ID_BYTES or len(sid) != SPAN_ID_BYTES or len(pid) not in _PARENT_LENGTHS:
                     where = f"resource_spans[{i}].scope_spans[{j}].spans[{k}]"
