@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import socket
 import sys
@@ -25,6 +24,7 @@ import numpy as np
 from bench.machine import header, percentiles
 from topology.wire import flow
 
+FLOWS = {"content-type": "application/x-topology-flows"}  # each ingest route takes its own type
 QUERY = (
     "query($n: String!) { service(name: $n) { upstream(depth: 1) { edges { node { service { name } } } } } }"
 )
@@ -87,10 +87,11 @@ async def run(args: argparse.Namespace) -> None:
                 }
                 for i in range(args.samples)
             ]
-            (await c.post(base + "/ingest/addresses", content=json.dumps(leases))).raise_for_status()
+            (await c.post(base + "/ingest/addresses", json=leases)).raise_for_status()
             for i in range(args.samples):
                 t0 = time.time()
-                (await c.post(base + "/ingest/flows", content=_batch(i, t0))).raise_for_status()
+                r = await c.post(base + "/ingest/flows", content=_batch(i, t0), headers=FLOWS)
+                r.raise_for_status()
                 name = f"fresh-client-{i}"
                 while True:
                     r = (
