@@ -26,9 +26,12 @@ import struct
 import uuid
 import zlib
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from ingest.record import Partition
+
+if TYPE_CHECKING:  # the Kafka client is imported where a checkpoint is read back (restore)
+    from aiokafka import AIOKafkaConsumer, TopicPartition
 
 PART_BYTES = 900_000
 FORMAT = b"1"
@@ -81,12 +84,12 @@ def loads(data: bytes, shared: dict[str, Any] | None = None) -> Any:
 
 @dataclass(frozen=True, slots=True)
 class Checkpoint:
-    source: TopicPartition  # the input partition whose state this is
+    source: Partition  # the input partition whose state this is
     offset: int  # the next input offset to read: the state covers every record before it
     state: bytes  # dumps() output
 
 
-def state_key(source: TopicPartition) -> str:
+def state_key(source: Partition) -> str:
     return f"{source.topic}:{source.partition}"
 
 
@@ -103,16 +106,18 @@ def to_records(cp: Checkpoint) -> list[tuple[bytes, bytes, list[tuple[str, bytes
     return out
 
 
-def state_partition(source: TopicPartition, state_partitions: int) -> int:
+def state_partition(source: Partition, state_partitions: int) -> int:
     return source.partition % state_partitions
 
 
-async def restore(bootstrap: str, state_topic: str, source: TopicPartition) -> Checkpoint | None:
+async def restore(bootstrap: str, state_topic: str, source: Partition) -> Checkpoint | None:
     """The latest complete checkpoint of ``source`` in ``state_topic`` (None if there is none).
 
     Reads the state partition backwards in growing steps from its end, so a restore costs about
     the size of the latest checkpoint whatever the topic's history.
     """
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
                                 isolation_level="read_committed", auto_offset_reset="earliest",
                                 fetch_max_bytes=16 * 1024 * 1024, max_partition_fetch_bytes=4 * 1024 * 1024)
@@ -159,7 +164,7 @@ async def _read_range(consumer: AIOKafkaConsumer, tp: TopicPartition, lo: int, h
     return out
 
 
-def _newest(records: list[Any], prefix: bytes, source: TopicPartition) -> Checkpoint | None:
+def _newest(records: list[Any], prefix: bytes, source: Partition) -> Checkpoint | None:
     """The newest checkpoint of ``source`` in ``records`` if all its parts are there, else None."""
     newest: bytes | None = None
     parts: dict[int, Any] = {}

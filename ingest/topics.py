@@ -23,9 +23,10 @@ import asyncio
 import contextlib
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+if TYPE_CHECKING:  # the admin client is imported where it is used: naming topics needs no Kafka client
+    from aiokafka.admin import AIOKafkaAdminClient
 
 LAYERS = ("network", "ipc", "trace")
 
@@ -128,6 +129,9 @@ class Topics:
 async def ensure_topics(bootstrap: str, topics: Topics, partitions: int = 4,
                         only: Iterable[str] | None = None) -> list[str]:
     """Create the pipeline's topics that do not exist yet; returns the names created."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.errors import TopicAlreadyExistsError
+
     specs = topics.all_specs(partitions)
     if only is not None:
         wanted = set(only)
@@ -166,6 +170,8 @@ async def delete_prefixed(bootstrap: str, prefix: str) -> list[str]:
     """Delete every topic whose name starts with ``prefix`` (tests clean up with this)."""
     if not prefix:
         raise ValueError("refusing to delete every topic: give a non-empty prefix")
+    from aiokafka.admin import AIOKafkaAdminClient
+
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
