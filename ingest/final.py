@@ -5,9 +5,9 @@ the same key, so writing a window again (after late data, or after a replay) is 
 flushes (the worker's ``early_interval``) write open windows *provisionally*, as they stand so far;
 the complete window replaces them when it closes, by the rules of the pure stage (new edges only,
 later versions at most every ``provisional_refresh`` seconds of event time), which the in-process
-pipeline follows too.
-The nodes the windows mention are registered in the catalog store; trace summaries (TRACE layer)
-are recorded there too. Health events (``topology.health``) are read entirely: edge health uses them.
+pipeline follows too. Windows, the nodes they mention and trace summaries (TRACE layer) are written
+by :func:`topology.store.persist.persist`, as the in-process runtime writes its output. Health events
+(``topology.health``) are read entirely: edge health uses them.
 """
 
 from __future__ import annotations
