@@ -178,6 +178,8 @@ CASES: tuple[Case, ...] = (
          lambda t: js([{"service": "x", "status": "HEALTHY", "at": Y2500}]), "rejected", "timestamp"),
     Case("a health event in the present", "health",
          lambda t: js([{"service": "x", "status": "HEALTHY", "at": t - 1}]), "kept"),
+    Case("an address lease for an ip that is not one", "addresses",
+         lambda t: js([{"ip": "not-an-ip", "owner": "x", "start": t}]), "rejected", "schema"),
     Case("an address lease starting at NaN", "addresses",
          lambda t: js([{"ip": "10.0.0.9", "owner": "x", "start": float("nan")}]), "rejected", "timestamp"),
 )

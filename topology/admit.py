@@ -365,7 +365,16 @@ def admit_health(data: bytes, produced: float | None) -> Admission[list[HealthEv
 
 
 def admit_leases(data: bytes, produced: float | None) -> Admission[list[AddressLease]]:
-    """Address leases (a JSON object or array); their times must be finite."""
+    """Address leases (a JSON object or array); the ip must be an address, the times finite."""
+
+    def parse(d: dict[str, Any]) -> AddressLease:
+        lease = AddressLease.from_dict(d)
+        try:
+            flow.pack_ip(lease.ip)
+        except ValueError:
+            ip = lease.ip[:64]
+            raise ValueError(f"address lease for {lease.owner!r}: ip {ip!r} is not an address") from None
+        return lease
 
     def check(lease: AddressLease) -> str | None:
         for t in (lease.start, lease.end):
@@ -373,7 +382,7 @@ def admit_leases(data: bytes, produced: float | None) -> Admission[list[AddressL
                 return f"time {t!r} is not a number"
         return None
 
-    return _admit_json(data, "address lease", AddressLease.from_dict, check)
+    return _admit_json(data, "address lease", parse, check)
 
 
 def _admit_json(data: bytes, what: str, parse: Callable[[dict[str, Any]], T],
