@@ -34,6 +34,7 @@ log = logging.getLogger("service.oidc")
 
 ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
 LEEWAY = 30.0
+_KEY_TYPES = {"RS": "RSA", "PS": "RSA", "ES": "EC", "Ed": "OKP"}  # algorithm prefix -> JWK kty
 
 
 def _key_set(path: Path, data: bytes) -> PyJWKSet:
@@ -67,6 +68,8 @@ class JwtVerifier:
             raise AuthError(f"token algorithm {alg!r} is not accepted")
         kid = header.get("kid")
         key = await self._key(kid if isinstance(kid, str) else None)
+        if key.key_type != _KEY_TYPES[alg[:2]]:
+            raise AuthError(f"token algorithm {alg} does not fit its key")
         try:
             claims: dict[str, Any] = jwt.decode(
                 token, key.key, algorithms=[alg], audience=self.audience, issuer=self.issuer,
@@ -80,6 +83,8 @@ class JwtVerifier:
             raise AuthError("token is from another issuer") from None
         except jwt.PyJWTError as e:
             raise AuthError(f"invalid token: {e}") from None
+        except (TypeError, ValueError) as e:  # a key PyJWT cannot use this way
+            raise AuthError(f"invalid token: {type(e).__name__}") from None
         return Identity(str(claims["sub"]), self._scopes(claims), "jwt")
 
     def _scopes(self, claims: dict[str, Any]) -> frozenset[str]:
