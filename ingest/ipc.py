@@ -16,7 +16,7 @@ from ingest.reorder import ReorderBuffer
 from ingest.splitter import split_metrics
 from ingest.topics import Topics
 from topology.address import AddressBook
-from topology.admit import admit_metrics
+from topology.admit import DECODE, admit_metrics, reason
 from topology.stages.ipc import IpcStage1, IpcStage2
 from topology.wire.otlp import PROTOBUF, OtlpDecodeError, metrics_view
 
@@ -82,7 +82,7 @@ class _Ipc(PartitionLogic):
         try:
             n = self.buffer.push_payloads((otlp_items.payload(d) for d in items or ()), _times)
         except (ValueError, OtlpDecodeError) as e:
-            raise Rejected(str(e)) from None
+            raise Rejected(reason(DECODE, f"bad repartitioned metrics: {e}")) from None
         self._release(now)
         return Added(None, n)
 

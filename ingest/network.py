@@ -22,7 +22,7 @@ from ingest.logic import Added, Emit, PartitionLogic, Rejected, StageSpec
 from ingest.record import Partition, Record
 from ingest.topics import Topics
 from topology.address import AddressBook
-from topology.admit import admit_flows, admit_leases, admit_vpcflows
+from topology.admit import SCHEMA, admit_flows, admit_leases, admit_vpcflows, reason
 from topology.model import EdgePartial
 from topology.stages.network_stage1 import FlowAggregate, FlowAggregates, NetworkStage1
 from topology.stages.network_stage2 import NetworkStage2
@@ -147,7 +147,7 @@ class _Stage2(PartitionLogic):
         try:
             aggs = [FlowAggregate.from_dict(d) for d in items or ()]
         except (ValueError, TypeError, KeyError) as e:
-            raise Rejected(f"bad flow aggregate: {e}") from None
+            raise Rejected(reason(SCHEMA, f"bad flow aggregate: {e}")) from None
         self.stage.add(aggs)
         return Added(None, len(aggs))
 
