@@ -29,6 +29,9 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from math import ceil as _ceil
+from math import frexp as _frexp
+from math import log2 as _log2
 from operator import add
 from typing import Any
 
@@ -58,11 +61,22 @@ def relative_error(scale: int = SCALE) -> float:
 
 def bucket_of(seconds: float, scale: int = SCALE) -> int:
     """The bucket index of an observation above :data:`ZERO_THRESHOLD` (clamped to MAX_SECONDS)."""
-    v = min(seconds, MAX_SECONDS)
-    m, e = math.frexp(v)  # v = m * 2**e, 0.5 <= m < 1
+    v = seconds if seconds < MAX_SECONDS else MAX_SECONDS
+    m, e = _frexp(v)  # v = m * 2**e, 0.5 <= m < 1
     if m == 0.5:  # exact powers of two close their bucket (upper bound inclusive)
         return ((e - 1) << scale) - 1
-    return math.ceil(math.log2(v) * (1 << scale)) - 1
+    return _ceil(_log2(v) * (1 << scale)) - 1
+
+
+def _range_of(scale: int) -> tuple[int, int]:
+    """The lowest and highest bucket a sketch at ``scale`` holds."""
+    r = _RANGES.get(scale)
+    if r is None:
+        r = _RANGES[scale] = (bucket_of(ZERO_THRESHOLD, scale), bucket_of(MAX_SECONDS, scale))
+    return r
+
+
+_RANGES: dict[int, tuple[int, int]] = {}
 
 
 def _shrink(counts: Mapping[int, int], by: int) -> dict[int, int]:
@@ -109,13 +123,15 @@ class LatencySketch:
         """A sketch of ``{bucket index: count}`` at ``scale`` (coarsened to fit MAX_SCALE/MAX_BUCKETS)."""
         if scale > MAX_SCALE:
             counts, scale = _shrink(counts, scale - MAX_SCALE), MAX_SCALE
-        live = {i: n for i, n in counts.items() if n}
-        if any(n < 0 for n in live.values()) or zero < 0:
-            raise ValueError("a latency sketch counts observations: no negative count")
+        live = {i: n for i, n in counts.items() if n} if 0 in counts.values() else counts
         if not live:
+            if zero < 0:
+                raise ValueError("a latency sketch counts observations: no negative count")
             return cls(scale, 0, (), int(zero)) if zero else EMPTY
+        if min(live.values()) < 0 or zero < 0:
+            raise ValueError("a latency sketch counts observations: no negative count")
         lo, hi = min(live), max(live)
-        bottom, top = bucket_of(ZERO_THRESHOLD, scale), bucket_of(MAX_SECONDS, scale)
+        bottom, top = _range_of(scale)
         if lo < bottom or hi > top:  # a client's buckets beyond what we keep: clamped
             live = _clamp(live, bottom, top)
             lo, hi = min(live), max(live)

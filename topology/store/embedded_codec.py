@@ -22,13 +22,18 @@ from operator import itemgetter
 from typing import Any, TypeVar
 
 from topology.sketch import EMPTY, LatencySketch, merge_sketches
-from topology.stats import MAX_ENDPOINTS, MAX_EXEMPLARS, MAX_INTERMEDIARIES, MAX_PORTS, EdgeStats
+from topology.stats import (
+    MAX_ENDPOINTS,
+    MAX_EXEMPLARS,
+    MAX_INTERMEDIARIES,
+    MAX_PORTS,
+    OLD_LATENCY_BUCKETS,
+    EdgeStats,
+)
 
 CODEC = "compact-4"
 #: Formats this version reads too (and then writes CODEC beside).
 OLD_CODECS = ("compact-3",)
-#: Buckets of the old power-of-two histogram.
-_OLD_BUCKETS = 22
 T = TypeVar("T")
 
 _SMALL_TUPLE = ord(")")  # marshal's type code of a small tuple (its high bit flags a shared reference)
@@ -61,7 +66,7 @@ def stored_sketch(f: tuple[Any, ...] | None) -> LatencySketch:
     if len(f) == 4:
         return LatencySketch(f[0], f[1], f[3], f[2])
     lo, counts = f
-    hist = [0] * _OLD_BUCKETS
+    hist = [0] * OLD_LATENCY_BUCKETS
     hist[lo : lo + len(counts)] = counts
     return LatencySketch.from_power_of_two(hist)
 
