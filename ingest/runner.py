@@ -24,6 +24,7 @@ from ingest import envelope
 from ingest.clock import MergedClock, SourceClock
 from ingest.logic import Added, Emit, PartitionLogic, Rejected, StageSpec
 from ingest.record import Partition, Record
+from topology.admit import DECODE, reason
 
 log = logging.getLogger("ingest.worker")
 
@@ -122,7 +123,7 @@ class StageRunner:
             try:
                 inc = envelope.parse(r.value, r.headers)
             except envelope.EnvelopeError as e:
-                self.dead(r, str(e), r.value)
+                self.dead(r, reason(DECODE, str(e)), r.value)
                 return None
             assert isinstance(ps.clock, MergedClock)
             for src, t in inc.clocks.items():

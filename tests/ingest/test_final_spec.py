@@ -89,7 +89,7 @@ def test_bad_partials_are_dead_lettered(stores: Stores) -> None:
     s3.send([{"layer": "NETWORK", "granularity": "APP"}], T + 1)
     s3.bus.produce(s3.topic, b"[1, 2]", headers=[("st.format", b"xml")], partition=0)
     s3.tick(T + 2)
-    assert [reason_class(d["reason"]) for d in s3.stage.dead] == ["schema", "other"]
+    assert [reason_class(d["reason"]) for d in s3.stage.dead] == ["schema", "decode"]
 
 
 def test_a_new_edge_is_written_early_and_later_versions_wait_for_the_refresh(stores: Stores) -> None:
