@@ -16,6 +16,7 @@ from topology.wire.flow import (
     ROLE_CLIENT,
     ROLE_SERVER,
     FlowDecodeError,
+    FlowSchemaError,
     decode,
     encode,
     pack_ip,
@@ -140,7 +141,7 @@ def _valid_blob(n: int = 2, **fields: int) -> bytes:
     ],
 )
 def test_invalid_records_are_rejected_with_the_reason(fields: dict[str, int], reason: str) -> None:
-    with pytest.raises(FlowDecodeError, match=reason):
+    with pytest.raises(FlowSchemaError, match=reason):  # a FlowDecodeError that says the layout was fine
         decode(_valid_blob(**fields))
 
 

@@ -603,3 +603,57 @@ def test_compact_spans_view_sees_the_same_spans(req: ExportTraceServiceRequest) 
                 assert [otlp.attribute(raw) for raw in v.attributes] == [
                     (kv.key, otlp.any_value(kv.value)) for kv in s.attributes
                 ]
+
+
+# -- decode_spans and split_spans (what admission keeps, and how it cuts) ---------------------------------
+def _labelled(req: ExportTraceServiceRequest) -> ExportTraceServiceRequest:
+    """``req`` with a schema url on every resource and a name and schema url on every scope."""
+    for i, rs in enumerate(req.resource_spans):
+        rs.schema_url = f"r{i}"
+        for j, ss in enumerate(rs.scope_spans):
+            ss.scope.name, ss.schema_url = f"scope{i}.{j}", f"s{i}.{j}"
+    return req
+
+
+def _placed(req: ExportTraceServiceRequest) -> list[tuple[bytes, str, str, str, bytes]]:
+    """Every span with where it stands: (resource, its schema url, scope name, scope schema url, span)."""
+    return [(rs.resource.SerializeToString(), rs.schema_url, ss.scope.name, ss.schema_url,
+             sp.SerializeToString()) for rs in req.resource_spans for ss in rs.scope_spans for sp in ss.spans]
+
+
+@FAST
+@given(trace_requests())
+def test_decode_spans_keeps_the_request_and_reads_every_span_time(req: ExportTraceServiceRequest) -> None:
+    req = _labelled(req)
+    times = [(sp.start_time_unix_nano, sp.end_time_unix_nano) for rs in req.resource_spans
+             for ss in rs.scope_spans for sp in ss.spans]
+    for data, ct in ((req.SerializeToString(), PB), (encode_json(req), JS)):
+        view, got = otlp.decode_spans(data, ct)
+        assert _placed(ExportTraceServiceRequest.FromString(view.SerializeToString())) == _placed(req)
+        assert got == times
+
+
+def test_decode_spans_rejects_what_decode_traces_rejects() -> None:
+    bad = Span(trace_id=b"abc", span_id=b"\x01" * 8)
+    data = ExportTraceServiceRequest(resource_spans=[ResourceSpans(scope_spans=[ScopeSpans(spans=[bad])])])
+    with pytest.raises(otlp.OtlpSchemaError, match="ids have wrong lengths"):
+        otlp.decode_spans(data.SerializeToString())
+    with pytest.raises(OtlpDecodeError, match="no spans found"):
+        otlp.decode_spans(b"\x0a\x00\x0a\x00")  # two empty ResourceSpans: bytes without a span
+    assert otlp.span_count(otlp.decode_spans(b"")[0]) == 0
+
+
+@FAST
+@given(trace_requests(), st.data())
+def test_split_spans_keeps_every_span_under_its_resource_and_scope(
+        req: ExportTraceServiceRequest, data: st.DataObject) -> None:
+    req = _labelled(req)
+    placed = _placed(req)
+    keys = data.draw(st.lists(st.integers(0, 2), min_size=len(placed), max_size=len(placed)))
+    it = iter(keys)
+    parts = otlp.split_spans(otlp.spans_view(req.SerializeToString()), lambda _: next(it))
+    assert sorted(parts) == sorted(set(keys))
+    for k, part in parts.items():
+        full = ExportTraceServiceRequest.FromString(part.SerializeToString())
+        assert _placed(full) == [p for p, key in zip(placed, keys, strict=True) if key == k]
+        assert all(rs.scope_spans and all(ss.spans for ss in rs.scope_spans) for rs in full.resource_spans)
