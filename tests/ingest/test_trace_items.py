@@ -45,7 +45,8 @@ def _pairs(items: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
 def test_stage_1_items_carry_the_latest_end_and_the_span_count() -> None:
     for data in _requests():
         req = ExportTraceServiceRequest.FromString(data)
-        ends = [sp.end_time_unix_nano for rs in req.resource_spans for ss in rs.scope_spans for sp in ss.spans]
+        ends = [sp.end_time_unix_nano for rs in req.resource_spans for ss in rs.scope_spans
+                for sp in ss.spans]
         assert otlp_items.timing(_split(data)) == (max(ends), len(ends))
 
 
