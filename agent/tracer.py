@@ -1,9 +1,9 @@
 """The I/O shell around bcc: load the program, drain the ring buffer, scan the connection table.
 
-Draining copies each ring-buffer record's bytes into a list (bcc calls back once per record, about a
-microsecond); the batch is then one numpy array, and nothing else in the agent touches records one
-by one. Run :func:`agent.preflight.check` first: bcc's own errors about privileges, tracefs or
-headers mislead.
+Draining reads the ring buffer's shared mapping in bulk (:mod:`agent.ringbuf`); the batch is one
+numpy array, and nothing in the agent touches records one by one. (bcc's per-record callbacks are
+the fallback where the mapping is refused.) Run :func:`agent.preflight.check` first: bcc's own
+errors about privileges, tracefs or headers mislead.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import numpy as np
 from agent.btf import Btf, BtfError, CmdlineOffsets, NetnsOffsets, cmdline_offsets, netns_offsets
 from agent.ledger import ConnArray
 from agent.program import CONN, COUNTERS, KIND_CLOSE, ProgramConfig, source
+from agent.ringbuf import RingReader
 
 log = logging.getLogger("agent.tracer")
 
@@ -37,7 +38,13 @@ class Tracer:
         self.bpf: Any = BPF(text=source(config or ProgramConfig(), netns, cmdline).encode())
         self._chunks: list[bytes] = []
         self._string_at = ctypes.string_at
-        self.bpf[b"events"].open_ring_buffer(self._on_record)
+        events = self.bpf[b"events"]
+        self._reader: RingReader | None = None
+        try:
+            self._reader = RingReader(events.map_fd, (config or ProgramConfig()).ring_bytes, CONN.itemsize)
+        except (OSError, ValueError) as e:  # no shared mapping: bcc's per-record callbacks instead
+            log.warning("ring buffer read through bcc callbacks", extra={"reason": str(e)})
+            events.open_ring_buffer(self._on_record)
         self._conns = self.bpf[b"conns"]
         self._counters = self.bpf[b"counters"]
         self._cmdlines = self.bpf[b"cmdlines"]
@@ -48,11 +55,14 @@ class Tracer:
 
     def drain(self) -> ConnArray:
         """The close records written since the last drain."""
-        self.bpf.ring_buffer_consume()
-        if not self._chunks:
+        if self._reader is not None:
+            data = self._reader.read()
+        else:
+            self.bpf.ring_buffer_consume()
+            data = b"".join(self._chunks)
+            self._chunks.clear()
+        if not data:
             return np.zeros(0, dtype=CONN)
-        data = b"".join(self._chunks)
-        self._chunks.clear()
         recs = np.frombuffer(data, dtype=CONN)
         return recs[recs["kind"] == KIND_CLOSE]
 
@@ -87,4 +97,6 @@ class Tracer:
         return out
 
     def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
         self.bpf.cleanup()
