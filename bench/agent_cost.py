@@ -25,6 +25,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -63,6 +64,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, *args: object) -> None:
         return
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def cpu_seconds(pid: int) -> float:
@@ -117,9 +124,10 @@ def measure(rate: int, seconds: float, agent: subprocess.Popen[bytes], sink: Sin
     connections, errors = int(out[1]), int(out[2])
     time.sleep(12)  # two reporting intervals: every record of the window reaches the sink
     after_m = scrape()
-    lost = metric(after_m, "topology_agent_ring_lost_total") - metric(before_m, "topology_agent_ring_lost_total")
-    full = (metric(after_m, 'topology_agent_untracked_connections_total{reason="table_full"}')
-            - metric(before_m, 'topology_agent_untracked_connections_total{reason="table_full"}'))
+    ring = "topology_agent_ring_lost_total"
+    table = 'topology_agent_untracked_connections_total{reason="table_full"}'
+    lost = metric(after_m, ring) - metric(before_m, ring)
+    full = metric(after_m, table) - metric(before_m, table)
     return {
         "rate": rate,
         "connections": connections,
@@ -155,8 +163,7 @@ def main() -> None:
     subprocess.run([cc, "-O2", "-o", connload, str(ROOT / "bench" / "connload.c")], check=True)
     sink = Sink()
     threading.Thread(target=sink.serve_forever, daemon=True).start()
-    with socket_port() as mport:
-        pass
+    mport = free_port()
     cmd = [sys.executable, "-m", "agent", "--http", f"http://127.0.0.1:{sink.server_address[1]}",
            "--interval", "5", "--metrics-port", str(mport), "--host", "bench", "--log-level", "WARNING"]
     if args.no_fold:
@@ -196,23 +203,11 @@ def main() -> None:
     print(f"{'rate/s':>8} {'achieved':>9} {'agent CPU':>10} {'us/conn':>8} {'BPF CPU':>8} {'ns/conn':>8} "
           f"{'RSS MiB':>8} {'lost':>5} {'B/conn':>7}" + ("  (--no-fold)" if args.no_fold else ""))
     for r in rows:
+        lost = int(r["ring_lost"] + r["table_full"])
         print(f"{r['rate']:>8} {r['achieved_rate']:>9} {r['agent_cpu_share']:>10.2%} "
-              f"{r['agent_cpu_us_per_connection']:>8} {r['bpf_cpu_share']:>8.2%} {r['bpf_ns_per_connection']:>8} "
-              f"{r['rss_mib']:>8} {int(r['ring_lost'] + r['table_full']):>5} {r['flow_bytes_per_connection']:>7}")
-
-
-class socket_port:
-    """A free loopback port (closed again on exit of the with block)."""
-
-    def __enter__(self) -> int:
-        import socket
-
-        self.s = socket.socket()
-        self.s.bind(("127.0.0.1", 0))
-        return int(self.s.getsockname()[1])
-
-    def __exit__(self, *exc: object) -> None:
-        self.s.close()
+              f"{r['agent_cpu_us_per_connection']:>8} {r['bpf_cpu_share']:>8.2%} "
+              f"{r['bpf_ns_per_connection']:>8} {r['rss_mib']:>8} {lost:>5} "
+              f"{r['flow_bytes_per_connection']:>7}")
 
 
 if __name__ == "__main__":
