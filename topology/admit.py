@@ -39,8 +39,8 @@ an old topic is judged as it was when written, and a span pair dated 2100-01-01 
 both roads. Without a plausible reference only the lower bound applies. The policy covers flow
 records (start and end), spans (start and end), metric points (their time; one bad point rejects its
 resource, whose series would otherwise be cut), flow-log lines (start and end) and health events
-(``at``, never after the reference's day); address leases only need finite times (a lease may have
-started long ago).
+(``at``: no lower bound but 2000, a state may hold for months); address leases need finite times
+only (a lease may have started long ago), and an ip that is an address.
 """
 
 from __future__ import annotations
@@ -135,7 +135,7 @@ def reference(*candidates: float | None) -> float | None:
 def time_problem(t: float, ref: float | None) -> str | None:
     """Why the time ``t`` (epoch seconds) is not plausible against ``ref``, or None if it is."""
     if not math.isfinite(t):
-        return f"time {t!r} is not a number"
+        return f"time {t!r} is not a finite number"
     if t < MIN_TIME:
         return f"time {_when(t)} is before 2000-01-01"
     if ref is not None and t > ref + MAX_FUTURE:
@@ -379,7 +379,7 @@ def admit_leases(data: bytes, produced: float | None) -> Admission[list[AddressL
     def check(lease: AddressLease) -> str | None:
         for t in (lease.start, lease.end):
             if t is not None and not math.isfinite(t):
-                return f"time {t!r} is not a number"
+                return f"time {t!r} is not a finite number"
         return None
 
     return _admit_json(data, "address lease", parse, check)

@@ -74,8 +74,8 @@ def test_an_unknown_class_cannot_be_written() -> None:
     (Y2100, None, None),  # without a reference only the lower bound applies
     (MIN_TIME - 1, None, "before 2000-01-01"),
     (0.0, NOW, "time 1970-01-01T00:00:00Z is before 2000-01-01"),
-    (math.nan, NOW, "not a number"),
-    (math.inf, None, "not a number"),
+    (math.nan, NOW, "time nan is not a finite number"),
+    (math.inf, None, "time inf is not a finite number"),
     (1e300, NOW, "more than a day after"),  # beyond what a date can show
 ])
 def test_time_problem(t: float, ref: float | None, fragment: str | None) -> None:
