@@ -23,6 +23,8 @@ log = logging.getLogger("agent")
 
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    """The agent's flags, on a new parser or on ``parser`` (``topology agent``, which has --log-level)."""
+    own = parser is None
     p = parser or argparse.ArgumentParser(
         prog="topology agent", description="eBPF node agent: TCP connections -> flow batches and leases")
     sink = p.add_mutually_exclusive_group(required=True)
@@ -51,7 +53,8 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p.add_argument("--shutdown-timeout", type=_positive, default=10.0,
                    help="seconds to deliver what is buffered when stopping")
     p.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus /metrics on this port")
-    p.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "INFO"))
+    if own:
+        p.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "INFO"))
     return p
 
 
@@ -67,11 +70,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run(args)
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run the agent with parsed arguments (also the entry of ``topology agent``)."""
-    from service.logs import setup_logging
+def run(args: argparse.Namespace, configure_logging: bool = True) -> int:
+    """Run the agent with parsed arguments (also the entry of ``topology agent``, which has set up
+    logging already)."""
+    if configure_logging:
+        from service.logs import setup_logging
 
-    setup_logging(args.log_level)
+        setup_logging(args.log_level)
     from agent.attribution import Attributor
     from agent.kubernetes import Pods
     from agent.preflight import PreflightError, check

@@ -6,6 +6,7 @@ topology simulate  run the fleet simulator: write its inputs to files, POST them
                    publish them to Kafka
 topology ingest    one Kafka stage worker (see ingest/)
 topology schema    print the GraphQL SDL (schema.graphql is this output)
+topology agent     the eBPF node agent: this machine's TCP connections as flow batches (see agent/)
 
 Every flag falls back to an environment variable, then to its default (``--help`` shows both; the
 README's configuration table lists them all). The environment is read once, here, into the typed
@@ -75,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_ingest_arguments(command("ingest", "run one Kafka stage worker"))
     command("schema", "print the GraphQL SDL")
+    from agent.cli import build_parser as add_agent_arguments
+
+    add_agent_arguments(command("agent", "eBPF node agent: TCP connections -> flow batches and leases"))
     return parser
 
 
@@ -132,8 +136,15 @@ def _schema(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     return 0
 
 
+def _agent(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    from agent.cli import run
+
+    return run(args, configure_logging=False)
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace, Mapping[str, str]], int]] = {
     "demo": _demo, "serve": _serve, "simulate": _simulate, "ingest": _ingest, "schema": _schema,
+    "agent": _agent,
 }
 
 

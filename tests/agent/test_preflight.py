@@ -18,10 +18,11 @@ from tests.conftest import require
 pytestmark = pytest.mark.bpf
 
 AGENT = [sys.executable, "-m", "agent", "--http", "http://127.0.0.1:9"]
+TOPOLOGY_AGENT = [sys.executable, "-m", "service.cli", "agent", "--http", "http://127.0.0.1:9"]
 
 
-def run(prefix: list[str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*prefix, *AGENT], capture_output=True, text=True, timeout=60, cwd=ROOT,
+def run(prefix: list[str], command: list[str] = AGENT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*prefix, *command], capture_output=True, text=True, timeout=60, cwd=ROOT,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
 
 
@@ -30,9 +31,10 @@ def root_tools() -> None:
     require(bool(shutil.which("setpriv")) and bool(shutil.which("unshare")), "setpriv and unshare")
 
 
-def test_unprivileged() -> None:
+@pytest.mark.parametrize("command", [AGENT, TOPOLOGY_AGENT], ids=["python -m agent", "topology agent"])
+def test_unprivileged(command: list[str]) -> None:
     root_tools()
-    r = run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"])
+    r = run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"], command)
     assert r.returncode == 3, r.stderr
     assert r.stderr.startswith("topology agent cannot start:\n")
     assert "not enough privileges: running as uid 65534 without CAP_BPF and CAP_PERFMON; run the agent as " \
