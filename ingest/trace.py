@@ -47,9 +47,8 @@ class _Split(Splitter):
         traces = trace_times(view)
         if len(traces) == 1:
             [(tid, (latest, n))] = traces.items()
-            as_is = record.value if not out.rejects else view.SerializeToString()
-            assert as_is is not None
-            self.pending.append(Emit(tid, otlp_items.item(as_is, latest, n)))
+            data = view.SerializeToString() if out.rejects or record.value is None else record.value
+            self.pending.append(Emit(tid, otlp_items.item(data, latest, n)))
             self.count["passed_through" if tid == key_trace_id(record.key) else "split"] += 1
         elif traces:
             parts = split_spans(view, _trace_id)
