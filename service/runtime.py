@@ -1,8 +1,9 @@
-"""The embedded ingest runtime: decodes inputs, runs the in-process pipeline, writes the stores.
+"""The embedded ingest runtime: admits inputs, runs the in-process pipeline, writes the stores.
 
 This is the I/O shell around :class:`topology.pipeline.Pipeline` used by ``topology demo`` and
-``topology serve --embedded``. Bad input never stops it: each rejected payload is counted by
-reason and appended to ``dead-letters.jsonl`` in the data directory (the embedded stand-in for the
+``topology serve --embedded``. Inputs pass :mod:`topology.admit`, the admission the Kafka workers
+apply too. Bad input never stops it: each rejected payload (or part of one) is counted by reason
+class and appended to ``dead-letters.jsonl`` in the data directory (the embedded stand-in for the
 ``topology.dlq`` topic), and nothing already stored is touched.
 """
 
