@@ -18,6 +18,7 @@ import signal
 import socket
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 log = logging.getLogger("agent")
 
@@ -33,6 +34,9 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
                       "(POSTs /ingest/flows, /ingest/addresses)")
     sink.add_argument("--kafka", metavar="BOOTSTRAP", help="Kafka bootstrap servers (topology.flows, "
                       "topology.addresses)")
+    p.add_argument("--token-file", metavar="FILE",
+                   help="bearer token for --http, read from FILE (default: env TOPOLOGY_AGENT_TOKEN); "
+                   "it needs the ingest and admin scopes")
     p.add_argument("--topic-prefix", default=os.environ.get("TOPOLOGY_TOPIC_PREFIX", ""),
                    help="prefix of the Kafka topic names (default: env TOPOLOGY_TOPIC_PREFIX)")
     p.add_argument("--workloads", metavar="FILE", help="JSON rules naming workloads (see the README)")
@@ -65,6 +69,12 @@ def _positive(text: str) -> float:
     return v
 
 
+def _token(args: argparse.Namespace) -> str | None:
+    if args.token_file:
+        return Path(args.token_file).read_text(encoding="utf-8").strip() or None
+    return os.environ.get("TOPOLOGY_AGENT_TOKEN") or None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     return run(args)
@@ -84,8 +94,13 @@ def run(args: argparse.Namespace, configure_logging: bool = True) -> int:
 
     try:
         rules = load_rules(args.workloads) if args.workloads else []
+        if args.token_file:
+            _token(args)
     except WorkloadsError as e:
         print(f"topology agent: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"topology agent: cannot read the token file {args.token_file}: {e.strerror}", file=sys.stderr)
         return 2
     ring = args.ring_mib * 1024 * 1024
     if args.ring_mib < 1 or ring & (ring - 1):
@@ -109,7 +124,8 @@ async def _serve(args: argparse.Namespace, attributor: object, ring: int) -> int
     from ingest.topics import Topics
 
     sink: HttpSink | KafkaSink
-    sink = HttpSink(args.http) if args.http else KafkaSink(args.kafka, Topics(args.topic_prefix), args.host)
+    sink = (HttpSink(args.http, token=_token(args)) if args.http
+            else KafkaSink(args.kafka, Topics(args.topic_prefix), args.host))
     tracer = Tracer(ProgramConfig(max_connections=args.max_connections, ring_bytes=ring))
     timing = Timing(args.interval, args.poll, args.max_batch_records, args.shutdown_timeout)
     agent = Agent(tracer, attributor, sink, args.host, timing, fold=not args.no_fold,  # type: ignore[arg-type]

@@ -1,8 +1,11 @@
 """Where the agent's messages go: the HTTP ingest of ``topology serve`` / ``topology demo``, or Kafka.
 
 * HTTP (``--http URL``): ``POST URL/ingest/flows`` (``application/x-topology-flows``) and
-  ``POST URL/ingest/addresses`` (a JSON array of leases). A 4xx answer is a rejection (the batch is
-  dropped and counted, retrying cannot help); anything else that is not a 2xx is retried.
+  ``POST URL/ingest/addresses`` (a JSON array of leases), with ``Authorization: Bearer <token>`` when
+  a token is configured (it needs the ``ingest`` and ``admin`` scopes). A 4xx answer is a rejection
+  (the batch is dropped and counted, retrying cannot help), except 401, 403, 408 and 429, which say
+  the credentials or the server's load must change: those are retried, like anything else that is
+  not a 2xx.
 * Kafka (``--kafka BOOTSTRAP``): ``topology.flows`` (one batch per message, keyed by host) and
   ``topology.addresses`` (one lease per message, keyed ``ip@start`` as every producer keys it),
   under ``--topic-prefix``. The producer is idempotent with ``acks=all``; a failed send drops the
@@ -32,9 +35,10 @@ def lease_payload(leases: list[AddressLease]) -> bytes:
 
 
 class HttpSink:
-    def __init__(self, base_url: str, timeout: float = 10.0) -> None:
+    def __init__(self, base_url: str, timeout: float = 10.0, token: str | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
+        self.token = token
 
     async def __call__(self, msg: Message) -> None:
         path, ctype = ("/ingest/flows", FLOWS_TYPE) if msg.kind == FLOWS else ("/ingest/addresses",
@@ -42,12 +46,18 @@ class HttpSink:
         await asyncio.to_thread(self._post, self.base_url + path, msg.payload, ctype)
 
     def _post(self, url: str, body: bytes, ctype: str) -> None:
-        req = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": ctype})
+        headers = {"Content-Type": ctype}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        req = urllib.request.Request(url, data=body, method="POST", headers=headers)
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:
                 resp.read()
         except urllib.error.HTTPError as e:
             detail = e.read()[:500].decode("utf-8", "replace")
+            if e.code in (401, 403):
+                hint = "the token (TOPOLOGY_AGENT_TOKEN or --token-file) needs the ingest and admin scopes"
+                raise SinkError(f"HTTP {e.code} from {url}: {detail} ({hint})") from e
             if 400 <= e.code < 500 and e.code not in (408, 429):
                 raise Rejected(f"HTTP {e.code} from {url}: {detail}") from e
             raise SinkError(f"HTTP {e.code} from {url}: {detail}") from e

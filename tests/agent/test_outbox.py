@@ -18,6 +18,7 @@ from agent.sink import FLOWS_TYPE, HttpSink
 class Ingest(ThreadingHTTPServer):
     def __init__(self, port: int) -> None:
         self.received: list[tuple[str, str, bytes]] = []
+        self.auth: list[str | None] = []
         self.reject = False
         super().__init__(("127.0.0.1", port), Handler)
 
@@ -33,6 +34,7 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(b'{"error": "bad magic", "code": "BAD_INPUT"}')
             return
         self.server.received.append((self.path, self.headers["Content-Type"], body))
+        self.server.auth.append(self.headers.get("Authorization"))
         self.send_response(200)
         self.end_headers()
         self.wfile.write(b'{"accepted": 1}')
@@ -96,10 +98,11 @@ async def test_sink_down_buffers_up_to_the_bound_counts_the_overflow_and_resumes
 async def test_final_flush_delivers_or_counts(port: int) -> None:
     srv = start(port)
     try:
-        box = Outbox(HttpSink(f"http://127.0.0.1:{port}"), backoff_min=0.05)
+        box = Outbox(HttpSink(f"http://127.0.0.1:{port}", token="tpt_secret"), backoff_min=0.05)
         box.put(Message(FLOWS, b"x" * 10, 3))
         await box.drain(5.0)
         assert len(srv.received) == 1 and box.sent_records[FLOWS] == 3
+        assert srv.auth == ["Bearer tpt_secret"]
     finally:
         srv.shutdown()
         srv.server_close()
