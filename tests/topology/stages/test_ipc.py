@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -40,6 +41,7 @@ from tests.topology.wire.test_otlp import metric_requests
 from topology.address import AddressBook
 from topology.catalog import AddressKind, AddressLease
 from topology.model import EdgePartial, Granularity, Layer, NodeKind, Side
+from topology.sim.latency import LATENCY_SHAPES, latency_samples
 from topology.sketch import LatencySketch
 from topology.stages.ipc import ACCEPTED_METRICS, IpcObservation, IpcStage1, IpcStage2, address_peer
 from topology.stats import EdgeStats
@@ -671,6 +673,55 @@ def test_exponential_histograms_and_summaries() -> None:
     want = lat((0.016 / 3, 2), (0.02, 4), zero=1)
     assert (e.key.target, e.stats.requests, e.stats.latency) == ("x", 7, want)
     assert e.stats.latency_sum == pytest.approx(0.012 + 0.08)
+
+
+def _exp_point(t: float, counts: dict[int, int], scale: int, zero: int = 0) -> ExponentialHistogramDataPoint:
+    n = sum(counts.values())
+    p = ExponentialHistogramDataPoint(
+        attributes=attrs({"peer.service": "x"}), start_time_unix_nano=ns(W0 - 60), time_unix_nano=ns(W0 + t),
+        count=n + zero, sum=0.01 * n, scale=scale, zero_count=zero,
+    )
+    lo = min(counts)
+    p.positive.offset = lo
+    p.positive.bucket_counts.extend([counts.get(i, 0) for i in range(lo, max(counts) + 1)])
+    return p
+
+
+def _exp_metric(*points: ExponentialHistogramDataPoint, temporality: int = DELTA) -> Metric:
+    return Metric(name="rpc.client.call.duration", unit="s",
+                  exponential_histogram=ExponentialHistogram(data_points=list(points),
+                                                             aggregation_temporality=temporality))
+
+
+def test_an_exponential_histogram_finer_than_ours_keeps_its_buckets() -> None:
+    # scale 7 in seconds: kept bucket for bucket (ours is scale 5)
+    counts = {-850: 3, -849: 1, -700: 2}
+    [e], _, _ = run(metrics(resource_metrics("w", [_exp_metric(_exp_point(1, counts, 7, zero=1))])))
+    assert e.stats.latency == LatencySketch.from_counts(counts, 1, 7)
+    assert e.stats.latency.scale == 7 and e.stats.requests == 7
+    # cumulative: the deltas of each bucket, still at scale 7
+    later = {-850: 5, -849: 1, -700: 2, -600: 4}
+    cumulative = _exp_metric(_exp_point(1, counts, 7), _exp_point(2, later, 7), temporality=CUMULATIVE)
+    [e], _, _ = run(metrics(resource_metrics("w", [cumulative])))
+    assert e.stats.latency == LatencySketch.from_counts({-850: 2, -600: 4}, 0, 7)
+    # coarser than ours (scale 2): each bucket at its middle, at our scale
+    [e], _, _ = run(metrics(resource_metrics("w", [_exp_metric(_exp_point(1, {-20: 4}, 2))])))
+    assert e.stats.latency == LatencySketch.from_otlp(2, {-20: 4}, 0)
+    assert e.stats.latency.scale == 5
+
+
+def test_fine_explicit_buckets_keep_quantiles_within_2_percent_of_numpy() -> None:
+    # bounds 1% apart from 1 ms to 10 s: the geometric middles are within 0.5%, plus the sketch's 1.1%
+    bounds = tuple(0.001 * 1.01**k for k in range(926))
+    for shape in LATENCY_SHAPES:
+        xs = latency_samples(shape, 5000).clip(0.00101, 9.9)
+        point = hist_point({"ipc.server.app": "b"}, W0 + 1, len(xs), float(xs.sum()),
+                           histogram_of(xs.tolist(), bounds), bounds)
+        [p], _, _ = run(metrics(resource_metrics("a", [histogram("ipc.client.call", "s", [point], DELTA)])))
+        for q in (0.5, 0.9, 0.99):
+            want = float(np.quantile(xs, q))
+            got = p.stats.latency_quantile(q)
+            assert got is not None and abs(got - want) <= 0.02 * want, (shape, q, got, want)
 
 
 # -- the record between the stages ---------------------------------------------------------------
