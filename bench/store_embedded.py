@@ -27,7 +27,7 @@ import numpy as np
 from bench.machine import header, percentiles
 from topology import query
 from topology.model import ALL_LAYERS, Direction, EdgeKey, EdgeWindow, Granularity, Layer, NodeKind
-from topology.sketch import LatencySketch, bucket_of
+from topology.sketch import LatencySketch
 from topology.stats import EdgeStats
 from topology.store.base import Stores
 from topology.store.embedded import open_stores
@@ -78,6 +78,12 @@ class Fleet:
                 (self.apps[s], self.dbs[d], NodeKind.DATABASE) for s, d in self.db_edges if rng.random() < 0.5
             ],
         }
+        # Latency of a window: one of a pool of sketches of log-normal calls (median 2-50 ms, sigma 0.7;
+        # 1,000 calls for IPC, 25 for TRACE), so windows have real sizes (60-200 buckets) at little cost.
+        pool = np.random.default_rng(seed + 1)  # its own generator: the fleet and traffic stay as they were
+        medians = np.exp(pool.uniform(np.log(0.002), np.log(0.05), 64))
+        self.ipc_latency = [LatencySketch.of(pool.lognormal(np.log(m), 0.7, 1000).tolist()) for m in medians]
+        self.trace_latency = [LatencySketch.of(pool.lognormal(np.log(m), 0.7, 25).tolist()) for m in medians]
         self.in_degree = np.zeros(services, dtype=int)
         for _, t in self.app_edges:
             self.in_degree[t] += 1
@@ -106,9 +112,8 @@ class Fleet:
                 )
             else:
                 b = int(i % 12) + 2
-                k = bucket_of(0.001 * 2**b)  # 3 neighbouring buckets (real shapes: bench/stats_size.py)
-                lat = LatencySketch.from_counts({k: r // 2, k + 1: r // 3, k + 2: r - r // 2 - r // 3})
                 if layer is Layer.IPC:
+                    lat = self.ipc_latency[(int(i) + minute) % len(self.ipc_latency)]
                     s = EdgeStats(
                         first_seen=first,
                         last_seen=last,
@@ -121,7 +126,7 @@ class Fleet:
                     )
                 else:
                     r = r // 100 + 1
-                    lat = LatencySketch.from_counts({k: r})
+                    lat = self.trace_latency[(int(i) + minute) % len(self.trace_latency)]
                     s = EdgeStats(
                         first_seen=first,
                         last_seen=last,

@@ -277,6 +277,19 @@ def test_merge_all_is_the_fold_of_merge(items: list[EdgeStats]) -> None:
     assert merge_fields([decode_fields(encode(s)) for s in items]) == fold(items)
 
 
+def test_a_grown_hot_ring_with_sketches_saves_and_loads_the_same() -> None:
+    ring = HotRing(4)
+    rows = [ring.new_row() for _ in range(2)]
+    ring.write(rows, [T0, T0], [EdgeStats(requests=1, latency=LatencySketch.of([0.01])), EdgeStats()])
+    rows += [ring.new_row() for _ in range(2998)]  # the columns grow twice past the first 1,024 rows
+    ring.write(rows[2500:2501], [T0 + MINUTE], [EdgeStats(requests=2, latency=LatencySketch.of([0.2, 0.3]))])
+    again = HotRing.from_arrays(ring.to_arrays())
+    for r in (ring, again):
+        got = r.merged([rows[0], rows[1], rows[2500], rows[2999]], T0, T0 + 2 * MINUTE)
+        assert [None if g is None else g.latency for g in got] == [
+            LatencySketch.of([0.01]), EMPTY, LatencySketch.of([0.2, 0.3]), None]
+
+
 @settings(max_examples=50, deadline=None)
 @given(
     st.lists(st.tuples(st.integers(0, 3), st.integers(0, 30), stats_st), min_size=1, max_size=40),

@@ -109,7 +109,8 @@ class HotRing:
         cap = max(1024, self.capacity * 3 // 2, need)
 
         def grown(a: npt.NDArray[Any]) -> npt.NDArray[Any]:
-            b = np.zeros((cap, *a.shape[1:]), a.dtype)
+            shape = (cap, *a.shape[1:])
+            b = np.empty(shape, object) if a.dtype == object else np.zeros(shape, a.dtype)  # None, not 0
             b[: self.capacity] = a
             return b
 
