@@ -4,7 +4,7 @@
     .venv/bin/python -m bench.kafka_e2e [--rate 250000] [--seconds 60] [--stage1-workers 1] [--batch 5000]
                                         [--early-interval 1.0]
 
-Stages 1 and 2 run as separate worker processes (``python -m ingest.main``), stage 3 in this process
+Stages 1 and 2 run as separate worker processes (``topology ingest``), stage 3 in this process
 with the embedded store, so edges can be looked up the moment they are written. A producer in this
 process sends flow batches (wire format v1, ``--batch`` records each, current timestamps) at
 ``--rate`` records per second for ``--seconds``. Printed:
@@ -126,9 +126,9 @@ def metric(port: int, name: str) -> float:
 
 def spawn(stage: int, instance: str, bootstrap: str, prefix: str, port: int, log: Path,
           early_interval: float) -> subprocess.Popen[bytes]:
-    args = [sys.executable, "-m", "ingest.main", "--stage", str(stage), "--layer", "network", "--bootstrap",
-            bootstrap, "--topic-prefix", prefix, "--instance", instance, "--metrics-port", str(port),
-            "--log-level", "WARNING", "--early-interval", str(early_interval)]
+    args = [sys.executable, "-m", "service.cli", "ingest", "--stage", str(stage), "--layer", "network",
+            "--bootstrap", bootstrap, "--topic-prefix", prefix, "--instance", instance,
+            "--metrics-port", str(port), "--log-level", "WARNING", "--early-interval", str(early_interval)]
     with log.open("ab") as f:
         return subprocess.Popen(args, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=f,
                                 stderr=subprocess.STDOUT)

@@ -1,9 +1,10 @@
 """Entry points of the Kafka workers.
 
 ``topology ingest --stage N --layer L`` runs one stage of one layer until SIGTERM/SIGINT
-(:func:`run_worker`); ``python -m ingest.main`` is the same command. Its settings are declared here
-(:class:`IngestSettings`, and :data:`WorkerSettings`: one flag and variable per :class:`WorkerOptions`
-field), every flag falling back to its variable (:mod:`topology.settings`).
+(:func:`run_worker`); the command line is ``service/cli.py``'s (nothing here imports it). Its
+settings are declared here (:class:`IngestSettings`, and :data:`WorkerSettings`: one flag and
+variable per :class:`WorkerOptions` field), every flag falling back to its variable
+(:mod:`topology.settings`).
 
 Layers and stages::
 
@@ -25,7 +26,6 @@ import contextlib
 import dataclasses
 import logging
 import signal
-import sys
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -305,13 +305,3 @@ def run_worker(ingest: IngestSettings, kafka: KafkaSettings, options: WorkerOpti
     asyncio.run(main())
     return 0
 
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m ingest.main ARGS`` is ``topology ingest ARGS``: the same parser, settings and logs."""
-    from service.cli import main as topology
-
-    return topology(["ingest", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,5 +1,5 @@
 """Running the Kafka workers in tests: in this process (asyncio tasks) or as real processes
-(``python -m ingest.main``, for ``kill -9``), and reading back what they stored.
+(``python -m service.cli ingest``, for ``kill -9``), and reading back what they stored.
 """
 
 from __future__ import annotations
@@ -129,8 +129,8 @@ class Proc:
     def start(self) -> None:
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         f = self.log.open("ab")
-        self.popen = subprocess.Popen([sys.executable, "-m", "ingest.main", *self.args], cwd=ROOT, env=env,
-                                      stdout=f, stderr=subprocess.STDOUT)
+        self.popen = subprocess.Popen([sys.executable, "-m", "service.cli", "ingest", *self.args], cwd=ROOT,
+                                      env=env, stdout=f, stderr=subprocess.STDOUT)
         f.close()
 
     def kill9(self) -> None:

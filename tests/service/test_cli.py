@@ -94,13 +94,6 @@ def test_a_bad_flag_or_variable_is_one_line(argv: list[str], env: dict[str, str]
     assert r.stderr.count("\n") == 1  # no usage block, no log lines
 
 
-def test_python_m_ingest_main_is_the_same_command() -> None:
-    r = subprocess.run([sys.executable, "-m", "ingest.main", "--stage", "4", "--layer", "ipc"], cwd=ROOT,
-                       env=_env(), capture_output=True, text=True, timeout=60)
-    assert r.returncode == 2
-    _one_line_error(r.stderr, "topology ingest", "--stage")
-
-
 def test_janusgraph_unreachable_is_one_line(tmp_path: Path) -> None:
     url = f"ws://127.0.0.1:{_free_port()}/gremlin"
     r = _run("serve", "--store", "janusgraph", "--janusgraph-url", url, "--port", str(_free_port()))
