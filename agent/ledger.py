@@ -69,4 +69,5 @@ class Ledger:
             entry[3] += 1
             if entry[3] > 1:
                 del self._reported[key]
-        return out[keep]
+        live: ConnArray = out[keep]
+        return live

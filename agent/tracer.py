@@ -64,7 +64,8 @@ class Tracer:
         if not data:
             return np.zeros(0, dtype=CONN)
         recs = np.frombuffer(data, dtype=CONN)
-        return recs[recs["kind"] == KIND_CLOSE]
+        closed: ConnArray = recs[recs["kind"] == KIND_CLOSE]
+        return closed
 
     def table(self) -> ConnArray:
         """The kernel's table of open connections (a snapshot, read in batches)."""
