@@ -454,18 +454,20 @@ class EmbeddedLayerStore(LayerStore):
 
         def build(conn: sqlite3.Connection) -> dict[tuple[int, int], array[int]]:
             # runs on the writer thread; reads the index (nothing changes it while the lock is held)
-            parts: dict[int, list[tuple[Any, ...]]] = {}
+            # the stored bytes are kept until an edge is merged: decoded latency sketches are ~10x larger
+            parts: dict[int, list[tuple[int, bytes]]] = {}
             for t in range(start, start + coarse, fine):
                 for eid, blob in conn.execute(
                     "SELECT edge, stats FROM windows WHERE wsec=? AND wstart=? AND edge BETWEEN ? AND ?",
                     (fine, t, lo, hi),
                 ):
-                    parts.setdefault(eid, []).append(codec.decode_fields(blob, t))
+                    parts.setdefault(eid, []).append((t, blob))
             rows = []
             built: list[tuple[EdgeRec, int, int]] = []
-            for eid, fields in parts.items():
+            for eid, blobs in parts.items():
                 rec = self._index.by_id.get(eid)
                 if rec is not None:
+                    fields = [codec.decode_fields(blob, t) for t, blob in blobs]
                     rows.append((coarse, start, eid, codec.encode(merge_fields(fields), start)))
                     built.append((rec, coarse, start))
             conn.executemany("INSERT OR REPLACE INTO windows VALUES (?,?,?,?)", rows)
