@@ -286,6 +286,9 @@ class LatencySketch:
             raise ValueError("a latency sketch has no negative count")
         if counts and not (counts[0] and counts[-1]):
             raise ValueError("a latency sketch's counts start and end with a non-zero bucket")
+        bottom, top = _range_of(scale)
+        if counts and not bottom <= offset <= offset + len(counts) - 1 <= top:
+            raise ValueError(f"a latency sketch's buckets lie in {bottom}..{top} at scale {scale}")
         return cls(scale, offset if counts else 0, counts, zero)
 
     @classmethod

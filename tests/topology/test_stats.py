@@ -174,3 +174,10 @@ def test_few_calls_spread_wide_are_stored_sparse_and_read_back_the_same() -> Non
     blob = codec.encode(few, 0)
     assert codec.decode(blob, 0) == few
     assert len(blob) < dense_bytes  # 3 (gap, count) pairs instead of ~170 counts
+
+
+def test_a_sketch_beyond_the_range_we_keep_is_refused() -> None:
+    with pytest.raises(ValueError, match="buckets lie in"):
+        LatencySketch.from_json({"s": 5, "o": 10**6, "z": 0, "c": [1]})
+    far = LatencySketch.from_counts({10**6: 2, -(10**6): 1})  # built from a client's counts: clamped
+    assert far.quantile(1.0) == pytest.approx(2.0**20, rel=0.011) and far.total == 3
