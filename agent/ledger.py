@@ -1,10 +1,11 @@
 """What has been reported of each open connection, so that every byte is reported exactly once.
 
 A connection that closes within one reporting interval is reported once, by its close record
-(totals from the kernel). A longer one is also reported by the interval scans of the kernel's
-connection table: each scan reports the bytes since the previous report, and the close record then
-carries only what is left. The kernel always hands over running totals; the deltas are taken here,
-so a close racing with a scan can neither lose nor double a byte.
+(totals from the kernel): scans leave connections younger than ``min_age`` alone, so a short
+connection is never one record from a scan plus one from its close. A longer one is also reported by
+the interval scans of the kernel's connection table: each scan reports the bytes since the previous
+report, and the close record then carries only what is left. The kernel always hands over running
+totals; the deltas are taken here, so a close racing with a scan can neither lose nor double a byte.
 
 A connection is identified by (socket address, start time): the kernel reuses socket addresses.
 """
@@ -39,10 +40,11 @@ class Ledger:
                 out["start_ns"][i] = max(starts[i], prev[2])
         return out
 
-    def scan(self, conns: ConnArray, now_ns: int) -> ConnArray:
-        """Interval records for the open, established connections of a table scan: a connection's
-        first scan reports it (even idle), later scans report it when it moved bytes."""
-        est = conns[conns["established"] == 1]
+    def scan(self, conns: ConnArray, now_ns: int, min_age_ns: int = 0) -> ConnArray:
+        """Interval records for the open, established connections of a table scan that started at
+        least ``min_age_ns`` ago: a connection's first scan reports it (even idle), later scans report
+        it when it moved bytes."""
+        est = conns[(conns["established"] == 1) & (conns["start_ns"] <= max(0, now_ns - min_age_ns))]
         keep = np.zeros(len(est), dtype=bool)
         out = est.copy()
         seen: set[tuple[int, int]] = set()

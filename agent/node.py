@@ -90,7 +90,8 @@ class Agent:
         if scan:
             table = self.source.table()
             self.connections_tracked = len(table)
-            live = self.ledger.scan(table, time.clock_gettime_ns(time.CLOCK_MONOTONIC))
+            now_ns = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+            live = self.ledger.scan(table, now_ns, min_age_ns=int(self.timing.interval * 1e9))
             self.records_read += len(live)
             self.batcher.add(live)
             self.kernel_counters = self.source.counters()

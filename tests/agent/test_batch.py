@@ -59,6 +59,16 @@ def test_a_reused_socket_address_is_another_connection() -> None:
     assert (int(closed["sent"]), int(closed["received"])) == (40, 30)
 
 
+def test_young_connections_wait_for_their_close_or_the_next_scan() -> None:
+    ledger = Ledger()
+    young = arr(conn(1, ROLE_CLIENT, 1500, 10, 10, last_ms=1600))
+    assert len(ledger.scan(young, now_ns=2000 * MS, min_age_ns=1000 * MS)) == 0
+    (closed,) = ledger.closed(arr(conn(1, ROLE_CLIENT, 1500, 30, 10, end_ms=2100)))
+    assert (int(closed["sent"]), int(closed["start_ns"]) // MS) == (30, 1500)  # one record, whole
+    (later,) = ledger.scan(young, now_ns=3000 * MS, min_age_ns=1000 * MS)  # had it stayed open
+    assert (int(later["sent"]), int(later["start_ns"]) // MS) == (10, 1500)
+
+
 def test_idle_open_connections_are_reported_once_and_closed_ones_forgotten() -> None:
     ledger = Ledger()
     assert len(ledger.scan(arr(conn(1, ROLE_CLIENT, 1000, 0, 0)), now_ns=2000 * MS)) == 1

@@ -88,10 +88,14 @@ def test_records_are_exact(hosts: Hosts, agent_factory: Any) -> None:
         assert s["records"] >= 3, f"{key}: a connection of ~4 s with a 1 s interval is reported per interval"
         assert s["connections"] == s["records"], "each interval record stands for the one connection"
 
-    # Each client connection between two local processes: exactly one client and one server record.
-    for _, r in agent.flows():
-        if unpack_ip(r["remote_addr"]) == b6 and r["role"] == ROLE_CLIENT:
-            assert r["connections"] == 1 and r["remote_port"] == 7003 and r["local_port"] > 1024
+    # A connection between two local processes: exactly one client record and one server record.
+    for key in (("orders-api", "orders-api-test", ROLE_CLIENT, a6, b6, 7003),
+                ("search-api", "search-api-test", ROLE_SERVER, b6, a6, 7003),
+                ("batch-job", "batch", ROLE_CLIENT, c1, b2c, 7001),
+                ("stock-db", "stock-db-test", ROLE_SERVER, b2c, c1, 7001)):
+        assert got[key]["records"] == 1, key
+    (v6,) = [r for _, r in agent.flows() if unpack_ip(r["remote_addr"]) == b6]
+    assert v6["role"] == ROLE_CLIENT and v6["remote_port"] == 7003 and v6["local_port"] > 1024
 
     book = AddressBook(agent.leases())
     owners = {ip: {lease.owner for lease in book.leases(ip)} for ip in (a1, b2, b3, c1, b2c, a6, b6)}
