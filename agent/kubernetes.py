@@ -67,6 +67,7 @@ class Pods:
         self._checked = 0.0
         self._by_uid: dict[str, Workload] = {}
         self.unknown_pods = 0
+        self._error = ""
 
     def resolve(self, p: Process) -> Workload | None:
         uid = pod_uid(p.cgroup)
@@ -89,8 +90,11 @@ class Pods:
                 return
             doc = json.loads(self.path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as e:
-            log.warning("pod metadata unreadable", extra={"path": str(self.path), "error": str(e)})
+            if str(e) != self._error:  # once per distinct problem, not every recheck
+                log.warning("pod metadata unreadable", extra={"path": str(self.path), "error": str(e)})
+            self._error = str(e)
             return
+        self._error = ""
         items = doc.get("items", []) if isinstance(doc, dict) else doc
         by_uid: dict[str, Workload] = {}
         for pod in items if isinstance(items, list) else []:

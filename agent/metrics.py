@@ -18,6 +18,7 @@ path). Counters end in ``_total``; the kernel's counters are cumulative since th
     topology_agent_unattributed_records_total           records reported as unattributed:<comm>
     topology_agent_addresses_leased                     local addresses the agent currently owns out
     topology_agent_address_changes_total{kind}          moved | shared
+    topology_agent_round_errors_total                   rounds that failed (logged with the traceback)
     process_cpu_seconds_total, process_resident_memory_bytes   (the standard process collector)
 """
 
@@ -86,6 +87,7 @@ class AgentCollector(Collector):
         for kind in ("moved", "shared"):
             changes.add_metric([kind], a.leases.counters[kind])
         yield changes
+        yield CounterMetricFamily(P + "round_errors", "Agent rounds that failed", value=a.cycle_errors)
 
 
 def registry_for(agent: Agent) -> CollectorRegistry:

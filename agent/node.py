@@ -60,6 +60,7 @@ class Agent:
         self.connections_tracked = 0
         self.records_read = 0
         self.cycles = 0
+        self.cycle_errors = 0
 
     async def run(self, stop: asyncio.Event) -> None:
         sender = asyncio.create_task(self.outbox.run())
@@ -73,7 +74,11 @@ class Agent:
                 due = now >= next_report
                 if due:
                     next_report = max(next_report + t.interval, now)
-                self.cycle(scan=due)
+                try:
+                    self.cycle(scan=due)
+                except Exception:  # a bug in one round must not stop the agent: logged, counted
+                    self.cycle_errors += 1
+                    log.exception("agent round failed")
         finally:
             sender.cancel()
             await asyncio.gather(sender, return_exceptions=True)
