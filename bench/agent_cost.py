@@ -44,20 +44,33 @@ STATS = Path("/proc/sys/kernel/bpf_stats_enabled")
 
 
 class Sink(ThreadingHTTPServer):
-    def __init__(self) -> None:
+    """A stand-in for the ingest routes of ``topology serve``: counts body bytes by route, answers 200
+    (400 while ``reject`` is set), and with ``keep`` also keeps each request (tests use that)."""
+
+    def __init__(self, port: int = 0, keep: bool = False) -> None:
         self.bytes = {"flows": 0, "leases": 0}
         self.posts = 0
-        super().__init__(("127.0.0.1", 0), _Handler)
+        self.keep = keep
+        self.reject = False
+        self.requests: list[tuple[str, str, bytes, str | None]] = []  # path, type, body, Authorization
+        super().__init__(("127.0.0.1", port), _Handler)
 
 
 class _Handler(BaseHTTPRequestHandler):
     server: Sink
 
     def do_POST(self) -> None:
-        n = int(self.headers["Content-Length"])
-        self.rfile.read(n)
-        self.server.bytes["flows" if self.path.endswith("/flows") else "leases"] += n
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        if self.server.reject:
+            self.send_response(400)
+            self.end_headers()
+            self.wfile.write(b'{"error": "bad input", "code": "BAD_INPUT"}')
+            return
+        self.server.bytes["flows" if self.path.endswith("/flows") else "leases"] += len(body)
         self.server.posts += 1
+        if self.server.keep:
+            self.server.requests.append((self.path, self.headers["Content-Type"], body,
+                                         self.headers.get("Authorization")))
         self.send_response(200)
         self.end_headers()
         self.wfile.write(b"{}")

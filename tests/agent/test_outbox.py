@@ -7,40 +7,12 @@ import json
 import socket
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from agent.outbox import FLOWS, LEASES, Message, Outbox
 from agent.sink import FLOWS_TYPE, HttpSink
-
-
-class Ingest(ThreadingHTTPServer):
-    def __init__(self, port: int) -> None:
-        self.received: list[tuple[str, str, bytes]] = []
-        self.auth: list[str | None] = []
-        self.reject = False
-        super().__init__(("127.0.0.1", port), Handler)
-
-
-class Handler(BaseHTTPRequestHandler):
-    server: Ingest
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        if self.server.reject:
-            self.send_response(400)
-            self.end_headers()
-            self.wfile.write(b'{"error": "bad magic", "code": "BAD_INPUT"}')
-            return
-        self.server.received.append((self.path, self.headers["Content-Type"], body))
-        self.server.auth.append(self.headers.get("Authorization"))
-        self.send_response(200)
-        self.end_headers()
-        self.wfile.write(b'{"accepted": 1}')
-
-    def log_message(self, *args: object) -> None:
-        return
+from bench.agent_cost import Sink
 
 
 def free_port() -> int:
@@ -54,8 +26,8 @@ def port() -> Iterator[int]:
     yield free_port()
 
 
-def start(port: int) -> Ingest:
-    srv = Ingest(port)
+def start(port: int) -> Sink:
+    srv = Sink(port, keep=True)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     return srv
 
@@ -80,10 +52,10 @@ async def test_sink_down_buffers_up_to_the_bound_counts_the_overflow_and_resumes
     assert len(box) == 3 and box.bytes <= 3000
     srv = start(port)
     try:
-        await until(lambda: len(srv.received) == 3)
-        assert [(path, body[:1]) for path, _, body in srv.received] == [
+        await until(lambda: len(srv.requests) == 3)
+        assert [(path, body[:1]) for path, _, body, _ in srv.requests] == [
             ("/ingest/addresses", b"["), ("/ingest/flows", b"\x03"), ("/ingest/flows", b"\x04")]
-        assert srv.received[1][1] == FLOWS_TYPE
+        assert srv.requests[1][1] == FLOWS_TYPE
         assert box.sent_records == {FLOWS: 20, LEASES: 1} and box.bytes == 0
         srv.reject = True  # a 400 is final: dropped and counted, the queue moves on
         box.put(Message(FLOWS, b"bad", 4))
@@ -101,8 +73,8 @@ async def test_final_flush_delivers_or_counts(port: int) -> None:
         box = Outbox(HttpSink(f"http://127.0.0.1:{port}", token="tpt_secret"), backoff_min=0.05)
         box.put(Message(FLOWS, b"x" * 10, 3))
         await box.drain(5.0)
-        assert len(srv.received) == 1 and box.sent_records[FLOWS] == 3
-        assert srv.auth == ["Bearer tpt_secret"]
+        assert len(srv.requests) == 1 and box.sent_records[FLOWS] == 3
+        assert srv.requests[0][3] == "Bearer tpt_secret"
     finally:
         srv.shutdown()
         srv.server_close()
