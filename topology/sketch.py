@@ -21,7 +21,9 @@ Observations are clamped to ``[ZERO_THRESHOLD, MAX_SECONDS]`` so a sketch never 
 ~1,600 buckets at :data:`SCALE`.
 
 Why written here: the index is one line (``ceil(log2(v) * 2**s) - 1``); OpenTelemetry's SDK has the
-same mapping only in a private module (``_internal``), and the test suite checks ours against it.
+same mapping only in a private module (``_internal``), and the test suite checks ours against it. The
+``ddsketch`` package's mappings use a base of ``(1 + a) / (1 - a)``, which does not line up with OTLP's
+powers of two, so clients' exponential histograms could not be kept bucket for bucket.
 """
 
 from __future__ import annotations
