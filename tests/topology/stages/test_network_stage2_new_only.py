@@ -51,7 +51,8 @@ def test_early_output_of_the_lateness_example_sums_like_flushes_without_it() -> 
     load balancer's client and backend records come; the client falls back, the backend is late."""
     draws = [("web", "10.0.1.1", ROLE_CLIENT, 0, 1, 0)] * 28 + [
         ("web", "10.0.9.1", ROLE_CLIENT, 0, 1, 0), ("web", "10.0.9.1", ROLE_SERVER, 0, 1, 0)]
-    test_early_new_edges_and_the_close_sum_like_the_same_flushes_without_them.hypothesis.inner_test(draws, [65])
+    prop = test_early_new_edges_and_the_close_sum_like_the_same_flushes_without_them
+    prop.hypothesis.inner_test(draws, [65])
 
 
 def test_only_new_edges_go_out_early() -> None:
