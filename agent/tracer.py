@@ -25,7 +25,7 @@ log = logging.getLogger("agent.tracer")
 
 class Tracer:
     def __init__(self, config: ProgramConfig | None = None) -> None:
-        from bcc import BPF  # Debian's python3-bpfcc (make agent-deps)
+        from bcc import BPF  # type: ignore[import-untyped]  # Debian's python3-bpfcc (make agent-deps)
 
         netns: NetnsOffsets | None = None
         cmdline: CmdlineOffsets | None = None

@@ -162,7 +162,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rates", type=int, nargs="+", default=[1000, 10000])
     p.add_argument("--seconds", type=float, default=20.0)
-    p.add_argument("--no-fold", action="store_true", help="run the agent with --no-fold")
+    p.add_argument("--no-fold", action="store_true", help="run the agent with --fold false")
     p.add_argument("--port0", type=int, default=47100, help="first of 8 loopback ports for the load")
     args = p.parse_args()
     if os.geteuid() != 0:
@@ -180,7 +180,7 @@ def main() -> None:
     cmd = [sys.executable, "-m", "agent", "--http", f"http://127.0.0.1:{sink.server_address[1]}",
            "--interval", "5", "--metrics-port", str(mport), "--host", "bench", "--log-level", "WARNING"]
     if args.no_fold:
-        cmd.append("--no-fold")
+        cmd += ["--fold", "false"]
     stats_before = STATS.read_text().strip() if STATS.exists() else None
     agent = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
     rows = []
@@ -214,7 +214,7 @@ def main() -> None:
         sink.shutdown()
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"{'rate/s':>8} {'achieved':>9} {'agent CPU':>10} {'us/conn':>8} {'BPF CPU':>8} {'ns/conn':>8} "
-          f"{'RSS MiB':>8} {'lost':>5} {'B/conn':>7}" + ("  (--no-fold)" if args.no_fold else ""))
+          f"{'RSS MiB':>8} {'lost':>5} {'B/conn':>7}" + ("  (--fold false)" if args.no_fold else ""))
     for r in rows:
         lost = int(r["ring_lost"] + r["table_full"])
         print(f"{r['rate']:>8} {r['achieved_rate']:>9} {r['agent_cpu_share']:>10.2%} "

@@ -139,7 +139,7 @@ def _schema(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 def _agent(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from agent.cli import run
 
-    return run(args, configure_logging=False)
+    return run(args, env)
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace, Mapping[str, str]], int]] = {

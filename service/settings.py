@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from agent.settings import AgentSettings
 from ingest.main import IngestSettings, WorkerSettings
 from service.config import ServiceConfig
 from topology.settings import (
@@ -124,7 +125,8 @@ class SimulateSettings:
 
 # every group, in the README's order
 GROUPS: tuple[type, ...] = (LogSettings, ServiceConfig, StoreSettings, KafkaSettings, FleetSettings,
-                            DemoSettings, ServeSettings, SimulateSettings, IngestSettings, WorkerSettings)
+                            DemoSettings, ServeSettings, SimulateSettings, IngestSettings, WorkerSettings,
+                            AgentSettings)
 
 
 def documented() -> list[Row]:

@@ -6,7 +6,9 @@ from __future__ import annotations
 import re
 
 from agent.cli import build_parser
+from agent.settings import AgentSettings
 from tests.agent.conftest import ROOT
+from topology.settings import resolve
 
 DOCKER = ROOT / "docker" / "agent"
 
@@ -19,9 +21,10 @@ def agent_args(text: str) -> list[str]:
 
 def test_daemonset_flags_parse_and_privileges_match_the_preflight() -> None:
     text = (DOCKER / "daemonset.yaml").read_text()
-    args = build_parser().parse_args(agent_args(text))
-    assert args.kafka and args.pods == "/run/topology/pods.json" and args.metrics_port == 9464
-    assert args.workloads == "/etc/topology/workloads.json" and args.host == "node-1"
+    s = resolve(AgentSettings, build_parser().parse_args(agent_args(text)), {})
+    assert s.kafka == "kafka.topology.svc:9092" and s.pods == "/run/topology/pods.json"
+    assert (s.metrics_port, s.metrics_host) == (9464, "0.0.0.0")
+    assert s.workloads == "/etc/topology/workloads.json" and s.host == "node-1"
     for line in ("hostPID: true", "hostNetwork: true", 'add: ["BPF", "PERFMON"',
                  "mountPath: /sys/kernel/tracing", "path: /sys/kernel/tracing", "mountPath: /sys/fs/cgroup",
                  "mountPath: /run/topology", "kind: DaemonSet", "verbs: [\"get\", \"list\"]"):
