@@ -82,7 +82,11 @@ class Agent:
         finally:
             sender.cancel()
             await asyncio.gather(sender, return_exceptions=True)
-        self.cycle(scan=True)
+        try:
+            self.cycle(scan=True)  # the last records: everything counted so far
+        except Exception:
+            self.cycle_errors += 1
+            log.exception("agent round failed")
         await self.outbox.drain(t.shutdown_timeout)
         log.info("agent stopped", extra=self.summary())
 
