@@ -1,9 +1,10 @@
-"""The meta worker: catalog entries and health events into the catalog store; address leases checked.
+"""The meta worker: catalog entries, health and change events into the catalog store; leases checked.
 
 Records are JSON objects (or lists of them) as ``to_dict`` writes them: :class:`ServiceInfo` on
-``topology.catalog``, :class:`HealthEvent` on ``topology.health``, :class:`AddressLease` on
-``topology.addresses``. Leases are used by the network and IPC workers, which read the topic
-entirely; this worker only dead-letters the bad ones so they are seen and counted once.
+``topology.catalog``, :class:`HealthEvent` on ``topology.health``, :class:`ChangeEvent` on
+``topology.changes``, :class:`AddressLease` on ``topology.addresses``. Leases are used by the
+network and IPC workers, which read the topic entirely; this worker only dead-letters the bad ones so
+they are seen and counted once.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from ingest.admission import admitted, produced
 from ingest.logic import Added, PartitionLogic, StageSpec
 from ingest.record import Partition, Record
 from ingest.topics import Topics
-from topology.admit import Admission, admit_catalog, admit_health, admit_leases
+from topology.admit import Admission, admit_catalog, admit_changes, admit_health, admit_leases
 from topology.catalog import AddressLease, HealthEvent, ServiceInfo
+from topology.change import ChangeEvent
 from topology.store.base import Stores
 
 
@@ -33,10 +35,11 @@ class MetaSpec(StageSpec):
             topics.catalog: admit_catalog,
             topics.health: admit_health,
             topics.addresses: admit_leases,
+            topics.changes: admit_changes,
         }
 
     def inputs(self) -> tuple[str, ...]:
-        return (self.topics.catalog, self.topics.health, self.topics.addresses)
+        return (self.topics.catalog, self.topics.health, self.topics.addresses, self.topics.changes)
 
     def new_partition(self, tp: Partition, state: Any) -> PartitionLogic:
         return _Meta(self.admit[tp.topic])
@@ -44,12 +47,15 @@ class MetaSpec(StageSpec):
     async def write(self, outputs: Sequence[Any]) -> int:
         services = [o for o in outputs if isinstance(o, ServiceInfo)]
         health = [o for o in outputs if isinstance(o, HealthEvent)]
+        changes = [o for o in outputs if isinstance(o, ChangeEvent)]
         if services:
             # the latest entry of each name wins (a compacted topic's semantics)
             await self.stores.catalog.upsert_services(list({s.name: s for s in services}.values()))
         if health:
             await self.stores.catalog.record_health(health)
-        return len(services) + len(health)
+        if changes:
+            await self.stores.catalog.record_changes(changes)
+        return len(services) + len(health) + len(changes)
 
 
 class _Meta(PartitionLogic):

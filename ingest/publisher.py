@@ -2,8 +2,8 @@
 
 * ``topology.addresses``: one AddressLease JSON per message, key ``ip@start`` (compacted topic);
   ``topology.catalog``: ServiceInfo JSON keyed by name; ``topology.health``: HealthEvent JSON keyed
-  by service. They are flushed before any traffic of the same step, so leases are known before the
-  flows that use them.
+  by service; ``topology.changes``: ChangeEvent JSON keyed by service. They are flushed before any
+  traffic of the same step, so leases are known before the flows that use them.
 * ``topology.flows``: one flow batch (wire format v1) per message, keyed by the reporting host.
 * ``otlp_metrics`` / ``otlp_spans``: serialized ``ExportMetricsServiceRequest`` /
   ``ExportTraceServiceRequest``, as the OpenTelemetry Collector's kafka exporter writes them with
@@ -32,6 +32,7 @@ from aiokafka.errors import KafkaError
 from ingest.splitter import by_trace_id
 from ingest.topics import Topics, ensure_topics
 from topology.catalog import AddressLease, HealthEvent, ServiceInfo
+from topology.change import ChangeEvent
 from topology.wire import flow
 
 log = logging.getLogger("ingest.publisher")
@@ -51,6 +52,7 @@ class PublishStats:
     leases: int = 0
     catalog: int = 0
     health: int = 0
+    changes: int = 0
 
 
 class KafkaSink:
@@ -86,8 +88,8 @@ class KafkaSink:
         self.stats.messages += 1
 
     async def send_records(self, leases: Iterable[AddressLease] = (), catalog: Iterable[ServiceInfo] = (),
-                           health: Iterable[HealthEvent] = ()) -> None:
-        """Leases, catalog entries and health events, flushed (durable) before this returns."""
+                           health: Iterable[HealthEvent] = (), changes: Iterable[ChangeEvent] = ()) -> None:
+        """Leases, catalog entries, health and change events, flushed (durable) before this returns."""
         t = self.topics
         for lease in leases:
             await self._send(t.addresses, json.dumps(lease.to_dict()).encode(), lease_key(lease))
@@ -98,6 +100,9 @@ class KafkaSink:
         for event in health:
             await self._send(t.health, json.dumps(event.to_dict()).encode(), event.service.encode())
             self.stats.health += 1
+        for change in changes:
+            await self._send(t.changes, json.dumps(change.to_dict()).encode(), change.service.encode())
+            self.stats.changes += 1
         assert self.producer is not None
         await self.producer.flush()
 
@@ -125,7 +130,7 @@ class KafkaSink:
 
     async def send(self, em: Any, t: float | None = None) -> None:
         """One simulator :class:`~topology.sim.Emission` (records first, then traffic)."""
-        await self.send_records(em.leases, em.catalog, em.health)
+        await self.send_records(em.leases, em.catalog, em.health, em.change_events)
         await self.send_flows(em.flow_batches)
         await self.send_metrics(em.metrics)
         await self.send_spans(em.spans)

@@ -9,6 +9,7 @@ topics hold each stage's checkpointed windows; ``topology.dlq`` collects rejecte
     otlp_spans            ExportTraceServiceRequest bytes (keyed by trace id or not)     -> trace stage 1
     topology.catalog      ServiceInfo JSON, keyed by name (compacted)                    -> meta worker
     topology.health       HealthEvent JSON, keyed by service                             -> meta, stage 3
+    topology.changes      ChangeEvent JSON (deploys, config changes), keyed by service   -> meta worker
     topology.addresses    AddressLease JSON, keyed by "ip@start" (compacted)             -> stages 1-2, all
     topology.<layer>.stage1 / .stage2   repartition topics (stage N output, stage N+1 input)
     topology.<layer>.stage<N>.state     stage state checkpoints (compacted), one partition per input partition
@@ -80,6 +81,10 @@ class Topics:
         return self.name("topology.addresses")
 
     @property
+    def changes(self) -> str:
+        return self.name("topology.changes")
+
+    @property
     def dlq(self) -> str:
         return self.name("topology.dlq")
 
@@ -99,7 +104,7 @@ class Topics:
     def inputs(self, layer: str, stage: int) -> tuple[str, ...]:
         """The topics a stage consumes as a consumer group."""
         if layer == "meta":
-            return (self.catalog, self.health)
+            return (self.catalog, self.health, self.changes)
         if stage == 1:
             return {"network": (self.flows, self.vpcflows), "ipc": (self.otlp_metrics,),
                     "trace": (self.otlp_spans,)}[layer]
@@ -115,6 +120,7 @@ class Topics:
             self.catalog: (1, dict(COMPACTED)),
             self.health: (1, {}),
             self.addresses: (1, dict(COMPACTED)),
+            self.changes: (1, {}),
             self.dlq: (1, {}),
         }
         for layer in LAYERS:

@@ -23,6 +23,7 @@ __all__ = [
     "check_layers",
     "decode_cursor",
     "encode_cursor",
+    "time_bounds",
     "time_range",
     "to_set",
 ]
@@ -83,6 +84,19 @@ def time_range(
     if end > now + config.max_window:
         raise BadUserInput("at is too far in the future", "at")
     return TimeRange.ending_at(end, seconds), end
+
+
+def time_bounds(
+    start: datetime | None, end: datetime | None, now: float, default_span: float, config: ServiceConfig
+) -> tuple[float, float]:
+    """``[from, to]`` in epoch seconds: ``to`` defaults to now, ``from`` to ``default_span`` before ``to``."""
+    hi = now if end is None else _epoch(end)
+    lo = hi - default_span if start is None else _epoch(start)
+    if hi > now + config.max_window:
+        raise BadUserInput("to is too far in the future", "to")
+    if lo > hi:
+        raise BadUserInput("from must not be after to", "from")
+    return lo, hi
 
 
 _CURSOR_JSON = json.JSONEncoder(separators=(",", ":"))  # one encoder for all cursors (made once)

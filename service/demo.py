@@ -42,6 +42,8 @@ async def persist_meta(stores: Stores, emission: Any) -> None:
         await stores.catalog.upsert_services(list(emission.catalog))
     if emission.health:
         await stores.catalog.record_health(list(emission.health))
+    if emission.change_events:
+        await stores.catalog.record_changes(list(emission.change_events))
 
 
 def write_truth(path: str | None, sims: list[Any]) -> None:

@@ -11,7 +11,7 @@ import asyncio
 import bisect
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 from urllib.parse import quote
 
 import strawberry
@@ -22,6 +22,7 @@ from service.arguments import (
     check_layers,
     decode_cursor,
     encode_cursor,
+    time_bounds,
     time_range,
     to_set,
 )
@@ -29,6 +30,7 @@ from service.config import LINK_KINDS
 from service.context import RequestContext, context_of
 from service.selection import selects
 from service.types import (
+    ChangeEvent,
     Duration,
     HealthStatus,
     LayerFailure,
@@ -56,6 +58,9 @@ __all__ = [
 ]
 
 _T = TypeVar("_T")
+
+#: How far back ``Service.changes`` looks when ``from`` is not given (seconds).
+CHANGES_SPAN = 86_400.0
 
 
 # -- paging ----------------------------------------------------------------------------------------
@@ -168,6 +173,22 @@ class Service:
         n = check_first(first, ctx.config)
         found = await ctx.stores.catalog.recent_traces(self.name, n) if n else []
         return [TraceSummary.from_core(t) for t in found]
+
+    @strawberry.field(description="Change events of this service (deploys, configuration changes, ...) "
+                      "between `from` (default: a day before `to`) and `to` (default: the time the query "
+                      "asked about), newest first.")
+    async def changes(
+        self,
+        info: strawberry.Info,
+        from_: Annotated[datetime | None, strawberry.argument(name="from")] = None,
+        to: datetime | None = None,
+        first: int | None = None,
+    ) -> list[ChangeEvent]:
+        ctx = context_of(info)
+        n = check_first(first, ctx.config)
+        lo, hi = time_bounds(from_, to, ctx.now if self.at is None else self.at, CHANGES_SPAN, ctx.config)
+        found = await ctx.stores.catalog.changes([self.name], lo, hi, n) if n else []
+        return [ChangeEvent.from_core(e) for e in found]
 
     @strawberry.field(description="What this service calls, transitively, up to `depth` hops. "
                       "`tier`/`domain` choose the services returned; the walk passes through the rest.")

@@ -39,6 +39,7 @@ CONTENT_TYPES: dict[str, frozenset[str]] = {
     "/ingest/catalog": JSON,
     "/ingest/health": JSON,
     "/ingest/addresses": JSON,
+    "/ingest/changes": JSON,
 }
 # Any other /ingest/* route takes any type but these: the ones a cross-site page can send unasked.
 SIMPLE_TYPES = frozenset({"", "text/plain", "application/x-www-form-urlencoded", "multipart/form-data"})

@@ -6,6 +6,7 @@
     POST /ingest/vpcflows   AWS VPC flow-log lines (text; the default format, or a header line first)
     POST /ingest/catalog    JSON array of catalog records
     POST /ingest/health     JSON array of health events
+    POST /ingest/changes    JSON array of change events (deploys, configuration changes, ...)
     POST /ingest/addresses  JSON array of address leases
 
 Every payload passes :mod:`topology.admit`, the admission the Kafka workers apply too. Answers
@@ -150,4 +151,5 @@ def ingest_routes(runtime: Runtime) -> list[Route]:
         Route("/ingest/catalog", bytes_route(runtime.accept_catalog), methods=["POST"]),
         Route("/ingest/health", bytes_route(runtime.accept_health), methods=["POST"]),
         Route("/ingest/addresses", bytes_route(runtime.accept_leases), methods=["POST"]),
+        Route("/ingest/changes", bytes_route(runtime.accept_changes), methods=["POST"]),
     ]

@@ -24,6 +24,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 from topology.admit import (
     Admission,
     admit_catalog,
+    admit_changes,
     admit_flows,
     admit_health,
     admit_leases,
@@ -33,6 +34,7 @@ from topology.admit import (
     reason_class,
 )
 from topology.catalog import AddressLease, HealthEvent, ServiceInfo
+from topology.change import ChangeEvent
 from topology.pipeline import Pipeline, PipelineOutput
 from topology.store.base import Stores
 from topology.store.persist import persist
@@ -122,6 +124,11 @@ class Runtime:
         events = self._kept("health", adm)
         self.pipeline.add_health(events)
         await self.stores.catalog.record_health(events)
+        return adm
+
+    async def accept_changes(self, data: bytes, now: float | None = None) -> Admission[list[ChangeEvent]]:
+        adm = admit_changes(data, self._now(now))
+        await self.stores.catalog.record_changes(self._kept("changes", adm))
         return adm
 
     def accept_leases(self, data: bytes, now: float | None = None) -> Admission[list[AddressLease]]:

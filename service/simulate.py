@@ -41,7 +41,8 @@ class FileSink:
         ):
             for i, data in enumerate(payloads):
                 (self.root / sub / f"{stamp}-{i:05d}.{ext}").write_bytes(data)
-        for name, records in (("catalog", em.catalog), ("health", em.health), ("addresses", em.leases)):
+        for name, records in (("catalog", em.catalog), ("health", em.health), ("addresses", em.leases),
+                              ("changes", em.change_events)):
             if records:
                 with (self.root / f"{name}.jsonl").open("a", encoding="utf-8") as f:
                     for r in records:
@@ -73,7 +74,8 @@ class HttpSink:
             log.warning("rejected", extra={"path": path, "status": r.status_code, "body": r.text[:200]})
 
     async def send(self, em: Any, t: float) -> None:
-        for name, records in (("addresses", em.leases), ("catalog", em.catalog), ("health", em.health)):
+        for name, records in (("addresses", em.leases), ("catalog", em.catalog), ("health", em.health),
+                              ("changes", em.change_events)):
             if records:
                 await self._post(
                     f"/ingest/{name}", json.dumps([r.to_dict() for r in records]).encode(), "application/json"

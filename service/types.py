@@ -15,6 +15,8 @@ from strawberry.types.scalar import ScalarDefinition
 from service.config import parse_duration
 from topology import catalog as core_catalog
 from topology.catalog import HealthState
+from topology.change import ChangeEvent as CoreChangeEvent
+from topology.change import ChangeKind
 from topology.model import Granularity, Layer, NodeKind
 from topology.query import MergedEdge
 from topology.stats import EdgeStats
@@ -23,6 +25,7 @@ __all__ = [
     "DURATION_SCALAR",
     "LONG_SCALAR",
     "SCALAR_MAP",
+    "ChangeEvent",
     "Duration",
     "HealthStatus",
     "LayerEdge",
@@ -40,6 +43,7 @@ strawberry.enum(Layer, description="One physically separate graph, built from on
 strawberry.enum(Granularity, description="APP: an application; CLUSTER: one deployment of an app.")
 strawberry.enum(NodeKind, description="What a node is. Everything but SERVICE is a virtual node.")
 strawberry.enum(HealthState, description="A service's health.")
+strawberry.enum(ChangeKind, description="What kind of change a change event reports.")
 
 
 def _parse_duration_value(value: object) -> float:
@@ -134,6 +138,22 @@ class HealthStatus:
     status: HealthState
     reason: str | None
     since: datetime | None
+
+
+@strawberry.type(description="Something about a service changed: a deploy, a configuration change, ...")
+class ChangeEvent:
+    service: str
+    kind: ChangeKind
+    at: datetime
+    description: str | None
+    version: str | None
+    author: str | None
+    link: str | None
+
+    @classmethod
+    def from_core(cls, e: CoreChangeEvent) -> ChangeEvent:
+        return cls(service=e.service, kind=e.kind, at=datetime.fromtimestamp(e.at, tz=UTC),
+                   description=e.description, version=e.version, author=e.author, link=e.link)
 
 
 @strawberry.type(description="Where to look at a service's logs, traces and metrics.")

@@ -35,6 +35,7 @@ ROADS: dict[str, tuple[str, str, str]] = {
     "catalog": ("/ingest/catalog", "application/json", "catalog"),
     "health": ("/ingest/health", "application/json", "health"),
     "addresses": ("/ingest/addresses", "application/json", "addresses"),
+    "changes": ("/ingest/changes", "application/json", "changes"),
 }
 
 
@@ -178,6 +179,16 @@ CASES: tuple[Case, ...] = (
          lambda t: js([{"service": "x", "status": "HEALTHY", "at": Y2500}]), "rejected", "timestamp"),
     Case("a health event in the present", "health",
          lambda t: js([{"service": "x", "status": "HEALTHY", "at": t - 1}]), "kept"),
+    Case("a deploy", "changes",
+         lambda t: js([{"service": "x", "kind": "DEPLOY", "at": t - 60, "version": "v2"}]), "kept"),
+    Case("a change of a kind we do not know", "changes",
+         lambda t: js([{"service": "x", "kind": "REBOOT", "at": t - 60}]), "rejected", "schema"),
+    Case("a change event without a service", "changes",
+         lambda t: js([{"kind": "CONFIG", "at": t - 60}]), "rejected", "schema"),
+    Case("a change event in the year 2500", "changes",
+         lambda t: js([{"service": "x", "kind": "CONFIG", "at": Y2500}]), "rejected", "timestamp"),
+    Case("a change event at NaN", "changes",
+         lambda t: js([{"service": "x", "kind": "CONFIG", "at": float("nan")}]), "rejected", "timestamp"),
     Case("an address lease for an ip that is not one", "addresses",
          lambda t: js([{"ip": "not-an-ip", "owner": "x", "start": t}]), "rejected", "schema"),
     Case("an address lease starting at NaN", "addresses",

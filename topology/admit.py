@@ -38,9 +38,9 @@ the Kafka record's timestamp or, over HTTP, the arrival time (the server's clock
 an old topic is judged as it was when written, and a span pair dated 2100-01-01 is rejected on
 both roads. Without a plausible reference only the lower bound applies. The policy covers flow
 records (start and end), spans (start and end), metric points (their time; one bad point rejects its
-resource, whose series would otherwise be cut), flow-log lines (start and end) and health events
-(``at``: no lower bound but 2000, a state may hold for months); address leases need finite times
-only (a lease may have started long ago), and an ip that is an address.
+resource, whose series would otherwise be cut), flow-log lines (start and end), health and change
+events (``at``: no lower bound but 2000, a state may hold for months); address leases need finite
+times only (a lease may have started long ago), and an ip that is an address.
 """
 
 from __future__ import annotations
@@ -57,6 +57,7 @@ import numpy.typing as npt
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 
 from topology.catalog import AddressLease, HealthEvent, ServiceInfo
+from topology.change import ChangeEvent
 from topology.wire import flow, otlp
 from topology.wire.vpcflow import VpcFlowError, VpcFlowParser, VpcFlowRecord
 
@@ -347,7 +348,7 @@ def _more(n: int, what: str) -> str:
     return f" (and {n - 1} more {what})" if n > 1 else ""
 
 
-# -- JSON records: catalog, health, address leases ------------------------------------------------
+# -- JSON records: catalog, health, changes, address leases ---------------------------------------
 def admit_catalog(data: bytes, produced: float | None) -> Admission[list[ServiceInfo]]:
     """Catalog records: a JSON object or array of :meth:`ServiceInfo.to_dict` objects."""
     return _admit_json(data, "catalog", ServiceInfo.from_dict, None)
@@ -362,6 +363,17 @@ def admit_health(data: bytes, produced: float | None) -> Admission[list[HealthEv
         return time_problem(e.at, ref if ref is not None and e.at > ref else None)
 
     return _admit_json(data, "health", HealthEvent.from_dict, check)
+
+
+def admit_changes(data: bytes, produced: float | None) -> Admission[list[ChangeEvent]]:
+    """Change events (a JSON object or array, :meth:`ChangeEvent.from_dict`); ``at`` must be plausible
+    as for health events (no lower bound but 2000: a change may be reported long after it was made)."""
+    ref = reference(produced)
+
+    def check(e: ChangeEvent) -> str | None:
+        return time_problem(e.at, ref if ref is not None and e.at > ref else None)
+
+    return _admit_json(data, "change event", ChangeEvent.from_dict, check)
 
 
 def admit_leases(data: bytes, produced: float | None) -> Admission[list[AddressLease]]:

@@ -7,6 +7,7 @@ from ingest.topics import Topics
 from tests.ingest.testing import Bus, TestingStage
 from topology.admit import reason_class
 from topology.catalog import AddressKind, AddressLease, HealthEvent, HealthState, ServiceInfo
+from topology.change import ChangeEvent, ChangeKind
 from topology.store.base import Stores
 
 T = 1_800_000_000
@@ -46,3 +47,17 @@ def test_bad_records_of_every_meta_topic_are_dead_lettered(stores: Stores) -> No
     assert sorted((d["source"]["topic"], reason_class(d["reason"])) for d in stage.dead) == [
         (TOPICS.addresses, "timestamp"), (TOPICS.catalog, "decode"), (TOPICS.health, "schema")]
     assert stage.effects == []
+
+
+async def test_change_events_reach_the_store_and_bad_ones_are_dead_lettered(stores: Stores) -> None:
+    bus = Bus(1)
+    stage = TestingStage(MetaSpec(TOPICS, stores), bus, wall=T)
+    deploy = ChangeEvent("api", ChangeKind.DEPLOY, T - 30, "deployed v7", "v7", "ci")
+    bus.produce_json(TOPICS.changes, [deploy, ChangeEvent("api", ChangeKind.CONFIG, T - 10)],
+                     lambda e: e.service, T * 1000)
+    bus.produce(TOPICS.changes, b'{"service": "api", "kind": "REBOOT", "at": 1800000000}', b"api", T * 1000)
+    stage.step()
+    assert [reason_class(d["reason"]) for d in stage.dead] == ["schema"]
+    assert await stage.spec.write(stage.effects) == 2
+    got = await stores.catalog.changes(["api"], T - 60, T, 10)
+    assert [e.kind for e in got] == [ChangeKind.CONFIG, ChangeKind.DEPLOY] and got[1] == deploy

@@ -37,6 +37,7 @@ import numpy.typing as npt
 import pytest
 
 from topology.catalog import HealthEvent, HealthState, Owner, ServiceInfo, TraceSummary
+from topology.change import ChangeEvent, ChangeKind
 from topology.model import (
     Direction,
     EdgeKey,
@@ -881,6 +882,42 @@ class StoreContract:
         assert 100 <= len(kept) < 310  # bounded per service, and the newest are the ones kept
         assert [t.start for t in kept] == [1000.0 + i for i in range(399, 399 - len(kept), -1)]
 
+    async def test_changes_newest_first_within_the_range_and_idempotent(self, stores: Stores) -> None:
+        cat = stores.catalog
+        deploy = ChangeEvent("api", ChangeKind.DEPLOY, 300.0, "deploy v2", "v2", "ci", "https://ci/2")
+        events = [
+            ChangeEvent("api", ChangeKind.DEPLOY, 100.0, "deploy v1", "v1", "ci", None),
+            ChangeEvent("api", ChangeKind.CONFIG, 200.0, "pool size 10 -> 20"),
+            deploy,
+            ChangeEvent("db", ChangeKind.SCALING, 200.0, "3 -> 5 replicas"),
+            ChangeEvent("db", ChangeKind.INFRA, 200.0),
+            ChangeEvent("other", ChangeKind.FEATURE_FLAG, 250.0, "checkout-v2 on"),
+            ChangeEvent(NASTY_NAMES[0], ChangeKind.OTHER, 150.0, NASTY_NAMES[1]),
+        ]
+        await cat.record_changes(list(reversed(events)))
+        await cat.record_changes(events)  # the same events again: stored once
+        await cat.record_changes([])
+        got = await cat.changes(["api", "db", "nobody"], 0.0, 1000.0, 100)
+        assert [(e.service, e.at) for e in got] == [
+            ("api", 300.0), ("api", 200.0), ("db", 200.0), ("db", 200.0), ("api", 100.0)
+        ]
+        assert got[0] == deploy
+        same_time = [e for e in got if e.service == "db"]
+        assert sorted(same_time, key=lambda e: e.key) == same_time  # equal times: by service, then key
+        assert {e.kind for e in same_time} == {ChangeKind.SCALING, ChangeKind.INFRA}
+        # both ends of the range are inside it; limit keeps the newest
+        assert [e.at for e in await cat.changes(["api"], 100.0, 200.0, 10)] == [200.0, 100.0]
+        assert [e.at for e in await cat.changes(["api", "db"], 0.0, 1000.0, 2)] == [300.0, 200.0]
+        assert await cat.changes(["api"], 301.0, 400.0, 10) == []
+        assert await cat.changes(["api"], 0.0, 1000.0, 0) == []
+        assert await cat.changes([], 0.0, 1000.0, 10) == []
+        assert await cat.changes([NASTY_NAMES[0]], 0.0, 1000.0, 10) == [events[-1]]
+        # a changed record is another event: both are kept
+        await cat.record_changes([ChangeEvent("api", ChangeKind.DEPLOY, 300.0, "deploy v2", "v2b")])
+        assert len(await cat.changes(["api"], 300.0, 300.0, 10)) == 2
+        with pytest.raises(ValueError):
+            await cat.changes(["api"], 0.0, 1.0, -1)
+
     # -- persistence and health of the store ---------------------------------------------------------
     async def test_ping(self, stores: Stores) -> None:
         for layer in (NET, IPC, TRACE):
@@ -900,6 +937,7 @@ class StoreContract:
         await cat.register_nodes([NodeInfo("a", NodeKind.SERVICE, APP, None, frozenset({NET}), 1, 2)])
         await cat.record_health([HealthEvent("a", HealthState.DEGRADED, 5.0, "slow")])
         await cat.record_traces([TraceSummary("ab", "a", "GET", 7.0, 0.1, 2, False, ("a", "b"))])
+        await cat.record_changes([ChangeEvent("a", ChangeKind.DEPLOY, 6.0, "v2", "v2")])
 
         async def snapshot(s: Stores) -> list[Any]:
             net, ipc = s.layers[NET], s.layers[IPC]
@@ -915,6 +953,7 @@ class StoreContract:
                 await s.catalog.known_nodes(["a"]),
                 await s.catalog.health(["a"], 10.0),
                 await s.catalog.recent_traces("b", 5),
+                await s.catalog.changes(["a"], 0.0, 10.0, 5),
                 await s.catalog.list_names(ServiceFilter(), APP, 10, None),
             ]
 

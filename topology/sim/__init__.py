@@ -13,8 +13,10 @@ the CLI and the transports live in ``service/``.
 
 An :class:`Emission` carries ``flow_batches`` (flow wire format v1, one batch per host agent),
 ``metrics`` (serialized ``ExportMetricsServiceRequest``), ``spans`` (serialized
-``ExportTraceServiceRequest``), ``catalog`` (ServiceInfo), ``health`` (HealthEvent) and ``leases``
-(AddressLease: new ones, and ended ones re-sent with ``end`` set, same ip and start). Apply an
+``ExportTraceServiceRequest``), ``catalog`` (ServiceInfo), ``health`` (HealthEvent), ``leases``
+(AddressLease: new ones, and ended ones re-sent with ``end`` set, same ip and start) and
+``change_events`` (ChangeEvent: a DEPLOY for every new version, INFRA for every replaced instance,
+CONFIG and FEATURE_FLAG changes now and then). Apply an
 emission's leases and catalog before its payloads: a redeploy at the start of a step leases the
 addresses its flows already use.
 

@@ -31,6 +31,7 @@ class Redeploy:
     old: str  # cluster (or instance pod name) replaced
     new: str
     addresses: int
+    version: int | None = None  # the new cluster's version; None when one instance was replaced
 
 
 class Churn:
@@ -101,7 +102,7 @@ class Churn:
             self._retire(inst, t0, leases)
         app.clusters[ci] = new
         self.world.cluster_start[new.name] = t0
-        self.redeploys.append(Redeploy(t0, app.name, old.name, new.name, count))
+        self.redeploys.append(Redeploy(t0, app.name, old.name, new.name, count, new.version))
         return count
 
     # -- edges ---------------------------------------------------------------------------------------

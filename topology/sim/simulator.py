@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 
 from topology.catalog import AddressKind, AddressLease, HealthEvent, HealthState, ServiceInfo
+from topology.change import ChangeEvent
+from topology.sim.changes import ConfigChanges, redeploy_event
 from topology.sim.churn import Churn, EdgeChange, Redeploy
 from topology.sim.fleet import Fleet
 from topology.sim.flows import FlowEmitter
@@ -39,9 +41,11 @@ class SimConfig:
     incidents_per_app_day: float = 0.25  # health incidents per app per simulated day
     trace_ratio: float = 0.01  # share of requests traced
     reuse_after: float = 0.0  # seconds a freed address waits before it is leased again
+    config_changes_per_app_day: float = 0.2  # configuration changes and flag flips per app per day
 
     def __post_init__(self) -> None:
-        for name in ("churn_per_hour", "edge_change_per_hour", "incidents_per_app_day", "reuse_after"):
+        for name in ("churn_per_hour", "edge_change_per_hour", "incidents_per_app_day", "reuse_after",
+                     "config_changes_per_app_day"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")
         if not 0 <= self.trace_ratio <= 1:
@@ -61,6 +65,7 @@ class Emission:
     health: tuple[HealthEvent, ...] = ()
     leases: tuple[AddressLease, ...] = ()  # new leases and ended ones (same ip and start, end set)
     changes: tuple[EdgeChange, ...] = field(default=())  # edges that stopped / started at ``start``
+    change_events: tuple[ChangeEvent, ...] = ()  # deploys, instance moves, config changes reported
 
     @property
     def flows(self) -> tuple[bytes, ...]:
@@ -89,6 +94,9 @@ class Simulator:
             np.random.default_rng(base.getrandbits(64)),
             cfg.trace_ratio,
         )
+        # made last: the random streams above stay what they were before change events existed
+        self.config_changes = ConfigChanges(w, random.Random(base.getrandbits(64)),
+                                            cfg.config_changes_per_app_day)
         self._end = self.start
         self.steps = 0
 
@@ -141,7 +149,10 @@ class Simulator:
         if t1 <= t0:
             raise ValueError("step interval is empty")
         health = self.incidents.step(t0, t1 - t0)
+        deployed = len(self.churn.redeploys)
         leases, catalog = self.churn.redeploy(t0, t1 - t0)
+        events = [redeploy_event(r) for r in self.churn.redeploys[deployed:]]
+        events += self.config_changes.step(t0, t1 - t0)
         changes = self.churn.evolve(t0, t1 - t0)
         flows = self.flows.step(t0, t1)
         metrics = self.ipc.step(t0, t1)
@@ -159,6 +170,7 @@ class Simulator:
             tuple(health),
             tuple(leases),
             tuple(changes),
+            tuple(events),
         )
 
     # -- ground truth ------------------------------------------------------------------------------

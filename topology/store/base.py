@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from topology.catalog import HealthEvent, HealthStatus, ServiceInfo, TraceSummary
+from topology.change import ChangeEvent
 from topology.model import (
     Direction,
     EdgeSummary,
@@ -135,7 +136,7 @@ class ServiceFilter:
 
 
 class CatalogStore(abc.ABC):
-    """Owners, tiers, domains, health, the node registry and recent traces."""
+    """Owners, tiers, domains, health, change events, the node registry and recent traces."""
 
     @abc.abstractmethod
     async def upsert_services(self, infos: Sequence[ServiceInfo]) -> None: ...
@@ -164,6 +165,17 @@ class CatalogStore(abc.ABC):
     @abc.abstractmethod
     async def health(self, names: Iterable[str], at: float) -> dict[str, HealthStatus]:
         """Each name's latest health event at or before ``at`` (missing names: no event)."""
+
+    @abc.abstractmethod
+    async def record_changes(self, events: Sequence[ChangeEvent]) -> None:
+        """Idempotent: the same event twice (the whole record, :attr:`ChangeEvent.key`) is stored once."""
+
+    @abc.abstractmethod
+    async def changes(
+        self, names: Iterable[str], start: float, end: float, limit: int
+    ) -> list[ChangeEvent]:
+        """Change events of ``names`` with ``start <= at <= end``, newest first (equal times: by
+        service, then key), at most ``limit``."""
 
     @abc.abstractmethod
     async def record_traces(self, summaries: Sequence[TraceSummary]) -> None: ...

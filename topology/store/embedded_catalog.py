@@ -2,8 +2,8 @@
 
 Memory: every catalog entry, every known node (name, granularity, kind, app, layers, first/last
 seen), the sorted name lists per granularity, and each service's newest ``HEALTH_IN_MEMORY``
-health events. Older health events and trace summaries are read from SQLite. Trace summaries are
-bounded: each service keeps its ``TRACES_PER_SERVICE`` newest.
+health events. Older health events, change events and trace summaries are read from SQLite.
+Trace summaries are bounded: each service keeps its ``TRACES_PER_SERVICE`` newest.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 
 from topology.catalog import HealthEvent, HealthState, HealthStatus, ServiceInfo, TraceSummary
+from topology.change import ChangeEvent
 from topology.model import Granularity, Layer, NodeInfo, NodeKind
 from topology.store.base import CatalogStore, ServiceFilter, StoreUnavailable
 from topology.store.embedded_db import Database
@@ -35,7 +36,12 @@ CREATE TABLE IF NOT EXISTS traces(
   service TEXT NOT NULL, trace_id TEXT NOT NULL, start REAL NOT NULL, data TEXT NOT NULL,
   PRIMARY KEY(service, trace_id)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS traces_by_start ON traces(service, start, trace_id);
+CREATE TABLE IF NOT EXISTS changes(
+  service TEXT NOT NULL, at REAL NOT NULL, key TEXT NOT NULL, data TEXT NOT NULL,
+  PRIMARY KEY(service, at, key)) WITHOUT ROWID;
 """
+#: Names per SQL statement when change events are read for many services.
+_CHANGES_BATCH = 500
 
 _Health = tuple[float, HealthState, str | None]
 
@@ -289,6 +295,43 @@ class EmbeddedCatalogStore(CatalogStore):
             for n, t, state, reason in await self._db.read(read):
                 out[n] = HealthStatus(HealthState(state), t, reason)
         return out
+
+    # -- changes ---------------------------------------------------------------------------------
+    async def record_changes(self, events: Sequence[ChangeEvent]) -> None:
+        if not events:
+            return
+        rows = [(e.service, float(e.at), e.key, json.dumps(e.to_dict(), separators=(",", ":")))
+                for e in events]
+        async with self._lock:
+            await self._db.write(
+                lambda c: c.executemany("INSERT OR IGNORE INTO changes VALUES (?,?,?,?)", rows)
+            )
+
+    async def changes(
+        self, names: Iterable[str], start: float, end: float, limit: int
+    ) -> list[ChangeEvent]:
+        self._check()
+        if limit < 0:
+            raise ValueError(f"limit must be >= 0, got {limit}")
+        wanted = _names(names)
+        if not wanted or limit == 0:
+            return []
+
+        def read(c: sqlite3.Connection) -> list[tuple[float, str, str, str]]:
+            found: list[tuple[float, str, str, str]] = []
+            for i in range(0, len(wanted), _CHANGES_BATCH):
+                part = wanted[i:i + _CHANGES_BATCH]
+                marks = ",".join("?" * len(part))
+                found.extend(c.execute(
+                    f"SELECT at, service, key, data FROM changes WHERE service IN ({marks}) "
+                    "AND at >= ? AND at <= ? ORDER BY at DESC, service, key LIMIT ?",
+                    (*part, start, end, limit),
+                ).fetchall())
+            return found
+
+        rows = await self._db.read(read)
+        rows.sort(key=lambda r: (-r[0], r[1], r[2]))
+        return [ChangeEvent.from_dict(json.loads(d)) for _, _, _, d in rows[:limit]]
 
     # -- traces ----------------------------------------------------------------------------------
     async def record_traces(self, summaries: Sequence[TraceSummary]) -> None:

@@ -6,6 +6,8 @@ Graph model (schema in :mod:`topology.store.janusgraph_schema`)::
                                                        the catalog knows it (``info`` true)
     (svc) -health {at, hs, hr}-> (svc)                 one self-loop per health event, ``(name, at)``
                                                        is its identity (vertex-centric index by ``at``)
+    (svc) -change {cid, at, cdata}-> (svc)             one self-loop per change event, ``cid`` its key
+                                                       (vertex-centric index by ``at``)
     (svc) -took {tstart}-> (trace {tid, data})         the newest TRACES_PER_SERVICE traces per service
     (known {kkey, kname, kgran, kind, app, layers, first, last})   the registry of nodes seen in traffic
 
@@ -27,6 +29,7 @@ from gremlin_python.statics import long
 from gremlin_python.structure.graph import Graph
 
 from topology.catalog import HealthEvent, HealthState, HealthStatus, ServiceInfo, TraceSummary
+from topology.change import ChangeEvent
 from topology.model import Granularity, Layer, NodeInfo, NodeKind
 from topology.store.base import CatalogStore, ServiceFilter
 from topology.store.janusgraph_pool import GremlinPool
@@ -277,6 +280,49 @@ class JanusGraphCatalogStore(CatalogStore):
                 e = r["e"][0]
                 out[r["n"]] = HealthStatus(HealthState(e["hs"]), float(e["at"]), json.loads(e["hr"]))
         return {n: out[n] for n in wanted if n in out}
+
+    # -- changes ---------------------------------------------------------------------------------
+    async def record_changes(self, events: Sequence[ChangeEvent]) -> None:
+        if not events:
+            return
+        rows = []
+        for e in {e.key: e for e in events}.values():
+            data = json.dumps(e.to_dict(), separators=(",", ":"), ensure_ascii=False)
+            rows.append({
+                "a": {T.label: "svc", "cname": e.service},
+                "e": {T.label: "change", Direction.OUT: Merge.out_v, Direction.IN: Merge.in_v, "cid": e.key},
+                "b": {"at": float(e.at), "cdata": data},
+            })
+        await self._run(
+            self._g.inject(rows).unfold().as_("r")
+            .merge_v(__.select("r").select("a")).as_("a")
+            .select("r")
+            .merge_e(__.select("e"))
+            .option(Merge.out_v, __.select("a")).option(Merge.in_v, __.select("a"))
+            .option(Merge.on_create, __.select("r").select("b"))
+            .option(Merge.on_match, __.select("r").select("b"))
+            .count()
+        )
+
+    async def changes(
+        self, names: Iterable[str], start: float, end: float, limit: int
+    ) -> list[ChangeEvent]:
+        if limit < 0:
+            raise ValueError(f"limit must be >= 0, got {limit}")
+        wanted = _names(names)
+        if not wanted or limit == 0:
+            return []
+        rows = await self._run(
+            self._g.V().has("svc", "cname", P.within(wanted))
+            .flat_map(
+                __.out_e("change").has("at", P.gte(float(start))).has("at", P.lte(float(end)))
+                .order().by("at", Order.desc).by("cid", Order.asc).limit(limit)
+            )
+            .values("cdata")
+        )
+        found = [ChangeEvent.from_dict(json.loads(d)) for d in rows]
+        found.sort(key=lambda e: (-e.at, e.service, e.key))
+        return found[:limit]
 
     # -- traces ----------------------------------------------------------------------------------
     async def record_traces(self, summaries: Sequence[TraceSummary]) -> None:

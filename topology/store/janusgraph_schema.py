@@ -143,10 +143,10 @@ def catalog_spec() -> dict[str, Any]:
             ("team", "String"), ("kkey", "String"), ("kname", "String"), ("kgran", "String"),
             ("kind", "String"), ("app", "String"), ("layers", "String"), ("first", "Double"),
             ("last", "Double"), ("at", "Double"), ("hs", "String"), ("hr", "String"), ("tid", "String"),
-            ("tstart", "Double"), ("info", "Boolean"),
+            ("tstart", "Double"), ("info", "Boolean"), ("cid", "String"), ("cdata", "String"),
         ],
         vertex_labels=["svc", "known", "trace"],
-        edge_labels=["health", "took"],
+        edge_labels=["health", "took", "change"],
         composite=[
             ("svc_by_name", "vertex", ["cname"], "svc"),
             ("svc_with_info", "vertex", ["info"], "svc"),
@@ -157,6 +157,7 @@ def catalog_spec() -> dict[str, Any]:
         vertex_centric=[
             ("health_by_at", "health", "OUT", "desc", "at"),
             ("took_by_start", "took", "OUT", "desc", "tstart"),
+            ("change_by_at", "change", "OUT", "desc", "at"),
         ],
     )
 
