@@ -1,7 +1,8 @@
 """End to end: the agent as a process (``python -m agent``), real connections between namespaces, the
 real server over HTTP or the Kafka pipeline's worker processes; the NETWORK layer must show
 ``web-frontend -> cart-api`` (never reversed) over GraphQL within 10 s of the connection closing,
-resolved through the leases the agent published."""
+resolved through the leases the agent published; over HTTP, the server's address then passes to
+another workload and only the new connection goes to it."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -68,21 +70,22 @@ class AgentProcess:
         return self.popen.returncode
 
 
-async def edge_appears(server: Server, closed_at: float) -> set[tuple[str, str]]:
+async def edge_appears(server: Server, closed_at: float,
+                       edge: tuple[str, str] = ("web-frontend", "cart-api")) -> set[tuple[str, str]]:
     while True:
         edges = await server.edges(["NETWORK"])
-        if ("web-frontend", "cart-api") in edges:
+        if edge in edges:
             return edges
-        assert time.monotonic() - closed_at < FRESH, f"no web-frontend -> cart-api after {FRESH} s: {edges}"
+        assert time.monotonic() - closed_at < FRESH, f"no {edge} after {FRESH} s: {edges}"
         await asyncio.sleep(0.3)
 
 
-async def traffic(h: Hosts) -> float:
-    """cart-api in B, web-frontend in A: two connections; returns when the last one closed."""
-    h.server(h.b, "cart-api", h.ip("b", 2), 7001, reply=500)
-    for _ in range(2):
+async def traffic(h: Hosts, service: str = "cart-api", connections: int = 2) -> tuple[Any, float]:
+    """``service`` in B, web-frontend in A: connections; returns the server and when the last closed."""
+    proc = h.server(h.b, service, h.ip("b", 2), 7001, reply=500)
+    for _ in range(connections):
         await asyncio.to_thread(h.client, h.a, "web-frontend", h.ip("b", 2), 7001, 1500)
-    return time.monotonic()
+    return proc, time.monotonic()
 
 
 def check_edges(edges: set[tuple[str, str]], h: Hosts) -> None:
@@ -100,11 +103,19 @@ async def test_http_to_topology_serve(hosts: Hosts, tmp_path: Path) -> None:
     try:
         await server.wait_up()
         await agent.wait_up()
-        closed_at = await traffic(h)
+        cart, closed_at = await traffic(h)
         check_edges(await edge_appears(server, closed_at), h)
+        # The address passes to another workload: the new connection goes to it, the earlier stay.
+        h.stop(cart)
+        await asyncio.sleep(1.5)
+        _, closed_at = await traffic(h, "checkout-api", 1)
+        edges = await edge_appears(server, closed_at, ("web-frontend", "checkout-api"))
+        assert ("web-frontend", "cart-api") in edges
+        assert not {("checkout-api", "web-frontend"), ("cart-api", "web-frontend")} & edges
         leases = [json.loads(line) for line in (data / "addresses.jsonl").read_text().splitlines()]
         owners = {(d["ip"], d["owner"], d["cluster"], d["kind"]) for d in leases}
         assert (h.ip("b", 2), "cart-api", "cart-api-e2e", "WORKLOAD") in owners
+        assert (h.ip("b", 2), "checkout-api", "checkout-api-e2e", "WORKLOAD") in owners
         assert (h.ip("a", 1), "web-frontend", "web-frontend-e2e", "WORKLOAD") in owners
         metrics = await asyncio.to_thread(agent.metrics)
         for line in ('topology_agent_ring_lost_total 0.0', 'topology_agent_dropped_total{kind="flows"} 0.0',
@@ -139,7 +150,7 @@ async def test_kafka_pipeline(hosts: Hosts, tmp_path: Path, kafka_bootstrap: str
         try:
             await server.wait_up()
             await agent.wait_up()
-            closed_at = await traffic(h)
+            _, closed_at = await traffic(h)
             check_edges(await edge_appears(server, closed_at), h)
         finally:
             code = agent.stop()
