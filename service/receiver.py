@@ -15,6 +15,24 @@ counts the spans or points that admission cut out, with the first reason), 400 w
 ``google.rpc.Status`` carrying the reason for a payload rejected whole. The other routes answer
 ``{"accepted": n}`` (and ``"rejected"``, ``"reason"`` when records were cut out) or 400 with
 ``{"error": reason, "code": "BAD_INPUT"}``. Reasons start with their class (``timestamp: ...``).
+
+Every record is checked before anything changes. What a batch with bad records gets, per route:
+
+=====================  ===========================================================================
+``/v1/traces``         the bad spans are cut out, the rest applied (``partial_success.rejected_spans``)
+``/v1/metrics``        resources with a bad point or name are cut out (``rejected_data_points``)
+``/ingest/flows``      the bad records are cut out (``"rejected"``: how many)
+``/ingest/vpcflows``   the bad lines are cut out (``"rejected"``: how many)
+catalog, health,       refused whole (400): one bad record refuses the batch and nothing is stored
+addresses, changes
+=====================  ===========================================================================
+
+A payload rejected whole is 400 on every route, whatever made it so: a bad ``Content-Encoding``,
+bytes that do not decode, no plausible record (a body over the size limit is 413, from
+:mod:`service.limits`). Refusals before admission are counted by reason class and dead-lettered
+like the others, under the route's kind (:func:`refused_at_http`). When the store
+does not take catalog entries, health events or change events (an outage), the answer is 503 with
+``Retry-After`` and nothing was applied.
 The same payloads may be sent as the simulator emits them (``topology simulate --http``).
 """
 
@@ -22,6 +40,7 @@ from __future__ import annotations
 
 import gzip
 import inspect
+import logging
 import zlib
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -36,8 +55,11 @@ from starlette.routing import Route
 from service.runtime import InputError, Runtime
 from topology.admit import DECODE, LIMIT, Admission, reason
 
+log = logging.getLogger("topology.receiver")
+
 MAX_BODY = 64 * 1024 * 1024
 PROTOBUF = "application/x-protobuf"
+RETRY_AFTER = "5"  # seconds, on a 503 while the store does not answer
 
 
 async def _body(request: Request) -> bytes:
@@ -106,11 +128,41 @@ def _bad_input(e: InputError) -> Response:
     return JSONResponse({"error": e.reason, "code": "BAD_INPUT"}, status_code=400)
 
 
+def _unavailable(kind: str, e: Exception) -> Response:
+    log.error("the store did not take %s", kind, exc_info=e)
+    return JSONResponse({"error": f"the store did not take the {kind} records; nothing was applied, retry",
+                         "code": "UNAVAILABLE"}, status_code=503, headers={"retry-after": RETRY_AFTER})
+
+
+#: The kind of input each ingest route takes (the runtime's counters, the dead letters).
+ROUTE_KINDS: dict[str, str] = {
+    "/v1/traces": "spans", "/v1/metrics": "metrics", "/ingest/flows": "flows", "/ingest/vpcflows": "vpcflows",
+    "/ingest/catalog": "catalog", "/ingest/health": "health", "/ingest/addresses": "addresses",
+    "/ingest/changes": "changes",
+}
+_REFUSED = {LIMIT: "body over the size limit", DECODE: "body not valid in its Content-Encoding"}
+
+
+def refused_at_http(runtime: Runtime, path: str, why: str) -> None:
+    """Count and dead-letter an ingest request that the HTTP layer (:mod:`service.limits`) refused for
+    its size or encoding, as if the route had (``why``: the refusal's reason class)."""
+    kind = ROUTE_KINDS.get(path)
+    if kind is not None and why in _REFUSED:
+        runtime.refuse(kind, reason(why, f"{_REFUSED[why]} (refused before admission)"), b"")
+
+
 def ingest_routes(runtime: Runtime) -> list[Route]:
+    async def body(request: Request, kind: str) -> bytes:
+        """The request's body; refused (counted and dead-lettered as ``kind``) when it cannot be read."""
+        try:
+            return await _body(request)
+        except InputError as e:
+            raise runtime.refuse(kind, e.reason, b"") from None
+
     async def traces(request: Request) -> Response:
         ct = _otlp_type(request)
         try:
-            adm = runtime.accept_spans(await _body(request), ct)
+            adm = runtime.accept_spans(await body(request, "spans"), ct)
         except InputError as e:
             return _otlp_answer(None, ct, e.reason)
         answer = ExportTraceServiceResponse()
@@ -122,7 +174,7 @@ def ingest_routes(runtime: Runtime) -> list[Route]:
     async def metrics(request: Request) -> Response:
         ct = _otlp_type(request)
         try:
-            adm = runtime.accept_metrics(await _body(request), ct)
+            adm = runtime.accept_metrics(await body(request, "metrics"), ct)
         except InputError as e:
             return _otlp_answer(None, ct, e.reason)
         answer = ExportMetricsServiceResponse()
@@ -131,14 +183,16 @@ def ingest_routes(runtime: Runtime) -> list[Route]:
             answer.partial_success.error_message = adm.rejected[0].reason
         return _otlp_answer(answer, ct)
 
-    def bytes_route(accept: Callable[[bytes], Admission[Any] | Awaitable[Admission[Any]]]) -> Any:
+    def bytes_route(accept: Callable[[bytes], Admission[Any] | Awaitable[Admission[Any]]], kind: str) -> Any:
         async def handler(request: Request) -> Response:
             try:
-                adm = accept(await _body(request))
+                adm = accept(await body(request, kind))
                 if inspect.isawaitable(adm):
                     adm = await adm
             except InputError as e:
                 return _bad_input(e)
+            except Exception as e:  # checked records the store did not take: an outage, not bad input
+                return _unavailable(kind, e)
             return _json_answer(adm)
 
         return handler
@@ -146,10 +200,10 @@ def ingest_routes(runtime: Runtime) -> list[Route]:
     return [
         Route("/v1/traces", traces, methods=["POST"]),
         Route("/v1/metrics", metrics, methods=["POST"]),
-        Route("/ingest/flows", bytes_route(runtime.accept_flows), methods=["POST"]),
-        Route("/ingest/vpcflows", bytes_route(runtime.accept_vpcflows), methods=["POST"]),
-        Route("/ingest/catalog", bytes_route(runtime.accept_catalog), methods=["POST"]),
-        Route("/ingest/health", bytes_route(runtime.accept_health), methods=["POST"]),
-        Route("/ingest/addresses", bytes_route(runtime.accept_leases), methods=["POST"]),
-        Route("/ingest/changes", bytes_route(runtime.accept_changes), methods=["POST"]),
+        Route("/ingest/flows", bytes_route(runtime.accept_flows, "flows"), methods=["POST"]),
+        Route("/ingest/vpcflows", bytes_route(runtime.accept_vpcflows, "vpcflows"), methods=["POST"]),
+        Route("/ingest/catalog", bytes_route(runtime.accept_catalog, "catalog"), methods=["POST"]),
+        Route("/ingest/health", bytes_route(runtime.accept_health, "health"), methods=["POST"]),
+        Route("/ingest/addresses", bytes_route(runtime.accept_leases, "addresses"), methods=["POST"]),
+        Route("/ingest/changes", bytes_route(runtime.accept_changes, "changes"), methods=["POST"]),
     ]

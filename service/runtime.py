@@ -112,18 +112,20 @@ class Runtime:
         self.pipeline.add_vpcflows(records)
         return adm
 
+    # Catalog entries and health events are stored before the pipeline sees them: if the store
+    # refuses (an outage), nothing was applied and the error goes to the caller (HTTP: 503).
     async def accept_catalog(self, data: bytes, now: float | None = None) -> Admission[list[ServiceInfo]]:
         adm = admit_catalog(data, self._now(now))
         infos = self._kept("catalog", adm)
-        self.pipeline.add_catalog(infos)
         await self.stores.catalog.upsert_services(infos)
+        self.pipeline.add_catalog(infos)
         return adm
 
     async def accept_health(self, data: bytes, now: float | None = None) -> Admission[list[HealthEvent]]:
         adm = admit_health(data, self._now(now))
         events = self._kept("health", adm)
-        self.pipeline.add_health(events)
         await self.stores.catalog.record_health(events)
+        self.pipeline.add_health(events)
         return adm
 
     async def accept_changes(self, data: bytes, now: float | None = None) -> Admission[list[ChangeEvent]]:
@@ -136,6 +138,12 @@ class Runtime:
         leases = self._kept("addresses", adm)
         self.add_leases(leases)
         return adm
+
+    def refuse(self, kind: str, reason: str, payload: bytes) -> InputError:
+        """Count and dead-letter a payload refused before admission (the HTTP layer: size, encoding);
+        returns the error to answer with."""
+        self.received[kind] += 1
+        return self._reject(kind, reason, payload)
 
     def _now(self, now: float | None) -> float:
         return self.clock() if now is None else now
@@ -151,12 +159,12 @@ class Runtime:
         return adm.kept
 
     def add_leases(self, leases: Iterable[AddressLease]) -> None:
+        """Append ``leases`` to the data directory's lease file, then apply them."""
         leases = list(leases)
-        self.pipeline.add_leases(leases)
         if self._leases_file:
             with self._leases_file.open("a", encoding="utf-8") as f:
-                for lease in leases:
-                    f.write(json.dumps(lease.to_dict()) + "\n")
+                f.write("".join(json.dumps(lease.to_dict()) + "\n" for lease in leases))
+        self.pipeline.add_leases(leases)
 
     # -- output ---------------------------------------------------------------------------------
     async def flush(self, now: float | None = None) -> PipelineOutput:

@@ -52,11 +52,15 @@ class Case:
 
 
 # -- builders -------------------------------------------------------------------------------------
-def spans(*times: tuple[float, float], pair: bool = False, trace_id: bytes = b"\x0a" * 16) -> bytes:
-    """Client spans of ``checkout`` with (start, end) times in seconds; ``pair``: each client span's
+LONG_NAME = "x" * 100_000  # far beyond the name limit (topology.catalog.NAME_MAX), within a Kafka record
+
+
+def spans(*times: tuple[float, float], pair: bool = False, trace_id: bytes = b"\x0a" * 16,
+          client_name: str = "checkout") -> bytes:
+    """Client spans of ``client_name`` with (start, end) times in seconds; ``pair``: each client span's
     server side in ``payments`` too (a call that pairs into an edge)."""
     req = ExportTraceServiceRequest()
-    client = _resource_spans(req, "checkout")
+    client = _resource_spans(req, client_name)
     server = _resource_spans(req, "payments") if pair else None
     for i, (start, end) in enumerate(times):
         sid = bytes([i + 1]) * 8
@@ -80,13 +84,14 @@ def _span(scope: object, tid: bytes, sid: bytes, parent: bytes, kind: int, start
     sp.start_time_unix_nano, sp.end_time_unix_nano = int(start * 1e9), int(end * 1e9)
 
 
-def metrics(*times: float, nan_sum: bool = False) -> bytes:
-    """One resource per time, each with one delta histogram point of ``checkout`` calling payments."""
+def metrics(*times: float, nan_sum: bool = False, names: tuple[str, ...] = ()) -> bytes:
+    """One resource per time, each with one delta histogram point of ``checkout-<i>`` (or ``names[i]``)
+    calling payments."""
     req = ExportMetricsServiceRequest()
     for i, t in enumerate(times):
         rm = req.resource_metrics.add()
         kv = rm.resource.attributes.add()
-        kv.key, kv.value.string_value = "service.name", f"checkout-{i}"
+        kv.key, kv.value.string_value = "service.name", names[i] if i < len(names) else f"checkout-{i}"
         m = rm.scope_metrics.add().metrics.add()
         m.name, m.unit = "http.client.request.duration", "s"
         m.histogram.aggregation_temporality = 1
@@ -98,7 +103,7 @@ def metrics(*times: float, nan_sum: bool = False) -> bytes:
     return data
 
 
-def flows(now: float, *starts: float, app: int = 1) -> bytes:
+def flows(now: float, *starts: float, app: int = 1, name: str = "checkout") -> bytes:
     """A flow batch emitted at ``now``: one client record per start time (seconds), 20 ms long."""
     recs = np.zeros(len(starts), dtype=flow.RECORD_V1)
     recs["start_ms"] = [int(s * 1000) for s in starts]
@@ -107,7 +112,7 @@ def flows(now: float, *starts: float, app: int = 1) -> bytes:
     recs["local_port"], recs["remote_port"], recs["protocol"], recs["role"] = 41000, 443, 6, flow.ROLE_CLIENT
     recs["local_app"], recs["local_cluster"] = app, 2
     recs["bytes_sent"], recs["bytes_received"], recs["connections"] = 10, 20, 1
-    return flow.encode(recs, ["", "checkout", "checkout-prod"], host="host-1", emitted_ms=int(now * 1000))
+    return flow.encode(recs, ["", name, "checkout-prod"], host="host-1", emitted_ms=int(now * 1000))
 
 
 def vpc_line(start: float, src: str = "10.0.0.1") -> str:
@@ -193,4 +198,53 @@ CASES: tuple[Case, ...] = (
          lambda t: js([{"ip": "not-an-ip", "owner": "x", "start": t}]), "rejected", "schema"),
     Case("an address lease starting at NaN", "addresses",
          lambda t: js([{"ip": "10.0.0.9", "owner": "x", "start": float("nan")}]), "rejected", "timestamp"),
+    # issue 8: inputs that were stored and then broke queries, or answered 500
+    *(Case(f"a catalog entry with {what}", "catalog", lambda t, e=entry: js([{"name": "checkout", **e}]),
+           "rejected", "schema") for what, entry in (
+        ("tier 1e30", {"tier": 1e30}),
+        ("tier 1000000", {"tier": 1_000_000}),
+        ("a negative tier", {"tier": -1}),
+        ("a domain that is an object", {"domain": {}}),
+        ("a link that is a number", {"links": {"logs": 5}}),
+        ("a javascript: link", {"links": {"logs": "javascript:alert(1)"}}),
+        ("an ftp link", {"links": {"traces": "ftp://example.com/x"}}),
+        ("a link of an unknown kind", {"links": {"pager": "https://example.com"}}),
+        ("links that are a list", {"links": ["https://example.com"]}),
+        ("an owner team that is an object", {"owner": {"team": {}}}),
+        ("an owner e-mail that is a number", {"owner": {"team": "t", "email": 5}}),
+        ("clusters that are a string", {"clusters": "prod"}),
+        ("a cluster that is a number", {"clusters": [5]}),
+    )),
+    Case("a catalog entry with a 100,000-character name", "catalog", lambda t: js([{"name": LONG_NAME}]),
+         "rejected", "schema"),
+    Case("a catalog entry with an https link", "catalog",
+         lambda t: js([{"name": "checkout", "links": {"logs": "https://logs.example.com/{service}"}}]),
+         "kept"),
+    Case("catalog JSON null", "catalog", lambda t: b"null", "rejected", "schema"),
+    Case("catalog JSON nested 100,000 deep", "catalog", lambda t: b"[" * 100_000, "rejected", "decode"),
+    Case("catalog bytes that are not UTF-8", "catalog", lambda t: b'[{"name": "\xff\xfe"}]', "rejected",
+         "decode"),
+    Case("a health event with a reason that is an object", "health",
+         lambda t: js([{"service": "x", "status": "DEGRADED", "at": t - 1, "reason": {}}]), "rejected",
+         "schema"),
+    Case("a health event with an unknown status", "health",
+         lambda t: js([{"service": "x", "status": "ON_FIRE", "at": t - 1}]), "rejected", "schema"),
+    Case("a health event at a time that is a string", "health",
+         lambda t: js([{"service": "x", "status": "HEALTHY", "at": "now"}]), "rejected", "schema"),
+    Case("a health event for a 100,000-character service", "health",
+         lambda t: js([{"service": LONG_NAME, "status": "HEALTHY", "at": t - 1}]), "rejected", "schema"),
+    Case("health JSON null", "health", lambda t: b"null", "rejected", "schema"),
+    Case("an address lease ending at infinity", "addresses",
+         lambda t: js([{"ip": "10.0.0.9", "owner": "x", "start": t, "end": float("inf")}]), "rejected",
+         "timestamp"),
+    Case("an address lease with an owner that is a number", "addresses",
+         lambda t: js([{"ip": "10.0.0.9", "owner": 5, "start": t}]), "rejected", "schema"),
+    Case("an address lease of an unknown kind", "addresses",
+         lambda t: js([{"ip": "10.0.0.9", "owner": "x", "kind": "BOAT", "start": t}]), "rejected", "schema"),
+    Case("spans of a 100,000-character service.name", "spans",
+         lambda t: spans((t - 2, t - 1), client_name=LONG_NAME), "rejected", "schema"),
+    Case("metrics of a 100,000-character service.name beside a good resource", "metrics",
+         lambda t: metrics(t - 1, t - 1, names=("checkout", LONG_NAME)), "partial", "schema"),
+    Case("flow records of a 1,000-character app name", "flows", lambda t: flows(t, t - 1, name="a" * 1000),
+         "rejected", "schema"),
 )

@@ -55,8 +55,9 @@ from typing import Any, Final, Generic, TypeVar
 import numpy as np
 import numpy.typing as npt
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
-from topology.catalog import AddressLease, HealthEvent, ServiceInfo
+from topology.catalog import NAME_MAX, AddressLease, BadTime, HealthEvent, ServiceInfo
 from topology.change import ChangeEvent
 from topology.wire import flow, otlp
 from topology.wire.vpcflow import VpcFlowError, VpcFlowParser, VpcFlowRecord
@@ -185,13 +186,16 @@ def admit_flows(data: bytes, produced: float | None) -> Admission[flow.FlowBatch
     ref = reference(batch.emitted_ms / 1000.0, produced)
     start = recs["start_ms"] / 1000.0
     end = recs["end_ms"] / 1000.0
-    bad = implausible(start, end, ref)
+    long = np.array([len(s) > NAME_MAX for s in batch.strings])
+    misnamed = long[recs["local_app"]] | long[recs["local_cluster"]]
+    bad = implausible(start, end, ref) | misnamed
     nbad = int(bad.sum())
     if not nbad:
         return Admission(batch, len(recs), float(end.max()))
     i = int(np.flatnonzero(bad)[0])
-    why = _span_problem(float(start[i]), float(end[i]), ref)
-    text = reason(TIMESTAMP, f"flow record {i}: {why} ({nbad} of {len(recs)} flow records in the batch)")
+    cls, why = ((SCHEMA, f"its app or cluster name is longer than {NAME_MAX} characters") if misnamed[i]
+                else (TIMESTAMP, _span_problem(float(start[i]), float(end[i]), ref)))
+    text = reason(cls, f"flow record {i}: {why} ({nbad} of {len(recs)} flow records in the batch)")
     if nbad == len(recs):
         return Admission(None, rejected=(Rejection(text, data),))
     cut = flow.encode(np.ascontiguousarray(recs[bad]), batch.strings, batch.host, batch.emitted_ms)
@@ -230,21 +234,62 @@ def _judge_spans(decoded: tuple[Any, list[tuple[int, int]]], data: bytes,
     ns = np.array(times, dtype=np.float64) / 1e9
     start, end = ns[:, 0], ns[:, 1]
     ref = reference(produced)
+    misnamed = _misnamed_spans(view, n)
     bad = implausible(start, end, ref)
+    if misnamed is not None:
+        bad |= misnamed
     nbad = int(bad.sum())
     if not nbad:  # the common case: nothing to cut, no copy
         return Admission(view, n, float(end.max()))
     cut = np.flatnonzero(bad)
     i = int(cut[0])
     first = next(sp for k, sp in enumerate(_spans(view)) if k == i)
-    why = f"span {first.name[:100]!r}: {_span_problem(float(start[i]), float(end[i]), ref)}"
-    text = reason(TIMESTAMP, f"{why} ({nbad} of {n} spans in the request)")
+    why: str | None
+    if misnamed is not None and misnamed[i]:
+        cls, why = SCHEMA, _LONG_RESOURCE
+    else:
+        cls, why = TIMESTAMP, _span_problem(float(start[i]), float(end[i]), ref)
+    text = reason(cls, f"span {first.name[:100]!r}: {why} ({nbad} of {n} spans in the request)")
     if nbad == n:
         return Admission(None, rejected=(Rejection(text, data),))
     flags = iter((~bad).tolist())
     parts = otlp.split_spans(view, lambda _: next(flags))
     return Admission(parts[True], n - nbad, float(end[~bad].max()),
                      (Rejection(text, parts[False].SerializeToString()),), nbad)
+
+
+_NAMED = ("service.name", "k8s.deployment.name")  # resource attributes that become node names
+_LONG_RESOURCE = f"its resource's service.name or k8s.deployment.name is longer than {NAME_MAX} characters"
+
+
+def _long_name(resource: bytes) -> bool:
+    """Whether a serialized Resource names a service or deployment longer than :data:`NAME_MAX`."""
+    if len(resource) <= NAME_MAX:  # too short to hold such a name: the common case, no parse
+        return False
+    try:
+        attributes = Resource.FromString(resource).attributes
+    except Exception:  # a resource that does not parse names nothing (the stages count it)
+        return False
+    return _names_too_long(attributes)
+
+
+def _names_too_long(attributes: Any) -> bool:
+    return any(kv.key in _NAMED and len(kv.value.string_value) > NAME_MAX for kv in attributes)
+
+
+def _misnamed_spans(view: Any, n: int) -> npt.NDArray[np.bool_] | None:
+    """True for each span (in request order) under a resource with a name that is too long; None if
+    there is none."""
+    out: npt.NDArray[np.bool_] | None = None
+    k = 0
+    for rs in view.resource_spans:
+        count = sum(len(ss.spans) for ss in rs.scope_spans)
+        if count and _long_name(rs.resource):
+            if out is None:
+                out = np.zeros(n, dtype=np.bool_)
+            out[k:k + count] = True
+        k += count
+    return out
 
 
 def _spans(view: Any) -> Iterator[Any]:
@@ -266,12 +311,17 @@ def _judge_metrics(req: ExportMetricsServiceRequest, data: bytes,
     ref = reference(produced)
     bad: list[int] = []
     first: str | None = None
+    first_cls: str | None = None
     points = kept_points = 0
     latest: float | None = None
     for i, rm in enumerate(req.resource_metrics):
         why = None
         newest = None
         n = 0
+        cls = TIMESTAMP
+        if _names_too_long(rm.resource.attributes):
+            why = f"metric resource: {_LONG_RESOURCE}"
+            cls = SCHEMA
         for sm in rm.scope_metrics:
             for dp in _points(sm.metrics):
                 n += 1
@@ -284,14 +334,16 @@ def _judge_metrics(req: ExportMetricsServiceRequest, data: bytes,
         points += n
         if why is not None:
             bad.append(i)
-            first = first or why
+            if first is None:
+                first, first_cls = why, cls
             continue
         kept_points += n
         if newest is not None and (latest is None or newest > latest):
             latest = newest
     if not bad:
         return Admission(req, points, latest)
-    text = reason(TIMESTAMP, f"{first} ({len(bad)} of {len(req.resource_metrics)} resources in the request)")
+    text = reason(first_cls or TIMESTAMP,
+                  f"{first} ({len(bad)} of {len(req.resource_metrics)} resources in the request)")
     if len(bad) == len(req.resource_metrics):
         return Admission(None, rejected=(Rejection(text, data),))
     good, cut = ExportMetricsServiceRequest(), ExportMetricsServiceRequest()
@@ -415,7 +467,9 @@ def _admit_json(data: bytes, what: str, parse: Callable[[dict[str, Any]], T],
             return _whole(SCHEMA, f"{where} is not a JSON object", data)
         try:
             rec = parse(d)
-        except (ValueError, KeyError, TypeError, AttributeError) as e:
+        except BadTime as e:
+            return _whole(TIMESTAMP, f"{where}: {e}", data)
+        except (ValueError, KeyError, TypeError, AttributeError, OverflowError) as e:
             return _whole(SCHEMA, f"{where}: {e}", data)
         why = check(rec) if check is not None else None
         if why is not None:

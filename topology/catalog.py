@@ -1,10 +1,103 @@
-"""Catalog, health, address ownership and trace summaries: the records beside the three graphs."""
+"""Catalog, health, address ownership and trace summaries: the records beside the three graphs.
+
+The ``from_dict`` parsers of the records that come from outside (:class:`ServiceInfo`,
+:class:`HealthEvent`, :class:`AddressLease`) check every field and raise ``ValueError`` naming the
+field, so admission (:mod:`topology.admit`) refuses a record before anything is stored:
+
+* names (a service, a team, a cluster, an owner, a domain) are non-empty strings of at most
+  :data:`NAME_MAX` characters (the longest DNS name; a name becomes a node, a label, a cache key);
+* other text (an e-mail, a chat channel, a pager schedule, a health reason) is a string of at most
+  :data:`TEXT_MAX` characters;
+* ``tier`` is an integer from 0 to :data:`TIER_MAX`;
+* ``links`` maps kinds of :data:`LINK_KINDS` to ``http``/``https`` URLs of at most :data:`URL_MAX`
+  characters (``{service}`` is the one placeholder; no ``javascript:`` or other schemes);
+* times are finite numbers; a lease's ``ip`` is checked by admission (``topology.wire.flow``).
+"""
 
 from __future__ import annotations
 
 import enum
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+#: Longest name (service, cluster, team, domain, lease owner): the longest DNS name.
+NAME_MAX: Final = 253
+#: Longest free text (e-mail, chat, oncall, health reason).
+TEXT_MAX: Final = 1000
+#: Longest link URL.
+URL_MAX: Final = 2048
+#: Highest tier (0 is the most critical).
+TIER_MAX: Final = 9
+#: The kinds of per-service links a catalog entry may set.
+LINK_KINDS: Final = ("logs", "traces", "metrics")
+#: Most clusters one catalog entry may list.
+CLUSTERS_MAX: Final = 1000
+
+
+def check_name(value: Any, what: str) -> str:
+    """``value`` if it is a name (a non-empty string of at most :data:`NAME_MAX` characters)."""
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{what} must be a non-empty string")
+    if len(value) > NAME_MAX:
+        raise ValueError(f"{what} is longer than {NAME_MAX} characters ({len(value)})")
+    return value
+
+
+def _text(value: Any, what: str, limit: int = TEXT_MAX) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"{what} must be a string or null, not {_type(value)}")
+    if len(value) > limit:
+        raise ValueError(f"{what} is longer than {limit} characters ({len(value)})")
+    return value
+
+
+class BadTime(ValueError):
+    """A time field is a number but not a finite one (admission's ``timestamp`` class)."""
+
+
+def _time(value: Any, what: str) -> float:
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise ValueError(f"{what} must be a number (epoch seconds), not {_type(value)}")
+    try:
+        t = float(value)
+    except OverflowError:  # an integer beyond any float
+        raise BadTime(f"{what} is not a finite number") from None
+    if not math.isfinite(t):
+        raise BadTime(f"{what} {t!r} is not a finite number")
+    return t
+
+
+def _type(value: Any) -> str:
+    return "null" if value is None else {dict: "an object", list: "an array", str: "a string",
+                                         bool: "a boolean"}.get(type(value), "a number")
+
+
+def _links(value: Any, where: str) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{where}: 'links' must be an object of {', '.join(LINK_KINDS)}")
+    out: dict[str, str] = {}
+    for kind, url in value.items():
+        if kind not in LINK_KINDS:
+            kinds = ", ".join(LINK_KINDS)
+            raise ValueError(f"{where}: unknown link kind {str(kind)[:40]!r} (one of {kinds})")
+        text = _text(url, f"{where}: link {kind!r}", URL_MAX)
+        if text is None:
+            continue
+        try:
+            parts = urlsplit(text)
+        except ValueError as e:
+            raise ValueError(f"{where}: link {kind!r} is not a URL: {e}") from None
+        if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"{where}: link {kind!r} must be an http or https URL")
+        out[kind] = text
+    return out
 
 
 class HealthState(enum.StrEnum):
@@ -48,20 +141,31 @@ class ServiceInfo:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ServiceInfo:
-        name = d.get("name")
-        if not isinstance(name, str) or not name:
-            raise ValueError("catalog record needs a non-empty string 'name'")
+        """Parse and check a catalog record (the rules in the module docstring)."""
+        name = check_name(d.get("name"), "catalog record 'name'")
+        where = f"catalog record {name[:100]!r}"
         tier = d.get("tier")
-        if tier is not None and (not isinstance(tier, int) or isinstance(tier, bool) or tier < 0):
-            raise ValueError(f"catalog record {name!r}: 'tier' must be a non-negative integer")
+        if tier is not None and (not isinstance(tier, int) or isinstance(tier, bool)
+                                 or not 0 <= tier <= TIER_MAX):
+            raise ValueError(f"{where}: 'tier' must be an integer from 0 to {TIER_MAX}")
+        domain = d.get("domain")
+        if domain is not None:
+            domain = check_name(domain, f"{where}: 'domain'")
         o = d.get("owner")
         owner = None
         if o is not None:
-            if not isinstance(o, dict) or not isinstance(o.get("team"), str):
-                raise ValueError(f"catalog record {name!r}: 'owner' needs a string 'team'")
-            owner = Owner(o["team"], o.get("email"), o.get("chat"), o.get("oncall"))
-        return cls(name=name, tier=tier, domain=d.get("domain"), owner=owner,
-                   clusters=tuple(d.get("clusters") or ()), links=dict(d.get("links") or {}))
+            if not isinstance(o, dict):
+                raise ValueError(f"{where}: 'owner' must be an object with a string 'team'")
+            owner = Owner(check_name(o.get("team"), f"{where}: owner 'team'"),
+                          *(_text(o.get(k), f"{where}: owner {k!r}") for k in ("email", "chat", "oncall")))
+        clusters = d.get("clusters")
+        if clusters is None:
+            clusters = []
+        if not isinstance(clusters, list) or len(clusters) > CLUSTERS_MAX:
+            raise ValueError(f"{where}: 'clusters' must be an array of at most {CLUSTERS_MAX} names")
+        return cls(name=name, tier=tier, domain=domain, owner=owner,
+                   clusters=tuple(check_name(c, f"{where}: a cluster") for c in clusters),
+                   links=_links(d.get("links"), where))
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,12 +182,14 @@ class HealthEvent:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> HealthEvent:
-        if not isinstance(d.get("service"), str) or not d["service"]:
-            raise ValueError("health event needs a non-empty string 'service'")
-        at = d.get("at")
-        if not isinstance(at, int | float) or isinstance(at, bool):
-            raise ValueError("health event needs a numeric 'at' (epoch seconds)")
-        return cls(d["service"], HealthState(d.get("status", "UNKNOWN")), float(at), d.get("reason"))
+        """Parse and check a health event; ``at`` is finite here, plausible in admission."""
+        service = check_name(d.get("service"), "health event 'service'")
+        where = f"health event for {service[:100]!r}"
+        status = d.get("status", "UNKNOWN")
+        if not isinstance(status, str) or status not in HealthState.__members__:
+            raise ValueError(f"{where}: 'status' must be one of {', '.join(HealthState.__members__)}")
+        return cls(service, HealthState(status), _time(d.get("at"), f"{where}: 'at'"),
+                   _text(d.get("reason"), f"{where}: 'reason'"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,17 +237,22 @@ class AddressLease:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> AddressLease:
-        for k in ("ip", "owner"):
-            if not isinstance(d.get(k), str) or not d[k]:
-                raise ValueError(f"address lease needs a non-empty string {k!r}")
-        start = d.get("start")
-        if not isinstance(start, int | float) or isinstance(start, bool):
-            raise ValueError("address lease needs a numeric 'start'")
-        end = d.get("end")
-        if end is not None and (not isinstance(end, int | float) or end < start):
-            raise ValueError("address lease 'end' must be null or a number >= 'start'")
-        return cls(d["ip"], d["owner"], AddressKind(d.get("kind", "WORKLOAD")), float(start),
-                   None if end is None else float(end), d.get("cluster"))
+        """Parse and check a lease (times finite, names bounded); the ip is checked by admission."""
+        ip = d.get("ip")
+        if not isinstance(ip, str) or not ip or len(ip) > 64:
+            raise ValueError("address lease needs a string 'ip' (an address)")
+        owner = check_name(d.get("owner"), "address lease 'owner'")
+        where = f"address lease of {ip!r}"
+        kind = d.get("kind", "WORKLOAD")
+        if not isinstance(kind, str) or kind not in AddressKind.__members__:
+            raise ValueError(f"{where}: 'kind' must be one of {', '.join(AddressKind.__members__)}")
+        start = _time(d.get("start"), f"{where}: 'start'")
+        end = None if d.get("end") is None else _time(d["end"], f"{where}: 'end'")
+        if end is not None and end < start:
+            raise ValueError(f"{where}: 'end' must be null or a number >= 'start'")
+        cluster = d.get("cluster")
+        return cls(ip, owner, AddressKind(kind), start, end,
+                   None if cluster is None else check_name(cluster, f"{where}: 'cluster'"))
 
 
 @dataclass(frozen=True, slots=True)
