@@ -41,6 +41,8 @@ from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from service.config import ServiceConfig
 from service.context import RequestContext
 from service.graphiql import ASSETS, NODE_MODULES, missing_assets, render_page
+from service.guard import is_ingest
+from service.limits import RequestLimits
 from service.loaders import Loaders
 from service.observability import (
     Metrics,
@@ -50,6 +52,8 @@ from service.observability import (
     timed_stores,
     tracer_provider_for,
 )
+from service.receiver import refused_at_http
+from service.runtime import Runtime
 from service.schema import build_schema
 from topology.store.base import Stores
 
@@ -215,8 +219,16 @@ def create_app(
         Route("/metrics", metrics_endpoint, methods=["GET"]),
         *extra_routes,
     ]
+    def refused(path: str, why: str) -> None:
+        metrics.refused.labels(why).inc()
+        if isinstance(source, Runtime):  # counted and dead-lettered as the route would have
+            refused_at_http(runtime, path, why)
+
+    limits = Middleware(RequestLimits, max_body=config.max_body, max_request_body=config.max_request_body,
+                        read_timeout=config.read_timeout, max_ingest_requests=config.max_ingest_requests,
+                        is_ingest=is_ingest, on_refused=refused)
     app = Starlette(routes=routes, lifespan=lifespan,
-                    middleware=[Middleware(RouteMetrics, metrics=metrics, routes=routes)])
+                    middleware=[Middleware(RouteMetrics, metrics=metrics, routes=routes), limits])
     app.state.metrics = metrics
     app.state.schema = schema
     app.state.config = config

@@ -19,6 +19,7 @@ import string
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from service.limits import parse_size
 from service.tls import parse_client_scopes
 from topology.settings import (
     ConfigError,
@@ -116,6 +117,25 @@ class ServiceConfig:
         (), "TOPOLOGY_TLS_CLIENT_SCOPES",
         "scopes of client certificates by common name: `ops:read+admin,*:read`", parse=parse_client_scopes,
         shown="none")
+    # Bounded work per request (service/limits.py at the HTTP layer, service/bounds.py in GraphQL).
+    max_body: int = setting(64 * 1024**2, "TOPOLOGY_MAX_BODY",
+                            "largest body of an ingest request, also after decompression (413 beyond)",
+                            parse=parse_size, shown="64MiB")
+    max_request_body: int = setting(1024**2, "TOPOLOGY_MAX_REQUEST_BODY",
+                                    "largest body of any other request, e.g. `/graphql` (413 beyond)",
+                                    parse=parse_size, shown="1MiB")
+    read_timeout: float = setting(30.0, "TOPOLOGY_READ_TIMEOUT",
+                                  "time a client has from the start of a request to send all its body "
+                                  "(408 after)", parse=parse_duration, shown="30s")
+    max_ingest_requests: int = setting(8, "TOPOLOGY_MAX_INGEST_REQUESTS",
+                                       "ingest requests handled at once (429 with `Retry-After` beyond)")
+    max_entities: int = setting(1000, "TOPOLOGY_MAX_ENTITIES", "most representations in one `_entities` call")
+    max_list: int = setting(1000, "TOPOLOGY_MAX_LIST", "longest list in a GraphQL document or its variables")
+    max_string: int = setting(2048, "TOPOLOGY_MAX_STRING",
+                              "longest string in a GraphQL document or its variables (names, cursors)")
+    operation_timeout: float = setting(30.0, "TOPOLOGY_OPERATION_TIMEOUT",
+                                       "time budget of one GraphQL operation (an error with code TIMEOUT "
+                                       "after)", parse=parse_duration, shown="30s")
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
@@ -124,9 +144,16 @@ class ServiceConfig:
             raise ConfigError("TOPOLOGY_LIVE_WINDOW: must be positive and at most TOPOLOGY_MAX_WINDOW")
         for name, v in (("TOPOLOGY_MAX_DEPTH", self.max_depth), ("TOPOLOGY_MAX_PAGE", self.max_page),
                         ("TOPOLOGY_MAX_QUERY_DEPTH", self.max_query_depth),
-                        ("TOPOLOGY_MAX_ALIASES", self.max_aliases), ("TOPOLOGY_MAX_TOKENS", self.max_tokens)):
+                        ("TOPOLOGY_MAX_ALIASES", self.max_aliases), ("TOPOLOGY_MAX_TOKENS", self.max_tokens),
+                        ("TOPOLOGY_MAX_INGEST_REQUESTS", self.max_ingest_requests),
+                        ("TOPOLOGY_MAX_ENTITIES", self.max_entities), ("TOPOLOGY_MAX_LIST", self.max_list),
+                        ("TOPOLOGY_MAX_STRING", self.max_string)):
             if v < 1:
                 raise ConfigError(f"{name}: must be at least 1, got {v}")
+        for name, t in (("TOPOLOGY_READ_TIMEOUT", self.read_timeout),
+                        ("TOPOLOGY_OPERATION_TIMEOUT", self.operation_timeout)):
+            if t <= 0:
+                raise ConfigError(f"{name}: must be positive, got {t}")
         if not 1 <= self.default_page <= self.max_page:
             raise ConfigError("TOPOLOGY_DEFAULT_PAGE: must be between 1 and TOPOLOGY_MAX_PAGE")
         for kind in LINK_KINDS:

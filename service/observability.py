@@ -16,6 +16,8 @@ value comes from a small fixed set:
 ``topology_http_requests_total``                counter    HTTP requests by ``route`` and ``status``
                                                            class (2xx, 4xx, 5xx)
 ``topology_http_request_duration_seconds``      histogram  HTTP request latency by ``route``
+``topology_http_refused_total``                 counter    requests refused before their route answered
+                                                           (:mod:`service.limits`), by ``refusal``
 ``topology_ingest_*``                           counter    the ingest counts under the names the Kafka
                                                            workers use (:mod:`ingest.metrics`), from
                                                            the embedded runtime and the in-process
@@ -61,6 +63,7 @@ from ingest.metrics import (
     add_process_collectors,
 )
 from service.config import ServiceConfig
+from service.limits import REASONS as REFUSALS
 from topology.admit import OTHER, REASON_CLASSES
 from topology.model import Layer
 from topology.store.base import CatalogStore, LayerStore, Stores
@@ -74,7 +77,7 @@ log = logging.getLogger("service.observability")
 MAX_OPERATIONS = 32
 #: The ``code`` label's values (``extensions.code`` of this service's errors); any other is ``OTHER``.
 ERROR_CODES = frozenset({"BAD_USER_INPUT", "UNAVAILABLE", "INTERNAL_SERVER_ERROR", "GRAPHQL_PARSE_FAILED",
-                         "GRAPHQL_VALIDATION_FAILED"})
+                         "GRAPHQL_VALIDATION_FAILED", "TIMEOUT"})
 _NAME = re.compile(r"[_A-Za-z][_0-9A-Za-z]{0,63}")
 
 
@@ -97,6 +100,10 @@ class Metrics:
         self.http_seconds = Histogram("topology_http_request_duration_seconds", "HTTP request latency (until "
                                       "the response is sent)", ["route"], buckets=DURATION_BUCKETS,
                                       registry=r)
+        self.refused = Counter("topology_http_refused", "Requests refused before their route answered, by "
+                               "refusal (limit, timeout, overload, decode)", ["refusal"], registry=r)
+        for refusal in REFUSALS:  # every series from the start, at 0
+            self.refused.labels(refusal)
         self.ingest = IngestCollector()
         r.register(self.ingest)
         self._operations: set[str] = set()

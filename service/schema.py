@@ -36,6 +36,7 @@ from service.arguments import (
     time_range,
     to_set,
 )
+from service.bounds import InputBounds, within_budget
 from service.config import ServiceConfig
 from service.context import context_of
 from service.documents import DocumentCache, ParsedDocuments
@@ -48,6 +49,7 @@ from service.entity import (
     failed_layers,
 )
 from service.errors import ErrorCodes
+from service.known import require_known
 from service.selection import selects
 from service.types import SCALAR_MAP, Duration, PageInfo, TopologyEdge
 from topology import query
@@ -71,10 +73,11 @@ class ServiceFilter:
 
 @strawberry.type
 class Query:
-    @strawberry.field(description="A service by name (an app, a cluster or a virtual node); null if unknown.")
+    @strawberry.field(description="A service by name (an app, a cluster or a virtual node); null if unknown "
+                      "(with a NOT_FOUND error whose `extensions.suggestions` lists the closest names).")
     async def service(self, info: strawberry.Info, name: str) -> Service | None:
-        ctx = context_of(info)
-        return Service(name=name) if await ctx.loaders.known.load(name) else None
+        await require_known(context_of(info), name)
+        return Service(name=name)
 
     @strawberry.field(description="Services known to the catalog or seen in traffic, ordered by name.")
     async def services(
@@ -111,7 +114,7 @@ class Query:
 
     @strawberry.field(description="Everything that transitively calls `name` (up to `depth` hops, default "
                       "the maximum), counted by tier, with the owning teams to notify. Null if the service "
-                      "is unknown.")
+                      "is unknown (with NOT_FOUND and `extensions.suggestions`).")
     async def blast_radius(
         self,
         info: strawberry.Info,
@@ -130,8 +133,7 @@ class Query:
         tiers = to_set(tier, "tier")
         domains = to_set(domain, "domain")
         rng, at_s = time_range(at, window, ctx.now, cfg)
-        if not await ctx.loaders.known.load(name):
-            return None
+        await require_known(ctx, name)
         result = await query.blast_radius(
             ctx.stores.layers, ctx.stores.catalog, name, d,
             layers=asked, time=rng, now=ctx.now,
@@ -199,6 +201,14 @@ class Query:
 
 
 class _Schema(strawberry.federation.Schema):
+    budget = ServiceConfig().operation_timeout
+
+    async def execute(self, *args: Any, **kwargs: Any) -> Any:
+        """Every operation within its time budget (:func:`service.bounds.within_budget`)."""
+        context = kwargs.get("context_value", args[2] if len(args) > 2 else None)
+        return await within_budget(lambda: super(_Schema, self).execute(*args, **kwargs), self.budget,
+                                   getattr(context, "on_error", None))
+
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
     ) -> None:
@@ -227,15 +237,18 @@ def build_schema(
         # validation cache hits as well.
         lambda: ParsedDocuments(documents),
         lambda: ValidationCache(maxsize=DOCUMENT_CACHE),
+        lambda: InputBounds(max_list=cfg.max_list, max_string=cfg.max_string, max_entities=cfg.max_entities),
         ErrorCodes,
     ]
-    return _Schema(
+    built = _Schema(
         query=Query,
         types=[Service],
         extensions=extensions,
         config=StrawberryConfig(disable_field_suggestions=True, scalar_map=SCALAR_MAP),
         federation_version=FEDERATION_VERSION,  # type: ignore[arg-type]
     )
+    built.budget = cfg.operation_timeout
+    return built
 
 
 schema = build_schema()

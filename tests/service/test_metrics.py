@@ -24,6 +24,7 @@ from ingest.record import Partition
 from ingest.topics import Topics
 from service import observability
 from service.consumers import Consumers
+from service.limits import REASONS as REFUSALS
 from service.observability import ERROR_CODES, MAX_OPERATIONS, runtime_families
 from service.receiver import ingest_routes
 from service.runtime import Runtime
@@ -48,6 +49,7 @@ BOUNDED: dict[str, set[str] | None] = {
     "layer": {"network", "ipc", "trace", "meta", "all"},
     "stage": {"1", "2", "3"},
     "reason": set(REASON_CLASSES),
+    "refusal": set(REFUSALS),
     "status": {"1xx", "2xx", "3xx", "4xx", "5xx"},
     "code": {*ERROR_CODES, "OTHER"},
     "store": {"NETWORK", "IPC", "TRACE", "CATALOG"},
