@@ -9,11 +9,12 @@ import base64
 import binascii
 import json
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TypeVar
 
 from service.config import ServiceConfig
 from service.errors import BadUserInput
+from service.moment import epoch
 from topology.model import Layer
 from topology.timewindow import TimeRange
 
@@ -65,17 +66,11 @@ def to_set(values: Iterable[_V] | None, argument: str) -> frozenset[_V] | None:
     return out
 
 
-def _epoch(at: datetime) -> float:
-    if at.tzinfo is None:  # a DateTime without an offset is read as UTC
-        at = at.replace(tzinfo=UTC)
-    return at.timestamp()
-
-
 def time_range(
     at: datetime | None, window: float | None, now: float, config: ServiceConfig
 ) -> tuple[TimeRange, float]:
     """The range ``[at - window, at)`` (defaults: now, the live window) and ``at`` in epoch seconds."""
-    end = now if at is None else _epoch(at)
+    end = now if at is None else epoch(at, now)
     seconds = config.live_window if window is None else float(window)
     if not 0 < seconds <= config.max_window:
         raise BadUserInput(
@@ -90,8 +85,8 @@ def time_bounds(
     start: datetime | None, end: datetime | None, now: float, default_span: float, config: ServiceConfig
 ) -> tuple[float, float]:
     """``[from, to]`` in epoch seconds: ``to`` defaults to now, ``from`` to ``default_span`` before ``to``."""
-    hi = now if end is None else _epoch(end)
-    lo = hi - default_span if start is None else _epoch(start)
+    hi = now if end is None else epoch(end, now)
+    lo = hi - default_span if start is None else epoch(start, now)
     if hi > now + config.max_window:
         raise BadUserInput("to is too far in the future", "to")
     if lo > hi:

@@ -4,6 +4,8 @@
 
     ApiError                      an error meant for the person who sent the query
      ├── BadUserInput             BAD_USER_INPUT: an argument is out of range or malformed
+     ├── NotFound                 NOT_FOUND: a name the API does not know (the field answers null;
+     │                            ``extensions.suggestions`` lists the closest known names)
      └── Unavailable              UNAVAILABLE: a store cannot answer (``extensions.layer`` names a layer)
 
 Everything else a resolver raises is a bug or an outage nobody planned for: the client sees
@@ -22,7 +24,7 @@ layers gave and records the failure in the request context; :class:`ErrorCodes` 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,7 +34,7 @@ from strawberry.extensions import SchemaExtension
 from topology.model import Layer
 from topology.store.base import StoreUnavailable
 
-__all__ = ["ApiError", "BadUserInput", "ErrorCodes", "LayerOutage", "Unavailable"]
+__all__ = ["ApiError", "BadUserInput", "ErrorCodes", "LayerOutage", "NotFound", "Unavailable"]
 
 log = logging.getLogger("service.errors")
 
@@ -52,6 +54,13 @@ class BadUserInput(ApiError):
 
     def __init__(self, message: str, argument: str | None = None) -> None:
         super().__init__(message, argument=argument)
+
+
+class NotFound(ApiError):
+    code = "NOT_FOUND"
+
+    def __init__(self, message: str, argument: str | None = None, suggestions: Sequence[str] = ()) -> None:
+        super().__init__(message, argument=argument, suggestions=list(suggestions))
 
 
 class Unavailable(ApiError):

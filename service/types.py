@@ -13,6 +13,7 @@ import strawberry
 from strawberry.types.scalar import ScalarDefinition
 
 from service.config import parse_duration
+from service.moment import parse_moment
 from topology import catalog as core_catalog
 from topology.catalog import HealthState
 from topology.change import ChangeEvent as CoreChangeEvent
@@ -22,6 +23,7 @@ from topology.query import MergedEdge
 from topology.stats import EdgeStats
 
 __all__ = [
+    "DATETIME_SCALAR",
     "DURATION_SCALAR",
     "LONG_SCALAR",
     "SCALAR_MAP",
@@ -96,7 +98,27 @@ LONG_SCALAR = strawberry.scalar(
     parse_value=_parse_long_value,
 )
 
-SCALAR_MAP: dict[object, ScalarDefinition] = {Duration: DURATION_SCALAR, Long: LONG_SCALAR}
+def _parse_datetime_value(value: object) -> datetime:
+    if not isinstance(value, str):
+        raise ValueError("a DateTime is a string: ISO 8601 (2026-01-05T03:00:00Z) or now-30m")
+    try:
+        return parse_moment(value)
+    except ValueError:
+        raise ValueError(f"not a DateTime: {value[:60]!r} (use ISO 8601, e.g. 2026-01-05T03:00:00Z, "
+                         "or a time relative to now: now, now-30m, now-1h30m)") from None
+
+
+DATETIME_SCALAR = strawberry.scalar(
+    name="DateTime",
+    description="An instant: ISO 8601 (2026-01-05T03:00:00Z; no offset means UTC) or relative to the time "
+    "the query runs: now, now-30m, now-1h30m, now-PT15M. Serialized as ISO 8601.",
+    serialize=datetime.isoformat,
+    parse_value=_parse_datetime_value,
+)
+
+SCALAR_MAP: dict[object, ScalarDefinition] = {
+    Duration: DURATION_SCALAR, Long: LONG_SCALAR, datetime: DATETIME_SCALAR,
+}
 
 #: Latencies and durations are shown in milliseconds with this many decimals (microseconds).
 _MS_DECIMALS = 3

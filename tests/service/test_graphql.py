@@ -206,9 +206,37 @@ async def test_health_of_dependencies_follows_at(client: Client) -> None:
     assert now["service"]["healthStatus"] == {"status": "UNHEALTHY", "reason": "decommissioned"}
 
 
-async def test_unknown_service_is_null(client: Client) -> None:
+async def test_unknown_service_is_null_with_the_closest_names(client: Client) -> None:
     out = await client.query('{ service(name: "nope") { name } blastRadius(name: "nope") { total } }')
-    assert out == {"data": {"service": None, "blastRadius": None}}
+    assert out["data"] == {"service": None, "blastRadius": None}
+    assert [(e["path"], e["extensions"]["code"], e["extensions"]["suggestions"]) for e in out["errors"]] == [
+        (["service"], "NOT_FOUND", []), (["blastRadius"], "NOT_FOUND", [])]
+    out = await client.query('{ service(name: "order") { name } blastRadius(name: "Payment") { total } }')
+    assert out["data"] == {"service": None, "blastRadius": None}
+    hints = {e["path"][0]: e["extensions"]["suggestions"] for e in out["errors"]}
+    assert hints["service"][:2] == ["orders", "orders-db"]
+    assert hints["blastRadius"][0] == "payments"
+    assert "did you mean 'orders'" in out["errors"][0]["message"]
+
+
+async def test_times_relative_to_now_are_read_against_the_request_clock(client: Client) -> None:
+    doc = ('query($at: DateTime) { service(name: "api") { upstream(at: $at, window: "15m") '
+           '{ edges { node { service { name } } } } } }')
+
+    async def names(at: str) -> list[str]:
+        d = await client.data(doc, {"at": at})
+        return [e["node"]["service"]["name"] for e in d["service"]["upstream"]["edges"]]
+
+    ago = round((NOW - PAST - 60) / 60)  # the old edge's window, in minutes before NOW (the app's clock)
+    assert await names(f"now-{ago}m") == ["legacy"] == await names(f"now - {ago * 60}s")
+    assert await names(iso(PAST + 60)) == ["legacy"]
+    assert await names("now") == ["auth", "orders"] == await names("now-PT0S")
+    literal = await client.data(f'{{ service(name: "api") {{ upstream(at: "now-{ago}m", window: "15m") '
+                                '{ edges { node { service { name } } } } } }')
+    assert [e["node"]["service"]["name"] for e in literal["service"]["upstream"]["edges"]] == ["legacy"]
+    for bad in ("now-", "now-abc", "yesterday", "now*2"):
+        out = await client.query(doc, {"at": bad})
+        assert out["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT", (bad, out)
 
 
 async def test_blast_radius(client: Client) -> None:
