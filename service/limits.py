@@ -27,7 +27,7 @@ import asyncio
 import json
 import re
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +47,7 @@ CODES: dict[str, tuple[int, str]] = {
 }
 REASONS = tuple(CODES)
 RETRY_AFTER = "1"
+STEP = 1024 * 1024  # inflated bytes made between two turns of the event loop
 _DISCONNECT: Message = {"type": "http.disconnect"}
 _SIZE = re.compile(r"\s*(\d+)\s*([kmg]i?b?|b)?\s*", re.IGNORECASE)
 _UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "ki": 1024, "m": 1000**2, "mb": 1000**2,
@@ -95,25 +96,25 @@ class _Inflater:
     def _new(self) -> Any:
         return zlib.decompressobj(16 + zlib.MAX_WBITS if self.encoding == "gzip" else zlib.MAX_WBITS)
 
-    def feed(self, data: bytes, limit: int) -> list[bytes]:
-        out: list[bytes] = []
+    def feed(self, data: bytes, limit: int) -> Iterator[bytes]:
+        """The inflated bytes of ``data``, in pieces of at most :data:`STEP` (the caller may let other
+        requests run between them)."""
         self.fed += len(data)
         while data:
             try:
-                chunk = self._d.decompress(data, self.room + 1)
+                piece = self._d.decompress(data, min(self.room + 1, STEP))
             except zlib.error as e:
                 raise Refused("decode", f"decode: body is not valid {self.encoding}: {e}") from None
-            self.room -= len(chunk)
+            self.room -= len(piece)
             if self.room < 0:
                 raise Refused("limit", f"limit: decompressed body larger than {limit} bytes")
-            out.append(chunk)
+            yield piece
             if self._d.unconsumed_tail:
                 data = self._d.unconsumed_tail
             elif self._d.eof and self._d.unused_data:  # a gzip of several members, as gzip.decompress reads
                 data, self._d = self._d.unused_data, self._new()
             else:
                 data = b""
-        return out
 
     def finish(self) -> None:
         if self.fed and not self._d.eof:
@@ -148,7 +149,11 @@ class _Body:
         if self.seen > self.limit:
             raise Refused("limit", f"limit: body larger than {self.limit} bytes")
         if self.inflater is not None:
-            body = b"".join(self.inflater.feed(body, self.limit))
+            pieces = []
+            for piece in self.inflater.feed(body, self.limit):
+                pieces.append(piece)
+                await asyncio.sleep(0)  # a chunk may inflate to megabytes: let /healthz in between
+            body = b"".join(pieces)
             if not more:
                 self.inflater.finish()
         return {"type": "http.request", "body": body, "more_body": more}
