@@ -7,10 +7,18 @@ offsets (see :mod:`ingest.worker`). After a crash the new owner of a partition r
 checkpoint and continues from the offset stored with it, so each input record affects the outputs
 exactly once.
 
-Encoding: the stage objects are pickled (they are plain Python and numpy state) and compressed.
+Encoding: :mod:`ingest.state` (msgpack with an explicit schema per state type, read without
+pickle, so a message written into the state topic cannot run code in the worker that restores it).
 Objects shared between partitions (the address book, the health book) are not written: they are
-replaced by their name and re-attached at restore time. The state topic is internal to the
-pipeline; like any pickle it must not be writable by untrusted producers.
+replaced by their name and re-attached at restore time.
+
+Refused checkpoints: the newest checkpoint of a partition that is in another format (``ckpt.format``
+1 was pickle: never read), has malformed headers or does not decode is refused with
+:class:`BadCheckpoint`. The worker logs it, counts it (``topology_ingest_state_refused_total``) and
+starts that partition empty from its committed consumer offset: the records before that offset
+whose effect was only in the lost state are not replayed (their open windows are lost), nothing is
+counted twice. A restart of the worker does not help (the same checkpoint would be read again), so
+a refused checkpoint is not retried.
 
 A checkpoint may be larger than one Kafka message: it is cut into parts that share a checkpoint id.
 Keys are ``<source topic>:<partition>#<part>`` so compaction keeps the latest version of each part;
@@ -19,67 +27,62 @@ parts left over from an older, longer checkpoint carry an older id and are ignor
 
 from __future__ import annotations
 
-import copyreg
-import io
-import pickle
-import struct
 import uuid
-import zlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ingest import state as codec
+from ingest.clock import MergedClock, SourceClock
 from ingest.record import Partition
 
 if TYPE_CHECKING:  # the Kafka client is imported where a checkpoint is read back (restore)
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
 PART_BYTES = 900_000
-FORMAT = b"1"
+FORMAT = str(codec.VERSION).encode()  # the ckpt.format header ("1" was pickle: refused)
 
 
 class CheckpointError(RuntimeError):
-    """A checkpoint could not be read back."""
+    """A checkpoint could not be read back (the state topic is missing, a checkpoint is incomplete):
+    the worker restarts its session and tries again."""
 
 
-def _reduce_struct(s: struct.Struct) -> tuple[Any, tuple[str]]:
-    return struct.Struct, (s.format,)
-
-
-# Stages cache precompiled struct formats; rebuild them from their format string.
-_DISPATCH = copyreg.dispatch_table.copy()
-_DISPATCH[struct.Struct] = _reduce_struct
-
-
-class _Pickler(pickle.Pickler):
-    def __init__(self, f: io.BytesIO, shared: dict[str, Any]) -> None:
-        super().__init__(f, protocol=pickle.HIGHEST_PROTOCOL)
-        self.dispatch_table = _DISPATCH
-        self._ids = {id(v): k for k, v in shared.items()}
-
-    def persistent_id(self, obj: Any) -> str | None:
-        return self._ids.get(id(obj))
-
-
-class _Unpickler(pickle.Unpickler):
-    def __init__(self, f: io.BytesIO, shared: dict[str, Any]) -> None:
-        super().__init__(f)
-        self._shared = shared
-
-    def persistent_load(self, pid: Any) -> Any:
-        try:
-            return self._shared[pid]
-        except KeyError as e:
-            raise CheckpointError(f"checkpoint refers to an unknown shared object {pid!r}") from e
+class BadCheckpoint(CheckpointError):
+    """The newest checkpoint of a partition is not one this build reads (another format, malformed,
+    not decodable): refused, never retried (see the module docstring)."""
 
 
 def dumps(state: Any, shared: dict[str, Any] | None = None) -> bytes:
-    buf = io.BytesIO()
-    _Pickler(buf, shared or {}).dump(state)
-    return zlib.compress(buf.getvalue(), 1)
+    return codec.dumps(state, shared)
 
 
 def loads(data: bytes, shared: dict[str, Any] | None = None) -> Any:
-    return _Unpickler(io.BytesIO(zlib.decompress(data)), shared or {}).load()
+    """The state in a checkpoint's bytes; raises :class:`BadCheckpoint` for anything else."""
+    try:
+        return codec.loads(data, shared)
+    except codec.StateError as e:
+        raise BadCheckpoint(str(e)) from None
+
+
+@dataclass(frozen=True, slots=True)
+class Saved:
+    """What a checkpoint holds: the logic's state (:meth:`PartitionLogic.state`) and the clock."""
+
+    logic: Any
+    clock: SourceClock | MergedClock
+
+
+def encode(saved: Saved, shared: dict[str, Any] | None = None) -> bytes:
+    return dumps({"logic": saved.logic, "clock": saved.clock}, shared)
+
+
+def decode(data: bytes, shared: dict[str, Any] | None = None) -> Saved:
+    """The state and clock in a checkpoint's bytes; raises :class:`BadCheckpoint` for anything else."""
+    doc = loads(data, shared)
+    if not isinstance(doc, dict) or set(doc) != {"logic", "clock"} \
+            or not isinstance(doc["clock"], SourceClock | MergedClock):
+        raise BadCheckpoint("a checkpoint holds a logic state and a clock")
+    return Saved(doc["logic"], doc["clock"])
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +168,8 @@ async def _read_range(consumer: AIOKafkaConsumer, tp: TopicPartition, lo: int, h
 
 
 def _newest(records: list[Any], prefix: bytes, source: Partition) -> Checkpoint | None:
-    """The newest checkpoint of ``source`` in ``records`` if all its parts are there, else None."""
+    """The newest checkpoint of ``source`` in ``records`` if all its parts are there, else None.
+    Raises :class:`BadCheckpoint` if the newest message of ``source`` is not of this format."""
     newest: bytes | None = None
     parts: dict[int, Any] = {}
     total = 0
@@ -173,14 +177,29 @@ def _newest(records: list[Any], prefix: bytes, source: Partition) -> Checkpoint 
         if m.key is None or not m.key.startswith(prefix):
             continue
         h = dict(m.headers or ())
-        if h.get("ckpt.format") != FORMAT or "ckpt.id" not in h:
-            continue
         if newest is None:
-            newest, total = h["ckpt.id"], int(h["ckpt.parts"])
-        if h["ckpt.id"] != newest:
+            fmt = h.get("ckpt.format")
+            if fmt != FORMAT:
+                raise BadCheckpoint(f"the checkpoint of {state_key(source)} is in format {fmt!r}, this build "
+                                    f"reads {FORMAT!r} only" + (" (pickle checkpoints are never read)"
+                                                                if fmt == b"1" else ""))
+            newest, total = h.get("ckpt.id"), _header_int(h, "ckpt.parts", source)
+            if newest is None or total < 1:
+                raise BadCheckpoint(f"the checkpoint of {state_key(source)} has malformed headers")
+        if h.get("ckpt.id") != newest:
             continue
-        parts[int(h["ckpt.part"])] = m
+        part = _header_int(h, "ckpt.part", source)
+        if not 0 <= part < total:
+            raise BadCheckpoint(f"the checkpoint of {state_key(source)} has malformed headers")
+        parts[part] = m
         if len(parts) == total:
             state = b"".join(parts[i].value or b"" for i in range(total))
-            return Checkpoint(source, int(h["ckpt.offset"]), state)
+            return Checkpoint(source, _header_int(h, "ckpt.offset", source), state)
     return None
+
+
+def _header_int(h: dict[str, bytes], name: str, source: Partition) -> int:
+    try:
+        return int(h[name])
+    except (KeyError, ValueError, TypeError):
+        raise BadCheckpoint(f"the checkpoint of {state_key(source)} has a malformed {name} header") from None

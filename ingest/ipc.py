@@ -61,7 +61,8 @@ class IpcStageSpec(LeaseReader, StageSpec):
         self.addresses = AddressBook()
 
     def new_partition(self, tp: Partition, state: Any) -> PartitionLogic:
-        if isinstance(state, tuple) and len(state) == 3:
+        if isinstance(state, tuple) and len(state) == 3 and isinstance(state[0], IpcStage1) \
+                and isinstance(state[1], IpcStage2) and isinstance(state[2], ReorderBuffer):
             return _Ipc(state[0], state[1], self.lateness, state[2])
         return _Ipc(IpcStage1(self.window_seconds), IpcStage2(self.addresses), self.lateness)
 

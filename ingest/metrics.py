@@ -23,6 +23,7 @@ name                                         type       labels                  
 ``topology_ingest_commit_duration_seconds``  histogram  layer, stage                    Kafka
 ``topology_ingest_commits_total``            counter    layer, stage                    Kafka
 ``topology_ingest_restarts_total``           counter    layer, stage                    Kafka
+``topology_ingest_state_refused_total``      counter    layer, stage                    Kafka
 ``topology_ingest_store_retries_total``      counter    layer, stage                    Kafka
 ``topology_ingest_lag_records``              gauge      layer, stage, topic, partition  Kafka
 ``topology_ingest_event_time_lag_seconds``   gauge      layer, stage                    Kafka
@@ -142,6 +143,10 @@ class WorkerMetrics:
                                         "Time to make one checkpoint durable (store writes, transaction)",
                                         LABELS, buckets=DURATION_BUCKETS, registry=r)
         self.commits = Counter("topology_ingest_commits", "Checkpoints committed", LABELS, registry=r)
+        self.state_refused = Counter(
+            "topology_ingest_state_refused", "Checkpoints not restored (another format such as "
+            "pickle, malformed, not decodable): the partition started empty from its committed offset",
+            LABELS, registry=r)
         self.restarts = Counter("topology_ingest_restarts", "Recoveries from Kafka errors (restart from "
                                 "the last checkpoint)", LABELS, registry=r)
         self.store_errors = Counter("topology_ingest_store_retries", "Store writes that failed and were "

@@ -68,7 +68,8 @@ class SpanPairingSpec(StageSpec):
         self.capacity = capacity
 
     def new_partition(self, tp: Partition, state: Any) -> PartitionLogic:
-        if isinstance(state, tuple) and len(state) == 3 and isinstance(state[0], SpanPairer):
+        if isinstance(state, tuple) and len(state) == 3 and isinstance(state[0], SpanPairer) \
+                and isinstance(state[1], ReorderBuffer) and isinstance(state[2], float):
             return _Pairing(*state)
         return _Pairing(SpanPairer(self.wait_seconds, self.capacity))
 

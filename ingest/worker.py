@@ -303,8 +303,7 @@ class Worker:
             if assigned:
                 self.ready.set()
             return
-        restored = await asyncio.gather(*(checkpoint.restore(self.opt.bootstrap, self.state_topic, tp)
-                                          for tp in new))
+        restored = await asyncio.gather(*(self._restore(tp) for tp in new))
         shared = self.spec.shared()
         wall = self.opt.wall()
         for tp, cp in zip(new, restored, strict=True):
@@ -313,9 +312,9 @@ class Worker:
             clock: SourceClock | MergedClock
             clock = SourceClock(self.opt.idle_seconds) if not self.spec.repartitioned_input else MergedClock()
             position = committed
-            if cp is not None:
-                saved = checkpoint.loads(cp.state, shared)
-                logic_state, clock = saved["logic"], saved["clock"]
+            saved = self._decode(tp, cp, shared) if cp is not None else None
+            if cp is not None and saved is not None:
+                logic_state, clock = saved.logic, saved.clock
                 position = cp.offset
                 if committed is not None and committed != cp.offset:
                     log.warning("checkpoint and committed offset differ; using the checkpoint",
@@ -333,6 +332,30 @@ class Worker:
         names = sorted(f"{t.topic}:{t.partition}" for t in assigned)
         log.info("partitions assigned", extra={"worker": self.name, "partitions": names})
         self.ready.set()
+
+    async def _restore(self, tp: TopicPartition) -> checkpoint.Checkpoint | None:
+        """The newest checkpoint of ``tp``; None if there is none or it is refused (reported)."""
+        try:
+            source = Partition(tp.topic, tp.partition)
+            return await checkpoint.restore(self.opt.bootstrap, self.state_topic, source)
+        except checkpoint.BadCheckpoint as e:
+            self._refused(tp, e)
+            return None
+
+    def _decode(self, tp: TopicPartition, cp: checkpoint.Checkpoint,
+                shared: dict[str, Any]) -> checkpoint.Saved | None:
+        try:
+            return checkpoint.decode(cp.state, shared)
+        except checkpoint.BadCheckpoint as e:
+            self._refused(tp, e)
+            return None
+
+    def _refused(self, tp: TopicPartition, e: checkpoint.BadCheckpoint) -> None:
+        """A checkpoint that is not ours to read: reported, and the partition starts empty from its
+        committed offset (:mod:`ingest.checkpoint`); never a restart loop."""
+        self.metrics.state_refused.labels(**self.labels).inc()
+        log.error("checkpoint refused; the partition starts empty from its committed offset",
+                  extra={"worker": self.name, "tp": f"{tp.topic}:{tp.partition}", "error": str(e)[:500]})
 
     async def on_revoked(self) -> None:
         async with self.lock:
@@ -453,7 +476,7 @@ class Worker:
         for ps in self.parts.values():
             if not ps.dirty or ps.position is None:
                 continue
-            data = checkpoint.dumps({"logic": ps.logic.state(), "clock": ps.clock}, shared)
+            data = checkpoint.encode(checkpoint.Saved(ps.logic.state(), ps.clock), shared)
             for key, value, headers in checkpoint.to_records(checkpoint.Checkpoint(ps.tp, ps.position, data)):
                 part = checkpoint.state_partition(ps.tp, self.state_partitions)
                 records.append((self.state_topic, part, key, value, headers))

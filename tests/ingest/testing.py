@@ -102,8 +102,8 @@ class TestingStage:
             return ps
         saved = self.checkpoints.get(tp)
         if saved is not None:
-            restored = checkpoint.loads(saved[1], self.spec.shared())
-            return self.runner.add_part(tp, restored["logic"], restored["clock"], saved[0], saved[0])
+            restored = checkpoint.decode(saved[1], self.spec.shared())
+            return self.runner.add_part(tp, restored.logic, restored.clock, saved[0], saved[0])
         clock: SourceClock | MergedClock
         if self.spec.repartitioned_input:
             parts = range(self.bus.partitions)
@@ -165,7 +165,7 @@ class TestingStage:
             return self
         shared = self.spec.shared()
         for tp, ps in run.parts.items():
-            state = checkpoint.dumps({"logic": ps.logic.state(), "clock": ps.clock}, shared)
+            state = checkpoint.encode(checkpoint.Saved(ps.logic.state(), ps.clock), shared)
             self.checkpoints[tp] = (ps.position or 0, state)
         return self
 

@@ -1,0 +1,343 @@
+"""The checkpoint format of stage state: msgpack with an explicit schema per state type, read without
+pickle.
+
+A checkpoint must not be able to run code in the worker that restores it (whoever can write to a
+``*.state`` topic would otherwise run code there), so state is written as plain msgpack data and read
+back through a closed list of types. Plain values (None, bools, ints, floats, strings, bytes, lists,
+dicts) are msgpack's own; every other value is an extension whose code says what it is:
+
+* tuples, sets, frozensets, ordered dicts, ints beyond 64 bits;
+* numpy arrays and scalars of numeric dtypes (plain or structured; never object arrays), as their
+  dtype and raw bytes;
+* enum members of the model (:data:`ENUMS`), as their value;
+* instances of the state classes of :data:`SCHEMAS`: each has a tag, a version and the exact list of
+  its fields; reading one makes an empty instance of that class (no ``__init__``, no
+  ``__setstate__``) and sets exactly those fields. Fields listed as *derived* (caches rebuilt from
+  the others, lookup shortcuts) are not written and are reset on read;
+* objects shared by every partition of a worker (the address book, the health book), as their name:
+  they are re-attached from the worker's own on read, never read from the checkpoint.
+
+An instance met twice (an accumulator referenced from two dicts) is written once and referenced by
+number after, so restored state keeps the sharing it had. Anything else cannot be written (a new
+attribute of a stage fails loudly in its tests, :class:`StateError`), and anything else cannot be
+read: an unknown tag, a field list that differs from the schema, an object dtype or a malformed
+payload is a :class:`StateError`, never an instance of something else.
+
+The whole document is ``["topology.state", VERSION, value]``, compressed with zlib (inflating stops
+at :data:`MAX_BYTES`).
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+import msgpack
+import numpy as np
+
+from ingest.clock import MergedClock, SourceClock
+from ingest.reorder import ReorderBuffer
+from topology.catalog import AddressKind, HealthState, TraceSummary
+from topology.model import Direction, EdgeKey, EdgePartial, EdgeWindow, Granularity, Layer, NodeKind, Side
+from topology.sketch import LatencySketch
+from topology.stages import final, ipc, network_stage1, network_stage2, trace, vpc
+from topology.stats import EdgeStats
+
+MAGIC = "topology.state"
+VERSION = 2  # 1 was pickle: refused
+MAX_BYTES = 1 << 30  # an inflated checkpoint larger than this is refused
+
+# extension codes
+_TUPLE, _SET, _FROZENSET, _ODICT, _BIGINT, _ARRAY, _SCALAR, _ENUM, _OBJECT, _REF, _SHARED = range(1, 12)
+
+
+class StateError(ValueError):
+    """State that cannot be written, or bytes that are not a checkpoint of this version."""
+
+
+@dataclass(frozen=True)
+class Schema:
+    """How one state class is written: ``tag`` and ``version`` name it in the checkpoint, ``fields``
+    are written in this order; ``derived`` fields are not written and are rebuilt by ``rebuild``."""
+
+    cls: type
+    tag: str
+    fields: tuple[str, ...]
+    version: int = 1
+    derived: tuple[str, ...] = ()
+    rebuild: Callable[[Any], None] | None = None
+    _all: frozenset[str] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_all", frozenset(self.fields) | frozenset(self.derived))
+
+    def values(self, obj: Any) -> list[Any]:
+        names = _attributes(obj)
+        unknown = names - self._all
+        if unknown:
+            raise StateError(f"{self.tag} has fields its checkpoint schema does not list: {sorted(unknown)}")
+        return [getattr(obj, f) for f in self.fields]
+
+    def make(self, version: int, values: list[Any]) -> Any:
+        if version != self.version:
+            raise StateError(f"{self.tag} version {version} is not readable (this build: {self.version})")
+        if len(values) != len(self.fields):
+            raise StateError(f"{self.tag} has {len(values)} fields, its schema {len(self.fields)}")
+        obj = object.__new__(self.cls)
+        for name, value in zip(self.fields, values, strict=True):
+            object.__setattr__(obj, name, value)
+        if self.rebuild is not None:
+            self.rebuild(obj)
+        return obj
+
+
+def _attributes(obj: Any) -> set[str]:
+    names = set(getattr(obj, "__dict__", ()))
+    for klass in type(obj).__mro__:
+        names.update(s for s in getattr(klass, "__slots__", ()) if s not in ("__dict__", "__weakref__"))
+    return names
+
+
+def _dataclass(cls: type, tag: str, **kw: Any) -> Schema:
+    import dataclasses
+
+    return Schema(cls, tag, tuple(f.name for f in dataclasses.fields(cls)), **kw)
+
+
+def _set(**values: Any) -> Callable[[Any], None]:
+    def rebuild(obj: Any) -> None:
+        for k, v in values.items():
+            object.__setattr__(obj, k, v() if callable(v) else v)
+    return rebuild
+
+
+def _rebuild_network1(st: Any) -> None:
+    st._name_array = np.array(st._names, dtype=object)
+    st._addr_text = {}
+
+
+#: Every class whose instances a checkpoint may hold.
+SCHEMAS: tuple[Schema, ...] = (
+    _dataclass(SourceClock, "clock.source"),
+    _dataclass(MergedClock, "clock.merged"),
+    _dataclass(ReorderBuffer, "reorder"),
+    _dataclass(EdgeStats, "stats"),
+    _dataclass(LatencySketch, "sketch"),
+    _dataclass(EdgeKey, "edge.key"),
+    _dataclass(EdgePartial, "edge.partial"),
+    _dataclass(EdgeWindow, "edge.window"),
+    _dataclass(TraceSummary, "trace.summary"),
+    _dataclass(network_stage1.FlowAggregate, "network1.aggregate"),
+    Schema(network_stage1.FlowAggregates, "network1.aggregates", ("rows",)),
+    Schema(network_stage1.NetworkStage1, "network1",
+           ("window_seconds", "_pending", "_names", "_ids", "_known", "_checked", "_early", "counters"),
+           derived=("_name_array", "_addr_text"), rebuild=_rebuild_network1),
+    Schema(network_stage2._Acc, "network2.acc", network_stage2._Acc.__slots__),
+    Schema(network_stage2._Join, "network2.join", network_stage2._Join.__slots__),
+    Schema(network_stage2._Window, "network2.window", network_stage2._Window.__slots__),
+    Schema(network_stage2.NetworkStage2, "network2",
+           ("addresses", "window_seconds", "grace_seconds", "_windows", "_watermark", "_book_version",
+            "counters")),
+    Schema(vpc.VpcStage, "vpc", ("counters",)),
+    _dataclass(ipc.IpcObservation, "ipc.observation"),
+    # The series' shortcuts to the accumulator it last added to are valid until the next flush only;
+    # they are rebuilt by the next point (as for a series restored before they existed).
+    Schema(ipc._Series, "ipc.series",
+           ("base", "bounds", "counts", "endpoint", "error", "group", "layout", "protocol", "seen", "start",
+            "stat", "total", "value"),
+           derived=("acc", "acc_epoch", "acc_window", "join", "join_epoch", "join_window", "run", "run_acc"),
+           rebuild=_set(acc=None, join=None, run=None, run_acc=None, acc_epoch=-1, acc_window=-1,
+                        join_epoch=-1, join_window=-1)),
+    Schema(ipc._Acc, "ipc.acc", ipc._Acc.__slots__),
+    Schema(ipc._StatJoin, "ipc.statjoin", ipc._StatJoin.__slots__),
+    Schema(ipc.IpcStage1, "ipc1",
+           ("window_seconds", "max_series", "counters", "_series", "_services", "_accs", "_stats",
+            "_bucket_maps", "_watermark", "_epoch"),
+           derived=("_unpackers",), rebuild=_set(_unpackers=dict)),
+    Schema(ipc.IpcStage2, "ipc2", ("addresses", "counters", "_pending")),
+    Schema(trace._Acc, "trace.acc", trace._Acc.__slots__),
+    Schema(trace.SpanPairer, "trace.pairer",
+           ("wait_seconds", "max_pending", "window_seconds", "_wns", "max_traces", "counters", "_clients",
+            "_servers", "_n_servers", "_producers", "_obs", "_traces", "_summaries", "_identities")),
+    Schema(final._Slot, "final.slot", final._Slot.__slots__),
+    Schema(final.FinalStage, "final",
+           ("window_seconds", "grace_seconds", "health", "refresh_seconds", "_written", "_held", "_refreshed",
+            "_windows", "_watermark", "counters")),
+)
+
+ENUMS: tuple[type[Enum], ...] = (Layer, Granularity, NodeKind, Direction, Side, HealthState, AddressKind)
+
+_BY_CLASS = {s.cls: s for s in SCHEMAS}
+_BY_TAG = {s.tag: s for s in SCHEMAS}
+_ENUM_BY_CLASS = {e: e.__name__ for e in ENUMS}
+_ENUM_BY_NAME = {e.__name__: e for e in ENUMS}
+_NUMERIC = frozenset("biuf")  # dtype kinds an array or scalar may have
+_INT64 = (-(1 << 63), (1 << 64) - 1)
+
+
+class _Writer:
+    def __init__(self, shared: dict[str, Any]) -> None:
+        self.shared = {id(v): k for k, v in shared.items()}
+        self.seen: dict[int, int] = {}
+        self.open: set[int] = set()
+        self.keep: list[Any] = []  # keeps ids unique while writing
+
+    def pack(self, value: Any) -> bytes:
+        return msgpack.packb(value, default=self.default, strict_types=True, use_bin_type=True)
+
+    def default(self, v: Any) -> msgpack.ExtType:
+        t = type(v)
+        if t is tuple:
+            return msgpack.ExtType(_TUPLE, self.pack(list(v)))
+        if t is set or t is frozenset:
+            return msgpack.ExtType(_SET if t is set else _FROZENSET, self.pack(list(v)))
+        if t is OrderedDict:
+            return msgpack.ExtType(_ODICT, self.pack([x for item in v.items() for x in item]))
+        if t is int:
+            return msgpack.ExtType(_BIGINT, str(v).encode())
+        if t is np.ndarray:
+            return msgpack.ExtType(_ARRAY, self.pack([_dtype(v.dtype), list(v.shape),
+                                                      np.ascontiguousarray(v).tobytes()]))
+        if isinstance(v, np.generic):
+            return msgpack.ExtType(_SCALAR, self.pack([_dtype(v.dtype), v.tobytes()]))
+        if t in _ENUM_BY_CLASS:
+            return msgpack.ExtType(_ENUM, self.pack([_ENUM_BY_CLASS[t], v.value]))
+        name = self.shared.get(id(v))
+        if name is not None:
+            return msgpack.ExtType(_SHARED, name.encode())
+        schema = _BY_CLASS.get(t)
+        if schema is None:
+            raise StateError(f"{t.__module__}.{t.__qualname__} is not a checkpoint state type")
+        n = self.seen.get(id(v))
+        if n is not None:
+            if id(v) in self.open:
+                raise StateError(f"{schema.tag} contains itself")
+            return msgpack.ExtType(_REF, self.pack(n))
+        n = self.seen[id(v)] = len(self.seen)
+        self.keep.append(v)
+        self.open.add(id(v))
+        body = self.pack([n, schema.tag, schema.version, schema.values(v)])
+        self.open.discard(id(v))
+        return msgpack.ExtType(_OBJECT, body)
+
+
+def _dtype(dt: np.dtype[Any]) -> Any:
+    if dt.hasobject:
+        raise StateError("object arrays are not checkpoint state")
+    return dt.str if dt.fields is None else [list(f) for f in dt.descr]
+
+
+class _Reader:
+    def __init__(self, shared: dict[str, Any]) -> None:
+        self.shared = shared
+        self.objects: dict[int, Any] = {}
+
+    def unpack(self, data: bytes) -> Any:
+        return msgpack.unpackb(data, ext_hook=self.ext, strict_map_key=False, raw=False, use_list=True)
+
+    def ext(self, code: int, data: bytes) -> Any:
+        if code == _TUPLE:
+            return tuple(self._list(data))
+        if code == _SET:
+            return set(self._list(data))
+        if code == _FROZENSET:
+            return frozenset(self._list(data))
+        if code == _ODICT:
+            flat = self._list(data)
+            if len(flat) % 2:
+                raise StateError("malformed ordered dict")
+            return OrderedDict(zip(flat[::2], flat[1::2], strict=True))
+        if code == _BIGINT:
+            return int(data.decode("ascii"))
+        if code == _ARRAY:
+            descr, shape, raw = self._list(data, 3)
+            dt = _read_dtype(descr)
+            if not isinstance(shape, list) or not all(type(n) is int and n >= 0 for n in shape):
+                raise StateError("bad array shape")
+            if not isinstance(raw, bytes) or len(raw) != dt.itemsize * int(np.prod(shape, dtype=np.int64)):
+                raise StateError("array bytes do not match its shape")
+            return np.frombuffer(raw, dtype=dt).reshape(shape).copy()
+        if code == _SCALAR:
+            descr, raw = self._list(data, 2)
+            dt = _read_dtype(descr)
+            if not isinstance(raw, bytes) or len(raw) != dt.itemsize:
+                raise StateError("bad scalar")
+            return np.frombuffer(raw, dtype=dt)[0]
+        if code == _ENUM:
+            name, value = self._list(data, 2)
+            enum = _ENUM_BY_NAME.get(name) if isinstance(name, str) else None
+            if enum is None:
+                raise StateError(f"unknown enum {name!r}")
+            return enum(value)
+        if code == _SHARED:
+            key = data.decode("utf-8")
+            if key not in self.shared:
+                raise StateError(f"checkpoint refers to an unknown shared object {key!r}")
+            return self.shared[key]
+        if code == _REF:
+            n = self.unpack(data)
+            if type(n) is not int or n not in self.objects:
+                raise StateError(f"reference to an unknown object {n!r}")
+            return self.objects[n]
+        if code == _OBJECT:
+            n, tag, version, values = self._list(data, 4)
+            schema = _BY_TAG.get(tag) if isinstance(tag, str) else None
+            if schema is None:
+                raise StateError(f"unknown state type {tag!r}")
+            if type(n) is not int or n in self.objects or type(version) is not int \
+                    or not isinstance(values, list):
+                raise StateError(f"malformed {tag}")
+            obj = self.objects[n] = schema.make(version, values)
+            return obj
+        raise StateError(f"unknown extension {code}")
+
+    def _list(self, data: bytes, n: int | None = None) -> list[Any]:
+        v = self.unpack(data)
+        if not isinstance(v, list) or (n is not None and len(v) != n):
+            raise StateError("malformed extension")
+        return v
+
+
+def _read_dtype(descr: Any) -> np.dtype[Any]:
+    try:
+        if isinstance(descr, str):
+            dt = np.dtype(descr)
+        elif isinstance(descr, list) and descr and all(
+                isinstance(f, list) and len(f) == 2 and all(isinstance(x, str) for x in f) for f in descr):
+            dt = np.dtype([(name, kind) for name, kind in descr])
+        else:
+            raise StateError(f"bad dtype {descr!r}")
+    except TypeError as e:
+        raise StateError(f"bad dtype {descr!r}") from e
+    kinds = [dt] if dt.fields is None else [f[0] for f in dt.fields.values()]
+    if any(k.kind not in _NUMERIC or k.subdtype is not None for k in kinds):
+        raise StateError(f"dtype {descr!r} is not a numeric dtype")
+    return dt
+
+
+def dumps(state: Any, shared: dict[str, Any] | None = None) -> bytes:
+    """``state`` as checkpoint bytes; ``shared`` objects are written as their name."""
+    return zlib.compress(_Writer(shared or {}).pack([MAGIC, VERSION, state]), 1)
+
+
+def loads(data: bytes, shared: dict[str, Any] | None = None) -> Any:
+    """The state in checkpoint bytes (raises :class:`StateError` for anything else)."""
+    try:
+        d = zlib.decompressobj()
+        raw = d.decompress(data, MAX_BYTES)
+        if d.unconsumed_tail:
+            raise StateError(f"checkpoint inflates beyond {MAX_BYTES} bytes")
+        doc = _Reader(shared or {}).unpack(raw)
+    except StateError:
+        raise
+    except Exception as e:  # zlib, msgpack, a value an enum or a dtype refuses, recursion
+        raise StateError(f"not a readable checkpoint: {type(e).__name__}: {e}") from None
+    if not isinstance(doc, list) or len(doc) != 3 or doc[0] != MAGIC:
+        raise StateError("not a topology state checkpoint")
+    if doc[1] != VERSION:
+        raise StateError(f"checkpoint format version {doc[1]!r} is not readable (this build reads {VERSION})")
+    return doc[2]
