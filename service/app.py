@@ -23,6 +23,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
+from cross_web import HTTPException
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -37,9 +38,11 @@ from strawberry.asgi import GraphQL
 from strawberry.extensions import SchemaExtension
 from strawberry.extensions.tracing import OpenTelemetryExtension
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
+from strawberry.types.unset import UNSET
 
 from service.config import ServiceConfig
 from service.context import RequestContext
+from service.errors import decode_body, request_error
 from service.graphiql import ASSETS, NODE_MODULES, missing_assets, render_page
 from service.guard import is_ingest
 from service.limits import RequestLimits
@@ -102,6 +105,19 @@ class _GraphQL(GraphQL[RequestContext, None]):
 
     async def render_graphql_ide(self, request: Request) -> HTMLResponse:
         return HTMLResponse(self._page)
+
+    def decode_json(self, data: str | bytes) -> object:
+        return decode_body(data)  # never an exception the view does not answer with 400
+
+    async def run(self, request: Any, context: Any = UNSET, root_value: Any = UNSET) -> Any:
+        """Strawberry's, with requests it refuses answered GraphQL-shaped (``extensions.code``), not as
+        plain text."""
+        try:
+            return await super().run(request, context, root_value)
+        except HTTPException as e:
+            if not isinstance(request, Request):
+                raise
+            return request_error(e.status_code, e.reason)
 
 
 def freeze_heap() -> None:

@@ -16,6 +16,11 @@ Documents that fail to parse get ``GRAPHQL_PARSE_FAILED`` (the token limit too),
 fail validation (unknown fields, the depth and alias limits) ``GRAPHQL_VALIDATION_FAILED``, and
 variables of the wrong type ``BAD_USER_INPUT``.
 
+An exception that escapes the operation before execution (graphql-core's parser and validation
+rules recurse: ~250 chained fragments exhaust the stack) is no bare error either: a
+``RecursionError`` is ``GRAPHQL_VALIDATION_FAILED`` ("the document nests too deeply"), anything else
+``INTERNAL_SERVER_ERROR`` (logged).
+
 Partial answers: when a layer fails during a query the resolver still returns what the other
 layers gave and records the failure in the request context; :class:`ErrorCodes` then adds one
 ``UNAVAILABLE`` error per failed layer and field path, beside the data.
@@ -23,13 +28,18 @@ layers gave and records the failure in the request context; :class:`ErrorCodes` 
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from cross_web import HTTPException
 from graphql import GraphQLError
+from starlette.responses import JSONResponse
+from strawberry.exceptions import MissingQueryError
 from strawberry.extensions import SchemaExtension
+from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 
 from topology.model import Layer
 from topology.store.base import StoreUnavailable
@@ -101,6 +111,36 @@ def _code_of(error: GraphQLError) -> tuple[str, dict[str, Any], str]:
     return "INTERNAL_SERVER_ERROR", {}, INTERNAL_MESSAGE
 
 
+_REQUEST_ERRORS = (MissingQueryError, CannotGetOperationTypeError, InvalidOperationTypeError)
+#: ``extensions.code`` of a request refused before it is a GraphQL operation, by HTTP status.
+REQUEST_CODES = {400: "BAD_REQUEST", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 415: "BAD_REQUEST"}
+
+
+def request_error(status: int, message: str) -> JSONResponse:
+    """A GraphQL-shaped answer for a request refused before execution (a body that is not JSON, not an
+    object, no query): ``{"errors": [{"message", "extensions": {"code"}}]}`` with ``status``."""
+    code = REQUEST_CODES.get(status, "BAD_REQUEST")
+    return JSONResponse({"errors": [{"message": message, "extensions": {"code": code}}]}, status_code=status)
+
+
+def decode_body(data: str | bytes) -> dict[str, Any] | list[Any]:
+    """A GraphQL request body (JSON); an ``HTTPException`` 400 saying why for bytes that are not UTF-8
+    JSON, nesting too deep, or a value other than an object (or a batch, which the view refuses)."""
+    try:
+        value = json.loads(data)
+    except RecursionError:
+        raise HTTPException(400, "the body is JSON nested too deeply") from None
+    except UnicodeDecodeError as e:
+        raise HTTPException(400, f"the body is not UTF-8: {e.reason}") from None
+    except ValueError as e:
+        raise HTTPException(400, f"the body is not JSON: {e}") from None
+    if not isinstance(value, dict | list):
+        raise HTTPException(400, "the body must be a JSON object with a 'query'")
+    if isinstance(value, dict) and not isinstance(value.get("operationName"), str | None):
+        raise HTTPException(400, "the GraphQL operation's `operationName` must be a string or null")
+    return value
+
+
 class ErrorCodes(SchemaExtension):
     """Sets ``extensions.code`` on every error, masks unexpected ones and adds layer outages.
 
@@ -109,7 +149,16 @@ class ErrorCodes(SchemaExtension):
     """
 
     def on_operation(self) -> Iterator[None]:
-        yield
+        try:
+            yield
+        except GraphQLError as error:
+            if not isinstance((error.extensions or {}).get("code"), str):
+                raise self._escaped(error.original_error or error) from error
+            raise
+        except _REQUEST_ERRORS:  # the view answers these 400 (no query, an operation type it refuses)
+            raise
+        except Exception as error:  # raised again as an error with a code
+            raise self._escaped(error) from error
         result = self.execution_context.result
         if result is None:
             return
@@ -159,3 +208,16 @@ class ErrorCodes(SchemaExtension):
             if on_error is not None:
                 on_error("UNAVAILABLE")
         result.errors = out
+
+    def _escaped(self, error: BaseException) -> GraphQLError:
+        """The error to show for an exception that escaped the operation's hooks (see the module doc)."""
+        if isinstance(error, RecursionError):
+            code, message = "GRAPHQL_VALIDATION_FAILED", "the document nests too deeply"
+        else:
+            code, message = "INTERNAL_SERVER_ERROR", INTERNAL_MESSAGE
+            log.error("operation failed", exc_info=(type(error), error, error.__traceback__),
+                      extra={"operation": self.execution_context.operation_name})
+        on_error = getattr(self.execution_context.context, "on_error", None)
+        if on_error is not None:
+            on_error(code)
+        return GraphQLError(message, extensions={"code": code})
