@@ -34,10 +34,16 @@ like the others, under the route's kind (:func:`refused_at_http`). When the stor
 does not take catalog entries, health events or change events (an outage), the answer is 503 with
 ``Retry-After`` and nothing was applied.
 The same payloads may be sent as the simulator emits them (``topology simulate --http``).
+
+Bodies arrive through :mod:`service.limits` (size limits, inflated ``Content-Encoding``, read
+timeout, at most ``TOPOLOGY_MAX_INGEST_REQUESTS`` at once). Flows, VPC flow logs and OTLP are
+decoded and admitted in a worker thread, so a large body does not hold the event loop (``/healthz``
+and queries answer meanwhile); only applying the admitted records runs on the loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import inspect
 import logging
@@ -53,7 +59,16 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from service.runtime import InputError, Runtime
-from topology.admit import DECODE, LIMIT, Admission, reason
+from topology.admit import (
+    DECODE,
+    LIMIT,
+    Admission,
+    admit_flows,
+    admit_metrics,
+    admit_spans,
+    admit_vpcflows,
+    reason,
+)
 
 log = logging.getLogger("topology.receiver")
 
@@ -162,7 +177,8 @@ def ingest_routes(runtime: Runtime) -> list[Route]:
     async def traces(request: Request) -> Response:
         ct = _otlp_type(request)
         try:
-            adm = runtime.accept_spans(await body(request, "spans"), ct)
+            data, now = await body(request, "spans"), runtime.clock()
+            adm = runtime.apply("spans", await asyncio.to_thread(admit_spans, data, ct, now), now)
         except InputError as e:
             return _otlp_answer(None, ct, e.reason)
         answer = ExportTraceServiceResponse()
@@ -174,7 +190,8 @@ def ingest_routes(runtime: Runtime) -> list[Route]:
     async def metrics(request: Request) -> Response:
         ct = _otlp_type(request)
         try:
-            adm = runtime.accept_metrics(await body(request, "metrics"), ct)
+            data, now = await body(request, "metrics"), runtime.clock()
+            adm = runtime.apply("metrics", await asyncio.to_thread(admit_metrics, data, ct, now), now)
         except InputError as e:
             return _otlp_answer(None, ct, e.reason)
         answer = ExportMetricsServiceResponse()
@@ -197,11 +214,20 @@ def ingest_routes(runtime: Runtime) -> list[Route]:
 
         return handler
 
+    def decoded_route(kind: str, admit: Callable[[bytes, float], Admission[Any]]) -> Any:
+        """A route whose decoding and admission run in a worker thread (:meth:`Runtime.apply`)."""
+
+        async def accept(data: bytes) -> Admission[Any]:
+            now = runtime.clock()
+            return runtime.apply(kind, await asyncio.to_thread(admit, data, now), now)
+
+        return bytes_route(accept, kind)
+
     return [
         Route("/v1/traces", traces, methods=["POST"]),
         Route("/v1/metrics", metrics, methods=["POST"]),
-        Route("/ingest/flows", bytes_route(runtime.accept_flows, "flows"), methods=["POST"]),
-        Route("/ingest/vpcflows", bytes_route(runtime.accept_vpcflows, "vpcflows"), methods=["POST"]),
+        Route("/ingest/flows", decoded_route("flows", admit_flows), methods=["POST"]),
+        Route("/ingest/vpcflows", decoded_route("vpcflows", admit_vpcflows), methods=["POST"]),
         Route("/ingest/catalog", bytes_route(runtime.accept_catalog, "catalog"), methods=["POST"]),
         Route("/ingest/health", bytes_route(runtime.accept_health, "health"), methods=["POST"]),
         Route("/ingest/addresses", bytes_route(runtime.accept_leases, "addresses"), methods=["POST"]),

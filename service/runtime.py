@@ -87,29 +87,38 @@ class Runtime:
     # arrival time (the reference of the time policy; the pairing wait runs from it); default: the
     # runtime's clock. Each returns the admission: what was kept, how much was cut out and why.
     def accept_flows(self, data: bytes, now: float | None = None) -> Admission[FlowBatch]:
-        adm = admit_flows(data, self._now(now))
-        self.pipeline.add_flows(self._kept("flows", adm))
-        return adm
+        return self.apply("flows", admit_flows(data, self._now(now)))
 
     def accept_metrics(
         self, data: bytes, content_type: str = "application/x-protobuf", now: float | None = None
     ) -> Admission[ExportMetricsServiceRequest]:
-        adm = admit_metrics(data, content_type, self._now(now))
-        self.pipeline.add_metrics(self._kept("metrics", adm))
-        return adm
+        return self.apply("metrics", admit_metrics(data, content_type, self._now(now)))
 
     def accept_spans(
         self, data: bytes, content_type: str = "application/x-protobuf", now: float | None = None
     ) -> Admission[Any]:
         now = self._now(now)
-        adm = admit_spans(data, content_type, now)
-        self.pipeline.add_span_view(self._kept("spans", adm), now)  # decoded once, by admission
-        return adm
+        return self.apply("spans", admit_spans(data, content_type, now), now)
 
     def accept_vpcflows(self, data: bytes, now: float | None = None) -> Admission[list[VpcFlowRecord]]:
-        adm = admit_vpcflows(data, self._now(now))
-        records = self._kept("vpcflows", adm)
-        self.pipeline.add_vpcflows(records)
+        return self.apply("vpcflows", admit_vpcflows(data, self._now(now)))
+
+    def apply(self, kind: str, adm: Admission[T], now: float | None = None) -> Admission[T]:
+        """The second half of ``accept_<kind>`` for flows, metrics, spans and vpcflows: take an
+        admission made elsewhere. Decoding and admission are pure and may run in another thread (the
+        HTTP routes do, so a large body does not hold the event loop); this must run on the loop.
+        ``now``: the arrival time the admission used (spans: the pairing wait runs from it)."""
+        kept: Any = self._kept(kind, adm)
+        if kind == "flows":
+            self.pipeline.add_flows(kept)
+        elif kind == "metrics":
+            self.pipeline.add_metrics(kept)
+        elif kind == "spans":
+            self.pipeline.add_span_view(kept, self._now(now))  # decoded once, by admission
+        elif kind == "vpcflows":
+            self.pipeline.add_vpcflows(kept)
+        else:
+            raise ValueError(f"no pipeline input {kind!r}")
         return adm
 
     # Catalog entries and health events are stored before the pipeline sees them: if the store

@@ -16,6 +16,7 @@ import select
 import socket
 import subprocess
 import sys
+import threading
 import time
 import zlib
 from collections.abc import Iterator
@@ -205,3 +206,43 @@ def test_a_client_that_stops_sending_its_body_is_cut_off(tmp_path: Path) -> None
         assert up.send(b'[{"name": ')
         assert up.status() == 408  # then nothing more: the server closed the connection
         assert refused_count(port, "timeout") == 1
+
+
+def test_healthz_answers_while_a_large_otlp_body_is_decoded(tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """32 MB of spans (550,000) take the server about a second to decode and admit: in a worker thread,
+    so /healthz answers after the body is sent and before its answer comes."""
+    from tests.ingest.payloads import spans_request
+
+    one = spans_request(250)
+    body = one * (32 * MiB // len(one))  # concatenated protobuf messages are one message: all the spans
+    with serving(tmp_path) as (port, _):
+        probes: list[tuple[float, float]] = []  # (answered at, milliseconds)
+        stop = threading.Event()
+
+        def probe() -> None:
+            while not stop.is_set():
+                ms = healthz(port)
+                if ms is not None:
+                    probes.append((time.monotonic(), ms))
+                time.sleep(0.01)
+
+        prober = threading.Thread(target=probe)
+        prober.start()
+        try:
+            up = Upload(port, "/v1/traces", {"Content-Type": "application/x-protobuf",
+                                             "Content-Length": str(len(body))})
+            assert up.send(body)
+            sent = time.monotonic()
+            status = up.status()
+            answered = time.monotonic()
+        finally:
+            stop.set()
+            prober.join()
+        assert status == 200
+        during = [ms for at, ms in probes if sent < at < answered]
+        assert during, "no /healthz answer while the body was decoded"
+    with capsys.disabled():
+        print(f"\n32 MB OTLP body: answered after {answered - sent:.2f} s; /healthz answered {len(during)} "
+              f"times meanwhile, max {max(during):.0f} ms; slowest probe overall "
+              f"{max(ms for _, ms in probes):.0f} ms")
