@@ -12,7 +12,7 @@ import asyncio
 import sys
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 import strawberry
 from graphql import GraphQLError
@@ -48,17 +48,21 @@ from service.entity import (
     TopologyGraph,
     failed_layers,
 )
-from service.errors import ErrorCodes
+from service.errors import BadUserInput, ErrorCodes
+from service.incident import TopologyDiff
 from service.known import require_known
 from service.selection import selects
 from service.types import SCALAR_MAP, Duration, PageInfo, TopologyEdge
+from topology import diff as core_diff
 from topology import query
+from topology.diff import DiffDirection
 from topology.model import Granularity, Layer
 from topology.store.base import ServiceFilter as CoreServiceFilter
 
 __all__ = ["Query", "ServiceFilter", "build_schema", "schema"]
 
 FEDERATION_VERSION = "2.9"  # the newest version Hive/Guild composition accepts (see graphql.md)
+DIFF_DEPTH = 3  # hops compared by diff when the query does not say
 DOCUMENT_CACHE = 256  # validated documents kept (bounded: clients send any text)
 
 
@@ -198,6 +202,50 @@ class Query:
             layers=answered,
             failed_layers=failed_layers(graph.failures),
         )
+
+
+    @strawberry.field(description="What changed on the call path of `name` (within `depth` hops, default "
+                      "3, in `direction`), or in the whole graph (paged by edge) when `name` is null: the "
+                      "window ending at `from` against the window of the same length ending at `to` (default "
+                      "now). Null (with NOT_FOUND) when `name` is unknown.")
+    async def diff(
+        self,
+        info: strawberry.Info,
+        name: str | None = None,
+        depth: int | None = None,
+        direction: DiffDirection = DiffDirection.BOTH,
+        layers: list[Layer] | None = None,
+        *,
+        from_: Annotated[datetime, strawberry.argument(name="from")],
+        to: datetime | None = None,
+        window: Duration | None = None,
+        first: int | None = None,
+        after: str | None = None,
+    ) -> TopologyDiff | None:
+        ctx = context_of(info)
+        cfg = ctx.config
+        d = check_depth(DIFF_DEPTH if depth is None else depth, cfg)
+        n = check_first(first, cfg)
+        asked = check_layers(layers)
+        before, at_before = time_range(from_, window, ctx.now, cfg)
+        _, at_after = time_range(to, window, ctx.now, cfg)
+        if at_before > at_after:
+            raise BadUserInput("from must not be after to", "from")
+        after_key: tuple[str, str] | None = None
+        if after is not None:
+            src, dst = decode_cursor(after, "diff", (str, str))
+            after_key = (str(src), str(dst))
+        if name is not None:
+            await require_known(ctx, name)
+        result = await core_diff.diff(
+            ctx.stores.layers, ctx.stores.catalog, name, depth=d, direction=direction, layers=asked,
+            before_end=at_before, after_end=at_after, window=before.seconds, now=ctx.now,
+            first=n, after=after_key,
+        )
+        ctx.report(info, result.failures)
+        key = result.end_cursor
+        cursor = None if key is None or name is not None else encode_cursor("diff", *key)
+        return TopologyDiff.build(result, name, list(asked or Layer), cursor, after is not None)
 
 
 class _Schema(strawberry.federation.Schema):

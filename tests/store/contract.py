@@ -38,6 +38,8 @@ import pytest
 
 from topology.catalog import HealthEvent, HealthState, Owner, ServiceInfo, TraceSummary
 from topology.change import ChangeEvent, ChangeKind
+from topology.diff import DiffDirection, diff
+from topology.metric import EdgeMetric
 from topology.model import (
     Direction,
     EdgeKey,
@@ -917,6 +919,66 @@ class StoreContract:
         assert len(await cat.changes(["api"], 300.0, 300.0, 10)) == 2
         with pytest.raises(ValueError):
             await cat.changes(["api"], 0.0, 1.0, -1)
+
+    # -- queries over the interface: what changed ----------------------------------------------------
+    async def _diff_graph(self, stores: Stores) -> None:
+        """Before: [T0+5m, T0+10m); after: [T0+25m, T0+30m) (5 one-minute windows each).
+        api -> db starts failing (IPC errors 0 -> 30 %), api -> old stops, api -> new starts; the rest
+        stays as it was (web -> api on two layers, api -> cache on NETWORK, db -> disk two hops away)."""
+        before, after = T0 + 5 * MINUTE, T0 + 25 * MINUTE
+        net: list[EdgeWindow] = []
+        ipc: list[EdgeWindow] = []
+        for start in (before, after):
+            net += minutes("web", "api", start, 5) + minutes("api", "cache", start, 5)
+            ipc += minutes("web", "api", start, 5, layer=IPC, requests=100)
+            ipc += minutes("db", "disk", start, 5, layer=IPC, requests=100, target_kind=NodeKind.DATABASE)
+        ipc += minutes("api", "db", before, 5, layer=IPC, requests=100, errors=0)
+        ipc += minutes("api", "db", after, 5, layer=IPC, requests=100, errors=30)
+        ipc += minutes("api", "old", before, 5, layer=IPC, requests=100)
+        ipc += minutes("api", "new", after, 5, layer=IPC, requests=100)
+        await stores.layers[NET].upsert_windows(net)
+        await stores.layers[IPC].upsert_windows(ipc)
+        await stores.catalog.record_changes([
+            ChangeEvent("api", ChangeKind.DEPLOY, T0 + 20 * MINUTE, "v2", "v2"),
+            ChangeEvent("api", ChangeKind.CONFIG, T0 - HOUR),  # long before: not listed
+            ChangeEvent("elsewhere", ChangeKind.DEPLOY, T0 + 20 * MINUTE),  # not involved
+        ])
+
+    async def test_diff_of_a_call_path_between_two_windows(self, stores: Stores) -> None:
+        await self._diff_graph(stores)
+        got = await diff(stores.layers, stores.catalog, "api", depth=2, before_end=T0 + 10 * MINUTE,
+                         after_end=T0 + 30 * MINUTE, window=5 * MINUTE, now=T0 + HOUR)
+        assert [(d.key, d.layers) for d in got.added] == [(("api", "new"), (IPC,))]
+        assert [(d.key, d.layers) for d in got.removed] == [(("api", "old"), (IPC,))]
+        (changed,) = got.changed
+        assert (changed.key, changed.layers) == (("api", "db"), (IPC,))
+        assert [(m.layer, m.metric, m.before, m.after) for m in changed.metrics] == [
+            (IPC, EdgeMetric.ERROR_RATE, 0.0, 0.3)]
+        assert got.services == ("api", "cache", "db", "disk", "new", "old", "web")
+        assert [(c.service, c.kind) for c in got.changes] == [("api", ChangeKind.DEPLOY)]
+        assert got.failures == ()
+        up = await diff(stores.layers, stores.catalog, "api", depth=1, direction=DiffDirection.DOWNSTREAM,
+                        before_end=T0 + 10 * MINUTE, after_end=T0 + 30 * MINUTE, window=5 * MINUTE,
+                        now=T0 + HOUR)
+        assert (up.added, up.removed, up.changed, up.services) == ((), (), (), ("api", "web"))
+        # the same times compared with themselves: nothing changed
+        same = await diff(stores.layers, stores.catalog, "api", depth=3, before_end=T0 + 30 * MINUTE,
+                          after_end=T0 + 30 * MINUTE, window=5 * MINUTE, now=T0 + HOUR)
+        assert (same.added, same.removed, same.changed) == ((), (), ())
+
+    async def test_diff_of_the_whole_graph_pages_by_edge(self, stores: Stores) -> None:
+        await self._diff_graph(stores)
+        args: dict[str, Any] = dict(before_end=T0 + 10 * MINUTE, after_end=T0 + 30 * MINUTE,
+                                    window=5 * MINUTE, now=T0 + HOUR)
+        page = await diff(stores.layers, stores.catalog, None, depth=1, first=2, **args)
+        assert [d.key for d in page.changed] == [("api", "db")]
+        assert [d.key for d in page.added] == [("api", "new")]
+        assert page.removed == () and page.has_next and page.end_cursor == ("api", "new")
+        rest = await diff(stores.layers, stores.catalog, None, depth=1, first=2, after=page.end_cursor,
+                          **args)
+        assert [d.key for d in rest.removed] == [("api", "old")] and (rest.added, rest.changed) == ((), ())
+        assert not rest.has_next
+        assert [c.service for c in rest.changes] == ["api"]
 
     # -- persistence and health of the store ---------------------------------------------------------
     async def test_ping(self, stores: Stores) -> None:

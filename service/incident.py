@@ -1,0 +1,113 @@
+"""GraphQL types of the incident questions: what changed (``diff``), where the source is
+(``rootCause``), who is Unknown (``unknownPeers``), tier chains (``tierViolations``) and one trace
+on the map (``trace``). Each is built from the answer of its pure query in ``topology/``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import strawberry
+
+from service.entity import Service, failed_layers
+from service.types import ChangeEvent, Duration, LayerFailure, PageInfo, TopologyEdge
+from topology import diff as core_diff
+from topology.metric import EdgeMetric
+from topology.model import Layer, NodeKind
+
+__all__ = ["DiffEdge", "MetricChange", "TopologyDiff"]
+
+strawberry.enum(core_diff.DiffDirection, name="Direction",
+                description="UPSTREAM: what a service calls; DOWNSTREAM: what calls it; BOTH.")
+strawberry.enum(EdgeMetric, description="An edge metric the incident questions compare.")
+
+
+@strawberry.type(description="A metric of one layer that moved beyond its threshold (README, the diff "
+                 "example): request rate per second, error rate 0..1, latency p99 in milliseconds.")
+class MetricChange:
+    layer: Layer
+    metric: EdgeMetric
+    before: float | None
+    after: float | None
+
+    @classmethod
+    def from_core(cls, m: core_diff.MetricChange) -> MetricChange:
+        scale = 1000.0 if m.metric is EdgeMetric.LATENCY_P99 else 1.0
+        return cls(layer=m.layer, metric=m.metric,
+                   before=None if m.before is None else round(m.before * scale, 6),
+                   after=None if m.after is None else round(m.after * scale, 6))
+
+
+@strawberry.type(description="An edge that was added, removed or changed between the two windows.")
+class DiffEdge:
+    source: str
+    target: str
+    source_kind: NodeKind
+    target_kind: NodeKind
+    layers: list[Layer] = strawberry.field(description="The layers that saw what this entry reports.")
+    before: TopologyEdge | None = strawberry.field(description="The edge in the earlier window.")
+    after: TopologyEdge | None = strawberry.field(description="The edge in the later window.")
+    metrics: list[MetricChange] = strawberry.field(description="For a changed edge: what moved.")
+
+    @classmethod
+    def from_core(cls, d: core_diff.EdgeDiff, seconds: float) -> DiffEdge:
+        return cls(
+            source=d.source, target=d.target, source_kind=d.source_kind, target_kind=d.target_kind,
+            layers=list(d.layers),
+            before=None if d.before is None else TopologyEdge.from_merged(d.before, seconds),
+            after=None if d.after is None else TopologyEdge.from_merged(d.after, seconds),
+            metrics=[MetricChange.from_core(m) for m in d.metrics],
+        )
+
+
+@strawberry.type(description="What changed on a call path (or the whole graph) between two windows of the "
+                 "same length: the one ending at `from` and the one ending at `to`.")
+class TopologyDiff:
+    service: Service | None = strawberry.field(description="The service asked about (null: the whole graph).")
+    before_start: strawberry.Private[float]
+    before_end: strawberry.Private[float]
+    after_start: strawberry.Private[float]
+    after_end: strawberry.Private[float]
+    added: list[DiffEdge]
+    removed: list[DiffEdge]
+    changed: list[DiffEdge]
+    services: list[str] = strawberry.field(description="The services compared (the call path, or the ends "
+                                           "of the edges listed), by name.")
+    changes: list[ChangeEvent] = strawberry.field(
+        description="Change events of those services from the start of the earlier window to the end of the "
+        "later one, newest first.")
+    page_info: PageInfo
+    layers: list[Layer]
+    failed_layers: list[LayerFailure]
+
+    @strawberry.field(name="from", description="The end of the earlier window.")
+    def from_(self) -> datetime:
+        return datetime.fromtimestamp(self.before_end, UTC)
+
+    @strawberry.field(description="The end of the later window.")
+    def to(self) -> datetime:
+        return datetime.fromtimestamp(self.after_end, UTC)
+
+    @strawberry.field(description="The length of each window.")
+    def window(self) -> Duration:
+        return Duration(self.before_end - self.before_start)
+
+    @classmethod
+    def build(cls, r: core_diff.TopologyDiff, name: str | None, asked: list[Layer],
+              cursor: str | None, had_cursor: bool) -> TopologyDiff:
+        seconds = r.before.seconds
+        failed = {f.layer for f in r.failures}
+        return cls(
+            service=None if name is None else Service(name=name, at=r.after.end),
+            before_start=r.before.start, before_end=r.before.end,
+            after_start=r.after.start, after_end=r.after.end,
+            added=[DiffEdge.from_core(d, seconds) for d in r.added],
+            removed=[DiffEdge.from_core(d, seconds) for d in r.removed],
+            changed=[DiffEdge.from_core(d, seconds) for d in r.changed],
+            services=list(r.services),
+            changes=[ChangeEvent.from_core(e) for e in r.changes],
+            page_info=PageInfo(has_next_page=r.has_next, has_previous_page=had_cursor, start_cursor=None,
+                               end_cursor=cursor),
+            layers=[x for x in asked if x not in failed],
+            failed_layers=failed_layers(r.failures),
+        )

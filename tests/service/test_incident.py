@@ -1,0 +1,63 @@
+"""The incident questions over GraphQL, on the hand-built fleet (tests/service/fleet.py)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from tests.service.conftest import Client
+from tests.service.fleet import NOW, PAST
+from topology.change import ChangeEvent, ChangeKind
+from topology.store.base import Stores
+
+
+def iso(t: float) -> str:
+    return datetime.fromtimestamp(t, tz=UTC).isoformat()
+
+
+DIFF = """query($name: String, $from: DateTime!, $first: Int, $after: String) {
+  diff(name: $name, from: $from, window: "15m", first: $first, after: $after) {
+    from to window service { name }
+    added { source target layers after { layers } }
+    removed { source target layers before { source } }
+    changed { source target metrics { layer metric before after } }
+    services changes { service kind version }
+    pageInfo { hasNextPage endCursor } layers failedLayers { layer }
+  }
+}"""
+
+
+async def test_diff_from_two_hours_ago_shows_the_path_that_came_and_the_edge_that_went(
+    client: Client, stores: Stores
+) -> None:
+    await stores.catalog.record_changes([ChangeEvent("api", ChangeKind.DEPLOY, NOW - 3600, "v9", "v9"),
+                                         ChangeEvent("payments", ChangeKind.CONFIG, NOW - 60)])
+    d = (await client.data(DIFF, {"name": "api", "from": iso(PAST + 60)}))["diff"]
+    assert (d["from"], d["to"], d["window"]) == (iso(PAST + 60), iso(NOW), 900.0)
+    assert [(e["source"], e["target"]) for e in d["removed"]] == [("api", "legacy")]
+    assert d["removed"][0]["before"] == {"source": "api"} and d["removed"][0]["layers"] == ["NETWORK"]
+    added = {(e["source"], e["target"]): e["layers"] for e in d["added"]}
+    assert added[("api", "orders")] == ["NETWORK", "IPC", "TRACE"]
+    assert added[("orders", "payments")] == ["IPC"] and ("payments", "ledger") in added
+    assert d["changed"] == []
+    assert "legacy" in d["services"] and "ledger" in d["services"]
+    assert d["changes"] == [{"service": "payments", "kind": "CONFIG", "version": None},
+                            {"service": "api", "kind": "DEPLOY", "version": "v9"}]
+    assert d["failedLayers"] == [] and d["layers"] == ["NETWORK", "IPC", "TRACE"]
+
+
+async def test_diff_of_the_whole_graph_pages_and_an_unknown_name_is_null(client: Client) -> None:
+    first = (await client.data(DIFF, {"from": iso(PAST + 60), "first": 3}))["diff"]
+    assert first["service"] is None and first["pageInfo"]["hasNextPage"]
+    keys = [(e["source"], e["target"]) for e in first["added"] + first["removed"]]
+    assert len(keys) == 3
+    rest = (await client.data(DIFF, {"from": iso(PAST + 60), "first": 100,
+                                     "after": first["pageInfo"]["endCursor"]}))["diff"]
+    more = [(e["source"], e["target"]) for e in rest["added"] + rest["removed"]]
+    assert not set(keys) & set(more) and not rest["pageInfo"]["hasNextPage"]
+    assert ("api", "legacy") in keys + more and len(keys + more) == 8  # 7 live edges came, 1 went
+    out = await client.query(DIFF, {"name": "apii", "from": "now-2h"})
+    assert out["data"]["diff"] is None
+    assert out["errors"][0]["extensions"]["code"] == "NOT_FOUND"
+    assert out["errors"][0]["extensions"]["suggestions"][0] == "api"
+    bad = await client.query(DIFF, {"name": "api", "from": iso(NOW + 60)})
+    assert bad["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
