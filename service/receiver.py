@@ -35,6 +35,13 @@ does not take catalog entries, health events or change events (an outage), the a
 ``Retry-After`` and nothing was applied.
 The same payloads may be sent as the simulator emits them (``topology simulate --http``).
 
+Durability: a 200 means admitted. Catalog entries, health and change events are then stored, leases
+appended to the data directory; flows, flow logs, spans and metrics are held until their window
+closes and is written (about a minute, see :mod:`service.runtime`). ``?wait=true`` on any ingest
+route answers only once they are written (at most :data:`WAIT_LIMIT` seconds; header
+``Topology-Written: true``), or 202 with ``Topology-Written: false`` if that takes longer (the
+records stay accepted and are written when their window closes).
+
 Bodies arrive through :mod:`service.limits` (size limits, inflated ``Content-Encoding``, read
 timeout, at most ``TOPOLOGY_MAX_INGEST_REQUESTS`` at once). Flows, VPC flow logs and OTLP are
 decoded and admitted in a worker thread, so a large body does not hold the event loop (``/healthz``
@@ -166,6 +173,29 @@ def refused_at_http(runtime: Runtime, path: str, why: str) -> None:
         runtime.refuse(kind, reason(why, f"{_REFUSED[why]} (refused before admission)"), b"")
 
 
+WAIT_LIMIT = 90.0  # seconds an ingest request with ?wait=true waits for its records' write
+
+
+def durable(runtime: Runtime, routes: list[Route]) -> list[Route]:
+    """``routes`` with ``?wait=true``: the answer waits until the request's records are written."""
+
+    def wrap(endpoint: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+        async def handler(request: Request) -> Response:
+            runtime.begin_request()
+            response = await endpoint(request)
+            if request.query_params.get("wait", "").lower() not in ("true", "1", "yes"):
+                return response
+            written = response.status_code == 200 and await runtime.written(runtime.request_due(), WAIT_LIMIT)
+            if response.status_code == 200 and not written:
+                response.status_code = 202
+            response.headers["topology-written"] = "true" if written else "false"
+            return response
+
+        return handler
+
+    return [Route(r.path, wrap(r.endpoint), methods=sorted(r.methods or ())) for r in routes]
+
+
 def ingest_routes(runtime: Runtime) -> list[Route]:
     async def body(request: Request, kind: str) -> bytes:
         """The request's body; refused (counted and dead-lettered as ``kind``) when it cannot be read."""
@@ -223,7 +253,7 @@ def ingest_routes(runtime: Runtime) -> list[Route]:
 
         return bytes_route(accept, kind)
 
-    return [
+    return durable(runtime, [
         Route("/v1/traces", traces, methods=["POST"]),
         Route("/v1/metrics", metrics, methods=["POST"]),
         Route("/ingest/flows", decoded_route("flows", admit_flows), methods=["POST"]),
@@ -232,4 +262,4 @@ def ingest_routes(runtime: Runtime) -> list[Route]:
         Route("/ingest/health", bytes_route(runtime.accept_health, "health"), methods=["POST"]),
         Route("/ingest/addresses", bytes_route(runtime.accept_leases, "addresses"), methods=["POST"]),
         Route("/ingest/changes", bytes_route(runtime.accept_changes, "changes"), methods=["POST"]),
-    ]
+    ])

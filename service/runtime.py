@@ -5,6 +5,14 @@ This is the I/O shell around :class:`topology.pipeline.Pipeline` used by ``topol
 apply too. Bad input never stops it: each rejected payload (or part of one) is counted by reason
 class and appended to ``dead-letters.jsonl`` in the data directory (the embedded stand-in for the
 ``topology.dlq`` topic), and nothing already stored is touched.
+
+Durability (embedded store): catalog entries, health and change events are in the store (a SQLite
+commit, which survives a killed process) when ``accept_*`` returns, address leases in
+``addresses.jsonl``. Flows, VPC flow logs, spans and metrics are held in the pipeline until their
+windows close (a minute, plus the pairing wait for spans); :meth:`flush` writes them then. Until
+that write they are in memory only: :meth:`drain` writes every open window (the server calls it at
+shutdown, so SIGTERM loses nothing accepted), and :meth:`written` waits until a flush has written
+what a request's admissions kept (``?wait=true`` on the ingest routes).
 """
 
 from __future__ import annotations
@@ -13,9 +21,11 @@ import asyncio
 import base64
 import json
 import logging
+import math
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -45,6 +55,9 @@ log = logging.getLogger("topology.runtime")
 T = TypeVar("T")
 
 MAX_DEAD_LETTER_BYTES = 64 * 1024 * 1024
+_WINDOWED = frozenset({"flows", "vpcflows", "spans", "metrics"})  # held in the pipeline until a flush
+#: When a flush (its ``now``) will have written what the current request's admissions kept.
+_DUE: ContextVar[float | None] = ContextVar("topology_runtime_due", default=None)
 
 
 class InputError(ValueError):
@@ -77,6 +90,9 @@ class Runtime:
         self.windows_written: Counter[str] = Counter()  # layer -> windows
         self.last_flush: float = 0.0
         self.last_rollup: float = 0.0
+        self.written_until = -math.inf  # the ``now`` of the last flush that was written
+        self._horizon = -math.inf  # the latest due time of anything accepted
+        self._flushed = asyncio.Condition()
         self._leases_file = data_dir / "addresses.jsonl" if data_dir else None
         self._dlq_file = data_dir / "dead-letters.jsonl" if data_dir else None
         if self._leases_file and self._leases_file.exists():
@@ -165,6 +181,7 @@ class Runtime:
             raise errors[0]
         self.accepted[kind] += 1
         self.records[kind] += adm.items
+        self._note_due(kind, adm)
         return adm.kept
 
     def add_leases(self, leases: Iterable[AddressLease]) -> None:
@@ -184,7 +201,52 @@ class Runtime:
         for layer, ws in out.windows.items():
             self.windows_written[layer.value] += len(ws)
         self.last_flush = now
+        self.written_until = max(self.written_until, now)
+        async with self._flushed:
+            self._flushed.notify_all()
         return out
+
+    async def drain(self) -> PipelineOutput:
+        """Write everything accepted, as if every open window had closed and every pairing wait had
+        passed (at shutdown: later records of those windows would replace them, see the README)."""
+        cfg = self.pipeline.config
+        slack = cfg.final_window + cfg.stage1_window + cfg.trace_wait + cfg.lateness + 1.0
+        return await self.flush(max(self.clock() + slack, self._horizon))
+
+    @staticmethod
+    def request_due() -> float | None:
+        """When a flush will have written what this request (its context) accepted; None: nothing
+        waits for a flush (JSON records are stored when accepted). Call before the request, with
+        :meth:`begin_request`."""
+        return _DUE.get()
+
+    @staticmethod
+    def begin_request() -> None:
+        _DUE.set(None)
+
+    async def written(self, due: float | None, within: float) -> bool:
+        """Wait until a flush with ``now >= due`` has been written (``due`` from :meth:`request_due`);
+        False if that takes longer than ``within`` seconds (the records are still accepted)."""
+        if due is None or self.written_until >= due:
+            return True
+        try:
+            async with self._flushed:
+                await asyncio.wait_for(self._flushed.wait_for(lambda: self.written_until >= due), within)
+        except TimeoutError:
+            return False
+        return True
+
+    def _note_due(self, kind: str, adm: Admission[Any]) -> None:
+        if kind not in _WINDOWED or adm.latest is None:
+            return
+        cfg = self.pipeline.config
+        closes = (math.floor(adm.latest / cfg.final_window) + 1) * cfg.final_window
+        if kind == "spans":  # an unpaired span waits for its other side from its arrival
+            closes = max(closes, self.clock() + cfg.trace_wait)
+        due = closes + cfg.stage1_window + cfg.lateness
+        before = _DUE.get()
+        _DUE.set(due if before is None else max(before, due))
+        self._horizon = max(self._horizon, due)
 
     async def rollup(self, now: float | None = None) -> None:
         now = self.clock() if now is None else now

@@ -146,8 +146,10 @@ async def _serve(
         for task in background:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        with contextlib.suppress(Exception):
-            await runtime.flush()
+        try:
+            await runtime.drain()  # every accepted record written, open windows included
+        except Exception:
+            log.exception("could not write what was accepted before the shutdown")
         await stores.close()
     if not server.started:
         raise RuntimeError("the server did not start (see the log above)")
