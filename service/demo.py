@@ -47,17 +47,22 @@ async def persist_meta(stores: Stores, emission: Any) -> None:
 
 
 def write_truth(path: str | None, sims: list[Any]) -> None:
-    """The union of the simulators' ground truth (edges that carried traffic so far), atomically."""
+    """The union of the simulators' ground truth (edges that carried traffic so far, and the incidents
+    started so far), atomically."""
     if not path:
         return
     layers: dict[str, set[tuple[str, str]]] = {}
+    incidents: list[dict[str, Any]] = []
     for sim in sims:
-        for layer, pairs in sim.truth()["layers"].items():
+        truth = sim.truth()
+        incidents += truth.get("incidents", [])
+        for layer, pairs in truth["layers"].items():
             layers.setdefault(layer, set()).update((a, b) for a, b in pairs)
     unified = set().union(*layers.values()) if layers else set()
     doc = {
         "layers": {k: sorted(map(list, v)) for k, v in layers.items()},
         "unified": sorted(map(list, unified)),
+        "incidents": sorted(incidents, key=lambda i: (i["start"], i["root"])),
     }
     tmp = f"{path}.tmp"
     with open(tmp, "w", encoding="utf-8") as f:

@@ -162,15 +162,21 @@ ROUTE_KINDS: dict[str, str] = {
     "/ingest/catalog": "catalog", "/ingest/health": "health", "/ingest/addresses": "addresses",
     "/ingest/changes": "changes",
 }
-_REFUSED = {LIMIT: "body over the size limit", DECODE: "body not valid in its Content-Encoding"}
+_REFUSED = {
+    LIMIT: (LIMIT, "body over the size limit"),
+    DECODE: (DECODE, "body not valid in its Content-Encoding"),
+    "content-type": (DECODE, "a Content-Type the route does not take"),
+}
 
 
 def refused_at_http(runtime: Runtime, path: str, why: str) -> None:
-    """Count and dead-letter an ingest request that the HTTP layer (:mod:`service.limits`) refused for
-    its size or encoding, as if the route had (``why``: the refusal's reason class)."""
+    """Count and dead-letter an ingest request that the HTTP layer refused, as if the route had:
+    ``why`` is ``limit`` or ``decode`` (:mod:`service.limits`: size, encoding) or ``content-type``
+    (:mod:`service.guard`); other refusals (timeouts, overload, authentication) are not input."""
     kind = ROUTE_KINDS.get(path)
     if kind is not None and why in _REFUSED:
-        runtime.refuse(kind, reason(why, f"{_REFUSED[why]} (refused before admission)"), b"")
+        cls, what = _REFUSED[why]
+        runtime.refuse(kind, reason(cls, f"{what} (refused before admission)"), b"")
 
 
 WAIT_LIMIT = 90.0  # seconds an ingest request with ?wait=true waits for its records' write

@@ -19,7 +19,7 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final
 from urllib.parse import urlsplit
 
@@ -166,6 +166,23 @@ class ServiceInfo:
         return cls(name=name, tier=tier, domain=domain, owner=owner,
                    clusters=tuple(check_name(c, f"{where}: a cluster") for c in clusters),
                    links=_links(d.get("links"), where))
+
+    @classmethod
+    def from_stored(cls, d: dict[str, Any]) -> ServiceInfo:
+        """A record read back from a store: as :meth:`from_dict`, but a field that fails today's checks
+        (stored before they existed) is left out instead of failing the whole store."""
+        try:
+            return cls.from_dict(d)
+        except ValueError:
+            pass
+        keep: dict[str, Any] = {"name": "stored"}
+        for key in ("tier", "domain", "owner", "clusters", "links"):
+            try:
+                cls.from_dict({"name": "stored", key: d.get(key)})
+            except ValueError:
+                continue
+            keep[key] = d.get(key)
+        return replace(cls.from_dict(keep), name=str(d.get("name")))
 
 
 @dataclass(frozen=True, slots=True)

@@ -183,3 +183,42 @@ async def test_refusals_before_admission_are_counted_and_dead_lettered(
 async def test_a_gzip_body_that_is_fine_is_still_accepted(server: Server) -> None:
     r = await server.post("catalog", gzip.compress(js([GOOD])), **{"content-encoding": "gzip"})
     assert r.status_code == 200 and r.json() == {"accepted": 1}
+
+
+async def test_a_catalog_entry_stored_before_the_checks_still_opens_without_its_bad_fields(
+        tmp_path: Path) -> None:
+    """Entries an older version stored (tier 1e30, an int link, a long name) do not stop the store from
+    opening: each keeps its valid fields and loses the others."""
+    import sqlite3
+
+    stores = open_stores(tmp_path / "store")
+    await stores.close()
+    long = "l" * 1000
+    rows = [("checkout", {**GOOD, "tier": 1e30, "links": {"logs": 5}}), (long, {"name": long, "tier": 2})]
+    with sqlite3.connect(tmp_path / "store" / "catalog.db") as db:
+        db.executemany("INSERT INTO services VALUES (?, ?)", [(n, json.dumps(d)) for n, d in rows])
+    stores = open_stores(tmp_path / "store")
+    try:
+        found = await stores.catalog.services(["checkout", long])
+        assert found["checkout"].tier is None and found["checkout"].links == {}
+        assert found["checkout"].domain == "shop" and found["checkout"].owner is not None
+        assert found[long].tier == 2
+    finally:
+        await stores.close()
+
+
+@pytest.mark.parametrize(("why", "cls"), [("content-type", "decode"), ("limit", "limit"), ("timeout", None)])
+async def test_http_layer_refusals_count_as_input_of_their_route(
+        tmp_path: Path, why: str, cls: str | None) -> None:
+    """The hook the HTTP layer's middleware calls (service.limits, service.guard): a refused content type
+    is a decode rejection of the route's kind; a timeout is not input at all."""
+    from service.receiver import refused_at_http
+
+    stores = open_stores(tmp_path / "store")
+    runtime = Runtime(stores, tmp_path, Pipeline())
+    refused_at_http(runtime, "/ingest/catalog", why)
+    refused_at_http(runtime, "/graphql", why)
+    await stores.close()
+    assert runtime.counters()["rejected"] == ({f"catalog:{cls}": 1} if cls else {})
+    letters = (tmp_path / "dead-letters.jsonl").read_text().splitlines() if cls else []
+    assert [json.loads(x)["kind"] for x in letters] == (["catalog"] if cls else [])

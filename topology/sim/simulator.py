@@ -23,6 +23,7 @@ import numpy as np
 from topology.catalog import AddressKind, AddressLease, HealthEvent, HealthState, ServiceInfo
 from topology.change import ChangeEvent
 from topology.sim.changes import ConfigChanges, redeploy_event
+from topology.sim.faults import Fault, FaultKind, Faults
 from topology.sim.churn import Churn, EdgeChange, Redeploy
 from topology.sim.fleet import Fleet
 from topology.sim.flows import FlowEmitter
@@ -42,10 +43,11 @@ class SimConfig:
     trace_ratio: float = 0.01  # share of requests traced
     reuse_after: float = 0.0  # seconds a freed address waits before it is leased again
     config_changes_per_app_day: float = 0.2  # configuration changes and flag flips per app per day
+    faults_per_hour: float = 0.0  # incidents with a known root cause, at random (see faults.py)
 
     def __post_init__(self) -> None:
         for name in ("churn_per_hour", "edge_change_per_hour", "incidents_per_app_day", "reuse_after",
-                     "config_changes_per_app_day"):
+                     "config_changes_per_app_day", "faults_per_hour"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")
         if not 0 <= self.trace_ratio <= 1:
@@ -97,6 +99,7 @@ class Simulator:
         # made last: the random streams above stay what they were before change events existed
         self.config_changes = ConfigChanges(w, random.Random(base.getrandbits(64)),
                                             cfg.config_changes_per_app_day)
+        self.faults = Faults(w, random.Random(base.getrandbits(64)), cfg.faults_per_hour)
         self._end = self.start
         self.steps = 0
 
@@ -149,10 +152,13 @@ class Simulator:
         if t1 <= t0:
             raise ValueError("step interval is empty")
         health = self.incidents.step(t0, t1 - t0)
+        fault_changes, fault_health = self.faults.step(t0, t1)
+        health += fault_health
         deployed = len(self.churn.redeploys)
         leases, catalog = self.churn.redeploy(t0, t1 - t0)
         events = [redeploy_event(r) for r in self.churn.redeploys[deployed:]]
         events += self.config_changes.step(t0, t1 - t0)
+        events += fault_changes
         changes = self.churn.evolve(t0, t1 - t0)
         flows = self.flows.step(t0, t1)
         metrics = self.ipc.step(t0, t1)
@@ -173,11 +179,23 @@ class Simulator:
             tuple(events),
         )
 
+    def inject(self, root: str, kind: FaultKind, start: float, duration: float) -> None:
+        """An incident of ``kind`` rooted at ``root`` (an app or a database) from ``start`` (applied by the
+        step that covers it) for ``duration`` seconds; see :mod:`topology.sim.faults`."""
+        self.faults.inject(root, kind, start, duration)
+
+    @property
+    def incidents_so_far(self) -> list[Fault]:
+        """The incidents started so far (injected or random), in order."""
+        return list(self.faults.history)
+
     # -- ground truth ------------------------------------------------------------------------------
     def truth(self, since: float | None = None, until: float | None = None) -> dict[str, Any]:
         """App-level edges each layer should observe for everything emitted so far (or for the
-        one-minute windows overlapping [since, until)), in the ground-truth JSON shape."""
-        return self.world.truth.as_dict(since, until)
+        one-minute windows overlapping [since, until)), in the ground-truth JSON shape, and the
+        incidents started so far (``{"root", "kind", "start", "end", "symptomatic"}``)."""
+        return {**self.world.truth.as_dict(since, until),
+                "incidents": [f.to_dict() for f in self.faults.history]}
 
     def ownership_at(self, ip: str, t: float) -> AddressLease | None:
         """The lease that held ``ip`` at ``t``, from the simulator's own records."""

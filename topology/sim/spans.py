@@ -222,7 +222,7 @@ class TraceEmitter:
         failed = rng.random() < w.error_rate(e)
         sid = self._span_id()
         tr.spans += 1
-        latency = e.latency * math.exp(rng.gauss(0.0, 0.6))
+        latency = w.latency(e) * math.exp(rng.gauss(0.0, 0.6))
         new = app.new_spans
         kind = CLIENT
         if e.kind is CallKind.RPC:

@@ -19,6 +19,8 @@ class World:
         self.leases = LeaseBook(self.fleet.next_ip, reuse_after)
         self.truth = TruthBook()
         self.boost: dict[str, float] = {}  # extra failure ratio of requests into an app (incidents)
+        self.fault_boost: dict[str, float] = {}  # the same, from faults and their symptoms (faults.py)
+        self.fault_latency: dict[str, float] = {}  # latency factor of calls into a node (faults.py)
         self.cluster_start: dict[str, float] = {}  # when each cluster's processes started
         self.version = 0
         self.shape_version = 0
@@ -80,4 +82,8 @@ class World:
         return [i for c in self.fleet.apps[app].clusters for i in c.instances]
 
     def error_rate(self, e: Edge) -> float:
-        return min(0.95, e.error_rate + self.boost.get(e.dst, 0.0))
+        return min(0.95, e.error_rate + self.boost.get(e.dst, 0.0) + self.fault_boost.get(e.dst, 0.0))
+
+    def latency(self, e: Edge) -> float:
+        """Median seconds of a call on ``e`` now (slower while a fault holds its target)."""
+        return e.latency * self.fault_latency.get(e.dst, 1.0)

@@ -87,7 +87,7 @@ class EmbeddedCatalogStore(CatalogStore):
     def _load(self) -> None:
         conn = self._db.writer
         for (data,) in conn.execute("SELECT data FROM services"):
-            self._put_service(ServiceInfo.from_dict(json.loads(data)))
+            self._put_service(ServiceInfo.from_stored(json.loads(data)))
         for name, gran, kind, app, layers, first, last in conn.execute("SELECT * FROM nodes"):
             g = Granularity(gran)
             seen_in = frozenset(Layer(x) for x in layers.split(",") if x)

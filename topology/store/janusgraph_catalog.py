@@ -126,7 +126,7 @@ class JanusGraphCatalogStore(CatalogStore):
             self._g.V().has("svc", "cname", P.within(wanted)).has("info", True)
             .project("n", "d").by("cname").by("data")
         )
-        found = {r["n"]: ServiceInfo.from_dict(json.loads(r["d"])) for r in rows}
+        found = {r["n"]: ServiceInfo.from_stored(json.loads(r["d"])) for r in rows}
         return {n: found[n] for n in wanted if n in found}
 
     # -- nodes -----------------------------------------------------------------------------------
@@ -199,7 +199,7 @@ class JanusGraphCatalogStore(CatalogStore):
         svc_rows = await self._run(
             self._g.V().has("svc", "info", True).project("n", "d").by("cname").by("data")
         )
-        services = {r["n"]: ServiceInfo.from_dict(json.loads(r["d"])) for r in svc_rows}
+        services = {r["n"]: ServiceInfo.from_stored(json.loads(r["d"])) for r in svc_rows}
         cluster_app: dict[str, str] = {}
         for info in services.values():
             for c in info.clusters:

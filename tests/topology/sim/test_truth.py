@@ -72,7 +72,8 @@ def test_trace_truth_is_exactly_what_pairing_the_emitted_spans_gives(run: Run) -
 
 def test_unified_is_the_union_of_the_layers(run: Run) -> None:
     t = run.sim.truth()
-    assert set(t) == {"layers", "unified"} and set(t["layers"]) == {"NETWORK", "IPC", "TRACE"}
+    assert set(t) == {"layers", "unified", "incidents"} and t["incidents"] == []
+    assert set(t["layers"]) == {"NETWORK", "IPC", "TRACE"}
     union = {tuple(p) for layer in t["layers"].values() for p in layer}
     assert {tuple(p) for p in t["unified"]} == union
     assert all(isinstance(p, list) and len(p) == 2 for p in t["unified"])
