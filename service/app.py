@@ -7,6 +7,7 @@
 ``GET /readyz``             200 when every store answers a ping (and, with Kafka workers, none has
                             failed), else 503 naming the ones that do not
 ``GET /metrics``            Prometheus text (see :mod:`service.observability` and the README's Metrics)
+``GET /map``, ``/widget/``  the map page and the ``<service-topology>`` module (:mod:`service.widget`)
 ==========================  =====================================================================
 
 Build it with :func:`create_app`; run it with any ASGI server (``uvicorn``). The app does not own
@@ -58,6 +59,7 @@ from service.observability import (
 from service.receiver import refused_at_http
 from service.runtime import Runtime
 from service.schema import build_schema
+from service.widget import widget_routes
 from topology.store.base import Stores
 
 __all__ = ["ASSETS_PATH", "create_app", "freeze_heap"]
@@ -233,6 +235,7 @@ def create_app(
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
+        *widget_routes(),
         *extra_routes,
     ]
     def refused(path: str, why: str) -> None:

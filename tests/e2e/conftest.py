@@ -11,6 +11,7 @@ machine, a failure with ``CI=true``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -208,10 +209,17 @@ def topology_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server
     root = tmp_path_factory.mktemp("e2e-server")
     data_dir = root / "store"
     asyncio.run(seed_store(data_dir, time.time()))
+    with serve_embedded(root, data_dir, {"TOPOLOGY_GRAPHIQL": "true"}) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def serve_embedded(root: Path, data_dir: Path, env: dict[str, str] | None = None) -> Iterator[Server]:
+    """``topology serve --embedded data_dir`` on a free loopback port until the block ends."""
     port = free_port()
     proc = Process("topology serve", [sys.executable, "-m", "service.cli", "--log-level", "WARNING", "serve",
                                       "--embedded", str(data_dir), "--port", str(port)],
-                   root / "server.log", env={"TOPOLOGY_GRAPHIQL": "true"})
+                   root / "server.log", env=env)
     server = Server(f"http://127.0.0.1:{port}", data_dir, proc.log)
     try:
         proc.wait_until(lambda: answers_graphql(server.graphql))

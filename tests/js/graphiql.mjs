@@ -11,24 +11,11 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { chromium } from 'playwright-core';
+import { offlineContext } from './offline.mjs';
 
-const CHROMIUM_FLAGS = [
-  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync',
-  '--no-proxy-server', // loopback directly, whatever proxy the environment names
-];
-const LOCAL_HOSTS = new Set(['127.0.0.1', 'localhost', '[::1]', '::1']);
 const EDITOR = '.graphiql-query-editor .CodeMirror';
 const RUN_BUTTON = '.graphiql-execute-button';
 const RESPONSE = '.graphiql-response';
-
-function isLocal(url) {
-  let u;
-  try { u = new URL(url); } catch { return false; }
-  if (u.protocol === 'data:' || u.protocol === 'blob:' || u.protocol === 'about:') return true;
-  return LOCAL_HOSTS.has(u.hostname);
-}
 
 const { values: opt } = parseArgs({
   options: {
@@ -48,25 +35,8 @@ async function run(report) {
   let context;
   let page;
   try {
-    context = await chromium.launchPersistentContext(profile, {
-      executablePath: opt.chromium,
-      headless: true,
-      args: CHROMIUM_FLAGS,
-      viewport: { width: 1400, height: 860 },
-      serviceWorkers: 'block',
-    });
     // Everything not on loopback is aborted and remembered: the page must work offline.
-    await context.route('**/*', (route) => {
-      const url = route.request().url();
-      if (isLocal(url)) return route.continue();
-      report.blocked.push(url);
-      return route.abort('blockedbyclient');
-    });
-    await context.routeWebSocket(/.*/, (ws) => {
-      if (isLocal(ws.url())) return ws.connectToServer();
-      report.blocked.push(ws.url());
-      return ws.close();
-    });
+    context = await offlineContext(profile, opt.chromium, report);
     // The result pane's text: GraphiQL 3 keeps it in a CodeMirror 5 instance.
     await context.addInitScript(() => {
       window.readPane = (sel) => {

@@ -1,0 +1,185 @@
+"""The ``<service-topology>`` widget, embedded as a frontend team would, in Debian's headless Chromium.
+
+A plain HTML page holding only the module (``/widget/service-topology.js``) and the element runs
+against our real server over the hand-built topology of ``conftest`` (plus health events), and
+``tests/js/widget.mjs`` reports what the widget drew: its SVG nodes and edges (data attributes and
+accessible names) and its text description of the calls. The truth is the hand-built topology.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from tests.e2e.conftest import (
+    CHROMIUM,
+    JS_DIR,
+    Server,
+    require_chromium,
+    require_node_packages,
+    seed_store,
+    serve_embedded,
+)
+from topology.catalog import HealthEvent, HealthState
+
+pytestmark = pytest.mark.browser
+
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+ARTEFACTS = Path(__file__).resolve().parents[2] / "var" / "artefacts" / "widget"
+HEALTH = {"checkout-api": HealthState.HEALTHY, "payments-svc": HealthState.DEGRADED,
+          "inventory-api": HealthState.UNHEALTHY}
+COLOURS = {"HEALTHY": "#2e7d32", "DEGRADED": "#f9a825", "UNHEALTHY": "#c62828", "UNKNOWN": "#8a8f98"}
+# checkout-api, both directions, depth 2 (conftest.EDGES merged over the layers)
+AROUND_CHECKOUT = {
+    "web-frontend->checkout-api": ["IPC", "TRACE"],
+    "checkout-api->payments-svc": ["IPC"],
+    "checkout-api->inventory-api": ["IPC", "NETWORK"],
+    "payments-svc->orders-db": ["NETWORK"],
+    "inventory-api->stock-cache": ["NETWORK"],
+    "user->web-frontend": ["TRACE"],
+}
+KINDS = {"web-frontend": "SERVICE", "checkout-api": "SERVICE", "payments-svc": "SERVICE",
+         "inventory-api": "SERVICE", "orders-db": "DATABASE", "stock-cache": "DATABASE", "user": "USER"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def browser_tools() -> None:
+    require_node_packages("playwright-core")
+    require_chromium()
+    require_widget()
+
+
+def require_widget() -> None:
+    from service.widget import BUNDLE
+    from tests.conftest import require
+
+    require(BUNDLE.is_file(), "the widget bundle widget/dist/service-topology.js (`make install-node`)")
+
+
+async def seed_with_health(data_dir: Path, now: float) -> None:
+    from topology.store.embedded import open_stores
+
+    await seed_store(data_dir, now)
+    stores = open_stores(data_dir)
+    try:
+        await stores.catalog.record_health([HealthEvent(s, h, now - 100) for s, h in HEALTH.items()])
+    finally:
+        await stores.close()
+
+
+@pytest.fixture(scope="module")
+def widget_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    root = tmp_path_factory.mktemp("widget-server")
+    data_dir = root / "store"
+    asyncio.run(seed_with_health(data_dir, time.time()))
+    with serve_embedded(root, data_dir) as server:
+        yield server
+
+
+def run_widget(base: str, scenario: str, *extra: str, timeout: float = 120) -> dict[str, Any]:
+    ARTEFACTS.mkdir(parents=True, exist_ok=True)
+    argv = ["node", str(JS_DIR / "widget.mjs"), "--base", base, "--scenario", scenario,
+            "--out", str(ARTEFACTS), "--chromium", CHROMIUM, *extra]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    try:
+        report: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        pytest.fail(f"widget.mjs printed no report (exit {done.returncode}):\n{done.stdout}\n{done.stderr}")
+    assert done.returncode == 0 and report["ok"], report["error"]
+    assert_offline(report)
+    return report
+
+
+def assert_offline(report: dict[str, Any]) -> None:
+    assert report["blocked"] == []
+    hosts = {urlsplit(u).hostname for u in report["requests"]}
+    assert hosts <= LOOPBACK, hosts
+    assert report["pageErrors"] == [], report["pageErrors"]
+
+
+def edges_of(snapshot: dict[str, Any]) -> dict[str, list[str]]:
+    return {e["id"]: sorted(e["layers"]) for e in snapshot["edges"]}
+
+
+def nodes_of(snapshot: dict[str, Any]) -> set[str]:
+    return {n["name"] for n in snapshot["nodes"]}
+
+
+def test_embedded_widget_draws_the_neighbourhood(widget_server: Server) -> None:
+    r = run_widget(widget_server.base, "embed")
+    first = r["initial"]
+    # Everything around checkout-api two hops either way, each edge with the layers that saw it.
+    assert edges_of(first) == AROUND_CHECKOUT
+    assert {n["name"]: n["kind"] for n in first["nodes"]} == KINDS
+    assert [n["name"] for n in first["nodes"] if n["focus"]] == ["checkout-api"]
+    # Health colours: from the health events; no event is UNKNOWN.
+    for n in first["nodes"]:
+        want = HEALTH.get(n["name"], HealthState.UNKNOWN).value
+        assert (n["health"], n["fill"]) == (want, COLOURS[want]), n
+    # The accessible description names every call drawn, and each node's name, kind and health.
+    order = ["NETWORK", "IPC", "TRACE"]
+    assert sorted(first["described"]) == sorted(
+        f"{e.replace('->', ' calls ')} ({', '.join(sorted(ls, key=order.index))}), error rate 0.0%"
+        for e, ls in AROUND_CHECKOUT.items())
+    labels = {n["name"]: n["label"] for n in first["nodes"]}
+    assert labels["payments-svc"] == "payments-svc, service, degraded, tier 0, owned by payments"
+    assert labels["orders-db"] == "orders-db, database, unknown"
+    assert first["label"] == "Topology around checkout-api: 7 services, 6 calls, 2 degraded or unhealthy"
+
+    # Keyboard: Tab lands on the focused service, the right arrow on something it calls.
+    assert r["keyboardStart"] == "checkout-api"
+    assert r["keyboardRight"] in {"payments-svc", "inventory-api"}
+
+    # Without NETWORK, the edges only NETWORK saw go (and the databases only they reached).
+    assert edges_of(r["withoutNetwork"]) == {e: [x for x in ls if x != "NETWORK"]
+                                             for e, ls in AROUND_CHECKOUT.items() if ls != ["NETWORK"]}
+    assert nodes_of(r["withoutNetwork"]) == set(KINDS) - {"orders-db", "stock-cache"}
+
+    # Degraded only: the degraded and unhealthy services, their calls, and the focus.
+    assert nodes_of(r["degradedOnly"]) == {"checkout-api", "payments-svc", "inventory-api", "orders-db",
+                                           "stock-cache"}
+    assert set(edges_of(r["degradedOnly"])) == {"checkout-api->payments-svc", "checkout-api->inventory-api",
+                                                "payments-svc->orders-db", "inventory-api->stock-cache"}
+
+    # An hour ago nothing had been seen; back at now the same drawing, every node where it was.
+    assert r["hourAgo"]["edges"] == [] and nodes_of(r["hourAgo"]) == {"checkout-api"}
+    assert r["hourAgo"]["at"] is not None
+    assert r["backToNow"]["at"] is None
+    assert {n["name"]: n["transform"] for n in r["backToNow"]["nodes"]} == \
+        {n["name"]: n["transform"] for n in r["beforeTravel"]["nodes"]}
+
+    # Clicking a node selects it (node-select) and loads its own neighbourhood.
+    assert r["selected"] == ["inventory-api"]
+    assert r["clicked"]["service"] == "inventory-api"
+    assert set(edges_of(r["clicked"])) == {"checkout-api->inventory-api", "inventory-api->stock-cache",
+                                           "web-frontend->checkout-api"}
+
+    # Blast radius of payments-svc: who calls it, and the teams to tell.
+    br = r["blastRadius"]
+    assert {"checkout-api", "web-frontend"} <= nodes_of(br)
+    assert "Teams to notify" in br["panel"] and "payments" in br["panel"] and "web" in br["panel"]
+
+    # The export link carries the same selection.
+    q = parse_qs(urlsplit(r["exportUrl"]).query)
+    assert urlsplit(r["exportUrl"]).path == "/export"
+    assert q["format"] == ["dot"] and q["service"] == ["payments-svc"]
+    assert (ARTEFACTS / "widget-embed.png").stat().st_size > 10_000
+
+
+def test_widget_asset_is_served_as_a_module(widget_server: Server) -> None:
+    import urllib.request
+
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(f"{widget_server.base}/widget/service-topology.js", timeout=10) as resp:
+        body = resp.read()
+        assert resp.headers["content-type"].startswith("text/javascript")
+    assert b"customElements.define(\"service-topology\"" in body or b"service-topology" in body
+    assert b"https://" not in body.replace(b"https://www.w3.org", b"")  # nothing to fetch from elsewhere

@@ -1,0 +1,294 @@
+// Drives the <service-topology> widget and the /map page in Debian's headless Chromium (playwright-core,
+// no browser download), every request that is not for loopback aborted and remembered.
+//
+//   node tests/js/widget.mjs --base http://127.0.0.1:8080 --scenario embed --out /tmp/shots
+//
+// Scenarios (each collects facts into one JSON report on stdout; the Python tests hold the truth):
+//   embed   a plain page with only the module and the element: what is drawn, layer toggles, degraded
+//           only, keyboard, click to focus, the time slider (positions before/after)
+//   live    an open widget with `live`; prints {"ready": true} once subscribed, then waits for --expect-node
+//   map     /map: search suggestions, an action, the shareable URL restored in a new page
+//   shots   screenshots of a 50-node neighbourhood (setData) and of the fleet from the server (--fleet)
+//   bench   render times: a 200-node neighbourhood, a 10,000-service fleet, pan/zoom frames per second
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { CHROMIUM_FLAGS, WEBGL_FLAGS, offlineContext } from './offline.mjs';
+
+const { values: opt } = parseArgs({
+  options: {
+    base: { type: 'string' },
+    scenario: { type: 'string' },
+    out: { type: 'string', default: tmpdir() },
+    service: { type: 'string', default: 'checkout-api' },
+    'expect-node': { type: 'string' },
+    timeout: { type: 'string', default: '20000' },
+    chromium: { type: 'string', default: process.env.CHROMIUM || '/usr/bin/chromium' },
+  },
+});
+
+/** A page of our own at the server's origin holding only the module and the element. */
+function embedPage(attrs, style = 'height: 640px; width: 1200px') {
+  const a = Object.entries(attrs).map(([k, v]) => (v === true ? k : `${k}="${v}"`)).join(' ');
+  return `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>embed</title>
+<script type="module" src="/widget/service-topology.js"></script></head>
+<body style="margin:0"><service-topology id="map" ${a} style="${style}"></service-topology></body></html>`;
+}
+
+// In the page: facts about what the widget drew.
+const SNAPSHOT = () => {
+  const el = document.getElementById('map');
+  const root = el.shadowRoot;
+  const nodes = [...root.querySelectorAll('g[data-node]')].map((g) => ({
+    name: g.dataset.node, kind: g.dataset.kind, health: g.dataset.health, label: g.getAttribute('aria-label'),
+    fill: g.querySelector('rect.health').getAttribute('fill'), transform: g.getAttribute('transform'),
+    focus: g.classList.contains('focus'),
+  })).sort((x, y) => x.name.localeCompare(y.name));
+  const edges = [...root.querySelectorAll('g[data-edge]')].map((g) => ({
+    id: g.dataset.edge, layers: g.dataset.layers.split(' ').filter(Boolean), errorRate: Number(g.dataset.errorRate),
+  })).sort((x, y) => x.id.localeCompare(y.id));
+  const described = [...root.querySelectorAll('.edges-list li')].map((li) => li.textContent);
+  const svg = root.querySelector('svg.layered');
+  const canvas = root.querySelector('.fleet');
+  return { nodes, edges, described, label: (svg || canvas)?.getAttribute('aria-label') ?? null,
+    service: el.getAttribute('service'), at: el.getAttribute('at'), status: root.querySelector('.status').textContent,
+    panel: root.querySelector('.panel').hidden ? null : root.querySelector('.panel').textContent.replace(/\s+/g, ' ').trim(),
+    lastRender: el.lastRender || null };
+};
+
+// In the page: resolve at the next topology-render (or topology-error) of the widget.
+const ARM = () => {
+  const el = document.getElementById('map');
+  window.__next = new Promise((resolve) => {
+    const done = (ev) => { el.removeEventListener('topology-render', done); el.removeEventListener('topology-error', done); resolve({ type: ev.type, detail: ev.detail }); };
+    el.addEventListener('topology-render', done);
+    el.addEventListener('topology-error', done);
+  });
+};
+
+async function rendered(page, action) {
+  await page.evaluate(ARM);
+  await action();
+  return page.evaluate(() => window.__next);
+}
+
+async function open(context, report, path, html) {
+  const page = await context.newPage();
+  page.setDefaultTimeout(Number(opt.timeout));
+  page.on('request', (req) => report.requests.push(req.url()));
+  page.on('console', (msg) => { if (msg.type() === 'error') report.consoleErrors.push(msg.text()); });
+  page.on('pageerror', (err) => report.pageErrors.push(String(err && err.message ? err.message : err)));
+  const url = new URL(path, opt.base).toString();
+  if (html) await page.route(url, (route) => route.fulfill({ status: 200, contentType: 'text/html', body: html }));
+  const resp = await page.goto(url, { waitUntil: 'load' });
+  if (!resp || !resp.ok()) throw new Error(`GET ${url} answered ${resp ? resp.status() : 'nothing'}`);
+  return page;
+}
+
+async function firstRender(page) {
+  // The element may have drawn before we listen: wait for its lastRender instead of an event.
+  await page.waitForFunction(() => {
+    const el = document.getElementById('map');
+    return el && el.lastRender && !/loading/.test(el.shadowRoot.querySelector('.status').textContent);
+  });
+}
+
+// -- scenarios ----------------------------------------------------------------------------------------
+const scenarios = {
+  async embed(context, report) {
+    const page = await open(context, report, '/__test__/embed.html',
+      embedPage({ endpoint: '/graphql', service: opt.service, direction: 'both', depth: 2 }));
+    await page.evaluate(() => { window.selected = []; document.addEventListener('node-select', (e) => window.selected.push(e.detail.name)); });
+    await firstRender(page);
+    report.initial = await page.evaluate(SNAPSHOT);
+
+    // Keyboard: the focused service takes Tab focus; ArrowRight goes to something it calls.
+    await page.locator('#map').evaluate((el) => el.shadowRoot.querySelector('g[data-node][tabindex="0"]').focus());
+    report.keyboardStart = await page.evaluate(() => document.getElementById('map').shadowRoot.activeElement?.dataset.node);
+    await page.keyboard.press('ArrowRight');
+    report.keyboardRight = await page.evaluate(() => document.getElementById('map').shadowRoot.activeElement?.dataset.node);
+
+    // Layer toggles hide the edges no visible layer saw.
+    await rendered(page, () => page.locator('#map input[name=layer][value=NETWORK]').uncheck());
+    report.withoutNetwork = await page.evaluate(SNAPSHOT);
+    await rendered(page, () => page.locator('#map input[name=layer][value=NETWORK]').check());
+    await rendered(page, () => page.locator('#map input[name=degraded]').check());
+    report.degradedOnly = await page.evaluate(SNAPSHOT);
+    await rendered(page, () => page.locator('#map input[name=degraded]').uncheck());
+
+    // Time travel: an hour ago nothing was seen; back to now, everything in the same place.
+    const before = await page.evaluate(SNAPSHOT);
+    await rendered(page, () => page.locator('#map input[name=time]').evaluate((s) => { s.value = '60'; s.dispatchEvent(new Event('change', { bubbles: true })); }));
+    report.hourAgo = await page.evaluate(SNAPSHOT);
+    await rendered(page, () => page.locator('#map input[name=time]').evaluate((s) => { s.value = '0'; s.dispatchEvent(new Event('change', { bubbles: true })); }));
+    report.backToNow = await page.evaluate(SNAPSHOT);
+    report.beforeTravel = before;
+    await page.screenshot({ path: join(opt.out, 'widget-embed.png') });
+
+    // Click to focus: the neighbourhood of the clicked service is loaded.
+    await rendered(page, () => page.locator('#map g[data-node="inventory-api"]').click());
+    report.clicked = await page.evaluate(SNAPSHOT);
+    report.selected = await page.evaluate(() => window.selected);
+
+    // Blast radius: the teams to notify.
+    await rendered(page, () => page.evaluate(() => { const el = document.getElementById('map'); el.setAttribute('mode', 'blast-radius'); el.setAttribute('service', 'payments-svc'); }));
+    report.blastRadius = await page.evaluate(SNAPSHOT);
+    report.exportUrl = await page.evaluate(() => document.getElementById('map').exportUrl('dot'));
+  },
+
+  async live(context, report) {
+    const page = await open(context, report, '/__test__/live.html',
+      embedPage({ endpoint: '/graphql', service: opt.service, direction: 'both', depth: 2, live: true }));
+    await page.evaluate(() => {
+      window.liveStates = [];
+      document.getElementById('map').addEventListener('topology-live', (e) => window.liveStates.push(e.detail.state));
+    });
+    await firstRender(page);
+    await page.waitForFunction(() => window.liveStates.includes('open'));
+    report.initial = await page.evaluate(SNAPSHOT);
+    const positions = Object.fromEntries(report.initial.nodes.map((n) => [n.name, n.transform]));
+    process.stdout.write(JSON.stringify({ ready: true }) + '\n');
+    const t0 = Date.now();
+    await page.waitForFunction((name) => !!document.getElementById('map').shadowRoot.querySelector(`g[data-node="${name}"]`),
+      opt['expect-node'], { timeout: Number(opt.timeout) });
+    report.appearedAfterMs = Date.now() - t0;
+    report.after = await page.evaluate(SNAPSHOT);
+    report.moved = report.after.nodes.filter((n) => positions[n.name] && positions[n.name] !== n.transform).map((n) => n.name);
+    report.liveStates = await page.evaluate(() => window.liveStates);
+    await page.screenshot({ path: join(opt.out, 'widget-live.png') });
+  },
+
+  async map(context, report) {
+    const page = await open(context, report, '/map');
+    await page.locator('#search').fill(opt.service.slice(0, 3));
+    await page.waitForFunction(() => document.querySelectorAll('#suggestions option').length > 0);
+    report.suggestions = await page.evaluate(() => [...document.querySelectorAll('#suggestions option')].map((o) => o.value));
+    await page.locator('#search').fill(opt.service);
+    await page.locator('#search').press('Enter');
+    await firstRender(page);
+    await rendered(page, () => page.locator('button[data-action="blast-radius"]').click());
+    report.afterAction = await page.evaluate(SNAPSHOT);
+    report.url = page.url();
+    const again = await open(context, report, report.url);
+    await firstRender(again);
+    report.restored = await again.evaluate(SNAPSHOT);
+    report.exportLinks = await again.evaluate(() => [...document.querySelectorAll('a[data-format]')].map((a) => a.href));
+    await again.screenshot({ path: join(opt.out, 'map.png') });
+  },
+
+  async shots(context, report) {
+    const page = await open(context, report, '/__test__/shots.html', embedPage({ toolbar: 'none' }, 'height: 800px; width: 1400px'));
+    await page.addScriptTag({ content: SYNTHETIC });
+    const hood = await rendered(page, () => page.evaluate(() => document.getElementById('map').setData(window.synthetic.neighbourhood(50, 7))));
+    report.neighbourhood = hood.detail;
+    await page.screenshot({ path: join(opt.out, 'widget-neighbourhood-50.png') });
+    const fleet = await open(context, report, '/__test__/fleet.html', embedPage({ endpoint: '/graphql', mode: 'fleet', toolbar: 'none' }, 'height: 900px; width: 1400px'));
+    await fleet.waitForFunction(() => { const el = document.getElementById('map'); return el.lastRender && el.lastRender.renderer === 'webgl'; }, null, { timeout: 120000 });
+    await fleet.waitForTimeout(5000); // the worker's layout runs for a bounded time
+    report.fleet = await fleet.evaluate(SNAPSHOT);
+    await fleet.screenshot({ path: join(opt.out, 'widget-fleet.png') });
+  },
+
+  async bench(context, report) {
+    const page = await open(context, report, '/__test__/bench.html', embedPage({ toolbar: 'none' }, 'height: 900px; width: 1400px'));
+    await page.addScriptTag({ content: SYNTHETIC });
+    report.webgl = await page.evaluate(() => { const c = document.createElement('canvas'); const gl = c.getContext('webgl2') || c.getContext('webgl');
+      const dbg = gl && gl.getExtension('WEBGL_debug_renderer_info'); return gl ? (dbg ? gl.getParameter(dbg.UNMASKED_RENDERER_WEBGL) : 'webgl') : null; });
+    report.neighbourhood200 = [];
+    for (let i = 0; i < 5; i++) {
+      const r = await rendered(page, () => page.evaluate((seed) => { const el = document.getElementById('map'); el.renderer?.resetPositions(); el.setData(window.synthetic.neighbourhood(200, seed)); }, i + 1));
+      report.neighbourhood200.push(r.detail);
+    }
+    report.fleet10k = [];
+    for (let i = 0; i < 3; i++) {
+      const r = await rendered(page, () => page.evaluate((seed) => { const el = document.getElementById('map'); el.renderer?.resetPositions(); el.mode = 'fleet';
+        el.setData(window.synthetic.fleet(10000, seed)); }, i + 1));
+      // Drawn = rendered on screen: wait for the next two frames after the call returned.
+      report.fleet10k.push(r.detail);
+    }
+    report.fleetFirstPaintMs = await page.evaluate(async () => {
+      const el = document.getElementById('map'); el.renderer.resetPositions();
+      const data = window.synthetic.fleet(10000, 9);
+      const t0 = performance.now();
+      el.setData(data);
+      await new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)));
+      return performance.now() - t0;
+    });
+    await page.waitForTimeout(4500); // let the layout worker finish before measuring frames
+    report.panZoomFps = await page.evaluate(() => document.getElementById('map').renderer.measurePanZoom(3000));
+  },
+};
+
+// A deterministic synthetic topology (domains, tiers, databases, a few degraded services, error rates).
+const SYNTHETIC = `
+window.synthetic = (() => {
+  function rng(seed) { let s = seed >>> 0 || 1; return () => ((s = (s * 1664525 + 1013904223) >>> 0) / 4294967296); }
+  const KINDS = ['SERVICE', 'SERVICE', 'SERVICE', 'SERVICE', 'SERVICE', 'SERVICE', 'DATABASE', 'MESSAGING', 'EXTERNAL'];
+  const HEALTH = ['HEALTHY', 'HEALTHY', 'HEALTHY', 'HEALTHY', 'HEALTHY', 'HEALTHY', 'HEALTHY', 'DEGRADED', 'UNHEALTHY', 'UNKNOWN'];
+  const DOMAINS = ['payments', 'storefront', 'supply', 'identity', 'search', 'shipping', 'ads', 'data'];
+  function node(i, r) {
+    const kind = i === 0 ? 'SERVICE' : KINDS[Math.floor(r() * KINDS.length)];
+    return { name: (kind === 'SERVICE' ? 'svc-' : kind.toLowerCase().slice(0, 3) + '-') + String(i).padStart(4, '0'),
+      kind, tier: kind === 'SERVICE' ? Math.floor(r() * 4) : null, domain: DOMAINS[Math.floor(r() * DOMAINS.length)],
+      healthStatus: { status: HEALTH[Math.floor(r() * HEALTH.length)] }, owner: { team: 'team-' + (i % 12) } };
+  }
+  function edge(a, b, r) {
+    const layers = r() < 0.6 ? ['IPC', 'NETWORK'] : r() < 0.5 ? ['TRACE'] : ['NETWORK'];
+    const err = r() < 0.15 ? r() * 0.08 : 0;
+    return { source: a.name, target: b.name, sourceKind: a.kind, targetKind: b.kind, layers,
+      perLayer: layers.map((l) => ({ layer: l, protocol: 'http', requests: Math.floor(r() * 1e5), errors: 0,
+        requestRate: r() * 300, errorRate: err, latencyP50: r() * 20, latencyP99: r() * 200, health: err > 0.05 ? 'DEGRADED' : 'HEALTHY' })) };
+  }
+  // A neighbourhood: callers on the left, the focus, callees in levels to the right.
+  function neighbourhood(n, seed) {
+    const r = rng(seed); const nodes = [node(0, r)]; const edges = []; const levels = [[nodes[0]]];
+    for (let i = 1; i < n; i++) {
+      const nd = node(i, r); nodes.push(nd);
+      const up = r() < 0.3;
+      const lv = 1 + Math.floor(r() * Math.min(4, levels.length));
+      const from = levels[lv - 1][Math.floor(r() * levels[lv - 1].length)];
+      if (up) edges.push(edge({ ...nd, kind: 'SERVICE' }, from, r)); else edges.push(edge(from, nd, r));
+      if (nd.kind === 'SERVICE' && !up) (levels[lv] ||= []).push(nd);
+    }
+    nodes.forEach((x) => { if (edges.some((e) => e.source === x.name && x.kind !== 'SERVICE')) x.kind = 'SERVICE'; });
+    return { focus: nodes[0].name, nodes, edges };
+  }
+  function fleet(n, seed) {
+    const r = rng(seed); const nodes = []; const edges = [];
+    for (let i = 0; i < n; i++) nodes.push(node(i, r));
+    for (let i = 1; i < n; i++) {
+      if (nodes[i].kind !== 'SERVICE') { const a = nodes[Math.floor(r() * i)]; if (a.kind === 'SERVICE') edges.push(edge(a, nodes[i], r)); continue; }
+      const calls = 1 + Math.floor(r() * 3);
+      for (let c = 0; c < calls; c++) { const b = nodes[Math.floor(r() * i)]; if (b !== nodes[i]) edges.push(edge(nodes[i], b, r)); }
+    }
+    return { nodes, edges };
+  }
+  return { neighbourhood, fleet };
+})();
+`;
+
+async function run(report) {
+  if (!opt.base || !scenarios[opt.scenario]) throw new Error(`need --base and --scenario (${Object.keys(scenarios).join('|')})`);
+  const profile = mkdtempSync(join(tmpdir(), 'widget-chromium-'));
+  let context;
+  try {
+    const args = [...CHROMIUM_FLAGS.filter((f) => f !== '--disable-gpu'), ...WEBGL_FLAGS];
+    context = await offlineContext(profile, opt.chromium, report, { args, viewport: { width: 1440, height: 960 } });
+    await scenarios[opt.scenario](context, report);
+  } finally {
+    if (context) await context.close().catch(() => {});
+    rmSync(profile, { recursive: true, force: true });
+  }
+}
+
+const report = { ok: false, error: null, requests: [], blocked: [], consoleErrors: [], pageErrors: [] };
+try {
+  await run(report);
+  if (report.blocked.length) throw new Error(`requests tried to leave the machine: ${report.blocked.join(' ')}`);
+  report.ok = true;
+} catch (err) {
+  report.error = String(err && err.stack ? err.stack : err);
+}
+process.stdout.write(JSON.stringify(report) + '\n');
+process.exit(report.ok ? 0 : 1);
