@@ -116,6 +116,7 @@ async def _serve(
     server = uvicorn.Server(
         uvicorn.Config(
             app, host=config.host, port=config.port, log_level="warning", lifespan="on", log_config=None,
+            ws_max_size=config.max_request_body,  # a subscription message is bounded like a /graphql body
             **uvicorn_tls(config.tls_cert, config.tls_key, config.tls_client_ca),
         )
     )
@@ -127,7 +128,7 @@ async def _serve(
         while not server.started:  # noqa: ASYNC110 - uvicorn exposes a flag, not an event
             await asyncio.sleep(0.05)
         print(
-            f"{banner}\n  GraphiQL   {base}/graphql\n  metrics    {base}/metrics\n"
+            f"{banner}\n  map        {base}/map\n  GraphiQL   {base}/graphql\n  metrics    {base}/metrics\n"
             f"  health     {base}/healthz  {base}/readyz\n"
             f"  ingest     {ingest}/v1/traces  {ingest}/v1/metrics  {ingest}/ingest/flows\n"
             "Press Ctrl-C to stop.",

@@ -67,4 +67,6 @@ async def index(request: Request) -> Response:
 def widget_routes() -> list[BaseRoute]:
     return [
         Route(WIDGET_PATH, bundle, methods=["GET", "HEAD"]),
+        Route("/map", map_page, methods=["GET", "HEAD"]),
+        Route("/", index, methods=["GET", "HEAD"]),
     ]

@@ -183,3 +183,22 @@ def test_widget_asset_is_served_as_a_module(widget_server: Server) -> None:
         assert resp.headers["content-type"].startswith("text/javascript")
     assert b"customElements.define(\"service-topology\"" in body or b"service-topology" in body
     assert b"https://" not in body.replace(b"https://www.w3.org", b"")  # nothing to fetch from elsewhere
+    with opener.open(f"{widget_server.base}/", timeout=10) as resp:
+        assert b'href="/map"' in resp.read()  # the index links the map
+
+
+def test_map_page_searches_acts_and_shares_the_view(widget_server: Server) -> None:
+    r = run_widget(widget_server.base, "map")
+    assert r["suggestions"] == ["checkout-api"]  # names starting with "che"
+    after = r["afterAction"]
+    assert after["service"] == "checkout-api" and "Blast radius of checkout-api" in after["panel"]
+    # callers of checkout-api, transitively: web-frontend, then the user behind it
+    assert {"checkout-api", "web-frontend"} <= nodes_of(after)
+    assert "payments-svc" not in nodes_of(after)  # a callee is not in the blast radius
+    q = parse_qs(urlsplit(r["url"]).query)
+    assert q["service"] == ["checkout-api"] and q["mode"] == ["blast-radius"]
+    # The same URL in a new page restores the view.
+    assert (r["restored"]["service"], nodes_of(r["restored"])) == ("checkout-api", nodes_of(after))
+    formats = {parse_qs(urlsplit(u).query)["format"][0]: urlsplit(u) for u in r["exportLinks"]}
+    assert sorted(formats) == ["cytoscape", "dot", "graphml", "json", "mermaid"]
+    assert all(u.path == "/export" and "service=checkout-api" in u.query for u in formats.values())

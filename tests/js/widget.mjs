@@ -166,12 +166,13 @@ const scenarios = {
     report.suggestions = await page.evaluate(() => [...document.querySelectorAll('#suggestions option')].map((o) => o.value));
     await page.locator('#search').fill(opt.service);
     await page.locator('#search').press('Enter');
-    await firstRender(page);
-    await rendered(page, () => page.locator('button[data-action="blast-radius"]').click());
+    await page.waitForFunction((s) => document.getElementById('map').data.focus === s, opt.service);
+    await page.locator('button[data-action="blast-radius"]').click();
+    await page.waitForFunction(() => { const el = document.getElementById('map'); return el.data.extra.blastRadius && el.lastRender; });
     report.afterAction = await page.evaluate(SNAPSHOT);
     report.url = page.url();
     const again = await open(context, report, report.url);
-    await firstRender(again);
+    await again.waitForFunction(() => { const el = document.getElementById('map'); return el.data.extra.blastRadius && el.lastRender; });
     report.restored = await again.evaluate(SNAPSHOT);
     report.exportLinks = await again.evaluate(() => [...document.querySelectorAll('a[data-format]')].map((a) => a.href));
     await again.screenshot({ path: join(opt.out, 'map.png') });
