@@ -91,3 +91,16 @@ def test_each_rule_names_its_field(d: dict[str, Any], fragment: str) -> None:
     with pytest.raises(ValueError) as e:
         ServiceInfo.from_dict(d)
     assert fragment in str(e.value)
+
+
+@pytest.mark.parametrize("seed", [1, 42])
+def test_the_simulated_catalog_passes_admission_whole(seed: int) -> None:
+    """simulate --http and the Kafka meta worker send the fleet's catalog as one batch: one entry the
+    checks refuse (a 'runbook' link kind did) would refuse them all."""
+    from topology.sim import generate_fleet
+
+    fleet = generate_fleet(services=400, seed=seed)
+    records = [fleet.service_info(a).to_dict() for a in fleet.apps.values()]
+    assert any(r["links"] for r in records)
+    adm = admit_catalog(_json(records), NOW)
+    assert adm.reason is None and adm.items == len(records)

@@ -190,7 +190,7 @@ class _Generator:
         )
         app.export_phase = round(r.uniform(0, app.export_interval), 3)
         if r.random() < 0.05:
-            app.links = {"runbook": f"https://runbooks.example/{name}"}
+            app.links = {"logs": f"https://logs.example/{name}"}  # a per-service override
         self.apps[name] = app
         # Heavy-tailed popularity drives fan-in (a few apps called by very many).
         self.popularity[name] = min(r.paretovariate(1.1), 500.0)
