@@ -12,14 +12,19 @@ import strawberry
 from service.entity import Service, failed_layers
 from service.types import ChangeEvent, Duration, LayerFailure, PageInfo, TopologyEdge
 from topology import diff as core_diff
+from topology import rootcause as core_rc
 from topology.metric import EdgeMetric
 from topology.model import Layer, NodeKind
 
-__all__ = ["DiffEdge", "MetricChange", "TopologyDiff"]
+__all__ = ["DiffEdge", "Evidence", "MetricChange", "RootCauseCandidate", "RootCauseReport", "TopologyDiff"]
 
 strawberry.enum(core_diff.DiffDirection, name="Direction",
                 description="UPSTREAM: what a service calls; DOWNSTREAM: what calls it; BOTH.")
 strawberry.enum(EdgeMetric, description="An edge metric the incident questions compare.")
+strawberry.enum(core_rc.Verdict, name="RootCauseVerdict",
+                description="LOCAL: the service itself is the source; UPSTREAM: something it depends on; "
+                "HEALTHY: nothing is wrong; UNKNOWN: something is wrong and no candidate explains it.")
+strawberry.enum(core_rc.EvidenceKind, description="What a piece of root-cause evidence is about.")
 
 
 @strawberry.type(description="A metric of one layer that moved beyond its threshold (README, the diff "
@@ -108,6 +113,71 @@ class TopologyDiff:
             changes=[ChangeEvent.from_core(e) for e in r.changes],
             page_info=PageInfo(has_next_page=r.has_next, has_previous_page=had_cursor, start_cursor=None,
                                end_cursor=cursor),
+            layers=[x for x in asked if x not in failed],
+            failed_layers=failed_layers(r.failures),
+        )
+
+
+@strawberry.type(description="One fact behind a root-cause candidate, in words an engineer can check. Error "
+                 "rates are 0..1, latencies in milliseconds.")
+class Evidence:
+    kind: core_rc.EvidenceKind
+    layer: Layer | None
+    metric: EdgeMetric | None
+    baseline: float | None
+    current: float | None
+    detail: str
+
+    @classmethod
+    def from_core(cls, e: core_rc.Evidence) -> Evidence:
+        scale = 1000.0 if e.metric is EdgeMetric.LATENCY_P99 else 1.0
+        return cls(kind=e.kind, layer=e.layer, metric=e.metric,
+                   baseline=None if e.baseline is None else round(e.baseline * scale, 6),
+                   current=None if e.current is None else round(e.current * scale, 6), detail=e.detail)
+
+
+@strawberry.type(description="A service that can explain the symptoms, with why.")
+class RootCauseCandidate:
+    rank: int
+    service: Service
+    score: float = strawberry.field(description="Higher is likelier; comparable within one report only.")
+    path: list[str] = strawberry.field(description="From the service asked about to this one, along calls.")
+    evidence: list[Evidence]
+    changes: list[ChangeEvent] = strawberry.field(
+        description="Its change events near the onset, newest first.")
+
+
+@strawberry.type(description="Where the source of a service's symptoms is.")
+class RootCauseReport:
+    service: Service
+    verdict: core_rc.Verdict
+    candidates: list[RootCauseCandidate]
+    examined: int = strawberry.field(description="Services looked at: the service and its dependencies.")
+    at: datetime = strawberry.field(description="The end of the window examined.")
+    window: Duration
+    baseline_from: datetime = strawberry.field(description="The start of the baseline compared with.")
+    layers: list[Layer]
+    failed_layers: list[LayerFailure]
+
+    @classmethod
+    def build(cls, r: core_rc.RootCauseReport, asked: list[Layer]) -> RootCauseReport:
+        failed = {f.layer for f in r.failures}
+        at = r.current.end
+        return cls(
+            service=Service(name=r.service, at=at),
+            verdict=r.verdict,
+            candidates=[
+                RootCauseCandidate(
+                    rank=c.rank, service=Service(name=c.service, at=at), score=c.score, path=list(c.path),
+                    evidence=[Evidence.from_core(e) for e in c.evidence],
+                    changes=[ChangeEvent.from_core(e) for e in c.changes],
+                )
+                for c in r.candidates
+            ],
+            examined=r.examined,
+            at=datetime.fromtimestamp(at, UTC),
+            window=Duration(r.current.seconds),
+            baseline_from=datetime.fromtimestamp(r.baseline.start, UTC),
             layers=[x for x in asked if x not in failed],
             failed_layers=failed_layers(r.failures),
         )

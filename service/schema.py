@@ -49,12 +49,13 @@ from service.entity import (
     failed_layers,
 )
 from service.errors import BadUserInput, ErrorCodes
-from service.incident import TopologyDiff
+from service.incident import RootCauseReport, TopologyDiff
 from service.known import require_known
 from service.selection import selects
 from service.types import SCALAR_MAP, Duration, PageInfo, TopologyEdge
 from topology import diff as core_diff
 from topology import query
+from topology import rootcause as core_rc
 from topology.diff import DiffDirection
 from topology.model import Granularity, Layer
 from topology.store.base import ServiceFilter as CoreServiceFilter
@@ -63,6 +64,9 @@ __all__ = ["Query", "ServiceFilter", "build_schema", "schema"]
 
 FEDERATION_VERSION = "2.9"  # the newest version Hive/Guild composition accepts (see graphql.md)
 DIFF_DEPTH = 3  # hops compared by diff when the query does not say
+ROOT_CAUSE_DEPTH = 6  # hops rootCause looks upstream when the query does not say
+ROOT_CAUSE_WINDOW = 600.0  # seconds of the window rootCause examines when the query does not say
+ROOT_CAUSE_FIRST = 5  # candidates rootCause lists when the query does not say
 DOCUMENT_CACHE = 256  # validated documents kept (bounded: clients send any text)
 
 
@@ -246,6 +250,36 @@ class Query:
         key = result.end_cursor
         cursor = None if key is None or name is not None else encode_cursor("diff", *key)
         return TopologyDiff.build(result, name, list(asked or Layer), cursor, after is not None)
+
+
+    @strawberry.field(description="Where the source of `name`'s symptoms is: the services it depends on "
+                      "(within `depth` hops, default 6) ranked by how well they explain what it suffers in "
+                      "the `window` (default 10m) ending at `at` (default now), against the four windows "
+                      "before. "
+                      "Null (with NOT_FOUND) when `name` is unknown.")
+    async def root_cause(
+        self,
+        info: strawberry.Info,
+        name: str,
+        at: datetime | None = None,
+        window: Duration | None = None,
+        depth: int | None = None,
+        layers: list[Layer] | None = None,
+        first: int | None = None,
+    ) -> RootCauseReport | None:
+        ctx = context_of(info)
+        cfg = ctx.config
+        d = check_depth(ROOT_CAUSE_DEPTH if depth is None else depth, cfg)
+        n = check_first(ROOT_CAUSE_FIRST if first is None else first, cfg)
+        asked = check_layers(layers)
+        rng, at_s = time_range(at, ROOT_CAUSE_WINDOW if window is None else window, ctx.now, cfg)
+        await require_known(ctx, name)
+        report = await core_rc.root_cause(
+            ctx.stores.layers, ctx.stores.catalog, name, at=at_s, window=rng.seconds, depth=d, now=ctx.now,
+            layers=asked, first=n,
+        )
+        ctx.report(info, report.failures)
+        return RootCauseReport.build(report, list(asked or Layer))
 
 
 class _Schema(strawberry.federation.Schema):

@@ -61,3 +61,35 @@ async def test_diff_of_the_whole_graph_pages_and_an_unknown_name_is_null(client:
     assert out["errors"][0]["extensions"]["suggestions"][0] == "api"
     bad = await client.query(DIFF, {"name": "api", "from": iso(NOW + 60)})
     assert bad["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+
+
+ROOT_CAUSE = """query($name: String!) { rootCause(name: $name, window: "10m") {
+  verdict examined at window service { name }
+  candidates { rank score path service { name owner { team oncall } }
+               evidence { kind layer metric baseline current detail } changes { kind version } }
+  layers failedLayers { layer } } }"""
+
+
+async def test_root_cause_over_graphql_names_the_source_and_its_on_call(client: Client, stores: Stores) -> None:
+    """The fleet's windows are all in the live window (no baseline): orders -> payments fails now."""
+    from tests.service.fleet import LIVE, _w
+    from topology.model import Layer
+    from topology.stats import EdgeStats
+
+    failing = EdgeStats(first_seen=LIVE, last_seen=LIVE + 59, requests=500, errors=200)
+    await stores.layers[Layer.IPC].upsert_windows([_w(Layer.IPC, "orders", "payments", stats=failing)])
+    await stores.catalog.record_changes([ChangeEvent("payments", ChangeKind.DEPLOY, NOW - 900, "v3", "v3")])
+    r = (await client.data(ROOT_CAUSE, {"name": "api"}))["rootCause"]
+    assert (r["verdict"], r["service"], r["window"], r["at"]) == ("UPSTREAM", {"name": "api"}, 600.0, iso(NOW))
+    top = r["candidates"][0]
+    assert top["service"] == {"name": "payments", "owner": {"team": "payments", "oncall": None}}
+    assert (top["rank"], top["path"]) == (1, ["api", "orders", "payments"])
+    kinds = [e["kind"] for e in top["evidence"]]
+    assert kinds == ["ERRORS", "DEPENDENCIES", "CHANGE"]
+    errors = top["evidence"][0]
+    assert (errors["layer"], errors["metric"], errors["baseline"], errors["current"]) == ("IPC", "ERROR_RATE",
+                                                                                         None, 0.4)
+    assert top["changes"] == [{"kind": "DEPLOY", "version": "v3"}]
+    assert r["examined"] == 6 and r["failedLayers"] == []
+    out = await client.query(ROOT_CAUSE, {"name": "payment"})
+    assert out["data"]["rootCause"] is None and out["errors"][0]["extensions"]["suggestions"][0] == "payments"

@@ -1,0 +1,331 @@
+"""Where is the source: rank the services that can explain what a service suffers.
+
+Symptoms travel against the calls: when a dependency fails, the calls into it fail (or slow down),
+so its callers fail a share of their own requests, and so on up. The source is therefore the
+anomalous service whose *own* dependencies explain none of its anomaly. The method:
+
+1. Walk ``depth`` hops upstream of the service asked about (every requested layer, merged): the
+   candidates are the service itself and everything it depends on, virtual nodes (databases) too.
+2. Read every edge into and out of the candidates in the *current* window (``[at - window, at)``)
+   and in the *baseline* (the ``BASELINE_WINDOWS`` windows before it), layer by layer.
+3. An edge is anomalous in a layer when, with at least ``min_requests`` requests now, its error rate
+   rose by 2 percentage points and at least doubled (no baseline: an error rate of 5 % or more), or
+   its p99 latency at least doubled and by 5 ms (:class:`topology.metric.Thresholds`). Its anomaly is
+   ``10 x`` the error-rate excess plus ``log2`` of the latency ratio.
+4. A candidate's *symptom* is the worst anomaly of the calls into it (as its callers see it); what
+   its dependencies *explain* is the worst anomaly of its own calls. Its score is the symptom not
+   explained, plus evidence beside the metrics: a deploy, configuration or flag change in the
+   lookback before the window (+1 when it has a symptom, +0.4 alone: "a deploy is the only
+   evidence"), a health event that is not HEALTHY when its dependencies are clean (+0.3).
+5. Verdict: ``HEALTHY`` when nothing in the walked graph is anomalous and the service is not
+   unhealthy; otherwise ``LOCAL`` when the best candidate is the service itself, ``UPSTREAM`` when it
+   is a dependency, ``UNKNOWN`` when no candidate reaches ``MIN_SCORE``.
+
+Every candidate carries its evidence in words an engineer can check (the layer, the metric, the
+baseline and current values), the path from the service asked about, and its change events.
+Pure apart from the store interface.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from topology.catalog import HealthState, HealthStatus
+from topology.change import BEHAVIOUR_CHANGES, ChangeEvent
+from topology.metric import EdgeMetric, Thresholds
+from topology.model import ALL_LAYERS, Direction, EdgeSummary, Granularity, Layer
+from topology.query import LayerFailure, traverse
+from topology.stats import EdgeStats
+from topology.store.base import CatalogStore, LayerStore
+from topology.timewindow import TimeRange
+
+__all__ = ["Candidate", "Evidence", "EvidenceKind", "RootCauseReport", "Verdict", "root_cause"]
+
+BASELINE_WINDOWS = 4  # the baseline is this many windows before the current one
+CHANGE_LOOKBACK = 1800.0  # seconds before the window in which a change counts as "near the onset"
+MIN_SCORE = 0.25
+NO_BASELINE_ERRORS = 0.05
+CHANGE_WITH_SYMPTOM = 1.0
+CHANGE_ALONE = 0.4
+OTHER_CHANGE = 0.2
+HEALTH_BONUS = 0.3
+
+_Key = tuple[str, str]
+
+
+class Verdict(enum.StrEnum):
+    LOCAL = "LOCAL"
+    UPSTREAM = "UPSTREAM"
+    HEALTHY = "HEALTHY"
+    UNKNOWN = "UNKNOWN"
+
+
+class EvidenceKind(enum.StrEnum):
+    ERRORS = "ERRORS"  # calls into the candidate fail more than in the baseline
+    LATENCY = "LATENCY"  # calls into the candidate are slower than in the baseline
+    DEPENDENCIES = "DEPENDENCIES"  # what its own calls explain (or that they are clean)
+    HEALTH = "HEALTH"  # a health event
+    CHANGE = "CHANGE"  # a change event near the onset
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    kind: EvidenceKind
+    detail: str
+    layer: Layer | None = None
+    metric: EdgeMetric | None = None
+    baseline: float | None = None
+    current: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    rank: int
+    service: str
+    score: float
+    path: tuple[str, ...]  # from the service asked about to this one
+    evidence: tuple[Evidence, ...]
+    changes: tuple[ChangeEvent, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RootCauseReport:
+    service: str
+    verdict: Verdict
+    candidates: tuple[Candidate, ...]
+    current: TimeRange
+    baseline: TimeRange
+    examined: int  # services looked at (the service and its dependencies)
+    failures: tuple[LayerFailure, ...]
+
+
+@dataclass(slots=True)
+class _Signal:
+    """The worst anomaly of a set of edges, with what it consists of."""
+
+    score: float = 0.0
+    evidence: list[Evidence] = field(default_factory=list)
+    edge: _Key | None = None
+
+
+def _when(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).strftime("%H:%M:%SZ")
+
+
+def edge_anomaly(cur: EdgeStats, base: EdgeStats | None, th: Thresholds) -> tuple[float, list[Evidence]]:
+    """How anomalous one layer's view of an edge is now against its baseline (0 = not at all)."""
+    if cur.requests < th.min_requests:
+        return 0.0, []
+    score = 0.0
+    found: list[Evidence] = []
+    has_base = base is not None and base.requests >= th.min_requests
+    err_now = cur.errors / cur.requests
+    err_base = base.errors / base.requests if has_base and base is not None else None
+    b = 0.0 if err_base is None else err_base
+    excess = err_now - b
+    if (err_base is None and err_now >= NO_BASELINE_ERRORS) or (
+        err_base is not None and excess >= th.error_points and err_now >= th.error_factor * err_base
+    ):
+        score += 10.0 * excess
+        found.append(Evidence(EvidenceKind.ERRORS, "", None, EdgeMetric.ERROR_RATE, err_base, err_now))
+    p_now = cur.latency_quantile(0.99)
+    p_base = base.latency_quantile(0.99) if has_base and base is not None else None
+    if (p_now is not None and p_base is not None and p_base > 0
+            and p_now - p_base >= th.latency_absolute and p_now >= 2.0 * p_base):
+        score += math.log2(p_now / p_base)
+        found.append(Evidence(EvidenceKind.LATENCY, "", None, EdgeMetric.LATENCY_P99, p_base, p_now))
+    return score, found
+
+
+class _Edges:
+    """Every edge into or out of the candidates, per layer, now and in the baseline."""
+
+    def __init__(self) -> None:
+        self.now: dict[Layer, dict[_Key, EdgeStats]] = {}
+        self.base: dict[Layer, dict[_Key, EdgeStats]] = {}
+        self.into: dict[str, set[_Key]] = {}
+        self.out: dict[str, set[_Key]] = {}
+
+    def add(self, layer: Layer, current: bool, answer: Sequence[EdgeSummary]) -> None:
+        table = (self.now if current else self.base).setdefault(layer, {})
+        for s in answer:
+            k = (s.key.source, s.key.target)
+            table.setdefault(k, s.stats)
+            if current:
+                self.out.setdefault(k[0], set()).add(k)
+                self.into.setdefault(k[1], set()).add(k)
+
+    def signal(self, keys: Iterable[_Key], th: Thresholds) -> tuple[_Signal, int]:
+        """The worst anomaly over ``keys`` (each layer judged on its own) and how many edges show one."""
+        best = _Signal()
+        anomalous = 0
+        for k in sorted(keys):
+            worst = 0.0
+            for layer in ALL_LAYERS:
+                cur = self.now.get(layer, {}).get(k)
+                if cur is None:
+                    continue
+                score, found = edge_anomaly(cur, self.base.get(layer, {}).get(k), th)
+                worst = max(worst, score)
+                if score > best.score:
+                    best = _Signal(score, [_with_layer(e, layer) for e in found], k)
+            anomalous += worst > 0
+        return best, anomalous
+
+
+def _with_layer(e: Evidence, layer: Layer) -> Evidence:
+    return Evidence(e.kind, e.detail, layer, e.metric, e.baseline, e.current)
+
+
+def _describe(e: Evidence, node: str, callers: int) -> Evidence:
+    who = f"{callers} caller{'s' if callers != 1 else ''}"
+    layer = e.layer.value if e.layer is not None else "?"
+    if e.kind is EvidenceKind.ERRORS:
+        base = "none measured" if e.baseline is None else f"{e.baseline:.1%}"
+        text = (f"calls into {node} fail: error rate {e.current or 0.0:.1%} on {layer} (baseline {base}); "
+                f"{who} see it")
+    else:
+        text = (f"calls into {node} are slower: p99 {1000 * (e.current or 0.0):.1f} ms on {layer} "
+                f"(baseline {1000 * (e.baseline or 0.0):.1f} ms); {who} see it")
+    return Evidence(e.kind, text, e.layer, e.metric, e.baseline, e.current)
+
+
+async def _gather_edges(
+    layer_stores: Mapping[Layer, LayerStore], layers: Sequence[Layer], names: list[str],
+    granularity: Granularity, current: TimeRange, baseline: TimeRange, now: float,
+) -> tuple[_Edges, list[LayerFailure]]:
+    calls = [(layer, t is current, d) for layer in layers if layer in layer_stores
+             for t in (current, baseline) for d in (Direction.UPSTREAM, Direction.DOWNSTREAM)]
+    answers = await asyncio.gather(
+        *(layer_stores[layer].neighbors(names, d, granularity, current if cur else baseline, now)
+          for layer, cur, d in calls),
+        return_exceptions=True,
+    )
+    edges = _Edges()
+    failures: list[LayerFailure] = []
+    for (layer, cur, _), answer in zip(calls, answers, strict=True):
+        if isinstance(answer, BaseException):
+            if not any(f.layer is layer for f in failures):
+                failures.append(LayerFailure(layer, f"the {layer.value} layer could not answer: "
+                                             f"{type(answer).__name__}", cause=answer))
+            continue
+        edges.add(layer, cur, answer)
+    return edges, failures
+
+
+async def root_cause(
+    layer_stores: Mapping[Layer, LayerStore],
+    catalog: CatalogStore,
+    name: str,
+    *,
+    at: float,
+    window: float,
+    depth: int,
+    now: float,
+    layers: Iterable[Layer] | None = None,
+    granularity: Granularity = Granularity.APP,
+    first: int = 5,
+    thresholds: Thresholds | None = None,
+) -> RootCauseReport:
+    """Rank the services that can explain what ``name`` suffers in ``[at - window, at)``."""
+    if window <= 0:
+        raise ValueError(f"window must be positive, got {window}")
+    th = thresholds or Thresholds()
+    current = TimeRange(at - window, at)
+    baseline = TimeRange(at - window * (1 + BASELINE_WINDOWS), at - window)
+    asked = tuple(layer for layer in ALL_LAYERS if layers is None or layer in set(layers))
+    walk = await traverse(layer_stores, [name], Direction.UPSTREAM, depth, layers=asked,
+                          granularity=granularity, time=current, now=now, with_stats=False)
+    names = [name, *(d.name for d in walk.reached)]
+    via = {d.name: d.via for d in walk.reached}
+    depth_of = {name: 0, **{d.name: d.depth for d in walk.reached}}
+    (edges, failures), health, changes = await asyncio.gather(
+        _gather_edges(layer_stores, walk.answered, names, granularity, current, baseline, now),
+        catalog.health(names, at),
+        catalog.changes(names, current.start - CHANGE_LOOKBACK, at, 50 * len(names)),
+    )
+    by_service: dict[str, list[ChangeEvent]] = {}
+    for c in changes:
+        by_service.setdefault(c.service, []).append(c)
+
+    scored: list[tuple[float, str, list[Evidence]]] = []
+    anything = False
+    for node in names:
+        symptom, callers = edges.signal(edges.into.get(node, ()), th)
+        explained, _ = edges.signal(edges.out.get(node, ()), th)
+        status = health.get(node)
+        sick = status is not None and status.status in (HealthState.DEGRADED, HealthState.UNHEALTHY)
+        anything = anything or symptom.score > 0 or explained.score > 0 or (node == name and sick)
+        score = max(0.0, symptom.score - explained.score)
+        evidence = [_describe(e, node, callers) for e in symptom.evidence] if score > 0 else []
+        if score > 0:
+            evidence.append(_dependencies(node, explained))
+        score += _change_evidence(node, by_service.get(node, []), symptom.score > 0, at, evidence)
+        if sick and status is not None and explained.score == 0:
+            score += HEALTH_BONUS
+            evidence.append(_health(node, status))
+        if score >= MIN_SCORE:
+            scored.append((score, node, evidence))
+
+    scored.sort(key=lambda s: (-s[0], depth_of[s[1]], s[1]))
+    if not anything and not any(s[0] >= MIN_SCORE and s[1] == name for s in scored):
+        verdict, scored = Verdict.HEALTHY, []
+    elif not scored:
+        verdict = Verdict.UNKNOWN
+    else:
+        verdict = Verdict.LOCAL if scored[0][1] == name else Verdict.UPSTREAM
+    candidates = tuple(
+        Candidate(i + 1, node, round(score, 4), _path(node, via), tuple(evidence),
+                  tuple(by_service.get(node, [])))
+        for i, (score, node, evidence) in enumerate(scored[:first])
+    )
+    return RootCauseReport(name, verdict, candidates, current, baseline, len(names),
+                           tuple(walk.failures) + tuple(f for f in failures if f.layer not in
+                                                        {x.layer for x in walk.failures}))
+
+
+def _dependencies(node: str, explained: _Signal) -> Evidence:
+    if explained.score == 0 or explained.edge is None:
+        return Evidence(EvidenceKind.DEPENDENCIES,
+                        f"{node}'s own calls show no anomaly: nothing it depends on explains it")
+    dep = explained.edge[1]
+    return Evidence(EvidenceKind.DEPENDENCIES, f"{node}'s calls to {dep} are anomalous too, but less than "
+                    f"the calls into {node}: they explain only part of it")
+
+
+def _health(node: str, status: HealthStatus) -> Evidence:
+    since = "" if status.since is None else f" since {_when(status.since)}"
+    reason = f": {status.reason}" if status.reason else ""
+    return Evidence(EvidenceKind.HEALTH, f"{node} is {status.status.value}{since}{reason}")
+
+
+def _change_evidence(node: str, events: list[ChangeEvent], symptom: bool, at: float,
+                     evidence: list[Evidence]) -> float:
+    """The bonus of the change events near the onset, and their evidence (newest first)."""
+    bonus = 0.0
+    for e in events:
+        behaviour = e.kind in BEHAVIOUR_CHANGES
+        if behaviour:
+            bonus = max(bonus, CHANGE_WITH_SYMPTOM if symptom else CHANGE_ALONE)
+        elif symptom:
+            bonus = max(bonus, OTHER_CHANGE)
+        else:
+            continue
+        what = " ".join(x for x in (e.kind.value.lower().replace("_", " "), e.version or "") if x)
+        minutes = (at - e.at) / 60.0
+        desc = f" ({e.description})" if e.description else ""
+        evidence.append(Evidence(EvidenceKind.CHANGE, f"{node}: {what} at {_when(e.at)}, {minutes:.0f} min "
+                                 f"before the time asked about{desc}"))
+    return bonus
+
+
+def _path(node: str, via: Mapping[str, str]) -> tuple[str, ...]:
+    out = [node]
+    while out[-1] in via:
+        out.append(via[out[-1]])
+    return tuple(reversed(out))
