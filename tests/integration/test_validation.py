@@ -24,8 +24,9 @@ from service.runtime import Runtime
 from tests.admission_cases import CASES, ROADS, Case, js, metrics, spans
 from tests.integration.asgi import ingest_client
 from topology.catalog import NAME_MAX
+from topology.model import Granularity
 from topology.pipeline import Pipeline
-from topology.store.base import Stores
+from topology.store.base import ServiceFilter, Stores
 from topology.store.embedded import open_stores
 
 QUERY = """query($n: String!) { service(name: $n) {
@@ -222,3 +223,26 @@ async def test_http_layer_refusals_count_as_input_of_their_route(
     assert runtime.counters()["rejected"] == ({f"catalog:{cls}": 1} if cls else {})
     letters = (tmp_path / "dead-letters.jsonl").read_text().splitlines() if cls else []
     assert [json.loads(x)["kind"] for x in letters] == (["catalog"] if cls else [])
+
+
+async def test_a_peer_name_over_the_limit_makes_no_node(server: Server) -> None:
+    """peer.service on an unpaired client span (TRACE) and server.address on a client metric (IPC) name
+    the callee's node: past the name limit they name nothing, the rest of the request is kept."""
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    name = "p" * 100_000
+    now = time.time()
+    traces = ExportTraceServiceRequest.FromString(spans((now - 2, now - 1), (now - 2, now - 1)))
+    for good, sp in zip((False, True), (s for rs in traces.resource_spans for ss in rs.scope_spans
+                                         for s in ss.spans), strict=False):
+        kv = sp.attributes.add()
+        kv.key, kv.value.string_value = "peer.service", name if not good else "ledger"
+    assert (await server.post("spans", traces.SerializeToString())).status_code == 200
+    req = ExportMetricsServiceRequest.FromString(metrics(now - 1))
+    point = req.resource_metrics[0].scope_metrics[0].metrics[0].histogram.data_points[0]
+    point.attributes[0].value.string_value = name
+    assert (await server.post("metrics", req.SerializeToString())).status_code == 200
+    await server.runtime.flush(now + 3600)
+    names = await server.stores.catalog.list_names(ServiceFilter(), Granularity.APP, 1000, None)
+    assert {"checkout", "ledger"} <= set(names) and all(len(n) <= NAME_MAX for n in names)

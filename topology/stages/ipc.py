@@ -47,7 +47,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
 from topology.address import AddressBook
-from topology.catalog import AddressKind
+from topology.catalog import NAME_MAX, AddressKind
 from topology.model import EdgeKey, EdgePartial, Granularity, Layer, NodeKind, Side
 from topology.sketch import EMPTY, ZERO_THRESHOLD, LatencySketch, bucket_of
 from topology.stats import MAX_ENDPOINTS, EdgeStats
@@ -902,16 +902,16 @@ def _peer(a: dict[str, AttrValue | None], side: Side) -> tuple[str, bool] | None
     if side is Side.SERVER:
         for k in _CALLER_NAMES:
             v = _text(a.get(k))
-            if v:
+            if v and len(v) <= NAME_MAX:  # a longer name makes no node
                 return v, False
         return None
     for k in _PEER_NAMES:
         v = _text(a.get(k))
-        if v:
+        if v and len(v) <= NAME_MAX:
             return v, False
     for k in _PEER_ADDRESSES:
         v = _text(a.get(k))
-        if v:
+        if v and len(v) <= NAME_MAX:
             p = address_peer(v)
             if p is not None:
                 return p

@@ -34,7 +34,7 @@ from typing import Any
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
-from topology.catalog import TraceSummary
+from topology.catalog import NAME_MAX, TraceSummary
 from topology.model import EdgeKey, EdgePartial, Granularity, Layer, NodeKind, Side
 from topology.sketch import LatencySketch, bucket_of
 from topology.stats import MAX_EXEMPLARS, EdgeStats
@@ -283,7 +283,7 @@ class SpanPairer:
                     v = attribute(found)[1]
                 except Exception:  # an attribute that does not parse names nothing
                     continue
-                if v is not None and v != "":
+                if v is not None and v != "" and len(str(v)) <= NAME_MAX:  # a longer name makes no node
                     name = str(v)
                     break
         if name is None:
