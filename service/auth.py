@@ -4,13 +4,14 @@
 Route                                                    Scope       Without credentials
 =======================================================  ==========  ==================================
 ``/healthz``, ``/readyz``, ``/graphiql/assets/*``,       (open)      answered
-``GET /graphql`` without ``query`` (the GraphiQL page)
+``GET /graphql`` without ``query`` (the GraphiQL page),
+``GET /``, ``/map``, ``/widget/*`` (static pages)
 ``/ingest/catalog``, ``/ingest/health``,                 ``admin``   401
 ``/ingest/addresses``
 ``/v1/traces``, ``/v1/metrics``, every other             ``ingest``  401
 ``/ingest/*``
 ``/graphql`` (HTTP and WebSocket), ``/metrics``,         ``read``    401 (a WebSocket may instead send
-anything else                                                        its token in ``connection_init``)
+``/export``, anything else                                           its token in ``connection_init``)
 =======================================================  ==========  ==================================
 
 Credentials, tried in this order: ``Authorization: Bearer <token>``, where the token is one of the
@@ -54,6 +55,8 @@ OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 ADMIN_PATHS = frozenset({"/ingest/catalog", "/ingest/health", "/ingest/addresses"})
 OTLP_PATHS = frozenset({"/v1/traces", "/v1/metrics"})
 ASSETS_PREFIX = "/graphiql/assets/"
+STATIC_PAGES = frozenset({"/", "/map"})  # HTML and JavaScript only: their data comes from /graphql
+STATIC_PREFIX = "/widget/"
 REALM = 'Bearer realm="topology"'
 _RPC_UNAUTHENTICATED = 16
 _RPC_PERMISSION_DENIED = 7
@@ -63,6 +66,8 @@ def required_scope(scope: Scope) -> str | None:
     """The scope the request in ``scope`` needs, or None for an open route."""
     path: str = scope["path"]
     if path in OPEN_PATHS or path.startswith(ASSETS_PREFIX):
+        return None
+    if scope.get("method") in ("GET", "HEAD") and (path in STATIC_PAGES or path.startswith(STATIC_PREFIX)):
         return None
     if path in ADMIN_PATHS:
         return ADMIN
