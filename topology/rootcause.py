@@ -150,6 +150,7 @@ class _Edges:
         self.base: dict[Layer, dict[_Key, EdgeStats]] = {}
         self.into: dict[str, set[_Key]] = {}
         self.out: dict[str, set[_Key]] = {}
+        self._judged: dict[tuple[Layer, _Key], tuple[float, list[Evidence]]] = {}
 
     def add(self, layer: Layer, current: bool, answer: Sequence[EdgeSummary]) -> None:
         table = (self.now if current else self.base).setdefault(layer, {})
@@ -170,7 +171,10 @@ class _Edges:
                 cur = self.now.get(layer, {}).get(k)
                 if cur is None:
                     continue
-                score, found = edge_anomaly(cur, self.base.get(layer, {}).get(k), th)
+                judged = self._judged.get((layer, k))
+                if judged is None:
+                    judged = self._judged[(layer, k)] = edge_anomaly(cur, self.base.get(layer, {}).get(k), th)
+                score, found = judged
                 worst = max(worst, score)
                 if score > best.score:
                     best = _Signal(score, [_with_layer(e, layer) for e in found], k)
@@ -199,10 +203,14 @@ async def _gather_edges(
     layer_stores: Mapping[Layer, LayerStore], layers: Sequence[Layer], names: list[str],
     granularity: Granularity, current: TimeRange, baseline: TimeRange, now: float,
 ) -> tuple[_Edges, list[LayerFailure]]:
+    # Every call made by a candidate, and the calls into the service asked about: the calls into any
+    # other candidate come from a candidate (it was reached through one) or from outside the walk,
+    # whose callers see what the candidates' calls show.
     calls = [(layer, t is current, d) for layer in layers if layer in layer_stores
              for t in (current, baseline) for d in (Direction.UPSTREAM, Direction.DOWNSTREAM)]
     answers = await asyncio.gather(
-        *(layer_stores[layer].neighbors(names, d, granularity, current if cur else baseline, now)
+        *(layer_stores[layer].neighbors(names if d is Direction.UPSTREAM else names[:1], d, granularity,
+                                        current if cur else baseline, now)
           for layer, cur, d in calls),
         return_exceptions=True,
     )
