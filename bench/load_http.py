@@ -184,7 +184,8 @@ def run(args: argparse.Namespace) -> None:
 
 async def measure(args: argparse.Namespace, base: str, pid: int, repo: Path,
                   start_side_load: Any) -> tuple[Load, list[tuple[float, int]], float]:
-    limits = httpx.Limits(max_connections=args.clients, max_keepalive_connections=args.clients)
+    pool = max(1, args.clients)
+    limits = httpx.Limits(max_connections=pool, max_keepalive_connections=pool)
     async with httpx.AsyncClient(base_url=base, timeout=120, limits=limits) as c:
         names = await wait_ready(c, args.ready_timeout)
         print(f"# server {repo} pid {pid}, {len(names)} services; RSS at start "
@@ -210,6 +211,7 @@ def report(args: argparse.Namespace, load: Load, rss: list[tuple[float, int]], w
         return "  ".join(f"{k} {v:8.1f}" for k, v in percentiles(samples).items()) + " ms"
 
     total = sum(len(v) for v in load.latency.values())
+    wall = max(wall, 1e-9)
     print(f"{args.clients} clients, {wall:.0f} s: {total} queries, {total / wall:.1f}/s, "
           f"errors {sum(load.errors.values())} {dict(load.errors)}")
     for kind, samples in load.latency.items():

@@ -14,12 +14,14 @@ from typing import Any
 
 from service.progress import Progress
 from service.runtime import Runtime
+from topology.admit import admit_flows, admit_metrics, admit_spans
 from topology.pipeline import Pipeline, PipelineConfig
 from topology.store.base import Stores
 from topology.timewindow import MINUTE, align
 
 log = logging.getLogger("topology.demo")
 
+PROTOBUF = "application/x-protobuf"
 FLUSH_EVERY = 0.5  # seconds between pipeline flushes (part of the freshness budget)
 ROLLUP_EVERY = 60.0
 
@@ -70,18 +72,40 @@ def write_truth(path: str | None, sims: list[Any]) -> None:
     os.replace(tmp, path)
 
 
+async def feed_live(runtime: Runtime, emission: Any, now: float) -> None:
+    """:func:`feed` for a runtime that HTTP ingest shares: the payloads are decoded and admitted in a
+    worker thread (pure), then applied on the event loop."""
+    runtime.add_leases(emission.leases)
+    runtime.pipeline.add_catalog(emission.catalog)
+    runtime.pipeline.add_health(emission.health)
+    arrival = runtime.clock()
+
+    def admitted() -> list[tuple[str, Any, float]]:
+        return [*(("flows", admit_flows(d, arrival), arrival) for d in emission.flow_batches),
+                *(("metrics", admit_metrics(d, PROTOBUF, arrival), arrival) for d in emission.metrics),
+                *(("spans", admit_spans(d, PROTOBUF, now), now) for d in emission.spans)]
+
+    for kind, adm, at in await asyncio.to_thread(admitted):
+        runtime.apply(kind, adm, at)
+
+
 async def simulate_span(sim: Any, rt: Runtime, start: float, end: float, step: float,
-                        progress: Callable[[float], None] | None = None) -> float:
+                        progress: Callable[[float], None] | None = None, *, private: bool = False) -> float:
     """Feed [start, end) of simulated traffic as fast as possible, yielding between steps
-    (``progress`` is told the simulated seconds done after each)."""
+    (``progress`` is told the simulated seconds done after each). The simulator steps in a worker
+    thread, so the event loop (queries, ``/healthz``) answers meanwhile; with ``private`` (a runtime
+    nothing else uses, the history's) feeding and the pipeline run there too."""
     t = start
     while t < end:
         dt = min(step, end - t)
-        em = sim.step(t, dt)
-        feed(rt, em, t)
+        em = await asyncio.to_thread(sim.step, t, dt)
+        if private:
+            await asyncio.to_thread(feed, rt, em, t)
+        else:
+            await feed_live(rt, em, t)
         await persist_meta(rt.stores, em)
         t += dt
-        await rt.flush(t)
+        await rt.flush(t, in_thread=private)
         if progress is not None:
             progress(t - start)
         await asyncio.sleep(0)
@@ -145,8 +169,8 @@ class SimulationDriver:
             while True:
                 target = rt.clock()
                 while t + self.step <= target:
-                    em = sim.step(t, self.step)
-                    feed(rt, em, t)
+                    em = await asyncio.to_thread(sim.step, t, self.step)
+                    await feed_live(rt, em, t)
                     await persist_meta(rt.stores, em)
                     t += self.step
                 await rt.flush(target)
@@ -169,10 +193,10 @@ class SimulationDriver:
         feed(rt, initial, start)
         began = time.monotonic()
         bar = Progress("history", (end - start) / 60, "min")
-        t = await simulate_span(sim, rt, start, end, 60.0, lambda done: bar.update(done / 60))
+        t = await simulate_span(sim, rt, start, end, 60.0, lambda done: bar.update(done / 60), private=True)
         bar.close()
         for extra in (60.0, 120.0, 180.0):  # close the last windows (they end before the live ones begin)
-            await rt.flush(t + extra)
+            await rt.flush(t + extra, in_thread=True)
         await rt.rollup(end)
         log.info(
             "history filled", extra={"from": start, "to": end, "took_s": round(time.monotonic() - began, 1)}

@@ -13,10 +13,12 @@ from service.entity import Service, failed_layers
 from service.types import ChangeEvent, Duration, LayerFailure, PageInfo, TopologyEdge
 from topology import diff as core_diff
 from topology import rootcause as core_rc
+from topology import tiers as core_tiers
 from topology.metric import EdgeMetric
 from topology.model import Layer, NodeKind
 
-__all__ = ["DiffEdge", "Evidence", "MetricChange", "RootCauseCandidate", "RootCauseReport", "TopologyDiff"]
+__all__ = ["DiffEdge", "Evidence", "MetricChange", "RootCauseCandidate", "RootCauseReport", "TierViolation",
+           "TierViolationPage", "TopologyDiff"]
 
 strawberry.enum(core_diff.DiffDirection, name="Direction",
                 description="UPSTREAM: what a service calls; DOWNSTREAM: what calls it; BOTH.")
@@ -178,6 +180,43 @@ class RootCauseReport:
             at=datetime.fromtimestamp(at, UTC),
             window=Duration(r.current.seconds),
             baseline_from=datetime.fromtimestamp(r.baseline.start, UTC),
+            layers=[x for x in asked if x not in failed],
+            failed_layers=failed_layers(r.failures),
+        )
+
+
+@strawberry.type(description="A dependency less critical than the service that depends on it (a larger tier "
+                 "number) or of unknown tier.")
+class TierViolation:
+    service: Service
+    service_tier: int
+    dependency: Service
+    dependency_tier: int | None = strawberry.field(description="Null: the catalog gives no tier.")
+    path: list[str] = strawberry.field(description="The shortest chain from the service to the dependency.")
+    path_layers: list[list[Layer]] = strawberry.field(
+        description="For each edge of the path, in order: the layers that saw it.")
+
+
+@strawberry.type(description="A page of tier violations, ordered by (service, dependency).")
+class TierViolationPage:
+    violations: list[TierViolation]
+    page_info: PageInfo
+    layers: list[Layer]
+    failed_layers: list[LayerFailure]
+
+    @classmethod
+    def build(cls, r: core_tiers.TierViolations, at: float, asked: list[Layer], cursor: str | None,
+              had_cursor: bool) -> TierViolationPage:
+        failed = {f.layer for f in r.failures}
+        return cls(
+            violations=[
+                TierViolation(service=Service(name=v.service, at=at), service_tier=v.service_tier,
+                              dependency=Service(name=v.dependency, at=at), dependency_tier=v.dependency_tier,
+                              path=list(v.path), path_layers=[list(x) for x in v.path_layers])
+                for v in r.violations
+            ],
+            page_info=PageInfo(has_next_page=r.has_next, has_previous_page=had_cursor, start_cursor=None,
+                               end_cursor=cursor),
             layers=[x for x in asked if x not in failed],
             failed_layers=failed_layers(r.failures),
         )

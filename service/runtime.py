@@ -193,10 +193,12 @@ class Runtime:
         self.pipeline.add_leases(leases)
 
     # -- output ---------------------------------------------------------------------------------
-    async def flush(self, now: float | None = None) -> PipelineOutput:
-        """Run the pipeline up to ``now`` and write what it produced (layers concurrently)."""
+    async def flush(self, now: float | None = None, *, in_thread: bool = False) -> PipelineOutput:
+        """Run the pipeline up to ``now`` and write what it produced (layers concurrently).
+        ``in_thread``: run the pipeline in a worker thread, so the event loop answers meanwhile; only
+        for a runtime whose pipeline nothing else touches until this returns (the demo's history)."""
         now = self.clock() if now is None else now
-        out = self.pipeline.flush(now)
+        out = await asyncio.to_thread(self.pipeline.flush, now) if in_thread else self.pipeline.flush(now)
         await persist(self.stores, out.windows, out.traces, out.nodes)
         for layer, ws in out.windows.items():
             self.windows_written[layer.value] += len(ws)

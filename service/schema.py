@@ -49,13 +49,14 @@ from service.entity import (
     failed_layers,
 )
 from service.errors import BadUserInput, ErrorCodes
-from service.incident import RootCauseReport, TopologyDiff
+from service.incident import RootCauseReport, TierViolationPage, TopologyDiff
 from service.known import require_known
 from service.selection import selects
 from service.types import SCALAR_MAP, Duration, PageInfo, TopologyEdge
 from topology import diff as core_diff
 from topology import query
 from topology import rootcause as core_rc
+from topology import tiers as core_tiers
 from topology.diff import DiffDirection
 from topology.model import Granularity, Layer
 from topology.store.base import ServiceFilter as CoreServiceFilter
@@ -280,6 +281,42 @@ class Query:
         )
         ctx.report(info, report.failures)
         return RootCauseReport.build(report, list(asked or Layer))
+
+
+    @strawberry.field(description="For every service of tier <= `tier` (0 = most critical), the services "
+                      "it depends on (transitively, `depth` hops, default the maximum) whose tier is less "
+                      "critical than its own or unknown, each with the shortest path and the layers of its "
+                      "edges.")
+    async def tier_violations(
+        self,
+        info: strawberry.Info,
+        tier: int = 0,
+        depth: int | None = None,
+        layers: list[Layer] | None = None,
+        at: datetime | None = None,
+        window: Duration | None = None,
+        first: int | None = None,
+        after: str | None = None,
+    ) -> TierViolationPage:
+        ctx = context_of(info)
+        cfg = ctx.config
+        if tier < 0:
+            raise BadUserInput(f"tier must be >= 0, got {tier}", "tier")
+        d = check_depth(cfg.max_depth if depth is None else depth, cfg)
+        n = check_first(first, cfg)
+        asked = check_layers(layers)
+        rng, at_s = time_range(at, window, ctx.now, cfg)
+        after_key: tuple[str, str] | None = None
+        if after is not None:
+            svc, dep = decode_cursor(after, "tier", (str, str))
+            after_key = (str(svc), str(dep))
+        page = await core_tiers.tier_violations(
+            ctx.stores.layers, ctx.stores.catalog, tier=tier, depth=d, time=rng, now=ctx.now, layers=asked,
+            first=n, after=after_key,
+        )
+        ctx.report(info, page.failures)
+        cursor = None if page.end_cursor is None else encode_cursor("tier", *page.end_cursor)
+        return TierViolationPage.build(page, at_s, list(asked or Layer), cursor, after is not None)
 
 
 class _Schema(strawberry.federation.Schema):

@@ -93,3 +93,21 @@ async def test_root_cause_over_graphql_names_the_source_and_its_on_call(client: 
     assert r["examined"] == 6 and r["failedLayers"] == []
     out = await client.query(ROOT_CAUSE, {"name": "payment"})
     assert out["data"]["rootCause"] is None and out["errors"][0]["extensions"]["suggestions"][0] == "payments"
+
+
+async def test_tier_violations_over_graphql(client: Client) -> None:
+    q = """{ tierViolations(tier: 0) { violations { service { name } serviceTier dependency { name tier }
+             dependencyTier path pathLayers } pageInfo { hasNextPage } failedLayers { layer } } }"""
+    got = (await client.data(q))["tierViolations"]
+    pairs = [(v["service"]["name"], v["dependency"]["name"]) for v in got["violations"]]
+    # edge-gateway (0) -> api (1) ...; payments (0) -> ledger (2); user is a virtual caller, not a dependency
+    assert ("edge-gateway", "api") in pairs and ("payments", "ledger") in pairs
+    assert ("edge-gateway", "orders-db") not in pairs  # a database has no tier of its own
+    ledger = next(v for v in got["violations"] if v["service"]["name"] == "payments")
+    assert (ledger["serviceTier"], ledger["dependencyTier"], ledger["path"], ledger["pathLayers"]) == (
+        0, 2, ["payments", "ledger"], [["TRACE"]])
+    deep = next(v for v in got["violations"] if (v["service"]["name"], v["dependency"]["name"]) ==
+                ("edge-gateway", "ledger"))
+    assert deep["path"] == ["edge-gateway", "api", "orders", "payments", "ledger"]
+    assert deep["pathLayers"] == [["NETWORK", "IPC"], ["NETWORK", "IPC", "TRACE"], ["IPC"], ["TRACE"]]
+    assert not got["pageInfo"]["hasNextPage"] and got["failedLayers"] == []

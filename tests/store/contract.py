@@ -58,6 +58,7 @@ from topology.sketch import LatencySketch
 from topology.stages.final import FinalStage
 from topology.stats import EdgeStats
 from topology.store.base import ServiceFilter, Stores
+from topology.tiers import tier_violations
 from topology.timewindow import DAY, HOUR, MINUTE, Retention, TimeRange
 
 T0 = 1_700_006_400  # a UTC midnight
@@ -979,6 +980,45 @@ class StoreContract:
         assert [d.key for d in rest.removed] == [("api", "old")] and (rest.added, rest.changed) == ((), ())
         assert not rest.has_next
         assert [c.service for c in rest.changes] == ["api"]
+
+    # -- queries over the interface: tier chains -----------------------------------------------------
+    async def test_tier_violations_along_whole_chains(self, stores: Stores) -> None:
+        """web, api, orders are tier 0, auth tier 1, pay tier 2, search has no catalog entry, db is a
+        database: every tier-0 service that reaches auth, pay or search violates; db never does."""
+        await stores.catalog.upsert_services([
+            ServiceInfo("web", tier=0), ServiceInfo("api", tier=0), ServiceInfo("orders", tier=0),
+            ServiceInfo("auth", tier=1), ServiceInfo("pay", tier=2)])
+        now = LIVE_NOW - 5 * MINUTE
+        net = [*minutes("web", "api", now, 1), *minutes("api", "auth", now, 1),
+               *minutes("api", "orders", now, 1), *minutes("orders", "search", now, 1),
+               *minutes("orders", "db", now, 1, target_kind=NodeKind.DATABASE)]
+        ipc = [*minutes("orders", "pay", now, 1, layer=IPC), *minutes("auth", "pay", now, 1, layer=IPC)]
+        await stores.layers[NET].upsert_windows(net)
+        await stores.layers[IPC].upsert_windows(ipc)
+
+        async def page(tier: int, first: int, after: tuple[str, str] | None = None) -> Any:
+            return await tier_violations(stores.layers, stores.catalog, tier=tier, depth=5, time=LIVE,
+                                         now=LIVE_NOW, first=first, after=after)
+
+        every = await page(0, 100)
+        assert [v.key for v in every.violations] == [
+            ("api", "auth"), ("api", "pay"), ("api", "search"), ("orders", "pay"), ("orders", "search"),
+            ("web", "auth"), ("web", "pay"), ("web", "search")]
+        api_pay = every.violations[1]
+        assert (api_pay.service_tier, api_pay.dependency_tier, api_pay.path) == (0, 2, ("api", "auth", "pay"))
+        assert api_pay.path_layers == ((NET,), (IPC,))
+        assert every.violations[2].dependency_tier is None and not every.has_next
+        keys, after = [], None
+        while True:
+            got = await page(0, 3, after)
+            keys += [v.key for v in got.violations]
+            if not got.has_next:
+                break
+            after = got.end_cursor
+        assert keys == [v.key for v in every.violations]
+        one = await page(1, 100)
+        assert ("auth", "pay") in [v.key for v in one.violations] and len(one.violations) == 9
+        assert (await page(0, 100)).failures == ()
 
     # -- persistence and health of the store ---------------------------------------------------------
     async def test_ping(self, stores: Stores) -> None:
