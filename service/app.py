@@ -7,6 +7,7 @@
 ``GET /readyz``             200 when every store answers a ping (and, with Kafka workers, none has
                             failed), else 503 naming the ones that do not
 ``GET /metrics``            Prometheus text (see :mod:`service.observability` and the README's Metrics)
+``GET /export``             the graph of a selection as DOT, Mermaid, Cytoscape, GraphML, JSON
 ``GET /map``, ``/widget/``  the map page and the ``<service-topology>`` module (:mod:`service.widget`)
 ==========================  =====================================================================
 
@@ -44,6 +45,7 @@ from strawberry.types.unset import UNSET
 from service.config import ServiceConfig
 from service.context import RequestContext
 from service.errors import decode_body, request_error
+from service.export import export_endpoint
 from service.graphiql import ASSETS, NODE_MODULES, missing_assets, render_page
 from service.guard import is_ingest
 from service.limits import RequestLimits
@@ -235,6 +237,8 @@ def create_app(
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
+        Route("/export", export_endpoint(schema, lambda r: graphql.get_context(r, None), config.max_page),
+              methods=["GET"]),
         *widget_routes(),
         *extra_routes,
     ]

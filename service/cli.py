@@ -6,6 +6,8 @@ topology simulate  run the fleet simulator: write its inputs to files, POST them
                    publish them to Kafka
 topology ingest    one Kafka stage worker (see ingest/)
 topology schema    print the GraphQL SDL (schema.graphql is this output)
+topology export    the graph around a service (or all of it) from a server as DOT, Mermaid, Cytoscape,
+                   GraphML or JSON
 topology agent     the eBPF node agent: this machine's TCP connections as flow batches (see agent/)
 
 Every flag falls back to an environment variable, then to its default (``--help`` shows both; the
@@ -46,7 +48,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     from ingest.main import add_arguments as add_ingest_arguments
     from service.config import ServiceConfig
-    from service.settings import DemoSettings, FleetSettings, ServeSettings, SimulateSettings
+    from service.settings import DemoSettings, ExportSettings, FleetSettings, ServeSettings, SimulateSettings
 
     parser = _Parser(prog="topology", description="Service Topology: a living map of service dependencies")
     add_flags(parser, LogSettings)
@@ -76,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_ingest_arguments(command("ingest", "run one Kafka stage worker"))
     command("schema", "print the GraphQL SDL")
+    add_flags(command("export", "the graph of a selection from a server: dot, mermaid, cytoscape, graphml, "
+                                "json"), ExportSettings)
     from agent.cli import build_parser as add_agent_arguments
 
     add_agent_arguments(command("agent", "eBPF node agent: TCP connections -> flow batches and leases"))
@@ -136,6 +140,13 @@ def _schema(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    from service.export import run_export
+    from service.settings import ExportSettings
+
+    return run_export(resolve(ExportSettings, args, env), sys.stdout)
+
+
 def _agent(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from agent.cli import run
 
@@ -144,7 +155,7 @@ def _agent(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 COMMANDS: dict[str, Callable[[argparse.Namespace, Mapping[str, str]], int]] = {
     "demo": _demo, "serve": _serve, "simulate": _simulate, "ingest": _ingest, "schema": _schema,
-    "agent": _agent,
+    "agent": _agent, "export": _export,
 }
 
 

@@ -11,6 +11,7 @@ group                  used by
 ``DemoSettings``       ``demo``
 ``ServeSettings``      ``serve``
 ``SimulateSettings``   ``simulate``
+``ExportSettings``     ``export``
 ``IngestSettings``,    ``ingest`` (:mod:`ingest.main`; the worker settings also tune the workers of
 ``WorkerSettings``     ``serve --kafka``)
 =====================  =========================================================================
@@ -41,7 +42,8 @@ from topology.settings import (
 )
 from topology.sim.generator import MIN_SERVICES
 
-__all__ = ["DemoSettings", "FleetSettings", "ServeSettings", "SimulateSettings", "documented"]
+__all__ = ["DemoSettings", "ExportSettings", "FleetSettings", "ServeSettings", "SimulateSettings",
+           "documented"]
 
 
 def _fleet_size(text: str) -> int:
@@ -123,10 +125,44 @@ class SimulateSettings:
             raise ConfigError(f"TOPOLOGY_SIMULATE_HTTP: expected an http(s) URL, got {self.http!r}")
 
 
+@dataclass(frozen=True, slots=True)
+class ExportSettings:
+    url: str = setting("http://127.0.0.1:8080", "TOPOLOGY_EXPORT_URL",
+                       "base URL of the `topology serve` to export from", flag="--url", metavar="URL")
+    format: str = setting("json", "TOPOLOGY_EXPORT_FORMAT", "dot, mermaid, cytoscape, graphml or json",
+                          flag="--format", choices=("dot", "mermaid", "cytoscape", "graphml", "json"))
+    service: str | None = setting(None, "TOPOLOGY_EXPORT_SERVICE",
+                                  "the service in the middle (none: the whole graph)", flag="--service",
+                                  metavar="NAME")
+    direction: str = setting("both", "TOPOLOGY_EXPORT_DIRECTION",
+                             "upstream (what it calls), downstream (what calls it) or both",
+                             flag="--direction", choices=("upstream", "downstream", "both"))
+    depth: int = setting(2, "TOPOLOGY_EXPORT_DEPTH", "hops from the service", flag="--depth",
+                         parse=lambda t: int(parse_positive(t)), metavar="N")
+    layers: str | None = setting(None, "TOPOLOGY_EXPORT_LAYERS", "comma-separated layers (none: all)",
+                                 flag="--layers", metavar="LIST")
+    tier: str | None = setting(None, "TOPOLOGY_EXPORT_TIER", "comma-separated tiers to keep", flag="--tier",
+                               metavar="LIST")
+    domain: str | None = setting(None, "TOPOLOGY_EXPORT_DOMAIN", "comma-separated domains to keep",
+                                 flag="--domain", metavar="LIST")
+    at: str | None = setting(None, "TOPOLOGY_EXPORT_AT", "the time to export (ISO 8601; none: now)",
+                             flag="--at", metavar="TIME")
+    window: str | None = setting(None, "TOPOLOGY_EXPORT_WINDOW", "the window before it (e.g. 15m)",
+                                 flag="--window", metavar="DURATION")
+    output: str | None = setting(None, "TOPOLOGY_EXPORT_OUTPUT", "write to this file (none: standard output)",
+                                 flag="--output", metavar="FILE")
+    token: str | None = setting(None, "TOPOLOGY_EXPORT_TOKEN",
+                                "bearer token for a server with authentication (scope read)")
+
+    def __post_init__(self) -> None:
+        if not self.url.startswith(("http://", "https://")):
+            raise ConfigError(f"TOPOLOGY_EXPORT_URL: expected an http(s) URL, got {self.url!r}")
+
+
 # every group, in the README's order
 GROUPS: tuple[type, ...] = (LogSettings, ServiceConfig, StoreSettings, KafkaSettings, FleetSettings,
-                            DemoSettings, ServeSettings, SimulateSettings, IngestSettings, WorkerSettings,
-                            AgentSettings)
+                            DemoSettings, ServeSettings, SimulateSettings, ExportSettings, IngestSettings,
+                            WorkerSettings, AgentSettings)
 
 
 def documented() -> list[Row]:

@@ -32,7 +32,7 @@ import pytest
 import uvicorn
 
 from tests.conftest import require
-from topology.catalog import Owner, ServiceInfo
+from topology.catalog import HealthEvent, HealthState, Owner, ServiceInfo
 from topology.model import EdgeKey, EdgeWindow, Granularity, Layer, NodeInfo, NodeKind
 from topology.stats import EdgeStats
 from topology.timewindow import MINUTE, align
@@ -66,6 +66,9 @@ EDGES: dict[Layer, tuple[tuple[str, str, NodeKind, NodeKind], ...]] = {
         ("web-frontend", "checkout-api", NodeKind.SERVICE, NodeKind.SERVICE),
     ),
 }
+# Health events (recorded 100 s before the seed's now) of health_server; the others have none: UNKNOWN.
+HEALTH = {"checkout-api": HealthState.HEALTHY, "payments-svc": HealthState.DEGRADED,
+          "inventory-api": HealthState.UNHEALTHY}
 # Known answers: (depth, name) of everything upstream of a service, all layers merged.
 UPSTREAM = {
     ("web-frontend", 2): [(1, "checkout-api"), (2, "inventory-api"), (2, "payments-svc")],
@@ -95,11 +98,13 @@ def seed_nodes(now: float) -> list[NodeInfo]:
             for n, (k, ls) in seen.items()]
 
 
-async def seed_store(data_dir: Path, now: float) -> None:
+async def seed_store(data_dir: Path, now: float, health: bool = False) -> None:
     from topology.store.embedded import open_stores
 
     stores = open_stores(data_dir)
     try:
+        if health:
+            await stores.catalog.record_health([HealthEvent(s, h, now - 100) for s, h in HEALTH.items()])
         await stores.catalog.upsert_services(list(CATALOG))
         await stores.catalog.register_nodes(seed_nodes(now))
         windows = seed_windows(now)
@@ -210,6 +215,16 @@ def topology_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server
     data_dir = root / "store"
     asyncio.run(seed_store(data_dir, time.time()))
     with serve_embedded(root, data_dir, {"TOPOLOGY_GRAPHIQL": "true"}) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def health_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The same topology with health events (:data:`HEALTH`), for the widget and export tests."""
+    root = tmp_path_factory.mktemp("health-server")
+    data_dir = root / "store"
+    asyncio.run(seed_store(data_dir, time.time(), health=True))
+    with serve_embedded(root, data_dir) as server:
         yield server
 
 

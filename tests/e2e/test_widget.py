@@ -8,11 +8,8 @@ accessible names) and its text description of the calls. The truth is the hand-b
 
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -21,21 +18,18 @@ import pytest
 
 from tests.e2e.conftest import (
     CHROMIUM,
+    HEALTH,
     JS_DIR,
     Server,
     require_chromium,
     require_node_packages,
-    seed_store,
-    serve_embedded,
 )
-from topology.catalog import HealthEvent, HealthState
+from topology.catalog import HealthState
 
 pytestmark = pytest.mark.browser
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 ARTEFACTS = Path(__file__).resolve().parents[2] / "var" / "artefacts" / "widget"
-HEALTH = {"checkout-api": HealthState.HEALTHY, "payments-svc": HealthState.DEGRADED,
-          "inventory-api": HealthState.UNHEALTHY}
 COLOURS = {"HEALTHY": "#2e7d32", "DEGRADED": "#f9a825", "UNHEALTHY": "#c62828", "UNKNOWN": "#8a8f98"}
 # checkout-api, both directions, depth 2 (conftest.EDGES merged over the layers)
 AROUND_CHECKOUT = {
@@ -62,26 +56,6 @@ def require_widget() -> None:
     from tests.conftest import require
 
     require(BUNDLE.is_file(), "the widget bundle widget/dist/service-topology.js (`make install-node`)")
-
-
-async def seed_with_health(data_dir: Path, now: float) -> None:
-    from topology.store.embedded import open_stores
-
-    await seed_store(data_dir, now)
-    stores = open_stores(data_dir)
-    try:
-        await stores.catalog.record_health([HealthEvent(s, h, now - 100) for s, h in HEALTH.items()])
-    finally:
-        await stores.close()
-
-
-@pytest.fixture(scope="module")
-def widget_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    root = tmp_path_factory.mktemp("widget-server")
-    data_dir = root / "store"
-    asyncio.run(seed_with_health(data_dir, time.time()))
-    with serve_embedded(root, data_dir) as server:
-        yield server
 
 
 def run_widget(base: str, scenario: str, *extra: str, timeout: float = 120) -> dict[str, Any]:
@@ -113,8 +87,8 @@ def nodes_of(snapshot: dict[str, Any]) -> set[str]:
     return {n["name"] for n in snapshot["nodes"]}
 
 
-def test_embedded_widget_draws_the_neighbourhood(widget_server: Server) -> None:
-    r = run_widget(widget_server.base, "embed")
+def test_embedded_widget_draws_the_neighbourhood(health_server: Server) -> None:
+    r = run_widget(health_server.base, "embed")
     first = r["initial"]
     # Everything around checkout-api two hops either way, each edge with the layers that saw it.
     assert edges_of(first) == AROUND_CHECKOUT
@@ -174,21 +148,21 @@ def test_embedded_widget_draws_the_neighbourhood(widget_server: Server) -> None:
     assert (ARTEFACTS / "widget-embed.png").stat().st_size > 10_000
 
 
-def test_widget_asset_is_served_as_a_module(widget_server: Server) -> None:
+def test_widget_asset_is_served_as_a_module(health_server: Server) -> None:
     import urllib.request
 
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    with opener.open(f"{widget_server.base}/widget/service-topology.js", timeout=10) as resp:
+    with opener.open(f"{health_server.base}/widget/service-topology.js", timeout=10) as resp:
         body = resp.read()
         assert resp.headers["content-type"].startswith("text/javascript")
     assert b"customElements.define(\"service-topology\"" in body or b"service-topology" in body
     assert b"https://" not in body.replace(b"https://www.w3.org", b"")  # nothing to fetch from elsewhere
-    with opener.open(f"{widget_server.base}/", timeout=10) as resp:
+    with opener.open(f"{health_server.base}/", timeout=10) as resp:
         assert b'href="/map"' in resp.read()  # the index links the map
 
 
-def test_map_page_searches_acts_and_shares_the_view(widget_server: Server) -> None:
-    r = run_widget(widget_server.base, "map")
+def test_map_page_searches_acts_and_shares_the_view(health_server: Server) -> None:
+    r = run_widget(health_server.base, "map")
     assert r["suggestions"] == ["checkout-api"]  # names starting with "che"
     after = r["afterAction"]
     assert after["service"] == "checkout-api" and "Blast radius of checkout-api" in after["panel"]
