@@ -10,15 +10,24 @@ from datetime import UTC, datetime
 import strawberry
 
 from service.entity import Service, failed_layers
-from service.types import ChangeEvent, Duration, LayerFailure, PageInfo, TopologyEdge
+from service.types import (
+    ChangeEvent,
+    Duration,
+    LayerFailure,
+    Long,
+    PageInfo,
+    TopologyEdge,
+    epoch_to_datetime,
+)
 from topology import diff as core_diff
+from topology import peers as core_peers
 from topology import rootcause as core_rc
 from topology import tiers as core_tiers
 from topology.metric import EdgeMetric
 from topology.model import Layer, NodeKind
 
 __all__ = ["DiffEdge", "Evidence", "MetricChange", "RootCauseCandidate", "RootCauseReport", "TierViolation",
-           "TierViolationPage", "TopologyDiff"]
+           "TierViolationPage", "TopologyDiff", "UnknownPeer", "UnknownPeerPage"]
 
 strawberry.enum(core_diff.DiffDirection, name="Direction",
                 description="UPSTREAM: what a service calls; DOWNSTREAM: what calls it; BOTH.")
@@ -218,5 +227,61 @@ class TierViolationPage:
             page_info=PageInfo(has_next_page=r.has_next, has_previous_page=had_cursor, start_cursor=None,
                                end_cursor=cursor),
             layers=[x for x in asked if x not in failed],
+            failed_layers=failed_layers(r.failures),
+        )
+
+
+@strawberry.type(description="A local workload that talked to an unattributed address.")
+class PeerContact:
+    workload: Service
+    outbound: bool = strawberry.field(description="True: the workload called the address; false: the "
+                                      "address called the workload.")
+    connections: Long
+    bytes: Long
+    first_seen: datetime | None
+    last_seen: datetime | None
+
+
+@strawberry.type(description="A remote address the NETWORK layer could not attribute to any owner (no lease "
+                 "covered it when the traffic was seen). Traffic is never attributed to a guess.")
+class UnknownPeer:
+    name: str = strawberry.field(description="The node's name on the map: ip:<address>.")
+    address: str
+    ports: list[int] = strawberry.field(description="Ports it was reached on.")
+    connections: Long
+    bytes: Long
+    first_seen: datetime | None
+    last_seen: datetime | None
+    talked_to: list[PeerContact] = strawberry.field(
+        description="The local workloads, most connections first.")
+
+
+@strawberry.type(description="A page of unattributed addresses, ordered by name.")
+class UnknownPeerPage:
+    peers: list[UnknownPeer]
+    page_info: PageInfo
+    failed_layers: list[LayerFailure]
+
+    @classmethod
+    def build(cls, r: core_peers.UnknownPeers, at: float, cursor: str | None,
+              had_cursor: bool) -> UnknownPeerPage:
+        return cls(
+            peers=[
+                UnknownPeer(
+                    name=p.name, address=p.address, ports=sorted(p.ports), connections=Long(p.connections),
+                    bytes=Long(p.bytes), first_seen=epoch_to_datetime(p.first_seen),
+                    last_seen=epoch_to_datetime(p.last_seen),
+                    talked_to=[
+                        PeerContact(workload=Service(name=c.workload, at=at), outbound=c.outbound,
+                                    connections=Long(c.connections), bytes=Long(c.bytes),
+                                    first_seen=epoch_to_datetime(c.first_seen),
+                                    last_seen=epoch_to_datetime(c.last_seen))
+                        for c in p.contacts
+                    ],
+                )
+                for p in r.peers
+            ],
+            page_info=PageInfo(has_next_page=r.has_next, has_previous_page=had_cursor, start_cursor=None,
+                               end_cursor=cursor),
             failed_layers=failed_layers(r.failures),
         )

@@ -49,11 +49,12 @@ from service.entity import (
     failed_layers,
 )
 from service.errors import BadUserInput, ErrorCodes
-from service.incident import RootCauseReport, TierViolationPage, TopologyDiff
+from service.incident import RootCauseReport, TierViolationPage, TopologyDiff, UnknownPeerPage
 from service.known import require_known
 from service.selection import selects
 from service.types import SCALAR_MAP, Duration, PageInfo, TopologyEdge
 from topology import diff as core_diff
+from topology import peers as core_peers
 from topology import query
 from topology import rootcause as core_rc
 from topology import tiers as core_tiers
@@ -317,6 +318,28 @@ class Query:
         ctx.report(info, page.failures)
         cursor = None if page.end_cursor is None else encode_cursor("tier", *page.end_cursor)
         return TierViolationPage.build(page, at_s, list(asked or Layer), cursor, after is not None)
+
+
+    @strawberry.field(description="The remote addresses (and ports) the NETWORK layer could not attribute to "
+                      "any owner in the `window` ending at `at`, with the local workloads that talked to "
+                      "them, ordered by address.")
+    async def unknown_peers(
+        self,
+        info: strawberry.Info,
+        at: datetime | None = None,
+        window: Duration | None = None,
+        first: int | None = None,
+        after: str | None = None,
+    ) -> UnknownPeerPage:
+        ctx = context_of(info)
+        n = check_first(first, ctx.config)
+        rng, at_s = time_range(at, window, ctx.now, ctx.config)
+        after_name = None if after is None else str(decode_cursor(after, "peer", (str,))[0])
+        page = await core_peers.unknown_peers(ctx.stores.layers, time=rng, now=ctx.now, first=n,
+                                              after=after_name)
+        ctx.report(info, page.failures)
+        cursor = None if page.end_cursor is None else encode_cursor("peer", page.end_cursor)
+        return UnknownPeerPage.build(page, at_s, cursor, after is not None)
 
 
 class _Schema(strawberry.federation.Schema):

@@ -111,3 +111,22 @@ async def test_tier_violations_over_graphql(client: Client) -> None:
     assert deep["path"] == ["edge-gateway", "api", "orders", "payments", "ledger"]
     assert deep["pathLayers"] == [["NETWORK", "IPC"], ["NETWORK", "IPC", "TRACE"], ["IPC"], ["TRACE"]]
     assert not got["pageInfo"]["hasNextPage"] and got["failedLayers"] == []
+
+
+async def test_unknown_peers_over_graphql(client: Client, stores: Stores) -> None:
+    from tests.service.fleet import LIVE, _w
+    from topology.model import Layer, NodeKind
+    from topology.stats import EdgeStats
+
+    seen = EdgeStats(first_seen=LIVE, last_seen=LIVE + 59, connections=4, bytes_sent=10, bytes_received=30,
+                     ports=(9092,))
+    await stores.layers[Layer.NETWORK].upsert_windows([
+        _w(Layer.NETWORK, "orders", "ip:10.1.2.3", stats=seen, dst_kind=NodeKind.UNKNOWN)])
+    q = """{ unknownPeers { peers { name address ports connections bytes firstSeen lastSeen
+             talkedTo { workload { name } outbound connections bytes } } pageInfo { hasNextPage } } }"""
+    got = (await client.data(q))["unknownPeers"]
+    assert got["peers"] == [{"name": "ip:10.1.2.3", "address": "10.1.2.3", "ports": [9092], "connections": 4,
+                             "bytes": 40, "firstSeen": iso(LIVE), "lastSeen": iso(LIVE + 59),
+                             "talkedTo": [{"workload": {"name": "orders"}, "outbound": True, "connections": 4,
+                                           "bytes": 40}]}]
+    assert got["pageInfo"] == {"hasNextPage": False}

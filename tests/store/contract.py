@@ -53,6 +53,7 @@ from topology.model import (
     Reached,
     Side,
 )
+from topology.peers import unknown_peers
 from topology.sim.latency import LATENCY_SHAPES, latency_samples
 from topology.sketch import LatencySketch
 from topology.stages.final import FinalStage
@@ -1019,6 +1020,35 @@ class StoreContract:
         one = await page(1, 100)
         assert ("auth", "pay") in [v.key for v in one.violations] and len(one.violations) == 9
         assert (await page(0, 100)).failures == ()
+
+    # -- queries over the interface: who is Unknown --------------------------------------------------
+    async def test_unknown_peers_are_the_unattributed_addresses_with_who_talked_to_them(
+        self, stores: Stores
+    ) -> None:
+        now = LIVE_NOW - 5 * MINUTE
+        u = NodeKind.UNKNOWN
+        await stores.layers[NET].upsert_windows([
+            win("api", "ip:10.9.0.7", now, target_kind=u, connections=5, bytes_sent=100, bytes_received=900,
+                ports=(5432,)),
+            win("worker", "ip:10.9.0.7", now + MINUTE, target_kind=u, connections=2, bytes_sent=10,
+                ports=(5432, 6379)),
+            win("ip:203.0.113.9", "api", now, source_kind=u, connections=1, bytes_received=50),
+            win("api", "orders", now),  # attributed: not listed
+            win("api", "ip:10.9.0.8", LIVE_NOW - 3 * HOUR, target_kind=u),  # outside the range asked
+        ])
+        got = await unknown_peers(stores.layers, time=LIVE, now=LIVE_NOW)
+        assert [p.address for p in got.peers] == ["10.9.0.7", "203.0.113.9"] and not got.has_next
+        db = got.peers[0]
+        assert db.ports == {5432, 6379} and (db.connections, db.bytes) == (7, 1010)
+        assert [(c.workload, c.outbound, c.connections) for c in db.contacts] == [("api", True, 5),
+                                                                                   ("worker", True, 2)]
+        assert (db.first_seen, db.last_seen) == (now, now + 2 * MINUTE - 1)
+        inbound = got.peers[1]
+        assert [(c.workload, c.outbound) for c in inbound.contacts] == [("api", False)] and not inbound.ports
+        first = await unknown_peers(stores.layers, time=LIVE, now=LIVE_NOW, first=1)
+        assert [p.name for p in first.peers] == ["ip:10.9.0.7"] and first.has_next
+        rest = await unknown_peers(stores.layers, time=LIVE, now=LIVE_NOW, first=1, after=first.end_cursor)
+        assert [p.name for p in rest.peers] == ["ip:203.0.113.9"] and not rest.has_next
 
     # -- persistence and health of the store ---------------------------------------------------------
     async def test_ping(self, stores: Stores) -> None:
