@@ -196,8 +196,8 @@ class IngestSettings:
 # What each WorkerOptions field means; a field added there becomes a flag and a variable by itself
 # (TOPOLOGY_<FIELD>, --<field>), and the README test asks for its row.
 WORKER_HELP = {
-    "instance": ("name of this worker in Kafka transactional ids: stable across restarts on one host",
-                 "host name"),
+    "instance": ("name of this worker in Kafka transactional ids (unique per process by default; a stable "
+                 "name fences a restarted worker's predecessor at once)", "host name.pid.random"),
     "min_commit_interval": ("seconds outputs wait at most (plus processing) for their commit", None),
     "max_commit_interval": ("seconds between checkpoints of offsets and state, at most", None),
     "tick_interval": ("seconds between event-time clocks sent downstream (when they move)", None),

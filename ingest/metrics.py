@@ -24,6 +24,7 @@ name                                         type       labels                  
 ``topology_ingest_commits_total``            counter    layer, stage                    Kafka
 ``topology_ingest_restarts_total``           counter    layer, stage                    Kafka
 ``topology_ingest_state_refused_total``      counter    layer, stage                    Kafka
+``topology_ingest_fenced_total``             counter    layer, stage                    Kafka
 ``topology_ingest_store_retries_total``      counter    layer, stage                    Kafka
 ``topology_ingest_lag_records``              gauge      layer, stage, topic, partition  Kafka
 ``topology_ingest_event_time_lag_seconds``   gauge      layer, stage                    Kafka
@@ -147,6 +148,9 @@ class WorkerMetrics:
             "topology_ingest_state_refused", "Checkpoints not restored (another format such as "
             "pickle, malformed, not decodable): the partition started empty from its committed offset",
             LABELS, registry=r)
+        self.fenced = Counter("topology_ingest_fenced", "Commits refused because the worker was no longer a "
+                              "member of its group's current generation (it stalled and lost its "
+                              "partitions): outputs dropped, session restarted", LABELS, registry=r)
         self.restarts = Counter("topology_ingest_restarts", "Recoveries from Kafka errors (restart from "
                                 "the last checkpoint)", LABELS, registry=r)
         self.store_errors = Counter("topology_ingest_store_retries", "Store writes that failed and were "

@@ -24,6 +24,16 @@ topics carry their source's clock, and each checkpoint also sends *ticks* (all s
 worker) to every partition of the output topic, so windows close downstream when every upstream
 partition has moved past them.
 
+Fencing: a worker commits (a transaction, a store write) only while it is a member of its consumer
+group's current generation, asked of the group coordinator right before each commit (a heartbeat
+with the worker's generation and member id). A worker that stalled past the session timeout (a
+stopped process, a long pause) has lost its partitions to another worker by then: when it resumes,
+its coordinator answers "unknown member" or "illegal generation", the transaction is aborted and
+the worker starts a new session from the last checkpoint, so its late outputs and offsets never
+appear. (aiokafka's transactional offset commit carries no generation, and transactional ids are
+unique per process, so neither the broker nor a shared transactional id would stop it.) A stall
+between that check and the commit itself, longer than the session timeout, is the window left.
+
 Failures: a bad record goes to ``topology.dlq`` with its reason and is counted, and the worker goes
 on. A store that is unavailable pauses consumption (the group membership is kept, nothing is
 committed) and the write is retried until it succeeds. Any Kafka error (broker gone, transaction
@@ -38,6 +48,7 @@ import contextlib
 import logging
 import math
 import os
+import secrets
 import socket
 import time
 from collections.abc import Callable, Coroutine
@@ -45,8 +56,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import errors as kafka_errors
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError, ProducerFenced
+from aiokafka.protocol.group import HeartbeatRequest
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata, TopicPartition
 
 from ingest import checkpoint, envelope
@@ -61,8 +74,12 @@ log = logging.getLogger("ingest.worker")
 
 
 def default_instance() -> str:
-    """Stable across restarts on one host, so a restarted worker fences its dead predecessor's transaction."""
-    return os.environ.get("TOPOLOGY_INSTANCE") or socket.gethostname()
+    """Unique per worker process (host name, pid, a random suffix): two workers of one stage on one
+    host must not share a transactional id, or each start fences the other. ``TOPOLOGY_INSTANCE``
+    (``--instance``) names a worker stably instead: a restarted worker of that name then fences its
+    dead predecessor's open transaction at once, rather than after the transaction timeout."""
+    unique = f"{socket.gethostname()}.{os.getpid()}.{secrets.token_hex(3)}"
+    return os.environ.get("TOPOLOGY_INSTANCE") or unique
 
 
 @dataclass
@@ -420,6 +437,7 @@ class Worker:
             return
         t0 = time.perf_counter()
         delay = 0.2
+        await self._check_member()  # a stalled worker must not overwrite its successor's windows
         while True:
             try:
                 written = await self.spec.write(effects)
@@ -452,6 +470,23 @@ class Worker:
         self.paused = False
         self.metrics.paused.labels(**self.labels).set(0)
         log.info("store available again: consumption resumed", extra={"worker": self.name})
+
+    async def _check_member(self) -> None:
+        """Raise :class:`_Restart` unless this worker is a member of its group's current generation
+        (see Fencing in the module docstring). A rebalance in progress still counts as a member: the
+        checkpoint before a revocation is how partitions are handed over."""
+        consumer = self.consumer
+        assert consumer is not None
+        coord = consumer._coordinator
+        try:
+            resp = await coord._send_req(HeartbeatRequest(coord.group_id, coord.generation, coord.member_id))
+        except KafkaError as e:
+            raise _Restart(f"group membership unknown before a commit: {type(e).__name__}") from None
+        error = kafka_errors.for_code(resp.error_code)
+        if error not in (kafka_errors.NoError, kafka_errors.RebalanceInProgressError):
+            self.metrics.fenced.labels(**self.labels).inc()
+            raise _Restart(f"not a member of the group's current generation any more ({error.__name__}): "
+                           "outputs and offsets since the last checkpoint are dropped")
 
     async def _checkpoint(self) -> None:
         """Make all pending outputs, the state of changed partitions and their offsets durable at once."""
@@ -490,12 +525,15 @@ class Worker:
                        for t, p, k, v, h in records]
             if offsets:
                 await producer.send_offsets_to_transaction(offsets, self.group)
+            await self._check_member()
             await producer.commit_transaction()
             for f in futures:
                 f.result()
-        except BaseException:
+        except BaseException as e:
             with contextlib.suppress(Exception):
                 await producer.abort_transaction()
+            if isinstance(e, _Restart):
+                raise
             raise _Restart("checkpoint transaction failed") from None
         for ps in self.parts.values():
             if ps.tp in offsets:
@@ -525,10 +563,13 @@ class Worker:
         try:
             for p in range(self.output_partitions):
                 await producer.send(out, value=value, partition=p, headers=headers)
+            await self._check_member()
             await producer.commit_transaction()
-        except BaseException:
+        except BaseException as e:
             with contextlib.suppress(Exception):
                 await producer.abort_transaction()
+            if isinstance(e, _Restart):
+                raise
             raise _Restart("tick transaction failed") from None
         self.ticked = clocks
         self.last_tick = self.opt.wall()

@@ -213,7 +213,7 @@ def filled_worker() -> WorkerMetrics:
     labels = {"layer": "network", "stage": "1"}
     worker.batch_seconds.labels(**labels).observe(0.1)
     worker.commit_seconds.labels(**labels).observe(0.1)
-    for counter in (worker.commits, worker.restarts, worker.state_refused, worker.store_errors,
+    for counter in (worker.commits, worker.restarts, worker.state_refused, worker.fenced, worker.store_errors,
                     worker.items_in, worker.items_out):
         counter.labels(**labels).inc()
     for gauge in (worker.event_lag, worker.clock, worker.paused, worker.reorder_buffer):
