@@ -19,7 +19,7 @@ exempt, for probes that address the server by IP):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
@@ -84,9 +84,13 @@ def _refuse(status: int, message: str, code: str) -> JSONResponse:
 
 class RequestGuard:
     def __init__(self, app: ASGIApp, *, allowed_hosts: Sequence[str] = (),
-                 allowed_origins: Sequence[str] = (), ingest_port: int | None = None) -> None:
-        """``allowed_hosts`` empty: any Host (an app in tests; the server passes its defaults)."""
+                 allowed_origins: Sequence[str] = (), ingest_port: int | None = None,
+                 on_refused: Callable[[str, str], None] | None = None) -> None:
+        """``allowed_hosts`` empty: any Host (an app in tests; the server passes its defaults).
+        ``on_refused(path, "content-type")``: told of each ingest request refused for its content type
+        (the app counts and dead-letters it, :func:`service.receiver.refused_at_http`)."""
         self.app = app
+        self.on_refused = on_refused
         self.hosts = tuple(allowed_hosts)
         self.origins = frozenset(o.rstrip("/").lower() for o in allowed_origins)
         self.ingest_port = ingest_port
@@ -127,6 +131,8 @@ class RequestGuard:
         accepted = CONTENT_TYPES.get(path)
         if (ctype not in accepted) if accepted is not None else (ctype in SIMPLE_TYPES):
             wanted = " or ".join(sorted(accepted)) if accepted else "the route's content type"
+            if self.on_refused is not None:
+                self.on_refused(path, "content-type")
             return _refuse(415, f"Content-Type {ctype or '(none)'!r} is not accepted here: send {wanted}",
                            "UNSUPPORTED_MEDIA_TYPE")
         return None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+from collections.abc import Callable
 from dataclasses import replace
 
 from starlette.middleware import Middleware
@@ -44,13 +45,17 @@ def authenticator_for(config: ServiceConfig) -> Authenticator:
     return Authenticator(tokens, verifier, dict(config.tls_client_scopes))
 
 
-def security_middleware(config: ServiceConfig, authenticator: Authenticator) -> list[Middleware]:
+def security_middleware(config: ServiceConfig, authenticator: Authenticator,
+                        on_refused: Callable[[str, str], None] | None = None) -> list[Middleware]:
+    """CORS (when origins are allowed), the request guard (``on_refused``: see :class:`RequestGuard`)
+    and authentication, outermost first."""
     stack: list[Middleware] = []
     if config.allowed_origins:
         stack.append(Middleware(CORSMiddleware, allow_origins=list(config.allowed_origins),
                                 allow_methods=["GET", "POST"], allow_headers=list(CORS_HEADERS), max_age=600))
     stack.append(Middleware(RequestGuard, allowed_hosts=config.allowed_hosts,
-                            allowed_origins=config.allowed_origins, ingest_port=config.ingest_port))
+                            allowed_origins=config.allowed_origins, ingest_port=config.ingest_port,
+                            on_refused=on_refused))
     stack.append(Middleware(AuthMiddleware, authenticator=authenticator))
     return stack
 

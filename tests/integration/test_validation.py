@@ -246,3 +246,26 @@ async def test_a_peer_name_over_the_limit_makes_no_node(server: Server) -> None:
     await server.runtime.flush(now + 3600)
     names = await server.stores.catalog.list_names(ServiceFilter(), Granularity.APP, 1000, None)
     assert {"checkout", "ledger"} <= set(names) and all(len(n) <= NAME_MAX for n in names)
+
+
+async def test_a_content_type_the_guard_refuses_is_counted_and_dead_lettered(tmp_path: Path) -> None:
+    """The request guard (service.guard) tells the app of each 415 on an ingest route; wired to
+    refused_at_http, the refusal is a decode rejection of the route's kind, like a body that does not
+    decode."""
+    from starlette.applications import Starlette
+    from starlette.middleware import Middleware
+
+    from service.guard import RequestGuard
+    from service.receiver import ingest_routes, refused_at_http
+
+    stores = open_stores(tmp_path / "store")
+    runtime = Runtime(stores, tmp_path, Pipeline())
+    app = Starlette(routes=ingest_routes(runtime), middleware=[Middleware(
+        RequestGuard, on_refused=lambda path, why: refused_at_http(runtime, path, why))])
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        r = await c.post("/ingest/catalog", content=js([GOOD]), headers={"content-type": "text/plain"})
+    await stores.close()
+    assert r.status_code == 415
+    assert runtime.counters()["rejected"] == {"catalog:decode": 1}
+    [letter] = [json.loads(x) for x in (tmp_path / "dead-letters.jsonl").read_text().splitlines()]
+    assert letter["kind"] == "catalog" and "Content-Type" in letter["reason"]
