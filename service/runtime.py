@@ -92,7 +92,7 @@ class Runtime:
         self.last_rollup: float = 0.0
         self.written_until = -math.inf  # the ``now`` of the last flush that was written
         self._horizon = -math.inf  # the latest due time of anything accepted
-        self._flushed = asyncio.Condition()
+        self._waiting: list[tuple[float, asyncio.Future[None]]] = []  # (due, answered when written)
         self._leases_file = data_dir / "addresses.jsonl" if data_dir else None
         self._dlq_file = data_dir / "dead-letters.jsonl" if data_dir else None
         if self._leases_file and self._leases_file.exists():
@@ -204,8 +204,11 @@ class Runtime:
             self.windows_written[layer.value] += len(ws)
         self.last_flush = now
         self.written_until = max(self.written_until, now)
-        async with self._flushed:
-            self._flushed.notify_all()
+        if self._waiting:
+            for due, waiter in self._waiting:
+                if due <= self.written_until and not waiter.done():
+                    waiter.set_result(None)
+            self._waiting = [(d, w) for d, w in self._waiting if not w.done()]
         return out
 
     async def drain(self) -> PipelineOutput:
@@ -231,9 +234,10 @@ class Runtime:
         False if that takes longer than ``within`` seconds (the records are still accepted)."""
         if due is None or self.written_until >= due:
             return True
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append((due, waiter))
         try:
-            async with self._flushed:
-                await asyncio.wait_for(self._flushed.wait_for(lambda: self.written_until >= due), within)
+            await asyncio.wait_for(waiter, within)
         except TimeoutError:
             return False
         return True
