@@ -45,6 +45,7 @@ times only (a lease may have started long ago), and an ip that is an address.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Callable, Iterator, Sequence
@@ -262,9 +263,10 @@ _NAMED = ("service.name", "k8s.deployment.name")  # resource attributes that bec
 _LONG_RESOURCE = f"its resource's service.name or k8s.deployment.name is longer than {NAME_MAX} characters"
 
 
+@functools.lru_cache(maxsize=4096)  # a fleet sends the same few resources over and over
 def _long_name(resource: bytes) -> bool:
     """Whether a serialized Resource names a service or deployment longer than :data:`NAME_MAX`."""
-    if len(resource) <= NAME_MAX:  # too short to hold such a name: the common case, no parse
+    if len(resource) <= NAME_MAX:  # too short to hold such a name, no parse
         return False
     try:
         attributes = Resource.FromString(resource).attributes
@@ -280,16 +282,17 @@ def _names_too_long(attributes: Any) -> bool:
 def _misnamed_spans(view: Any, n: int) -> npt.NDArray[np.bool_] | None:
     """True for each span (in request order) under a resource with a name that is too long; None if
     there is none."""
-    out: npt.NDArray[np.bool_] | None = None
+    resources = view.resource_spans
+    if not any(_long_name(rs.resource) for rs in resources):  # the common case: one pass, cached
+        return None
+    out = np.zeros(n, dtype=np.bool_)
     k = 0
-    for rs in view.resource_spans:
+    for rs in resources:
         count = sum(len(ss.spans) for ss in rs.scope_spans)
         if count and _long_name(rs.resource):
-            if out is None:
-                out = np.zeros(n, dtype=np.bool_)
             out[k:k + count] = True
         k += count
-    return out
+    return out if out.any() else None
 
 
 def _spans(view: Any) -> Iterator[Any]:
