@@ -263,11 +263,24 @@ _NAMED = ("service.name", "k8s.deployment.name")  # resource attributes that bec
 _LONG_RESOURCE = f"its resource's service.name or k8s.deployment.name is longer than {NAME_MAX} characters"
 
 
-@functools.lru_cache(maxsize=4096)  # a fleet sends the same few resources over and over
 def _long_name(resource: bytes) -> bool:
     """Whether a serialized Resource names a service or deployment longer than :data:`NAME_MAX`."""
     if len(resource) <= NAME_MAX:  # too short to hold such a name, no parse
         return False
+    if len(resource) <= _CACHED_RESOURCE:
+        return _long_name_cached(resource)
+    return _parse_long_name(resource)
+
+
+_CACHED_RESOURCE = 4096  # bytes: the cache holds at most 4096 such keys (16 MiB)
+
+
+@functools.lru_cache(maxsize=4096)  # a fleet sends the same few resources over and over
+def _long_name_cached(resource: bytes) -> bool:
+    return _parse_long_name(resource)
+
+
+def _parse_long_name(resource: bytes) -> bool:
     try:
         attributes = Resource.FromString(resource).attributes
     except Exception:  # a resource that does not parse names nothing (the stages count it)
