@@ -16,6 +16,7 @@ from service.progress import Progress
 from service.runtime import Runtime
 from topology.admit import admit_flows, admit_metrics, admit_spans
 from topology.pipeline import Pipeline, PipelineConfig
+from topology.sim.faults import FaultKind
 from topology.store.base import Stores
 from topology.timewindow import MINUTE, align
 
@@ -23,6 +24,7 @@ log = logging.getLogger("topology.demo")
 
 PROTOBUF = "application/x-protobuf"
 FLUSH_EVERY = 0.5  # seconds between pipeline flushes (part of the freshness budget)
+SHOWCASE_SECONDS = 6 * 3600.0  # how long the demo's incident lasts (README: "During an incident")
 ROLLUP_EVERY = 60.0
 
 
@@ -46,6 +48,26 @@ async def persist_meta(stores: Stores, emission: Any) -> None:
         await stores.catalog.record_health(list(emission.health))
     if emission.change_events:
         await stores.catalog.record_changes(list(emission.change_events))
+
+
+def showcase_root(sim: Any) -> str | None:
+    """The app the demo's incident starts at: the first (by name) that a bad deploy can hit with two to
+    four direct callers and two to eight callers two hops above (a story that fits on a screen)."""
+    callers = sim.faults.callers()
+    for root in sim.faults.candidates(FaultKind.BAD_DEPLOY):
+        one = callers.get(root, set()) - {root}
+        two = {c for n in one for c in callers.get(n, ())} - one - {root}
+        if 2 <= len(one) <= 4 and 2 <= len(two) <= 8:
+            return str(root)
+    return None
+
+
+def inject_showcase(sim: Any, start: float) -> str | None:
+    """A bad deploy at :func:`showcase_root` from ``start``: the demo's incident to investigate."""
+    root = showcase_root(sim)
+    if root is not None:
+        sim.inject(root, FaultKind.BAD_DEPLOY, start, SHOWCASE_SECONDS)
+    return root
 
 
 def write_truth(path: str | None, sims: list[Any]) -> None:
@@ -113,7 +135,8 @@ async def simulate_span(sim: Any, rt: Runtime, start: float, end: float, step: f
 
 
 class SimulationDriver:
-    """Runs the demo's simulated fleet.
+    """Runs the demo's simulated fleet, with one incident: a bad deploy when the live traffic starts
+    (:func:`inject_showcase`; README: "During an incident").
 
     Start-up is split so the live map answers within seconds: a *live* simulator starts ``warmup``
     seconds in the past, catches up, then follows the wall clock; an independent *history*
@@ -149,6 +172,8 @@ class SimulationDriver:
         live_start = float(align(now - self.warmup, MINUTE))
         sim = self.make_sim(live_start)
         self.sims.append(sim)
+        root = inject_showcase(sim, live_start)
+        log.info("incident injected", extra={"root": root, "kind": FaultKind.BAD_DEPLOY.value})
         initial = sim.initial_records()
         await persist_meta(rt.stores, initial)
         feed(rt, initial, live_start)

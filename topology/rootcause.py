@@ -8,15 +8,17 @@ anomalous service whose *own* dependencies explain none of its anomaly. The meth
    candidates are the service itself and everything it depends on, virtual nodes (databases) too.
 2. Read every edge into and out of the candidates in the *current* window (``[at - window, at)``)
    and in the *baseline* (the ``BASELINE_WINDOWS`` windows before it), layer by layer.
-3. An edge is anomalous in a layer when, with at least ``min_requests`` requests now, its error rate
-   rose by 2 percentage points and at least doubled (no baseline: an error rate of 5 % or more), or
+3. An edge is anomalous in a layer when, with at least ``MIN_CALLS`` calls now (and ``MIN_ERRORS``
+   errors), its error rate rose by 2 percentage points and at least doubled (no baseline: an error
+   rate of 5 % or more), or
    its p99 latency at least doubled and by 5 ms (:class:`topology.metric.Thresholds`). Its anomaly is
    ``10 x`` the error-rate excess plus ``log2`` of the latency ratio.
-4. A candidate's *symptom* is the worst anomaly of the calls into it (as its callers see it); what
-   its dependencies *explain* is the worst anomaly of its own calls. Its score is the symptom not
-   explained, plus evidence beside the metrics: a deploy, configuration or flag change in the
-   lookback before the window (+1 when it has a symptom, +0.4 alone: "a deploy is the only
-   evidence"), a health event that is not HEALTHY when its dependencies are clean (+0.3).
+4. A candidate's *symptom* is the worst anomaly of the calls into it (as its callers see it), or its
+   health event when that is worse (DEGRADED 0.3, UNHEALTHY 0.6: alerting sees what a layer with
+   few calls may not); what its dependencies *explain* is the worst anomaly of its own calls or the
+   worst symptom of a dependency. Its score is the symptom not explained, plus a deploy,
+   configuration or flag change in the lookback before the window (+1 when it has a symptom, +0.4
+   alone: "a deploy is the only evidence").
 5. Verdict: ``HEALTHY`` when nothing in the walked graph is anomalous and the service is not
    unhealthy; otherwise ``LOCAL`` when the best candidate is the service itself, ``UPSTREAM`` when it
    is a dependency, ``UNKNOWN`` when no candidate reaches ``MIN_SCORE``.
@@ -49,11 +51,16 @@ __all__ = ["Candidate", "Evidence", "EvidenceKind", "RootCauseReport", "Verdict"
 BASELINE_WINDOWS = 4  # the baseline is this many windows before the current one
 CHANGE_LOOKBACK = 1800.0  # seconds before the window in which a change counts as "near the onset"
 MIN_SCORE = 0.25
+MIN_CALLS = 10  # calls an edge needs in a window to be judged
+MIN_ERRORS = 3  # errors an edge needs now for its error rate to count
+MIN_Z = 4.0  # how far beyond the baseline's error ratio (standard deviations) errors must be
+MEDIAN_FACTOR = 1.5  # a latency anomaly needs the median to grow this much too
 NO_BASELINE_ERRORS = 0.05
 CHANGE_WITH_SYMPTOM = 1.0
 CHANGE_ALONE = 0.4
 OTHER_CHANGE = 0.2
-HEALTH_BONUS = 0.3
+#: A health event is a symptom too (alerting sees what the layers may not): its weight by state.
+HEALTH_SYMPTOM = {HealthState.DEGRADED: 0.3, HealthState.UNHEALTHY: 0.6}
 
 _Key = tuple[str, str]
 
@@ -117,26 +124,41 @@ def _when(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).strftime("%H:%M:%SZ")
 
 
+def _surprising(errors: int, calls: int, base: EdgeStats | None) -> bool:
+    """Whether ``errors`` of ``calls`` is far beyond the baseline's error ratio (z >= ``MIN_Z``; a
+    baseline without errors counts as half an error, so a handful of calls is never surprising)."""
+    if base is None or base.requests < MIN_CALLS:
+        return True
+    p = max(base.errors, 0.5) / base.requests
+    expected = calls * p
+    return (errors - expected) / math.sqrt(calls * p * (1.0 - p) + 1e-9) >= MIN_Z
+
+
 def edge_anomaly(cur: EdgeStats, base: EdgeStats | None, th: Thresholds) -> tuple[float, list[Evidence]]:
     """How anomalous one layer's view of an edge is now against its baseline (0 = not at all)."""
-    if cur.requests < th.min_requests:
+    if cur.requests < MIN_CALLS:
         return 0.0, []
     score = 0.0
     found: list[Evidence] = []
-    has_base = base is not None and base.requests >= th.min_requests
+    has_base = base is not None and base.requests >= MIN_CALLS
     err_now = cur.errors / cur.requests
     err_base = base.errors / base.requests if has_base and base is not None else None
     b = 0.0 if err_base is None else err_base
     excess = err_now - b
-    if (err_base is None and err_now >= NO_BASELINE_ERRORS) or (
-        err_base is not None and excess >= th.error_points and err_now >= th.error_factor * err_base
+    if cur.errors >= MIN_ERRORS and _surprising(cur.errors, cur.requests, base) and (
+        (err_base is None and err_now >= NO_BASELINE_ERRORS)
+        or (err_base is not None and excess >= th.error_points and err_now >= th.error_factor * err_base)
     ):
         score += 10.0 * excess
         found.append(Evidence(EvidenceKind.ERRORS, "", None, EdgeMetric.ERROR_RATE, err_base, err_now))
     p_now = cur.latency_quantile(0.99)
     p_base = base.latency_quantile(0.99) if has_base and base is not None else None
-    if (p_now is not None and p_base is not None and p_base > 0
-            and p_now - p_base >= th.latency_absolute and p_now >= 2.0 * p_base):
+    m_now = cur.latency_quantile(0.5)
+    m_base = base.latency_quantile(0.5) if has_base and base is not None else None
+    # p99 at least doubled, and the median moved too (a p99 of a few calls is noisy on its own)
+    if (p_now is not None and p_base is not None and p_base > 0 and m_now is not None and m_base
+            and p_now - p_base >= th.latency_absolute and p_now >= 2.0 * p_base
+            and m_now >= MEDIAN_FACTOR * m_base):
         score += math.log2(p_now / p_base)
         found.append(Evidence(EvidenceKind.LATENCY, "", None, EdgeMetric.LATENCY_P99, p_base, p_now))
     return score, found
@@ -161,16 +183,20 @@ class _Edges:
                 self.out.setdefault(k[0], set()).add(k)
                 self.into.setdefault(k[1], set()).add(k)
 
-    def signal(self, keys: Iterable[_Key], th: Thresholds) -> tuple[_Signal, int]:
-        """The worst anomaly over ``keys`` (each layer judged on its own) and how many edges show one."""
+    def signal(self, keys: Iterable[_Key], th: Thresholds, shared: bool = False) -> tuple[_Signal, int]:
+        """The worst anomaly over ``keys`` (each layer judged on its own) and how many edges show one.
+        ``shared``: scaled by the share of the judged edges that show one (a failing service fails all
+        its callers; one noisy edge among many is not a failing service)."""
         best = _Signal()
-        anomalous = 0
+        anomalous = judged_edges = 0
         for k in sorted(keys):
             worst = 0.0
+            judged_here = False
             for layer in ALL_LAYERS:
                 cur = self.now.get(layer, {}).get(k)
                 if cur is None:
                     continue
+                judged_here = judged_here or cur.requests >= MIN_CALLS
                 judged = self._judged.get((layer, k))
                 if judged is None:
                     judged = self._judged[(layer, k)] = edge_anomaly(cur, self.base.get(layer, {}).get(k), th)
@@ -179,6 +205,9 @@ class _Edges:
                 if score > best.score:
                     best = _Signal(score, [_with_layer(e, layer) for e in found], k)
             anomalous += worst > 0
+            judged_edges += judged_here
+        if shared and judged_edges:
+            best = _Signal(best.score * anomalous / judged_edges, best.evidence, best.edge)
         return best, anomalous
 
 
@@ -261,22 +290,35 @@ async def root_cause(
     for c in changes:
         by_service.setdefault(c.service, []).append(c)
 
+    # What each candidate suffers: the worst anomaly of the calls into it, or its health event.
+    symptoms: dict[str, tuple[_Signal, int, float]] = {}
+    for node in names:
+        signal, callers = edges.signal(edges.into.get(node, ()), th, shared=True)
+        status = health.get(node)
+        alert = HEALTH_SYMPTOM.get(status.status, 0.0) if status is not None else 0.0
+        symptoms[node] = (signal, callers, alert)
+
     scored: list[tuple[float, str, list[Evidence]]] = []
     anything = False
     for node in names:
-        symptom, callers = edges.signal(edges.into.get(node, ()), th)
+        symptom, callers, alert = symptoms[node]
+        own = max(symptom.score, alert)
+        # What its dependencies explain: the worst of its own calls, or of what a dependency suffers.
         explained, _ = edges.signal(edges.out.get(node, ()), th)
-        status = health.get(node)
-        sick = status is not None and status.status in (HealthState.DEGRADED, HealthState.UNHEALTHY)
-        anything = anything or symptom.score > 0 or explained.score > 0 or (node == name and sick)
-        score = max(0.0, symptom.score - explained.score)
+        deps = {k[1] for k in edges.out.get(node, ()) if k[1] in symptoms and k[1] != node}
+        worst_dep = max(deps, key=lambda d: (max(symptoms[d][0].score, symptoms[d][2]), d), default=None)
+        dep_score = 0.0 if worst_dep is None else max(symptoms[worst_dep][0].score, symptoms[worst_dep][2])
+        if dep_score > explained.score and worst_dep is not None:
+            explained = _Signal(dep_score, [], (node, worst_dep))
+        anything = anything or symptom.score > 0 or explained.score > 0 or (node == name and alert > 0)
+        score = max(0.0, own - explained.score)
         evidence = [_describe(e, node, callers) for e in symptom.evidence] if score > 0 else []
+        status = health.get(node)
+        if score > 0 and alert > 0 and status is not None:
+            evidence.append(_health(node, status))
         if score > 0:
             evidence.append(_dependencies(node, explained))
-        score += _change_evidence(node, by_service.get(node, []), symptom.score > 0, at, evidence)
-        if sick and status is not None and explained.score == 0:
-            score += HEALTH_BONUS
-            evidence.append(_health(node, status))
+        score += _change_evidence(node, by_service.get(node, []), own > 0, at, evidence)
         if score >= MIN_SCORE:
             scored.append((score, node, evidence))
 
@@ -302,6 +344,9 @@ def _dependencies(node: str, explained: _Signal) -> Evidence:
         return Evidence(EvidenceKind.DEPENDENCIES,
                         f"{node}'s own calls show no anomaly: nothing it depends on explains it")
     dep = explained.edge[1]
+    if not explained.evidence:
+        return Evidence(EvidenceKind.DEPENDENCIES, f"{dep}, which {node} calls, suffers too, but less: it "
+                        "explains only part of it")
     return Evidence(EvidenceKind.DEPENDENCIES, f"{node}'s calls to {dep} are anomalous too, but less than "
                     f"the calls into {node}: they explain only part of it")
 

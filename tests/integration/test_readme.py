@@ -18,7 +18,7 @@ import pytest_asyncio
 
 from service.app import create_app
 from service.config import ServiceConfig
-from service.demo import feed, persist_meta
+from service.demo import feed, inject_showcase, persist_meta
 from service.runtime import Runtime
 from topology.pipeline import Pipeline
 from topology.sim import Simulator, generate_fleet
@@ -29,6 +29,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 README = Path(__file__).resolve().parents[2] / "README.md"
 T0 = 1_800_000_000.0
 END = T0 + 35 * 60
+SOURCE = "accounts-address-engine"  # the demo's bad deploy
+SYMPTOMATIC = "commerce-checkout-plus-handler"  # two hops above it
 
 
 def readme_queries() -> list[str]:
@@ -47,6 +49,8 @@ async def client(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[http
     await persist_meta(stores, initial)
     feed(runtime, initial, T0)
     for start, end in ((T0, T0 + 180), (END - 240, END)):
+        if start == END - 240:
+            assert inject_showcase(sim, start) == SOURCE  # the demo's incident (README: During an incident)
         t = start
         while t < end:
             em = sim.step(t, 60.0)
@@ -101,3 +105,49 @@ async def test_the_filtered_downstream_example_returns_only_tiers_0_and_1(client
 async def test_the_past_example_sees_the_map_of_30_minutes_ago(client: httpx.AsyncClient) -> None:
     data = await run(client, readme_queries()[3])
     assert data["service"]["upstream"]["totalCount"] > 0
+
+
+def walkthrough(field: str) -> str:
+    """The README's "During an incident" query that asks ``field``."""
+    (block,) = [b for b in readme_queries() if (f"{field}(name: " in b and SYMPTOMATIC in b) or
+                (field == "blastRadius" and f'blastRadius(name: "{SOURCE}"' in b)]
+    return block
+
+
+async def test_during_an_incident_the_symptomatic_service_is_degraded(client: httpx.AsyncClient) -> None:
+    data = await run(client, walkthrough("service"))
+    assert data["service"]["healthStatus"]["status"] == "DEGRADED"
+
+
+async def test_during_an_incident_root_cause_names_the_injected_source_and_its_on_call(
+    client: httpx.AsyncClient,
+) -> None:
+    report = (await run(client, walkthrough("rootCause")))["rootCause"]
+    assert report["verdict"] == "UPSTREAM"
+    top = report["candidates"][0]
+    assert top["service"]["name"] == SOURCE and top["rank"] == 1
+    assert top["service"]["owner"] == {"team": "accounts-core", "oncall": "accounts-core-primary"}
+    assert top["path"][0] == SYMPTOMATIC and top["path"][-1] == SOURCE and len(top["path"]) == 3
+    kinds = [e["kind"] for e in top["evidence"]]
+    assert {"HEALTH", "DEPENDENCIES", "CHANGE"} <= set(kinds)
+    assert [c["kind"] for c in top["changes"]] == ["DEPLOY"]
+    deps = next(e["detail"] for e in top["evidence"] if e["kind"] == "DEPENDENCIES")
+    assert "own calls show no anomaly" in deps
+    # its caller shows the errors, explained in part by the source
+    second = report["candidates"][1]
+    assert second["service"]["name"] == top["path"][1]
+    assert any(e["kind"] == "ERRORS" and e["layer"] == "IPC" for e in second["evidence"])
+
+
+async def test_during_an_incident_diff_shows_what_changed(client: httpx.AsyncClient) -> None:
+    d = (await run(client, walkthrough("diff")))["diff"]
+    # the calls into the source's caller on the path fail now; the source's deploy is listed
+    caller = "commerce-basket-aggregator"
+    moved = [m["metric"] for e in d["changed"] if e["target"] == caller for m in e["metrics"]]
+    assert "ERROR_RATE" in moved
+    assert (SOURCE, "DEPLOY") in [(c["service"], c["kind"]) for c in d["changes"]]
+
+
+async def test_during_an_incident_the_blast_radius_of_the_source(client: httpx.AsyncClient) -> None:
+    b = (await run(client, walkthrough("blastRadius")))["blastRadius"]
+    assert b["total"] >= 6 and SYMPTOMATIC in {s for t in b["teams"] for s in t["services"]}
