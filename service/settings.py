@@ -116,6 +116,9 @@ class SimulateSettings:
                                 flag="--kafka", parse=kafka_switch, metavar="BOOTSTRAP", const="true")
     rate: float = setting(0.0, "TOPOLOGY_SIMULATE_RATE", "simulated seconds per wall second (0: as fast as "
                           "possible)", flag="--rate", parse=parse_not_negative, metavar="X")
+    faults: float = setting(0.0, "TOPOLOGY_SIMULATE_FAULTS",
+                            "incidents with a known root cause per simulated hour (listed by --truth)",
+                            flag="--faults", parse=parse_not_negative, metavar="PER_HOUR")
 
     def __post_init__(self) -> None:
         if not (self.out or self.http or self.kafka):

@@ -2,7 +2,8 @@
 
 Destinations (any combination, at least one): ``--out DIR`` (files), ``--http URL`` (a ``topology
 serve``), ``--kafka [BOOTSTRAP]`` (the ingestion topics). ``--truth PATH`` writes the ground truth at the
-end. A sink that cannot be reached stops the run with :class:`Unreachable` (one line from the CLI).
+end, with the incidents ``--faults`` started (root, kind, start, end, symptomatic callers). A sink
+that cannot be reached stops the run with :class:`Unreachable` (one line from the CLI).
 """
 
 from __future__ import annotations
@@ -94,7 +95,7 @@ class HttpSink:
 async def run_simulate(fleet_settings: FleetSettings, settings: SimulateSettings,
                        kafka: KafkaSettings | None) -> int:
     """Simulate ``settings.minutes`` of the fleet's traffic into every sink; progress on stderr."""
-    from topology.sim import Simulator, generate_fleet
+    from topology.sim import SimConfig, Simulator, generate_fleet
 
     sinks: list[Any] = []
     try:
@@ -112,7 +113,8 @@ async def run_simulate(fleet_settings: FleetSettings, settings: SimulateSettings
         fleet = generate_fleet(services=fleet_settings.services, seed=fleet_settings.seed)
         duration = settings.minutes * 60
         start = settings.start if settings.start is not None else time.time() - duration
-        sim = Simulator(fleet, seed=fleet_settings.seed, start=start)
+        sim = Simulator(fleet, seed=fleet_settings.seed, start=start,
+                        config=SimConfig(faults_per_hour=settings.faults))
         initial = sim.initial_records()
         for s in sinks:
             await s.send(initial, start)

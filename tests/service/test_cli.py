@@ -200,3 +200,15 @@ def test_a_data_dir_held_by_another_process_is_one_line(tmp_path: Path) -> None:
         asyncio.run(held.close())
     assert r.returncode == 1
     _one_line_error(r.stderr, "topology serve", str(tmp_path / "d"))
+
+
+def test_simulate_truth_lists_the_incidents_and_out_writes_change_events(tmp_path: Path) -> None:
+    truth = tmp_path / "truth.json"
+    r = _run("simulate", "--services", "60", "--minutes", "30", "--step", "60", "--faults", "20",
+             "--out", str(tmp_path / "out"), "--truth", str(truth), timeout=120)
+    assert r.returncode == 0, r.stderr
+    incidents = json.loads(truth.read_text())["incidents"]
+    assert incidents and all(set(i) == {"root", "kind", "start", "end", "symptomatic"} for i in incidents)
+    assert all(i["symptomatic"] and i["end"] > i["start"] for i in incidents)
+    changes = [json.loads(line) for line in (tmp_path / "out" / "changes.jsonl").read_text().splitlines()]
+    assert {c["kind"] for c in changes} & {"DEPLOY", "CONFIG", "FEATURE_FLAG", "INFRA"}
