@@ -102,6 +102,12 @@ class WorkerOptions:
     wall: Callable[[], float] = time.time
 
 
+MEMBER_CHECK_TRIES = 5
+# What the group coordinator answers a member that lost its partitions (dropped after its session
+# timed out, or left behind by a rebalance it did not join).
+_NOT_A_MEMBER = (kafka_errors.UnknownMemberIdError, kafka_errors.IllegalGenerationError)
+
+
 class _Restart(Exception):
     """Start a new session from the last checkpoint."""
 
@@ -474,19 +480,31 @@ class Worker:
     async def _check_member(self) -> None:
         """Raise :class:`_Restart` unless this worker is a member of its group's current generation
         (see Fencing in the module docstring). A rebalance in progress still counts as a member: the
-        checkpoint before a revocation is how partitions are handed over."""
+        checkpoint before a revocation is how partitions are handed over. A coordinator that is
+        unknown or moving is waited for (a few tries) before the session is restarted instead."""
         consumer = self.consumer
         assert consumer is not None
         coord = consumer._coordinator
-        try:
-            resp = await coord._send_req(HeartbeatRequest(coord.group_id, coord.generation, coord.member_id))
-        except KafkaError as e:
-            raise _Restart(f"group membership unknown before a commit: {type(e).__name__}") from None
-        error = kafka_errors.for_code(resp.error_code)
-        if error not in (kafka_errors.NoError, kafka_errors.RebalanceInProgressError):
-            self.metrics.fenced.labels(**self.labels).inc()
-            raise _Restart(f"not a member of the group's current generation any more ({error.__name__}): "
-                           "outputs and offsets since the last checkpoint are dropped")
+        problem = "no answer"
+        for attempt in range(MEMBER_CHECK_TRIES):
+            if attempt:
+                await asyncio.sleep(0.2 * attempt)
+            try:
+                await asyncio.wait_for(coord.ensure_coordinator_known(), 5)
+                beat = HeartbeatRequest(coord.group_id, coord.generation, coord.member_id)
+                resp = await coord._send_req(beat)
+            except (TimeoutError, KafkaError) as e:
+                problem = type(e).__name__
+                continue
+            error = kafka_errors.for_code(resp.error_code)
+            if error in (kafka_errors.NoError, kafka_errors.RebalanceInProgressError):
+                return
+            if error in _NOT_A_MEMBER:
+                self.metrics.fenced.labels(**self.labels).inc()
+                raise _Restart(f"not a member of the group's current generation any more ({error.__name__}): "
+                               "outputs and offsets since the last checkpoint are dropped")
+            problem = error.__name__  # the coordinator is loading or moving: ask again
+        raise _Restart(f"group membership unknown before a commit: {problem}")
 
     async def _checkpoint(self) -> None:
         """Make all pending outputs, the state of changed partitions and their offsets durable at once."""
