@@ -74,12 +74,16 @@ class Schema:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_all", frozenset(self.fields) | frozenset(self.derived))
+        slots = _slots(self.cls)
+        if slots - self._all:  # slots are fixed by the class: checked once, here
+            missing = sorted(slots - self._all)
+            raise StateError(f"{self.tag} has slots its checkpoint schema does not list: {missing}")
 
     def values(self, obj: Any) -> list[Any]:
-        names = _attributes(obj)
-        unknown = names - self._all
-        if unknown:
-            raise StateError(f"{self.tag} has fields its checkpoint schema does not list: {sorted(unknown)}")
+        d = getattr(obj, "__dict__", None)
+        if d is not None and not d.keys() <= self._all:
+            unknown = sorted(set(d) - self._all)
+            raise StateError(f"{self.tag} has fields its checkpoint schema does not list: {unknown}")
         return [getattr(obj, f) for f in self.fields]
 
     def make(self, version: int, values: list[Any]) -> Any:
@@ -95,11 +99,13 @@ class Schema:
         return obj
 
 
+def _slots(cls: type) -> set[str]:
+    return {s for klass in cls.__mro__ for s in getattr(klass, "__slots__", ())
+            if s not in ("__dict__", "__weakref__")}
+
+
 def _attributes(obj: Any) -> set[str]:
-    names = set(getattr(obj, "__dict__", ()))
-    for klass in type(obj).__mro__:
-        names.update(s for s in getattr(klass, "__slots__", ()) if s not in ("__dict__", "__weakref__"))
-    return names
+    return set(getattr(obj, "__dict__", ())) | _slots(type(obj))
 
 
 def _dataclass(cls: type, tag: str, **kw: Any) -> Schema:
@@ -185,9 +191,23 @@ class _Writer:
         self.seen: dict[int, int] = {}
         self.open: set[int] = set()
         self.keep: list[Any] = []  # keeps ids unique while writing
+        # Extensions are packed from inside ``default``, while their container is being packed: one
+        # packer per nesting depth (a packer is not reentrant, and making one per value is slow).
+        self.packers: list[msgpack.Packer] = []
+        self.depth = 0
 
     def pack(self, value: Any) -> bytes:
-        return msgpack.packb(value, default=self.default, strict_types=True, use_bin_type=True)
+        if self.depth == len(self.packers):
+            self.packers.append(msgpack.Packer(default=self.default, strict_types=True, use_bin_type=True))
+        packer = self.packers[self.depth]
+        self.depth += 1
+        try:
+            return packer.pack(value)
+        except BaseException:
+            packer.reset()
+            raise
+        finally:
+            self.depth -= 1
 
     def default(self, v: Any) -> msgpack.ExtType:
         t = type(v)
