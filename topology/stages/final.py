@@ -38,7 +38,6 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Iterable
-from typing import Any
 
 from topology.catalog import HealthState
 from topology.health import HealthBook
@@ -118,13 +117,6 @@ class FinalStage:
         self._written: dict[int, set[EdgeKey]] = {}  # window -> edges emitted (provisional or complete)
         self._held: dict[tuple[EdgeKey, int], EdgeWindow] = {}  # newer versions of provisional windows
         self._refreshed = -math.inf  # watermark of the last release of held versions
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        """Checkpoints from before the provisional rules moved here start with empty bookkeeping."""
-        if "_written" not in state:
-            self._reset_provisional()
-            state.setdefault("refresh_seconds", REFRESH_SECONDS)
-        self.__dict__.update(state)
 
     @property
     def open_windows(self) -> list[int]:

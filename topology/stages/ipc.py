@@ -146,13 +146,6 @@ _Group = tuple[Side, str, str, bool]  # side, service, peer, peer_is_ip
 _Layout = tuple[tuple[int, ...], tuple[float, ...]]  # target bucket per OTLP bucket, OTLP bounds in seconds
 
 
-def _restore_slots(obj: Any, state: Any) -> None:
-    """Set the slots pickled in ``state`` (``(None, {slot: value})`` or a dict) on ``obj``."""
-    slots = state[1] if isinstance(state, tuple) else state
-    for k, v in (slots or {}).items():
-        setattr(obj, k, v)
-
-
 class _Series:
     """What one series means (parsed once) and, for cumulative series, its last value."""
 
@@ -186,12 +179,6 @@ class _Series:
         self.run: list[Any] | None = None
         self.run_acc: _Acc | None = None
 
-    def __setstate__(self, state: Any) -> None:
-        # A checkpoint written before the lookup caches existed restores them empty.
-        self.acc = self.join = self.run = self.run_acc = None
-        self.acc_window = self.acc_epoch = self.join_window = self.join_epoch = -1
-        _restore_slots(self, state)
-
 
 class _Acc:
     __slots__ = ("endpoints", "errors", "fine", "first", "hist", "last", "lat_sum", "protocol", "raw",
@@ -213,11 +200,6 @@ class _Acc:
         self.protocol: str | None = None
         self.first = math.inf
         self.last = 0.0
-
-    def __setstate__(self, state: Any) -> None:
-        self.runs = []  # a checkpoint written before bucket runs existed has none pending
-        self.fine = EMPTY
-        _restore_slots(self, state)
 
 
 class _StatJoin:

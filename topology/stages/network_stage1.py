@@ -279,13 +279,6 @@ class NetworkStage1:
             "aggregates": 0,
         }
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        """Checkpoints written before early emission existed lack its (empty) state."""
-        self.__dict__.update(state)
-        self.__dict__.setdefault("_known", {})
-        self.__dict__.setdefault("_checked", {})
-        self.__dict__.setdefault("_early", False)
-
     @property
     def pending_windows(self) -> list[int]:
         return sorted(self._pending)

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import pickle
-
 import pytest
 
+from ingest import state
 from topology.catalog import HealthEvent, HealthState
 from topology.health import HealthBook
 from topology.model import EdgeKey, EdgePartial, EdgeWindow, Granularity, Layer, NodeKind, Side
@@ -188,20 +187,8 @@ def test_a_restored_stage_keeps_its_provisional_bookkeeping() -> None:
     f.flush(T + 2, provisional=True)
     f.add([part(requests=1)])
     assert f.flush(T + 3, provisional=True) == []  # held back until T + 9
-    again = pickle.loads(pickle.dumps(f))
+    again = state.loads(state.dumps(f))
     assert again.refresh_seconds == 7
     assert again.flush(T + 8, provisional=True) == []
     assert _emitted(again.flush(T + 9, provisional=True)) == [("api", T, 3)]
     assert _emitted(again.flush(T + 60)) == [("api", T, 3)]
-
-
-def test_a_stage_pickled_before_the_provisional_rules_restores_with_empty_bookkeeping() -> None:
-    f = FinalStage()
-    f.add([part(requests=1)])
-    old = dict(f.__dict__)
-    for k in ("_written", "_held", "_refreshed", "refresh_seconds"):
-        del old[k]
-    again = FinalStage.__new__(FinalStage)
-    again.__setstate__(old)
-    assert again.refresh_seconds == 30.0
-    assert _emitted(again.flush(T + 1, provisional=True)) == [("api", T, 1)]

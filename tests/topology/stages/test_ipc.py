@@ -855,29 +855,3 @@ def test_arbitrary_valid_requests_never_break_the_stages(req: ExportMetricsServi
     s1.add(req)
     partials = IpcStage2().process(s1.flush(float("inf")))
     assert all(p.stats.requests > 0 and p.key.layer is Layer.IPC for p in partials)
-
-
-def test_stage_state_from_a_checkpoint_without_the_newer_caches_restores_with_them_empty() -> None:
-    """Kafka workers pickle stage state into checkpoints; state written by a version without the
-    per-series caches and bucket runs must restore (with them empty), not fail on first use."""
-    import pickle
-
-    from topology.stages import ipc
-
-    series = ipc._Series(None, False, "GET /", "http", None, None)
-    series.value = 7.0
-    acc = ipc._Acc()
-    acc.requests = 3
-    for obj, newer in ((series, ("acc", "acc_epoch", "acc_window", "join", "join_epoch", "join_window", "run",
-                                 "run_acc")), (acc, ("runs",))):
-        cls, args, state = obj.__reduce_ex__(pickle.HIGHEST_PROTOCOL)[:3]
-        slots = dict(state[1])
-        for name in newer:
-            slots.pop(name)  # as an older version pickled it
-        old = cls.__new__(cls) if not args else args[0].__new__(args[0])
-        old.__setstate__((None, slots))
-        for name in newer:
-            assert hasattr(old, name)
-    restored = pickle.loads(pickle.dumps(series))
-    assert (restored.value, restored.endpoint, restored.acc) == (7.0, "GET /", None)
-    assert pickle.loads(pickle.dumps(acc)).requests == 3
