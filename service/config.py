@@ -124,6 +124,9 @@ class ServiceConfig:
     max_request_body: int = setting(1024**2, "TOPOLOGY_MAX_REQUEST_BODY",
                                     "largest body of any other request, e.g. `/graphql` (413 beyond)",
                                     parse=parse_size, shown="1MiB")
+    max_head: int = setting(64 * 1024, "TOPOLOGY_MAX_HEAD",
+                            "longest request line plus headers (414/431 beyond)", parse=parse_size,
+                            shown="64KiB")
     read_timeout: float = setting(30.0, "TOPOLOGY_READ_TIMEOUT",
                                   "time a client has from the start of a request to send all its body "
                                   "(408 after)", parse=parse_duration, shown="30s")

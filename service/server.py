@@ -24,6 +24,7 @@ import uvicorn
 from ingest.worker import WorkerOptions
 from service.config import ServiceConfig
 from service.demo import FLUSH_EVERY, ROLLUP_EVERY, SimulationDriver
+from service.head import bounded_protocol
 from service.runtime import Runtime
 from service.security import served_config
 from service.settings import DemoSettings, FleetSettings
@@ -117,6 +118,7 @@ async def _serve(
         uvicorn.Config(
             app, host=config.host, port=config.port, log_level="warning", lifespan="on", log_config=None,
             ws_max_size=config.max_request_body,  # a subscription message is bounded like a /graphql body
+            http=bounded_protocol(config.max_head, app.state.metrics.refused.labels("limit").inc),
             **uvicorn_tls(config.tls_cert, config.tls_key, config.tls_client_ca),
         )
     )

@@ -246,3 +246,34 @@ def test_healthz_answers_while_a_large_otlp_body_is_decoded(tmp_path: Path,
         print(f"\n32 MB OTLP body: answered after {answered - sent:.2f} s; /healthz answered {len(during)} "
               f"times meanwhile, max {max(during):.0f} ms; slowest probe overall "
               f"{max(ms for _, ms in probes):.0f} ms")
+
+
+@pytest.mark.parametrize(("start", "status"), [(b"GET /graphql?query=", 414),
+                                               (b"GET /healthz HTTP/1.1\r\nX-Pad: ", 431)],
+                         ids=["300 MB URL", "300 MB header"])
+def test_a_huge_request_head_is_refused_at_the_head_limit(tmp_path: Path, start: bytes, status: int) -> None:
+    """uvicorn alone kept a whole 300 MB URL in memory (670 MB peak) and took minutes over it."""
+    with serving(tmp_path) as (port, pid):
+        before = _kib(pid, "VmHWM")
+        sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+        sent = 0
+        with contextlib.suppress(OSError):  # reset once the server has answered and closed
+            sock.sendall(start)
+            for _ in range(300):  # 300 MB of URL or of one header's value
+                sock.sendall(bytes(MiB).replace(b"\0", b"x"))
+                sent += MiB
+        answer = b""
+        with contextlib.suppress(OSError):
+            while chunk := sock.recv(65536):
+                answer += chunk
+        sock.close()
+        assert sent < 64 * MiB  # the server stopped reading at 64 KiB (plus what the sockets buffer)
+        assert answer == b"" or answer.startswith(b"HTTP/1.1 %d " % status)  # b"": reset before it was read
+        assert refused_count(port, "limit") == 1
+        grew = _kib(pid, "VmHWM") - before
+        assert grew < 50 * 1024, f"peak memory grew by {grew / 1024:.0f} MiB"
+        assert healthz(port) is not None
+        ok = socket.create_connection(("127.0.0.1", port), timeout=30)
+        ok.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: " + b"x" * (60 * 1024) + b"\r\n\r\n")
+        assert ok.recv(65536).startswith(b"HTTP/1.1 200 ")  # a head under the limit is served
+        ok.close()
