@@ -128,8 +128,8 @@ class ServiceConfig:
                             "longest request line plus headers (414/431 beyond)", parse=parse_size,
                             shown="64KiB")
     read_timeout: float = setting(30.0, "TOPOLOGY_READ_TIMEOUT",
-                                  "time a client has from the start of a request to send all its body "
-                                  "(408 after)", parse=parse_duration, shown="30s")
+                                  "time a client has to send a request's head, and then its body (408 "
+                                  "after)", parse=parse_duration, shown="30s")
     max_ingest_requests: int = setting(8, "TOPOLOGY_MAX_INGEST_REQUESTS",
                                        "ingest requests handled at once (429 with `Retry-After` beyond)")
     max_entities: int = setting(1000, "TOPOLOGY_MAX_ENTITIES", "most representations in one `_entities` call")

@@ -4,12 +4,15 @@ uvicorn's httptools protocol appends every piece of a request's URL and headers 
 without a limit (and copies it each time): one connection sending a 300 MB URL made the server's peak
 memory 670 MB and held its event loop for minutes. :func:`bounded_protocol` makes the protocol class
 ``topology serve`` runs with: once the request line plus headers pass ``TOPOLOGY_MAX_HEAD`` bytes, it
-stops parsing, answers 414 (the URL is what crossed) or 431, and closes the connection; the refusal
-is counted like the app's (``topology_http_refused_total{refusal="limit"}``).
+stops parsing, answers 414 (the URL is what crossed) or 431, and closes the connection. A head that
+has not all arrived ``TOPOLOGY_READ_TIMEOUT`` after its first byte is 408 (a client sending its
+headers a byte at a time held a connection indefinitely). Refusals are counted like the app's
+(``topology_http_refused_total``, ``limit`` or ``timeout``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 
@@ -17,7 +20,11 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 __all__ = ["bounded_protocol"]
 
-_STATUS = {414: b"HTTP/1.1 414 URI Too Long\r\n", 431: b"HTTP/1.1 431 Request Header Fields Too Large\r\n"}
+_STATUS = {408: b"HTTP/1.1 408 Request Timeout\r\n", 414: b"HTTP/1.1 414 URI Too Long\r\n",
+           431: b"HTTP/1.1 431 Request Header Fields Too Large\r\n"}
+_WHY = {408: "timeout: the request head did not arrive in time",
+        414: "limit: request line longer than {} bytes",
+        431: "limit: request line and headers longer than {} bytes"}
 
 
 class HeadTooLarge(Exception):
@@ -26,7 +33,10 @@ class HeadTooLarge(Exception):
 
 class _BoundedHead(HttpToolsProtocol):
     max_head = 64 * 1024
-    hooks: tuple[Callable[[], None], ...] = ()  # called on each refusal (a tuple: never bound to self)
+    head_timeout = 30.0
+    hooks: tuple[Callable[[int], None], ...] = ()  # called with the status of each refusal (a tuple:
+    # never bound to self)
+    _timer: asyncio.TimerHandle | None = None
     _head = 0
     _refused: int | None = None
 
@@ -37,6 +47,8 @@ class _BoundedHead(HttpToolsProtocol):
         if self._refused is not None:
             return  # answered and closing: nothing more is parsed
         in_head = not self._in_body
+        if in_head and self._timer is None:  # the first bytes of a request: its head has this long
+            self._timer = self.loop.call_later(self.head_timeout, self._too_slow)
         super().data_received(data)
         if in_head and not self._in_body and self._refused is None:
             # httptools hands over a header only once it is complete: count what it holds meanwhile
@@ -51,7 +63,23 @@ class _BoundedHead(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._in_body = True
+        self._stop_timer()
         super().on_headers_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_timer()
+        super().connection_lost(exc)
+
+    def _stop_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _too_slow(self) -> None:
+        self._timer = None
+        if self._refused is None and not self._in_body and not self.transport.is_closing():
+            self._refused = 408
+            self.send_400_response("")
 
     def on_message_complete(self) -> None:
         self._in_body = False
@@ -78,17 +106,19 @@ class _BoundedHead(HttpToolsProtocol):
             super().send_400_response(msg)
             return
         for hook in self.hooks:
-            hook()
-        what = "request line" if status == 414 else "request line and headers"
-        body = json.dumps({"error": f"limit: {what} longer than {self.max_head} bytes",
-                           "code": "REQUEST_TOO_LARGE"}).encode()
+            hook(status)
+        code = "REQUEST_TIMEOUT" if status == 408 else "REQUEST_TOO_LARGE"
+        body = json.dumps({"error": _WHY[status].format(self.max_head), "code": code}).encode()
         self.transport.write(b"".join([
             _STATUS[status], b"content-type: application/json\r\n",
             b"content-length: ", str(len(body)).encode(), b"\r\n", b"connection: close\r\n\r\n", body]))
         self.transport.close()
 
 
-def bounded_protocol(max_head: int, on_refused: Callable[[], None] | None = None) -> type[HttpToolsProtocol]:
-    """uvicorn's httptools protocol refusing a request head longer than ``max_head`` bytes."""
+def bounded_protocol(max_head: int, head_timeout: float,
+                     on_refused: Callable[[int], None] | None = None) -> type[HttpToolsProtocol]:
+    """uvicorn's httptools protocol refusing a request head longer than ``max_head`` bytes or slower
+    than ``head_timeout`` seconds; ``on_refused`` is told the status (408, 414 or 431)."""
     hooks = () if on_refused is None else (on_refused,)
-    return type("BoundedHead", (_BoundedHead,), {"max_head": max_head, "hooks": hooks})
+    return type("BoundedHead", (_BoundedHead,), {"max_head": max_head, "head_timeout": head_timeout,
+                                                 "hooks": hooks})

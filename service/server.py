@@ -118,7 +118,9 @@ async def _serve(
         uvicorn.Config(
             app, host=config.host, port=config.port, log_level="warning", lifespan="on", log_config=None,
             ws_max_size=config.max_request_body,  # a subscription message is bounded like a /graphql body
-            http=bounded_protocol(config.max_head, app.state.metrics.refused.labels("limit").inc),
+            http=bounded_protocol(config.max_head, config.read_timeout,
+                                  lambda status: app.state.metrics.refused.labels(
+                                      "timeout" if status == 408 else "limit").inc()),
             **uvicorn_tls(config.tls_cert, config.tls_key, config.tls_client_ca),
         )
     )

@@ -277,3 +277,16 @@ def test_a_huge_request_head_is_refused_at_the_head_limit(tmp_path: Path, start:
         ok.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: " + b"x" * (60 * 1024) + b"\r\n\r\n")
         assert ok.recv(65536).startswith(b"HTTP/1.1 200 ")  # a head under the limit is served
         ok.close()
+
+
+def test_a_client_that_stops_sending_its_headers_is_cut_off(tmp_path: Path) -> None:
+    with serving(tmp_path, TOPOLOGY_READ_TIMEOUT="1s") as (port, _):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: a")  # and nothing more
+        answer = b""
+        while chunk := sock.recv(65536):  # until the server closes
+            answer += chunk
+        sock.close()
+        assert answer.startswith(b"HTTP/1.1 408 ") and b"REQUEST_TIMEOUT" in answer
+        assert refused_count(port, "timeout") == 1
+        assert healthz(port) is not None
