@@ -33,7 +33,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
-from starlette.routing import BaseRoute, Mount, Route
+from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 from strawberry.asgi import GraphQL
@@ -46,6 +46,7 @@ from service.config import ServiceConfig
 from service.context import RequestContext
 from service.errors import decode_body, request_error
 from service.export import export_endpoint
+from service.feed import ChangeFeed
 from service.graphiql import ASSETS, NODE_MODULES, missing_assets, render_page
 from service.guard import is_ingest
 from service.limits import RequestLimits
@@ -87,8 +88,9 @@ class _Assets(StaticFiles):
 
 class _GraphQL(GraphQL[RequestContext, None]):
     def __init__(self, stores: Stores, config: ServiceConfig, metrics: Metrics,
-                 clock: Callable[[], float], **kwargs: Any) -> None:
+                 clock: Callable[[], float], feed: ChangeFeed | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self._feed = feed
         self._stores = stores
         self._config = config
         self._metrics = metrics
@@ -105,6 +107,7 @@ class _GraphQL(GraphQL[RequestContext, None]):
             response=response,
             on_error=self._metrics.count_error,
             metrics=self._metrics,
+            feed=self._feed,
         )
 
     async def render_graphql_ide(self, request: Request) -> HTMLResponse:
@@ -181,8 +184,11 @@ def create_app(
     schema = build_schema(config, extensions)
 
     served = timed_stores(stores, metrics)
+    feed = ChangeFeed(clock, config.max_subscriptions, config.max_connection_subscriptions)
+    if isinstance(source, Runtime):  # live updates as stage 3 writes (subscriptions poll otherwise)
+        source.flushed.append(feed.notify)
     graphql = _GraphQL(
-        served, config, metrics, clock,
+        served, config, metrics, clock, feed,
         schema=schema,
         graphql_ide="graphiql" if config.graphiql else None,
         subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
@@ -233,6 +239,7 @@ def create_app(
 
     routes: list[BaseRoute] = [
         Route("/graphql", graphql, name="graphql"),
+        WebSocketRoute("/graphql", graphql),  # graphql-transport-ws: subscriptions (topologyChanges)
         Mount(ASSETS_PATH, _Assets(directory=NODE_MODULES, check_dir=False), name="graphiql-assets"),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
@@ -255,4 +262,5 @@ def create_app(
     app.state.metrics = metrics
     app.state.schema = schema
     app.state.config = config
+    app.state.feed = feed
     return app

@@ -74,6 +74,10 @@ class ServiceConfig:
                                    "deepest selection nesting of a document (room for gateway `_entities`)")
     max_aliases: int = setting(50, "TOPOLOGY_MAX_ALIASES", "most aliases in one document")
     max_tokens: int = setting(5000, "TOPOLOGY_MAX_TOKENS", "most tokens in one document")
+    max_subscriptions: int = setting(200, "TOPOLOGY_MAX_SUBSCRIPTIONS",
+                                     "most live subscriptions (topologyChanges) the server serves at once")
+    max_connection_subscriptions: int = setting(8, "TOPOLOGY_MAX_CONNECTION_SUBSCRIPTIONS",
+                                                "most live subscriptions on one WebSocket")
     logs_url: str | None = setting(None, "TOPOLOGY_LOGS_URL",
                                    "URL template of a service's logs, e.g. `https://logs.example/?q={service}`")
     traces_url: str | None = setting(None, "TOPOLOGY_TRACES_URL", "URL template of a service's traces")
@@ -150,7 +154,9 @@ class ServiceConfig:
                         ("TOPOLOGY_MAX_ALIASES", self.max_aliases), ("TOPOLOGY_MAX_TOKENS", self.max_tokens),
                         ("TOPOLOGY_MAX_INGEST_REQUESTS", self.max_ingest_requests),
                         ("TOPOLOGY_MAX_ENTITIES", self.max_entities), ("TOPOLOGY_MAX_LIST", self.max_list),
-                        ("TOPOLOGY_MAX_STRING", self.max_string)):
+                        ("TOPOLOGY_MAX_STRING", self.max_string),
+                        ("TOPOLOGY_MAX_SUBSCRIPTIONS", self.max_subscriptions),
+                        ("TOPOLOGY_MAX_CONNECTION_SUBSCRIPTIONS", self.max_connection_subscriptions)):
             if v < 1:
                 raise ConfigError(f"{name}: must be at least 1, got {v}")
         for name, t in (("TOPOLOGY_READ_TIMEOUT", self.read_timeout),

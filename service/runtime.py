@@ -93,6 +93,8 @@ class Runtime:
         self.written_until = -math.inf  # the ``now`` of the last flush that was written
         self._horizon = -math.inf  # the latest due time of anything accepted
         self._waiting: list[tuple[float, asyncio.Future[None]]] = []  # (due, answered when written)
+        # called after every flush that wrote windows (service.feed.ChangeFeed.notify: live updates)
+        self.flushed: list[Callable[[PipelineOutput], None]] = []
         self._leases_file = data_dir / "addresses.jsonl" if data_dir else None
         self._dlq_file = data_dir / "dead-letters.jsonl" if data_dir else None
         if self._leases_file and self._leases_file.exists():
@@ -209,6 +211,9 @@ class Runtime:
                 if due <= self.written_until and not waiter.done():
                     waiter.set_result(None)
             self._waiting = [(d, w) for d, w in self._waiting if not w.done()]
+        if any(out.windows.values()):
+            for listener in self.flushed:
+                listener(out)
         return out
 
     async def drain(self) -> PipelineOutput:

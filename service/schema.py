@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -48,7 +48,9 @@ from service.entity import (
     TopologyGraph,
     failed_layers,
 )
-from service.errors import BadUserInput, ErrorCodes
+from service.errors import ApiError, BadUserInput, ErrorCodes
+from service.feed import TopologyChange
+from service.feed import topology_changes as feed_changes
 from service.incident import RootCauseReport, TierViolationPage, TopologyDiff, UnknownPeerPage
 from service.known import require_known
 from service.selection import selects
@@ -62,7 +64,7 @@ from topology.diff import DiffDirection
 from topology.model import Granularity, Layer
 from topology.store.base import ServiceFilter as CoreServiceFilter
 
-__all__ = ["Query", "ServiceFilter", "build_schema", "schema"]
+__all__ = ["Query", "ServiceFilter", "Subscription", "build_schema", "schema"]
 
 FEDERATION_VERSION = "2.9"  # the newest version Hive/Guild composition accepts (see graphql.md)
 DIFF_DEPTH = 3  # hops compared by diff when the query does not say
@@ -342,6 +344,26 @@ class Query:
         return UnknownPeerPage.build(page, at_s, cursor, after is not None)
 
 
+@strawberry.type
+class Subscription:
+    @strawberry.subscription(description="What changes in the neighbourhood of `service` (`depth` hops, "
+                             "default 2, both ways; the whole graph without `service`) as new traffic is "
+                             "written: edges added and removed, health changes. Nothing is sent while "
+                             "nothing changes. Bounded per connection and per server (LIMIT_EXCEEDED).")
+    async def topology_changes(
+        self,
+        info: strawberry.Info,
+        service: str | None = None,
+        depth: int | None = None,
+        layers: list[Layer] | None = None,
+    ) -> AsyncGenerator[TopologyChange, None]:
+        try:
+            async for change in feed_changes(info, service, depth, layers):
+                yield change
+        except ApiError as e:  # a subscription's errors do not pass ErrorCodes: the code is set here
+            raise GraphQLError(str(e), extensions={**e.extensions, "code": e.code}) from e
+
+
 class _Schema(strawberry.federation.Schema):
     budget = ServiceConfig().operation_timeout
 
@@ -384,6 +406,7 @@ def build_schema(
     ]
     built = _Schema(
         query=Query,
+        subscription=Subscription,
         types=[Service],
         extensions=extensions,
         config=StrawberryConfig(disable_field_suggestions=True, scalar_map=SCALAR_MAP),

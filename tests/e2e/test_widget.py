@@ -163,6 +163,7 @@ def test_widget_asset_is_served_as_a_module(health_server: Server) -> None:
 
 def test_map_page_searches_acts_and_shares_the_view(health_server: Server) -> None:
     r = run_widget(health_server.base, "map")
+    assert r["consoleErrors"] == []  # its live subscription connected too
     assert r["suggestions"] == ["checkout-api"]  # names starting with "che"
     after = r["afterAction"]
     assert after["service"] == "checkout-api" and "Blast radius of checkout-api" in after["panel"]
@@ -176,3 +177,44 @@ def test_map_page_searches_acts_and_shares_the_view(health_server: Server) -> No
     formats = {parse_qs(urlsplit(u).query)["format"][0]: urlsplit(u) for u in r["exportLinks"]}
     assert sorted(formats) == ["cytoscape", "dot", "graphml", "json", "mermaid"]
     assert all(u.path == "/export" and "service=checkout-api" in u.query for u in formats.values())
+
+
+def test_live_widget_draws_new_traffic_in_place(tmp_path: Path) -> None:
+    """New traffic ingested over HTTP reaches an open widget through the subscription within 5 s, and
+    nothing that was drawn moves."""
+    import asyncio
+    import time
+
+    import httpx
+
+    from tests.admission_cases import spans
+    from tests.e2e.conftest import seed_store, serve_embedded
+
+    asyncio.run(seed_store(tmp_path / "store", time.time()))
+    with serve_embedded(tmp_path, tmp_path / "store") as server:
+        argv = ["node", str(JS_DIR / "widget.mjs"), "--base", server.base, "--scenario", "live",
+                "--expect-node", "payments", "--within", "5000", "--out", str(ARTEFACTS),
+                "--chromium", CHROMIUM]
+        ARTEFACTS.mkdir(parents=True, exist_ok=True)
+        with subprocess.Popen(argv, stdout=subprocess.PIPE, text=True) as proc:
+            assert proc.stdout is not None
+            first = proc.stdout.readline()
+            if json.loads(first or "{}").get("ready") is not True:
+                proc.wait(30)
+                pytest.fail(f"the live widget did not subscribe: {first}{proc.stdout.read()}")
+            # checkout-api now calls payments, seen by traces (a client span and its server span).
+            t = time.time()
+            body = spans((t - 2, t - 1.9), pair=True, client_name="checkout-api")
+            r = httpx.post(f"{server.base}/v1/traces", content=body, trust_env=False,
+                           headers={"content-type": "application/x-protobuf"})
+            assert r.status_code == 200, r.text
+            out, _ = proc.communicate(timeout=60)
+        report: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    assert proc.returncode == 0 and report["ok"], report["error"]
+    assert_offline(report)
+    assert "payments" not in nodes_of(report["initial"])
+    assert "checkout-api->payments" in edges_of(report["after"])
+    assert edges_of(report["after"])["checkout-api->payments"] == ["TRACE"]
+    assert report["appearedAfterMs"] <= 5000  # the page waits --within 5000 ms at most
+    assert report["moved"] == []  # in place: every node drawn before is where it was
+    assert set(AROUND_CHECKOUT) <= set(edges_of(report["after"]))

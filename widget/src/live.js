@@ -14,10 +14,12 @@ export class LiveSubscription {
    * @param {string} endpoint GraphQL URL (http or https; the socket uses ws/wss on the same path)
    * @param {string} query subscription document
    * @param {object} variables
+   * @param {object} headers sent as the connection_init payload (browsers cannot set WebSocket headers)
    * @param {(data: object) => void} onData
    * @param {(state: string, detail?: string) => void} onState  'connecting' | 'open' | 'closed' | 'error'
    */
-  constructor(endpoint, query, variables, onData, onState) {
+  constructor(endpoint, query, variables, headers, onData, onState) {
+    this.headers = headers || {};
     this.url = wsUrl(endpoint);
     this.query = query;
     this.variables = variables;
@@ -33,7 +35,7 @@ export class LiveSubscription {
     this.onState('connecting');
     const ws = new WebSocket(this.url, PROTOCOL);
     this.ws = ws;
-    ws.onopen = () => ws.send(JSON.stringify({ type: 'connection_init', payload: {} }));
+    ws.onopen = () => ws.send(JSON.stringify({ type: 'connection_init', payload: this.headers }));
     ws.onmessage = (ev) => {
       let msg;
       try { msg = JSON.parse(ev.data); } catch { return; }

@@ -18,7 +18,8 @@
 //
 // JavaScript API: element.refresh(), element.focusService(name), element.setData({nodes, edges, focus}),
 // element.graph (the drawn {nodes, edges}), element.setLayerVisible(layer, on), element.degradedOnly,
-// element.exportUrl(format). Events (bubbling, composed): node-select {detail: node}, edge-select
+// element.exportUrl(format), element.headers (e.g. {Authorization: 'Bearer …'}: sent with every request
+// and in the subscription's connection_init). Events (bubbling, composed): node-select {detail: node}, edge-select
 // {detail: edge}, topology-render {detail: {nodes, edges, renderer, ms}}, topology-error {detail: {message, code}},
 // topology-live {detail: {state, change}}.
 import {
@@ -74,6 +75,7 @@ export class ServiceTopology extends HTMLElement {
     this.renderer = null;
     this.generation = 0;
     this.queryFields = null;
+    this.headers = {}; // sent with every request and in the WebSocket's connection_init (e.g. Authorization)
     this.handlers = {
       onNodeClick: (n) => this.onNodeClick(n),
       onEdgeClick: (e) => this.select({ edge: e }),
@@ -159,7 +161,7 @@ export class ServiceTopology extends HTMLElement {
         let after = null;
         for (let page = 0; page < MAX_FLEET_PAGES; page++) {
           const { data } = await post(this.endpoint, FLEET, { layers: vars.layers, tier: vars.tier, domain: vars.domain,
-            at: vars.at, window: vars.window, after }, signal);
+            at: vars.at, window: vars.window, after }, signal, this.headers);
           addFleetPage(g, data.topology);
           if (!data.topology.pageInfo.hasNextPage) break;
           after = data.topology.pageInfo.endCursor;
@@ -169,13 +171,13 @@ export class ServiceTopology extends HTMLElement {
       } else {
         if (!vars.name) { this.status('no service chosen'); this.setGraph(emptyGraph()); return; }
         if (mode === 'blast-radius') {
-          const { data } = await post(this.endpoint, BLAST_RADIUS, vars, signal);
+          const { data } = await post(this.endpoint, BLAST_RADIUS, vars, signal, this.headers);
           if (!data.service || !data.blastRadius) return this.notFound(vars.name);
           g = fromBlastRadius(data.service, data.blastRadius);
         } else {
           // root-cause: where the trouble of a service comes from lies in what it calls.
           const dir = mode === 'root-cause' ? 'upstream' : this.direction;
-          const { data } = await post(this.endpoint, NEIGHBOURHOOD, { ...vars, up: dir !== 'downstream', down: dir !== 'upstream' }, signal);
+          const { data } = await post(this.endpoint, NEIGHBOURHOOD, { ...vars, up: dir !== 'downstream', down: dir !== 'upstream' }, signal, this.headers);
           if (!data.service) return this.notFound(vars.name);
           g = fromNeighbourhood(data.service);
           if (mode === 'root-cause') await this.rankRootCause(g, signal);
@@ -201,7 +203,7 @@ export class ServiceTopology extends HTMLElement {
   async rankRootCause(g, signal) {
     if (!this.queryFields) {
       try {
-        const { data } = await post(this.endpoint, QUERY_FIELDS, {}, signal);
+        const { data } = await post(this.endpoint, QUERY_FIELDS, {}, signal, this.headers);
         this.queryFields = new Set(data.__type.fields.map((f) => f.name));
       } catch { this.queryFields = new Set(); }
     }
@@ -415,7 +417,7 @@ export class ServiceTopology extends HTMLElement {
     if (!this.live || this.at) return; // the past does not change
     const vars = this.mode === 'fleet' ? { service: null, depth: null, layers: list(this.getAttribute('layers')) }
       : { service: this.data.focus, depth: this.depth, layers: list(this.getAttribute('layers')) };
-    this.subscription = new LiveSubscription(this.endpoint, SUBSCRIPTION, vars,
+    this.subscription = new LiveSubscription(this.endpoint, SUBSCRIPTION, vars, this.headers,
       (data) => this.onChange(data.topologyChanges),
       (state, detail) => this.emit('topology-live', { state, detail }));
   }
