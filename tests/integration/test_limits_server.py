@@ -290,3 +290,18 @@ def test_a_client_that_stops_sending_its_headers_is_cut_off(tmp_path: Path) -> N
         assert answer.startswith(b"HTTP/1.1 408 ") and b"REQUEST_TIMEOUT" in answer
         assert refused_count(port, "timeout") == 1
         assert healthz(port) is not None
+
+
+def test_a_subscription_message_over_the_body_limit_closes_the_websocket(tmp_path: Path) -> None:
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    with serving(tmp_path, TOPOLOGY_MAX_REQUEST_BODY="64KiB") as (port, _), \
+            connect(f"ws://127.0.0.1:{port}/graphql", subprotocols=["graphql-transport-ws"],  # type: ignore[list-item]
+                    max_size=None, open_timeout=30) as ws:
+        ws.send('{"type": "connection_init"}')
+        assert '"connection_ack"' in str(ws.recv(timeout=30))
+        ws.send('{"type": "ping", "payload": {"x": "%s"}}' % ("x" * 100_000))
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=30)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009  # message too big
