@@ -88,12 +88,13 @@ def test_graphiql_runs_a_query_offline(topology_server: Server, tmp_path: Path) 
 
 
 def test_graphiql_check_fails_when_the_answer_is_not_there(topology_server: Server, tmp_path: Path) -> None:
-    # The same check must be able to fail: a service the store does not know never shows up.
+    # The same check must be able to fail: a service the store does not know never shows up as data
+    # (the NOT_FOUND error beside it names it, so the check looks for its owner's team instead).
     shot = tmp_path / "missing.png"
-    rc, report = run_graphiql(topology_server, '{ service(name: "no-such-service") { name } }',
-                              ["no-such-service"], shot)
+    rc, report = run_graphiql(topology_server, '{ service(name: "no-such-service") { name owner { team } } }',
+                              ["team-of-no-such-service"], shot)
     assert rc != 0 and not report["ok"]
-    assert report["error"] == 'the result pane lacks "no-such-service"'
+    assert report["error"] == 'the result pane lacks "team-of-no-such-service"'
     assert report["response"]["data"] == {"service": None}  # the page ran it; the answer is null (NOT_FOUND)
     assert not shot.exists()
     assert Path(report["failedScreenshot"]).read_bytes().startswith(PNG_MAGIC)
