@@ -37,11 +37,13 @@ from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 from strawberry.asgi import GraphQL
+from strawberry.exceptions import ConnectionRejectionError
 from strawberry.extensions import SchemaExtension
 from strawberry.extensions.tracing import OpenTelemetryExtension
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.types.unset import UNSET
 
+from service.auth import websocket_allowed
 from service.config import ServiceConfig
 from service.context import RequestContext
 from service.errors import decode_body, request_error
@@ -62,6 +64,7 @@ from service.observability import (
 from service.receiver import refused_at_http
 from service.runtime import Runtime
 from service.schema import build_schema
+from service.security import authenticator_for, security_middleware
 from service.widget import widget_routes
 from topology.store.base import Stores
 
@@ -112,6 +115,12 @@ class _GraphQL(GraphQL[RequestContext, None]):
 
     async def render_graphql_ide(self, request: Request) -> HTMLResponse:
         return HTMLResponse(self._page)
+
+    async def on_ws_connect(self, context: RequestContext) -> Any:
+        # A WebSocket whose handshake carried no credentials authenticates in connection_init.
+        if not await websocket_allowed(context.request.scope, context.connection_params):
+            raise ConnectionRejectionError()
+        return await super().on_ws_connect(context)
 
     def decode_json(self, data: str | bytes) -> object:
         return decode_body(data)  # never an exception the view does not answer with 400
@@ -258,7 +267,8 @@ def create_app(
                         read_timeout=config.read_timeout, max_ingest_requests=config.max_ingest_requests,
                         is_ingest=is_ingest, on_refused=refused)
     app = Starlette(routes=routes, lifespan=lifespan,
-                    middleware=[Middleware(RouteMetrics, metrics=metrics, routes=routes), limits])
+                    middleware=[Middleware(RouteMetrics, metrics=metrics, routes=routes),
+                                *security_middleware(config, authenticator_for(config)), limits])
     app.state.metrics = metrics
     app.state.schema = schema
     app.state.config = config

@@ -33,6 +33,7 @@ class RequestContext:
     outages: list[LayerOutage] = field(default_factory=list)
     on_error: Callable[[str], None] | None = None
     metrics: Any = None  # service.observability.Metrics, when the app keeps metrics
+    connection_params: dict[str, Any] | None = None  # a WebSocket's connection_init payload
     feed: Any = None  # service.feed.ChangeFeed: what wakes Subscription.topologyChanges
 
     def report(self, info: strawberry.Info, failures: Iterable[LayerFailure]) -> None:
