@@ -70,7 +70,9 @@ ROOT_CAUSE = """query($name: String!) { rootCause(name: $name, window: "10m") {
   layers failedLayers { layer } } }"""
 
 
-async def test_root_cause_over_graphql_names_the_source_and_its_on_call(client: Client, stores: Stores) -> None:
+async def test_root_cause_over_graphql_names_the_source_and_its_on_call(
+    client: Client, stores: Stores
+) -> None:
     """The fleet's windows are all in the live window (no baseline): orders -> payments fails now."""
     from tests.service.fleet import LIVE, _w
     from topology.model import Layer
@@ -80,7 +82,8 @@ async def test_root_cause_over_graphql_names_the_source_and_its_on_call(client: 
     await stores.layers[Layer.IPC].upsert_windows([_w(Layer.IPC, "orders", "payments", stats=failing)])
     await stores.catalog.record_changes([ChangeEvent("payments", ChangeKind.DEPLOY, NOW - 900, "v3", "v3")])
     r = (await client.data(ROOT_CAUSE, {"name": "api"}))["rootCause"]
-    assert (r["verdict"], r["service"], r["window"], r["at"]) == ("UPSTREAM", {"name": "api"}, 600.0, iso(NOW))
+    assert (r["verdict"], r["service"]) == ("UPSTREAM", {"name": "api"})
+    assert (r["window"], r["at"]) == (600.0, iso(NOW))
     top = r["candidates"][0]
     assert top["service"] == {"name": "payments", "owner": {"team": "payments", "oncall": None}}
     assert (top["rank"], top["path"]) == (1, ["api", "orders", "payments"])

@@ -41,8 +41,9 @@ def windows(edges: list[E]) -> list[EdgeWindow]:
     for e in edges:
         for start in range(first, int(AT), MINUTE):
             i = 0 if start < AT - WINDOW else 1
-            stats = EdgeStats(first_seen=start, last_seen=start + 59, requests=100, errors=round(100 * e.err[i]),
-                              latency=LatencySketch.of([e.lat[i]] * 100), latency_sum=100 * e.lat[i])
+            stats = EdgeStats(first_seen=start, last_seen=start + 59, requests=100,
+                              errors=round(100 * e.err[i]), latency=LatencySketch.of([e.lat[i]] * 100),
+                              latency_sum=100 * e.lat[i])
             out.append(EdgeWindow(EdgeKey(Layer.IPC, Granularity.APP, e.src, e.dst), start, MINUTE, stats,
                                   NodeKind.SERVICE, e.dst_kind))
     return out
@@ -85,7 +86,8 @@ async def test_two_simultaneous_independent_incidents_are_both_named(stores: Sto
     assert r.verdict is Verdict.UPSTREAM and set(ranked(r)[:2]) == {"db1", "cache"}
     cache = next(c for c in r.candidates if c.service == "cache")
     latency = next(e for e in cache.evidence if e.kind is EvidenceKind.LATENCY)
-    assert latency.baseline == pytest.approx(0.002, rel=0.03) and latency.current == pytest.approx(0.05, rel=0.03)
+    assert latency.baseline == pytest.approx(0.002, rel=0.03)
+    assert latency.current == pytest.approx(0.05, rel=0.03)
 
 
 async def test_a_virtual_node_cause(stores: Stores) -> None:

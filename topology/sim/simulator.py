@@ -23,8 +23,8 @@ import numpy as np
 from topology.catalog import AddressKind, AddressLease, HealthEvent, HealthState, ServiceInfo
 from topology.change import ChangeEvent
 from topology.sim.changes import ConfigChanges, redeploy_event
-from topology.sim.faults import Fault, FaultKind, Faults
 from topology.sim.churn import Churn, EdgeChange, Redeploy
+from topology.sim.faults import Fault, FaultKind, Faults
 from topology.sim.fleet import Fleet
 from topology.sim.flows import FlowEmitter
 from topology.sim.incidents import Incidents
