@@ -11,6 +11,10 @@
 ``GET /map``, ``/widget/``  the map page and the ``<service-topology>`` module (:mod:`service.widget`)
 ==========================  =====================================================================
 
+With authentication configured, every route but the probes and the static pages needs a scope
+(:mod:`service.auth`); every request passes the Host/Origin/Content-Type guard (:mod:`service.guard`)
+and, with ``TOPOLOGY_ALLOWED_ORIGINS``, CORS (:mod:`service.security` puts them together).
+
 Build it with :func:`create_app`; run it with any ASGI server (``uvicorn``). The app does not own
 the stores: whoever opened them closes them.
 """
