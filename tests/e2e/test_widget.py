@@ -218,3 +218,14 @@ def test_live_widget_draws_new_traffic_in_place(tmp_path: Path) -> None:
     assert report["appearedAfterMs"] <= 5000  # the page waits --within 5000 ms at most
     assert report["moved"] == []  # in place: every node drawn before is where it was
     assert set(AROUND_CHECKOUT) <= set(edges_of(report["after"]))
+
+
+def test_screenshots_of_a_50_node_neighbourhood_and_the_10000_service_fleet(health_server: Server) -> None:
+    """Artefacts under var/artefacts/widget/ (look at them): the layered SVG drawing of a synthetic
+    50-node neighbourhood and the WebGL drawing of a synthetic 10,000-service fleet."""
+    r = run_widget(health_server.base, "shots", timeout=240)
+    assert (r["neighbourhood"]["renderer"], r["neighbourhood"]["nodes"]) == ("svg", 50)
+    assert (r["fleet"]["renderer"], r["fleet"]["nodes"]) == ("webgl", 10000)
+    assert r["fleet"]["label"].startswith("Fleet map: 10000 services")
+    for name in ("widget-neighbourhood-50.png", "widget-fleet-10000.png"):
+        assert (ARTEFACTS / name).stat().st_size > 20_000, name

@@ -182,43 +182,73 @@ const scenarios = {
   async shots(context, report) {
     const page = await open(context, report, '/__test__/shots.html', embedPage({ toolbar: 'none' }, 'height: 800px; width: 1400px'));
     await page.addScriptTag({ content: SYNTHETIC });
+    await firstRender(page);
     const hood = await rendered(page, () => page.evaluate(() => document.getElementById('map').setData(window.synthetic.neighbourhood(50, 7))));
-    report.neighbourhood = hood.detail;
+    report.neighbourhood = { ...hood.detail, label: (await page.evaluate(SNAPSHOT)).label };
     await page.screenshot({ path: join(opt.out, 'widget-neighbourhood-50.png') });
-    const fleet = await open(context, report, '/__test__/fleet.html', embedPage({ endpoint: '/graphql', mode: 'fleet', toolbar: 'none' }, 'height: 900px; width: 1400px'));
-    await fleet.waitForFunction(() => { const el = document.getElementById('map'); return el.lastRender && el.lastRender.renderer === 'webgl'; }, null, { timeout: 120000 });
-    await fleet.waitForTimeout(5000); // the worker's layout runs for a bounded time
-    report.fleet = await fleet.evaluate(SNAPSHOT);
-    await fleet.screenshot({ path: join(opt.out, 'widget-fleet.png') });
+    const fleet = await open(context, report, '/__test__/fleet.html', embedPage({ mode: 'fleet', toolbar: 'none' }, 'height: 900px; width: 1400px'));
+    await fleet.addScriptTag({ content: SYNTHETIC });
+    await firstRender(fleet); // the server's own (small) fleet first; then the synthetic one replaces it
+    const drawn = await rendered(fleet, () => fleet.evaluate(() => document.getElementById('map').setData(window.synthetic.fleet(10000, 3))));
+    await fleet.waitForTimeout(4500); // the worker's layout runs for a bounded time (4 s)
+    report.fleet = { ...drawn.detail, label: (await fleet.evaluate(SNAPSHOT)).label };
+    await fleet.screenshot({ path: join(opt.out, 'widget-fleet-10000.png') });
   },
 
   async bench(context, report) {
+    // "Drawn" = from setData (the data has arrived) until two animation frames later (painted).
     const page = await open(context, report, '/__test__/bench.html', embedPage({ toolbar: 'none' }, 'height: 900px; width: 1400px'));
     await page.addScriptTag({ content: SYNTHETIC });
+    await firstRender(page);
     report.webgl = await page.evaluate(() => { const c = document.createElement('canvas'); const gl = c.getContext('webgl2') || c.getContext('webgl');
       const dbg = gl && gl.getExtension('WEBGL_debug_renderer_info'); return gl ? (dbg ? gl.getParameter(dbg.UNMASKED_RENDERER_WEBGL) : 'webgl') : null; });
-    report.neighbourhood200 = [];
-    for (let i = 0; i < 5; i++) {
-      const r = await rendered(page, () => page.evaluate((seed) => { const el = document.getElementById('map'); el.renderer?.resetPositions(); el.setData(window.synthetic.neighbourhood(200, seed)); }, i + 1));
-      report.neighbourhood200.push(r.detail);
-    }
-    report.fleet10k = [];
-    for (let i = 0; i < 3; i++) {
-      const r = await rendered(page, () => page.evaluate((seed) => { const el = document.getElementById('map'); el.renderer?.resetPositions(); el.mode = 'fleet';
-        el.setData(window.synthetic.fleet(10000, seed)); }, i + 1));
-      // Drawn = rendered on screen: wait for the next two frames after the call returned.
-      report.fleet10k.push(r.detail);
-    }
-    report.fleetFirstPaintMs = await page.evaluate(async () => {
-      const el = document.getElementById('map'); el.renderer.resetPositions();
-      const data = window.synthetic.fleet(10000, 9);
+    const drawn = (kind, n, seed, mode) => page.evaluate(async ([kind, n, seed, mode]) => {
+      const el = document.getElementById('map');
+      el.renderer?.resetPositions();
+      if (mode) el.setAttribute('mode', mode); else el.removeAttribute('mode');
+      await new Promise((r) => setTimeout(r, 50));
+      const data = window.synthetic[kind](n, seed);
       const t0 = performance.now();
       el.setData(data);
       await new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)));
-      return performance.now() - t0;
-    });
-    await page.waitForTimeout(4500); // let the layout worker finish before measuring frames
-    report.panZoomFps = await page.evaluate(() => document.getElementById('map').renderer.measurePanZoom(3000));
+      return { paintedMs: performance.now() - t0, ...el.lastRender };
+    }, [kind, n, seed, mode]);
+    report.neighbourhood200 = [];
+    for (let i = 0; i < 7; i++) report.neighbourhood200.push(await drawn('neighbourhood', 200, i + 1, null));
+    report.fleet10k = [];
+    for (let i = 0; i < 3; i++) {
+      report.fleet10k.push(await drawn('fleet', 10000, i + 1, 'fleet'));
+      await page.waitForTimeout(4500); // the layout worker stops after 4 s
+    }
+    // Pan and zoom as a person does (mouse drags and wheel turns, from an empty corner), counting the
+    // frames sigma draws meanwhile.
+    await page.evaluate(() => { window.__frames = 0; document.getElementById('map').renderer.sigma.on('afterRender', () => { window.__frames++; }); });
+    // The browser's own frame rate with the fleet drawn and nothing moving: the ceiling on this machine.
+    report.idleFps = await page.evaluate(() => new Promise((resolve) => {
+      let n = 0; const t0 = performance.now();
+      const step = (now) => { n++; if (now - t0 < 2000) requestAnimationFrame(step); else resolve((n * 1000) / (now - t0)); };
+      requestAnimationFrame(step);
+    }));
+    const box = await page.locator('#map').boundingBox();
+    report.panZoomFps = [];
+    for (let run = 0; run < 3; run++) {
+      const before = await page.evaluate(() => window.__frames);
+      const t0 = Date.now();
+      while (Date.now() - t0 < 3000) {
+        const x = box.x + 30; const y = box.y + 30;
+        await page.mouse.move(x, y);
+        await page.mouse.down();
+        await page.mouse.move(x + 240, y + 160, { steps: 24 });
+        await page.mouse.move(x, y, { steps: 24 });
+        await page.mouse.up();
+        await page.mouse.wheel(0, -240);
+        await page.mouse.wheel(0, 240);
+      }
+      await page.waitForTimeout(100);
+      const frames = (await page.evaluate(() => window.__frames)) - before;
+      report.panZoomFps.push((frames * 1000) / (Date.now() - t0));
+    }
+    report.afterInteraction = await page.evaluate(() => document.getElementById('map').getAttribute('mode'));
   },
 };
 

@@ -61,8 +61,8 @@ export class LayeredRenderer {
     this.svg = el('svg', { class: 'layered', role: 'group', 'aria-roledescription': 'topology graph' });
     this.defs = el('defs', {}, this.svg);
     for (const [id, colour] of [['arrow', '#6b7280'], ['arrow-warn', '#d97706'], ['arrow-err', '#dc2626']]) {
-      const m = el('marker', { id, viewBox: '0 0 10 10', refX: 10, refY: 5, markerWidth: 7, markerHeight: 7,
-        orient: 'auto-start-reverse' }, this.defs);
+      const m = el('marker', { id, viewBox: '0 0 10 10', refX: 10, refY: 5, markerWidth: 9, markerHeight: 9,
+        markerUnits: 'userSpaceOnUse', orient: 'auto-start-reverse' }, this.defs);
       el('path', { d: 'M 0 0 L 10 5 L 0 10 z', fill: colour }, m);
     }
     this.viewport = el('g', { class: 'viewport' }, this.svg);

@@ -252,7 +252,8 @@ export class ServiceTopology extends HTMLElement {
   visible() {
     const g = this.data;
     let edges = [...g.edges.values()].filter((e) => e.layers.some((l) => this.visibleLayers.has(l)));
-    let names = new Set([g.focus].filter(Boolean));
+    // Every node while every layer shows; with layers hidden, the nodes their edges still reach.
+    let names = this.visibleLayers.size === LAYERS.length ? new Set(g.nodes.keys()) : new Set([g.focus].filter(Boolean));
     for (const e of edges) names.add(e.source).add(e.target);
     if (this._degradedOnly) {
       const bad = new Set([...g.nodes.values()].filter((n) => isDegraded(n.health)).map((n) => n.name));
