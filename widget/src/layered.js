@@ -129,7 +129,10 @@ export class LayeredRenderer {
     const fresh = nodes.filter((n) => !this.positions.has(n.name));
     if (!fresh.length) return;
     const g = new dagre.graphlib.Graph();
-    g.setGraph({ rankdir: 'LR', nodesep: 18, ranksep: 70, marginx: 10, marginy: 10 });
+    // dagre's default ranker (network simplex) grows steeply with size (a 2,000-node DAG took 114 s,
+    // longest-path 2.4 s: docs/design graphql.md); past 150 nodes rank by longest path.
+    const ranker = nodes.length > 150 ? 'longest-path' : 'network-simplex';
+    g.setGraph({ rankdir: 'LR', nodesep: 18, ranksep: 70, marginx: 10, marginy: 10, ranker });
     g.setDefaultEdgeLabel(() => ({}));
     for (const n of nodes) g.setNode(n.name, { width: NODE_W, height: NODE_H });
     for (const e of edges) if (e.source !== e.target) g.setEdge(e.source, e.target);
