@@ -21,6 +21,7 @@ from tests.e2e.conftest import (
     HEALTH,
     JS_DIR,
     Server,
+    post_graphql,
     require_chromium,
     require_node_packages,
 )
@@ -140,6 +141,15 @@ def test_embedded_widget_draws_the_neighbourhood(health_server: Server) -> None:
     br = r["blastRadius"]
     assert {"checkout-api", "web-frontend"} <= nodes_of(br)
     assert "Teams to notify" in br["panel"] and "payments" in br["panel"] and "web" in br["panel"]
+
+    # Root cause: the widget shows (and marks) what the server's rootCause answers, in its order.
+    answer = post_graphql(health_server.graphql, '{ rootCause(name: "checkout-api", depth: 2, first: 5) '
+                          "{ verdict candidates { service { name } } } }")
+    rc = answer["data"]["rootCause"]  # type: ignore[index]
+    want = [c["service"]["name"] for c in rc["candidates"]]
+    assert want  # the degraded and unhealthy callees make candidates: the check is not empty
+    assert (r["rootCause"]["verdict"], r["rootCause"]["ranking"]) == (rc["verdict"], want)
+    assert r["rootCause"]["ranked"] == sorted(n for n in want if n in nodes_of(r["rootCause"]))
 
     # The export link carries the same selection.
     q = parse_qs(urlsplit(r["exportUrl"]).query)

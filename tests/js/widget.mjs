@@ -55,7 +55,10 @@ const SNAPSHOT = () => {
   return { nodes, edges, described, label: (svg || canvas)?.getAttribute('aria-label') ?? null,
     service: el.getAttribute('service'), at: el.getAttribute('at'), status: root.querySelector('.status').textContent,
     panel: root.querySelector('.panel').hidden ? null : root.querySelector('.panel').textContent.replace(/\s+/g, ' ').trim(),
-    lastRender: el.lastRender || null };
+    lastRender: el.lastRender || null,
+    ranking: [...root.querySelectorAll('.panel .ranking li')].map((li) => li.textContent),
+    verdict: root.querySelector('.panel .verdict')?.textContent ?? null,
+    ranked: [...root.querySelectorAll('g[data-node].ranked')].map((g) => g.dataset.node).sort() };
 };
 
 // In the page: resolve at the next topology-render (or topology-error) of the widget.
@@ -136,6 +139,10 @@ const scenarios = {
     await rendered(page, () => page.evaluate(() => { const el = document.getElementById('map'); el.setAttribute('mode', 'blast-radius'); el.setAttribute('service', 'payments-svc'); }));
     report.blastRadius = await page.evaluate(SNAPSHOT);
     report.exportUrl = await page.evaluate(() => document.getElementById('map').exportUrl('dot'));
+
+    // Root cause: the server's rootCause ranking, highlighted.
+    await rendered(page, () => page.evaluate(() => { const el = document.getElementById('map'); el.setAttribute('mode', 'root-cause'); el.setAttribute('service', 'checkout-api'); }));
+    report.rootCause = await page.evaluate(SNAPSHOT);
   },
 
   async live(context, report) {

@@ -57,6 +57,13 @@ export const SUBSCRIPTION = `subscription ServiceTopologyChanges($service: Strin
   }
 }`;
 
+export const ROOT_CAUSE = `query ServiceTopologyRootCause($name: String!, $depth: Int, $layers: [Layer!], $at: DateTime,
+  $window: Duration) {
+  rootCause(name: $name, depth: $depth, layers: $layers, at: $at, window: $window, first: 5) {
+    verdict candidates { rank score path service { name } }
+  }
+}`;
+
 export const QUERY_FIELDS = `query ServiceTopologyFields { __type(name: "Query") { fields { name } } }`;
 
 export class GraphQLError extends Error {

@@ -23,7 +23,8 @@
 // {detail: edge}, topology-render {detail: {nodes, edges, renderer, ms}}, topology-error {detail: {message, code}},
 // topology-live {detail: {state, change}}.
 import {
-  BLAST_RADIUS, FLEET, HEALTH_COLOURS, LAYERS, MAX_FLEET_PAGES, MODES, NEIGHBOURHOOD, QUERY_FIELDS, SUBSCRIPTION,
+  BLAST_RADIUS, FLEET, HEALTH_COLOURS, LAYERS, MAX_FLEET_PAGES, MODES, NEIGHBOURHOOD, QUERY_FIELDS, ROOT_CAUSE,
+  SUBSCRIPTION, edgeId,
   addFleetPage, applyChange, emptyGraph, fromBlastRadius, fromNeighbourhood, fromPlain, isDegraded, post,
 } from './graph.js';
 import { LayeredRenderer, describeEdge } from './layered.js';
@@ -207,9 +208,24 @@ export class ServiceTopology extends HTMLElement {
         this.queryFields = new Set(data.__type.fields.map((f) => f.name));
       } catch { this.queryFields = new Set(); }
     }
+    if (this.queryFields.has('rootCause')) {
+      const v = this.variables();
+      const { data } = await post(this.endpoint, ROOT_CAUSE, { name: g.focus, depth: v.depth, layers: v.layers, at: v.at,
+        window: v.window }, signal, this.headers);
+      const rc = data.rootCause;
+      if (rc) {
+        const path = new Set();
+        for (const c of rc.candidates) {
+          for (let i = 1; i < c.path.length; i++) path.add(edgeId(c.path[i - 1], c.path[i])).add(edgeId(c.path[i], c.path[i - 1]));
+        }
+        g.extra.rootCause = { source: 'rootCause', verdict: rc.verdict, ranked: rc.candidates.map((c) => c.service.name), path };
+        return;
+      }
+    }
+    // Without Query.rootCause: the degraded services it calls, unhealthy first, deepest first.
     const ranked = [...g.nodes.values()].filter((n) => n.name !== g.focus && isDegraded(n.health))
       .sort((a, b) => (b.health === 'UNHEALTHY') - (a.health === 'UNHEALTHY') || (b.depth ?? 0) - (a.depth ?? 0));
-    g.extra.rootCause = { source: this.queryFields.has('rootCause') ? 'rootCause' : 'health', ranked: ranked.map((n) => n.name) };
+    g.extra.rootCause = { source: 'health', ranked: ranked.map((n) => n.name), path: new Set() };
   }
 
   /** Draw a host's own data (GraphQL-shaped nodes and edges) instead of querying. */
@@ -277,6 +293,7 @@ export class ServiceTopology extends HTMLElement {
     }
     const traceId = this.getAttribute('trace-id');
     const highlight = new Set(traceId ? v.edges.filter((e) => e.perLayer.some((l) => (l.exemplarTraceIds || []).includes(traceId))).map((e) => e.id) : []);
+    for (const id of (this.data.extra.rootCause && this.data.extra.rootCause.path) || []) highlight.add(id);
     const ranked = new Set((this.data.extra.rootCause && this.data.extra.rootCause.ranked) || []);
     const degraded = v.nodes.filter((n) => isDegraded(n.health)).length;
     const label = this.mode === 'fleet'
@@ -363,8 +380,9 @@ export class ServiceTopology extends HTMLElement {
     }
     const rc = this.data.extra.rootCause;
     if (rc) {
-      parts.push(`<h3>Likely causes for ${escapeHtml(this.data.focus)}</h3>${rc.ranked.length
-        ? `<ol class="ranking">${rc.ranked.map((n) => `<li>${escapeHtml(n)}</li>`).join('')}</ol>` : '<p>nothing it calls is degraded</p>'}`);
+      const verdict = rc.verdict ? `<p>verdict: <b class="verdict">${escapeHtml(rc.verdict)}</b> (rootCause)</p>` : '<p>by health (this server has no rootCause)</p>';
+      parts.push(`<h3>Likely causes for ${escapeHtml(this.data.focus)}</h3>${verdict}${rc.ranked.length
+        ? `<ol class="ranking">${rc.ranked.map((n) => `<li>${escapeHtml(n)}</li>`).join('')}</ol>` : '<p>no candidate</p>'}`);
     }
     const sel = this.selection;
     if (sel && sel.node) {
