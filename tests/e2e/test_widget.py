@@ -124,6 +124,11 @@ def test_embedded_widget_draws_the_neighbourhood(health_server: Server) -> None:
     assert set(edges_of(r["degradedOnly"])) == {"checkout-api->payments-svc", "checkout-api->inventory-api",
                                                 "payments-svc->orders-db", "inventory-api->stock-cache"}
 
+    # Virtual nodes collapsed: the databases and the user go with their calls.
+    assert nodes_of(r["withoutVirtual"]) == {"web-frontend", "checkout-api", "payments-svc", "inventory-api"}
+    assert set(edges_of(r["withoutVirtual"])) == {"web-frontend->checkout-api", "checkout-api->payments-svc",
+                                                  "checkout-api->inventory-api"}
+
     # An hour ago nothing had been seen; back at now the same drawing, every node where it was.
     assert r["hourAgo"]["edges"] == [] and nodes_of(r["hourAgo"]) == {"checkout-api"}
     assert r["hourAgo"]["at"] is not None

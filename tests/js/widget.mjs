@@ -120,6 +120,9 @@ const scenarios = {
     await rendered(page, () => page.locator('#map input[name=degraded]').check());
     report.degradedOnly = await page.evaluate(SNAPSHOT);
     await rendered(page, () => page.locator('#map input[name=degraded]').uncheck());
+    await rendered(page, () => page.locator('#map input[name=virtual]').uncheck());
+    report.withoutVirtual = await page.evaluate(SNAPSHOT);
+    await rendered(page, () => page.locator('#map input[name=virtual]').check());
 
     // Time travel: an hour ago nothing was seen; back to now, everything in the same place.
     const before = await page.evaluate(SNAPSHOT);

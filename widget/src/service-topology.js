@@ -18,6 +18,7 @@
 //
 // JavaScript API: element.refresh(), element.focusService(name), element.setData({nodes, edges, focus}),
 // element.graph (the drawn {nodes, edges}), element.setLayerVisible(layer, on), element.degradedOnly,
+// element.showVirtual (false collapses databases, queues, external hosts and users away),
 // element.exportUrl(format), element.headers (e.g. {Authorization: 'Bearer …'}: sent with every request
 // and in the subscription's connection_init). Events (bubbling, composed): node-select {detail: node}, edge-select
 // {detail: edge}, topology-render {detail: {nodes, edges, renderer, ms}}, topology-error {detail: {message, code}},
@@ -59,6 +60,8 @@ export class ServiceTopology extends HTMLElement {
         <span class="layers" role="group" aria-label="Layers">${LAYERS.map((l) => `<label><input type="checkbox"
           name="layer" value="${l}" checked> ${l}</label>`).join('')}</span>
         <label><input type="checkbox" name="degraded"> degraded only</label>
+        <label title="databases, queues, external hosts, users: seen only from their peers"><input type="checkbox"
+          name="virtual" checked> virtual nodes</label>
         <label class="time">time <input type="range" name="time" min="0" max="${SLIDER_MINUTES}" step="5" value="0"
           aria-label="Minutes before now"></label><output name="when">now</output>
         <span class="status" role="status" aria-live="polite"></span>
@@ -72,6 +75,7 @@ export class ServiceTopology extends HTMLElement {
     this.data = emptyGraph();
     this.visibleLayers = new Set(LAYERS);
     this._degradedOnly = false;
+    this._showVirtual = true;
     this.selected = null;
     this.renderer = null;
     this.generation = 0;
@@ -131,6 +135,8 @@ export class ServiceTopology extends HTMLElement {
   get live() { return this.hasAttribute('live'); }
   set live(v) { this.toggleAttribute('live', Boolean(v)); }
   get graph() { const v = this.visible(); return { nodes: v.nodes, edges: v.edges, focus: v.focus }; }
+  get showVirtual() { return this._showVirtual; }
+  set showVirtual(v) { this._showVirtual = Boolean(v); this.$('input[name=virtual]').checked = this._showVirtual; this.redraw(); }
   get degradedOnly() { return this._degradedOnly; }
   set degradedOnly(v) { this._degradedOnly = Boolean(v); this.$('input[name=degraded]').checked = this._degradedOnly; this.redraw(); }
 
@@ -277,7 +283,12 @@ export class ServiceTopology extends HTMLElement {
       names = new Set([g.focus, ...bad].filter(Boolean));
       for (const e of edges) names.add(e.source).add(e.target);
     }
-    const nodes = [...names].map((n) => g.nodes.get(n)).filter(Boolean);
+    let nodes = [...names].map((n) => g.nodes.get(n)).filter(Boolean);
+    if (!this._showVirtual) { // collapsed: virtual nodes and the calls to and from them go
+      const real = (name) => name === g.focus || (g.nodes.get(name) || {}).kind === 'SERVICE';
+      nodes = nodes.filter((n) => real(n.name));
+      edges = edges.filter((e) => real(e.source) && real(e.target));
+    }
     return { nodes, edges, focus: g.focus };
   }
 
@@ -333,6 +344,7 @@ export class ServiceTopology extends HTMLElement {
     const t = ev.target;
     if (t.name === 'layer') this.setLayerVisible(t.value, t.checked);
     else if (t.name === 'degraded') this.degradedOnly = t.checked;
+    else if (t.name === 'virtual') this.showVirtual = t.checked;
     else if (t.name === 'time') {
       const minutes = Number(t.value);
       this.at = minutes > 0 ? new Date(Date.now() - minutes * 60000).toISOString() : null;
