@@ -67,7 +67,7 @@ async def test_bad_records_go_to_the_dead_letter_topic_and_the_workers_go_on(
         ("otlp_spans", truncated_spans, "not a valid protobuf"),
         ("otlp_metrics", os.urandom(64), "ExportMetricsServiceRequest"),
         ("otlp_metrics", metrics_request(1_000), "before 2000-01-01"),
-        ("catalog", b'{"tier": 1}', "non-empty string 'name'"),
+        ("catalog", b'{"tier": 1}', "'name' must be a non-empty string"),
     ]
     mixed = flow_batch([now_ms - 20_000, 4_102_444_800_000, now_ms - 19_000])  # one absurd record of three
     async with prefixed_topics(kafka_bootstrap, topic_label) as topics:
