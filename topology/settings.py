@@ -258,13 +258,19 @@ def from_env(cls: type[T], env: Mapping[str, str], **overrides: Any) -> T:
     for name, spec, parse, _ in _fields(cls):
         if name in overrides:
             continue
-        text = _text(env, spec.env)
-        if text is not None:
-            try:
-                values[name] = parse(text)
-            except ValueError as e:
-                raise ConfigError(f"{spec.env}: {e}") from None
+        _read_variable(env, spec.env, parse, name, values)
     return _build(cls, {**values, **overrides}, {})
+
+
+def _read_variable(env: Mapping[str, str], var: str, parse: Callable[[str], Any], name: str,
+                   values: dict[str, Any]) -> None:
+    """``values[name]`` from the variable ``var`` when it is set (not blank); a bad value names it."""
+    text = _text(env, var)
+    if text is not None:
+        try:
+            values[name] = parse(text)
+        except ValueError as e:
+            raise ConfigError(f"{var}: {e}") from None
 
 
 def _dest(cls: type, name: str) -> str:
@@ -314,12 +320,7 @@ def resolve(cls: type[T], args: argparse.Namespace, env: Mapping[str, str],
             values[name] = getattr(args, _dest(cls, name))
             from_flag[spec.env] = spec.flag or spec.env
             continue
-        text = _text(env, spec.env)
-        if text is not None:
-            try:
-                values[name] = parse(text)
-            except ValueError as e:
-                raise ConfigError(f"{spec.env}: {e}") from None
+        _read_variable(env, spec.env, parse, name, values)
     return _build(cls, {**values, **overrides}, from_flag)
 
 
