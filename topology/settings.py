@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import re
 import types
 import typing
@@ -182,12 +183,14 @@ class Spec:
 
 def setting(default: Any, env: str, help: str, *, flag: str | None = None,
             parse: Callable[[str], Any] | None = None, shown: str | None = None,
-            metavar: str | None = None, choices: tuple[str, ...] = (), const: str | None = None) -> Any:
-    """A dataclass field configured by the environment variable ``env`` (and ``flag``)."""
+            metavar: str | None = None, choices: tuple[str, ...] = (), const: str | None = None,
+            secret: bool = False) -> Any:
+    """A dataclass field configured by the environment variable ``env`` (and ``flag``); a ``secret``
+    is left out of the object's repr (so of logs)."""
     if choices and parse is None:
         parse = one_of(*choices)
     spec = Spec(env, help, flag, parse, shown, metavar, choices, const)
-    return field(default=default, metadata={_KEY: spec})
+    return field(default=default, metadata={_KEY: spec}, repr=not secret)
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,6 +338,10 @@ class LogSettings:
                          choices=LOG_LEVELS)
 
 
+KAFKA_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
 @dataclass(frozen=True, slots=True)
 class KafkaSettings:
     bootstrap: str = setting("127.0.0.1:19092", "KAFKA_BOOTSTRAP", "Kafka bootstrap servers",
@@ -342,6 +349,85 @@ class KafkaSettings:
     topic_prefix: str = setting("", "TOPOLOGY_TOPIC_PREFIX",
                                 "prefix of every Kafka topic and consumer group name", flag="--topic-prefix",
                                 metavar="PREFIX")
+    # Transport security of every Kafka client (producers, consumers, admin): ingest/security.py
+    # turns these into the aiokafka options.
+    security_protocol: str = setting("PLAINTEXT", "KAFKA_SECURITY_PROTOCOL",
+                                     "how Kafka clients talk to the brokers: TLS (SSL), SASL, both, neither",
+                                     flag="--kafka-security-protocol", choices=KAFKA_PROTOCOLS)
+    sasl_mechanism: str = setting("PLAIN", "KAFKA_SASL_MECHANISM",
+                                  "SASL mechanism (with SASL_SSL or SASL_PLAINTEXT)",
+                                  flag="--kafka-sasl-mechanism", choices=SASL_MECHANISMS)
+    username: str | None = setting(None, "KAFKA_SASL_USERNAME", "SASL user name", flag="--kafka-username",
+                                   metavar="NAME")
+    password: str | None = setting(None, "KAFKA_SASL_PASSWORD",
+                                   "SASL password (no flag: prefer KAFKA_SASL_PASSWORD_FILE)", secret=True)
+    password_file: str | None = setting(None, "KAFKA_SASL_PASSWORD_FILE",
+                                        "file holding the SASL password (read at start; a trailing newline "
+                                        "is dropped)", flag="--kafka-password-file", metavar="FILE")
+    ca_file: str | None = setting(None, "KAFKA_SSL_CA_FILE",
+                                  "PEM CA certificates of the brokers' certificates (none: the system's)",
+                                  flag="--kafka-ca-file", metavar="FILE")
+    cert_file: str | None = setting(None, "KAFKA_SSL_CERT_FILE",
+                                    "PEM client certificate (chain) for mutual TLS with the brokers",
+                                    flag="--kafka-cert-file", metavar="FILE")
+    key_file: str | None = setting(None, "KAFKA_SSL_KEY_FILE",
+                                   "PEM private key of KAFKA_SSL_CERT_FILE (none: in the certificate file)",
+                                   flag="--kafka-key-file", metavar="FILE")
+    check_hostname: bool = setting(True, "KAFKA_SSL_CHECK_HOSTNAME",
+                                   "check that a broker's certificate names the host connected to",
+                                   flag="--kafka-check-hostname", metavar="BOOL")
+
+    def __post_init__(self) -> None:
+        sasl = self.security_protocol.startswith("SASL_")
+        tls = self.security_protocol.endswith("SSL")
+        if sasl and not self.username:
+            raise ConfigError(f"KAFKA_SASL_USERNAME: {self.security_protocol} needs a SASL user name "
+                              "(--kafka-username)")
+        if sasl and self.password is None and not self.password_file:
+            raise ConfigError(f"KAFKA_SASL_PASSWORD_FILE: {self.security_protocol} needs a password "
+                              "(KAFKA_SASL_PASSWORD_FILE, or KAFKA_SASL_PASSWORD)")
+        if self.password is not None and self.password_file:
+            raise ConfigError("KAFKA_SASL_PASSWORD_FILE: give the password once, in the file or in "
+                              "KAFKA_SASL_PASSWORD, not both")
+        if not sasl and (self.username or self.password is not None or self.password_file):
+            raise ConfigError(f"KAFKA_SECURITY_PROTOCOL: SASL credentials are set but the protocol is "
+                              f"{self.security_protocol} (use SASL_SSL or SASL_PLAINTEXT)")
+        files = (("KAFKA_SSL_CA_FILE", self.ca_file), ("KAFKA_SSL_CERT_FILE", self.cert_file),
+                 ("KAFKA_SSL_KEY_FILE", self.key_file))
+        if not tls and any(path for _, path in files):
+            raise ConfigError(f"KAFKA_SECURITY_PROTOCOL: TLS files are set but the protocol is "
+                              f"{self.security_protocol} (use SSL or SASL_SSL)")
+        if self.key_file and not self.cert_file:
+            raise ConfigError("KAFKA_SSL_KEY_FILE: a client key needs its certificate (KAFKA_SSL_CERT_FILE)")
+        for var, path in (*files, ("KAFKA_SASL_PASSWORD_FILE", self.password_file)):
+            if path and not os.path.isfile(path):
+                raise ConfigError(f"{var}: no file {path}")
+
+    @property
+    def tls(self) -> bool:
+        return self.security_protocol in ("SSL", "SASL_SSL")
+
+    def sasl_password(self) -> str | None:
+        """The SASL password: KAFKA_SASL_PASSWORD, or the password file's text (one trailing newline
+        dropped); None without SASL. An unreadable file raises :class:`ConfigError`."""
+        if self.password_file:
+            try:
+                with open(self.password_file, encoding="utf-8") as f:
+                    text = f.read()
+            except (OSError, UnicodeDecodeError) as e:
+                raise ConfigError(f"KAFKA_SASL_PASSWORD_FILE: cannot read {self.password_file}: "
+                                  f"{getattr(e, 'strerror', None) or e}") from None
+            return text[:-1] if text.endswith("\n") else text
+        return self.password
+
+    def describe(self) -> str:
+        """Where and how clients connect, no secrets: ``host:port (SASL_SSL, SCRAM-SHA-256 as alice)``."""
+        if self.security_protocol == "PLAINTEXT":
+            return self.bootstrap
+        how = self.security_protocol
+        if self.security_protocol.startswith("SASL_"):
+            how += f", {self.sasl_mechanism} as {self.username}"
+        return f"{self.bootstrap} ({how})"
 
 
 STORES = ("embedded", "janusgraph")
