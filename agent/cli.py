@@ -103,7 +103,7 @@ async def _serve(s: AgentSettings, kafka: KafkaSettings | None, token: str | Non
     host = s.host or socket.gethostname()
     sink: HttpSink | KafkaSink
     if kafka is not None:
-        sink = KafkaSink(kafka.bootstrap, Topics(kafka.topic_prefix), host)
+        sink = KafkaSink(kafka, Topics(kafka.topic_prefix), host)
     else:
         assert s.http is not None  # AgentSettings checks there is a sink
         sink = HttpSink(s.http, token=token)
@@ -116,7 +116,7 @@ async def _serve(s: AgentSettings, kafka: KafkaSettings | None, token: str | Non
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    log.info("agent started", extra={"sink": s.http or (kafka.bootstrap if kafka else None), "host": host,
+    log.info("agent started", extra={"sink": s.http or (kafka.describe() if kafka else None), "host": host,
                                      "interval": s.interval, "netns_from_kernel": tracer.netns_from_kernel,
                                      "metrics_port": s.metrics_port})
     try:

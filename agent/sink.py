@@ -24,6 +24,7 @@ from typing import Any
 
 from agent.outbox import FLOWS, Message, Rejected, SinkError
 from ingest.publisher import lease_key
+from ingest.security import Kafka, client_options, explain, servers
 from ingest.topics import Topics
 from topology.catalog import AddressLease
 
@@ -69,8 +70,8 @@ class HttpSink:
 
 
 class KafkaSink:
-    def __init__(self, bootstrap: str, topics: Topics, host: str, timeout: float = 15.0) -> None:
-        self.bootstrap = bootstrap
+    def __init__(self, kafka: Kafka, topics: Topics, host: str, timeout: float = 15.0) -> None:
+        self.kafka = kafka
         self.topics = topics
         self.host = host
         self.timeout = timeout
@@ -80,7 +81,7 @@ class KafkaSink:
         if self._producer is None:
             from aiokafka import AIOKafkaProducer
 
-            p = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True,
+            p = AIOKafkaProducer(**client_options(self.kafka), acks="all", enable_idempotence=True,
                                  linger_ms=5, max_request_size=8 * 1024 * 1024,
                                  request_timeout_ms=int(self.timeout * 1000))
             try:
@@ -106,7 +107,7 @@ class KafkaSink:
             await asyncio.wait_for(asyncio.gather(*futs), self.timeout)
         except (TimeoutError, KafkaError, OSError) as e:
             await self.close()
-            raise SinkError(f"Kafka at {self.bootstrap}: {type(e).__name__}: {e}") from e
+            raise SinkError(f"Kafka at {servers(self.kafka)}: {await explain(self.kafka, e)}") from e
 
     async def close(self) -> None:
         p, self._producer = self._producer, None

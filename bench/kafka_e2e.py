@@ -49,6 +49,7 @@ from aiokafka import AIOKafkaProducer
 from bench.machine import header, percentiles
 from ingest.main import build_worker
 from ingest.publisher import lease_key
+from ingest.security import client_options
 from ingest.topics import Topics, delete_prefixed, ensure_topics
 from ingest.worker import WorkerOptions
 from topology.catalog import AddressKind, AddressLease
@@ -142,7 +143,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     procs: list[subprocess.Popen[bytes]] = []
     ports1 = [19500 + i for i in range(args.stage1_workers)]
     try:
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks=1,
+        producer = AIOKafkaProducer(**client_options(bootstrap), linger_ms=5, acks=1,
                                     max_batch_size=2 * 1024 * 1024, max_request_size=8 * 1024 * 1024)
         await producer.start()
         now = time.time()

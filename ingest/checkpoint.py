@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 from ingest import state as codec
 from ingest.clock import MergedClock, SourceClock
 from ingest.record import Partition
+from ingest.security import Kafka, client_options
 
 if TYPE_CHECKING:  # the Kafka client is imported where a checkpoint is read back (restore)
     from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -113,7 +114,7 @@ def state_partition(source: Partition, state_partitions: int) -> int:
     return source.partition % state_partitions
 
 
-async def restore(bootstrap: str, state_topic: str, source: Partition) -> Checkpoint | None:
+async def restore(kafka: Kafka, state_topic: str, source: Partition) -> Checkpoint | None:
     """The latest complete checkpoint of ``source`` in ``state_topic`` (None if there is none).
 
     Reads the state partition backwards in growing steps from its end, so a restore costs about
@@ -121,7 +122,7 @@ async def restore(bootstrap: str, state_topic: str, source: Partition) -> Checkp
     """
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+    consumer = AIOKafkaConsumer(**client_options(kafka), enable_auto_commit=False,
                                 isolation_level="read_committed", auto_offset_reset="earliest",
                                 fetch_max_bytes=16 * 1024 * 1024, max_partition_fetch_bytes=4 * 1024 * 1024)
     await consumer.start()

@@ -33,6 +33,7 @@ from typing import Any
 
 from ingest.logic import StageSpec
 from ingest.metrics import DEFAULT_METRICS_PORT, WorkerMetrics
+from ingest.security import Kafka, explain, servers
 from ingest.topics import Topics, ensure_topics
 from ingest.worker import Worker, WorkerOptions
 from topology.settings import (
@@ -102,7 +103,7 @@ def build_worker(stage: int, layer: str, topics: Topics, stores: Stores | None, 
     return Worker(spec, topics.group(layer, stage), topics.state(layer, stage), topics.dlq, options, metrics)
 
 
-async def serve(stage: int, layer: str, bootstrap: str, stores: Stores | None, *,
+async def serve(stage: int, layer: str, kafka: Kafka, stores: Stores | None, *,
                 topics: Topics | None = None,
                 options: WorkerOptions | None = None, settings: dict[str, Any] | None = None,
                 stop: asyncio.Event | None = None, partitions: int = 4,
@@ -111,23 +112,23 @@ async def serve(stage: int, layer: str, bootstrap: str, stores: Stores | None, *
     """Create the topics if needed and run one worker until ``stop`` is set (``metrics``: a registry
     shared by several workers of one process)."""
     topics = topics or Topics()
-    options = options or WorkerOptions(bootstrap=bootstrap)
+    options = options or WorkerOptions(bootstrap=kafka)
     stop = stop or asyncio.Event()
-    await _ensure_topics_retrying(bootstrap, topics, partitions, stop)
+    await _ensure_topics_retrying(kafka, topics, partitions, stop)
     worker = build_worker(stage, layer, topics, stores, options, settings, metrics)
     if on_ready is not None:
         on_ready(worker)
     await worker.run(stop)
 
 
-async def _ensure_topics_retrying(bootstrap: str, topics: Topics, partitions: int,
+async def _ensure_topics_retrying(kafka: Kafka, topics: Topics, partitions: int,
                                   stop: asyncio.Event) -> None:
     """Create the topics, retrying while the broker is not there; raise :class:`Stopped` (naming the
     last error) when ``stop`` is set first."""
     delay = 0.5
     error = "no answer yet"
     while not stop.is_set():
-        attempt = asyncio.ensure_future(ensure_topics(bootstrap, topics, partitions))
+        attempt = asyncio.ensure_future(ensure_topics(kafka, topics, partitions))
         stopping = asyncio.ensure_future(stop.wait())
         await asyncio.wait({attempt, stopping}, return_when=asyncio.FIRST_COMPLETED)
         stopping.cancel()
@@ -139,13 +140,15 @@ async def _ensure_topics_retrying(bootstrap: str, topics: Topics, partitions: in
         try:
             attempt.result()
             return
+        except ConfigError:
+            raise
         except Exception as e:  # the broker may still be starting
-            error = f"{type(e).__name__}: {e}"
-            log.warning("cannot create topics yet", extra={"bootstrap": bootstrap, "error": error})
+            error = await explain(kafka, e)
+            log.warning("cannot create topics yet", extra={"bootstrap": servers(kafka), "error": error})
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), delay)
         delay = min(delay * 2, 5.0)
-    raise Stopped(f"stopped before Kafka at {bootstrap} answered ({error})")
+    raise Stopped(f"stopped before Kafka at {servers(kafka)} answered ({error})")
 
 
 # --- the ``topology ingest`` command ----------------------------------------------------------------
@@ -249,11 +252,11 @@ def _worker_settings() -> type:
 WorkerSettings = _worker_settings()
 
 
-def worker_options(worker: Any, bootstrap: str, **overrides: Any) -> WorkerOptions:
+def worker_options(worker: Any, kafka: Kafka, **overrides: Any) -> WorkerOptions:
     """WorkerOptions from a WorkerSettings object (unset fields keep the WorkerOptions defaults)."""
     given = {f.name: getattr(worker, f.name) for f in dataclasses.fields(worker)}
     given = {k: v for k, v in given.items() if v is not None or k == "metrics_port"}
-    return WorkerOptions(bootstrap=bootstrap, **{**given, **overrides})
+    return WorkerOptions(bootstrap=kafka, **{**given, **overrides})
 
 
 INGEST_DEFAULTS = {"data_dir": "var/kafka-store"}
@@ -274,7 +277,7 @@ def run_command(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     kafka = resolve(KafkaSettings, args, env)
     store = resolve(StoreSettings, args, env, defaults=INGEST_DEFAULTS) if ingest.writes_stores else None
     worker = resolve(WorkerSettings, args, env, defaults=WORKER_DEFAULTS)
-    return run_worker(ingest, kafka, worker_options(worker, kafka.bootstrap), store)
+    return run_worker(ingest, kafka, worker_options(worker, kafka), store)
 
 
 class Stopped(Exception):
@@ -296,7 +299,7 @@ def run_worker(ingest: IngestSettings, kafka: KafkaSettings, options: WorkerOpti
             loop.add_signal_handler(sig, stop.set)
         stores = await store.open() if store is not None else None
         try:
-            await serve(stage, layer, kafka.bootstrap, stores, topics=topics, options=options,
+            await serve(stage, layer, kafka, stores, topics=topics, options=options,
                         settings=ingest.tuning(), stop=stop, partitions=ingest.partitions)
         finally:
             if stores is not None:

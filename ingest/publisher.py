@@ -29,6 +29,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from ingest.security import Kafka, client_options
 from ingest.splitter import by_trace_id
 from ingest.topics import Topics, ensure_topics
 from topology.catalog import AddressLease, HealthEvent, ServiceInfo
@@ -58,9 +59,9 @@ class PublishStats:
 class KafkaSink:
     """Sends simulator emissions (or anything shaped like them) to the ingestion topics."""
 
-    def __init__(self, bootstrap: str, topics: Topics | None = None, traces_by_id: bool = True,
+    def __init__(self, kafka: Kafka, topics: Topics | None = None, traces_by_id: bool = True,
                  create_topics: bool = True, partitions: int = 4) -> None:
-        self.bootstrap = bootstrap
+        self.kafka = kafka
         self.topics = topics or Topics()
         self.traces_by_id = traces_by_id
         self.create_topics = create_topics
@@ -70,9 +71,9 @@ class KafkaSink:
 
     async def start(self) -> None:
         if self.create_topics:
-            await ensure_topics(self.bootstrap, self.topics, self.partitions)
+            await ensure_topics(self.kafka, self.topics, self.partitions)
         self.producer = AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True, linger_ms=5,
+            **client_options(self.kafka), acks="all", enable_idempotence=True, linger_ms=5,
             max_batch_size=1024 * 1024, max_request_size=8 * 1024 * 1024, request_timeout_ms=30_000)
         await self.producer.start()
 
@@ -148,7 +149,7 @@ def _flow_host(data: bytes) -> tuple[str, int]:
     return batch.host, len(batch)
 
 
-async def publish_simulation(bootstrap: str, *, services: int = 50, seed: int = 42, minutes: float = 5.0,
+async def publish_simulation(kafka: Kafka, *, services: int = 50, seed: int = 42, minutes: float = 5.0,
                              step: float = 10.0, start: float | None = None, rate: float = 0.0,
                              truth_path: str | Path | None = None, topics: Topics | None = None,
                              traces_by_id: bool = True, partitions: int = 4,
@@ -164,7 +165,7 @@ async def publish_simulation(bootstrap: str, *, services: int = 50, seed: int = 
     duration = minutes * 60.0
     t0 = start if start is not None else time.time() - duration
     sim = Simulator(fleet, seed=seed, start=t0)
-    sink = KafkaSink(bootstrap, topics, traces_by_id=traces_by_id, partitions=partitions)
+    sink = KafkaSink(kafka, topics, traces_by_id=traces_by_id, partitions=partitions)
     await _retry(sink.start)
     wall0 = time.monotonic()
     try:

@@ -26,6 +26,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ingest.security import Kafka, client_options
+
 if TYPE_CHECKING:  # the admin client is imported where it is used: naming topics needs no Kafka client
     from aiokafka.admin import AIOKafkaAdminClient
 
@@ -132,7 +134,7 @@ class Topics:
         return specs
 
 
-async def ensure_topics(bootstrap: str, topics: Topics, partitions: int = 4,
+async def ensure_topics(kafka: Kafka, topics: Topics, partitions: int = 4,
                         only: Iterable[str] | None = None) -> list[str]:
     """Create the pipeline's topics that do not exist yet; returns the names created."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -142,7 +144,7 @@ async def ensure_topics(bootstrap: str, topics: Topics, partitions: int = 4,
     if only is not None:
         wanted = set(only)
         specs = {k: v for k, v in specs.items() if k in wanted}
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30_000)
+    admin = AIOKafkaAdminClient(**client_options(kafka), request_timeout_ms=30_000)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -172,13 +174,13 @@ async def _wait_for_leaders(admin: AIOKafkaAdminClient, names: list[str], within
         await asyncio.sleep(0.1)
 
 
-async def delete_prefixed(bootstrap: str, prefix: str) -> list[str]:
+async def delete_prefixed(kafka: Kafka, prefix: str) -> list[str]:
     """Delete every topic whose name starts with ``prefix`` (tests clean up with this)."""
     if not prefix:
         raise ValueError("refusing to delete every topic: give a non-empty prefix")
     from aiokafka.admin import AIOKafkaAdminClient
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**client_options(kafka))
     await admin.start()
     try:
         names = [t for t in await admin.list_topics() if t.startswith(prefix)]

@@ -68,6 +68,7 @@ from ingest.logic import StageSpec
 from ingest.metrics import DEFAULT_METRICS_HOST, WorkerMetrics
 from ingest.record import Partition, Record
 from ingest.runner import StageRunner
+from ingest.security import Kafka, client_options
 from topology.store.base import StoreUnavailable
 
 log = logging.getLogger("ingest.worker")
@@ -84,7 +85,7 @@ def default_instance() -> str:
 
 @dataclass
 class WorkerOptions:
-    bootstrap: str
+    bootstrap: Kafka  # KafkaSettings (with its transport security), or bare PLAINTEXT servers
     instance: str = field(default_factory=default_instance)
     min_commit_interval: float = 1.0  # outputs wait at most this long (plus processing) for their commit
     max_commit_interval: float = 30.0  # offsets and state are checkpointed at least this often
@@ -212,13 +213,13 @@ class Worker:
         self.broken = False
         opt = self.opt
         self.producer = AIOKafkaProducer(
-            bootstrap_servers=opt.bootstrap, transactional_id=f"{self.group}.{opt.instance}",
+            **client_options(opt.bootstrap), transactional_id=f"{self.group}.{opt.instance}",
             enable_idempotence=True, transaction_timeout_ms=opt.transaction_timeout_ms,
             max_request_size=4 * 1024 * 1024, linger_ms=5, max_batch_size=1024 * 1024,
             request_timeout_ms=15_000)
         await self.producer.start()
         self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=opt.bootstrap, group_id=self.group, client_id=self.name,
+            **client_options(opt.bootstrap), group_id=self.group, client_id=self.name,
             enable_auto_commit=False, isolation_level="read_committed", auto_offset_reset="earliest",
             max_poll_records=opt.max_records, fetch_max_bytes=32 * 1024 * 1024,
             max_partition_fetch_bytes=8 * 1024 * 1024, session_timeout_ms=10_000,
@@ -266,7 +267,7 @@ class Worker:
         topics = self.spec.global_topics()
         if not topics:
             return
-        gc = AIOKafkaConsumer(bootstrap_servers=self.opt.bootstrap, enable_auto_commit=False,
+        gc = AIOKafkaConsumer(**client_options(self.opt.bootstrap), enable_auto_commit=False,
                               isolation_level="read_committed", auto_offset_reset="earliest")
         await gc.start()
         self.global_consumer = gc

@@ -114,7 +114,7 @@ def _serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     config = resolve(ServiceConfig, args, env)
     store = resolve(StoreSettings, args, env)
     kafka = _kafka(resolve(ServeSettings, args, env).kafka, args, env)
-    worker = None if kafka is None else worker_options(resolve(WorkerSettings, args, env), kafka.bootstrap)
+    worker = None if kafka is None else worker_options(resolve(WorkerSettings, args, env), kafka)
     return asyncio.run(run_serve(config, store, kafka, worker))
 
 

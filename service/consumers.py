@@ -24,6 +24,7 @@ from dataclasses import replace
 
 from ingest.main import serve as serve_worker
 from ingest.metrics import WorkerMetrics
+from ingest.security import Kafka, servers, with_servers
 from ingest.topics import Topics
 from ingest.worker import Worker, WorkerOptions
 from topology.store.base import Stores
@@ -37,16 +38,17 @@ TERMINAL = ((3, "network"), (3, "ipc"), (3, "trace"), (1, "meta"))
 class Consumers:
     """The terminal Kafka workers of one server process (see the module docstring)."""
 
-    def __init__(self, stores: Stores, bootstrap: str, topics: Topics, instance: str | None = None,
+    def __init__(self, stores: Stores, bootstrap: Kafka, topics: Topics, instance: str | None = None,
                  partitions: int = 4, options: WorkerOptions | None = None) -> None:
-        """``options``: the workers' options (their metrics endpoint is always the server's ``/metrics``)."""
+        """``options``: the workers' options (their metrics endpoint is always the server's ``/metrics``);
+        bare bootstrap servers take the transport security of ``options``."""
         self.stores = stores
-        self.bootstrap = bootstrap
+        self.bootstrap = bootstrap if options is None else with_servers(options.bootstrap, bootstrap)
         self.topics = topics
         self.partitions = partitions
         self.metrics = WorkerMetrics()
         base = options if options is not None else WorkerOptions(bootstrap=bootstrap)
-        self.options = replace(base, bootstrap=bootstrap, metrics_port=None,
+        self.options = replace(base, bootstrap=self.bootstrap, metrics_port=None,
                                **({"instance": instance} if instance is not None else {}))
         self.workers: list[Worker] = []
         self._stop = asyncio.Event()
@@ -59,7 +61,8 @@ class Consumers:
                 stop=self._stop, partitions=self.partitions, metrics=self.metrics,
                 on_ready=self.workers.append), name=f"kafka-{layer}-{stage}")
             self._tasks.append(task)
-        log.info("consuming from Kafka", extra={"bootstrap": self.bootstrap, "prefix": self.topics.prefix,
+        log.info("consuming from Kafka", extra={"bootstrap": servers(self.bootstrap),
+                                                "prefix": self.topics.prefix,
                                                 "workers": [f"{layer}-{stage}" for stage, layer in TERMINAL]})
 
     async def stop(self, grace: float = 30.0) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 from service.progress import Progress
 from service.settings import FleetSettings, SimulateSettings
-from topology.settings import KafkaSettings
+from topology.settings import ConfigError, KafkaSettings
 
 log = logging.getLogger("topology.simulate")
 
@@ -107,9 +107,9 @@ async def run_simulate(fleet_settings: FleetSettings, settings: SimulateSettings
             from ingest.publisher import KafkaSink
             from ingest.topics import Topics
 
-            sink = KafkaSink(kafka.bootstrap, Topics(kafka.topic_prefix))
+            sink = KafkaSink(kafka, Topics(kafka.topic_prefix))
             sinks.append(sink)
-            await _start_kafka(sink, kafka.bootstrap)
+            await _start_kafka(sink, kafka)
         fleet = generate_fleet(services=fleet_settings.services, seed=fleet_settings.seed)
         duration = settings.minutes * 60
         start = settings.start if settings.start is not None else time.time() - duration
@@ -143,8 +143,12 @@ async def run_simulate(fleet_settings: FleetSettings, settings: SimulateSettings
     return 0
 
 
-async def _start_kafka(sink: Any, bootstrap: str) -> None:
+async def _start_kafka(sink: Any, kafka: KafkaSettings) -> None:
+    from ingest.security import explain
+
     try:
         await sink.start()
+    except ConfigError:
+        raise
     except Exception as e:
-        raise Unreachable(f"Kafka at {bootstrap} cannot be reached: {type(e).__name__}: {e}") from e
+        raise Unreachable(f"Kafka at {kafka.describe()} cannot be reached: {await explain(kafka, e)}") from e

@@ -6,6 +6,8 @@
 * ``topology/wire/`` only decodes: it imports nothing from ``topology/stages/``.
 * No module imports the command line (``service/cli.py``); the CLI imports the rest.
 * ``ingest/`` (the Kafka shell) does not import the GraphQL service.
+* Every aiokafka client is made with ``**client_options(...)`` (ingest/security.py), so none of them
+  misses the transport security of ``KafkaSettings``.
 """
 
 from __future__ import annotations
@@ -78,3 +80,32 @@ def test_the_rules_see_imports_inside_functions() -> None:
     sample = ROOT / "service" / "cli.py"
     names = _imports(sample)
     assert any(n.startswith("service.") for n in names)
+
+
+KAFKA_CLIENTS = ("AIOKafkaProducer", "AIOKafkaConsumer", "AIOKafkaAdminClient")
+
+
+def _kafka_clients_without_security(path: Path) -> list[str]:
+    """``file:line`` of each aiokafka client made in ``path`` without ``**client_options(...)``."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        name = node.func.id if isinstance(node.func, ast.Name) else getattr(node.func, "attr", None)
+        if name not in KAFKA_CLIENTS:
+            continue
+        spread = [k.value for k in node.keywords if k.arg is None]
+        if not any(isinstance(v, ast.Call) and getattr(v.func, "id", None) == "client_options"
+                   for v in spread):
+            found.append(f"{path.relative_to(ROOT).as_posix()}:{node.lineno} {name}")
+    return found
+
+
+def test_every_kafka_client_carries_the_transport_security() -> None:
+    found = [hit for package in PACKAGES for path in _modules(package)
+             for hit in _kafka_clients_without_security(path)]
+    assert found == [], "make aiokafka clients with **client_options(kafka) (ingest/security.py)"
+    made = [p for package in PACKAGES for p in _modules(package)
+            if any(c + "(" in p.read_text(encoding="utf-8") for c in KAFKA_CLIENTS)]
+    assert len(made) >= 6  # the rule sees the clients (worker, publisher, topics, checkpoint, agent, bench)
