@@ -443,13 +443,55 @@ class StoreSettings:
     janusgraph_url: str = setting("ws://127.0.0.1:18182/gremlin", "JANUSGRAPH_URL",
                                   "JanusGraph Gremlin endpoint (with --store janusgraph)",
                                   flag="--janusgraph-url", metavar="URL")
+    janusgraph_username: str | None = setting(None, "JANUSGRAPH_USERNAME",
+                                              "JanusGraph user (SASL PLAIN; needs a password)",
+                                              flag="--janusgraph-username", metavar="NAME", parse=str)
+    # no flag: a password on the command line is visible to every user of the machine
+    janusgraph_password: str | None = setting(None, "JANUSGRAPH_PASSWORD",
+                                              "JanusGraph password (prefer JANUSGRAPH_PASSWORD_FILE)",
+                                              parse=str, secret=True)
+    janusgraph_password_file: str | None = setting(None, "JANUSGRAPH_PASSWORD_FILE",
+                                                   "read the JanusGraph password from this file",
+                                                   flag="--janusgraph-password-file", metavar="FILE")
+    janusgraph_ca_file: str | None = setting(None, "JANUSGRAPH_CA_FILE",
+                                             "CA bundle (PEM) the wss:// server is verified with "
+                                             "(none: the system's)",
+                                             flag="--janusgraph-ca-file", metavar="FILE")
+    janusgraph_cert_file: str | None = setting(None, "JANUSGRAPH_CERT_FILE",
+                                               "client certificate (PEM) for a wss:// server asking for one",
+                                               flag="--janusgraph-cert-file", metavar="FILE")
+    janusgraph_key_file: str | None = setting(None, "JANUSGRAPH_KEY_FILE",
+                                              "private key (PEM) of JANUSGRAPH_CERT_FILE, if not in it",
+                                              flag="--janusgraph-key-file", metavar="FILE")
 
     def __post_init__(self) -> None:
         if self.backend == "embedded" and not self.data_dir:
             raise ConfigError("TOPOLOGY_DATA_DIR: the embedded store needs a directory "
                               "(--data-dir DIR, or --store janusgraph)")
-        if self.backend == "janusgraph" and not self.janusgraph_url.startswith(("ws://", "wss://")):
-            raise ConfigError(f"JANUSGRAPH_URL: expected a ws:// or wss:// URL, got {self.janusgraph_url!r}")
+        if self.backend == "janusgraph":
+            self._check_janusgraph()
+
+    def _check_janusgraph(self) -> None:
+        url = self.janusgraph_url
+        if not url.startswith(("ws://", "wss://")):
+            raise ConfigError(f"JANUSGRAPH_URL: expected a ws:// or wss:// URL, got {url!r}")
+        if self.janusgraph_password is not None and self.janusgraph_password_file:
+            raise ConfigError("JANUSGRAPH_PASSWORD_FILE: give the password once, "
+                              "JANUSGRAPH_PASSWORD or JANUSGRAPH_PASSWORD_FILE")
+        has_password = self.janusgraph_password is not None or bool(self.janusgraph_password_file)
+        if has_password and not self.janusgraph_username:
+            raise ConfigError("JANUSGRAPH_USERNAME: a JanusGraph password needs its user name "
+                              "(--janusgraph-username)")
+        if self.janusgraph_username and not has_password:
+            raise ConfigError("JANUSGRAPH_PASSWORD_FILE: the JanusGraph user needs a password "
+                              "(--janusgraph-password-file FILE, or JANUSGRAPH_PASSWORD)")
+        if self.janusgraph_key_file and not self.janusgraph_cert_file:
+            raise ConfigError("JANUSGRAPH_CERT_FILE: a client key needs its certificate "
+                              "(--janusgraph-cert-file)")
+        for variable, value in (("JANUSGRAPH_CA_FILE", self.janusgraph_ca_file),
+                                ("JANUSGRAPH_CERT_FILE", self.janusgraph_cert_file)):
+            if value and not url.startswith("wss://"):
+                raise ConfigError(f"{variable}: TLS files need a wss:// JANUSGRAPH_URL, got {url!r}")
 
     def describe(self) -> str:
         if self.backend == "embedded":
@@ -458,13 +500,15 @@ class StoreSettings:
 
     async def open(self) -> Stores:
         """Open the stores (the one opener of every process). Raises :class:`StoreError` subclasses:
-        ``StoreUnavailable`` when JanusGraph cannot be reached, ``DataDirLocked`` when another process
-        holds the embedded directory."""
+        ``StoreUnavailable`` when JanusGraph cannot be reached or refuses the credentials,
+        ``DataDirLocked`` when another process holds the embedded directory; :class:`ConfigError` when
+        a JanusGraph password or TLS file cannot be read."""
         if self.backend == "janusgraph":
             from topology.store.janusgraph import open_janusgraph_stores
+            from topology.store.janusgraph_endpoint import endpoint_from
             from topology.timewindow import Retention
 
-            return await open_janusgraph_stores(self.janusgraph_url, Retention(), require=True)
+            return await open_janusgraph_stores(endpoint_from(self), Retention(), require=True)
         from topology.store.embedded import open_stores
 
         assert self.data_dir is not None  # checked in __post_init__

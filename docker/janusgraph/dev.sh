@@ -13,6 +13,14 @@
 #                                 the fault tests use their own instance and port)
 #   JANUSGRAPH_DATA=<dir>         berkeleyje data directory (default var/janusgraph/<instance>/data)
 #
+# Security (both off by default; a secured server is best its own instance and port):
+#   JANUSGRAPH_KEYSTORE=<file>    TLS: the server's key and certificate chain (PKCS12); the URL
+#                                 becomes wss://. JANUSGRAPH_KEYSTORE_PASSWORD_FILE: its password.
+#                                 The readiness probe verifies the server with JANUSGRAPH_CA_FILE.
+#   JANUSGRAPH_AUTH_USERNAME=<name>, JANUSGRAPH_AUTH_PASSWORD_FILE=<file>
+#                                 SASL authentication with this one user (secure/auth.yaml); the probe
+#                                 logs in as that user.
+#
 # Layout: jars in var/janusgraph/lib (copied from ~/.m2 by `mvn dependency:copy-dependencies`),
 # the working directory var/janusgraph/<instance>/ (server.yaml, conf/, scripts/, data/), and
 # var/run/janusgraph[-<instance>].{pid,log}. var/ is ignored by git.
@@ -33,7 +41,9 @@ if [ "$INSTANCE" = default ]; then NAME=janusgraph; else NAME="janusgraph-$INSTA
 PIDFILE="$RUN/$NAME.pid"
 LOG="$RUN/$NAME.log"
 STATEFILE="$RUN/$NAME.state"
-URL="ws://127.0.0.1:$PORT/gremlin"
+KEYSTORE="${JANUSGRAPH_KEYSTORE:-}"
+AUTH_USER="${JANUSGRAPH_AUTH_USERNAME:-}"
+if [ -n "$KEYSTORE" ]; then URL="wss://127.0.0.1:$PORT/gremlin"; else URL="ws://127.0.0.1:$PORT/gremlin"; fi
 PY="$ROOT/.venv/bin/python"
 [ -x "$PY" ] || PY=python3
 
@@ -75,10 +85,48 @@ prepare_work() {
     sed "s#^storage.directory=data/#storage.directory=$DATA/#" "$f" >"$WORK/conf/$(basename "$f")"
   done
   cp "$HERE/scripts/"*.groovy "$WORK/scripts/"
-  sed "s/^port: .*/port: $PORT/" "$HERE/server.yaml" >"$WORK/server.yaml"
+  # server.yaml may hold the keystore and user passwords: readable by this user only.
+  (umask 077 && sed "s/^port: .*/port: $PORT/" "$HERE/server.yaml" >"$WORK/server.yaml")
+  if [ -n "$KEYSTORE" ]; then
+    render "$HERE/secure/ssl.yaml" KEYSTORE "$(realpath "$KEYSTORE")" \
+      KEYSTORE_PASSWORD "$(secret JANUSGRAPH_KEYSTORE_PASSWORD_FILE)" >>"$WORK/server.yaml"
+  fi
+  if [ -n "$AUTH_USER" ]; then
+    rm -rf "$WORK/credentials"
+    sed "s#@DIRECTORY@#$WORK/credentials#" "$HERE/secure/credentials.properties" >"$WORK/conf/credentials.properties"
+    render "$HERE/secure/auth.yaml" USERNAME "$AUTH_USER" \
+      PASSWORD "$(secret JANUSGRAPH_AUTH_PASSWORD_FILE)" >>"$WORK/server.yaml"
+  fi
 }
 
-answers() { "$PY" "$HERE/probe.py" "${1:-$URL}" 2>/dev/null; }
+secret() {
+  # The contents of the file named by variable $1 (without a trailing newline).
+  local file="${!1:-}"
+  [ -n "$file" ] && [ -r "$file" ] || { log "$1 must name a readable file"; exit 2; }
+  cat "$file"
+}
+
+render() {
+  # Template $1 with each @KEY@ replaced by its value as a YAML (JSON) string: any character is safe.
+  local template="$1"
+  shift
+  "$PY" -c 'import json, sys
+text = open(sys.argv[1]).read()
+for key, value in zip(sys.argv[2::2], sys.argv[3::2]):
+    text = text.replace("@" + key + "@", json.dumps(value))
+sys.stdout.write("\n" + text)' "$template" "$@"
+}
+
+answers() {
+  # The probe connects as clients must: it trusts JANUSGRAPH_CA_FILE and logs in as the one user.
+  local -a auth=(-u JANUSGRAPH_USERNAME -u JANUSGRAPH_PASSWORD -u JANUSGRAPH_PASSWORD_FILE)
+  if [ -n "$AUTH_USER" ]; then
+    auth=(-u JANUSGRAPH_PASSWORD "JANUSGRAPH_USERNAME=$AUTH_USER"
+      "JANUSGRAPH_PASSWORD_FILE=${JANUSGRAPH_AUTH_PASSWORD_FILE:-}")
+  fi
+  [ -n "$KEYSTORE" ] || auth+=(-u JANUSGRAPH_CA_FILE -u JANUSGRAPH_CERT_FILE -u JANUSGRAPH_KEY_FILE)
+  env "${auth[@]}" "$PY" "$HERE/probe.py" "${1:-$URL}" 2>/dev/null
+}
 
 start() {
   case "$BACKEND" in inmemory | berkeleyje) ;; *) log "BACKEND must be inmemory or berkeleyje (cql: docker/compose.yaml)"; exit 2 ;; esac

@@ -8,6 +8,9 @@ pool, so the layers are independent objects that fail and recover independently 
 concurrently.
 
     stores = await open_janusgraph_stores("ws://127.0.0.1:18182/gremlin", Retention())
+
+A ``wss://`` server with authentication takes an :class:`Endpoint` (URL, credentials, TLS context)
+instead of the URL; ``StoreSettings.open`` makes it from the ``JANUSGRAPH_*`` settings.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import logging
 from topology.model import ALL_LAYERS, Layer
 from topology.store.base import Stores, StoreUnavailable
 from topology.store.janusgraph_catalog import JanusGraphCatalogStore
+from topology.store.janusgraph_endpoint import Endpoint
 from topology.store.janusgraph_layer import JanusGraphLayerStore
 from topology.store.janusgraph_pool import GremlinPool
 from topology.timewindow import Retention
@@ -33,7 +37,7 @@ CATALOG_SOURCE = "g_catalog"
 
 
 async def open_janusgraph_stores(
-    url: str,
+    url: Endpoint | str,
     retention: Retention,
     pool_size: int = 4,
     *,
@@ -45,18 +49,20 @@ async def open_janusgraph_stores(
 
     A layer whose graph cannot be reached now is still returned: its calls raise
     :class:`StoreUnavailable` until the server answers (then the schema is checked on first use).
-    With ``require=True`` an unreachable graph fails the call instead.
+    With ``require=True`` an unreachable graph fails the call instead (also refused credentials or
+    an untrusted certificate, which surface as :class:`StoreUnavailable` saying so).
     """
+    endpoint = url if isinstance(url, Endpoint) else Endpoint(url)
     layers = {
         layer: JanusGraphLayerStore(
-            GremlinPool(url, TRAVERSAL_SOURCES[layer], layer, pool_size, request_timeout),
+            GremlinPool(endpoint, TRAVERSAL_SOURCES[layer], layer, pool_size, request_timeout),
             layer,
             retention,
             write_retry_seconds=write_retry_seconds,
         )
         for layer in ALL_LAYERS
     }
-    catalog = JanusGraphCatalogStore(GremlinPool(url, CATALOG_SOURCE, None, pool_size, request_timeout))
+    catalog = JanusGraphCatalogStore(GremlinPool(endpoint, CATALOG_SOURCE, None, pool_size, request_timeout))
     results = await asyncio.gather(
         *(s.ensure_ready() for s in layers.values()), catalog.ensure_ready(), return_exceptions=True
     )

@@ -24,17 +24,18 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import ssl
 import threading
 from collections.abc import Mapping
 from typing import Any
 
-from gremlin_python.driver.aiohttp.transport import AiohttpTransport
 from gremlin_python.driver.client import Client
-from gremlin_python.driver.protocol import GremlinServerError
+from gremlin_python.driver.protocol import ConfigurationError, GremlinServerError
 from gremlin_python.process.traversal import Bytecode, Traverser
 
 from topology.model import Layer
 from topology.store.base import StoreError, StoreUnavailable
+from topology.store.janusgraph_endpoint import DEFAULT_MAX_MESSAGE_BYTES, Endpoint
 
 log = logging.getLogger(__name__)
 # gremlinpython logs every server error (with the whole Java stack) at ERROR before raising it; this
@@ -111,6 +112,31 @@ class _Broken(Exception):
     """The connection failed (internal: becomes StoreUnavailable)."""
 
 
+def _tls_failure(e: BaseException, url: str, connecting: bool) -> str | None:
+    """What went wrong in a TLS handshake, for a person; None when ``e`` is no TLS failure."""
+    seen: set[int] = set()
+    stack: list[BaseException] = [e]
+    while stack:
+        x = stack.pop()
+        if id(x) in seen:
+            continue
+        seen.add(id(x))
+        inner = getattr(x, "certificate_error", None) or getattr(x, "os_error", None)
+        if isinstance(inner, BaseException):  # aiohttp wraps the ssl module's error
+            stack.append(inner)
+            continue
+        if isinstance(x, ssl.SSLCertVerificationError):
+            why = getattr(x, "verify_message", None) or getattr(x, "reason", None) or x
+            return f"its TLS certificate is not trusted ({why}): set JANUSGRAPH_CA_FILE to its CA"
+        if isinstance(x, ssl.SSLError):
+            hint = " (is it a plain ws:// port?)" if url.startswith("wss://") else ""
+            return f"the TLS handshake failed{hint}: {x.reason or x}"
+        stack.extend(a for a in (x.__cause__, x.__context__, *x.args) if isinstance(a, BaseException))
+    if connecting and type(e).__name__ == "ServerDisconnectedError" and url.startswith("ws://"):
+        return "it closed the connection during the handshake (a TLS port? then use a wss:// URL)"
+    return None
+
+
 class _Slot:
     __slots__ = ("client", "transports")
 
@@ -135,16 +161,17 @@ class GremlinPool:
 
     def __init__(
         self,
-        url: str,
+        endpoint: Endpoint | str,
         source: str,
         layer: Layer | None,
         size: int = 4,
         request_timeout: float = 120.0,
-        max_message_bytes: int = 64 * 1024 * 1024,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     ) -> None:
         if size < 1:
             raise ValueError(f"pool size must be >= 1, got {size}")
-        self.url = url
+        self.endpoint = endpoint if isinstance(endpoint, Endpoint) else Endpoint(endpoint)
+        self.url = self.endpoint.url
         self.source = source
         self.layer = layer
         self.size = size
@@ -169,23 +196,9 @@ class GremlinPool:
         return self.layer.value if self.layer is not None else "catalog"
 
     def _new_client(self, slot: _Slot) -> Client:
-        made: list[Any] = []
-        slot.transports = made
-        limit = self._max_message_bytes
-
-        def transport() -> AiohttpTransport:
-            tr = AiohttpTransport(max_content_length=limit)
-            made.append(tr)
-            return tr
-
-        return Client(
-            self.url,
-            self.source,
-            transport_factory=transport,
-            pool_size=1,
-            max_workers=2,
-            max_content_length=limit,
-        )
+        slot.transports = []
+        return self.endpoint.client(self.source, pool_size=1, max_workers=2,
+                                    max_message_bytes=self._max_message_bytes, made=slot.transports)
 
     def _discard(self, slot: _Slot, close: bool) -> None:
         client, slot.client = slot.client, None
@@ -245,9 +258,11 @@ class GremlinPool:
         self, slot: _Slot, message: Bytecode | str, bindings: Mapping[str, Any] | None, limit: float
     ) -> list[Any]:
         loop = asyncio.get_running_loop()
+        connecting = slot.client is None
         try:
-            if slot.client is None:
-                slot.client = await loop.run_in_executor(self._executor, self._new_client, slot)
+            if connecting:
+                slot.client = await asyncio.wait_for(
+                    loop.run_in_executor(self._executor, self._new_client, slot), limit)
             client = slot.client
             assert client is not None
             options = {"evaluationTimeout": int(limit * 1000)}
@@ -259,6 +274,12 @@ class GremlinPool:
             items = await asyncio.wait_for(_awaitable(result_set.all()), limit)
             return _expand(list(items))
         except GremlinServerError as e:
+            if e.status_code in (401, 403):  # SASL: wrong user name or password
+                self._discard(slot, close=True)
+                who = f" of user {self.endpoint.username!r}" if self.endpoint.username else ""
+                raise self._unavailable(
+                    f"it refused the credentials{who} ({e.status_message}): check JANUSGRAPH_USERNAME "
+                    "and JANUSGRAPH_PASSWORD_FILE") from e
             if _transient(e):
                 self._discard(slot, close=True)
                 raise _Broken(str(e)) from e
@@ -268,12 +289,21 @@ class GremlinPool:
             raise GremlinQueryError(f"{self.source}: {e}") from e
         except TimeoutError as e:
             self._discard(slot, close=False)
+            if connecting and self.url.startswith("wss://"):
+                raise self._unavailable("no TLS/WebSocket handshake in time (a plain ws:// port?)") from e
             raise self._unavailable(f"no answer within {limit:.0f} s") from e
         except asyncio.CancelledError:
             self._discard(slot, close=False)
             raise
+        except ConfigurationError as e:  # the server asked for credentials this client has not got
+            self._discard(slot, close=True)
+            raise self._unavailable("it requires a user name and password: set JANUSGRAPH_USERNAME and "
+                                    "JANUSGRAPH_PASSWORD_FILE") from e
         except Exception as e:  # connection refused/reset, closed loop, aiohttp errors...
             self._discard(slot, close=True)
+            tls = _tls_failure(e, self.url, connecting)
+            if tls is not None:  # the same answer next time: no retry
+                raise self._unavailable(tls) from e
             raise _Broken(f"{type(e).__name__}: {e}") from e
 
     async def close(self) -> None:
