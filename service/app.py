@@ -53,6 +53,7 @@ from service.context import RequestContext
 from service.errors import decode_body, request_error
 from service.export import export_endpoint
 from service.feed import ChangeFeed
+from service.gate import RETRY_AFTER, Overloaded, QueryGate
 from service.graphiql import ASSETS, NODE_MODULES, missing_assets, render_page
 from service.guard import is_ingest
 from service.limits import RequestLimits
@@ -103,6 +104,7 @@ class _GraphQL(GraphQL[RequestContext, None]):
         self._metrics = metrics
         self._clock = clock
         self._page = render_page(ASSETS_PATH)
+        self._gate = QueryGate(config.max_queries, config.max_queued_queries)
 
     async def get_context(self, request: Any, response: Any) -> RequestContext:
         return RequestContext(
@@ -130,10 +132,18 @@ class _GraphQL(GraphQL[RequestContext, None]):
         return decode_body(data)  # never an exception the view does not answer with 400
 
     async def run(self, request: Any, context: Any = UNSET, root_value: Any = UNSET) -> Any:
-        """Strawberry's, with requests it refuses answered GraphQL-shaped (``extensions.code``), not as
-        plain text."""
-        try:
+        """Strawberry's, through the gate (:mod:`service.gate`), with requests it refuses answered
+        GraphQL-shaped (``extensions.code``), not as plain text."""
+        if not isinstance(request, Request):  # a WebSocket: subscriptions are bounded by the feed
             return await super().run(request, context, root_value)
+        try:
+            async with self._gate.slot():
+                return await super().run(request, context, root_value)
+        except Overloaded as e:
+            self._metrics.count_error("UNAVAILABLE")
+            answer = request_error(503, str(e))
+            answer.headers["retry-after"] = RETRY_AFTER
+            return answer
         except HTTPException as e:
             if not isinstance(request, Request):
                 raise

@@ -134,8 +134,16 @@ class ServiceConfig:
     read_timeout: float = setting(30.0, "TOPOLOGY_READ_TIMEOUT",
                                   "time a client has to send a request's head, and then its body (408 "
                                   "after)", parse=parse_duration, shown="30s")
+    keep_alive: float = setting(75.0, "TOPOLOGY_KEEP_ALIVE",
+                                "how long an idle keep-alive connection stays open (longer than the idle "
+                                "timeout of a load balancer in front, so that it closes first)",
+                                parse=parse_duration, shown="75s")
     max_ingest_requests: int = setting(8, "TOPOLOGY_MAX_INGEST_REQUESTS",
                                        "ingest requests handled at once (429 with `Retry-After` beyond)")
+    max_queries: int = setting(4, "TOPOLOGY_MAX_QUERIES",
+                               "GraphQL operations executed at once over HTTP; more wait in line")
+    max_queued_queries: int = setting(1000, "TOPOLOGY_MAX_QUEUED_QUERIES",
+                                      "GraphQL requests waiting in that line (503 with `Retry-After` beyond)")
     max_entities: int = setting(1000, "TOPOLOGY_MAX_ENTITIES", "most representations in one `_entities` call")
     max_list: int = setting(1000, "TOPOLOGY_MAX_LIST", "longest list in a GraphQL document or its variables")
     max_string: int = setting(2048, "TOPOLOGY_MAX_STRING",
@@ -153,6 +161,8 @@ class ServiceConfig:
                         ("TOPOLOGY_MAX_QUERY_DEPTH", self.max_query_depth),
                         ("TOPOLOGY_MAX_ALIASES", self.max_aliases), ("TOPOLOGY_MAX_TOKENS", self.max_tokens),
                         ("TOPOLOGY_MAX_INGEST_REQUESTS", self.max_ingest_requests),
+                        ("TOPOLOGY_MAX_QUERIES", self.max_queries),
+                        ("TOPOLOGY_MAX_QUEUED_QUERIES", self.max_queued_queries),
                         ("TOPOLOGY_MAX_ENTITIES", self.max_entities), ("TOPOLOGY_MAX_LIST", self.max_list),
                         ("TOPOLOGY_MAX_STRING", self.max_string),
                         ("TOPOLOGY_MAX_SUBSCRIPTIONS", self.max_subscriptions),
@@ -160,6 +170,7 @@ class ServiceConfig:
             if v < 1:
                 raise ConfigError(f"{name}: must be at least 1, got {v}")
         for name, t in (("TOPOLOGY_READ_TIMEOUT", self.read_timeout),
+                        ("TOPOLOGY_KEEP_ALIVE", self.keep_alive),
                         ("TOPOLOGY_OPERATION_TIMEOUT", self.operation_timeout)):
             if t <= 0:
                 raise ConfigError(f"{name}: must be positive, got {t}")

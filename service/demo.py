@@ -31,8 +31,8 @@ ROLLUP_EVERY = 60.0
 def feed(runtime: Runtime, emission: Any, now: float) -> None:
     """Hand one simulator step's payloads to the runtime, exactly as they would arrive over the wire."""
     runtime.add_leases(emission.leases)
-    runtime.pipeline.add_catalog(emission.catalog)
-    runtime.pipeline.add_health(emission.health)
+    runtime.add_catalog(emission.catalog)
+    runtime.add_health(emission.health)
     for data in emission.flow_batches:
         runtime.accept_flows(data)
     for data in emission.metrics:
@@ -98,8 +98,8 @@ async def feed_live(runtime: Runtime, emission: Any, now: float) -> None:
     """:func:`feed` for a runtime that HTTP ingest shares: the payloads are decoded and admitted in a
     worker thread (pure), then applied on the event loop."""
     runtime.add_leases(emission.leases)
-    runtime.pipeline.add_catalog(emission.catalog)
-    runtime.pipeline.add_health(emission.health)
+    runtime.add_catalog(emission.catalog)
+    runtime.add_health(emission.health)
     arrival = runtime.clock()
 
     def admitted() -> list[tuple[str, Any, float]]:
@@ -116,7 +116,8 @@ async def simulate_span(sim: Any, rt: Runtime, start: float, end: float, step: f
     """Feed [start, end) of simulated traffic as fast as possible, yielding between steps
     (``progress`` is told the simulated seconds done after each). The simulator steps in a worker
     thread, so the event loop (queries, ``/healthz``) answers meanwhile; with ``private`` (a runtime
-    nothing else uses, the history's) feeding and the pipeline run there too."""
+    nothing else uses, the history's) feeding runs there too (the
+    pipeline always does)."""
     t = start
     while t < end:
         dt = min(step, end - t)
@@ -127,7 +128,7 @@ async def simulate_span(sim: Any, rt: Runtime, start: float, end: float, step: f
             await feed_live(rt, em, t)
         await persist_meta(rt.stores, em)
         t += dt
-        await rt.flush(t, in_thread=private)
+        await rt.flush(t)
         if progress is not None:
             progress(t - start)
         await asyncio.sleep(0)
@@ -221,7 +222,7 @@ class SimulationDriver:
         t = await simulate_span(sim, rt, start, end, 60.0, lambda done: bar.update(done / 60), private=True)
         bar.close()
         for extra in (60.0, 120.0, 180.0):  # close the last windows (they end before the live ones begin)
-            await rt.flush(t + extra, in_thread=True)
+            await rt.flush(t + extra)
         await rt.rollup(end)
         log.info(
             "history filled", extra={"from": start, "to": end, "took_s": round(time.monotonic() - began, 1)}

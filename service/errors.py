@@ -113,7 +113,8 @@ def _code_of(error: GraphQLError) -> tuple[str, dict[str, Any], str]:
 
 _REQUEST_ERRORS = (MissingQueryError, CannotGetOperationTypeError, InvalidOperationTypeError)
 #: ``extensions.code`` of a request refused before it is a GraphQL operation, by HTTP status.
-REQUEST_CODES = {400: "BAD_REQUEST", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 415: "BAD_REQUEST"}
+REQUEST_CODES = {400: "BAD_REQUEST", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 415: "BAD_REQUEST",
+                 503: "UNAVAILABLE"}
 
 
 def request_error(status: int, message: str) -> JSONResponse:

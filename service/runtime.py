@@ -22,8 +22,9 @@ import base64
 import json
 import logging
 import math
+import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from contextvars import ContextVar
 from pathlib import Path
@@ -58,6 +59,8 @@ MAX_DEAD_LETTER_BYTES = 64 * 1024 * 1024
 _WINDOWED = frozenset({"flows", "vpcflows", "spans", "metrics"})  # held in the pipeline until a flush
 #: When a flush (its ``now``) will have written what the current request's admissions kept.
 _DUE: ContextVar[float | None] = ContextVar("topology_runtime_due", default=None)
+#: How many pipeline inputs had been queued when the current request's last one was.
+_SEQ: ContextVar[int] = ContextVar("topology_runtime_seq", default=0)
 
 
 class InputError(ValueError):
@@ -70,7 +73,13 @@ class InputError(ValueError):
 
 
 class Runtime:
-    """Feeds the pipeline and persists its output. Single event loop: no locks needed."""
+    """Feeds the pipeline and persists its output.
+
+    The event loop never runs the pipeline: an accepted input is queued (``_inbox``, in arrival
+    order) and the pipeline applies the queue and flushes in a worker thread, holding ``_lock``, so
+    queries and ``/healthz`` are answered while it works. The stores are written on the loop, one
+    flush at a time.
+    """
 
     def __init__(
         self,
@@ -80,7 +89,13 @@ class Runtime:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.stores = stores
-        self.pipeline = pipeline or Pipeline()
+        self._pipeline = pipeline or Pipeline()
+        self._inbox: deque[Callable[[], None]] = deque()  # pipeline inputs not applied yet
+        self._queued = 0  # inputs queued so far
+        self._lock = threading.Lock()  # held while the pipeline runs
+        self._flushing: asyncio.Lock | None = None  # one flush (and its writes) at a time
+        self._stages: dict[str, dict[str, int]] = {}  # the pipeline's counters at the last look
+        self.written_seq = 0  # inputs queued before the last written flush began
         self.clock = clock
         self.data_dir = data_dir
         self.received: Counter[str] = Counter()  # kind -> payloads, rejected ones included
@@ -92,13 +107,39 @@ class Runtime:
         self.last_rollup: float = 0.0
         self.written_until = -math.inf  # the ``now`` of the last flush that was written
         self._horizon = -math.inf  # the latest due time of anything accepted
-        self._waiting: list[tuple[float, asyncio.Future[None]]] = []  # (due, answered when written)
+        self._waiting: list[tuple[float, int, asyncio.Future[None]]] = []  # (due, seq, answered when written)
         # called after every flush that wrote windows (service.feed.ChangeFeed.notify: live updates)
         self.flushed: list[Callable[[PipelineOutput], None]] = []
         self._leases_file = data_dir / "addresses.jsonl" if data_dir else None
         self._dlq_file = data_dir / "dead-letters.jsonl" if data_dir else None
         if self._leases_file and self._leases_file.exists():
             self._load_leases(self._leases_file)
+
+    @property
+    def pipeline(self) -> Pipeline:
+        """The pipeline with every input accepted so far applied (waits for a flush in progress: for
+        tests and tools, never called on the runtime's own paths)."""
+        with self._lock:
+            self._settle()
+        return self._pipeline
+
+    def _enqueue(self, op: Callable[[], None]) -> None:
+        self._inbox.append(op)  # deque.append is atomic: the history's feeder thread queues too
+        self._queued += 1
+        _SEQ.set(self._queued)
+
+    def _settle(self) -> None:
+        """Apply the queued inputs, in order (holding ``_lock``)."""
+        while self._inbox:
+            self._inbox.popleft()()
+
+    def _run(self, now: float) -> PipelineOutput:
+        """Apply the queue and flush up to ``now`` (in a worker thread)."""
+        with self._lock:
+            self._settle()
+            out = self._pipeline.flush(now)
+            self._stages = self._pipeline.counters()
+            return out
 
     # -- inputs (raise InputError on bad input, after dead-lettering it) ------------------------
     # Every input passes topology.admit (the policy the Kafka workers apply too). ``now`` is the
@@ -126,17 +167,19 @@ class Runtime:
         admission made elsewhere. Decoding and admission are pure and may run in another thread (the
         HTTP routes do, so a large body does not hold the event loop); this must run on the loop.
         ``now``: the arrival time the admission used (spans: the pairing wait runs from it)."""
-        kept: Any = self._kept(kind, adm)
-        if kind == "flows":
-            self.pipeline.add_flows(kept)
-        elif kind == "metrics":
-            self.pipeline.add_metrics(kept)
-        elif kind == "spans":
-            self.pipeline.add_span_view(kept, self._now(now))  # decoded once, by admission
-        elif kind == "vpcflows":
-            self.pipeline.add_vpcflows(kept)
-        else:
+        if kind not in _WINDOWED:
             raise ValueError(f"no pipeline input {kind!r}")
+        kept: Any = self._kept(kind, adm)
+        pipe = self._pipeline
+        if kind == "flows":
+            self._enqueue(lambda: pipe.add_flows(kept))
+        elif kind == "metrics":
+            self._enqueue(lambda: pipe.add_metrics(kept))
+        elif kind == "spans":
+            at = self._now(now)
+            self._enqueue(lambda: pipe.add_span_view(kept, at))  # decoded once, by admission
+        else:
+            self._enqueue(lambda: pipe.add_vpcflows(kept))
         return adm
 
     # Catalog entries and health events are stored before the pipeline sees them: if the store
@@ -145,14 +188,14 @@ class Runtime:
         adm = admit_catalog(data, self._now(now))
         infos = self._kept("catalog", adm)
         await self.stores.catalog.upsert_services(infos)
-        self.pipeline.add_catalog(infos)
+        self.add_catalog(infos)
         return adm
 
     async def accept_health(self, data: bytes, now: float | None = None) -> Admission[list[HealthEvent]]:
         adm = admit_health(data, self._now(now))
         events = self._kept("health", adm)
         await self.stores.catalog.record_health(events)
-        self.pipeline.add_health(events)
+        self.add_health(events)
         return adm
 
     async def accept_changes(self, data: bytes, now: float | None = None) -> Admission[list[ChangeEvent]]:
@@ -192,25 +235,43 @@ class Runtime:
         if self._leases_file:
             with self._leases_file.open("a", encoding="utf-8") as f:
                 f.write("".join(json.dumps(lease.to_dict()) + "\n" for lease in leases))
-        self.pipeline.add_leases(leases)
+        pipe = self._pipeline
+        self._enqueue(lambda: pipe.add_leases(leases))
+
+    def add_catalog(self, infos: Iterable[ServiceInfo]) -> None:
+        """Hand catalog entries to the pipeline (the store is the caller's: see :meth:`accept_catalog`)."""
+        infos, pipe = list(infos), self._pipeline
+        self._enqueue(lambda: pipe.add_catalog(infos))
+
+    def add_health(self, events: Iterable[HealthEvent]) -> None:
+        """Hand health events to the pipeline (the store is the caller's: see :meth:`accept_health`)."""
+        events, pipe = list(events), self._pipeline
+        self._enqueue(lambda: pipe.add_health(events))
 
     # -- output ---------------------------------------------------------------------------------
-    async def flush(self, now: float | None = None, *, in_thread: bool = False) -> PipelineOutput:
-        """Run the pipeline up to ``now`` and write what it produced (layers concurrently).
-        ``in_thread``: run the pipeline in a worker thread, so the event loop answers meanwhile; only
-        for a runtime whose pipeline nothing else touches until this returns (the demo's history)."""
-        now = self.clock() if now is None else now
-        out = await asyncio.to_thread(self.pipeline.flush, now) if in_thread else self.pipeline.flush(now)
+    async def flush(self, now: float | None = None) -> PipelineOutput:
+        """Apply what was accepted, run the pipeline up to ``now`` (in a worker thread, so the event
+        loop answers meanwhile) and write what it produced (layers concurrently). Flushes run one at a
+        time, in call order: a later flush never writes before an earlier one."""
+        if self._flushing is None:
+            self._flushing = asyncio.Lock()
+        async with self._flushing:
+            return await self._flush(self.clock() if now is None else now)
+
+    async def _flush(self, now: float) -> PipelineOutput:
+        seq = self._queued
+        out = await asyncio.to_thread(self._run, now)
         await persist(self.stores, out.windows, out.traces, out.nodes)
         for layer, ws in out.windows.items():
             self.windows_written[layer.value] += len(ws)
         self.last_flush = now
         self.written_until = max(self.written_until, now)
+        self.written_seq = max(self.written_seq, seq)
         if self._waiting:
-            for due, waiter in self._waiting:
-                if due <= self.written_until and not waiter.done():
+            for due, at, waiter in self._waiting:
+                if due <= self.written_until and at <= self.written_seq and not waiter.done():
                     waiter.set_result(None)
-            self._waiting = [(d, w) for d, w in self._waiting if not w.done()]
+            self._waiting = [(d, s, w) for d, s, w in self._waiting if not w.done()]
         if any(out.windows.values()):
             for listener in self.flushed:
                 listener(out)
@@ -219,7 +280,7 @@ class Runtime:
     async def drain(self) -> PipelineOutput:
         """Write everything accepted, as if every open window had closed and every pairing wait had
         passed (at shutdown: later records of those windows would replace them, see the README)."""
-        cfg = self.pipeline.config
+        cfg = self._pipeline.config
         slack = cfg.final_window + cfg.stage1_window + cfg.trace_wait + cfg.lateness + 1.0
         return await self.flush(max(self.clock() + slack, self._horizon))
 
@@ -233,14 +294,16 @@ class Runtime:
     @staticmethod
     def begin_request() -> None:
         _DUE.set(None)
+        _SEQ.set(0)
 
     async def written(self, due: float | None, within: float) -> bool:
         """Wait until a flush with ``now >= due`` has been written (``due`` from :meth:`request_due`);
         False if that takes longer than ``within`` seconds (the records are still accepted)."""
-        if due is None or self.written_until >= due:
+        seq = _SEQ.get()
+        if due is None or (self.written_until >= due and self.written_seq >= seq):
             return True
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiting.append((due, waiter))
+        self._waiting.append((due, seq, waiter))
         try:
             await asyncio.wait_for(waiter, within)
         except TimeoutError:
@@ -250,7 +313,7 @@ class Runtime:
     def _note_due(self, kind: str, adm: Admission[Any]) -> None:
         if kind not in _WINDOWED or adm.latest is None:
             return
-        cfg = self.pipeline.config
+        cfg = self._pipeline.config
         closes = (math.floor(adm.latest / cfg.final_window) + 1) * cfg.final_window
         if kind == "spans":  # an unpaired span waits for its other side from its arrival
             closes = max(closes, self.clock() + cfg.trace_wait)
@@ -271,8 +334,18 @@ class Runtime:
             "records": dict(self.records),
             "rejected": {f"{k}:{r}": n for (k, r), n in self.rejected.items()},
             "windows_written": dict(self.windows_written),
-            "stages": self.pipeline.counters(),
+            "stages": self._stage_counters(),
         }
+
+    def _stage_counters(self) -> dict[str, dict[str, int]]:
+        """The pipeline's counters: fresh when no flush is running, else those of the last flush."""
+        if self._lock.acquire(blocking=False):
+            try:
+                self._settle()
+                self._stages = self._pipeline.counters()
+            finally:
+                self._lock.release()
+        return self._stages
 
     # -- helpers --------------------------------------------------------------------------------
     def _reject(self, kind: str, reason: str, payload: bytes) -> InputError:
@@ -300,5 +373,5 @@ class Runtime:
                 leases.append(AddressLease.from_dict(json.loads(line)))
             except (ValueError, KeyError, TypeError):
                 continue  # a torn last line after a crash
-        self.pipeline.add_leases(leases)
+        self._pipeline.add_leases(leases)
 

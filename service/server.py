@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import signal
 import socket
 import threading
@@ -118,6 +119,7 @@ async def _serve(
         uvicorn.Config(
             app, host=config.host, port=config.port, log_level="warning", lifespan="on", log_config=None,
             ws_max_size=config.max_request_body,  # a subscription message is bounded like a /graphql body
+            timeout_keep_alive=math.ceil(config.keep_alive),
             http=bounded_protocol(config.max_head, config.read_timeout,
                                   lambda status: app.state.metrics.refused.labels(
                                       "timeout" if status == 408 else "limit").inc()),
