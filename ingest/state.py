@@ -41,7 +41,7 @@ import numpy as np
 
 from ingest.clock import MergedClock, SourceClock
 from ingest.reorder import ReorderBuffer
-from topology.catalog import AddressKind, HealthState, TraceSummary
+from topology.catalog import AddressKind, HealthState, TraceSpan, TraceSummary
 from topology.model import Direction, EdgeKey, EdgePartial, EdgeWindow, Granularity, Layer, NodeKind, Side
 from topology.sketch import LatencySketch
 from topology.stages import final, ipc, network_stage1, network_stage2, trace, vpc
@@ -136,7 +136,8 @@ SCHEMAS: tuple[Schema, ...] = (
     _dataclass(EdgeKey, "edge.key"),
     _dataclass(EdgePartial, "edge.partial"),
     _dataclass(EdgeWindow, "edge.window"),
-    _dataclass(TraceSummary, "trace.summary"),
+    _dataclass(TraceSpan, "trace.span"),
+    _dataclass(TraceSummary, "trace.summary", version=2),  # 2: kept spans
     _dataclass(network_stage1.FlowAggregate, "network1.aggregate"),
     Schema(network_stage1.FlowAggregates, "network1.aggregates", ("rows",)),
     Schema(network_stage1.NetworkStage1, "network1",
@@ -166,9 +167,11 @@ SCHEMAS: tuple[Schema, ...] = (
            derived=("_unpackers",), rebuild=_set(_unpackers=dict)),
     Schema(ipc.IpcStage2, "ipc2", ("addresses", "counters", "_pending")),
     Schema(trace._Acc, "trace.acc", trace._Acc.__slots__),
-    Schema(trace.SpanPairer, "trace.pairer",
-           ("wait_seconds", "max_pending", "window_seconds", "_wns", "max_traces", "counters", "_clients",
-            "_servers", "_n_servers", "_producers", "_obs", "_traces", "_summaries", "_identities")),
+    Schema(trace.SpanPairer, "trace.pairer",  # 2: traces keep their spans
+           ("wait_seconds", "max_pending", "window_seconds", "_wns", "max_traces", "max_trace_spans",
+            "counters", "_clients", "_servers", "_n_servers", "_producers", "_obs", "_traces", "_summaries",
+            "_identities"),
+           version=2),
     Schema(final._Slot, "final.slot", final._Slot.__slots__),
     Schema(final.FinalStage, "final",
            ("window_seconds", "grace_seconds", "health", "refresh_seconds", "_written", "_held", "_refreshed",

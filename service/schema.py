@@ -54,6 +54,7 @@ from service.feed import topology_changes as feed_changes
 from service.incident import RootCauseReport, TierViolationPage, TopologyDiff, UnknownPeerPage
 from service.known import require_known
 from service.selection import selects
+from service.traces import Trace, load_trace
 from service.types import SCALAR_MAP, Duration, PageInfo, TopologyEdge
 from topology import diff as core_diff
 from topology import peers as core_peers
@@ -90,6 +91,13 @@ class Query:
     async def service(self, info: strawberry.Info, name: str) -> Service | None:
         await require_known(context_of(info), name)
         return Service(name=name)
+
+    @strawberry.field(description="One recent trace on the map: the nodes it went through, the calls between "
+                      "them and its spans, from the store of recent traces (`TOPOLOGY_TRACE_STORE_SIZE` "
+                      "traces, `TOPOLOGY_TRACE_RETENTION` behind the newest). `traceId`: 32 hex digits "
+                      "(BAD_USER_INPUT otherwise). Null when the trace is not kept.")
+    async def trace(self, info: strawberry.Info, trace_id: str) -> Trace | None:
+        return await load_trace(info, trace_id)
 
     @strawberry.field(description="Services known to the catalog or seen in traffic, ordered by name.")
     async def services(

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime
-from typing import NewType
+from typing import TYPE_CHECKING, Annotated, NewType
 
 import strawberry
 from strawberry.types.scalar import ScalarDefinition
@@ -21,6 +21,9 @@ from topology.change import ChangeKind
 from topology.model import Granularity, Layer, NodeKind
 from topology.query import MergedEdge
 from topology.stats import EdgeStats
+
+if TYPE_CHECKING:
+    from service.traces import Trace
 
 __all__ = [
     "DATETIME_SCALAR",
@@ -195,6 +198,15 @@ class TraceSummary:
     spans: int
     error: bool
     services: list[str]
+
+    @strawberry.field(description="The trace on the map (its nodes, calls and spans; the same as "
+                      "`Query.trace(traceId)`), or null once the store of recent traces dropped it.")
+    async def trace(
+        self, info: strawberry.Info
+    ) -> Annotated[Trace, strawberry.lazy("service.traces")] | None:
+        from service.traces import load_trace  # service.traces uses the enums registered here
+
+        return await load_trace(info, self.trace_id)
 
     @classmethod
     def from_core(cls, t: core_catalog.TraceSummary) -> TraceSummary:

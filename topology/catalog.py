@@ -272,9 +272,52 @@ class AddressLease:
                    None if cluster is None else check_name(cluster, f"{where}: 'cluster'"))
 
 
+#: The span kinds of OTLP (``Span.SpanKind``), by number.
+SPAN_KINDS: Final = ("UNSPECIFIED", "INTERNAL", "SERVER", "CLIENT", "PRODUCER", "CONSUMER")
+
+
+@dataclass(frozen=True, slots=True)
+class TraceSpan:
+    """One span of a kept trace: what drawing the trace's calls needs, nothing more.
+
+    ``peer`` and ``peer_kind`` name the virtual node a CLIENT or PRODUCER span called when no server
+    span answered it (``peer.service``, ``db.name``...: the TRACE stage's rule for virtual servers).
+    """
+
+    span_id: str  # hex, 16 characters
+    parent_span_id: str | None  # hex; None for a root span
+    service: str
+    name: str
+    kind: str  # one of SPAN_KINDS
+    start: float  # epoch seconds
+    duration: float  # seconds
+    error: bool
+    peer: str | None = None
+    peer_kind: str | None = None  # a NodeKind value
+
+    def to_list(self) -> list[Any]:
+        """Compact encoding (a trace keeps up to hundreds of spans)."""
+        out: list[Any] = [self.span_id, self.parent_span_id, self.service, self.name, self.kind, self.start,
+                          self.duration, self.error]
+        if self.peer is not None:
+            out += [self.peer, self.peer_kind]
+        return out
+
+    @classmethod
+    def from_list(cls, v: list[Any]) -> TraceSpan:
+        peer = None if len(v) < 9 or v[8] is None else str(v[8])
+        return cls(str(v[0]), None if v[1] is None else str(v[1]), str(v[2]), str(v[3]), str(v[4]),
+                   float(v[5]), float(v[6]), bool(v[7]), peer,
+                   None if peer is None or v[9] is None else str(v[9]))
+
+
 @dataclass(frozen=True, slots=True)
 class TraceSummary:
-    """One recent trace a service took part in (from the TRACE layer)."""
+    """One recent trace (from the TRACE layer): its summary and, when the stage kept them, its spans.
+
+    ``spans`` counts every span the stage saw; ``kept_spans`` holds at most the stage's per-trace
+    bound of them (in arrival order), so ``len(kept_spans) < spans`` says the trace was truncated.
+    """
 
     trace_id: str  # hex
     root_service: str
@@ -284,13 +327,22 @@ class TraceSummary:
     spans: int
     error: bool
     services: tuple[str, ...]
+    kept_spans: tuple[TraceSpan, ...] = ()
+
+    @property
+    def truncated(self) -> bool:
+        return len(self.kept_spans) < self.spans
 
     def to_dict(self) -> dict[str, Any]:
-        return {"trace_id": self.trace_id, "root_service": self.root_service, "root_name": self.root_name,
-                "start": self.start, "duration": self.duration, "spans": self.spans, "error": self.error,
-                "services": list(self.services)}
+        d = {"trace_id": self.trace_id, "root_service": self.root_service, "root_name": self.root_name,
+             "start": self.start, "duration": self.duration, "spans": self.spans, "error": self.error,
+             "services": list(self.services)}
+        if self.kept_spans:
+            d["kept_spans"] = [s.to_list() for s in self.kept_spans]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TraceSummary:
         return cls(str(d["trace_id"]), str(d["root_service"]), str(d["root_name"]), float(d["start"]),
-                   float(d["duration"]), int(d["spans"]), bool(d["error"]), tuple(d["services"]))
+                   float(d["duration"]), int(d["spans"]), bool(d["error"]), tuple(d["services"]),
+                   tuple(TraceSpan.from_list(v) for v in d.get("kept_spans") or ()))

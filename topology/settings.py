@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from topology.store.base import Stores
+    from topology.timewindow import Retention
 
 __all__ = [
     "ConfigError",
@@ -440,6 +441,14 @@ class StoreSettings:
     data_dir: str | None = setting(None, "TOPOLOGY_DATA_DIR", "embedded store directory",
                                    flag="--data-dir", metavar="DIR",
                                    shown="var/demo (demo), var/kafka-store (ingest), none (serve)")
+    trace_store_size: int = setting(10_000, "TOPOLOGY_TRACE_STORE_SIZE",
+                                    "recent traces kept with their spans for Query.trace "
+                                    "(the oldest go first)",
+                                    parse=parse_positive_int)
+    trace_retention: float = setting(3600.0, "TOPOLOGY_TRACE_RETENTION",
+                                     "Query.trace forgets traces that started this long before "
+                                     "the newest kept",
+                                     parse=parse_duration, shown="1h")
     janusgraph_url: str = setting("ws://127.0.0.1:18182/gremlin", "JANUSGRAPH_URL",
                                   "JanusGraph Gremlin endpoint (with --store janusgraph)",
                                   flag="--janusgraph-url", metavar="URL")
@@ -506,10 +515,14 @@ class StoreSettings:
         if self.backend == "janusgraph":
             from topology.store.janusgraph import open_janusgraph_stores
             from topology.store.janusgraph_endpoint import endpoint_from
-            from topology.timewindow import Retention
-
-            return await open_janusgraph_stores(endpoint_from(self), Retention(), require=True)
+            return await open_janusgraph_stores(endpoint_from(self), self.retention(), require=True)
         from topology.store.embedded import open_stores
 
         assert self.data_dir is not None  # checked in __post_init__
-        return open_stores(self.data_dir)
+        return open_stores(self.data_dir, self.retention())
+
+    def retention(self) -> Retention:
+        """How long the stores keep what they keep (the trace store's bounds from these settings)."""
+        from topology.timewindow import Retention
+
+        return Retention(traces=self.trace_store_size, trace_seconds=self.trace_retention)

@@ -42,11 +42,21 @@ class TimeRange:
 
 @dataclass(frozen=True, slots=True)
 class Retention:
-    """How long windows of each granularity are kept (seconds). Bounded storage: edges x windows."""
+    """How long windows of each granularity are kept (seconds). Bounded storage: edges x windows.
+
+    The catalog's store of recent traces (what ``Query.trace`` answers from) is bounded too: at most
+    ``traces`` traces, none that started more than ``trace_seconds`` before the newest one kept.
+    """
 
     minute: int = 6 * HOUR
     hour: int = 14 * DAY
     day: int = 400 * DAY
+    traces: int = 10_000
+    trace_seconds: float = HOUR
+
+    def __post_init__(self) -> None:
+        if self.traces < 0 or not self.trace_seconds >= 0:
+            raise ValueError("the trace store's size and retention must be >= 0")
 
     def for_granularity(self, seconds: int) -> int:
         return {MINUTE: self.minute, HOUR: self.hour, DAY: self.day}[seconds]

@@ -151,3 +151,20 @@ async def test_during_an_incident_diff_shows_what_changed(client: httpx.AsyncCli
 async def test_during_an_incident_the_blast_radius_of_the_source(client: httpx.AsyncClient) -> None:
     b = (await run(client, walkthrough("blastRadius")))["blastRadius"]
     assert b["total"] >= 6 and SYMPTOMATIC in {s for t in b["teams"] for s in t["services"]}
+
+
+async def test_the_trace_examples_show_a_recent_trace_on_the_map(client: httpx.AsyncClient) -> None:
+    (linked,) = [b for b in readme_queries() if "trace {" in b]
+    (by_id,) = [b for b in readme_queries() if "trace(traceId:" in b]
+    [recent] = (await run(client, linked))["service"]["traces"]
+    drawn = recent["trace"]
+    assert {"source": "user", "target": "edge-gateway"} in [
+        {"source": e["source"], "target": e["target"]} for e in drawn["edges"]]
+    assert {n["name"] for n in drawn["nodes"]} == {x for e in drawn["edges"] for x in (e["source"], e["target"])}
+    # the same trace asked by id, as the second example does with an id pasted from the first
+    asked = (await run(client, re.sub(r'traceId: "[0-9a-f]{32}"', f'traceId: "{recent["traceId"]}"', by_id)))
+    t = asked["trace"]
+    assert (t["nodes"], t["edges"]) == (drawn["nodes"], drawn["edges"])
+    assert t["spanCount"] == len(t["spans"]) and not t["truncated"]
+    assert {s["service"] for s in t["spans"]} <= {n["name"] for n in t["nodes"]}
+    assert (await run(client, by_id))["trace"] is None  # the example's id is no trace of this fleet

@@ -36,7 +36,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from topology.catalog import HealthEvent, HealthState, Owner, ServiceInfo, TraceSummary
+from topology.catalog import HealthEvent, HealthState, Owner, ServiceInfo, TraceSpan, TraceSummary
 from topology.change import ChangeEvent, ChangeKind
 from topology.diff import DiffDirection, diff
 from topology.metric import EdgeMetric
@@ -886,6 +886,52 @@ class StoreContract:
         assert 100 <= len(kept) < 310  # bounded per service, and the newest are the ones kept
         assert [t.start for t in kept] == [1000.0 + i for i in range(399, 399 - len(kept), -1)]
 
+    async def test_a_trace_is_kept_with_its_spans(self, stores: Stores) -> None:
+        cat = stores.catalog
+        spans = (
+            TraceSpan("00000000000000a1", None, "web", "GET /", "SERVER", 1000.0, 0.25, False),
+            TraceSpan("00000000000000a2", "00000000000000a1", "web", "GET", "CLIENT", 1000.01, 0.2, True),
+            TraceSpan("00000000000000a3", "00000000000000a2", NASTY_NAMES[3], NASTY_NAMES[1], "SERVER",
+                      1000.02, 0.15, True),
+            TraceSpan("00000000000000a4", "00000000000000a3", NASTY_NAMES[3], "SELECT", "CLIENT",
+                      1000.03, 0.01, False, NASTY_NAMES[0], "DATABASE"),
+        )
+        t = TraceSummary(f"{7:032x}", "web", "GET /", 1000.0, 0.25, 9, True, ("web", NASTY_NAMES[3]), spans)
+        await cat.record_traces([t])
+        assert await cat.trace(t.trace_id) == t
+        assert (await cat.trace(t.trace_id)).truncated  # type: ignore[union-attr]  # 4 kept of 9
+        assert await cat.trace(f"{8:032x}") is None
+        assert await cat.recent_traces("web", 5) == [  # the per-service list keeps the summary only
+            TraceSummary(t.trace_id, "web", "GET /", 1000.0, 0.25, 9, True, ("web", NASTY_NAMES[3]))
+        ]
+        again = TraceSummary(t.trace_id, "web", "GET /", 1000.0, 0.3, 1, False, ("web",), spans[:1])
+        await cat.record_traces([again])  # the same id again: replaced
+        assert await cat.trace(t.trace_id) == again
+
+    async def test_the_trace_store_is_bounded_by_size_and_age(self, stores_factory: StoresFactory) -> None:
+        stores = await stores_factory.fresh(Retention(traces=5, trace_seconds=100.0))
+        cat = stores.catalog
+
+        def summary(i: int, start: float) -> TraceSummary:
+            span = TraceSpan(f"{i:016x}", None, "api", "GET /", "SERVER", start, 0.01, False)
+            return TraceSummary(f"{i:032x}", "api", "GET /", start, 0.01, 1, False, ("api",), (span,))
+
+        async def kept(ids: range) -> list[int]:
+            return [i for i in ids if await cat.trace(f"{i:032x}") is not None]
+
+        # eight traces one second apart: the five newest stay (equal starts: the larger id is newer)
+        await cat.record_traces([summary(i, 1000.0 + i) for i in range(8)])
+        assert await kept(range(10)) == [3, 4, 5, 6, 7]
+        await cat.record_traces([summary(8, 1007.0), summary(9, 1007.0)])
+        assert await kept(range(10)) == [5, 6, 7, 8, 9]
+        # a trace starting 100.5 s after the newest: every older one is past the retention
+        await cat.record_traces([summary(20, 1107.5)])
+        assert await kept(range(30)) == [20]
+        # one too old when it arrives is not kept; one within the retention is
+        await cat.record_traces([summary(21, 1000.0), summary(22, 1010.0)])
+        assert await kept(range(30)) == [20, 22]
+        assert [t.trace_id for t in await cat.recent_traces("api", 100)][:1] == [f"{20:032x}"]
+
     async def test_changes_newest_first_within_the_range_and_idempotent(self, stores: Stores) -> None:
         cat = stores.catalog
         deploy = ChangeEvent("api", ChangeKind.DEPLOY, 300.0, "deploy v2", "v2", "ci", "https://ci/2")
@@ -1085,6 +1131,7 @@ class StoreContract:
                 await s.catalog.known_nodes(["a"]),
                 await s.catalog.health(["a"], 10.0),
                 await s.catalog.recent_traces("b", 5),
+                await s.catalog.trace("ab"),
                 await s.catalog.changes(["a"], 0.0, 10.0, 5),
                 await s.catalog.list_names(ServiceFilter(), APP, 10, None),
             ]

@@ -21,6 +21,12 @@ Capacity: at most ``max_pending`` spans wait; beyond that the oldest is dropped 
 ``dropped``. Counters: ``spans``, ``paired``, ``expired``, ``dropped``, ``total`` (edge observations),
 ``roots``, ``unnamed``, ``internal``, ``invalid`` and trace-summary counters. The clock is an argument.
 
+Trace summaries: a trace is summarised once no span of it arrived for ``wait_seconds`` (or when more
+than ``max_traces`` traces are open, the oldest at once). The summary keeps the trace's first
+``max_trace_spans`` spans to arrive (:class:`~topology.catalog.TraceSpan`, by start; ``spans`` counts
+them all, so a longer trace says it was truncated), with the virtual node each unanswered CLIENT/PRODUCER span was
+attributed to: what :mod:`topology.tracemap` draws the trace's calls from.
+
 Input: ``add(request, now)`` takes a decoded request; ``add_serialized(data, now)`` the protobuf bytes as
 they come from Kafka or HTTP, parsed with the compact schema of :func:`topology.wire.otlp.spans_view`
 (the fast path; ``add`` re-serializes and takes it too, so there is one implementation).
@@ -34,7 +40,7 @@ from typing import Any
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
-from topology.catalog import NAME_MAX, TraceSummary
+from topology.catalog import NAME_MAX, SPAN_KINDS, TraceSpan, TraceSummary
 from topology.model import EdgeKey, EdgePartial, Granularity, Layer, NodeKind, Side
 from topology.sketch import LatencySketch, bucket_of
 from topology.stats import MAX_EXEMPLARS, EdgeStats
@@ -63,6 +69,10 @@ _FROM_USER: _Shape = (NodeKind.USER, NodeKind.SERVICE, _VIRTUAL)
 # when unknown (then there is no CLUSTER edge); a virtual node is its own cluster.
 _ObsKey = tuple[int, str, str, str | None, str | None, _Shape]
 _Edge = tuple["_Acc", _Shape, str | None, str | None]  # calls, shape, source app, target app (CLUSTER)
+# A kept span: (span id, parent span id, service, name, kind, start_ns, end_ns, error)
+_Kept = tuple[bytes, bytes, str, str, int, int, int, bool]
+#: Spans kept per trace by default (the summary counts the others).
+MAX_TRACE_SPANS = 256
 
 
 class _Acc:
@@ -101,14 +111,18 @@ class SpanPairer:
     """Spans in (``add``), edge partials (``flush``) and trace summaries (``take_trace_summaries``) out."""
 
     def __init__(self, wait_seconds: float = 10.0, max_pending: int = 10_000,
-                 window_seconds: int = WINDOW_SECONDS, max_traces: int = 100_000) -> None:
-        if wait_seconds < 0 or max_pending <= 0 or window_seconds <= 0 or max_traces <= 0:
-            raise ValueError("wait_seconds must be >= 0; max_pending, window_seconds, max_traces > 0")
+                 window_seconds: int = WINDOW_SECONDS, max_traces: int = 100_000,
+                 max_trace_spans: int = MAX_TRACE_SPANS) -> None:
+        if (wait_seconds < 0 or max_pending <= 0 or window_seconds <= 0 or max_traces <= 0
+                or max_trace_spans < 0):
+            raise ValueError("wait_seconds must be >= 0; max_pending, window_seconds, max_traces > 0; "
+                             "max_trace_spans >= 0")
         self.wait_seconds = float(wait_seconds)
         self.max_pending = max_pending
         self.window_seconds = window_seconds
         self._wns = window_seconds * 1_000_000_000
         self.max_traces = max_traces
+        self.max_trace_spans = max_trace_spans
         self.counters: dict[str, int] = dict.fromkeys(
             ("requests", "bad_requests", "spans", "paired", "expired", "dropped", "total", "roots", "unnamed",
              "internal", "invalid", "no_service", "traces", "traces_evicted"), 0)
@@ -121,7 +135,7 @@ class SpanPairer:
         self._producers: OrderedDict[bytes, _Pending] = OrderedDict()  # paired producers, for more consumers
         self._obs: dict[_ObsKey, _Acc] = {}
         # trace id -> [start_ns, end_ns, spans, error, services, root service, root name, last activity,
-        #              has real root, queued at]
+        #              has real root, queued at, kept spans (_Kept), {span id: (peer, peer kind)} or None]
         self._traces: OrderedDict[bytes, list[Any]] = OrderedDict()
         self._summaries: list[TraceSummary] = []
         self._identities: dict[bytes, tuple[str | None, str | None]] = {}
@@ -155,7 +169,7 @@ class SpanPairer:
         c["requests"] += 1
         clients, servers, producers, traces = self._clients, self._servers, self._producers, self._traces
         identities = self._identities
-        max_pending, max_traces = self.max_pending, self.max_traces
+        max_pending, max_traces, max_kept = self.max_pending, self.max_traces, self.max_trace_spans
         for rs in view.resource_spans:
             ident = identities.get(rs.resource)
             if ident is None:
@@ -177,14 +191,21 @@ class SpanPairer:
                     start: int = span.start_time_unix_nano
                     end: int = span.end_time_unix_nano
                     err = span.status.code == _STATUS_ERROR
+                    kind: int = span.kind
                     # trace summary
                     tr = traces.get(tid)
                     if tr is None:
-                        traces[tid] = [start, end, 1, err, {service}, service, span.name, now, not pid, now]
+                        name: str = span.name
+                        traces[tid] = [start, end, 1, err, {service}, service, name, now, not pid, now,
+                                       [(sid, pid, service, name, kind, start, end, err)] if max_kept else [],
+                                       None]
                         c["traces"] += 1
                         if len(traces) > max_traces:
                             self._evict_trace()
                     else:
+                        kept = tr[10]
+                        if len(kept) < max_kept:
+                            kept.append((sid, pid, service, span.name, kind, start, end, err))
                         if start < tr[0]:
                             tr[0] = start
                             if not tr[8]:
@@ -199,7 +220,6 @@ class SpanPairer:
                         if not pid and not tr[8]:
                             tr[5], tr[6], tr[8] = service, span.name, True
                     # pairing
-                    kind: int = span.kind
                     if kind in (_CLIENT, _PRODUCER):
                         key = tid + sid
                         waiting = servers.pop(key, None)
@@ -271,7 +291,7 @@ class SpanPairer:
         self._record((srv[4] // self._wns * self.window_seconds, USER, srv[1], USER if srv[2] else None,
                       srv[2], _FROM_USER), srv[4], srv[5] - srv[4], srv[6], srv[7])
 
-    def _to_virtual(self, cl: _Pending) -> None:
+    def _to_virtual(self, cl: _Pending, key: bytes) -> None:
         keys: dict[bytes, bytes] = {}
         for raw in cl[8]:
             keys[_key_of(raw)] = raw
@@ -297,6 +317,11 @@ class SpanPairer:
             shape = (NodeKind.SERVICE, NodeKind.UNINSTRUMENTED, _VIRTUAL)
         self._record((cl[4] // self._wns * self.window_seconds, cl[1], name, cl[2], name if cl[2] else None,
                       shape), cl[4], cl[5] - cl[4], cl[6], cl[7])
+        tr = self._traces.get(cl[7])  # the trace is still open: it went quiet no earlier than its span
+        if tr is not None:
+            if tr[11] is None:
+                tr[11] = {}
+            tr[11][key[16:]] = (name, shape[1].value)
 
     def _record(self, key: _ObsKey, start_ns: int, dur_ns: int, error: bool, trace_id: bytes) -> None:
         acc = self._obs.get(key)
@@ -351,7 +376,7 @@ class SpanPairer:
                 break
             del clients[key]
             self.counters["expired"] += 1
-            self._to_virtual(cl)
+            self._to_virtual(cl, key)
         servers = self._servers
         while servers:
             key = next(iter(servers))
@@ -472,8 +497,20 @@ def _key_of(raw: bytes) -> bytes:
         return b""
 
 
+def _kept_order(k: _Kept) -> tuple[int, bytes]:
+    return k[5], k[0]
+
+
 def _summary(tid: bytes, tr: list[Any]) -> TraceSummary:
+    """The summary of an open trace; its kept spans by start (then id), whatever order they came in."""
     start_ns, end_ns = tr[0], tr[1]
+    peers: dict[bytes, tuple[str, str]] = tr[11] or {}
+    kept = []
+    for sid, pid, service, name, kind, s_ns, e_ns, err in sorted(tr[10], key=_kept_order):
+        peer, peer_kind = peers.get(sid, (None, None))
+        kept.append(TraceSpan(sid.hex(), pid.hex() if pid else None, service, name,
+                              SPAN_KINDS[kind] if 0 <= kind < len(SPAN_KINDS) else SPAN_KINDS[0], s_ns / 1e9,
+                              max(0, e_ns - s_ns) / 1e9, err, peer, peer_kind))
     return TraceSummary(trace_id=tid.hex(), root_service=tr[5], root_name=tr[6], start=start_ns / 1e9,
                         duration=max(0, end_ns - start_ns) / 1e9, spans=tr[2], error=tr[3],
-                        services=tuple(sorted(tr[4])))
+                        services=tuple(sorted(tr[4])), kept_spans=tuple(kept))

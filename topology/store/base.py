@@ -178,11 +178,21 @@ class CatalogStore(abc.ABC):
         service, then key), at most ``limit``."""
 
     @abc.abstractmethod
-    async def record_traces(self, summaries: Sequence[TraceSummary]) -> None: ...
+    async def record_traces(self, summaries: Sequence[TraceSummary]) -> None:
+        """Keep each summary (one with the same id is replaced) twice: among the recent traces of each of
+        its services (without its spans; a bounded number per service) and in the store of recent traces
+        (with its kept spans), which holds at most ``Retention.traces`` traces, drops traces that started
+        more than ``Retention.trace_seconds`` before the newest one, and beyond its size the oldest (by
+        start, then id)."""
 
     @abc.abstractmethod
     async def recent_traces(self, name: str, limit: int) -> list[TraceSummary]:
-        """Newest first."""
+        """Newest first, without their spans."""
+
+    @abc.abstractmethod
+    async def trace(self, trace_id: str) -> TraceSummary | None:
+        """The trace with this id (lowercase hex) and its kept spans, if the store of recent traces
+        still holds it."""
 
     @abc.abstractmethod
     async def close(self) -> None: ...

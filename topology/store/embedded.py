@@ -45,7 +45,7 @@ def open_stores(
     try:
         for layer in ALL_LAYERS:
             layers[layer] = EmbeddedLayerStore(root / layer_file(layer), layer, retention, hot_minutes)
-        catalog = EmbeddedCatalogStore(root / "catalog.db")
+        catalog = EmbeddedCatalogStore(root / "catalog.db", retention)
     except BaseException:
         for s in layers.values():
             assert isinstance(s, EmbeddedLayerStore)

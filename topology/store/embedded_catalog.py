@@ -3,7 +3,9 @@
 Memory: every catalog entry, every known node (name, granularity, kind, app, layers, first/last
 seen), the sorted name lists per granularity, and each service's newest ``HEALTH_IN_MEMORY``
 health events. Older health events, change events and trace summaries are read from SQLite.
-Trace summaries are bounded: each service keeps its ``TRACES_PER_SERVICE`` newest.
+Trace summaries are bounded: each service keeps its ``TRACES_PER_SERVICE`` newest (without their
+spans). The store of recent traces (``trace_store``: one row per trace, with its kept spans) holds at
+most ``Retention.traces`` rows and none older than ``Retention.trace_seconds`` before the newest start.
 """
 
 from __future__ import annotations
@@ -14,12 +16,14 @@ import json
 import pathlib
 import sqlite3
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 
 from topology.catalog import HealthEvent, HealthState, HealthStatus, ServiceInfo, TraceSummary
 from topology.change import ChangeEvent
 from topology.model import Granularity, Layer, NodeInfo, NodeKind
 from topology.store.base import CatalogStore, ServiceFilter, StoreUnavailable
 from topology.store.embedded_db import Database
+from topology.timewindow import Retention
 
 TRACES_PER_SERVICE = 100
 HEALTH_IN_MEMORY = 256
@@ -36,6 +40,9 @@ CREATE TABLE IF NOT EXISTS traces(
   service TEXT NOT NULL, trace_id TEXT NOT NULL, start REAL NOT NULL, data TEXT NOT NULL,
   PRIMARY KEY(service, trace_id)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS traces_by_start ON traces(service, start, trace_id);
+CREATE TABLE IF NOT EXISTS trace_store(trace_id TEXT PRIMARY KEY, start REAL NOT NULL, data TEXT NOT NULL)
+  WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS trace_store_by_start ON trace_store(start, trace_id);
 CREATE TABLE IF NOT EXISTS changes(
   service TEXT NOT NULL, at REAL NOT NULL, key TEXT NOT NULL, data TEXT NOT NULL,
   PRIMARY KEY(service, at, key)) WITHOUT ROWID;
@@ -74,7 +81,8 @@ def _layers_text(layers: frozenset[Layer]) -> str:
 
 
 class EmbeddedCatalogStore(CatalogStore):
-    def __init__(self, path: pathlib.Path) -> None:
+    def __init__(self, path: pathlib.Path, retention: Retention | None = None) -> None:
+        self._retention = retention or Retention()
         self._db = Database(path, SCHEMA, None)
         self._lock = asyncio.Lock()
         self._services: dict[str, ServiceInfo] = {}
@@ -338,15 +346,25 @@ class EmbeddedCatalogStore(CatalogStore):
         if not summaries:
             return
         rows = []
+        kept = []
         touched: set[str] = set()
         for s in summaries:
-            data = json.dumps(s.to_dict(), separators=(",", ":"))
+            data = json.dumps(replace(s, kept_spans=()).to_dict(), separators=(",", ":"))
             for service in dict.fromkeys((s.root_service, *s.services)):
                 rows.append((service, s.trace_id, s.start, data))
                 touched.add(service)
+            kept.append((s.trace_id, s.start, json.dumps(s.to_dict(), separators=(",", ":"))))
+        size, seconds = self._retention.traces, self._retention.trace_seconds
 
         def write(c: sqlite3.Connection) -> None:
             c.executemany("INSERT OR REPLACE INTO traces VALUES (?,?,?,?)", rows)
+            c.executemany("INSERT OR REPLACE INTO trace_store VALUES (?,?,?)", kept)
+            c.execute("DELETE FROM trace_store WHERE start < (SELECT max(start) FROM trace_store) - ?",
+                      (seconds,))
+            c.execute(
+                "DELETE FROM trace_store WHERE (start, trace_id) <= (SELECT start, trace_id FROM trace_store "
+                "ORDER BY start DESC, trace_id DESC LIMIT 1 OFFSET ?)", (size,),
+            )
             for service in sorted(touched):
                 c.execute(
                     "DELETE FROM traces WHERE service=?1 AND (start, trace_id) < (SELECT start, trace_id "
@@ -368,6 +386,13 @@ class EmbeddedCatalogStore(CatalogStore):
             ).fetchall()
         )
         return [TraceSummary.from_dict(json.loads(d)) for (d,) in rows]
+
+    async def trace(self, trace_id: str) -> TraceSummary | None:
+        self._check()
+        rows = await self._db.read(
+            lambda c: c.execute("SELECT data FROM trace_store WHERE trace_id=?", (trace_id,)).fetchall()
+        )
+        return TraceSummary.from_dict(json.loads(rows[0][0])) if rows else None
 
     async def close(self) -> None:
         async with self._lock:

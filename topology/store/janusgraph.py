@@ -62,7 +62,8 @@ async def open_janusgraph_stores(
         )
         for layer in ALL_LAYERS
     }
-    catalog = JanusGraphCatalogStore(GremlinPool(endpoint, CATALOG_SOURCE, None, pool_size, request_timeout))
+    catalog = JanusGraphCatalogStore(GremlinPool(endpoint, CATALOG_SOURCE, None, pool_size, request_timeout),
+                                     retention)
     results = await asyncio.gather(
         *(s.ensure_ready() for s in layers.values()), catalog.ensure_ready(), return_exceptions=True
     )

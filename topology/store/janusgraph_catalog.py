@@ -9,6 +9,11 @@ Graph model (schema in :mod:`topology.store.janusgraph_schema`)::
     (svc) -change {cid, at, cdata}-> (svc)             one self-loop per change event, ``cid`` its key
                                                        (vertex-centric index by ``at``)
     (svc) -took {tstart}-> (trace {tid, data})         the newest TRACES_PER_SERVICE traces per service
+    (tracestore {hkey}) -keeps {xstart}-> (kept {xid, xdata})   the store of recent traces: one ``kept``
+                                                       vertex per trace (its summary and kept spans as
+                                                       JSON), bounded by ``Retention.traces`` and
+                                                       ``Retention.trace_seconds`` (vertex-centric
+                                                       index by ``xstart`` on the one hub vertex)
     (known {kkey, kname, kgran, kind, app, layers, first, last})   the registry of nodes seen in traffic
 
 Absent values are stored as sentinels (tier -1, empty strings) because JanusGraph properties
@@ -21,6 +26,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from gremlin_python.process.graph_traversal import GraphTraversal, __
@@ -34,10 +40,12 @@ from topology.model import Granularity, Layer, NodeInfo, NodeKind
 from topology.store.base import CatalogStore, ServiceFilter
 from topology.store.janusgraph_pool import GremlinPool
 from topology.store.janusgraph_schema import catalog_spec, ensure_schema
+from topology.timewindow import Retention
 
 log = logging.getLogger(__name__)
 
 TRACES_PER_SERVICE = 100
+_TRACE_STORE = {T.label: "tracestore", "hkey": "recent"}  # the hub of the store of recent traces
 
 
 def _names(names: Iterable[str]) -> list[str]:
@@ -70,7 +78,8 @@ def _node_from(r: dict[str, Any]) -> NodeInfo:
 
 
 class JanusGraphCatalogStore(CatalogStore):
-    def __init__(self, pool: GremlinPool) -> None:
+    def __init__(self, pool: GremlinPool, retention: Retention | None = None) -> None:
+        self._retention = retention or Retention()
         self._pool = pool
         self._g = Graph().traversal()
         self._ready = False
@@ -329,13 +338,22 @@ class JanusGraphCatalogStore(CatalogStore):
         if not summaries:
             return
         rows = []
+        kept = []
         touched: set[str] = set()
         for s in dict((x.trace_id, x) for x in summaries).values():
             services = list(dict.fromkeys((s.root_service, *s.services)))
             touched.update(services)
+            kept.append({
+                "xv": {T.label: "kept", "xid": s.trace_id},
+                "xd": {"xdata": json.dumps(s.to_dict(), separators=(",", ":"), ensure_ascii=False)},
+                "hub": _TRACE_STORE,
+                "em": {T.label: "keeps", Direction.OUT: Merge.out_v, Direction.IN: Merge.in_v},
+                "eb": {"xstart": float(s.start)},
+            })
+            summary = replace(s, kept_spans=())
             rows.append({
                 "tv": {T.label: "trace", "tid": s.trace_id},
-                "td": {"data": json.dumps(s.to_dict(), separators=(",", ":"), ensure_ascii=False)},
+                "td": {"data": json.dumps(summary.to_dict(), separators=(",", ":"), ensure_ascii=False)},
                 "svcs": [{T.label: "svc", "cname": n} for n in services],
                 "em": {T.label: "took", Direction.OUT: Merge.out_v, Direction.IN: Merge.in_v},
                 "eb": {"tstart": float(s.start)},
@@ -369,6 +387,41 @@ class JanusGraphCatalogStore(CatalogStore):
             if orphans:
                 ids = [long(int(x)) for x in orphans]
                 await self._run(self._g.V(*ids).not_(__.in_e("took")).drop())
+            await self._keep_traces(kept)
+
+    async def _keep_traces(self, rows: list[dict[str, Any]]) -> None:
+        """Write the store of recent traces, then bound it (by age, then by size)."""
+        await self._run(
+            self._g.inject(rows).unfold().as_("r")
+            .merge_v(__.select("r").select("xv"))
+            .option(Merge.on_create, __.select("r").select("xd"))
+            .option(Merge.on_match, __.select("r").select("xd")).as_("t")
+            .side_effect(
+                __.select("r").select("hub").merge_v(__.identity()).as_("h")
+                .select("r").merge_e(__.select("em"))
+                .option(Merge.out_v, __.select("h")).option(Merge.in_v, __.select("t"))
+                .option(Merge.on_create, __.select("r").select("eb"))
+                .option(Merge.on_match, __.select("r").select("eb"))
+            )
+            .count()
+        )
+        hub = self._g.V().has("tracestore", "hkey", _TRACE_STORE["hkey"])
+        newest = await self._run(hub.clone().out_e("keeps").order().by("xstart", Order.desc).limit(1)
+                                 .values("xstart"))
+        if newest:
+            cut = float(newest[0]) - self._retention.trace_seconds
+            await self._run(hub.clone().out_e("keeps").has("xstart", P.lt(cut)).in_v().drop())
+        size = self._retention.traces
+        counted = await self._run(hub.clone().out_e("keeps").count())
+        if counted and int(counted[0]) > size:
+            await self._run(
+                hub.clone().out_e("keeps").order().by("xstart", Order.desc)
+                .by(__.in_v().values("xid"), Order.desc).range_(size, -1).in_v().fold().unfold().drop()
+            )
+
+    async def trace(self, trace_id: str) -> TraceSummary | None:
+        rows = await self._run(self._g.V().has("kept", "xid", trace_id).values("xdata").limit(1))
+        return TraceSummary.from_dict(json.loads(rows[0])) if rows else None
 
     async def recent_traces(self, name: str, limit: int) -> list[TraceSummary]:
         if limit < 0:

@@ -144,20 +144,24 @@ def catalog_spec() -> dict[str, Any]:
             ("kind", "String"), ("app", "String"), ("layers", "String"), ("first", "Double"),
             ("last", "Double"), ("at", "Double"), ("hs", "String"), ("hr", "String"), ("tid", "String"),
             ("tstart", "Double"), ("info", "Boolean"), ("cid", "String"), ("cdata", "String"),
+            ("hkey", "String"), ("xid", "String"), ("xdata", "String"), ("xstart", "Double"),
         ],
-        vertex_labels=["svc", "known", "trace"],
-        edge_labels=["health", "took", "change"],
+        vertex_labels=["svc", "known", "trace", "tracestore", "kept"],
+        edge_labels=["health", "took", "change", "keeps"],
         composite=[
             ("svc_by_name", "vertex", ["cname"], "svc"),
             ("svc_with_info", "vertex", ["info"], "svc"),
             ("known_by_key", "vertex", ["kkey"], "known"),
             ("known_by_gran", "vertex", ["kgran"], "known"),
             ("trace_by_id", "vertex", ["tid"], "trace"),
+            ("tracestore_by_key", "vertex", ["hkey"], "tracestore"),
+            ("kept_by_id", "vertex", ["xid"], "kept"),
         ],
         vertex_centric=[
             ("health_by_at", "health", "OUT", "desc", "at"),
             ("took_by_start", "took", "OUT", "desc", "tstart"),
             ("change_by_at", "change", "OUT", "desc", "at"),
+            ("keeps_by_start", "keeps", "OUT", "desc", "xstart"),
         ],
     )
 
