@@ -62,7 +62,7 @@ def _ssl_context(s: KafkaSettings) -> ssl.SSLContext:
     from aiokafka.helpers import create_ssl_context
 
     try:
-        context = create_ssl_context(cafile=s.ca_file)
+        context: ssl.SSLContext = create_ssl_context(cafile=s.ca_file)
     except (OSError, ssl.SSLError) as e:
         raise ConfigError(f"KAFKA_SSL_CA_FILE: cannot load CA certificates from {s.ca_file}: {e}") from None
     if s.cert_file:
@@ -109,7 +109,8 @@ async def _probe(kafka: Kafka, within: float) -> list[str]:
 def _reason(s: KafkaSettings, e: BaseException) -> str:
     from aiokafka.errors import KafkaConnectionError, SaslAuthenticationFailed
 
-    text = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+    name, said = type(e).__name__, str(e)
+    text = said if name in said else f"{name}: {said}" if said else name  # Kafka errors name themselves
     if isinstance(e, SaslAuthenticationFailed):
         return f"refused the credentials of {s.username!r} ({s.sasl_mechanism}): {text}"
     if isinstance(e, ssl.SSLCertVerificationError):
@@ -117,7 +118,11 @@ def _reason(s: KafkaSettings, e: BaseException) -> str:
                 f"KAFKA_SSL_CHECK_HOSTNAME): {text}")
     if isinstance(e, ssl.SSLError):
         return f"failed the TLS handshake: {text}"
-    if isinstance(e, (KafkaConnectionError, TimeoutError)) and not s.tls:
+    closed = isinstance(e, (KafkaConnectionError, TimeoutError))
+    if closed and not s.tls:
         return (f"closed the connection of a {s.security_protocol} client: {text} (does the listener "
-                "want TLS or SASL? KAFKA_SECURITY_PROTOCOL)")
+                "want TLS or SASL, KAFKA_SECURITY_PROTOCOL?)")
+    if closed and s.security_protocol == "SSL" and not s.cert_file:
+        return (f"closed the connection of a TLS client without a certificate: {text} (does the listener "
+                "want a client certificate, KAFKA_SSL_CERT_FILE, or SASL, KAFKA_SECURITY_PROTOCOL?)")
     return text

@@ -10,8 +10,14 @@
 #   KAFKA_CONTROLLER_PORT  KRaft controller listener (default KAFKA_PORT + 1)
 #   KAFKA_HEAP             JVM heap options (default "-Xms256m -Xmx512m")
 #   KAFKA_WAIT_SECONDS     how long start waits for the broker to answer (default 90)
-# State lives under var/ (git-ignored): jars in var/kafka/lib, data in var/kafka/data[-PORT],
-# rendered config next to the data, pid and log files in var/run/.
+#   KAFKA_STATE_DIR        data, rendered config and logs (default var/kafka/state-PORT)
+#   KAFKA_RUN_DIR          pid and console log files (default var/run)
+#   KAFKA_EXTRA_CONFIG     a properties file appended to the rendered config (same placeholders;
+#                          a key set again there wins), e.g. a SASL_SSL listener
+#   KAFKA_SCRAM_FILE       a file of SCRAM credentials, one `SCRAM-SHA-256=[name=alice,password=...]`
+#                          a line, created when the storage is formatted (KRaft keeps them in metadata)
+# State lives under var/ (git-ignored): jars in var/kafka/lib (shared by every broker), data in
+# var/kafka/state-PORT, rendered config next to the data, pid and log files in var/run/.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -25,10 +31,12 @@ WAIT_SECONDS="${KAFKA_WAIT_SECONDS:-90}"
 
 if [ "$PORT" = "$DEFAULT_PORT" ]; then NAME=kafka; else NAME="kafka-$PORT"; fi
 LIB="$VAR/kafka/lib"
-STATE="$VAR/kafka/state-$PORT"
+STATE="${KAFKA_STATE_DIR:-$VAR/kafka/state-$PORT}"
+EXTRA_CONFIG="${KAFKA_EXTRA_CONFIG:-}"
+SCRAM_FILE="${KAFKA_SCRAM_FILE:-}"
 DATA="$STATE/data"
 CONFIG="$STATE/server.properties"
-RUN="$VAR/run"
+RUN="${KAFKA_RUN_DIR:-$VAR/run}"
 PIDFILE="$RUN/$NAME.pid"
 LOGFILE="$RUN/$NAME.log"
 JARS_STAMP="$LIB/.complete"
@@ -65,8 +73,14 @@ ensure_jars() {
 
 render_config() {
   mkdir -p "$DATA"
-  sed -e "s#@PORT@#$PORT#g" -e "s#@CONTROLLER_PORT@#$CONTROLLER_PORT#g" -e "s#@DATA_DIR@#$DATA#g" \
-    "$HERE/server.properties" >"$CONFIG.tmp"
+  local sources=("$HERE/server.properties")
+  if [ -n "$EXTRA_CONFIG" ]; then
+    [ -f "$EXTRA_CONFIG" ] || die "KAFKA_EXTRA_CONFIG: no file $EXTRA_CONFIG"
+    sources+=("$EXTRA_CONFIG")
+  fi
+  # Java properties: the last value of a key wins, so the extra file overrides the template.
+  cat "${sources[@]}" | sed -e "s#@PORT@#$PORT#g" -e "s#@CONTROLLER_PORT@#$CONTROLLER_PORT#g" \
+    -e "s#@DATA_DIR@#$DATA#g" >"$CONFIG.tmp"
   mv "$CONFIG.tmp" "$CONFIG"
 }
 
@@ -85,9 +99,16 @@ format_storage() {
   java_cmd
   cluster_id="$("${JAVA[@]}" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -1)"
   [ -n "$cluster_id" ] || die "StorageTool random-uuid printed nothing"
+  local scram=() line
+  if [ -n "$SCRAM_FILE" ]; then
+    [ -f "$SCRAM_FILE" ] || die "KAFKA_SCRAM_FILE: no file $SCRAM_FILE"
+    while IFS= read -r line || [ -n "$line" ]; do
+      [ -n "$line" ] && scram+=(--add-scram "$line")
+    done <"$SCRAM_FILE"
+  fi
   say "formatting storage in $DATA (cluster id $cluster_id)"
-  "${JAVA[@]}" kafka.tools.StorageTool format -t "$cluster_id" -c "$CONFIG" --ignore-formatted >/dev/null \
-    || die "StorageTool format failed"
+  "${JAVA[@]}" kafka.tools.StorageTool format -t "$cluster_id" -c "$CONFIG" --ignore-formatted \
+    "${scram[@]}" >/dev/null || die "StorageTool format failed"
 }
 
 start() {
