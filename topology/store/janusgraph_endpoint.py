@@ -73,10 +73,14 @@ class Endpoint:
 def _transport_class() -> type:
     """gremlinpython's aiohttp transport with the handshake bounded by :data:`CONNECT_TIMEOUT` (its
     own ``connect`` opens a session with aiohttp's default timeout of five minutes)."""
+    import asyncio
+
     import aiohttp
     from gremlin_python.driver.aiohttp.transport import AiohttpTransport
 
     class BoundedTransport(AiohttpTransport):  # type: ignore[misc]
+        _socket: Any = None
+
         def connect(self, url: str, headers: Any = None) -> None:
             async def connect() -> None:
                 # the timeout covers the handshake only: reads on the socket are not bounded by it
@@ -84,8 +88,27 @@ def _transport_class() -> type:
                     loop=self._loop, timeout=aiohttp.ClientTimeout(total=CONNECT_TIMEOUT))
                 self._websocket = await self._client_session.ws_connect(
                     url, **self._aiohttp_kwargs, headers=headers)
+                self._socket = self._websocket.get_extra_info("socket")
 
             self._loop.run_until_complete(connect())
+
+        def close(self) -> None:
+            # Over TLS the socket closes only after the close_notify exchange, some loop iterations
+            # after the WebSocket: let it finish before gremlinpython closes the loop (else the
+            # socket is left open).
+            async def settle() -> None:
+                for _ in range(100):
+                    if self._socket is None or self._socket.fileno() == -1:
+                        return
+                    await asyncio.sleep(0.01)
+
+            if self._socket is not None and not self._loop.is_closed():
+                if self._websocket is not None and not self._websocket.closed:
+                    self._loop.run_until_complete(self._websocket.close())
+                if self._client_session is not None and not self._client_session.closed:
+                    self._loop.run_until_complete(self._client_session.close())
+                self._loop.run_until_complete(settle())
+            super().close()
 
     return BoundedTransport
 

@@ -1,0 +1,271 @@
+"""JanusGraph over TLS with authentication, for real: a private JanusGraph Server started by
+``docker/janusgraph/dev.sh`` with a PKCS12 keystore (JANUSGRAPH_KEYSTORE) and one SASL user
+(JANUSGRAPH_AUTH_USERNAME), its certificate signed by a CA made here. The whole store contract runs
+against it over ``wss://`` with the credentials, configured the way a deployment configures it
+(``StoreSettings`` from ``JANUSGRAPH_*`` variables); a wrong password, no credentials, a plain
+``ws://`` client and a client that does not trust the CA are refused with one line, at once."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pathlib
+import shutil
+import socket
+import ssl
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+
+import pytest
+import trustme
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import (
+    BestAvailableEncryption,
+    load_pem_private_key,
+    pkcs12,
+)
+
+from tests.conftest import require
+from tests.janusgraph.test_contract import JanusGraphFactory
+from tests.store.contract import StoreContract, StoresFactory
+from topology.settings import ConfigError, StoreSettings, from_env
+from topology.store.base import StoreUnavailable
+from topology.store.janusgraph import open_janusgraph_stores
+from topology.store.janusgraph_endpoint import Endpoint, endpoint_from
+from topology.timewindow import Retention
+
+pytestmark = [pytest.mark.janusgraph, pytest.mark.slow]
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+DEV_SH = ROOT / "docker" / "janusgraph" / "dev.sh"
+USER = "topology"
+PASSWORD = "pä55 'w\"rd: {x}"  # YAML- and shell-hostile on purpose: dev.sh must pass it through intact
+# Refusals answer at once; this only keeps a regression from hanging the suite.
+REFUSAL_TIMEOUT = 60.0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _secret_file(path: pathlib.Path, text: str) -> str:
+    path.write_text(text + "\n", encoding="utf-8")
+    path.chmod(0o600)
+    return str(path)
+
+
+@dataclass(frozen=True)
+class SecureServer:
+    url: str
+    port: int
+    ca_file: str  # the CA that signed the server's certificate
+    other_ca_file: str  # a CA that signed nothing of the server's
+    password_file: str
+    wrong_password_file: str
+
+    def env(self, **changes: str | None) -> dict[str, str]:
+        """The client variables of a deployment using this server; ``None`` unsets one."""
+        env = {"TOPOLOGY_STORE": "janusgraph", "JANUSGRAPH_URL": self.url, "JANUSGRAPH_USERNAME": USER,
+               "JANUSGRAPH_PASSWORD_FILE": self.password_file, "JANUSGRAPH_CA_FILE": self.ca_file}
+        for k, v in changes.items():
+            if v is None:
+                env.pop(k, None)
+            else:
+                env[k] = v
+        return env
+
+    def endpoint(self, **changes: str | None) -> Endpoint:
+        return endpoint_from(from_env(StoreSettings, self.env(**changes)))
+
+
+def _make_certificates(tmp: pathlib.Path) -> tuple[str, str, str, str]:
+    """(keystore, keystore password file, CA file, other CA file): the server's key and chain in a
+    password-protected PKCS12 keystore, as JanusGraph's ``ssl.keyStore`` takes it."""
+    ca = trustme.CA()
+    leaf = ca.issue_cert("127.0.0.1", "localhost")
+    key = load_pem_private_key(leaf.private_key_pem.bytes(), password=None)
+    chain = [x509.load_pem_x509_certificate(pem.bytes()) for pem in leaf.cert_chain_pems]
+    store_password = "keystore-" + os.urandom(6).hex()
+    keystore = tmp / "server.p12"
+    keystore.write_bytes(pkcs12.serialize_key_and_certificates(
+        b"janusgraph", key, chain[0], chain[1:], BestAvailableEncryption(store_password.encode())))
+    keystore.chmod(0o600)
+    ca_file, other_ca_file = tmp / "ca.pem", tmp / "other-ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    trustme.CA().cert_pem.write_to_path(str(other_ca_file))
+    store_password_file = _secret_file(tmp / "keystore.pass", store_password)
+    return str(keystore), store_password_file, str(ca_file), str(other_ca_file)
+
+
+def _dev(action: str, env: dict[str, str]) -> None:
+    done = subprocess.run(["bash", str(DEV_SH), action], env=env, capture_output=True, text=True, timeout=300)
+    if done.returncode != 0:
+        raise RuntimeError(f"dev.sh {action} failed ({done.returncode}): {done.stderr[-2000:]}")
+
+
+@pytest.fixture(scope="module")
+def secure_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureServer]:
+    require(shutil.which("java") is not None and shutil.which("mvn") is not None, "java and maven")
+    tmp = tmp_path_factory.mktemp("janusgraph-secure")
+    keystore, keystore_password, ca_file, other_ca_file = _make_certificates(tmp)
+    port = _free_port()
+    instance = f"secure{os.getpid()}"
+    server = SecureServer(
+        url=f"wss://127.0.0.1:{port}/gremlin", port=port, ca_file=ca_file, other_ca_file=other_ca_file,
+        password_file=_secret_file(tmp / "user.pass", PASSWORD),
+        wrong_password_file=_secret_file(tmp / "wrong.pass", PASSWORD + "x"),
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JANUSGRAPH_")}
+    env.update(
+        JANUSGRAPH_INSTANCE=instance, JANUSGRAPH_PORT=str(port), JANUSGRAPH_HEAP="512m", BACKEND="inmemory",
+        JANUSGRAPH_KEYSTORE=keystore, JANUSGRAPH_KEYSTORE_PASSWORD_FILE=keystore_password,
+        JANUSGRAPH_AUTH_USERNAME=USER, JANUSGRAPH_AUTH_PASSWORD_FILE=server.password_file,
+        JANUSGRAPH_CA_FILE=ca_file,  # the readiness probe verifies the server with it
+    )
+    try:
+        _dev("start", env)
+    except RuntimeError as e:
+        require(False, f"a JanusGraph server with TLS and authentication ({e})")
+    try:
+        yield server
+    finally:
+        _dev("stop", env)
+        for suffix in ("log", "state", "pid"):
+            (ROOT / "var" / "run" / f"janusgraph-{instance}.{suffix}").unlink(missing_ok=True)
+        shutil.rmtree(ROOT / "var" / "janusgraph" / instance, ignore_errors=True)
+
+
+# --- (a) the store contract over wss:// with credentials -----------------------------------------
+
+class TestSecureJanusGraphStore(StoreContract):
+    @pytest.fixture
+    async def stores_factory(self, secure_server: SecureServer) -> AsyncIterator[StoresFactory]:
+        factory = JanusGraphFactory(secure_server.url)
+        factory.url = secure_server.endpoint()  # type: ignore[assignment]  # either works
+        yield factory
+        await factory.close()
+
+
+async def test_the_settings_opener_connects_with_tls_and_credentials(secure_server: SecureServer) -> None:
+    settings = from_env(StoreSettings, secure_server.env())
+    assert "pä55" not in repr(settings)  # the password stays out of logs
+    stores = await settings.open()
+    try:
+        for layer in stores.layers.values():
+            await layer.ping()
+        await stores.catalog.ping()
+    finally:
+        await stores.close()
+
+
+# --- (b)-(d) refusals: one line, at once ---------------------------------------------------------
+
+async def _refusal(endpoint: Endpoint) -> str:
+    with pytest.raises(StoreUnavailable) as err:
+        async with asyncio.timeout(REFUSAL_TIMEOUT):
+            await open_janusgraph_stores(endpoint, Retention(), pool_size=1, require=True)
+    text = str(err.value)
+    assert "\n" not in text and "Traceback" not in text
+    return text
+
+
+async def test_a_wrong_password_is_refused_clearly(secure_server: SecureServer) -> None:
+    text = await _refusal(secure_server.endpoint(JANUSGRAPH_PASSWORD_FILE=secure_server.wrong_password_file))
+    assert f"refused the credentials of user '{USER}'" in text
+    assert "pä55" not in text
+
+
+async def test_a_client_without_credentials_is_told_to_give_them(secure_server: SecureServer) -> None:
+    text = await _refusal(secure_server.endpoint(JANUSGRAPH_USERNAME=None, JANUSGRAPH_PASSWORD_FILE=None))
+    assert "requires a user name and password" in text
+
+
+async def test_a_plain_ws_client_on_the_tls_port_fails_clearly(secure_server: SecureServer) -> None:
+    plain = f"ws://127.0.0.1:{secure_server.port}/gremlin"
+    text = await _refusal(secure_server.endpoint(JANUSGRAPH_URL=plain, JANUSGRAPH_CA_FILE=None))
+    assert "use a wss:// URL" in text
+
+
+async def test_a_server_signed_by_an_untrusted_ca_is_refused(secure_server: SecureServer) -> None:
+    text = await _refusal(secure_server.endpoint(JANUSGRAPH_CA_FILE=secure_server.other_ca_file))
+    assert "TLS certificate is not trusted" in text and "JANUSGRAPH_CA_FILE" in text
+
+
+async def test_without_a_ca_file_the_system_trust_store_does_not_know_the_server(
+        secure_server: SecureServer) -> None:
+    text = await _refusal(secure_server.endpoint(JANUSGRAPH_CA_FILE=None))
+    assert "TLS certificate is not trusted" in text
+
+
+def test_the_readiness_probe_logs_in_and_a_wrong_password_makes_it_fail(secure_server: SecureServer) -> None:
+    probe = ROOT / "docker" / "janusgraph" / "probe.py"
+    base = {k: v for k, v in os.environ.items() if not k.startswith("JANUSGRAPH_")}
+
+    def run(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(ROOT / ".venv" / "bin" / "python"), str(probe), secure_server.url],
+                              env={**base, **env}, capture_output=True, text=True, timeout=120)
+
+    good = {k: v for k, v in secure_server.env().items() if k != "TOPOLOGY_STORE"}
+    assert run(good).returncode == 0
+    refused = run({**good, "JANUSGRAPH_PASSWORD_FILE": secure_server.wrong_password_file})
+    assert refused.returncode == 1 and "Username and/or password are incorrect" in refused.stderr
+
+
+# --- (e) configuration mistakes: one line naming the variable, before any connection --------------
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"JANUSGRAPH_PASSWORD": "p"}, "JANUSGRAPH_USERNAME: a JanusGraph password needs its user name"),
+        ({"JANUSGRAPH_PASSWORD_FILE": "/nowhere"}, "JANUSGRAPH_USERNAME: a JanusGraph password needs"),
+        ({"JANUSGRAPH_USERNAME": "u"}, "JANUSGRAPH_PASSWORD_FILE: the JanusGraph user needs a password"),
+        ({"JANUSGRAPH_USERNAME": "u", "JANUSGRAPH_PASSWORD": "p", "JANUSGRAPH_PASSWORD_FILE": "/f"},
+         "JANUSGRAPH_PASSWORD_FILE: give the password once"),
+        ({"JANUSGRAPH_CA_FILE": "/ca.pem"}, "JANUSGRAPH_CA_FILE: TLS files need a wss:// JANUSGRAPH_URL"),
+        ({"JANUSGRAPH_CERT_FILE": "/c.pem"}, "JANUSGRAPH_CERT_FILE: TLS files need a wss://"),
+        ({"JANUSGRAPH_URL": "wss://h:1/gremlin", "JANUSGRAPH_KEY_FILE": "/k.pem"},
+         "JANUSGRAPH_CERT_FILE: a client key needs its certificate"),
+        ({"JANUSGRAPH_URL": "https://h:1/gremlin"}, "JANUSGRAPH_URL: expected a ws:// or wss:// URL"),
+    ],
+)
+def test_inconsistent_settings_are_one_line_errors(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        from_env(StoreSettings, {"TOPOLOGY_STORE": "janusgraph", **env})
+    assert str(err.value).startswith(message) and "\n" not in str(err.value)
+
+
+def test_files_that_cannot_be_read_are_one_line_errors(tmp_path: pathlib.Path) -> None:
+    wss = {"TOPOLOGY_STORE": "janusgraph", "JANUSGRAPH_URL": "wss://127.0.0.1:1/gremlin"}
+    not_pem = tmp_path / "not.pem"
+    not_pem.write_text("hello\n")
+    empty = tmp_path / "empty.pass"
+    empty.write_text("\n")
+    cases = [
+        ({"JANUSGRAPH_USERNAME": "u", "JANUSGRAPH_PASSWORD_FILE": str(tmp_path / "missing")},
+         "JANUSGRAPH_PASSWORD_FILE: cannot read"),
+        ({"JANUSGRAPH_USERNAME": "u", "JANUSGRAPH_PASSWORD_FILE": str(empty)}, "JANUSGRAPH_PASSWORD_FILE:"),
+        ({"JANUSGRAPH_CA_FILE": str(tmp_path / "missing.pem")}, "JANUSGRAPH_CA_FILE: cannot read"),
+        ({"JANUSGRAPH_CA_FILE": str(not_pem)}, "JANUSGRAPH_CA_FILE:"),
+        ({"JANUSGRAPH_CERT_FILE": str(not_pem)}, "JANUSGRAPH_CERT_FILE:"),
+    ]
+    for env, message in cases:
+        with pytest.raises(ConfigError) as err:
+            endpoint_from(from_env(StoreSettings, {**wss, **env}))
+        assert str(err.value).startswith(message) and "\n" not in str(err.value), env
+
+
+def test_the_password_file_keeps_everything_but_the_final_newline(tmp_path: pathlib.Path) -> None:
+    path = _secret_file(tmp_path / "p", " spaced ")
+    env = {"TOPOLOGY_STORE": "janusgraph", "JANUSGRAPH_USERNAME": "u", "JANUSGRAPH_PASSWORD_FILE": path}
+    endpoint = endpoint_from(from_env(StoreSettings, env))
+    assert (endpoint.username, endpoint.password, endpoint.ssl) == ("u", " spaced ", None)
+    assert " spaced " not in repr(endpoint)
+
+
+def test_a_ca_file_makes_a_verifying_tls_context(secure_server: SecureServer) -> None:
+    context = secure_server.endpoint().ssl
+    assert isinstance(context, ssl.SSLContext)
+    assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
