@@ -10,7 +10,8 @@ jars shared with the dev broker) on free ports, its state and certificates in a 
 
 A CA and the broker's certificate (for 127.0.0.1 and localhost) are made here (trustme, on
 ``cryptography``), the key in PKCS#8 as Kafka's PEM key store wants it. The clients under test are
-the project's own: topics by ``ensure_topics``, records by the publisher, read by the stage workers.
+the project's own: topics by ``ensure_topics``, records by the publisher (and ``simulate --kafka``, and
+the agent's sink), read by the stage workers, the terminal workers as ``serve --kafka`` makes them.
 """
 
 from __future__ import annotations
@@ -31,11 +32,15 @@ import trustme
 from aiokafka.errors import KafkaConnectionError
 from cryptography.hazmat.primitives import serialization
 
+from agent.outbox import FLOWS, Message, SinkError
+from agent.sink import KafkaSink as AgentSink
 from ingest.publisher import publish_simulation
 from ingest.security import explain
 from ingest.topics import Topics, delete_prefixed, ensure_topics
+from ingest.worker import WorkerOptions
+from service.consumers import TERMINAL, Consumers
 from tests.conftest import require
-from tests.kafka.harness import InProcess, app_edges, free_port, truth_pairs, until
+from tests.kafka.harness import TEST_OPTIONS, InProcess, app_edges, free_port, truth_pairs, until
 from topology.model import Layer
 from topology.settings import KafkaSettings
 from topology.store.embedded import open_stores
@@ -214,6 +219,47 @@ def test_simulate_publishes_over_sasl_plain_from_the_environment(secure_broker: 
             await delete_prefixed(kafka, topics.prefix)
 
     asyncio.run(read_back())
+
+
+async def test_serve_kafka_workers_take_the_security_of_their_options(secure_broker: SecureBroker, label: str,
+                                                                      tmp_path: Path) -> None:
+    """As ``serve --kafka`` makes them (service/server.py): bare bootstrap servers, and the worker
+    options built from the command's KafkaSettings."""
+    kafka = secure_broker.sasl("SCRAM-SHA-512", "carol")
+    topics = Topics(f"{label}.")
+    stores = open_stores(tmp_path / "store")
+    consumers = Consumers(stores, kafka.bootstrap, topics, partitions=1,
+                          options=WorkerOptions(bootstrap=kafka, **TEST_OPTIONS))
+    try:
+        consumers.start()
+        every = {f"{layer}-{stage}": "consuming" for stage, layer in TERMINAL}
+        await until(lambda: consumers.status() == every, 90, "the terminal workers consuming over SASL_SSL")
+    finally:
+        await consumers.stop()
+        await stores.close()
+        await delete_prefixed(kafka, topics.prefix)
+
+
+async def test_the_agent_sink_sends_over_sasl_ssl_and_says_why_it_cannot(secure_broker: SecureBroker,
+                                                                        label: str) -> None:
+    kafka = secure_broker.sasl("SCRAM-SHA-256", "alice")
+    topics = Topics(f"{label}.")
+    await ensure_topics(kafka, topics, partitions=1, only=[topics.flows])
+    message = Message(FLOWS, b"not decoded by the sink", 1)
+    try:
+        sink = AgentSink(kafka, topics, "host-a", timeout=FAIL_WITHIN / 2)
+        try:
+            await sink(message)  # acknowledged by the broker (acks=all)
+        finally:
+            await sink.close()
+        refused = secure_broker.sasl("SCRAM-SHA-256", "alice",
+                                     password_file=secure_broker.password_file("alice", "not-it"))
+        wrong = AgentSink(refused, topics, "host-a", timeout=FAIL_WITHIN / 2)
+        with pytest.raises(SinkError, match="refused the credentials of 'alice'"):
+            await wrong(message)
+        await wrong.close()
+    finally:
+        await delete_prefixed(kafka, topics.prefix)
 
 
 async def test_mutual_tls_with_a_client_certificate(secure_broker: SecureBroker, label: str) -> None:
