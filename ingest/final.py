@@ -23,6 +23,7 @@ from topology.admit import SCHEMA, admit_health, reason
 from topology.catalog import TraceSummary
 from topology.health import HealthBook
 from topology.model import EdgePartial, EdgeWindow
+from topology.servicegraph import ServiceGraph
 from topology.stages.final import FinalStage
 from topology.store.base import Stores
 from topology.store.persist import by_layer, persist
@@ -33,7 +34,10 @@ class FinalSpec(StageSpec):
     terminal = True
 
     def __init__(self, layer: str, topics: Topics, stores: Stores, window_seconds: int = 60,
-                 grace_seconds: int = 120, lateness: float = 5.0, provisional_refresh: float = 30.0) -> None:
+                 grace_seconds: int = 120, lateness: float = 5.0, provisional_refresh: float = 30.0,
+                 service_graph: ServiceGraph | None = None) -> None:
+        """``service_graph``: where the TRACE layer's finalised windows are counted (the worker's
+        ``traces_service_graph_*`` metrics, :mod:`topology.servicegraph`)."""
         self.layer = layer
         self.topics = topics
         self.stores = stores
@@ -42,6 +46,7 @@ class FinalSpec(StageSpec):
         self.lateness = lateness
         self.provisional_refresh = provisional_refresh
         self.health = HealthBook()
+        self.service_graph = service_graph if layer == "trace" else None
 
     def global_topics(self) -> tuple[str, ...]:
         return (self.topics.health,)
@@ -59,11 +64,12 @@ class FinalSpec(StageSpec):
         return {"health": self.health}
 
     def new_partition(self, tp: Partition, state: Any) -> PartitionLogic:
+        graph = (self.service_graph, f"{tp.topic}/{tp.partition}") if self.service_graph else None
         if isinstance(state, FinalStage):
             state.refresh_seconds = self.provisional_refresh
-            return _Final(state, self.lateness)
+            return _Final(state, self.lateness, graph)
         stage = FinalStage(self.window_seconds, self.grace_seconds, self.health, self.provisional_refresh)
-        return _Final(stage, self.lateness)
+        return _Final(stage, self.lateness, graph)
 
     async def write(self, outputs: Sequence[Any]) -> int:
         windows = by_layer(o for o in outputs if isinstance(o, EdgeWindow))
@@ -71,9 +77,11 @@ class FinalSpec(StageSpec):
 
 
 class _Final(PartitionLogic):
-    def __init__(self, stage: FinalStage, lateness: float) -> None:
+    def __init__(self, stage: FinalStage, lateness: float,
+                 graph: tuple[ServiceGraph, str] | None = None) -> None:
         self.stage = stage
         self.lateness = lateness
+        self.graph = graph  # (where finalised windows are counted, this partition's name there)
         self.summaries: list[TraceSummary] = []
 
     def add(self, record: Record, items: list[Any] | None, now: float) -> Added:
@@ -90,13 +98,17 @@ class _Final(PartitionLogic):
         return Added(None, len(partials))
 
     def flush(self, now: float, checkpoint: bool) -> list[Any]:
-        return self._with_summaries(self.stage.flush(now - self.lateness))
+        wm = now - self.lateness
+        return self._with_summaries(self.stage.flush(wm), wm)
 
     def early(self, now: float) -> list[Any]:
         """Open windows as they stand, by the stage's provisional rules (new edges, held refreshes)."""
-        return self._with_summaries(self.stage.flush(now - self.lateness, provisional=True))
+        wm = now - self.lateness
+        return self._with_summaries(self.stage.flush(wm, provisional=True), wm)
 
-    def _with_summaries(self, windows: list[EdgeWindow]) -> list[Any]:
+    def _with_summaries(self, windows: list[EdgeWindow], watermark: float) -> list[Any]:
+        if self.graph is not None:  # complete windows only; a replayed one adds what grew
+            self.graph[0].observe(windows, watermark, self.graph[1])
         out: list[Any] = list(windows)
         if self.summaries:
             out.extend(self.summaries)

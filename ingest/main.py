@@ -36,6 +36,7 @@ from ingest.metrics import DEFAULT_METRICS_PORT, WorkerMetrics
 from ingest.security import Kafka, explain, servers
 from ingest.topics import Topics, ensure_topics
 from ingest.worker import Worker, WorkerOptions
+from topology.servicegraph import ServiceGraph
 from topology.settings import (
     ConfigError,
     KafkaSettings,
@@ -55,8 +56,10 @@ LAYERS = ("network", "ipc", "trace", "meta")
 
 
 def build_spec(stage: int, layer: str, topics: Topics, stores: Stores | None,
-               settings: dict[str, Any] | None = None) -> StageSpec:
-    """The stage spec of (stage, layer). ``settings`` tune windows: lateness, grace, trace_wait."""
+               settings: dict[str, Any] | None = None,
+               service_graph: ServiceGraph | None = None) -> StageSpec:
+    """The stage spec of (stage, layer). ``settings`` tune windows: lateness, grace, trace_wait;
+    ``service_graph`` counts what TRACE stage 3 finalises (:mod:`topology.servicegraph`)."""
     s = dict(settings or {})
     lateness = float(s.get("lateness", 5.0))
     grace = int(s.get("grace", 120))
@@ -72,7 +75,8 @@ def build_spec(stage: int, layer: str, topics: Topics, stores: Stores | None,
         from ingest.final import FinalSpec
 
         extra = float(s.get("trace_wait", 10.0)) if layer == "trace" else 0.0
-        return FinalSpec(layer, topics, stores, grace_seconds=grace, lateness=lateness + extra)
+        return FinalSpec(layer, topics, stores, grace_seconds=grace, lateness=lateness + extra,
+                         service_graph=service_graph)
     if layer == "network":
         from ingest.network import NetworkStage1Spec, NetworkStage2Spec
 
@@ -97,7 +101,8 @@ def build_spec(stage: int, layer: str, topics: Topics, stores: Stores | None,
 
 def build_worker(stage: int, layer: str, topics: Topics, stores: Stores | None, options: WorkerOptions,
                  settings: dict[str, Any] | None = None, metrics: WorkerMetrics | None = None) -> Worker:
-    spec = build_spec(stage, layer, topics, stores, settings)
+    metrics = metrics or WorkerMetrics()
+    spec = build_spec(stage, layer, topics, stores, settings, metrics.service_graph)
     if layer == "meta":
         stage = 1
     return Worker(spec, topics.group(layer, stage), topics.state(layer, stage), topics.dlq, options, metrics)

@@ -34,8 +34,10 @@ name                                         type       labels                  
 ===========================================  =========  ==============================  =====
 
 (``topic`` and ``partition`` of the lag are bounded by the topic layout, :mod:`ingest.topics`.)
-A worker's endpoint also serves the ``process_*`` and ``python_*`` metrics of its process. The
-README's "Metrics" section says what each one counts.
+A worker's endpoint also serves the ``process_*`` and ``python_*`` metrics of its process, and a
+TRACE stage-3 worker's the Tempo-compatible ``traces_service_graph_*`` families and
+``topology_service_graph_folded_total`` (:mod:`topology.servicegraph`, :class:`ServiceGraphCollector`).
+The README's "Metrics" section says what each one counts.
 
 Each worker process gets its own registry (several workers may share it, told apart by ``layer``
 and ``stage``). The endpoint listens on :data:`DEFAULT_METRICS_HOST` (every interface, so that
@@ -63,14 +65,16 @@ from prometheus_client import (
     disable_created_metrics,
     start_http_server,
 )
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from topology.admit import reason_class
+from topology.servicegraph import FAILED_TOTAL, HISTOGRAMS, REQUEST_TOTAL, ServiceGraph
+from topology.servicegraph import LABELS as GRAPH_LABELS
 
 __all__ = ["DEAD_LETTERS", "DEFAULT_METRICS_HOST", "DEFAULT_METRICS_PORT", "DURATION_BUCKETS", "ITEMS_IN",
-           "ITEMS_OUT", "LEVELS", "RECORDS", "SHARED", "STAGE_EVENTS", "Family", "WorkerMetrics",
-           "add_process_collectors"]
+           "ITEMS_OUT", "LEVELS", "RECORDS", "SHARED", "STAGE_EVENTS", "Family", "ServiceGraphCollector",
+           "WorkerMetrics", "add_process_collectors"]
 
 log = logging.getLogger("ingest.metrics")
 
@@ -168,6 +172,9 @@ class WorkerMetrics:
         self.registry = CollectorRegistry()
         add_process_collectors(self.registry)
         self.registry.register(_Registry(self.ingest))
+        #: What this process's TRACE stage-3 workers finalise (:mod:`topology.servicegraph`).
+        self.service_graph = ServiceGraph()
+        self.registry.register(ServiceGraphCollector([self.service_graph]))
         # per worker: the stage logics seen at the last count, each with the counts it had then
         self._seen: dict[str, dict[int, tuple[Any, Mapping[str, int]]]] = {}
         self._server: WSGIServer | None = None
@@ -233,3 +240,53 @@ class _Registry(Collector):
 
     def collect(self) -> Iterable[Any]:
         return self._registry.collect()
+
+
+FOLDED = "topology_service_graph_folded"
+
+
+class ServiceGraphCollector(Collector):
+    """The ``traces_service_graph_*`` families of some :class:`ServiceGraph` objects (series with the
+    same labels added up) and ``topology_service_graph_folded_total``, read at scrape time."""
+
+    def __init__(self, graphs: Iterable[ServiceGraph] = ()) -> None:
+        self.graphs = list(graphs)
+
+    def add(self, graph: ServiceGraph) -> None:
+        self.graphs.append(graph)
+
+    def collect(self) -> Iterable[Metric]:
+        requests = CounterMetricFamily(REQUEST_TOTAL, "Calls between two services (Tempo's service-graph "
+                                       "metric), counted when stage 3 finalises a TRACE window",
+                                       labels=GRAPH_LABELS)
+        failed = CounterMetricFamily(FAILED_TOTAL, "Calls between two services that failed (span status "
+                                     "ERROR)", labels=GRAPH_LABELS)
+        seconds = [HistogramMetricFamily(name, "Call duration (from the window's latency sketch)",
+                                         labels=GRAPH_LABELS) for name in HISTOGRAMS]
+        folded = CounterMetricFamily(FOLDED, "TRACE windows counted under client=server=\"other\" because "
+                                     "the service graph had as many (client, server) pairs as it keeps")
+        merged: dict[tuple[str, str, str], list[Any]] = {}
+        bounds: tuple[float, ...] = ()
+        for graph in self.graphs:
+            bounds = bounds or graph.bounds
+            if graph.bounds != bounds:  # one histogram layout per family
+                log.warning("service graphs with other buckets left out of /metrics")
+                continue
+            for series in graph.series():
+                into = merged.setdefault(series.labels, [0, 0, [0] * len(series.buckets), 0.0])
+                into[0] += series.requests
+                into[1] += series.failed
+                into[2] = [a + b for a, b in zip(into[2], series.buckets, strict=True)]
+                into[3] += series.seconds
+        for labels, (n, bad, buckets, total) in sorted(merged.items()):
+            requests.add_metric(labels, n)
+            failed.add_metric(labels, bad)
+            cumulative: list[tuple[str, float]] = []
+            acc = 0
+            for le, count in zip((*(repr(b) for b in bounds), "+Inf"), buckets, strict=True):
+                acc += count
+                cumulative.append((le, acc))
+            for family in seconds:
+                family.add_metric(labels, cumulative, total)
+        folded.add_metric([], sum(g.counters["folded"] for g in self.graphs))
+        return [requests, failed, *seconds, folded]

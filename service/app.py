@@ -63,6 +63,7 @@ from service.observability import (
     MetricsExtension,
     RouteMetrics,
     global_tracer_provider,
+    runtime_service_graph,
     timed_stores,
     tracer_provider_for,
 )
@@ -193,6 +194,7 @@ def create_app(
         metrics.add_ingest(source)
     if consumers is not None:
         metrics.add_ingest(consumers.metrics.ingest)
+        metrics.add_service_graph(consumers.metrics.service_graph)
 
     owned: TracerProvider | None = None
     provider: trace.TracerProvider | None = tracer_provider
@@ -210,6 +212,7 @@ def create_app(
     feed = ChangeFeed(clock, config.max_subscriptions, config.max_connection_subscriptions)
     if isinstance(source, Runtime):  # live updates as stage 3 writes (subscriptions poll otherwise)
         source.flushed.append(feed.notify)
+        source.flushed.append(runtime_service_graph(metrics))  # Grafana's service-graph metrics
     graphql = _GraphQL(
         served, config, metrics, clock, feed,
         schema=schema,

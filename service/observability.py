@@ -22,6 +22,12 @@ value comes from a small fixed set:
                                                            workers use (:mod:`ingest.metrics`), from
                                                            the embedded runtime and the in-process
                                                            Kafka workers, when the app has them
+``topology_service_graph_folded_total``         counter    TRACE windows counted under ``other``: more
+                                                           (client, server) pairs than the service graph
+                                                           keeps (:mod:`topology.servicegraph`)
+``traces_service_graph_*``                      various    Tempo's service-graph families (Grafana's
+                                                           service graph), from the embedded runtime and
+                                                           the in-process Kafka TRACE stage 3
 ``process_*``, ``python_*``                     various    the process (CPU, memory, descriptors) and
                                                            the interpreter (version, garbage collector)
 ==============================================  =========  ==========================================
@@ -60,16 +66,19 @@ from ingest.metrics import (
     ITEMS_OUT,
     RECORDS,
     STAGE_EVENTS,
+    ServiceGraphCollector,
     add_process_collectors,
 )
 from service.config import ServiceConfig
 from service.limits import REASONS as REFUSALS
 from topology.admit import OTHER, REASON_CLASSES
 from topology.model import Layer
+from topology.pipeline import PipelineOutput
+from topology.servicegraph import ServiceGraph
 from topology.store.base import CatalogStore, LayerStore, Stores
 
 __all__ = ["ERROR_CODES", "MAX_OPERATIONS", "IngestCollector", "Metrics", "MetricsExtension", "RouteMetrics",
-           "timed_stores", "tracer_provider_for"]
+           "runtime_service_graph", "timed_stores", "tracer_provider_for"]
 
 log = logging.getLogger("service.observability")
 
@@ -106,6 +115,8 @@ class Metrics:
             self.refused.labels(refusal)
         self.ingest = IngestCollector()
         r.register(self.ingest)
+        self.service_graph = ServiceGraphCollector()  # the graphs are added with add_service_graph
+        r.register(self.service_graph)
         self._operations: set[str] = set()
 
     def operation_label(self, name: str | None) -> str:
@@ -127,6 +138,10 @@ class Metrics:
         the Kafka workers' metrics (:attr:`ingest.metrics.WorkerMetrics.ingest`)."""
         self.ingest.add(source)
 
+    def add_service_graph(self, graph: ServiceGraph) -> None:
+        """Expose the ``traces_service_graph_*`` counts of ``graph`` (:mod:`topology.servicegraph`)."""
+        self.service_graph.add(graph)
+
 
 # An embedded input kind -> the layer whose stage 1 takes it in Kafka mode.
 _KIND_LAYER = {"flows": "network", "vpcflows": "network", "metrics": "ipc", "spans": "trace",
@@ -136,6 +151,18 @@ _STAGE_OF = {"network_stage1": ("network", "1", ""), "network_vpc": ("network", 
              "network_stage2": ("network", "2", ""), "ipc_stage1": ("ipc", "2", ""),
              "ipc_stage2": ("ipc", "2", "stage2_"), "trace_pairing": ("trace", "2", ""),
              "final": ("all", "3", "")}
+
+
+def runtime_service_graph(metrics: Metrics) -> Callable[[PipelineOutput], None]:
+    """A listener for :attr:`service.runtime.Runtime.flushed`: counts the TRACE windows each flush
+    completes in a service graph that ``metrics`` exposes (:mod:`topology.servicegraph`)."""
+    graph = ServiceGraph()
+    metrics.add_service_graph(graph)
+
+    def count(out: PipelineOutput) -> None:
+        graph.observe(out.windows.get(Layer.TRACE, ()), out.watermark, "embedded")
+
+    return count
 
 
 class IngestCollector(Collector):

@@ -55,6 +55,8 @@ class PipelineOutput:
     windows: dict[Layer, list[EdgeWindow]] = field(default_factory=dict)
     nodes: list[NodeInfo] = field(default_factory=list)
     traces: list[TraceSummary] = field(default_factory=list)
+    #: stage 3's watermark: windows ending at or before it are complete, later ones provisional
+    watermark: float = float("-inf")
 
     @property
     def empty(self) -> bool:
@@ -118,7 +120,7 @@ class Pipeline:
         self.final.add(self.ipc2.process(self.ipc1.flush(wm)))
         self.final.add(self.pairer.flush(now))
         windows = by_layer(self.final.flush(wm, provisional=cfg.provisional))
-        return PipelineOutput(windows, nodes_of(windows), self.pairer.take_trace_summaries())
+        return PipelineOutput(windows, nodes_of(windows), self.pairer.take_trace_summaries(), wm)
 
     def counters(self) -> dict[str, dict[str, int]]:
         return {

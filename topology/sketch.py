@@ -232,6 +232,17 @@ class LatencySketch:
             return lo
         return lo + (self._value_at(lo_rank + 1) - lo) * frac
 
+    def values(self) -> list[tuple[float, int]]:
+        """``(seconds, count)`` of every non-empty bucket, ascending: the zero count at 0.0, then each
+        bucket's count at the value a quantile reads there (within :func:`relative_error` of every
+        observation in the bucket). What a fixed-bucket histogram is filled from."""
+        out = [(0.0, self.zero)] if self.zero else []
+        base = _base(self.scale)
+        for k, c in enumerate(self.counts, self.offset):
+            if c:
+                out.append((float(2.0 * base ** (k + 1) / (1.0 + base)), c))
+        return out
+
     def _value_at(self, rank: int) -> float:
         """The estimate of the observation of 0-based ``rank`` in sorted order."""
         if rank < self.zero:

@@ -13,6 +13,7 @@ from tests.ingest.testing import Bus, TestingStage, last_windows
 from topology.admit import reason_class
 from topology.catalog import HealthEvent, HealthState, TraceSummary
 from topology.model import EdgeKey, EdgePartial, EdgeWindow, Granularity, Layer, Side
+from topology.servicegraph import ServiceGraph
 from topology.stats import EdgeStats
 from topology.store.base import Stores
 from topology.timewindow import TimeRange
@@ -25,10 +26,12 @@ TOPICS = Topics()
 class Stage3:
     """FinalSpec of ``layer`` behind a bus with one input partition, fed by two upstream sources."""
 
-    def __init__(self, layer: Layer, stores: Stores, lateness: float = 5.0) -> None:
+    def __init__(self, layer: Layer, stores: Stores, lateness: float = 5.0,
+                 service_graph: ServiceGraph | None = None) -> None:
         self.layer = layer
         self.bus = Bus(1)
-        self.spec = FinalSpec(layer.value.lower(), TOPICS, stores, lateness=lateness)
+        self.spec = FinalSpec(layer.value.lower(), TOPICS, stores, lateness=lateness,
+                              service_graph=service_graph)
         self.topic = self.spec.inputs()[0]
         self.sources = [f"{t}:{p}" for t in self.spec.upstream_inputs() for p in range(1)]
         self.stage = TestingStage(self.spec, self.bus, wall=T)
@@ -107,6 +110,30 @@ def test_a_new_edge_is_written_early_and_later_versions_wait_for_the_refresh(sto
     assert versions == [(T, 1), (T, 2), (T, 3), (T, 3)]
     counters = s3.stage.counters()
     assert (counters["provisional_emitted"], counters["windows_emitted"]) == (3, 1)
+
+
+def test_the_trace_worker_counts_finalised_windows_in_its_service_graph(stores: Stores) -> None:
+    """Provisional versions (early flushes) are not counted, the complete window is, once; a late
+    partial within the grace period adds only itself (topology.servicegraph)."""
+    graph = ServiceGraph()
+    s3 = Stage3(Layer.TRACE, stores, service_graph=graph)
+    s3.send([partial(Layer.TRACE, "web", "api", Side.PAIR, requests=4, errors=1)], T + 10)
+    s3.tick(T + 15, early=True)
+    s3.send([partial(Layer.TRACE, "web", "api", Side.PAIR, requests=2)], T + 20)
+    s3.tick(T + 40, early=True)
+    assert [w.stats.requests for w in s3.stage.effects if isinstance(w, EdgeWindow)] == [4, 6]
+    assert graph.series() == []  # provisional versions only so far
+    s3.tick(T + 65, early=True)  # closed
+    s3.send([partial(Layer.TRACE, "web", "api", Side.PAIR, requests=3, errors=2)], T + 70)  # late
+    s3.tick(T + 75)
+    s3.tick(T + 80)
+    assert [w.stats.requests for w in s3.stage.effects if isinstance(w, EdgeWindow)] == [4, 6, 6, 9]
+    assert [(s.labels, s.requests, s.failed) for s in graph.series()] == [(("web", "api", ""), 9, 3)]
+    ipc = ServiceGraph()
+    s3 = Stage3(Layer.IPC, stores, service_graph=ipc)  # another layer's worker counts nothing
+    s3.send([partial(Layer.IPC, "web", "api", Side.CLIENT, requests=4)], T + 10)
+    s3.tick(T + 65)
+    assert ipc.series() == []
 
 
 async def test_write_persists_windows_nodes_and_traces(stores: Stores) -> None:
