@@ -3,7 +3,8 @@
 (JANUSGRAPH_AUTH_USERNAME), its certificate signed by a CA made here. The whole store contract runs
 against it over ``wss://`` with the credentials, configured the way a deployment configures it
 (``StoreSettings`` from ``JANUSGRAPH_*`` variables); a wrong password, no credentials, a plain
-``ws://`` client and a client that does not trust the CA are refused with one line, at once."""
+``ws://`` client and a client that does not trust the CA are refused with one line, at once.
+Configuration mistakes, which need no server: tests/store/test_janusgraph_endpoint.py."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ from cryptography.hazmat.primitives.serialization import (
 from tests.conftest import require
 from tests.janusgraph.test_contract import JanusGraphFactory
 from tests.store.contract import StoreContract, StoresFactory
-from topology.settings import ConfigError, StoreSettings, from_env
+from topology.settings import StoreSettings, from_env
 from topology.store.base import StoreUnavailable
 from topology.store.janusgraph import open_janusgraph_stores
 from topology.store.janusgraph_endpoint import Endpoint, endpoint_from
@@ -212,57 +213,6 @@ def test_the_readiness_probe_logs_in_and_a_wrong_password_makes_it_fail(secure_s
     assert run(good).returncode == 0
     refused = run({**good, "JANUSGRAPH_PASSWORD_FILE": secure_server.wrong_password_file})
     assert refused.returncode == 1 and "Username and/or password are incorrect" in refused.stderr
-
-
-# --- (e) configuration mistakes: one line naming the variable, before any connection --------------
-
-@pytest.mark.parametrize(
-    ("env", "message"),
-    [
-        ({"JANUSGRAPH_PASSWORD": "p"}, "JANUSGRAPH_USERNAME: a JanusGraph password needs its user name"),
-        ({"JANUSGRAPH_PASSWORD_FILE": "/nowhere"}, "JANUSGRAPH_USERNAME: a JanusGraph password needs"),
-        ({"JANUSGRAPH_USERNAME": "u"}, "JANUSGRAPH_PASSWORD_FILE: the JanusGraph user needs a password"),
-        ({"JANUSGRAPH_USERNAME": "u", "JANUSGRAPH_PASSWORD": "p", "JANUSGRAPH_PASSWORD_FILE": "/f"},
-         "JANUSGRAPH_PASSWORD_FILE: give the password once"),
-        ({"JANUSGRAPH_CA_FILE": "/ca.pem"}, "JANUSGRAPH_CA_FILE: TLS files need a wss:// JANUSGRAPH_URL"),
-        ({"JANUSGRAPH_CERT_FILE": "/c.pem"}, "JANUSGRAPH_CERT_FILE: TLS files need a wss://"),
-        ({"JANUSGRAPH_URL": "wss://h:1/gremlin", "JANUSGRAPH_KEY_FILE": "/k.pem"},
-         "JANUSGRAPH_CERT_FILE: a client key needs its certificate"),
-        ({"JANUSGRAPH_URL": "https://h:1/gremlin"}, "JANUSGRAPH_URL: expected a ws:// or wss:// URL"),
-    ],
-)
-def test_inconsistent_settings_are_one_line_errors(env: dict[str, str], message: str) -> None:
-    with pytest.raises(ConfigError) as err:
-        from_env(StoreSettings, {"TOPOLOGY_STORE": "janusgraph", **env})
-    assert str(err.value).startswith(message) and "\n" not in str(err.value)
-
-
-def test_files_that_cannot_be_read_are_one_line_errors(tmp_path: pathlib.Path) -> None:
-    wss = {"TOPOLOGY_STORE": "janusgraph", "JANUSGRAPH_URL": "wss://127.0.0.1:1/gremlin"}
-    not_pem = tmp_path / "not.pem"
-    not_pem.write_text("hello\n")
-    empty = tmp_path / "empty.pass"
-    empty.write_text("\n")
-    cases = [
-        ({"JANUSGRAPH_USERNAME": "u", "JANUSGRAPH_PASSWORD_FILE": str(tmp_path / "missing")},
-         "JANUSGRAPH_PASSWORD_FILE: cannot read"),
-        ({"JANUSGRAPH_USERNAME": "u", "JANUSGRAPH_PASSWORD_FILE": str(empty)}, "JANUSGRAPH_PASSWORD_FILE:"),
-        ({"JANUSGRAPH_CA_FILE": str(tmp_path / "missing.pem")}, "JANUSGRAPH_CA_FILE: cannot read"),
-        ({"JANUSGRAPH_CA_FILE": str(not_pem)}, "JANUSGRAPH_CA_FILE:"),
-        ({"JANUSGRAPH_CERT_FILE": str(not_pem)}, "JANUSGRAPH_CERT_FILE:"),
-    ]
-    for env, message in cases:
-        with pytest.raises(ConfigError) as err:
-            endpoint_from(from_env(StoreSettings, {**wss, **env}))
-        assert str(err.value).startswith(message) and "\n" not in str(err.value), env
-
-
-def test_the_password_file_keeps_everything_but_the_final_newline(tmp_path: pathlib.Path) -> None:
-    path = _secret_file(tmp_path / "p", " spaced ")
-    env = {"TOPOLOGY_STORE": "janusgraph", "JANUSGRAPH_USERNAME": "u", "JANUSGRAPH_PASSWORD_FILE": path}
-    endpoint = endpoint_from(from_env(StoreSettings, env))
-    assert (endpoint.username, endpoint.password, endpoint.ssl) == ("u", " spaced ", None)
-    assert " spaced " not in repr(endpoint)
 
 
 def test_a_ca_file_makes_a_verifying_tls_context(secure_server: SecureServer) -> None:
