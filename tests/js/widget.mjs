@@ -10,6 +10,8 @@
 //   map     /map: search suggestions, an action, the shareable URL restored in a new page
 //   shots   screenshots of a 50-node neighbourhood (setData) and of the fleet from the server (--fleet)
 //   bench   render times: a 200-node neighbourhood, a 10,000-service fleet, pan/zoom frames per second
+//   fleet   the fleet as the server has it (mode="fleet", endpoint /graphql): what the WebGL canvas holds,
+//           how long loading and drawing took, a screenshot (--shot); with --frames, frame rates and costs
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -26,6 +28,9 @@ const { values: opt } = parseArgs({
     within: { type: 'string', default: '5000' },
     timeout: { type: 'string', default: '20000' },
     chromium: { type: 'string', default: process.env.CHROMIUM || '/usr/bin/chromium' },
+    window: { type: 'string' },
+    shot: { type: 'string' },
+    frames: { type: 'boolean', default: false },
   },
 });
 
@@ -205,6 +210,35 @@ const scenarios = {
     await fleet.screenshot({ path: join(opt.out, 'widget-fleet-10000.png') });
   },
 
+  async fleet(context, report) {
+    const attrs = { endpoint: '/graphql', mode: 'fleet', toolbar: 'none' };
+    if (opt.window) attrs.window = opt.window;
+    const t0 = Date.now();
+    const page = await open(context, report, '/__test__/fleet-server.html', embedPage(attrs, 'height: 900px; width: 1400px'));
+    await page.evaluate(() => {
+      // the time of the first topology-render and of two animation frames after it (painted)
+      window.__drawn = new Promise((resolve) => document.getElementById('map').addEventListener('topology-render', (ev) => {
+        const at = performance.now();
+        requestAnimationFrame(() => requestAnimationFrame(() => resolve({ at, paintedAt: performance.now(), ...ev.detail })));
+      }, { once: true }));
+    });
+    const drawn = await page.evaluate(() => window.__drawn);
+    report.loadedMs = Date.now() - t0; // navigation to painted: module, every page of Query.topology, drawing
+    report.fleet = await page.evaluate(([drawn]) => {
+      const el = document.getElementById('map');
+      const canvas = el.shadowRoot.querySelector('.fleet');
+      // the data has arrived when the last answer of /graphql has (its response end)
+      const answers = performance.getEntriesByType('resource').filter((r) => new URL(r.name).pathname === '/graphql');
+      const arrived = Math.max(...answers.map((r) => r.responseEnd));
+      return { ...drawn, pages: answers.length, arrivedAt: arrived, paintedMs: drawn.paintedAt - arrived,
+        label: canvas.getAttribute('aria-label'), drawnNodes: Number(canvas.dataset.nodes), drawnEdges: Number(canvas.dataset.edges),
+        status: el.shadowRoot.querySelector('.status').textContent, truncated: !!el.data.truncated };
+    }, [drawn]);
+    await page.waitForTimeout(4500); // the worker's layout runs for a bounded time (4 s)
+    if (opt.shot) await page.screenshot({ path: join(opt.out, opt.shot) });
+    if (opt.frames) report.frames = await page.evaluate(FRAMES);
+  },
+
   async bench(context, report) {
     // "Drawn" = from setData (the data has arrived) until two animation frames later (painted).
     const page = await open(context, report, '/__test__/bench.html', embedPage({ toolbar: 'none' }, 'height: 900px; width: 1400px'));
@@ -260,6 +294,73 @@ const scenarios = {
     }
     report.afterInteraction = await page.evaluate(() => document.getElementById('map').getAttribute('mode'));
   },
+};
+
+// In the page, the fleet drawn: what a frame costs while the camera moves. A camera animation (sigma's
+// own, as a drag's inertia or a wheel zoom runs) redraws at every animation frame; the frames it gets per
+// second are what a person sees. Per frame: sigma's render() on the main thread (JavaScript: WebGL calls
+// queued), then a 1-pixel readPixels that waits until the GPU process has rasterised them (SwiftShader
+// here). A trivial WebGL canvas cleared per frame is the machine's floor; the same page idle its ceiling.
+// Each node program (sigma's circles, the one the widget used before, and points) in turn, twice.
+const FRAMES = async () => {
+  const el = document.getElementById('map');
+  const s = el.renderer.sigma;
+  const P = el.renderer.constructor.programs;
+  const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+  const med = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+  const rafRate = (ms, work) => new Promise((resolve) => {
+    let n = 0; const t0 = performance.now();
+    const step = (now) => { n++; if (work) work(n); if (now - t0 < ms) requestAnimationFrame(step); else resolve((n * 1000) / (now - t0)); };
+    requestAnimationFrame(step);
+  });
+  const sync = (gl) => gl.readPixels(0, 0, 1, 1, gl.RGBA, gl.UNSIGNED_BYTE, new Uint8Array(4));
+  const out = { settings: { hideEdgesOnMove: s.getSetting('hideEdgesOnMove'), hideLabelsOnMove: s.getSetting('hideLabelsOnMove'),
+    pixelRatio: s.pixelRatio, node: s.getSetting('nodeProgramClasses').circle === P.NodePointProgram ? 'point' : 'circle',
+    edge: s.getSetting('edgeProgramClasses').arrow === P.EdgeLineProgram ? 'line' : 'arrow' }, runs: [] };
+  const camera = s.getCamera();
+  const before = { node: s.getSetting('nodeProgramClasses'), edge: s.getSetting('edgeProgramClasses') };
+  // The floor: another WebGL canvas (as large as sigma's) cleared each frame.
+  const c = document.createElement('canvas');
+  c.width = 1400; c.height = 900; c.style.cssText = 'position:fixed;left:0;top:0;width:1400px;height:900px;pointer-events:none;opacity:0';
+  document.body.appendChild(c);
+  const floor = c.getContext('webgl2');
+  await sleep(500);
+  out.idleFps = await rafRate(2000);
+  out.trivialWebglFps = await rafRate(2000, (n) => { floor.clearColor((n % 10) / 10, 0, 0, 1); floor.clear(floor.COLOR_BUFFER_BIT); });
+  c.remove();
+  const programs = { circle: P.NodeCircleProgram, point: P.NodePointProgram };
+  for (const name of ['circle', 'point', 'circle', 'point']) {
+    s.setSetting('nodeProgramClasses', { ...before.node, circle: programs[name] });
+    camera.setState({ x: 0.5, y: 0.5, ratio: 1, angle: 0 });
+    await sleep(300);
+    const render = s.render;
+    const js = [];
+    s.render = function timed() { const t = performance.now(); render.call(s); js.push(performance.now() - t); return s; };
+    const t0 = performance.now();
+    await camera.animate({ ratio: 0.35, x: 0.6, y: 0.45 }, { duration: 1500 });
+    await camera.animate({ ratio: 1, x: 0.5, y: 0.5 }, { duration: 1500 });
+    const fps = (js.length * 1000) / (performance.now() - t0);
+    // The same moving frames, each waited for until rasterised (sync), five of them.
+    const raster = [];
+    const gl = s.webGLContexts.nodes;
+    s.render = function synced() { const t = performance.now(); render.call(s); sync(gl); raster.push(performance.now() - t); return s; };
+    await camera.animate({ ratio: 0.5 }, { duration: 600 });
+    s.render = render;
+    out.runs.push({ node: name, fps, frames: js.length, jsMs: med(js), movingFrameMs: med(raster), syncedFrames: raster.length });
+  }
+  s.setSetting('nodeProgramClasses', before.node);
+  // A still frame (edges and labels too, as drawn when the camera stops), waited for likewise, with each
+  // edge program: arrows (line and head) and plain lines.
+  out.stillFrameMs = {};
+  for (const [name, cls] of [['arrow', P.EdgeArrowProgram], ['line', P.EdgeLineProgram]]) {
+    s.setSetting('edgeProgramClasses', { ...before.edge, arrow: cls });
+    const still = [];
+    for (let i = 0; i < 3; i++) { const t = performance.now(); s.render(); sync(s.webGLContexts.edges); sync(s.webGLContexts.nodes); still.push(performance.now() - t); }
+    out.stillFrameMs[name] = med(still);
+  }
+  s.setSetting('edgeProgramClasses', before.edge);
+  camera.setState({ x: 0.5, y: 0.5, ratio: 1, angle: 0 });
+  return out;
 };
 
 // A deterministic synthetic topology (domains, tiers, databases, a few degraded services, error rates).

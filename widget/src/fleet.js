@@ -4,11 +4,27 @@
 // Positions are kept by name, so a redraw at another time moves nothing that was drawn before.
 import Graph from 'graphology';
 import Sigma from 'sigma';
+import { EdgeArrowProgram, EdgeLineProgram, NodeCircleProgram, NodePointProgram } from 'sigma/rendering';
 import FA2Layout from 'graphology-layout-forceatlas2/worker';
 import { HEALTH_COLOURS, isDegraded } from './graph.js';
 import { edgeColour } from './layered.js';
 
 export const LARGE = 400; // more nodes than this: WebGL
+export const HUGE = 3000; // more nodes (edges) than this: the cheap node (edge) program, hidden while moving
+
+// sigma's settings by size. With software WebGL (no GPU: SwiftShader) a frame of the 10,000-service fleet
+// costs 0.3-0.5 s to rasterise with sigma's point program against 1.1-1.4 s with its (instanced) circle
+// program, and 0.7 s with plain lines against 2.2 s with arrows (docs/benchmarks.md): past HUGE the fleet
+// is drawn with points and lines (direction then shows in a service's neighbourhood, a click away), and
+// edges and labels are hidden while the camera moves.
+export function tuning(nodes, edges) {
+  return {
+    nodeProgramClasses: { circle: nodes > HUGE ? NodePointProgram : NodeCircleProgram },
+    edgeProgramClasses: { arrow: edges > HUGE ? EdgeLineProgram : EdgeArrowProgram },
+    hideEdgesOnMove: edges > HUGE,
+    hideLabelsOnMove: nodes > HUGE,
+  };
+}
 const GOLDEN = Math.PI * (3 - Math.sqrt(5));
 
 export function seedPositions(nodes, known) {
@@ -49,6 +65,9 @@ export class FleetRenderer {
     this.fa2 = null;
   }
 
+  // The node and edge programs sigma may use (the bench swaps them to compare their frame costs).
+  static programs = { NodeCircleProgram, NodePointProgram, EdgeArrowProgram, EdgeLineProgram };
+
   resetPositions() {
     this.positions.clear();
   }
@@ -86,14 +105,15 @@ export class FleetRenderer {
       });
     }
     this.container.setAttribute('aria-label', view.label);
+    // What the WebGL canvas holds (sigma draws the graphology graph): for tests and hosts.
+    this.container.dataset.nodes = String(g.order);
+    this.container.dataset.edges = String(g.size);
+    const tuned = tuning(g.order, g.size);
     if (!this.sigma) {
       this.sigma = new Sigma(g, this.container, {
+        ...tuned,
         defaultEdgeType: 'arrow',
         renderEdgeLabels: false,
-        // Past a few thousand edges, panning and zooming show the nodes only until the camera stops
-        // (software WebGL cannot redraw 15,000 arrows 30 times a second); labels likewise.
-        hideEdgesOnMove: view.edges.length > 3000,
-        hideLabelsOnMove: view.nodes.length > 3000,
         labelRenderedSizeThreshold: 8,
         labelDensity: 0.08,
         labelGridCellSize: 120,
@@ -104,6 +124,11 @@ export class FleetRenderer {
         { clientX: event.original.clientX, clientY: event.original.clientY }));
       this.sigma.on('leaveNode', () => this.handlers.onLeave());
     } else {
+      for (const [key, value] of Object.entries(tuned)) {
+        const now = this.sigma.getSetting(key);
+        const same = typeof value === 'object' ? Object.keys(value).every((k) => now[k] === value[k]) : now === value;
+        if (!same) this.sigma.setSetting(key, typeof value === 'object' ? { ...now, ...value } : value);
+      }
       this.sigma.refresh();
     }
     this.lookup = view.lookup;
