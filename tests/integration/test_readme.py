@@ -160,7 +160,8 @@ async def test_the_trace_examples_show_a_recent_trace_on_the_map(client: httpx.A
     drawn = recent["trace"]
     assert {"source": "user", "target": "edge-gateway"} in [
         {"source": e["source"], "target": e["target"]} for e in drawn["edges"]]
-    assert {n["name"] for n in drawn["nodes"]} == {x for e in drawn["edges"] for x in (e["source"], e["target"])}
+    ends = {x for e in drawn["edges"] for x in (e["source"], e["target"])}
+    assert {n["name"] for n in drawn["nodes"]} == ends
     # the same trace asked by id, as the second example does with an id pasted from the first
     asked = (await run(client, re.sub(r'traceId: "[0-9a-f]{32}"', f'traceId: "{recent["traceId"]}"', by_id)))
     t = asked["trace"]
