@@ -17,6 +17,9 @@
 #   JANUSGRAPH_KEYSTORE=<file>    TLS: the server's key and certificate chain (PKCS12); the URL
 #                                 becomes wss://. JANUSGRAPH_KEYSTORE_PASSWORD_FILE: its password.
 #                                 The readiness probe verifies the server with JANUSGRAPH_CA_FILE.
+#   JANUSGRAPH_TRUSTSTORE=<file>  with the keystore: clients must present a certificate signed by a CA
+#                                 in this PKCS12 truststore (JANUSGRAPH_TRUSTSTORE_PASSWORD_FILE; the
+#                                 probe presents JANUSGRAPH_CERT_FILE/JANUSGRAPH_KEY_FILE).
 #   JANUSGRAPH_AUTH_USERNAME=<name>, JANUSGRAPH_AUTH_PASSWORD_FILE=<file>
 #                                 SASL authentication with this one user (secure/auth.yaml); the probe
 #                                 logs in as that user.
@@ -90,6 +93,10 @@ prepare_work() {
   if [ -n "$KEYSTORE" ]; then
     render "$HERE/secure/ssl.yaml" KEYSTORE "$(realpath "$KEYSTORE")" \
       KEYSTORE_PASSWORD "$(secret JANUSGRAPH_KEYSTORE_PASSWORD_FILE)" >>"$WORK/server.yaml"
+    if [ -n "${JANUSGRAPH_TRUSTSTORE:-}" ]; then
+      render "$HERE/secure/client-auth.yaml" TRUSTSTORE "$(realpath "$JANUSGRAPH_TRUSTSTORE")" \
+        TRUSTSTORE_PASSWORD "$(secret JANUSGRAPH_TRUSTSTORE_PASSWORD_FILE)" >>"$WORK/server.yaml"
+    fi
   fi
   if [ -n "$AUTH_USER" ]; then
     rm -rf "$WORK/credentials"

@@ -1,9 +1,11 @@
 """JanusGraph over TLS with authentication, for real: a private JanusGraph Server started by
-``docker/janusgraph/dev.sh`` with a PKCS12 keystore (JANUSGRAPH_KEYSTORE) and one SASL user
-(JANUSGRAPH_AUTH_USERNAME), its certificate signed by a CA made here. The whole store contract runs
+``docker/janusgraph/dev.sh`` with a PKCS12 keystore (JANUSGRAPH_KEYSTORE), client certificates
+required (JANUSGRAPH_TRUSTSTORE) and one SASL user (JANUSGRAPH_AUTH_USERNAME), every certificate
+signed by a CA made here. The whole store contract runs
 against it over ``wss://`` with the credentials, configured the way a deployment configures it
 (``StoreSettings`` from ``JANUSGRAPH_*`` variables); a wrong password, no credentials, a plain
-``ws://`` client and a client that does not trust the CA are refused with one line, at once.
+``ws://`` client, a client that does not trust the CA and one without a trusted client certificate
+are refused with one line, at once.
 Configuration mistakes, which need no server: tests/store/test_janusgraph_endpoint.py."""
 
 from __future__ import annotations
@@ -64,13 +66,18 @@ class SecureServer:
     port: int
     ca_file: str  # the CA that signed the server's certificate
     other_ca_file: str  # a CA that signed nothing of the server's
+    cert_file: str  # a client certificate the server trusts, and its key
+    key_file: str
+    other_cert_file: str  # a client certificate of another CA, and its key
+    other_key_file: str
     password_file: str
     wrong_password_file: str
 
     def env(self, **changes: str | None) -> dict[str, str]:
         """The client variables of a deployment using this server; ``None`` unsets one."""
         env = {"TOPOLOGY_STORE": "janusgraph", "JANUSGRAPH_URL": self.url, "JANUSGRAPH_USERNAME": USER,
-               "JANUSGRAPH_PASSWORD_FILE": self.password_file, "JANUSGRAPH_CA_FILE": self.ca_file}
+               "JANUSGRAPH_PASSWORD_FILE": self.password_file, "JANUSGRAPH_CA_FILE": self.ca_file,
+               "JANUSGRAPH_CERT_FILE": self.cert_file, "JANUSGRAPH_KEY_FILE": self.key_file}
         for k, v in changes.items():
             if v is None:
                 env.pop(k, None)
@@ -82,23 +89,49 @@ class SecureServer:
         return endpoint_from(from_env(StoreSettings, self.env(**changes)))
 
 
-def _make_certificates(tmp: pathlib.Path) -> tuple[str, str, str, str]:
-    """(keystore, keystore password file, CA file, other CA file): the server's key and chain in a
-    password-protected PKCS12 keystore, as JanusGraph's ``ssl.keyStore`` takes it."""
-    ca = trustme.CA()
+@dataclass(frozen=True)
+class Certificates:
+    keystore: str  # the server's key and chain, PKCS12 as JanusGraph's ssl.keyStore takes it
+    truststore: str  # the CA whose client certificates the server accepts (PKCS12 trusted entry)
+    store_password_file: str  # the password of both
+    ca_file: str
+    other_ca_file: str
+    client: tuple[str, str]  # (certificate, key) PEM files
+    other_client: tuple[str, str]
+
+
+def _client_certificate(ca: trustme.CA, tmp: pathlib.Path, name: str) -> tuple[str, str]:
+    issued = ca.issue_cert(name)
+    cert, key = tmp / f"{name}.pem", tmp / f"{name}.key"
+    issued.cert_chain_pems[0].write_to_path(str(cert))
+    issued.private_key_pem.write_to_path(str(key))
+    key.chmod(0o600)
+    return str(cert), str(key)
+
+
+def _make_certificates(tmp: pathlib.Path) -> Certificates:
+    ca, other_ca = trustme.CA(), trustme.CA()
     leaf = ca.issue_cert("127.0.0.1", "localhost")
     key = load_pem_private_key(leaf.private_key_pem.bytes(), password=None)
     chain = [x509.load_pem_x509_certificate(pem.bytes()) for pem in leaf.cert_chain_pems]
     store_password = "keystore-" + os.urandom(6).hex()
+    encryption = BestAvailableEncryption(store_password.encode())
     keystore = tmp / "server.p12"
-    keystore.write_bytes(pkcs12.serialize_key_and_certificates(
-        b"janusgraph", key, chain[0], chain[1:], BestAvailableEncryption(store_password.encode())))
+    keystore.write_bytes(
+        pkcs12.serialize_key_and_certificates(b"janusgraph", key, chain[0], chain[1:], encryption))
     keystore.chmod(0o600)
+    truststore = tmp / "truststore.p12"
+    ca_cert = x509.load_pem_x509_certificate(ca.cert_pem.bytes())
+    truststore.write_bytes(pkcs12.serialize_java_truststore(
+        [pkcs12.PKCS12Certificate(ca_cert, b"topology-ca")], encryption))
     ca_file, other_ca_file = tmp / "ca.pem", tmp / "other-ca.pem"
     ca.cert_pem.write_to_path(str(ca_file))
-    trustme.CA().cert_pem.write_to_path(str(other_ca_file))
-    store_password_file = _secret_file(tmp / "keystore.pass", store_password)
-    return str(keystore), store_password_file, str(ca_file), str(other_ca_file)
+    other_ca.cert_pem.write_to_path(str(other_ca_file))
+    return Certificates(
+        str(keystore), str(truststore), _secret_file(tmp / "keystore.pass", store_password), str(ca_file),
+        str(other_ca_file), _client_certificate(ca, tmp, "topology-client"),
+        _client_certificate(other_ca, tmp, "stranger"),
+    )
 
 
 def _dev(action: str, env: dict[str, str]) -> None:
@@ -111,20 +144,26 @@ def _dev(action: str, env: dict[str, str]) -> None:
 def secure_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureServer]:
     require(shutil.which("java") is not None and shutil.which("mvn") is not None, "java and maven")
     tmp = tmp_path_factory.mktemp("janusgraph-secure")
-    keystore, keystore_password, ca_file, other_ca_file = _make_certificates(tmp)
+    certs = _make_certificates(tmp)
     port = _free_port()
     instance = f"secure{os.getpid()}"
     server = SecureServer(
-        url=f"wss://127.0.0.1:{port}/gremlin", port=port, ca_file=ca_file, other_ca_file=other_ca_file,
+        url=f"wss://127.0.0.1:{port}/gremlin", port=port,
+        ca_file=certs.ca_file, other_ca_file=certs.other_ca_file,
+        cert_file=certs.client[0], key_file=certs.client[1],
+        other_cert_file=certs.other_client[0], other_key_file=certs.other_client[1],
         password_file=_secret_file(tmp / "user.pass", PASSWORD),
         wrong_password_file=_secret_file(tmp / "wrong.pass", PASSWORD + "x"),
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("JANUSGRAPH_")}
     env.update(
         JANUSGRAPH_INSTANCE=instance, JANUSGRAPH_PORT=str(port), JANUSGRAPH_HEAP="512m", BACKEND="inmemory",
-        JANUSGRAPH_KEYSTORE=keystore, JANUSGRAPH_KEYSTORE_PASSWORD_FILE=keystore_password,
+        JANUSGRAPH_KEYSTORE=certs.keystore, JANUSGRAPH_KEYSTORE_PASSWORD_FILE=certs.store_password_file,
+        JANUSGRAPH_TRUSTSTORE=certs.truststore, JANUSGRAPH_TRUSTSTORE_PASSWORD_FILE=certs.store_password_file,
         JANUSGRAPH_AUTH_USERNAME=USER, JANUSGRAPH_AUTH_PASSWORD_FILE=server.password_file,
-        JANUSGRAPH_CA_FILE=ca_file,  # the readiness probe verifies the server with it
+        # the readiness probe verifies the server with the CA and presents the client certificate
+        JANUSGRAPH_CA_FILE=certs.ca_file, JANUSGRAPH_CERT_FILE=server.cert_file,
+        JANUSGRAPH_KEY_FILE=server.key_file,
     )
     try:
         _dev("start", env)
@@ -186,7 +225,8 @@ async def test_a_client_without_credentials_is_told_to_give_them(secure_server: 
 
 async def test_a_plain_ws_client_on_the_tls_port_fails_clearly(secure_server: SecureServer) -> None:
     plain = f"ws://127.0.0.1:{secure_server.port}/gremlin"
-    text = await _refusal(secure_server.endpoint(JANUSGRAPH_URL=plain, JANUSGRAPH_CA_FILE=None))
+    text = await _refusal(secure_server.endpoint(JANUSGRAPH_URL=plain, JANUSGRAPH_CA_FILE=None,
+                                                 JANUSGRAPH_CERT_FILE=None, JANUSGRAPH_KEY_FILE=None))
     assert "use a wss:// URL" in text
 
 
@@ -199,6 +239,17 @@ async def test_without_a_ca_file_the_system_trust_store_does_not_know_the_server
         secure_server: SecureServer) -> None:
     text = await _refusal(secure_server.endpoint(JANUSGRAPH_CA_FILE=None))
     assert "TLS certificate is not trusted" in text
+
+
+async def test_a_client_without_a_certificate_is_refused(secure_server: SecureServer) -> None:
+    text = await _refusal(secure_server.endpoint(JANUSGRAPH_CERT_FILE=None, JANUSGRAPH_KEY_FILE=None))
+    assert "refused this client's TLS certificate, or its lack of one" in text
+
+
+async def test_a_client_certificate_of_another_ca_is_refused(secure_server: SecureServer) -> None:
+    text = await _refusal(secure_server.endpoint(JANUSGRAPH_CERT_FILE=secure_server.other_cert_file,
+                                                 JANUSGRAPH_KEY_FILE=secure_server.other_key_file))
+    assert "refused this client's TLS certificate" in text and "JANUSGRAPH_CERT_FILE" in text
 
 
 def test_the_readiness_probe_logs_in_and_a_wrong_password_makes_it_fail(secure_server: SecureServer) -> None:

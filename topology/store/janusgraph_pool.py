@@ -129,8 +129,12 @@ def _tls_failure(e: BaseException, url: str, connecting: bool) -> str | None:
             why = getattr(x, "verify_message", None) or getattr(x, "reason", None) or x
             return f"its TLS certificate is not trusted ({why}): set JANUSGRAPH_CA_FILE to its CA"
         if isinstance(x, ssl.SSLError):
-            hint = " (is it a plain ws:// port?)" if url.startswith("wss://") else ""
-            return f"the TLS handshake failed{hint}: {x.reason or x}"
+            reason = str(x.reason or x)
+            if "ALERT" in reason and "CERTIFICATE" in reason:  # the server's verdict on our side
+                return (f"it refused this client's TLS certificate, or its lack of one ({reason}): set "
+                        "JANUSGRAPH_CERT_FILE and JANUSGRAPH_KEY_FILE to one its CA signed")
+            hint = " (is it a plain ws:// port?)" if "WRONG_VERSION_NUMBER" in reason else ""
+            return f"the TLS handshake failed{hint}: {reason}"
         stack.extend(a for a in (x.__cause__, x.__context__, *x.args) if isinstance(a, BaseException))
     if connecting and type(e).__name__ == "ServerDisconnectedError" and url.startswith("ws://"):
         return "it closed the connection during the handshake (a TLS port? then use a wss:// URL)"
