@@ -241,6 +241,14 @@ async def test_without_a_ca_file_the_system_trust_store_does_not_know_the_server
     assert "TLS certificate is not trusted" in text
 
 
+async def test_a_wss_client_on_a_plain_port_gives_up_after_the_handshake_timeout(
+        secure_server: SecureServer, janusgraph_url: str) -> None:
+    """The plain dev server reads the TLS ClientHello as a broken HTTP request and waits for more."""
+    plain_port = janusgraph_url.removeprefix("ws://").split("/")[0]
+    text = await _refusal(secure_server.endpoint(JANUSGRAPH_URL=f"wss://{plain_port}/gremlin"))
+    assert "no TLS/WebSocket handshake in time (a plain ws:// port?)" in text
+
+
 async def test_a_client_without_a_certificate_is_refused(secure_server: SecureServer) -> None:
     text = await _refusal(secure_server.endpoint(JANUSGRAPH_CERT_FILE=None, JANUSGRAPH_KEY_FILE=None))
     assert "refused this client's TLS certificate, or its lack of one" in text
