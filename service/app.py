@@ -26,7 +26,7 @@ import contextlib
 import gc
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 from cross_web import HTTPException
@@ -71,6 +71,7 @@ from service.receiver import refused_at_http
 from service.runtime import Runtime
 from service.schema import build_schema
 from service.security import authenticator_for, security_middleware
+from service.storethread import StoreThread
 from service.widget import widget_routes
 from topology.store.base import Stores
 
@@ -97,15 +98,44 @@ class _Assets(StaticFiles):
 
 class _GraphQL(GraphQL[RequestContext, None]):
     def __init__(self, stores: Stores, config: ServiceConfig, metrics: Metrics,
-                 clock: Callable[[], float], feed: ChangeFeed | None = None, **kwargs: Any) -> None:
+                 clock: Callable[[], float], feed: ChangeFeed | None = None,
+                 store_thread: tuple[StoreThread, Stores] | None = None, **kwargs: Any) -> None:
+        """``stores``: as the server's loop uses them; ``store_thread``: where HTTP operations execute,
+        with the stores as that thread uses them (:mod:`service.storethread`)."""
         super().__init__(**kwargs)
         self._feed = feed
         self._stores = stores
+        self._thread = store_thread
         self._config = config
         self._metrics = metrics
         self._clock = clock
         self._page = render_page(ASSETS_PATH)
         self._gate = QueryGate(config.max_queries, config.max_queued_queries)
+
+    async def execute_single(self, request: Any, request_adapter: Any, sub_response: Any,
+                             context: Any, root_value: Any, request_data: Any) -> Any:
+        """Strawberry's, on the store thread when there is one."""
+        args = (request, request_adapter, sub_response, context, root_value, request_data)
+        if self._thread is None:
+            return await super().execute_single(*args)
+        thread, stores = self._thread
+        return await thread.run(self._execute_there(stores, *args))
+
+    async def _execute_there(self, stores: Stores, *args: Any) -> Any:
+        context = args[3]
+        if isinstance(context, RequestContext):  # the thread's stores, and loaders of its loop
+            context.stores = stores
+            context.loaders = Loaders(stores.catalog, stores.layers)
+        return await super().execute_single(*args)
+
+    async def context_there(self, request: Any) -> RequestContext:
+        """A context for executing on the store thread (run there): ``/export``."""
+        context = await self.get_context(request, None)
+        if self._thread is not None:
+            stores = self._thread[1]
+            context.stores = stores
+            context.loaders = Loaders(stores.catalog, stores.layers)
+        return context
 
     async def get_context(self, request: Any, response: Any) -> RequestContext:
         return RequestContext(
@@ -151,6 +181,18 @@ class _GraphQL(GraphQL[RequestContext, None]):
             return request_error(e.status_code, e.reason)
 
 
+def on_thread(thread: StoreThread | None,
+              endpoint: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+    """``endpoint`` run on the store thread (it must not read the request's body there)."""
+    if thread is None:
+        return endpoint
+
+    async def there(request: Request) -> Response:
+        return await thread.run(endpoint(request))
+
+    return there
+
+
 def freeze_heap() -> None:
     """Move every object alive now out of the cyclic garbage collector's generations.
 
@@ -173,6 +215,7 @@ def create_app(
     tracer_provider: TracerProvider | None = None,
     consumers: Any | None = None,
     data_ready: Callable[[], bool] | None = None,
+    store_thread: StoreThread | None = None,
 ) -> Starlette:
     """The GraphQL service over ``stores``.
 
@@ -184,6 +227,8 @@ def create_app(
       ``serve --kafka``: their metrics are added to ``/metrics`` and their state to ``/readyz``.
     * ``data_ready``: ``/readyz`` answers 503 (``"data": "loading"``) until it returns True (the demo:
       until its live map is filled).
+    * ``store_thread``: the thread whose loop owns ``stores`` (:mod:`service.storethread`): GraphQL
+      operations over HTTP and ``/export`` execute there, everything else reaches the stores through it.
     * ``tracer_provider``: where resolver spans go; by default an OTLP exporter when
       ``OTEL_EXPORTER_OTLP_ENDPOINT`` is configured, the process-wide SDK provider if one is
       installed, otherwise no tracing at all (no per-resolver cost).
@@ -208,13 +253,15 @@ def create_app(
         extensions.append(lambda: OpenTelemetryExtension(tracer_provider=traced))
     schema = build_schema(config, extensions)
 
-    served = timed_stores(stores, metrics)
+    here = stores if store_thread is None else store_thread.bind(stores)  # as this loop uses them
+    served = timed_stores(here, metrics)
+    there = None if store_thread is None else (store_thread, timed_stores(stores, metrics))
     feed = ChangeFeed(clock, config.max_subscriptions, config.max_connection_subscriptions)
     if isinstance(source, Runtime):  # live updates as stage 3 writes (subscriptions poll otherwise)
         source.flushed.append(feed.notify)
         source.flushed.append(runtime_service_graph(metrics))  # Grafana's service-graph metrics
     graphql = _GraphQL(
-        served, config, metrics, clock, feed,
+        served, config, metrics, clock, feed, there,
         schema=schema,
         graphql_ide="graphiql" if config.graphiql else None,
         subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
@@ -235,8 +282,8 @@ def create_app(
                 checks[name] = f"unavailable: {e or type(e).__name__}"
 
         await asyncio.gather(
-            *(check(layer.value, s.ping()) for layer, s in stores.layers.items()),
-            check("CATALOG", stores.catalog.services([])),
+            *(check(layer.value, s.ping()) for layer, s in here.layers.items()),
+            check("CATALOG", here.catalog.services([])),
         )
         ready = all(v == "ok" for v in checks.values())
         body: dict[str, Any] = {"status": "ok" if ready else "unavailable", "stores": checks}
@@ -270,8 +317,8 @@ def create_app(
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
-        Route("/export", export_endpoint(schema, lambda r: graphql.get_context(r, None), config.max_page),
-              methods=["GET"]),
+        Route("/export", on_thread(store_thread, export_endpoint(schema, graphql.context_there,
+                                                                 config.max_page)), methods=["GET"]),
         *widget_routes(),
         *extra_routes,
     ]

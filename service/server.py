@@ -30,6 +30,7 @@ from service.head import bounded_protocol
 from service.runtime import Runtime
 from service.security import served_config
 from service.settings import DemoSettings, FleetSettings
+from service.storethread import StoreThread
 from service.tls import uvicorn_tls
 from topology.pipeline import Pipeline
 from topology.settings import KafkaSettings, StoreSettings
@@ -104,18 +105,25 @@ async def _serve(
     banner: str,
     consumers: Any = None,
     data_ready: Callable[[], bool] | None = None,
+    *,
+    owner: tuple[StoreThread, Stores],
 ) -> int:
+    """Serve until stopped. ``stores``: as this loop uses them; ``owner``: the thread whose loop owns
+    them (GraphQL executes there) and the stores as it uses them."""
     from service.app import create_app, freeze_heap
     from service.receiver import ingest_routes
 
-    # The event loop's thread shares the interpreter with the pipeline's and decoding threads: hand the
-    # lock over every millisecond instead of every five, so the loop waits less for it at each turn.
+    # The event loop's thread shares the interpreter with the store thread (GraphQL), the pipeline's
+    # and decoding threads: hand the lock over every millisecond instead of every five, so the loop
+    # waits less for it at each turn.
     sys.setswitchinterval(SWITCH_INTERVAL)
 
+    thread, owned = owner
     freeze_heap()
     app = create_app(
-        stores,
+        owned,
         config,
+        store_thread=thread,
         runtime=runtime,
         extra_routes=ingest_routes(runtime),
         consumers=consumers,
@@ -164,9 +172,22 @@ async def _serve(
         except Exception:
             log.exception("could not write what was accepted before the shutdown")
         await stores.close()
+        thread.stop()
     if not server.started:
         raise RuntimeError("the server did not start (see the log above)")
     return 0
+
+
+async def _open(store: StoreSettings) -> tuple[tuple[StoreThread, Stores], Stores]:
+    """Open the stores on a thread of their own (:mod:`service.storethread`); returns that thread with
+    the stores as it uses them, and the stores as this loop uses them."""
+    thread = StoreThread()
+    try:
+        owned = await thread.run(store.open())
+    except BaseException:
+        thread.stop()
+        raise
+    return (thread, owned), thread.bind(owned)
 
 
 def _data_dir(store: StoreSettings) -> Path | None:
@@ -179,7 +200,7 @@ async def run_demo(fleet: FleetSettings, demo: DemoSettings, config: ServiceConf
 
     config = served_config(config)  # one line and no start: no authentication beyond loopback, bad files
     socks = _sockets(config)
-    stores = await store.open()
+    owner, stores = await _open(store)
     runtime = Runtime(stores, _data_dir(store), Pipeline())
 
     def make_sim(start: float) -> Any:
@@ -190,7 +211,8 @@ async def run_demo(fleet: FleetSettings, demo: DemoSettings, config: ServiceConf
     task = asyncio.create_task(driver.run())
     banner = (f"Service Topology demo: {fleet.services} simulated services (seed {fleet.seed}), "
               f"store {store.describe()}")
-    return await _serve(socks, config, stores, runtime, [task], banner, data_ready=driver.ready.is_set)
+    return await _serve(socks, config, stores, runtime, [task], banner, data_ready=driver.ready.is_set,
+                        owner=owner)
 
 
 async def run_serve(config: ServiceConfig, store: StoreSettings, kafka: KafkaSettings | None,
@@ -198,16 +220,16 @@ async def run_serve(config: ServiceConfig, store: StoreSettings, kafka: KafkaSet
     """Serve ``store``; with ``kafka`` also run the terminal Kafka workers (``worker``: their options)."""
     config = served_config(config)  # one line and no start: no authentication beyond loopback, bad files
     socks = _sockets(config)
-    stores = await store.open()
+    owner, stores = await _open(store)
     runtime = Runtime(stores, _data_dir(store), Pipeline())
     task = asyncio.create_task(_flusher(runtime))
     banner = f"Service Topology server, store {store.describe()}"
     if kafka is None:
-        return await _serve(socks, config, stores, runtime, [task], banner)
+        return await _serve(socks, config, stores, runtime, [task], banner, owner=owner)
     from ingest.topics import Topics
     from service.consumers import Consumers
 
     consumers = Consumers(stores, kafka.bootstrap, Topics(kafka.topic_prefix), options=worker)
     consumers.start()
     banner += f", consuming Kafka at {kafka.bootstrap}"
-    return await _serve(socks, config, stores, runtime, [task], banner, consumers)
+    return await _serve(socks, config, stores, runtime, [task], banner, consumers, owner=owner)
