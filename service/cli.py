@@ -9,6 +9,8 @@ topology schema    print the GraphQL SDL (schema.graphql is this output)
 topology export    the graph around a service (or all of it) from a server as DOT, Mermaid, Cytoscape,
                    GraphML or JSON
 topology agent     the eBPF node agent: this machine's TCP connections as flow batches (see agent/)
+topology backstage import Backstage catalog-info.yaml Components into the catalog; export observed
+                   dependencies as spec.dependsOn patches
 
 Every flag falls back to an environment variable, then to its default (``--help`` shows both; the
 README's configuration table lists them all). The environment is read once, here, into the typed
@@ -48,7 +50,14 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     from ingest.main import add_arguments as add_ingest_arguments
     from service.config import ServiceConfig
-    from service.settings import DemoSettings, ExportSettings, FleetSettings, ServeSettings, SimulateSettings
+    from service.settings import (
+        BackstageSettings,
+        DemoSettings,
+        ExportSettings,
+        FleetSettings,
+        ServeSettings,
+        SimulateSettings,
+    )
 
     parser = _Parser(prog="topology", description="Service Topology: a living map of service dependencies")
     add_flags(parser, LogSettings)
@@ -80,6 +89,18 @@ def build_parser() -> argparse.ArgumentParser:
     command("schema", "print the GraphQL SDL")
     add_flags(command("export", "the graph of a selection from a server: dot, mermaid, cytoscape, graphml, "
                                 "json"), ExportSettings)
+    backstage = command("backstage", "Backstage catalog-info.yaml: import Components into the catalog, "
+                                     "export observed dependencies as spec.dependsOn patches")
+    actions = backstage.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for action, help, files in (
+            ("import", "Component entities of catalog-info.yaml files -> the catalog (POST /ingest/catalog)",
+             "catalog-info.yaml files (multi-document YAML)"),
+            ("export", "the map's dependencies -> spec.dependsOn patches, one per component",
+             "the components' catalog-info.yaml files (names and declared dependencies)")):
+        p = actions.add_parser(action, help=help, description=help)  # a _Parser too: one-line errors
+        add_flags(p, LogSettings)
+        add_flags(p, BackstageSettings)
+        p.add_argument("files", nargs="+" if action == "import" else "*", metavar="FILE", help=files)
     from agent.cli import build_parser as add_agent_arguments
 
     add_agent_arguments(command("agent", "eBPF node agent: TCP connections -> flow batches and leases"))
@@ -153,22 +174,31 @@ def _agent(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     return run(args, env)
 
 
+def _backstage(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    from service.backstage import run_export, run_import
+    from service.settings import BackstageSettings
+
+    run = run_import if args.action == "import" else run_export
+    return run(resolve(BackstageSettings, args, env), args.files, sys.stdout, sys.stderr)
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace, Mapping[str, str]], int]] = {
     "demo": _demo, "serve": _serve, "simulate": _simulate, "ingest": _ingest, "schema": _schema,
-    "agent": _agent, "export": _export,
+    "agent": _agent, "export": _export, "backstage": _backstage,
 }
 
 
 def _explain(e: BaseException) -> str:
     """One line for a person: what failed, without a traceback."""
     from ingest.main import Stopped
+    from service.backstage import BackstageError
     from service.simulate import Unreachable
     from topology.store.base import StoreError, StoreUnavailable
 
     text = " ".join(str(e).split())
     if isinstance(e, StoreUnavailable):
         return f"a store cannot be reached: {text}"
-    if isinstance(e, StoreError | Stopped | Unreachable | OSError) and text:
+    if isinstance(e, StoreError | Stopped | Unreachable | BackstageError | OSError) and text:
         return text
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
 

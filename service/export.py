@@ -32,7 +32,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from strawberry import Schema
 
-__all__ = ["FORMATS", "ExportError", "Graph", "Selection", "export_endpoint", "read_graph", "render"]
+__all__ = ["FORMATS", "ExportError", "Graph", "Selection", "export_endpoint", "fetch_export", "read_graph",
+           "render"]
 
 MAX_PAGES = 50  # whole-graph exports: at most this many pages of Query.topology
 DIRECTIONS = ("upstream", "downstream", "both")
@@ -354,29 +355,36 @@ def export_endpoint(schema: Schema, context_for: Callable[[Request], Awaitable[A
     return export
 
 
-def run_export(settings: Any, out: Any) -> int:
-    """``topology export``: GET the server's ``/export`` and write the answer (``settings``:
-    :class:`service.settings.ExportSettings`); a refusal is a one-line error, exit 1."""
+def fetch_export(base_url: str, params: Mapping[str, str], token: str | None) -> Any:
+    """The answer (an ``httpx.Response``, status 200) of the server's ``GET /export``; a server that
+    cannot be reached or refuses is :class:`service.simulate.Unreachable`, with its message."""
     import httpx
 
     from service.simulate import Unreachable
 
-    params = {k: str(v) for k, v in (
-        ("format", settings.format), ("service", settings.service), ("direction", settings.direction),
-        ("depth", settings.depth), ("layers", settings.layers), ("tier", settings.tier),
-        ("domain", settings.domain), ("at", settings.at), ("window", settings.window)) if v is not None}
-    headers = {"authorization": f"Bearer {settings.token}"} if settings.token else {}
-    url = settings.url.rstrip("/") + "/export"
+    headers = {"authorization": f"Bearer {token}"} if token else {}
     try:
-        r = httpx.get(url, params=params, headers=headers, timeout=120.0, trust_env=False)
+        r = httpx.get(base_url.rstrip("/") + "/export", params=params, headers=headers, timeout=120.0,
+                      trust_env=False)
     except httpx.TransportError as e:
-        raise Unreachable(f"the server at {settings.url} cannot be reached: {type(e).__name__}: {e}") from e
+        raise Unreachable(f"the server at {base_url} cannot be reached: {type(e).__name__}: {e}") from e
     if r.status_code != 200:
         try:
             message = r.json()["errors"][0]["message"]
         except (ValueError, KeyError, IndexError, TypeError):
             message = r.text.strip()[:200]
         raise Unreachable(f"the server refused the export ({r.status_code}): {message}")
+    return r
+
+
+def run_export(settings: Any, out: Any) -> int:
+    """``topology export``: GET the server's ``/export`` and write the answer (``settings``:
+    :class:`service.settings.ExportSettings`); a refusal is a one-line error, exit 1."""
+    params = {k: str(v) for k, v in (
+        ("format", settings.format), ("service", settings.service), ("direction", settings.direction),
+        ("depth", settings.depth), ("layers", settings.layers), ("tier", settings.tier),
+        ("domain", settings.domain), ("at", settings.at), ("window", settings.window)) if v is not None}
+    r = fetch_export(settings.url, params, settings.token)
     if settings.output:
         with open(settings.output, "w", encoding="utf-8") as f:
             f.write(r.text)

@@ -162,10 +162,34 @@ class ExportSettings:
             raise ConfigError(f"TOPOLOGY_EXPORT_URL: expected an http(s) URL, got {self.url!r}")
 
 
+@dataclass(frozen=True, slots=True)
+class BackstageSettings:
+    url: str | None = setting(None, "TOPOLOGY_BACKSTAGE_URL",
+                              "base URL of the `topology serve` to import into (none: print the catalog "
+                              "JSON) or to read the map from", flag="--url", metavar="URL")
+    token: str | None = setting(None, "TOPOLOGY_BACKSTAGE_TOKEN",
+                                "bearer token for a server with authentication (import: scope admin; "
+                                "export: read)", secret=True)
+    graph: str | None = setting(None, "TOPOLOGY_BACKSTAGE_GRAPH", "export: read the map from this "
+                                "`topology export --format json` file instead of a server", flag="--graph",
+                                metavar="FILE")
+    layers: str | None = setting(None, "TOPOLOGY_BACKSTAGE_LAYERS", "export: comma-separated layers whose "
+                                 "edges count (none: all)", flag="--layers", metavar="LIST")
+    window: str = setting("6h", "TOPOLOGY_BACKSTAGE_WINDOW", "export: the calls seen within this long before "
+                          "now", flag="--window", metavar="DURATION")
+    output: str | None = setting(None, "TOPOLOGY_BACKSTAGE_OUTPUT", "import: write the catalog JSON to this "
+                                 "file; export: one patch file per component in this directory (none: "
+                                 "standard output)", flag="--output", metavar="PATH")
+
+    def __post_init__(self) -> None:
+        if self.url is not None and not self.url.startswith(("http://", "https://")):
+            raise ConfigError(f"TOPOLOGY_BACKSTAGE_URL: expected an http(s) URL, got {self.url!r}")
+
+
 # every group, in the README's order
 GROUPS: tuple[type, ...] = (LogSettings, ServiceConfig, StoreSettings, KafkaSettings, FleetSettings,
-                            DemoSettings, ServeSettings, SimulateSettings, ExportSettings, IngestSettings,
-                            WorkerSettings, AgentSettings)
+                            DemoSettings, ServeSettings, SimulateSettings, ExportSettings, BackstageSettings,
+                            IngestSettings, WorkerSettings, AgentSettings)
 
 
 def documented() -> list[Row]:
