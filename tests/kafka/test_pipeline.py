@@ -10,6 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 from ingest.publisher import lease_key, publish_simulation
 from service.app import create_app
@@ -49,9 +51,20 @@ async def test_simulated_fleet_matches_ground_truth_and_the_in_process_pipeline(
                 await run.wait_clocks(res["end"] + 80, [(3, layer) for layer in LAYERS])
                 await run.wait_written()
                 counters = {w.name: w.counters() for w in run.workers}
+                scraped = generate_latest(run.worker(3, "trace").metrics.registry).decode()
             for layer in Layer:
                 got = await app_edges(stores, layer, start, res["end"])
                 assert got == truth_pairs(res["truth"], layer), layer
+            # the TRACE stage-3 worker's service-graph counters (its /metrics) hold the calls of the
+            # windows it wrote, once each: the truth's edges, with the stored request counts
+            stored: dict[tuple[str, str], int] = {}
+            for key, stats in (await windows(stores, [Layer.TRACE], start, res["end"])).items():
+                if key[1] == Granularity.APP.value:
+                    stored[(key[3], key[4])] = stored.get((key[3], key[4]), 0) + stats.requests
+            calls = {(s.labels["client"], s.labels["server"]): s.value
+                     for f in text_string_to_metric_families(scraped) for s in f.samples
+                     if s.name == "traces_service_graph_request_total"}
+            assert calls == stored and set(calls) == truth_pairs(res["truth"], Layer.TRACE)
             assert_same_windows(await windows(stores, list(Layer), start, res["end"]),
                                 embedded_baseline(SERVICES, 42, start, MINUTES))
             # the meta worker filled the catalog; stage 3 registered nodes and trace summaries
