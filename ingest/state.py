@@ -41,7 +41,7 @@ import numpy as np
 
 from ingest.clock import MergedClock, SourceClock
 from ingest.reorder import ReorderBuffer
-from topology.catalog import AddressKind, HealthState, TraceSpan, TraceSummary
+from topology.catalog import AddressKind, HealthState, TraceSummary
 from topology.model import Direction, EdgeKey, EdgePartial, EdgeWindow, Granularity, Layer, NodeKind, Side
 from topology.sketch import LatencySketch
 from topology.stages import final, ipc, network_stage1, network_stage2, trace, vpc
@@ -136,7 +136,6 @@ SCHEMAS: tuple[Schema, ...] = (
     _dataclass(EdgeKey, "edge.key"),
     _dataclass(EdgePartial, "edge.partial"),
     _dataclass(EdgeWindow, "edge.window"),
-    _dataclass(TraceSpan, "trace.span"),
     _dataclass(TraceSummary, "trace.summary", version=2),  # 2: kept spans
     _dataclass(network_stage1.FlowAggregate, "network1.aggregate"),
     Schema(network_stage1.FlowAggregates, "network1.aggregates", ("rows",)),

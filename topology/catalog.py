@@ -16,9 +16,11 @@ field, so admission (:mod:`topology.admit`) refuses a record before anything is 
 
 from __future__ import annotations
 
+import base64
 import enum
 import math
-from collections.abc import Mapping
+import struct
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
 from urllib.parse import urlsplit
@@ -275,6 +277,14 @@ class AddressLease:
 #: The span kinds of OTLP (``Span.SpanKind``), by number.
 SPAN_KINDS: Final = ("UNSPECIFIED", "INTERNAL", "SERVER", "CLIENT", "PRODUCER", "CONSUMER")
 
+#: One packed span (:func:`pack_spans`): span id, parent span id (zeros: none), start and end (ns),
+#: kind (a SPAN_KINDS index; PEER_RECORD: the peer of the span with that id), error, then the lengths
+#: of the two UTF-8 strings that follow (service and name; for a peer record its name and node kind).
+SPAN_RECORD: Final = struct.Struct("<8s8sQQBBHH")
+PEER_RECORD: Final = 255
+NO_PARENT: Final = bytes(8)
+_STRING_CHARS = 256  # longer names are cut so that every string fits its 16-bit length
+
 
 @dataclass(frozen=True, slots=True)
 class TraceSpan:
@@ -295,28 +305,67 @@ class TraceSpan:
     peer: str | None = None
     peer_kind: str | None = None  # a NodeKind value
 
-    def to_list(self) -> list[Any]:
-        """Compact encoding (a trace keeps up to hundreds of spans)."""
-        out: list[Any] = [self.span_id, self.parent_span_id, self.service, self.name, self.kind, self.start,
-                          self.duration, self.error]
-        if self.peer is not None:
-            out += [self.peer, self.peer_kind]
-        return out
 
-    @classmethod
-    def from_list(cls, v: list[Any]) -> TraceSpan:
-        peer = None if len(v) < 9 or v[8] is None else str(v[8])
-        return cls(str(v[0]), None if v[1] is None else str(v[1]), str(v[2]), str(v[3]), str(v[4]),
-                   float(v[5]), float(v[6]), bool(v[7]), peer,
-                   None if peer is None or v[9] is None else str(v[9]))
+def pack_span(span_id: bytes, parent: bytes, start_ns: int, end_ns: int, kind: int, error: bool,
+              service: bytes, name: str) -> bytes:
+    """One span record (``service`` already UTF-8, at most 64 KiB; the name is cut to 256 chars)."""
+    name_utf8 = name[:_STRING_CHARS].encode()
+    return (SPAN_RECORD.pack(span_id, parent, start_ns, end_ns, kind, error, len(service), len(name_utf8))
+            + service + name_utf8)
+
+
+def pack_spans(spans: Sequence[TraceSpan]) -> bytes:
+    """The packed form of ``spans`` (what :attr:`TraceSummary.packed_spans` holds)."""
+    out = []
+    for s in spans:
+        start = round(s.start * 1e9)
+        parent = bytes.fromhex(s.parent_span_id) if s.parent_span_id else NO_PARENT
+        out.append(pack_span(bytes.fromhex(s.span_id), parent, start, start + round(s.duration * 1e9),
+                             SPAN_KINDS.index(s.kind), s.error, s.service[:_STRING_CHARS].encode(), s.name))
+    for s in spans:
+        if s.peer is not None:
+            out.append(pack_span(bytes.fromhex(s.span_id), NO_PARENT, 0, 0, PEER_RECORD, False,
+                                 s.peer[:_STRING_CHARS].encode(), s.peer_kind or "UNINSTRUMENTED"))
+    return b"".join(out)
+
+
+def unpack_spans(packed: bytes) -> tuple[TraceSpan, ...]:
+    """The spans of :func:`pack_spans`, by start (then span id). Raises ValueError if malformed."""
+    rows = []
+    peers: dict[bytes, tuple[str, str]] = {}
+    at, size = 0, SPAN_RECORD.size
+    try:
+        while at < len(packed):
+            sid, pid, start, end, kind, err, n1, n2 = SPAN_RECORD.unpack_from(packed, at)
+            at += size
+            first = packed[at:at + n1].decode(errors="replace")
+            second = packed[at + n1:at + n1 + n2].decode(errors="replace")
+            at += n1 + n2
+            if at > len(packed):
+                raise ValueError("packed spans end inside a record")
+            if kind == PEER_RECORD:
+                peers[sid] = (first, second)
+            else:
+                rows.append((sid, pid, start, end, kind, err, first, second))
+    except struct.error as e:
+        raise ValueError(f"packed spans are malformed: {e}") from None
+    out = []
+    for sid, pid, start, end, kind, err, service, name in rows:
+        peer, peer_kind = peers.get(sid, (None, None))
+        out.append(TraceSpan(sid.hex(), None if pid == NO_PARENT else pid.hex(), service, name,
+                             SPAN_KINDS[kind] if kind < len(SPAN_KINDS) else SPAN_KINDS[0], start / 1e9,
+                             max(0, end - start) / 1e9, bool(err), peer, peer_kind))
+    out.sort(key=lambda s: (s.start, s.span_id))
+    return tuple(out)
 
 
 @dataclass(frozen=True, slots=True)
 class TraceSummary:
     """One recent trace (from the TRACE layer): its summary and, when the stage kept them, its spans.
 
-    ``spans`` counts every span the stage saw; ``kept_spans`` holds at most the stage's per-trace
-    bound of them (in arrival order), so ``len(kept_spans) < spans`` says the trace was truncated.
+    ``spans`` counts every span the stage saw; ``packed_spans`` holds at most the stage's per-trace
+    bound of them, packed (:func:`pack_spans`: the stage makes no object per span, the stores keep the
+    bytes as they are); :attr:`kept_spans` unpacks them. ``truncated``: fewer kept than seen.
     """
 
     trace_id: str  # hex
@@ -327,7 +376,11 @@ class TraceSummary:
     spans: int
     error: bool
     services: tuple[str, ...]
-    kept_spans: tuple[TraceSpan, ...] = ()
+    packed_spans: bytes = b""
+
+    @property
+    def kept_spans(self) -> tuple[TraceSpan, ...]:
+        return unpack_spans(self.packed_spans)
 
     @property
     def truncated(self) -> bool:
@@ -337,12 +390,13 @@ class TraceSummary:
         d = {"trace_id": self.trace_id, "root_service": self.root_service, "root_name": self.root_name,
              "start": self.start, "duration": self.duration, "spans": self.spans, "error": self.error,
              "services": list(self.services)}
-        if self.kept_spans:
-            d["kept_spans"] = [s.to_list() for s in self.kept_spans]
+        if self.packed_spans:
+            d["packed_spans"] = base64.b64encode(self.packed_spans).decode("ascii")
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TraceSummary:
+        packed = d.get("packed_spans")
         return cls(str(d["trace_id"]), str(d["root_service"]), str(d["root_name"]), float(d["start"]),
                    float(d["duration"]), int(d["spans"]), bool(d["error"]), tuple(d["services"]),
-                   tuple(TraceSpan.from_list(v) for v in d.get("kept_spans") or ()))
+                   base64.b64decode(packed, validate=True) if packed else b"")

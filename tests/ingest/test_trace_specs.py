@@ -4,6 +4,7 @@ give the golden edge partials and trace summaries, whatever partition each reque
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from tests.ingest.testing import Bus, Chain, TestingStage
 from tests.topology.stages.golden_otlp.cases import rounded
 from tests.topology.stages.otlp_builders import resource_spans, span, traces
 from topology.admit import reason_class
+from topology.catalog import TraceSummary
 from topology.wire.otlp import decode_traces
 
 GOLDEN = Path(__file__).parents[1] / "topology" / "stages" / "golden_otlp"
@@ -39,7 +41,15 @@ def _end(req: ExportTraceServiceRequest) -> float:
 
 
 def _sorted(items: list[Any]) -> list[str]:
-    return sorted(json.dumps(rounded(i), sort_keys=True) for i in items)
+    return sorted(json.dumps(rounded(_spans_unpacked(i)), sort_keys=True) for i in items)
+
+
+def _spans_unpacked(item: dict[str, Any]) -> dict[str, Any]:
+    """A trace summary with its packed spans as a list (they are packed in the order they came)."""
+    if "packed_spans" not in item:
+        return item
+    spans = TraceSummary.from_dict(item).kept_spans
+    return {**item, "packed_spans": [dataclasses.astuple(s) for s in spans]}
 
 
 def _pairing(config: dict[str, Any]) -> SpanPairingSpec:

@@ -36,7 +36,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from topology.catalog import HealthEvent, HealthState, Owner, ServiceInfo, TraceSpan, TraceSummary
+from topology.catalog import HealthEvent, HealthState, Owner, ServiceInfo, TraceSpan, TraceSummary, pack_spans
 from topology.change import ChangeEvent, ChangeKind
 from topology.diff import DiffDirection, diff
 from topology.metric import EdgeMetric
@@ -896,15 +896,18 @@ class StoreContract:
             TraceSpan("00000000000000a4", "00000000000000a3", NASTY_NAMES[3], "SELECT", "CLIENT",
                       1000.03, 0.01, False, NASTY_NAMES[0], "DATABASE"),
         )
-        t = TraceSummary(f"{7:032x}", "web", "GET /", 1000.0, 0.25, 9, True, ("web", NASTY_NAMES[3]), spans)
+        t = TraceSummary(f"{7:032x}", "web", "GET /", 1000.0, 0.25, 9, True, ("web", NASTY_NAMES[3]),
+                         pack_spans(spans))
         await cat.record_traces([t])
         assert await cat.trace(t.trace_id) == t
+        assert (await cat.trace(t.trace_id)).kept_spans == spans  # type: ignore[union-attr]
         assert (await cat.trace(t.trace_id)).truncated  # type: ignore[union-attr]  # 4 kept of 9
         assert await cat.trace(f"{8:032x}") is None
         assert await cat.recent_traces("web", 5) == [  # the per-service list keeps the summary only
             TraceSummary(t.trace_id, "web", "GET /", 1000.0, 0.25, 9, True, ("web", NASTY_NAMES[3]))
         ]
-        again = TraceSummary(t.trace_id, "web", "GET /", 1000.0, 0.3, 1, False, ("web",), spans[:1])
+        again = TraceSummary(t.trace_id, "web", "GET /", 1000.0, 0.3, 1, False, ("web",),
+                             pack_spans(spans[:1]))
         await cat.record_traces([again])  # the same id again: replaced
         assert await cat.trace(t.trace_id) == again
 
@@ -914,7 +917,8 @@ class StoreContract:
 
         def summary(i: int, start: float) -> TraceSummary:
             span = TraceSpan(f"{i:016x}", None, "api", "GET /", "SERVER", start, 0.01, False)
-            return TraceSummary(f"{i:032x}", "api", "GET /", start, 0.01, 1, False, ("api",), (span,))
+            return TraceSummary(f"{i:032x}", "api", "GET /", start, 0.01, 1, False, ("api",),
+                                pack_spans([span]))
 
         async def kept(ids: range) -> list[int]:
             return [i for i in ids if await cat.trace(f"{i:032x}") is not None]

@@ -23,9 +23,9 @@ Capacity: at most ``max_pending`` spans wait; beyond that the oldest is dropped 
 
 Trace summaries: a trace is summarised once no span of it arrived for ``wait_seconds`` (or when more
 than ``max_traces`` traces are open, the oldest at once). The summary keeps the trace's first
-``max_trace_spans`` spans to arrive (:class:`~topology.catalog.TraceSpan`, by start; ``spans`` counts
-them all, so a longer trace says it was truncated), with the virtual node each unanswered CLIENT/PRODUCER span was
-attributed to: what :mod:`topology.tracemap` draws the trace's calls from.
+``max_trace_spans`` spans to arrive, packed (:func:`topology.catalog.pack_spans`; ``spans`` counts them
+all, so a longer trace says it was truncated), with the virtual node each unanswered CLIENT/PRODUCER
+span was attributed to: what :mod:`topology.tracemap` draws the trace's calls from.
 
 Input: ``add(request, now)`` takes a decoded request; ``add_serialized(data, now)`` the protobuf bytes as
 they come from Kafka or HTTP, parsed with the compact schema of :func:`topology.wire.otlp.spans_view`
@@ -40,7 +40,7 @@ from typing import Any
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
-from topology.catalog import NAME_MAX, SPAN_KINDS, TraceSpan, TraceSummary
+from topology.catalog import NAME_MAX, PEER_RECORD, TraceSummary, pack_span
 from topology.model import EdgeKey, EdgePartial, Granularity, Layer, NodeKind, Side
 from topology.sketch import LatencySketch, bucket_of
 from topology.stats import MAX_EXEMPLARS, EdgeStats
@@ -69,8 +69,10 @@ _FROM_USER: _Shape = (NodeKind.USER, NodeKind.SERVICE, _VIRTUAL)
 # when unknown (then there is no CLUSTER edge); a virtual node is its own cluster.
 _ObsKey = tuple[int, str, str, str | None, str | None, _Shape]
 _Edge = tuple["_Acc", _Shape, str | None, str | None]  # calls, shape, source app, target app (CLUSTER)
-# A kept span: (span id, parent span id, service, name, kind, start_ns, end_ns, error)
-_Kept = tuple[bytes, bytes, str, str, int, int, int, bool]
+# The kept spans of an open trace are packed into one bytes object (topology.catalog.pack_spans'
+# format), and the summary carries the bytes: bytes are invisible to the garbage collector, and an
+# object per span kept alive made collections twice as frequent and slow (a third of the stage's
+# throughput); nothing unpacks them before Query.trace asks.
 #: Spans kept per trace by default (the summary counts the others).
 MAX_TRACE_SPANS = 256
 
@@ -135,7 +137,7 @@ class SpanPairer:
         self._producers: OrderedDict[bytes, _Pending] = OrderedDict()  # paired producers, for more consumers
         self._obs: dict[_ObsKey, _Acc] = {}
         # trace id -> [start_ns, end_ns, spans, error, services, root service, root name, last activity,
-        #              has real root, queued at, kept spans (_Kept), {span id: (peer, peer kind)} or None]
+        #              has real root, queued at, kept spans and their peers (packed), spans kept, peers kept]
         self._traces: OrderedDict[bytes, list[Any]] = OrderedDict()
         self._summaries: list[TraceSummary] = []
         self._identities: dict[bytes, tuple[str | None, str | None]] = {}
@@ -169,12 +171,14 @@ class SpanPairer:
         c["requests"] += 1
         clients, servers, producers, traces = self._clients, self._servers, self._producers, self._traces
         identities = self._identities
-        max_pending, max_traces, max_kept = self.max_pending, self.max_traces, self.max_trace_spans
+        max_pending, max_traces = self.max_pending, self.max_traces
+        max_kept = self.max_trace_spans
         for rs in view.resource_spans:
             ident = identities.get(rs.resource)
             if ident is None:
                 ident = self._identity(rs.resource)
             service, cluster = ident
+            service_utf8 = b"" if service is None else service[:NAME_MAX].encode()
             for ss in rs.scope_spans:
                 spans = ss.spans
                 c["spans"] += len(spans)
@@ -196,16 +200,17 @@ class SpanPairer:
                     tr = traces.get(tid)
                     if tr is None:
                         name: str = span.name
-                        traces[tid] = [start, end, 1, err, {service}, service, name, now, not pid, now,
-                                       [(sid, pid, service, name, kind, start, end, err)] if max_kept else [],
-                                       None]
+                        kept = b"" if not max_kept else pack_span(sid, pid, start, end, kind, err,
+                                                                  service_utf8, name)
+                        traces[tid] = [start, end, 1, err, {service}, service, name, now, not pid, now, kept,
+                                       1 if max_kept else 0, 0]
                         c["traces"] += 1
                         if len(traces) > max_traces:
                             self._evict_trace()
                     else:
-                        kept = tr[10]
-                        if len(kept) < max_kept:
-                            kept.append((sid, pid, service, span.name, kind, start, end, err))
+                        if tr[11] < max_kept:
+                            tr[11] += 1
+                            tr[10] += pack_span(sid, pid, start, end, kind, err, service_utf8, span.name)
                         if start < tr[0]:
                             tr[0] = start
                             if not tr[8]:
@@ -318,10 +323,9 @@ class SpanPairer:
         self._record((cl[4] // self._wns * self.window_seconds, cl[1], name, cl[2], name if cl[2] else None,
                       shape), cl[4], cl[5] - cl[4], cl[6], cl[7])
         tr = self._traces.get(cl[7])  # the trace is still open: it went quiet no earlier than its span
-        if tr is not None:
-            if tr[11] is None:
-                tr[11] = {}
-            tr[11][key[16:]] = (name, shape[1].value)
+        if tr is not None and tr[12] < self.max_trace_spans:
+            tr[12] += 1
+            tr[10] += pack_span(key[16:], b"", 0, 0, PEER_RECORD, False, name.encode(), shape[1].value)
 
     def _record(self, key: _ObsKey, start_ns: int, dur_ns: int, error: bool, trace_id: bytes) -> None:
         acc = self._obs.get(key)
@@ -497,20 +501,8 @@ def _key_of(raw: bytes) -> bytes:
         return b""
 
 
-def _kept_order(k: _Kept) -> tuple[int, bytes]:
-    return k[5], k[0]
-
-
 def _summary(tid: bytes, tr: list[Any]) -> TraceSummary:
-    """The summary of an open trace; its kept spans by start (then id), whatever order they came in."""
     start_ns, end_ns = tr[0], tr[1]
-    peers: dict[bytes, tuple[str, str]] = tr[11] or {}
-    kept = []
-    for sid, pid, service, name, kind, s_ns, e_ns, err in sorted(tr[10], key=_kept_order):
-        peer, peer_kind = peers.get(sid, (None, None))
-        kept.append(TraceSpan(sid.hex(), pid.hex() if pid else None, service, name,
-                              SPAN_KINDS[kind] if 0 <= kind < len(SPAN_KINDS) else SPAN_KINDS[0], s_ns / 1e9,
-                              max(0, e_ns - s_ns) / 1e9, err, peer, peer_kind))
     return TraceSummary(trace_id=tid.hex(), root_service=tr[5], root_name=tr[6], start=start_ns / 1e9,
                         duration=max(0, end_ns - start_ns) / 1e9, spans=tr[2], error=tr[3],
-                        services=tuple(sorted(tr[4])), kept_spans=tuple(kept))
+                        services=tuple(sorted(tr[4])), packed_spans=tr[10])

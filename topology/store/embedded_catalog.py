@@ -349,7 +349,7 @@ class EmbeddedCatalogStore(CatalogStore):
         kept = []
         touched: set[str] = set()
         for s in summaries:
-            data = json.dumps(replace(s, kept_spans=()).to_dict(), separators=(",", ":"))
+            data = json.dumps(replace(s, packed_spans=b"").to_dict(), separators=(",", ":"))
             for service in dict.fromkeys((s.root_service, *s.services)):
                 rows.append((service, s.trace_id, s.start, data))
                 touched.add(service)

@@ -350,7 +350,7 @@ class JanusGraphCatalogStore(CatalogStore):
                 "em": {T.label: "keeps", Direction.OUT: Merge.out_v, Direction.IN: Merge.in_v},
                 "eb": {"xstart": float(s.start)},
             })
-            summary = replace(s, kept_spans=())
+            summary = replace(s, packed_spans=b"")
             rows.append({
                 "tv": {T.label: "trace", "tid": s.trace_id},
                 "td": {"data": json.dumps(summary.to_dict(), separators=(",", ":"), ensure_ascii=False)},
