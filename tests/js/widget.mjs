@@ -6,10 +6,11 @@
 // Scenarios (each collects facts into one JSON report on stdout; the Python tests hold the truth):
 //   embed   a plain page with only the module and the element: what is drawn, layer toggles, degraded
 //           only, keyboard, click to focus, the time slider (positions before/after)
+//   trace   the trace overlay: trace-id=--trace drawn from Query.trace, an id not kept, no trace
 //   live    an open widget with `live`; prints {"ready": true} once subscribed, then waits for --expect-node
 //   map     /map: search suggestions, an action, the shareable URL restored in a new page
-//   shots   screenshots of a 50-node neighbourhood (setData) and of the fleet from the server (--fleet)
-//   bench   render times: a 200-node neighbourhood, a 10,000-service fleet, pan/zoom frames per second
+//   shots   screenshots of a synthetic 50-node neighbourhood and 10,000-service fleet (setData)
+//   bench   render times of a 200-node neighbourhood (the fleet's: `fleet --frames` against a real server)
 //   fleet   the fleet as the server has it (mode="fleet", endpoint /graphql): what the WebGL canvas holds,
 //           how long loading and drawing took, a screenshot (--shot); with --frames, frame rates and costs
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -31,6 +32,7 @@ const { values: opt } = parseArgs({
     window: { type: 'string' },
     shot: { type: 'string' },
     frames: { type: 'boolean', default: false },
+    trace: { type: 'string' },
   },
 });
 
@@ -153,6 +155,29 @@ const scenarios = {
     report.rootCause = await page.evaluate(SNAPSHOT);
   },
 
+  async trace(context, report) {
+    // The trace overlay: `trace-id` (--trace) over checkout-api's neighbourhood, then an id the server
+    // does not keep (the exemplar fallback), then no trace.
+    const page = await open(context, report, '/__test__/trace.html',
+      embedPage({ endpoint: '/graphql', service: opt.service, direction: 'both', depth: 2, 'trace-id': opt.trace }));
+    await firstRender(page);
+    await page.waitForFunction(() => /trace /.test(document.getElementById('map').shadowRoot.querySelector('.status').textContent));
+    const overlay = () => {
+      const root = document.getElementById('map').shadowRoot;
+      return {
+        highlighted: [...root.querySelectorAll('g[data-edge].highlight')].map((g) => g.dataset.edge).sort(),
+        traced: [...root.querySelectorAll('.edges-list li[data-trace]')].map((li) => ({ edge: li.dataset.edge, trace: li.dataset.trace, text: li.textContent }))
+          .sort((x, y) => x.edge.localeCompare(y.edge)),
+      };
+    };
+    report.withTrace = { ...(await page.evaluate(SNAPSHOT)), ...(await page.evaluate(overlay)) };
+    await page.screenshot({ path: join(opt.out, 'widget-trace.png') });
+    await rendered(page, () => page.evaluate(() => document.getElementById('map').setAttribute('trace-id', '0123456789abcdef0123456789abcdef')));
+    report.notKept = { ...(await page.evaluate(SNAPSHOT)), ...(await page.evaluate(overlay)) };
+    await rendered(page, () => page.evaluate(() => document.getElementById('map').removeAttribute('trace-id')));
+    report.noTrace = { ...(await page.evaluate(SNAPSHOT)), ...(await page.evaluate(overlay)) };
+  },
+
   async live(context, report) {
     const page = await open(context, report, '/__test__/live.html',
       embedPage({ endpoint: '/graphql', service: opt.service, direction: 'both', depth: 2, live: true }));
@@ -241,6 +266,7 @@ const scenarios = {
 
   async bench(context, report) {
     // "Drawn" = from setData (the data has arrived) until two animation frames later (painted).
+    // The fleet is timed from a server holding a simulated fleet (scenario fleet, bench/widget_render.py).
     const page = await open(context, report, '/__test__/bench.html', embedPage({ toolbar: 'none' }, 'height: 900px; width: 1400px'));
     await page.addScriptTag({ content: SYNTHETIC });
     await firstRender(page);
@@ -259,40 +285,6 @@ const scenarios = {
     }, [kind, n, seed, mode]);
     report.neighbourhood200 = [];
     for (let i = 0; i < 7; i++) report.neighbourhood200.push(await drawn('neighbourhood', 200, i + 1, null));
-    report.fleet10k = [];
-    for (let i = 0; i < 3; i++) {
-      report.fleet10k.push(await drawn('fleet', 10000, i + 1, 'fleet'));
-      await page.waitForTimeout(4500); // the layout worker stops after 4 s
-    }
-    // Pan and zoom as a person does (mouse drags and wheel turns, from an empty corner), counting the
-    // frames sigma draws meanwhile.
-    await page.evaluate(() => { window.__frames = 0; document.getElementById('map').renderer.sigma.on('afterRender', () => { window.__frames++; }); });
-    // The browser's own frame rate with the fleet drawn and nothing moving: the ceiling on this machine.
-    report.idleFps = await page.evaluate(() => new Promise((resolve) => {
-      let n = 0; const t0 = performance.now();
-      const step = (now) => { n++; if (now - t0 < 2000) requestAnimationFrame(step); else resolve((n * 1000) / (now - t0)); };
-      requestAnimationFrame(step);
-    }));
-    const box = await page.locator('#map').boundingBox();
-    report.panZoomFps = [];
-    for (let run = 0; run < 3; run++) {
-      const before = await page.evaluate(() => window.__frames);
-      const t0 = Date.now();
-      while (Date.now() - t0 < 3000) {
-        const x = box.x + 30; const y = box.y + 30;
-        await page.mouse.move(x, y);
-        await page.mouse.down();
-        await page.mouse.move(x + 240, y + 160, { steps: 24 });
-        await page.mouse.move(x, y, { steps: 24 });
-        await page.mouse.up();
-        await page.mouse.wheel(0, -240);
-        await page.mouse.wheel(0, 240);
-      }
-      await page.waitForTimeout(100);
-      const frames = (await page.evaluate(() => window.__frames)) - before;
-      report.panZoomFps.push((frames * 1000) / (Date.now() - t0));
-    }
-    report.afterInteraction = await page.evaluate(() => document.getElementById('map').getAttribute('mode'));
   },
 };
 
@@ -301,7 +293,9 @@ const scenarios = {
 // second are what a person sees. Per frame: sigma's render() on the main thread (JavaScript: WebGL calls
 // queued), then a 1-pixel readPixels that waits until the GPU process has rasterised them (SwiftShader
 // here). A trivial WebGL canvas cleared per frame is the machine's floor; the same page idle its ceiling.
-// Each node program (sigma's circles, the one the widget used before, and points) in turn, twice.
+// Each node program in turn, twice: sigma's circles (the widget's before), its points (the widget's past
+// 3,000 nodes), and none. The floor with sigma's layers: 3 WebGL and 4 2D canvases as large as its own,
+// all cleared per frame, as sigma's render() clears its 7 layers.
 const FRAMES = async () => {
   const el = document.getElementById('map');
   const s = el.renderer.sigma;
@@ -328,9 +322,27 @@ const FRAMES = async () => {
   out.idleFps = await rafRate(2000);
   out.trivialWebglFps = await rafRate(2000, (n) => { floor.clearColor((n % 10) / 10, 0, 0, 1); floor.clear(floor.COLOR_BUFFER_BIT); });
   c.remove();
-  const programs = { circle: P.NodeCircleProgram, point: P.NodePointProgram };
-  for (const name of ['circle', 'point', 'circle', 'point']) {
-    s.setSetting('nodeProgramClasses', { ...before.node, circle: programs[name] });
+  const layers = [...Array(7)].map((_, i) => {
+    const l = document.createElement('canvas');
+    l.width = 1400; l.height = 900; l.style.cssText = c.style.cssText;
+    document.body.appendChild(l);
+    return i < 3 ? l.getContext('webgl2') : l.getContext('2d');
+  });
+  out.sevenLayersFps = await rafRate(2000, (n) => layers.forEach((x) => {
+    if (x.clear) { x.clearColor((n % 10) / 10, 0, 0, 1); x.clear(x.COLOR_BUFFER_BIT); } else { x.clearRect(0, 0, 1400, 900); x.fillRect(n % 50, 0, 2, 2); }
+  }));
+  layers.forEach((x) => x.canvas.remove());
+  // A node program that draws nothing: what is left is the frame's fixed cost (clearing and presenting
+  // sigma's canvases, its picking buffers).
+  // And points with the element's corners square (its shadow style rounds them, overflow hidden: sigma's
+  // layers are then composited through a rounded clip).
+  class NoNodes extends P.NodePointProgram { drawWebGL() {} }
+  const programs = { circle: [P.NodeCircleProgram], point: [P.NodePointProgram], 'none (the frame without nodes)': [NoNodes],
+    'point, square corners': [P.NodePointProgram, true] };
+  for (const name of [...Object.keys(programs), ...Object.keys(programs)]) {
+    const [cls, square] = programs[name];
+    el.style.borderRadius = square ? '0' : '';
+    s.setSetting('nodeProgramClasses', { ...before.node, circle: cls });
     camera.setState({ x: 0.5, y: 0.5, ratio: 1, angle: 0 });
     await sleep(300);
     const render = s.render;
@@ -340,15 +352,16 @@ const FRAMES = async () => {
     await camera.animate({ ratio: 0.35, x: 0.6, y: 0.45 }, { duration: 1500 });
     await camera.animate({ ratio: 1, x: 0.5, y: 0.5 }, { duration: 1500 });
     const fps = (js.length * 1000) / (performance.now() - t0);
-    // The same moving frames, each waited for until rasterised (sync), five of them.
+    // The same moving frames, each waited for until rasterised (sync), for 2 s.
     const raster = [];
     const gl = s.webGLContexts.nodes;
     s.render = function synced() { const t = performance.now(); render.call(s); sync(gl); raster.push(performance.now() - t); return s; };
-    await camera.animate({ ratio: 0.5 }, { duration: 600 });
+    await camera.animate({ ratio: 0.5 }, { duration: 2000 });
     s.render = render;
     out.runs.push({ node: name, fps, frames: js.length, jsMs: med(js), movingFrameMs: med(raster), syncedFrames: raster.length });
   }
   s.setSetting('nodeProgramClasses', before.node);
+  el.style.borderRadius = '';
   // A still frame (edges and labels too, as drawn when the camera stops), waited for likewise, with each
   // edge program: arrows (line and head) and plain lines.
   out.stillFrameMs = {};
