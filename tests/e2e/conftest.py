@@ -32,7 +32,7 @@ import pytest
 import uvicorn
 
 from tests.conftest import require
-from topology.catalog import HealthEvent, HealthState, Owner, ServiceInfo
+from topology.catalog import HealthEvent, HealthState, Owner, ServiceInfo, TraceSpan, TraceSummary, pack_spans
 from topology.model import EdgeKey, EdgeWindow, Granularity, Layer, NodeInfo, NodeKind
 from topology.stats import EdgeStats
 from topology.timewindow import MINUTE, align
@@ -76,6 +76,35 @@ UPSTREAM = {
 }
 
 
+# One kept trace (Query.trace): user -> web-frontend -> checkout-api -> payments-svc (failing) -> orders-db,
+# and checkout-api -> fraud-check, a peer the map has no edge to (the overlay draws it).
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+TRACE_CALLS = {"user->web-frontend": (1, 0), "web-frontend->checkout-api": (1, 0),
+               "checkout-api->payments-svc": (1, 1), "payments-svc->orders-db": (1, 0),
+               "checkout-api->fraud-check": (1, 0)}
+
+
+def seed_trace(now: float) -> TraceSummary:
+    t = now - 150
+
+    def span(i: int, parent: int | None, service: str, kind: str, start: float, ms: float,
+             error: bool = False, peer: tuple[str, str] | None = None) -> TraceSpan:
+        return TraceSpan(f"{i:016x}", None if parent is None else f"{parent:016x}", service, f"op-{i}", kind,
+                         t + start, ms / 1000, error, *(peer or (None, None)))
+
+    spans = [
+        span(1, None, "web-frontend", "SERVER", 0.0, 180.0),
+        span(2, 1, "web-frontend", "CLIENT", 0.01, 160.0),
+        span(3, 2, "checkout-api", "SERVER", 0.02, 150.0),
+        span(4, 3, "checkout-api", "CLIENT", 0.03, 90.0, True),
+        span(5, 4, "payments-svc", "SERVER", 0.04, 80.0, True),
+        span(6, 5, "payments-svc", "CLIENT", 0.05, 20.0, peer=("orders-db", "DATABASE")),
+        span(7, 3, "checkout-api", "CLIENT", 0.1, 30.0, peer=("fraud-check", "UNINSTRUMENTED")),
+    ]
+    return TraceSummary(TRACE_ID, "web-frontend", "op-1", t, 0.18, len(spans), True,
+                        ("checkout-api", "payments-svc", "web-frontend"), pack_spans(spans))
+
+
 def seed_windows(now: float) -> list[EdgeWindow]:
     """One MINUTE window per edge, two minutes before ``now`` (inside the default live window)."""
     start = align(now, MINUTE) - 2 * MINUTE
@@ -107,6 +136,7 @@ async def seed_store(data_dir: Path, now: float, health: bool = False) -> None:
             await stores.catalog.record_health([HealthEvent(s, h, now - 100) for s, h in HEALTH.items()])
         await stores.catalog.upsert_services(list(CATALOG))
         await stores.catalog.register_nodes(seed_nodes(now))
+        await stores.catalog.record_traces([seed_trace(now)])
         windows = seed_windows(now)
         for layer, store in stores.layers.items():
             await store.upsert_windows([w for w in windows if w.key.layer is layer])

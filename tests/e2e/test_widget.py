@@ -20,6 +20,8 @@ from tests.e2e.conftest import (
     CHROMIUM,
     HEALTH,
     JS_DIR,
+    TRACE_CALLS,
+    TRACE_ID,
     Server,
     post_graphql,
     require_chromium,
@@ -161,6 +163,40 @@ def test_embedded_widget_draws_the_neighbourhood(health_server: Server) -> None:
     assert urlsplit(r["exportUrl"]).path == "/export"
     assert q["format"] == ["dot"] and q["service"] == ["payments-svc"]
     assert (ARTEFACTS / "widget-embed.png").stat().st_size > 10_000
+
+
+TRACE_QUERY = ("query($id: String!) { trace(traceId: $id) { "
+               "edges { source target calls errors durationMs } } }")
+
+
+def test_trace_overlay_draws_the_calls_query_trace_answers(health_server: Server) -> None:
+    answer = post_graphql(f"{health_server.base}/graphql", TRACE_QUERY, {"id": TRACE_ID})
+    edges = answer["data"]["trace"]["edges"]  # type: ignore[index]
+    server = {f"{e['source']}->{e['target']}": e for e in edges}
+    # the server's answer is the hand-built trace's calls (conftest.seed_trace)
+    assert {k: (e["calls"], e["errors"]) for k, e in server.items()} == TRACE_CALLS
+
+    r = run_widget(health_server.base, "trace", "--trace", TRACE_ID)
+    drawn = r["withTrace"]
+    # the overlaid calls, highlighted and described, are Query.trace's edges: fraud-check, which the map
+    # does not have, is drawn too; the map's other calls stay, not highlighted
+    assert drawn["highlighted"] == sorted(server)
+    assert [t["edge"] for t in drawn["traced"]] == sorted(server)
+    assert {t["trace"] for t in drawn["traced"]} == {TRACE_ID}
+    for t in drawn["traced"]:
+        e = server[t["edge"]]
+        calls = f"{e['calls']} call{'s' if e['calls'] != 1 else ''}"
+        assert t["text"].endswith(f"; in trace {TRACE_ID}: {calls}, {e['errors']} failed, "
+                                  f"{e['durationMs']:.1f} ms"), t
+    assert set(edges_of(drawn)) == set(AROUND_CHECKOUT) | set(server)
+    assert {"fraud-check", "orders-db"} <= nodes_of(drawn)
+    assert f"trace {TRACE_ID}: {len(server)} calls" in drawn["status"]
+    # an id the server does not keep: the fallback (exemplar trace ids; none here), the map as it is
+    assert r["notKept"]["highlighted"] == [] and r["notKept"]["traced"] == []
+    assert set(edges_of(r["notKept"])) == set(AROUND_CHECKOUT)
+    assert "not kept" in r["notKept"]["status"]
+    assert r["noTrace"]["highlighted"] == [] and "trace" not in r["noTrace"]["status"]
+    assert (ARTEFACTS / "widget-trace.png").stat().st_size > 10_000
 
 
 def test_widget_asset_is_served_as_a_module(health_server: Server) -> None:

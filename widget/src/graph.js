@@ -66,6 +66,19 @@ export const ROOT_CAUSE = `query ServiceTopologyRootCause($name: String!, $depth
 
 export const QUERY_FIELDS = `query ServiceTopologyFields { __type(name: "Query") { fields { name } } }`;
 
+export const TRACE = `query ServiceTopologyTrace($id: String!) {
+  trace(traceId: $id) { traceId spanCount truncated nodes { name kind } edges { source target calls errors durationMs } }
+}`;
+
+/** An edge the trace overlay draws where the map has none (it carries the trace's numbers, no layer's view). */
+export function traceEdge(e) {
+  return {
+    id: edgeId(e.source, e.target), source: e.source, target: e.target, layers: ['TRACE'], perLayer: [],
+    requests: e.calls, requestRate: 0, errorRate: e.calls ? e.errors / e.calls : 0,
+    health: e.errors ? 'DEGRADED' : 'UNKNOWN', traceOnly: true,
+  };
+}
+
 export class GraphQLError extends Error {
   constructor(message, code) {
     super(message);

@@ -12,7 +12,9 @@
 //   tier       comma-separated tiers; domain: comma-separated domains (services returned; the walk passes)
 //   at         ISO 8601 instant to travel to (default: now); window: duration such as 15m
 //   mode       neighbourhood (default) | blast-radius | root-cause | fleet
-//   trace-id   a trace whose edges are highlighted (from the edges' exemplar trace ids)
+//   trace-id   a trace (32 hex digits) drawn over the map: its calls from Query.trace, highlighted, with
+//              the calls the map does not have added; when the server has no Query.trace or no longer
+//              keeps the trace, the edges whose exemplar trace ids name it
 //   live       present: updates arrive over the topologyChanges subscription and are drawn in place
 //   toolbar    "none" hides the layer toggles, degraded-only switch and time slider
 //
@@ -25,8 +27,9 @@
 // topology-live {detail: {state, change}}.
 import {
   BLAST_RADIUS, FLEET, HEALTH_COLOURS, LAYERS, MAX_FLEET_PAGES, MODES, NEIGHBOURHOOD, QUERY_FIELDS, ROOT_CAUSE,
-  SUBSCRIPTION, edgeId,
-  addFleetPage, applyChange, emptyGraph, fromBlastRadius, fromNeighbourhood, fromPlain, isDegraded, post,
+  SUBSCRIPTION, TRACE, edgeId,
+  addFleetPage, applyChange, emptyGraph, fromBlastRadius, fromNeighbourhood, fromPlain, isDegraded, nodeFrom, post,
+  traceEdge,
 } from './graph.js';
 import { LayeredRenderer, describeEdge } from './layered.js';
 import { FleetRenderer, LARGE } from './fleet.js';
@@ -108,7 +111,7 @@ export class ServiceTopology extends HTMLElement {
   attributeChangedCallback(name, old, value) {
     if (old === value || !this.isConnected) return;
     if (name === 'toolbar') { this.$('.toolbar').hidden = value === 'none'; return; }
-    if (name === 'trace-id') { this.redraw(); return; }
+    if (name === 'trace-id') { this.loadTrace().then(() => this.redraw()); return; }
     if (name === 'service' || name === 'mode' || name === 'direction') this.renderer && this.renderer.resetPositions();
     if (name === 'at') this.syncSlider();
     this.scheduleLoad();
@@ -190,6 +193,7 @@ export class ServiceTopology extends HTMLElement {
           if (mode === 'root-cause') await this.rankRootCause(g, signal);
         }
       }
+      await this.loadTrace(signal);
       if (gen !== this.generation) return;
       this.setGraph(g);
       this.restartLive();
@@ -206,15 +210,42 @@ export class ServiceTopology extends HTMLElement {
     this.emit('topology-error', { message: `unknown service ${name}`, code: 'NOT_FOUND' });
   }
 
-  /** The root-cause ranking, when the server has `rootCause`; otherwise degraded callees by depth. */
-  async rankRootCause(g, signal) {
+  /** Whether the server's Query has `field` (asked once). */
+  async hasQueryField(field, signal) {
     if (!this.queryFields) {
       try {
         const { data } = await post(this.endpoint, QUERY_FIELDS, {}, signal, this.headers);
         this.queryFields = new Set(data.__type.fields.map((f) => f.name));
-      } catch { this.queryFields = new Set(); }
+      } catch (e) {
+        if (e.name === 'AbortError') throw e;
+        this.queryFields = new Set();
+      }
     }
-    if (this.queryFields.has('rootCause')) {
+    return this.queryFields.has(field);
+  }
+
+  /** The overlay of the `trace-id` attribute: the trace's calls from Query.trace (`source: 'trace'`), or,
+   * when the server has no Query.trace or no longer keeps the trace, the exemplar edges (`'exemplars'`). */
+  async loadTrace(signal) {
+    const id = (this.getAttribute('trace-id') || '').trim();
+    if (!id) { this.traceOverlay = null; return; }
+    if (this.traceOverlay && this.traceOverlay.id === id) return;
+    let overlay = { id, source: 'exemplars', edges: [], nodes: [] };
+    try {
+      if (await this.hasQueryField('trace', signal)) {
+        const { data } = await post(this.endpoint, TRACE, { id }, signal, this.headers);
+        if (data && data.trace) overlay = { id, source: 'trace', edges: data.trace.edges, nodes: data.trace.nodes, truncated: data.trace.truncated };
+      }
+    } catch (e) {
+      if (e.name === 'AbortError') throw e;
+      this.emit('topology-error', { message: `trace ${id}: ${e.message}`, code: e.code || 'NETWORK' });
+    }
+    if ((this.getAttribute('trace-id') || '').trim() === id) this.traceOverlay = overlay;
+  }
+
+  /** The root-cause ranking, when the server has `rootCause`; otherwise degraded callees by depth. */
+  async rankRootCause(g, signal) {
+    if (await this.hasQueryField('rootCause', signal)) {
       const v = this.variables();
       const { data } = await post(this.endpoint, ROOT_CAUSE, { name: g.focus, depth: v.depth, layers: v.layers, at: v.at,
         window: v.window }, signal, this.headers);
@@ -289,7 +320,31 @@ export class ServiceTopology extends HTMLElement {
       nodes = nodes.filter((n) => real(n.name));
       edges = edges.filter((e) => real(e.source) && real(e.target));
     }
+    const t = this.traceOverlay;
+    if (t && t.source === 'trace' && this.mode !== 'fleet') { // the trace's calls, drawn whatever the map has
+      const have = new Set(edges.map((e) => e.id));
+      const named = new Set(nodes.map((n) => n.name));
+      for (const n of t.nodes) {
+        if (!named.has(n.name)) { nodes.push(g.nodes.get(n.name) || nodeFrom(n)); named.add(n.name); }
+      }
+      for (const e of t.edges) {
+        const id = edgeId(e.source, e.target);
+        if (!have.has(id)) edges.push(g.edges.get(id) || traceEdge(e));
+      }
+    }
     return { nodes, edges, focus: g.focus };
+  }
+
+  /** Ids of the edges the `trace-id` overlay highlights, and the trace's numbers by edge id. */
+  traceHighlight(edges) {
+    const t = this.traceOverlay;
+    const calls = new Map();
+    if (!t) return { ids: new Set(), calls };
+    if (t.source === 'trace') {
+      for (const e of t.edges) calls.set(edgeId(e.source, e.target), e);
+      return { ids: new Set(calls.keys()), calls };
+    }
+    return { ids: new Set(edges.filter((e) => e.perLayer.some((l) => (l.exemplarTraceIds || []).includes(t.id))).map((e) => e.id)), calls };
   }
 
   redraw() {
@@ -302,8 +357,8 @@ export class ServiceTopology extends HTMLElement {
       this.needFit = true;
       this.renderer = new Kind(this.stage, this.handlers);
     }
-    const traceId = this.getAttribute('trace-id');
-    const highlight = new Set(traceId ? v.edges.filter((e) => e.perLayer.some((l) => (l.exemplarTraceIds || []).includes(traceId))).map((e) => e.id) : []);
+    const trace = this.traceHighlight(v.edges);
+    const highlight = new Set(trace.ids);
     for (const id of (this.data.extra.rootCause && this.data.extra.rootCause.path) || []) highlight.add(id);
     const ranked = new Set((this.data.extra.rootCause && this.data.extra.rootCause.ranked) || []);
     const degraded = v.nodes.filter((n) => isDegraded(n.health)).length;
@@ -313,24 +368,37 @@ export class ServiceTopology extends HTMLElement {
     const view = { ...v, visibleLayers: this.visibleLayers, selected: this.selected, highlight, ranked, label,
       lookup: (name) => this.data.nodes.get(name) };
     this.renderer.draw(view);
-    this.describe(v, large);
+    this.describe(v, large, trace);
     this.renderPanel();
     const ms = performance.now() - t0;
     this.lastRender = { nodes: v.nodes.length, edges: v.edges.length, renderer: large ? 'webgl' : 'svg', ms };
-    this.status(`${label}${this.data.truncated ? ' (truncated)' : ''}`);
+    const t = this.traceOverlay;
+    const traced = !t ? '' : t.source === 'trace'
+      ? ` · trace ${t.id}: ${t.edges.length} calls${t.truncated ? ' (truncated)' : ''}`
+      : ` · trace ${t.id}: not kept, ${trace.ids.size} calls by exemplars`;
+    this.status(`${label}${this.data.truncated ? ' (truncated)' : ''}${traced}`);
     this.emit('topology-render', this.lastRender);
     if (!large && this.needFit) { this.renderer.fit(); this.needFit = false; }
   }
 
-  /** A text description of the calls drawn, for screen readers (and tests). */
-  describe(v, large) {
+  /** A text description of the calls drawn, for screen readers (and tests); the calls of the trace
+   * overlay say so (`data-trace` holds the trace id). */
+  describe(v, large, trace) {
     const ul = this.$('.edges-list');
     ul.replaceChildren();
     if (large) return; // the canvas' label summarises; thousands of items help nobody
+    const t = this.traceOverlay;
     for (const e of v.edges) {
       const li = document.createElement('li');
       li.dataset.edge = e.id;
-      li.textContent = describeEdge(e, this.visibleLayers);
+      let text = e.traceOnly ? `${e.source} calls ${e.target}` : describeEdge(e, this.visibleLayers);
+      if (t && trace.ids.has(e.id)) {
+        li.dataset.trace = t.id;
+        const c = trace.calls.get(e.id);
+        text += c ? `; in trace ${t.id}: ${c.calls} ${c.calls === 1 ? 'call' : 'calls'}, ${c.errors} failed, ${fmt(c.durationMs, 1)} ms`
+          : `; in trace ${t.id} (exemplar)`;
+      }
+      li.textContent = text;
       ul.appendChild(li);
     }
   }
