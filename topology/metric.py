@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from topology.stats import EdgeStats
 
-__all__ = ["EdgeMetric", "Thresholds", "metric_value"]
+__all__ = ["CallMetrics", "EdgeMetric", "Thresholds", "metric_value"]
 
 
 class EdgeMetric(enum.StrEnum):
@@ -42,6 +42,22 @@ def metric_value(s: EdgeStats, metric: EdgeMetric, seconds: float) -> float | No
     if metric is EdgeMetric.ERROR_RATE:
         return s.error_rate
     return s.latency_quantile(0.99)
+
+
+@dataclass(frozen=True, slots=True)
+class CallMetrics:
+    """What an edge's calls did in a range, reduced to what the root-cause ranking judges: requests,
+    errors and the latency median and p99 in seconds (None when unmeasured), exactly as the merged
+    :class:`EdgeStats` of the range would give them."""
+
+    requests: int = 0
+    errors: int = 0
+    p50: float | None = None
+    p99: float | None = None
+
+    @classmethod
+    def of(cls, s: EdgeStats) -> CallMetrics:
+        return cls(s.requests, s.errors, s.latency_quantile(0.5), s.latency_quantile(0.99))
 
 
 @dataclass(frozen=True, slots=True)

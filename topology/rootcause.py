@@ -7,7 +7,10 @@ anomalous service whose *own* dependencies explain none of its anomaly. The meth
 1. Walk ``depth`` hops upstream of the service asked about (every requested layer, merged): the
    candidates are the service itself and everything it depends on, virtual nodes (databases) too.
 2. Read every edge into and out of the candidates in the *current* window (``[at - window, at)``)
-   and in the *baseline* (the ``BASELINE_WINDOWS`` windows before it), layer by layer.
+   and in the *baseline* (the ``BASELINE_WINDOWS`` windows before it), layer by layer: one
+   ``LayerStore.call_metrics`` call per layer, window and direction for the whole candidate set,
+   which answers only what is judged (calls, errors, latency median and p99) and which the
+   embedded store computes in one vectorised pass and remembers per range.
 3. An edge is anomalous in a layer when, with at least ``MIN_CALLS`` calls now (and ``MIN_ERRORS``
    errors), its error rate rose by 2 percentage points and at least doubled (no baseline: an error
    rate of 5 % or more), or
@@ -39,10 +42,9 @@ from datetime import UTC, datetime
 
 from topology.catalog import HealthState, HealthStatus
 from topology.change import BEHAVIOUR_CHANGES, ChangeEvent
-from topology.metric import EdgeMetric, Thresholds
-from topology.model import ALL_LAYERS, Direction, EdgeSummary, Granularity, Layer
+from topology.metric import CallMetrics, EdgeMetric, Thresholds
+from topology.model import ALL_LAYERS, Direction, EdgeKey, Granularity, Layer
 from topology.query import LayerFailure, traverse
-from topology.stats import EdgeStats
 from topology.store.base import CatalogStore, LayerStore
 from topology.timewindow import TimeRange
 
@@ -124,7 +126,7 @@ def _when(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).strftime("%H:%M:%SZ")
 
 
-def _surprising(errors: int, calls: int, base: EdgeStats | None) -> bool:
+def _surprising(errors: int, calls: int, base: CallMetrics | None) -> bool:
     """Whether ``errors`` of ``calls`` is far beyond the baseline's error ratio (z >= ``MIN_Z``; a
     baseline without errors counts as half an error, so a handful of calls is never surprising)."""
     if base is None or base.requests < MIN_CALLS:
@@ -134,7 +136,7 @@ def _surprising(errors: int, calls: int, base: EdgeStats | None) -> bool:
     return (errors - expected) / math.sqrt(calls * p * (1.0 - p) + 1e-9) >= MIN_Z
 
 
-def edge_anomaly(cur: EdgeStats, base: EdgeStats | None, th: Thresholds) -> tuple[float, list[Evidence]]:
+def edge_anomaly(cur: CallMetrics, base: CallMetrics | None, th: Thresholds) -> tuple[float, list[Evidence]]:
     """How anomalous one layer's view of an edge is now against its baseline (0 = not at all)."""
     if cur.requests < MIN_CALLS:
         return 0.0, []
@@ -151,10 +153,10 @@ def edge_anomaly(cur: EdgeStats, base: EdgeStats | None, th: Thresholds) -> tupl
     ):
         score += 10.0 * excess
         found.append(Evidence(EvidenceKind.ERRORS, "", None, EdgeMetric.ERROR_RATE, err_base, err_now))
-    p_now = cur.latency_quantile(0.99)
-    p_base = base.latency_quantile(0.99) if has_base and base is not None else None
-    m_now = cur.latency_quantile(0.5)
-    m_base = base.latency_quantile(0.5) if has_base and base is not None else None
+    p_now = cur.p99
+    p_base = base.p99 if has_base and base is not None else None
+    m_now = cur.p50
+    m_base = base.p50 if has_base and base is not None else None
     # p99 at least doubled, and the median moved too (a p99 of a few calls is noisy on its own)
     if (p_now is not None and p_base is not None and p_base > 0 and m_now is not None and m_base
             and p_now - p_base >= th.latency_absolute and p_now >= 2.0 * p_base
@@ -168,17 +170,17 @@ class _Edges:
     """Every edge into or out of the candidates, per layer, now and in the baseline."""
 
     def __init__(self) -> None:
-        self.now: dict[Layer, dict[_Key, EdgeStats]] = {}
-        self.base: dict[Layer, dict[_Key, EdgeStats]] = {}
+        self.now: dict[Layer, dict[_Key, CallMetrics]] = {}
+        self.base: dict[Layer, dict[_Key, CallMetrics]] = {}
         self.into: dict[str, set[_Key]] = {}
         self.out: dict[str, set[_Key]] = {}
         self._judged: dict[tuple[Layer, _Key], tuple[float, list[Evidence]]] = {}
 
-    def add(self, layer: Layer, current: bool, answer: Sequence[EdgeSummary]) -> None:
+    def add(self, layer: Layer, current: bool, answer: Sequence[tuple[EdgeKey, CallMetrics]]) -> None:
         table = (self.now if current else self.base).setdefault(layer, {})
-        for s in answer:
-            k = (s.key.source, s.key.target)
-            table.setdefault(k, s.stats)
+        for key, metrics in answer:
+            k = (key.source, key.target)
+            table.setdefault(k, metrics)
             if current:
                 self.out.setdefault(k[0], set()).add(k)
                 self.into.setdefault(k[1], set()).add(k)
@@ -236,10 +238,10 @@ async def _gather_edges(
     # other candidate come from a candidate (it was reached through one) or from outside the walk,
     # whose callers see what the candidates' calls show.
     calls = [(layer, t is current, d) for layer in layers if layer in layer_stores
-             for t in (current, baseline) for d in (Direction.UPSTREAM, Direction.DOWNSTREAM)]
+             for t in (baseline, current) for d in (Direction.UPSTREAM, Direction.DOWNSTREAM)]
     answers = await asyncio.gather(
-        *(layer_stores[layer].neighbors(names if d is Direction.UPSTREAM else names[:1], d, granularity,
-                                        current if cur else baseline, now)
+        *(layer_stores[layer].call_metrics(names if d is Direction.UPSTREAM else names[:1], d, granularity,
+                                           current if cur else baseline, now)
           for layer, cur, d in calls),
         return_exceptions=True,
     )

@@ -39,7 +39,7 @@ import pytest
 from topology.catalog import HealthEvent, HealthState, Owner, ServiceInfo, TraceSpan, TraceSummary, pack_spans
 from topology.change import ChangeEvent, ChangeKind
 from topology.diff import DiffDirection, diff
-from topology.metric import EdgeMetric
+from topology.metric import CallMetrics, EdgeMetric
 from topology.model import (
     Direction,
     EdgeKey,
@@ -315,6 +315,45 @@ class StoreContract:
         # a range ending exactly where a window starts does not include it (half-open)
         [only0] = await ipc.neighbors(["a"], UP, APP, TimeRange(base - 60, base + MINUTE), LIVE_NOW)
         assert only0.stats == ws[0].stats
+
+    async def test_call_metrics_are_the_neighbors_stats_reduced(self, stores: Stores) -> None:
+        ipc = stores.layers[IPC]
+        start = LIVE_NOW - HOUR  # an hour of minutes: the older ones lie beyond any in-memory ring
+        rng = random.Random(5)
+        ws: list[EdgeWindow] = []
+        for m in range(60):
+            for dst in ("b", "c", "db"):
+                if rng.random() < 0.2:
+                    continue
+                xs = [rng.lognormvariate(-4, 1) for _ in range(rng.randrange(1, 40))] + [0.0] * (m % 3 == 0)
+                ws.append(win("a", dst, start + m * MINUTE, layer=IPC, requests=len(xs),
+                              errors=rng.randrange(3), latency=LatencySketch.of(xs)))
+        ws.append(win("x", "a", start, layer=IPC, requests=5, errors=5))  # latency not measured
+        await ipc.upsert_windows(ws)
+        old, recent = TimeRange(start, start + 40 * MINUTE), TimeRange(LIVE_NOW - 10 * MINUTE, LIVE_NOW)
+        for time in (old, recent, LIVE, TimeRange(start, LIVE_NOW)):
+            for names, direction in ((["a", "nobody"], UP), (["a"], DOWN)):
+                answer = await ipc.neighbors(names, direction, APP, time, LIVE_NOW)
+                got = await ipc.call_metrics(names, direction, APP, time, LIVE_NOW)
+                assert len(got) == len(answer)
+                assert dict(got) == {s.key: CallMetrics.of(s.stats) for s in answer}
+        # written out by hand for one edge and range: sums, and the quantiles of the merged sketch
+        inside = [w for w in ws if w.key.target == "b" and old.start <= w.window_start < old.end]
+        ab = EdgeKey(IPC, APP, "a", "b")
+        want = merged(inside)
+        metrics = dict(await ipc.call_metrics(["a"], UP, APP, old, LIVE_NOW))
+        assert metrics[ab] == CallMetrics(want.requests, want.errors, want.latency.quantile(0.5),
+                                          want.latency.quantile(0.99))
+        assert want.requests == sum(w.stats.requests for w in inside)
+        assert dict(await ipc.call_metrics(["a"], DOWN, APP, old, LIVE_NOW)) == {
+            EdgeKey(IPC, APP, "x", "a"): CallMetrics(5, 5, None, None)}
+        # a late window inside the range is seen at once (nothing stale is remembered)
+        late = [w for w in ws if w.key.target == "b"][3]
+        await ipc.upsert_windows([win("a", "b", late.window_start, layer=IPC, requests=1000, errors=900,
+                                      latency=LatencySketch.of([9.0]))])
+        again = dict(await ipc.call_metrics(["a"], UP, APP, old, LIVE_NOW))[ab]
+        assert again.requests == metrics[ab].requests - late.stats.requests + 1000
+        assert again.errors == metrics[ab].errors - late.stats.errors + 900
 
     async def test_latency_quantiles_stay_within_2_percent_through_stage3_store_and_rollup(
         self, stores_factory: StoresFactory

@@ -14,6 +14,8 @@ Contract (checked by ``tests/store/contract.py`` against every implementation):
 * Queries take a :class:`TimeRange`; an edge is present if any stored window overlaps the range.
   The finest granularity whose retention covers ``range.start`` answers.
 * ``neighbors`` expands one hop for a set of nodes, ``traverse`` walks many hops inside one layer.
+  ``call_metrics`` answers what ``neighbors`` answers, each edge's stats reduced to
+  :class:`~topology.metric.CallMetrics` (a backend may answer it without merging whole stats).
   Tier/domain filters are not the store's concern: callers filter results, traversal passes through.
 * Errors: :class:`StoreUnavailable` when the backend cannot be reached (callers report the layer as
   UNAVAILABLE and keep answering from the other layers); ``ValueError`` for bad arguments.
@@ -27,8 +29,10 @@ from dataclasses import dataclass
 
 from topology.catalog import HealthEvent, HealthStatus, ServiceInfo, TraceSummary
 from topology.change import ChangeEvent
+from topology.metric import CallMetrics
 from topology.model import (
     Direction,
+    EdgeKey,
     EdgeSummary,
     EdgeWindow,
     Granularity,
@@ -84,6 +88,20 @@ class LayerStore(abc.ABC):
         """Edges one hop away from ``names`` (outgoing for UPSTREAM, incoming for DOWNSTREAM),
         with their windows inside ``time`` merged. ``now`` picks the granularity (retention).
         ``with_stats=False``: the same edges and kinds, but their stats may be left empty (cheaper)."""
+
+    async def call_metrics(
+        self,
+        names: Iterable[str],
+        direction: Direction,
+        granularity: Granularity,
+        time: TimeRange,
+        now: float,
+    ) -> list[tuple[EdgeKey, CallMetrics]]:
+        """The edges :meth:`neighbors` answers, in its order, each with the :class:`CallMetrics` of
+        its merged stats. This default derives them from ``neighbors``; a backend that can compute
+        them more cheaply overrides it with the same answers."""
+        return [(s.key, CallMetrics.of(s.stats))
+                for s in await self.neighbors(names, direction, granularity, time, now)]
 
     @abc.abstractmethod
     async def traverse(

@@ -323,7 +323,7 @@ _ZERO, _ZERO_F, _NONE = -3, -2, -1
 class _Plan:
     """How to unpack one shape (field mask, width codes, histogram length, old or new latency)."""
 
-    __slots__ = ("first_ms", "floats", "ints", "last_ms", "lat", "struct")
+    __slots__ = ("calls", "first_ms", "floats", "ints", "last_ms", "lat", "lat_end", "struct")
 
     def __init__(self, mask: int, codes: int, nlat: int, old: bool) -> None:
         fmt = ["<"]
@@ -360,8 +360,9 @@ class _Plan:
             pos.get(0, _ZERO_F), pos.get(1, _ZERO_F), pos.get(11, _ZERO_F), pos.get(2, _NONE)
         )
         self.ints = itemgetter(*(pos.get(f, _ZERO) for f in _INT_FIELDS))
+        self.calls = itemgetter(pos.get(8, _ZERO), pos.get(9, _ZERO))  # requests, errors
         self.lat = pos.get(10, -1)
-
+        self.lat_end = self.lat + 3 + (2 * (nlat & ~_SPARSE) if nlat & _SPARSE else nlat)  # new format
 
 class StatsCodec:
     """The compact format of one database: about 25-45 bytes a window instead of 90-140.
@@ -562,6 +563,26 @@ class StatsCodec:
             attrs[4],
             health,
         )
+
+    def decode_calls(self, blob: bytes, base: int) -> tuple[int, int, Any]:
+        """Only requests, errors and the latency sketch, for readers that judge calls: the sketch as
+        ``(scale, offset, zero, values, sparse)`` with sparse pairs left unexpanded, a LatencySketch
+        (old or plain records) or None (unmeasured)."""
+        if blob and blob[0] == _TAG_COMPACT:
+            try:
+                _, mask, codes, nlat = _HEADER.unpack_from(blob)
+                plan = self._plan(mask, codes, nlat)
+                vals = plan.struct.unpack_from(blob, _HEADER.size) + _SENTINELS
+            except (struct.error, IndexError, KeyError) as e:
+                raise ValueError(f"corrupt stats record: {e}") from e
+            requests, errors = plan.calls(vals)
+            p = plan.lat
+            if p < 0:
+                return requests, errors, None
+            return requests, errors, (vals[p], vals[p + 1], vals[p + 2], vals[p + 3 : plan.lat_end],
+                                      nlat >= _SPARSE)
+        f = self.decode_fields(blob, base)
+        return f[8], f[9], stored_sketch(f[10]) if f[10] is not None else None
 
     def decode(self, blob: bytes, base: int) -> EdgeStats:
         f = self.decode_fields(blob, base)

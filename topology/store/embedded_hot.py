@@ -27,6 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 from topology.sketch import EMPTY, LatencySketch, merge_sketches
+from topology.sketch_batch import QuantileBatch
 from topology.stats import (
     MAX_ENDPOINTS,
     MAX_EXEMPLARS,
@@ -296,6 +297,34 @@ class HotRing:
     def covers(self, lo: int) -> bool:
         """Whether every minute window starting at or after ``lo`` is answered exactly by the ring."""
         return self.top > 0 and lo >= max(self.floor, self.top - (self.slots - 1) * MINUTE)
+
+    def calls(
+        self, rows: Sequence[int], groups: Sequence[int], lo: int, end: float, batch: QuantileBatch
+    ) -> tuple[list[int], list[int]]:
+        """Per row, the requests and errors of its minute windows starting in [lo, end) (as
+        :meth:`merged` sums them); their latency sketches go into ``batch``, row ``i``'s as group
+        ``groups[i]``."""
+        hi = min(int(end - 1) // MINUTE * MINUTE, self.top)
+        if hi < lo or not rows:
+            return [0] * len(rows), [0] * len(rows)
+        targets = np.arange(lo, hi + 1, MINUTE, dtype=np.int64)
+        if len(targets) > self.slots:
+            raise ValueError("range longer than the hot ring")
+        r = np.asarray(rows, np.int64)[:, None]
+        s = ((targets // MINUTE) % self.slots)[None, :]
+        mask = self.start[r, s] == targets[None, :]
+        sums: list[list[int]] = []
+        for name in ("requests", "errors"):
+            col = self.cols.get(name)
+            sums.append([0] * len(rows) if col is None else np.where(mask, col[r, s], 0).sum(axis=1).tolist())
+        if self.latency is not None:
+            lat = self.latency[r, s]
+            lat[~mask] = None
+            for g, row in zip(groups, lat.tolist(), strict=True):
+                for x in row:
+                    if x is not None:
+                        batch.add(g, x)
+        return sums[0], sums[1]
 
     def merged(self, rows: Sequence[int], lo: int, end: float) -> list[EdgeStats | None]:
         """Per row, the fold of its minute windows starting in [lo, end) (None: no window)."""

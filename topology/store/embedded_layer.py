@@ -51,6 +51,7 @@ from functools import partial
 from operator import attrgetter
 from typing import Any
 
+from topology.metric import CallMetrics
 from topology.model import (
     Direction,
     EdgeKey,
@@ -563,24 +564,9 @@ class EmbeddedLayerStore(LayerStore):
                 todo.append(name)
         if not todo:
             return out
-        slot = SLOT[wsec]
-        start, end = time.start, time.end
-        adjacency = self._index.outgoing if upstream else self._index.incoming
-        recs: list[EdgeRec] = []
-        parts: list[tuple[str, int, int]] = []
+        recs, parts = self._present(todo, upstream, granularity, wsec, time)
         for name in todo:
-            adj = adjacency(granularity, name)
-            if not adj:
-                out[name] = []  # not a node of this graph: nothing to remember
-                continue
-            i = len(recs)
-            for rec in adj.values():
-                iv = rec.spans[slot]
-                if iv is not None and overlaps(iv, start, end):
-                    recs.append(rec)
-            if len(recs) - i > 1:
-                recs[i:] = sorted(recs[i:], key=_PAIR)
-            parts.append((name, i, len(recs)))
+            out[name] = []  # not a node of this graph (nothing to remember), unless in ``parts``
         if bare is not None:
             for name, i, j in parts:
                 out[name] = found = [
@@ -597,6 +583,30 @@ class EmbeddedLayerStore(LayerStore):
             if keep:
                 cache[(granularity, upstream, name)] = (key, found)
         return out
+
+    def _present(
+        self, names: list[str], upstream: bool, granularity: Granularity, wsec: int, time: TimeRange
+    ) -> tuple[list[EdgeRec], list[tuple[str, int, int]]]:
+        """The present edges of each name (outgoing if ``upstream``), sorted by the other end, in one
+        list, and per name that is a node of this graph its slice ``(name, start, stop)`` of it."""
+        slot = SLOT[wsec]
+        start, end = time.start, time.end
+        adjacency = self._index.outgoing if upstream else self._index.incoming
+        recs: list[EdgeRec] = []
+        parts: list[tuple[str, int, int]] = []
+        for name in names:
+            adj = adjacency(granularity, name)
+            if not adj:
+                continue
+            i = len(recs)
+            for rec in adj.values():
+                iv = rec.spans[slot]
+                if iv is not None and overlaps(iv, start, end):
+                    recs.append(rec)
+            if len(recs) - i > 1:
+                recs[i:] = sorted(recs[i:], key=_PAIR)
+            parts.append((name, i, len(recs)))
+        return recs, parts
 
     async def _summaries(self, recs: list[EdgeRec], wsec: int, time: TimeRange) -> list[EdgeSummary]:
         return await self._stats.summaries(recs, wsec, time)
@@ -632,6 +642,22 @@ class EmbeddedLayerStore(LayerStore):
         for name in wanted:  # an edge is listed under one end only: no duplicates
             out.extend(lists[name])
         return out
+
+    async def call_metrics(
+        self,
+        names: Iterable[str],
+        direction: Direction,
+        granularity: Granularity,
+        time: TimeRange,
+        now: float,
+    ) -> list[tuple[EdgeKey, CallMetrics]]:
+        # the same edges as ``neighbors`` (each listed under one end, names in order), their metrics
+        # computed in one vectorised pass and remembered per range (embedded_stats.py)
+        self._check()
+        wsec = self._granularity(time, now)
+        recs, _ = self._present(_names(names), direction is Direction.UPSTREAM, granularity, wsec, time)
+        metrics = await self._stats.call_metrics(recs, wsec, time)
+        return [(r.key, m) for r, m in zip(recs, metrics, strict=True)]
 
     async def traverse(
         self,

@@ -8,6 +8,12 @@ Three sources, tried in order for each edge of an answer:
 3. SQLite: one batched query for all the remaining edges (older ranges, hours, days).
 
 All three give exactly the fold of ``EdgeStats.merge`` over the windows in time order.
+
+:meth:`StatsSource.call_metrics` answers the reduced :class:`CallMetrics` (requests, errors,
+latency median and p99) the same three ways, without building merged stats: the ring's and the
+disk's sketches go into one :class:`QuantileBatch`, and only requests, errors and sketches are
+decoded from disk. Its answers are remembered per range (up to ``METRIC_SPANS`` ranges) and per
+edge, and forgotten for an edge when a window of it inside the range is written.
 """
 
 from __future__ import annotations
@@ -21,7 +27,9 @@ from typing import Any
 
 import numpy as np
 
+from topology.metric import CallMetrics
 from topology.model import EdgeSummary
+from topology.sketch_batch import QuantileBatch
 from topology.stats import EdgeStats
 from topology.store.embedded_codec import StatsCodec, merge_fields
 from topology.store.embedded_db import Database
@@ -35,6 +43,9 @@ log = logging.getLogger(__name__)
 PROBE_LIMIT = 50_000
 #: Above this many windows in the range, always scan.
 MAX_TARGETS = 2_000
+
+#: Ranges whose call metrics are remembered (the current and baseline windows of a few questions).
+METRIC_SPANS = 8
 
 SpanKey = tuple[int, int, int]
 _EMPTY = EdgeStats()
@@ -54,6 +65,7 @@ class StatsSource:
         self.generation = 0  # bumped by every change of stored windows
         # per granularity: windows starting before this were deleted by retention
         self.floors = dict.fromkeys(STORED_GRANULARITIES, 0)
+        self._metrics: dict[SpanKey, dict[int, CallMetrics]] = {}  # per range, per edge id
 
     # -- keeping up with writes ------------------------------------------------------------------
     def ring_start(self, top: int) -> int:
@@ -135,6 +147,9 @@ class StatsSource:
         stats: list[EdgeStats] = []
         for rec, wsec, wstart, s in written:
             rec.cache = None
+            for (g, lo, hi), table in self._metrics.items():
+                if g == wsec and lo <= wstart < hi:
+                    table.pop(rec.id, None)
             if wsec == MINUTE:
                 recs.append(rec)
                 starts.append(wstart)
@@ -146,10 +161,13 @@ class StatsSource:
         self.generation += 1
         for rec in recs:
             rec.cache = None
+            for table in self._metrics.values():
+                table.pop(rec.id, None)
 
     def on_retention(self, now: float, retention: Retention) -> None:
         """Windows ending at or before ``now`` - retention are gone: so are answers that used them."""
         self.generation += 1
+        self._metrics.clear()
         for g in STORED_GRANULARITIES:
             self.floors[g] = max(self.floors[g], align(now - retention.for_granularity(g), g))
         if self.ring is not None:
@@ -166,6 +184,8 @@ class StatsSource:
             self._cold_rows.discard(rec.row)
             rec.row = -1
         rec.cache = None
+        for table in self._metrics.values():
+            table.pop(rec.id, None)
 
     # -- answering -------------------------------------------------------------------------------
     async def summaries(self, recs: Sequence[EdgeRec], wsec: int, time: TimeRange) -> list[EdgeSummary]:
@@ -207,12 +227,90 @@ class StatsSource:
                         rec.cache = (key, summary)
         return out  # type: ignore[return-value]  # every slot is filled above
 
+    async def call_metrics(self, recs: Sequence[EdgeRec], wsec: int, time: TimeRange) -> list[CallMetrics]:
+        """One :class:`CallMetrics` per edge (in order): what :meth:`summaries` would merge, reduced."""
+        key = span_key(wsec, time)
+        fresh = self.fresh(key)
+        table = self._metrics.get(key, {}) if fresh else {}
+        out: list[CallMetrics | None] = []
+        missing: list[tuple[int, EdgeRec]] = []
+        for i, rec in enumerate(recs):
+            m = table.get(rec.id)
+            if m is None:
+                c = rec.cache
+                if fresh and c is not None and c[0] == key:  # type: ignore[index]
+                    m = CallMetrics.of(c[1].stats)  # type: ignore[index]
+            out.append(m)
+            if m is None:
+                missing.append((i, rec))
+        if missing:
+            generation = self.generation
+            batch = QuantileBatch(len(missing))
+            counts: list[tuple[int, int]] = [(0, 0)] * len(missing)
+            ring = self.ring
+            disk: list[tuple[int, EdgeRec]] = list(enumerate(r for _, r in missing))
+            if wsec == MINUTE and ring is not None and ring.covers(key[1]):
+                cold = self._cold_rows
+                hot = [(g, r) for g, r in disk if r.row >= 0 and r.row not in cold]
+                disk = [(g, r) for g, r in disk if r.row < 0 or r.row in cold]
+                groups = [g for g, _ in hot]
+                sums = ring.calls([r.row for _, r in hot], groups, key[1], time.end, batch)
+                for g, req, err in zip(groups, *sums, strict=True):
+                    counts[g] = (req, err)
+            if disk:
+                group = {r.id: g for g, r in disk}
+                for eid, req_err in self._calls_from_disk(await self._read(key, [r for _, r in disk]), group,
+                                                          batch).items():
+                    counts[group[eid]] = req_err
+            p50, p99 = batch.quantiles((0.5, 0.99))
+            keep = fresh and generation == self.generation  # nothing was written meanwhile
+            if keep:
+                table = self._metrics.setdefault(key, {})
+                while len(self._metrics) > METRIC_SPANS:
+                    del self._metrics[next(iter(self._metrics))]  # the oldest range asked
+            for g, (i, rec) in enumerate(missing):
+                out[i] = m = CallMetrics(*counts[g], p50[g], p99[g])
+                if keep:
+                    table[rec.id] = m
+        return out  # type: ignore[return-value]  # every slot is filled above
+
+    def _calls_from_disk(self, rows: list[tuple[int, int, bytes]], group: dict[int, int],
+                         batch: QuantileBatch) -> dict[int, tuple[int, int]]:
+        """Requests and errors per edge id of the stored windows ``rows``; their sketches go into
+        ``batch`` (edge ``e``'s as group ``group[e]``)."""
+        sums: dict[int, tuple[int, int]] = {}
+        decode = self._codec.decode_calls
+        for eid, wstart, blob in rows:
+            requests, errors, lat = decode(blob, wstart)
+            was = sums.get(eid, (0, 0))
+            sums[eid] = (was[0] + requests, was[1] + errors)
+            if type(lat) is tuple:
+                batch.add_stored(group[eid], *lat)
+            elif lat is not None:
+                batch.add(group[eid], lat)
+        return sums
+
     async def _from_disk(self, recs: Sequence[EdgeRec], key: SpanKey) -> dict[int, EdgeStats]:
+        rows = await self._read(key, recs)
+        decode = self._codec.decode_fields
+        out: dict[int, EdgeStats] = {}
+        i = 0
+        while i < len(rows):
+            j = i
+            eid = rows[i][0]
+            while j < len(rows) and rows[j][0] == eid:
+                j += 1
+            out[eid] = merge_fields([decode(rows[k][2], rows[k][1]) for k in range(i, j)])
+            i = j
+        return out
+
+    async def _read(self, key: SpanKey, recs: Sequence[EdgeRec]) -> list[tuple[int, int, bytes]]:
+        """The stored windows (edge, start, blob) of ``recs`` in the span, by edge then start."""
         wsec, lo, hi = key
         ids = sorted({r.id for r in recs})
         n_targets = (hi - lo) // wsec
         if n_targets <= 0:
-            return {}
+            return []
         probe = n_targets <= MAX_TARGETS and n_targets * len(ids) <= PROBE_LIMIT
 
         def read(conn: sqlite3.Connection) -> list[tuple[int, int, bytes]]:
@@ -236,14 +334,4 @@ class StatsSource:
 
         rows = await self._db.read(read)
         rows.sort(key=lambda x: (x[0], x[1]))
-        decode = self._codec.decode_fields
-        out: dict[int, EdgeStats] = {}
-        i = 0
-        while i < len(rows):
-            j = i
-            eid = rows[i][0]
-            while j < len(rows) and rows[j][0] == eid:
-                j += 1
-            out[eid] = merge_fields([decode(rows[k][2], rows[k][1]) for k in range(i, j)])
-            i = j
-        return out
+        return rows
