@@ -78,6 +78,10 @@ async def test_simulated_fleet_matches_ground_truth_and_the_in_process_pipeline(
             assert nodes[some].kind is NodeKind.SERVICE and nodes[some].layers
             traced = [n for n in names if await stores.catalog.recent_traces(n, 1)]
             assert traced, "no trace summaries were recorded"
+            # ... with their spans in the store of recent traces (Query.trace), through Kafka too
+            recent = (await stores.catalog.recent_traces(traced[0], 1))[0]
+            kept = await stores.catalog.trace(recent.trace_id)
+            assert kept is not None and len(kept.kept_spans) == kept.spans == recent.spans
             # ... and the last hop: the merged graph over GraphQL equals the unified ground truth
             assert await graphql_edges(stores) == {(a, b) for a, b in res["truth"]["unified"]}
         finally:
