@@ -98,15 +98,14 @@ def fleet(data_dir: Path, args: argparse.Namespace) -> None:
 
 def frames(fr: dict[str, Any]) -> None:
     s = fr["settings"]
-    print(f"frames (camera animations, 2 x 1.5 s; widget settings: nodes {s['node']}, edges {s['edge']}, "
+    print(f"frames while the camera moves (animations, 2 x 1.5 s; the widget: nodes {s['node']}, "
+          f"edges {s['edge']}, "
           f"hideEdgesOnMove {s['hideEdgesOnMove']}, hideLabelsOnMove {s['hideLabelsOnMove']}, "
           f"pixelRatio {s['pixelRatio']}):")
-    print(f"  the page idle: {fr['idleFps']:.1f} frames/s; a trivial WebGL canvas cleared per frame: "
-          f"{fr['trivialWebglFps']:.1f} frames/s; 3 WebGL and 4 2D canvases (sigma's layers) cleared per "
-          f"frame: "
-          f"{fr['sevenLayersFps']:.1f} frames/s")
+    print(f"  floors: the page idle {fr['idleFps']:.1f} frames/s; one WebGL canvas cleared per frame "
+          f"{fr['oneWebglFps']:.1f}; 3 WebGL + 4 2D canvases (sigma's layers) {fr['sevenLayersFps']:.1f}")
     for r in fr["runs"]:
-        print(f"  node program {r['node']}: {r['fps']:.1f} frames/s ({r['frames']} frames); "
+        print(f"  {r['node']}: {r['fps']:.1f} frames/s ({r['frames']} frames); "
               f"sigma render() {r['jsMs']:.1f} ms JavaScript; "
               f"a moving frame rasterised {r['movingFrameMs']:.0f} ms")
     still = fr["stillFrameMs"]

@@ -292,10 +292,7 @@ const scenarios = {
 // own, as a drag's inertia or a wheel zoom runs) redraws at every animation frame; the frames it gets per
 // second are what a person sees. Per frame: sigma's render() on the main thread (JavaScript: WebGL calls
 // queued), then a 1-pixel readPixels that waits until the GPU process has rasterised them (SwiftShader
-// here). A trivial WebGL canvas cleared per frame is the machine's floor; the same page idle its ceiling.
-// Each node program in turn, twice: sigma's circles (the widget's before), its points (the widget's past
-// 3,000 nodes), and none. The floor with sigma's layers: 3 WebGL and 4 2D canvases as large as its own,
-// all cleared per frame, as sigma's render() clears its 7 layers.
+// here).
 const FRAMES = async () => {
   const el = document.getElementById('map');
   const s = el.renderer.sigma;
@@ -313,35 +310,35 @@ const FRAMES = async () => {
     edge: s.getSetting('edgeProgramClasses').arrow === P.EdgeLineProgram ? 'line' : 'arrow' }, runs: [] };
   const camera = s.getCamera();
   const before = { node: s.getSetting('nodeProgramClasses'), edge: s.getSetting('edgeProgramClasses') };
-  // The floor: another WebGL canvas (as large as sigma's) cleared each frame.
-  const c = document.createElement('canvas');
-  c.width = 1400; c.height = 900; c.style.cssText = 'position:fixed;left:0;top:0;width:1400px;height:900px;pointer-events:none;opacity:0';
-  document.body.appendChild(c);
-  const floor = c.getContext('webgl2');
+  // Floors: the page idle; visible canvases as large as sigma's (WebGL ones made as sigma makes its own,
+  // without antialiasing), cleared every frame: one WebGL canvas, then 3 WebGL and 4 2D ones (sigma's
+  // seven layers).
+  const layer = (kind) => {
+    const l = document.createElement('canvas');
+    l.width = 1400; l.height = 900; l.style.cssText = 'position:fixed;left:0;top:0;width:1400px;height:900px;pointer-events:none';
+    document.body.appendChild(l);
+    return kind === 'webgl' ? l.getContext('webgl2', { antialias: false, preserveDrawingBuffer: false }) : l.getContext('2d');
+  };
+  const paint = (x, n) => {
+    if (x.clear) { x.clearColor(0, 0, (n % 10) / 40, 0.1); x.clear(x.COLOR_BUFFER_BIT); } else { x.clearRect(0, 0, 1400, 900); x.fillRect(n % 50, 0, 2, 2); }
+  };
   await sleep(500);
   out.idleFps = await rafRate(2000);
-  out.trivialWebglFps = await rafRate(2000, (n) => { floor.clearColor((n % 10) / 10, 0, 0, 1); floor.clear(floor.COLOR_BUFFER_BIT); });
-  c.remove();
-  const layers = [...Array(7)].map((_, i) => {
-    const l = document.createElement('canvas');
-    l.width = 1400; l.height = 900; l.style.cssText = c.style.cssText;
-    document.body.appendChild(l);
-    return i < 3 ? l.getContext('webgl2') : l.getContext('2d');
-  });
-  out.sevenLayersFps = await rafRate(2000, (n) => layers.forEach((x) => {
-    if (x.clear) { x.clearColor((n % 10) / 10, 0, 0, 1); x.clear(x.COLOR_BUFFER_BIT); } else { x.clearRect(0, 0, 1400, 900); x.fillRect(n % 50, 0, 2, 2); }
-  }));
-  layers.forEach((x) => x.canvas.remove());
-  // A node program that draws nothing: what is left is the frame's fixed cost (clearing and presenting
-  // sigma's canvases, its picking buffers).
-  // And points with the element's corners square (its shadow style rounds them, overflow hidden: sigma's
-  // layers are then composited through a rounded clip).
+  for (const [name, kinds] of [['oneWebglFps', ['webgl']], ['sevenLayersFps', ['webgl', 'webgl', 'webgl', '2d', '2d', '2d', '2d']]]) {
+    const layers = kinds.map(layer);
+    out[name] = await rafRate(2000, (n) => layers.forEach((x) => paint(x, n)));
+    layers.forEach((x) => x.canvas.remove());
+  }
+  // Then sigma's moving frames, each variant in turn, twice: its circle program with all seven layers
+  // shown (the widget before), its point program likewise, the widget now (points, the empty layers hidden
+  // while moving), and a node program that draws nothing with the empty layers hidden (the floor of
+  // sigma's frame).
   class NoNodes extends P.NodePointProgram { drawWebGL() {} }
-  const programs = { circle: [P.NodeCircleProgram], point: [P.NodePointProgram], 'none (the frame without nodes)': [NoNodes],
-    'point, square corners': [P.NodePointProgram, true] };
+  const programs = { 'circle, 7 layers': [P.NodeCircleProgram, false], 'point, 7 layers': [P.NodePointProgram, false],
+    'point, empty layers hidden (the widget)': [P.NodePointProgram, true], 'no node, empty layers hidden': [NoNodes, true] };
   for (const name of [...Object.keys(programs), ...Object.keys(programs)]) {
-    const [cls, square] = programs[name];
-    el.style.borderRadius = square ? '0' : '';
+    const [cls, hide] = programs[name];
+    el.renderer.hideLayersOnMove = hide;
     s.setSetting('nodeProgramClasses', { ...before.node, circle: cls });
     camera.setState({ x: 0.5, y: 0.5, ratio: 1, angle: 0 });
     await sleep(300);
@@ -361,7 +358,7 @@ const FRAMES = async () => {
     out.runs.push({ node: name, fps, frames: js.length, jsMs: med(js), movingFrameMs: med(raster), syncedFrames: raster.length });
   }
   s.setSetting('nodeProgramClasses', before.node);
-  el.style.borderRadius = '';
+  el.renderer.hideLayersOnMove = true;
   // A still frame (edges and labels too, as drawn when the camera stops), waited for likewise, with each
   // edge program: arrows (line and head) and plain lines.
   out.stillFrameMs = {};

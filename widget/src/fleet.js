@@ -63,6 +63,7 @@ export class FleetRenderer {
     this.graph = new Graph({ type: 'directed', multi: false, allowSelfLoops: true });
     this.sigma = null;
     this.fa2 = null;
+    this.hideLayersOnMove = true; // see layersWhileMoving (the bench turns it off to compare)
   }
 
   // The node and edge programs sigma may use (the bench swaps them to compare their frame costs).
@@ -119,6 +120,12 @@ export class FleetRenderer {
         labelGridCellSize: 120,
         zIndex: true,
       });
+      // sigma stacks seven canvases as large as the map (edges, edge labels, nodes, labels, hovers, hovered
+      // nodes, mouse) and the browser composites every one each frame. Edge labels are never drawn here;
+      // while the camera moves with edges and labels hidden, their layers are empty too: hiding them
+      // leaves the compositor two. With software WebGL this is most of a moving frame (docs/benchmarks.md).
+      this.sigma.getCanvases().edgeLabels.style.display = 'none';
+      this.sigma.on('beforeRender', () => this.layersWhileMoving());
       this.sigma.on('clickNode', ({ node }) => this.handlers.onNodeClick(view.lookup(node)));
       this.sigma.on('enterNode', ({ node, event }) => this.handlers.onHover({ node: view.lookup(node) },
         { clientX: event.original.clientX, clientY: event.original.clientY }));
@@ -137,6 +144,19 @@ export class FleetRenderer {
     if (fresh.length && this.layoutMs > 0 && g.order > 1) this.runLayout();
     for (const name of fresh) this.positions.get(name).fresh = false;
     return ms;
+  }
+
+  layersWhileMoving() {
+    const s = this.sigma;
+    const m = s.getMouseCaptor();
+    const moving = Boolean(s.getCamera().isAnimated() || m.isMoving || m.draggedEvents || m.currentWheelDirection);
+    const hide = { edges: this.hideLayersOnMove && moving && s.getSetting('hideEdgesOnMove'),
+      labels: this.hideLayersOnMove && moving && s.getSetting('hideLabelsOnMove') };
+    const canvases = s.getCanvases();
+    for (const [id, what] of [['edges', 'edges'], ['labels', 'labels'], ['hovers', 'labels'], ['hoverNodes', 'labels']]) {
+      const visibility = hide[what] ? 'hidden' : '';
+      if (canvases[id] && canvases[id].style.visibility !== visibility) canvases[id].style.visibility = visibility;
+    }
   }
 
   runLayout() {
