@@ -23,6 +23,7 @@ from topology import diff as core_diff
 from topology import peers as core_peers
 from topology import rootcause as core_rc
 from topology import tiers as core_tiers
+from topology.catalog import AddressLease
 from topology.metric import EdgeMetric
 from topology.model import Layer, NodeKind
 
@@ -242,6 +243,25 @@ class PeerContact:
     last_seen: datetime | None
 
 
+@strawberry.type(description="A lease of an unattributed address that did not cover its traffic: who held "
+                 "the address before it, or holds it after. A hint only: the traffic stays unattributed.")
+class PeerLease:
+    owner: str = strawberry.field(description="The lease's owner: an app, or the database, queue, external "
+                                  "host or intermediary the address belonged to.")
+    kind: str = strawberry.field(description="The lease kind (WORKLOAD, DATABASE, LOAD_BALANCER, ...).")
+    cluster: str | None = strawberry.field(description="The deployment, for a WORKLOAD lease.")
+    start: datetime
+    end: datetime | None = strawberry.field(description="Null while the lease is open.")
+
+    @classmethod
+    def of(cls, lease: AddressLease | None) -> PeerLease | None:
+        if lease is None:
+            return None
+        return cls(owner=lease.owner, kind=lease.kind.value, cluster=lease.cluster,
+                   start=epoch_to_datetime(lease.start) or datetime.fromtimestamp(lease.start, UTC),
+                   end=None if lease.end is None else epoch_to_datetime(lease.end))
+
+
 @strawberry.type(description="A remote address the NETWORK layer could not attribute to any owner (no lease "
                  "covered it when the traffic was seen). Traffic is never attributed to a guess.")
 class UnknownPeer:
@@ -254,6 +274,12 @@ class UnknownPeer:
     last_seen: datetime | None
     talked_to: list[PeerContact] = strawberry.field(
         description="The local workloads, most connections first.")
+    lease_before: PeerLease | None = strawberry.field(description=(
+        "The nearest lease of this address that ended before its traffic: the one that ended last at or "
+        "before `firstSeen` (its previous owner). Null when none is known."))
+    lease_after: PeerLease | None = strawberry.field(description=(
+        "The nearest lease of this address that started after its traffic: the one that started first at "
+        "or after `lastSeen` (its next owner). Null when none is known."))
 
 
 @strawberry.type(description="A page of unattributed addresses, ordered by name.")
@@ -278,6 +304,7 @@ class UnknownPeerPage:
                                     last_seen=epoch_to_datetime(c.last_seen))
                         for c in p.contacts
                     ],
+                    lease_before=PeerLease.of(p.lease_before), lease_after=PeerLease.of(p.lease_after),
                 )
                 for p in r.peers
             ],

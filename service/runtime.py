@@ -261,7 +261,7 @@ class Runtime:
     async def _flush(self, now: float) -> PipelineOutput:
         seq = self._queued
         out = await asyncio.to_thread(self._run, now)
-        await persist(self.stores, out.windows, out.traces, out.nodes)
+        await persist(self.stores, out.windows, out.traces, out.nodes, out.peer_leases)
         for layer, ws in out.windows.items():
             self.windows_written[layer.value] += len(ws)
         self.last_flush = now

@@ -332,7 +332,8 @@ class Query:
 
     @strawberry.field(description="The remote addresses (and ports) the NETWORK layer could not attribute to "
                       "any owner in the `window` ending at `at`, with the local workloads that talked to "
-                      "them, ordered by address.")
+                      "them, ordered by address, and the nearest leases of each address that did not cover "
+                      "its traffic (`leaseBefore`, `leaseAfter`).")
     async def unknown_peers(
         self,
         info: strawberry.Info,
@@ -346,7 +347,7 @@ class Query:
         rng, at_s = time_range(at, window, ctx.now, ctx.config)
         after_name = None if after is None else str(decode_cursor(after, "peer", (str,))[0])
         page = await core_peers.unknown_peers(ctx.stores.layers, time=rng, now=ctx.now, first=n,
-                                              after=after_name)
+                                              after=after_name, catalog=ctx.stores.catalog)
         ctx.report(info, page.failures)
         cursor = None if page.end_cursor is None else encode_cursor("peer", page.end_cursor)
         return UnknownPeerPage.build(page, at_s, cursor, after is not None)

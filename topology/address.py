@@ -122,6 +122,19 @@ class AddressBook:
             return lease, lease
         return (lease if t0 < end else None), None
 
+    def neighbours(self, ip: str | bytes, t: float) -> tuple[AddressLease | None, AddressLease | None]:
+        """For an instant ``t`` that no lease of ``ip`` covers: the lease that ended last at or before
+        ``t`` and the one that starts first after it (either None when there is none). Leases of one
+        address never overlap, so these are the previous and the next lease in start order."""
+        entry = self._entry(ip)
+        if entry is None:
+            return None, None
+        i = bisect.bisect_right(entry.starts, t) - 1
+        before = entry.leases[i] if i >= 0 else None
+        if before is not None and (before.end is None or t < before.end):
+            return None, None  # covered: not a question for this method
+        return before, entry.leases[i + 1] if i + 1 < len(entry.leases) else None
+
     def leases(self, ip: str | bytes) -> tuple[AddressLease, ...]:
         """Every lease of ``ip``, oldest first."""
         entry = self._entry(ip)

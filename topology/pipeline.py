@@ -57,10 +57,12 @@ class PipelineOutput:
     traces: list[TraceSummary] = field(default_factory=list)
     #: stage 3's watermark: windows ending at or before it are complete, later ones provisional
     watermark: float = float("-inf")
+    #: leases met next to unattributed NETWORK traffic (NetworkStage2.take_peer_leases)
+    peer_leases: list[AddressLease] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:
-        return not any(self.windows.values()) and not self.nodes and not self.traces
+        return not any(self.windows.values()) and not self.nodes and not self.traces and not self.peer_leases
 
 
 class Pipeline:
@@ -120,7 +122,8 @@ class Pipeline:
         self.final.add(self.ipc2.process(self.ipc1.flush(wm)))
         self.final.add(self.pairer.flush(now))
         windows = by_layer(self.final.flush(wm, provisional=cfg.provisional))
-        return PipelineOutput(windows, nodes_of(windows), self.pairer.take_trace_summaries(), wm)
+        return PipelineOutput(windows, nodes_of(windows), self.pairer.take_trace_summaries(), wm,
+                              self.net2.take_peer_leases())
 
     def counters(self) -> dict[str, dict[str, int]]:
         return {

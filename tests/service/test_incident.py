@@ -118,6 +118,7 @@ async def test_tier_violations_over_graphql(client: Client) -> None:
 
 async def test_unknown_peers_over_graphql(client: Client, stores: Stores) -> None:
     from tests.service.fleet import LIVE, _w
+    from topology.catalog import AddressKind, AddressLease
     from topology.model import Layer, NodeKind
     from topology.stats import EdgeStats
 
@@ -133,3 +134,14 @@ async def test_unknown_peers_over_graphql(client: Client, stores: Stores) -> Non
                              "talkedTo": [{"workload": {"name": "orders"}, "outbound": True, "connections": 4,
                                            "bytes": 40}]}]
     assert got["pageInfo"] == {"hasNextPage": False}
+    # the leases around the unattributed traffic, as NETWORK stage 2 kept them: hints, not owners
+    q = ("{ unknownPeers { peers { leaseBefore { owner kind cluster start end } "
+         "leaseAfter { owner kind end } } } }")
+    assert (await client.data(q))["unknownPeers"]["peers"] == [{"leaseBefore": None, "leaseAfter": None}]
+    await stores.catalog.record_peer_leases([
+        AddressLease("10.1.2.3", "kafka-old", AddressKind.MESSAGING, LIVE - 3600, LIVE - 60),
+        AddressLease("10.1.2.3", "billing", AddressKind.WORKLOAD, LIVE + 120, None, "billing-v2")])
+    [peer] = (await client.data(q))["unknownPeers"]["peers"]
+    assert peer == {"leaseBefore": {"owner": "kafka-old", "kind": "MESSAGING", "cluster": None,
+                                    "start": iso(LIVE - 3600), "end": iso(LIVE - 60)},
+                    "leaseAfter": {"owner": "billing", "kind": "WORKLOAD", "end": None}}

@@ -27,6 +27,7 @@ Behaviour pinned down by this suite beyond ``topology/store/base.py``'s docstrin
 from __future__ import annotations
 
 import abc
+import dataclasses
 import itertools
 import random
 from collections.abc import Sequence
@@ -36,7 +37,17 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from topology.catalog import HealthEvent, HealthState, Owner, ServiceInfo, TraceSpan, TraceSummary, pack_spans
+from topology.catalog import (
+    AddressKind,
+    AddressLease,
+    HealthEvent,
+    HealthState,
+    Owner,
+    ServiceInfo,
+    TraceSpan,
+    TraceSummary,
+    pack_spans,
+)
 from topology.change import ChangeEvent, ChangeKind
 from topology.diff import DiffDirection, diff
 from topology.metric import CallMetrics, EdgeMetric
@@ -1138,6 +1149,38 @@ class StoreContract:
         assert [p.name for p in first.peers] == ["ip:10.9.0.7"] and first.has_next
         rest = await unknown_peers(stores.layers, time=LIVE, now=LIVE_NOW, first=1, after=first.end_cursor)
         assert [p.name for p in rest.peers] == ["ip:203.0.113.9"] and not rest.has_next
+
+    async def test_peer_leases_are_kept_per_address_and_the_nearest_ones_come_with_unknown_peers(
+        self, stores: Stores
+    ) -> None:
+        now = LIVE_NOW - 5 * MINUTE
+        u = NodeKind.UNKNOWN
+        wl, db = AddressKind.WORKLOAD, AddressKind.DATABASE
+        old = AddressLease("10.9.0.7", "billing", wl, now - 3 * HOUR, now - 2 * HOUR, "billing-eu")
+        prev = AddressLease("10.9.0.7", "orders", wl, now - HOUR, now - 10 * MINUTE, "orders-eu")
+        nxt = AddressLease("10.9.0.7", "orders-db", db, now + 4 * MINUTE)
+        other = AddressLease("203.0.113.9", "payments", wl, now - 30 * MINUTE, now - 20 * MINUTE, "pay-1")
+        cat = stores.catalog
+        await cat.record_peer_leases([old, prev, nxt, other])
+        await cat.record_peer_leases([prev])  # again: kept once
+        closed = dataclasses.replace(nxt, end=now + HOUR)
+        await cat.record_peer_leases([closed])  # the same lease, now with its end: replaces it
+        assert await cat.peer_leases(["10.9.0.7", "203.0.113.9", "10.0.0.1", *NASTY_NAMES]) == {
+            "10.9.0.7": [old, prev, closed], "203.0.113.9": [other]}
+        assert await cat.peer_leases([]) == {}
+        await stores.layers[NET].upsert_windows([
+            win("api", "ip:10.9.0.7", now, target_kind=u),
+            win("worker", "ip:10.9.0.7", now + MINUTE, target_kind=u),
+            win("ip:10.9.0.8", "api", now, source_kind=u),
+        ])
+        got = await unknown_peers(stores.layers, time=LIVE, now=LIVE_NOW, catalog=cat)
+        by_addr = {p.address: p for p in got.peers}
+        # traffic seen in [now, now + 2 min): orders held the address until 10 minutes before, the
+        # database from 4 minutes after; billing's older lease is not the nearest
+        assert (by_addr["10.9.0.7"].lease_before, by_addr["10.9.0.7"].lease_after) == (prev, closed)
+        assert (by_addr["10.9.0.8"].lease_before, by_addr["10.9.0.8"].lease_after) == (None, None)
+        plain = await unknown_peers(stores.layers, time=LIVE, now=LIVE_NOW)  # without the catalog: none
+        assert all(p.lease_before is None and p.lease_after is None for p in plain.peers)
 
     # -- persistence and health of the store ---------------------------------------------------------
     async def test_ping(self, stores: Stores) -> None:

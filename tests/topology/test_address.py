@@ -111,3 +111,17 @@ def test_the_result_does_not_depend_on_arrival_order(raw: list[tuple[str, str, i
             assert (ra is None) == (not held)
             if ra is not None:
                 assert ra.owner == latest.owner
+
+
+def test_neighbours_are_the_leases_just_before_and_just_after_an_uncovered_instant() -> None:
+    old, mid, new = (AddressLease("10.0.0.5", "old", W, 100, 200, "old-v1"),
+                     AddressLease("10.0.0.5", "mid", W, 300, 400, "mid-v1"),
+                     AddressLease("10.0.0.5", "new", W, 500, None, "new-v3"))
+    book = AddressBook([new, old, mid])
+    assert book.neighbours("10.0.0.5", 50) == (None, old)
+    assert book.neighbours("10.0.0.5", 200) == (old, mid)  # the end is exclusive: 200 is not covered
+    assert book.neighbours("10.0.0.5", 450) == (mid, new)
+    assert book.neighbours("10.0.0.5", 150) == (None, None)  # covered: no question of neighbours
+    assert book.neighbours("10.0.0.5", 10**10) == (None, None)  # the open lease covers it
+    assert book.neighbours("10.0.0.6", 150) == (None, None)
+    assert book.neighbours(pack_ip("10.0.0.5"), 250) == (old, mid)

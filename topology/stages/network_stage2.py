@@ -13,6 +13,9 @@ Rules (the observation contract of the project brief):
   broker is ``consumer -> broker``.
 * Remote lease kinds DATABASE / MESSAGING / EXTERNAL become virtual nodes named by the lease owner
   (same name at both granularities); an address without a lease becomes ``ip:<address>`` UNKNOWN.
+  The leases of that address just before and just after the unattributed instant (when there are
+  any) are remembered for ``unknownPeers`` (:meth:`NetworkStage2.take_peer_leases`); the traffic
+  is never given to them.
 * LOAD_BALANCER / API_GATEWAY / PROXY: client records pointing at the intermediary and server
   records pointing at it (from its backends) are joined per intermediary per window: every client
   x every backend gives the direct edge client -> backend with the intermediary in
@@ -48,6 +51,7 @@ Distributed: all aggregates that must meet in one worker share :meth:`NetworkSta
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable
 
@@ -195,6 +199,8 @@ class NetworkStage2:
         self._windows: dict[int, _Window] = {}
         self._watermark = float("-inf")
         self._book_version = -1
+        # leases next to unattributed traffic, by (address, owner, start): see take_peer_leases
+        self._peer_leases: dict[tuple[str, str, float], AddressLease] = {}
         self.counters: dict[str, int] = {
             "aggregates": 0,
             "partials": 0,
@@ -246,6 +252,8 @@ class NetworkStage2:
                         known[3].add(t0, last, conns, sent, received, proto, port)
                     continue
             lease, lease_late = resolve_span(remote_addr, t0, t1)
+            if lease is None or lease_late is None:
+                self._unattributed(remote_addr, t0 if lease is None else t1)
             if app:
                 local: Node = (app, cluster or None, NodeKind.SERVICE)
                 side = _CLIENT if role == ROLE_CLIENT else _SERVER
@@ -260,6 +268,8 @@ class NetworkStage2:
             else:
                 side = _PAIR
                 own = self.addresses.resolve(local_addr, t0)
+                if own is None:
+                    self._unattributed(local_addr, t0)
                 if own is not None and own.kind in _INTERMEDIARY:
                     if lease is not None and lease.kind in _INTERMEDIARY:
                         counters["both_ends_intermediaries"] += 1
@@ -279,6 +289,23 @@ class NetworkStage2:
                       0, 0, proto, port)
             route(st, local, role, side, lease, remote_addr, t0, last, conns, sent, received, proto, port)
         counters["aggregates"] += n
+
+    def _unattributed(self, addr: str, t: float) -> None:
+        """Remember the leases of ``addr`` just before and just after ``t``, which no lease covers:
+        they tell an engineer whose the address was or will be, but the traffic stays unattributed."""
+        for lease in self.addresses.neighbours(addr, t):
+            if lease is not None:
+                if lease.ip != addr:
+                    lease = dataclasses.replace(lease, ip=addr)  # the address as the UNKNOWN node names it
+                self._peer_leases[(addr, lease.owner, lease.start)] = lease
+
+    def take_peer_leases(self) -> list[AddressLease]:
+        """The leases met next to unattributed traffic since the last call (the one before and the one
+        after each unattributed observation, with the address as the traffic gave it), for the
+        catalog store (``record_peer_leases``)."""
+        out = list(self._peer_leases.values())
+        self._peer_leases.clear()
+        return out
 
     def _window(self, w: int) -> _Window | None:
         """The state of window ``w`` (created if new), None if it is past its grace period."""

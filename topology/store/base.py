@@ -27,7 +27,7 @@ import abc
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from topology.catalog import HealthEvent, HealthStatus, ServiceInfo, TraceSummary
+from topology.catalog import AddressLease, HealthEvent, HealthStatus, ServiceInfo, TraceSummary
 from topology.change import ChangeEvent
 from topology.metric import CallMetrics
 from topology.model import (
@@ -194,6 +194,15 @@ class CatalogStore(abc.ABC):
     ) -> list[ChangeEvent]:
         """Change events of ``names`` with ``start <= at <= end``, newest first (equal times: by
         service, then key), at most ``limit``."""
+
+    @abc.abstractmethod
+    async def record_peer_leases(self, leases: Sequence[AddressLease]) -> None:
+        """Keep leases met next to unattributed NETWORK traffic (``ip`` as the traffic named the
+        address), one per (ip, owner, start): a later record of the same lease replaces it."""
+
+    @abc.abstractmethod
+    async def peer_leases(self, ips: Iterable[str]) -> dict[str, list[AddressLease]]:
+        """The kept leases of each address, oldest start first (addresses without any left out)."""
 
     @abc.abstractmethod
     async def record_traces(self, summaries: Sequence[TraceSummary]) -> None:

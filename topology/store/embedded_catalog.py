@@ -18,7 +18,7 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 
-from topology.catalog import HealthEvent, HealthState, HealthStatus, ServiceInfo, TraceSummary
+from topology.catalog import AddressLease, HealthEvent, HealthState, HealthStatus, ServiceInfo, TraceSummary
 from topology.change import ChangeEvent
 from topology.model import Granularity, Layer, NodeInfo, NodeKind
 from topology.store.base import CatalogStore, ServiceFilter, StoreUnavailable
@@ -43,6 +43,9 @@ CREATE INDEX IF NOT EXISTS traces_by_start ON traces(service, start, trace_id);
 CREATE TABLE IF NOT EXISTS trace_store(trace_id TEXT PRIMARY KEY, start REAL NOT NULL, data TEXT NOT NULL)
   WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS trace_store_by_start ON trace_store(start, trace_id);
+CREATE TABLE IF NOT EXISTS peer_leases(
+  ip TEXT NOT NULL, owner TEXT NOT NULL, start REAL NOT NULL, data TEXT NOT NULL,
+  PRIMARY KEY(ip, owner, start)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS changes(
   service TEXT NOT NULL, at REAL NOT NULL, key TEXT NOT NULL, data TEXT NOT NULL,
   PRIMARY KEY(service, at, key)) WITHOUT ROWID;
@@ -340,6 +343,35 @@ class EmbeddedCatalogStore(CatalogStore):
         rows = await self._db.read(read)
         rows.sort(key=lambda r: (-r[0], r[1], r[2]))
         return [ChangeEvent.from_dict(json.loads(d)) for _, _, _, d in rows[:limit]]
+
+    # -- leases next to unattributed traffic ---------------------------------------------------------
+    async def record_peer_leases(self, leases: Sequence[AddressLease]) -> None:
+        if not leases:
+            return
+        rows = [(x.ip, x.owner, float(x.start), json.dumps(x.to_dict(), separators=(",", ":")))
+                for x in leases]
+        async with self._lock:
+            await self._db.write(
+                lambda c: c.executemany("INSERT OR REPLACE INTO peer_leases VALUES (?,?,?,?)", rows)
+            )
+
+    async def peer_leases(self, ips: Iterable[str]) -> dict[str, list[AddressLease]]:
+        self._check()
+        wanted = _names(ips)
+
+        def read(c: sqlite3.Connection) -> list[tuple[str, str]]:
+            found: list[tuple[str, str]] = []
+            for i in range(0, len(wanted), _CHANGES_BATCH):
+                part = wanted[i:i + _CHANGES_BATCH]
+                found.extend(c.execute(
+                    f"SELECT ip, data FROM peer_leases WHERE ip IN ({','.join('?' * len(part))}) "
+                    "ORDER BY ip, start, owner", part).fetchall())
+            return found
+
+        out: dict[str, list[AddressLease]] = {}
+        for ip, data in await self._db.read(read) if wanted else []:
+            out.setdefault(ip, []).append(AddressLease.from_dict(json.loads(data)))
+        return out
 
     # -- traces ----------------------------------------------------------------------------------
     async def record_traces(self, summaries: Sequence[TraceSummary]) -> None:

@@ -34,7 +34,7 @@ from gremlin_python.process.traversal import Direction, Merge, Order, P, Scope, 
 from gremlin_python.statics import long
 from gremlin_python.structure.graph import Graph
 
-from topology.catalog import HealthEvent, HealthState, HealthStatus, ServiceInfo, TraceSummary
+from topology.catalog import AddressLease, HealthEvent, HealthState, HealthStatus, ServiceInfo, TraceSummary
 from topology.change import ChangeEvent
 from topology.model import Granularity, Layer, NodeInfo, NodeKind
 from topology.store.base import CatalogStore, ServiceFilter
@@ -332,6 +332,35 @@ class JanusGraphCatalogStore(CatalogStore):
         found = [ChangeEvent.from_dict(json.loads(d)) for d in rows]
         found.sort(key=lambda e: (-e.at, e.service, e.key))
         return found[:limit]
+
+    # -- leases next to unattributed traffic ---------------------------------------------------------
+    async def record_peer_leases(self, leases: Sequence[AddressLease]) -> None:
+        if not leases:
+            return
+        rows = []
+        for x in {(x.ip, x.owner, float(x.start)): x for x in leases}.values():
+            rows.append({"m": {T.label: "plse", "pkey": json.dumps([x.ip, x.owner, float(x.start)])},
+                         "p": {"paddr": x.ip, "pstart": float(x.start),
+                               "pdata": json.dumps(x.to_dict(), separators=(",", ":"), ensure_ascii=False)}})
+        await self._run(
+            self._g.inject(rows).unfold().as_("r")
+            .merge_v(__.select("r").select("m"))
+            .option(Merge.on_create, __.select("r").select("p"))
+            .option(Merge.on_match, __.select("r").select("p"))
+            .count()
+        )
+
+    async def peer_leases(self, ips: Iterable[str]) -> dict[str, list[AddressLease]]:
+        wanted = _names(ips)
+        if not wanted:
+            return {}
+        rows = await self._run(self._g.V().has("plse", "paddr", P.within(wanted)).values("pdata"))
+        found = sorted((AddressLease.from_dict(json.loads(d)) for d in rows),
+                       key=lambda x: (x.ip, x.start, x.owner))
+        out: dict[str, list[AddressLease]] = {}
+        for x in found:
+            out.setdefault(x.ip, []).append(x)
+        return out
 
     # -- traces ----------------------------------------------------------------------------------
     async def record_traces(self, summaries: Sequence[TraceSummary]) -> None:

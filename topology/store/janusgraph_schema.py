@@ -145,8 +145,9 @@ def catalog_spec() -> dict[str, Any]:
             ("last", "Double"), ("at", "Double"), ("hs", "String"), ("hr", "String"), ("tid", "String"),
             ("tstart", "Double"), ("info", "Boolean"), ("cid", "String"), ("cdata", "String"),
             ("hkey", "String"), ("xid", "String"), ("xdata", "String"), ("xstart", "Double"),
+            ("pkey", "String"), ("paddr", "String"), ("pstart", "Double"), ("pdata", "String"),
         ],
-        vertex_labels=["svc", "known", "trace", "tracestore", "kept"],
+        vertex_labels=["svc", "known", "trace", "tracestore", "kept", "plse"],
         edge_labels=["health", "took", "change", "keeps"],
         composite=[
             ("svc_by_name", "vertex", ["cname"], "svc"),
@@ -156,6 +157,8 @@ def catalog_spec() -> dict[str, Any]:
             ("trace_by_id", "vertex", ["tid"], "trace"),
             ("tracestore_by_key", "vertex", ["hkey"], "tracestore"),
             ("kept_by_id", "vertex", ["xid"], "kept"),
+            ("plse_by_key", "vertex", ["pkey"], "plse"),
+            ("plse_by_addr", "vertex", ["paddr"], "plse"),
         ],
         vertex_centric=[
             ("health_by_at", "health", "OUT", "desc", "at"),

@@ -12,16 +12,18 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable, Mapping, Sequence
 
-from topology.catalog import TraceSummary
+from topology.catalog import AddressLease, TraceSummary
 from topology.model import EdgeWindow, Granularity, Layer, NodeInfo, NodeKind
 from topology.store.base import Stores
 
 
 async def persist(stores: Stores, windows: Mapping[Layer, Sequence[EdgeWindow]],
-                  traces: Sequence[TraceSummary] = (), nodes: Sequence[NodeInfo] | None = None) -> int:
-    """Write ``windows`` (by layer), their nodes (``nodes_of(windows)`` unless given) and ``traces``;
-    returns the windows and traces written. A store's error (e.g. ``StoreUnavailable``) is raised
-    after every layer's write has finished, so a retry starts from a quiet store."""
+                  traces: Sequence[TraceSummary] = (), nodes: Sequence[NodeInfo] | None = None,
+                  peer_leases: Sequence[AddressLease] = ()) -> int:
+    """Write ``windows`` (by layer), their nodes (``nodes_of(windows)`` unless given), ``traces`` and
+    the leases next to unattributed traffic (``peer_leases``); returns the windows and traces written.
+    A store's error (e.g. ``StoreUnavailable``) is raised after every layer's write has finished, so a
+    retry starts from a quiet store."""
     results = await asyncio.gather(
         *(stores.layers[layer].upsert_windows(ws) for layer, ws in windows.items() if ws),
         return_exceptions=True)
@@ -33,6 +35,8 @@ async def persist(stores: Stores, windows: Mapping[Layer, Sequence[EdgeWindow]],
         await stores.catalog.register_nodes(nodes)
     if traces:
         await stores.catalog.record_traces(traces)
+    if peer_leases:
+        await stores.catalog.record_peer_leases(peer_leases)
     return sum(len(ws) for ws in windows.values()) + len(traces)
 
 

@@ -214,3 +214,27 @@ def test_a_lease_added_between_batches_is_used_for_later_records_of_the_same_win
     e = app_edges(s.flush(T + 60))
     assert {k: v.connections for k, v in e.items()} == {("web", "old", Side.CLIENT): 2,
                                                        ("web", "new", Side.CLIENT): 1}
+
+
+def test_unattributed_traffic_stays_unknown_and_the_leases_around_it_are_kept() -> None:
+    gone = AddressLease("10.0.7.7", "orders", AddressKind.WORKLOAD, T - 600, T, cluster="orders-v1")
+    later = AddressLease("10.0.7.7", "orders-db", AddressKind.DATABASE, T + 40)
+    far = AddressLease("10.0.7.7", "billing", AddressKind.WORKLOAD, T - 3600, T - 1800, cluster="billing-v1")
+    s = NetworkStage2(AddressBook([*BOOK, far, gone, later]), window_seconds=60, grace_seconds=120)
+    s.add([agg("web", "10.0.7.7", start=5, conns=3),  # nobody held it between T and T + 40
+           agg("web", "10.0.7.8", start=6),  # never leased: nothing around it
+           agg("web", "10.0.1.1", start=7)])  # attributed: nothing to keep
+    e = app_edges(s.flush(T + 60))
+    assert set(e) == {("web", "ip:10.0.7.7", Side.CLIENT), ("web", "ip:10.0.7.8", Side.CLIENT),
+                      ("web", "api", Side.CLIENT)}  # never given to orders or orders-db
+    assert e[("web", "ip:10.0.7.7", Side.CLIENT)].connections == 3
+    assert sorted(s.take_peer_leases(), key=lambda x: x.start) == [gone, later]
+    assert s.take_peer_leases() == []  # taken once
+    # an aggregate whose owner went away during it: the later, uncovered instant gets its neighbours
+    s.add([agg("web", "10.0.7.7", start=-30, last_start=20, conns=2)])
+    assert sorted(s.take_peer_leases(), key=lambda x: x.start) == [gone, later]
+    # the text form the traffic used names the address, whatever form the lease was written in
+    s2 = NetworkStage2(AddressBook([AddressLease("::ffff:10.0.7.9", "cache", AddressKind.DATABASE, T + 50)]))
+    s2.add([agg("web", "10.0.7.9", start=5)])
+    [hint] = s2.take_peer_leases()
+    assert (hint.ip, hint.owner) == ("10.0.7.9", "cache")
