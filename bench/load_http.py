@@ -3,7 +3,8 @@
     .venv/bin/python -m bench.load_http [--services 1000] [--clients 200] [--seconds 60] [--repo DIR]
 
 Starts ``topology demo`` (``--repo``: run the server from another checkout, e.g. a ``git worktree``
-of an older commit, to measure "before"), waits until its live map answers, then for ``--seconds``:
+of an older commit, to measure "before"), waits until its live map answers and its history is filled
+(the demo's start-up; ``--during-fill`` measures during it instead), then for ``--seconds``:
 
 * ``--clients`` concurrent keep-alive clients, each looping over a random mix of ``service`` with
   ``upstream``/``downstream`` (depth 2), ``blastRadius`` and ``topology`` pages (100 edges, following
@@ -141,10 +142,12 @@ def run(args: argparse.Namespace) -> None:
     here = Path(__file__).resolve().parent.parent
     data = tempfile.mkdtemp(prefix="load-http-")
     port = free_port()
-    env = {**os.environ, "LOG_LEVEL": "WARNING", "PYTHONPATH": str(repo)}
+    env = {**os.environ, "LOG_LEVEL": "INFO", "PYTHONPATH": str(repo)}
+    log = Path(data) / "server.log"  # the demo says there when its history is filled
     server = subprocess.Popen(
         [sys.executable, "-m", "service.cli", "demo", "--services", str(args.services), "--port", str(port),
-         "--data-dir", data], cwd=repo, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+         "--data-dir", str(Path(data) / "store")], cwd=repo, env=env, stdout=subprocess.DEVNULL,
+        stderr=log.open("wb"))
     sim_env = {**os.environ, "LOG_LEVEL": "WARNING", "PYTHONPATH": str(here)}
     base = f"http://127.0.0.1:{port}"
     procs: list[subprocess.Popen[Any]] = []
@@ -161,7 +164,8 @@ def run(args: argparse.Namespace) -> None:
             cwd=here, env=sim_env, stdout=subprocess.PIPE, text=True))
 
     try:
-        load, rss, wall = asyncio.run(measure(args, base, server.pid, repo, start_side_load))
+        filled = None if args.during_fill else lambda: b"history filled" in log.read_bytes()
+        load, rss, wall = asyncio.run(measure(args, base, server.pid, repo, start_side_load, filled))
         probe_out, _ = procs[1].communicate(timeout=60)
         report(args, load, rss, wall, [float(x) for x in probe_out.split()], server.pid, procs[0].poll())
     finally:
@@ -176,18 +180,25 @@ def run(args: argparse.Namespace) -> None:
                 p.kill()
         if procs and procs[0].returncode not in (0, -15) and procs[0].stderr:
             print("  simulate: " + procs[0].stderr.read().decode(errors="replace")[-600:], file=sys.stderr)
-        err = server.stderr.read().decode(errors="replace") if server.stderr else ""
+        err = log.read_text(errors="replace") if log.exists() else ""
         if server.returncode not in (0, -15) and err:
             print(err[-2000:], file=sys.stderr)
         shutil.rmtree(data, ignore_errors=True)
 
 
-async def measure(args: argparse.Namespace, base: str, pid: int, repo: Path,
-                  start_side_load: Any) -> tuple[Load, list[tuple[float, int]], float]:
+async def measure(args: argparse.Namespace, base: str, pid: int, repo: Path, start_side_load: Any,
+                  filled: Any) -> tuple[Load, list[tuple[float, int]], float]:
     pool = max(1, args.clients)
     limits = httpx.Limits(max_connections=pool, max_keepalive_connections=pool)
     async with httpx.AsyncClient(base_url=base, timeout=120, limits=limits) as c:
         names = await wait_ready(c, args.ready_timeout)
+        waited = time.monotonic()
+        while filled is not None and not filled():  # the demo's start-up: its history fill
+            if time.monotonic() - waited > args.ready_timeout:
+                raise SystemExit("the demo did not finish its history fill")
+            await asyncio.sleep(1.0)
+        print(f"# measuring {'during' if filled is None else 'after'} the demo's history fill "
+              f"(waited {time.monotonic() - waited:.0f} s)", flush=True)
         print(f"# server {repo} pid {pid}, {len(names)} services; RSS at start "
               f"{rss_kib(pid) / 1024:.0f} MiB; load average {os.getloadavg()[0]:.1f}", flush=True)
         start_side_load()
@@ -235,6 +246,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="checkout the server runs from (default: this one)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--ready-timeout", type=float, default=600.0)
+    p.add_argument("--during-fill", action="store_true",
+                   help="measure as soon as the live map answers, while the demo still fills its history "
+                        "(default: once it is filled, the demo's steady state)")
     p.add_argument("--probe", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.probe:

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from service.app import freeze_heap
 from service.progress import Progress
 from service.runtime import Runtime
 from topology.admit import admit_flows, admit_metrics, admit_spans
@@ -227,3 +228,7 @@ class SimulationDriver:
         log.info(
             "history filled", extra={"from": start, "to": end, "took_s": round(time.monotonic() - began, 1)}
         )
+        # What the fill stored is long-lived: out of the collector's sight, as the server does with
+        # what it opened (otherwise each full collection walks it again: pauses of 0.3-1.9 s measured
+        # at 1,000 services, every thread stopped, /healthz included).
+        freeze_heap()
