@@ -20,7 +20,7 @@ from ingest.logic import Added, PartitionLogic, Rejected, StageSpec
 from ingest.record import Partition, Record
 from ingest.topics import Topics
 from topology.admit import SCHEMA, admit_health, reason
-from topology.catalog import TraceSummary
+from topology.catalog import AddressLease, TraceSummary
 from topology.health import HealthBook
 from topology.model import EdgePartial, EdgeWindow
 from topology.servicegraph import ServiceGraph
@@ -73,7 +73,8 @@ class FinalSpec(StageSpec):
 
     async def write(self, outputs: Sequence[Any]) -> int:
         windows = by_layer(o for o in outputs if isinstance(o, EdgeWindow))
-        return await persist(self.stores, windows, [o for o in outputs if isinstance(o, TraceSummary)])
+        return await persist(self.stores, windows, [o for o in outputs if isinstance(o, TraceSummary)],
+                             peer_leases=[o for o in outputs if isinstance(o, AddressLease)])
 
 
 class _Final(PartitionLogic):
@@ -83,6 +84,7 @@ class _Final(PartitionLogic):
         self.lateness = lateness
         self.graph = graph  # (where finalised windows are counted, this partition's name there)
         self.summaries: list[TraceSummary] = []
+        self.peer_leases: list[AddressLease] = []  # from NETWORK stage 2, for the catalog store
 
     def add(self, record: Record, items: list[Any] | None, now: float) -> Added:
         partials = []
@@ -90,6 +92,8 @@ class _Final(PartitionLogic):
             for d in items or ():
                 if "trace_summary" in d:
                     self.summaries.append(TraceSummary.from_dict(d["trace_summary"]))
+                elif "peer_lease" in d:
+                    self.peer_leases.append(AddressLease.from_dict(d["peer_lease"]))
                 else:
                     partials.append(EdgePartial.from_dict(d))
         except (ValueError, TypeError, KeyError) as e:
@@ -113,6 +117,9 @@ class _Final(PartitionLogic):
         if self.summaries:
             out.extend(self.summaries)
             self.summaries = []
+        if self.peer_leases:
+            out.extend(self.peer_leases)
+            self.peer_leases = []
         return out
 
     def state(self) -> Any:

@@ -159,9 +159,10 @@ class _Stage2(PartitionLogic):
         joins) follows at the close, so a busy partition does not send every edge it touched each time."""
         return self._emits(self.stage.flush(now - self.lateness, early=True, new_only=True))
 
-    @staticmethod
-    def _emits(partials: list[EdgePartial]) -> list[Any]:
-        return [Emit(edge_route(p), p.to_dict()) for p in partials]
+    def _emits(self, partials: list[EdgePartial]) -> list[Any]:
+        # the leases met next to unattributed traffic ride along to stage 3, which stores them
+        leases = [Emit(f"peer|{x.ip}", {"peer_lease": x.to_dict()}) for x in self.stage.take_peer_leases()]
+        return [Emit(edge_route(p), p.to_dict()) for p in partials] + leases
 
     def state(self) -> Any:
         return self.stage

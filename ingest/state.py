@@ -145,9 +145,10 @@ SCHEMAS: tuple[Schema, ...] = (
     Schema(network_stage2._Acc, "network2.acc", network_stage2._Acc.__slots__),
     Schema(network_stage2._Join, "network2.join", network_stage2._Join.__slots__),
     Schema(network_stage2._Window, "network2.window", network_stage2._Window.__slots__),
+    # the leases next to unattributed traffic go out with every flush: a restored stage starts without
     Schema(network_stage2.NetworkStage2, "network2",
            ("addresses", "window_seconds", "grace_seconds", "_windows", "_watermark", "_book_version",
-            "counters")),
+            "counters"), derived=("_peer_leases",), rebuild=_set(_peer_leases=dict)),
     Schema(vpc.VpcStage, "vpc", ("counters",)),
     _dataclass(ipc.IpcObservation, "ipc.observation"),
     # The series' shortcuts to the accumulator it last added to are valid until the next flush only;

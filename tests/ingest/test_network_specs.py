@@ -166,3 +166,23 @@ def test_workers_restarted_from_their_checkpoints_count_everything_once(stores: 
     once = run(restart=False)
     assert once[("NETWORK", T, "web", "api")]["bytes"] == (21, 300)
     assert run(restart=True) == once
+
+
+def test_leases_around_unattributed_traffic_reach_the_catalog_store(stores: Stores) -> None:
+    import asyncio
+
+    chain = network(stores)
+    before = AddressLease("10.0.0.9", "old-app", AddressKind.WORKLOAD, T - 3600, T - 60, "old-app-v1")
+    chain.bus.produce_json(TOPICS.addresses, [before], lambda x: x.ip)
+    flows(chain.bus, "host-web", [client(T + 1, "10.0.0.9")], T + 3)
+    chain.drain(T + 120)
+    windows = app_windows(chain.effects)
+    assert ("NETWORK", T, "web", "ip:10.0.0.9") in windows  # not given to old-app
+    assert not any(t == "old-app" for (_, _, _, t) in windows)
+    assert [e for e in chain.effects if isinstance(e, AddressLease)] == [before]  # told to stage 3
+
+    async def written() -> dict[str, list[AddressLease]]:
+        await FinalSpec("network", TOPICS, stores).write([before])
+        return await stores.catalog.peer_leases(["10.0.0.9"])
+
+    assert asyncio.run(written()) == {"10.0.0.9": [before]}

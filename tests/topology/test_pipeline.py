@@ -86,3 +86,14 @@ def test_provisional_windows_are_replaced_by_the_same_final_answer() -> None:
     final = _final_windows(provisional=True)
     assert final[("APP", "cart-api", "billing-api")]["intermediaries"] == ["lb-billing"]
     assert final[("APP", "cart-api", "orders-api")]["connections"] == 1
+
+
+def test_leases_around_unattributed_traffic_come_out_with_the_windows() -> None:
+    p = _pipeline(provisional=False)
+    gone = AddressLease("10.0.9.9", "reports-api", AddressKind.WORKLOAD, T - 600, T - 60)
+    p.add_leases([gone])
+    p.add_flows(_batch([("10.0.0.1", "10.0.9.9", flow.ROLE_CLIENT, 1, T)], ["", "cart-api"]))
+    outs = [p.flush(T + dt) for dt in (1, 30, 60, 120)]
+    assert [x for o in outs for x in o.peer_leases] == [gone]
+    edges = {e for o in outs for e in _app_edges(o.windows.get(Layer.NETWORK, []))}
+    assert edges == {("cart-api", "ip:10.0.9.9")}  # never reports-api
