@@ -256,7 +256,13 @@ class Runtime:
         if self._flushing is None:
             self._flushing = asyncio.Lock()
         async with self._flushing:
-            return await self._flush(self.clock() if now is None else now)
+            now = self.clock() if now is None else now
+            if self._queued == self.written_seq and self.written_until >= self._horizon:
+                # Idle: nothing accepted since the last flush, which was past every window and pairing
+                # wait of what came before, so the pipeline holds nothing (no thread, no store call).
+                self.last_flush, self.written_until = now, max(self.written_until, now)
+                return PipelineOutput()
+            return await self._flush(now)
 
     async def _flush(self, now: float) -> PipelineOutput:
         seq = self._queued

@@ -73,3 +73,42 @@ async def test_a_flush_in_progress_leaves_the_loop_free_and_later_inputs_wait_fo
         assert rt.written_seq == rt._queued
     finally:
         await stores.close()
+
+
+class CountingPipeline(Pipeline):
+    def __init__(self) -> None:
+        super().__init__()
+        self.flushes = 0
+
+    def flush(self, now: float) -> PipelineOutput:
+        self.flushes += 1
+        return super().flush(now)
+
+
+async def test_an_idle_runtime_does_not_run_its_pipeline(tmp_path: Path) -> None:
+    stores = open_stores(tmp_path / "store")
+    pipe = CountingPipeline()
+    rt = Runtime(stores, tmp_path, pipe)
+    try:
+        now = time.time()
+        for i in range(3):  # nothing accepted yet: nothing to do
+            await rt.flush(now + i)
+        assert pipe.flushes == 0
+        rt.accept_leases(js([{"ip": "10.2.0.2", "owner": "payments", "start": now - 3600}]))
+        rt.accept_flows(flows(now, now - 300, now - 299))
+        await rt.flush(now)  # the lease and the batch's window are applied and written
+        assert pipe.flushes == 1
+        await rt.flush(now + 1)  # past the batch's window and lateness: done
+        assert pipe.flushes == 1
+        rt.accept_flows(flows(now, now + 10, now + 11))  # a window still open: flushed until it closes
+        await rt.flush(now + 2)
+        await rt.flush(now + 3)
+        assert pipe.flushes == 3
+        await rt.drain()
+        flushed = pipe.flushes
+        await rt.flush(now + 3600)
+        assert pipe.flushes == flushed  # everything was written by the drain
+        windows = await stores.layers[Layer.NETWORK].window_count()
+        assert sum(windows.values()) > 0
+    finally:
+        await stores.close()
