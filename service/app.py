@@ -216,6 +216,7 @@ def create_app(
     consumers: Any | None = None,
     data_ready: Callable[[], bool] | None = None,
     store_thread: StoreThread | None = None,
+    data_detail: Callable[[], dict[str, str]] | None = None,
 ) -> Starlette:
     """The GraphQL service over ``stores``.
 
@@ -227,6 +228,8 @@ def create_app(
       ``serve --kafka``: their metrics are added to ``/metrics`` and their state to ``/readyz``.
     * ``data_ready``: ``/readyz`` answers 503 (``"data": "loading"``) until it returns True (the demo:
       until its live map is filled).
+    * ``data_detail``: more to say about the data on ``/readyz`` (the demo: whether its history is
+      filled yet), without changing readiness.
     * ``store_thread``: the thread whose loop owns ``stores`` (:mod:`service.storethread`): GraphQL
       operations over HTTP and ``/export`` execute there, everything else reaches the stores through it.
     * ``tracer_provider``: where resolver spans go; by default an OTLP exporter when
@@ -289,6 +292,8 @@ def create_app(
         body: dict[str, Any] = {"status": "ok" if ready else "unavailable", "stores": checks}
         if data_ready is not None and not data_ready():
             ready, body["status"], body["data"] = False, "unavailable", "loading"
+        if data_detail is not None:
+            body.update(data_detail())
         if consumers is not None:
             body["kafka"] = workers = consumers.status()
             if any(v.startswith("failed") for v in workers.values()):

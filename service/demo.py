@@ -162,7 +162,8 @@ class SimulationDriver:
         self.backfill = backfill
         self.warmup = min(warmup, backfill)
         self.truth = truth
-        self.ready = asyncio.Event()
+        self.ready = asyncio.Event()  # the live map is filled
+        self.history_filled = asyncio.Event()  # so is the history (or there was none to fill)
         self.sims: list[Any] = []
 
     async def run(self) -> None:
@@ -191,6 +192,8 @@ class SimulationDriver:
             history = asyncio.create_task(
                 self._history(float(align(now - self.backfill, MINUTE)), live_start)
             )
+        else:
+            self.history_filled.set()
         last_rollup = time.monotonic()
         try:
             while True:
@@ -232,3 +235,8 @@ class SimulationDriver:
         # what it opened (otherwise each full collection walks it again: pauses of 0.3-1.9 s measured
         # at 1,000 services, every thread stopped, /healthz included).
         freeze_heap()
+        self.history_filled.set()
+
+    def detail(self) -> dict[str, str]:
+        """What ``/readyz`` adds: ``history`` is ``filling`` until the past answers are complete."""
+        return {"history": "filled" if self.history_filled.is_set() else "filling"}

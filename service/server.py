@@ -109,6 +109,7 @@ async def _serve(
     data_ready: Callable[[], bool] | None = None,
     *,
     owner: tuple[StoreThread, Stores],
+    data_detail: Callable[[], dict[str, str]] | None = None,
 ) -> int:
     """Serve until stopped. ``stores``: as this loop uses them; ``owner``: the thread whose loop owns
     them (GraphQL executes there) and the stores as it uses them."""
@@ -134,6 +135,7 @@ async def _serve(
         extra_routes=ingest_routes(runtime),
         consumers=consumers,
         data_ready=data_ready,
+        data_detail=data_detail,
     )
     server = uvicorn.Server(
         uvicorn.Config(
@@ -218,7 +220,7 @@ async def run_demo(fleet: FleetSettings, demo: DemoSettings, config: ServiceConf
     banner = (f"Service Topology demo: {fleet.services} simulated services (seed {fleet.seed}), "
               f"store {store.describe()}")
     return await _serve(socks, config, stores, runtime, [task], banner, data_ready=driver.ready.is_set,
-                        owner=owner)
+                        owner=owner, data_detail=driver.detail)
 
 
 async def run_serve(config: ServiceConfig, store: StoreSettings, kafka: KafkaSettings | None,

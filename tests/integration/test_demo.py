@@ -75,6 +75,14 @@ def _ready(port: int) -> bool:
     return r.status_code == 200
 
 
+def _readyz(port: int) -> dict[str, Any]:
+    try:
+        answer: dict[str, Any] = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=10).json()
+    except httpx.TransportError:
+        return {}
+    return answer
+
+
 def _wait(pred: Any, timeout: float, what: str) -> Any:
     end = time.time() + timeout
     while time.time() < end:
@@ -102,11 +110,9 @@ def test_demo_serves_live_and_past_answers_stops_cleanly_and_keeps_history(tmp_p
         assert live["owner"]["team"] and live["healthStatus"]["status"] == "HEALTHY"
         assert max(e["node"]["depth"] for e in live["upstream"]["edges"]) >= 2
         past_at = started - 420  # seven minutes before start: only the history simulator wrote that
-        past = _wait(
-            lambda: (s := _ask(port, past_at, "2m")) and s["upstream"]["totalCount"] > 0 and s,
-            240,
-            "the history fill to answer a past query",
-        )
+        _wait(lambda: _readyz(port).get("history") == "filled", 240, "the history fill")
+        past = _ask(port, past_at, "2m")  # read once the fill is done: a restart must answer the same
+        assert past is not None and past["upstream"]["totalCount"] > 0, past
         assert truth.exists() and '"NETWORK"' in truth.read_text()
     finally:
         code, out, err = _stop(proc)
