@@ -16,13 +16,14 @@ PYTEST_ARGS ?=
 
 STAMP_PY  := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: help install install-system install-node demo test lint typecheck unit kafka janusgraph stop clean bench agent-deps
+.PHONY: help install install-system install-node demo test lint typecheck unit kafka janusgraph otelcol stop clean bench agent-deps
 
 help:
 	@echo "make demo      start the embedded demo (PORT=$(PORT) SERVICES=$(SERVICES) SEED=$(SEED) DATA_DIR=$(DATA_DIR))"
 	@echo "make test      install test dependencies, start Kafka and JanusGraph, run all tests"
 	@echo "make kafka     start the local Kafka broker (KRaft, from Maven Central jars)"
 	@echo "make janusgraph start the local JanusGraph Server (network, ipc, trace graphs)"
+	@echo "make otelcol   build the OpenTelemetry Collector of docker/otelcol (Go modules; cached by hash)"
 	@echo "make agent-deps prepare this machine for the eBPF node agent (root: bcc, headers, tracefs)"
 	@echo "make stop      stop what the project started"
 	@echo "make lint      ruff and mypy (strict on the core)"
@@ -57,6 +58,10 @@ kafka: install-system
 janusgraph: install-system
 	@bash docker/janusgraph/dev.sh start
 
+# the OpenTelemetry Collector of docker/otelcol/builder.yaml, built once from Go modules (cached by hash)
+otelcol:
+	@bash docker/otelcol/build.sh || { [ "$${CI:-}" != true ] && echo "otelcol: not built, its tests will skip"; }
+
 stop:
 	@-bash docker/kafka/dev.sh stop
 	@-bash docker/janusgraph/dev.sh stop
@@ -66,13 +71,13 @@ lint: install
 	$(VENV)/bin/ruff check topology service ingest agent tests bench
 	$(VENV)/bin/mypy
 
-test: install install-system agent-deps kafka janusgraph
+test: install install-system agent-deps kafka janusgraph otelcol
 	$(MAKE) --no-print-directory lint
 	@set -o pipefail; $(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: that is a failure"; exit 1; fi; exit $$rc
 
 unit: install
-	$(PY) -m pytest -m "not kafka and not janusgraph and not browser and not gateway and not bpf" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not kafka and not janusgraph and not browser and not gateway and not bpf and not otelcol" $(PYTEST_ARGS)
 
 bench: install
 	$(PY) -m bench.run_all
