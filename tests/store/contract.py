@@ -71,7 +71,7 @@ from topology.stages.final import FinalStage
 from topology.stats import EdgeStats
 from topology.store.base import ServiceFilter, Stores
 from topology.tiers import tier_violations
-from topology.timewindow import DAY, HOUR, MINUTE, Retention, TimeRange
+from topology.timewindow import DAY, HOUR, MINUTE, Retention, TimeRange, align
 
 T0 = 1_700_006_400  # a UTC midnight
 APP, CLUSTER = Granularity.APP, Granularity.CLUSTER
@@ -555,6 +555,65 @@ class StoreContract:
         assert await net.edges(APP, TimeRange(T0, T0 + 9 * DAY), T0 + 9 * DAY) == []
         assert await net.neighbors(["a"], UP, APP, TimeRange(T0, T0 + DAY), T0 + 9 * DAY) == []
         assert await net.nodes(["a", "old"]) == {}
+
+    async def test_long_windows_include_what_is_not_rolled_up_yet_and_count_it_once(
+        self, stores: Stores
+    ) -> None:
+        # the clock: 13:25:17 on day 40; roll-ups ran at 13:25, so hours to 13:00 and days to midnight
+        # are built, and the minute windows of the current hour and the hours of today are not
+        now = T0 + 40 * DAY + 13 * HOUR + 25 * MINUTE + 17
+        today, hour, minute = align(now, DAY), align(now, HOUR), align(now, MINUTE)
+        ipc = stores.layers[IPC]
+        counter = itertools.count(1)
+
+        def at(dst: str, first: int, count: int) -> list[EdgeWindow]:
+            # every window its own number of requests: a window counted twice or missed shows
+            return [win("a", dst, first + i * MINUTE, layer=IPC, requests=next(counter), errors=1,
+                        latency=LatencySketch.of([0.01 * (i + 1)])) for i in range(count)]
+
+        ws = {
+            "b": at("b", today - 35 * DAY + 9 * HOUR, 2)  # before the 30 days (and outside their first day)
+            + at("b", minute - 30 * DAY + HOUR, 2)  # inside the first, partly covered day of the 30
+            + at("b", today - 3 * DAY + 5 * HOUR, 3) + at("b", minute - 20 * HOUR, 4)
+            + at("b", today + 2 * HOUR + 10 * MINUTE, 2) + at("b", hour + 3 * MINUTE, 3),
+            "c": at("c", minute - 10 * MINUTE, 5),  # only in the current hour
+            "d": at("d", today + HOUR + 5 * MINUTE, 2),  # only earlier today
+        }
+        await ipc.upsert_windows([w for v in ws.values() for w in v])
+        await ipc.rollup(minute)
+        counts = await ipc.window_count()
+        assert counts.get(DAY) and counts.get(HOUR) and counts.get(MINUTE)
+
+        async def check(time: TimeRange, what: str) -> None:
+            # the truth: the windows starting inside the range (the 30 days' first day holds none
+            # before the range start), each once
+            want = {
+                EdgeKey(IPC, APP, "a", dst): merged(inside)
+                for dst, v in sorted(ws.items())
+                if (inside := [w for w in v if time.start <= w.window_start < time.end])
+            }
+            got = {s.key: s.stats for s in await ipc.neighbors(["a"], UP, APP, time, now)}
+            assert {k: (s.requests, s.errors) for k, s in got.items()} == {
+                k: (s.requests, s.errors) for k, s in want.items()}, what
+            assert {k: s.latency for k, s in got.items()} == {k: s.latency for k, s in want.items()}, what
+            metrics = dict(await ipc.call_metrics(["a"], UP, APP, time, now))
+            assert metrics == {k: CallMetrics.of(s) for k, s in want.items()}, what
+            assert pairs(await ipc.edges(APP, time, now)) == [(k.source, k.target) for k in want], what
+            walked = await ipc.traverse(["a"], UP, 2, APP, time, now)
+            assert sorted(r.name for r in walked.reached) == sorted(k.target for k in want), what
+
+        await check(TimeRange.ending_at(now, DAY), "1 day")
+        await check(TimeRange.ending_at(now, 7 * DAY), "7 days")
+        await check(TimeRange.ending_at(now, 30 * DAY), "30 days")
+        await check(TimeRange(today - 2 * DAY, now - 5 * MINUTE), "ends inside the current hour")
+        # a late minute into an hour already rolled up counts at once, and once after its roll-up
+        ws["b"] += at("b", hour - 3 * HOUR + 7 * MINUTE, 1)
+        await ipc.upsert_windows(ws["b"][-1:])
+        await check(TimeRange.ending_at(now, DAY), "1 day, a late minute")
+        await check(TimeRange.ending_at(now, 30 * DAY), "30 days, a late minute")
+        await ipc.rollup(minute)
+        await check(TimeRange.ending_at(now, DAY), "1 day, the late minute rolled up")
+        await check(TimeRange.ending_at(now, 30 * DAY), "30 days, the late minute rolled up")
 
     async def test_the_finest_granularity_covering_the_range_start_answers(self, stores: Stores) -> None:
         net = stores.layers[NET]

@@ -45,7 +45,7 @@ import pathlib
 import secrets
 import sqlite3
 from array import array
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from operator import attrgetter
@@ -70,8 +70,18 @@ from topology.store.base import LayerStore, RollupReport, StoreUnavailable
 from topology.store.embedded_codec import CODEC, OLD_CODECS, StatsCodec, merge_fields
 from topology.store.embedded_db import Database
 from topology.store.embedded_index import SLOT, EdgeRec, GraphIndex, add_interval, array_from, overlaps
-from topology.store.embedded_stats import SpanKey, StatsSource, span_key
-from topology.timewindow import DAY, HOUR, MINUTE, STORED_GRANULARITIES, Retention, TimeRange, align
+from topology.store.embedded_stats import Plan, StatsSource
+from topology.timewindow import (
+    DAY,
+    HOUR,
+    MINUTE,
+    STORED_GRANULARITIES,
+    Retention,
+    Rollups,
+    TimeRange,
+    align,
+    read_plan,
+)
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +172,29 @@ def _SUMMARY_PAIR(e: EdgeSummary) -> tuple[str, str]:
     return e.key.source, e.key.target
 
 
+def _presence(plan: Plan) -> Callable[[EdgeRec], bool]:
+    """Whether an edge has a window in the plan (one span, the common case, tested inline)."""
+    if len(plan) == 1:
+        [(wsec, start, end)] = plan
+        slot = SLOT[wsec]
+
+        def one(rec: EdgeRec) -> bool:
+            iv = rec.spans[slot]
+            return iv is not None and overlaps(iv, start, end)
+
+        return one
+    spans = [(SLOT[wsec], start, end) for wsec, start, end in plan]
+
+    def any_of(rec: EdgeRec) -> bool:
+        for slot, start, end in spans:
+            iv = rec.spans[slot]
+            if iv is not None and overlaps(iv, start, end):
+                return True
+        return False
+
+    return any_of
+
+
 def _names(names: Iterable[str]) -> list[str]:
     """The distinct names, in the order given."""
     if isinstance(names, str):
@@ -186,8 +219,10 @@ class EmbeddedLayerStore(LayerStore):
         self._top_minute = 0  # newest minute window start stored
         self._dirty: set[int] = set()  # edges with minute presence newer than the checkpoint
         # per (granularity, upstream?, node): (span key, its present edges' summaries)
-        self._near: dict[tuple[Granularity, bool, str], tuple[SpanKey, list[EdgeSummary]]] = {}
-        self._bare: dict[tuple[Granularity, bool, str], tuple[SpanKey, list[EdgeSummary]]] = {}  # no stats
+        self._near: dict[tuple[Granularity, bool, str], tuple[Plan, list[EdgeSummary]]] = {}
+        self._bare: dict[tuple[Granularity, bool, str], tuple[Plan, list[EdgeSummary]]] = {}  # no stats
+        self._pending: set[tuple[int, int]] = set()  # pending_rollup's periods, as in the file
+        self._rollups = Rollups()  # what reads plan with: the last roll-up's clock and ``_pending``
         try:
             self._load()
         except BaseException:
@@ -219,6 +254,7 @@ class EmbeddedLayerStore(LayerStore):
                     f"reads {want}): move it away or delete it"
                 )
         self._last_rollup = float(self._meta(conn, "last_rollup", None) or 0.0)
+        self._pending = {(int(w), int(t)) for w, t in conn.execute("SELECT wsec, wstart FROM pending_rollup")}
         self._codec.load(conn.execute("SELECT id, value FROM attrs"))
         for eid, gran, src, dst, skind, tkind, sapp, tapp in conn.execute(
             "SELECT id, granularity, source, target, source_kind, target_kind, source_app, target_app "
@@ -319,6 +355,11 @@ class EmbeddedLayerStore(LayerStore):
 
             codec = self._codec
             mark = codec.mark()
+            marks = {  # the coarser periods to roll up (again)
+                (_COARSER[wsec], align(wstart, _COARSER[wsec]))
+                for _, wsec, wstart, _ in items
+                if wsec in _COARSER
+            }
 
             def write(conn: sqlite3.Connection) -> dict[tuple[int, int], array[int]]:
                 conn.executemany(
@@ -347,15 +388,11 @@ class EmbeddedLayerStore(LayerStore):
                     "INSERT OR REPLACE INTO spans VALUES (?,?,?)",
                     [(eid, wsec, iv.tobytes()) for (eid, wsec), iv in spans.items()],
                 )
-                marks = {
-                    (_COARSER[wsec], align(wstart, _COARSER[wsec]))
-                    for _, wsec, wstart, _ in items
-                    if wsec in _COARSER
-                }
                 conn.executemany(_MARK, sorted(marks))
                 return spans
 
             spans = await self._db.write(write, partial(codec.undo, mark))
+            self._pending |= marks
             # committed: now the memory (only ever changed on the event loop thread, under the lock)
             for rec in new.values():
                 self._index.add(rec)
@@ -431,16 +468,20 @@ class EmbeddedLayerStore(LayerStore):
                     start: int = start,
                     version: int = version,
                     up: int | None = up,
-                ) -> None:
-                    c.execute(
+                ) -> bool:
+                    done = c.execute(
                         "DELETE FROM pending_rollup WHERE wsec=? AND wstart=? AND n=?",
                         (coarse, start, version),
-                    )
+                    ).rowcount
                     if up is not None:
                         c.execute(_MARK, (up, align(start, up)))
+                    return bool(done)
 
                 async with self._lock:
-                    await self._db.write(finish)
+                    if await self._db.write(finish):  # else an upsert marked it again meanwhile
+                        self._pending.discard((coarse, start))
+                    if up is not None:
+                        self._pending.add((up, align(start, up)))
         async with self._lock:
             self._check()
             deleted = await self._apply_retention(now)
@@ -531,23 +572,26 @@ class EmbeddedLayerStore(LayerStore):
         return deleted
 
     # -- reading ---------------------------------------------------------------------------------
-    def _granularity(self, time: TimeRange, now: float) -> int:
-        return self.retention.finest_covering(time.start, now)
+    def _plan(self, time: TimeRange, now: float) -> Plan:
+        """The spans of windows that answer ``time``: rolled-up ones, and finer ones for the rest."""
+        r = self._rollups
+        if r.through != self._last_rollup or r.pending != self._pending:
+            r = self._rollups = Rollups(self._last_rollup, frozenset(self._pending))
+        return read_plan(time, now, self.retention, r)
 
     async def _adjacent(
         self,
         names: list[str],
         upstream: bool,
         granularity: Granularity,
-        wsec: int,
-        time: TimeRange,
+        plan: Plan,
         with_stats: bool = True,
     ) -> dict[str, list[EdgeSummary]]:
         """Each name's present edges (outgoing if ``upstream``), sorted by the other end. Lists are
         remembered per node and span until an edge of the node changes; callers must not modify them.
         Without ``with_stats``, lists not remembered with their stats come with empty stats (remembered
         apart, the same way)."""
-        key = span_key(wsec, time)
+        key = plan
         fresh = self._stats.fresh(key)
         cache = self._near
         bare = None if with_stats else self._bare
@@ -564,7 +608,7 @@ class EmbeddedLayerStore(LayerStore):
                 todo.append(name)
         if not todo:
             return out
-        recs, parts = self._present(todo, upstream, granularity, wsec, time)
+        recs, parts = self._present(todo, upstream, granularity, plan)
         for name in todo:
             out[name] = []  # not a node of this graph (nothing to remember), unless in ``parts``
         if bare is not None:
@@ -576,7 +620,7 @@ class EmbeddedLayerStore(LayerStore):
                     bare[(granularity, upstream, name)] = (key, found)
             return out
         generation = self._stats.generation
-        summaries = await self._stats.summaries(recs, wsec, time)
+        summaries = await self._stats.summaries(recs, plan)
         keep = fresh and generation == self._stats.generation  # no write meanwhile: safe to remember
         for name, i, j in parts:
             out[name] = found = summaries[i:j]
@@ -585,12 +629,11 @@ class EmbeddedLayerStore(LayerStore):
         return out
 
     def _present(
-        self, names: list[str], upstream: bool, granularity: Granularity, wsec: int, time: TimeRange
+        self, names: list[str], upstream: bool, granularity: Granularity, plan: Plan
     ) -> tuple[list[EdgeRec], list[tuple[str, int, int]]]:
         """The present edges of each name (outgoing if ``upstream``), sorted by the other end, in one
         list, and per name that is a node of this graph its slice ``(name, start, stop)`` of it."""
-        slot = SLOT[wsec]
-        start, end = time.start, time.end
+        present = _presence(plan)
         adjacency = self._index.outgoing if upstream else self._index.incoming
         recs: list[EdgeRec] = []
         parts: list[tuple[str, int, int]] = []
@@ -600,16 +643,15 @@ class EmbeddedLayerStore(LayerStore):
                 continue
             i = len(recs)
             for rec in adj.values():
-                iv = rec.spans[slot]
-                if iv is not None and overlaps(iv, start, end):
+                if present(rec):
                     recs.append(rec)
             if len(recs) - i > 1:
                 recs[i:] = sorted(recs[i:], key=_PAIR)
             parts.append((name, i, len(recs)))
         return recs, parts
 
-    async def _summaries(self, recs: list[EdgeRec], wsec: int, time: TimeRange) -> list[EdgeSummary]:
-        return await self._stats.summaries(recs, wsec, time)
+    async def _summaries(self, recs: list[EdgeRec], plan: Plan) -> list[EdgeSummary]:
+        return await self._stats.summaries(recs, plan)
 
     def _forget_near(self, recs: Iterable[EdgeRec]) -> None:
         cache, bare = self._near, self._bare
@@ -635,8 +677,7 @@ class EmbeddedLayerStore(LayerStore):
         self._check()
         wanted = _names(names)
         lists = await self._adjacent(
-            wanted, direction is Direction.UPSTREAM, granularity, self._granularity(time, now), time,
-            with_stats,
+            wanted, direction is Direction.UPSTREAM, granularity, self._plan(time, now), with_stats
         )
         out: list[EdgeSummary] = []
         for name in wanted:  # an edge is listed under one end only: no duplicates
@@ -654,9 +695,9 @@ class EmbeddedLayerStore(LayerStore):
         # the same edges as ``neighbors`` (each listed under one end, names in order), their metrics
         # computed in one vectorised pass and remembered per range (embedded_stats.py)
         self._check()
-        wsec = self._granularity(time, now)
-        recs, _ = self._present(_names(names), direction is Direction.UPSTREAM, granularity, wsec, time)
-        metrics = await self._stats.call_metrics(recs, wsec, time)
+        plan = self._plan(time, now)
+        recs, _ = self._present(_names(names), direction is Direction.UPSTREAM, granularity, plan)
+        metrics = await self._stats.call_metrics(recs, plan)
         return [(r.key, m) for r, m in zip(recs, metrics, strict=True)]
 
     async def traverse(
@@ -672,7 +713,7 @@ class EmbeddedLayerStore(LayerStore):
         self._check()
         if depth < 0:
             raise ValueError(f"depth must be >= 0, got {depth}")
-        wsec = self._granularity(time, now)
+        plan = self._plan(time, now)
         upstream = direction is Direction.UPSTREAM
         frontier = sorted(_names(roots))
         seen = set(frontier)
@@ -681,7 +722,7 @@ class EmbeddedLayerStore(LayerStore):
         for level in range(1, depth + 1):
             if not frontier:
                 break
-            lists = await self._adjacent(frontier, upstream, granularity, wsec, time, with_stats)
+            lists = await self._adjacent(frontier, upstream, granularity, plan, with_stats)
             best: dict[str, tuple[str, EdgeSummary]] = {}  # newly reached -> (smallest parent, its edge)
             for name in frontier:
                 for e in lists[name]:
@@ -711,18 +752,17 @@ class EmbeddedLayerStore(LayerStore):
         self._check()
         if limit is not None and limit < 0:
             raise ValueError(f"limit must be >= 0, got {limit}")
-        wsec = self._granularity(time, now)
-        slot = SLOT[wsec]
+        plan = self._plan(time, now)
+        present = _presence(plan)
         keys = self._index.sorted_keys(granularity)
         recs: list[EdgeRec] = []
         for i in range(0 if after is None else bisect.bisect_right(keys, (after[0], after[1])), len(keys)):
             if limit is not None and len(recs) >= limit:
                 break
             rec = self._index.edge(granularity, *keys[i])
-            iv = rec.spans[slot]
-            if iv is not None and overlaps(iv, time.start, time.end):
+            if present(rec):
                 recs.append(rec)
-        return await self._summaries(recs, wsec, time)
+        return await self._summaries(recs, plan)
 
     async def nodes(self, names: Iterable[str]) -> dict[str, NodeInfo]:
         self._check()

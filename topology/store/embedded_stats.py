@@ -1,13 +1,16 @@
 """Where the embedded store gets the merged stats of the edges a query returns.
 
-Three sources, tried in order for each edge of an answer:
+A range is read as its plan (:func:`topology.timewindow.read_plan`): a few spans of windows of
+one granularity each (rolled-up hours or days, then the minutes not rolled up yet). Three sources,
+tried in order for each edge of an answer:
 
-1. a memo on the edge: its summary for the last range asked (keyed by granularity and the aligned
-   window span, dropped whenever the edge's windows change): repeated queries cost a look-up;
+1. a memo on the edge: its summary for the last plan asked (dropped whenever the edge's windows
+   change): repeated queries cost a look-up;
 2. the hot ring (``embedded_hot.py``): recent minute windows of every edge, merged vectorised;
-3. SQLite: one batched query for all the remaining edges (older ranges, hours, days).
+3. SQLite: one batched query per span for all the remaining edges (older ranges, hours, days).
 
-All three give exactly the fold of ``EdgeStats.merge`` over the windows in time order.
+All three give exactly the fold of ``EdgeStats.merge`` over the windows in time order (span by
+span: each span's fold, then those folded in time order).
 
 :meth:`StatsSource.call_metrics` answers the reduced :class:`CallMetrics` (requests, errors,
 latency median and p99) the same three ways, without building merged stats: the ring's and the
@@ -19,7 +22,6 @@ edge, and forgotten for an edge when a window of it inside the range is written.
 from __future__ import annotations
 
 import logging
-import math
 import pathlib
 import sqlite3
 from collections.abc import Sequence
@@ -31,11 +33,11 @@ from topology.metric import CallMetrics
 from topology.model import EdgeSummary
 from topology.sketch_batch import QuantileBatch
 from topology.stats import EdgeStats
-from topology.store.embedded_codec import StatsCodec, merge_fields
+from topology.store.embedded_codec import StatsCodec, merge_all, merge_fields
 from topology.store.embedded_db import Database
 from topology.store.embedded_hot import HotRing
-from topology.store.embedded_index import EdgeRec, GraphIndex
-from topology.timewindow import MINUTE, STORED_GRANULARITIES, Retention, TimeRange, align
+from topology.store.embedded_index import SLOT, EdgeRec, GraphIndex, overlaps
+from topology.timewindow import MINUTE, STORED_GRANULARITIES, Retention, Span, align
 
 log = logging.getLogger(__name__)
 
@@ -47,13 +49,14 @@ MAX_TARGETS = 2_000
 #: Ranges whose call metrics are remembered (the current and baseline windows of a few questions).
 METRIC_SPANS = 8
 
-SpanKey = tuple[int, int, int]
+Plan = tuple[Span, ...]  # what a range reads: equal plans select the same windows
 _EMPTY = EdgeStats()
 
 
-def span_key(wsec: int, time: TimeRange) -> SpanKey:
-    """(granularity, first window start, end rounded up): equal keys select the same windows."""
-    return wsec, align(time.start, wsec), math.ceil(time.end / wsec) * wsec
+def _has(span: Span, rec: EdgeRec) -> bool:
+    """Whether the edge has a window in the span."""
+    iv = rec.spans[SLOT[span.seconds]]
+    return iv is not None and overlaps(iv, span.start, span.end)
 
 
 class StatsSource:
@@ -65,7 +68,7 @@ class StatsSource:
         self.generation = 0  # bumped by every change of stored windows
         # per granularity: windows starting before this were deleted by retention
         self.floors = dict.fromkeys(STORED_GRANULARITIES, 0)
-        self._metrics: dict[SpanKey, dict[int, CallMetrics]] = {}  # per range, per edge id
+        self._metrics: dict[Plan, dict[int, CallMetrics]] = {}  # per plan, per edge id
 
     # -- keeping up with writes ------------------------------------------------------------------
     def ring_start(self, top: int) -> int:
@@ -147,8 +150,8 @@ class StatsSource:
         stats: list[EdgeStats] = []
         for rec, wsec, wstart, s in written:
             rec.cache = None
-            for (g, lo, hi), table in self._metrics.items():
-                if g == wsec and lo <= wstart < hi:
+            for plan, table in self._metrics.items():
+                if any(g == wsec and lo <= wstart < hi for g, lo, hi in plan):
                     table.pop(rec.id, None)
             if wsec == MINUTE:
                 recs.append(rec)
@@ -174,9 +177,9 @@ class StatsSource:
             self.ring.forget_before(self.floors[MINUTE])
             self.ring.compact_attrs()
 
-    def fresh(self, key: SpanKey) -> bool:
-        """Whether answers for ``key`` may be remembered (none of its windows was deleted)."""
-        return key[1] >= self.floors[key[0]]
+    def fresh(self, plan: Plan) -> bool:
+        """Whether answers for ``plan`` may be remembered (none of its windows was deleted)."""
+        return all(s.start >= self.floors[s.seconds] for s in plan)
 
     def forget(self, rec: EdgeRec) -> None:
         if self.ring is not None and rec.row >= 0:
@@ -188,57 +191,60 @@ class StatsSource:
             table.pop(rec.id, None)
 
     # -- answering -------------------------------------------------------------------------------
-    async def summaries(self, recs: Sequence[EdgeRec], wsec: int, time: TimeRange) -> list[EdgeSummary]:
-        """One summary per edge (in order): its windows of ``wsec`` overlapping ``time``, merged."""
-        key = span_key(wsec, time)
+    async def summaries(self, recs: Sequence[EdgeRec], plan: Plan) -> list[EdgeSummary]:
+        """One summary per edge (in order): its windows in the plan's spans, merged in time order."""
         out: list[EdgeSummary | None] = []
         missing: list[tuple[int, EdgeRec]] = []
-        fresh = self.fresh(key)
+        fresh = self.fresh(plan)
         for i, rec in enumerate(recs):
             c = rec.cache
-            if fresh and c is not None and c[0] == key:  # type: ignore[index]
+            if fresh and c is not None and c[0] == plan:  # type: ignore[index]
                 out.append(c[1])  # type: ignore[index]
             else:
                 out.append(None)
                 missing.append((i, rec))
         if missing:
-            ring = self.ring
-            if wsec == MINUTE and ring is not None and ring.covers(key[1]):
-                cold = self._cold_rows
-                hot = [(i, r) for i, r in missing if r.row >= 0 and r.row not in cold]
-                if len(hot) < len(missing):
-                    missing = [(i, r) for i, r in missing if r.row < 0 or r.row in cold]
-                else:
-                    missing = []
-                results = ring.merged([r.row for _, r in hot], key[1], time.end)
-                for (i, rec), st in zip(hot, results, strict=True):
-                    out[i] = summary = EdgeSummary(rec.key, st or _EMPTY, rec.source_kind, rec.target_kind)
-                    if fresh:
-                        rec.cache = (key, summary)
-            if missing:
-                generation = self.generation
-                found = await self._from_disk([r for _, r in missing], key)
-                keep = fresh and generation == self.generation  # nothing was written meanwhile
-                for i, rec in missing:
-                    out[i] = summary = EdgeSummary(
-                        rec.key, found.get(rec.id, _EMPTY), rec.source_kind, rec.target_kind
-                    )
-                    if keep:
-                        rec.cache = (key, summary)
+            generation = self.generation
+            parts: list[list[EdgeStats]] = [[] for _ in missing]  # per missing edge, per span
+            awaited = False
+            for span in plan:
+                todo = [(j, r) for j, (_, r) in enumerate(missing) if _has(span, r)]
+                ring = self.ring
+                if todo and span.seconds == MINUTE and ring is not None and ring.covers(span.start):
+                    cold = self._cold_rows
+                    hot = [(j, r) for j, r in todo if r.row >= 0 and r.row not in cold]
+                    todo = [(j, r) for j, r in todo if r.row < 0 or r.row in cold]
+                    for (j, _), st in zip(hot, ring.merged([r.row for _, r in hot], span.start, span.end),
+                                          strict=True):
+                        if st is not None:
+                            parts[j].append(st)
+                if todo:
+                    awaited = True
+                    found = await self._from_disk([r for _, r in todo], span)
+                    for j, rec in todo:
+                        st = found.get(rec.id)
+                        if st is not None:
+                            parts[j].append(st)
+            # nothing written meanwhile (the ring answers without a pause)
+            keep = fresh and (not awaited or generation == self.generation)
+            for (i, rec), got in zip(missing, parts, strict=True):
+                st = merge_all(got) if got else _EMPTY
+                out[i] = summary = EdgeSummary(rec.key, st, rec.source_kind, rec.target_kind)
+                if keep:
+                    rec.cache = (plan, summary)
         return out  # type: ignore[return-value]  # every slot is filled above
 
-    async def call_metrics(self, recs: Sequence[EdgeRec], wsec: int, time: TimeRange) -> list[CallMetrics]:
+    async def call_metrics(self, recs: Sequence[EdgeRec], plan: Plan) -> list[CallMetrics]:
         """One :class:`CallMetrics` per edge (in order): what :meth:`summaries` would merge, reduced."""
-        key = span_key(wsec, time)
-        fresh = self.fresh(key)
-        table = self._metrics.get(key, {}) if fresh else {}
+        fresh = self.fresh(plan)
+        table = self._metrics.get(plan, {}) if fresh else {}
         out: list[CallMetrics | None] = []
         missing: list[tuple[int, EdgeRec]] = []
         for i, rec in enumerate(recs):
             m = table.get(rec.id)
             if m is None:
                 c = rec.cache
-                if fresh and c is not None and c[0] == key:  # type: ignore[index]
+                if fresh and c is not None and c[0] == plan:  # type: ignore[index]
                     m = CallMetrics.of(c[1].stats)  # type: ignore[index]
             out.append(m)
             if m is None:
@@ -248,26 +254,28 @@ class StatsSource:
             batch = QuantileBatch(len(missing))
             counts: list[tuple[int, int]] = [(0, 0)] * len(missing)
             ring = self.ring
-            disk: list[tuple[int, EdgeRec]] = list(enumerate(r for _, r in missing))
-            if wsec == MINUTE and ring is not None and ring.covers(key[1]):
-                cold = self._cold_rows
-                hot = [(g, r) for g, r in disk if r.row >= 0 and r.row not in cold]
-                disk = [(g, r) for g, r in disk if r.row < 0 or r.row in cold]
-                groups = [g for g, _ in hot]
-                sums = ring.calls([r.row for _, r in hot], groups, key[1], time.end, batch)
-                for g, req, err in zip(groups, *sums, strict=True):
-                    counts[g] = (req, err)
-            if disk:
-                group = {r.id: g for g, r in disk}
-                for eid, req_err in self._calls_from_disk(await self._read(key, [r for _, r in disk]), group,
-                                                          batch).items():
-                    counts[group[eid]] = req_err
+            for span in plan:
+                disk = [(g, r) for g, (_, r) in enumerate(missing) if _has(span, r)]
+                if disk and span.seconds == MINUTE and ring is not None and ring.covers(span.start):
+                    cold = self._cold_rows
+                    hot = [(g, r) for g, r in disk if r.row >= 0 and r.row not in cold]
+                    disk = [(g, r) for g, r in disk if r.row < 0 or r.row in cold]
+                    groups = [g for g, _ in hot]
+                    sums = ring.calls([r.row for _, r in hot], groups, span.start, span.end, batch)
+                    for g, req, err in zip(groups, *sums, strict=True):
+                        counts[g] = (counts[g][0] + req, counts[g][1] + err)
+                if disk:
+                    group = {r.id: g for g, r in disk}
+                    for eid, (req, err) in self._calls_from_disk(await self._read(span, [r for _, r in disk]),
+                                                                 group, batch).items():
+                        g = group[eid]
+                        counts[g] = (counts[g][0] + req, counts[g][1] + err)
             p50, p99 = batch.quantiles((0.5, 0.99))
             keep = fresh and generation == self.generation  # nothing was written meanwhile
             if keep:
-                table = self._metrics.setdefault(key, {})
+                table = self._metrics.setdefault(plan, {})
                 while len(self._metrics) > METRIC_SPANS:
-                    del self._metrics[next(iter(self._metrics))]  # the oldest range asked
+                    del self._metrics[next(iter(self._metrics))]  # the oldest plan asked
             for g, (i, rec) in enumerate(missing):
                 out[i] = m = CallMetrics(*counts[g], p50[g], p99[g])
                 if keep:
@@ -290,8 +298,8 @@ class StatsSource:
                 batch.add(group[eid], lat)
         return sums
 
-    async def _from_disk(self, recs: Sequence[EdgeRec], key: SpanKey) -> dict[int, EdgeStats]:
-        rows = await self._read(key, recs)
+    async def _from_disk(self, recs: Sequence[EdgeRec], span: Span) -> dict[int, EdgeStats]:
+        rows = await self._read(span, recs)
         decode = self._codec.decode_fields
         out: dict[int, EdgeStats] = {}
         i = 0
@@ -304,9 +312,9 @@ class StatsSource:
             i = j
         return out
 
-    async def _read(self, key: SpanKey, recs: Sequence[EdgeRec]) -> list[tuple[int, int, bytes]]:
+    async def _read(self, span: Span, recs: Sequence[EdgeRec]) -> list[tuple[int, int, bytes]]:
         """The stored windows (edge, start, blob) of ``recs`` in the span, by edge then start."""
-        wsec, lo, hi = key
+        wsec, lo, hi = span
         ids = sorted({r.id for r in recs})
         n_targets = (hi - lo) // wsec
         if n_targets <= 0:
