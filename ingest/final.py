@@ -6,13 +6,17 @@ flushes (the worker's ``early_interval``) write open windows *provisionally*, as
 the complete window replaces them when it closes, by the rules of the pure stage (new edges only,
 later versions at most every ``provisional_refresh`` seconds of event time), which the in-process
 pipeline follows too. Windows, the nodes they mention and trace summaries (TRACE layer) are written
-by :func:`topology.store.persist.persist`, as the in-process runtime writes its output. Health events
+by :func:`topology.store.persist.persist`, as the in-process runtime writes its output. Late parts
+(partials of windows past the grace, while within the store's retention of minute windows) go out as
+:class:`Late` and are *added* to the stored windows; a crash after that write and before the next
+checkpoint replays them, and they are added again (the one effect here that is not idempotent). Health events
 (``topology.health``) are read entirely: edge health uses them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from ingest.admission import admitted, produced
@@ -22,7 +26,7 @@ from ingest.topics import Topics
 from topology.admit import SCHEMA, admit_health, reason
 from topology.catalog import AddressLease, TraceSummary
 from topology.health import HealthBook
-from topology.model import EdgePartial, EdgeWindow
+from topology.model import EdgePartial, EdgeWindow, Layer
 from topology.servicegraph import ServiceGraph
 from topology.stages.final import FinalStage
 from topology.store.base import Stores
@@ -35,9 +39,10 @@ class FinalSpec(StageSpec):
 
     def __init__(self, layer: str, topics: Topics, stores: Stores, window_seconds: int = 60,
                  grace_seconds: int = 120, lateness: float = 5.0, provisional_refresh: float = 30.0,
-                 service_graph: ServiceGraph | None = None) -> None:
+                 service_graph: ServiceGraph | None = None, late_seconds: float | None = None) -> None:
         """``service_graph``: where the TRACE layer's finalised windows are counted (the worker's
-        ``traces_service_graph_*`` metrics, :mod:`topology.servicegraph`)."""
+        ``traces_service_graph_*`` metrics, :mod:`topology.servicegraph`); ``late_seconds``: how old a
+        window late data still merges into (default: the layer store's retention of minute windows)."""
         self.layer = layer
         self.topics = topics
         self.stores = stores
@@ -47,6 +52,10 @@ class FinalSpec(StageSpec):
         self.provisional_refresh = provisional_refresh
         self.health = HealthBook()
         self.service_graph = service_graph if layer == "trace" else None
+        if late_seconds is None:
+            store = stores.layers.get(Layer(layer.upper()))
+            late_seconds = float(store.retention.minute) if store is not None else 0.0
+        self.late_seconds = late_seconds
 
     def global_topics(self) -> tuple[str, ...]:
         return (self.topics.health,)
@@ -67,14 +76,24 @@ class FinalSpec(StageSpec):
         graph = (self.service_graph, f"{tp.topic}/{tp.partition}") if self.service_graph else None
         if isinstance(state, FinalStage):
             state.refresh_seconds = self.provisional_refresh
+            state.late_seconds = self.late_seconds
             return _Final(state, self.lateness, graph)
-        stage = FinalStage(self.window_seconds, self.grace_seconds, self.health, self.provisional_refresh)
+        stage = FinalStage(self.window_seconds, self.grace_seconds, self.health, self.provisional_refresh,
+                           self.late_seconds)
         return _Final(stage, self.lateness, graph)
 
     async def write(self, outputs: Sequence[Any]) -> int:
         windows = by_layer(o for o in outputs if isinstance(o, EdgeWindow))
+        late = by_layer(o.window for o in outputs if isinstance(o, Late))
         return await persist(self.stores, windows, [o for o in outputs if isinstance(o, TraceSummary)],
-                             peer_leases=[o for o in outputs if isinstance(o, AddressLease)])
+                             peer_leases=[o for o in outputs if isinstance(o, AddressLease)], late=late)
+
+
+@dataclass(frozen=True, slots=True)
+class Late:
+    """A late part of a window stage 3 had forgotten: added to the stored window, not replacing it."""
+
+    window: EdgeWindow
 
 
 class _Final(PartitionLogic):
@@ -114,6 +133,11 @@ class _Final(PartitionLogic):
         if self.graph is not None:  # complete windows only; a replayed one adds what grew
             self.graph[0].observe(windows, watermark, self.graph[1])
         out: list[Any] = list(windows)
+        late = self.stage.take_late()
+        if late:
+            if self.graph is not None:  # a late part is new traffic: counted whole
+                self.graph[0].observe_late(late, self.graph[1])
+            out.extend(Late(w) for w in late)
         if self.summaries:
             out.extend(self.summaries)
             self.summaries = []

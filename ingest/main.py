@@ -40,6 +40,7 @@ from topology.servicegraph import ServiceGraph
 from topology.settings import (
     ConfigError,
     KafkaSettings,
+    PairingSettings,
     StoreSettings,
     add_flags,
     parse_not_negative,
@@ -179,9 +180,6 @@ class IngestSettings:
                          flag="--grace", parse=parse_positive_int, metavar="SECONDS")
     trace_wait: float = setting(10.0, "TOPOLOGY_TRACE_WAIT", "seconds a span waits for its peer span",
                                 flag="--trace-wait", parse=parse_not_negative, metavar="SECONDS")
-    trace_capacity: int = setting(10_000, "TOPOLOGY_TRACE_CAPACITY",
-                                  "spans waiting for a peer, per partition", flag="--trace-capacity",
-                                  parse=parse_positive_int, metavar="N")
 
     def __post_init__(self) -> None:
         if self.stage is None:
@@ -197,8 +195,7 @@ class IngestSettings:
 
     def tuning(self) -> dict[str, Any]:
         """The window settings of :func:`build_spec`."""
-        return {"lateness": self.lateness, "grace": self.grace, "trace_wait": self.trace_wait,
-                "trace_capacity": self.trace_capacity}
+        return {"lateness": self.lateness, "grace": self.grace, "trace_wait": self.trace_wait}
 
 
 # What each WorkerOptions field means; a field added there becomes a flag and a variable by itself
@@ -271,6 +268,7 @@ WORKER_DEFAULTS = {"metrics_port": DEFAULT_METRICS_PORT}
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The flags of ``topology ingest`` (every one also a variable)."""
     add_flags(p, IngestSettings)
+    add_flags(p, PairingSettings)
     add_flags(p, KafkaSettings)
     add_flags(p, StoreSettings, defaults=INGEST_DEFAULTS)
     add_flags(p, WorkerSettings, defaults=WORKER_DEFAULTS)
@@ -282,7 +280,8 @@ def run_command(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     kafka = resolve(KafkaSettings, args, env)
     store = resolve(StoreSettings, args, env, defaults=INGEST_DEFAULTS) if ingest.writes_stores else None
     worker = resolve(WorkerSettings, args, env, defaults=WORKER_DEFAULTS)
-    return run_worker(ingest, kafka, worker_options(worker, kafka), store)
+    pairing = resolve(PairingSettings, args, env)
+    return run_worker(ingest, kafka, worker_options(worker, kafka), store, pairing)
 
 
 class Stopped(Exception):
@@ -290,12 +289,15 @@ class Stopped(Exception):
 
 
 def run_worker(ingest: IngestSettings, kafka: KafkaSettings, options: WorkerOptions,
-               store: StoreSettings | None) -> int:
+               store: StoreSettings | None, pairing: PairingSettings | None = None) -> int:
     """Run one worker until SIGTERM or SIGINT; returns the process exit code (raises :class:`Stopped`
     when stopped before Kafka answered, StoreError when the stores cannot be opened)."""
     assert ingest.stage is not None and ingest.layer is not None  # IngestSettings checks
     stage, layer = ingest.stage, ingest.layer
     topics = Topics(kafka.topic_prefix)
+    # auto: the machine's share for pairing, split over the partitions a worker may hold
+    tuning = {**ingest.tuning(),
+              "trace_capacity": (pairing or PairingSettings()).capacity(parts=ingest.partitions)}
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -305,7 +307,7 @@ def run_worker(ingest: IngestSettings, kafka: KafkaSettings, options: WorkerOpti
         stores = await store.open() if store is not None else None
         try:
             await serve(stage, layer, kafka, stores, topics=topics, options=options,
-                        settings=ingest.tuning(), stop=stop, partitions=ingest.partitions)
+                        settings=tuning, stop=stop, partitions=ingest.partitions)
         finally:
             if stores is not None:
                 await stores.close()

@@ -19,6 +19,7 @@ name                                         type       labels                  
 ``topology_ingest_items_out_total``          counter    layer, stage                    both
 ``topology_ingest_dead_letters_total``       counter    layer, stage, reason            both
 ``topology_ingest_stage_events_total``       counter    layer, stage, event             both
+``topology_ingest_dropped_total``             counter    layer, stage, reason            both
 ``topology_ingest_batch_duration_seconds``   histogram  layer, stage                    Kafka
 ``topology_ingest_commit_duration_seconds``  histogram  layer, stage                    Kafka
 ``topology_ingest_commits_total``            counter    layer, stage                    Kafka
@@ -72,9 +73,9 @@ from topology.admit import reason_class
 from topology.servicegraph import FAILED_TOTAL, HISTOGRAMS, REQUEST_TOTAL, ServiceGraph
 from topology.servicegraph import LABELS as GRAPH_LABELS
 
-__all__ = ["DEAD_LETTERS", "DEFAULT_METRICS_HOST", "DEFAULT_METRICS_PORT", "DURATION_BUCKETS", "ITEMS_IN",
-           "ITEMS_OUT", "LEVELS", "RECORDS", "SHARED", "STAGE_EVENTS", "Family", "ServiceGraphCollector",
-           "WorkerMetrics", "add_process_collectors"]
+__all__ = ["DEAD_LETTERS", "DEFAULT_METRICS_HOST", "DEFAULT_METRICS_PORT", "DROPPED", "DROP_REASONS",
+           "DURATION_BUCKETS", "ITEMS_IN", "ITEMS_OUT", "LEVELS", "RECORDS", "SHARED", "STAGE_EVENTS",
+           "Family", "ServiceGraphCollector", "WorkerMetrics", "add_process_collectors"]
 
 log = logging.getLogger("ingest.metrics")
 
@@ -117,8 +118,13 @@ DEAD_LETTERS = Family("topology_ingest_dead_letters", "Rejected input records (d
                       "class", (*LABELS, "reason"))
 STAGE_EVENTS = Family("topology_ingest_stage_events", "What the pure stages count (late data, unresolved "
                       "addresses, pairs, ...), by event", (*LABELS, "event"))
+DROPPED = Family("topology_ingest_dropped", "Admitted data a stage dropped, by reason: too_late (a window "
+                 "older than the retention of minute windows), capacity (spans beyond the pairing capacity)",
+                 (*LABELS, "reason"))
+#: Stage events that drop data, and the ``reason`` of ``topology_ingest_dropped_total`` they count as.
+DROP_REASONS = {"late_dropped": "too_late", "dropped": "capacity"}
 #: The counters of both modes, same names and labels.
-SHARED = (RECORDS, ITEMS_IN, ITEMS_OUT, DEAD_LETTERS, STAGE_EVENTS)
+SHARED = (RECORDS, ITEMS_IN, ITEMS_OUT, DEAD_LETTERS, STAGE_EVENTS, DROPPED)
 
 
 def add_process_collectors(registry: CollectorRegistry) -> None:
@@ -142,6 +148,7 @@ class WorkerMetrics:
         self.items_out = ITEMS_OUT.counter(r)
         self.dlq = DEAD_LETTERS.counter(r)
         self.stage_events = STAGE_EVENTS.counter(r)
+        self.dropped = DROPPED.counter(r)
         self.batch_seconds = Histogram("topology_ingest_batch_duration_seconds", "Processing time of one "
                                        "consumed batch", LABELS, buckets=DURATION_BUCKETS, registry=r)
         self.commit_seconds = Histogram("topology_ingest_commit_duration_seconds",
@@ -212,6 +219,8 @@ class WorkerMetrics:
         self._seen[worker] = seen
         for name, n in added.items():
             self.stage_events.labels(event=name, **labels).inc(n)
+            if name in DROP_REASONS:
+                self.dropped.labels(reason=DROP_REASONS[name], **labels).inc(n)
         self.reorder_buffer.labels(**labels).set(level)
 
     def serve(self, port: int, host: str = DEFAULT_METRICS_HOST) -> int:

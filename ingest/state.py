@@ -173,9 +173,9 @@ SCHEMAS: tuple[Schema, ...] = (
             "_identities"),
            version=2),
     Schema(final._Slot, "final.slot", final._Slot.__slots__),
-    Schema(final.FinalStage, "final",
+    Schema(final.FinalStage, "final",  # 2: late parts merged into stored windows
            ("window_seconds", "grace_seconds", "health", "refresh_seconds", "_written", "_held", "_refreshed",
-            "_windows", "_watermark", "counters")),
+            "_windows", "_watermark", "counters", "late_seconds", "_late"), version=2),
 )
 
 ENUMS: tuple[type[Enum], ...] = (Layer, Granularity, NodeKind, Direction, Side, HealthState, AddressKind)

@@ -27,7 +27,15 @@ import os
 import sys
 from collections.abc import Callable, Mapping
 
-from topology.settings import ConfigError, KafkaSettings, LogSettings, StoreSettings, add_flags, resolve
+from topology.settings import (
+    ConfigError,
+    KafkaSettings,
+    LogSettings,
+    PairingSettings,
+    StoreSettings,
+    add_flags,
+    resolve,
+)
 
 log = logging.getLogger("topology.cli")
 
@@ -73,11 +81,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_flags(demo, DemoSettings)
     add_flags(demo, ServiceConfig)
     add_flags(demo, StoreSettings, defaults=DEMO_STORE)
+    add_flags(demo, PairingSettings)
 
     serve = command("serve", "GraphQL server and HTTP/OTLP ingest over a store")
     add_flags(serve, ServiceConfig)
     add_flags(serve, StoreSettings, defaults=SERVE_STORE, aliases=SERVE_ALIASES)
     add_flags(serve, ServeSettings)
+    add_flags(serve, PairingSettings)
     add_flags(serve, KafkaSettings)
 
     sim = command("simulate", "run the fleet simulator; send its traffic to files, a server or Kafka")
@@ -116,7 +126,7 @@ def _demo(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     demo = resolve(DemoSettings, args, env)
     config = resolve(ServiceConfig, args, env)
     store = resolve(StoreSettings, args, env, defaults=DEMO_STORE)
-    return asyncio.run(run_demo(fleet, demo, config, store))
+    return asyncio.run(run_demo(fleet, demo, config, store, resolve(PairingSettings, args, env)))
 
 
 def _kafka(switch: bool | str, args: argparse.Namespace, env: Mapping[str, str]) -> KafkaSettings | None:
@@ -136,7 +146,7 @@ def _serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     store = resolve(StoreSettings, args, env)
     kafka = _kafka(resolve(ServeSettings, args, env).kafka, args, env)
     worker = None if kafka is None else worker_options(resolve(WorkerSettings, args, env), kafka)
-    return asyncio.run(run_serve(config, store, kafka, worker))
+    return asyncio.run(run_serve(config, store, kafka, worker, resolve(PairingSettings, args, env)))
 
 
 def _simulate(args: argparse.Namespace, env: Mapping[str, str]) -> int:

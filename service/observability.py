@@ -61,6 +61,8 @@ from strawberry.extensions import SchemaExtension
 
 from ingest.metrics import (
     DEAD_LETTERS,
+    DROP_REASONS,
+    DROPPED,
     DURATION_BUCKETS,
     ITEMS_IN,
     ITEMS_OUT,
@@ -161,6 +163,7 @@ def runtime_service_graph(metrics: Metrics) -> Callable[[PipelineOutput], None]:
 
     def count(out: PipelineOutput) -> None:
         graph.observe(out.windows.get(Layer.TRACE, ()), out.watermark, "embedded")
+        graph.observe_late(out.late.get(Layer.TRACE, ()), "embedded")
 
     return count
 
@@ -204,7 +207,7 @@ class IngestCollector(Collector):
 def runtime_families(snapshot: Mapping[str, Any]) -> list[Metric]:
     """The :data:`ingest.metrics.SHARED` counters of an embedded runtime's ``counters()``."""
     records, items_in, items_out = RECORDS.snapshot(), ITEMS_IN.snapshot(), ITEMS_OUT.snapshot()
-    dead, events = DEAD_LETTERS.snapshot(), STAGE_EVENTS.snapshot()
+    dead, events, dropped = DEAD_LETTERS.snapshot(), STAGE_EVENTS.snapshot(), DROPPED.snapshot()
     rejected: dict[tuple[str, str], float] = {}
     for key, n in _numbers(snapshot.get("rejected")):
         kind, _, cls = key.partition(":")
@@ -223,7 +226,9 @@ def runtime_families(snapshot: Mapping[str, Any]) -> list[Metric]:
         layer, stage, prefix = _STAGE_OF.get(group, ("all", "1", f"{group}_"))
         for name, n in _numbers(counts):
             events.add_metric([layer, stage, prefix + name], n)
-    return [records, items_in, items_out, dead, events]
+            if name in DROP_REASONS:
+                dropped.add_metric([layer, stage, DROP_REASONS[name]], n)
+    return [records, items_in, items_out, dead, events, dropped]
 
 
 def _numbers(value: Any) -> list[tuple[str, float]]:

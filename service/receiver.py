@@ -32,7 +32,10 @@ bytes that do not decode, no plausible record (a body over the size limit is 413
 :mod:`service.limits`). Refusals before admission are counted by reason class and dead-lettered
 like the others, under the route's kind (:func:`refused_at_http`). When the store
 does not take catalog entries, health events or change events (an outage), the answer is 503 with
-``Retry-After`` and nothing was applied.
+``Retry-After`` and nothing was applied. When the spans of a ``/v1/traces`` request could overflow
+the spans waiting for their other side (the pairing capacity, :meth:`Runtime.pairing_busy`), the
+answer is 429 with ``Retry-After`` (OTLP/HTTP: retryable, after that delay) and a ``google.rpc.Status``
+``RESOURCE_EXHAUSTED``; nothing was applied, and a Collector retries (counted as ``refused``).
 The same payloads may be sent as the simulator emits them (``topology simulate --http``).
 
 Durability: a 200 means admitted. Catalog entries, health and change events are then stored, leases
@@ -53,6 +56,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -108,6 +112,18 @@ def _otlp_answer(ok_message: Any, content_type: str, error: str | None = None) -
 
 
 INVALID_ARGUMENT = 3
+RESOURCE_EXHAUSTED = 8
+
+
+def _exhausted(content_type: str, wait: float) -> Response:
+    """429: the pairing capacity is full for now; the client retries after ``wait`` seconds."""
+    message = "too many spans waiting for their other side; nothing was applied, retry after Retry-After"
+    headers = {"retry-after": str(math.ceil(wait))}
+    if content_type == "application/json":
+        return JSONResponse({"code": RESOURCE_EXHAUSTED, "message": message}, status_code=429,
+                            headers=headers)
+    return Response(rpc_status(RESOURCE_EXHAUSTED, message), status_code=429, media_type=PROTOBUF,
+                    headers=headers)
 
 
 def _varint(n: int) -> bytes:
@@ -202,7 +218,12 @@ def ingest_routes(runtime: Runtime) -> list[Route]:
         ct = _otlp_type(request)
         try:
             data, now = await body(request, "spans"), runtime.clock()
-            adm = runtime.apply("spans", await asyncio.to_thread(admit_spans, data, ct, now), now)
+            adm = await asyncio.to_thread(admit_spans, data, ct, now)
+            wait = runtime.pairing_busy(adm.items, now) if adm.kept is not None else None
+            if wait is not None:
+                runtime.refused["spans"] += 1
+                return _exhausted(ct, wait)
+            runtime.apply("spans", adm, now)
         except InputError as e:
             return _otlp_answer(None, ct, e.reason)
         answer = ExportTraceServiceResponse()

@@ -13,6 +13,13 @@ windows close (a minute, plus the pairing wait for spans); :meth:`flush` writes 
 that write they are in memory only: :meth:`drain` writes every open window (the server calls it at
 shutdown, so SIGTERM loses nothing accepted), and :meth:`written` waits until a flush has written
 what a request's admissions kept (``?wait=true`` on the ingest routes).
+
+Back-pressure: spans wait in the pipeline for their other side (the pairing wait), at most the
+pipeline's ``trace_capacity`` of them. :meth:`pairing_busy` tells the HTTP receiver when a request's
+spans could overflow that (the spans held after the last pipeline pass plus those queued since), and
+for how long: it answers 429 with ``Retry-After`` instead, and the sender retries, rather than the
+pairer dropping spans. Late data: the pipeline's late parts (windows stage 3 had forgotten) are
+added to the stored windows (:func:`topology.store.persist.persist`, ``late``).
 """
 
 from __future__ import annotations
@@ -103,6 +110,11 @@ class Runtime:
         self.records: Counter[str] = Counter()  # kind -> records inside them
         self.rejected: Counter[tuple[str, str]] = Counter()  # (kind, reason class) -> payloads
         self.windows_written: Counter[str] = Counter()  # layer -> windows
+        self.refused: Counter[str] = Counter()  # kind -> payloads refused for back-pressure (429)
+        self._spans_queued = 0  # spans handed to the pipeline (counted on the loop)
+        self._spans_applied = 0  # of those, applied (counted by the pipeline thread)
+        # at the last look at the pipeline: spans waiting, the oldest one's arrival, spans applied by then
+        self._pairing: tuple[int, float | None, int] = (0, None, 0)
         self.last_flush: float = 0.0
         self.last_rollup: float = 0.0
         self.written_until = -math.inf  # the ``now`` of the last flush that was written
@@ -138,8 +150,14 @@ class Runtime:
         with self._lock:
             self._settle()
             out = self._pipeline.flush(now)
-            self._stages = self._pipeline.counters()
+            self._note_pipeline()
             return out
+
+    def _note_pipeline(self) -> None:
+        """Keep the counters and the pairer's load for readers on the loop (holding ``_lock``)."""
+        self._stages = self._pipeline.counters()
+        pairer = self._pipeline.pairer
+        self._pairing = (pairer.pending, pairer.oldest_arrival, self._spans_applied)
 
     # -- inputs (raise InputError on bad input, after dead-lettering it) ------------------------
     # Every input passes topology.admit (the policy the Kafka workers apply too). ``now`` is the
@@ -176,11 +194,32 @@ class Runtime:
         elif kind == "metrics":
             self._enqueue(lambda: pipe.add_metrics(kept))
         elif kind == "spans":
-            at = self._now(now)
-            self._enqueue(lambda: pipe.add_span_view(kept, at))  # decoded once, by admission
+            at, n = self._now(now), adm.items
+            self._spans_queued += n
+
+            def add_spans() -> None:
+                pipe.add_span_view(kept, at)  # decoded once, by admission
+                self._spans_applied += n
+
+            self._enqueue(add_spans)
         else:
             self._enqueue(lambda: pipe.add_vpcflows(kept))
         return adm
+
+    def pairing_busy(self, spans: int, now: float | None = None) -> float | None:
+        """None if ``spans`` more spans fit the pairing capacity, else the seconds to wait before
+        offering them again (``Retry-After``: until the oldest waiting span's wait ends, 1 s at least).
+        Counts every span held or queued as waiting (an upper bound: many pair at once), so accepted
+        spans never overflow the pairer; a request alone larger than the capacity is let in when
+        nothing waits (the pairer then drops what does not fit, counted)."""
+        pending, oldest, applied = self._pairing
+        held = pending + self._spans_queued - applied
+        cfg = self._pipeline.config
+        if held <= 0 or held + spans <= cfg.trace_capacity:
+            return None
+        now = self._now(now)
+        until = cfg.trace_wait if oldest is None else oldest + cfg.trace_wait - now
+        return max(1.0, min(cfg.trace_wait, until))
 
     # Catalog entries and health events are stored before the pipeline sees them: if the store
     # refuses (an outage), nothing was applied and the error goes to the caller (HTTP: 503).
@@ -267,8 +306,8 @@ class Runtime:
     async def _flush(self, now: float) -> PipelineOutput:
         seq = self._queued
         out = await asyncio.to_thread(self._run, now)
-        await persist(self.stores, out.windows, out.traces, out.nodes, out.peer_leases)
-        for layer, ws in out.windows.items():
+        await persist(self.stores, out.windows, out.traces, out.nodes, out.peer_leases, out.late)
+        for layer, ws in [*out.windows.items(), *out.late.items()]:
             self.windows_written[layer.value] += len(ws)
         self.last_flush = now
         self.written_until = max(self.written_until, now)
@@ -278,7 +317,7 @@ class Runtime:
                 if due <= self.written_until and at <= self.written_seq and not waiter.done():
                     waiter.set_result(None)
             self._waiting = [(d, s, w) for d, s, w in self._waiting if not w.done()]
-        if any(out.windows.values()):
+        if any(out.windows.values()) or any(out.late.values()):
             for listener in self.flushed:
                 listener(out)
         return out
@@ -340,6 +379,7 @@ class Runtime:
             "records": dict(self.records),
             "rejected": {f"{k}:{r}": n for (k, r), n in self.rejected.items()},
             "windows_written": dict(self.windows_written),
+            "refused": dict(self.refused),
             "stages": self._stage_counters(),
         }
 
@@ -348,7 +388,7 @@ class Runtime:
         if self._lock.acquire(blocking=False):
             try:
                 self._settle()
-                self._stages = self._pipeline.counters()
+                self._note_pipeline()
             finally:
                 self._lock.release()
         return self._stages

@@ -33,8 +33,8 @@ from service.security import served_config
 from service.settings import DemoSettings, FleetSettings
 from service.storethread import StoreThread
 from service.tls import uvicorn_tls
-from topology.pipeline import Pipeline
-from topology.settings import KafkaSettings, StoreSettings
+from topology.pipeline import Pipeline, PipelineConfig
+from topology.settings import KafkaSettings, PairingSettings, StoreSettings
 from topology.store.base import Stores
 
 __all__ = ["run_demo", "run_serve"]
@@ -202,14 +202,21 @@ def _data_dir(store: StoreSettings) -> Path | None:
     return Path(store.data_dir) if store.backend == "embedded" and store.data_dir else None
 
 
+def _pipeline(store: StoreSettings, pairing: PairingSettings | None) -> Pipeline:
+    """The in-process pipeline: pairing sized by ``pairing`` (default: from memory), late data merged
+    while its window is within the stores' retention of minute windows."""
+    return Pipeline(PipelineConfig(trace_capacity=(pairing or PairingSettings()).capacity(),
+                                   late_seconds=float(store.retention().minute)))
+
+
 async def run_demo(fleet: FleetSettings, demo: DemoSettings, config: ServiceConfig,
-                   store: StoreSettings) -> int:
+                   store: StoreSettings, pairing: PairingSettings | None = None) -> int:
     from topology.sim import Simulator, generate_fleet
 
     config = served_config(config)  # one line and no start: no authentication beyond loopback, bad files
     socks = _sockets(config)
     owner, stores = await _open(store)
-    runtime = Runtime(stores, _data_dir(store), Pipeline())
+    runtime = Runtime(stores, _data_dir(store), _pipeline(store, pairing))
 
     def make_sim(start: float) -> Any:
         return Simulator(generate_fleet(services=fleet.services, seed=fleet.seed), seed=fleet.seed,
@@ -224,12 +231,12 @@ async def run_demo(fleet: FleetSettings, demo: DemoSettings, config: ServiceConf
 
 
 async def run_serve(config: ServiceConfig, store: StoreSettings, kafka: KafkaSettings | None,
-                    worker: WorkerOptions | None = None) -> int:
+                    worker: WorkerOptions | None = None, pairing: PairingSettings | None = None) -> int:
     """Serve ``store``; with ``kafka`` also run the terminal Kafka workers (``worker``: their options)."""
     config = served_config(config)  # one line and no start: no authentication beyond loopback, bad files
     socks = _sockets(config)
     owner, stores = await _open(store)
-    runtime = Runtime(stores, _data_dir(store), Pipeline())
+    runtime = Runtime(stores, _data_dir(store), _pipeline(store, pairing))
     task = asyncio.create_task(_flusher(runtime))
     banner = f"Service Topology server, store {store.describe()}"
     if kafka is None:

@@ -31,6 +31,7 @@ from topology.settings import (
     ConfigError,
     KafkaSettings,
     LogSettings,
+    PairingSettings,
     Row,
     StoreSettings,
     parse_bool,
@@ -189,7 +190,7 @@ class BackstageSettings:
 # every group, in the README's order
 GROUPS: tuple[type, ...] = (LogSettings, ServiceConfig, StoreSettings, KafkaSettings, FleetSettings,
                             DemoSettings, ServeSettings, SimulateSettings, ExportSettings, BackstageSettings,
-                            IngestSettings, WorkerSettings, AgentSettings)
+                            IngestSettings, PairingSettings, WorkerSettings, AgentSettings)
 
 
 def documented() -> list[Row]:

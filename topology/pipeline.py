@@ -9,6 +9,10 @@ their stage 3 writes with the same function).
     metrics -> IpcStage1 (deltas)   -> IpcStage2 (resolve)                -+-> FinalStage (60 s) -> windows
     spans   -> SpanPairer (wait, capacity)                                -+
 
+Late data: partials of a window past stage 3's grace come out apart (``PipelineOutput.late``), to be
+*added* to the stored window, while the window is within ``late_seconds`` (the stores' retention of
+minute windows, 6 h by default); older ones are dropped and counted (``final.late_dropped``).
+
 VPC flow logs go through admission's records into VpcStage, whose aggregates join NetworkStage1's in
 NetworkStage2.
 """
@@ -31,7 +35,8 @@ from topology.stages.ipc import IpcStage1, IpcStage2
 from topology.stages.network import NetworkStage1, NetworkStage2
 from topology.stages.trace import SpanPairer
 from topology.stages.vpc import VpcStage
-from topology.store.persist import by_layer, nodes_of
+from topology.store.persist import by_layer, joined, nodes_of
+from topology.timewindow import Retention
 from topology.wire.flow import FlowBatch
 from topology.wire.vpcflow import VpcFlowRecord
 
@@ -44,8 +49,10 @@ class PipelineConfig:
     final_window: int = 60
     lateness: float = 0.5  # how far behind ``now`` the watermark trails
     grace: int = 120  # late data re-opens a finished window for this long
+    #: later data merges into stored windows that start within this of the watermark; older is dropped
+    late_seconds: float = float(Retention().minute)
     trace_wait: float = 10.0
-    trace_capacity: int = 10_000
+    trace_capacity: int = 10_000  # spans waiting for their peer (the servers size it: capacity_for)
     provisional: bool = True  # emit open windows as they fill (freshness); closing replaces them
     provisional_refresh: float = REFRESH_SECONDS  # later versions of a provisional window at most this often
 
@@ -59,10 +66,13 @@ class PipelineOutput:
     watermark: float = float("-inf")
     #: leases met next to unattributed NETWORK traffic (NetworkStage2.take_peer_leases)
     peer_leases: list[AddressLease] = field(default_factory=list)
+    #: late parts of windows past their grace (FinalStage.take_late): added to the stored windows
+    late: dict[Layer, list[EdgeWindow]] = field(default_factory=dict)
 
     @property
     def empty(self) -> bool:
-        return not any(self.windows.values()) and not self.nodes and not self.traces and not self.peer_leases
+        return (not any(self.windows.values()) and not self.nodes and not self.traces and not self.peer_leases
+                and not any(self.late.values()))
 
 
 class Pipeline:
@@ -80,7 +90,7 @@ class Pipeline:
         self.ipc2 = IpcStage2(self.addresses)
         self.pairer = SpanPairer(wait_seconds=cfg.trace_wait, max_pending=cfg.trace_capacity)
         self.final = FinalStage(window_seconds=cfg.final_window, grace_seconds=cfg.grace, health=self.health,
-                                refresh_seconds=cfg.provisional_refresh)
+                                refresh_seconds=cfg.provisional_refresh, late_seconds=cfg.late_seconds)
 
     # -- inputs --------------------------------------------------------------------------------
     def add_leases(self, leases: Iterable[AddressLease]) -> None:
@@ -122,8 +132,9 @@ class Pipeline:
         self.final.add(self.ipc2.process(self.ipc1.flush(wm)))
         self.final.add(self.pairer.flush(now))
         windows = by_layer(self.final.flush(wm, provisional=cfg.provisional))
-        return PipelineOutput(windows, nodes_of(windows), self.pairer.take_trace_summaries(), wm,
-                              self.net2.take_peer_leases())
+        late = by_layer(self.final.take_late())
+        return PipelineOutput(windows, nodes_of(joined(windows, late) if late else windows),
+                              self.pairer.take_trace_summaries(), wm, self.net2.take_peer_leases(), late)
 
     def counters(self) -> dict[str, dict[str, int]]:
         return {
@@ -135,4 +146,5 @@ class Pipeline:
             "trace_pairing": dict(self.pairer.counters),
             "final": dict(self.final.counters),
         }
+
 

@@ -156,6 +156,20 @@ class ServiceGraph:
                 self._oldest[source] = min((end for end, _ in counted.values()), default=math.inf)
         return added
 
+    def observe_late(self, windows: Iterable[EdgeWindow], source: str = "") -> int:
+        """Count late parts (:meth:`topology.stages.final.FinalStage.take_late`): traffic of windows
+        stage 3 had forgotten, new and counted whole. Returns how many windows added counts."""
+        added = 0
+        with self._lock:
+            for w in windows:
+                key = w.key
+                if key.layer is not Layer.TRACE or key.granularity is not Granularity.APP:
+                    continue
+                self._add(key, w.stats.connection_type or "", self._figures(w))
+                added += 1
+            self.counters["windows"] += added
+        return added
+
     def series(self) -> list[Series]:
         """Every series so far, sorted by labels."""
         with self._lock:

@@ -35,6 +35,7 @@ __all__ = [
     "ConfigError",
     "KafkaSettings",
     "LogSettings",
+    "PairingSettings",
     "Row",
     "StoreSettings",
     "add_flags",
@@ -337,6 +338,38 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 class LogSettings:
     level: str = setting("INFO", "LOG_LEVEL", "log level of the JSON logs on stderr", flag="--log-level",
                          choices=LOG_LEVELS)
+
+
+def parse_capacity(text: str) -> int | None:
+    """``auto`` (None: sized from memory, :meth:`PairingSettings.capacity`) or a positive integer."""
+    return None if text.strip().lower() == "auto" else parse_positive_int(text)
+
+
+def memory_bytes() -> int:
+    """Physical memory of this machine (0 if the system does not say)."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+@dataclass(frozen=True, slots=True)
+class PairingSettings:
+    """Span pairing (the TRACE layer), in the server's pipeline and in a Kafka pairing worker."""
+
+    trace_capacity: int | None = setting(None, "TOPOLOGY_TRACE_CAPACITY",
+                                         "spans waiting for their peer span (per partition in a Kafka "
+                                         "worker); auto: 1/32 of the memory at 1.5 KiB a span, "
+                                         "10000-4000000", flag="--trace-capacity", parse=parse_capacity,
+                                         metavar="N", shown="auto")
+
+    def capacity(self, memory: int | None = None, parts: int = 1) -> int:
+        """The capacity: as set, or sized from ``memory`` (default: this machine's) shared by ``parts``."""
+        if self.trace_capacity is not None:
+            return self.trace_capacity
+        from topology.stages.trace import MIN_CAPACITY, capacity_for
+
+        return max(MIN_CAPACITY, capacity_for(memory_bytes() if memory is None else memory) // max(1, parts))
 
 
 KAFKA_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")

@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from ingest.main import build_spec
-from ingest.metrics import LEVELS, SHARED, WorkerMetrics
+from ingest.metrics import DROP_REASONS, LEVELS, SHARED, WorkerMetrics
 from ingest.record import Partition
 from ingest.topics import Topics
 from service import observability
@@ -49,7 +49,7 @@ IDENTIFIER = re.compile(r"[a-z][a-z0-9_]*")
 BOUNDED: dict[str, set[str] | None] = {
     "layer": {"network", "ipc", "trace", "meta", "all"},
     "stage": {"1", "2", "3"},
-    "reason": set(REASON_CLASSES),
+    "reason": set(REASON_CLASSES) | set(DROP_REASONS.values()),
     "refusal": set(REFUSALS),
     "status": {"1xx", "2xx", "3xx", "4xx", "5xx"},
     "code": {*ERROR_CODES, "OTHER"},

@@ -283,6 +283,33 @@ class StoreContract:
         assert e.stats.requests == 7 and e.stats.ports == (443,)
         assert (await net.window_count()).get(MINUTE) == 1
 
+    async def test_merge_adds_a_late_part_to_the_stored_window(self, stores: Stores) -> None:
+        """merge_windows adds (requests, ports, latency), stores a window it does not find, and leaves
+        other windows alone; stored_stats answers only stored keys."""
+        trace = stores.layers[TRACE]
+        start = LIVE_NOW - 5 * MINUTE
+        other = win("a", "c", start, layer=TRACE, requests=3)
+        await trace.upsert_windows([win("a", "b", start, layer=TRACE, requests=5, errors=1,
+                                        latency=LatencySketch.of([0.01] * 5)), other])
+        await trace.merge_windows([
+            win("a", "b", start, layer=TRACE, requests=7, latency=LatencySketch.of([0.2] * 7)),
+            win("a", "b", start, layer=TRACE, requests=1, errors=1, latency=LatencySketch.of([0.2])),
+            win("x", "y", start - MINUTE, layer=TRACE, requests=2, target_kind=NodeKind.DATABASE),
+        ])
+        got = await trace.stored_stats([(EdgeKey(TRACE, APP, "a", "b"), MINUTE, start),
+                                        (EdgeKey(TRACE, APP, "x", "y"), MINUTE, start - MINUTE),
+                                        (EdgeKey(TRACE, APP, "a", "b"), MINUTE, start - MINUTE),
+                                        (EdgeKey(TRACE, APP, "nope", "b"), MINUTE, start)])
+        ab = got[(EdgeKey(TRACE, APP, "a", "b"), MINUTE, start)]
+        assert (ab.requests, ab.errors, ab.latency.total) == (13, 2, 13)
+        assert got[(EdgeKey(TRACE, APP, "x", "y"), MINUTE, start - MINUTE)].requests == 2
+        assert len(got) == 2
+        [e] = await trace.neighbors(["x"], UP, APP, LIVE, LIVE_NOW)
+        assert e.target_kind is NodeKind.DATABASE
+        [c] = [e for e in await trace.neighbors(["a"], UP, APP, LIVE, LIVE_NOW) if e.key.target == "c"]
+        assert c.stats.requests == 3
+        assert (await trace.window_count()).get(MINUTE) == 3
+
     async def test_stats_are_the_merge_of_the_windows_overlapping_the_range(self, stores: Stores) -> None:
         ipc = stores.layers[IPC]
         base = LIVE_NOW - 10 * MINUTE

@@ -8,8 +8,16 @@ Input: :class:`EdgePartial` records of any layer. Output: :class:`EdgeWindow` re
   both of its ends is counted once.
 * A window is emitted when its end is at or before the watermark. Partials that arrive later for
   an emitted window, within ``grace_seconds`` after its end, re-open it: the next flush emits the
-  whole window again (kept in memory), so the store's replace-on-upsert stays correct. Partials
-  that come after the grace period are dropped and counted (``late_dropped``).
+  whole window again (kept in memory), so the store's replace-on-upsert stays correct.
+* Later partials (the window is forgotten: what it held is in the store only) *merge*: while the
+  window starts less than ``late_seconds`` before the watermark (the store's retention of minute
+  windows; 0 turns merging off), they gather in a late part of their own that :meth:`take_late`
+  hands out once, to be added to the stored window (:meth:`LayerStore.merge_windows`), never to
+  replace it: the earlier part stays and nothing is counted twice (``late_merged`` counts them).
+  Older partials are dropped and counted (``late_dropped``: reason ``too_late`` on ``/metrics``).
+  A late part is the late traffic alone, sides combined as above: traffic whose one end reported
+  in time and whose other end reported late is counted from both (NETWORK, IPC; TRACE pairs are
+  one observation).
 * Partials in finer windows than ``window_seconds`` (a divisor of it) fall into the window that
   holds their start; partials of coarser or misaligned windows are dropped and counted.
 
@@ -92,12 +100,14 @@ class FinalStage:
 
     def __init__(
         self, window_seconds: int = 60, grace_seconds: int = 120, health: HealthBook | None = None,
-        refresh_seconds: float = REFRESH_SECONDS,
+        refresh_seconds: float = REFRESH_SECONDS, late_seconds: float = 0.0,
     ) -> None:
-        if window_seconds <= 0 or grace_seconds < 0 or refresh_seconds < 0:
-            raise ValueError("window_seconds must be positive, grace and refresh seconds not negative")
+        if window_seconds <= 0 or grace_seconds < 0 or refresh_seconds < 0 or not late_seconds >= 0:
+            raise ValueError("window_seconds must be positive, grace, refresh and late seconds not negative")
         self.window_seconds = window_seconds
         self.grace_seconds = grace_seconds
+        self.late_seconds = float(late_seconds)
+        self._late: dict[int, dict[EdgeKey, _Slot]] = {}  # window -> late parts not taken yet
         self.health = health
         self.refresh_seconds = refresh_seconds
         self._reset_provisional()
@@ -109,6 +119,7 @@ class FinalStage:
             "re_emitted": 0,
             "late_accepted": 0,
             "late_dropped": 0,
+            "late_merged": 0,
             "bad_window": 0,
             "provisional_emitted": 0,
         }
@@ -135,7 +146,7 @@ class FinalStage:
             w = p.window_start - p.window_start % ws
             if w + ws <= self._watermark:
                 if w + ws + self.grace_seconds <= self._watermark:
-                    counters["late_dropped"] += 1
+                    self._add_late(p, w)
                     continue
                 counters["late_accepted"] += 1
             slots = self._windows.get(w)
@@ -146,6 +157,26 @@ class FinalStage:
                 slot = slots[p.key] = _Slot(p)
             slot.add(p)
             slot.dirty = True
+
+    def _add_late(self, p: EdgePartial, w: int) -> None:
+        """A partial of a window past its grace: into the window's late part, or dropped (too late)."""
+        if w + self.late_seconds <= self._watermark:
+            self.counters["late_dropped"] += 1
+            return
+        self.counters["late_merged"] += 1
+        slots = self._late.setdefault(w, {})
+        slot = slots.get(p.key)
+        if slot is None:
+            slot = slots[p.key] = _Slot(p)
+        slot.add(p)
+
+    def take_late(self) -> list[EdgeWindow]:
+        """The late parts gathered since the last call: windows to *add* to the stored ones (a store's
+        ``merge_windows``), each handed out once."""
+        out = [self._window(key, w, slot) for w, slots in sorted(self._late.items())
+               for key, slot in slots.items()]
+        self._late.clear()
+        return out
 
     def flush(self, watermark: float, provisional: bool = False) -> list[EdgeWindow]:
         """Windows that end at or before ``watermark``: new ones, and emitted ones that late data changed.

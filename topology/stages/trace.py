@@ -17,9 +17,14 @@ expires. Edges are counted per 60 s window of the client span's start (the serve
 at APP granularity and, when the resource carries ``k8s.deployment.name``, at CLUSTER granularity.
 Latency is the server span's duration for pairs and ``user`` calls, the client span's for virtual servers.
 
-Capacity: at most ``max_pending`` spans wait; beyond that the oldest is dropped and counted in
-``dropped``. Counters: ``spans``, ``paired``, ``expired``, ``dropped``, ``total`` (edge observations),
-``roots``, ``unnamed``, ``internal``, ``invalid`` and trace-summary counters. The clock is an argument.
+Capacity: at most ``max_pending`` spans wait. Beyond that, spans whose wait has passed by the new span's
+arrival expire first (as a flush would expire them), and only then is the oldest dropped and counted in
+``dropped`` (reason ``capacity`` on ``/metrics``). The callers keep it from coming to that: the HTTP
+receiver refuses spans (429, ``Retry-After``) while they could overflow it, and the capacity is sized
+from memory (:func:`capacity_for`, ``TOPOLOGY_TRACE_CAPACITY``). A waiting span costs ~0.5 KiB, its
+open trace about as much again (:data:`PENDING_SPAN_BYTES`). Counters: ``spans``, ``paired``,
+``expired``, ``dropped``, ``total`` (edge observations), ``roots``, ``unnamed``, ``internal``,
+``invalid`` and trace-summary counters. The clock is an argument.
 
 Trace summaries: a trace is summarised once no span of it arrived for ``wait_seconds`` (or when more
 than ``max_traces`` traces are open, the oldest at once). The summary keeps the trace's first
@@ -75,6 +80,17 @@ _Edge = tuple["_Acc", _Shape, str | None, str | None]  # calls, shape, source ap
 # throughput); nothing unpacks them before Query.trace asks.
 #: Spans kept per trace by default (the summary counts the others).
 MAX_TRACE_SPANS = 256
+#: Memory of one waiting span with its share of open traces, measured (~540 B waiting, ~1,070 B with a
+#: trace of its own; three attributes): what :func:`capacity_for` budgets.
+PENDING_SPAN_BYTES = 1536
+#: Bounds of :func:`capacity_for`: the old fixed capacity at least, and never more than this.
+MIN_CAPACITY, MAX_CAPACITY = 10_000, 4_000_000
+
+
+def capacity_for(memory_bytes: int, share: float = 1 / 32) -> int:
+    """Waiting spans that ``share`` of ``memory_bytes`` holds (:data:`PENDING_SPAN_BYTES` each), within
+    [:data:`MIN_CAPACITY`, :data:`MAX_CAPACITY`]: 24 GiB of memory gives 524,288."""
+    return max(MIN_CAPACITY, min(MAX_CAPACITY, int(memory_bytes * share) // PENDING_SPAN_BYTES))
 
 
 class _Acc:
@@ -232,7 +248,7 @@ class SpanPairer:
                             clients[key] = (now, service, cluster, kind, start, end, err, tid,
                                             tuple(span.attributes))
                             if len(clients) + self._n_servers > max_pending:
-                                self._drop_oldest()
+                                self._make_room(now)
                         else:
                             self._n_servers -= len(waiting)
                             me: _Pending = (now, service, cluster, kind, start, end, err, tid, ())
@@ -260,7 +276,7 @@ class SpanPairer:
                                 lst.append(me)
                             self._n_servers += 1
                             if len(clients) + self._n_servers > max_pending:
-                                self._drop_oldest()
+                                self._make_room(now)
                         else:
                             self._pair(cl, me)
                             if cl[3] == _PRODUCER and key not in producers:
@@ -351,6 +367,21 @@ class SpanPairer:
             ex.append(trace_id)
 
     # -- capacity and expiry -------------------------------------------------------------------------
+    @property
+    def oldest_arrival(self) -> float | None:
+        """When the span that has waited longest arrived (None: none waits): room comes by
+        ``oldest_arrival + wait_seconds`` at the latest."""
+        c_first = next(iter(self._clients.values()), None)
+        s_first = next(iter(self._servers.values()), None)
+        times = [p[0] for p in (c_first, s_first[0] if s_first else None) if p is not None]
+        return min(times) if times else None
+
+    def _make_room(self, now: float) -> None:
+        """Over capacity: expire what waited past the wait by ``now``, else drop the oldest."""
+        self._expire(now)
+        if len(self._clients) + self._n_servers > self.max_pending:
+            self._drop_oldest()
+
     def _drop_oldest(self) -> None:
         """Drop the span that has waited longest (clients or servers, whichever arrived first)."""
         c_first = next(iter(self._clients.items()), None)

@@ -8,6 +8,12 @@ Contract (checked by ``tests/store/contract.py`` against every implementation):
 
 * ``upsert_windows`` is idempotent: a window replaces the stored window with the same
   (key, window_start, window_seconds); applying the same windows twice changes nothing.
+* ``merge_windows`` *adds* each window to the stored window with the same key
+  (:meth:`EdgeStats.merge`; stored as given if there is none): stage 3's late parts of windows it has
+  forgotten (:meth:`topology.stages.final.FinalStage.take_late`), so the earlier part stays. It reads,
+  merges and writes with ``upsert_windows``: a store's own write retries stay idempotent, but the call
+  itself is not (the same late part merged twice is counted twice), and merges of one window must not
+  run concurrently (one stage-3 writer per edge: the in-process runtime's flushes, a Kafka partition).
 * ``rollup(now)`` builds HOUR windows from the MINUTE windows of every hour that ended before
   ``now``, DAY windows from HOUR windows of every finished day, and deletes windows older than the
   retention of their granularity. Running it twice changes nothing.
@@ -24,6 +30,7 @@ Contract (checked by ``tests/store/contract.py`` against every implementation):
 from __future__ import annotations
 
 import abc
+import dataclasses
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -40,6 +47,7 @@ from topology.model import (
     NodeInfo,
     TraversalResult,
 )
+from topology.stats import EdgeStats
 from topology.timewindow import Retention, TimeRange
 
 
@@ -70,6 +78,27 @@ class LayerStore(abc.ABC):
     @abc.abstractmethod
     async def upsert_windows(self, windows: Sequence[EdgeWindow]) -> None:
         """Store complete edge windows (all of this store's layer), replacing equal keys."""
+
+    async def merge_windows(self, windows: Sequence[EdgeWindow]) -> None:
+        """Add ``windows`` to the stored windows with the same keys (see the module docstring)."""
+        parts: dict[tuple[EdgeKey, int, int], EdgeWindow] = {}
+        for w in windows:
+            k = (w.key, w.window_seconds, w.window_start)
+            prev = parts.get(k)
+            parts[k] = w if prev is None else dataclasses.replace(w, stats=prev.stats.merge(w.stats))
+        if not parts:
+            return
+        stored = await self.stored_stats(list(parts))
+        await self.upsert_windows([
+            w if k not in stored else dataclasses.replace(w, stats=stored[k].merge(w.stats))
+            for k, w in parts.items()])
+
+    @abc.abstractmethod
+    async def stored_stats(
+        self, keys: Sequence[tuple[EdgeKey, int, int]]
+    ) -> dict[tuple[EdgeKey, int, int], EdgeStats]:
+        """The stats of the stored windows with these (key, window_seconds, window_start); keys without
+        a stored window are left out."""
 
     @abc.abstractmethod
     async def rollup(self, now: float) -> RollupReport:

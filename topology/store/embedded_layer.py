@@ -768,6 +768,22 @@ class EmbeddedLayerStore(LayerStore):
         self._check()
         return self._index.nodes(_names(names))
 
+    async def stored_stats(
+        self, keys: Sequence[tuple[EdgeKey, int, int]]
+    ) -> dict[tuple[EdgeKey, int, int], EdgeStats]:
+        self._check()
+        wanted = [(k, rec.id) for k in keys if (rec := self._index.get(k[0])) is not None]
+
+        def read(conn: sqlite3.Connection) -> list[bytes | None]:
+            got = [conn.execute("SELECT stats FROM windows WHERE wsec=? AND wstart=? AND edge=?",
+                                (k[1], k[2], eid)).fetchone() for k, eid in wanted]
+            return [row[0] if row else None for row in got]
+
+        async with self._lock:  # no upsert half-way: its blobs may name attributes it is adding
+            blobs = await self._db.read(read) if wanted else []
+            return {k: self._codec.decode(blob, k[2])
+                    for (k, _), blob in zip(wanted, blobs, strict=True) if blob is not None}
+
     async def window_count(self) -> dict[int, int]:
         rows = await self._db.read(
             lambda conn: conn.execute("SELECT wsec, COUNT(*) FROM windows GROUP BY wsec").fetchall()

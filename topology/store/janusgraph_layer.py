@@ -296,6 +296,38 @@ class JanusGraphLayerStore(LayerStore):
         await self._write_by_ids(windows, pairs, slots=False)
         done.add(i)
 
+    async def stored_stats(
+        self, keys: Sequence[tuple[EdgeKey, int, int]]
+    ) -> dict[tuple[EdgeKey, int, int], EdgeStats]:
+        """Pairs by their cached id or the ``pkey`` index (none created), then one read per window
+        start of the pairs' windows there."""
+        pkeys = {k: pair_key(k[0].granularity, k[0].source, k[0].target) for k in keys}
+        missing = sorted({p for p in pkeys.values() if p not in self._pairs})
+        for i in range(0, len(missing), 2000):
+            for row in await self._run(
+                self._g.V().has("pair", "pkey", P.within(missing[i : i + 2000]))
+                .project("k", "id", "sk", "tk", "sa", "ta")
+                .by("pkey").by(T.id).by("sk").by("tk").by("sa").by("ta")
+            ):
+                self._pairs[row["k"]] = _Pair(int(row["id"]), (row["sk"], row["tk"], row["sa"], row["ta"]))
+        by_start: dict[tuple[int, int], dict[int, tuple[EdgeKey, int, int]]] = {}
+        for k, pk in pkeys.items():
+            pair = self._pairs.get(pk)
+            if pair is not None:
+                by_start.setdefault((k[1], k[2]), {})[pair.vid] = k
+        out: dict[tuple[EdgeKey, int, int], EdgeStats] = {}
+        for (wsec, ws), want in sorted(by_start.items()):
+            ids = sorted(want)
+            for i in range(0, len(ids), 2000):
+                for r in await self._run(
+                    self._g.V(*[long(x) for x in ids[i : i + 2000]]).out_e(WINDOW_LABELS[wsec])
+                    .has("ws", long(ws)).project("p", "st").by(__.out_v().id_()).by("st")
+                ):
+                    key = want.get(int(r["p"]))
+                    if key is not None:
+                        out[key] = decode_stats(r["st"])
+        return out
+
     async def _resolve(self, windows: Sequence[EdgeWindow]) -> dict[str, _Pair]:
         """Pair vertices for the windows' edges (found, or created with their nodes)."""
         wanted: dict[str, EdgeWindow] = {}

@@ -3,8 +3,10 @@
 The output of stage 3 is edge windows of each layer, the nodes they mention and trace summaries.
 Every write is idempotent (a window replaces the stored window with the same key, nodes merge, a
 trace summary replaces the one with its id), so writing the same output again after a retry or a
-replay changes nothing. Layers are written concurrently (they are separate stores); the catalog is
-written after them, so a node is registered once its windows are stored.
+replay changes nothing; except late parts (``late``: windows stage 3 had already forgotten), which
+are *added* to the stored windows (:meth:`LayerStore.merge_windows`) after the windows are
+written. Layers are written concurrently (they are separate stores); the catalog is written after
+them, so a node is registered once its windows are stored.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from topology.store.base import Stores
 
 async def persist(stores: Stores, windows: Mapping[Layer, Sequence[EdgeWindow]],
                   traces: Sequence[TraceSummary] = (), nodes: Sequence[NodeInfo] | None = None,
-                  peer_leases: Sequence[AddressLease] = ()) -> int:
+                  peer_leases: Sequence[AddressLease] = (),
+                  late: Mapping[Layer, Sequence[EdgeWindow]] | None = None) -> int:
     """Write ``windows`` (by layer), their nodes (``nodes_of(windows)`` unless given), ``traces`` and
     the leases next to unattributed traffic (``peer_leases``); returns the windows and traces written.
     A store's error (e.g. ``StoreUnavailable``) is raised after every layer's write has finished, so a
@@ -30,14 +33,26 @@ async def persist(stores: Stores, windows: Mapping[Layer, Sequence[EdgeWindow]],
     for r in results:
         if isinstance(r, BaseException):
             raise r
-    nodes = nodes_of(windows) if nodes is None else nodes
+    late = late or {}
+    results = await asyncio.gather(
+        *(stores.layers[layer].merge_windows(ws) for layer, ws in late.items() if ws), return_exceptions=True)
+    for r in results:
+        if isinstance(r, BaseException):
+            raise r
+    nodes = nodes_of(joined(windows, late) if late else windows) if nodes is None else nodes
     if nodes:
         await stores.catalog.register_nodes(nodes)
     if traces:
         await stores.catalog.record_traces(traces)
     if peer_leases:
         await stores.catalog.record_peer_leases(peer_leases)
-    return sum(len(ws) for ws in windows.values()) + len(traces)
+    return sum(len(ws) for ws in windows.values()) + sum(len(ws) for ws in late.values()) + len(traces)
+
+
+def joined(a: Mapping[Layer, Sequence[EdgeWindow]],
+            b: Mapping[Layer, Sequence[EdgeWindow]]) -> dict[Layer, list[EdgeWindow]]:
+    """The windows of both, by layer."""
+    return {layer: [*a.get(layer, ()), *b.get(layer, ())] for layer in a.keys() | b.keys()}
 
 
 def by_layer(windows: Iterable[EdgeWindow]) -> dict[Layer, list[EdgeWindow]]:
