@@ -24,6 +24,12 @@ transaction, and only if the mark's token is unchanged (a writer marking it agai
 the mark). Retention drops the windows of expired slots, then pairs left without windows and nodes
 left without pairs.
 
+Reads: a range is read as :func:`topology.timewindow.read_plan`'s spans (whole rolled-up hours or
+days, then the finer windows not rolled up yet), each one vertex-centric range scan of its label;
+what the roll-ups hold (the ``last_rollup`` clock and the slots still marked) is read in one small
+traversal and kept for ``ROLLUP_STATE_SECONDS`` (this store's own writes and roll-ups drop it): a
+state older than the graph's only makes reads use finer windows that are still there.
+
 Traversal: one traversal per call (for up to ``LEVELS_PER_TRAVERSAL`` levels): per level the
 frontier's pairs with a window in range are collected (``aggregate``, a barrier, so levels run in
 order), their far ends deduplicated and filtered against every node already seen. The answer is
@@ -68,7 +74,18 @@ from topology.store.base import LayerStore, RollupReport, StoreUnavailable
 from topology.store.embedded_codec import merge_all
 from topology.store.janusgraph_pool import GremlinPool, StaleVertexError
 from topology.store.janusgraph_schema import WINDOW_LABELS, ensure_schema, layer_spec
-from topology.timewindow import DAY, HOUR, MINUTE, STORED_GRANULARITIES, Retention, TimeRange, align
+from topology.timewindow import (
+    DAY,
+    HOUR,
+    MINUTE,
+    STORED_GRANULARITIES,
+    Retention,
+    Rollups,
+    Span,
+    TimeRange,
+    align,
+    read_plan,
+)
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +93,7 @@ _COARSER = {MINUTE: HOUR, HOUR: DAY}
 LEVELS_PER_TRAVERSAL = 32
 DROP_BATCH = 10_000  # elements dropped per transaction
 NAMES_PER_TRAVERSAL = 200  # neighbors() of more names runs as several concurrent traversals
+ROLLUP_STATE_SECONDS = 2.0  # how long reads plan with the roll-up state they last read
 _T = TypeVar("_T")
 
 
@@ -191,6 +209,7 @@ class JanusGraphLayerStore(LayerStore):
         self._pairs: dict[str, _Pair] = {}
         self._stats = _StatsCache(50_000)
         self._ready = False
+        self._rollups: tuple[float, Rollups] | None = None  # (monotonic time read, state)
         self._ready_lock = asyncio.Lock()
         self._write_lock = asyncio.Lock()
         self._rollup_lock = asyncio.Lock()
@@ -241,7 +260,10 @@ class JanusGraphLayerStore(LayerStore):
         items = list(latest.values())
         done: set[int] = set()  # chunks already written (kept across retries)
         async with self._write_lock:
-            await self._retrying("upsert", lambda: self._upsert(items, done))
+            try:
+                await self._retrying("upsert", lambda: self._upsert(items, done))
+            finally:
+                self._rollups = None  # it marked hours and days to roll up (again)
 
     def _chunks(self, windows: Sequence[EdgeWindow]) -> list[list[EdgeWindow]]:
         """Up to ``batch_size`` windows per chunk, all windows of one pair in the same chunk (so
@@ -500,7 +522,10 @@ class JanusGraphLayerStore(LayerStore):
 
     async def rollup(self, now: float) -> RollupReport:
         async with self._rollup_lock:
-            return await self._retrying("rollup", lambda: self._rollup(now))
+            try:
+                return await self._retrying("rollup", lambda: self._rollup(now))
+            finally:
+                self._rollups = None
 
     async def _rollup(self, now: float) -> RollupReport:
         text = await self._meta("last_rollup")
@@ -623,17 +648,44 @@ class JanusGraphLayerStore(LayerStore):
                 await self._run(self._g.V(*ids[i : i + 2000]).not_(__.both_e("calls", "callee")).drop())
 
     # -- reading ---------------------------------------------------------------------------------
-    def _window_filter(self, time: TimeRange, now: float) -> tuple[str, int, int]:
-        wsec = self.retention.finest_covering(time.start, now)
-        return WINDOW_LABELS[wsec], align(time.start, wsec), math.ceil(time.end)
+    async def _rollup_state(self) -> Rollups:
+        """What the roll-ups hold: the clock of the last one and the hours and days marked since."""
+        held = self._rollups
+        if held is not None and _time.monotonic() - held[0] < ROLLUP_STATE_SECONDS:
+            return held[1]
+        def marked(wsec: int) -> GraphTraversal:
+            return __.V().has("slot", "sw", wsec).has("pend", True).project("w", "s").by("sw").by("ss").fold()
+
+        [row] = await self._run(
+            self._g.inject(1).project("t", "h", "d")
+            .by(__.V().has("meta", "mkey", "last_rollup").values("mval").fold())
+            .by(marked(HOUR)).by(marked(DAY))
+        )
+        state = Rollups(
+            float(row["t"][0]) if row["t"] else 0.0,
+            frozenset((int(m["w"]), int(m["s"])) for m in [*row["h"], *row["d"]]),
+        )
+        self._rollups = (_time.monotonic(), state)
+        return state
+
+    async def _plan(self, time: TimeRange, now: float) -> tuple[Span, ...]:
+        return read_plan(time, now, self.retention, await self._rollup_state())
 
     @staticmethod
-    def _present(label: str, lo: int, hi: int) -> GraphTraversal:
-        return __.out_e(label).has("ws", P.gte(long(lo))).has("ws", P.lt(long(hi)))
+    def _in_span(span: Span) -> GraphTraversal:
+        return (__.out_e(WINDOW_LABELS[span.seconds])
+                .has("ws", P.gte(long(span.start))).has("ws", P.lt(long(span.end))))
 
     @staticmethod
-    def _stats_in(label: str, lo: int, hi: int) -> GraphTraversal:
-        return __.out_e(label).has("ws", P.gte(long(lo))).has("ws", P.lt(long(hi))).values("st").fold()
+    def _present(plan: Sequence[Span]) -> GraphTraversal:
+        if len(plan) == 1:
+            return JanusGraphLayerStore._in_span(plan[0])
+        return __.union(*[JanusGraphLayerStore._in_span(s) for s in plan])
+
+    @staticmethod
+    def _stats_in(plan: Sequence[Span]) -> GraphTraversal:
+        """The stats JSON of the pair's windows in the plan, in time order (span by span)."""
+        return JanusGraphLayerStore._present(plan).values("st").fold()
 
     def _summaries(self, granularity: Granularity, rows: Iterable[Any]) -> dict[tuple[str, str], _Walked]:
         out: dict[tuple[str, str], _Walked] = {}
@@ -650,9 +702,9 @@ class JanusGraphLayerStore(LayerStore):
                            w.source_kind, w.target_kind)
 
     @staticmethod
-    def _project_pair(t: GraphTraversal, label: str, lo: int, hi: int) -> GraphTraversal:
+    def _project_pair(t: GraphTraversal, plan: Sequence[Span]) -> GraphTraversal:
         """Per pair ``[info, [stats JSON of each window in range]]`` (lists decode fastest)."""
-        return t.map(__.union(__.values("info"), JanusGraphLayerStore._stats_in(label, lo, hi)).fold())
+        return t.map(__.union(__.values("info"), JanusGraphLayerStore._stats_in(plan)).fold())
 
     async def neighbors(
         self,
@@ -666,14 +718,14 @@ class JanusGraphLayerStore(LayerStore):
         wanted = distinct_names(names)
         if not wanted:
             return []
-        label, lo, hi = self._window_filter(time, now)
+        plan = await self._plan(time, now)
         jobs = []
         # a large frontier is split over the pool's connections (the server's threads)
         step = max(NAMES_PER_TRAVERSAL, -(-len(wanted) // self._pool.size))
         for i in range(0, len(wanted), step):
             t = self._g.V().has("node", "name", P.within(wanted[i : i + step])).has("gran", granularity.value)
             t = t.out("calls") if direction is Walk.UPSTREAM else t.in_("callee")
-            jobs.append(self._run(self._project_pair(t.where(self._present(label, lo, hi)), label, lo, hi)))
+            jobs.append(self._run(self._project_pair(t.where(self._present(plan)), plan)))
         found: dict[tuple[str, str], _Walked] = {}
         for rows in await self._concurrently(jobs):
             found.update(self._summaries(granularity, rows))
@@ -695,7 +747,7 @@ class JanusGraphLayerStore(LayerStore):
         if depth == 0 or not frontier:
             await self.ensure_ready()
             return TraversalResult((), ())
-        label, lo, hi = self._window_filter(time, now)
+        plan = await self._plan(time, now)
         upstream = direction is Walk.UPSTREAM
         walked: dict[tuple[str, str], _Walked] = {}
         seen = set(frontier)
@@ -705,7 +757,7 @@ class JanusGraphLayerStore(LayerStore):
         while level < depth and frontier:
             levels = min(LEVELS_PER_TRAVERSAL, depth - level)
             walked.update(
-                await self._walk(frontier, sorted(seen), levels, upstream, granularity, label, lo, hi)
+                await self._walk(frontier, sorted(seen), levels, upstream, granularity, plan)
             )
             adj: dict[str, list[tuple[str, _Walked]]] = {}
             for w in walked.values():
@@ -739,13 +791,11 @@ class JanusGraphLayerStore(LayerStore):
         levels: int,
         upstream: bool,
         granularity: Granularity,
-        label: str,
-        lo: int,
-        hi: int,
+        plan: Sequence[Span],
     ) -> dict[tuple[str, str], _Walked]:
         """One traversal: the pairs (with a window in range) leaving nodes less than ``levels``
         hops from ``frontier``, never expanding a node of ``seen`` twice."""
-        present = self._present(label, lo, hi)
+        present = self._present(plan)
         t = self._g.V().has("node", "name", P.within(seen)).has("gran", granularity.value).aggregate("seen")
         if frontier != seen:
             t = t.has("name", P.within(frontier))
@@ -755,7 +805,7 @@ class JanusGraphLayerStore(LayerStore):
             if level + 1 < levels:
                 t = t.out("callee") if upstream else t.in_("calls")
                 t = t.dedup().where(P.without("seen")).aggregate("seen")
-        t = self._project_pair(t.cap("P").unfold().dedup(), label, lo, hi)
+        t = self._project_pair(t.cap("P").unfold().dedup(), plan)
         return self._summaries(granularity, await self._run(t))
 
     async def edges(
@@ -771,7 +821,7 @@ class JanusGraphLayerStore(LayerStore):
         if limit == 0:
             await self.ensure_ready()
             return []
-        label, lo, hi = self._window_filter(time, now)
+        plan = await self._plan(time, now)
         keys = await self._run(
             self._g.V().has("pair", "gran", granularity.value)
             .project("s", "t", "id").by("src").by("tgt").by(T.id)
@@ -787,8 +837,8 @@ class JanusGraphLayerStore(LayerStore):
         while i < len(candidates) and (limit is None or len(out) < limit):
             part = candidates[i : i + chunk]
             i += chunk
-            t = self._g.V(*[long(c[2]) for c in part]).where(self._present(label, lo, hi))
-            t = self._project_pair(t, label, lo, hi)
+            t = self._g.V(*[long(c[2]) for c in part]).where(self._present(plan))
+            t = self._project_pair(t, plan)
             found = self._summaries(granularity, await self._run(t))
             for s, tg, _ in part:
                 w = found.get((s, tg))
@@ -875,6 +925,7 @@ class JanusGraphLayerStore(LayerStore):
             if not got or int(got[0]) == 0:
                 break
         self._pairs.clear()
+        self._rollups = None
 
     async def close(self) -> None:
         await self._pool.close()
