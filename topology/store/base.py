@@ -17,8 +17,11 @@ Contract (checked by ``tests/store/contract.py`` against every implementation):
 * ``rollup(now)`` builds HOUR windows from the MINUTE windows of every hour that ended before
   ``now``, DAY windows from HOUR windows of every finished day, and deletes windows older than the
   retention of their granularity. Running it twice changes nothing.
-* Queries take a :class:`TimeRange`; an edge is present if any stored window overlaps the range.
-  The finest granularity whose retention covers ``range.start`` answers.
+* Queries take a :class:`TimeRange` and read the windows :func:`topology.timewindow.read_plan`
+  names: at most the granularity whose retention covers ``range.start``, whole rolled-up periods
+  at it, and finer windows (down to minutes) for what no complete roll-up holds yet (the current
+  hour and day, periods with late minutes) and for a partial head or tail whose finer windows are
+  kept; each instant once. An edge is present if any of those windows is stored.
 * ``neighbors`` expands one hop for a set of nodes, ``traverse`` walks many hops inside one layer.
   ``call_metrics`` answers what ``neighbors`` answers, each edge's stats reduced to
   :class:`~topology.metric.CallMetrics` (a backend may answer it without merging whole stats).
