@@ -108,6 +108,23 @@ async def test_time_travel_shows_an_edge_that_is_no_longer_live(client: Client) 
     assert short["service"]["upstream"]["edges"] == []
 
 
+async def test_long_windows_include_the_edges_of_the_hour_not_rolled_up_yet(
+    client: Client, stores: Stores
+) -> None:
+    # rolled up a second before NOW: the hour of the live edges (the last 5 minutes) is not built yet,
+    # the hour of api -> legacy (2 hours ago) is; a day and 30 days must show both, counted once
+    for layer in stores.layers.values():
+        await layer.rollup(NOW - 1)
+    doc = ('query($w: Duration) { topology(layers: [NETWORK], window: $w) '
+           '{ edges { source target perLayer { connections } } } }')
+    live = (await client.data(doc, {"w": "15m"}))["topology"]["edges"]
+    for window in ("P1D", "P30D"):
+        edges = (await client.data(doc, {"w": window}))["topology"]["edges"]
+        assert [e for e in edges if (e["source"], e["target"]) != ("api", "legacy")] == live, window
+        assert ("api", "legacy") in {(e["source"], e["target"]) for e in edges}, window
+    assert ("edge-gateway", "api") in {(e["source"], e["target"]) for e in live}
+
+
 async def test_cluster_granularity_starts_from_the_apps_clusters(client: Client) -> None:
     d = await client.data('{ service(name: "api") { clusters upstream(granularity: CLUSTER) '
                           '{ edges { node { depth via service { name granularity app tier } } } } } }')
