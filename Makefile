@@ -16,13 +16,14 @@ PYTEST_ARGS ?=
 
 STAMP_PY  := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: help install install-system install-node demo test lint typecheck unit kafka janusgraph otelcol stop clean bench agent-deps
+.PHONY: help install install-system install-node demo test lint typecheck unit kafka janusgraph cassandra otelcol stop clean bench agent-deps
 
 help:
 	@echo "make demo      start the embedded demo (PORT=$(PORT) SERVICES=$(SERVICES) SEED=$(SEED) DATA_DIR=$(DATA_DIR))"
 	@echo "make test      install test dependencies, start Kafka and JanusGraph, run all tests"
 	@echo "make kafka     start the local Kafka broker (KRaft, from Maven Central jars)"
 	@echo "make janusgraph start the local JanusGraph Server (network, ipc, trace graphs)"
+	@echo "make cassandra start the local Cassandra node (from Maven Central jars; the CQL tests start it too)"
 	@echo "make otelcol   build the OpenTelemetry Collector of docker/otelcol (Go modules; cached by hash)"
 	@echo "make agent-deps prepare this machine for the eBPF node agent (root: bcc, headers, tracefs)"
 	@echo "make stop      stop what the project started"
@@ -58,6 +59,9 @@ kafka: install-system
 janusgraph: install-system
 	@bash docker/janusgraph/dev.sh start
 
+cassandra: install-system
+	@bash docker/cassandra/dev.sh start
+
 # the OpenTelemetry Collector of docker/otelcol/builder.yaml, built once from Go modules (cached by hash)
 otelcol:
 	@bash docker/otelcol/build.sh || { [ "$${CI:-}" != true ] && echo "otelcol: not built, its tests will skip"; }
@@ -65,6 +69,8 @@ otelcol:
 stop:
 	@-bash docker/kafka/dev.sh stop
 	@-bash docker/janusgraph/dev.sh stop
+	@-BACKEND=cql JANUSGRAPH_INSTANCE=cql JANUSGRAPH_PORT=18183 bash docker/janusgraph/dev.sh stop
+	@-bash docker/cassandra/dev.sh stop
 
 # --- checks ---------------------------------------------------------------------------------------
 lint: install
@@ -77,7 +83,7 @@ test: install install-system agent-deps kafka janusgraph otelcol
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: that is a failure"; exit 1; fi; exit $$rc
 
 unit: install
-	$(PY) -m pytest -m "not kafka and not janusgraph and not browser and not gateway and not bpf and not otelcol" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not kafka and not janusgraph and not cassandra and not browser and not gateway and not bpf and not otelcol" $(PYTEST_ARGS)
 
 bench: install
 	$(PY) -m bench.run_all

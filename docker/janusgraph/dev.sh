@@ -6,12 +6,17 @@
 #   docker/janusgraph/dev.sh status   say whether it runs and where it listens
 #
 # Environment:
-#   BACKEND=inmemory|berkeleyje   storage of the four graphs (default inmemory: what tests use)
+#   BACKEND=inmemory|berkeleyje|cql  storage of the four graphs (default inmemory: what most tests use;
+#                                 cql: one keyspace per graph on a Cassandra node, `make cassandra`)
 #   JANUSGRAPH_PORT=18182         Gremlin WebSocket port (127.0.0.1 only)
 #   JANUSGRAPH_HEAP=1g            JVM heap
 #   JANUSGRAPH_INSTANCE=default   a name for a second, independent server (pid/log/work dir per name;
 #                                 the fault tests use their own instance and port)
 #   JANUSGRAPH_DATA=<dir>         berkeleyje data directory (default var/janusgraph/<instance>/data)
+#   CASSANDRA_HOST=127.0.0.1      cql: the Cassandra node (docker/cassandra/dev.sh) ...
+#   CASSANDRA_PORT=19042          ... and its CQL port
+#   JANUSGRAPH_KEYSPACE_PREFIX=topology_  cql: keyspaces <prefix>network, <prefix>ipc, ... (a second
+#                                 instance on its own keyspaces, e.g. for benchmarks)
 #
 # Security (both off by default; a secured server is best its own instance and port):
 #   JANUSGRAPH_KEYSTORE=<file>    TLS: the server's key and certificate chain (PKCS12); the URL
@@ -47,6 +52,10 @@ STATEFILE="$RUN/$NAME.state"
 KEYSTORE="${JANUSGRAPH_KEYSTORE:-}"
 AUTH_USER="${JANUSGRAPH_AUTH_USERNAME:-}"
 if [ -n "$KEYSTORE" ]; then URL="wss://127.0.0.1:$PORT/gremlin"; else URL="ws://127.0.0.1:$PORT/gremlin"; fi
+CASSANDRA_HOST="${CASSANDRA_HOST:-127.0.0.1}"
+CASSANDRA_PORT="${CASSANDRA_PORT:-19042}"
+KEYSPACE_PREFIX="${JANUSGRAPH_KEYSPACE_PREFIX:-topology_}"
+if [ "$BACKEND" = cql ]; then STORAGE="$CASSANDRA_HOST:$CASSANDRA_PORT/$KEYSPACE_PREFIX"; else STORAGE=""; fi
 PY="$ROOT/.venv/bin/python"
 [ -x "$PY" ] || PY=python3
 
@@ -63,6 +72,7 @@ running_pid() {
 }
 
 state_url() { [ -f "$STATEFILE" ] && sed -n 's/^url=//p' "$STATEFILE"; }
+state_storage() { [ -f "$STATEFILE" ] && sed -n 's/^storage=//p' "$STATEFILE"; }
 
 fetch_jars() {
   local stamp
@@ -84,8 +94,13 @@ prepare_work() {
   rm -f "$WORK/conf/"*.properties
   local f
   for f in "$HERE/conf/$BACKEND/"*.properties; do
-    # berkeleyje: point each graph's directory at the instance's data directory.
-    sed "s#^storage.directory=data/#storage.directory=$DATA/#" "$f" >"$WORK/conf/$(basename "$f")"
+    # berkeleyje: point each graph's directory at the instance's data directory;
+    # cql: point each graph at the Cassandra node and its keyspace prefix.
+    sed -e "s#^storage.directory=data/#storage.directory=$DATA/#" \
+      -e "s#^storage.hostname=.*#storage.hostname=$CASSANDRA_HOST#" \
+      -e "s#^storage.cql.keyspace=topology_#storage.cql.keyspace=$KEYSPACE_PREFIX#" \
+      "$f" >"$WORK/conf/$(basename "$f")"
+    if [ "$BACKEND" = cql ]; then echo "storage.port=$CASSANDRA_PORT" >>"$WORK/conf/$(basename "$f")"; fi
   done
   cp "$HERE/scripts/"*.groovy "$WORK/scripts/"
   # server.yaml may hold the keystore and user passwords: readable by this user only.
@@ -136,13 +151,13 @@ answers() {
 }
 
 start() {
-  case "$BACKEND" in inmemory | berkeleyje) ;; *) log "BACKEND must be inmemory or berkeleyje (cql: docker/compose.yaml)"; exit 2 ;; esac
+  case "$BACKEND" in inmemory | berkeleyje | cql) ;; *) log "BACKEND must be inmemory, berkeleyje or cql"; exit 2 ;; esac
   local pid
   if pid="$(running_pid)"; then
     local have
     have="$(sed -n 's/^backend=//p' "$STATEFILE" 2>/dev/null || true)"
-    if [ "$have" != "$BACKEND" ] || [ "$(state_url)" != "$URL" ]; then
-      log "already running (pid $pid, backend $have, $(state_url)); stop it first to change backend or port"
+    if [ "$have" != "$BACKEND" ] || [ "$(state_url)" != "$URL" ] || [ "$(state_storage)" != "$STORAGE" ]; then
+      log "already running (pid $pid, backend $have, $(state_url), storage $(state_storage)); stop it first to change backend, port or storage"
       exit 1
     fi
     if answers; then
@@ -157,6 +172,10 @@ start() {
       exit 1
     fi
     command -v java >/dev/null || { log "java is missing (make install-system)"; exit 1; }
+    if [ "$BACKEND" = cql ] && ! (exec 3<>"/dev/tcp/$CASSANDRA_HOST/$CASSANDRA_PORT") 2>/dev/null; then
+      log "no Cassandra answers on $CASSANDRA_HOST:$CASSANDRA_PORT (make cassandra, or set CASSANDRA_HOST/CASSANDRA_PORT)"
+      exit 1
+    fi
     fetch_jars
     prepare_work
     : >"$LOG"
@@ -171,6 +190,7 @@ start() {
     pid=$!
     echo "$pid" >"$PIDFILE"
     printf 'backend=%s\nurl=%s\nwork=%s\ndata=%s\n' "$BACKEND" "$URL" "$WORK" "$DATA" >"$STATEFILE"
+    [ -z "$STORAGE" ] || echo "storage=$STORAGE" >>"$STATEFILE"
     log "started pid $pid (backend $BACKEND, heap $HEAP, log $LOG)"
   fi
   local deadline=$((SECONDS + ${JANUSGRAPH_START_TIMEOUT:-180}))

@@ -161,7 +161,10 @@ def check(c: Container, tmp: Path) -> dict[type, Any]:
     argv = [_swap(a, files) for a in c.argv]
     env = {k: _swap(v, files) for k, v in c.env.items()}
     args = parse(argv, c.where)
-    groups = _command_groups(args, env)
+    try:
+        groups = _command_groups(args, env)
+    except ValueError as e:  # ConfigError of the setting that decides which groups count
+        raise AssertionError(f"{c.where}: {e}") from None
     read = {r.env for cls, _ in groups for r in rows(cls)}
     line = [*c.spec.get("command", []), *c.spec.get("args", [])]
     substituted = set(REFERENCE.findall(" ".join(map(str, line))))
