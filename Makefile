@@ -83,7 +83,7 @@ test: install install-system agent-deps kafka janusgraph otelcol
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: that is a failure"; exit 1; fi; exit $$rc
 
 unit: install
-	$(PY) -m pytest -m "not kafka and not janusgraph and not cassandra and not browser and not gateway and not bpf and not otelcol" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not kafka and not janusgraph and not cassandra and not browser and not gateway and not bpf and not otelcol and not helm" $(PYTEST_ARGS)
 
 bench: install
 	$(PY) -m bench.run_all

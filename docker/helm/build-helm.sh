@@ -36,7 +36,9 @@ mkdir -p "$dest"
 tmp="$(mktemp -d "$dest/.build.XXXXXX")"
 trap 'rm -rf "$tmp"' EXIT
 echo "build-helm: building $module/cmd/helm@$version with $("$go" version)" >&2
-if ! CGO_ENABLED=0 GOBIN="$tmp" "$go" install "$module/cmd/helm@$version" >&2; then
+# -X: `helm version` says the version built (the source alone says only major.minor)
+if ! CGO_ENABLED=0 GOBIN="$tmp" "$go" install -ldflags "-X $module/internal/version.version=$version" \
+    "$module/cmd/helm@$version" >&2; then
   echo "build-helm: go install $module/cmd/helm@$version failed" >&2
   exit 1
 fi
