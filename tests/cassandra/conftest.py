@@ -103,9 +103,12 @@ def janusgraph_cql_url(cassandra_node: CassandraNode) -> Iterator[str]:
 @pytest.fixture
 def cql(cassandra: CassandraNode) -> Iterator[Any]:
     """A cassandra-driver session on the node (for looking at what JanusGraph stored)."""
-    from cassandra.cluster import Cluster
+    from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
+    from cassandra.policies import RoundRobinPolicy
 
-    cluster = Cluster(["127.0.0.1"], port=cassandra.port, protocol_version=5)
+    profile = ExecutionProfile(load_balancing_policy=RoundRobinPolicy(), request_timeout=60)
+    cluster = Cluster(["127.0.0.1"], port=cassandra.port, protocol_version=5,
+                      execution_profiles={EXEC_PROFILE_DEFAULT: profile})
     try:
         session = cluster.connect()
         yield session
