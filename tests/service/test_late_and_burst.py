@@ -48,7 +48,8 @@ def calls(first: int, n: int, start: float) -> tuple[list[bytes], Truth]:
 
 def other_traffic(n: int, start: float) -> bytes:
     """A user calling ``cron`` at ``start``: traffic of later windows, which keeps the pipeline running."""
-    return traces(resource_spans("cron", [span(1000 + n, 1, kind="server", start=start)])).SerializeToString()
+    request = traces(resource_spans("cron", [span(1000 + n, 1, kind="server", start=start)]))
+    return bytes(request.SerializeToString())
 
 
 async def stored(stores: Stores, start: float, end: float, now: float) -> Truth:
