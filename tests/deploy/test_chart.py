@@ -31,13 +31,16 @@ K8S_VERSIONS = ("1.28.0", kubernetes_validate.utils.latest_version())
 
 DEV = EXAMPLES / "dev.yaml"
 PRODUCTION = EXAMPLES / "production.yaml"
-# name -> (value files, --set): the trial install, production, the embedded store fed by Kafka, and the
-# other authentication roads (OIDC; mTLS with client scopes) with TLS to Kafka and JanusGraph.
+# name -> (value files, --set): the trial install, production, the embedded store fed by Kafka, tokens
+# with the agent posting to a separate ingest port, and the other authentication roads (OIDC; mTLS with
+# client scopes) with TLS to Kafka and JanusGraph.
 VALUE_SETS: dict[str, tuple[list[Path], dict[str, str]]] = {
     "dev": ([DEV], {}),
     "production": ([PRODUCTION], {}),
     "embedded-kafka": ([DEV], {"kafka.enabled": "true", "kafka.bootstrap": "kafka.topology.svc:9092",
                                "metrics.serviceMonitor.enabled": "true"}),
+    "tokens-http": ([DEV], {"auth.insecure": "false", "auth.tokensSecret.name": "topology-tokens",
+                            "agent.tokenSecret.name": "topology-agent-token", "server.ingestPort": "8081"}),
     "oidc-mtls": ([PRODUCTION], {
         "auth.tokensSecret.name": "", "auth.oidc.jwks": "https://idp.example.com/jwks.json",
         "auth.oidc.issuer": "https://idp.example.com/", "auth.oidc.audience": "topology",
@@ -260,3 +263,16 @@ def test_production_secrets_scraping_and_tls(render: Render, tmp_path: Path) -> 
     assert endpoint["scheme"] == "https"
     assert endpoint["authorization"]["credentials"] == {"name": "topology-scrape", "key": "token"}
     assert monitors["topology-service-topology-server"]["metadata"]["labels"]["release"] == "prometheus"
+
+
+def test_with_tokens_the_agent_posts_to_the_ingest_port_with_its_own(render: Render, tmp_path: Path) -> None:
+    files, sets = VALUE_SETS["tokens-http"]
+    docs = render(*files, set=sets)
+    found = {c.spec["name"]: (c, check(c, tmp_path)) for c in containers(docs, ours=OURS)}
+    (_, serve), (agent, settings) = found["server"], found["agent"]
+    assert serve[ServiceConfig].ingest_port == 8081 and not serve[ServiceConfig].insecure
+    assert settings[AgentSettings].http == "http://topology-service-topology.topology.svc:8081"
+    assert settings[AgentSettings].token_file  # a stand-in for the mounted key:
+    assert agent.secret_files["/run/secrets/topology/agent-token/token"] == "topology-agent-token/token"
+    assert "prometheus.io/scrape" not in by_kind(docs, "Deployment")["topology-service-topology"]["spec"][
+        "template"]["metadata"].get("annotations", {})
