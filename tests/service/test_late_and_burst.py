@@ -29,13 +29,14 @@ PROTOBUF = {"content-type": "application/x-protobuf"}
 Truth = collections.Counter[tuple[str, str]]
 
 
-def calls(first: int, n: int, start: float) -> tuple[list[bytes], Truth]:
+def calls(first: int, n: int, start: float, step: float = 0.01) -> tuple[list[bytes], Truth]:
     """``n`` traces (ids from ``first``), one request each, as a Collector grouping by trace sends them:
     a user calls ``web``, ``web`` calls ``api-k``, ``api-k`` queries the database ``db-k`` (a CLIENT span
-    that nobody answers: it waits the whole pairing wait, then becomes a virtual node's edge)."""
+    that nobody answers: it waits the whole pairing wait, then becomes a virtual node's edge); a trace
+every ``step`` seconds."""
     out, truth = [], Truth()
     for t in range(first, first + n):
-        k, at = t % 4, start + (t - first) * 0.01
+        k, at = t % 4, start + (t - first) * step
         web = [span(t, 1, kind="server", start=at, duration=0.05),
                span(t, 2, 1, kind="client", start=at + 0.001, duration=0.03)]
         api = [span(t, 3, 2, kind="server", start=at + 0.002, duration=0.02),
