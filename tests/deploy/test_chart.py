@@ -187,6 +187,7 @@ def test_dev_is_the_embedded_store_fed_over_http(render: Render, tmp_path: Path)
     assert server["spec"]["replicas"] == 1 and server["spec"]["strategy"] == {"type": "Recreate"}
     assert "store" in {v["name"] for v in pod_spec(server)["volumes"]}
     assert list(by_kind(docs, "PersistentVolumeClaim")) == ["topology-service-topology-store"]
+    assert not by_kind(docs, "PodDisruptionBudget")  # one replica: a budget would block node drains
     found = {c.spec["name"]: check(c, tmp_path) for c in containers(docs, ours=OURS)}
     serve, agent = found["server"], found["agent"]
     assert serve[StoreSettings].backend == "embedded" and serve[StoreSettings].data_dir == "/data"
@@ -217,6 +218,9 @@ def test_one_worker_deployment_per_layer_and_stage(render: Render, tmp_path: Pat
         assert deployments[f"topology-service-topology-{layer}-stage{stage}"]["spec"]["replicas"] == replicas
     server = deployments["topology-service-topology"]
     assert server["spec"]["replicas"] == 3 and "strategy" not in server["spec"]
+    (budget,) = by_kind(docs, "PodDisruptionBudget").values()
+    assert budget["spec"]["selector"]["matchLabels"].items() <= server["spec"]["template"]["metadata"][
+        "labels"].items()
     assert not by_kind(docs, "PersistentVolumeClaim")
 
 
