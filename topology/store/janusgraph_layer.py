@@ -669,6 +669,8 @@ class JanusGraphLayerStore(LayerStore):
         return state
 
     async def _plan(self, time: TimeRange, now: float) -> tuple[Span, ...]:
+        if self.retention.finest_covering(time.start, now) == MINUTE:  # minutes only: no roll-up asked
+            return read_plan(time, now, self.retention, Rollups())
         return read_plan(time, now, self.retention, await self._rollup_state())
 
     @staticmethod
