@@ -79,9 +79,10 @@ class Collector:
         starts = tuple(n + end for n in (name, name + "_total") for end in ("{", " "))
         return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(starts))
 
-    def errors(self) -> list[str]:
-        """The error lines of the Collector's log so far."""
-        return [line for line in self.log.read_text().splitlines() if "\terror\t" in line]
+    def logged(self, *levels: str) -> list[str]:
+        """The lines of the Collector's log so far at these levels (``warn``, ``error``)."""
+        lines = self.log.read_text().splitlines()
+        return [line for line in lines if len(parts := line.split("\t", 2)) > 1 and parts[1] in levels]
 
     def stop(self) -> int:
         """SIGTERM (the Collector drains its queues and exits 0), SIGKILL if it hangs; the exit status."""
