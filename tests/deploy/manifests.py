@@ -5,7 +5,8 @@ point adds ``agent``) are parsed by :func:`service.cli.build_parser`, the parser
 uses, and its environment must hold only variables that the settings groups of that command read
 (``topology/settings.py``, ``service/settings.py``, ``ingest/main.py``, ``agent/settings.py``). Then
 the groups are resolved from the flags and the environment exactly as the command does, so a value a
-setting refuses, or settings that contradict each other, fail here rather than in a pod.
+setting refuses, or settings that contradict each other, fail here rather than in a pod; a server
+must also pass the exposure check `serve` makes before listening (authentication or --insecure).
 
 Secrets are files: a variable or flag naming a file under a Secret volume must name a key that volume
 mounts; for the resolution it is replaced by a real file (the settings check that files exist).
@@ -27,6 +28,7 @@ from agent.settings import AgentSettings
 from ingest.main import INGEST_DEFAULTS, WORKER_DEFAULTS, IngestSettings, WorkerSettings
 from service.cli import SERVE_STORE, build_parser
 from service.config import ServiceConfig
+from service.security import check_exposure
 from service.settings import ServeSettings
 from topology.settings import KafkaSettings, LogSettings, StoreSettings, resolve, rows
 
@@ -175,6 +177,11 @@ def check(c: Container, tmp: Path) -> dict[type, Any]:
         try:
             resolved[cls] = resolve(cls, args, env, defaults=defaults)
         except ValueError as e:  # ConfigError: the message names the variable
+            raise AssertionError(f"{c.where}: {e}") from None
+    if ServiceConfig in resolved:  # what `serve` checks before it listens (README: Security)
+        try:
+            check_exposure(resolved[ServiceConfig])
+        except ValueError as e:
             raise AssertionError(f"{c.where}: {e}") from None
     kafka = resolved.get(ServeSettings, resolved.get(AgentSettings))
     if kafka is not None and isinstance(kafka.kafka, str):  # --kafka HOST:PORT names the servers
