@@ -217,6 +217,8 @@ class WorkerMetrics:
                     added[name] += max(0, value - base.get(name, 0))
             seen[id(logic)] = (logic, counts)
         self._seen[worker] = seen
+        for reason in sorted(set(DROP_REASONS.values())):  # the series exist from the start, at zero
+            self.dropped.labels(reason=reason, **labels)
         for name, n in added.items():
             self.stage_events.labels(event=name, **labels).inc(n)
             if name in DROP_REASONS:

@@ -175,7 +175,7 @@ SCHEMAS: tuple[Schema, ...] = (
     Schema(final._Slot, "final.slot", final._Slot.__slots__),
     Schema(final.FinalStage, "final",  # 2: late parts merged into stored windows
            ("window_seconds", "grace_seconds", "health", "refresh_seconds", "_written", "_held", "_refreshed",
-            "_windows", "_watermark", "counters", "late_seconds", "_late"), version=2),
+            "_windows", "_watermark", "counters", "late_seconds", "_late", "floor"), version=2),
 )
 
 ENUMS: tuple[type[Enum], ...] = (Layer, Granularity, NodeKind, Direction, Side, HealthState, AddressKind)

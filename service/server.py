@@ -204,9 +204,12 @@ def _data_dir(store: StoreSettings) -> Path | None:
 
 def _pipeline(store: StoreSettings, pairing: PairingSettings | None) -> Pipeline:
     """The in-process pipeline: pairing sized by ``pairing`` (default: from memory), late data merged
-    while its window is within the stores' retention of minute windows."""
-    return Pipeline(PipelineConfig(trace_capacity=(pairing or PairingSettings()).capacity(),
-                                   late_seconds=float(store.retention().minute)))
+    while its window is within the stores' retention of minute windows, and into the windows the
+    stores may hold from before this start (a restart: a Collector retrying after the outage)."""
+    pipeline = Pipeline(PipelineConfig(trace_capacity=(pairing or PairingSettings()).capacity(),
+                                       late_seconds=float(store.retention().minute)))
+    pipeline.resume(time.time())
+    return pipeline
 
 
 async def run_demo(fleet: FleetSettings, demo: DemoSettings, config: ServiceConfig,

@@ -122,6 +122,11 @@ class Pipeline:
         """VPC flow-log records of one capture (one payload): aggregated at once, joined in stage 2."""
         self.net2.add(self.vpc.aggregate(records, self.config.stage1_window))
 
+    def resume(self, now: float) -> None:
+        """Start over stores that may hold windows ending up to ``now`` (a server restarting on its data
+        directory, or on JanusGraph): data of those windows merges into them instead of replacing them."""
+        self.final.floor = now
+
     # -- output --------------------------------------------------------------------------------
     def flush(self, now: float) -> PipelineOutput:
         """Move everything whose windows closed before ``now - lateness`` through the stages."""

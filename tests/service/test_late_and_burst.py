@@ -141,3 +141,39 @@ async def test_spans_late_by_minutes_and_hours_merge_into_their_windows(tmp_path
                if line.startswith("topology_ingest_dropped_total{") and 'reason="too_late"' in line]
     assert dropped and float(dropped[0].rsplit(" ", 1)[1]) == final["late_dropped"], dropped
     await stores.close()
+
+
+async def test_after_a_restart_spans_of_windows_already_stored_merge_into_them(tmp_path: Path) -> None:
+    """A server stopped (its open windows written at shutdown) and started again a minute later on
+    the same data: the Collector's retried spans for a window written before merge into it."""
+    clock = [T0 + 40.0]
+    before, truth = calls(1, 30, T0 + 5.0)
+    retried, truth_retried = calls(100, 20, T0 + 30.0)
+    stores = open_stores(tmp_path)
+    runtime = Runtime(stores, tmp_path, Pipeline(), clock=lambda: clock[0])
+    async with ingest_client(stores, runtime) as http:
+        for b in before:
+            assert (await post(http, b)).status_code == 200
+        await runtime.drain()  # SIGTERM: every open window is written
+    await stores.close()
+    assert await stored_in(tmp_path, T0, clock[0] + 60) == truth
+
+    clock[0] = T0 + 100.0  # within the window's grace: a pipeline started afresh would replace it
+    stores = open_stores(tmp_path)
+    pipeline = Pipeline()
+    pipeline.resume(clock[0])
+    runtime = Runtime(stores, tmp_path, pipeline, clock=lambda: clock[0])
+    async with ingest_client(stores, runtime) as http:
+        for b in retried:
+            assert (await post(http, b)).status_code == 200
+        await runtime.drain()
+    assert await stored(stores, T0, T0 + 60, clock[0]) == truth + truth_retried
+    await stores.close()
+
+
+async def stored_in(path: Path, start: float, now: float) -> Truth:
+    stores = open_stores(path)
+    try:
+        return await stored(stores, start, start + 60, now)
+    finally:
+        await stores.close()

@@ -17,7 +17,8 @@ Input: :class:`EdgePartial` records of any layer. Output: :class:`EdgeWindow` re
   Older partials are dropped and counted (``late_dropped``: reason ``too_late`` on ``/metrics``).
   A late part is the late traffic alone, sides combined as above: traffic whose one end reported
   in time and whose other end reported late is counted from both (NETWORK, IPC; TRACE pairs are
-  one observation).
+  one observation). Windows ending at or before ``floor`` are only ever merged (a stage started over
+  a store that may hold them: :meth:`Pipeline.resume`).
 * Partials in finer windows than ``window_seconds`` (a divisor of it) fall into the window that
   holds their start; partials of coarser or misaligned windows are dropped and counted.
 
@@ -108,6 +109,7 @@ class FinalStage:
         self.grace_seconds = grace_seconds
         self.late_seconds = float(late_seconds)
         self._late: dict[int, dict[EdgeKey, _Slot]] = {}  # window -> late parts not taken yet
+        self.floor = -math.inf  # windows ending at or before it may be stored already: merged only
         self.health = health
         self.refresh_seconds = refresh_seconds
         self._reset_provisional()
@@ -144,6 +146,9 @@ class FinalStage:
                 counters["bad_window"] += 1
                 continue
             w = p.window_start - p.window_start % ws
+            if w + ws <= self.floor:
+                self._add_late(p, w)
+                continue
             if w + ws <= self._watermark:
                 if w + ws + self.grace_seconds <= self._watermark:
                     self._add_late(p, w)

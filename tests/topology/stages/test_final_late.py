@@ -57,3 +57,14 @@ def test_late_parts_not_taken_survive_a_checkpoint() -> None:
     back = state.loads(state.dumps(f))
     assert isinstance(back, FinalStage) and back.late_seconds == 3600
     assert [w.stats.requests for w in back.take_late()] == [7]
+
+
+def test_windows_ending_before_the_floor_are_only_merged() -> None:
+    """A stage started over a store that may hold windows (a restart): data of windows ending at or
+    before the floor merges, even within what would be their grace; later windows go on as usual."""
+    f = FinalStage(grace_seconds=120, late_seconds=3600)
+    f.floor = T + 60
+    f.add([part(2), part(3, w=T + 60)])
+    assert [(w.window_start, w.stats.requests) for w in f.flush(T + 121)] == [(T + 60, 3)]
+    assert [(w.window_start, w.stats.requests) for w in f.take_late()] == [(T, 2)]
+    assert f.counters["late_merged"] == 1
