@@ -638,6 +638,10 @@ class StoreContract:
         await ipc.upsert_windows(ws["b"][-1:])
         await check(TimeRange.ending_at(now, DAY), "1 day, a late minute")
         await check(TimeRange.ending_at(now, 30 * DAY), "30 days, a late minute")
+        ws["c"] += at("c", hour + 5 * MINUTE, 1)  # late too, among the older minutes of this hour
+        await ipc.upsert_windows(ws["c"][-1:])  # (the range asked last first: nothing stale is kept)
+        await check(TimeRange.ending_at(now, 30 * DAY), "30 days, a late minute of this hour")
+        await check(TimeRange.ending_at(now, DAY), "1 day, a late minute of this hour")
         await ipc.rollup(minute)
         await check(TimeRange.ending_at(now, DAY), "1 day, the late minute rolled up")
         await check(TimeRange.ending_at(now, 30 * DAY), "30 days, the late minute rolled up")

@@ -110,6 +110,7 @@ class EdgeRec:
         "id",
         "key",
         "pair",
+        "prefix",
         "row",
         "source_app",
         "source_kind",
@@ -128,6 +129,7 @@ class EdgeRec:
         self.target_app: str | None = None
         self.spans: list[array[int] | None] = [None, None, None]  # minute, hour, day intervals
         self.cache: object = None  # owned by the stats layer (a merged-stats memo)
+        self.prefix: object = None  # owned by the stats layer (the memo of a long range's older part)
         self.row = -1  # owned by the stats layer (its row in the hot ring)
 
     def set_intervals(self, window_seconds: int, iv: array[int]) -> None:

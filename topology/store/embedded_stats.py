@@ -5,7 +5,9 @@ one granularity each (rolled-up hours or days, then the minutes not rolled up ye
 tried in order for each edge of an answer:
 
 1. a memo on the edge: its summary for the last plan asked (dropped whenever the edge's windows
-   change): repeated queries cost a look-up;
+   change): repeated queries cost a look-up; and for a long range (roll-ups, then minutes) the fold
+   of all but its newest 10-15 minutes, kept until a window inside that part is written: after the
+   next live minute only the newest minutes are merged again (from the ring);
 2. the hot ring (``embedded_hot.py``): recent minute windows of every edge, merged vectorised;
 3. SQLite: one batched query per span for all the remaining edges (older ranges, hours, days).
 
@@ -33,7 +35,7 @@ from topology.metric import CallMetrics
 from topology.model import EdgeSummary
 from topology.sketch_batch import QuantileBatch
 from topology.stats import EdgeStats
-from topology.store.embedded_codec import StatsCodec, merge_all, merge_fields
+from topology.store.embedded_codec import StatsCodec, merge_fields
 from topology.store.embedded_db import Database
 from topology.store.embedded_hot import HotRing
 from topology.store.embedded_index import SLOT, EdgeRec, GraphIndex, overlaps
@@ -46,11 +48,28 @@ PROBE_LIMIT = 50_000
 #: Above this many windows in the range, always scan.
 MAX_TARGETS = 2_000
 
+#: A long range's newest minutes (10 to 15) are read apart from the rest, which is remembered per edge.
+TAIL, TAIL_STEP = 10 * MINUTE, 5 * MINUTE
+
 #: Ranges whose call metrics are remembered (the current and baseline windows of a few questions).
 METRIC_SPANS = 8
 
 Plan = tuple[Span, ...]  # what a range reads: equal plans select the same windows
 _EMPTY = EdgeStats()
+
+
+def _split(plan: Plan) -> tuple[Plan, Span | None]:
+    """A long range's plan (rolled-up spans, then minutes) as the part that stays the same from one
+    minute to the next (``prefix``: all but the newest 10-15 minutes) and those newest minutes
+    (``tail``, which the ring holds); ``(plan, None)`` for other plans. Equal plans split alike, so
+    answers do not depend on what the ring holds."""
+    if len(plan) < 2 or plan[-1].seconds != MINUTE:
+        return plan, None
+    last = plan[-1]
+    cut = max(last.start, align(last.end - TAIL, TAIL_STEP))
+    if cut == last.start:
+        return plan[:-1], last
+    return (*plan[:-1], Span(MINUTE, last.start, cut)), Span(MINUTE, cut, last.end)
 
 
 def _has(span: Span, rec: EdgeRec) -> bool:
@@ -150,6 +169,9 @@ class StatsSource:
         stats: list[EdgeStats] = []
         for rec, wsec, wstart, s in written:
             rec.cache = None
+            p = rec.prefix
+            if p is not None and any(g == wsec and lo <= wstart < hi for g, lo, hi in p[0]):  # type: ignore[index]
+                rec.prefix = None
             for plan, table in self._metrics.items():
                 if any(g == wsec and lo <= wstart < hi for g, lo, hi in plan):
                     table.pop(rec.id, None)
@@ -163,7 +185,7 @@ class StatsSource:
         """Roll-up windows were written for these edges."""
         self.generation += 1
         for rec in recs:
-            rec.cache = None
+            rec.cache = rec.prefix = None
             for table in self._metrics.values():
                 table.pop(rec.id, None)
 
@@ -186,7 +208,7 @@ class StatsSource:
             self.ring.release(rec.row)
             self._cold_rows.discard(rec.row)
             rec.row = -1
-        rec.cache = None
+        rec.cache = rec.prefix = None
         for table in self._metrics.values():
             table.pop(rec.id, None)
 
@@ -205,34 +227,69 @@ class StatsSource:
                 missing.append((i, rec))
         if missing:
             generation = self.generation
-            parts: list[list[EdgeStats]] = [[] for _ in missing]  # per missing edge, per span
-            awaited = False
-            for span in plan:
-                todo = [(j, r) for j, (_, r) in enumerate(missing) if _has(span, r)]
-                ring = self.ring
-                if todo and span.seconds == MINUTE and ring is not None and ring.covers(span.start):
-                    cold = self._cold_rows
-                    hot = [(j, r) for j, r in todo if r.row >= 0 and r.row not in cold]
-                    todo = [(j, r) for j, r in todo if r.row < 0 or r.row in cold]
-                    for (j, _), st in zip(hot, ring.merged([r.row for _, r in hot], span.start, span.end),
-                                          strict=True):
-                        if st is not None:
-                            parts[j].append(st)
-                if todo:
-                    awaited = True
-                    found = await self._from_disk([r for _, r in todo], span)
-                    for j, rec in todo:
-                        st = found.get(rec.id)
-                        if st is not None:
-                            parts[j].append(st)
+            edges = [r for _, r in missing]
+            prefix, tail = _split(plan)
+            if tail is None:
+                folded, awaited = await self._folds(edges, plan)
+            else:
+                folded, awaited = await self._with_prefix(edges, prefix, tail, generation)
             # nothing written meanwhile (the ring answers without a pause)
             keep = fresh and (not awaited or generation == self.generation)
-            for (i, rec), got in zip(missing, parts, strict=True):
-                st = merge_all(got) if got else _EMPTY
-                out[i] = summary = EdgeSummary(rec.key, st, rec.source_kind, rec.target_kind)
+            for (i, rec), st in zip(missing, folded, strict=True):
+                out[i] = summary = EdgeSummary(rec.key, st or _EMPTY, rec.source_kind, rec.target_kind)
                 if keep:
                     rec.cache = (plan, summary)
         return out  # type: ignore[return-value]  # every slot is filled above
+
+    async def _with_prefix(
+        self, recs: Sequence[EdgeRec], prefix: Plan, tail: Span, generation: int
+    ) -> tuple[list[EdgeStats | None], bool]:
+        """:meth:`_folds` over ``prefix`` then ``tail``, with each edge's fold of the prefix remembered
+        (``EdgeRec.prefix``) until a window inside it is written: a long range re-reads only its tail
+        (from the ring) after the next live minute."""
+        fresh = self.fresh(prefix)
+        done: list[EdgeStats | None] = [None] * len(recs)
+        need: list[int] = []
+        for j, rec in enumerate(recs):
+            c = rec.prefix
+            if fresh and c is not None and c[0] == prefix:  # type: ignore[index]
+                done[j] = c[1]  # type: ignore[index]
+            else:
+                need.append(j)
+        got, awaited = await self._folds([recs[j] for j in need], prefix)
+        keep = fresh and (not awaited or generation == self.generation)
+        for j, st in zip(need, got, strict=True):
+            done[j] = st
+            if keep:
+                recs[j].prefix = (prefix, st)
+        tails, more = await self._folds(recs, (tail,))
+        both = [t if p is None else p if t is None else p.merge(t) for p, t in zip(done, tails, strict=True)]
+        return both, awaited or more
+
+    async def _folds(self, recs: Sequence[EdgeRec], plan: Plan) -> tuple[list[EdgeStats | None], bool]:
+        """Per edge (in order) the left fold, in time order, of its spans' folds (None: no window), and
+        whether the disk was read (a write may have come in meanwhile)."""
+        acc: list[EdgeStats | None] = [None] * len(recs)
+        awaited = False
+        ring = self.ring
+        for span in plan:
+            todo = [(j, r) for j, r in enumerate(recs) if _has(span, r)]
+            got: list[tuple[int, EdgeStats | None]] = []
+            if todo and span.seconds == MINUTE and ring is not None and ring.covers(span.start):
+                cold = self._cold_rows
+                hot = [(j, r) for j, r in todo if r.row >= 0 and r.row not in cold]
+                todo = [(j, r) for j, r in todo if r.row < 0 or r.row in cold]
+                got += zip([j for j, _ in hot], ring.merged([r.row for _, r in hot], span.start, span.end),
+                           strict=True)
+            if todo:
+                awaited = True
+                found = await self._from_disk([r for _, r in todo], span)
+                got += [(j, found.get(r.id)) for j, r in todo]
+            for j, st in got:
+                if st is not None:
+                    a = acc[j]
+                    acc[j] = st if a is None else a.merge(st)
+        return acc, awaited
 
     async def call_metrics(self, recs: Sequence[EdgeRec], plan: Plan) -> list[CallMetrics]:
         """One :class:`CallMetrics` per edge (in order): what :meth:`summaries` would merge, reduced."""
