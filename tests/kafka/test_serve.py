@@ -161,17 +161,26 @@ async def test_serve_with_kafka_writes_and_answers_the_embedded_store_fed_by_wor
 
 async def test_stage_3_processes_write_janusgraph_and_a_separate_server_answers(
         kafka_bootstrap: str, janusgraph_url: str, topic_label: str, tmp_path: Path) -> None:  # noqa: F811
+    await stage_3_writes_janusgraph_and_a_separate_server_answers(
+        kafka_bootstrap, janusgraph_url, topic_label, tmp_path)
+
+
+async def stage_3_writes_janusgraph_and_a_separate_server_answers(
+        kafka_bootstrap: str, url: str, topic_label: str, tmp_path: Path) -> None:
+    """Stage 1-2 workers, stage-3 and meta worker processes writing the JanusGraph server at
+    ``url`` (emptied first), and ``serve`` on the same server answering the ground truth
+    (also run with the server on Cassandra: tests/cassandra/test_kafka.py)."""
     from topology.store.janusgraph import open_janusgraph_stores
     from topology.timewindow import Retention
 
-    graph = await open_janusgraph_stores(janusgraph_url, Retention(), require=True)
+    graph = await open_janusgraph_stores(url, Retention(), require=True)
     try:
         for layer in graph.layers.values():
             await layer.clear()
         await graph.catalog.clear()
     finally:
         await graph.close()
-    store = ["--store", "janusgraph", "--janusgraph-url", janusgraph_url]
+    store = ["--store", "janusgraph", "--janusgraph-url", url]
     start = float(int(time.time()) - 240)
     async with prefixed_topics(kafka_bootstrap, topic_label) as topics:
         procs = [worker(s, layer, kafka_bootstrap, topics, tmp_path, store if s == 3 else [])
