@@ -1,12 +1,19 @@
 """Benchmark of the JanusGraph store: the embedded benchmark's workload on a real JanusGraph Server.
 
     .venv/bin/python -m bench.store_janusgraph [--services 10000] [--minutes 60] [--queries 200]
-        [--url ws://...]  [--with-embedded]
+        [--url ws://...]  [--with-embedded]  [--backend berkeleyje|cql]
 
-Without ``--url`` it starts its own server with the berkeleyje backend (docker/janusgraph/dev.sh,
-instance ``bench``, port 18199, data under var/janusgraph/bench, wiped first) and stops it at the
-end. The fleet, the windows and the queries come from bench/store_embedded.py (same generator,
-same seed): one simulated hour of minute windows written layer by layer as stage 3 would (one
+Without ``--url`` it starts its own server (docker/janusgraph/dev.sh, port 18199) and stops it at the
+end: with ``--backend berkeleyje`` (default) instance ``bench``, data under var/janusgraph/bench, wiped
+first; with ``--backend cql`` instance ``bench-cql`` on the local Cassandra node of
+docker/cassandra/dev.sh (started if need be), keyspaces ``bench_network``, ``bench_ipc``,
+``bench_trace``, ``bench_catalog``, dropped first. Storage is measured at the end: berkeleyje, the
+size of its files; cql, the size of the bench keyspaces' directories after Cassandra was stopped,
+which drains the node (every memtable flushed to SSTables; nodetool needs JMX, which the dev node
+does not open), then started again.
+
+The fleet, the windows and the queries come from bench/store_embedded.py (same generator, same
+seed): one simulated hour of minute windows written layer by layer as stage 3 would (one
 ``upsert_windows`` per layer per minute), then Q1 (up 3 + down 3 on every layer) through the store
 and through topology.query (what the GraphQL service runs), Q2 (blast radius of hubs), the
 roll-up. ``--with-embedded`` feeds the same windows to the embedded store in the same run and
@@ -39,31 +46,68 @@ from topology.timewindow import MINUTE, Retention, TimeRange
 T0 = 1_700_006_400
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DEV_SH = ROOT / "docker" / "janusgraph" / "dev.sh"
+CASSANDRA_SH = ROOT / "docker" / "cassandra" / "dev.sh"
+KEYSPACE_PREFIX = "bench_"
 
 
-def server_env(port: int, heap: str) -> dict[str, str]:
-    return dict(
-        os.environ,
-        BACKEND="berkeleyje",
-        JANUSGRAPH_PORT=str(port),
-        JANUSGRAPH_INSTANCE="bench",
-        JANUSGRAPH_HEAP=heap,
-    )
+def server_env(args: argparse.Namespace) -> dict[str, str]:
+    env = dict(os.environ, BACKEND=args.backend, JANUSGRAPH_PORT=str(args.port), JANUSGRAPH_HEAP=args.heap,
+               JANUSGRAPH_INSTANCE="bench" if args.backend == "berkeleyje" else "bench-cql")
+    if args.backend == "cql":
+        env.update(CASSANDRA_HOST="127.0.0.1", CASSANDRA_PORT=str(args.cassandra_port),
+                   JANUSGRAPH_KEYSPACE_PREFIX=KEYSPACE_PREFIX)
+    return env
 
 
-def start_server(port: int, heap: str) -> str:
-    env = server_env(port, heap)
+def cassandra(args: argparse.Namespace, action: str) -> None:
+    env = dict(os.environ, CASSANDRA_PORT=str(args.cassandra_port))
+    subprocess.run(["bash", str(CASSANDRA_SH), action], env=env, check=True, capture_output=True)
+
+
+def drop_bench_keyspaces(port: int) -> None:
+    from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
+    from cassandra.policies import RoundRobinPolicy
+
+    profile = ExecutionProfile(load_balancing_policy=RoundRobinPolicy(), request_timeout=120)
+    cluster = Cluster(["127.0.0.1"], port=port, protocol_version=5,
+                      execution_profiles={EXEC_PROFILE_DEFAULT: profile})
+    try:
+        session = cluster.connect()
+        for row in session.execute("SELECT keyspace_name FROM system_schema.keyspaces"):
+            if row.keyspace_name.startswith(KEYSPACE_PREFIX):
+                session.execute(f'DROP KEYSPACE "{row.keyspace_name}"')
+    finally:
+        cluster.shutdown()
+
+
+def start_server(args: argparse.Namespace) -> str:
+    env = server_env(args)
     subprocess.run(["bash", str(DEV_SH), "stop"], env=env, check=False, capture_output=True)
     shutil.rmtree(ROOT / "var" / "janusgraph" / "bench" / "data", ignore_errors=True)
+    if args.backend == "cql":
+        cassandra(args, "start")
+        drop_bench_keyspaces(args.cassandra_port)
     c = Clock()
     out = subprocess.run(["bash", str(DEV_SH), "start"], env=env, check=True, capture_output=True, text=True)
-    print(f"# server: JanusGraph 1.1 berkeleyje, heap {heap}, started in {c.stop()[0]:.1f} s")
+    print(f"# server: JanusGraph 1.1 {args.backend}, heap {args.heap}, started in {c.stop()[0]:.1f} s")
     return out.stdout.strip().splitlines()[-1]
 
 
-def stop_server(port: int, heap: str) -> None:
-    env = server_env(port, heap)
-    subprocess.run(["bash", str(DEV_SH), "stop"], env=env, check=False, capture_output=True)
+def stop_server(args: argparse.Namespace) -> None:
+    subprocess.run(["bash", str(DEV_SH), "stop"], env=server_env(args), check=False, capture_output=True)
+
+
+def _mib(d: pathlib.Path) -> float:
+    return sum(p.stat().st_size for p in d.rglob("*") if p.is_file()) / 2**20 if d.exists() else 0.0
+
+
+def cql_data_mib(args: argparse.Namespace) -> float:
+    """The bench keyspaces' SSTables after a drain (stop), with the node started again."""
+    cassandra(args, "stop")
+    data = ROOT / "var" / "cassandra" / f"state-{args.cassandra_port}" / "data" / "data"
+    mib = sum(_mib(d) for d in data.glob(f"{KEYSPACE_PREFIX}*"))
+    cassandra(args, "start")
+    return mib
 
 
 async def q1_unified(stores: Stores, name: str, rng: TimeRange, now: float) -> int:
@@ -78,11 +122,6 @@ async def q1_unified(stores: Stores, name: str, rng: TimeRange, now: float) -> i
 async def q2_unified(stores: Stores, name: str, rng: TimeRange, now: float) -> int:
     walk = await query.traverse(stores.layers, [name], Direction.DOWNSTREAM, 5, time=rng, now=now)
     return len(walk.reached)
-
-
-def data_mib() -> float:
-    d = ROOT / "var" / "janusgraph" / "bench" / "data"
-    return sum(p.stat().st_size for p in d.rglob("*") if p.is_file()) / 2**20 if d.exists() else 0.0
 
 
 class Meter:
@@ -105,7 +144,7 @@ class Meter:
         print(f"{self.label} time to load one simulated hour: {w0 + 59 * per_minute:,.0f} s ({how})")
 
 
-async def load(targets: dict[str, Stores], fleet: Fleet, minutes: int) -> None:
+async def load(targets: dict[str, Stores], fleet: Fleet, minutes: int) -> int:
     """Write every minute's windows, layer by layer, to every target store; print rates."""
     meters = {label: Meter(label) for label in targets}
     for minute in range(minutes):
@@ -128,6 +167,7 @@ async def load(targets: dict[str, Stores], fleet: Fleet, minutes: int) -> None:
                       f"steady state {steady:,.0f} windows/s", flush=True)
     for m in meters.values():
         m.report(minutes)
+    return next(iter(meters.values())).n
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -140,7 +180,7 @@ async def run(args: argparse.Namespace) -> None:
         + f" (built in {c.stop()[0]:.1f} s)"
     )
     own = args.url is None
-    url = start_server(args.port, args.heap) if own else args.url
+    url = start_server(args) if own else args.url
     print(f"# server: {url}, pool size {args.pool_size}, batch size {args.batch_size}")
     try:
         stores = await open_janusgraph_stores(url, Retention(), pool_size=args.pool_size, require=True)
@@ -154,9 +194,7 @@ async def run(args: argparse.Namespace) -> None:
         targets = {"janusgraph": stores}
         if args.with_embedded:
             embedded = targets["embedded"] = open_stores(tmp / "embedded")
-        await load(targets, fleet, args.minutes)
-        if own:
-            print(f"# berkeleyje data: {data_mib():,.0f} MiB")
+        written = await load(targets, fleet, args.minutes)
 
         now = T0 + args.minutes * MINUTE
         live = TimeRange(now - 15 * MINUTE, now)
@@ -178,10 +216,25 @@ async def run(args: argparse.Namespace) -> None:
         if embedded is not None:
             await embedded.close()
         shutil.rmtree(tmp, ignore_errors=True)
+        if own:
+            storage(args, written)
     finally:
         if own and not args.keep:
-            stop_server(args.port, args.heap)
+            stop_server(args)
             shutil.rmtree(ROOT / "var" / "janusgraph" / "bench" / "data", ignore_errors=True)
+
+
+def storage(args: argparse.Namespace, written: int) -> None:
+    """Bytes per stored minute window, and what a simulated day of minute windows takes."""
+    if args.backend == "cql":
+        stop_server(args)  # nothing writes while the node drains
+        mib = cql_data_mib(args)
+    else:
+        mib = _mib(ROOT / "var" / "janusgraph" / "bench" / "data")
+    per_window = mib * 2**20 / written
+    day = written / args.minutes * 24 * 60
+    print(f"# {args.backend} data: {mib:,.1f} MiB for {written:,} minute windows = {per_window:,.0f} bytes "
+          f"per window; a simulated day ({day:,.0f} minute windows) ≈ {day * per_window / 2**30:,.2f} GiB")
 
 
 def main() -> None:
@@ -192,6 +245,9 @@ def main() -> None:
     p.add_argument("--blast-runs", type=int, default=3)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--url", help="an already running server (its graphs are cleared first)")
+    p.add_argument("--backend", choices=("berkeleyje", "cql"), default="berkeleyje",
+                   help="storage of the server this benchmark starts (cql: on docker/cassandra's node)")
+    p.add_argument("--cassandra-port", type=int, default=19042, help="CQL port of the local Cassandra node")
     p.add_argument("--port", type=int, default=18199, help="port of the server this benchmark starts")
     p.add_argument("--heap", default="2g", help="JVM heap of the server this benchmark starts")
     p.add_argument("--pool-size", type=int, default=4)

@@ -95,7 +95,7 @@ def janusgraph_cql_url(cassandra_node: CassandraNode) -> Iterator[str]:
     was_running = _run(JANUSGRAPH_SH, "status", env, 60)[0] == 0
     code, out = _run(JANUSGRAPH_SH, "start", env, 400)
     require(code == 0, f"a JanusGraph Server on Cassandra (BACKEND=cql, port {port}): {out[-1500:]}")
-    yield out.strip().splitlines()[-1]
+    yield f"ws://127.0.0.1:{port}/gremlin"
     if not was_running:
         _run(JANUSGRAPH_SH, "stop", env, 120)
 
