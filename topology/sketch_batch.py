@@ -43,6 +43,8 @@ class QuantileBatch:
         self._sparse: tuple[array[int], array[int], array[int], array[int]] = (
             array("q"), array("q"), array("q"), array("q"))
         self._dense_counts: list[Sequence[int]] = []
+        self._runs: list[tuple[_Ints, _Ints, _Ints, _Ints, _Ints]] = []  # dense parts given as arrays
+        self._sparse_runs: list[tuple[_Ints, _Ints, _Ints, _Ints, _Ints, _Ints]] = []  # and sparse ones
         self._pairs: list[Sequence[int]] = []  # per sparse part: (empty buckets before it, count) pairs
         self._odd: dict[int, list[LatencySketch]] = {}  # groups with a part at another scale
 
@@ -70,45 +72,60 @@ class QuantileBatch:
             parts[2].append(len(values))
             self._dense_counts.append(values)
 
+    def add_runs(self, group: _Ints, offset: _Ints, length: _Ints, zero: _Ints, counts: _Ints) -> None:
+        """Dense parts at SCALE as arrays: part ``i`` of group ``group[i]`` has ``length[i]`` counts from
+        bucket ``offset[i]``, taken in order from ``counts``, and ``zero[i]`` observations at zero."""
+        if len(group):
+            self._runs.append((group, offset, length, zero, counts))
+
+    def add_sparse_runs(self, group: _Ints, offset: _Ints, length: _Ints, zero: _Ints, gaps: _Ints,
+                        counts: _Ints) -> None:
+        """Sparse parts at SCALE as arrays: part ``i`` has ``length[i]`` (empty buckets skipped, count)
+        pairs, taken in order from ``gaps`` and ``counts``."""
+        if len(group):
+            self._sparse_runs.append((group, offset, length, zero, gaps, counts))
+
     def quantiles(self, qs: Sequence[float]) -> list[list[float | None]]:
         """Per quantile in ``qs``, per group: the quantile of the group's merged sketch (None if empty)."""
         g = self.groups
-        d_group, d_offset, d_len, d_zero = (np.frombuffer(a, np.int64) for a in self._dense)
-        s_group, s_offset, s_len, s_zero = (np.frombuffer(a, np.int64) for a in self._sparse)
-        # every non-empty bucket: a dense part's k-th count is at its offset + k ...
-        d_ends = np.cumsum(d_len)
-        d_counts = _flat(self._dense_counts, int(d_ends[-1]) if len(d_ends) else 0)
-        at = np.flatnonzero(d_counts)
-        part = np.searchsorted(d_ends, at, side="right")
-        d_buckets = d_offset[part] + at - (d_ends - d_len)[part]
-        d_items = d_group[part]
-        # ... a sparse part's at its offset + the running (gap + 1) within the part, minus one
+        d_group, d_offset, d_len, d_zero = (
+            np.concatenate([np.frombuffer(a, np.int64), *(run[k] for run in self._runs)])
+            for k, a in enumerate(self._dense))
+        listed = sum(len(c) for c in self._dense_counts)
+        d_counts = np.concatenate([_flat(self._dense_counts, listed), *(run[4] for run in self._runs)])
+        s_group, s_offset, s_len, s_zero = (
+            np.concatenate([np.frombuffer(a, np.int64), *(run[k] for run in self._sparse_runs)])
+            for k, a in enumerate(self._sparse))
+        # a sparse part's k-th pair is at its offset + the running (gap + 1) within the part, minus one
         s_ends = np.cumsum(s_len)
-        n_sparse = int(s_ends[-1]) if len(s_ends) else 0
-        pairs = _flat(self._pairs, 2 * n_sparse).reshape(-1, 2)
-        steps = np.cumsum(pairs[:, 0] + 1)
-        part = np.repeat(np.arange(len(s_len)), s_len)
-        first = np.concatenate(([0], steps))[(s_ends - s_len)[part]]
-        s_buckets = s_offset[part] + steps - first - 1
-        odd = np.zeros(g, bool)
-        odd[list(self._odd)] = True
-        buckets = np.concatenate((d_buckets, s_buckets))
-        counts = np.concatenate((d_counts[at], pairs[:, 1]))
-        item_group = np.concatenate((d_items, s_group[part]))
-        keep = (counts > 0) & ~odd[item_group]
-        buckets, counts, item_group = buckets[keep], counts[keep], item_group[keep]
-        zero = np.bincount(np.concatenate((d_group, s_group)), np.concatenate((d_zero, s_zero)), g)
-        zero = zero.astype(np.int64)
-        zero[odd] = 0
-        # one dense segment of buckets per group, from its lowest to its highest bucket
+        listed = sum(len(p) for p in self._pairs) // 2
+        pairs = _flat(self._pairs, 2 * listed).reshape(-1, 2)
+        gaps = np.concatenate([pairs[:, 0], *(run[4] for run in self._sparse_runs)])
+        s_counts = np.concatenate([pairs[:, 1], *(run[5] for run in self._sparse_runs)])
+        steps = np.cumsum(gaps + 1)
+        s_part = np.repeat(np.arange(len(s_len)), s_len)
+        s_buckets = s_offset[s_part] + steps - np.concatenate(([0], steps))[(s_ends - s_len)[s_part]] - 1
+        # one dense segment of buckets per group, from the lowest to the highest bucket of its parts
+        # (bounds per part, not per bucket: a run of counts is placed as a whole); the groups with a
+        # part at another scale are computed too, and answered the slow way below
+        has_d, has_s = d_len > 0, s_len > 0
         lo = np.full(g, _TOP, np.int64)
         hi = np.full(g, _BOTTOM - 1, np.int64)
-        np.minimum.at(lo, item_group, buckets)
-        np.maximum.at(hi, item_group, buckets)
+        np.minimum.at(lo, d_group[has_d], d_offset[has_d])
+        np.maximum.at(hi, d_group[has_d], (d_offset + d_len - 1)[has_d])
+        np.minimum.at(lo, s_group[has_s], s_buckets[(s_ends - s_len)[has_s]])
+        np.maximum.at(hi, s_group[has_s], s_buckets[s_ends[has_s] - 1])
         width = np.maximum(hi - lo + 1, 0)
         seg = np.cumsum(width) - width
-        flat = np.bincount(seg[item_group] + buckets - lo[item_group], counts.astype(np.float64),
+        # a dense part's k-th count goes to its segment's position (offset - lo) + k
+        base = seg[d_group] + d_offset - lo[d_group] - (np.cumsum(d_len) - d_len)
+        d_at = np.repeat(base, d_len) + np.arange(len(d_counts), dtype=np.int64)
+        s_at = seg[s_group[s_part]] + s_buckets - lo[s_group[s_part]]
+        flat = np.bincount(np.concatenate((d_at, s_at)),
+                           np.concatenate((d_counts, s_counts)).astype(np.float64),
                            int(width.sum())).astype(np.int64)
+        zero = np.bincount(np.concatenate((d_group, s_group)), np.concatenate((d_zero, s_zero)), g)
+        zero = zero.astype(np.int64)
         cum = np.cumsum(flat)
         prior = np.concatenate(([0], cum))[seg]  # counts of the segments before each group's
         n = zero + np.where(width > 0, np.concatenate(([0], cum))[seg + width] - prior, 0)
@@ -137,6 +154,17 @@ class QuantileBatch:
         for i, grp in enumerate(sparse[0]):
             if grp == group:
                 out.append(LatencySketch(SCALE, sparse[1][i], _expand(self._pairs[i]), sparse[3][i]))
+        for grp_a, offset, length, zero, counts in self._runs:
+            ends = np.cumsum(length)
+            for i in np.flatnonzero(grp_a == group).tolist():
+                run = counts[ends[i] - length[i]:ends[i]].tolist()
+                out.append(LatencySketch(SCALE, int(offset[i]), tuple(run), int(zero[i])))
+        for grp_a, offset, length, zero, gaps, counts in self._sparse_runs:
+            ends = np.cumsum(length)
+            for i in np.flatnonzero(grp_a == group).tolist():
+                at = slice(int(ends[i] - length[i]), int(ends[i]))
+                pairs = np.stack((gaps[at], counts[at]), axis=1).ravel().tolist()
+                out.append(LatencySketch(SCALE, int(offset[i]), _expand(pairs), int(zero[i])))
         return out
 
 

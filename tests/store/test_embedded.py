@@ -34,7 +34,8 @@ from tests.store.contract import (
 from tests.topology.sketches import latencies
 from topology.catalog import HealthEvent, HealthState, TraceSummary
 from topology.model import Layer, NodeKind
-from topology.sketch import EMPTY, LatencySketch
+from topology.sketch import EMPTY, LatencySketch, merge_sketches
+from topology.sketch_batch import QuantileBatch
 from topology.stats import EdgeStats
 from topology.store import embedded_layer
 from topology.store.base import Stores, StoreUnavailable
@@ -316,6 +317,57 @@ def test_the_hot_ring_gives_the_fold_of_the_windows_in_range(
     for row in range(4):
         in_range = [stored[(row, m)] for m in range(first, first + length) if (row, m) in stored]
         assert got[row] == (fold(in_range) if in_range else None)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 3), st.integers(0, 11), latencies), min_size=1, max_size=30),
+    st.integers(0, 6),
+    st.integers(1, 12),
+)
+def test_the_hot_ring_feeds_quantiles_of_the_merged_sketches(
+    writes: list[tuple[int, int, LatencySketch]], first: int, length: int
+) -> None:
+    # what rootCause reads: the ring's sketches go into a QuantileBatch as arrays (no Python loop per
+    # bucket) and give exactly the quantiles of merging the windows' sketches
+    ring = HotRing(12)
+    for _ in range(4):
+        ring.new_row()
+    ring.write([r for r, _, _ in writes], [T0 + m * MINUTE for _, m, _ in writes],
+               [EdgeStats(requests=1, latency=x) for _, _, x in writes])
+    stored: dict[tuple[int, int], LatencySketch] = {}
+    for r, m, x in writes:  # the last write of a window wins
+        stored[(r, m)] = x
+    lo = T0 + first * MINUTE
+    groups = [3, 1, 0, 2]  # rows into groups in another order
+    batch = QuantileBatch(4)
+    ring.calls([0, 1, 2, 3], groups, lo, lo + length * MINUTE, batch)
+    got = batch.quantiles((0.5, 0.99))
+    for row in range(4):
+        parts = [stored[(row, m)] for m in range(first, first + length) if (row, m) in stored]
+        merged = merge_sketches(parts)
+        assert [got[0][groups[row]], got[1][groups[row]]] == [merged.quantile(0.5), merged.quantile(0.99)]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 4), stats_st), min_size=1, max_size=25))
+def test_many_stored_windows_read_at_once_give_what_each_decodes(
+    windows: list[tuple[int, EdgeStats]],
+) -> None:
+    # StatsCodec.calls_into (the disk side of call_metrics) against decode_calls of each record and
+    # merging: the same request and error sums, the same quantiles
+    codec = StatsCodec()
+    rows = [(eid, T0, codec.encode(s, T0)) for eid, s in windows]
+    group = {eid: 4 - eid for eid in range(5)}
+    batch = QuantileBatch(5)
+    sums = codec.calls_into(rows, group, batch)
+    got = batch.quantiles((0.0, 0.5, 0.99, 1.0))
+    for eid in range(5):
+        mine = [s for e, s in windows if e == eid]
+        decoded = [codec.decode_calls(blob, T0) for e, _, blob in rows if e == eid]
+        assert sums.get(eid, (0, 0)) == (sum(d[0] for d in decoded), sum(d[1] for d in decoded))
+        merged = merge_sketches([s.latency for s in mine])
+        assert [q[group[eid]] for q in got] == [merged.quantile(x) for x in (0.0, 0.5, 0.99, 1.0)]
 
 
 async def test_memory_and_disk_give_the_same_stats(tmp_path: pathlib.Path) -> None:

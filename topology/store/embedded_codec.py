@@ -17,11 +17,14 @@ from __future__ import annotations
 
 import marshal
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from operator import itemgetter
 from typing import Any, TypeVar
 
-from topology.sketch import EMPTY, LatencySketch, merge_sketches
+import numpy as np
+
+from topology.sketch import EMPTY, SCALE, LatencySketch, merge_sketches
+from topology.sketch_batch import QuantileBatch
 from topology.stats import (
     MAX_ENDPOINTS,
     MAX_EXEMPLARS,
@@ -255,6 +258,8 @@ _NO_ATTRS: Attrs = (None, (), (), (), None)
 
 _SPARSE = 0x8000  # the nlat flag of a sparse latency sketch
 _WIDTH = (1, 2, 4, 8)  # bytes of each integer code
+_RUN_DTYPES = tuple(np.dtype("<" + c) for c in _INT_CODES)
+_PAIR_DTYPES = tuple(np.dtype([("gap", "<u1"), ("count", "<" + c)]) for c in _INT_CODES)
 
 
 def _sparse(counts: tuple[int, ...], width: int) -> list[int] | None:
@@ -323,12 +328,13 @@ _ZERO, _ZERO_F, _NONE = -3, -2, -1
 class _Plan:
     """How to unpack one shape (field mask, width codes, histogram length, old or new latency)."""
 
-    __slots__ = ("calls", "first_ms", "floats", "ints", "last_ms", "lat", "lat_end", "struct")
+    __slots__ = ("calls", "first_ms", "floats", "head", "ints", "last_ms", "lat", "lat_end", "run", "struct")
 
     def __init__(self, mask: int, codes: int, nlat: int, old: bool) -> None:
         fmt = ["<"]
         pos: dict[int, int] = {}
         n = 0
+        before_lat: list[str] = []  # the formats of the fields before the sketch
         for f in range(16):
             if not mask >> f & 1:
                 continue
@@ -344,10 +350,12 @@ class _Plan:
                 fmt.append("B" + _INT_CODES[c] * nlat)
                 n += 1 + nlat
             elif f == 10 and nlat & _SPARSE:  # scale, offset, zero count, (gap, count) per bucket
+                before_lat = fmt[1:]
                 k = nlat & ~_SPARSE
                 fmt.append("bh" + _INT_CODES[c] + ("B" + _INT_CODES[c]) * k)
                 n += 3 + 2 * k
             elif f == 10:  # scale, offset, zero count, counts
+                before_lat = fmt[1:]
                 fmt.append("bh" + _INT_CODES[c] * (1 + nlat))
                 n += 3 + nlat
             elif f == 11:
@@ -363,6 +371,14 @@ class _Plan:
         self.calls = itemgetter(pos.get(8, _ZERO), pos.get(9, _ZERO))  # requests, errors
         self.lat = pos.get(10, -1)
         self.lat_end = self.lat + 3 + (2 * (nlat & ~_SPARSE) if nlat & _SPARSE else nlat)  # new format
+        # for readers of many records (StatsCodec.calls_into): the fields up to the sketch's zero
+        # count, then the sketch's counts as one run of equal-width integers (or (gap, count) pairs)
+        self.head: struct.Struct | None = None
+        self.run = (0, 0, False)  # width code of the counts, how many, sparse
+        if 10 in pos and not old:
+            c = codes >> 20 & 3
+            self.head = struct.Struct("<" + "".join(before_lat) + "bh" + _INT_CODES[c])
+            self.run = (c, nlat & ~_SPARSE, bool(nlat & _SPARSE))
 
 class StatsCodec:
     """The compact format of one database: about 25-45 bytes a window instead of 90-140.
@@ -583,6 +599,64 @@ class StatsCodec:
                                       nlat >= _SPARSE)
         f = self.decode_fields(blob, base)
         return f[8], f[9], stored_sketch(f[10]) if f[10] is not None else None
+
+    def calls_into(self, rows: Sequence[tuple[int, int, bytes]], group: Mapping[int, int],
+                   batch: QuantileBatch) -> dict[int, tuple[int, int]]:
+        """Requests and errors summed per edge id of the stored windows ``rows`` (edge, start, blob),
+        their sketches added to ``batch`` (edge ``e``'s as group ``group[e]``): what
+        :meth:`decode_calls` of each gives, with the counts of many records read in one
+        ``np.frombuffer`` per integer width instead of a tuple per record."""
+        sums: dict[int, tuple[int, int]] = {}
+        plans = self._plans
+        # per (width code, sparse): groups, offsets, lengths, zeros, and the runs' bytes
+        runs: dict[tuple[int, bool], tuple[list[int], list[int], list[int], list[int], list[bytes]]] = {}
+        hsize = _HEADER.size
+        for eid, wstart, blob in rows:
+            plan = None
+            if blob and blob[0] == _TAG_COMPACT and len(blob) >= hsize:
+                _, mask, codes, nlat = _HEADER.unpack_from(blob)
+                plan = plans.get((mask, codes, nlat, False)) or self._plan(mask, codes, nlat)
+            if plan is None or plan.head is None:  # no sketch, or another format: one at a time
+                requests, errors, lat = self.decode_calls(blob, wstart)
+                if type(lat) is tuple:
+                    batch.add_stored(group[eid], *lat)
+                elif lat is not None:
+                    batch.add(group[eid], lat)
+            else:
+                try:
+                    vals = plan.head.unpack_from(blob, hsize) + _SENTINELS
+                except struct.error as e:
+                    raise ValueError(f"corrupt stats record: {e}") from e
+                requests, errors = plan.calls(vals)
+                code, n, sparse = plan.run
+                start = hsize + plan.head.size
+                stop = start + n * (_WIDTH[code] + (1 if sparse else 0))
+                if len(blob) < stop:
+                    raise ValueError("corrupt stats record: its sketch is cut short")
+                p = plan.lat
+                if vals[p] != SCALE:
+                    batch.add_stored(group[eid], *self.decode_calls(blob, wstart)[2])
+                else:
+                    run = runs.get((code, sparse))
+                    if run is None:
+                        run = runs[(code, sparse)] = ([], [], [], [], [])
+                    run[0].append(group[eid])
+                    run[1].append(vals[p + 1])
+                    run[2].append(n)
+                    run[3].append(vals[p + 2])
+                    run[4].append(blob[start:stop])
+            was = sums.get(eid)
+            sums[eid] = (requests, errors) if was is None else (was[0] + requests, was[1] + errors)
+        for (code, sparse), (groups, offsets, lengths, zeros, blobs) in runs.items():
+            g, o, lens, z = (np.array(x, np.int64) for x in (groups, offsets, lengths, zeros))
+            data = b"".join(blobs)
+            if sparse:
+                pairs = np.frombuffer(data, _PAIR_DTYPES[code])
+                gaps, counts = pairs["gap"].astype(np.int64), pairs["count"].astype(np.int64)
+                batch.add_sparse_runs(g, o, lens, z, gaps, counts)
+            else:
+                batch.add_runs(g, o, lens, z, np.frombuffer(data, _RUN_DTYPES[code]).astype(np.int64))
+        return sums
 
     def decode(self, blob: bytes, base: int) -> EdgeStats:
         f = self.decode_fields(blob, base)

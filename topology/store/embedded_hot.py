@@ -8,13 +8,14 @@ operations, and gives exactly what folding :meth:`EdgeStats.merge` over the wind
 order gives (sums are accumulated slot by slot, in time order).
 
 Columns: window start (int64), the numeric fields (float64/int64, allocated for a layer only once a
-non-zero value shows up: a NETWORK ring has no latency columns), the latency sketches (an object
-column of :class:`LatencySketch` or None, merged per edge in Python), health (int8), the interned
+non-zero value shows up: a NETWORK ring has no latency columns), the latency sketches (numeric
+columns and one ``bytes`` of counts per window, ``embedded_sketches.py``: merged and fed to quantiles
+vectorised), health (int8), the interned
 set-like fields (protocol, ports, intermediaries, endpoints, connection type: one int32 id per
 window, since they rarely change from one minute to the next) and the exemplars (an object
 column, TRACE only).
-Memory: about ``R x (8 + 8 per numeric column + 5)`` bytes per edge plus the sketches (~100-200
-buckets each, shared with the caller's objects where it keeps them), ~1.2 KB per NETWORK edge.
+Memory: about ``R x (8 + 8 per numeric column + 5)`` bytes per edge plus the sketches (25 bytes and
+4 per bucket, ~100-200 buckets each), ~1.2 KB per NETWORK edge.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from topology.sketch import EMPTY, LatencySketch, merge_sketches
+from topology.sketch import EMPTY, LatencySketch
 from topology.sketch_batch import QuantileBatch
 from topology.stats import (
     MAX_ENDPOINTS,
@@ -36,6 +37,7 @@ from topology.stats import (
     EdgeStats,
 )
 from topology.store.embedded_codec import stored, stored_sketch
+from topology.store.embedded_sketches import SketchColumns
 from topology.timewindow import MINUTE
 
 _HEALTH = ("UNKNOWN", "HEALTHY", "DEGRADED", "UNHEALTHY")
@@ -97,7 +99,7 @@ class HotRing:
         self.floor = 0  # windows before this may be gone from disk (retention) or from the ring
         self.start: I64 = np.zeros((0, slots), np.int64)
         self.cols: dict[str, npt.NDArray[Any]] = {}
-        self.latency: npt.NDArray[np.object_] | None = None  # LatencySketch or None (unmeasured)
+        self.latency: SketchColumns | None = None  # allocated once a sketch shows up
         self.health = np.zeros((0, slots), np.int8)
         self.attrs = np.zeros((0, slots), np.int32)
         self.exemplars: npt.NDArray[np.object_] | None = None
@@ -119,7 +121,7 @@ class HotRing:
         for k in list(self.cols):
             self.cols[k] = grown(self.cols[k])
         if self.latency is not None:
-            self.latency = grown(self.latency)
+            self.latency = self.latency.grown(cap)
         self.health = grown(self.health)
         self.attrs = grown(self.attrs)
         if self.exemplars is not None:
@@ -165,8 +167,7 @@ class HotRing:
         for name, col in self.cols.items():
             out["col_" + name] = col[:n]
         if self.latency is not None:
-            flat = self.latency[:n].ravel().tolist()
-            out["sketches"] = _blob([None if x is None else stored(x) for x in flat])
+            out["sketches"] = _blob([None if x is None else stored(x) for x in self.latency.flat(n)])
         if self.exemplars is not None:
             out["exemplars"] = _blob([x or None for x in self.exemplars[:n].ravel().tolist()])
         return out
@@ -188,11 +189,10 @@ class HotRing:
         if "latency" in d:
             raise ValueError("a snapshot of power-of-two latency histograms (read from disk instead)")
         if "sketches" in d:
-            ring.latency = np.empty((ring.capacity, slots), object)
-            flat = np.empty(n * slots, object)
-            for i, x in enumerate(_unblob(d["sketches"])):
-                flat[i] = None if x is None else stored_sketch(x)
-            ring.latency[:n] = flat.reshape(n, slots)
+            ring.latency = SketchColumns(ring.capacity, slots)
+            sketches = [None if x is None else stored_sketch(x) for x in _unblob(d["sketches"])]
+            cells = np.arange(n * slots, dtype=np.int64)
+            ring.latency.write(cells // slots, cells % slots, sketches)
         if "exemplars" in d:
             ring.exemplars = np.empty((ring.capacity, slots), object)
             flat = np.empty(n * slots, object)
@@ -253,8 +253,7 @@ class HotRing:
         for vals in ints.values():
             if len(vals) and (vals.max() > _SAFE_INT or vals.min() < -_SAFE_INT):
                 raise OverflowError("a counter too large to sum in int64 (the caller answers it from disk)")
-        if any(x is not None and type(x) is not LatencySketch for x in sketches):
-            raise OverflowError("a latency the ring does not hold (the caller answers it from disk)")
+        SketchColumns.check(sketches)
         # nothing can fail below this line
         self.start[r, s] = t
         columns: list[tuple[str, npt.NDArray[Any]]] = [*floats.items(), *ints.items()]
@@ -267,8 +266,8 @@ class HotRing:
             col[r, s] = vals
         if self.latency is not None or any(x is not None for x in sketches):
             if self.latency is None:
-                self.latency = np.empty((self.capacity, self.slots), object)
-            self.latency[r, s] = _objects(sketches)
+                self.latency = SketchColumns(self.capacity, self.slots)
+            self.latency.write(r, s, sketches)
         self.health[r, s] = [_HEALTH_CODE[h] for h in healths]
         self.attrs[r, s] = [self._intern(a) for a in attrs]
         if self.exemplars is not None or any(exemplars):
@@ -318,12 +317,7 @@ class HotRing:
             col = self.cols.get(name)
             sums.append([0] * len(rows) if col is None else np.where(mask, col[r, s], 0).sum(axis=1).tolist())
         if self.latency is not None:
-            lat = self.latency[r, s]
-            lat[~mask] = None
-            for g, row in zip(groups, lat.tolist(), strict=True):
-                for x in row:
-                    if x is not None:
-                        batch.add(g, x)
+            self.latency.to_batch(r, s, mask, groups, batch)
         return sums[0], sums[1]
 
     def merged(self, rows: Sequence[int], lo: int, end: float) -> list[EdgeStats | None]:
@@ -359,14 +353,8 @@ class HotRing:
         if col is not None:
             lasts = np.where(mask, col[r, s], -np.inf).max(axis=1)
             out["last_seen"] = np.where(np.isinf(lasts), 0.0, lasts).tolist()
-        latency: list[LatencySketch] = [EMPTY] * e
-        if self.latency is not None:
-            lat_rows = self.latency[r, s].tolist()
-            mask_rows = mask.tolist()
-            for i, row in enumerate(lat_rows):
-                found = [x for x, m in zip(row, mask_rows[i], strict=True) if m and x is not None]
-                if found:
-                    latency[i] = found[0] if len(found) == 1 else merge_sketches(found)
+        latency: list[LatencySketch] = (
+            [EMPTY] * e if self.latency is None else self.latency.merged(r, s, mask))
         health = np.where(mask, self.health[r, s], -1).max(axis=1).tolist()
         attrs = np.where(mask, self.attrs[r, s], -1)
         amax = attrs.max(axis=1)
