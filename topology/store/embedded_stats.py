@@ -343,17 +343,7 @@ class StatsSource:
                          batch: QuantileBatch) -> dict[int, tuple[int, int]]:
         """Requests and errors per edge id of the stored windows ``rows``; their sketches go into
         ``batch`` (edge ``e``'s as group ``group[e]``)."""
-        sums: dict[int, tuple[int, int]] = {}
-        decode = self._codec.decode_calls
-        for eid, wstart, blob in rows:
-            requests, errors, lat = decode(blob, wstart)
-            was = sums.get(eid, (0, 0))
-            sums[eid] = (was[0] + requests, was[1] + errors)
-            if type(lat) is tuple:
-                batch.add_stored(group[eid], *lat)
-            elif lat is not None:
-                batch.add(group[eid], lat)
-        return sums
+        return self._codec.calls_into(rows, group, batch)
 
     async def _from_disk(self, recs: Sequence[EdgeRec], span: Span) -> dict[int, EdgeStats]:
         rows = await self._read(span, recs)
