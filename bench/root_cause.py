@@ -22,12 +22,17 @@ over its calls, each call weighted by the error rate and latency growth of the c
 weaker backward edges and a self-loop for a node more anomalous than its callees (MonitorRank's
 random walk, restart 0.15). Incidents are asked only from services that have no other incident of
 the same slot within the depth asked (so each question has one right answer).
+
+Latency is measured in a process set up like the server: its garbage-collector thresholds
+(``service.server.GC_THRESHOLDS``) and the heap frozen once a slot's data is written, as the server
+freezes it once its stores are open (``service.app.freeze_heap``).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import math
 import pathlib
 import random
@@ -38,6 +43,8 @@ from collections import Counter, defaultdict
 import numpy as np
 
 from bench.machine import header, percentiles
+from service.app import freeze_heap
+from service.server import GC_THRESHOLDS
 from topology.catalog import HealthState
 from topology.change import ChangeEvent, ChangeKind
 from topology.model import Direction, EdgeKey, EdgeWindow, Granularity, Layer, NodeKind
@@ -187,6 +194,7 @@ async def run_seed(seed: int, services: int, per_seed: int, per_slot: int, data:
             await stores.catalog.record_health(health)
             for minute in CURRENT_MINUTES:
                 await stores.layers[Layer.IPC].upsert_windows(edge_windows(sim, end + 60 * minute, rng))
+            freeze_heap()  # as the server does once its stores are open
             faults: list[Fault] = sim.incidents_so_far[-len(chosen):] if chosen else []
             roots = {f.root for f in faults}
             callees = _callees(sim)
@@ -214,6 +222,7 @@ async def run_seed(seed: int, services: int, per_seed: int, per_slot: int, data:
             assert all(h.status is HealthState.HEALTHY for h in sim.faults.step(end + 1, end + 2)[1])
         finally:
             await stores.close()
+            gc.unfreeze()  # the slot's store is gone: its objects may be collected again
         slot += 1
 
 
@@ -245,6 +254,7 @@ def accuracy(results: list[dict[str, object]], key: str, k: int) -> float:
 
 
 async def main_async(args: argparse.Namespace) -> None:
+    gc.set_threshold(*GC_THRESHOLDS)  # the server's collector settings (service/server.py)
     results: list[dict[str, object]] = []
     timings: list[float] = []
     cpu: list[float] = []
