@@ -1,6 +1,7 @@
 """GraphQL over HTTP against one server process on the embedded store (Q1, Q2, Q3 of performance.md).
 
     .venv/bin/python -m bench.query_http [--services 1000] [--minutes 60] [--queries 300] [--concurrency 16]
+        [--only q1,q1c,q2,q3]
 
 Writes a synthetic fleet (the heavy-tailed graph of ``bench/store_embedded.py``: three layers, one
 simulated hour of minute windows) plus catalog entries, owners and health into a fresh data
@@ -181,16 +182,18 @@ async def measure(
             await post(client, Q1, {"name": name}, warm)
 
         print(f"# {load()}")
+        phases = set(args.only.split(","))
         samples: list[float] = []
         cpu = ServerCpu(pid)
-        for name in picks:
+        for name in picks if "q1" in phases else ():
             await post(client, Q1, {"name": name}, samples)
-        print(f"{'Q1 sequential':28s} {len(picks)} services: {fmt(percentiles(samples))}"
-              f"{cpu.per_request(len(samples))}")
+        if samples:
+            print(f"{'Q1 sequential':28s} {len(picks)} services: {fmt(percentiles(samples))}"
+                  f"{cpu.per_request(len(samples))}")
 
         samples = []
         cpu = ServerCpu(pid)
-        queue = list(picks) * 2
+        queue = list(picks) * 2 if "q1c" in phases else []
 
         async def worker() -> None:
             while queue:
@@ -199,26 +202,36 @@ async def measure(
         t = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(args.concurrency)))
         wall = time.perf_counter() - t
-        print(f"{'Q1 concurrent':28s} {args.concurrency} clients, {len(samples)} requests: "
-              f"{len(samples) / wall:8.1f} requests/s  {fmt(percentiles(samples))}"
-              f"{cpu.per_request(len(samples))}")
+        if samples:
+            print(f"{'Q1 concurrent':28s} {args.concurrency} clients, {len(samples)} requests: "
+                  f"{len(samples) / wall:8.1f} requests/s  {fmt(percentiles(samples))}"
+                  f"{cpu.per_request(len(samples))}")
 
         samples = []
         cpu = ServerCpu(pid)
-        for _ in range(args.blast_runs):
+        for _ in range(args.blast_runs if "q2" in phases else 0):
             for hub in hubs:
                 await post(client, Q2, {"name": hub}, samples)
-        print(f"{'Q2 blastRadius(depth: 5)':28s} 10 most depended-on x {args.blast_runs}: "
-              f"{fmt(percentiles(samples))}{cpu.per_request(len(samples))}")
+        if samples:
+            print(f"{'Q2 blastRadius(depth: 5)':28s} 10 most depended-on x {args.blast_runs}: "
+                  f"{fmt(percentiles(samples))}{cpu.per_request(len(samples))}")
 
         at = datetime.fromtimestamp(now - 30 * 60, tz=UTC).isoformat()
         samples = []
         cpu = ServerCpu(pid)
-        for name in picks:
+        for name in picks if "q3" in phases else ():
             await post(client, Q3, {"name": name, "at": at}, samples)
-        print(f"{'Q3 at -30 min, 5 min window':28s} {len(picks)} services: {fmt(percentiles(samples))}"
-              f"{cpu.per_request(len(samples))}")
+        if samples:
+            print(f"{'Q3 at -30 min, 5 min window':28s} {len(picks)} services: {fmt(percentiles(samples))}"
+                  f"{cpu.per_request(len(samples))}")
         print(f"# {load()}")
+
+
+def _phases(text: str) -> str:
+    unknown = set(text.split(",")) - {"q1", "q1c", "q2", "q3"}
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown phases {sorted(unknown)}: use q1, q1c, q2, q3")
+    return text
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -228,6 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--queries", type=int, default=300)
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--blast-runs", type=int, default=10)
+    p.add_argument("--only", default="q1,q1c,q2,q3", type=_phases,
+                   help="the phases to run, comma-separated (q1: Q1 sequential, q1c: Q1 concurrent, q2, q3)")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--data-dir", help="where to build the store (default: a temporary directory)")
     p.add_argument("--reuse", action="store_true",

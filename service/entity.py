@@ -307,6 +307,10 @@ class DependencyConnection:
     failed_layers: list[LayerFailure] = strawberry.field(description="The layers that did not.")
 
 
+def _DEP_ORDER(d: query.Dependency) -> tuple[int, str]:
+    return (d.depth, d.name)
+
+
 def dependency_connection(
     deps: Sequence[query.Dependency],
     first: int,
@@ -315,7 +319,7 @@ def dependency_connection(
     at: float,
     walk: query.UnifiedTraversal,
 ) -> DependencyConnection:
-    page, has_next, has_prev = page_slice(deps, lambda d: (d.depth, d.name), first, after)
+    page, has_next, has_prev = page_slice(deps, _DEP_ORDER, first, after)
     edges = [
         DependencyEdge(
             cursor=encode_cursor("dep", d.depth, d.name),
@@ -385,11 +389,13 @@ class BlastRadius:
     at: strawberry.Private[float]
 
     @strawberry.field(description="The affected services, ordered by (depth, name).")
-    def services(self, info: strawberry.Info, first: int | None = None,
-                 after: str | None = None) -> DependencyConnection:
+    async def services(self, info: strawberry.Info, first: int | None = None,
+                       after: str | None = None) -> DependencyConnection:
         ctx = context_of(info)
         n = check_first(first, ctx.config)
         after_key = None if after is None else decode_cursor(after, "dep", (int, str))
+        page, _, _ = page_slice(self.result.affected, _DEP_ORDER, n, after_key)
+        await self.result.traversal.fetch_edges(page)  # the walk may have read names only
         return dependency_connection(self.result.affected, n, after_key, self.range_seconds, self.at,
                                      self.result.traversal)
 

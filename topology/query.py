@@ -15,6 +15,12 @@ frontier in one ``neighbors`` call, the calls run together, and the union of the
 next frontier. Each node is reported once, at its smallest depth, with ``via`` = the node it was
 reached from (the smallest name when several frontier nodes reach it at the same depth).
 
+A blast radius needs names only (counts by tier, teams): when every layer asked keeps its present
+edges in memory (:meth:`~topology.store.base.LayerStore.adjacency`), it walks their union as integer
+arrays (:mod:`topology.adjacency`) - the same levels, depths and ``via`` as the level-by-level walk -
+and reads the edges of the reached nodes from the layers only when someone reads them
+(:meth:`UnifiedTraversal.fetch_edges`, e.g. for one page of the affected services).
+
 This module is pure apart from calling the store interface: no clock, no network, no disk.
 """
 
@@ -26,6 +32,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TypeVar
 
+from topology.adjacency import Adjacency, union
+from topology.adjacency import walk as walk_levels
 from topology.catalog import Owner, ServiceInfo
 from topology.model import ALL_LAYERS, Direction, EdgeSummary, Granularity, Layer, NodeKind
 from topology.stats import EdgeStats
@@ -106,10 +114,16 @@ class _Walked:
 
     __slots__ = ("_answers", "_index")
 
+    #: Whether every walked edge is here (False: only those fetched for the nodes asked about).
+    complete = True
+
     def __init__(self) -> None:
         # (layer, the frontier asked about, upstream, the answer), in the order they came
         self._answers: list[tuple[Layer, set[str], bool, Sequence[EdgeSummary]]] = []
         self._index: _ByLayer | None = None
+
+    async def fetch(self, deps: Iterable[Dependency]) -> None:
+        """Make the edges of ``deps`` readable (they are: a level walk keeps what it walked)."""
 
     def add(self, layer: Layer, frontier: set[str], upstream: bool, answer: Sequence[EdgeSummary]) -> None:
         self._answers.append((layer, frontier, upstream, answer))
@@ -131,6 +145,38 @@ class _Walked:
                         mine[k] = summary
             self._index = index
         return index
+
+
+class _Fetched(_Walked):
+    """The edges of a walk over kept adjacency: nothing until :meth:`fetch` reads, from each layer, the
+    edges between the nodes asked about and their ``via`` (one ``neighbors`` call per layer)."""
+
+    __slots__ = ("_ask", "_fetched")
+
+    complete = False
+
+    def __init__(
+        self, layer_stores: Mapping[Layer, LayerStore], layers: Sequence[Layer], upstream: bool,
+        granularity: Granularity, time: TimeRange, now: float, with_stats: bool,
+    ) -> None:
+        super().__init__()
+        self._ask = (layer_stores, layers, upstream, granularity, time, now, with_stats)
+        self._fetched: set[str] = set()  # the ``via`` nodes whose edges are here
+
+    async def fetch(self, deps: Iterable[Dependency]) -> None:
+        layer_stores, layers, upstream, granularity, time, now, with_stats = self._ask
+        near = sorted({d.via for d in deps} - self._fetched)
+        if not near:
+            return
+        direction = Direction.UPSTREAM if upstream else Direction.DOWNSTREAM
+        answers = await asyncio.gather(*(
+            layer_stores[layer].neighbors(near, direction, granularity, time, now, with_stats=with_stats)
+            for layer in layers
+        ))
+        frontier = set(near)
+        for layer, answer in zip(layers, answers, strict=True):
+            self.add(layer, frontier, upstream, answer)
+        self._fetched.update(near)
 
 
 class Dependency:
@@ -157,6 +203,8 @@ class Dependency:
         if edge is None:
             k = self._key
             found = [(layer, m[k]) for layer, m in self._walked.by_layer().items() if k in m]
+            if not found:
+                raise RuntimeError(f"the edge {k} was not read: await UnifiedTraversal.fetch_edges first")
             if len(found) == 1:
                 ((layer, only),) = found
                 edge = MergedEdge(k[0], k[1], ((layer, only.stats),), only.source_kind, only.target_kind)
@@ -197,7 +245,14 @@ class UnifiedTraversal:
     @property
     def walked(self) -> _ByLayer:
         """Every edge walked, by layer (in the order the layers were asked in)."""
+        if not self.walks.complete:
+            raise RuntimeError("a walk over kept adjacency keeps no edges: read Dependency.edge instead")
         return self.walks.by_layer()
+
+    async def fetch_edges(self, deps: Iterable[Dependency]) -> None:
+        """Read the edges of these reached nodes, if the walk did not keep them (before reading
+        ``edge`` or ``kind`` of any of them)."""
+        await self.walks.fetch(deps)
 
     @cached_property
     def edges(self) -> tuple[MergedEdge, ...]:
@@ -413,6 +468,53 @@ async def traverse(
     )
 
 
+async def _kept_adjacency(
+    layer_stores: Mapping[Layer, LayerStore], active: Sequence[Layer], granularity: Granularity,
+    time: TimeRange, now: float,
+) -> Adjacency | None:
+    """The union of the active layers' kept adjacency, or None unless every one of them keeps one
+    (a layer that fails here is left to the level walk, which reports it)."""
+    answers = await asyncio.gather(*(
+        _guard(layer, layer_stores[layer].adjacency(granularity, time, now)) for layer in active
+    ))
+    parts = [a for a in answers if isinstance(a, Adjacency)]
+    return union(parts) if parts and len(parts) == len(answers) else None
+
+
+async def _traverse_kept(
+    layer_stores: Mapping[Layer, LayerStore],
+    root_names: tuple[str, ...],
+    direction: Direction,
+    depth: int,
+    *,
+    layers: Iterable[Layer] | None,
+    granularity: Granularity,
+    time: TimeRange,
+    now: float,
+    with_stats: bool,
+) -> UnifiedTraversal | None:
+    """:func:`traverse` over the layers' kept adjacency (None when a layer keeps none); the walked
+    edges are read later, for the nodes someone asks about (:meth:`UnifiedTraversal.fetch_edges`)."""
+    asked, active, failures = _start(layer_stores, layers)
+    if not active:
+        return None
+    adjacency = await _kept_adjacency(layer_stores, active, granularity, time, now)
+    if adjacency is None:
+        return None
+    upstream = direction is Direction.UPSTREAM
+    walks = _Fetched(layer_stores, active, upstream, granularity, time, now, with_stats)
+    reached: list[Dependency] = []
+    for level in walk_levels(adjacency, root_names, upstream, depth):
+        d = level.depth
+        for name, via in zip(level.names, level.via, strict=True):
+            k = (via, name) if upstream else (name, via)
+            reached.append(Dependency(name, d, via, k, upstream, walks))
+    return UnifiedTraversal(
+        roots=root_names, direction=direction, layers=asked, reached=tuple(reached),
+        failures=tuple(failures), walks=walks,
+    )
+
+
 # -- flat graph ------------------------------------------------------------------------------------
 NodeSelector = Callable[[Sequence[str]], Awaitable[set[str]]]
 """Given node names, return the subset that passes a filter (one batched look-up)."""
@@ -543,16 +645,28 @@ async def blast_radius(
     tiers: frozenset[int] | None = None,
     domains: frozenset[str] | None = None,
     with_stats: bool = True,
+    kept: bool = True,
 ) -> BlastRadius:
     """Everything that (transitively) calls ``root``: the services to worry about and the teams to
     tell. Tier/domain filters choose which services are counted; the walk passes through the rest.
     Catalog entries are looked up by node name (one batched call), so use APP granularity for teams.
     ``with_stats=False`` when the caller reads no edge stats (the counts and teams never do).
+    ``kept``: walk the layers' kept adjacency when they all keep one (then await
+    ``traversal.fetch_edges(deps)`` before reading the edges of ``deps``); False: level by level.
     """
-    walk = await traverse(
-        layer_stores, [root], Direction.DOWNSTREAM, depth,
-        layers=layers, granularity=granularity, time=time, now=now, with_stats=with_stats,
-    )
+    if depth < 0:
+        raise ValueError(f"depth must be >= 0, got {depth}")
+    walk = None
+    if kept:
+        walk = await _traverse_kept(
+            layer_stores, (root,), Direction.DOWNSTREAM, depth,
+            layers=layers, granularity=granularity, time=time, now=now, with_stats=with_stats,
+        )
+    if walk is None:
+        walk = await traverse(
+            layer_stores, [root], Direction.DOWNSTREAM, depth,
+            layers=layers, granularity=granularity, time=time, now=now, with_stats=with_stats,
+        )
     infos = await catalog.services([d.name for d in walk.reached]) if walk.reached else {}
     affected = tuple(d for d in walk.reached if matches_filter(infos.get(d.name), tiers, domains))
     names = [d.name for d in affected]

@@ -37,6 +37,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from tests.topology.blast import assert_kept_walk_is_level_walk
 from topology.catalog import (
     AddressKind,
     AddressLease,
@@ -830,6 +831,59 @@ class StoreContract:
                 assert sorted(pairs(got.edges)) == want_edges
 
     # -- listing ---------------------------------------------------------------------------------------
+    # -- kept adjacency (optional) ---------------------------------------------------------------------
+    async def test_kept_adjacency_is_every_present_edge_after_each_write(
+        self, stores_factory: StoresFactory
+    ) -> None:
+        # ``adjacency`` is None (not offered) or exactly what ``edges`` answers, whatever was written,
+        # rolled up or deleted since it was last asked
+        stores = await stores_factory.fresh(Retention(minute=6 * HOUR, hour=2 * DAY, day=7 * DAY))
+        net = stores.layers[NET]
+        now = LIVE_NOW
+        ranges = {"live": LIVE, "past": TimeRange(now - 40 * MINUTE, now - 30 * MINUTE),
+                  "day": TimeRange.ending_at(now, DAY), "hour 0": TimeRange(T0, T0 + HOUR)}
+
+        async def check(what: str, at: float = now) -> None:
+            for name, rng in ranges.items():
+                for gran in (APP, CLUSTER):
+                    adjacency = await net.adjacency(gran, rng, at)
+                    if adjacency is not None:
+                        assert adjacency.pairs() == pairs(await net.edges(gran, rng, at)), f"{what}: {name}"
+
+        await check("empty")
+        await self._traversal_graph(stores)
+        await check("the traversal graph")
+        await net.upsert_windows(minutes("a", "b", now - 10 * MINUTE, 1, requests=99))  # a present edge again
+        await check("a present edge's window written again")
+        await net.upsert_windows([win("n", "a", now - 2 * MINUTE), win("p", "a", now - 35 * MINUTE)])
+        await check("new edges, one live and one past")
+        await net.upsert_windows([win("a-prod-v1", "b-prod-v2", now - 3 * MINUTE, gran=CLUSTER)])
+        await check("a cluster edge")
+        await net.rollup(now)
+        await check("rolled up")
+        await net.upsert_windows([win("late", "a", T0 + 20 * MINUTE)])  # into an hour already rolled up
+        await check("a late minute")
+        await net.rollup(now + 3 * DAY)
+        await check("past minute and hour retention", now + 3 * DAY)
+        await net.rollup(now + 9 * DAY)
+        await check("everything deleted", now + 9 * DAY)
+
+    async def test_blast_radius_over_kept_adjacency_is_the_level_walk(self, stores: Stores) -> None:
+        await self._traversal_graph(stores)
+        await stores.layers[IPC].upsert_windows(
+            [*minutes("y", "e", LIVE_NOW - 5 * MINUTE, 2, layer=IPC),
+             win("e", "q", LIVE_NOW - 5 * MINUTE, layer=IPC, target_kind=NodeKind.MESSAGING)])
+        await stores.layers[TRACE].upsert_windows(minutes("z", "y", LIVE_NOW - 4 * MINUTE, 1, layer=TRACE))
+        await stores.catalog.upsert_services([
+            ServiceInfo("a", 0, "core", Owner("core", "core@example.com")),
+            ServiceInfo("b", 1, "core", Owner("core", None, "#core")),
+            ServiceInfo("y", 1, "edge", Owner("edge")), ServiceInfo("x", 2, "edge", None)])
+        for root in ("f", "e", "d", "a", "q", "gone", "nobody"):
+            for depth in (0, 1, 2, 4, 6):
+                await assert_kept_walk_is_level_walk(stores, root, depth, time=LIVE, now=LIVE_NOW)
+            await assert_kept_walk_is_level_walk(stores, root, 6, time=TimeRange(T0, LIVE_NOW), now=LIVE_NOW,
+                                                 tiers=frozenset({1}), layers=[NET, IPC])
+
     async def test_edges_are_sorted_and_paginated_by_keyset(self, stores: Stores) -> None:
         net = stores.layers[NET]
         want = [("a", "b"), ("a", "c"), ("a", "z"), ("b", "a"), ("c", "d"), ("m", "n"), ("z", "a")]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import pathlib
+import random
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -18,7 +19,9 @@ from tests.service.fleet import (
     TRACE_API_ORDERS,
     fill,
 )
+from tests.topology.blast import assert_kept_walk_is_level_walk
 from topology import query
+from topology.catalog import Owner, ServiceInfo
 from topology.model import Direction, EdgeKey, EdgeWindow, Granularity, Layer, NodeKind
 from topology.stats import EdgeStats
 from topology.store.base import Stores
@@ -290,3 +293,104 @@ def test_matches_filter() -> None:
 
 def test_live_window_start_is_inside_the_live_range() -> None:
     assert LIVE_RANGE.overlaps(LIVE, LIVE + 60) and not LIVE_RANGE.overlaps(PAST, PAST + 60)
+
+
+# -- the blast radius over kept adjacency against the level walk -------------------------------------
+@pytest.mark.parametrize("depth", [0, 1, 2, 3, 5, 10])
+async def test_kept_blast_radius_is_the_level_walk_on_the_hand_built_fleet(
+    stores: Stores, depth: int
+) -> None:
+    past = TimeRange(PAST - 300, PAST + 300)
+    for root in ["payments", "orders", "api", "orders-db", "ledger", "legacy", "user", "nobody"]:
+        for kw in ({}, {"layers": [IPC, TRC]}, {"layers": [NET]}, {"tiers": frozenset({0, 1})},
+                   {"domains": frozenset({"core", "edge"})}, {"time": past}, {"with_stats": False}):
+            kw = {"time": LIVE_RANGE, **kw}
+            await assert_kept_walk_is_level_walk(stores, root, depth, now=NOW, **kw)
+    await assert_kept_walk_is_level_walk(stores, "orders-prod-v3", depth, time=LIVE_RANGE, now=NOW,
+                                         granularity=Granularity.CLUSTER)
+
+
+async def test_kept_blast_radius_reads_only_the_edges_asked_for(stores: Stores) -> None:
+    r = await query.blast_radius(stores.layers, stores.catalog, "payments", 10, time=LIVE_RANGE, now=NOW)
+    first = r.affected[:1]
+    with pytest.raises(RuntimeError, match="fetch_edges"):
+        _ = first[0].edge
+    with pytest.raises(RuntimeError, match="keeps no edges"):
+        _ = r.traversal.walked
+    await r.traversal.fetch_edges(first)
+    dep = first[0]
+    assert (dep.name, dep.edge.key, dep.edge.layers) == ("orders", ("orders", "payments"), (IPC,))
+    with pytest.raises(RuntimeError, match="fetch_edges"):
+        _ = r.affected[1].edge
+
+
+async def test_kept_blast_radius_is_the_level_walk_on_random_layered_graphs(tmp_path: pathlib.Path) -> None:
+    # three layers that share some nodes and edges, cycles and self-loops, edges that left the live
+    # window, kinds that disagree between layers, a catalog with tiers, domains and shared teams
+    rnd = random.Random(5)
+    stores = open_stores(tmp_path / "random")
+    try:
+        names = [f"s{i:02d}" for i in range(40)]
+        windows = []
+        for layer in Layer:
+            for _ in range(90):
+                src, dst = rnd.choice(names), rnd.choice(names)
+                start = rnd.choice([LIVE, LIVE - 60, NOW - 1800, PAST])
+                kind = rnd.choice([NodeKind.SERVICE, NodeKind.SERVICE, NodeKind.DATABASE, NodeKind.UNKNOWN])
+                windows.append(EdgeWindow(EdgeKey(layer, Granularity.APP, src, dst), int(start), 60,
+                                          EdgeStats(requests=rnd.randint(1, 99)), NodeKind.SERVICE, kind))
+        for layer in Layer:
+            await stores.layers[layer].upsert_windows([w for w in windows if w.key.layer is layer])
+        await stores.catalog.upsert_services([
+            ServiceInfo(n, rnd.choice([0, 1, 2, None]), rnd.choice(["a", "b"]),
+                        rnd.choice([None, Owner(f"team-{i % 7}", rnd.choice([None, f"t{i % 7}@x"]))]))
+            for i, n in enumerate(names) if rnd.random() < 0.8])
+        ranges = [LIVE_RANGE, TimeRange(NOW - 2400, NOW - 1200), TimeRange.ending_at(NOW, 3 * 3600)]
+        for root in rnd.sample(names, 12):
+            for depth in (1, 2, 3, 5, 8):
+                for time in ranges:
+                    await assert_kept_walk_is_level_walk(stores, root, depth, time=time, now=NOW)
+                await assert_kept_walk_is_level_walk(stores, root, depth, time=LIVE_RANGE, now=NOW,
+                                                     tiers=frozenset({0}), layers=[Layer.IPC, Layer.NETWORK])
+    finally:
+        await stores.close()
+
+
+async def test_kept_blast_radius_follows_writes(stores: Stores) -> None:
+    # a new caller of payments appears in the live window, then one of its windows is re-written: the
+    # kept walk sees what the level walk sees after each write
+    await assert_kept_walk_is_level_walk(stores, "payments", 10, time=LIVE_RANGE, now=NOW)
+    new = EdgeWindow(EdgeKey(TRC, Granularity.APP, "batch", "payments"), int(LIVE), 60,
+                     EdgeStats(requests=5), NodeKind.SERVICE, NodeKind.SERVICE)
+    await stores.layers[TRC].upsert_windows([new])
+    r = await assert_kept_walk_is_level_walk(stores, "payments", 10, time=LIVE_RANGE, now=NOW)
+    assert ("batch", 1, "payments") in [(d.name, d.depth, d.via) for d in r.affected]
+    await stores.layers[TRC].upsert_windows([new])
+    await assert_kept_walk_is_level_walk(stores, "payments", 10, time=LIVE_RANGE, now=NOW)
+
+
+async def test_kept_blast_radius_is_the_level_walk_on_the_simulated_fleet(tmp_path: pathlib.Path) -> None:
+    # the simulator's fleet through the real pipeline (tests/e2e/simfleet.py): the most depended-on
+    # services and a sample of the others, at several depths, filtered and not
+    from tests.e2e.simfleet import fill as simulate
+
+    await simulate(tmp_path / "sim", services=200, minutes=2.0, end=NOW)
+    stores = open_stores(tmp_path / "sim")
+    try:
+        callers: dict[str, int] = {}
+        for layer in Layer:
+            for e in await stores.layers[layer].edges(Granularity.APP, LIVE_RANGE, NOW):
+                callers[e.key.target] = callers.get(e.key.target, 0) + 1
+        assert len(callers) > 100
+        hubs = sorted(callers, key=lambda n: (-callers[n], n))[:8]
+        rnd = random.Random(3)
+        for root in hubs + rnd.sample(sorted(callers), 12):
+            for depth in (1, 3, 5, 10):
+                await assert_kept_walk_is_level_walk(stores, root, depth, time=LIVE_RANGE, now=NOW,
+                                                     with_stats=depth != 3)
+            await assert_kept_walk_is_level_walk(stores, root, 5, time=LIVE_RANGE, now=NOW,
+                                                 tiers=frozenset({0, 1}), layers=[Layer.IPC, Layer.TRACE])
+        big = await query.blast_radius(stores.layers, stores.catalog, hubs[0], 5, time=LIVE_RANGE, now=NOW)
+        assert len(big.affected) > 20 and big.teams  # the walk has something to compare
+    finally:
+        await stores.close()

@@ -25,6 +25,8 @@ Contract (checked by ``tests/store/contract.py`` against every implementation):
 * ``neighbors`` expands one hop for a set of nodes, ``traverse`` walks many hops inside one layer.
   ``call_metrics`` answers what ``neighbors`` answers, each edge's stats reduced to
   :class:`~topology.metric.CallMetrics` (a backend may answer it without merging whole stats).
+  ``adjacency`` (optional: None when not offered) answers every present edge at once as integer
+  arrays, for walks that need no edge stats (a blast radius).
   Tier/domain filters are not the store's concern: callers filter results, traversal passes through.
 * Errors: :class:`StoreUnavailable` when the backend cannot be reached (callers report the layer as
   UNAVAILABLE and keep answering from the other layers); ``ValueError`` for bad arguments.
@@ -37,6 +39,7 @@ import dataclasses
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from topology.adjacency import Adjacency
 from topology.catalog import AddressLease, HealthEvent, HealthStatus, ServiceInfo, TraceSummary
 from topology.change import ChangeEvent
 from topology.metric import CallMetrics
@@ -134,6 +137,13 @@ class LayerStore(abc.ABC):
         them more cheaply overrides it with the same answers."""
         return [(s.key, CallMetrics.of(s.stats))
                 for s in await self.neighbors(names, direction, granularity, time, now)]
+
+    async def adjacency(self, granularity: Granularity, time: TimeRange, now: float) -> Adjacency | None:
+        """Every edge :meth:`edges` answers for ``time`` and ``now`` (the same windows read), as integer
+        adjacency, when this backend keeps its graph in memory; None when it does not (this default):
+        callers then walk with :meth:`neighbors`. Answered from memory, and kept for the next calls
+        while writes leave the set of present edges as it is."""
+        return None
 
     @abc.abstractmethod
     async def traverse(

@@ -51,6 +51,7 @@ from functools import partial
 from operator import attrgetter
 from typing import Any
 
+from topology.adjacency import Adjacency
 from topology.metric import CallMetrics
 from topology.model import (
     Direction,
@@ -67,6 +68,7 @@ from topology.model import (
 from topology.sketch import LatencySketch
 from topology.stats import EdgeStats
 from topology.store.base import LayerStore, RollupReport, StoreUnavailable
+from topology.store.embedded_adjacency import KeptAdjacency
 from topology.store.embedded_codec import CODEC, OLD_CODECS, StatsCodec, merge_fields
 from topology.store.embedded_db import Database
 from topology.store.embedded_index import SLOT, EdgeRec, GraphIndex, add_interval, array_from, overlaps
@@ -223,6 +225,7 @@ class EmbeddedLayerStore(LayerStore):
         self._bare: dict[tuple[Granularity, bool, str], tuple[Plan, list[EdgeSummary]]] = {}  # no stats
         self._pending: set[tuple[int, int]] = set()  # pending_rollup's periods, as in the file
         self._rollups = Rollups()  # what reads plan with: the last roll-up's clock and ``_pending``
+        self._adjacency = KeptAdjacency(self._index)  # present edges per range, as integer arrays
         try:
             self._load()
         except BaseException:
@@ -409,7 +412,7 @@ class EmbeddedLayerStore(LayerStore):
                     if wstart > self._top_minute:
                         self._top_minute = wstart
             self._stats.on_windows(items)
-            self._forget_near(rec for rec, _, _, _ in items)
+            self._forget_near([rec for rec, _, _, _ in items])
             if self._top_minute - self._checkpoint >= CHECKPOINT_SECONDS:
                 await self._save_spans()
 
@@ -561,6 +564,7 @@ class EmbeddedLayerStore(LayerStore):
             self._index.remove(rec)
             self._stats.forget(rec)
             self._dirty.discard(rec.id)
+        self._adjacency.clear()  # built while trimming, or holding removed edges
         if empty:
             ids = [(r.id,) for r in empty]
 
@@ -653,7 +657,9 @@ class EmbeddedLayerStore(LayerStore):
     async def _summaries(self, recs: list[EdgeRec], plan: Plan) -> list[EdgeSummary]:
         return await self._stats.summaries(recs, plan)
 
-    def _forget_near(self, recs: Iterable[EdgeRec]) -> None:
+    def _forget_near(self, recs: Sequence[EdgeRec]) -> None:
+        """What was remembered of these edges' ends (they were just written) is gone."""
+        self._adjacency.changed(recs)
         cache, bare = self._near, self._bare
         if not cache and not bare:
             return
@@ -683,6 +689,13 @@ class EmbeddedLayerStore(LayerStore):
         for name in wanted:  # an edge is listed under one end only: no duplicates
             out.extend(lists[name])
         return out
+
+    async def adjacency(self, granularity: Granularity, time: TimeRange, now: float) -> Adjacency:
+        # kept per plan until a write makes an edge come or go there (embedded_adjacency.py), with
+        # the test of presence ``_present`` applies
+        self._check()
+        plan = self._plan(time, now)
+        return self._adjacency.get(granularity, plan, _presence(plan))
 
     async def call_metrics(
         self,
