@@ -387,12 +387,21 @@ async def traverse(
     time: TimeRange,
     now: float,
     with_stats: bool = True,
+    kept: bool = False,
 ) -> UnifiedTraversal:
     """Walk up to ``depth`` hops from ``roots`` over the union of ``layers`` (all when None).
-    ``with_stats=False``: the caller reads no edge stats (they may be empty; the walk is the same)."""
+    ``with_stats=False``: the caller reads no edge stats (they may be empty; the walk is the same).
+    ``kept``: walk the layers' kept adjacency when every one keeps one (the same answer, without a
+    store call per level); the edges of reached nodes are then read only by
+    :meth:`UnifiedTraversal.fetch_edges` (await it before reading ``edge`` or ``kind``)."""
     if depth < 0:
         raise ValueError(f"depth must be >= 0, got {depth}")
     root_names = tuple(sorted(set(roots)))
+    if kept:
+        found = await _traverse_kept(layer_stores, root_names, direction, depth, layers=layers,
+                                     granularity=granularity, time=time, now=now, with_stats=with_stats)
+        if found is not None:
+            return found
     asked, active, failures = _start(layer_stores, layers)
     seen: set[str] = set(root_names)
     frontier: list[str] = list(root_names)
@@ -651,22 +660,13 @@ async def blast_radius(
     tell. Tier/domain filters choose which services are counted; the walk passes through the rest.
     Catalog entries are looked up by node name (one batched call), so use APP granularity for teams.
     ``with_stats=False`` when the caller reads no edge stats (the counts and teams never do).
-    ``kept``: walk the layers' kept adjacency when they all keep one (then await
-    ``traversal.fetch_edges(deps)`` before reading the edges of ``deps``); False: level by level.
+    ``kept`` (as in :func:`traverse`; then await ``traversal.fetch_edges(deps)`` before reading the
+    edges of ``deps``); False: level by level.
     """
-    if depth < 0:
-        raise ValueError(f"depth must be >= 0, got {depth}")
-    walk = None
-    if kept:
-        walk = await _traverse_kept(
-            layer_stores, (root,), Direction.DOWNSTREAM, depth,
-            layers=layers, granularity=granularity, time=time, now=now, with_stats=with_stats,
-        )
-    if walk is None:
-        walk = await traverse(
-            layer_stores, [root], Direction.DOWNSTREAM, depth,
-            layers=layers, granularity=granularity, time=time, now=now, with_stats=with_stats,
-        )
+    walk = await traverse(
+        layer_stores, [root], Direction.DOWNSTREAM, depth,
+        layers=layers, granularity=granularity, time=time, now=now, with_stats=with_stats, kept=kept,
+    )
     infos = await catalog.services([d.name for d in walk.reached]) if walk.reached else {}
     affected = tuple(d for d in walk.reached if matches_filter(infos.get(d.name), tiers, domains))
     names = [d.name for d in affected]

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from topology import query
+from topology.model import Direction
 from topology.store.base import Stores
 
 
@@ -48,3 +49,18 @@ async def assert_kept_walk_is_level_walk(
         assert [(e.key, e.layers, e.source_kind, e.target_kind, k) for e, k in got] == [
             (e.key, e.layers, e.source_kind, e.target_kind, k) for e, k in want], what
     return kept
+
+
+async def assert_kept_traverse_is_level_traverse(
+    stores: Stores, roots: list[str], direction: Direction, depth: int, **kw: Any
+) -> None:
+    """``query.traverse(..., kept=True)`` against the level walk, in either direction."""
+    kept = await query.traverse(stores.layers, roots, direction, depth, kept=True, **kw)
+    level = await query.traverse(stores.layers, roots, direction, depth, **kw)
+    what = f"traverse {direction.value} from {roots}, depth {depth}, {kw}"
+    assert [(d.name, d.depth, d.via) for d in kept.reached] == [
+        (d.name, d.depth, d.via) for d in level.reached], what
+    assert (kept.roots, kept.layers, kept.answered, kept.failures) == (
+        level.roots, level.layers, level.answered, level.failures), what
+    await kept.fetch_edges(kept.reached)
+    assert [(d.edge, d.kind) for d in kept.reached] == [(d.edge, d.kind) for d in level.reached], what

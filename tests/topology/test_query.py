@@ -19,7 +19,7 @@ from tests.service.fleet import (
     TRACE_API_ORDERS,
     fill,
 )
-from tests.topology.blast import assert_kept_walk_is_level_walk
+from tests.topology.blast import assert_kept_traverse_is_level_traverse, assert_kept_walk_is_level_walk
 from topology import query
 from topology.catalog import Owner, ServiceInfo
 from topology.model import Direction, EdgeKey, EdgeWindow, Granularity, Layer, NodeKind
@@ -308,6 +308,11 @@ async def test_kept_blast_radius_is_the_level_walk_on_the_hand_built_fleet(
             await assert_kept_walk_is_level_walk(stores, root, depth, now=NOW, **kw)
     await assert_kept_walk_is_level_walk(stores, "orders-prod-v3", depth, time=LIVE_RANGE, now=NOW,
                                          granularity=Granularity.CLUSTER)
+    for root in ["api", "edge-gateway", "user", "orders"]:
+        await assert_kept_traverse_is_level_traverse(stores, [root], Direction.UPSTREAM, depth,
+                                                     time=LIVE_RANGE, now=NOW)
+        await assert_kept_traverse_is_level_traverse(stores, [root, "payments"], Direction.UPSTREAM, depth,
+                                                     time=past, now=NOW, layers=[NET, TRC])
 
 
 async def test_kept_blast_radius_reads_only_the_edges_asked_for(stores: Stores) -> None:
@@ -352,6 +357,8 @@ async def test_kept_blast_radius_is_the_level_walk_on_random_layered_graphs(tmp_
                     await assert_kept_walk_is_level_walk(stores, root, depth, time=time, now=NOW)
                 await assert_kept_walk_is_level_walk(stores, root, depth, time=LIVE_RANGE, now=NOW,
                                                      tiers=frozenset({0}), layers=[Layer.IPC, Layer.NETWORK])
+                await assert_kept_traverse_is_level_traverse(stores, [root, "s00"], Direction.UPSTREAM, depth,
+                                                             time=LIVE_RANGE, now=NOW)
     finally:
         await stores.close()
 
