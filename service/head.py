@@ -42,6 +42,7 @@ class _BoundedHead(HttpToolsProtocol):
 
     _in_body = False
     _pending = 0  # bytes received while a header was still incomplete (httptools keeps them itself)
+    _completed = False  # a request ended inside the bytes being parsed
 
     def data_received(self, data: bytes) -> None:
         if self._refused is not None:
@@ -49,8 +50,11 @@ class _BoundedHead(HttpToolsProtocol):
         in_head = not self._in_body
         if in_head and self._timer is None:  # the first bytes of a request: its head has this long
             self._timer = self.loop.call_later(self.head_timeout, self._too_slow)
+        self._completed = False
         super().data_received(data)
-        if in_head and not self._in_body and self._refused is None:
+        # A request that began and ended in these bytes (head and body in one read: a keep-alive client
+        # posting 100 KB) leaves no head waiting: its bytes are not a head still arriving.
+        if in_head and not self._in_body and self._refused is None and not self._completed:
             # httptools hands over a header only once it is complete: count what it holds meanwhile
             self._pending += len(data)
             if self._pending > self.max_head:
@@ -84,6 +88,7 @@ class _BoundedHead(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         self._in_body = False
         self._pending = 0
+        self._completed = True
         super().on_message_complete()
 
     def on_url(self, url: bytes) -> None:

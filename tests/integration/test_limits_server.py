@@ -279,6 +279,28 @@ def test_a_huge_request_head_is_refused_at_the_head_limit(tmp_path: Path, start:
         ok.close()
 
 
+def test_a_request_whose_head_and_large_body_arrive_in_one_read_is_served(tmp_path: Path) -> None:
+    """A complete request of ~100 KB (keep-alive clients post OTLP batches that size) read at once is
+    not a head over the limit: it was refused with 431 (7 of 347 span posts of a simulated burst)."""
+    from tests.topology.stages.otlp_builders import resource_spans, span, traces
+
+    now = time.time()
+    body = traces(resource_spans("web", [span(n, 1, start=now) for n in range(1, 2001)])).SerializeToString()
+    assert len(body) > 64 * 1024
+    request = (b"POST /v1/traces HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-protobuf\r\n"
+               b"Content-Length: %d\r\n\r\n" % len(body)) + body
+    with serving(tmp_path) as (port, _):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+        for _ in range(3):  # on one keep-alive connection, each request in one write
+            sock.sendall(request)
+            r = http.client.HTTPResponse(sock)
+            r.begin()
+            r.read()
+            assert r.status == 200
+        sock.close()
+        assert refused_count(port, "limit") == 0
+
+
 def test_a_client_that_stops_sending_its_headers_is_cut_off(tmp_path: Path) -> None:
     with serving(tmp_path, TOPOLOGY_READ_TIMEOUT="1s") as (port, _):
         sock = socket.create_connection(("127.0.0.1", port), timeout=30)
