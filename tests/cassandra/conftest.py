@@ -2,7 +2,8 @@
 
 Once per session: ``docker/cassandra/dev.sh start`` (the node of ``make cassandra``, on
 ``CASSANDRA_PORT``, default 19042; a no-op when it already runs) and a JanusGraph Server instance
-named ``cql`` with ``BACKEND=cql`` on ``JANUSGRAPH_CQL_PORT`` (default 18183), keyspaces
+named ``cql`` with ``BACKEND=cql`` on ``JANUSGRAPH_CQL_PORT`` (default 18183; on another port the
+instance is ``cql-<port>``), keyspaces
 ``topology_network``, ``topology_ipc``, ``topology_trace``, ``topology_catalog``. What the session
 started it stops at the end; what already ran is left running. When either cannot start, the tests
 call ``tests.conftest.require(False, ...)``: skipped on a developer machine, a failure with ``CI=true``.
@@ -89,7 +90,8 @@ def cassandra(cassandra_node: CassandraNode) -> Iterator[CassandraNode]:
 @pytest.fixture(scope="session")
 def janusgraph_cql_url(cassandra_node: CassandraNode) -> Iterator[str]:
     port = int(os.environ.get("JANUSGRAPH_CQL_PORT", "18183"))
-    env = dict(os.environ, BACKEND="cql", JANUSGRAPH_INSTANCE="cql", JANUSGRAPH_PORT=str(port),
+    instance = "cql" if port == 18183 else f"cql-{port}"  # `make stop` stops the default one
+    env = dict(os.environ, BACKEND="cql", JANUSGRAPH_INSTANCE=instance, JANUSGRAPH_PORT=str(port),
                CASSANDRA_HOST="127.0.0.1", CASSANDRA_PORT=str(cassandra_node.port),
                JANUSGRAPH_HEAP=os.environ.get("JANUSGRAPH_CQL_HEAP", "768m"))
     was_running = _run(JANUSGRAPH_SH, "status", env, 60)[0] == 0
