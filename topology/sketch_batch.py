@@ -17,6 +17,7 @@ from __future__ import annotations
 from array import array
 from collections.abc import Sequence
 from itertools import chain
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -29,6 +30,7 @@ _BOTTOM, _TOP = _range_of(SCALE)
 _B = _base(SCALE)
 #: The value :meth:`LatencySketch.quantile` gives for each bucket (computed the same way, in Python).
 _Ints = npt.NDArray[np.int64]
+_Counts = npt.NDArray[np.integer[Any]]  # counts in any integer width (summed as floats)
 _VALUES = np.array([float(2.0 * _B ** (b + 1) / (1.0 + _B)) for b in range(_BOTTOM, _TOP + 1)], np.float64)
 
 
@@ -43,8 +45,8 @@ class QuantileBatch:
         self._sparse: tuple[array[int], array[int], array[int], array[int]] = (
             array("q"), array("q"), array("q"), array("q"))
         self._dense_counts: list[Sequence[int]] = []
-        self._runs: list[tuple[_Ints, _Ints, _Ints, _Ints, _Ints]] = []  # dense parts given as arrays
-        self._sparse_runs: list[tuple[_Ints, _Ints, _Ints, _Ints, _Ints, _Ints]] = []  # and sparse ones
+        self._runs: list[tuple[_Ints, _Ints, _Ints, _Ints, _Counts]] = []  # dense parts given as arrays
+        self._sparse_runs: list[tuple[_Ints, _Ints, _Ints, _Ints, _Ints, _Counts]] = []  # and sparse ones
         self._pairs: list[Sequence[int]] = []  # per sparse part: (empty buckets before it, count) pairs
         self._odd: dict[int, list[LatencySketch]] = {}  # groups with a part at another scale
 
@@ -72,14 +74,14 @@ class QuantileBatch:
             parts[2].append(len(values))
             self._dense_counts.append(values)
 
-    def add_runs(self, group: _Ints, offset: _Ints, length: _Ints, zero: _Ints, counts: _Ints) -> None:
+    def add_runs(self, group: _Ints, offset: _Ints, length: _Ints, zero: _Ints, counts: _Counts) -> None:
         """Dense parts at SCALE as arrays: part ``i`` of group ``group[i]`` has ``length[i]`` counts from
         bucket ``offset[i]``, taken in order from ``counts``, and ``zero[i]`` observations at zero."""
         if len(group):
             self._runs.append((group, offset, length, zero, counts))
 
     def add_sparse_runs(self, group: _Ints, offset: _Ints, length: _Ints, zero: _Ints, gaps: _Ints,
-                        counts: _Ints) -> None:
+                        counts: _Counts) -> None:
         """Sparse parts at SCALE as arrays: part ``i`` has ``length[i]`` (empty buckets skipped, count)
         pairs, taken in order from ``gaps`` and ``counts``."""
         if len(group):
@@ -92,7 +94,7 @@ class QuantileBatch:
             np.concatenate([np.frombuffer(a, np.int64), *(run[k] for run in self._runs)])
             for k, a in enumerate(self._dense))
         listed = sum(len(c) for c in self._dense_counts)
-        d_counts = np.concatenate([_flat(self._dense_counts, listed), *(run[4] for run in self._runs)])
+        d_counts = _joined([_flat(self._dense_counts, listed), *(run[4] for run in self._runs)])
         s_group, s_offset, s_len, s_zero = (
             np.concatenate([np.frombuffer(a, np.int64), *(run[k] for run in self._sparse_runs)])
             for k, a in enumerate(self._sparse))
@@ -101,7 +103,7 @@ class QuantileBatch:
         listed = sum(len(p) for p in self._pairs) // 2
         pairs = _flat(self._pairs, 2 * listed).reshape(-1, 2)
         gaps = np.concatenate([pairs[:, 0], *(run[4] for run in self._sparse_runs)])
-        s_counts = np.concatenate([pairs[:, 1], *(run[5] for run in self._sparse_runs)])
+        s_counts = _joined([pairs[:, 1], *(run[5] for run in self._sparse_runs)])
         steps = np.cumsum(gaps + 1)
         s_part = np.repeat(np.arange(len(s_len)), s_len)
         s_buckets = s_offset[s_part] + steps - np.concatenate(([0], steps))[(s_ends - s_len)[s_part]] - 1
@@ -121,9 +123,12 @@ class QuantileBatch:
         base = seg[d_group] + d_offset - lo[d_group] - (np.cumsum(d_len) - d_len)
         d_at = np.repeat(base, d_len) + np.arange(len(d_counts), dtype=np.int64)
         s_at = seg[s_group[s_part]] + s_buckets - lo[s_group[s_part]]
-        flat = np.bincount(np.concatenate((d_at, s_at)),
-                           np.concatenate((d_counts, s_counts)).astype(np.float64),
-                           int(width.sum())).astype(np.int64)
+        # counts summed as floats (exact below 2**53), each kind in its own integer width
+        total = int(width.sum())
+        flat = np.bincount(d_at, d_counts, total) if len(d_at) else np.zeros(total)
+        if len(s_at):
+            flat += np.bincount(s_at, s_counts, total)
+        flat = flat.astype(np.int64)
         zero = np.bincount(np.concatenate((d_group, s_group)), np.concatenate((d_zero, s_zero)), g)
         zero = zero.astype(np.int64)
         cum = np.cumsum(flat)
@@ -166,6 +171,14 @@ class QuantileBatch:
                 pairs = np.stack((gaps[at], counts[at]), axis=1).ravel().tolist()
                 out.append(LatencySketch(SCALE, int(offset[i]), _expand(pairs), int(zero[i])))
         return out
+
+
+def _joined(parts: list[_Counts]) -> _Counts:
+    """The non-empty ``parts`` one after the other, in their own dtype when they share it."""
+    live = [p for p in parts if len(p)]
+    if len(live) == 1:
+        return live[0]
+    return np.concatenate(live) if live else np.zeros(0, np.int64)
 
 
 def _flat(runs: list[Sequence[int]], n: int) -> _Ints:

@@ -652,10 +652,10 @@ class StatsCodec:
             data = b"".join(blobs)
             if sparse:
                 pairs = np.frombuffer(data, _PAIR_DTYPES[code])
-                gaps, counts = pairs["gap"].astype(np.int64), pairs["count"].astype(np.int64)
+                gaps, counts = pairs["gap"].astype(np.int64), pairs["count"]
                 batch.add_sparse_runs(g, o, lens, z, gaps, counts)
             else:
-                batch.add_runs(g, o, lens, z, np.frombuffer(data, _RUN_DTYPES[code]).astype(np.int64))
+                batch.add_runs(g, o, lens, z, np.frombuffer(data, _RUN_DTYPES[code]))
         return sums
 
     def decode(self, blob: bytes, base: int) -> EdgeStats:

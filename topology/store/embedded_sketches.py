@@ -29,6 +29,7 @@ _COUNT = np.dtype("<u4")
 _MAX_COUNT = 2**32 - 1
 
 I64 = npt.NDArray[np.int64]
+Counts = npt.NDArray[np.int64] | npt.NDArray[np.uint32]
 
 
 class SketchColumns:
@@ -83,7 +84,7 @@ class SketchColumns:
         self.data[r, s] = data
 
     # -- reading -------------------------------------------------------------------------------
-    def _parts(self, r: I64, s: I64, mask: npt.NDArray[np.bool_]) -> tuple[I64, I64, I64, I64, I64, I64]:
+    def _parts(self, r: I64, s: I64, mask: npt.NDArray[np.bool_]) -> tuple[I64, I64, I64, I64, Counts, I64]:
         """The regular sketches present under ``mask`` of the (len(r) x len(s)) grid, in row then slot
         order: (row index, offset, length, zero, counts of all, and the rows with an odd part)."""
         state = np.where(mask, self.state[r, s], NONE)
@@ -91,7 +92,7 @@ class SketchColumns:
         rows = at[0].astype(np.int64)
         rr, ss = r[at[0], 0], s[0, at[1]]
         blobs: list[bytes] = self.data[rr, ss].tolist()
-        counts = np.frombuffer(b"".join(blobs), _COUNT).astype(np.int64)
+        counts = np.frombuffer(b"".join(blobs), _COUNT)  # uint32: summed as floats, exactly
         odd_rows = np.unique(np.nonzero(state == ODD)[0]).astype(np.int64)
         return (rows, self.offset[rr, ss].astype(np.int64), self.length[rr, ss].astype(np.int64),
                 self.zero[rr, ss], counts, odd_rows)
@@ -126,7 +127,7 @@ class SketchColumns:
             within = np.arange(len(counts), dtype=np.int64) - starts[part]
             at = seg[rows[part]] + offset[part] - lo[rows[part]] + within
             # exact: at most 256 slots of counts below 2**32 add up below 2**53
-            acc = np.bincount(at, counts.astype(np.float64), int(width.sum())).astype(np.int64)
+            acc = np.bincount(at, counts, int(width.sum())).astype(np.int64)
             present = np.zeros(e, bool)
             present[rows] = True
             acc_l, seg_l, width_l, lo_l, zeros_l = (
