@@ -70,7 +70,7 @@ try {
     }
   }
   m.commit()
-} catch (e) { m.rollback(); throw e }
+} catch (e) { if (m.isOpen()) { m.rollback() }; throw e }  // a failed commit closed it: keep its error
 // An index added over keys that already existed starts INSTALLED: register it, then reindex.
 def pending = []
 m = graph.openManagement()
