@@ -324,7 +324,8 @@ class Runtime:
 
     async def drain(self) -> PipelineOutput:
         """Write everything accepted, as if every open window had closed and every pairing wait had
-        passed (at shutdown: later records of those windows would replace them, see the README)."""
+        passed (at shutdown; after a restart, later records of those windows are added to them if they
+        ended before it, :meth:`topology.pipeline.Pipeline.resume`, else replace them: see the README)."""
         cfg = self._pipeline.config
         slack = cfg.final_window + cfg.stage1_window + cfg.trace_wait + cfg.lateness + 1.0
         return await self.flush(max(self.clock() + slack, self._horizon))

@@ -53,6 +53,10 @@ class FileSink:
         return None
 
 
+#: Seconds an HTTP post waits in all for a server that answers 429/503 before it gives up on it.
+RETRY_FOR = 300.0
+
+
 class HttpSink:
     """POSTs to a ``topology serve``: OTLP at /v1/*, the rest at /ingest/*."""
 
@@ -62,15 +66,30 @@ class HttpSink:
         self.base = base.rstrip("/")
         self.client = httpx.AsyncClient(timeout=30.0)
         self.auth = {"authorization": f"Bearer {token}"} if token else {}
+        self.retries = 0  # posts answered 429/503 and sent again
 
     async def _post(self, path: str, content: bytes, ctype: str) -> None:
+        """POST once; on 429 or 503 wait ``Retry-After`` (1 s if absent) and again, as the OpenTelemetry
+        exporters do, for at most :data:`RETRY_FOR` seconds of waiting."""
         import httpx
 
-        try:
-            r = await self.client.post(self.base + path, content=content,
-                                       headers={"content-type": ctype, **self.auth})
-        except httpx.TransportError as e:
-            raise Unreachable(f"the server at {self.base} cannot be reached: {type(e).__name__}: {e}") from e
+        waited = 0.0
+        while True:
+            try:
+                r = await self.client.post(self.base + path, content=content,
+                                           headers={"content-type": ctype, **self.auth})
+            except httpx.TransportError as e:
+                why = f"{type(e).__name__}: {e}"
+                raise Unreachable(f"the server at {self.base} cannot be reached: {why}") from e
+            if r.status_code not in (429, 503) or waited >= RETRY_FOR:
+                break
+            try:
+                wait = min(max(float(r.headers.get("retry-after", "1")), 0.1), 30.0)
+            except ValueError:
+                wait = 1.0
+            self.retries += 1
+            waited += wait
+            await asyncio.sleep(wait)
         if r.status_code >= 400:
             log.warning("rejected", extra={"path": path, "status": r.status_code, "body": r.text[:200]})
 

@@ -177,3 +177,39 @@ async def stored_in(path: Path, start: float, now: float) -> Truth:
         return await stored(stores, start, start + 60, now)
     finally:
         await stores.close()
+
+
+async def test_the_simulator_posts_again_after_retry_after(tmp_path: Path) -> None:
+    """``topology simulate --http`` waits ``Retry-After`` on a 429 and posts again, as the OpenTelemetry
+    exporters do (real time: a pairing wait of 1 s, the server's flusher every 0.2 s)."""
+    import asyncio
+    import time
+
+    from service.simulate import HttpSink
+
+    stores = open_stores(tmp_path)
+    runtime = Runtime(stores, tmp_path, Pipeline(PipelineConfig(trace_capacity=3, trace_wait=1.0)))
+    now = time.time()
+    first, second = (traces(resource_spans("web", [
+        span(n, 1, kind="client", start=now, attributes={"db.namespace": "orders"}) for n in ns
+    ])).SerializeToString() for ns in ((1, 2, 3), (4, 5, 6)))
+    stop = asyncio.Event()
+
+    async def flusher() -> None:
+        while not stop.is_set():
+            await runtime.flush()
+            await asyncio.sleep(0.2)
+
+    task = asyncio.create_task(flusher())
+    async with ingest_client(stores, runtime) as http:
+        sink = HttpSink("http://t")
+        await sink.client.aclose()
+        sink.client = http
+        await sink._post("/v1/traces", first, PROTOBUF["content-type"])
+        await sink._post("/v1/traces", second, PROTOBUF["content-type"])  # 429 until the first three expire
+        stop.set()
+        await task
+        await runtime.drain()
+        assert sink.retries >= 1 and runtime.refused["spans"] == sink.retries
+    assert await stored(stores, now - 60, now + 60, time.time()) == Truth({("web", "orders"): 6})
+    await stores.close()
