@@ -202,13 +202,16 @@ def _data_dir(store: StoreSettings) -> Path | None:
     return Path(store.data_dir) if store.backend == "embedded" and store.data_dir else None
 
 
-def _pipeline(store: StoreSettings, pairing: PairingSettings | None) -> Pipeline:
+def _pipeline(store: StoreSettings, pairing: PairingSettings | None, resume: bool = True) -> Pipeline:
     """The in-process pipeline: pairing sized by ``pairing`` (default: from memory), late data merged
-    while its window is within the stores' retention of minute windows, and into the windows the
-    stores may hold from before this start (a restart: a Collector retrying after the outage)."""
+    while its window is within the stores' retention of minute windows and, with ``resume``, into the
+    windows the stores may hold from before this start (a restart: a Collector retrying after the
+    outage). The demo does not resume: its live simulator starts a little in the past, and on a
+    restart simulates those minutes again."""
     pipeline = Pipeline(PipelineConfig(trace_capacity=(pairing or PairingSettings()).capacity(),
                                        late_seconds=float(store.retention().minute)))
-    pipeline.resume(time.time())
+    if resume:
+        pipeline.resume(time.time())
     return pipeline
 
 
@@ -219,7 +222,7 @@ async def run_demo(fleet: FleetSettings, demo: DemoSettings, config: ServiceConf
     config = served_config(config)  # one line and no start: no authentication beyond loopback, bad files
     socks = _sockets(config)
     owner, stores = await _open(store)
-    runtime = Runtime(stores, _data_dir(store), _pipeline(store, pairing))
+    runtime = Runtime(stores, _data_dir(store), _pipeline(store, pairing, resume=False))
 
     def make_sim(start: float) -> Any:
         return Simulator(generate_fleet(services=fleet.services, seed=fleet.seed), seed=fleet.seed,
