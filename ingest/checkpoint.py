@@ -23,6 +23,21 @@ a refused checkpoint is not retried.
 A checkpoint may be larger than one Kafka message: it is cut into parts that share a checkpoint id.
 Keys are ``<source topic>:<partition>#<part>`` so compaction keeps the latest version of each part;
 parts left over from an older, longer checkpoint carry an older id and are ignored.
+
+Incremental checkpoints: a commit every second (early outputs) must not rewrite the whole state.
+For a state class listed in :data:`ingest.state.SECTIONED` (NETWORK stage 2: its windows) a
+checkpoint is a *head* (the state without its sections, and the clock) plus the sections that
+changed since this worker's previous checkpoint of the partition (:class:`Log`); each section is
+keyed ``<source>#s<section>.<part>``, so compaction keeps its latest version. The head's
+``ckpt.sections`` header is the manifest: every live section and the id of the checkpoint that
+last wrote it. All of it is in the one transaction with the outputs and offsets, so the newest
+committed head and the sections its manifest names are always a consistent state (a section
+rewritten later was written with a later head). Restoring reads the state partition backwards
+until it holds the newest complete head and every section of its manifest. To bound that reading,
+a section is rewritten once more than :data:`STALE_FACTOR` times the state's size has been
+written since its version (restore reads about that much at most); a new owner of a partition
+writes every section at its first checkpoint. A state class not listed is written whole, as before
+(no manifest header), and a whole checkpoint of a sectioned class is read as before.
 """
 
 from __future__ import annotations
@@ -40,6 +55,7 @@ if TYPE_CHECKING:  # the Kafka client is imported where a checkpoint is read bac
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
 PART_BYTES = 900_000
+STALE_FACTOR = 4  # a section is rewritten once this many times the state's size was written after it
 FORMAT = str(codec.VERSION).encode()  # the ckpt.format header ("1" was pickle: refused)
 
 
@@ -77,37 +93,111 @@ def encode(saved: Saved, shared: dict[str, Any] | None = None) -> bytes:
     return dumps({"logic": saved.logic, "clock": saved.clock}, shared)
 
 
-def decode(data: bytes, shared: dict[str, Any] | None = None) -> Saved:
-    """The state and clock in a checkpoint's bytes; raises :class:`BadCheckpoint` for anything else."""
+def decode(data: bytes, shared: dict[str, Any] | None = None,
+           sections: tuple[bytes, ...] | None = None) -> Saved:
+    """The state and clock in a checkpoint's bytes (its head, and its ``sections`` if it has a
+    manifest); raises :class:`BadCheckpoint` for anything else."""
     doc = loads(data, shared)
     if not isinstance(doc, dict) or set(doc) != {"logic", "clock"} \
             or not isinstance(doc["clock"], SourceClock | MergedClock):
         raise BadCheckpoint("a checkpoint holds a logic state and a clock")
-    return Saved(doc["logic"], doc["clock"])
+    if sections is None:
+        return Saved(doc["logic"], doc["clock"])
+    parts: dict[Any, Any] = {}
+    for data in sections:
+        item = loads(data, shared)
+        if not isinstance(item, list) or len(item) != 2:
+            raise BadCheckpoint("a checkpoint section holds its key and its value")
+        parts[item[0]] = item[1]
+    try:
+        return Saved(codec.join(doc["logic"], parts), doc["clock"])
+    except codec.StateError as e:
+        raise BadCheckpoint(str(e)) from None
+
+
+Record = tuple[bytes, bytes, list[tuple[str, bytes]]]  # key, value, headers
 
 
 @dataclass(frozen=True, slots=True)
 class Checkpoint:
     source: Partition  # the input partition whose state this is
     offset: int  # the next input offset to read: the state covers every record before it
-    state: bytes  # dumps() output
+    state: bytes  # dumps() output (the head of a sectioned state)
+    sections: tuple[bytes, ...] | None = None  # restored: every section of the manifest (None: whole)
 
 
 def state_key(source: Partition) -> str:
     return f"{source.topic}:{source.partition}"
 
 
-def to_records(cp: Checkpoint) -> list[tuple[bytes, bytes, list[tuple[str, bytes]]]]:
-    """(key, value, headers) of the messages that hold one checkpoint."""
-    cid = uuid.uuid4().hex.encode()
-    chunks = [cp.state[i : i + PART_BYTES] for i in range(0, len(cp.state), PART_BYTES)] or [b""]
+def _chunks(data: bytes) -> list[bytes]:
+    return [data[i : i + PART_BYTES] for i in range(0, len(data), PART_BYTES)] or [b""]
+
+
+def to_records(cp: Checkpoint, cid: bytes | None = None,
+               manifest: list[tuple[str, bytes]] | None = None) -> list[Record]:
+    """(key, value, headers) of the messages that hold one checkpoint (its head, with the
+    ``manifest`` of its sections if it has sections)."""
+    cid = cid or uuid.uuid4().hex.encode()
+    chunks = _chunks(cp.state)
     base = state_key(cp.source)
     out = []
     for i, chunk in enumerate(chunks):
         headers = [("ckpt.format", FORMAT), ("ckpt.id", cid), ("ckpt.part", str(i).encode()),
                    ("ckpt.parts", str(len(chunks)).encode()), ("ckpt.offset", str(cp.offset).encode())]
+        if manifest is not None:
+            headers.append(("ckpt.sections", b",".join(f"{k}={v.decode()}".encode() for k, v in manifest)))
         out.append((f"{base}#{i}".encode(), chunk, headers))
     return out
+
+
+def section_records(source: Partition, cid: bytes, name: str, data: bytes) -> list[Record]:
+    """The messages that hold one section written by checkpoint ``cid``."""
+    chunks = _chunks(data)
+    base = state_key(source)
+    return [(f"{base}#s{name}.{i}".encode(), chunk,
+             [("ckpt.format", FORMAT), ("ckpt.kind", b"section"), ("ckpt.section", name.encode()),
+              ("ckpt.id", cid), ("ckpt.part", str(i).encode()), ("ckpt.parts", str(len(chunks)).encode())])
+            for i, chunk in enumerate(chunks)]
+
+
+class Log:
+    """What this worker last wrote of one input partition's sections: decides what the next
+    checkpoint rewrites (see the module docstring). A new one writes every section."""
+
+    def __init__(self) -> None:
+        self.versions: dict[str, bytes] = {}  # section -> id of the checkpoint that last wrote it
+        self.sizes: dict[str, int] = {}  # section -> its bytes then
+        self.since: dict[str, int] = {}  # section -> bytes written for this partition after it
+
+    def records(self, source: Partition, offset: int, state: Any, clock: SourceClock | MergedClock,
+                shared: dict[str, Any] | None = None) -> list[Record]:
+        """The messages of the next checkpoint of ``source`` (all of them go into one transaction)."""
+        cid = uuid.uuid4().hex.encode()
+        parts = codec.split(state)
+        if parts is None:
+            return to_records(Checkpoint(source, offset, encode(Saved(state, clock), shared)), cid)
+        head_state, sections, touched = parts
+        head = encode(Saved(head_state, clock), shared)
+        names = {str(k): k for k in sections}
+        if any("," in n or "=" in n for n in names):
+            raise codec.StateError("a section key must not contain ',' or '=' (the manifest separators)")
+        for gone in [n for n in self.versions if n not in names]:
+            del self.versions[gone], self.sizes[gone], self.since[gone]
+        limit = STALE_FACTOR * (len(head) + sum(self.sizes.values()))
+        out: list[Record] = []
+        written = len(head)
+        for name, k in names.items():
+            if name in self.versions and k not in touched and self.since[name] <= limit:
+                continue
+            data = codec.dumps([k, sections[k]], shared)
+            out.extend(section_records(source, cid, name, data))
+            self.versions[name], self.sizes[name], self.since[name] = cid, len(data), -len(data)
+            written += len(data)
+        for name in self.since:
+            self.since[name] += written
+        manifest = [(name, self.versions[name]) for name in names]
+        return out + to_records(Checkpoint(source, offset, head), cid, manifest)
 
 
 def state_partition(source: Partition, state_partitions: int) -> int:
@@ -143,9 +233,9 @@ async def restore(kafka: Kafka, state_topic: str, source: Partition) -> Checkpoi
         while hi > begin:
             lo = max(begin, hi - step)
             records = await _read_range(consumer, tp, lo, hi) + records
-            newest = _newest(records, prefix, source)
-            if newest is not None:
-                return newest
+            found = assemble(records, source, complete=lo == begin)
+            if found is not None:
+                return found
             hi, step = lo, step * 4
         if any(m.key is not None and m.key.startswith(prefix) for m in records):
             raise CheckpointError(f"the latest checkpoint of {state_key(source)} in {state_topic} is "
@@ -168,16 +258,24 @@ async def _read_range(consumer: AIOKafkaConsumer, tp: TopicPartition, lo: int, h
     return out
 
 
-def _newest(records: list[Any], prefix: bytes, source: Partition) -> Checkpoint | None:
-    """The newest checkpoint of ``source`` in ``records`` if all its parts are there, else None.
-    Raises :class:`BadCheckpoint` if the newest message of ``source`` is not of this format."""
+def assemble(records: list[Any], source: Partition, complete: bool = False) -> Checkpoint | None:
+    """The newest checkpoint of ``source`` in ``records`` (the latest records of its state partition,
+    in offset order) if its head and every section of its manifest are there, else None (read
+    further back). ``complete``: ``records`` start at the partition's beginning, so a section still
+    missing never comes. Raises :class:`BadCheckpoint` if the newest head is not of this format."""
+    prefix = (state_key(source) + "#").encode()
     newest: bytes | None = None
     parts: dict[int, Any] = {}
     total = 0
-    for m in reversed(records):
+    head: Any = None
+    at = 0
+    for at in range(len(records) - 1, -1, -1):
+        m = records[at]
         if m.key is None or not m.key.startswith(prefix):
             continue
         h = dict(m.headers or ())
+        if h.get("ckpt.kind") is not None:  # a section (read below, once the head is known)
+            continue
         if newest is None:
             fmt = h.get("ckpt.format")
             if fmt != FORMAT:
@@ -194,9 +292,58 @@ def _newest(records: list[Any], prefix: bytes, source: Partition) -> Checkpoint 
             raise BadCheckpoint(f"the checkpoint of {state_key(source)} has malformed headers")
         parts[part] = m
         if len(parts) == total:
-            state = b"".join(parts[i].value or b"" for i in range(total))
-            return Checkpoint(source, _header_int(h, "ckpt.offset", source), state)
-    return None
+            head = h
+            break
+    if head is None:
+        return None
+    state = b"".join(parts[i].value or b"" for i in range(total))
+    offset = _header_int(head, "ckpt.offset", source)
+    manifest = head.get("ckpt.sections")
+    if manifest is None:
+        return Checkpoint(source, offset, state)
+    wanted = _manifest(manifest, source)
+    found = _sections(records[: at + 1], prefix, wanted, source)
+    missing = [name for name in wanted if name not in found]
+    if missing:
+        if complete:
+            raise BadCheckpoint(f"the checkpoint of {state_key(source)} names sections the state topic does "
+                                f"not hold: {missing[:5]}")
+        return None
+    return Checkpoint(source, offset, state, tuple(found[name] for name in wanted))
+
+
+def _manifest(value: bytes, source: Partition) -> dict[str, bytes]:
+    """A head's ``ckpt.sections`` header: section -> id of the checkpoint that wrote it."""
+    out: dict[str, bytes] = {}
+    for item in value.split(b",") if value else ():
+        name, sep, cid = item.partition(b"=")
+        if not sep or not name or not cid:
+            raise BadCheckpoint(f"the checkpoint of {state_key(source)} has a malformed manifest")
+        out[name.decode()] = cid
+    return out
+
+
+def _sections(records: list[Any], prefix: bytes, wanted: dict[str, bytes],
+              source: Partition) -> dict[str, bytes]:
+    """The bytes of every section in ``wanted`` (name -> checkpoint id) whose parts are all in ``records``."""
+    parts: dict[str, dict[int, bytes]] = {}
+    totals: dict[str, int] = {}
+    for m in records:
+        if m.key is None or not m.key.startswith(prefix):
+            continue
+        h = dict(m.headers or ())
+        if h.get("ckpt.kind") != b"section":
+            continue
+        name = (h.get("ckpt.section") or b"").decode(errors="replace")
+        if wanted.get(name) != h.get("ckpt.id"):
+            continue
+        part, total = _header_int(h, "ckpt.part", source), _header_int(h, "ckpt.parts", source)
+        if not 0 <= part < total:
+            raise BadCheckpoint(f"the checkpoint of {state_key(source)} has malformed headers")
+        parts.setdefault(name, {})[part] = m.value or b""
+        totals[name] = total
+    return {name: b"".join(p[i] for i in range(totals[name])) for name, p in parts.items()
+            if len(p) == totals[name]}
 
 
 def _header_int(h: dict[str, bytes], name: str, source: Partition) -> int:

@@ -23,12 +23,17 @@ attribute of a stage fails loudly in its tests, :class:`StateError`), and anythi
 read: an unknown tag, a field list that differs from the schema, an object dtype or a malformed
 payload is a :class:`StateError`, never an instance of something else.
 
+A class listed in :data:`SECTIONED` is also written in parts (:func:`split`, :func:`join`): its head
+(the state without one dict field) and each entry of that field as a document of its own, so an
+incremental checkpoint rewrites only the entries that changed (:mod:`ingest.checkpoint`).
+
 The whole document is ``["topology.state", VERSION, value]``, compressed with zlib (inflating stops
 at :data:`MAX_BYTES`).
 """
 
 from __future__ import annotations
 
+import copy
 import zlib
 from collections import OrderedDict
 from collections.abc import Callable
@@ -148,7 +153,7 @@ SCHEMAS: tuple[Schema, ...] = (
     # the leases next to unattributed traffic go out with every flush: a restored stage starts without
     Schema(network_stage2.NetworkStage2, "network2",
            ("addresses", "window_seconds", "grace_seconds", "_windows", "_watermark", "_book_version",
-            "counters"), derived=("_peer_leases",), rebuild=_set(_peer_leases=dict)),
+            "counters"), derived=("_peer_leases", "_touched"), rebuild=_set(_peer_leases=dict, _touched=set)),
     Schema(vpc.VpcStage, "vpc", ("counters",)),
     _dataclass(ipc.IpcObservation, "ipc.observation"),
     # The series' shortcuts to the accumulator it last added to are valid until the next flush only;
@@ -179,6 +184,44 @@ SCHEMAS: tuple[Schema, ...] = (
 )
 
 ENUMS: tuple[type[Enum], ...] = (Layer, Granularity, NodeKind, Direction, Side, HealthState, AddressKind)
+
+
+@dataclass(frozen=True)
+class Sections:
+    """A state class whose ``field`` (a dict keyed by int or str) is checkpointed entry by entry:
+    ``take`` names the method that returns the keys changed since its last call. Entries must not
+    share objects with each other or with the rest of the state (each is written on its own)."""
+
+    field: str
+    take: str
+
+
+#: State classes checkpointed incrementally (see :mod:`ingest.checkpoint`): NETWORK stage 2's windows.
+SECTIONED: dict[type, Sections] = {network_stage2.NetworkStage2: Sections("_windows", "take_touched")}
+
+
+def split(state: Any) -> tuple[Any, dict[Any, Any], set[Any]] | None:
+    """``state`` as (head, sections, keys changed since the last split) if its class is sectioned
+    (the head is a shallow copy with no sections), else None. Resets the changed keys."""
+    spec = SECTIONED.get(type(state))
+    if spec is None:
+        return None
+    sections = getattr(state, spec.field)
+    head = copy.copy(state)
+    object.__setattr__(head, spec.field, {})
+    return head, sections, set(getattr(state, spec.take)())
+
+
+def join(head: Any, sections: dict[Any, Any]) -> Any:
+    """The state ``split`` took apart (raises :class:`StateError` for a head of another class)."""
+    spec = SECTIONED.get(type(head))
+    if spec is None or getattr(head, spec.field) != {}:
+        raise StateError(f"{type(head).__name__} is not the head of a sectioned state")
+    if not all(type(k) in (int, str) for k in sections):
+        raise StateError("section keys are ints or strings")
+    object.__setattr__(head, spec.field, sections)
+    return head
+
 
 _BY_CLASS = {s.cls: s for s in SCHEMAS}
 _BY_TAG = {s.tag: s for s in SCHEMAS}

@@ -129,6 +129,7 @@ class Worker:
         self.runner = StageRunner(spec, self.name, options.max_future, options.wall, self._count_dead)
         self.parts = self.runner.parts  # input partition -> its logic and clock
         self.pending = self.runner.pending
+        self.logs: dict[Partition, checkpoint.Log] = {}  # what this session wrote of each partition's state
         self.assigned: set[TopicPartition] = set()  # as the rebalance listener last said
         self.lock = asyncio.Lock()
         self.consumer: AIOKafkaConsumer | None = None
@@ -207,6 +208,7 @@ class Worker:
     async def _session(self, stop: asyncio.Event) -> None:
         self.sessions += 1
         self.parts.clear()
+        self.logs.clear()
         self.assigned = set()
         self.pending.clear()
         self.ready.clear()
@@ -352,6 +354,7 @@ class Worker:
             else:
                 clock.expect(self.expected_sources)
             self.runner.add_part(Partition(tp.topic, tp.partition), logic_state, clock, position, committed)
+            self.logs.pop(Partition(tp.topic, tp.partition), None)  # a new owner writes every section
         self._update_stage_counters()  # the baseline: restored counts were counted by their previous owner
         names = sorted(f"{t.topic}:{t.partition}" for t in assigned)
         log.info("partitions assigned", extra={"worker": self.name, "partitions": names})
@@ -369,7 +372,7 @@ class Worker:
     def _decode(self, tp: TopicPartition, cp: checkpoint.Checkpoint,
                 shared: dict[str, Any]) -> checkpoint.Saved | None:
         try:
-            return checkpoint.decode(cp.state, shared)
+            return checkpoint.decode(cp.state, shared, cp.sections)
         except checkpoint.BadCheckpoint as e:
             self._refused(tp, e)
             return None
@@ -386,6 +389,7 @@ class Worker:
             if self.parts and self.producer is not None:
                 await self._checkpoint()
             self.parts.clear()
+            self.logs.clear()
             self.assigned = set()
 
     async def on_assigned(self, assigned: list[TopicPartition]) -> None:
@@ -530,9 +534,11 @@ class Worker:
         for ps in self.parts.values():
             if not ps.dirty or ps.position is None:
                 continue
-            data = checkpoint.encode(checkpoint.Saved(ps.logic.state(), ps.clock), shared)
-            for key, value, headers in checkpoint.to_records(checkpoint.Checkpoint(ps.tp, ps.position, data)):
-                part = checkpoint.state_partition(ps.tp, self.state_partitions)
+            # only what changed since this session's last checkpoint of the partition (ingest.checkpoint);
+            # a failed transaction restarts the session, which forgets these logs
+            log_ = self.logs.setdefault(ps.tp, checkpoint.Log())
+            part = checkpoint.state_partition(ps.tp, self.state_partitions)
+            for key, value, headers in log_.records(ps.tp, ps.position, ps.logic.state(), ps.clock, shared):
                 records.append((self.state_topic, part, key, value, headers))
             offsets[TopicPartition(*ps.tp)] = OffsetAndMetadata(ps.position, "")  # the client checks the type
         if not records and not offsets:

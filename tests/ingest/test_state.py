@@ -90,8 +90,10 @@ class _Cut(FleetRun):
             written = {tp: shape({"logic": ps.logic.state(), "clock": ps.clock}, names)
                        for tp, ps in stage.runner.parts.items()}
             stage.restart()
-            for tp, (_, data) in stage.checkpoints.items():
-                saved = checkpoint.decode(data, shared)
+            for tp in stage.state_topic:
+                restored = stage.restored(tp)
+                assert restored is not None
+                saved = restored[1]
                 assert shape({"logic": saved.logic, "clock": saved.clock}, names) == written[tp], tp
 
 
@@ -232,12 +234,11 @@ def test_a_pickle_checkpoint_is_refused_and_runs_nothing(tmp_path: Path) -> None
             msgs = [_Message(*m) for m in records]
             for m in msgs:
                 m.headers = [(k, fmt if k == "ckpt.format" else v) for k, v in m.headers]
-            prefix = (checkpoint.state_key(TP) + "#").encode()
             if fmt == b"1":
                 with pytest.raises(checkpoint.BadCheckpoint, match="pickle checkpoints are never read"):
-                    checkpoint._newest(msgs, prefix, TP)
+                    checkpoint.assemble(msgs, TP)
             else:
-                cp = checkpoint._newest(msgs, prefix, TP)
+                cp = checkpoint.assemble(msgs, TP)
                 assert cp is not None and cp.offset == 7
                 with pytest.raises(checkpoint.BadCheckpoint, match="not a readable checkpoint"):
                     checkpoint.decode(cp.state)
@@ -252,11 +253,13 @@ def test_a_pickle_checkpoint_is_refused_and_runs_nothing(tmp_path: Path) -> None
     [("ckpt.format", b"2"), ("ckpt.part", b"0"), ("ckpt.parts", b"1"), ("ckpt.offset", b"1")],
     [("ckpt.format", b"2"), ("ckpt.id", b"x"), ("ckpt.part", b"5"), ("ckpt.parts", b"1")],
     [("ckpt.id", b"x"), ("ckpt.part", b"0"), ("ckpt.parts", b"1"), ("ckpt.offset", b"1")],
+    [("ckpt.format", b"2"), ("ckpt.id", b"x"), ("ckpt.part", b"0"), ("ckpt.parts", b"1"),
+     ("ckpt.offset", b"1"), ("ckpt.sections", b"60,120=y")],  # a manifest entry without its checkpoint id
 ])
 def test_a_checkpoint_with_malformed_headers_is_refused(headers: list[tuple[str, bytes]]) -> None:
     prefix = (checkpoint.state_key(TP) + "#").encode()
     with pytest.raises(checkpoint.BadCheckpoint):
-        checkpoint._newest([_Message(prefix + b"0", b"", headers)], prefix, TP)
+        checkpoint.assemble([_Message(prefix + b"0", b"", headers)], TP)
 
 
 @settings(max_examples=300, deadline=None)

@@ -17,6 +17,7 @@ import json
 import zlib
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from ingest import checkpoint, envelope
@@ -73,6 +74,15 @@ class Bus:
         return [r for p in range(self.partitions) for r in self.logs[Partition(topic, p)]]
 
 
+@dataclass
+class StateMessage:
+    """One message of a state topic (what :func:`ingest.checkpoint.assemble` reads)."""
+
+    key: bytes
+    value: bytes
+    headers: list[tuple[str, bytes]]
+
+
 class TestingStage:
     """One stage spec fed from the bus (see the module docstring). ``wall`` is the fake wall clock:
     a stage-1 partition that has been silent for ``idle_seconds`` of it follows it."""
@@ -89,7 +99,10 @@ class TestingStage:
         self.effects: list[Any] = []  # terminal stages: everything written, in order
         self.emitted: list[Emit] = []  # Kafka stages: every item sent downstream, in order
         self.dead: list[dict[str, Any]] = []  # dead-letter envelopes (reason, source, payload_b64, ...)
-        self.checkpoints: dict[Partition, tuple[int, bytes]] = {}  # tp -> (next offset, state)
+        # what the checkpoints of each input partition wrote to its state topic, in order, as the worker
+        # writes them (incremental: ingest.checkpoint.Log)
+        self.state_topic: dict[Partition, list[StateMessage]] = defaultdict(list)
+        self.logs: dict[Partition, checkpoint.Log] = {}
 
     # -- input -------------------------------------------------------------------------------------
     def inputs(self) -> list[Partition]:
@@ -100,10 +113,10 @@ class TestingStage:
         ps = self.runner.parts.get(tp)
         if ps is not None:
             return ps
-        saved = self.checkpoints.get(tp)
+        saved = self.restored(tp)
         if saved is not None:
-            restored = checkpoint.decode(saved[1], self.spec.shared())
-            return self.runner.add_part(tp, restored.logic, restored.clock, saved[0], saved[0])
+            offset, restored = saved
+            return self.runner.add_part(tp, restored.logic, restored.clock, offset, offset)
         clock: SourceClock | MergedClock
         if self.spec.repartitioned_input:
             parts = range(self.bus.partitions)
@@ -165,15 +178,29 @@ class TestingStage:
             return self
         shared = self.spec.shared()
         for tp, ps in run.parts.items():
-            state = checkpoint.encode(checkpoint.Saved(ps.logic.state(), ps.clock), shared)
-            self.checkpoints[tp] = (ps.position or 0, state)
+            log = self.logs.setdefault(tp, checkpoint.Log())
+            records = log.records(tp, ps.position or 0, ps.logic.state(), ps.clock, shared)
+            self.state_topic[tp].extend(StateMessage(*r) for r in records)
         return self
+
+    def restored(self, tp: Partition) -> tuple[int, checkpoint.Saved] | None:
+        """The last checkpoint of ``tp`` (next offset, state) as a new owner restores it, from the
+        state topic as compaction may leave it (the latest message of each key)."""
+        messages = self.state_topic.get(tp)
+        if not messages:
+            return None
+        latest = {m.key: i for i, m in enumerate(messages)}
+        compacted = [m for i, m in enumerate(messages) if latest[m.key] == i]
+        cp = checkpoint.assemble(compacted, tp, complete=True)
+        assert cp is not None, f"no complete checkpoint of {tp}"
+        return cp.offset, checkpoint.decode(cp.state, self.spec.shared(), cp.sections)
 
     def restart(self) -> TestingStage:
         """Drop every partition's logic (and what was not committed): the next poll restores each
         from its last checkpoint and reads on from the checkpointed position."""
         self.runner.parts.clear()
         self.runner.pending.clear()
+        self.logs.clear()
         return self
 
     def step(self, early: bool = False, save: bool = True) -> TestingStage:

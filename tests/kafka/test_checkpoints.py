@@ -1,7 +1,8 @@
 """Checkpoints on the real broker: a message written into a state topic cannot run code in the worker
 that restores it. A crafted pickle (it would write a marker file when unpickled) under the old pickle
 header and under the current one is refused, reported and counted, each partition starts empty from
-its committed offset, and the stored windows are still exactly the in-process pipeline's."""
+its committed offset, and the stored windows are still exactly the in-process pipeline's.
+Incremental checkpoints (heads and changed windows) restore the last committed state."""
 
 from __future__ import annotations
 
@@ -17,9 +18,14 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from ingest import checkpoint
+from ingest.clock import MergedClock
 from ingest.publisher import publish_simulation
 from ingest.record import Partition
+from ingest.topics import STATE_CONFIG
+from tests.ingest.test_checkpoint_log import drop, new_stage, touch
+from tests.ingest.test_state import shape
 from tests.kafka.harness import InProcess, assert_same_windows, embedded_baseline, prefixed_topics, windows
+from topology.address import AddressBook
 from topology.model import Layer
 from topology.store.embedded import open_stores
 
@@ -81,3 +87,45 @@ async def test_a_pickle_in_the_state_topic_is_refused_and_runs_nothing(
     # the payload is a working exploit: unpickled, it writes the marker
     pickle.loads(zlib.decompress(bomb))
     assert marker.exists()
+
+
+async def test_incremental_checkpoints_restore_the_last_committed_state(
+        kafka_bootstrap: str, new_topic: Any) -> None:
+    """Heads and changed windows of NETWORK stage 2 in real transactions (a second source's checkpoints
+    in the same state partition, an aborted last transaction): restore reads the state partition back
+    far enough for every section of the newest committed head and gives the state that was committed."""
+    state_topic = await new_topic("state", partitions=2, config=dict(STATE_CONFIG))
+    book = AddressBook()
+    names = {id(book): "addresses"}
+    sources = [Partition("t.network.1", 0), Partition("t.network.1", 2)]  # both in state partition 0
+    stages = {s: new_stage(book) for s in sources}
+    logs = {s: checkpoint.Log() for s in sources}
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, transactional_id=f"{state_topic}.tx",
+                                enable_idempotence=True)
+    await producer.start()
+    written: dict[Partition, Any] = {}
+    try:
+        for i in range(60):
+            aborted = i == 59
+            await producer.begin_transaction()
+            for n, s in enumerate(sources):
+                touch(stages[s], (i // 7 + n) % 6, f"c{i}")  # a window at a time, as time moves
+                if i % 11 == 10:
+                    drop(stages[s], (i // 7 + n + 3) % 6)
+                shared = {"addresses": book}
+                for key, value, headers in logs[s].records(s, i + 1, stages[s], MergedClock(), shared):
+                    await producer.send(state_topic, value, key=key, headers=headers,
+                                        partition=checkpoint.state_partition(s, 2))
+                if not aborted:
+                    written[s] = (i + 1, shape(stages[s], names))
+            if aborted:
+                await producer.abort_transaction()
+            else:
+                await producer.commit_transaction()
+    finally:
+        await producer.stop()
+    for s in sources:
+        cp = await checkpoint.restore(kafka_bootstrap, state_topic, s)
+        assert cp is not None and cp.sections is not None
+        saved = checkpoint.decode(cp.state, {"addresses": book}, cp.sections)
+        assert (cp.offset, shape(saved.logic, names)) == written[s]

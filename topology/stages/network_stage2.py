@@ -201,6 +201,8 @@ class NetworkStage2:
         self._book_version = -1
         # leases next to unattributed traffic, by (address, owner, start): see take_peer_leases
         self._peer_leases: dict[tuple[str, str, float], AddressLease] = {}
+        # windows changed since the last take_touched() (incremental checkpoints, ingest.checkpoint)
+        self._touched: set[int] = set()
         self.counters: dict[str, int] = {
             "aggregates": 0,
             "partials": 0,
@@ -226,6 +228,7 @@ class NetworkStage2:
             self._book_version = self.addresses.version
             for window in self._windows.values():
                 window.direct.clear()
+            self._touched.update(self._windows)
         current, st = -1, None
         n = 0
         for (wstart, _, app, cluster, role, remote_addr, port, proto, conns, sent, received, first_ms,
@@ -299,6 +302,12 @@ class NetworkStage2:
                     lease = dataclasses.replace(lease, ip=addr)  # the address as the UNKNOWN node names it
                 self._peer_leases[(addr, lease.owner, lease.start)] = lease
 
+    def take_touched(self) -> set[int]:
+        """The starts of the windows changed since the last call (added to, flushed, caches
+        cleared), among those still kept: an incremental checkpoint rewrites only these."""
+        out, self._touched = self._touched, set()
+        return out
+
     def take_peer_leases(self) -> list[AddressLease]:
         """The leases met next to unattributed traffic since the last call (the one before and the one
         after each unattributed observation, with the address as the traffic gave it), for the
@@ -315,6 +324,7 @@ class NetworkStage2:
                 return None
             st = self._windows[w] = _Window()
         st.dirty = True
+        self._touched.add(w)
         return st
 
     def _route(
@@ -402,6 +412,7 @@ class NetworkStage2:
             if w + ws > watermark:
                 if not early:
                     break
+                self._touched.add(w)
                 st.direct.clear()
                 if new_only:
                     self._emit_new(w, st, self._windows.get(w - ws), out)
@@ -409,11 +420,13 @@ class NetworkStage2:
                     self._emit_pending(w, st, out)
                 continue
             if st.dirty:
+                self._touched.add(w)
                 self._emit(w, st, out)
                 st.dirty = False
                 st.flushed = True
             if w + ws + self.grace_seconds <= watermark:
                 del self._windows[w]
+                self._touched.discard(w)
         self.counters["partials"] += len(out)
         return out
 

@@ -1,0 +1,140 @@
+"""Incremental checkpoints (:class:`ingest.checkpoint.Log`, :func:`ingest.checkpoint.assemble`): a
+checkpoint of NETWORK stage 2 writes its head and only the windows changed since the last one, and
+the newest head plus the sections of its manifest restore exactly the state that was checkpointed,
+whatever the history of changes and deletions, before or after compaction (hypothesis over the pure
+write/assemble pair; the fleet restart test in ``test_state.py`` does the same through every spec)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ingest import checkpoint
+from ingest.clock import MergedClock
+from ingest.record import Partition
+from tests.ingest.test_state import shape
+from tests.ingest.testing import StateMessage
+from topology.address import AddressBook
+from topology.stages.network_stage2 import NetworkStage2
+
+TP = Partition("topology.network.1", 3)
+WS = 60
+
+
+def new_stage(book: AddressBook) -> NetworkStage2:
+    return NetworkStage2(book, WS, 120)
+
+
+def touch(stage: NetworkStage2, w: int, tag: str) -> None:
+    """A change to window ``w`` (created if new), as an aggregate added to it makes one."""
+    window = stage._window(w * WS)
+    assert window is not None
+    window.nat_new.add((tag, None, "nat"))
+
+
+def drop(stage: NetworkStage2, w: int) -> None:
+    """Window ``w`` past its grace period, as flush deletes it."""
+    if stage._windows.pop(w * WS, None) is not None:
+        stage._touched.discard(w * WS)
+
+
+def _restore(messages: list[StateMessage], compact: bool, book: AddressBook) -> tuple[int, Any]:
+    if compact:  # what compaction leaves: the latest message of each key, in order
+        latest = {m.key: i for i, m in enumerate(messages)}
+        messages = [m for i, m in enumerate(messages) if latest[m.key] == i]
+    cp = checkpoint.assemble(messages, TP, complete=True)
+    assert cp is not None
+    saved = checkpoint.decode(cp.state, {"addresses": book}, cp.sections)
+    return cp.offset, saved.logic
+
+
+_ops = st.lists(st.tuples(st.sampled_from(["touch", "drop", "commit", "restart"]), st.integers(0, 5)),
+                max_size=60)
+
+
+@settings(max_examples=150, deadline=None)
+@given(_ops, st.booleans())
+def test_the_newest_head_and_its_sections_restore_the_state_checkpointed(
+        ops: list[tuple[str, int]], compact: bool) -> None:
+    book = AddressBook()
+    names = {id(book): "addresses"}
+    stage = new_stage(book)
+    log = checkpoint.Log()
+    messages: list[StateMessage] = []
+    written: Any = None
+    offset = 0
+    for i, (op, w) in enumerate(ops):
+        if op == "touch":
+            touch(stage, w, f"c{i}")
+        elif op == "drop":
+            drop(stage, w)
+        elif op == "restart":  # a new owner restores the last checkpoint and writes every section next
+            if written is not None:
+                _, stage = _restore(messages, compact, book)
+                assert shape(stage, names) == written
+            else:
+                stage = new_stage(book)
+            log = checkpoint.Log()
+        else:
+            offset += 1
+            records = log.records(TP, offset, stage, MergedClock(), {"addresses": book})
+            messages.extend(StateMessage(*r) for r in records)
+            written = shape(stage, names)
+            got_offset, restored = _restore(messages, compact, book)
+            assert got_offset == offset
+            assert shape(restored, names) == written
+
+
+def _sections_written(records: list[checkpoint.Record]) -> list[str]:
+    return [dict(h)["ckpt.section"].decode() for _, _, h in records if dict(h).get("ckpt.kind") == b"section"]
+
+
+def test_a_checkpoint_writes_the_head_and_the_windows_changed_since_the_last_one() -> None:
+    book = AddressBook()
+    stage = new_stage(book)
+    for w in range(4):
+        touch(stage, w, "a")
+    log = checkpoint.Log()
+    first = log.records(TP, 1, stage, MergedClock(), {"addresses": book})
+    assert _sections_written(first) == [str(w * WS) for w in range(4)]
+    assert _sections_written(log.records(TP, 2, stage, MergedClock(), {"addresses": book})) == []
+    touch(stage, 3, "b")
+    drop(stage, 0)
+    second = log.records(TP, 3, stage, MergedClock(), {"addresses": book})
+    assert _sections_written(second) == [str(3 * WS)]
+    head = dict(second[-1][2])
+    assert head["ckpt.offset"] == b"3"
+    manifest = checkpoint._manifest(head["ckpt.sections"], TP)
+    assert list(manifest) == [str(w * WS) for w in (1, 2, 3)]
+    assert manifest[str(3 * WS)] == head["ckpt.id"] != manifest[str(WS)]
+
+
+def test_an_unchanged_section_is_rewritten_once_the_state_was_written_over_several_times() -> None:
+    """Restore reads back at most about STALE_FACTOR times the state's size."""
+    book = AddressBook()
+    stage = new_stage(book)
+    for w in range(2):
+        touch(stage, w, "a")
+    log = checkpoint.Log()
+    log.records(TP, 1, stage, MergedClock(), {"addresses": book})
+    for n in range(400):
+        touch(stage, 1, f"b{n}")  # window 1 grows and is rewritten each time; window 0 never changes
+        if str(0) in _sections_written(log.records(TP, 2 + n, stage, MergedClock(), {"addresses": book})):
+            break
+    else:
+        raise AssertionError("an unchanged window was never rewritten")
+    assert n >= checkpoint.STALE_FACTOR  # each commit here writes nearly the whole state
+
+
+def test_a_whole_checkpoint_of_a_sectioned_state_is_still_read() -> None:
+    """Checkpoints written before incremental ones (the whole stage in one document) restore as before."""
+    book = AddressBook()
+    stage = new_stage(book)
+    touch(stage, 1, "a")
+    data = checkpoint.encode(checkpoint.Saved(stage, MergedClock()), {"addresses": book})
+    messages = [StateMessage(*r) for r in checkpoint.to_records(checkpoint.Checkpoint(TP, 9, data))]
+    offset, restored = _restore(messages, False, book)
+    names = {id(book): "addresses"}
+    assert offset == 9 and shape(restored, names) == shape(stage, names)
