@@ -48,15 +48,16 @@ class Adjacency:
     @classmethod
     def from_pairs(cls, pairs: Iterable[tuple[str, str]]) -> Adjacency:
         """From (source, target) pairs (duplicates are merged)."""
-        sources: list[str] = []
-        targets: list[str] = []
-        for s, t in pairs:
-            sources.append(s)
-            targets.append(t)
+        found = list(pairs)
+        return cls.from_ends([s for s, _ in found], [t for _, t in found])
+
+    @classmethod
+    def from_ends(cls, sources: Sequence[str], targets: Sequence[str]) -> Adjacency:
+        """From the edges ``sources[i] -> targets[i]`` (duplicates are merged)."""
         names = sorted({*sources, *targets})
         ids = {name: i for i, name in enumerate(names)}
-        src = np.fromiter((ids[s] for s in sources), np.int64, len(sources))
-        dst = np.fromiter((ids[t] for t in targets), np.int64, len(targets))
+        src = np.fromiter(map(ids.__getitem__, sources), np.int64, len(sources))
+        dst = np.fromiter(map(ids.__getitem__, targets), np.int64, len(targets))
         return _deduplicated(names, src, dst)
 
     def __len__(self) -> int:
@@ -106,7 +107,7 @@ def union(parts: Sequence[Adjacency]) -> Adjacency:
     src: list[_Ids] = []
     dst: list[_Ids] = []
     for p in parts:
-        to_union = np.fromiter((ids[name] for name in p.names), np.int64, len(p.names))
+        to_union = np.fromiter(map(ids.__getitem__, p.names), np.int64, len(p.names))
         src.append(to_union[p.src])
         dst.append(to_union[p.dst])
     merged = _deduplicated(names, np.concatenate(src), np.concatenate(dst))

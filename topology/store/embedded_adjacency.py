@@ -47,15 +47,9 @@ class KeptAdjacency:
         held = self._kept.get(k)
         if held is not None:
             return held[0]
-        edge = self._index.edge
-        pairs: list[tuple[str, str]] = []
-        ids: set[int] = set()
-        for s, t in self._index.sorted_keys(granularity):
-            rec = edge(granularity, s, t)
-            if present(rec):
-                pairs.append((s, t))
-                ids.add(rec.id)
-        adjacency = Adjacency.from_pairs(pairs)
+        recs = [r for r in self._index.all_edges() if r.key.granularity is granularity and present(r)]
+        adjacency = Adjacency.from_ends([r.key.source for r in recs], [r.key.target for r in recs])
+        ids = {r.id for r in recs}
         if len(self._kept) >= self._size:
             del self._kept[next(iter(self._kept))]  # the oldest
         self._kept[k] = (adjacency, ids, present)
