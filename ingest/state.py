@@ -33,10 +33,12 @@ at :data:`MAX_BYTES`).
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import gc
 import zlib
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -75,6 +77,9 @@ class Schema:
     version: int = 1
     derived: tuple[str, ...] = ()
     rebuild: Callable[[Any], None] | None = None
+    # fields written as plain columns: name -> (to columns, from columns)
+    columns: dict[str, tuple[Callable[[Any], Any], Callable[[Any], Any]]] = field(default_factory=dict)
+    legacy: dict[int, tuple[str, ...]] = field(default_factory=dict)  # older versions read: their fields
     _all: frozenset[str] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -89,15 +94,26 @@ class Schema:
         if d is not None and not d.keys() <= self._all:
             unknown = sorted(set(d) - self._all)
             raise StateError(f"{self.tag} has fields its checkpoint schema does not list: {unknown}")
+        if self.columns:
+            return [self.columns[f][0](getattr(obj, f)) if f in self.columns else getattr(obj, f)
+                    for f in self.fields]
         return [getattr(obj, f) for f in self.fields]
 
     def make(self, version: int, values: list[Any]) -> Any:
+        fields, columns = self.fields, self.columns
         if version != self.version:
-            raise StateError(f"{self.tag} version {version} is not readable (this build: {self.version})")
-        if len(values) != len(self.fields):
-            raise StateError(f"{self.tag} has {len(values)} fields, its schema {len(self.fields)}")
+            if version not in self.legacy:
+                raise StateError(f"{self.tag} version {version} is not readable (this build: {self.version})")
+            fields, columns = self.legacy[version], {}
+        if len(values) != len(fields):
+            raise StateError(f"{self.tag} has {len(values)} fields, its schema {len(fields)}")
         obj = object.__new__(self.cls)
-        for name, value in zip(self.fields, values, strict=True):
+        for name, value in zip(fields, values, strict=True):
+            if name in columns:
+                try:
+                    value = columns[name][1](value)
+                except (TypeError, ValueError, KeyError) as e:
+                    raise StateError(f"malformed {self.tag}.{name}: {type(e).__name__}: {e}") from None
             object.__setattr__(obj, name, value)
         if self.rebuild is not None:
             self.rebuild(obj)
@@ -131,6 +147,82 @@ def _rebuild_network1(st: Any) -> None:
     st._addr_text = {}
 
 
+# NETWORK stage 2's windows hold tens of thousands of edge accumulators: written as columns of plain
+# values (msgpack packs those without a call into Python per value), not an object each.
+_ACC_FIELDS = ("first", "last", "connections", "sent", "received", "proto")
+_NODE_KINDS = {k.value: k for k in NodeKind}
+
+
+def _accs_out(accs: list[Any]) -> list[Any]:
+    return [*([getattr(a, f) for a in accs] for f in _ACC_FIELDS),
+            [sorted(a.ports) for a in accs], [None if a.inter is None else sorted(a.inter) for a in accs],
+            [a.source_kind.value for a in accs], [a.target_kind.value for a in accs],
+            [a.source_app for a in accs], [a.target_app for a in accs]]
+
+
+def _accs_in(cols: list[Any], n: int) -> list[Any]:
+    if not isinstance(cols, list) or len(cols) != len(_ACC_FIELDS) + 6 \
+            or not all(isinstance(c, list) and len(c) == n for c in cols):
+        raise StateError("malformed edge accumulators")
+    new, acc_cls = object.__new__, network_stage2._Acc
+    out = []
+    for first, last, conns, sent, recv, proto, ports, inter, sk, tk, sa, ta in zip(*cols, strict=True):
+        a = new(acc_cls)
+        a.first, a.last, a.connections, a.sent, a.received, a.proto = first, last, conns, sent, recv, proto
+        a.ports, a.inter = set(ports), None if inter is None else set(inter)
+        a.source_kind, a.target_kind, a.source_app, a.target_app = _NODE_KINDS[sk], _NODE_KINDS[tk], sa, ta
+        out.append(a)
+    return out
+
+
+def _edges_out(d: dict[tuple[str, str, int], Any]) -> list[Any]:
+    """``{(source, target, side): _Acc}`` as columns."""
+    return [[k[0] for k in d], [k[1] for k in d], [k[2] for k in d], _accs_out(list(d.values()))]
+
+
+def _edges_in(cols: Any) -> dict[tuple[str, str, int], Any]:
+    if not isinstance(cols, list) or len(cols) != 4 or not all(isinstance(c, list) for c in cols[:3]):
+        raise StateError("malformed window edges")
+    src, dst, side, accs = cols
+    return dict(zip(zip(src, dst, side, strict=True), _accs_in(accs, len(src)), strict=True))
+
+
+def _into_out(d: dict[tuple[Granularity, str], dict[tuple[str, int], Any]]) -> list[Any]:
+    """``{(granularity, target): {(source, side): _Acc}}`` as columns, in order."""
+    rows = [(g, t, s, side, a) for (g, t), inner in d.items() for (s, side), a in inner.items()]
+    return [[r[0].value for r in rows], [r[1] for r in rows], [r[2] for r in rows], [r[3] for r in rows],
+            _accs_out([r[4] for r in rows])]
+
+
+def _into_in(cols: Any) -> dict[tuple[Granularity, str], dict[tuple[str, int], Any]]:
+    if not isinstance(cols, list) or len(cols) != 5 or not all(isinstance(c, list) for c in cols[:4]):
+        raise StateError("malformed window targets")
+    out: dict[tuple[Granularity, str], dict[tuple[str, int], Any]] = {}
+    accs = _accs_in(cols[4], len(cols[0]))
+    for g, t, s, side, a in zip(*cols[:4], accs, strict=True):
+        out.setdefault((Granularity(g), t), {})[(s, side)] = a
+    return out
+
+
+def _sent_out(sent: set[tuple[Granularity, str, str, int]] | None) -> Any:
+    if sent is None:
+        return None
+    return [[k[0].value for k in sent], [k[1] for k in sent], [k[2] for k in sent], [k[3] for k in sent]]
+
+
+def _sent_in(cols: Any) -> set[tuple[Granularity, str, str, int]] | None:
+    if cols is None:
+        return None
+    if not isinstance(cols, list) or len(cols) != 4 or not all(isinstance(c, list) for c in cols):
+        raise StateError("malformed window early edges")
+    grans = {g.value: g for g in Granularity}
+    return {(grans[g], s, t, side) for g, s, t, side in zip(*cols, strict=True)}
+
+
+_EDGE_COLUMNS = (_edges_out, _edges_in)
+_WINDOW_V1 = ("app", "cluster", "direct", "dirty", "early_sent", "emitted_into", "flushed", "joins", "nat",
+              "nat_new")
+
 #: Every class whose instances a checkpoint may hold.
 SCHEMAS: tuple[Schema, ...] = (
     _dataclass(SourceClock, "clock.source"),
@@ -149,7 +241,13 @@ SCHEMAS: tuple[Schema, ...] = (
            derived=("_name_array", "_addr_text"), rebuild=_rebuild_network1),
     Schema(network_stage2._Acc, "network2.acc", network_stage2._Acc.__slots__),
     Schema(network_stage2._Join, "network2.join", network_stage2._Join.__slots__),
-    Schema(network_stage2._Window, "network2.window", network_stage2._Window.__slots__),
+    # 2: edges as columns; the direct-edge shortcuts (a cache of app and cluster entries) not written
+    Schema(network_stage2._Window, "network2.window",
+           tuple(f for f in network_stage2._Window.__slots__ if f != "direct"), version=2,
+           derived=("direct",), rebuild=_set(direct=dict),
+           columns={"app": _EDGE_COLUMNS, "cluster": _EDGE_COLUMNS, "emitted_into": (_into_out, _into_in),
+                    "early_sent": (_sent_out, _sent_in)},
+           legacy={1: _WINDOW_V1}),
     # the leases next to unattributed traffic go out with every flush: a restored stage starts without
     Schema(network_stage2.NetworkStage2, "network2",
            ("addresses", "window_seconds", "grace_seconds", "_windows", "_watermark", "_book_version",
@@ -385,9 +483,23 @@ def _read_dtype(descr: Any) -> np.dtype[Any]:
     return dt
 
 
+@contextlib.contextmanager
+def _no_collection() -> Iterator[None]:
+    """No cyclic garbage collection while a checkpoint is written or read: the many short-lived
+    lists it makes would start full collections over the stage's (large, long-lived) heap."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def dumps(state: Any, shared: dict[str, Any] | None = None) -> bytes:
     """``state`` as checkpoint bytes; ``shared`` objects are written as their name."""
-    return zlib.compress(_Writer(shared or {}).pack([MAGIC, VERSION, state]), 1)
+    with _no_collection():
+        return zlib.compress(_Writer(shared or {}).pack([MAGIC, VERSION, state]), 1)
 
 
 def loads(data: bytes, shared: dict[str, Any] | None = None) -> Any:
@@ -397,7 +509,8 @@ def loads(data: bytes, shared: dict[str, Any] | None = None) -> Any:
         raw = d.decompress(data, MAX_BYTES)
         if d.unconsumed_tail:
             raise StateError(f"checkpoint inflates beyond {MAX_BYTES} bytes")
-        doc = _Reader(shared or {}).unpack(raw)
+        with _no_collection():
+            doc = _Reader(shared or {}).unpack(raw)
     except StateError:
         raise
     except Exception as e:  # zlib, msgpack, a value an enum or a dtype refuses, recursion

@@ -2,22 +2,25 @@
 checkpoint of NETWORK stage 2 writes its head and only the windows changed since the last one, and
 the newest head plus the sections of its manifest restore exactly the state that was checkpointed,
 whatever the history of changes and deletions, before or after compaction (hypothesis over the pure
-write/assemble pair; the fleet restart test in ``test_state.py`` does the same through every spec)."""
+write/assemble pair; the fleet restart test in ``test_state.py`` does the same through every spec).
+A window's edge accumulators are written as columns of plain values, and read back exactly."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ingest import checkpoint
+from ingest import checkpoint, state
 from ingest.clock import MergedClock
 from ingest.record import Partition
 from tests.ingest.test_state import shape
 from tests.ingest.testing import StateMessage
 from topology.address import AddressBook
-from topology.stages.network_stage2 import NetworkStage2
+from topology.model import Granularity, NodeKind
+from topology.stages.network_stage2 import NetworkStage2, _Acc, _Window
 
 TP = Partition("topology.network.1", 3)
 WS = 60
@@ -138,3 +141,66 @@ def test_a_whole_checkpoint_of_a_sectioned_state_is_still_read() -> None:
     offset, restored = _restore(messages, False, book)
     names = {id(book): "addresses"}
     assert offset == 9 and shape(restored, names) == shape(stage, names)
+
+
+def _busy_window(book: AddressBook) -> NetworkStage2:
+    """A stage with one window holding every kind of edge accumulator its columns must keep."""
+    stage = new_stage(book)
+    window = stage._window(0)
+    assert window is not None
+    plain = _Acc()
+    plain.add(1.5, 2.5, 3, 400, 500, 6, 443)
+    virtual = _Acc(NodeKind.SERVICE, NodeKind.DATABASE, "app-a", None)
+    virtual.add(1.0, 9.0, 1, 1 << 70, 0, 17, 5432)  # a byte count beyond 64 bits
+    virtual.inter = {"lb-1", "nat-2"}
+    window.app[("a", "b", 0)] = plain
+    window.cluster[("a-prod", "db", 1)] = virtual
+    window.emitted_into[(Granularity.APP, "b")] = {("a", 0): _Acc(), ("c", 2): virtual}
+    window.emitted_into[(Granularity.CLUSTER, "db")] = {("a-prod", 0): plain}
+    window.early_sent = {(Granularity.APP, "a", "b", 0), (Granularity.CLUSTER, "x", "y", 2)}
+    window.direct[("a", "a-prod", 1, "10.0.0.1")] = (0.0, 9.0, plain, None)  # a cache: not written
+    stage._window(60)  # a window checkpointed before it had early edges
+    stage._windows[60].early_sent = None
+    return stage
+
+
+def test_windows_written_as_columns_restore_every_accumulator() -> None:
+    book = AddressBook()
+    names = {id(book): "addresses"}
+    stage = _busy_window(book)
+    back = state.loads(state.dumps(stage, {"addresses": book}), {"addresses": book})
+    assert shape(back, names) == shape(stage, names)
+    window = back._windows[0]
+    assert window.direct == {} and back._windows[60].early_sent is None
+    acc = window.cluster[("a-prod", "db", 1)]
+    assert (acc.sent, acc.ports, acc.inter, acc.target_kind) == (1 << 70, {5432}, {"lb-1", "nat-2"},
+                                                                  NodeKind.DATABASE)
+    assert window.app[("a", "b", 0)].inter is None and type(window.app[("a", "b", 0)].ports) is set
+
+
+def test_a_window_checkpointed_before_columns_is_still_read() -> None:
+    """Version 1 wrote a window's fields as objects (and its direct-edge cache): still read."""
+    book = AddressBook()
+    names = {id(book): "addresses"}
+    stage = _busy_window(book)
+    schema = state._BY_CLASS[_Window]
+    state._BY_CLASS[_Window] = state.Schema(_Window, "network2.window", state._WINDOW_V1)
+    try:
+        data = state.dumps(stage, {"addresses": book})
+    finally:
+        state._BY_CLASS[_Window] = schema
+    back = state.loads(data, {"addresses": book})
+    assert shape(back, names) == shape(stage, names) and back._windows[0].direct == {}
+
+
+def test_malformed_window_columns_are_refused() -> None:
+    book = AddressBook()
+    stage = _busy_window(book)
+    schema = state._BY_CLASS[_Window]
+    good = schema.values(stage._windows[0])
+    i = schema.fields.index("app")
+    for bad in (None, [["a"], ["b"], [0]], [["a"], ["b"], [0], [[1.0]] * 12], [["a"], ["b"], [0], [[]] * 12]):
+        values = list(good)
+        values[i] = bad
+        with pytest.raises(state.StateError):
+            schema.make(schema.version, values)
