@@ -30,12 +30,15 @@ what the roll-ups hold (the ``last_rollup`` clock and the slots still marked) is
 traversal and kept for ``ROLLUP_STATE_SECONDS`` (this store's own writes and roll-ups drop it): a
 state older than the graph's only makes reads use finer windows that are still there.
 
-Traversal: one traversal per call (for up to ``LEVELS_PER_TRAVERSAL`` levels): per level the
-frontier's pairs with a window in range are collected (``aggregate``, a barrier, so levels run in
-order), their far ends deduplicated and filtered against every node already seen. The answer is
-the set of pairs walked; the breadth-first order, ``via`` and depths are recomputed from it in
-Python exactly like the embedded store (smallest parent name wins). Only values are projected:
-edge elements never cross the wire (JanusGraph edge ids do not decode in plain gremlinpython).
+Traversal: one traversal per call (for up to ``LEVELS_PER_TRAVERSAL`` levels): per level each of
+the frontier's pairs is projected once (its ``info`` and the stats of its windows in range, the
+windows read once, batched by JanusGraph's multi-query), the pairs with a window in range are kept
+(``aggregate``, a barrier, so levels run in order), and their far ends deduplicated and filtered
+against every node already seen. The answer is the set of pairs walked; the breadth-first order,
+``via`` and depths are recomputed from it in Python exactly like the embedded store (smallest parent
+name wins). Only values are projected: edge elements never cross the wire (JanusGraph edge ids do
+not decode in plain gremlinpython). Every value travels inside the bytecode as a bound argument:
+the stores send no Gremlin text built from values (the only script is the schema's, constant).
 """
 
 from __future__ import annotations
@@ -705,8 +708,11 @@ class JanusGraphLayerStore(LayerStore):
 
     @staticmethod
     def _project_pair(t: GraphTraversal, plan: Sequence[Span]) -> GraphTraversal:
-        """Per pair ``[info, [stats JSON of each window in range]]`` (lists decode fastest)."""
-        return t.map(__.union(__.values("info"), JanusGraphLayerStore._stats_in(plan)).fold())
+        """Per pair with a window in the plan ``[info, [stats JSON of each window in range]]``
+        (lists decode fastest). The windows are read once: a pair without one in range projects an
+        empty list, which the ``where`` drops."""
+        row = __.union(__.values("info"), JanusGraphLayerStore._stats_in(plan)).fold()
+        return t.map(row).where(__.tail(Scope.local, 1).unfold())
 
     async def neighbors(
         self,
@@ -727,7 +733,7 @@ class JanusGraphLayerStore(LayerStore):
         for i in range(0, len(wanted), step):
             t = self._g.V().has("node", "name", P.within(wanted[i : i + step])).has("gran", granularity.value)
             t = t.out("calls") if direction is Walk.UPSTREAM else t.in_("callee")
-            jobs.append(self._run(self._project_pair(t.where(self._present(plan)), plan)))
+            jobs.append(self._run(self._project_pair(t, plan)))
         found: dict[tuple[str, str], _Walked] = {}
         for rows in await self._concurrently(jobs):
             found.update(self._summaries(granularity, rows))
@@ -797,17 +803,20 @@ class JanusGraphLayerStore(LayerStore):
     ) -> dict[tuple[str, str], _Walked]:
         """One traversal: the pairs (with a window in range) leaving nodes less than ``levels``
         hops from ``frontier``, never expanding a node of ``seen`` twice."""
-        present = self._present(plan)
         t = self._g.V().has("node", "name", P.within(seen)).has("gran", granularity.value).aggregate("seen")
         if frontier != seen:
             t = t.has("name", P.within(frontier))
         for level in range(levels):
             t = t.out("calls") if upstream else t.in_("callee")
-            t = t.where(present.clone()).aggregate("P")
-            if level + 1 < levels:
-                t = t.out("callee") if upstream else t.in_("calls")
+            last = level + 1 == levels
+            # each pair's windows are read once: its row is kept and the walk goes on from the pair
+            # only when the row has a window in range (no label on the last level: a labelled step
+            # there keeps JanusGraph from batching the pairs' reads)
+            t = self._project_pair(t if last else t.as_("p"), plan).aggregate("R")
+            if not last:
+                t = t.select("p").out("callee") if upstream else t.select("p").in_("calls")
                 t = t.dedup().where(P.without("seen")).aggregate("seen")
-        t = self._project_pair(t.cap("P").unfold().dedup(), plan)
+        t = t.cap("R").unfold()
         return self._summaries(granularity, await self._run(t))
 
     async def edges(
@@ -839,8 +848,7 @@ class JanusGraphLayerStore(LayerStore):
         while i < len(candidates) and (limit is None or len(out) < limit):
             part = candidates[i : i + chunk]
             i += chunk
-            t = self._g.V(*[long(c[2]) for c in part]).where(self._present(plan))
-            t = self._project_pair(t, plan)
+            t = self._project_pair(self._g.V(*[long(c[2]) for c in part]), plan)
             found = self._summaries(granularity, await self._run(t))
             for s, tg, _ in part:
                 w = found.get((s, tg))
