@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from gremlin_python.process.graph_traversal import __
+from gremlin_python.process.traversal import Bytecode
 from gremlin_python.structure.graph import Graph
 
 from tests.janusgraph.test_contract import JanusGraphFactory
@@ -29,7 +30,7 @@ from tests.store.contract import (
     win,
 )
 from topology.model import Layer, NodeKind
-from topology.store import janusgraph_layer
+from topology.store import janusgraph_layer, janusgraph_schema
 from topology.store.base import Stores, StoreUnavailable
 from topology.store.janusgraph import TRAVERSAL_SOURCES, open_janusgraph_stores
 from topology.store.janusgraph_catalog import JanusGraphCatalogStore
@@ -213,6 +214,33 @@ async def test_gremlin_looking_names_are_stored_verbatim(factory: JanusGraphFact
     got = await stores.layers[TRACE].neighbors([evil[0]], DOWN, APP, LIVE, LIVE_NOW)
     assert pairs(got) == [("user", evil[0])]
     assert await raw(stores, IPC, G.V().count()) == [0]  # nothing escaped into another graph
+
+
+async def test_every_request_binds_its_values(
+    factory: JanusGraphFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Injection safety and the server's script cache: a layer store sends traversals as bytecode
+    (names travel as arguments) and no script but the schema's constant one, its spec bound."""
+    sent: list[tuple[Any, Any]] = []
+    submit = GremlinPool.submit
+
+    async def recording(self: GremlinPool, message: Any, bindings: Any = None, time_limit: Any = None) -> Any:
+        sent.append((message, bindings))
+        return await submit(self, message, bindings, time_limit)
+
+    monkeypatch.setattr(GremlinPool, "submit", recording)
+    stores = await factory.fresh()
+    net = layer_store(stores, NET)
+    evil = '"); g.V().drop(); ("'
+    await net.upsert_windows([win("a", evil, LIVE_NOW - 2 * MINUTE), win(evil, "c", LIVE_NOW - MINUTE)])
+    assert pairs(await net.neighbors([evil], UP, APP, LIVE, LIVE_NOW)) == [(evil, "c")]
+    got = await net.traverse(["a"], UP, 3, APP, LIVE, LIVE_NOW)
+    assert pairs(got.edges) == sorted([("a", evil), (evil, "c")])
+    assert len(await net.edges(APP, TimeRange(T0, LIVE_NOW), LIVE_NOW)) == 2
+    assert set(await net.nodes([evil])) == {evil}
+    await net.rollup(LIVE_NOW + HOUR)
+    scripts = [(m, b) for m, b in sent if not isinstance(m, Bytecode)]
+    assert sent and all(m == janusgraph_schema._ENSURE and set(b) == {"spec"} for m, b in scripts)
 
 
 def _free_port() -> int:
