@@ -1,7 +1,7 @@
 """Benchmark of the JanusGraph store: the embedded benchmark's workload on a real JanusGraph Server.
 
     .venv/bin/python -m bench.store_janusgraph [--services 10000] [--minutes 60] [--queries 200]
-        [--url ws://...]  [--with-embedded]  [--backend berkeleyje|cql]
+        [--url ws://...]  [--with-embedded]  [--backend berkeleyje|cql]  [--loaded]
 
 Without ``--url`` it starts its own server (docker/janusgraph/dev.sh, port 18199) and stops it at the
 end: with ``--backend berkeleyje`` (default) instance ``bench``, data under var/janusgraph/bench, wiped
@@ -17,7 +17,9 @@ seed): one simulated hour of minute windows written layer by layer as stage 3 wo
 ``upsert_windows`` per layer per minute), then Q1 (up 3 + down 3 on every layer) through the store
 and through topology.query (what the GraphQL service runs), Q2 (blast radius of hubs), the
 roll-up. ``--with-embedded`` feeds the same windows to the embedded store in the same run and
-prints its figures beside.
+prints its figures beside. ``--url URL --loaded --blast-runs 0`` measures Q1 only, on a server that
+already holds this fleet's windows (the same ``--services``, ``--seed`` and ``--minutes``): nothing
+is cleared or written. Each query line is followed by the round trips (Gremlin requests) per query.
 """
 
 from __future__ import annotations
@@ -124,6 +126,23 @@ async def q2_unified(stores: Stores, name: str, rng: TimeRange, now: float) -> i
     return len(walk.reached)
 
 
+class RoundTrips:
+    """Prints the Gremlin requests per query that the ``with`` block's queries sent (JanusGraph only)."""
+
+    def __init__(self, stores: Stores, queries: int) -> None:
+        self.pools = [s.pool for s in stores.layers.values() if isinstance(s, JanusGraphLayerStore)]
+        self.queries = queries
+        self.sent = 0
+
+    def __enter__(self) -> None:
+        self.sent = sum(p.requests for p in self.pools)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.pools and exc[0] is None:
+            n = sum(p.requests for p in self.pools) - self.sent
+            print(f"{'':44s} {'':7s}  round trips: {n:,} ({n / self.queries:.1f} per query)")
+
+
 class Meter:
     """Windows written and store time spent, for one store."""
 
@@ -187,14 +206,14 @@ async def run(args: argparse.Namespace) -> None:
         for layer_store in stores.layers.values():
             assert isinstance(layer_store, JanusGraphLayerStore)
             layer_store.batch_size = args.batch_size
-            if not own:
+            if not own and not args.loaded:
                 await layer_store.clear()
         embedded: Stores | None = None
         tmp = pathlib.Path(tempfile.mkdtemp(prefix="store-bench-"))
         targets = {"janusgraph": stores}
         if args.with_embedded:
             embedded = targets["embedded"] = open_stores(tmp / "embedded")
-        written = await load(targets, fleet, args.minutes)
+        written = 0 if args.loaded else await load(targets, fleet, args.minutes)
 
         now = T0 + args.minutes * MINUTE
         live = TimeRange(now - 15 * MINUTE, now)
@@ -204,14 +223,18 @@ async def run(args: argparse.Namespace) -> None:
         for label, s in (("janusgraph", stores), ("embedded", embedded)):
             if s is None:
                 continue
-            await run_queries(f"{label} Q1 store traverse up3+down3 x3 layers", q1_store, s, names, live, now)
-            await run_queries(f"{label} Q1 unified query.traverse up3+down3", q1_unified, s, names, live, now)
-            await run_queries(f"{label} Q2 unified blast radius down5, 10 hubs", q2_unified, s,
-                              hubs * args.blast_runs, live, now)
-        c = Clock()
-        reports = [await stores.layers[layer].rollup(now + 1) for layer in ALL_LAYERS]
-        built = sum(r.built for r in reports)
-        print(f"janusgraph rollup: {built:,} hour windows built in {c.stop()[0]:.1f} s")
+            for what, fn in (("Q1 store traverse up3+down3 x3 layers", q1_store),
+                             ("Q1 unified query.traverse up3+down3", q1_unified)):
+                with RoundTrips(s, len(names)):
+                    await run_queries(f"{label} {what}", fn, s, names, live, now)
+            if args.blast_runs:
+                await run_queries(f"{label} Q2 unified blast radius down5, 10 hubs", q2_unified, s,
+                                  hubs * args.blast_runs, live, now)
+        if not args.loaded:
+            c = Clock()
+            reports = [await stores.layers[layer].rollup(now + 1) for layer in ALL_LAYERS]
+            built = sum(r.built for r in reports)
+            print(f"janusgraph rollup: {built:,} hour windows built in {c.stop()[0]:.1f} s")
         await stores.close()
         if embedded is not None:
             await embedded.close()
@@ -254,8 +277,13 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=1000)
     p.add_argument("--with-embedded", action="store_true", help="also run the embedded store, same windows")
     p.add_argument("--keep", action="store_true", help="leave the server this benchmark started running")
+    p.add_argument("--loaded", action="store_true",
+                   help="with --url: the server holds this fleet's windows already; query, write nothing")
+    args = p.parse_args()
+    if args.loaded and args.url is None:
+        p.error("--loaded queries a server given by --url")
     t = time.perf_counter()
-    asyncio.run(run(p.parse_args()))
+    asyncio.run(run(args))
     print(f"# total {time.perf_counter() - t:.0f} s")
 
 
