@@ -177,13 +177,22 @@ class _Edges:
         self._judged: dict[tuple[Layer, _Key], tuple[float, list[Evidence]]] = {}
 
     def add(self, layer: Layer, current: bool, answer: Sequence[tuple[EdgeKey, CallMetrics]]) -> None:
-        table = (self.now if current else self.base).setdefault(layer, {})
-        for key, metrics in answer:
-            k = (key.source, key.target)
-            table.setdefault(k, metrics)
-            if current:
-                self.out.setdefault(k[0], set()).add(k)
-                self.into.setdefault(k[1], set()).add(k)
+        tables = self.now if current else self.base
+        pairs = [((key.source, key.target), metrics) for key, metrics in answer]
+        table = dict(reversed(pairs))  # the first answer of an edge wins, here and ...
+        table.update(tables.get(layer, {}))  # ... over what earlier answers gave
+        tables[layer] = table
+        if current:
+            out, into = self.out, self.into
+            for k, _ in pairs:
+                s = out.get(k[0])
+                if s is None:
+                    s = out[k[0]] = set()
+                s.add(k)
+                s = into.get(k[1])
+                if s is None:
+                    s = into[k[1]] = set()
+                s.add(k)
 
     def signal(self, keys: Iterable[_Key], th: Thresholds, shared: bool = False) -> tuple[_Signal, int]:
         """The worst anomaly over ``keys`` (each layer judged on its own) and how many edges show one.
@@ -191,17 +200,19 @@ class _Edges:
         its callers; one noisy edge among many is not a failing service)."""
         best = _Signal()
         anomalous = judged_edges = 0
+        layers = [(layer, now, self.base.get(layer, {})) for layer in ALL_LAYERS
+                  if (now := self.now.get(layer))]
         for k in sorted(keys):
             worst = 0.0
             judged_here = False
-            for layer in ALL_LAYERS:
-                cur = self.now.get(layer, {}).get(k)
+            for layer, now, base in layers:
+                cur = now.get(k)
                 if cur is None:
                     continue
                 judged_here = judged_here or cur.requests >= MIN_CALLS
                 judged = self._judged.get((layer, k))
                 if judged is None:
-                    judged = self._judged[(layer, k)] = edge_anomaly(cur, self.base.get(layer, {}).get(k), th)
+                    judged = self._judged[(layer, k)] = edge_anomaly(cur, base.get(k), th)
                 score, found = judged
                 worst = max(worst, score)
                 if score > best.score:
