@@ -19,10 +19,9 @@ import signal
 import socket
 import sys
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 from agent.settings import AgentSettings
-from topology.settings import ConfigError, KafkaSettings, LogSettings, add_flags, resolve
+from topology.settings import ConfigError, KafkaSettings, LogSettings, add_flags, read_secret, resolve
 
 log = logging.getLogger("agent")
 
@@ -84,11 +83,7 @@ def run(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> int:
 
 def _token(settings: AgentSettings) -> str | None:
     if settings.token_file:
-        try:
-            return Path(settings.token_file).read_text(encoding="utf-8").strip() or None
-        except OSError as e:
-            raise ConfigError(f"TOPOLOGY_AGENT_TOKEN_FILE: cannot read {settings.token_file}: "
-                              f"{e.strerror}") from e
+        return read_secret(settings.token_file, "TOPOLOGY_AGENT_TOKEN_FILE").strip() or None
     return settings.token
 
 

@@ -41,8 +41,10 @@ __all__ = [
     "add_flags",
     "from_env",
     "parse_duration",
+    "read_secret",
     "resolve",
     "rows",
+    "secret_given",
     "setting",
 ]
 
@@ -329,6 +331,28 @@ def resolve(cls: type[T], args: argparse.Namespace, env: Mapping[str, str],
     return _build(cls, {**values, **overrides}, from_flag)
 
 
+# --- secrets: in a variable or in a file it names, never both -------------------------------------
+
+def secret_given(value: str | None, path: str | None, variable: str) -> bool:
+    """Whether a password is given, in ``variable`` or in the file that ``variable + "_FILE"``
+    names; both at once raise :class:`ConfigError`."""
+    if value is not None and path:
+        raise ConfigError(f"{variable}_FILE: give the password once, in the file or in {variable}, not both")
+    return value is not None or bool(path)
+
+
+def read_secret(path: str, variable: str) -> str:
+    """The text of a password or token file (named by ``variable``), untrimmed: each caller says
+    what it drops. A file that cannot be read or is not UTF-8 raises :class:`ConfigError`."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except OSError as e:
+        raise ConfigError(f"{variable}: cannot read {path}: {e.strerror or e}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{variable}: {path} is not UTF-8 text") from None
+
+
 # --- the settings every process shares ------------------------------------------------------------
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -417,13 +441,11 @@ class KafkaSettings:
         if sasl and not self.username:
             raise ConfigError(f"KAFKA_SASL_USERNAME: {self.security_protocol} needs a SASL user name "
                               "(--kafka-username)")
-        if sasl and self.password is None and not self.password_file:
+        has_password = secret_given(self.password, self.password_file, "KAFKA_SASL_PASSWORD")
+        if sasl and not has_password:
             raise ConfigError(f"KAFKA_SASL_PASSWORD_FILE: {self.security_protocol} needs a password "
                               "(KAFKA_SASL_PASSWORD_FILE, or KAFKA_SASL_PASSWORD)")
-        if self.password is not None and self.password_file:
-            raise ConfigError("KAFKA_SASL_PASSWORD_FILE: give the password once, in the file or in "
-                              "KAFKA_SASL_PASSWORD, not both")
-        if not sasl and (self.username or self.password is not None or self.password_file):
+        if not sasl and (self.username or has_password):
             raise ConfigError(f"KAFKA_SECURITY_PROTOCOL: SASL credentials are set but the protocol is "
                               f"{self.security_protocol} (use SASL_SSL or SASL_PLAINTEXT)")
         files = (("KAFKA_SSL_CA_FILE", self.ca_file), ("KAFKA_SSL_CERT_FILE", self.cert_file),
@@ -445,12 +467,7 @@ class KafkaSettings:
         """The SASL password: KAFKA_SASL_PASSWORD, or the password file's text (one trailing newline
         dropped); None without SASL. An unreadable file raises :class:`ConfigError`."""
         if self.password_file:
-            try:
-                with open(self.password_file, encoding="utf-8") as f:
-                    text = f.read()
-            except (OSError, UnicodeDecodeError) as e:
-                raise ConfigError(f"KAFKA_SASL_PASSWORD_FILE: cannot read {self.password_file}: "
-                                  f"{getattr(e, 'strerror', None) or e}") from None
+            text = read_secret(self.password_file, "KAFKA_SASL_PASSWORD_FILE")
             return text[:-1] if text.endswith("\n") else text
         return self.password
 
@@ -517,10 +534,8 @@ class StoreSettings:
         url = self.janusgraph_url
         if not url.startswith(("ws://", "wss://")):
             raise ConfigError(f"JANUSGRAPH_URL: expected a ws:// or wss:// URL, got {url!r}")
-        if self.janusgraph_password is not None and self.janusgraph_password_file:
-            raise ConfigError("JANUSGRAPH_PASSWORD_FILE: give the password once, "
-                              "JANUSGRAPH_PASSWORD or JANUSGRAPH_PASSWORD_FILE")
-        has_password = self.janusgraph_password is not None or bool(self.janusgraph_password_file)
+        has_password = secret_given(self.janusgraph_password, self.janusgraph_password_file,
+                                    "JANUSGRAPH_PASSWORD")
         if has_password and not self.janusgraph_username:
             raise ConfigError("JANUSGRAPH_USERNAME: a JanusGraph password needs its user name "
                               "(--janusgraph-username)")

@@ -20,7 +20,7 @@ import ssl
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from topology.settings import ConfigError
+from topology.settings import ConfigError, read_secret
 
 if TYPE_CHECKING:
     from gremlin_python.driver.client import Client
@@ -122,11 +122,7 @@ def _read(path: str, variable: str) -> bytes:
 
 
 def _secret(path: str, variable: str) -> str:
-    try:
-        text = _read(path, variable).decode()
-    except UnicodeDecodeError:
-        raise ConfigError(f"{variable}: {path} is not UTF-8 text") from None
-    secret = text.rstrip("\r\n")
+    secret = read_secret(path, variable).rstrip("\r\n")
     if not secret:
         raise ConfigError(f"{variable}: {path} is empty")
     return secret
