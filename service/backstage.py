@@ -119,15 +119,10 @@ def _graph(settings: Any) -> Any:
 
 
 def _post_catalog(url: str, payload: bytes, token: str | None) -> None:
-    import httpx
+    from service.client import request
 
-    headers = {"content-type": "application/json",
-               **({"authorization": f"Bearer {token}"} if token else {})}
-    try:
-        r = httpx.post(url.rstrip("/") + "/ingest/catalog", content=payload, headers=headers, timeout=120.0,
-                       trust_env=False)
-    except httpx.TransportError as e:
-        raise BackstageError(f"the server at {url} cannot be reached: {type(e).__name__}: {e}") from None
+    r = request("POST", url, "/ingest/catalog", token, content=payload,
+                headers={"content-type": "application/json"})
     if r.status_code != 200:
         raise BackstageError(f"the server refused the catalog ({r.status_code}): "
                              f"{' '.join(r.text.split())[:300]}")

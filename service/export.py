@@ -358,16 +358,10 @@ def export_endpoint(schema: Schema, context_for: Callable[[Request], Awaitable[A
 def fetch_export(base_url: str, params: Mapping[str, str], token: str | None) -> Any:
     """The answer (an ``httpx.Response``, status 200) of the server's ``GET /export``; a server that
     cannot be reached or refuses is :class:`service.simulate.Unreachable`, with its message."""
-    import httpx
-
+    from service.client import request
     from service.simulate import Unreachable
 
-    headers = {"authorization": f"Bearer {token}"} if token else {}
-    try:
-        r = httpx.get(base_url.rstrip("/") + "/export", params=params, headers=headers, timeout=120.0,
-                      trust_env=False)
-    except httpx.TransportError as e:
-        raise Unreachable(f"the server at {base_url} cannot be reached: {type(e).__name__}: {e}") from e
+    r = request("GET", base_url, "/export", token, params=params)
     if r.status_code != 200:
         try:
             message = r.json()["errors"][0]["message"]
