@@ -34,11 +34,13 @@ Traversal: one traversal per call (for up to ``LEVELS_PER_TRAVERSAL`` levels): p
 the frontier's pairs is projected once (its ``info`` and the stats of its windows in range, the
 windows read once, batched by JanusGraph's multi-query), the pairs with a window in range are kept
 (``aggregate``, a barrier, so levels run in order), and their far ends deduplicated and filtered
-against every node already seen. The answer is the set of pairs walked; the breadth-first order,
-``via`` and depths are recomputed from it in Python exactly like the embedded store (smallest parent
-name wins). Only values are projected: edge elements never cross the wire (JanusGraph edge ids do
-not decode in plain gremlinpython). Every value travels inside the bytecode as a bound argument:
-the stores send no Gremlin text built from values (the only script is the schema's, constant).
+against every node already seen (``with_stats=False``: the pairs with a window in range are kept and
+only their ``info`` is read, no window's stats). The answer is the set of pairs walked; the
+breadth-first order, ``via`` and depths are recomputed from it in Python exactly like the embedded
+store (smallest parent name wins). Only values are projected: edge elements never cross the wire
+(JanusGraph edge ids do not decode in plain gremlinpython). Every value travels inside the bytecode
+as a bound argument: the stores send no Gremlin text built from values (the only script is the
+schema's, constant).
 """
 
 from __future__ import annotations
@@ -98,6 +100,7 @@ DROP_BATCH = 10_000  # elements dropped per transaction
 NAMES_PER_TRAVERSAL = 200  # neighbors() of more names runs as several concurrent traversals
 ROLLUP_STATE_SECONDS = 2.0  # how long reads plan with the roll-up state they last read
 _T = TypeVar("_T")
+_NO_STATS = EdgeStats()  # what ``with_stats=False`` answers carry
 
 
 def encode_stats(s: EdgeStats) -> str:
@@ -692,12 +695,18 @@ class JanusGraphLayerStore(LayerStore):
         """The stats JSON of the pair's windows in the plan, in time order (span by span)."""
         return JanusGraphLayerStore._present(plan).values("st").fold()
 
-    def _summaries(self, granularity: Granularity, rows: Iterable[Any]) -> dict[tuple[str, str], _Walked]:
+    def _summaries(self, granularity: Granularity, rows: Iterable[Any],
+                   with_stats: bool = True) -> dict[tuple[str, str], _Walked]:
+        """Rows of :meth:`_project_pair` as walked pairs (without stats: each row is the info)."""
         out: dict[tuple[str, str], _Walked] = {}
-        for info, texts in rows:
-            stats = self._stats.merged(texts)
-            if stats is None:
-                continue
+        for row in rows:
+            if with_stats:
+                info, texts = row
+                stats = self._stats.merged(texts)
+                if stats is None:
+                    continue
+            else:
+                info, stats = row, _NO_STATS
             s, t, sk, tk = json.loads(info)
             out[(s, t)] = _Walked(s, t, NodeKind(sk), NodeKind(tk), stats)
         return out
@@ -707,10 +716,13 @@ class JanusGraphLayerStore(LayerStore):
                            w.source_kind, w.target_kind)
 
     @staticmethod
-    def _project_pair(t: GraphTraversal, plan: Sequence[Span]) -> GraphTraversal:
+    def _project_pair(t: GraphTraversal, plan: Sequence[Span], with_stats: bool = True) -> GraphTraversal:
         """Per pair with a window in the plan ``[info, [stats JSON of each window in range]]``
         (lists decode fastest). The windows are read once: a pair without one in range projects an
-        empty list, which the ``where`` drops."""
+        empty list, which the ``where`` drops. Without stats: the info of each pair with a window in
+        range (no window's stats is read, sent or decoded)."""
+        if not with_stats:
+            return t.where(JanusGraphLayerStore._present(plan)).values("info")
         row = __.union(__.values("info"), JanusGraphLayerStore._stats_in(plan)).fold()
         return t.map(row).where(__.tail(Scope.local, 1).unfold())
 
@@ -721,7 +733,7 @@ class JanusGraphLayerStore(LayerStore):
         granularity: Granularity,
         time: TimeRange,
         now: float,
-        with_stats: bool = True,  # the stats come in the same traversal: always given
+        with_stats: bool = True,
     ) -> list[EdgeSummary]:
         wanted = distinct_names(names)
         if not wanted:
@@ -733,10 +745,10 @@ class JanusGraphLayerStore(LayerStore):
         for i in range(0, len(wanted), step):
             t = self._g.V().has("node", "name", P.within(wanted[i : i + step])).has("gran", granularity.value)
             t = t.out("calls") if direction is Walk.UPSTREAM else t.in_("callee")
-            jobs.append(self._run(self._project_pair(t, plan)))
+            jobs.append(self._run(self._project_pair(t, plan, with_stats)))
         found: dict[tuple[str, str], _Walked] = {}
         for rows in await self._concurrently(jobs):
-            found.update(self._summaries(granularity, rows))
+            found.update(self._summaries(granularity, rows, with_stats))
         return [self._summary(granularity, found[k]) for k in sorted(found)]
 
     async def traverse(
@@ -747,7 +759,7 @@ class JanusGraphLayerStore(LayerStore):
         granularity: Granularity,
         time: TimeRange,
         now: float,
-        with_stats: bool = True,  # the stats come in the same traversal: always given
+        with_stats: bool = True,
     ) -> TraversalResult:
         if depth < 0:
             raise ValueError(f"depth must be >= 0, got {depth}")
@@ -765,7 +777,7 @@ class JanusGraphLayerStore(LayerStore):
         while level < depth and frontier:
             levels = min(LEVELS_PER_TRAVERSAL, depth - level)
             walked.update(
-                await self._walk(frontier, sorted(seen), levels, upstream, granularity, plan)
+                await self._walk(frontier, sorted(seen), levels, upstream, granularity, plan, with_stats)
             )
             adj: dict[str, list[tuple[str, _Walked]]] = {}
             for w in walked.values():
@@ -800,6 +812,7 @@ class JanusGraphLayerStore(LayerStore):
         upstream: bool,
         granularity: Granularity,
         plan: Sequence[Span],
+        with_stats: bool,
     ) -> dict[tuple[str, str], _Walked]:
         """One traversal: the pairs (with a window in range) leaving nodes less than ``levels``
         hops from ``frontier``, never expanding a node of ``seen`` twice."""
@@ -812,12 +825,18 @@ class JanusGraphLayerStore(LayerStore):
             # each pair's windows are read once: its row is kept and the walk goes on from the pair
             # only when the row has a window in range (no label on the last level: a labelled step
             # there keeps JanusGraph from batching the pairs' reads)
-            t = self._project_pair(t if last else t.as_("p"), plan).aggregate("R")
+            if not with_stats:  # the pairs are kept, their info read once at the end
+                t = t.where(self._present(plan)).aggregate("R")
+            else:
+                t = self._project_pair(t if last else t.as_("p"), plan).aggregate("R")
+                t = t if last else t.select("p")
             if not last:
-                t = t.select("p").out("callee") if upstream else t.select("p").in_("calls")
+                t = t.out("callee") if upstream else t.in_("calls")
                 t = t.dedup().where(P.without("seen")).aggregate("seen")
         t = t.cap("R").unfold()
-        return self._summaries(granularity, await self._run(t))
+        if not with_stats:
+            t = t.values("info")
+        return self._summaries(granularity, await self._run(t), with_stats)
 
     async def edges(
         self,
