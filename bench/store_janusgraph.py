@@ -15,7 +15,8 @@ does not open), then started again.
 The fleet, the windows and the queries come from bench/store_embedded.py (same generator, same
 seed): one simulated hour of minute windows written layer by layer as stage 3 would (one
 ``upsert_windows`` per layer per minute), then Q1 (up 3 + down 3 on every layer) through the store
-and through topology.query (what the GraphQL service runs), Q2 (blast radius of hubs), the
+and through topology.query (what the GraphQL service runs), each with and without edge stats (the
+service asks for none unless ``perLayer`` is selected), Q2 (blast radius of hubs), the
 roll-up. ``--with-embedded`` feeds the same windows to the embedded store in the same run and
 prints its figures beside. ``--url URL --loaded --blast-runs 0`` measures Q1 only, on a server that
 already holds this fleet's windows (the same ``--services``, ``--seed`` and ``--minutes``): nothing
@@ -38,7 +39,7 @@ import numpy as np
 from bench.machine import header
 from bench.store_embedded import Clock, Fleet, q1_store, run_queries
 from topology import query
-from topology.model import ALL_LAYERS, Direction
+from topology.model import ALL_LAYERS, Direction, Granularity
 from topology.store.base import Stores
 from topology.store.embedded import open_stores
 from topology.store.janusgraph import open_janusgraph_stores
@@ -117,6 +118,24 @@ async def q1_unified(stores: Stores, name: str, rng: TimeRange, now: float) -> i
     up, down = await asyncio.gather(
         query.traverse(stores.layers, [name], Direction.UPSTREAM, 3, time=rng, now=now),
         query.traverse(stores.layers, [name], Direction.DOWNSTREAM, 3, time=rng, now=now),
+    )
+    return len(up.reached) + len(down.reached)
+
+
+async def q1_store_bare(stores: Stores, name: str, rng: TimeRange, now: float) -> int:
+    """Q1 through the store without edge stats: LayerStore.traverse up 3 and down 3, every layer."""
+    results = await asyncio.gather(*(
+        stores.layers[layer].traverse([name], d, 3, Granularity.APP, rng, now, with_stats=False)
+        for layer in ALL_LAYERS for d in (Direction.UPSTREAM, Direction.DOWNSTREAM)
+    ))
+    return sum(len(r.edges) for r in results)
+
+
+async def q1_unified_bare(stores: Stores, name: str, rng: TimeRange, now: float) -> int:
+    """Q1 as the GraphQL service runs it when no edge stats are selected (no ``perLayer``)."""
+    up, down = await asyncio.gather(
+        query.traverse(stores.layers, [name], Direction.UPSTREAM, 3, time=rng, now=now, with_stats=False),
+        query.traverse(stores.layers, [name], Direction.DOWNSTREAM, 3, time=rng, now=now, with_stats=False),
     )
     return len(up.reached) + len(down.reached)
 
@@ -224,7 +243,9 @@ async def run(args: argparse.Namespace) -> None:
             if s is None:
                 continue
             for what, fn in (("Q1 store traverse up3+down3 x3 layers", q1_store),
-                             ("Q1 unified query.traverse up3+down3", q1_unified)):
+                             ("Q1 store traverse, no edge stats", q1_store_bare),
+                             ("Q1 unified query.traverse up3+down3", q1_unified),
+                             ("Q1 unified, no edge stats (GraphQL)", q1_unified_bare)):
                 with RoundTrips(s, len(names)):
                     await run_queries(f"{label} {what}", fn, s, names, live, now)
             if args.blast_runs:
