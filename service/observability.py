@@ -40,11 +40,10 @@ app or ``other``; the ingest ``reason`` is a class of :data:`topology.admit.REAS
 
 from __future__ import annotations
 
-import inspect
 import logging
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from typing import Any, cast
 
 from opentelemetry import trace
@@ -77,7 +76,7 @@ from topology.admit import OTHER, REASON_CLASSES
 from topology.model import Layer
 from topology.pipeline import PipelineOutput
 from topology.servicegraph import ServiceGraph
-from topology.store.base import CatalogStore, LayerStore, Stores
+from topology.store.base import CatalogStore, LayerStore, StoreProxy, Stores
 
 __all__ = ["ERROR_CODES", "MAX_OPERATIONS", "IngestCollector", "Metrics", "MetricsExtension", "RouteMetrics",
            "runtime_service_graph", "timed_stores", "tracer_provider_for"]
@@ -329,33 +328,29 @@ class MetricsExtension(SchemaExtension):
         metrics.latency.labels(op).observe(time.perf_counter() - start)
 
 
-class _Timed:
+class _Timed(StoreProxy):
     """Delegates to a store, timing every coroutine method call."""
 
     def __init__(self, inner: Any, label: str, metrics: Metrics) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self._label = label
         self._metrics = metrics
 
-    def __getattr__(self, name: str) -> Any:
-        """Called once per method name: the wrapper is then kept as an attribute of this object."""
-        attr = getattr(self._inner, name)
-        if not inspect.iscoroutinefunction(attr):
-            return attr
+    def _wrap(self, name: str, method: Callable[..., Coroutine[Any, Any, Any]]
+              ) -> Callable[..., Coroutine[Any, Any, Any]]:
         seconds = self._metrics.store_seconds.labels(self._label, name)
         errors = self._metrics.store_errors.labels(self._label, name)
 
         async def call(*args: Any, **kwargs: Any) -> Any:
             start = time.perf_counter()
             try:
-                return await attr(*args, **kwargs)
+                return await method(*args, **kwargs)
             except Exception:
                 errors.inc()
                 raise
             finally:
                 seconds.observe(time.perf_counter() - start)
 
-        setattr(self, name, call)
         return call
 
 

@@ -16,12 +16,11 @@ stores need no locks of their own.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar, cast
 
-from topology.store.base import CatalogStore, LayerStore, Stores
+from topology.store.base import CatalogStore, LayerStore, StoreProxy, Stores
 
 __all__ = ["StoreThread"]
 
@@ -59,22 +58,18 @@ class StoreThread:
             self.loop.close()
 
 
-class _Hop:
+class _Hop(StoreProxy):
     """Delegates to a store, running each coroutine method call on the store thread's loop."""
 
     def __init__(self, inner: Any, thread: StoreThread) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self._thread = thread
 
-    def __getattr__(self, name: str) -> Any:
-        """Called once per method name: the wrapper is then kept as an attribute of this object."""
-        attr = getattr(self._inner, name)
-        if not inspect.iscoroutinefunction(attr):
-            return attr
+    def _wrap(self, name: str, method: Callable[..., Coroutine[Any, Any, Any]]
+              ) -> Callable[..., Coroutine[Any, Any, Any]]:
         thread = self._thread
 
         async def call(*args: Any, **kwargs: Any) -> Any:
-            return await thread.run(attr(*args, **kwargs))
+            return await thread.run(method(*args, **kwargs))
 
-        setattr(self, name, call)
         return call

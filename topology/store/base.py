@@ -36,8 +36,10 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import inspect
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from topology.adjacency import Adjacency
 from topology.catalog import AddressLease, HealthEvent, HealthStatus, ServiceInfo, TraceSummary
@@ -284,3 +286,25 @@ class Stores:
             if self.on_close is not None:
                 release, self.on_close = self.on_close, None
                 release()
+
+
+class StoreProxy:
+    """Delegates to a store, each coroutine method wrapped by :meth:`_wrap` (a store running on
+    another loop, a timed store); other attributes are the store's own. Subclasses set their own
+    attributes before any store attribute is read."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def _wrap(self, name: str, method: Callable[..., Coroutine[Any, Any, Any]]
+              ) -> Callable[..., Coroutine[Any, Any, Any]]:
+        raise NotImplementedError
+
+    def __getattr__(self, name: str) -> Any:
+        """Called once per method name: the wrapper is then kept as an attribute of this object."""
+        attr = getattr(self._inner, name)
+        if not inspect.iscoroutinefunction(attr):
+            return attr
+        call = self._wrap(name, attr)
+        setattr(self, name, call)
+        return call
