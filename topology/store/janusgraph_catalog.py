@@ -104,6 +104,31 @@ class JanusGraphCatalogStore(CatalogStore):
         await self.ensure_ready()
         return await self._pool.submit(t.bytecode)
 
+    async def _merge_vertices(self, rows: list[dict[str, Any]]) -> None:
+        """Upsert one vertex a row: found or created by the row's ``m`` (label and key), its
+        properties set to the row's ``p``."""
+        await self._run(
+            self._g.inject(rows).unfold().as_("r")
+            .merge_v(__.select("r").select("m"))
+            .option(Merge.on_create, __.select("r").select("p"))
+            .option(Merge.on_match, __.select("r").select("p"))
+            .count()
+        )
+
+    async def _merge_self_edges(self, rows: list[dict[str, Any]]) -> None:
+        """Upsert one self-loop a row (a health or change event): the vertex found or created by the
+        row's ``a``, the edge by its ``e`` (label and key), the edge's properties set to ``b``."""
+        await self._run(
+            self._g.inject(rows).unfold().as_("r")
+            .merge_v(__.select("r").select("a")).as_("a")
+            .select("r")  # mergeE takes its map from the row, not from a vertex
+            .merge_e(__.select("e"))
+            .option(Merge.out_v, __.select("a")).option(Merge.in_v, __.select("a"))
+            .option(Merge.on_create, __.select("r").select("b"))
+            .option(Merge.on_match, __.select("r").select("b"))
+            .count()
+        )
+
     # -- services --------------------------------------------------------------------------------
     async def upsert_services(self, infos: Sequence[ServiceInfo]) -> None:
         if not infos:
@@ -119,13 +144,7 @@ class JanusGraphCatalogStore(CatalogStore):
                 "team": i.owner.team if i.owner is not None else "",
             }
             rows.append({"m": {T.label: "svc", "cname": name}, "p": props})
-        await self._run(
-            self._g.inject(rows).unfold().as_("r")
-            .merge_v(__.select("r").select("m"))
-            .option(Merge.on_create, __.select("r").select("p"))
-            .option(Merge.on_match, __.select("r").select("p"))
-            .count()
-        )
+        await self._merge_vertices(rows)
 
     async def services(self, names: Iterable[str]) -> dict[str, ServiceInfo]:
         wanted = _names(names)
@@ -177,13 +196,7 @@ class JanusGraphCatalogStore(CatalogStore):
                     "first": float(v.first_seen), "last": float(v.last_seen),
                 }
                 rows.append({"m": {T.label: "known", "kkey": _known_key(v.granularity, v.name)}, "p": props})
-            await self._run(
-                self._g.inject(rows).unfold().as_("r")
-                .merge_v(__.select("r").select("m"))
-                .option(Merge.on_create, __.select("r").select("p"))
-                .option(Merge.on_match, __.select("r").select("p"))
-                .count()
-            )
+            await self._merge_vertices(rows)
 
     async def known_nodes(self, names: Iterable[str]) -> dict[str, NodeInfo]:
         wanted = _names(names)
@@ -259,16 +272,7 @@ class JanusGraphCatalogStore(CatalogStore):
                 "e": {T.label: "health", Direction.OUT: Merge.out_v, Direction.IN: Merge.in_v, "at": at},
                 "b": body,
             })
-        await self._run(
-            self._g.inject(rows).unfold().as_("r")
-            .merge_v(__.select("r").select("a")).as_("a")
-            .select("r")  # mergeE takes its map from the row, not from a vertex
-            .merge_e(__.select("e"))
-            .option(Merge.out_v, __.select("a")).option(Merge.in_v, __.select("a"))
-            .option(Merge.on_create, __.select("r").select("b"))
-            .option(Merge.on_match, __.select("r").select("b"))
-            .count()
-        )
+        await self._merge_self_edges(rows)
 
     async def health(self, names: Iterable[str], at: float) -> dict[str, HealthStatus]:
         wanted = _names(names)
@@ -302,16 +306,7 @@ class JanusGraphCatalogStore(CatalogStore):
                 "e": {T.label: "change", Direction.OUT: Merge.out_v, Direction.IN: Merge.in_v, "cid": e.key},
                 "b": {"at": float(e.at), "cdata": data},
             })
-        await self._run(
-            self._g.inject(rows).unfold().as_("r")
-            .merge_v(__.select("r").select("a")).as_("a")
-            .select("r")
-            .merge_e(__.select("e"))
-            .option(Merge.out_v, __.select("a")).option(Merge.in_v, __.select("a"))
-            .option(Merge.on_create, __.select("r").select("b"))
-            .option(Merge.on_match, __.select("r").select("b"))
-            .count()
-        )
+        await self._merge_self_edges(rows)
 
     async def changes(
         self, names: Iterable[str], start: float, end: float, limit: int
@@ -342,13 +337,7 @@ class JanusGraphCatalogStore(CatalogStore):
             rows.append({"m": {T.label: "plse", "pkey": json.dumps([x.ip, x.owner, float(x.start)])},
                          "p": {"paddr": x.ip, "pstart": float(x.start),
                                "pdata": json.dumps(x.to_dict(), separators=(",", ":"), ensure_ascii=False)}})
-        await self._run(
-            self._g.inject(rows).unfold().as_("r")
-            .merge_v(__.select("r").select("m"))
-            .option(Merge.on_create, __.select("r").select("p"))
-            .option(Merge.on_match, __.select("r").select("p"))
-            .count()
-        )
+        await self._merge_vertices(rows)
 
     async def peer_leases(self, ips: Iterable[str]) -> dict[str, list[AddressLease]]:
         wanted = _names(ips)
