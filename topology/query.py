@@ -668,7 +668,8 @@ async def blast_radius(
         layers=layers, granularity=granularity, time=time, now=now, with_stats=with_stats, kept=kept,
     )
     infos = await catalog.services([d.name for d in walk.reached]) if walk.reached else {}
-    affected = tuple(d for d in walk.reached if matches_filter(infos.get(d.name), tiers, domains))
+    affected = walk.reached if tiers is None and domains is None else tuple(
+        d for d in walk.reached if matches_filter(infos.get(d.name), tiers, domains))
     names = [d.name for d in affected]
     teams, unowned = _team_notices(names, infos)
     return BlastRadius(
