@@ -38,20 +38,12 @@ PIDFILE="$RUN/$NAME.pid"
 LOGFILE="$RUN/$NAME.log"
 JARS_STAMP="$LIB/.complete"
 
-say() { echo "cassandra: $*"; }
-die() { echo "cassandra: $*" >&2; exit 1; }
+WHO=cassandra
+# shellcheck source=../dev/lib.sh
+. "$ROOT/docker/dev/lib.sh"
 
-running_pid() {
-  # Prints the node's pid when our pid file names a live CassandraDaemon using our config.
-  [ -f "$PIDFILE" ] || return 1
-  local pid
-  pid="$(cat "$PIDFILE" 2>/dev/null || true)"
-  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 1
-  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "-Dcassandra.config=file://$CONFIG " || return 1
-  echo "$pid"
-}
-
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+# The node's pid when our pid file names a live CassandraDaemon using our config.
+running_pid() { pid_matching "-Dcassandra.config=file://$CONFIG "; }
 
 ensure_jars() {
   if [ -f "$JARS_STAMP" ] && [ "$JARS_STAMP" -nt "$HERE/pom.xml" ]; then return 0; fi
@@ -119,62 +111,12 @@ start() {
     pid=$!
     echo "$pid" >"$PIDFILE"
   fi
-  local waited=0
-  until port_open "$PORT" && grep -q "Starting listening for CQL clients" "$LOGFILE"; do
-    if ! kill -0 "$pid" 2>/dev/null; then
-      tail -30 "$LOGFILE" >&2 || true
-      rm -f "$PIDFILE"
-      die "node exited during start-up (log: $LOGFILE)"
-    fi
-    if [ "$waited" -ge $((WAIT_SECONDS * 2)) ]; then
-      die "CQL did not answer on 127.0.0.1:$PORT within ${WAIT_SECONDS}s (pid $pid, log: $LOGFILE)"
-    fi
-    sleep 0.5
-    waited=$((waited + 1))
-  done
+  wait_started "$pid" "Starting listening for CQL clients" "$WAIT_SECONDS" node CQL 30
   say "started (pid $pid), CQL on 127.0.0.1:$PORT (CASSANDRA_PORT=$PORT), data $DATA, log $LOGFILE"
 }
 
-stop() {
-  local pid
-  if ! pid="$(running_pid)"; then
-    rm -f "$PIDFILE"
-    say "not running"
-    return 0
-  fi
-  kill -TERM "$pid" 2>/dev/null || true
-  local waited=0
-  while kill -0 "$pid" 2>/dev/null; do
-    if [ "$waited" -ge 120 ]; then
-      say "node did not stop within 60s, killing pid $pid"
-      kill -KILL "$pid" 2>/dev/null || true
-      break
-    fi
-    sleep 0.5
-    waited=$((waited + 1))
-  done
-  rm -f "$PIDFILE"
-  say "stopped (pid $pid)"
-}
+stop() { stop_server node 60; }
 
-status() {
-  local pid
-  if pid="$(running_pid)"; then
-    if port_open "$PORT"; then
-      say "running (pid $pid), CQL on 127.0.0.1:$PORT, data $DATA"
-    else
-      say "starting or unhealthy (pid $pid), 127.0.0.1:$PORT not answering"
-    fi
-    return 0
-  fi
-  say "not running"
-  return 3
-}
+status() { status_server "CQL on 127.0.0.1:$PORT, data $DATA"; }
 
-case "${1:-}" in
-  start) start ;;
-  stop) stop ;;
-  status) status ;;
-  restart) stop; start ;;
-  *) echo "usage: $0 start|stop|status|restart" >&2; exit 2 ;;
-esac
+dev_command "$@"

@@ -41,20 +41,12 @@ PIDFILE="$RUN/$NAME.pid"
 LOGFILE="$RUN/$NAME.log"
 JARS_STAMP="$LIB/.complete"
 
-say() { echo "kafka: $*"; }
-die() { echo "kafka: $*" >&2; exit 1; }
+WHO=kafka
+# shellcheck source=../dev/lib.sh
+. "$ROOT/docker/dev/lib.sh"
 
-running_pid() {
-  # Prints the broker's pid when our pid file names a live kafka.Kafka process.
-  [ -f "$PIDFILE" ] || return 1
-  local pid
-  pid="$(cat "$PIDFILE" 2>/dev/null || true)"
-  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 1
-  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "kafka.Kafka $CONFIG" || return 1
-  echo "$pid"
-}
-
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+# The broker's pid when our pid file names a live kafka.Kafka process of our config.
+running_pid() { pid_matching "kafka.Kafka $CONFIG"; }
 
 ensure_jars() {
   if [ -f "$JARS_STAMP" ] && [ "$JARS_STAMP" -nt "$HERE/pom.xml" ]; then return 0; fi
@@ -128,62 +120,12 @@ start() {
   setsid "${JAVA[@]}" kafka.Kafka "$CONFIG" >>"$LOGFILE" 2>&1 </dev/null &
   pid=$!
   echo "$pid" >"$PIDFILE"
-  local waited=0
-  until port_open "$PORT" && grep -q "Kafka Server started" "$LOGFILE"; do
-    if ! kill -0 "$pid" 2>/dev/null; then
-      tail -20 "$LOGFILE" >&2 || true
-      rm -f "$PIDFILE"
-      die "broker exited during start-up (log: $LOGFILE)"
-    fi
-    if [ "$waited" -ge $((WAIT_SECONDS * 2)) ]; then
-      die "broker did not answer on 127.0.0.1:$PORT within ${WAIT_SECONDS}s (pid $pid, log: $LOGFILE)"
-    fi
-    sleep 0.5
-    waited=$((waited + 1))
-  done
+  wait_started "$pid" "Kafka Server started" "$WAIT_SECONDS" broker broker 20
   say "started (pid $pid), listening on 127.0.0.1:$PORT (KAFKA_BOOTSTRAP=127.0.0.1:$PORT), log $LOGFILE"
 }
 
-stop() {
-  local pid
-  if ! pid="$(running_pid)"; then
-    rm -f "$PIDFILE"
-    say "not running"
-    return 0
-  fi
-  kill -TERM "$pid" 2>/dev/null || true
-  local waited=0
-  while kill -0 "$pid" 2>/dev/null; do
-    if [ "$waited" -ge 60 ]; then
-      say "broker did not stop within 30s, killing pid $pid"
-      kill -KILL "$pid" 2>/dev/null || true
-      break
-    fi
-    sleep 0.5
-    waited=$((waited + 1))
-  done
-  rm -f "$PIDFILE"
-  say "stopped (pid $pid)"
-}
+stop() { stop_server broker 30; }
 
-status() {
-  local pid
-  if pid="$(running_pid)"; then
-    if port_open "$PORT"; then
-      say "running (pid $pid), listening on 127.0.0.1:$PORT"
-    else
-      say "starting or unhealthy (pid $pid), 127.0.0.1:$PORT not answering"
-    fi
-    return 0
-  fi
-  say "not running"
-  return 3
-}
+status() { status_server "listening on 127.0.0.1:$PORT"; }
 
-case "${1:-}" in
-  start) start ;;
-  stop) stop ;;
-  status) status ;;
-  restart) stop; start ;;
-  *) echo "usage: $0 start|stop|status|restart" >&2; exit 2 ;;
-esac
+dev_command "$@"
