@@ -46,16 +46,8 @@ WHO=cassandra
 running_pid() { pid_matching "-Dcassandra.config=file://$CONFIG "; }
 
 ensure_jars() {
-  if [ -f "$JARS_STAMP" ] && [ "$JARS_STAMP" -nt "$HERE/pom.xml" ]; then return 0; fi
-  command -v mvn >/dev/null || die "mvn not found (make install-system installs it)"
-  command -v java >/dev/null || die "java not found (make install-system installs it)"
-  say "collecting the node's classpath with mvn (cached in ~/.m2)"
-  mkdir -p "$LIB"
-  local mvn_args=(-q -B -Dstyle.color=never -f "$HERE/pom.xml" dependency:copy-dependencies)
-  # Offline first (everything cached in ~/.m2 after the first run), online otherwise.
-  if ! mvn -o "${mvn_args[@]}" >/dev/null 2>&1; then
-    mvn "${mvn_args[@]}" || die "mvn could not collect the Cassandra jars"
-  fi
+  if jars_ready; then return 0; fi
+  collect_jars "node's classpath" Cassandra
   ls "$LIB"/cassandra-all-*.jar >/dev/null 2>&1 || die "cassandra-all jar missing in $LIB after mvn"
   ls "$LIB"/jamm-*.jar >/dev/null 2>&1 || die "jamm jar (the -javaagent) missing in $LIB after mvn"
   touch "$JARS_STAMP"

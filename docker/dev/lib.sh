@@ -5,6 +5,7 @@
 #   PORT       the port the server answers on, on 127.0.0.1
 #   PIDFILE    the server's pid file
 #   LOGFILE    the server's console log
+#   HERE, LIB, JARS_STAMP   the script's folder (its pom.xml), the jars' folder and its stamp file
 # and defines running_pid (usually: pid_matching with the server's command line).
 
 say() { echo "$WHO: $*"; }
@@ -21,6 +22,25 @@ pid_matching() {
   [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 1
   tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$1" || return 1
   echo "$pid"
+}
+
+jars_ready() {
+  # The jars are collected (the stamp is newer than the pom that lists them).
+  [ -f "$JARS_STAMP" ] && [ "$JARS_STAMP" -nt "$HERE/pom.xml" ]
+}
+
+collect_jars() {
+  # collect_jars WHAT PRODUCT: mvn copies the pom's dependencies into LIB, offline first
+  # (everything is cached in ~/.m2 after the first run), online otherwise. The caller checks the
+  # jars it needs and touches JARS_STAMP.
+  command -v mvn >/dev/null || die "mvn not found (make install-system installs it)"
+  command -v java >/dev/null || die "java not found (make install-system installs it)"
+  say "collecting the $1 with mvn (cached in ~/.m2)"
+  mkdir -p "$LIB"
+  local mvn_args=(-q -B -Dstyle.color=never -f "$HERE/pom.xml" dependency:copy-dependencies)
+  if ! mvn -o "${mvn_args[@]}" >/dev/null 2>&1; then
+    mvn "${mvn_args[@]}" || die "mvn could not collect the $2 jars"
+  fi
 }
 
 wait_started() {

@@ -49,16 +49,8 @@ WHO=kafka
 running_pid() { pid_matching "kafka.Kafka $CONFIG"; }
 
 ensure_jars() {
-  if [ -f "$JARS_STAMP" ] && [ "$JARS_STAMP" -nt "$HERE/pom.xml" ]; then return 0; fi
-  command -v mvn >/dev/null || die "mvn not found (make install-system installs it)"
-  command -v java >/dev/null || die "java not found (make install-system installs it)"
-  say "collecting the broker classpath with mvn (cached in ~/.m2)"
-  mkdir -p "$LIB"
-  local mvn_args=(-q -B -Dstyle.color=never -f "$HERE/pom.xml" dependency:copy-dependencies)
-  # Offline first (everything cached in ~/.m2 after the first run), online otherwise.
-  if ! mvn -o "${mvn_args[@]}" >/dev/null 2>&1; then
-    mvn "${mvn_args[@]}" || die "mvn could not collect the Kafka jars"
-  fi
+  if jars_ready; then return 0; fi
+  collect_jars "broker classpath" Kafka
   ls "$LIB"/kafka_2.13-*.jar >/dev/null 2>&1 || die "kafka_2.13 jar missing in $LIB after mvn"
   touch "$JARS_STAMP"
 }
