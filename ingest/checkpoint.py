@@ -28,7 +28,8 @@ Incremental checkpoints: a commit every second (early outputs) must not rewrite 
 For a state class listed in :data:`ingest.state.SECTIONED` (NETWORK stage 2: its windows) a
 checkpoint is a *head* (the state without its sections, and the clock) plus the sections that
 changed since this worker's previous checkpoint of the partition (:class:`Log`); each section is
-keyed ``<source>#s<section>.<part>``, so compaction keeps its latest version. The head's
+keyed ``<source>#s<section>.<part>``, so compaction keeps its latest version (a section that is
+gone, or parts it no longer has, get tombstones, so compaction removes them). The head's
 ``ckpt.sections`` header is the manifest: every live section and the id of the checkpoint that
 last wrote it. All of it is in the one transaction with the outputs and offsets, so the newest
 committed head and the sections its manifest names are always a consistent state (a section
@@ -115,7 +116,7 @@ def decode(data: bytes, shared: dict[str, Any] | None = None,
         raise BadCheckpoint(str(e)) from None
 
 
-Record = tuple[bytes, bytes, list[tuple[str, bytes]]]  # key, value, headers
+Record = tuple[bytes, bytes | None, list[tuple[str, bytes]]]  # key, value (None: a tombstone), headers
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +125,7 @@ class Checkpoint:
     offset: int  # the next input offset to read: the state covers every record before it
     state: bytes  # dumps() output (the head of a sectioned state)
     sections: tuple[bytes, ...] | None = None  # restored: every section of the manifest (None: whole)
+    names: tuple[str, ...] = ()  # restored: the sections' names, in the same order
 
 
 def state_key(source: Partition) -> str:
@@ -161,14 +163,34 @@ def section_records(source: Partition, cid: bytes, name: str, data: bytes) -> li
             for i, chunk in enumerate(chunks)]
 
 
+def _tombstones(source: Partition, name: str, parts: range) -> list[Record]:
+    """Tombstones for parts of a section that is gone (or now has fewer parts), so compaction removes them."""
+    base = state_key(source)
+    return [(f"{base}#s{name}.{i}".encode(), None,
+             [("ckpt.format", FORMAT), ("ckpt.kind", b"section"), ("ckpt.section", name.encode())])
+            for i in parts]
+
+
 class Log:
     """What this worker last wrote of one input partition's sections: decides what the next
-    checkpoint rewrites (see the module docstring). A new one writes every section."""
+    checkpoint rewrites (see the module docstring). A new one writes every section; made
+    :meth:`after` a restored checkpoint, it also knows the restored sections, to remove them when
+    they are gone."""
 
     def __init__(self) -> None:
         self.versions: dict[str, bytes] = {}  # section -> id of the checkpoint that last wrote it
         self.sizes: dict[str, int] = {}  # section -> its bytes then
         self.since: dict[str, int] = {}  # section -> bytes written for this partition after it
+        self.parts: dict[str, int] = {}  # section -> messages it was cut into
+
+    @classmethod
+    def after(cls, restored: Checkpoint | None) -> Log:
+        """The log of a partition just restored from ``restored`` (None: started empty)."""
+        log = cls()
+        if restored is not None and restored.sections is not None:
+            restored_parts = zip(restored.names, restored.sections, strict=True)
+            log.parts = {name: len(_chunks(data)) for name, data in restored_parts}
+        return log
 
     def records(self, source: Partition, offset: int, state: Any, clock: SourceClock | MergedClock,
                 shared: dict[str, Any] | None = None) -> list[Record]:
@@ -182,17 +204,22 @@ class Log:
         names = {str(k): k for k in sections}
         if any("," in n or "=" in n for n in names):
             raise codec.StateError("a section key must not contain ',' or '=' (the manifest separators)")
-        for gone in [n for n in self.versions if n not in names]:
-            del self.versions[gone], self.sizes[gone], self.since[gone]
-        limit = STALE_FACTOR * (len(head) + sum(self.sizes.values()))
         out: list[Record] = []
+        for gone in [n for n in self.parts if n not in names]:
+            out.extend(_tombstones(source, gone, range(self.parts.pop(gone))))
+            for known in (self.versions, self.sizes, self.since):
+                known.pop(gone, None)
+        limit = STALE_FACTOR * (len(head) + sum(self.sizes.values()))
         written = len(head)
         for name, k in names.items():
             if name in self.versions and k not in touched and self.since[name] <= limit:
                 continue
             data = codec.dumps([k, sections[k]], shared)
-            out.extend(section_records(source, cid, name, data))
+            records = section_records(source, cid, name, data)
+            out.extend(records)
+            out.extend(_tombstones(source, name, range(len(records), self.parts.get(name, 0))))
             self.versions[name], self.sizes[name], self.since[name] = cid, len(data), -len(data)
+            self.parts[name] = len(records)
             written += len(data)
         for name in self.since:
             self.since[name] += written
@@ -309,7 +336,7 @@ def assemble(records: list[Any], source: Partition, complete: bool = False) -> C
             raise BadCheckpoint(f"the checkpoint of {state_key(source)} names sections the state topic does "
                                 f"not hold: {missing[:5]}")
         return None
-    return Checkpoint(source, offset, state, tuple(found[name] for name in wanted))
+    return Checkpoint(source, offset, state, tuple(found[name] for name in wanted), tuple(wanted))
 
 
 def _manifest(value: bytes, source: Partition) -> dict[str, bytes]:
@@ -332,10 +359,10 @@ def _sections(records: list[Any], prefix: bytes, wanted: dict[str, bytes],
         if m.key is None or not m.key.startswith(prefix):
             continue
         h = dict(m.headers or ())
-        if h.get("ckpt.kind") != b"section":
+        if h.get("ckpt.kind") != b"section" or m.value is None:  # a tombstone: the section is gone
             continue
         name = (h.get("ckpt.section") or b"").decode(errors="replace")
-        if wanted.get(name) != h.get("ckpt.id"):
+        if name not in wanted or wanted[name] != h.get("ckpt.id"):
             continue
         part, total = _header_int(h, "ckpt.part", source), _header_int(h, "ckpt.parts", source)
         if not 0 <= part < total:

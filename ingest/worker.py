@@ -353,8 +353,10 @@ class Worker:
                 clock.last_activity = wall
             else:
                 clock.expect(self.expected_sources)
-            self.runner.add_part(Partition(tp.topic, tp.partition), logic_state, clock, position, committed)
-            self.logs.pop(Partition(tp.topic, tp.partition), None)  # a new owner writes every section
+            source = Partition(tp.topic, tp.partition)
+            self.runner.add_part(source, logic_state, clock, position, committed)
+            # a new owner writes every section at its first checkpoint, and removes restored ones gone by then
+            self.logs[source] = checkpoint.Log.after(cp if saved is not None else None)
         self._update_stage_counters()  # the baseline: restored counts were counted by their previous owner
         names = sorted(f"{t.topic}:{t.partition}" for t in assigned)
         log.info("partitions assigned", extra={"worker": self.name, "partitions": names})
@@ -520,7 +522,7 @@ class Worker:
         if self.spec.terminal:
             await self._write_effects()
         shared = self.spec.shared()
-        records: list[tuple[str, int | None, bytes | None, bytes, list[tuple[str, bytes]]]] = []
+        records: list[tuple[str, int | None, bytes | None, bytes | None, list[tuple[str, bytes]]]] = []
         items_out = self._encode_emits(records)
         clocks = self.runner.clocks()
         if not self.spec.terminal and self.output_partitions and clocks:

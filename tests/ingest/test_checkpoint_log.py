@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from ingest import checkpoint, state
@@ -43,14 +43,20 @@ def drop(stage: NetworkStage2, w: int) -> None:
         stage._touched.discard(w * WS)
 
 
-def _restore(messages: list[StateMessage], compact: bool, book: AddressBook) -> tuple[int, Any]:
-    if compact:  # what compaction leaves: the latest message of each key, in order
-        latest = {m.key: i for i, m in enumerate(messages)}
-        messages = [m for i, m in enumerate(messages) if latest[m.key] == i]
+def _restore(messages: list[StateMessage], compact: bool,
+             book: AddressBook) -> tuple[checkpoint.Checkpoint, Any]:
+    if compact:
+        messages = _compacted(messages)
     cp = checkpoint.assemble(messages, TP, complete=True)
     assert cp is not None
     saved = checkpoint.decode(cp.state, {"addresses": book}, cp.sections)
-    return cp.offset, saved.logic
+    return cp, saved.logic
+
+
+def _compacted(messages: list[StateMessage]) -> list[StateMessage]:
+    """What compaction leaves: the latest message of each key, in order, without tombstones."""
+    latest = {m.key: i for i, m in enumerate(messages)}
+    return [m for i, m in enumerate(messages) if latest[m.key] == i and m.value is not None]
 
 
 _ops = st.lists(st.tuples(st.sampled_from(["touch", "drop", "commit", "restart"]), st.integers(0, 5)),
@@ -59,6 +65,7 @@ _ops = st.lists(st.tuples(st.sampled_from(["touch", "drop", "commit", "restart"]
 
 @settings(max_examples=150, deadline=None)
 @given(_ops, st.booleans())
+@example([("touch", 0), ("commit", 0), ("drop", 0), ("commit", 0)], False)  # a tombstone before the head
 def test_the_newest_head_and_its_sections_restore_the_state_checkpointed(
         ops: list[tuple[str, int]], compact: bool) -> None:
     book = AddressBook()
@@ -75,23 +82,27 @@ def test_the_newest_head_and_its_sections_restore_the_state_checkpointed(
             drop(stage, w)
         elif op == "restart":  # a new owner restores the last checkpoint and writes every section next
             if written is not None:
-                _, stage = _restore(messages, compact, book)
+                cp, stage = _restore(messages, compact, book)
                 assert shape(stage, names) == written
+                log = checkpoint.Log.after(cp)
             else:
-                stage = new_stage(book)
-            log = checkpoint.Log()
+                stage, log = new_stage(book), checkpoint.Log()
         else:
             offset += 1
             records = log.records(TP, offset, stage, MergedClock(), {"addresses": book})
             messages.extend(StateMessage(*r) for r in records)
             written = shape(stage, names)
-            got_offset, restored = _restore(messages, compact, book)
-            assert got_offset == offset
+            cp, restored = _restore(messages, compact, book)
+            assert cp.offset == offset
             assert shape(restored, names) == written
+            # compaction keeps nothing of windows that are gone: a section key per live window
+            kept = {m.key for m in _compacted(messages) if dict(m.headers).get("ckpt.kind") == b"section"}
+            assert kept == {f"{checkpoint.state_key(TP)}#s{w}.0".encode() for w in stage._windows}
 
 
 def _sections_written(records: list[checkpoint.Record]) -> list[str]:
-    return [dict(h)["ckpt.section"].decode() for _, _, h in records if dict(h).get("ckpt.kind") == b"section"]
+    return [dict(h)["ckpt.section"].decode() for _, v, h in records
+            if dict(h).get("ckpt.kind") == b"section" and v is not None]
 
 
 def test_a_checkpoint_writes_the_head_and_the_windows_changed_since_the_last_one() -> None:
@@ -107,6 +118,7 @@ def test_a_checkpoint_writes_the_head_and_the_windows_changed_since_the_last_one
     drop(stage, 0)
     second = log.records(TP, 3, stage, MergedClock(), {"addresses": book})
     assert _sections_written(second) == [str(3 * WS)]
+    assert [k for k, v, _ in second if v is None] == [f"{checkpoint.state_key(TP)}#s0.0".encode()]  # gone
     head = dict(second[-1][2])
     assert head["ckpt.offset"] == b"3"
     manifest = checkpoint._manifest(head["ckpt.sections"], TP)
@@ -138,9 +150,9 @@ def test_a_whole_checkpoint_of_a_sectioned_state_is_still_read() -> None:
     touch(stage, 1, "a")
     data = checkpoint.encode(checkpoint.Saved(stage, MergedClock()), {"addresses": book})
     messages = [StateMessage(*r) for r in checkpoint.to_records(checkpoint.Checkpoint(TP, 9, data))]
-    offset, restored = _restore(messages, False, book)
+    cp, restored = _restore(messages, False, book)
     names = {id(book): "addresses"}
-    assert offset == 9 and shape(restored, names) == shape(stage, names)
+    assert cp.offset == 9 and shape(restored, names) == shape(stage, names)
 
 
 def _busy_window(book: AddressBook) -> NetworkStage2:

@@ -79,7 +79,7 @@ class StateMessage:
     """One message of a state topic (what :func:`ingest.checkpoint.assemble` reads)."""
 
     key: bytes
-    value: bytes
+    value: bytes | None  # None: a tombstone
     headers: list[tuple[str, bytes]]
 
 
@@ -115,8 +115,9 @@ class TestingStage:
             return ps
         saved = self.restored(tp)
         if saved is not None:
-            offset, restored = saved
-            return self.runner.add_part(tp, restored.logic, restored.clock, offset, offset)
+            cp, restored = saved
+            self.logs[tp] = checkpoint.Log.after(cp)
+            return self.runner.add_part(tp, restored.logic, restored.clock, cp.offset, cp.offset)
         clock: SourceClock | MergedClock
         if self.spec.repartitioned_input:
             parts = range(self.bus.partitions)
@@ -183,17 +184,17 @@ class TestingStage:
             self.state_topic[tp].extend(StateMessage(*r) for r in records)
         return self
 
-    def restored(self, tp: Partition) -> tuple[int, checkpoint.Saved] | None:
-        """The last checkpoint of ``tp`` (next offset, state) as a new owner restores it, from the
-        state topic as compaction may leave it (the latest message of each key)."""
+    def restored(self, tp: Partition) -> tuple[checkpoint.Checkpoint, checkpoint.Saved] | None:
+        """The last checkpoint of ``tp`` (and the state in it) as a new owner restores it, from the
+        state topic as compaction may leave it (the latest message of each key, tombstones removed)."""
         messages = self.state_topic.get(tp)
         if not messages:
             return None
         latest = {m.key: i for i, m in enumerate(messages)}
-        compacted = [m for i, m in enumerate(messages) if latest[m.key] == i]
+        compacted = [m for i, m in enumerate(messages) if latest[m.key] == i and m.value is not None]
         cp = checkpoint.assemble(compacted, tp, complete=True)
         assert cp is not None, f"no complete checkpoint of {tp}"
-        return cp.offset, checkpoint.decode(cp.state, self.spec.shared(), cp.sections)
+        return cp, checkpoint.decode(cp.state, self.spec.shared(), cp.sections)
 
     def restart(self) -> TestingStage:
         """Drop every partition's logic (and what was not committed): the next poll restores each
