@@ -290,7 +290,7 @@ async def root_cause(
     baseline = TimeRange(at - window * (1 + BASELINE_WINDOWS), at - window)
     asked = tuple(layer for layer in ALL_LAYERS if layers is None or layer in set(layers))
     walk = await traverse(layer_stores, [name], Direction.UPSTREAM, depth, layers=asked,
-                          granularity=granularity, time=current, now=now, with_stats=False)
+                          granularity=granularity, time=current, now=now, with_stats=False, kept=True)
     names = [name, *(d.name for d in walk.reached)]
     via = {d.name: d.via for d in walk.reached}
     depth_of = {name: 0, **{d.name: d.depth for d in walk.reached}}
