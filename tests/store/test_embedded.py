@@ -34,7 +34,7 @@ from tests.store.contract import (
 from tests.topology.sketches import latencies
 from topology.catalog import HealthEvent, HealthState, TraceSummary
 from topology.model import Layer, NodeKind
-from topology.sketch import EMPTY, LatencySketch, merge_sketches
+from topology.sketch import EMPTY, SCALE, LatencySketch, merge_sketches
 from topology.sketch_batch import QuantileBatch
 from topology.stats import EdgeStats
 from topology.store import embedded_layer
@@ -368,6 +368,34 @@ def test_many_stored_windows_read_at_once_give_what_each_decodes(
         assert sums.get(eid, (0, 0)) == (sum(d[0] for d in decoded), sum(d[1] for d in decoded))
         merged = merge_sketches([s.latency for s in mine])
         assert [q[group[eid]] for q in got] == [merged.quantile(x) for x in (0.0, 0.5, 0.99, 1.0)]
+
+
+def test_many_stored_windows_of_one_shape_are_read_as_one_array() -> None:
+    # records of one header (the same fields, widths and sketch length) are read with one np.frombuffer:
+    # dense and sparse sketches, a record of another scale and one with exemplars among them
+    rnd = random.Random(5)
+    codec = StatsCodec()
+    windows: list[tuple[int, EdgeStats]] = []
+    for i in range(300):
+        gaps = i % 2 == 1  # odd: mostly empty buckets, stored sparse
+        counts = tuple(rnd.randint(1, 200) if not gaps or k % 7 == 0 else 0 for k in range(29))
+        lat = LatencySketch(SCALE, rnd.randint(-400, -300), counts, rnd.randint(0, 200))
+        windows.append((i % 11, EdgeStats(requests=rnd.randint(100, 250), errors=rnd.randint(1, 9),
+                                          latency=lat)))
+    finer = LatencySketch.from_counts({-50: 3}, 0, SCALE + 1)
+    windows.append((3, EdgeStats(requests=120, errors=2, latency=finer)))
+    one = LatencySketch.of([0.01])
+    windows.append((4, EdgeStats(requests=130, errors=1, latency=one, exemplars=("ab",))))
+    rows = [(eid, T0, codec.encode(s, T0)) for eid, s in windows]
+    group = {eid: eid for eid in range(11)}
+    batch = QuantileBatch(11)
+    sums = codec.calls_into(rows, group, batch)
+    got = batch.quantiles((0.0, 0.5, 0.99, 1.0))
+    for eid in range(11):
+        mine = [s for e, s in windows if e == eid]
+        assert sums[eid] == (sum(s.requests for s in mine), sum(s.errors for s in mine))
+        merged = merge_sketches([s.latency for s in mine])
+        assert [q[eid] for q in got] == [merged.quantile(x) for x in (0.0, 0.5, 0.99, 1.0)]
 
 
 async def test_memory_and_disk_give_the_same_stats(tmp_path: pathlib.Path) -> None:

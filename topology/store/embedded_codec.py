@@ -328,7 +328,8 @@ _ZERO, _ZERO_F, _NONE = -3, -2, -1
 class _Plan:
     """How to unpack one shape (field mask, width codes, histogram length, old or new latency)."""
 
-    __slots__ = ("calls", "first_ms", "floats", "head", "ints", "last_ms", "lat", "lat_end", "run", "struct")
+    __slots__ = ("calls", "calls_at", "first_ms", "floats", "head", "ints", "last_ms", "lat", "lat_end",
+                 "record", "run", "struct")
 
     def __init__(self, mask: int, codes: int, nlat: int, old: bool) -> None:
         fmt = ["<"]
@@ -373,12 +374,26 @@ class _Plan:
         self.lat_end = self.lat + 3 + (2 * (nlat & ~_SPARSE) if nlat & _SPARSE else nlat)  # new format
         # for readers of many records (StatsCodec.calls_into): the fields up to the sketch's zero
         # count, then the sketch's counts as one run of equal-width integers (or (gap, count) pairs)
+        self.calls_at = (pos.get(8, -1), pos.get(9, -1))  # requests, errors among the values (-1: absent)
         self.head: struct.Struct | None = None
         self.run = (0, 0, False)  # width code of the counts, how many, sparse
+        # the whole record (header, values) as a numpy dtype: the head's values one field each, the
+        # counts as one array field "run"; None where records of this shape can carry exemplars
+        self.record: np.dtype[Any] | None = None
         if 10 in pos and not old:
             c = codes >> 20 & 3
             self.head = struct.Struct("<" + "".join(before_lat) + "bh" + _INT_CODES[c])
             self.run = (c, nlat & ~_SPARSE, bool(nlat & _SPARSE))
+            if not mask & 1 << 13:
+                n_run = self.run[1]
+                run_type = _PAIR_DTYPES[c] if self.run[2] else _RUN_DTYPES[c]
+                rest = self.struct.size - self.head.size - n_run * run_type.itemsize
+                fields: list[tuple[Any, ...]] = [("header", f"V{_HEADER.size}")]
+                fields += [(f"v{i}", "<" + ch) for i, ch in enumerate(self.head.format[1:])]
+                fields.append(("run", run_type, (n_run,)))
+                if rest:
+                    fields.append(("rest", f"V{rest}"))
+                self.record = np.dtype(fields)
 
 class StatsCodec:
     """The compact format of one database: about 25-45 bytes a window instead of 90-140.
@@ -607,6 +622,51 @@ class StatsCodec:
         :meth:`decode_calls` of each gives, with the counts of many records read in one
         ``np.frombuffer`` per integer width instead of a tuple per record."""
         sums: dict[int, tuple[int, int]] = {}
+        hsize = _HEADER.size
+        # records of one shape (the same header, no exemplars) are read as one numpy array each
+        shapes: dict[bytes, list[tuple[int, int, bytes]]] = {}
+        for row in rows:
+            blob = row[2]
+            if blob[:1] == b"\x02":
+                shapes.setdefault(blob[:hsize], []).append(row)
+        one_by_one: list[tuple[int, int, bytes]] = [row for row in rows if row[2][:1] != b"\x02"]
+        for header, same in shapes.items():
+            if len(header) < hsize or not self._calls_of_shape(header, same, group, batch, sums):
+                one_by_one += same
+        self._calls_one_by_one(one_by_one, group, batch, sums)
+        return sums
+
+    def _calls_of_shape(self, header: bytes, rows: list[tuple[int, int, bytes]], group: Mapping[int, int],
+                        batch: QuantileBatch, sums: dict[int, tuple[int, int]]) -> bool:
+        """:meth:`calls_into` for records of one header, vectorised; False (nothing done) where they do not
+        fit one array (exemplars, another length, a scale other than ours)."""
+        _, mask, codes, nlat = _HEADER.unpack(header)
+        plan = self._plans.get((mask, codes, nlat, False)) or self._plan(mask, codes, nlat)
+        record = plan.record
+        if record is None or any(len(row[2]) != record.itemsize for row in rows):
+            return False
+        arr = np.frombuffer(b"".join([row[2] for row in rows]), record)
+        p = plan.lat
+        if not (arr[f"v{p}"] == SCALE).all():
+            return False
+        at = np.array([group[row[0]] for row in rows], np.int64)
+        _, n, sparse = plan.run
+        offsets, zeros = arr[f"v{p + 1}"].astype(np.int64), arr[f"v{p + 2}"].astype(np.int64)
+        lengths = np.full(len(rows), n, np.int64)
+        if sparse:
+            pairs = arr["run"].reshape(-1)
+            batch.add_sparse_runs(at, offsets, lengths, zeros, pairs["gap"].astype(np.int64), pairs["count"])
+        else:
+            batch.add_runs(at, offsets, lengths, zeros, arr["run"].reshape(-1))
+        got = [arr[f"v{i}"].tolist() if i >= 0 else [0] * len(rows) for i in plan.calls_at]
+        for row, requests, errors in zip(rows, *got, strict=True):
+            eid = row[0]
+            was = sums.get(eid)
+            sums[eid] = (requests, errors) if was is None else (was[0] + requests, was[1] + errors)
+        return True
+
+    def _calls_one_by_one(self, rows: Sequence[tuple[int, int, bytes]], group: Mapping[int, int],
+                          batch: QuantileBatch, sums: dict[int, tuple[int, int]]) -> None:
         plans = self._plans
         # per (width code, sparse): groups, offsets, lengths, zeros, and the runs' bytes
         runs: dict[tuple[int, bool], tuple[list[int], list[int], list[int], list[int], list[bytes]]] = {}
@@ -656,7 +716,6 @@ class StatsCodec:
                 batch.add_sparse_runs(g, o, lens, z, gaps, counts)
             else:
                 batch.add_runs(g, o, lens, z, np.frombuffer(data, _RUN_DTYPES[code]))
-        return sums
 
     def decode(self, blob: bytes, base: int) -> EdgeStats:
         f = self.decode_fields(blob, base)
