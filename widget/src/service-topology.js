@@ -111,7 +111,12 @@ export class ServiceTopology extends HTMLElement {
   attributeChangedCallback(name, old, value) {
     if (old === value || !this.isConnected) return;
     if (name === 'toolbar') { this.$('.toolbar').hidden = value === 'none'; return; }
-    if (name === 'trace-id') { this.loadTrace().then(() => this.redraw()); return; }
+    if (name === 'trace-id') {
+      // a load under way (or about to start) draws the overlay with its graph: drawing now would show
+      // the trace over a map that is not there yet
+      this.loadTrace().then(() => { if (!this.pending && !this.loading) this.redraw(); });
+      return;
+    }
     if (name === 'service' || name === 'mode' || name === 'direction') this.renderer && this.renderer.resetPositions();
     if (name === 'at') this.syncSlider();
     this.scheduleLoad();
@@ -158,6 +163,15 @@ export class ServiceTopology extends HTMLElement {
   // -- loading ---------------------------------------------------------------------------------------
   async refresh() {
     const gen = ++this.generation;
+    this.loading = true;
+    try {
+      await this.load(gen);
+    } finally {
+      if (gen === this.generation) this.loading = false;
+    }
+  }
+
+  async load(gen) {
     if (this.abort) this.abort.abort();
     this.abort = new AbortController();
     const signal = this.abort.signal;
