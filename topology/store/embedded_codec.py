@@ -667,55 +667,16 @@ class StatsCodec:
 
     def _calls_one_by_one(self, rows: Sequence[tuple[int, int, bytes]], group: Mapping[int, int],
                           batch: QuantileBatch, sums: dict[int, tuple[int, int]]) -> None:
-        plans = self._plans
-        # per (width code, sparse): groups, offsets, lengths, zeros, and the runs' bytes
-        runs: dict[tuple[int, bool], tuple[list[int], list[int], list[int], list[int], list[bytes]]] = {}
-        hsize = _HEADER.size
+        """:meth:`calls_into` for the records that do not fit one array (plain or old formats, exemplars,
+        another scale): :meth:`decode_calls` each."""
         for eid, wstart, blob in rows:
-            plan = None
-            if blob and blob[0] == _TAG_COMPACT and len(blob) >= hsize:
-                _, mask, codes, nlat = _HEADER.unpack_from(blob)
-                plan = plans.get((mask, codes, nlat, False)) or self._plan(mask, codes, nlat)
-            if plan is None or plan.head is None:  # no sketch, or another format: one at a time
-                requests, errors, lat = self.decode_calls(blob, wstart)
-                if type(lat) is tuple:
-                    batch.add_stored(group[eid], *lat)
-                elif lat is not None:
-                    batch.add(group[eid], lat)
-            else:
-                try:
-                    vals = plan.head.unpack_from(blob, hsize) + _SENTINELS
-                except struct.error as e:
-                    raise ValueError(f"corrupt stats record: {e}") from e
-                requests, errors = plan.calls(vals)
-                code, n, sparse = plan.run
-                start = hsize + plan.head.size
-                stop = start + n * (_WIDTH[code] + (1 if sparse else 0))
-                if len(blob) < stop:
-                    raise ValueError("corrupt stats record: its sketch is cut short")
-                p = plan.lat
-                if vals[p] != SCALE:
-                    batch.add_stored(group[eid], *self.decode_calls(blob, wstart)[2])
-                else:
-                    run = runs.get((code, sparse))
-                    if run is None:
-                        run = runs[(code, sparse)] = ([], [], [], [], [])
-                    run[0].append(group[eid])
-                    run[1].append(vals[p + 1])
-                    run[2].append(n)
-                    run[3].append(vals[p + 2])
-                    run[4].append(blob[start:stop])
+            requests, errors, lat = self.decode_calls(blob, wstart)
+            if type(lat) is tuple:
+                batch.add_stored(group[eid], *lat)
+            elif lat is not None:
+                batch.add(group[eid], lat)
             was = sums.get(eid)
             sums[eid] = (requests, errors) if was is None else (was[0] + requests, was[1] + errors)
-        for (code, sparse), (groups, offsets, lengths, zeros, blobs) in runs.items():
-            g, o, lens, z = (np.array(x, np.int64) for x in (groups, offsets, lengths, zeros))
-            data = b"".join(blobs)
-            if sparse:
-                pairs = np.frombuffer(data, _PAIR_DTYPES[code])
-                gaps, counts = pairs["gap"].astype(np.int64), pairs["count"]
-                batch.add_sparse_runs(g, o, lens, z, gaps, counts)
-            else:
-                batch.add_runs(g, o, lens, z, np.frombuffer(data, _RUN_DTYPES[code]))
 
     def decode(self, blob: bytes, base: int) -> EdgeStats:
         f = self.decode_fields(blob, base)
