@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from tests.cassandra.conftest import CassandraNode
-from tests.janusgraph.test_faults import NOW, RETENTION, _snapshot, _workload
+from tests.janusgraph.test_faults import NOW, RETENTION, BackgroundWriter, _snapshot, _workload
 from tests.store.contract import APP, DOWN, IPC, NET, TRACE, UP, win
 from topology.catalog import ServiceInfo
 from topology.store.base import StoreUnavailable
@@ -53,20 +53,10 @@ async def test_cassandra_down_during_reads_and_writes_then_back(
         await stores.catalog.upsert_services([ServiceInfo("a", tier=1)])
         before = {layer: await stores.layers[layer].neighbors(["a"], UP, APP, live, NOW)
                   for layer in (IPC, TRACE)}
-        done = 0
-
-        async def writer() -> None:
-            nonlocal done
-            for b in batches:
-                await stores.layers[NET].upsert_windows(b)
-                done += 1
-
-        task = asyncio.create_task(writer())
-        while done < 15:
-            await asyncio.sleep(0.05)
-            assert not task.done()
+        writing = BackgroundWriter(stores, batches)
+        await writing.reach(15)
         await asyncio.to_thread(cassandra.stop)
-        stopped_at = done
+        stopped_at = writing.done
 
         # JanusGraph retries a read for storage.read-time before it gives up: ask all at once
         layers = (NET, IPC, TRACE)
@@ -76,11 +66,11 @@ async def test_cassandra_down_during_reads_and_writes_then_back(
             _unavailable(stores.catalog.services(["a"])),
         )
         assert [e.layer for e in errors] == [*layers, *layers, None]
-        assert done <= stopped_at + 1 and not task.done()  # the writer waits: nothing can be written
+        assert writing.done <= stopped_at + 1 and not writing.task.done()  # the writer waits
 
         await asyncio.to_thread(cassandra.start)
-        await asyncio.wait_for(task, 600)
-        assert done == len(batches)
+        await asyncio.wait_for(writing.task, 600)
+        assert writing.done == len(batches)
         got = await _snapshot(stores, NOW)
         assert got == await _snapshot(reference, NOW)
         assert got[0] == {MINUTE: sum(len(b) for b in batches)}  # each window once

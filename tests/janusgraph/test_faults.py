@@ -140,6 +140,25 @@ async def test_queries_fail_with_unavailable_while_stopped_and_recover(
         await healthy.close()
 
 
+class BackgroundWriter:
+    """Writes ``batches`` into the NETWORK layer in a task of its own; ``done`` counts those written."""
+
+    def __init__(self, stores: Stores, batches: list[list[EdgeWindow]]) -> None:
+        self.done = 0
+        self.task = asyncio.create_task(self._write(stores, batches))
+
+    async def _write(self, stores: Stores, batches: list[list[EdgeWindow]]) -> None:
+        for b in batches:
+            await stores.layers[NET].upsert_windows(b)
+            self.done += 1
+
+    async def reach(self, n: int) -> None:
+        """Wait until ``n`` batches are written (the writer still going)."""
+        while self.done < n:
+            await asyncio.sleep(0.05)
+            assert not self.task.done()
+
+
 def _workload() -> list[list[EdgeWindow]]:
     """60 batches: one simulated minute each, 25 APP edges and 25 CLUSTER edges."""
     batches = []
@@ -177,25 +196,15 @@ async def test_writers_retry_through_a_restart_and_lose_nothing(
     try:
         for b in batches:
             await reference.layers[NET].upsert_windows(b)
-        done = 0
-
-        async def writer() -> None:
-            nonlocal done
-            for b in batches:
-                await stores.layers[NET].upsert_windows(b)
-                done += 1
-
-        task = asyncio.create_task(writer())
-        while done < 15:
-            await asyncio.sleep(0.05)
-            assert not task.done()
+        writing = BackgroundWriter(stores, batches)
+        await writing.reach(15)
         await server.stop()
-        stopped_at = done
+        stopped_at = writing.done
         await asyncio.sleep(1.0)
-        assert done <= stopped_at + 1  # nothing can be written while the server is down
+        assert writing.done <= stopped_at + 1  # nothing can be written while the server is down
         await server.start()
-        await asyncio.wait_for(task, 600)
-        assert done == len(batches)
+        await asyncio.wait_for(writing.task, 600)
+        assert writing.done == len(batches)
 
         await server.stop()  # what is stored survives a restart of the server
         await server.start()
