@@ -14,7 +14,9 @@ DATA_DIR  ?= var/demo
 RUN_DIR   ?= var/run
 PYTEST_ARGS ?=
 
-STAMP_PY  := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+# the native OTLP decoders (Rust, built by pip through setuptools-rust) re-install when their sources change
+NATIVE_SRC := topology/wire/native/Cargo.toml $(wildcard topology/wire/native/src/*.rs)
+STAMP_PY  := $(VENV)/.installed-$(shell cat pyproject.toml $(NATIVE_SRC) | sha1sum | cut -c1-12)
 
 .PHONY: help install install-system install-node demo test lint typecheck unit kafka janusgraph cassandra otelcol stop clean bench agent-deps
 
@@ -29,8 +31,8 @@ help:
 	@echo "make stop      stop what the project started"
 	@echo "make lint      ruff and mypy (strict on the core)"
 
-# --- installation (idempotent: re-runs only when pyproject.toml changes) --------------------------
-$(STAMP_PY): pyproject.toml
+# --- installation (idempotent: re-runs only when pyproject.toml or the native sources change) --------------------------
+$(STAMP_PY): pyproject.toml $(NATIVE_SRC)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
