@@ -15,7 +15,7 @@ RUN_DIR   ?= var/run
 PYTEST_ARGS ?=
 
 # the native OTLP decoders (Rust, built by pip through setuptools-rust) re-install when their sources change
-NATIVE_SRC := topology/wire/native/Cargo.toml $(wildcard topology/wire/native/src/*.rs)
+NATIVE_SRC := $(wildcard topology/wire/native/*/Cargo.toml topology/wire/native/*/src/*.rs)
 STAMP_PY  := $(VENV)/.installed-$(shell cat pyproject.toml $(NATIVE_SRC) | sha1sum | cut -c1-12)
 
 .PHONY: help install install-system install-node demo test lint typecheck unit kafka janusgraph cassandra otelcol stop clean bench agent-deps
