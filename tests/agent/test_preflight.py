@@ -34,7 +34,10 @@ def root_tools() -> None:
 @pytest.mark.parametrize("command", [AGENT, TOPOLOGY_AGENT], ids=["python -m agent", "topology agent"])
 def test_unprivileged(command: list[str]) -> None:
     root_tools()
-    r = run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"], command)
+    # CAP_DAC_READ_SEARCH (ambient) only so that uid 65534 can read the checkout and its venv wherever
+    # they are (a clone under a 0700 directory); the agent's check is about CAP_BPF and CAP_PERFMON.
+    r = run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+             "--inh-caps=-all,+dac_read_search", "--ambient-caps=+dac_read_search"], command)
     assert r.returncode == 3, r.stderr
     assert r.stderr.startswith("topology agent cannot start:\n")
     assert "not enough privileges: running as uid 65534 without CAP_BPF and CAP_PERFMON; run the agent as " \
