@@ -2,6 +2,11 @@
 # Build the OpenTelemetry Collector of docker/otelcol/builder.yaml once, and print the binary's path.
 #
 #   bash docker/otelcol/build.sh            # builds if needed; stdout: the binary's path, nothing else
+#   bash docker/otelcol/build.sh MANIFEST BUILDER_VERSION [BUILDER_FLAG...]
+#                                           # another manifest, with the builder of its release and more of its
+#                                           # flags, e.g. --skip-get-modules where the builder's `go mod tidy`
+#                                           # would ask for test-only modules the proxy refuses (the compile step
+#                                           # resolves what the sources import); bench/peer_servicegraph does so
 #
 # The build goes into a cache directory outside the clone, keyed by the hash of the manifest, the
 # builder's version and the Go version, so a fresh clone (CI) reuses it and a changed manifest builds
@@ -13,9 +18,10 @@
 # Concurrent runs wait for each other (flock); an interrupted build leaves no binary behind.
 set -euo pipefail
 
-BUILDER_VERSION=v0.165.0   # go.opentelemetry.io/collector/cmd/builder: the components' core release
+BUILDER_VERSION=${2:-v0.165.0}   # go.opentelemetry.io/collector/cmd/builder: the components' core release
 here=$(cd "$(dirname "$0")" && pwd)
-manifest=$here/builder.yaml
+manifest=$(realpath "${1:-$here/builder.yaml}")
+builder_flags=("${@:3}")
 
 go_bin=${GO:-$(command -v go || echo /usr/local/go/bin/go)}
 if [[ ! -x $go_bin ]] && ! command -v "$go_bin" >/dev/null; then
@@ -25,7 +31,7 @@ fi
 go_version=$("$go_bin" env GOVERSION)
 
 root=${TOPOLOGY_OTELCOL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/service-topology}
-key=$( { cat "$manifest"; echo "$BUILDER_VERSION $go_version"; } | sha256sum | cut -c1-16)
+key=$( { cat "$manifest"; echo "$BUILDER_VERSION $go_version${builder_flags[*]:+ ${builder_flags[*]}}"; } | sha256sum | cut -c1-16)
 dir=$root/otelcol-$key
 binary=$dir/otelcol-topology
 
@@ -56,7 +62,7 @@ fi
 echo "build.sh: generating the Collector sources from $manifest" >&2
 # the manifest names no output path: the generated sources go to the work directory
 sed "s#^dist:\$#dist:\n  output_path: $work/src#" "$manifest" > "$work/manifest.yaml"
-"$builder" --config "$work/manifest.yaml" --skip-compilation > "$work/builder.log" 2>&1 || {
+"$builder" --config "$work/manifest.yaml" --skip-compilation "${builder_flags[@]}" > "$work/builder.log" 2>&1 || {
   tail -n 40 "$work/builder.log" >&2
   echo "build.sh: the Collector Builder failed (log above)" >&2
   exit 1
