@@ -83,6 +83,13 @@ class LayerStore(abc.ABC):
     layer: Layer
     retention: Retention
 
+    @property
+    def version(self) -> int | None:
+        """A number that changes once a write has changed what this store may answer (read it before
+        and after answering: unchanged, the answer is of one state); None when the store cannot
+        tell, and then nothing it answers is kept (the GraphQL response cache)."""
+        return None
+
     @abc.abstractmethod
     async def upsert_windows(self, windows: Sequence[EdgeWindow]) -> None:
         """Store complete edge windows (all of this store's layer), replacing equal keys."""
@@ -199,6 +206,13 @@ class ServiceFilter:
 
 class CatalogStore(abc.ABC):
     """Owners, tiers, domains, health, change events, the node registry and recent traces."""
+
+    @property
+    def version(self) -> int | None:
+        """A number that changes once a write has changed what this store may answer (read it before
+        and after answering: unchanged, the answer is of one state); None when the store cannot
+        tell, and then nothing it answers is kept (the GraphQL response cache)."""
+        return None
 
     @abc.abstractmethod
     async def upsert_services(self, infos: Sequence[ServiceInfo]) -> None: ...

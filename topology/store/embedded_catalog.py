@@ -23,6 +23,7 @@ from topology.change import ChangeEvent
 from topology.model import Granularity, Layer, NodeInfo, NodeKind
 from topology.store.base import CatalogStore, ServiceFilter, StoreUnavailable
 from topology.store.embedded_db import Database
+from topology.store.embedded_version import WriteLock
 from topology.timewindow import Retention
 
 TRACES_PER_SERVICE = 100
@@ -87,7 +88,7 @@ class EmbeddedCatalogStore(CatalogStore):
     def __init__(self, path: pathlib.Path, retention: Retention | None = None) -> None:
         self._retention = retention or Retention()
         self._db = Database(path, SCHEMA, None)
-        self._lock = asyncio.Lock()
+        self._lock = WriteLock()
         self._services: dict[str, ServiceInfo] = {}
         self._cluster_app: dict[str, str] = {}  # cluster -> app, from catalog entries
         self._nodes: dict[tuple[Granularity, str], NodeInfo] = {}
@@ -124,6 +125,11 @@ class EmbeddedCatalogStore(CatalogStore):
     def _check(self) -> None:
         if self._db.closed:
             raise StoreUnavailable(None, "the catalog store is closed")
+
+    @property
+    def version(self) -> int:
+        """Changes after every write: see :class:`CatalogStore`."""
+        return self._lock.released
 
     # -- services --------------------------------------------------------------------------------
     async def upsert_services(self, infos: Sequence[ServiceInfo]) -> None:

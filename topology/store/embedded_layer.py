@@ -73,6 +73,7 @@ from topology.store.embedded_codec import CODEC, OLD_CODECS, StatsCodec, merge_f
 from topology.store.embedded_db import Database
 from topology.store.embedded_index import SLOT, EdgeRec, GraphIndex, add_interval, array_from, overlaps
 from topology.store.embedded_stats import Plan, StatsSource
+from topology.store.embedded_version import WriteLock
 from topology.timewindow import (
     DAY,
     HOUR,
@@ -211,7 +212,7 @@ class EmbeddedLayerStore(LayerStore):
         self.layer = layer
         self.retention = retention
         self._db = Database(path, SCHEMA, layer)
-        self._lock = asyncio.Lock()
+        self._lock = WriteLock()
         self._index = GraphIndex(layer)
         self._codec = StatsCodec()
         self._stats = StatsSource(self._db, self._codec, hot_minutes)
@@ -315,6 +316,11 @@ class EmbeddedLayerStore(LayerStore):
             align(last - self.retention.minute, MINUTE) if last else 0,
             [x for x in fill if x[0].id in self._index.by_id],
         )
+
+    @property
+    def version(self) -> int:
+        """Changes after every write (and every change of kept stats): see :class:`LayerStore`."""
+        return self._lock.released + self._stats.generation
 
     # -- writing ---------------------------------------------------------------------------------
     async def upsert_windows(self, windows: Sequence[EdgeWindow]) -> None:
