@@ -36,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import gc
+import re
 import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -51,7 +52,7 @@ from ingest.reorder import ReorderBuffer
 from topology.catalog import AddressKind, HealthState, TraceSummary
 from topology.model import Direction, EdgeKey, EdgePartial, EdgeWindow, Granularity, Layer, NodeKind, Side
 from topology.sketch import LatencySketch
-from topology.stages import final, ipc, network_stage1, network_stage2, trace, vpc
+from topology.stages import final, ipc, network_stage1, network_stage2, trace, trace_native, vpc
 from topology.stats import EdgeStats
 
 MAGIC = "topology.state"
@@ -145,6 +146,7 @@ def _set(**values: Any) -> Callable[[Any], None]:
 def _rebuild_network1(st: Any) -> None:
     st._name_array = np.array(st._names, dtype=object)
     st._addr_text = {}
+    st._touched = set()
 
 
 # NETWORK stage 2's windows hold tens of thousands of edge accumulators: written as columns of plain
@@ -238,7 +240,7 @@ SCHEMAS: tuple[Schema, ...] = (
     Schema(network_stage1.FlowAggregates, "network1.aggregates", ("rows",)),
     Schema(network_stage1.NetworkStage1, "network1",
            ("window_seconds", "_pending", "_names", "_ids", "_known", "_checked", "_early", "counters"),
-           derived=("_name_array", "_addr_text"), rebuild=_rebuild_network1),
+           derived=("_name_array", "_addr_text", "_touched"), rebuild=_rebuild_network1),
     Schema(network_stage2._Acc, "network2.acc", network_stage2._Acc.__slots__),
     Schema(network_stage2._Join, "network2.join", network_stage2._Join.__slots__),
     # 2: edges as columns; the direct-edge shortcuts (a cache of app and cluster entries) not written
@@ -270,11 +272,15 @@ SCHEMAS: tuple[Schema, ...] = (
            derived=("_unpackers",), rebuild=_set(_unpackers=dict)),
     Schema(ipc.IpcStage2, "ipc2", ("addresses", "counters", "_pending")),
     Schema(trace._Acc, "trace.acc", trace._Acc.__slots__),
-    Schema(trace.SpanPairer, "trace.pairer",  # 2: traces keep their spans
+    Schema(trace.PythonSpanPairer, "trace.pairer",  # 2: traces keep their spans
            ("wait_seconds", "max_pending", "window_seconds", "_wns", "max_traces", "max_trace_spans",
             "counters", "_clients", "_servers", "_n_servers", "_producers", "_obs", "_traces", "_summaries",
             "_identities"),
            version=2),
+    # the native pairer's state is the extension's own bytes (every map in its order)
+    Schema(trace_native.NativeSpanPairer, "trace.pairer.native",
+           ("wait_seconds", "max_pending", "window_seconds", "max_traces", "max_trace_spans", "_core"),
+           columns={"_core": (lambda core: core.dump(), trace_native.load_core)}),
     Schema(final._Slot, "final.slot", final._Slot.__slots__),
     Schema(final.FinalStage, "final",  # 2: late parts merged into stored windows
            ("window_seconds", "grace_seconds", "health", "refresh_seconds", "_written", "_held", "_refreshed",
@@ -286,16 +292,30 @@ ENUMS: tuple[type[Enum], ...] = (Layer, Granularity, NodeKind, Direction, Side, 
 
 @dataclass(frozen=True)
 class Sections:
-    """A state class whose ``field`` (a dict keyed by int or str) is checkpointed entry by entry:
+    """A state class whose dict ``fields`` (keyed by int or str) are checkpointed entry by entry:
     ``take`` names the method that returns the keys changed since its last call. Entries must not
-    share objects with each other or with the rest of the state (each is written on its own)."""
+    share objects with each other or with the rest of the state (each is written on its own).
 
-    field: str
+    One field: its keys are the section keys, and ``take`` returns them. Several fields: each has a
+    prefix (``fields`` maps field to prefix), their keys are ints, a section key is the prefix and
+    the key (``"p1700000000"``), and ``take`` returns (field, key) pairs."""
+
+    fields: dict[str, str]  # field -> prefix of its section keys ("" for a single field: the key itself)
     take: str
 
+    def __post_init__(self) -> None:
+        prefixes = list(self.fields.values())
+        if len(prefixes) > 1 and (len(set(prefixes)) != len(prefixes)
+                                  or not all(re.fullmatch("[a-z]+", p) for p in prefixes)):
+            raise StateError("several sectioned fields need distinct prefixes of letters")
 
-#: State classes checkpointed incrementally (see :mod:`ingest.checkpoint`): NETWORK stage 2's windows.
-SECTIONED: dict[type, Sections] = {network_stage2.NetworkStage2: Sections("_windows", "take_touched")}
+
+#: State classes checkpointed incrementally (see :mod:`ingest.checkpoint`): NETWORK stage 2's windows,
+#: NETWORK stage 1's pending rows and remembered keys of each window.
+SECTIONED: dict[type, Sections] = {
+    network_stage2.NetworkStage2: Sections({"_windows": ""}, "take_touched"),
+    network_stage1.NetworkStage1: Sections({"_pending": "p", "_known": "k"}, "take_touched"),
+}
 
 
 def split(state: Any) -> tuple[Any, dict[Any, Any], set[Any]] | None:
@@ -304,20 +324,35 @@ def split(state: Any) -> tuple[Any, dict[Any, Any], set[Any]] | None:
     spec = SECTIONED.get(type(state))
     if spec is None:
         return None
-    sections = getattr(state, spec.field)
     head = copy.copy(state)
-    object.__setattr__(head, spec.field, {})
-    return head, sections, set(getattr(state, spec.take)())
+    for name in spec.fields:
+        object.__setattr__(head, name, {})
+    touched = getattr(state, spec.take)()
+    if len(spec.fields) == 1:
+        (name,) = spec.fields
+        return head, getattr(state, name), set(touched)
+    sections = {f"{prefix}{k}": v for name, prefix in spec.fields.items()
+                for k, v in getattr(state, name).items()}
+    return head, sections, {f"{spec.fields[name]}{k}" for name, k in touched}
 
 
 def join(head: Any, sections: dict[Any, Any]) -> Any:
     """The state ``split`` took apart (raises :class:`StateError` for a head of another class)."""
     spec = SECTIONED.get(type(head))
-    if spec is None or getattr(head, spec.field) != {}:
+    if spec is None or any(getattr(head, name) != {} for name in spec.fields):
         raise StateError(f"{type(head).__name__} is not the head of a sectioned state")
     if not all(type(k) in (int, str) for k in sections):
         raise StateError("section keys are ints or strings")
-    object.__setattr__(head, spec.field, sections)
+    if len(spec.fields) == 1:
+        (name,) = spec.fields
+        object.__setattr__(head, name, sections)
+        return head
+    by_prefix: dict[str, dict[int, Any]] = {p: getattr(head, name) for name, p in spec.fields.items()}
+    for key, value in sections.items():
+        m = re.fullmatch(r"([a-z]+)(-?[0-9]+)", key) if type(key) is str else None
+        if m is None or m[1] not in by_prefix:
+            raise StateError(f"{type(head).__name__} has no section {key!r}")
+        by_prefix[m[1]][int(m[2])] = value
     return head
 
 

@@ -34,6 +34,7 @@ from topology.model import EdgeKey, Granularity, Layer, Side
 from topology.sim import Simulator, generate_fleet
 from topology.stages.network_stage2 import NetworkStage2
 from topology.store.embedded import open_stores
+from topology.wire import spans
 
 START = 1_800_000_000.0
 TP = Partition("topology.flows", 0)
@@ -62,6 +63,8 @@ def shape(v: Any, shared: dict[int, str]) -> Any:
         return ("array", v.dtype.str, v.dtype.descr, v.shape, v.tobytes())
     if isinstance(v, np.generic):
         return ("scalar", v.dtype.str, v.tobytes())
+    if spans.is_pairer(v):  # the native pairer's state: its own bytes, every map in order
+        return ("native pairer", v.dump())
     schema = state._BY_CLASS[t]
     return (schema.tag, tuple(shape(getattr(v, f), shared) for f in schema.fields))
 

@@ -70,6 +70,12 @@ _Shape = tuple[NodeKind, NodeKind, str | None]
 _PAIR: _Shape = (NodeKind.SERVICE, NodeKind.SERVICE, None)
 _PAIR_MESSAGING: _Shape = (NodeKind.SERVICE, NodeKind.SERVICE, _MESSAGING)
 _FROM_USER: _Shape = (NodeKind.USER, NodeKind.SERVICE, _VIRTUAL)
+_TO_DATABASE: _Shape = (NodeKind.SERVICE, NodeKind.DATABASE, _DATABASE)
+_TO_MESSAGING: _Shape = (NodeKind.SERVICE, NodeKind.MESSAGING, _MESSAGING)
+_TO_UNINSTRUMENTED: _Shape = (NodeKind.SERVICE, NodeKind.UNINSTRUMENTED, _VIRTUAL)
+#: The shapes by number (the native pairer's codes).
+SHAPES: tuple[_Shape, ...] = (_PAIR, _PAIR_MESSAGING, _FROM_USER, _TO_DATABASE, _TO_MESSAGING,
+                              _TO_UNINSTRUMENTED)
 # An observation key: (window, source, target, source cluster, target cluster, shape); clusters are None
 # when unknown (then there is no CLUSTER edge); a virtual node is its own cluster.
 _ObsKey = tuple[int, str, str, str | None, str | None, _Shape]
@@ -125,8 +131,11 @@ class _Acc:
                 self.exemplars.append(t)
 
 
-class SpanPairer:
-    """Spans in (``add``), edge partials (``flush``) and trace summaries (``take_trace_summaries``) out."""
+class PythonSpanPairer:
+    """Spans in (``add``), edge partials (``flush``) and trace summaries (``take_trace_summaries``) out.
+
+    The Python implementation: what runs where the native module is not built, and the reference the
+    native pairer (:class:`topology.stages.trace_native.NativeSpanPairer`) is tested against."""
 
     def __init__(self, wait_seconds: float = 10.0, max_pending: int = 10_000,
                  window_seconds: int = WINDOW_SECONDS, max_traces: int = 100_000,
@@ -313,29 +322,11 @@ class SpanPairer:
                       srv[2], _FROM_USER), srv[4], srv[5] - srv[4], srv[6], srv[7])
 
     def _to_virtual(self, cl: _Pending, key: bytes) -> None:
-        keys: dict[bytes, bytes] = {}
-        for raw in cl[8]:
-            keys[_key_of(raw)] = raw
-        name = None
-        for k in _VIRTUAL_NAME_KEY_BYTES:
-            found = keys.get(k)
-            if found is not None:
-                try:
-                    v = attribute(found)[1]
-                except Exception:  # an attribute that does not parse names nothing
-                    continue
-                if v is not None and v != "" and len(str(v)) <= NAME_MAX:  # a longer name makes no node
-                    name = str(v)
-                    break
-        if name is None:
+        virtual = virtual_peer(cl[8])
+        if virtual is None:
             self.counters["unnamed"] += 1
             return
-        if any(k.startswith(b"db.") for k in keys):
-            shape: _Shape = (NodeKind.SERVICE, NodeKind.DATABASE, _DATABASE)
-        elif any(k.startswith(b"messaging.") for k in keys):
-            shape = (NodeKind.SERVICE, NodeKind.MESSAGING, _MESSAGING)
-        else:
-            shape = (NodeKind.SERVICE, NodeKind.UNINSTRUMENTED, _VIRTUAL)
+        name, shape = virtual
         self._record((cl[4] // self._wns * self.window_seconds, cl[1], name, cl[2], name if cl[2] else None,
                       shape), cl[4], cl[5] - cl[4], cl[6], cl[7])
         tr = self._traces.get(cl[7])  # the trace is still open: it went quiet no earlier than its span
@@ -522,6 +513,32 @@ def _edge_order(item: tuple[tuple[int, Granularity, str, str], Any]) -> tuple[in
     return window, gran.value, source, target
 
 
+def virtual_peer(attributes: tuple[bytes, ...] | list[bytes]) -> tuple[str, _Shape] | None:
+    """The virtual server a CLIENT/PRODUCER span's serialized attributes name, and the observation's
+    shape; None when nothing names it (see the module doc)."""
+    keys: dict[bytes, bytes] = {}
+    for raw in attributes:
+        keys[_key_of(raw)] = raw
+    name = None
+    for k in _VIRTUAL_NAME_KEY_BYTES:
+        found = keys.get(k)
+        if found is not None:
+            try:
+                v = attribute(found)[1]
+            except Exception:  # an attribute that does not parse names nothing
+                continue
+            if v is not None and v != "" and len(str(v)) <= NAME_MAX:  # a longer name makes no node
+                name = str(v)
+                break
+    if name is None:
+        return None
+    if any(k.startswith(b"db.") for k in keys):
+        return name, _TO_DATABASE
+    if any(k.startswith(b"messaging.") for k in keys):
+        return name, _TO_MESSAGING
+    return name, _TO_UNINSTRUMENTED
+
+
 def _key_of(raw: bytes) -> bytes:
     """The key of a serialized KeyValue without decoding it (field 1 first, as every encoder writes it)."""
     if len(raw) > 2 and raw[0] == 0x0A and raw[1] < 0x80:
@@ -537,3 +554,11 @@ def _summary(tid: bytes, tr: list[Any]) -> TraceSummary:
     return TraceSummary(trace_id=tid.hex(), root_service=tr[5], root_name=tr[6], start=start_ns / 1e9,
                         duration=max(0, end_ns - start_ns) / 1e9, spans=tr[2], error=tr[3],
                         services=tuple(sorted(tr[4])), packed_spans=tr[10])
+
+
+# The native pairer where the extension is built (one warning in the log where it is not).
+from topology.stages.trace_native import NativeSpanPairer  # noqa: E402  (it imports this module)
+from topology.wire import spans as _native_spans  # noqa: E402
+
+SpanPairer: type[PythonSpanPairer] | type[NativeSpanPairer] = (
+    NativeSpanPairer if _native_spans.available() else PythonSpanPairer)

@@ -1,0 +1,132 @@
+"""The TRACE stage's pairer on the native extension: a request in, decoded once into a
+:class:`~topology.wire._spans.Batch` (:mod:`topology.wire.spans`); pairing, capacity, expiry,
+virtual peers and trace summaries run in Rust (``topology/wire/native/spans/src/pairer.rs``) with the
+semantics of :mod:`topology.stages.trace` (the Python :class:`~topology.stages.trace.PythonSpanPairer`
+is the reference its tests compare it with). Python works per request (one call) and per edge and
+trace summary at a flush (one :class:`~topology.model.EdgePartial` or
+:class:`~topology.catalog.TraceSummary` each), never per span.
+
+Virtual peers named by anything but a well-formed string, integer or boolean attribute (doubles,
+arrays, bytes, undecodable attributes) are named by the Python rule,
+:func:`topology.stages.trace.virtual_peer`, which the extension calls for those spans.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from topology.catalog import TraceSummary
+from topology.model import EdgeKey, EdgePartial, Granularity, Layer, Side
+from topology.sketch import LatencySketch
+from topology.stats import MAX_EXEMPLARS, EdgeStats
+from topology.wire import spans
+from topology.wire.otlp import OtlpDecodeError
+
+_GRANULARITY = (Granularity.APP, Granularity.CLUSTER)
+
+
+def _namer(attributes: list[bytes]) -> tuple[str, int] | None:
+    """The Python naming rule for the spans the extension leaves to it: (name, shape code) or None."""
+    from topology.stages import trace  # (it imports this module)
+
+    got = trace.virtual_peer(attributes)
+    return None if got is None else (got[0], trace.SHAPES.index(got[1]))
+
+
+def load_core(data: bytes) -> Any:
+    """A native pairer's state from :meth:`NativeSpanPairer.dump_core` bytes (ValueError if malformed)."""
+    assert spans.native is not None
+    if not isinstance(data, bytes):
+        raise TypeError(f"pairer state must be bytes, not {type(data).__name__}")
+    return spans.native.Pairer.load(data, _namer)
+
+
+class NativeSpanPairer:
+    """Spans in (``add``), edge partials (``flush``) and trace summaries (``take_trace_summaries``) out;
+    the interface of :class:`topology.stages.trace.PythonSpanPairer`."""
+
+    def __init__(self, wait_seconds: float = 10.0, max_pending: int = 10_000,
+                 window_seconds: int = 60, max_traces: int = 100_000,
+                 max_trace_spans: int = 256) -> None:
+        if (wait_seconds < 0 or max_pending <= 0 or window_seconds <= 0 or max_traces <= 0
+                or max_trace_spans < 0):
+            raise ValueError("wait_seconds must be >= 0; max_pending, window_seconds, max_traces > 0; "
+                             "max_trace_spans >= 0")
+        assert spans.native is not None, "the native spans module is not built"
+        self.wait_seconds = float(wait_seconds)
+        self.max_pending = max_pending
+        self.window_seconds = window_seconds
+        self.max_traces = max_traces
+        self.max_trace_spans = max_trace_spans
+        self._core = spans.native.Pairer(self.wait_seconds, max_pending, window_seconds, max_traces,
+                                         max_trace_spans, MAX_EXEMPLARS, _namer)
+
+    @property
+    def counters(self) -> dict[str, int]:
+        """``spans``, ``paired``, ``expired``, ``dropped``... (a copy: see the module doc of the stage)."""
+        return dict(self._core.counters())
+
+    @property
+    def pending(self) -> int:
+        """Spans waiting for their other side."""
+        return int(self._core.pending)
+
+    @property
+    def oldest_arrival(self) -> float | None:
+        """When the span that has waited longest arrived (None: none waits)."""
+        got: float | None = self._core.oldest_arrival
+        return got
+
+    # -- input -----------------------------------------------------------------------------------
+    def add(self, request: ExportTraceServiceRequest, now: float) -> None:
+        """Add the spans of one export request that arrived at ``now`` (epoch seconds)."""
+        self.add_serialized(request.SerializeToString(), now)
+
+    def add_serialized(self, data: bytes, now: float) -> None:
+        """Add a serialized ``ExportTraceServiceRequest``; raises OtlpDecodeError (counted) if malformed.
+        Spans with ids of the wrong length are skipped and counted (``invalid``)."""
+        try:
+            batch = spans.decode_unchecked(data)
+        except OtlpDecodeError:
+            self._core.count_bad_request()
+            raise
+        self._core.add(batch, now)
+
+    def add_view(self, view: Any, now: float) -> None:
+        """Add a request as admission keeps it: a Batch (taken as it is) or a compact-schema view."""
+        if spans.is_batch(view):
+            self._core.add(view, now)
+        else:
+            self._core.add(spans.decode_unchecked(view.SerializeToString()), now)
+
+    # -- output ----------------------------------------------------------------------------------------
+    def flush(self, now: float) -> list[EdgePartial]:
+        """Expire what waited longer than the wait and return the edge partials observed so far
+        (Side.PAIR, summable: a window may appear in several flushes)."""
+        from topology.stages.trace import SHAPES as shapes  # (it imports this module)
+
+        ws = self.window_seconds
+        out: list[EdgePartial] = []
+        for (window, gran, source, target, code, s_app, t_app), stats in self._core.flush(now):
+            requests, errors, zero, latency_sum, first, last, exemplars, hist = stats
+            shape = shapes[code]
+            es = EdgeStats(first_seen=first, last_seen=last, requests=requests, errors=errors,
+                           latency=LatencySketch.from_counts(hist, zero), latency_sum=latency_sum,
+                           exemplars=tuple(exemplars), connection_type=shape[2])
+            out.append(EdgePartial(EdgeKey(Layer.TRACE, _GRANULARITY[gran], source, target), window, ws,
+                                   Side.PAIR, es, shape[0], shape[1], s_app, t_app))
+        return out
+
+    def take_trace_summaries(self) -> list[TraceSummary]:
+        """Summaries of the traces that went quiet (no span for the wait) up to the last flush."""
+        return [TraceSummary(trace_id=tid, root_service=root, root_name=name, start=start, duration=duration,
+                             spans=n, error=error, services=tuple(services), packed_spans=packed)
+                for tid, root, name, start, duration, n, error, services, packed
+                in self._core.take_summaries()]
+
+    def dump_core(self) -> bytes:
+        """The whole pairing state as bytes (checkpoints: :func:`load_core` reads them back)."""
+        data: bytes = self._core.dump()
+        return data
