@@ -1,0 +1,307 @@
+"""Running one system under the bench: its process (CPU and memory from /proc), the posting client and
+what the system says it did with the spans."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+from prometheus_client.parser import text_string_to_metric_families
+
+from bench.late_burst import counts as server_counts
+from bench.late_burst import wait_up
+from bench.load_http import free_port, rss_kib
+from bench.peer_servicegraph.edges import Pair, collector_edges
+from service.simulate import RETRY_FOR
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+TICK = os.sysconf("SC_CLK_TCK")
+PB = {"content-type": "application/x-protobuf"}
+
+
+# -- the process ---------------------------------------------------------------------------------------
+def _tree(root: int) -> list[int]:
+    """``root`` and its live descendants."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", encoding="ascii") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(children.get(pid, ()))
+    return out
+
+
+def tree_cpu(root: int) -> float:
+    """CPU seconds (utime + stime, and cutime + cstime of children already reaped) of ``root`` and every
+    live descendant, from /proc/<pid>/stat."""
+    total = 0
+    for pid in _tree(root):
+        try:
+            with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += sum(int(x) for x in fields[11:15])  # utime stime cutime cstime (fields 14-17)
+    return total / TICK
+
+
+class Proc:
+    """A system's process: started here, measured from /proc, stopped with SIGTERM."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], log: Path, cwd: Path = REPO) -> None:
+        self.log = log
+        self.p = subprocess.Popen(argv, cwd=cwd, env={**os.environ, **env}, stdout=subprocess.DEVNULL,
+                                  stderr=log.open("wb"), start_new_session=True)
+
+    @property
+    def pid(self) -> int:
+        return self.p.pid
+
+    def cpu(self) -> float:
+        return tree_cpu(self.pid)
+
+    def peak_rss_mib(self) -> float:
+        """VmHWM, summed over the process and its live descendants."""
+        return sum(rss_kib(pid, "VmHWM") for pid in _tree(self.pid)) / 1024
+
+    def alive(self) -> bool:
+        return self.p.poll() is None
+
+    def stop(self, patience: float = 300.0) -> tuple[float, float]:
+        """SIGTERM, then wait for the exit (SIGKILL after ``patience`` s): returns the process's CPU seconds
+        over its whole life including what it reaped (getrusage of the waited child) and its peak RSS
+        (MiB, ru_maxrss)."""
+        if self.p.returncode is not None:
+            raise RuntimeError(f"the process exited early (code {self.p.returncode}); log: {self.log}")
+        self.p.send_signal(signal.SIGTERM)
+        end = time.monotonic() + patience
+        while True:
+            pid, status, ru = os.wait4(self.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.monotonic() > end:
+                os.killpg(self.pid, signal.SIGKILL)
+                pid, status, ru = os.wait4(self.pid, 0)
+                break
+            time.sleep(0.1)
+        self.p.returncode = os.waitstatus_to_exitcode(status)
+        return ru.ru_utime + ru.ru_stime, ru.ru_maxrss / 1024
+
+    def kill(self) -> None:
+        if self.p.poll() is None:
+            os.killpg(self.pid, signal.SIGKILL)
+            self.p.wait()
+
+    def settle(self, quiet: float = 0.03, seconds: int = 3, patience: float = 300.0) -> float:
+        """Wait until the process uses less than ``quiet`` CPU-s per second for ``seconds`` seconds in a row
+        (its work on what was posted is done); returns when that quiet stretch began (monotonic)."""
+        end = time.monotonic() + patience
+        last, calm, since = self.cpu(), 0, time.monotonic()
+        while time.monotonic() < end:
+            time.sleep(1.0)
+            now = self.cpu()
+            if now - last < quiet:
+                calm += 1
+                if calm >= seconds:
+                    return since
+            else:
+                calm, since = 0, time.monotonic()
+            last = now
+        return since
+
+
+# -- posting -------------------------------------------------------------------------------------------
+@dataclass
+class Posted:
+    wall: float = 0.0
+    requests: int = 0
+    spans: int = 0
+    accepted: int = 0  # spans in requests answered 2xx, less those the answer's partial_success rejected
+    rejected: int = 0  # spans a 2xx answer's partial_success said it rejected
+    refused: int = 0  # spans in requests that failed in the end (after retrying 429/503)
+    retries: int = 0  # 429/503 answers that were waited out and sent again
+    statuses: Counter[int] = field(default_factory=Counter)
+
+
+async def post(url: str, bodies: list[bytes], spans: list[int], senders: int = 4,
+               rate: float | None = None) -> Posted:
+    """POST every body to ``url`` over ``senders`` keep-alive connections, in order, as fast as the server
+    answers or (``rate``) paced to that many spans per second overall. A 429 or 503 is sent again after its
+    ``Retry-After`` (1 s if absent), as the OpenTelemetry exporters do and as ``topology simulate --http``
+    (service/simulate.py: HttpSink._post, whose waiting this repeats because that one neither returns the
+    answer nor takes a connection limit), for at most ``RETRY_FOR`` seconds of waiting."""
+    import httpx
+
+    out = Posted(requests=len(bodies), spans=sum(spans))
+    nxt = 0
+    scheduled = 0  # spans whose send time has been given out (paced)
+    t0 = time.monotonic()
+
+    async def one(client: httpx.AsyncClient, body: bytes, n: int) -> None:
+        waited = 0.0
+        while True:
+            r = await client.post(url, content=body, headers=PB)
+            if r.status_code not in (429, 503) or waited >= RETRY_FOR:
+                break
+            try:
+                wait = min(max(float(r.headers.get("retry-after", "1")), 0.1), 30.0)
+            except ValueError:
+                wait = 1.0
+            out.retries += 1
+            waited += wait
+            await asyncio.sleep(wait)
+        out.statuses[r.status_code] += 1
+        if 200 <= r.status_code < 300:
+            rejected = 0
+            if r.content and "protobuf" in r.headers.get("content-type", ""):
+                resp = ExportTraceServiceResponse()
+                resp.ParseFromString(r.content)
+                rejected = resp.partial_success.rejected_spans
+            out.rejected += rejected
+            out.accepted += n - rejected
+        else:
+            out.refused += n
+
+    async def sender(client: httpx.AsyncClient) -> None:
+        nonlocal nxt, scheduled
+        while nxt < len(bodies):
+            i = nxt
+            nxt += 1
+            if rate:
+                due = t0 + scheduled / rate
+                scheduled += spans[i]
+                delay = due - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            await one(client, bodies[i], spans[i])
+
+    limits = httpx.Limits(max_connections=senders, max_keepalive_connections=senders)
+    async with httpx.AsyncClient(timeout=120, limits=limits) as client:
+        await asyncio.gather(*(sender(client) for _ in range(senders)))
+    out.wall = time.monotonic() - t0
+    return out
+
+
+# -- the systems ---------------------------------------------------------------------------------------
+def _get(url: str, timeout: float = 30) -> str:
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        return str(r.read().decode())
+
+
+class Ours:
+    """``topology serve --embedded DIR`` of this checkout, on a port of its own."""
+
+    name = "topology serve --embedded"
+    short = "ours"
+
+    def __init__(self, work: Path) -> None:
+        self.work = work
+        self.data = work / "store"
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/v1/traces"
+
+    def start(self) -> Proc:
+        proc = Proc([sys.executable, "-m", "service.cli", "serve", "--embedded", str(self.data),
+                     "--port", str(self.port)],
+                    {"LOG_LEVEL": "WARNING", "PYTHONPATH": str(REPO)}, self.work / "server.log")
+        try:
+            wait_up(self.port, patience=120)
+        except SystemExit:
+            proc.kill()
+            raise
+        return proc
+
+    def before_stop(self, settled_at: float) -> dict[str, float]:
+        c = server_counts(self.port)
+        return {"dropped": c["pairing_dropped"] + c["too_late"], "late_merged": c["late_merged"]}
+
+    def edges(self, start: float, end: float) -> dict[Pair, int]:
+        return asyncio.run(_stored(self.data, start, end))
+
+
+async def _stored(data: Path, start: float, end: float) -> dict[Pair, int]:
+    from topology.model import Granularity, Layer
+    from topology.store.embedded import open_stores
+    from topology.timewindow import TimeRange
+
+    stores = open_stores(data)
+    try:
+        es = await stores.layers[Layer.TRACE].edges(Granularity.APP, TimeRange(start - 60, end + 120),
+                                                    time.time() + 3600)
+        return {(e.key.source, e.key.target): e.stats.requests for e in es}
+    finally:
+        await stores.close()
+
+
+class Collector:
+    """The OpenTelemetry Collector built from builder.yaml: otlp receiver (HTTP) -> servicegraph -> file."""
+
+    def __init__(self, binary: Path, work: Path, aligned: bool) -> None:
+        self.binary = binary
+        self.work = work
+        self.aligned = aligned
+        self.name = "Collector, peer attributes " + ("as ours" if aligned else "default")
+        self.short = "collector" if aligned else "collector-default"
+        self.port = free_port()
+        self.telemetry = free_port()
+        self.metrics = work / "servicegraph.jsonl"
+        self.url = f"http://127.0.0.1:{self.port}/v1/traces"
+
+    def start(self) -> Proc:
+        configs = ["--config", str(HERE / "collector.yaml")]
+        if self.aligned:
+            configs += ["--config", str(HERE / "aligned.yaml")]
+        proc = Proc([str(self.binary), *configs],
+                    {"PSG_OTLP_ENDPOINT": f"127.0.0.1:{self.port}", "PSG_METRICS_FILE": str(self.metrics),
+                     "PSG_TELEMETRY_PORT": str(self.telemetry)}, self.work / "collector.log")
+        end = time.monotonic() + 60
+        while True:
+            try:
+                req = urllib.request.Request(self.url, data=b"", headers=PB, method="POST")
+                with urllib.request.urlopen(req, timeout=5):
+                    return proc
+            except OSError:
+                if not proc.alive() or time.monotonic() > end:
+                    proc.kill()
+                    raise SystemExit(f"the Collector did not start; its log: {proc.log}") from None
+                time.sleep(0.2)
+
+    def before_stop(self, settled_at: float) -> dict[str, float]:
+        """Wait for the connector's next flush after the work settled (every 10 s), then read its counts."""
+        end = time.monotonic() + 30
+        wall_settled = time.time() - (time.monotonic() - settled_at)
+        while time.monotonic() < end:
+            if self.metrics.exists() and self.metrics.stat().st_mtime > wall_settled + 0.5:
+                break
+            time.sleep(0.5)
+        time.sleep(1.5)  # the file exporter's own flush (every second)
+        out = {"dropped": 0.0, "expired": 0.0}
+        for fam in text_string_to_metric_families(_get(f"http://127.0.0.1:{self.telemetry}/metrics")):
+            for s in fam.samples:
+                if s.name.startswith("otelcol_connector_servicegraph_dropped_spans"):
+                    out["dropped"] += s.value
+                elif s.name.startswith("otelcol_connector_servicegraph_expired_edges"):
+                    out["expired"] += s.value
+        return out
+
+    def edges(self, start: float, end: float) -> dict[Pair, int]:
+        with self.metrics.open(encoding="utf-8") as f:
+            return collector_edges(f)
