@@ -1,4 +1,4 @@
-"""What a NETWORK stage-2 checkpoint costs per commit: the whole state against an incremental one.
+"""What a NETWORK stage-1 and stage-2 checkpoint costs per commit: the whole state against an incremental one.
 
     .venv/bin/python -m bench.checkpoint_cost [--rate 50000] [--minutes 3.5] [--warm-minutes 3]
 
@@ -13,6 +13,11 @@ whole state with accumulators as columns (version 2); ``incremental`` (``checkpo
 the head and the windows changed since the last commit, as columns). Printed: CPU milliseconds and
 bytes per commit, median / p95 / max, and the ratios. CPU time, not
 wall time, so a loaded machine changes the figures little.
+
+Stage 1 (one partition receiving every record; a worker's partitions each hold their share) is
+measured the same way after the same flushes: ``s1 whole`` (what every commit wrote before its
+windows became sections) against ``s1 incremental`` (the head, the open windows' rows that changed
+and the key sets that grew).
 """
 
 from __future__ import annotations
@@ -44,7 +49,7 @@ def main() -> None:
     p.add_argument("--minutes", type=float, default=3.5, help="simulated minutes in all")
     p.add_argument("--warm-minutes", type=float, default=3.0, help="simulated minutes before measuring")
     args = p.parse_args()
-    print(header("checkpoint_cost: NETWORK stage 2, whole against incremental checkpoints"))
+    print(header("checkpoint_cost: NETWORK stages 1 and 2, whole against incremental checkpoints"))
     start = float(int(time.time()) // 60 * 60)
     book = AddressBook()
     for lease in leases(start):
@@ -55,7 +60,9 @@ def main() -> None:
     log = checkpoint.Log()
     tp = Partition("bench.network.1", 0)
     clock = MergedClock()
-    ways = ("before", "whole", "incremental")
+    ways = ("before", "whole", "incremental", "s1 whole", "s1 incremental")
+    log1 = checkpoint.Log()
+    tp1 = Partition("bench.flows", 0)
     ms: dict[str, list[float]] = {w: [] for w in ways}
     size: dict[str, list[int]] = {w: [] for w in ways}
     per_second = max(1, args.rate // args.batch)
@@ -78,17 +85,27 @@ def main() -> None:
             continue
         if sec + 1 == int(args.warm_minutes * 60):
             log.records(tp, sec, s2, clock, shared)  # a worker's first checkpoint writes every window
+            log1.records(tp1, sec, s1, clock, shared)
             continue
         for k in range(3):
             way = ways[(sec + k) % 3]
             t0 = time.process_time()
             if way == "incremental":
-                n = sum(len(v) for _, v, _ in log.records(tp, sec, s2, clock, shared))
+                n = sum(len(v or b"") for _, v, _ in log.records(tp, sec, s2, clock, shared))
             elif way == "whole":
                 n = len(checkpoint.encode(checkpoint.Saved(s2, clock), shared))
             else:
                 with _objects():
                     n = len(checkpoint.encode(checkpoint.Saved(s2, clock), shared))
+            ms[way].append((time.process_time() - t0) * 1000)
+            size[way].append(n)
+        for k in range(2):
+            way = ways[3 + (sec + k) % 2]
+            t0 = time.process_time()
+            if way == "s1 incremental":
+                n = sum(len(v or b"") for _, v, _ in log1.records(tp1, sec, s1, clock, shared))
+            else:
+                n = len(checkpoint.encode(checkpoint.Saved(s1, clock), shared))
             ms[way].append((time.process_time() - t0) * 1000)
             size[way].append(n)
     print(f"# {args.rate:,} flow records per simulated second, {seconds} s simulated, "
@@ -98,10 +115,14 @@ def main() -> None:
         print(f"{way:12s} CPU ms p50 {np.percentile(m, 50):8.1f}  p95 {np.percentile(m, 95):8.1f}  "
               f"max {max(m):8.1f}   bytes p50 {np.percentile(b, 50):12,.0f}  "
               f"p95 {np.percentile(b, 95):12,.0f}")
-    for way in ways[1:]:
+    for way in ways[1:3]:
         print(f"before/{way}: CPU p50 {np.percentile(ms['before'], 50) / np.percentile(ms[way], 50):.1f}x  "
               f"p95 {np.percentile(ms['before'], 95) / np.percentile(ms[way], 95):.1f}x  "
               f"bytes p50 {np.percentile(size['before'], 50) / np.percentile(size[way], 50):.1f}x")
+    whole, inc = ms["s1 whole"], ms["s1 incremental"]
+    print(f"stage 1 whole/incremental: CPU p50 {np.percentile(whole, 50) / np.percentile(inc, 50):.1f}x  "
+          f"p95 {np.percentile(whole, 95) / np.percentile(inc, 95):.1f}x  bytes p50 "
+          f"{np.percentile(size['s1 whole'], 50) / np.percentile(size['s1 incremental'], 50):.1f}x")
 
 
 @contextlib.contextmanager

@@ -7,6 +7,7 @@ A window's edge accumulators are written as columns of plain values, and read ba
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import pytest
@@ -18,9 +19,12 @@ from ingest.clock import MergedClock
 from ingest.record import Partition
 from tests.ingest.test_state import shape
 from tests.ingest.testing import StateMessage
+from tests.topology.stages.flowdata import encode_records
 from topology.address import AddressBook
 from topology.model import Granularity, NodeKind
+from topology.stages.network_stage1 import NetworkStage1
 from topology.stages.network_stage2 import NetworkStage2, _Acc, _Window
+from topology.wire import flow
 
 TP = Partition("topology.network.1", 3)
 WS = 60
@@ -216,3 +220,89 @@ def test_malformed_window_columns_are_refused() -> None:
         values[i] = bad
         with pytest.raises(state.StateError):
             schema.make(schema.version, values)
+
+
+# -- NETWORK stage 1: each window's pending rows and remembered keys are sections -----------------------
+S1 = 10
+
+
+def _stage1_batch(i: int, w: int, n: int) -> Any:
+    """A batch of ``n`` records in window ``w`` (keys drawn from a few apps and callees, so batches share
+    keys and bring new ones)."""
+    records = [{"start": T0 + w * S1 + (i + k) % S1, "app": f"app-{(i * 7 + k) % 4}", "role": "client",
+                "local": "10.0.0.1:40000", "remote": f"10.0.1.{(i + 3 * k) % 6}:{443 + k % 2}",
+                "sent": 100 + k, "received": i} for k in range(n)]
+    return flow.decode(encode_records(records, emitted=T0 + w * S1 + S1))
+
+
+T0 = 1_800_000_000
+
+_ops1 = st.lists(st.tuples(st.sampled_from(["add", "add", "early", "close", "commit", "restart"]),
+                           st.integers(0, 3), st.integers(1, 5)), max_size=40)
+
+
+def _restore1(messages: list[StateMessage], compact: bool) -> tuple[checkpoint.Checkpoint, Any]:
+    if compact:
+        messages = _compacted(messages)
+    cp = checkpoint.assemble(messages, TP, complete=True)
+    assert cp is not None
+    return cp, checkpoint.decode(cp.state, {}, cp.sections).logic
+
+
+@settings(max_examples=120, deadline=None)
+@given(_ops1, st.booleans())
+def test_stage1_restored_from_its_head_and_sections_equals_the_state_checkpointed(
+        ops: list[tuple[str, int, int]], compact: bool) -> None:
+    """Batches added to windows, early flushes, closing flushes, commits and restarts in any order:
+    the newest head and its sections restore exactly what was checkpointed, and the restored stage
+    then emits exactly what the original emits for the same input."""
+    stage = NetworkStage1(S1)
+    log = checkpoint.Log()
+    messages: list[StateMessage] = []
+    written: Any = None
+    offset = 0
+    for i, (op, w, n) in enumerate(ops):
+        if op == "add":
+            stage.add(_stage1_batch(i, w, n))
+        elif op == "early":
+            stage.flush(T0 + w * S1 + S1 / 2, early=True)
+        elif op == "close":
+            stage.flush(T0 + w * S1 + S1)
+        elif op == "restart":
+            if written is not None:
+                cp, stage = _restore1(messages, compact)
+                assert shape(stage, {}) == written
+                log = checkpoint.Log.after(cp)
+            else:
+                stage, log = NetworkStage1(S1), checkpoint.Log()
+        else:
+            offset += 1
+            messages.extend(StateMessage(*r) for r in log.records(TP, offset, stage, MergedClock(), {}))
+            written = shape(stage, {})
+            cp, restored = _restore1(messages, compact)
+            assert cp.offset == offset
+            assert shape(restored, {}) == written
+            kept = {m.key for m in _compacted(messages) if dict(m.headers).get("ckpt.kind") == b"section"}
+            live = [f"p{w}" for w in stage._pending] + [f"k{w}" for w in stage._known]
+            assert kept == {f"{checkpoint.state_key(TP)}#s{name}.0".encode() for name in live}
+            # the restored stage goes on as the original does (a copy: the run goes on with the original)
+            twin = copy.deepcopy(stage)
+            for s in (twin, restored):
+                s.add(_stage1_batch(i, w, 3))
+            assert restored.flush(T0, early=True) == twin.flush(T0, early=True)
+
+
+def test_a_stage1_checkpoint_rewrites_the_windows_changed_since_the_last_one() -> None:
+    stage = NetworkStage1(S1)
+    for w in range(3):
+        stage.add(_stage1_batch(w, w, 4))
+    # windows 0 and 1 close (0's keys are forgotten), window 2 emits its keys (all new) and keeps none
+    stage.flush(T0 + 2 * S1 + 1, early=True)
+    log = checkpoint.Log()
+    first = _sections_written(log.records(TP, 1, stage, MergedClock(), {}))
+    assert sorted(first) == [f"k{T0 + S1}", f"k{T0 + 2 * S1}"]
+    assert _sections_written(log.records(TP, 2, stage, MergedClock(), {})) == []
+    stage.add(_stage1_batch(2, 2, 2))  # rows for the open window only, of keys it has seen
+    assert _sections_written(log.records(TP, 3, stage, MergedClock(), {})) == [f"p{T0 + 2 * S1}"]
+    stage.flush(T0 + 2 * S1 + 2, early=True)  # no key is new: the rows stay, no key set grows
+    assert _sections_written(log.records(TP, 4, stage, MergedClock(), {})) == [f"p{T0 + 2 * S1}"]

@@ -30,6 +30,12 @@ collision can only make a new key wait for its window to close, never change cou
 keys of windows before the previous one are forgotten, so the state stays bounded (and picklable:
 it is checkpointed with the pending rows).
 
+*Checkpoints* (:mod:`ingest.checkpoint`) are incremental, as NETWORK stage 2's: each window's pending
+rows and each window's remembered keys are a section of their own, and :meth:`take_touched` names
+those changed since the last checkpoint (rows added, an early flush, keys remembered), so a commit
+rewrites the open window's rows and the key sets that grew, not the windows already closed or the
+key sets of windows that see no new key.
+
 Aggregates cross the Kafka repartition topic between stage 1 and stage 2 as ``to_dict`` JSON,
 keyed by :attr:`FlowAggregate.partition_key` (the remote address). In process, :meth:`flush`
 returns them as :class:`FlowAggregates`, a sequence that keeps plain tuples and builds the records
@@ -271,6 +277,8 @@ class NetworkStage1:
         self._known: dict[int, _Hashes] = {}
         self._checked: dict[int, int] = {}
         self._early = False  # an early flush happened: closing windows remember their keys too
+        # (field, window) of the pending rows and remembered keys changed since the last take_touched()
+        self._touched: set[tuple[str, int]] = set()
         self.counters: dict[str, int] = {
             "batches": 0,
             "records": 0,
@@ -330,7 +338,9 @@ class NetworkStage1:
         cuts = np.flatnonzero(win[1:] != win[:-1]) + 1
         bounds = [0, *cuts.tolist(), len(rows)]
         for a, b in itertools.pairwise(bounds):
-            self._pending.setdefault(int(win[a]) * ws, []).append(rows[a:b])
+            w = int(win[a]) * ws
+            self._pending.setdefault(w, []).append(rows[a:b])
+            self._touched.add(("_pending", w))
 
     def _valid(self, batch: FlowBatch) -> _Rows:
         recs = batch.records
@@ -358,6 +368,14 @@ class NetworkStage1:
             self._ids[name] = i
             self._names.append(name)
         return i
+
+    def take_touched(self) -> set[tuple[str, int]]:
+        """(``"_pending"`` or ``"_known"``, window start) of what changed since the last call among
+        what is still kept: an incremental checkpoint rewrites only these (see "Checkpoints" in the
+        module docstring)."""
+        out = set(self._touched)
+        self._touched.clear()
+        return out
 
     # -- output -----------------------------------------------------------------------------------
     def flush(self, watermark: float, early: bool = False) -> FlowAggregates:
@@ -398,6 +416,7 @@ class NetworkStage1:
         checked = self._checked.get(w, 0)
         if checked >= len(parts):
             return
+        self._touched.add(("_pending", w))
         fresh_parts = parts[checked:]
         rows = fresh_parts[0] if len(fresh_parts) == 1 else _concatenate(fresh_parts)
         hashes = _key_hashes(rows)
@@ -429,6 +448,7 @@ class NetworkStage1:
         add = add[~_contains(known, add)]
         if len(add):
             self._known[w] = np.insert(known, np.searchsorted(known, add), add)
+            self._touched.add(("_known", w))
 
     def _rows(self, w: int, rows: _Rows) -> Iterator[AggregateRow]:
         if len(self._name_array) != len(self._names):
