@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.peer_servicegraph [--services 1000] [--minutes 60] [--runs 3]
         [--modes fast paced] [--paced-rate 2200] [--paced-seconds 600] [--idle-seconds 60]
-        [--systems ours collector collector-default] [--json FILE]
+        [--systems ours collector collector-default] [--ours DIR ...] [--json FILE]
 
 1. Builds the Collector of ``builder.yaml`` (otlp receiver, contrib servicegraph connector v0.147.0, file
    exporter) once from Go modules with the Collector Builder, into docker/otelcol/build.sh's cache.
@@ -25,13 +25,16 @@ ratio ours / Collector. ``--idle-seconds``: CPU of each process, started and lef
 
 Systems: ``ours`` (``topology serve --embedded``), ``collector`` (the connector's peer attributes set to
 the ones our trace layer reads: aligned.yaml), ``collector-default`` (its defaults: older semantic
-conventions only). The Go build is not part of ``make test`` or CI.
+conventions only). ``--ours DIR...``: the checkouts whose server is run (default this one), e.g. ``git
+worktree``s of a commit before and after a change, each a system of its own (``ours@<commit>``) in the
+same rounds. The Go build is not part of ``make test`` or CI.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import shutil
 import statistics
@@ -39,6 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -62,16 +66,34 @@ def build_collector() -> Path:
     return Path(r.stdout.strip().splitlines()[-1])
 
 
-def make(system: str, binary: Path, work: Path) -> Ours | Collector:
-    if system == "ours":
-        return Ours(work)
-    return Collector(binary, work, aligned=system == "collector")
+Factory = Callable[[Path], Ours | Collector]
 
 
-def idle(system: str, binary: Path, seconds: float, keep: bool) -> float:
+def checkout(repo: Path) -> str:
+    """``ours@<commit>`` (``+dirty`` with uncommitted changes to tracked files) of a checkout."""
+    def git(*a: str) -> str:
+        return subprocess.run(["git", "-C", str(repo), *a], capture_output=True, text=True, check=True).stdout
+    dirty = git("status", "--porcelain", "--untracked-files=no").strip()
+    return f"ours@{git('rev-parse', '--short', 'HEAD').strip()}{'+dirty' if dirty else ''}"
+
+
+def systems(names: list[str], repos: list[Path], binary: Path) -> dict[str, Factory]:
+    """Each system's label and how to make it in a work directory."""
+    out: dict[str, Factory] = {}
+    for name in names:
+        if name == "ours":
+            for repo in repos:
+                label = "ours" if repos == [REPO] else checkout(repo)
+                out[label] = functools.partial(Ours, repo=repo)
+        else:
+            out[name] = functools.partial(Collector, binary, aligned=name == "collector")
+    return out
+
+
+def idle(system: str, make: Factory, seconds: float, keep: bool) -> float:
     """CPU seconds per minute of a freshly started process left alone for ``seconds``."""
-    work = Path(tempfile.mkdtemp(prefix=f"psg-idle-{system}-"))
-    s = make(system, binary, work)
+    work = Path(tempfile.mkdtemp(prefix=f"psg-idle-{system[:20]}-"))
+    s = make(work)
     proc = s.start()
     try:
         time.sleep(10)  # start-up settles
@@ -84,10 +106,10 @@ def idle(system: str, binary: Path, seconds: float, keep: bool) -> float:
             shutil.rmtree(work, ignore_errors=True)
 
 
-def one_run(system: str, binary: Path, w: Workload, bodies: int, rate: float | None, senders: int,
+def one_run(system: str, make: Factory, w: Workload, bodies: int, rate: float | None, senders: int,
             keep: bool) -> dict[str, Any]:
-    work = Path(tempfile.mkdtemp(prefix=f"psg-{system}-"))
-    s = make(system, binary, work)
+    work = Path(tempfile.mkdtemp(prefix=f"psg-{system[:20]}-"))
+    s = make(work)
     proc: Proc = s.start()
     try:
         proc.settle(seconds=2, patience=60)  # start-up done
@@ -147,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="longest paced posting (whole simulated minutes that fit at --paced-rate)")
     p.add_argument("--senders", type=int, default=4, help="keep-alive connections posting at once")
     p.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=SYSTEMS)
+    p.add_argument("--ours", nargs="+", type=Path, default=[REPO],
+                   help="checkouts whose server is run (default: this one)")
     p.add_argument("--idle-seconds", type=float, default=60.0,
                    help="idle CPU measured over this long (0: not)")
     p.add_argument("--json", help="write every run's figures (not the edge lists) to this file")
@@ -156,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     print(header("OTLP/HTTP spans: topology serve --embedded vs the OpenTelemetry Collector's servicegraph"))
     sys.stdout.flush()
     binary = build_collector()
+    run = systems(args.systems, [r.resolve() for r in args.ours], binary)
     print(f"# Collector: {binary} (servicegraph connector {BUILDER_VERSION}); {args.senders} keep-alive "
           f"connections; medians of {args.runs}")
     t = time.monotonic()
@@ -167,9 +192,9 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {"args": vars(args), "idle_cpu_s_per_min": {}, "runs": []}
 
     if args.idle_seconds > 0:
-        for system in args.systems:
-            report["idle_cpu_s_per_min"][system] = v = idle(system, binary, args.idle_seconds, args.keep)
-            print(f"idle  {system:18s} {v:.3f} CPU-s per minute (over {args.idle_seconds:g} s)")
+        for system, make in run.items():
+            report["idle_cpu_s_per_min"][system] = v = idle(system, make, args.idle_seconds, args.keep)
+            print(f"idle  {system:22s} {v:.3f} CPU-s per minute (over {args.idle_seconds:g} s)")
             sys.stdout.flush()
 
     for mode in args.modes:
@@ -177,11 +202,11 @@ def main(argv: list[str] | None = None) -> int:
         n = w.prefix(int(args.paced_rate * args.paced_seconds) if rate else None)
         print(f"\n## {mode}: {sum(w.spans[:n]):,} spans in {n:,} requests"
               + (f" at {rate:g} spans/s" if rate else ", as fast as each system answers"))
-        rows: dict[str, list[dict[str, Any]]] = {s: [] for s in args.systems}
+        rows: dict[str, list[dict[str, Any]]] = {s: [] for s in run}
         for i in range(args.runs):
             w.restamp(time.time())
-            for system in args.systems:
-                r = one_run(system, binary, w, n, rate, args.senders, args.keep)
+            for system, make in run.items():
+                r = one_run(system, make, w, n, rate, args.senders, args.keep)
                 rows[system].append(r)
                 figures = {k: v for k, v in r.items() if k != "found"}
                 report["runs"].append({"mode": mode, "run": i + 1, **figures})
@@ -191,16 +216,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"-- {mode}, medians of {args.runs}:")
         for s, m in med.items():
             print(f"   {s}\n{'':8s}{line(m)}")
-        for other in ("collector", "collector-default"):
-            if "ours" in med and other in med and med[other]["spans_per_cpu_s"]:
-                ratio = med["ours"]["spans_per_cpu_s"] / med[other]["spans_per_cpu_s"]
-                print(f"   ratio ours / {other}: {ratio:.2f}x spans per CPU-second")
-        if "ours" in rows and "collector" in rows:
-            a: dict[Pair, int] = rows["ours"][-1]["found"]
-            b: dict[Pair, int] = rows["collector"][-1]["found"]
-            both, same = counts_agree(a, b)
-            print(f"   edges ours and collector both found: {both:,}, same request count on {same:,};"
-                  f" only ours {len(a.keys() - b.keys()):,}, only collector {len(b.keys() - a.keys()):,}")
+        for ours in (s for s in med if s.startswith("ours")):
+            for other in ("collector", "collector-default"):
+                if other in med and med[other]["spans_per_cpu_s"]:
+                    ratio = med[ours]["spans_per_cpu_s"] / med[other]["spans_per_cpu_s"]
+                    print(f"   ratio {ours} / {other}: {ratio:.2f}x spans per CPU-second")
+            if "collector" in rows:
+                a: dict[Pair, int] = rows[ours][-1]["found"]
+                b: dict[Pair, int] = rows["collector"][-1]["found"]
+                both, same = counts_agree(a, b)
+                print(f"   edges {ours} and collector both found: {both:,}, same request count on {same:,};"
+                      f" only {ours} {len(a.keys() - b.keys()):,}, only collector "
+                      f"{len(b.keys() - a.keys()):,}")
         sys.stdout.flush()
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1, default=str))

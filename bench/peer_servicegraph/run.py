@@ -21,12 +21,14 @@ from bench.late_burst import counts as server_counts
 from bench.late_burst import wait_up
 from bench.load_http import free_port, rss_kib
 from bench.peer_servicegraph.edges import Pair, collector_edges
-from service.simulate import RETRY_FOR
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 TICK = os.sysconf("SC_CLK_TCK")
 PB = {"content-type": "application/x-protobuf"}
+#: Seconds of waiting after which a post answered 429/503 gives up (service/simulate.py's RETRY_FOR: that
+#: module is not imported, it brings in the whole service).
+RETRY_FOR = 300.0
 
 
 # -- the process ---------------------------------------------------------------------------------------
@@ -207,12 +209,11 @@ def _get(url: str, timeout: float = 30) -> str:
 
 
 class Ours:
-    """``topology serve --embedded DIR`` of this checkout, on a port of its own."""
+    """``topology serve --embedded DIR`` of the checkout ``repo`` (this one by default), on a port of its
+    own, run by this interpreter with the checkout first on its path."""
 
-    name = "topology serve --embedded"
-    short = "ours"
-
-    def __init__(self, work: Path) -> None:
+    def __init__(self, work: Path, repo: Path = REPO) -> None:
+        self.repo = repo
         self.work = work
         self.data = work / "store"
         self.port = free_port()
@@ -221,7 +222,8 @@ class Ours:
     def start(self) -> Proc:
         proc = Proc([sys.executable, "-m", "service.cli", "serve", "--embedded", str(self.data),
                      "--port", str(self.port)],
-                    {"LOG_LEVEL": "WARNING", "PYTHONPATH": str(REPO)}, self.work / "server.log")
+                    {"LOG_LEVEL": "WARNING", "PYTHONPATH": str(self.repo)}, self.work / "server.log",
+                    cwd=self.repo)
         try:
             wait_up(self.port, patience=120)
         except SystemExit:
@@ -258,8 +260,6 @@ class Collector:
         self.binary = binary
         self.work = work
         self.aligned = aligned
-        self.name = "Collector, peer attributes " + ("as ours" if aligned else "default")
-        self.short = "collector" if aligned else "collector-default"
         self.port = free_port()
         self.telemetry = free_port()
         self.metrics = work / "servicegraph.jsonl"
