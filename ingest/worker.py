@@ -17,7 +17,8 @@ module is the Kafka plumbing around it:
 Early outputs: at most every ``early_interval`` the worker also asks each partition's logic for
 outputs of windows still open (:meth:`PartitionLogic.early`: new edges, provisional windows). They
 join the pending outputs like any others, and the state they were taken from is checkpointed in the
-same step, so freshness costs nothing in exactness.
+same step, so freshness costs nothing in exactness. They are taken when a commit is due, right
+before it, so they do not wait for the next commit.
 
 Time: every partition carries an event-time clock (:mod:`ingest.clock`); outputs of repartition
 topics carry their source's clock, and each checkpoint also sends *ticks* (all source clocks of this
@@ -417,10 +418,13 @@ class Worker:
         self.metrics.dead_letter(self.labels, reason)
 
     def _early_flush(self) -> None:
-        """At most every ``early_interval``: the early outputs of open windows (:meth:`StageRunner.early`)."""
+        """At most every ``early_interval``: the early outputs of open windows (:meth:`StageRunner.early`),
+        taken when a commit is due (``min_commit_interval`` since the last one), so they are committed at
+        once rather than waiting up to a commit interval for the next one (in each stage they pass)."""
         interval = self.opt.early_interval
         wall = self.opt.wall()
-        if interval <= 0 or wall - self.last_early < interval:
+        if interval <= 0 or wall - self.last_early < interval \
+                or wall - self.last_commit < self.opt.min_commit_interval:
             return
         self.last_early = wall
         self.runner.early()
