@@ -60,7 +60,7 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
 from topology.catalog import NAME_MAX, AddressLease, BadTime, HealthEvent, ServiceInfo
 from topology.change import ChangeEvent
-from topology.wire import flow, otlp
+from topology.wire import flow, otlp, spans
 from topology.wire.vpcflow import VpcFlowError, VpcFlowParser, VpcFlowRecord
 
 DECODE: Final = "decode"
@@ -221,9 +221,29 @@ def _otlp(data: bytes, content_type: str, what: str, decode: Callable[[bytes, st
 def admit_spans(data: bytes, content_type: str, produced: float | None) -> Admission[Any]:
     """An ``ExportTraceServiceRequest``, kept in the compact schema of :func:`topology.wire.otlp.spans_view`
     (decoded once: the stages and the Kafka splitter take it as it is). Spans with an implausible start
-    or end are cut out into a request of their own."""
+    or end are cut out into a request of their own. Where the native decoder is built, a request kept
+    whole is its :class:`~topology.wire._spans.Batch` (judged on its columns; what the TRACE stage's
+    pairer takes as it is); a request with spans to cut goes the compact schema's way."""
+    if spans.available():
+        return _otlp(data, content_type, "spans", spans.decode,
+                     lambda batch: _judge_batch(batch, data, content_type, produced))
     return _otlp(data, content_type, "spans", otlp.decode_spans,
                  lambda view: _judge_spans(view, data, produced))
+
+
+def _judge_batch(batch: Any, data: bytes, content_type: str, produced: float | None) -> Admission[Any]:
+    n = batch.spans
+    if not n:
+        return Admission(batch)
+    cols = spans.columns(batch)
+    start, end = cols["start"] / 1e9, cols["end"] / 1e9
+    long = [_long_name(r) for r in batch.resources()]
+    bad = implausible(start, end, reference(produced))
+    if any(long):
+        bad |= np.array(long, dtype=np.bool_)[cols["resource"]]
+    if not bad.any():  # the common case: kept whole, decoded once
+        return Admission(batch, n, float(end.max()))
+    return _judge_spans(otlp.decode_spans(data, content_type), data, produced)  # cut: the view's way
 
 
 def _judge_spans(decoded: tuple[Any, list[tuple[int, int]]], data: bytes,
