@@ -52,7 +52,7 @@ from ingest.reorder import ReorderBuffer
 from topology.catalog import AddressKind, HealthState, TraceSummary
 from topology.model import Direction, EdgeKey, EdgePartial, EdgeWindow, Granularity, Layer, NodeKind, Side
 from topology.sketch import LatencySketch
-from topology.stages import final, ipc, network_stage1, network_stage2, trace, trace_native, vpc
+from topology.stages import final, ipc, ipc_points, network_stage1, network_stage2, trace, trace_native, vpc
 from topology.stats import EdgeStats
 
 MAGIC = "topology.state"
@@ -258,18 +258,27 @@ SCHEMAS: tuple[Schema, ...] = (
     _dataclass(ipc.IpcObservation, "ipc.observation"),
     # The series' shortcuts to the accumulator it last added to are valid until the next flush only;
     # they are rebuilt by the next point (as for a series restored before they existed).
-    Schema(ipc._Series, "ipc.series",
+    Schema(ipc_points._Series, "ipc.series",
            ("base", "bounds", "counts", "endpoint", "error", "group", "layout", "protocol", "seen", "start",
             "stat", "total", "value"),
            derived=("acc", "acc_epoch", "acc_window", "join", "join_epoch", "join_window", "run", "run_acc"),
            rebuild=_set(acc=None, join=None, run=None, run_acc=None, acc_epoch=-1, acc_window=-1,
                         join_epoch=-1, join_window=-1)),
     Schema(ipc._Acc, "ipc.acc", ipc._Acc.__slots__),
-    Schema(ipc._StatJoin, "ipc.statjoin", ipc._StatJoin.__slots__),
-    Schema(ipc.IpcStage1, "ipc1",
+    Schema(ipc_points._StatJoin, "ipc.statjoin", ipc_points._StatJoin.__slots__),
+    # the point-by-point stage 1 (the fallback when the native decoder is not built)
+    Schema(ipc_points.PointIpcStage1, "ipc1",
            ("window_seconds", "max_series", "counters", "_series", "_services", "_accs", "_stats",
             "_bucket_maps", "_watermark", "_epoch"),
            derived=("_unpackers",), rebuild=_set(_unpackers=dict)),
+    # the columnar stage 1: series numbered, their meaning and last values in arrays, points waiting as bytes
+    Schema(ipc.IpcStage1, "ipc1.columns",
+           ("window_seconds", "max_series", "_counters", "_series_ids", "_services", "_acc_of", "_joins",
+            "_groups", "_group_ids", "_bases", "_texts", "_text_ids", "_bounds", "_bounds_list", "_scales",
+            "_layouts", "_layout_rows", "_targets", "_edges", "_nseries", "_group", "_error", "_stat",
+            "_base", "_endpoint", "_protocol", "_start", "_counts", "_value", "_total", "_boff", "_blen",
+            "_kept", "_exp", "_pending", "_pending_points", "_m_kind", "_m_scale", "_m_cumulative",
+            "_k_series", "_watermark", "_epoch")),
     Schema(ipc.IpcStage2, "ipc2", ("addresses", "counters", "_pending")),
     Schema(trace._Acc, "trace.acc", trace._Acc.__slots__),
     Schema(trace.PythonSpanPairer, "trace.pairer",  # 2: traces keep their spans

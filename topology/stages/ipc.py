@@ -35,14 +35,15 @@ from __future__ import annotations
 
 import ipaddress
 import itertools
+import logging
 import math
-import operator
 import struct
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
@@ -50,8 +51,33 @@ from topology.address import AddressBook
 from topology.catalog import NAME_MAX, AddressKind
 from topology.model import EdgeKey, EdgePartial, Granularity, Layer, NodeKind, Side
 from topology.sketch import EMPTY, ZERO_THRESHOLD, LatencySketch, bucket_of
+from topology.stages.ipc_columns import (
+    ZERO,
+    buckets_of,
+    first_of_runs,
+    grow,
+    last_of_runs,
+    ragged,
+    seconds,
+    sequential_sum,
+    window_of,
+)
 from topology.stats import MAX_ENDPOINTS, EdgeStats
-from topology.wire.otlp import AttrValue, OtlpDecodeError, attribute, metrics_view
+from topology.wire.metric_columns import (
+    EXPONENTIAL,
+    GAUGE,
+    HISTOGRAM,
+    NATIVE,
+    NONE,
+    POINT,
+    SUM,
+    SUMMARY,
+    key_parts,
+    raw_columns,
+)
+from topology.wire.otlp import AttrValue, OtlpDecodeError, attribute
+
+log = logging.getLogger(__name__)
 
 WINDOW_SECONDS = 60
 MAX_SERIES = 200_000
@@ -146,40 +172,6 @@ _Group = tuple[Side, str, str, bool]  # side, service, peer, peer_is_ip
 _Layout = tuple[tuple[int, ...], tuple[float, ...]]  # target bucket per OTLP bucket, OTLP bounds in seconds
 
 
-class _Series:
-    """What one series means (parsed once) and, for cumulative series, its last value."""
-
-    __slots__ = ("acc", "acc_epoch", "acc_window", "base", "bounds", "counts", "endpoint", "error", "group",
-                 "join", "join_epoch", "join_window", "layout", "protocol", "run", "run_acc", "seen", "start",
-                 "stat", "total", "value")
-
-    def __init__(self, group: _Group | None, error: bool, endpoint: str | None, protocol: str | None,
-                 stat: str | None, base: tuple[Any, ...] | None) -> None:
-        self.group = group
-        self.error = error
-        self.endpoint = endpoint
-        self.protocol = protocol
-        self.stat = stat
-        self.base = base
-        self.start = -1  # -1: no baseline yet
-        self.value = 0.0  # last cumulative count (histograms) or value (sums)
-        self.total = 0.0  # last cumulative sum (histograms)
-        self.counts: Any = None  # last cumulative buckets: packed bytes + tuple, or a target histogram
-        self.seen = 0  # the flush epoch in which the series last had a point (for eviction)
-        self.bounds = b""  # explicit bounds (packed) that ``layout`` was made for
-        self.layout: _Layout | None = None
-        # The accumulator (and statistic join) this series last added to, valid for that window until the
-        # next flush: the next point of the same window skips the lookup and the per-accumulator
-        # bookkeeping (endpoint, protocol) that the first point did.
-        self.acc: _Acc | None = None
-        self.acc_window = self.acc_epoch = -1
-        self.join: _StatJoin | None = None
-        self.join_window = self.join_epoch = -1
-        # The cumulative bucket run this series is extending in ``run_acc`` (see ``_Acc.runs``).
-        self.run: list[Any] | None = None
-        self.run_acc: _Acc | None = None
-
-
 class _Acc:
     __slots__ = ("endpoints", "errors", "fine", "first", "hist", "last", "lat_sum", "protocol", "raw",
                  "requests", "runs")
@@ -202,518 +194,6 @@ class _Acc:
         self.last = 0.0
 
 
-class _StatJoin:
-    __slots__ = ("acc", "count", "total")
-
-    def __init__(self, acc: _Acc) -> None:
-        self.acc = acc
-        self.count = 0.0
-        self.total = 0.0
-
-
-class IpcStage1:
-    """Metric points -> :class:`IpcObservation` per (side, service, peer) per window.
-
-    ``add(request)`` takes a decoded request; ``add_serialized(data)`` takes the protobuf bytes as they
-    come from Kafka or HTTP and is the fast path (no Python objects per attribute). ``flush(watermark)``
-    returns the observations of every window that ended at or before ``watermark``.
-    """
-
-    def __init__(self, window_seconds: int = WINDOW_SECONDS, max_series: int = MAX_SERIES) -> None:
-        if window_seconds <= 0 or max_series <= 0:
-            raise ValueError("window_seconds and max_series must be positive")
-        self.window_seconds = window_seconds
-        self.max_series = max_series
-        self.counters: dict[str, int] = dict.fromkeys(
-            ("requests", "bad_requests", "points", "series", "unknown_metrics", "no_service", "no_peer",
-             "baselines", "resets", "evictions", "late_points", "ignored_points", "bad_points",
-             "observations"), 0)
-        # ordered: eviction takes from the front, which must stay O(1) (a plain dict degrades)
-        self._series: OrderedDict[tuple[Any, ...], _Series] = OrderedDict()
-        self._services: dict[bytes, str | None] = {}
-        self._accs: dict[tuple[int, _Group], _Acc] = {}
-        self._stats: dict[tuple[int, tuple[Any, ...]], _StatJoin] = {}
-        self._bucket_maps: dict[tuple[bytes, float], _Layout] = {}
-        self._unpackers: dict[int, Any] = {}
-        self._watermark = -math.inf
-        self._epoch = 0  # flushes so far
-
-    # -- input ------------------------------------------------------------------------------------
-    def add(self, request: ExportMetricsServiceRequest) -> None:
-        self.add_serialized(request.SerializeToString())
-
-    def add_serialized(self, data: bytes) -> None:
-        """Add a serialized ``ExportMetricsServiceRequest``; raises OtlpDecodeError (counted) if malformed."""
-        try:
-            view = metrics_view(data)
-        except OtlpDecodeError:
-            self.counters["bad_requests"] += 1
-            raise
-        self.counters["requests"] += 1
-        for rm in view.resource_metrics:
-            res = rm.resource
-            service = self._services.get(res, "")
-            if service == "":
-                service = self._service_of(res)
-            for sm in rm.scope_metrics:
-                for m in sm.metrics:
-                    self._add_metric(res, service, m)
-
-    def _service_of(self, res: bytes) -> str | None:
-        service: str | None = None
-        try:
-            attributes = Resource.FromString(res).attributes
-        except Exception:  # a resource that does not parse has no service: its points are counted
-            attributes = []
-        for kv in attributes:
-            if kv.key == "service.name" and kv.value.string_value:
-                service = kv.value.string_value
-        if len(self._services) >= 10_000:
-            self._services.clear()
-        self._services[res] = service
-        return service
-
-    def _add_metric(self, res: bytes, service: str | None, m: Any) -> None:
-        c = self.counters
-        name: str = m.name
-        spec = _METRICS.get(name)
-        if spec is None:
-            c["unknown_metrics"] += 1
-            return
-        side, default_scale, default_protocol = spec
-        scale = _UNITS.get(m.unit, default_scale)
-        if m.HasField("histogram"):
-            data, kind = m.histogram, "h"
-        elif m.HasField("sum"):
-            data, kind = m.sum, "n"
-        elif m.HasField("gauge"):
-            data, kind = m.gauge, "g"
-        elif m.HasField("exponential_histogram"):
-            data, kind = m.exponential_histogram, "e"
-        elif m.HasField("summary"):
-            data, kind = m.summary, "s"
-        else:
-            return  # a metric without data
-        points = data.data_points
-        c["points"] += len(points)
-        if service is None:
-            c["no_service"] += len(points)
-            return
-        cumulative = kind == "s" or (kind != "g" and data.aggregation_temporality == _CUMULATIVE)
-        if kind == "h":
-            self._histograms(res, name, service, side, default_protocol, scale, points, cumulative)
-        elif kind in ("n", "g"):
-            self._numbers(res, name, service, side, default_protocol, scale, points, cumulative)
-        else:
-            self._others(res, name, service, side, default_protocol, scale, points, cumulative, kind)
-
-    def _new_series(self, key: tuple[Any, ...], service: str, side: Side,
-                    default_protocol: str | None) -> _Series:
-        """Parse a series' attributes once and remember it (evicting one if the cache is full)."""
-        self.counters["series"] += 1
-        attrs: dict[str, AttrValue | None] = {}
-        stat_raw: bytes | None = None
-        s: _Series | None = None
-        for raw in key[2]:
-            try:
-                k, v = attribute(raw)
-            except Exception:  # an attribute that does not parse: this series is unusable
-                s = _Series(None, False, None, None, None, None)
-                break
-            attrs[k] = v
-            if k == "statistic":
-                stat_raw = raw
-        if s is None:
-            peer = _peer(attrs, side)
-            group: _Group | None = None if peer is None else (side, service, peer[0], peer[1])
-            stat = _text(attrs.get("statistic"))
-            base = None
-            if stat is not None:
-                base = (key[0], key[1], tuple(r for r in key[2] if r is not stat_raw))
-            protocol = _text(attrs.get("ipc.protocol")) or _text(attrs.get("rpc.system.name")) \
-                or _text(attrs.get("rpc.system")) or default_protocol
-            s = _Series(group, _is_error(attrs), _endpoint(attrs), protocol, stat, base)
-        series = self._series
-        if len(series) >= self.max_series:
-            self._evict()
-        series[key] = s
-        return s
-
-    def _evict(self) -> None:
-        """Evict the oldest series not seen since the last flush (or, failing that, the oldest)."""
-        series = self._series
-        for _ in range(8):
-            key, s = series.popitem(last=False)
-            if s.seen != self._epoch:
-                break
-            series[key] = s  # recently active: second chance, to the back of the line
-        else:
-            series.popitem(last=False)
-        self.counters["evictions"] += 1
-
-    def _acc(self, window: int, group: _Group) -> _Acc:
-        acc = self._accs.get((window, group))
-        if acc is None:
-            acc = self._accs[(window, group)] = _Acc()
-            if window + self.window_seconds <= self._watermark:
-                self.counters["late_points"] += 1
-        return acc
-
-    # -- point kinds --------------------------------------------------------------------------------
-    def _histograms(self, res: bytes, name: str, service: str, side: Side, default_protocol: str | None,
-                    scale: float, points: Any, cumulative: bool) -> None:
-        """Explicit-bucket histogram points: the hot path, written out in one loop."""
-        series, accs, epoch, unpackers = self._series, self._accs, self._epoch, self._unpackers
-        ws = self.window_seconds
-        wns = ws * 1_000_000_000
-        watermark = self._watermark
-        no_peer = baselines = resets = late = bad = 0
-        for dp in points:
-            key = (res, name, tuple(dp.attributes))
-            s = series.get(key)
-            if s is None:
-                s = self._new_series(key, service, side, default_protocol)
-            s.seen = epoch
-            group = s.group
-            if group is None:
-                no_peer += 1
-                continue
-            t_ns: int = dp.time_unix_nano
-            if t_ns <= 0:
-                bad += 1
-                continue
-            count: int = dp.count
-            packed: bytes = dp.bucket_counts
-            bounds: bytes = dp.explicit_bounds
-            if bounds != s.bounds or s.layout is None:
-                s.bounds, s.layout = bounds, self._bucket_map(bounds, scale)
-            unpack = unpackers.get(len(packed))
-            if unpack is None:
-                unpack = self._unpacker(len(packed))
-            if cumulative:
-                start: int = dp.start_time_unix_nano
-                if s.start < 0:
-                    s.start, s.value, s.total, s.counts = start, count, dp.sum, (packed, unpack(packed))
-                    baselines += 1
-                    continue
-                prev_packed, prev = s.counts
-                if packed == prev_packed and count == s.value and start == s.start:
-                    continue  # nothing happened since the last point
-                total: float = dp.sum
-                cur = unpack(packed)
-                if start != s.start or count < s.value or len(cur) != len(prev):
-                    d = None
-                else:
-                    d = list(map(operator.sub, cur, prev))
-                    if d and min(d) < 0:
-                        d = None
-                if d is None:
-                    resets += 1
-                    d, dcount, dsum = list(cur), count, total
-                    chained = None
-                else:
-                    dcount, dsum = count - int(s.value), total - s.total
-                    chained = prev  # d is cur - prev
-                s.start, s.value, s.total, s.counts = start, count, total, (packed, cur)
-            else:
-                d, dcount, dsum = list(unpack(packed)), count, dp.sum
-                cur = chained = None
-            if dcount <= 0:
-                continue
-            window = t_ns // wns * ws
-            acc = s.acc
-            if acc is None or s.acc_window != window or s.acc_epoch != epoch:
-                acc = accs.get((window, group))
-                if acc is None:
-                    acc = accs[(window, group)] = _Acc()
-                    if window + ws <= watermark:
-                        late += 1
-                if s.endpoint is not None:
-                    acc.endpoints.add(s.endpoint)
-                if acc.protocol is None:
-                    acc.protocol = s.protocol
-                s.acc, s.acc_window, s.acc_epoch = acc, window, epoch
-            acc.requests += dcount
-            if s.error:
-                acc.errors += dcount
-            acc.lat_sum += dsum * scale
-            layout = s.layout
-            hist = acc.hist
-            if layout is None or len(layout[0]) != len(d) or len(d) < 2:
-                i = _bucket(dsum * scale / dcount)
-                hist[i] = hist.get(i, 0) + dcount
-            elif len(d) - d.count(0) == 1:
-                # One bucket: the mean is exact, if it agrees with the bucket (else inconsistent data).
-                targets, edges = layout
-                n = max(d)
-                i = d.index(n)
-                mean = dsum * scale / n
-                inside = (i == 0 or mean > edges[i - 1]) and (i == len(edges) or mean <= edges[i])
-                i = _bucket(mean) if inside else targets[i]
-                hist[i] = hist.get(i, 0) + n
-            else:
-                targets = layout[0]
-                run = s.run
-                if chained is None:
-                    raw = acc.raw.get(id(targets))
-                    if raw is None:
-                        acc.raw[id(targets)] = (targets, d)
-                    else:
-                        raw[1][:] = map(operator.add, raw[1], d)
-                elif run is not None and run[2] is chained and s.run_acc is acc and run[0] is targets:
-                    run[2] = cur  # the previous point of this series ended this run: extend it
-                else:
-                    s.run, s.run_acc = [targets, chained, cur], acc
-                    acc.runs.append(s.run)
-            t = t_ns / 1e9
-            if t < acc.first:
-                acc.first = t
-            if t > acc.last:
-                acc.last = t
-        if no_peer or baselines or resets or late or bad:
-            self._count(no_peer=no_peer, baselines=baselines, resets=resets, late_points=late, bad_points=bad)
-
-    def _numbers(self, res: bytes, name: str, service: str, side: Side, default_protocol: str | None,
-                 scale: float, points: Any, cumulative: bool) -> None:
-        """Sum and Gauge points: call counts, or Spectator count/totalTime/max statistics."""
-        series, epoch, accs = self._series, self._epoch, self._accs
-        ws = self.window_seconds
-        wns = ws * 1_000_000_000
-        no_peer = baselines = resets = ignored = bad = 0
-        for dp in points:
-            key = (res, name, tuple(dp.attributes))
-            s = series.get(key)
-            if s is None:
-                s = self._new_series(key, service, side, default_protocol)
-            s.seen = epoch
-            group = s.group
-            if group is None:
-                no_peer += 1
-                continue
-            t_ns: int = dp.time_unix_nano
-            if t_ns <= 0:
-                bad += 1
-                continue
-            v: float = dp.as_double or dp.as_int
-            if cumulative:
-                start: int = dp.start_time_unix_nano
-                if s.start < 0:
-                    s.start, s.value = start, v
-                    baselines += 1
-                    continue
-                if start != s.start or v < s.value:
-                    resets += 1
-                    d = v
-                else:
-                    d = v - s.value
-                s.start, s.value = start, v
-            else:
-                d = v
-            stat = s.stat
-            window = t_ns // wns * ws
-            if stat is None or stat == _STAT_COUNT:
-                n = round(d)
-                if n <= 0:
-                    continue
-                acc = s.acc
-                if acc is None or s.acc_window != window or s.acc_epoch != epoch:
-                    acc = accs.get((window, group))
-                    if acc is None:
-                        acc = self._acc(window, group)
-                    if s.endpoint is not None:
-                        acc.endpoints.add(s.endpoint)
-                    if acc.protocol is None:
-                        acc.protocol = s.protocol
-                    s.acc, s.acc_window, s.acc_epoch = acc, window, epoch
-                acc.requests += n
-                if s.error:
-                    acc.errors += n
-                if s.base is not None:
-                    join = s.join
-                    if join is None or s.join_window != window or s.join_epoch != epoch:
-                        join = self._join(window, s.base, acc)
-                        s.join, s.join_window, s.join_epoch = join, window, epoch
-                    join.count += n
-                t = t_ns / 1e9
-                if t < acc.first:
-                    acc.first = t
-                if t > acc.last:
-                    acc.last = t
-            elif stat == _STAT_TOTAL and s.base is not None:
-                if d > 0:
-                    join = s.join
-                    if join is None or s.join_window != window or s.join_epoch != epoch:
-                        join = self._join(window, s.base, self._acc(window, group))
-                        s.join, s.join_window, s.join_epoch = join, window, epoch
-                    join.total += d * scale
-            else:
-                ignored += 1  # max, percentiles: nothing to add
-        if no_peer or baselines or resets or ignored or bad:
-            self._count(no_peer=no_peer, baselines=baselines, resets=resets, ignored_points=ignored,
-                        bad_points=bad)
-
-    def _others(self, res: bytes, name: str, service: str, side: Side, default_protocol: str | None,
-                scale: float, points: Any, cumulative: bool, kind: str) -> None:
-        """Exponential histograms and summaries (rare in practice: a plain loop)."""
-        series, epoch = self._series, self._epoch
-        ws = self.window_seconds
-        wns = ws * 1_000_000_000
-        for dp in points:
-            key = (res, name, tuple(dp.attributes))
-            s = series.get(key)
-            if s is None:
-                s = self._new_series(key, service, side, default_protocol)
-            s.seen = epoch
-            if s.group is None:
-                self.counters["no_peer"] += 1
-                continue
-            t_ns: int = dp.time_unix_nano
-            if t_ns <= 0:
-                self.counters["bad_points"] += 1
-                continue
-            if kind == "e":
-                n, dsum, hist = self._exponential(s, dp, cumulative, scale)
-            else:
-                n, dsum, hist = self._summary(s, dp, scale)
-            if n <= 0:
-                continue
-            acc = self._acc(t_ns // wns * ws, s.group)
-            acc.requests += n
-            if s.error:
-                acc.errors += n
-            acc.lat_sum += dsum
-            if hist is None:
-                i = _bucket(dsum / n)
-                acc.hist[i] = acc.hist.get(i, 0) + n
-            else:
-                acc.fine = acc.fine.merge(hist)
-            t = t_ns / 1e9
-            acc.first, acc.last = min(acc.first, t), max(acc.last, t)
-            if s.endpoint is not None:
-                acc.endpoints.add(s.endpoint)
-            if acc.protocol is None:
-                acc.protocol = s.protocol
-
-    def _exponential(self, s: _Series, dp: Any, cumulative: bool,
-                     scale: float) -> tuple[int, float, LatencySketch | None]:
-        """(calls, seconds, sketch or None for "use the mean") of an exponential histogram point."""
-        count: int = dp.count
-        total: float = dp.sum
-        cur = _exponential_counts(dp)
-        if not cumulative:
-            return count, total * scale, _exponential_sketch(cur, scale)
-        start: int = dp.start_time_unix_nano
-        if s.start < 0:
-            s.start, s.value, s.total, s.counts = start, count, total, cur
-            self.counters["baselines"] += 1
-            return 0, 0.0, None
-        d: _ExpCounts | None = cur
-        if start != s.start or count < s.value:
-            self.counters["resets"] += 1
-            dcount, dsum = count, total
-        else:
-            dcount, dsum = count - int(s.value), total - s.total
-            d = _exponential_delta(cur, s.counts)  # None: the sender changed the scale: use the mean
-        s.start, s.value, s.total, s.counts = start, count, total, cur
-        return dcount, dsum * scale, None if d is None else _exponential_sketch(d, scale)
-
-    def _summary(self, s: _Series, dp: Any, scale: float) -> tuple[int, float, LatencySketch | None]:
-        count: int = dp.count
-        total: float = dp.sum
-        start: int = dp.start_time_unix_nano
-        if s.start < 0:
-            s.start, s.value, s.total = start, count, total
-            self.counters["baselines"] += 1
-            return 0, 0.0, None
-        if start != s.start or count < s.value:
-            self.counters["resets"] += 1
-            dcount, dsum = count, total
-        else:
-            dcount, dsum = count - int(s.value), total - s.total
-        s.start, s.value, s.total = start, count, total
-        return dcount, dsum * scale, None
-
-    def _count(self, **deltas: int) -> None:
-        c = self.counters
-        for k, v in deltas.items():
-            if v:
-                c[k] += v
-
-    def _join(self, window: int, base: tuple[Any, ...], acc: _Acc) -> _StatJoin:
-        j = self._stats.get((window, base))
-        if j is None:
-            j = self._stats[(window, base)] = _StatJoin(acc)
-        return j
-
-    def _unpacker(self, nbytes: int) -> Any:
-        n = nbytes >> 3
-        f = self._unpackers.get(n)
-        if f is None:
-            f = self._unpackers[n] = struct.Struct(f"<{n}Q").unpack_from
-        return f
-
-    def _bucket_map(self, bounds: bytes, scale: float) -> _Layout | None:
-        """Per OTLP bucket the shared bucket its count goes to, and the bounds in seconds (None: unusable)."""
-        key = (bounds, scale)
-        layout = self._bucket_maps.get(key)
-        if layout is None:
-            layout = _rebucket(bounds, scale)
-            if len(self._bucket_maps) >= 10_000:
-                self._bucket_maps.clear()
-            self._bucket_maps[key] = layout
-        return layout if layout[0] else None
-
-    # -- output ------------------------------------------------------------------------------------
-    def flush(self, watermark: float) -> list[IpcObservation]:
-        """Observations of every window that ended at or before ``watermark`` (sorted, deterministic)."""
-        ws = self.window_seconds
-        self._watermark = max(self._watermark, watermark)
-        self._epoch += 1
-        for key in [k for k in self._stats if k[0] + ws <= watermark]:
-            j = self._stats.pop(key)
-            if j.count > 0 and j.total > 0:
-                n = round(j.count)
-                i = _bucket(j.total / j.count)
-                j.acc.hist[i] = j.acc.hist.get(i, 0) + n
-                j.acc.lat_sum += j.total
-        out: list[IpcObservation] = []
-        for key in sorted(k for k in self._accs if k[0] + ws <= watermark):
-            acc = self._accs.pop(key)
-            if acc.requests <= 0:
-                continue  # idle series: no calls, no edge
-            raws = acc.raw
-            for targets, before, after in acc.runs:
-                raw = raws.get(id(targets))
-                if raw is None:
-                    raws[id(targets)] = (targets, list(map(operator.sub, after, before)))
-                else:
-                    raw[1][:] = map(operator.add, raw[1], map(operator.sub, after, before))
-            hist = acc.hist
-            for targets, counts in raws.values():
-                for i, n in enumerate(counts):
-                    if n:
-                        t = targets[i]
-                        hist[t] = hist.get(t, 0) + n
-            window, (side, service, peer, is_ip) = key
-            stats = EdgeStats(
-                first_seen=acc.first,
-                last_seen=acc.last,
-                protocol=acc.protocol,
-                requests=acc.requests,
-                errors=acc.errors,
-                latency=LatencySketch.from_counts(hist, hist.pop(_ZERO, 0)).merge(acc.fine),
-                latency_sum=acc.lat_sum,
-                endpoints=tuple(sorted(acc.endpoints)[:MAX_ENDPOINTS]),
-            )
-            out.append(IpcObservation(window, ws, side, service, peer, is_ip, stats))
-        self.counters["observations"] += len(out)
-        return out
-
-    @property
-    def open_series(self) -> int:
-        return len(self._series)
-
-
 def _rebucket(bounds: bytes, scale: float) -> _Layout:
     """Target sketch bucket per OTLP explicit bucket: the one holding the bucket's (geometric) middle."""
     if len(bounds) % 8:
@@ -733,12 +213,12 @@ def _rebucket(bounds: bytes, scale: float) -> _Layout:
     return tuple(out), b
 
 
-def _exponential_counts(dp: Any) -> _ExpCounts:
-    """An OTLP exponential histogram point's buckets (negative values count as zero)."""
-    pos = dp.positive
-    offset: int = pos.offset
-    counts = {offset + i: n for i, n in enumerate(pos.bucket_counts) if n}
-    return dp.scale, counts, dp.zero_count + sum(dp.negative.bucket_counts)
+def _exponential_sketch(c: _ExpCounts, unit_seconds: float) -> LatencySketch | None:
+    """The sketch of a point's (delta) buckets; None (use the mean) for a scale out of OTLP's range."""
+    scale, counts, zero = c
+    if not -10 <= scale <= 20:
+        return None
+    return LatencySketch.from_otlp(scale, counts, zero, unit_seconds)
 
 
 def _exponential_delta(cur: _ExpCounts, prev: _ExpCounts) -> _ExpCounts | None:
@@ -752,12 +232,828 @@ def _exponential_delta(cur: _ExpCounts, prev: _ExpCounts) -> _ExpCounts | None:
     return cur[0], {i: n for i, n in delta.items() if n}, cur[2] - prev[2]
 
 
-def _exponential_sketch(c: _ExpCounts, unit_seconds: float) -> LatencySketch | None:
-    """The sketch of a point's (delta) buckets; None (use the mean) for a scale out of OTLP's range."""
-    scale, counts, zero = c
-    if not -10 <= scale <= 20:
-        return None
-    return LatencySketch.from_otlp(scale, counts, zero, unit_seconds)
+_Meaning = tuple[_Group | None, bool, str | None, str | None, str | None, tuple[Any, ...] | None]
+
+
+def _meaning(res: bytes, name: str, raws: tuple[bytes, ...], service: str, side: Side,
+             default_protocol: str | None) -> _Meaning | None:
+    """(group, error, endpoint, protocol, statistic, base) of a series, parsed from its attributes once;
+    None if an attribute does not parse (the series is unusable: its points count as without a peer)."""
+    attrs: dict[str, AttrValue | None] = {}
+    stat_raw: bytes | None = None
+    for raw in raws:
+        try:
+            k, v = attribute(raw)
+        except Exception:
+            return None
+        attrs[k] = v
+        if k == "statistic":
+            stat_raw = raw
+    peer = _peer(attrs, side)
+    group: _Group | None = None if peer is None else (side, service, peer[0], peer[1])
+    stat = _text(attrs.get("statistic"))
+    base = None
+    if stat is not None:
+        base = (res, name, tuple(r for r in raws if r is not stat_raw))
+    protocol = _text(attrs.get("ipc.protocol")) or _text(attrs.get("rpc.system.name")) \
+        or _text(attrs.get("rpc.system")) or default_protocol
+    return group, _is_error(attrs), _endpoint(attrs), protocol, stat, base
+
+
+def _observation(window: int, ws: int, group: _Group, acc: _Acc) -> IpcObservation:
+    hist = acc.hist
+    side, service, peer, is_ip = group
+    stats = EdgeStats(
+        first_seen=acc.first,
+        last_seen=acc.last,
+        protocol=acc.protocol,
+        requests=acc.requests,
+        errors=acc.errors,
+        latency=LatencySketch.from_counts(hist, hist.pop(_ZERO, 0)).merge(acc.fine),
+        latency_sum=acc.lat_sum,
+        endpoints=tuple(sorted(acc.endpoints)[:MAX_ENDPOINTS]),
+    )
+    return IpcObservation(window, ws, side, service, peer, is_ip, stats)
+
+
+_STATS = {None: 0, _STAT_COUNT: 1, _STAT_TOTAL: 2}  # statistic -> code (3: any other)
+_BATCH_POINTS = 1 << 18  # points decoded but not yet processed, at most
+_warned = False
+
+
+class IpcStage1:
+    """Metric points -> :class:`IpcObservation` per (side, service, peer) per window, columnar.
+
+    ``add(request)`` takes a decoded request; ``add_serialized(data)`` takes the protobuf bytes as they
+    come from Kafka or HTTP (the fast path). ``flush(watermark)`` returns the observations of every window
+    that ended at or before ``watermark``.
+
+    A request is decoded natively into columns (:mod:`topology.wire.metric_columns`); per request, Python
+    looks at its resources, metrics and distinct series only. Points wait in their columns until the next
+    flush (or until :data:`_BATCH_POINTS` are waiting) and are then processed together with numpy: per series
+    the cumulative values become deltas (the series' last values are kept in arrays indexed by a series
+    number), and the deltas are summed per (window, side, service, peer). What a series means (peer, error,
+    endpoint, protocol, statistic) is parsed once, when it is first seen. The results are the point-by-point
+    stage's (:class:`topology.stages.ipc_points.PointIpcStage1`, the fallback when the native decoder is not
+    built), float sums included: they are added in the points' order.
+    """
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> IpcStage1:
+        if cls is IpcStage1 and not NATIVE:
+            global _warned
+            if not _warned:
+                _warned = True
+                log.warning("the native OTLP metrics decoder is not built (pip install -e .): the IPC stage "
+                            "reads metric points one by one, several times slower")
+            from topology.stages.ipc_points import PointIpcStage1
+            return object.__new__(PointIpcStage1)
+        return object.__new__(cls)
+
+    def __init__(self, window_seconds: int = WINDOW_SECONDS, max_series: int = MAX_SERIES) -> None:
+        if window_seconds <= 0 or max_series <= 0:
+            raise ValueError("window_seconds and max_series must be positive")
+        self.window_seconds = window_seconds
+        self.max_series = max_series
+        # read through ``counters``, which first processes the points still waiting
+        self._counters: dict[str, int] = dict.fromkeys(
+            ("requests", "bad_requests", "points", "series", "unknown_metrics", "no_service", "no_peer",
+             "baselines", "resets", "evictions", "late_points", "ignored_points", "bad_points",
+             "observations"), 0)
+        # series key -> [series number, flush epoch it was last seen in]; eviction takes from the front
+        self._series_ids: OrderedDict[bytes, list[int]] = OrderedDict()
+        self._services: dict[bytes, str | None] = {}
+        self._acc_of: dict[tuple[int, int], _Acc] = {}  # (window, group number) -> accumulator
+        self._joins: dict[tuple[int, int], list[Any]] = {}  # (window, base number) -> [count, total, acc key]
+        self._groups: list[_Group] = []
+        self._group_ids: dict[_Group, int] = {}
+        self._bases: dict[tuple[Any, ...], int] = {}
+        self._texts: list[str] = []  # endpoints and protocols, numbered
+        self._text_ids: dict[str, int] = {}
+        self._bounds: dict[bytes, int] = {}  # explicit bounds -> number
+        self._bounds_list: list[bytes] = []
+        self._scales: dict[float, int] = {}
+        self._layouts: dict[tuple[int, int], int] = {}  # (bounds, scale) number -> layout number
+        self._layout_rows: list[tuple[bool, int, int, int]] = []  # usable, buckets, targets / edges offset
+        self._targets = np.zeros(0, np.int64)
+        self._edges = np.zeros(0, np.float64)
+        # per series number: meaning (group -1: no peer), then the last cumulative values
+        self._nseries = 0
+        self._group = np.zeros(0, np.int64)
+        self._error = np.zeros(0, np.bool_)
+        self._stat = np.zeros(0, np.int8)
+        self._base = np.zeros(0, np.int64)
+        self._endpoint = np.zeros(0, np.int64)
+        self._protocol = np.zeros(0, np.int64)
+        self._start = np.zeros(0, np.int64)  # -1: no baseline yet
+        self._counts = np.zeros(0, np.int64)
+        self._value = np.zeros(0, np.float64)
+        self._total = np.zeros(0, np.float64)
+        self._boff = np.zeros(0, np.int64)  # the last cumulative buckets: a slice of _kept
+        self._blen = np.zeros(0, np.int64)
+        self._kept = np.zeros(0, np.int64)
+        self._exp: dict[int, _ExpCounts] = {}  # exponential histograms' last buckets
+        # decoded, not yet processed: per request its columns and lengths, per metric and per key a row
+        self._pending: list[tuple[bytes, bytes, int, int, int, list[int]]] = []
+        self._pending_points = 0
+        self._m_kind: list[int] = []
+        self._m_scale: list[int] = []
+        self._m_cumulative: list[bool] = []
+        self._k_series: list[int] = []
+        self._watermark = -math.inf
+        self._epoch = 0  # flushes so far
+
+    # -- input ------------------------------------------------------------------------------------
+    def add(self, request: ExportMetricsServiceRequest) -> None:
+        self.add_serialized(request.SerializeToString())
+
+    def add_serialized(self, data: bytes) -> None:
+        """Add a serialized ``ExportMetricsServiceRequest``; raises OtlpDecodeError (counted) if malformed."""
+        try:
+            points, buckets, resources, metrics, keys, key_metric, bounds = raw_columns(data)
+        except OtlpDecodeError:
+            self._counters["bad_requests"] += 1
+            raise
+        c = self._counters
+        c["requests"] += 1
+        services = self._services
+        svc = []
+        for res in resources:
+            service = services.get(res, "")
+            svc.append(self._service_of(res) if service == "" else service)
+        kinds, scales, cumulative = self._m_kind, self._m_scale, self._m_cumulative
+        specs: list[tuple[bytes, str, Side, str | None] | None] = []
+        for name, unit, kind, temporality, ri, n in metrics:
+            spec = _METRICS.get(name)
+            if spec is None or kind == NONE:
+                if spec is None:
+                    c["unknown_metrics"] += 1
+                specs.append(None)
+                kinds.append(-1)
+                scales.append(0)
+                cumulative.append(False)
+                continue
+            c["points"] += n
+            service = svc[ri]
+            if service is None:
+                c["no_service"] += n
+                specs.append(None)
+            else:
+                specs.append((resources[ri], service, spec[0], spec[2]))
+            kinds.append(kind)
+            scale = _UNITS.get(unit, spec[1])
+            si = self._scales.get(scale)
+            if si is None:
+                si = self._scales[scale] = len(self._scales)
+            scales.append(si)
+            cumulative.append(kind == SUMMARY or (kind not in (GAUGE, NONE) and temporality == _CUMULATIVE))
+        series, epoch, out = self._series_ids, self._epoch, self._k_series
+        for key, mi in zip(keys, np.frombuffer(key_metric, "<u4").tolist(), strict=True):
+            m = specs[mi]
+            if m is None:
+                out.append(-1)
+                continue
+            e = series.get(key)
+            if e is None:
+                e = self._number_series(key, *m)
+            e[1] = epoch
+            out.append(e[0])
+        bmap = [self._bounds_id(b) for b in bounds]
+        self._pending.append((points, buckets, len(metrics), len(keys), len(points) // POINT.itemsize, bmap))
+        self._pending_points += len(points) // POINT.itemsize
+        if self._pending_points >= _BATCH_POINTS:
+            self._process()
+
+    def _service_of(self, res: bytes) -> str | None:
+        service: str | None = None
+        try:
+            attributes = Resource.FromString(res).attributes
+        except Exception:  # a resource that does not parse has no service: its points are counted
+            attributes = []
+        for kv in attributes:
+            if kv.key == "service.name" and kv.value.string_value:
+                service = kv.value.string_value
+        if len(self._services) >= 10_000:
+            self._services.clear()
+        self._services[res] = service
+        return service
+
+    def _bounds_id(self, bounds: bytes) -> int:
+        b = self._bounds.get(bounds)
+        if b is None:
+            if len(self._bounds) >= 10_000:  # numbers stay valid: only the lookup forgets
+                self._bounds.clear()
+            b = self._bounds[bounds] = len(self._bounds_list)
+            self._bounds_list.append(bounds)
+        return b
+
+    def _text_id(self, text: str | None) -> int:
+        if text is None:
+            return -1
+        i = self._text_ids.get(text)
+        if i is None:
+            i = self._text_ids[text] = len(self._texts)
+            self._texts.append(text)
+        return i
+
+    def _number_series(self, key: bytes, res: bytes, service: str, side: Side, default_protocol: str | None,
+                    ) -> list[int]:
+        """Number a new series and parse what it means (evicting one if the cache is full)."""
+        self._counters["series"] += 1
+        _, name, raws = key_parts(key)
+        m = _meaning(res, name, raws, service, side, default_protocol)
+        i = self._nseries
+        self._nseries = n = i + 1
+        if n > len(self._group):
+            self._grow(n)
+        if m is not None and m[0] is not None:
+            group, error, endpoint, protocol, stat, base = m
+            assert group is not None
+            g = self._group_ids.get(group)
+            if g is None:
+                g = self._group_ids[group] = len(self._groups)
+                self._groups.append(group)
+            self._group[i] = g
+            self._error[i] = error
+            self._endpoint[i] = self._text_id(endpoint)
+            self._protocol[i] = self._text_id(protocol)
+            self._stat[i] = _STATS.get(stat, 3)
+            if base is not None:
+                b = self._bases.get(base)
+                if b is None:
+                    b = self._bases[base] = len(self._bases)
+                self._base[i] = b
+        series = self._series_ids
+        if len(series) >= self.max_series:
+            self._evict()
+        e = series[key] = [i, self._epoch]
+        return e
+
+    def _grow(self, n: int) -> None:
+        self._group = grow(self._group, n, -1)
+        self._error = grow(self._error, n, False)
+        self._stat = grow(self._stat, n, 0)
+        self._base = grow(self._base, n, -1)
+        self._endpoint = grow(self._endpoint, n, -1)
+        self._protocol = grow(self._protocol, n, -1)
+        self._start = grow(self._start, n, -1)
+        self._counts = grow(self._counts, n, 0)
+        self._value = grow(self._value, n, 0.0)
+        self._total = grow(self._total, n, 0.0)
+        self._boff = grow(self._boff, n, 0)
+        self._blen = grow(self._blen, n, 0)
+
+    def _evict(self) -> None:
+        """Evict the oldest series not seen since the last flush (or, failing that, the oldest)."""
+        series = self._series_ids
+        for _ in range(8):
+            key, e = series.popitem(last=False)
+            if e[1] != self._epoch:
+                break
+            series[key] = e  # recently active: second chance, to the back of the line
+        else:
+            series.popitem(last=False)
+        self._counters["evictions"] += 1
+
+    # -- the points, together ---------------------------------------------------------------------
+    def _process(self) -> None:
+        """Process every point waiting since the last call, in the order they came."""
+        pending = self._pending
+        if not pending:
+            return
+        n_points = np.array([p[4] for p in pending], np.int64)
+        rec = np.frombuffer(b"".join(p[0] for p in pending), POINT)
+        flat = np.frombuffer(b"".join(p[1] for p in pending), "<u8").astype(np.int64)
+        n_buckets = np.array([len(p[1]) // 8 for p in pending], np.int64)
+        m_off = np.cumsum([0] + [p[2] for p in pending[:-1]])
+        k_off = np.cumsum([0] + [p[3] for p in pending[:-1]])
+        b_off = np.cumsum(n_buckets) - n_buckets
+        bmap = np.array([b for p in pending for b in p[5]] or [0], np.int64)
+        bmap_off = np.cumsum([0] + [len(p[5]) for p in pending[:-1]])
+        m_kind = np.array(self._m_kind, np.int64)
+        m_scale = np.array(self._m_scale, np.int64)
+        m_cum = np.array(self._m_cumulative, np.bool_)
+        k_series = np.array(self._k_series, np.int64)
+        self._pending, self._pending_points = [], 0
+        self._m_kind, self._m_scale, self._m_cumulative, self._k_series = [], [], [], []
+
+        sid = k_series[rec["key"].astype(np.int64) + np.repeat(k_off, n_points)]
+        keep = np.flatnonzero(sid >= 0)
+        if not len(keep):
+            return
+        rec, sid = rec[keep], sid[keep]
+        metric = (rec["metric"].astype(np.int64) + np.repeat(m_off, n_points)[keep])
+        boff = rec["boff"].astype(np.int64) + np.repeat(b_off, n_points)[keep]
+        req_of = np.repeat(np.arange(len(pending)), n_points)[keep]
+        gid = self._group[sid]
+        t = rec["time"]
+        c = self._counters
+        no_peer = gid < 0
+        bad = ~no_peer & (t == 0)
+        c["no_peer"] += int(no_peer.sum())
+        c["bad_points"] += int(bad.sum())
+        ok = np.flatnonzero(~no_peer & ~bad)
+        rec, sid, metric, boff, req_of, gid = rec[ok], sid[ok], metric[ok], boff[ok], req_of[ok], gid[ok]
+        kind = m_kind[metric]
+        p = _Points(rec, sid, gid, boff, m_scale[metric], m_cum[metric],
+                    window_of(rec["time"], self.window_seconds))
+        parts: list[_Contributions] = []
+        h = np.flatnonzero(kind == HISTOGRAM)
+        if len(h):
+            bounds = bmap[rec["bounds"][h].astype(np.int64) + bmap_off[req_of[h]]]
+            parts.append(self._histogram_columns(p.take(h), bounds, flat))
+        n = np.flatnonzero((kind == SUM) | (kind == GAUGE))
+        joins = None
+        if len(n):
+            counted, joins = self._number_columns(p.take(n))
+            parts.append(counted)
+        o = np.flatnonzero((kind == EXPONENTIAL) | (kind == SUMMARY))
+        fine: list[tuple[int, int, int, LatencySketch]] = []
+        if len(o):
+            parts.append(self._other_columns(p.take(o), kind[o], flat, fine))
+        self._apply(parts, joins, fine)
+
+    def _state_rows(self, sid: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The rows of cumulative points with, before each series' first, a row for its kept state: (series
+        with a state, order of all rows by series then arrival, which rows are a series' first)."""
+        us = np.unique(sid)
+        st = us[self._start[us] >= 0]
+        rows_sid = np.concatenate((st, sid))
+        rows_pos = np.concatenate((np.full(len(st), -1, np.int64), pos))
+        order = np.lexsort((rows_pos, rows_sid))
+        return st, order, first_of_runs(rows_sid[order])
+
+    def _histogram_columns(self, p: _Points, bounds: np.ndarray, flat: np.ndarray) -> _Contributions:
+        """Explicit-bucket histogram points -> requests, latency sums and sketch buckets."""
+        c = self._counters
+        rec = p.rec
+        count = rec["count"].astype(np.int64)
+        total = rec["sum"].astype(np.float64)
+        blen = rec["blen"].astype(np.int64)
+        cum = np.flatnonzero(p.cumulative)
+        delta = np.flatnonzero(~p.cumulative)
+        # the delta buckets of every point that has them: (point, count, sum, offset into dflat, length)
+        d_rows: list[np.ndarray] = [delta]
+        d_count: list[np.ndarray] = [count[delta]]
+        d_sum: list[np.ndarray] = [total[delta]]
+        d_off: list[np.ndarray] = [p.boff[delta]]
+        d_len: list[np.ndarray] = [blen[delta]]
+        dflat = [flat]
+        if len(cum):
+            kept = self._kept
+            st, order, first = self._state_rows(p.sid[cum], cum)
+            k = len(st)
+            r_point = np.concatenate((np.full(k, -1, np.int64), cum))[order]
+            r_sid = np.concatenate((st, p.sid[cum]))[order]
+            r_start = np.concatenate((self._start[st], rec["start"][cum].astype(np.int64)))[order]
+            r_count = np.concatenate((self._counts[st], count[cum]))[order]
+            r_total = np.concatenate((self._total[st], total[cum]))[order]
+            r_off = np.concatenate((self._boff[st] + len(flat), p.boff[cum]))[order]
+            r_len = np.concatenate((self._blen[st], blen[cum]))[order]
+            both = np.concatenate((flat, kept))
+            c["baselines"] += int(first.sum() - k)
+            cand = np.flatnonzero(~first)
+            prev = cand - 1
+            same_len = r_len[cand] == r_len[prev]
+            sl = np.flatnonzero(same_len)
+            er, ci = ragged(r_off[cand[sl]], r_len[cand[sl]])
+            _, pi = ragged(r_off[prev[sl]], r_len[prev[sl]])
+            diff = both[ci] - both[pi]
+            neg = np.zeros(len(cand), np.bool_)
+            changed = np.zeros(len(cand), np.bool_)
+            neg[sl] = np.bincount(er, diff < 0, len(sl)) > 0
+            changed[sl] = np.bincount(er, diff != 0, len(sl)) > 0
+            moved = (r_start[cand] != r_start[prev])
+            fewer = r_count[cand] < r_count[prev]
+            skip = same_len & ~changed & ~moved & (r_count[cand] == r_count[prev])
+            reset = ~skip & (moved | fewer | ~same_len | neg)
+            normal = ~skip & ~reset
+            c["resets"] += int(reset.sum())
+            nonskip = np.ones(len(r_sid), np.bool_)
+            nonskip[cand[skip]] = False
+            last_set = np.maximum.accumulate(np.where(nonskip, np.arange(len(r_sid)), 0))
+            prev_total = r_total[last_set[prev]]
+            rs = cand[reset]
+            d_rows.append(r_point[rs])
+            d_count.append(r_count[rs])
+            d_sum.append(r_total[rs])
+            d_off.append(r_off[rs])
+            d_len.append(r_len[rs])
+            nm = cand[normal]
+            keep_elems = normal[sl][er]
+            d_rows.append(r_point[nm])
+            d_count.append(r_count[nm] - r_count[nm - 1])
+            d_sum.append(r_total[nm] - prev_total[normal])
+            d_off.append(len(flat) + len(kept) + np.cumsum(r_len[nm]) - r_len[nm])
+            d_len.append(r_len[nm])
+            dflat = [both, diff[keep_elems]]
+            # each series' new state: its last row (a skipped row changes nothing but the sum it would set)
+            last = np.flatnonzero(last_of_runs(r_sid))
+            s = r_sid[last]
+            self._start[s] = r_start[last]
+            self._counts[s] = r_count[last]
+            self._total[s] = r_total[last_set[last]]
+            _, li = ragged(r_off[last], r_len[last])
+            self._boff[s] = len(kept) + np.cumsum(r_len[last]) - r_len[last]
+            self._blen[s] = r_len[last]
+            self._kept = np.concatenate((kept, both[li]))
+            if len(self._kept) > 2 * int(self._blen[: self._nseries].sum()) + 65_536:
+                self._compact_kept()
+        rows = np.concatenate(d_rows)
+        dcount = np.concatenate(d_count)
+        live = dcount > 0
+        rows, dcount = rows[live], dcount[live]
+        lat = np.concatenate(d_sum)[live] * p.scale_of(rows, self._scales)
+        off, length = np.concatenate(d_off)[live], np.concatenate(d_len)[live]
+        d = np.concatenate(dflat)
+        out = p.contributions(rows, dcount, lat, self._error)
+        # the latency: per point a mean bucket, a single bucket, or its buckets re-bucketed
+        lay = self._layout_of(bounds[rows], p.scale_id[rows])
+        usable, n_targets, t_off, e_off = (a[lay] for a in self._layout_table())
+        mean = ~usable | (n_targets != length) | (length < 2)
+        er, ei = ragged(off, length)
+        values = d[ei]
+        nonzero = np.bincount(er, values != 0, len(rows))
+        one = ~mean & (nonzero == 1)
+        multi = ~mean & (nonzero != 1)
+        out.add_buckets(np.flatnonzero(mean), buckets_of(lat[mean] / dcount[mean]), dcount[mean])
+        sel = np.flatnonzero(one[er] & (values != 0))  # the one nonzero element of each single-bucket point
+        r1 = er[sel]
+        i = sel - (np.cumsum(length) - length)[r1]
+        n1 = values[sel]
+        m = lat[r1] / n1
+        edges = self._edges
+        lo_ok = (i == 0) | (m > edges[np.maximum(e_off[r1] + i - 1, 0)])
+        hi_ok = (i == n_targets[r1] - 1) | (m <= edges[np.minimum(e_off[r1] + i, max(len(edges) - 1, 0))])
+        b1 = np.where(lo_ok & hi_ok, buckets_of(m), self._targets[t_off[r1] + i])
+        out.add_buckets(r1, b1, n1)
+        sel = np.flatnonzero(multi[er] & (values != 0))
+        rm = er[sel]
+        im = sel - (np.cumsum(length) - length)[rm]
+        out.add_buckets(rm, self._targets[t_off[rm] + im], values[sel])
+        return out
+
+    def _compact_kept(self) -> None:
+        n = self._nseries
+        _, li = ragged(self._boff[:n], self._blen[:n])
+        self._boff[:n] = np.cumsum(self._blen[:n]) - self._blen[:n]
+        self._kept = self._kept[li]
+
+    def _layout_of(self, bounds: np.ndarray, scale_id: np.ndarray) -> np.ndarray:
+        """Layout number of every (bounds, scale) pair."""
+        ns = max(len(self._scales), 1)
+        pair = bounds * ns + scale_id
+        u, inv = np.unique(pair, return_inverse=True)
+        scales = list(self._scales)
+        ids = []
+        for x in u.tolist():
+            b, s = divmod(x, ns)
+            lay = self._layouts.get((b, s))
+            if lay is None:
+                lay = self._layouts[(b, s)] = self._new_layout(_rebucket(self._bounds_list[b], scales[s]))
+            ids.append(lay)
+        return np.array(ids, np.int64)[inv]
+
+    def _new_layout(self, layout: _Layout) -> int:
+        targets, edges = layout
+        row = (bool(targets), len(targets), len(self._targets), len(self._edges))
+        self._targets = np.concatenate((self._targets, np.array(targets, np.int64)))
+        self._edges = np.concatenate((self._edges, np.array(edges, np.float64)))
+        self._layout_rows.append(row)
+        return len(self._layout_rows) - 1
+
+    def _layout_table(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        rows = self._layout_rows
+        return (np.array([r[0] for r in rows], np.bool_), np.array([r[1] for r in rows], np.int64),
+                np.array([r[2] for r in rows], np.int64), np.array([r[3] for r in rows], np.int64))
+
+    def _number_columns(self, p: _Points) -> tuple[_Contributions, _Joins]:
+        """Sum and Gauge points: call counts, or Spectator count/totalTime/max statistics."""
+        c = self._counters
+        v = p.rec["value"].astype(np.float64)
+        d = v.copy()
+        use = ~p.cumulative  # points with a value to add (not a baseline)
+        cum = np.flatnonzero(p.cumulative)
+        if len(cum):
+            st, order, first = self._state_rows(p.sid[cum], cum)
+            k = len(st)
+            r_point = np.concatenate((np.full(k, -1, np.int64), cum))[order]
+            r_sid = np.concatenate((st, p.sid[cum]))[order]
+            r_start = np.concatenate((self._start[st], p.rec["start"][cum].astype(np.int64)))[order]
+            r_value = np.concatenate((self._value[st], v[cum]))[order]
+            c["baselines"] += int(first.sum() - k)
+            cand = np.flatnonzero(~first)
+            reset = (r_start[cand] != r_start[cand - 1]) | (r_value[cand] < r_value[cand - 1])
+            c["resets"] += int(reset.sum())
+            pts = r_point[cand]
+            d[pts] = np.where(reset, r_value[cand], r_value[cand] - r_value[cand - 1])
+            use[pts] = True
+            last = np.flatnonzero(last_of_runs(r_sid))
+            self._start[r_sid[last]] = r_start[last]
+            self._value[r_sid[last]] = r_value[last]
+        stat = self._stat[p.sid]
+        base = self._base[p.sid]
+        counting = use & (stat <= 1)
+        totals = use & (stat == 2) & (base >= 0)
+        c["ignored_points"] += int((use & ~counting & ~totals).sum())
+        with np.errstate(invalid="ignore"):
+            n = np.rint(d)
+            rows = np.flatnonzero(counting & np.isfinite(n) & (n > 0))
+        n_int = n[rows].astype(np.int64)
+        out = p.contributions(rows, n_int, np.zeros(len(rows)), self._error)
+        joined = rows[base[rows] >= 0]
+        with np.errstate(invalid="ignore"):
+            trows = np.flatnonzero(totals & (d > 0))
+        joins = _Joins(
+            np.concatenate((p.pos[joined], p.pos[trows])),
+            np.concatenate((p.window[joined], p.window[trows])),
+            np.concatenate((base[joined], base[trows])),
+            np.concatenate((p.gid[joined], p.gid[trows])),
+            np.concatenate((n[joined], np.zeros(len(trows)))),
+            np.concatenate((np.zeros(len(joined)), d[trows] * p.scale_of(trows, self._scales))),
+            len(joined),
+        )
+        return out, joins
+
+    def _other_columns(self, p: _Points, kind: np.ndarray, flat: np.ndarray,
+                fine: list[tuple[int, int, int, LatencySketch]]) -> _Contributions:
+        """Exponential histograms and summaries (rare in practice: a plain loop, as the point stage does)."""
+        c = self._counters
+        scales = list(self._scales)
+        rows: list[int] = []
+        calls: list[int] = []
+        lat: list[float] = []
+        buckets: list[int | None] = []
+        rec = p.rec
+        for j in range(len(rec)):
+            r = rec[j]
+            s = int(p.sid[j])
+            scale = scales[int(p.scale_id[j])]
+            count, total, start = int(r["count"]), float(r["sum"]), int(r["start"])
+            cumulative = bool(p.cumulative[j])
+            hist: LatencySketch | None = None
+            if kind[j] == EXPONENTIAL:
+                off = int(r["bounds"])
+                pos = flat[int(p.boff[j]):int(p.boff[j]) + int(r["blen"])].tolist()
+                cur: _ExpCounts = (int(r["scale"]), {off + i: x for i, x in enumerate(pos) if x},
+                                   int(r["zero"]))
+            if not cumulative:
+                dcount, dsum = count, total
+                if kind[j] == EXPONENTIAL:
+                    hist = _exponential_sketch(cur, scale)
+            elif self._start[s] < 0:
+                self._start[s], self._counts[s], self._total[s] = start, count, total
+                if kind[j] == EXPONENTIAL:
+                    self._exp[s] = cur
+                c["baselines"] += 1
+                continue
+            else:
+                delta: _ExpCounts | None = None
+                if start != self._start[s] or count < self._counts[s]:
+                    c["resets"] += 1
+                    dcount, dsum = count, total
+                    delta = cur if kind[j] == EXPONENTIAL else None
+                else:
+                    dcount, dsum = count - int(self._counts[s]), total - float(self._total[s])
+                    if kind[j] == EXPONENTIAL:
+                        delta = _exponential_delta(cur, self._exp[s])
+                self._start[s], self._counts[s], self._total[s] = start, count, total
+                if kind[j] == EXPONENTIAL:
+                    self._exp[s] = cur
+                    hist = None if delta is None else _exponential_sketch(delta, scale)
+            if dcount <= 0:
+                continue
+            rows.append(j)
+            calls.append(dcount)
+            lat.append(dsum * scale)
+            if hist is None:
+                buckets.append(_bucket(dsum * scale / dcount))
+            else:
+                buckets.append(None)
+                fine.append((int(p.pos[j]), int(p.window[j]), int(p.gid[j]), hist))
+        rows_a = np.array(rows, np.int64)
+        out = p.contributions(rows_a, np.array(calls, np.int64), np.array(lat, np.float64), self._error)
+        mean = np.array([b is not None for b in buckets], np.bool_)
+        out.add_buckets(np.flatnonzero(mean), np.array([b for b in buckets if b is not None], np.int64),
+                        np.array(calls, np.int64)[mean] if len(calls) else np.zeros(0, np.int64))
+        return out
+
+    def _apply(self, parts: list[_Contributions], joins: _Joins | None,
+               fine: list[tuple[int, int, int, LatencySketch]]) -> None:
+        """Add the contributions to their accumulators (and statistic joins), in the points' order."""
+        ws = self.window_seconds
+        pos = np.concatenate([x.pos for x in parts] or [np.zeros(0, np.int64)])
+        window = np.concatenate([x.window for x in parts] or [np.zeros(0, np.int64)])
+        gid = np.concatenate([x.gid for x in parts] or [np.zeros(0, np.int64)])
+        extra_w = joins.window[joins.n_counts:] if joins is not None else np.zeros(0, np.int64)
+        extra_g = joins.gid[joins.n_counts:] if joins is not None else np.zeros(0, np.int64)
+        all_w = np.concatenate((window, extra_w))
+        all_g = np.concatenate((gid, extra_g))
+        if not len(all_w):
+            return
+        ng = max(len(self._groups), 1)
+        w0 = int(all_w.min())
+        keys = (all_w - w0) // ws * ng + all_g
+        u, inv = np.unique(keys, return_inverse=True)
+        accs, watermark, late = self._acc_of, self._watermark, 0
+        acc_list: list[_Acc] = []
+        for k in u.tolist():
+            wi, g = divmod(k, ng)
+            w = w0 + wi * ws
+            acc = accs.get((w, g))
+            if acc is None:
+                acc = accs[(w, g)] = _Acc()
+                if w + ws <= watermark:
+                    late += 1
+            acc_list.append(acc)
+        if late:
+            self._counters["late_points"] += late
+        nc = len(pos)
+        order = np.argsort(pos, kind="stable")
+        ai = inv[:nc][order]
+        if nc:
+            calls = np.concatenate([x.calls for x in parts])[order]
+            errors = np.concatenate([x.errors for x in parts])[order]
+            lat = np.concatenate([x.lat for x in parts])[order]
+            t = np.concatenate([x.t for x in parts])[order]
+            sids = np.concatenate([x.sid for x in parts])[order]
+            na = len(acc_list)
+            req = np.bincount(ai, calls, na).astype(np.int64).tolist()
+            err = np.bincount(ai, errors, na).astype(np.int64).tolist()
+            lat_sum = sequential_sum(np.array([a.lat_sum for a in acc_list]), ai, lat).tolist()
+            first = np.array([a.first for a in acc_list])
+            last = np.array([a.last for a in acc_list])
+            np.minimum.at(first, ai, t)
+            np.maximum.at(last, ai, t)
+            touched = np.bincount(ai, minlength=na) > 0
+            proto = self._protocol[sids]
+            has = np.flatnonzero(proto >= 0)
+            pu, pfirst = np.unique(ai[has], return_index=True)
+            protocols = dict(zip(pu.tolist(), proto[has][pfirst].tolist(), strict=True))
+            ep = self._endpoint[sids]
+            has = ep >= 0
+            pairs = np.unique(ai[has] * (len(self._texts) + 1) + ep[has])
+            texts = self._texts
+            for x in pairs.tolist():
+                a, e = divmod(x, len(texts) + 1)
+                acc_list[a].endpoints.add(texts[e])
+            for i in np.flatnonzero(touched).tolist():
+                acc = acc_list[i]
+                acc.requests += req[i]
+                acc.errors += err[i]
+                acc.lat_sum = lat_sum[i]
+                acc.first = float(first[i])
+                acc.last = float(last[i])
+                if acc.protocol is None and i in protocols:
+                    acc.protocol = texts[protocols[i]]
+            b_acc = np.concatenate([inv[:nc][x.bucket_pos] for x in self._offsets(parts)])
+            b_key = np.concatenate([x.buckets for x in parts])
+            b_n = np.concatenate([x.bucket_calls for x in parts])
+            if len(b_key):
+                span = (b_key - ZERO).astype(np.int64)
+                width = int(span.max()) + 1
+                bu, binv = np.unique(b_acc * width + span, return_inverse=True)
+                sums = np.bincount(binv, b_n.astype(np.float64)).astype(np.int64).tolist()
+                for x, s in zip(bu.tolist(), sums, strict=True):
+                    a, b = divmod(x, width)
+                    hist = acc_list[a].hist
+                    b += ZERO
+                    hist[b] = hist.get(b, 0) + s
+        for _, w, g, sk in sorted(fine, key=lambda f: f[0]):
+            acc = accs[(w, g)]
+            acc.fine = acc.fine.merge(sk)
+        if joins is not None and len(joins.point):
+            self._join_columns(joins)
+
+    @staticmethod
+    def _offsets(parts: list[_Contributions]) -> list[_Contributions]:
+        """The parts with their bucket rows shifted to positions in the concatenated contributions."""
+        out, base = [], 0
+        for x in parts:
+            out.append(x.shifted(base))
+            base += len(x.pos)
+        return out
+
+    def _join_columns(self, j: _Joins) -> None:
+        """Spectator count/totalTime: per (window, series without its statistic), in the points' order."""
+        order = np.argsort(j.point, kind="stable")
+        nb = max(len(self._bases), 1)
+        w0 = int(j.window.min())
+        keys = ((j.window - w0) // self.window_seconds * nb + j.base)[order]
+        u, first, inv = np.unique(keys, return_index=True, return_inverse=True)
+        stats = self._joins
+        by_u: list[list[Any]] = [[]] * len(u)
+        gids = j.gid[order]
+        for i in np.argsort(first, kind="stable").tolist():  # joins are made in their first point's order
+            wi, b = divmod(int(u[i]), nb)
+            w = w0 + wi * self.window_seconds
+            row = stats.get((w, b))
+            if row is None:
+                row = stats[(w, b)] = [0.0, 0.0, (w, int(gids[first[i]]))]
+            by_u[i] = row
+        counts = np.bincount(inv, j.count[order], len(u))
+        totals = sequential_sum(np.array([r[1] for r in by_u]), inv, j.total[order])
+        for r, n, tot in zip(by_u, counts.tolist(), totals.tolist(), strict=True):
+            r[0] += n
+            r[1] = tot
+
+    # -- output ------------------------------------------------------------------------------------
+    def flush(self, watermark: float) -> list[IpcObservation]:
+        """Observations of every window that ended at or before ``watermark`` (sorted, deterministic)."""
+        self._process()
+        ws = self.window_seconds
+        self._watermark = max(self._watermark, watermark)
+        self._epoch += 1
+        accs = self._acc_of
+        for key in [k for k in self._joins if k[0] + ws <= watermark]:
+            count, total, acc_key = self._joins.pop(key)
+            if count > 0 and total > 0:
+                acc = accs[acc_key]
+                i = _bucket(total / count)
+                acc.hist[i] = acc.hist.get(i, 0) + round(count)
+                acc.lat_sum += total
+        out: list[IpcObservation] = []
+        groups = self._groups
+        for key in sorted((k for k in accs if k[0] + ws <= watermark), key=lambda k: (k[0], groups[k[1]])):
+            acc = accs.pop(key)
+            if acc.requests > 0:  # else idle series: no calls, no edge
+                out.append(_observation(key[0], ws, groups[key[1]], acc))
+        self._counters["observations"] += len(out)
+        return out
+
+    @property
+    def counters(self) -> dict[str, int]:
+        """The stage's counters, with every point added so far processed."""
+        self._process()
+        return self._counters
+
+    @property
+    def open_series(self) -> int:
+        return len(self._series_ids)
+
+
+class _Points:
+    """The points of one kind in a batch (columns, row-aligned) and where each came in the batch."""
+
+    __slots__ = ("boff", "cumulative", "gid", "pos", "rec", "scale_id", "sid", "window")
+
+    def __init__(self, rec: np.ndarray, sid: np.ndarray, gid: np.ndarray, boff: np.ndarray,
+                 scale_id: np.ndarray, cumulative: np.ndarray, window: np.ndarray,
+                 pos: np.ndarray | None = None) -> None:
+        self.rec, self.sid, self.gid, self.boff = rec, sid, gid, boff
+        self.scale_id, self.cumulative, self.window = scale_id, cumulative, window
+        self.pos = np.arange(len(rec)) if pos is None else pos
+
+    def take(self, i: np.ndarray) -> _Points:
+        return _Points(self.rec[i], self.sid[i], self.gid[i], self.boff[i], self.scale_id[i],
+                       self.cumulative[i], self.window[i], self.pos[i])
+
+    def scale_of(self, rows: np.ndarray, scales: dict[float, int]) -> np.ndarray:
+        return np.array(list(scales), np.float64)[self.scale_id[rows]] if len(rows) else np.zeros(0)
+
+    def contributions(self, rows: np.ndarray, calls: np.ndarray, lat: np.ndarray,
+                      error: np.ndarray) -> _Contributions:
+        sid = self.sid[rows]
+        return _Contributions(self.pos[rows], self.window[rows], self.gid[rows], sid, calls,
+                              np.where(error[sid], calls, 0), lat, seconds(self.rec["time"][rows]))
+
+
+class _Contributions:
+    """What points add to accumulators: per point calls, errors, latency sum, time; per sketch bucket its
+    point (a row of these) and calls."""
+
+    __slots__ = ("bucket_calls", "bucket_pos", "buckets", "calls", "errors", "gid", "lat", "pos", "sid",
+                 "t", "window")
+
+    def __init__(self, pos: np.ndarray, window: np.ndarray, gid: np.ndarray, sid: np.ndarray,
+                 calls: np.ndarray, errors: np.ndarray, lat: np.ndarray, t: np.ndarray) -> None:
+        self.pos, self.window, self.gid, self.sid = pos, window, gid, sid
+        self.calls, self.errors, self.lat, self.t = calls, errors, lat, t
+        self.bucket_pos: np.ndarray = np.zeros(0, np.int64)
+        self.buckets: np.ndarray = np.zeros(0, np.int64)
+        self.bucket_calls: np.ndarray = np.zeros(0, np.int64)
+
+    def add_buckets(self, rows: np.ndarray, buckets: np.ndarray, calls: np.ndarray) -> None:
+        self.bucket_pos = np.concatenate((self.bucket_pos, rows))
+        self.buckets = np.concatenate((self.buckets, buckets))
+        self.bucket_calls = np.concatenate((self.bucket_calls, calls.astype(np.int64)))
+
+    def shifted(self, by: int) -> _Contributions:
+        out = _Contributions(self.pos, self.window, self.gid, self.sid, self.calls, self.errors, self.lat,
+                             self.t)
+        out.bucket_pos = self.bucket_pos + by
+        out.buckets, out.bucket_calls = self.buckets, self.bucket_calls
+        return out
+
+
+class _Joins:
+    """Spectator statistic points to join: the count rows first (``n_counts``), then the totalTime rows."""
+
+    __slots__ = ("base", "count", "gid", "n_counts", "point", "total", "window")
+
+    def __init__(self, point: np.ndarray, window: np.ndarray, base: np.ndarray, gid: np.ndarray,
+                 count: np.ndarray, total: np.ndarray, n_counts: int) -> None:
+        self.point, self.window, self.base, self.gid = point, window, base, gid
+        self.count, self.total, self.n_counts = count, total, n_counts
 
 
 # -- stage 2 --------------------------------------------------------------------------------------
