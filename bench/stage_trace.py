@@ -9,9 +9,11 @@ ResourceSpans per service). Traces have a realistic shape: an entry service call
 are exported before the client spans that wait for them, with 0-2 s of batching delay. Spans arrive at
 ``--rate`` spans per second of event time; the pairer flushes every second of event time.
 
-Timed: ``decode_traces`` + ``SpanPairer.add`` + ``flush`` + ``take_trace_summaries`` over the whole
-input, per run (a fresh pairer each run). Also timed separately, for the breakdown: protobuf parsing
-alone, and ``decode_traces`` (parsing + id validation) alone.
+Timed: ``SpanPairer.add_serialized`` (decode + pairing) + ``flush`` + ``take_trace_summaries`` over
+the whole input, per run (a fresh pairer each run): the stage's pairer (native where the extension is
+built), and with ``--compare`` the Python pairer too, in alternating runs (before/after in one session).
+Also timed separately, for the breakdown: protobuf parsing alone, ``decode_traces`` (parsing + id
+validation) alone, and the native decode alone.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import random
 import statistics
 import time
 from collections import defaultdict
+from typing import Any
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
@@ -32,7 +35,8 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 
 from bench.machine import header
-from topology.stages.trace import SpanPairer
+from topology.stages.trace import PythonSpanPairer, SpanPairer
+from topology.wire import spans
 from topology.wire.otlp import decode_traces, spans_view
 
 T0 = 1_700_000_000.0
@@ -238,10 +242,10 @@ def generate(n_spans: int, rate: float, batch: int, seed: int) -> tuple[list[tup
 
 
 def run_once(
-    batches: list[tuple[float, bytes]], max_pending: int
-) -> tuple[float, float, SpanPairer, int, int]:
+    batches: list[tuple[float, bytes]], max_pending: int, impl: type = SpanPairer
+) -> tuple[float, float, Any, int, int]:
     """One pass over the input with a fresh pairer: (wall seconds, CPU seconds, pairer, edges, summaries)."""
-    pairer = SpanPairer(wait_seconds=10.0, max_pending=max_pending)
+    pairer = impl(wait_seconds=10.0, max_pending=max_pending)
     edges = summaries = 0
     next_flush = batches[0][0] + 1.0
     gc.collect()
@@ -278,6 +282,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=500, help="spans per export request")
     ap.add_argument("--max-pending", type=int, default=1_000_000)
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--compare", action="store_true", help="also run the Python pairer, alternating")
     args = ap.parse_args()
     print(header("TRACE layer: decode + span pairing, one core"))
     print(
@@ -301,6 +306,7 @@ def main() -> None:
         ("parse, full schema (upb)", lambda d: ExportTraceServiceRequest.FromString(d)),
         ("parse, compact schema", spans_view),
         ("decode_traces (full + validation)", lambda d: decode_traces(d, PB)),
+        *((("native decode (prost, validated)", spans.decode),) if spans.available() else ()),
     ):
         c0 = time.process_time()
         for _, d in batches:
@@ -308,26 +314,35 @@ def main() -> None:
         secs = time.process_time() - c0
         print(f"{name:<36} {total / secs:>12,.0f} spans/s CPU  ({secs / total * 1e9:,.0f} ns/span)")
 
-    rates, cpu_rates = [], []
+    impls: list[tuple[str, type]] = [(SpanPairer.__name__, SpanPairer)]
+    if args.compare and SpanPairer is not PythonSpanPairer:
+        impls.append((PythonSpanPairer.__name__, PythonSpanPairer))
+    rates: dict[str, list[float]] = {name: [] for name, _ in impls}
+    cpu_rates: dict[str, list[float]] = {name: [] for name, _ in impls}
     c: dict[str, int] = {}
     for i in range(args.runs):
-        wall, cpu, pairer, edges, summaries = run_once(batches, args.max_pending)
-        rates.append(total / wall)
-        cpu_rates.append(total / cpu)
-        c = pairer.counters
+        for name, impl in impls:
+            wall, cpu, pairer, edges, summaries = run_once(batches, args.max_pending, impl)
+            rates[name].append(total / wall)
+            cpu_rates[name].append(total / cpu)
+            c = pairer.counters
+            print(
+                f"run {i + 1} {name}: decode+pair {total / wall:>10,.0f} spans/s wall, "
+                f"{total / cpu:>10,.0f} spans/s CPU "
+                f"({wall:.1f} s wall, {cpu:.1f} s CPU, {cpu / total * 1e9:,.0f} ns/span)  edge partials out "
+                f"{edges:,}, trace summaries {summaries:,}, load {os.getloadavg()[0]:.2f}"
+            )
+            print(f"  counters: {dict(c)}")
+    for name, _ in impls:
+        r, cr = rates[name], cpu_rates[name]
         print(
-            f"run {i + 1}: decode+pair {total / wall:>10,.0f} spans/s wall, "
-            f"{total / cpu:>10,.0f} spans/s CPU "
-            f"({wall:.1f} s wall, {cpu:.1f} s CPU, {cpu / total * 1e9:,.0f} ns/span)  edge partials out "
-            f"{edges:,}, trace summaries {summaries:,}, load {os.getloadavg()[0]:.2f}"
+            f"RESULT {name} decode+pairing (add_serialized + flush every 1 s of event time): median "
+            f"{statistics.median(r):,.0f} spans/s wall (min {min(r):,.0f}, max {max(r):,.0f}), median "
+            f"{statistics.median(cr):,.0f} spans/s CPU time, over {len(r)} runs (target >= 200,000)"
         )
-    print(f"counters (last run): {dict(c)}")
-    print(
-        f"RESULT decode+pairing (add_serialized + flush every 1 s of event time): median "
-        f"{statistics.median(rates):,.0f} spans/s wall (min {min(rates):,.0f}, max "
-        f"{max(rates):,.0f}), median "
-        f"{statistics.median(cpu_rates):,.0f} spans/s CPU time, over {len(rates)} runs (target >= 200,000)"
-    )
+    if len(impls) == 2:
+        a, b = (statistics.median(cpu_rates[n]) for n, _ in impls)
+        print(f"RESULT ratio {impls[0][0]} / {impls[1][0]} (CPU, medians): {a / b:.1f}x")
 
 
 if __name__ == "__main__":

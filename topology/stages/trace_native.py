@@ -19,7 +19,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from topology.catalog import TraceSummary
 from topology.model import EdgeKey, EdgePartial, Granularity, Layer, Side
-from topology.sketch import LatencySketch
+from topology.sketch import SCALE, LatencySketch
 from topology.stats import MAX_EXEMPLARS, EdgeStats
 from topology.wire import spans
 from topology.wire.otlp import OtlpDecodeError
@@ -110,11 +110,13 @@ class NativeSpanPairer:
         ws = self.window_seconds
         out: list[EdgePartial] = []
         for (window, gran, source, target, code, s_app, t_app), stats in self._core.flush(now):
-            requests, errors, zero, latency_sum, first, last, exemplars, hist = stats
+            requests, errors, zero, latency_sum, first, last, exemplars, (lo, dense) = stats
             shape = shapes[code]
+            # what LatencySketch.from_counts gives for span durations (at SCALE, within its range)
+            latency = LatencySketch(SCALE, lo, dense, zero) if dense else LatencySketch.from_counts({}, zero)
             es = EdgeStats(first_seen=first, last_seen=last, requests=requests, errors=errors,
-                           latency=LatencySketch.from_counts(hist, zero), latency_sum=latency_sum,
-                           exemplars=tuple(exemplars), connection_type=shape[2])
+                           latency=latency, latency_sum=latency_sum, exemplars=tuple(exemplars),
+                           connection_type=shape[2])
             out.append(EdgePartial(EdgeKey(Layer.TRACE, _GRANULARITY[gran], source, target), window, ws,
                                    Side.PAIR, es, shape[0], shape[1], s_app, t_app))
         return out

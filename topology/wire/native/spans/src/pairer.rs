@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList};
+use pyo3::types::{PyBytes, PyList, PyTuple};
 
 use crate::batch::Batch;
 use crate::omap::{IdMap, OMap};
@@ -677,10 +677,18 @@ impl Pairer {
         edges.sort_by(|a, b| (a.0 .0, a.0 .1, &a.0 .2, &a.0 .3).cmp(&(b.0 .0, b.0 .1, &b.0 .2, &b.0 .3)));
         let out = PyList::empty(py);
         for ((window, gran, source, target), acc, shape, sa, ta) in edges {
-            let hist = PyDict::new(py);
-            for (i, n) in &acc.hist {
-                hist.set_item(i, n)?;
-            }
+            // the sketch's dense counts from the lowest bucket (no zero at either end)
+            let (lo, dense) = match (acc.hist.iter().map(|h| h.0).min(), acc.hist.iter().map(|h| h.0).max()) {
+                (Some(lo), Some(hi)) => {
+                    let mut dense = vec![0u64; (hi - lo + 1) as usize];
+                    for &(i, n) in &acc.hist {
+                        dense[(i - lo) as usize] += n;
+                    }
+                    (lo, dense)
+                }
+                _ => (0, Vec::new()),
+            };
+            let hist = (lo, PyTuple::new(py, dense)?);
             let mut ex: Vec<String> = acc.exemplars.iter().map(hex).collect();
             ex.sort();
             let key = (window, gran, &*source, &*target, shape, sa.as_deref(), ta.as_deref());
