@@ -32,7 +32,8 @@ class EnvelopeError(ValueError):
     """A repartition record does not parse."""
 
 
-def batch_record(items: Sequence[dict[str, Any]], source: str, now: float) -> tuple[bytes, Headers]:
+def batch_record(items: Sequence[dict[str, Any] | list[Any]], source: str,
+                 now: float) -> tuple[bytes, Headers]:
     value = json.dumps(items, separators=(",", ":")).encode()
     return value, [(H_FORMAT, FORMAT_JSON), (H_SOURCE, source.encode()), (H_NOW, repr(now).encode())]
 

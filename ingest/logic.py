@@ -37,10 +37,10 @@ class Added:
 
 @dataclass(frozen=True, slots=True)
 class Emit:
-    """One output item for the next stage's topic: routed by ``key``, encoded with ``to_dict``-style dict."""
+    """One output item for the next stage's topic: routed by ``key``, a ``to_dict``-style dict or a row."""
 
     key: str
-    item: dict[str, Any]
+    item: dict[str, Any] | list[Any]
 
 
 class PartitionLogic(abc.ABC):

@@ -201,7 +201,7 @@ class StageRunner:
         out: list[tuple[int, bytes, envelope.Headers]] = []
         total = 0
         for (source, now), emits in self.pending.emits.items():
-            by_part: dict[int, list[dict[str, Any]]] = defaultdict(list)
+            by_part: dict[int, list[dict[str, Any] | list[Any]]] = defaultdict(list)
             for e in emits:
                 by_part[zlib.crc32(e.key.encode()) % partitions].append(e.item)
             for p, items in sorted(by_part.items()):

@@ -6,8 +6,12 @@ import base64
 import json
 from typing import Any
 
+import pytest
+
 from ingest.final import FinalSpec
+from ingest.logic import Rejected
 from ingest.network import NetworkStage1Spec, NetworkStage2Spec, edge_route
+from ingest.record import Partition, Record
 from ingest.topics import Topics
 from tests.ingest.testing import Bus, Chain, TestingStage, last_windows
 from tests.topology.stages.flowdata import encode_records
@@ -16,6 +20,7 @@ from topology.admit import reason_class
 from topology.catalog import AddressKind, AddressLease
 from topology.model import EdgePartial
 from topology.stages.network import FlowAggregate, NetworkStage1, NetworkStage2
+from topology.stages.network_stage1 import as_row, from_row
 from topology.store.base import Stores
 from topology.wire import flow
 
@@ -85,10 +90,10 @@ def test_stage_1_emits_what_the_pure_stage_flushes_routed_for_stage_2() -> None:
     pure = NetworkStage1(10)
     for records in batches:
         pure.add(flow.decode(encode_records(records, host="host-web")))
-    want = [a.to_dict() for a in pure.flush(T + 32 - 5)]  # the clock is the latest end, T + 32
-    assert [e.item for e in stage.emitted] == want
+    want = list(pure.flush(T + 32 - 5))  # the clock is the latest end, T + 32
+    assert [FlowAggregate(*from_row(e.item)) for e in stage.emitted] == want  # sent as rows
     route = NetworkStage2(AddressBook(LEASES)).route_key
-    assert [e.key for e in stage.emitted] == [route(FlowAggregate.from_dict(d)) for d in want]
+    assert [e.key for e in stage.emitted] == [route(a) for a in want]
     assert {e.key for e in stage.emitted} == {"api", "billing"}  # the app the traffic goes into
 
 
@@ -99,7 +104,7 @@ def test_stage_2_emits_what_the_pure_stage_gives_for_the_same_aggregates() -> No
     flows(chain.bus, "host-api", [server(T + 1)], T + 3)
     flows(chain.bus, "host-web", [client(T + 70)], T + 72)  # closes the first minute upstream
     chain.cycle(T + 72).drain(T + 100)
-    aggregates = [FlowAggregate.from_dict(e.item) for e in chain[0].emitted]
+    aggregates = [FlowAggregate(*from_row(e.item)) for e in chain[0].emitted]
     pure = NetworkStage2(AddressBook(LEASES), 60, 120)
     pure.add(aggregates)
     want = sorted(json.dumps(p.to_dict(), sort_keys=True) for p in pure.flush(T + 95))
@@ -186,3 +191,28 @@ def test_leases_around_unattributed_traffic_reach_the_catalog_store(stores: Stor
         return await stores.catalog.peer_leases(["10.0.0.9"])
 
     assert asyncio.run(written()) == {"10.0.0.9": [before]}
+
+
+def test_stage_2_reads_aggregates_as_rows_or_objects_and_rejects_bad_rows_with_a_reason() -> None:
+    a = FlowAggregate(T, 10, "web", "web-prod", flow.ROLE_CLIENT, "10.0.0.2", 443, 6, 2, 300, 100,
+                      (T + 1) * 1000, (T + 2) * 1000, (T + 3) * 1000)
+    row = list(as_row(a))
+    assert from_row(json.loads(json.dumps(row))) == as_row(a)
+    bad = {"short": row[:-1], "bool count": [*row[:8], True, *row[9:]], "role 3": [*row[:4], 3, *row[5:]],
+           "port": [*row[:6], 70000, *row[7:]], "app not text": [*row[:2], 7, *row[3:]],
+           "times": [*row[:11], (T + 9) * 1000, *row[12:]]}
+    for value in bad.values():
+        with pytest.raises(ValueError):
+            from_row(value)
+    spec = NetworkStage2Spec(TOPICS)
+    for lease in LEASES:
+        spec.addresses.add(lease)
+    record = Record(TOPICS.stage_output("network", 1), 0, 0, None, b"", 0, ())
+    outputs = []
+    for item in (row, a.to_dict()):  # rows from stage 1, objects from older workers
+        logic = spec.new_partition(Partition(record.topic, 0), None)
+        assert logic.add(record, [item], T).items == 1
+        outputs.append([e.item for e in logic.flush(T + 100, True)])
+    assert outputs[0] == outputs[1] and outputs[0]
+    with pytest.raises(Rejected, match="role"):
+        logic.add(record, [bad["role 3"]], T)

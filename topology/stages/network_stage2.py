@@ -58,7 +58,7 @@ from collections.abc import Iterable
 from topology.address import AddressBook
 from topology.catalog import AddressKind, AddressLease
 from topology.model import EdgeKey, EdgePartial, Granularity, Layer, NodeKind, Side
-from topology.stages.network_stage1 import FlowAggregate, FlowAggregates, as_row, protocol_name
+from topology.stages.network_stage1 import AggregateRow, FlowAggregate, FlowAggregates, as_row, protocol_name
 from topology.stats import MAX_INTERMEDIARIES, MAX_PORTS, EdgeStats
 from topology.wire.flow import ROLE_CLIENT, ROLE_SERVER
 
@@ -568,17 +568,22 @@ class NetworkStage2:
         Flows through an intermediary: its name (clients and backends of one join). Otherwise the
         app the traffic goes into (so NAT records of a backend meet the client edges into it).
         """
-        t0 = a.first_start_ms / 1000.0
-        lease = self.addresses.resolve(a.remote_addr, t0)
-        if not a.local_app:
-            own = self.addresses.resolve(a.local_addr, t0)
+        return self.route_row(as_row(a))
+
+    def route_row(self, row: AggregateRow) -> str:
+        """:meth:`route_key` of an aggregate given as its row (:data:`AggregateRow`)."""
+        local_app, role, remote_addr, first_start_ms, local_addr = row[2], row[4], row[5], row[11], row[14]
+        t0 = first_start_ms / 1000.0
+        lease = self.addresses.resolve(remote_addr, t0)
+        if not local_app:
+            own = self.addresses.resolve(local_addr, t0)
             if own is not None and own.kind in _INTERMEDIARY:
                 return own.owner
-            local = self._node(own, a.local_addr)[0]
+            local = self._node(own, local_addr)[0]
         else:
-            local = a.local_app
+            local = local_app
         if lease is not None and lease.kind in _JOINED:
             return lease.owner
         if lease is not None and lease.kind is AddressKind.NAT_GATEWAY:
-            return local if a.role == ROLE_SERVER else lease.owner
-        return self._node(lease, a.remote_addr)[0] if a.role == ROLE_CLIENT else local
+            return local if role == ROLE_SERVER else lease.owner
+        return self._node(lease, remote_addr)[0] if role == ROLE_CLIENT else local
