@@ -30,6 +30,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import os
 import re
 import shutil
@@ -125,6 +126,31 @@ def metric(port: int, name: str) -> float:
     return sum(float(v) for v in re.findall(rf"^{re.escape(name)}\{{[^}}]*\}} (\S+)$", text, re.M))
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of process ``pid`` so far (Linux ``/proc``)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def stage_figures(port: int | None, final: Any = None) -> dict[str, float]:
+    """Commits and their mean duration, batches and their mean processing time, of one stage worker
+    (from its metrics endpoint, or the in-process worker ``final``)."""
+    out: dict[str, float] = {}
+    for short, name in (("commit", "topology_ingest_commit_duration_seconds"),
+                        ("batch", "topology_ingest_batch_duration_seconds")):
+        if port is not None:
+            total, count = metric(port, f"{name}_sum"), metric(port, f"{name}_count")
+        else:
+            samples = {s.name: s.value for m in final.metrics.ingest.collect() for s in m.samples}
+            total, count = samples.get(f"{name}_sum", math.nan), samples.get(f"{name}_count", math.nan)
+        out[f"{short}s"] = count
+        out[f"{short}_ms"] = total / count * 1000 if count else float("nan")
+    return out
+
+
 def spawn(stage: int, instance: str, bootstrap: str, prefix: str, port: int, log: Path,
           early_interval: float) -> subprocess.Popen[bytes]:
     args = [sys.executable, "-m", "service.cli", "ingest", "--stage", str(stage), "--layer", "network",
@@ -182,6 +208,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         sent = 0
         samples: list[tuple[float, float, float]] = []  # (t, consumed records, lag messages)
         t0 = time.monotonic()
+        cpu0 = time.process_time()
         next_fresh = t0
         next_sample = t0
         i = 0
@@ -216,6 +243,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 break
             await asyncio.sleep(0.5)
         await producer.stop()
+        stages = {f"stage 1-{i}": {**stage_figures(port), "cpu_s": cpu_seconds(procs[i].pid)}
+                  for i, port in enumerate(ports1)}
+        stages["stage 2"] = {**stage_figures(19599), "cpu_s": cpu_seconds(procs[-1].pid)}
+        stages["stage 3 + producer"] = {**stage_figures(None, final), "cpu_s": time.process_time() - cpu0}
         fresh_ms = [(fresh_seen[n] - t) * 1000 for n, t in fresh_sent.items() if n in fresh_seen]
         span = TimeRange(now - 600, time.time() + 60)
         edges = await stores.layers[Layer.NETWORK].edges(Granularity.APP, span, time.time())
@@ -226,7 +257,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         await final_task
         await stores.close()
         return {"sent": sent, "offered_s": offered_s, "samples": samples, "fresh_ms": fresh_ms,
-                "fresh_missing": len(fresh_sent) - len(fresh_ms), "edges": len(edges)}
+                "fresh_missing": len(fresh_sent) - len(fresh_ms), "edges": len(edges), "stages": stages,
+                "load": os.getloadavg()}
     finally:
         for p in procs:
             p.send_signal(signal.SIGTERM)
@@ -272,6 +304,12 @@ def main() -> None:
           f"p95 {pc['p95'] / 1000:.1f} s  max {pc['max'] / 1000:.1f} s  ({len(r['fresh_ms'])} edges, "
           f"{r['fresh_missing']} not seen)")
     print(f"edges stored {r['edges']}")
+    print("stage               CPU s  commits  ms/commit  batches  ms/batch (CPU since the workers started; "
+          "stage 3 shares this process with the producer: CPU since the first send)")
+    for name, f in r["stages"].items():
+        print(f"{name:18s} {f['cpu_s']:6.1f}  {f['commits']:7.0f}  {f['commit_ms']:9.1f}  "
+              f"{f['batchs']:7.0f}  {f['batch_ms']:8.1f}")
+    print(f"load average at the end: {' '.join(f'{x:.2f}' for x in r['load'])}")
 
 
 if __name__ == "__main__":

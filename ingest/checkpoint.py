@@ -25,8 +25,9 @@ Keys are ``<source topic>:<partition>#<part>`` so compaction keeps the latest ve
 parts left over from an older, longer checkpoint carry an older id and are ignored.
 
 Incremental checkpoints: a commit every second (early outputs) must not rewrite the whole state.
-For a state class listed in :data:`ingest.state.SECTIONED` (NETWORK stage 2: its windows) a
-checkpoint is a *head* (the state without its sections, and the clock) plus the sections that
+For a state class listed in :data:`ingest.state.SECTIONED` (NETWORK stage 2: its windows; NETWORK
+stage 1: each window's pending rows and remembered keys) a checkpoint is a *head* (the state
+without its sections, and the clock) plus the sections that
 changed since this worker's previous checkpoint of the partition (:class:`Log`); each section is
 keyed ``<source>#s<section>.<part>``, so compaction keeps its latest version (a section that is
 gone, or parts it no longer has, get tombstones, so compaction removes them). The head's
