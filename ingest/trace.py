@@ -8,6 +8,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
+
 from ingest import otlp_items
 from ingest.admission import admitted, produced
 from ingest.logic import Added, Emit, PartitionLogic, Rejected, Splitter, StageSpec
@@ -18,6 +20,7 @@ from ingest.splitter import key_trace_id
 from ingest.topics import Topics
 from topology.admit import DECODE, admit_spans, reason
 from topology.stages.trace import SpanPairer
+from topology.wire import spans
 from topology.wire.otlp import PROTOBUF, OtlpDecodeError, spans_view, split_spans
 
 
@@ -51,6 +54,8 @@ class _Split(Splitter):
             self.pending.append(Emit(tid, otlp_items.item(data, latest, n)))
             self.count["passed_through" if tid == key_trace_id(record.key) else "split"] += 1
         elif traces:
+            if spans.is_batch(view):  # a native Batch (what admission keeps): cut the compact view
+                view = spans_view(view.SerializeToString())
             parts = split_spans(view, _trace_id)
             self.pending.extend(Emit(tid, otlp_items.item(parts[tid].SerializeToString(), *traces[tid]))
                                 for tid in traces)
@@ -144,7 +149,10 @@ def _trace_id(span: Any) -> str:
 
 
 def trace_times(view: Any) -> dict[str, tuple[int, int]]:
-    """Hex trace id -> (latest end in ns, spans) of a request (compact schema)."""
+    """Hex trace id -> (latest end in ns, spans) of a request (compact schema or native Batch), in the
+    order the trace ids first appear."""
+    if spans.is_batch(view):
+        return _batch_trace_times(view)
     out: dict[str, tuple[int, int]] = {}
     for rs in view.resource_spans:
         for ss in rs.scope_spans:
@@ -154,3 +162,16 @@ def trace_times(view: Any) -> dict[str, tuple[int, int]]:
                 seen = out.get(tid)
                 out[tid] = (end, 1) if seen is None else (max(seen[0], end), seen[1] + 1)
     return out
+
+
+def _batch_trace_times(batch: Any) -> dict[str, tuple[int, int]]:
+    """:func:`trace_times` of a Batch from its columns: work per trace, not per span."""
+    if not batch.spans:
+        return {}
+    cols = spans.columns(batch)
+    ids, first, inverse, counts = np.unique(cols["trace_id"], return_index=True, return_inverse=True,
+                                            return_counts=True)
+    latest = np.zeros(len(ids), dtype=np.uint64)
+    np.maximum.at(latest, inverse.ravel(), cols["end"])
+    order = np.argsort(first, kind="stable")
+    return {bytes(ids[i]).hex(): (int(latest[i]), int(counts[i])) for i in order.tolist()}

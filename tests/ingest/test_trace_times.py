@@ -1,0 +1,29 @@
+"""Stage 1 of the TRACE layer reads each trace's latest end and span count from the native Batch's
+columns: the same as from the compact view, in the same order."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from ingest.trace import trace_times
+from tests.topology.wire.test_otlp import trace_requests
+from topology.wire import spans
+from topology.wire.otlp import spans_view
+
+pytestmark = pytest.mark.skipif(spans.native is None and os.environ.get("CI") != "true",
+                                reason="the native module is not built")
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(trace_requests())
+def test_trace_times_of_a_batch_are_those_of_the_view(req: ExportTraceServiceRequest) -> None:
+    for sp in (s for rs in req.resource_spans for ss in rs.scope_spans for s in ss.spans):
+        sp.trace_id = bytes([sp.trace_id[0] % 4 + 1]) * 16  # few distinct trace ids
+    data = req.SerializeToString()
+    got = trace_times(spans.decode(data))
+    want = trace_times(spans_view(data))
+    assert got == want and list(got) == list(want)
