@@ -41,7 +41,15 @@ from topology.store import embedded_layer
 from topology.store.base import Stores, StoreUnavailable
 from topology.store.embedded import open_stores
 from topology.store.embedded_catalog import HEALTH_IN_MEMORY, TRACES_PER_SERVICE
-from topology.store.embedded_codec import StatsCodec, decode, decode_fields, encode, merge_all, merge_fields
+from topology.store.embedded_codec import (
+    CODEC,
+    StatsCodec,
+    decode,
+    decode_fields,
+    encode,
+    merge_all,
+    merge_fields,
+)
 from topology.store.embedded_hot import HotRing
 from topology.timewindow import DAY, HOUR, MINUTE, Retention, TimeRange
 
@@ -235,10 +243,10 @@ def test_codec_round_trip(s: EdgeStats) -> None:
 def test_compact_codec_round_trip(items: list[EdgeStats], base: int) -> None:
     codec = StatsCodec()
     blobs = [codec.encode(s, base) for s in items]
-    rows = codec.take_new()
+    rows, shapes = codec.take_new(), codec.take_new_shapes()
     assert [codec.decode(b, base) for b in blobs] == items
-    reloaded = StatsCodec()  # what the next process reads from the attrs table
-    reloaded.load(rows)
+    reloaded = StatsCodec()  # what the next process reads from the attrs and shapes tables
+    reloaded.load(rows, shapes)
     assert [reloaded.decode(b, base) for b in blobs] == items
     assert [merge_fields([reloaded.decode_fields(b, base) for b in blobs])] == [fold(items)]
 
@@ -247,16 +255,20 @@ def test_compact_codec_forgets_values_of_a_failed_transaction() -> None:
     codec = StatsCodec()
     a, b = EdgeStats(protocol="tcp", ports=(1,)), EdgeStats(protocol="udp", ports=(2,))
     first = codec.encode(a, 0)
-    kept = codec.take_new()
+    kept, kept_shapes = codec.take_new(), codec.take_new_shapes()
     mark = codec.mark()
     codec.encode(b, 0)
+    codec.encode(EdgeStats(requests=3), 0)  # a new shape
     codec.take_new()
+    codec.take_new_shapes()
     codec.undo(mark)  # that transaction rolled back
     again = codec.encode(b, 0)
-    rows = kept + codec.take_new()
+    third = codec.encode(EdgeStats(requests=3), 0)
+    rows, shapes = kept + codec.take_new(), kept_shapes + codec.take_new_shapes()
     reloaded = StatsCodec()
-    reloaded.load(rows)
+    reloaded.load(rows, shapes)
     assert reloaded.decode(first, 0) == a and reloaded.decode(again, 0) == b
+    assert reloaded.decode(third, 0) == EdgeStats(requests=3)
     assert len(first) < 20
 
 
@@ -370,11 +382,9 @@ def test_many_stored_windows_read_at_once_give_what_each_decodes(
         assert [q[group[eid]] for q in got] == [merged.quantile(x) for x in (0.0, 0.5, 0.99, 1.0)]
 
 
-def test_many_stored_windows_of_one_shape_are_read_as_one_array() -> None:
-    # records of one header (the same fields, widths and sketch length) are read with one np.frombuffer:
-    # dense and sparse sketches, a record of another scale and one with exemplars among them
+def _windows_of_few_shapes() -> list[tuple[int, EdgeStats]]:
+    """(edge, stats): dense and sparse sketches, a record of another scale and one with exemplars."""
     rnd = random.Random(5)
-    codec = StatsCodec()
     windows: list[tuple[int, EdgeStats]] = []
     for i in range(300):
         gaps = i % 2 == 1  # odd: mostly empty buckets, stored sparse
@@ -386,7 +396,28 @@ def test_many_stored_windows_of_one_shape_are_read_as_one_array() -> None:
     windows.append((3, EdgeStats(requests=120, errors=2, latency=finer)))
     one = LatencySketch.of([0.01])
     windows.append((4, EdgeStats(requests=130, errors=1, latency=one, exemplars=("ab",))))
+    return windows
+
+
+def _as_compact_4(codec: StatsCodec, blob: bytes) -> bytes:
+    """A record as the previous format (compact-4) wrote it: the shape spelled out in a 9-byte header."""
+    if blob[0] != 3:
+        return blob
+    mask, codes, nlat, size, _ = codec._header(blob)
+    return struct.pack("<BHIH", 2, mask, codes, nlat) + blob[size:]
+
+
+@pytest.mark.parametrize("previous", [False, True], ids=["compact-5", "compact-4"])
+def test_many_stored_windows_of_one_shape_are_read_as_one_array(previous: bool) -> None:
+    # records of one header (the same fields, widths and sketch length) are read with one np.frombuffer:
+    # dense and sparse sketches, a record of another scale and one with exemplars among them; records
+    # of the previous format the same
+    codec = StatsCodec()
+    windows = _windows_of_few_shapes()
     rows = [(eid, T0, codec.encode(s, T0)) for eid, s in windows]
+    if previous:
+        rows = [(eid, t, _as_compact_4(codec, blob)) for eid, t, blob in rows]
+        assert [codec.decode(blob, T0) for _, _, blob in rows] == [s for _, s in windows]
     group = {eid: eid for eid in range(11)}
     batch = QuantileBatch(11)
     sums = codec.calls_into(rows, group, batch)
@@ -602,4 +633,46 @@ async def test_a_database_of_the_previous_codec_opens_reads_and_moves_on(tmp_pat
     finally:
         await stores.close()
     with contextlib.closing(sqlite3.connect(db)) as conn:
-        assert conn.execute("SELECT value FROM meta WHERE key='codec'").fetchone() == ("compact-4",)
+        assert conn.execute("SELECT value FROM meta WHERE key='codec'").fetchone() == (CODEC,)
+
+
+def _as_codec_4(root: pathlib.Path) -> pathlib.Path:
+    """Rewrite the IPC database as compact-4 would have written it; its path."""
+    for snapshot in root.glob("*.npz"):
+        snapshot.unlink()
+    [db] = [p for p in root.glob("*.db") if "ipc" in p.name.lower()]
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        codec = StatsCodec()
+        codec.load(conn.execute("SELECT id, value FROM attrs"), conn.execute("SELECT * FROM shapes"))
+        rows = conn.execute("SELECT wsec, wstart, edge, stats FROM windows").fetchall()
+        conn.executemany("UPDATE windows SET stats=? WHERE wsec=? AND wstart=? AND edge=?",
+                         [(_as_compact_4(codec, blob), w, t, e) for w, t, e, blob in rows])
+        conn.execute("DROP TABLE shapes")
+        conn.execute("UPDATE meta SET value='compact-4' WHERE key='codec'")
+        conn.commit()
+    return db
+
+
+async def test_a_database_of_compact_4_opens_reads_and_moves_on(tmp_path: pathlib.Path) -> None:
+    # compact-4 spelled each record's shape out in a 9-byte header and had no shapes table
+    stores = open_stores(tmp_path)
+    now = LIVE_NOW - 5 * MINUTE
+    lat = LatencySketch.of([0.01, 0.02, 0.02, 0.5])
+    await stores.layers[IPC].upsert_windows(minutes("a", "b", now, 2, layer=IPC, requests=8, latency=lat))
+    [before] = await stores.layers[IPC].neighbors(["a"], UP, APP, LIVE, LIVE_NOW)
+    await stores.close()
+    db = _as_codec_4(tmp_path)
+    stores = open_stores(tmp_path)
+    try:
+        [e] = await stores.layers[IPC].neighbors(["a"], UP, APP, LIVE, LIVE_NOW)
+        assert e.stats == before.stats
+        await stores.layers[IPC].upsert_windows(minutes("a", "b", now + 2 * MINUTE, 1, layer=IPC, requests=8,
+                                                        latency=lat))
+        [e] = await stores.layers[IPC].neighbors(["a"], UP, APP, LIVE, LIVE_NOW)
+        assert (e.stats.requests, e.stats.latency) == (24, merge_sketches([lat, lat, lat]))
+    finally:
+        await stores.close()
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        assert conn.execute("SELECT value FROM meta WHERE key='codec'").fetchone() == (CODEC,)
+        tags = {blob[0] for (blob,) in conn.execute("SELECT stats FROM windows")}
+        assert tags == {2, 3}  # the old records as they were, the new one beside them

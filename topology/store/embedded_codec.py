@@ -7,10 +7,12 @@ Format ``CODEC`` (recorded in each database's ``meta`` table): a :mod:`marshal` 
 ~5-10x faster than JSON, at 40% of its size). marshal's encoding of these basic types has not
 changed since Python 3.4; the ``meta`` entry lets a future format be told apart.
 
-Databases of the previous format (``compact-3``, :data:`OLD_CODECS`) are read as they are: their
-windows hold the old power-of-two histogram as ``(first non-zero bucket, counts)``, which
-:func:`stored_sketch` converts on reading (:meth:`LatencySketch.from_power_of_two`); new windows
-are written in the new format beside them.
+Databases of the previous formats (:data:`OLD_CODECS`) are read as they are and new windows are
+written in the new format beside them: ``compact-4`` records spell their shape out in a 9-byte
+header (tag 2) instead of naming it in the ``shapes`` table (tag 3, :class:`StatsCodec`);
+``compact-3`` windows hold the old power-of-two histogram as ``(first non-zero bucket, counts)``,
+which :func:`stored_sketch` converts on reading (:meth:`LatencySketch.from_power_of_two`). A
+database of a newer format is refused with a message naming both formats (``EmbeddedLayerStore``).
 """
 
 from __future__ import annotations
@@ -34,9 +36,9 @@ from topology.stats import (
     EdgeStats,
 )
 
-CODEC = "compact-4"
+CODEC = "compact-5"
 #: Formats this version reads too (and then writes CODEC beside).
-OLD_CODECS = ("compact-3",)
+OLD_CODECS = ("compact-3", "compact-4")
 T = TypeVar("T")
 
 _SMALL_TUPLE = ord(")")  # marshal's type code of a small tuple (its high bit flags a shared reference)
@@ -245,7 +247,9 @@ def merge_fields(items: Sequence[tuple[Any, ...]]) -> EdgeStats:
 # -- the compact format ------------------------------------------------------------------------------
 _HEADER = struct.Struct("<BHIH")  # tag, field mask, 2-bit codes per field, latency buckets stored
 _OLD_HEADER = struct.Struct("<BHIB")  # the same with at most 255 buckets (power-of-two histograms)
-_TAG_PLAIN, _TAG_OLD_COMPACT, _TAG_COMPACT = 0, 1, 2
+_TAG_PLAIN, _TAG_OLD_COMPACT, _TAG_COMPACT, _TAG_SHAPED = 0, 1, 2, 3
+Shape = tuple[int, int, int]  # field mask, 2-bit codes per field, latency buckets stored (nlat)
+MAX_SHAPES = 1 << 21  # shape ids are varints of at most 3 bytes
 _INT_CODES = "BHIQ"
 _TIME_CODES = "HIqd"
 _HEALTH_CODE = {"HEALTHY": 1, "DEGRADED": 2, "UNHEALTHY": 3}
@@ -257,6 +261,28 @@ _NO_ATTRS: Attrs = (None, (), (), (), None)
 
 
 _SPARSE = 0x8000  # the nlat flag of a sparse latency sketch
+
+
+def _varint(i: int) -> bytes:
+    """``i`` (0 <= i < MAX_SHAPES) in 1-3 bytes, 7 bits each, low first, the high bit: more follows."""
+    if i < 0x80:
+        return bytes((i,))
+    if i < 0x4000:
+        return bytes((i & 0x7F | 0x80, i >> 7))
+    return bytes((i & 0x7F | 0x80, i >> 7 & 0x7F | 0x80, i >> 14))
+
+
+def _head_size(blob: bytes) -> int:
+    """Bytes of a shaped record's header (tag and shape id); 0 if it is not one (or is cut short)."""
+    if len(blob) < 2 or blob[0] != _TAG_SHAPED:
+        return 0
+    if blob[1] < 0x80:
+        return 2
+    if len(blob) < 3:
+        return 0
+    if blob[2] < 0x80:
+        return 3
+    return 4 if len(blob) > 3 else 0
 _WIDTH = (1, 2, 4, 8)  # bytes of each integer code
 _RUN_DTYPES = tuple(np.dtype("<" + c) for c in _INT_CODES)
 _PAIR_DTYPES = tuple(np.dtype([("gap", "<u1"), ("count", "<" + c)]) for c in _INT_CODES)
@@ -377,7 +403,7 @@ class _Plan:
         self.calls_at = (pos.get(8, -1), pos.get(9, -1))  # requests, errors among the values (-1: absent)
         self.head: struct.Struct | None = None
         self.run = (0, 0, False)  # width code of the counts, how many, sparse
-        # the whole record (header, values) as a numpy dtype: the head's values one field each, the
+        # the record's values as a numpy dtype (after its header): the head's values one field each, the
         # counts as one array field "run"; None where records of this shape can carry exemplars
         self.record: np.dtype[Any] | None = None
         if 10 in pos and not old:
@@ -388,37 +414,49 @@ class _Plan:
                 n_run = self.run[1]
                 run_type = _PAIR_DTYPES[c] if self.run[2] else _RUN_DTYPES[c]
                 rest = self.struct.size - self.head.size - n_run * run_type.itemsize
-                fields: list[tuple[Any, ...]] = [("header", f"V{_HEADER.size}")]
-                fields += [(f"v{i}", "<" + ch) for i, ch in enumerate(self.head.format[1:])]
+                fields: list[tuple[Any, ...]] = [
+                    (f"v{i}", "<" + ch) for i, ch in enumerate(self.head.format[1:])
+                ]
                 fields.append(("run", run_type, (n_run,)))
                 if rest:
                     fields.append(("rest", f"V{rest}"))
                 self.record = np.dtype(fields)
 
 class StatsCodec:
-    """The compact format of one database: about 25-45 bytes a window instead of 90-140.
+    """The compact format of one database: about 15-45 bytes a window instead of 90-140.
 
-    ``tag(1) mask(2) codes(4) nlat(2)`` then the present fields packed with the smallest integer
-    width that holds them (``codes``: 2 bits per field), then exemplars as bytes. The latency
-    sketch is ``scale offset zero`` and its counts, dense (``nlat`` counts) or, where that is
-    smaller (few calls spread wide), sparse: ``nlat = 0x8000 | k`` and ``k`` pairs of (empty
-    buckets skipped, count). Times are stored
-    as milliseconds after the window start when that is exact; the set-like fields (protocol, ports,
-    intermediaries, endpoints, connection type), which rarely change, are one id into the
-    database's ``attrs`` table. Anything unusual (negative or huge counters, odd exemplars or
-    health values) falls back to the plain format (``encode``) behind a tag byte: exact either way.
+    ``tag(1) shape(1-3)`` then the present fields packed with the smallest integer width that holds
+    them, then exemplars as bytes. The shape - which fields are present (a 16-bit mask), the width of
+    each (2 bits per field, ``codes``) and how many latency buckets are stored (``nlat``) - is one
+    varint id into the database's ``shapes`` table: a store holds a few thousand shapes and billions of
+    windows, so the 8 bytes it took in every record (format ``compact-4``, tag 2, still read) are the
+    biggest saving. The latency sketch is ``scale offset zero`` and its counts, dense (``nlat``
+    counts) or, where that is smaller (few calls spread wide), sparse: ``nlat = 0x8000 | k`` and ``k``
+    pairs of (empty buckets skipped, count). Times are stored as milliseconds after the window start
+    when that is exact; the set-like fields (protocol, ports, intermediaries, endpoints, connection
+    type), which rarely change, are one id into the database's ``attrs`` table. Anything unusual
+    (negative or huge counters, odd exemplars or health values) falls back to the plain format
+    (``encode``) behind a tag byte: exact either way.
 
-    Encoding happens on the writer thread only; new ``attrs`` rows are handed to the same
-    transaction (:meth:`take_new`) and forgotten again if it fails (:meth:`undo`).
+    Encoding happens on the writer thread only; new ``attrs`` and ``shapes`` rows are handed to the
+    same transaction (:meth:`take_new`, :meth:`take_new_shapes`) and forgotten again if it fails
+    (:meth:`undo`).
     """
 
     def __init__(self) -> None:
         self._ids: dict[Attrs, int] = {}
         self._values: list[Attrs] = []
         self._saved = 0  # values below this index are in the table
+        self._shape_ids: dict[Shape, int] = {}
+        self._shapes: list[Shape] = []
+        self._shapes_saved = 0
+        self._heads: dict[bytes, bytes] = {}  # shape id -> the header of its records
         self._plans: dict[tuple[int, int, int, bool], _Plan] = {}
 
-    def load(self, rows: Iterable[tuple[int, bytes]]) -> None:
+    def load(
+        self, rows: Iterable[tuple[int, bytes]], shapes: Iterable[tuple[int, int, int, int]] = ()
+    ) -> None:
+        """Read the database's ``attrs`` rows (id, value) and ``shapes`` rows (id, mask, codes, nlat)."""
         for i, blob in sorted(rows):
             if i != len(self._values):
                 raise ValueError(f"the attrs table has a gap at id {len(self._values)}")
@@ -426,6 +464,12 @@ class StatsCodec:
             self._ids[value] = i
             self._values.append(value)
         self._saved = len(self._values)
+        for i, mask, codes, nlat in sorted(shapes):
+            if i != len(self._shapes):
+                raise ValueError(f"the shapes table has a gap at id {len(self._shapes)}")
+            self._shape_ids[(mask, codes, nlat)] = i
+            self._shapes.append((mask, codes, nlat))
+        self._shapes_saved = len(self._shapes)
 
     def take_new(self) -> list[tuple[int, bytes]]:
         """``attrs`` rows to insert with the windows just encoded."""
@@ -433,15 +477,26 @@ class StatsCodec:
         self._saved = len(self._values)
         return new
 
-    def mark(self) -> int:
-        return len(self._values)
+    def take_new_shapes(self) -> list[tuple[int, int, int, int]]:
+        """``shapes`` rows (id, mask, codes, nlat) to insert with the windows just encoded."""
+        new = [(i, *self._shapes[i]) for i in range(self._shapes_saved, len(self._shapes))]
+        self._shapes_saved = len(self._shapes)
+        return new
 
-    def undo(self, mark: int) -> None:
-        """The transaction failed: forget the values added since ``mark``."""
-        for value in self._values[mark:]:
+    def mark(self) -> tuple[int, int]:
+        return len(self._values), len(self._shapes)
+
+    def undo(self, mark: tuple[int, int]) -> None:
+        """The transaction failed: forget the values and shapes added since ``mark``."""
+        values, shapes = mark
+        for value in self._values[values:]:
             del self._ids[value]
-        del self._values[mark:]
-        self._saved = min(self._saved, mark)
+        del self._values[values:]
+        self._saved = min(self._saved, values)
+        for shape in self._shapes[shapes:]:
+            del self._shape_ids[shape]
+        del self._shapes[shapes:]
+        self._shapes_saved = min(self._shapes_saved, shapes)
 
     def _attr_id(self, a: Attrs) -> int:
         i = self._ids.get(a)
@@ -451,12 +506,46 @@ class StatsCodec:
             self._values.append(a)
         return i
 
+    def _shape_head(self, mask: int, codes: int, nlat: int) -> bytes:
+        """The header of records of this shape (tag, shape id), the shape interned if new."""
+        i = self._shape_ids.get((mask, codes, nlat))
+        if i is None:
+            i = len(self._shapes)
+            if i >= MAX_SHAPES:
+                raise _Plain
+            self._shape_ids[(mask, codes, nlat)] = i
+            self._shapes.append((mask, codes, nlat))
+        return bytes((_TAG_SHAPED,)) + _varint(i)
+
     def _plan(self, mask: int, codes: int, nlat: int, old: bool = False) -> _Plan:
         key = (mask, codes, nlat, old)
         plan = self._plans.get(key)
         if plan is None:
             plan = self._plans[key] = _Plan(mask, codes, nlat, old)
         return plan
+
+    def _header(self, blob: bytes) -> tuple[int, int, int, int, bool]:
+        """(mask, codes, nlat, header size, old) of a compact record (struct.error, IndexError or
+        ValueError if it is not one)."""
+        tag = blob[0]
+        if tag == _TAG_SHAPED:
+            n = _head_size(blob)
+            if not n:
+                raise ValueError("cut short")
+            i = blob[1] & 0x7F
+            if n > 2:
+                i |= (blob[2] & 0x7F) << 7
+            if n > 3:
+                i |= blob[3] << 14
+            mask, codes, nlat = self._shapes[i]
+            return mask, codes, nlat, n, False
+        if tag == _TAG_COMPACT:
+            _, mask, codes, nlat = _HEADER.unpack_from(blob)
+            return mask, codes, nlat, _HEADER.size, False
+        if tag == _TAG_OLD_COMPACT:
+            _, mask, codes, nlat = _OLD_HEADER.unpack_from(blob)
+            return mask, codes, nlat, _OLD_HEADER.size, True
+        raise ValueError(f"unknown record tag {tag}")
 
     # -- writing -----------------------------------------------------------------------------------
     def encode(self, s: EdgeStats, base: int) -> bytes:
@@ -526,11 +615,8 @@ class StatsCodec:
                 raise _Plain
             mask |= 1 << 15
             codes |= h << 30
-        return (
-            _HEADER.pack(_TAG_COMPACT, mask, codes, nlat)
-            + self._plan(mask, codes, nlat).struct.pack(*vals)
-            + tail
-        )
+        body = self._plan(mask, codes, nlat).struct.pack(*vals)  # before the shape is interned: may raise
+        return self._shape_head(mask, codes, nlat) + body + tail
 
     # -- reading -----------------------------------------------------------------------------------
     def decode_fields(self, blob: bytes, base: int) -> tuple[Any, ...]:
@@ -539,14 +625,10 @@ class StatsCodec:
             raise ValueError("corrupt stats record: empty")
         if blob[0] == _TAG_PLAIN:
             return decode_fields(blob[1:])
-        old = blob[0] == _TAG_OLD_COMPACT
-        header = _OLD_HEADER if old else _HEADER
         try:
-            tag, mask, codes, nlat = header.unpack_from(blob)
-            if tag not in (_TAG_COMPACT, _TAG_OLD_COMPACT):
-                raise ValueError(f"unknown record tag {tag}")
+            mask, codes, nlat, hsize, old = self._header(blob)
             plan = self._plan(mask, codes, nlat, old)
-            vals = plan.struct.unpack_from(blob, header.size) + _SENTINELS
+            vals = plan.struct.unpack_from(blob, hsize) + _SENTINELS
             first, last, lat_sum, attr_id = plan.floats(vals)
             if plan.first_ms:
                 first = (base * 1000 + first) / 1000
@@ -566,7 +648,7 @@ class StatsCodec:
                 lat = (vals[p], vals[p + 1], vals[p + 2], vals[p + 3 : p + 3 + nlat])
             exemplars: tuple[str, ...] = ()
             if mask & 1 << 13:
-                pos = header.size + plan.struct.size
+                pos = hsize + plan.struct.size
                 out = []
                 for _ in range(blob[pos]):
                     n = blob[pos + 1]
@@ -574,7 +656,7 @@ class StatsCodec:
                     pos += 1 + n
                 exemplars = tuple(out)
             health = _HEALTH_NAME[codes >> 30 & 3] if mask & 1 << 15 else "UNKNOWN"
-        except (struct.error, IndexError, KeyError) as e:
+        except (struct.error, IndexError, KeyError, ValueError) as e:
             raise ValueError(f"corrupt stats record: {e}") from e
         return (
             first,
@@ -599,12 +681,12 @@ class StatsCodec:
         """Only requests, errors and the latency sketch, for readers that judge calls: the sketch as
         ``(scale, offset, zero, values, sparse)`` with sparse pairs left unexpanded, a LatencySketch
         (old or plain records) or None (unmeasured)."""
-        if blob and blob[0] == _TAG_COMPACT:
+        if blob and (blob[0] == _TAG_SHAPED or blob[0] == _TAG_COMPACT):
             try:
-                _, mask, codes, nlat = _HEADER.unpack_from(blob)
+                mask, codes, nlat, hsize, _ = self._header(blob)
                 plan = self._plan(mask, codes, nlat)
-                vals = plan.struct.unpack_from(blob, _HEADER.size) + _SENTINELS
-            except (struct.error, IndexError, KeyError) as e:
+                vals = plan.struct.unpack_from(blob, hsize) + _SENTINELS
+            except (struct.error, IndexError, KeyError, ValueError) as e:
                 raise ValueError(f"corrupt stats record: {e}") from e
             requests, errors = plan.calls(vals)
             p = plan.lat
@@ -622,16 +704,23 @@ class StatsCodec:
         :meth:`decode_calls` of each gives, with the counts of many records read in one
         ``np.frombuffer`` per integer width instead of a tuple per record."""
         sums: dict[int, tuple[int, int]] = {}
-        hsize = _HEADER.size
         # records of one shape (the same header, no exemplars) are read as one numpy array each
         shapes: dict[bytes, list[tuple[int, int, bytes]]] = {}
+        one_by_one: list[tuple[int, int, bytes]] = []
         for row in rows:
             blob = row[2]
-            if blob[:1] == b"\x02":
-                shapes.setdefault(blob[:hsize], []).append(row)
-        one_by_one: list[tuple[int, int, bytes]] = [row for row in rows if row[2][:1] != b"\x02"]
+            tag = blob[:1]
+            if tag == b"\x03":
+                n = _head_size(blob)
+                if n:
+                    shapes.setdefault(blob[:n], []).append(row)
+                    continue
+            elif tag == b"\x02" and len(blob) >= _HEADER.size:
+                shapes.setdefault(blob[: _HEADER.size], []).append(row)
+                continue
+            one_by_one.append(row)
         for header, same in shapes.items():
-            if len(header) < hsize or not self._calls_of_shape(header, same, group, batch, sums):
+            if not self._calls_of_shape(header, same, group, batch, sums):
                 one_by_one += same
         self._calls_one_by_one(one_by_one, group, batch, sums)
         return sums
@@ -640,12 +729,16 @@ class StatsCodec:
                         batch: QuantileBatch, sums: dict[int, tuple[int, int]]) -> bool:
         """:meth:`calls_into` for records of one header, vectorised; False (nothing done) where they do not
         fit one array (exemplars, another length, a scale other than ours)."""
-        _, mask, codes, nlat = _HEADER.unpack(header)
+        try:
+            mask, codes, nlat, hsize, _ = self._header(header)
+        except (struct.error, IndexError, ValueError):
+            return False  # decode_calls says what is wrong
         plan = self._plans.get((mask, codes, nlat, False)) or self._plan(mask, codes, nlat)
         record = plan.record
-        if record is None or any(len(row[2]) != record.itemsize for row in rows):
+        size = hsize + (record.itemsize if record is not None else 0)
+        if record is None or any(len(row[2]) != size for row in rows):
             return False
-        arr = np.frombuffer(b"".join([row[2] for row in rows]), record)
+        arr = np.frombuffer(b"".join([row[2][hsize:] for row in rows]), record)
         p = plan.lat
         if not (arr[f"v{p}"] == SCALE).all():
             return False

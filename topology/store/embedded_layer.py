@@ -7,6 +7,7 @@ Storage (``<layer>.db``)::
                                         -- minute's upsert appends pages, roll-up and retention scan ranges
     spans(edge, wsec, intervals)        -- the edge's presence (see embedded_index.py), written through
     attrs(id, value)                    -- the set-like stats fields, interned (see embedded_codec.py)
+    shapes(id, mask, codes, nlat)       -- the layouts of stats records, interned (see embedded_codec.py)
     pending_rollup(wsec, wstart, n)     -- hours/days with new finer windows since their last roll-up
                                         -- (n counts the upserts that marked it)
     meta(key, value)                    -- layer name, format versions, clock of the last roll-up
@@ -98,6 +99,8 @@ CREATE TABLE IF NOT EXISTS windows(
   wsec INTEGER NOT NULL, wstart INTEGER NOT NULL, edge INTEGER NOT NULL, stats BLOB NOT NULL,
   PRIMARY KEY(wsec, wstart, edge)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS attrs(id INTEGER PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS shapes(id INTEGER PRIMARY KEY, mask INTEGER NOT NULL, codes INTEGER NOT NULL,
+  nlat INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS spans(edge INTEGER NOT NULL, wsec INTEGER NOT NULL, intervals BLOB NOT NULL,
   PRIMARY KEY(edge, wsec)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS pending_rollup(wsec INTEGER NOT NULL, wstart INTEGER NOT NULL, n INTEGER NOT NULL,
@@ -145,6 +148,21 @@ def _validate(layer: Layer, windows: Sequence[EdgeWindow]) -> None:
             raise ValueError(f"window_start {w.window_start} is not aligned to {w.window_seconds} s")
         if not w.key.source or not w.key.target:
             raise ValueError("edge source and target must be non-empty names")
+
+
+def _write_windows(
+    conn: sqlite3.Connection, codec: StatsCodec, rows: list[tuple[int, int, int, bytes]]
+) -> None:
+    """Store encoded windows (wsec, wstart, edge, stats) with the attrs and shapes they name. In key
+    order: a minute's windows then append to the table's last pages, which stay full (in the order
+    they come, a page splits in the middle and both halves stay half empty)."""
+    rows.sort(key=_KEY)
+    conn.executemany("INSERT OR REPLACE INTO windows VALUES (?,?,?,?)", rows)
+    conn.executemany("INSERT INTO attrs VALUES (?,?)", codec.take_new())
+    conn.executemany("INSERT INTO shapes VALUES (?,?,?,?)", codec.take_new_shapes())
+
+
+_KEY = operator.itemgetter(0, 1, 2)
 
 
 def _pending(conn: sqlite3.Connection, coarse: int, now: float) -> list[tuple[int, int]]:
@@ -259,7 +277,8 @@ class EmbeddedLayerStore(LayerStore):
                 )
         self._last_rollup = float(self._meta(conn, "last_rollup", None) or 0.0)
         self._pending = {(int(w), int(t)) for w, t in conn.execute("SELECT wsec, wstart FROM pending_rollup")}
-        self._codec.load(conn.execute("SELECT id, value FROM attrs"))
+        self._codec.load(conn.execute("SELECT id, value FROM attrs"),
+                         conn.execute("SELECT id, mask, codes, nlat FROM shapes"))
         for eid, gran, src, dst, skind, tkind, sapp, tapp in conn.execute(
             "SELECT id, granularity, source, target, source_kind, target_kind, source_app, target_app "
             "FROM edges"
@@ -387,11 +406,11 @@ class EmbeddedLayerStore(LayerStore):
                         for e in changed.values()
                     ],
                 )
-                conn.executemany(
-                    "INSERT OR REPLACE INTO windows VALUES (?,?,?,?)",
+                _write_windows(
+                    conn,
+                    codec,
                     [(wsec, wstart, rec.id, codec.encode(st, wstart)) for rec, wsec, wstart, st in items],
                 )
-                conn.executemany("INSERT INTO attrs VALUES (?,?)", codec.take_new())
                 spans = _extended_spans(through)
                 conn.executemany(
                     "INSERT OR REPLACE INTO spans VALUES (?,?,?)",
@@ -521,8 +540,7 @@ class EmbeddedLayerStore(LayerStore):
                     fields = [codec.decode_fields(blob, t) for t, blob in blobs]
                     rows.append((coarse, start, eid, codec.encode(merge_fields(fields), start)))
                     built.append((rec, coarse, start))
-            conn.executemany("INSERT OR REPLACE INTO windows VALUES (?,?,?,?)", rows)
-            conn.executemany("INSERT INTO attrs VALUES (?,?)", codec.take_new())
+            _write_windows(conn, codec, rows)
             spans = _extended_spans(built)
             conn.executemany(
                 "INSERT OR REPLACE INTO spans VALUES (?,?,?)",
