@@ -120,6 +120,7 @@ class Runtime:
         self.written_until = -math.inf  # the ``now`` of the last flush that was written
         self._horizon = -math.inf  # the latest due time of anything accepted
         self._waiting: list[tuple[float, int, asyncio.Future[None]]] = []  # (due, seq, answered when written)
+        self._input: tuple[asyncio.AbstractEventLoop, asyncio.Future[None]] | None = None  # until_input's
         # called after every flush that wrote windows (service.feed.ChangeFeed.notify: live updates)
         self.flushed: list[Callable[[PipelineOutput], None]] = []
         self._leases_file = data_dir / "addresses.jsonl" if data_dir else None
@@ -139,6 +140,31 @@ class Runtime:
         self._inbox.append(op)  # deque.append is atomic: the history's feeder thread queues too
         self._queued += 1
         _SEQ.set(self._queued)
+        if self._input is not None:  # a flusher waits for input (until_input): wake it
+            (loop, arrived), self._input = self._input, None
+            loop.call_soon_threadsafe(_set, arrived)
+
+    @property
+    def idle(self) -> bool:
+        """Nothing accepted since the last flush, which was past every window and pairing wait of what
+        came before: the pipeline holds nothing to write, a flush would do nothing."""
+        return self._queued == self.written_seq and self.written_until >= self._horizon
+
+    async def until_input(self, within: float) -> None:
+        """Return once the runtime is not :attr:`idle` (an input was queued), or after ``within``
+        seconds: a flush loop waits here instead of waking up to flush nothing."""
+        if not self.idle:
+            return
+        loop = asyncio.get_running_loop()
+        arrived: asyncio.Future[None] = loop.create_future()
+        self._input = (loop, arrived)
+        try:
+            if self.idle:  # an input queued by another thread meanwhile finds no waiter: look again
+                await asyncio.wait_for(arrived, within)
+        except TimeoutError:
+            pass
+        finally:
+            self._input = None
 
     def _settle(self) -> None:
         """Apply the queued inputs, in order (holding ``_lock``)."""
@@ -296,9 +322,7 @@ class Runtime:
             self._flushing = asyncio.Lock()
         async with self._flushing:
             now = self.clock() if now is None else now
-            if self._queued == self.written_seq and self.written_until >= self._horizon:
-                # Idle: nothing accepted since the last flush, which was past every window and pairing
-                # wait of what came before, so the pipeline holds nothing (no thread, no store call).
+            if self.idle:  # the pipeline holds nothing (no thread, no store call)
                 self.last_flush, self.written_until = now, max(self.written_until, now)
                 return PipelineOutput()
             return await self._flush(now)
@@ -422,3 +446,7 @@ class Runtime:
                 continue  # a torn last line after a crash
         self._pipeline.add_leases(leases)
 
+
+def _set(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
