@@ -128,7 +128,8 @@ class FinalStage:
 
     def _reset_provisional(self) -> None:
         self._written: dict[int, set[EdgeKey]] = {}  # window -> edges emitted (provisional or complete)
-        self._held: dict[tuple[EdgeKey, int], EdgeWindow] = {}  # newer versions of provisional windows
+        # newer versions of provisional windows, built when released (None: from the slot)
+        self._held: dict[tuple[EdgeKey, int], EdgeWindow | None] = {}
         self._refreshed = -math.inf  # watermark of the last release of held versions
 
     @property
@@ -190,34 +191,15 @@ class FinalStage:
         module docstring): a store that replaces windows by key shows a new edge within one flush,
         and the complete window replaces the provisional one when it closes.
         """
-        out: list[EdgeWindow] = []
-        early = 0
-        ws = self.window_seconds
-        written = self._written
-        for win in self._flush(watermark, provisional):
-            w = win.window_start
-            seen = written.setdefault(w, set())
-            if w + ws <= watermark:  # complete
-                seen.add(win.key)
-                out.append(win)
-                continue
-            known = win.key in written.get(w - ws, ())
-            if win.key in seen:
-                if (win.key, w) in self._held or not known:
-                    self._held[(win.key, w)] = win  # a newer version of a new edge
-            else:
-                seen.add(win.key)
-                if not known:  # an edge known from the window before is emitted at the close
-                    out.append(win)
-                    early += 1
+        out, early = self._flush(watermark, provisional)
+        complete = len(out)
         self._forget(watermark)
         if provisional and self._held and watermark - self._refreshed >= self.refresh_seconds:
-            out.extend(self._held.values())
-            early += len(self._held)
+            out.extend(self._release())
             self._held.clear()
             self._refreshed = watermark
-        self.counters["windows_emitted"] += len(out) - early
-        self.counters["provisional_emitted"] += early
+        self.counters["windows_emitted"] += complete - early
+        self.counters["provisional_emitted"] += early + len(out) - complete
         return out
 
     def _forget(self, watermark: float) -> None:
@@ -228,32 +210,69 @@ class FinalStage:
         if any(w + ws <= watermark for _, w in self._held):
             self._held = {k: v for k, v in self._held.items() if k[1] + ws > watermark}
 
-    def _flush(self, watermark: float, provisional: bool) -> list[EdgeWindow]:
-        """Closed windows that are new or changed; with ``provisional``, the changed edges of open ones."""
+    def _flush(self, watermark: float, provisional: bool) -> tuple[list[EdgeWindow], int]:
+        """Closed windows that are new or changed; with ``provisional``, then the new edges of open ones
+        (their later versions are held: :meth:`_hold`), and how many of those."""
         if watermark > self._watermark:
             self._watermark = watermark
         ws = self.window_seconds
+        written = self._written
         out: list[EdgeWindow] = []
+        early = 0
         for w in sorted(self._windows):
             slots = self._windows[w]
             if w + ws > watermark:
                 if not provisional:
                     break
-                for key, slot in slots.items():
-                    if slot.dirty:
-                        out.append(self._window(key, w, slot))
-                        slot.dirty, slot.provisional = False, True
+                early += self._hold(w, slots, out)
                 continue
             for key, slot in slots.items():
                 if not slot.dirty and not slot.provisional:
                     continue
                 slot.provisional = False
                 out.append(self._window(key, w, slot))
+                written.setdefault(w, set()).add(key)
                 if slot.emitted:
                     self.counters["re_emitted"] += 1
                 slot.emitted, slot.dirty = True, False
             if w + ws + self.grace_seconds <= watermark:
                 del self._windows[w]
+        return out, early
+
+    def _hold(self, w: int, slots: dict[EdgeKey, _Slot], out: list[EdgeWindow]) -> int:
+        """The changed edges of the open window ``w``: a new edge (not emitted in this window or the
+        one before) goes to ``out`` at once; a later version of it is held for the refresh; an edge
+        known from the window before waits for the close. Nothing is built for what is not emitted now
+        (a held version is built when it is released, from the slot as it then stands). Returns how
+        many went to ``out``."""
+        early = 0
+        seen = self._written.setdefault(w, set())
+        before = self._written.get(w - self.window_seconds, ())
+        held = self._held
+        for key, slot in slots.items():
+            if not slot.dirty:
+                continue
+            slot.dirty, slot.provisional = False, True
+            if key in seen:
+                if key not in before and (key, w) not in held:
+                    held[(key, w)] = None
+            else:
+                seen.add(key)
+                if key not in before:
+                    out.append(self._window(key, w, slot))
+                    early += 1
+        return early
+
+    def _release(self) -> list[EdgeWindow]:
+        """The held versions, built from their slots as they stand now (a version restored from a
+        checkpoint of an older release is kept if its slot is gone)."""
+        out = []
+        for (key, w), win in self._held.items():
+            slot = self._windows.get(w, {}).get(key)
+            if slot is not None:
+                out.append(self._window(key, w, slot))
+            elif win is not None:
+                out.append(win)
         return out
 
     def _window(self, key: EdgeKey, w: int, slot: _Slot) -> EdgeWindow:
