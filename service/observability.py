@@ -275,6 +275,9 @@ def _merged(families: Iterable[Metric]) -> list[Metric]:
     return list(by_name.values())
 
 
+MAX_PATHS = 1024  # distinct request paths whose route template RouteMetrics remembers
+
+
 class RouteMetrics:
     """ASGI middleware counting and timing HTTP requests by route template (``other`` for a path no
     route matches) and status class."""
@@ -283,13 +286,22 @@ class RouteMetrics:
         self.app = app
         self.metrics = metrics
         self.routes = [r for r in routes if isinstance(r, Route | Mount)]
+        self._paths: dict[str, str] = {}  # path -> route template: matching every route costs per request
 
     def _route(self, scope: Scope) -> str:
+        path = scope["path"]
+        known = self._paths.get(path)
+        if known is not None:
+            return known
+        template = "other"
         for route in self.routes:
-            match, _ = route.matches(scope)
+            match, _ = route.matches(scope)  # a path matches a route or not whatever its method
             if match is not Match.NONE:
-                return route.path
-        return "other"
+                template = route.path
+                break
+        if len(self._paths) < MAX_PATHS:  # paths with parameters, or a scan, fill it: then match each
+            self._paths[path] = template
+        return template
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
