@@ -19,9 +19,10 @@
 
 Printed per system: spans per CPU-second of the receiving process (utime + stime from just before the
 first post until it exited, children included), CPU seconds, wall time of the posting and until quiet,
-peak RSS, spans accepted / rejected / refused, 429/503 retries, spans the system says it dropped, edges
-found with recall and precision against the truth, requests counted; medians over the runs, and the
-ratio ours / Collector. ``--idle-seconds``: CPU of each process, started and left alone, over that long.
+peak RSS (VmHWM before the stop), spans accepted / rejected / refused, 429/503 retries, spans the
+system says it dropped, edges found with recall and precision against the truth, requests counted;
+medians over the runs, and the ratio ours / Collector. ``--idle-seconds``: CPU of each process, started
+and left alone, over that long.
 
 Systems: ``ours`` (``topology serve --embedded``), ``collector`` (the connector's peer attributes set to
 the ones our trace layer reads: aligned.yaml), ``collector-default`` (its defaults: older semantic
@@ -36,6 +37,7 @@ import argparse
 import asyncio
 import functools
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -119,7 +121,7 @@ def one_run(system: str, make: Factory, w: Workload, bodies: int, rate: float | 
         settled = proc.settle()
         said = s.before_stop(settled)
         hwm = proc.peak_rss_mib()
-        cpu_life, maxrss = proc.stop()
+        cpu_life = proc.stop()
     finally:
         proc.kill()
     start = w.start + w.shift
@@ -132,12 +134,16 @@ def one_run(system: str, make: Factory, w: Workload, bodies: int, rate: float | 
     return {
         "system": system, "spans": posted.spans, "cpu_s": cpu,
         "spans_per_cpu_s": posted.accepted / cpu if cpu > 0 else 0.0,
-        "post_wall_s": posted.wall, "done_wall_s": settled - t0, "peak_rss_mib": max(hwm, maxrss),
+        "post_wall_s": posted.wall, "done_wall_s": settled - t0, "peak_rss_mib": hwm,
         "accepted": posted.accepted, "rejected": posted.rejected, "refused": posted.refused,
         "retries": posted.retries, "statuses": dict(posted.statuses), "dropped": said.get("dropped", 0.0),
         "said": said, "edges": sc.found, "truth": sc.truth, "recall": sc.recall, "precision": sc.precision,
         "requests": sum(found.values()), "found": found,
     }
+
+
+def load() -> str:
+    return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def line(r: dict[str, Any]) -> str:
@@ -182,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     binary = build_collector()
     run = systems(args.systems, [r.resolve() for r in args.ours], binary)
     print(f"# Collector: {binary} (servicegraph connector {BUILDER_VERSION}); {args.senders} keep-alive "
-          f"connections; medians of {args.runs}")
+          f"connections; medians of {args.runs}; {load()}")
     t = time.monotonic()
     w = generate(args.services, args.minutes, args.seed)
     print(f"# workload: {args.services} services, {args.minutes} simulated minutes, {w.total_spans:,} spans "
@@ -213,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{mode} {i + 1} {system}\n{'':8s}{line(r)}")
                 sys.stdout.flush()
         med = {s: median_of(rs) for s, rs in rows.items()}
-        print(f"-- {mode}, medians of {args.runs}:")
+        print(f"-- {mode}, medians of {args.runs} ({load()}):")
         for s, m in med.items():
             print(f"   {s}\n{'':8s}{line(m)}")
         for ours in (s for s in med if s.startswith("ours")):

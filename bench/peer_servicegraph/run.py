@@ -87,10 +87,11 @@ class Proc:
     def alive(self) -> bool:
         return self.p.poll() is None
 
-    def stop(self, patience: float = 300.0) -> tuple[float, float]:
+    def stop(self, patience: float = 300.0) -> float:
         """SIGTERM, then wait for the exit (SIGKILL after ``patience`` s): returns the process's CPU seconds
-        over its whole life including what it reaped (getrusage of the waited child) and its peak RSS
-        (MiB, ru_maxrss)."""
+        over its whole life including what it reaped (the rusage of the waited child). Not its ru_maxrss:
+        Linux carries the forking process's peak (this bench's, with every request in memory) across
+        exec into it; VmHWM (:meth:`peak_rss_mib`) starts anew at exec."""
         if self.p.returncode is not None:
             raise RuntimeError(f"the process exited early (code {self.p.returncode}); log: {self.log}")
         self.p.send_signal(signal.SIGTERM)
@@ -105,7 +106,7 @@ class Proc:
                 break
             time.sleep(0.1)
         self.p.returncode = os.waitstatus_to_exitcode(status)
-        return ru.ru_utime + ru.ru_stime, ru.ru_maxrss / 1024
+        return float(ru.ru_utime + ru.ru_stime)
 
     def kill(self) -> None:
         if self.p.poll() is None:
