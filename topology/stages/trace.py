@@ -34,7 +34,14 @@ span was attributed to: what :mod:`topology.tracemap` draws the trace's calls fr
 
 Input: ``add(request, now)`` takes a decoded request; ``add_serialized(data, now)`` the protobuf bytes as
 they come from Kafka or HTTP, parsed with the compact schema of :func:`topology.wire.otlp.spans_view`
-(the fast path; ``add`` re-serializes and takes it too, so there is one implementation).
+(the fast path; ``add`` re-serializes and takes it too, so there is one implementation); ``add_view``
+what admission kept.
+
+Two implementations, one behaviour: :data:`SpanPairer` is the native one
+(:class:`topology.stages.trace_native.NativeSpanPairer`: a request decoded once in Rust, paired span by
+span there, Python work per request and per edge) where the extension ``topology.wire._spans`` is built,
+else :class:`PythonSpanPairer` below (one warning in the log). The Python one is the reference: the
+tests feed both the same requests and compare every output, counter and waiting span.
 """
 
 from __future__ import annotations
