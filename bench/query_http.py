@@ -1,7 +1,7 @@
 """GraphQL over HTTP against one server process on the embedded store (Q1, Q2, Q3 of performance.md).
 
     .venv/bin/python -m bench.query_http [--services 1000] [--minutes 60] [--queries 300] [--concurrency 16]
-        [--only q1,q1c,q2,q3]
+        [--only q1,q1c,q2,q3] [--distinct] [--demo [--settle 60] [--repo DIR]]
 
 Writes a synthetic fleet (the heavy-tailed graph of ``bench/store_embedded.py``: three layers, one
 simulated hour of minute windows) plus catalog entries, owners and health into a fresh data
@@ -12,6 +12,13 @@ the simulated hour), and measures from this process with an HTTP keep-alive clie
   sequential (p50/p95/p99) and with ``--concurrency`` clients (requests/s);
 * Q2 ``blastRadius(depth: 5)`` on the 10 most depended-on services;
 * Q3 Q1 at a past time (``at`` 30 minutes ago, 5-minute window).
+
+``--demo`` measures Q1 as a user meets it instead: it starts ``topology demo --services N`` (its live
+simulation ingesting in the same process; ``--repo`` runs the server from another checkout, e.g. a
+``git worktree`` of the code before a change), waits until ``/healthz`` answers and then
+``--settle`` seconds more (default 60), and runs Q1 sequentially and with ``--concurrency`` clients
+on names from the demo's catalog, with the clock running (the answers change as data arrives).
+``--distinct`` (either mode) asks each name once per phase, so no answer is asked for twice.
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ Q3 = """query Q3($name: String!, $at: DateTime!) { service(name: $name) { name h
   owner { team } upstream(depth: 3, at: $at, window: "5m") { totalCount edges { node { depth via
   service { name } } } } downstream(depth: 3, at: $at, window: "5m") { totalCount edges { node { depth via
   service { name } } } } } }"""
+NAMES = "{ services(first: 1000) { edges { node { name } } } }"
 
 
 async def build(
@@ -166,8 +174,7 @@ def load() -> str:
 async def measure(
     base: str, pid: int, names: list[str], hubs: list[str], now: float, args: argparse.Namespace
 ) -> None:
-    rnd = random.Random(args.seed + 1)
-    picks = [rnd.choice(names) for _ in range(args.queries)]
+    picks = pick(names, args.queries, args)
     limits = httpx.Limits(max_connections=args.concurrency, max_keepalive_connections=args.concurrency)
     async with httpx.AsyncClient(base_url=base, timeout=60, limits=limits) as client:
         for _ in range(1200):  # wait for the server (reopening a store after an unclean close is slow)
@@ -183,31 +190,12 @@ async def measure(
 
         print(f"# {load()}")
         phases = set(args.only.split(","))
+        if "q1" in phases:
+            await q1_sequential(client, pid, picks, "Q1 sequential")
+        if "q1c" in phases:
+            await q1_concurrent(client, pid, concurrent_picks(names, picks, args), args, "Q1 concurrent")
+
         samples: list[float] = []
-        cpu = ServerCpu(pid)
-        for name in picks if "q1" in phases else ():
-            await post(client, Q1, {"name": name}, samples)
-        if samples:
-            print(f"{'Q1 sequential':28s} {len(picks)} services: {fmt(percentiles(samples))}"
-                  f"{cpu.per_request(len(samples))}")
-
-        samples = []
-        cpu = ServerCpu(pid)
-        queue = list(picks) * 2 if "q1c" in phases else []
-
-        async def worker() -> None:
-            while queue:
-                await post(client, Q1, {"name": queue.pop()}, samples)
-
-        t = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(args.concurrency)))
-        wall = time.perf_counter() - t
-        if samples:
-            print(f"{'Q1 concurrent':28s} {args.concurrency} clients, {len(samples)} requests: "
-                  f"{len(samples) / wall:8.1f} requests/s  {fmt(percentiles(samples))}"
-                  f"{cpu.per_request(len(samples))}")
-
-        samples = []
         cpu = ServerCpu(pid)
         for _ in range(args.blast_runs if "q2" in phases else 0):
             for hub in hubs:
@@ -225,6 +213,113 @@ async def measure(
             print(f"{'Q3 at -30 min, 5 min window':28s} {len(picks)} services: {fmt(percentiles(samples))}"
                   f"{cpu.per_request(len(samples))}")
         print(f"# {load()}")
+
+
+async def q1_sequential(client: httpx.AsyncClient, pid: int, picks: list[str], title: str) -> None:
+    samples: list[float] = []
+    cpu = ServerCpu(pid)
+    for name in picks:
+        await post(client, Q1, {"name": name}, samples)
+    print(f"{title:28s} {len(picks)} services: {fmt(percentiles(samples))}{cpu.per_request(len(samples))}",
+          flush=True)
+
+
+async def q1_concurrent(client: httpx.AsyncClient, pid: int, queue: list[str], args: argparse.Namespace,
+                        title: str) -> None:
+    """Q1 for every name in ``queue`` from ``--concurrency`` clients: requests/s and latency."""
+    samples: list[float] = []
+    cpu = ServerCpu(pid)
+
+    async def worker() -> None:
+        while queue:
+            await post(client, Q1, {"name": queue.pop()}, samples)
+
+    t = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(args.concurrency)))
+    wall = time.perf_counter() - t
+    print(f"{title:28s} {args.concurrency} clients, {len(samples)} requests: "
+          f"{len(samples) / wall:8.1f} requests/s  {fmt(percentiles(samples))}"
+          f"{cpu.per_request(len(samples))}", flush=True)
+
+
+def pick(names: list[str], n: int, args: argparse.Namespace) -> list[str]:
+    """``n`` names at random (``--distinct``: without repeats)."""
+    rnd = random.Random(args.seed + 1)
+    return rnd.sample(names, min(n, len(names))) if args.distinct else [rnd.choice(names) for _ in range(n)]
+
+
+def concurrent_picks(names: list[str], picks: list[str], args: argparse.Namespace) -> list[str]:
+    """The names of the concurrent phase: the sequential ones twice (a widget asking again), or with
+    ``--distinct`` twice as many others, none asked before."""
+    if not args.distinct:
+        return list(picks) * 2
+    rest = [n for n in names if n not in set(picks)]
+    return random.Random(args.seed + 2).sample(rest, min(2 * len(picks), len(rest)))
+
+
+async def wait_until(client: httpx.AsyncClient, path: str, patience: float) -> None:
+    end = time.monotonic() + patience
+    while time.monotonic() < end:
+        try:
+            if (await client.get(path)).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        await asyncio.sleep(0.2)
+    raise SystemExit(f"the server did not answer {path} within {patience:.0f} s")
+
+
+async def measure_demo(base: str, pid: int, args: argparse.Namespace) -> None:
+    """Q1 against the running demo: sequential, then ``--concurrency`` clients."""
+    limits = httpx.Limits(max_connections=args.concurrency, max_keepalive_connections=args.concurrency)
+    async with httpx.AsyncClient(base_url=base, timeout=120, limits=limits) as client:
+        t = time.monotonic()
+        await wait_until(client, "/healthz", args.ready_timeout)
+        print(f"# /healthz answered after {time.monotonic() - t:.0f} s; waiting {args.settle:.0f} s more "
+              f"({load()})", flush=True)
+        await asyncio.sleep(args.settle)
+        r = await client.post("/graphql", json={"query": NAMES})
+        names = [e["node"]["name"] for e in r.json()["data"]["services"]["edges"]]
+        if not names:
+            raise SystemExit("the demo's catalog is empty")
+        picks = pick(names, args.queries, args)
+        print(f"# {load()}; {len(names)} names to ask about", flush=True)
+        await q1_sequential(client, pid, picks, "Q1 sequential, ingesting")
+        queue = concurrent_picks(names, picks, args)
+        await q1_concurrent(client, pid, queue, args, "Q1 concurrent, ingesting")
+        print(f"# {load()}")
+
+
+def stop(server: subprocess.Popen[Any], patience: float) -> None:
+    """Interrupt the server as Ctrl-C would (it closes its stores), killing it after ``patience`` s."""
+    server.send_signal(signal.SIGINT)
+    try:
+        server.wait(timeout=patience)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    repo = pathlib.Path(args.repo).resolve()
+    data = tempfile.mkdtemp(prefix="query-http-demo-")
+    port = free_port()
+    log = pathlib.Path(data) / "server.log"
+    print(f"# topology demo --services {args.services} from {repo}; Q1 pages hold the default 100 "
+          "dependencies")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "service.cli", "demo", "--services", str(args.services), "--port", str(port),
+         "--data-dir", str(pathlib.Path(data) / "store")],
+        cwd=repo, env={**os.environ, "PYTHONPATH": str(repo), "TOPOLOGY_GRAPHIQL": "false"},
+        stdout=subprocess.DEVNULL, stderr=log.open("wb"))
+    try:
+        asyncio.run(measure_demo(f"http://127.0.0.1:{port}", server.pid, args))
+    finally:
+        stop(server, 60)
+        if server.returncode not in (0, -2, -15):
+            print(log.read_text(errors="replace")[-2000:], file=sys.stderr)
+        shutil.rmtree(data, ignore_errors=True)
+    return 0
 
 
 def _phases(text: str) -> str:
@@ -250,6 +345,16 @@ def main(argv: list[str] | None = None) -> int:
                    "--minutes and --seed) instead of building it again")
     p.add_argument("--no-gc-freeze", dest="gc_freeze", action="store_false",
                    help="the server does not freeze the heap after opening the stores (topology serve does)")
+    p.add_argument("--distinct", action="store_true",
+                   help="no name asked twice (the concurrent phase asks other names than the sequential one)")
+    p.add_argument("--demo", action="store_true",
+                   help="measure Q1 against `topology demo --services N` while it ingests (see above)")
+    p.add_argument("--settle", type=float, default=60.0,
+                   help="--demo: seconds to wait after /healthz answers before measuring")
+    p.add_argument("--ready-timeout", type=float, default=1800.0,
+                   help="--demo: seconds to wait for /healthz")
+    p.add_argument("--repo", default=str(pathlib.Path(__file__).resolve().parent.parent),
+                   help="--demo: the checkout the server runs from")
     p.add_argument("--serve", nargs=3, metavar=("DATA_DIR", "PORT", "NOW"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.serve:
@@ -257,6 +362,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     print(header("GraphQL over HTTP (bench/query_http.py)"))
+    if args.demo:
+        return run_demo(args)
     if args.reuse and not args.data_dir:
         p.error("--reuse needs --data-dir")
     root = pathlib.Path(args.data_dir or tempfile.mkdtemp(prefix="query-http-"))
@@ -281,11 +388,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         asyncio.run(measure(f"http://127.0.0.1:{port}", server.pid, names, hubs, now, args))
     finally:
-        server.send_signal(signal.SIGINT)
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop(server, 20)
         if not args.data_dir:
             shutil.rmtree(root, ignore_errors=True)
     return 0

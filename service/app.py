@@ -47,6 +47,7 @@ from strawberry.extensions.tracing import OpenTelemetryExtension
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.types.unset import UNSET
 
+from service.answers import AnswerCache, Answered, store_versions
 from service.auth import websocket_allowed
 from service.config import ServiceConfig
 from service.context import RequestContext
@@ -99,9 +100,11 @@ class _Assets(StaticFiles):
 class _GraphQL(GraphQL[RequestContext, None]):
     def __init__(self, stores: Stores, config: ServiceConfig, metrics: Metrics,
                  clock: Callable[[], float], feed: ChangeFeed | None = None,
-                 store_thread: tuple[StoreThread, Stores] | None = None, **kwargs: Any) -> None:
+                 store_thread: tuple[StoreThread, Stores] | None = None,
+                 answers: AnswerCache | None = None, **kwargs: Any) -> None:
         """``stores``: as the server's loop uses them; ``store_thread``: where HTTP operations execute,
-        with the stores as that thread uses them (:mod:`service.storethread`)."""
+        with the stores as that thread uses them (:mod:`service.storethread`); ``answers``: where
+        answers to repeated requests are kept (:mod:`service.answers`)."""
         super().__init__(**kwargs)
         self._feed = feed
         self._stores = stores
@@ -111,6 +114,7 @@ class _GraphQL(GraphQL[RequestContext, None]):
         self._clock = clock
         self._page = render_page(ASSETS_PATH)
         self._gate = QueryGate(config.max_queries, config.max_queued_queries)
+        self._answers = answers
 
     async def execute_single(self, request: Any, request_adapter: Any, sub_response: Any,
                              context: Any, root_value: Any, request_data: Any) -> Any:
@@ -164,9 +168,37 @@ class _GraphQL(GraphQL[RequestContext, None]):
 
     async def run(self, request: Any, context: Any = UNSET, root_value: Any = UNSET) -> Any:
         """Strawberry's, through the gate (:mod:`service.gate`), with requests it refuses answered
-        GraphQL-shaped (``extensions.code``), not as plain text."""
+        GraphQL-shaped (``extensions.code``), not as plain text; an answer kept for the same request
+        in the same state (:mod:`service.answers`) is sent without executing anything."""
         if not isinstance(request, Request):  # a WebSocket: subscriptions are bounded by the feed
             return await super().run(request, context, root_value)
+        if self._answers is not None and context is UNSET and request.method in ("GET", "POST"):
+            return await self._run_kept(request, self._answers, root_value)
+        return await self._run_gated(request, context, root_value)
+
+    async def _run_kept(self, request: Request, answers: AnswerCache, root_value: Any) -> Any:
+        start = time.perf_counter()
+        context = await self.get_context(request, None)
+        body = await request.body() if request.method == "POST" else b""
+        key = answers.key((request.method, request.url.query, request.headers.get("content-type", ""),
+                           request.headers.get("accept", ""), body), context.now)
+        kept = None if key is None else answers.get(key)
+        if kept is not None:
+            for name in kept.operations:  # counted as the operations they answer
+                op = self._metrics.operation_label(name)
+                self._metrics.requests.labels(op, "ok").inc()
+                self._metrics.latency.labels(op).observe(time.perf_counter() - start)
+            return Response(kept.body, media_type=kept.content_type)
+        response = await self._run_gated(request, context, root_value)
+        done = context.executed
+        sent = getattr(response, "body", None)
+        if (key is not None and done and all(ok for _, ok in done) and response.status_code == 200
+                and isinstance(sent, bytes)):
+            kind = response.headers.get("content-type", "application/json")
+            answers.put(key, Answered(sent, kind, tuple(name for name, _ in done)))
+        return response
+
+    async def _run_gated(self, request: Request, context: Any, root_value: Any) -> Any:
         try:
             async with self._gate.slot():
                 return await super().run(request, context, root_value)
@@ -263,8 +295,12 @@ def create_app(
     if isinstance(source, Runtime):  # live updates as stage 3 writes (subscriptions poll otherwise)
         source.flushed.append(feed.notify)
         source.flushed.append(runtime_service_graph(metrics))  # Grafana's service-graph metrics
+    answers = None
+    if config.response_cache:
+        versions = store_versions([*stores.layers.values(), stores.catalog])
+        answers = AnswerCache(config.response_cache, versions) if versions() is not None else None
     graphql = _GraphQL(
-        served, config, metrics, clock, feed, there,
+        served, config, metrics, clock, feed, there, answers,
         schema=schema,
         graphql_ide="graphiql" if config.graphiql else None,
         subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
@@ -342,4 +378,5 @@ def create_app(
     app.state.schema = schema
     app.state.config = config
     app.state.feed = feed
+    app.state.answers = answers
     return app

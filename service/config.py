@@ -51,6 +51,10 @@ def check_template(name: str, template: str) -> str:
     return template
 
 
+def _cache_size(text: str) -> int:
+    return 0 if text.strip() == "0" else parse_size(text)
+
+
 def _origins(text: str) -> tuple[str, ...]:
     return tuple(o.strip() for o in text.split(",") if o.strip())
 
@@ -151,6 +155,10 @@ class ServiceConfig:
     operation_timeout: float = setting(30.0, "TOPOLOGY_OPERATION_TIMEOUT",
                                        "time budget of one GraphQL operation (an error with code TIMEOUT "
                                        "after)", parse=parse_duration, shown="30s")
+    response_cache: int = setting(32 * 1024**2, "TOPOLOGY_RESPONSE_CACHE",
+                                  "bytes of GraphQL answers kept for repeated requests until the data or "
+                                  "the second changes (0: none; service/answers.py)", parse=_cache_size,
+                                  shown="32MiB")
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:

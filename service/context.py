@@ -35,6 +35,7 @@ class RequestContext:
     metrics: Any = None  # service.observability.Metrics, when the app keeps metrics
     connection_params: dict[str, Any] | None = None  # a WebSocket's connection_init payload
     feed: Any = None  # service.feed.ChangeFeed: what wakes Subscription.topologyChanges
+    executed: list[tuple[str | None, bool]] = field(default_factory=list)  # (operation, keepable)
 
     def report(self, info: strawberry.Info, failures: Iterable[LayerFailure]) -> None:
         """Record layers that failed while resolving the field at ``info.path``."""

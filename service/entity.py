@@ -11,7 +11,7 @@ import asyncio
 import bisect
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeVar, cast
 from urllib.parse import quote
 
 import strawberry
@@ -259,7 +259,7 @@ class Service:
         deps: Sequence[query.Dependency] = walk.reached
         if tiers is not None or domains is not None:
             deps = await filter_dependencies(ctx, deps, tiers, domains)
-        return dependency_connection(deps, n, after_key, rng.seconds, at_s, walk)
+        return dependency_connection(deps, n, after_key, rng.seconds, at_s, walk, info)
 
 
 async def _roots(ctx: RequestContext, name: str, granularity: Granularity) -> list[str]:
@@ -318,16 +318,23 @@ def dependency_connection(
     range_seconds: float,
     at: float,
     walk: query.UnifiedTraversal,
+    info: strawberry.Info | None = None,
 ) -> DependencyConnection:
+    """A page of ``deps``. With ``info`` (the field being resolved), what nobody selected below it is
+    not built: the edges' cursors, and the merged edges (with the kinds they carry) when neither
+    ``edge`` nor a service's ``kind``/``virtual`` is asked for (those fields are then never read)."""
     page, has_next, has_prev = page_slice(deps, _DEP_ORDER, first, after)
+    cursors = info is None or selects(info, "cursor")
+    merged = info is None or selects(info, "edge") or selects(info, "kind") or selects(info, "virtual")
+    unread = cast(TopologyEdge, None)
     edges = [
         DependencyEdge(
-            cursor=encode_cursor("dep", d.depth, d.name),
+            cursor=encode_cursor("dep", d.depth, d.name) if cursors else "",
             node=Dependency(
                 depth=d.depth,
                 via=d.via,
-                service=Service(name=d.name, kind_hint=d.kind, at=at),
-                edge=TopologyEdge.from_merged(d.edge, range_seconds),
+                service=Service(name=d.name, kind_hint=d.kind if merged else None, at=at),
+                edge=TopologyEdge.from_merged(d.edge, range_seconds) if merged else unread,
             ),
         )
         for d in page
@@ -337,8 +344,8 @@ def dependency_connection(
         page_info=PageInfo(
             has_next_page=has_next,
             has_previous_page=has_prev,
-            start_cursor=edges[0].cursor if edges else None,
-            end_cursor=edges[-1].cursor if edges else None,
+            start_cursor=encode_cursor("dep", page[0].depth, page[0].name) if page else None,
+            end_cursor=encode_cursor("dep", page[-1].depth, page[-1].name) if page else None,
         ),
         total_count=len(deps),
         layers=list(walk.answered),
@@ -397,7 +404,7 @@ class BlastRadius:
         page, _, _ = page_slice(self.result.affected, _DEP_ORDER, n, after_key)
         await self.result.traversal.fetch_edges(page)  # the walk may have read names only
         return dependency_connection(self.result.affected, n, after_key, self.range_seconds, self.at,
-                                     self.result.traversal)
+                                     self.result.traversal, info)
 
     @classmethod
     def build(cls, r: query.BlastRadius, depth: int, range_seconds: float, at: float) -> BlastRadius:

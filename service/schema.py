@@ -27,6 +27,7 @@ from strawberry.extensions import (
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
+from service.answers import Outcomes
 from service.arguments import (
     check_depth,
     check_first,
@@ -49,6 +50,7 @@ from service.entity import (
     failed_layers,
 )
 from service.errors import ApiError, BadUserInput, ErrorCodes
+from service.execution import PlainExecution
 from service.feed import TopologyChange
 from service.feed import topology_changes as feed_changes
 from service.incident import RootCauseReport, TierViolationPage, TopologyDiff, UnknownPeerPage
@@ -402,6 +404,7 @@ def build_schema(
     ]
     documents = DocumentCache(DOCUMENT_CACHE)
     extensions: list[Callable[[], SchemaExtension]] = [
+        Outcomes,  # outermost: sees each operation's final errors (what service.answers may keep)
         *extra_extensions,  # operation hooks nest: the first listed exits last
         lambda: MaxTokensLimiter(max_token_count=cfg.max_tokens),
         lambda: AddValidationRules(rules),
@@ -420,6 +423,7 @@ def build_schema(
         extensions=extensions,
         config=StrawberryConfig(disable_field_suggestions=True, scalar_map=SCALAR_MAP),
         federation_version=FEDERATION_VERSION,  # type: ignore[arg-type]
+        execution_context_class=PlainExecution,  # plain objects completed in one pass
     )
     built.budget = cfg.operation_timeout
     return built
