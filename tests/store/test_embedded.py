@@ -251,6 +251,35 @@ def test_compact_codec_round_trip(items: list[EdgeStats], base: int) -> None:
     assert [merge_fields([reloaded.decode_fields(b, base) for b in blobs])] == [fold(items)]
 
 
+trace_id_st = st.one_of(st.text("0123456789abcdef", min_size=32, max_size=32),
+                        st.text("0123456789abcdef", min_size=1, max_size=6))
+
+
+@settings(deadline=None)
+@given(
+    st.integers(10**9 // 60, 2_100_000_000 // 60).map(lambda m: m * 60),
+    st.lists(st.integers(-(10**12), 10**12), min_size=2, max_size=2),
+    st.lists(trace_id_st, max_size=5).map(lambda x: tuple(sorted(set(x)))),
+)
+def test_compact_codec_round_trip_of_span_times_and_trace_ids(base: int, ns: list[int],
+                                                               exemplars: tuple[str, ...]) -> None:
+    # span times (nanoseconds) near the window start, and W3C trace ids, as the trace layer has them
+    s = EdgeStats(first_seen=(base * 10**9 + ns[0]) / 1e9, last_seen=(base * 10**9 + ns[1]) / 1e9,
+                  requests=2, exemplars=exemplars)
+    codec = StatsCodec()
+    assert codec.decode(codec.encode(s, base), base) == s
+
+
+def test_span_times_and_trace_ids_are_stored_in_few_bytes() -> None:
+    base = 1_700_000_040
+    ids = tuple(sorted(f"{random.Random(i).getrandbits(128):032x}" for i in range(5)))
+    first, last = (base * 10**9 + 123_456_789) / 1e9, (base * 10**9 + 59_987_654_321) / 1e9
+    s = EdgeStats(first_seen=first, last_seen=last, requests=2, exemplars=ids)
+    blob = StatsCodec().encode(s, base)
+    # tag and shape 2, each time 4 (ticks of 2**-22 s, not a float64), requests 1, 5 ids of 16 bytes, a count
+    assert len(blob) == 2 + 4 + 4 + 1 + 1 + 5 * 16
+
+
 def test_compact_codec_forgets_values_of_a_failed_transaction() -> None:
     codec = StatsCodec()
     a, b = EdgeStats(protocol="tcp", ports=(1,)), EdgeStats(protocol="udp", ports=(2,))

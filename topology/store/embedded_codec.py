@@ -333,18 +333,29 @@ def _int_code(v: Any) -> int:
     raise _Plain
 
 
-def _time(t: float, base: int) -> tuple[int, float | int]:
-    """(code, value): milliseconds after ``base`` when that is exact, else the float itself."""
+#: Mask bits no field uses (ports and intermediaries live in ``attrs``), flags of the shape instead:
+_FINE = 1 << 3  # time code 2 is a count of 2**-22 s after the window start (``_TICK``), not int64 ms
+_EXEMPLAR_16 = 1 << 7  # every exemplar is 16 bytes (a W3C trace id): no length byte before each
+_FLAGS = _FINE | _EXEMPLAR_16
+_TICKS = 4194304.0  # 2**22 per second: the spacing of float64 epoch seconds from 2004 to 2038
+
+
+def _time(t: float, base: int) -> tuple[int, float | int, bool]:
+    """(code, value, fine): milliseconds after ``base`` when that is exact, else (span times in
+    nanoseconds are not) ticks of 2**-22 s after ``base`` when exact, else the float itself."""
     if type(t) is float and t == t and abs(t) < 1e15:
         ms = round(t * 1000)
         if ms / 1000 == t:
             k = ms - base * 1000
             if 0 <= k < 0x10000:
-                return 0, k
+                return 0, k, False
             if 0 <= k < 0x100000000:
-                return 1, k
-            return 2, k
-    return 3, float(t)
+                return 1, k, False
+            return 2, k, False
+        ticks = (t - base) * _TICKS
+        if 0 <= ticks < 0x100000000 and ticks == int(ticks) and base + int(ticks) / _TICKS == t:
+            return 2, int(ticks), True
+    return 3, float(t), False
 
 
 _SENTINELS = (0, 0.0, -1)  # appended to the unpacked values: what absent fields read
@@ -354,21 +365,22 @@ _ZERO, _ZERO_F, _NONE = -3, -2, -1
 class _Plan:
     """How to unpack one shape (field mask, width codes, histogram length, old or new latency)."""
 
-    __slots__ = ("calls", "calls_at", "first_ms", "floats", "head", "ints", "last_ms", "lat", "lat_end",
-                 "record", "run", "struct")
+    __slots__ = ("calls", "calls_at", "first_fine", "first_ms", "floats", "head", "ints", "last_fine",
+                 "last_ms", "lat", "lat_end", "record", "run", "struct")
 
     def __init__(self, mask: int, codes: int, nlat: int, old: bool) -> None:
         fmt = ["<"]
         pos: dict[int, int] = {}
         n = 0
         before_lat: list[str] = []  # the formats of the fields before the sketch
+        fine = bool(mask & _FINE)
         for f in range(16):
-            if not mask >> f & 1:
+            if not mask >> f & 1 or 1 << f & _FLAGS:
                 continue
             c = codes >> (2 * f) & 3
             pos[f] = n
             if f < 2:
-                fmt.append(_TIME_CODES[c])
+                fmt.append("I" if fine and c == 2 else _TIME_CODES[c])
                 n += 1
             elif f == 2 or f in _INT_FIELDS:
                 fmt.append(_INT_CODES[c])
@@ -389,8 +401,10 @@ class _Plan:
                 fmt.append("d")
                 n += 1
         self.struct = struct.Struct("".join(fmt))
-        self.first_ms = 0 in pos and codes & 3 != 3
-        self.last_ms = 1 in pos and codes >> 2 & 3 != 3
+        self.first_fine = 0 in pos and fine and codes & 3 == 2
+        self.last_fine = 1 in pos and fine and codes >> 2 & 3 == 2
+        self.first_ms = 0 in pos and codes & 3 != 3 and not self.first_fine
+        self.last_ms = 1 in pos and codes >> 2 & 3 != 3 and not self.last_fine
         self.floats = itemgetter(
             pos.get(0, _ZERO_F), pos.get(1, _ZERO_F), pos.get(11, _ZERO_F), pos.get(2, _NONE)
         )
@@ -557,15 +571,16 @@ class StatsCodec:
     def _compact(self, s: EdgeStats, base: int) -> bytes:
         mask = codes = nlat = 0
         vals: list[Any] = []
-        if s.first_seen:
-            c, v = _time(s.first_seen, base)
-            mask, codes = 1, c
+        times = [(f, t, *_time(t, base)) for f, t in ((0, s.first_seen), (1, s.last_seen)) if t]
+        fine = any(x[4] for x in times)
+        for f, t, c, v, its_fine in times:
+            if fine and c == 2 and not its_fine:  # code 2 means ticks in this record: the float itself
+                c, v = 3, float(t)
+            mask |= 1 << f
+            codes |= c << (2 * f)
             vals.append(v)
-        if s.last_seen:
-            c, v = _time(s.last_seen, base)
-            mask |= 2
-            codes |= c << 2
-            vals.append(v)
+        if fine:
+            mask |= _FINE
         attrs = (s.protocol, s.ports, s.intermediaries, s.endpoints, s.connection_type)
         if attrs != _NO_ATTRS:
             i = self._attr_id(attrs)
@@ -606,7 +621,11 @@ class StatsCodec:
             for x in s.exemplars:
                 if type(x) is not str or len(x) % 2 or not 0 < len(x) <= 510 or not _HEX.issuperset(x):
                     raise _Plain
-                parts.append(bytes((len(x) // 2,)) + bytes.fromhex(x))
+            if all(len(x) == 32 for x in s.exemplars):
+                mask |= _EXEMPLAR_16
+                parts += [bytes.fromhex(x) for x in s.exemplars]
+            else:
+                parts += [bytes((len(x) // 2,)) + bytes.fromhex(x) for x in s.exemplars]
             mask |= 1 << 13
             tail = b"".join(parts)
         if s.health != "UNKNOWN":
@@ -632,8 +651,12 @@ class StatsCodec:
             first, last, lat_sum, attr_id = plan.floats(vals)
             if plan.first_ms:
                 first = (base * 1000 + first) / 1000
+            elif plan.first_fine:
+                first = base + first / _TICKS
             if plan.last_ms:
                 last = (base * 1000 + last) / 1000
+            elif plan.last_fine:
+                last = base + last / _TICKS
             attrs = self._values[attr_id] if attr_id >= 0 else _NO_ATTRS
             conns, sent, received, requests, errors = plan.ints(vals)
             p = plan.lat
@@ -650,10 +673,18 @@ class StatsCodec:
             if mask & 1 << 13:
                 pos = hsize + plan.struct.size
                 out = []
-                for _ in range(blob[pos]):
-                    n = blob[pos + 1]
-                    out.append(blob[pos + 2 : pos + 2 + n].hex())
-                    pos += 1 + n
+                if mask & _EXEMPLAR_16:
+                    pos += 1
+                    for _ in range(blob[pos - 1]):
+                        if pos + 16 > len(blob):
+                            raise IndexError("exemplars cut short")
+                        out.append(blob[pos : pos + 16].hex())
+                        pos += 16
+                else:
+                    for _ in range(blob[pos]):
+                        n = blob[pos + 1]
+                        out.append(blob[pos + 2 : pos + 2 + n].hex())
+                        pos += 1 + n
                 exemplars = tuple(out)
             health = _HEALTH_NAME[codes >> 30 & 3] if mask & 1 << 15 else "UNKNOWN"
         except (struct.error, IndexError, KeyError, ValueError) as e:
