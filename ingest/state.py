@@ -52,7 +52,17 @@ from ingest.reorder import ReorderBuffer
 from topology.catalog import AddressKind, HealthState, TraceSummary
 from topology.model import Direction, EdgeKey, EdgePartial, EdgeWindow, Granularity, Layer, NodeKind, Side
 from topology.sketch import LatencySketch
-from topology.stages import final, ipc, ipc_points, network_stage1, network_stage2, trace, trace_native, vpc
+from topology.stages import (
+    final,
+    ipc,
+    ipc_columns,
+    ipc_points,
+    network_stage1,
+    network_stage2,
+    trace,
+    trace_native,
+    vpc,
+)
 from topology.stats import EdgeStats
 
 MAGIC = "topology.state"
@@ -271,9 +281,12 @@ SCHEMAS: tuple[Schema, ...] = (
            ("window_seconds", "max_series", "counters", "_series", "_services", "_accs", "_stats",
             "_bucket_maps", "_watermark", "_epoch"),
            derived=("_unpackers",), rebuild=_set(_unpackers=dict)),
+    Schema(ipc_columns.Accumulators, "ipc1.accumulators",
+           ("ids", "n", "window", "gid", "requests", "errors", "lat", "first", "last", "protocol", "buckets",
+            "endpoints", "fine")),
     # the columnar stage 1: series numbered, their meaning and last values in arrays, points waiting as bytes
     Schema(ipc.IpcStage1, "ipc1.columns",
-           ("window_seconds", "max_series", "_counters", "_series_ids", "_services", "_acc_of", "_joins",
+           ("window_seconds", "max_series", "_counters", "_series_ids", "_services", "_windows", "_joins",
             "_groups", "_group_ids", "_bases", "_texts", "_text_ids", "_bounds", "_bounds_list", "_scales",
             "_layouts", "_layout_rows", "_targets", "_edges", "_nseries", "_group", "_error", "_stat",
             "_base", "_endpoint", "_protocol", "_start", "_counts", "_value", "_total", "_boff", "_blen",

@@ -50,9 +50,9 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from topology.address import AddressBook
 from topology.catalog import NAME_MAX, AddressKind
 from topology.model import EdgeKey, EdgePartial, Granularity, Layer, NodeKind, Side
-from topology.sketch import EMPTY, ZERO_THRESHOLD, LatencySketch, bucket_of
+from topology.sketch import EMPTY, SCALE, ZERO_THRESHOLD, LatencySketch, bucket_of
 from topology.stages.ipc_columns import (
-    ZERO,
+    Accumulators,
     buckets_of,
     first_of_runs,
     grow,
@@ -322,8 +322,9 @@ class IpcStage1:
         # series key -> [series number, flush epoch it was last seen in]; eviction takes from the front
         self._series_ids: OrderedDict[bytes, list[int]] = OrderedDict()
         self._services: dict[bytes, str | None] = {}
-        self._acc_of: dict[tuple[int, int], _Acc] = {}  # (window, group number) -> accumulator
-        self._joins: dict[tuple[int, int], list[Any]] = {}  # (window, base number) -> [count, total, acc key]
+        self._windows = Accumulators()  # per (window, group number)
+        # (window, base number) -> [count, total, (window, group number)]
+        self._joins: dict[tuple[int, int], list[Any]] = {}
         self._groups: list[_Group] = []
         self._group_ids: dict[_Group, int] = {}
         self._bases: dict[tuple[Any, ...], int] = {}
@@ -583,7 +584,8 @@ class IpcStage1:
         return st, order, first_of_runs(rows_sid[order])
 
     def _histogram_columns(self, p: _Points, bounds: np.ndarray, flat: np.ndarray) -> _Contributions:
-        """Explicit-bucket histogram points -> requests, latency sums and sketch buckets."""
+        """Explicit-bucket histogram points -> requests, latency sums and sketch buckets. Bucket counts are
+        handled as 2-D arrays, one per bucket count (usually one)."""
         c = self._counters
         rec = p.rec
         count = rec["count"].astype(np.int64)
@@ -591,15 +593,14 @@ class IpcStage1:
         blen = rec["blen"].astype(np.int64)
         cum = np.flatnonzero(p.cumulative)
         delta = np.flatnonzero(~p.cumulative)
-        # the delta buckets of every point that has them: (point, count, sum, offset into dflat, length)
-        d_rows: list[np.ndarray] = [delta]
-        d_count: list[np.ndarray] = [count[delta]]
-        d_sum: list[np.ndarray] = [total[delta]]
-        d_off: list[np.ndarray] = [p.boff[delta]]
-        d_len: list[np.ndarray] = [blen[delta]]
-        dflat = [flat]
+        # every point that adds something: its row, count, sum, its buckets' offset in ``src`` and, for the
+        # delta of two cumulative points, the offset of the previous point's (-1: its own are the delta)
+        d_rows, d_count, d_sum = [delta], [count[delta]], [total[delta]]
+        d_off, d_prev, d_len = [p.boff[delta]], [np.full(len(delta), -1, np.int64)], [blen[delta]]
+        src = flat
         if len(cum):
             kept = self._kept
+            src = np.concatenate((flat, kept))
             st, order, first = self._state_rows(p.sid[cum], cum)
             k = len(st)
             r_point = np.concatenate((np.full(k, -1, np.int64), cum))[order]
@@ -609,43 +610,31 @@ class IpcStage1:
             r_total = np.concatenate((self._total[st], total[cum]))[order]
             r_off = np.concatenate((self._boff[st] + len(flat), p.boff[cum]))[order]
             r_len = np.concatenate((self._blen[st], blen[cum]))[order]
-            both = np.concatenate((flat, kept))
             c["baselines"] += int(first.sum() - k)
             cand = np.flatnonzero(~first)
             prev = cand - 1
             same_len = r_len[cand] == r_len[prev]
-            sl = np.flatnonzero(same_len)
-            er, ci = ragged(r_off[cand[sl]], r_len[cand[sl]])
-            _, pi = ragged(r_off[prev[sl]], r_len[prev[sl]])
-            diff = both[ci] - both[pi]
             neg = np.zeros(len(cand), np.bool_)
             changed = np.zeros(len(cand), np.bool_)
-            neg[sl] = np.bincount(er, diff < 0, len(sl)) > 0
-            changed[sl] = np.bincount(er, diff != 0, len(sl)) > 0
-            moved = (r_start[cand] != r_start[prev])
-            fewer = r_count[cand] < r_count[prev]
+            for width, sel in _by_length(r_len[cand], same_len):
+                diff = _rows(src, r_off[cand[sel]], width) - _rows(src, r_off[prev[sel]], width)
+                neg[sel] = (diff < 0).any(axis=1)
+                changed[sel] = (diff != 0).any(axis=1)
+            moved = r_start[cand] != r_start[prev]
             skip = same_len & ~changed & ~moved & (r_count[cand] == r_count[prev])
-            reset = ~skip & (moved | fewer | ~same_len | neg)
+            reset = ~skip & (moved | (r_count[cand] < r_count[prev]) | ~same_len | neg)
             normal = ~skip & ~reset
             c["resets"] += int(reset.sum())
             nonskip = np.ones(len(r_sid), np.bool_)
             nonskip[cand[skip]] = False
             last_set = np.maximum.accumulate(np.where(nonskip, np.arange(len(r_sid)), 0))
-            prev_total = r_total[last_set[prev]]
-            rs = cand[reset]
-            d_rows.append(r_point[rs])
-            d_count.append(r_count[rs])
-            d_sum.append(r_total[rs])
-            d_off.append(r_off[rs])
-            d_len.append(r_len[rs])
-            nm = cand[normal]
-            keep_elems = normal[sl][er]
-            d_rows.append(r_point[nm])
-            d_count.append(r_count[nm] - r_count[nm - 1])
-            d_sum.append(r_total[nm] - prev_total[normal])
-            d_off.append(len(flat) + len(kept) + np.cumsum(r_len[nm]) - r_len[nm])
-            d_len.append(r_len[nm])
-            dflat = [both, diff[keep_elems]]
+            rs, nm = cand[reset], cand[normal]
+            d_rows += [r_point[rs], r_point[nm]]
+            d_count += [r_count[rs], r_count[nm] - r_count[nm - 1]]
+            d_sum += [r_total[rs], r_total[nm] - r_total[last_set[nm - 1]]]
+            d_off += [r_off[rs], r_off[nm]]
+            d_prev += [np.full(len(rs), -1, np.int64), r_off[nm - 1]]
+            d_len += [r_len[rs], r_len[nm]]
             # each series' new state: its last row (a skipped row changes nothing but the sum it would set)
             last = np.flatnonzero(last_of_runs(r_sid))
             s = r_sid[last]
@@ -655,41 +644,44 @@ class IpcStage1:
             _, li = ragged(r_off[last], r_len[last])
             self._boff[s] = len(kept) + np.cumsum(r_len[last]) - r_len[last]
             self._blen[s] = r_len[last]
-            self._kept = np.concatenate((kept, both[li]))
+            self._kept = np.concatenate((kept, src[li]))
             if len(self._kept) > 2 * int(self._blen[: self._nseries].sum()) + 65_536:
                 self._compact_kept()
         rows = np.concatenate(d_rows)
         dcount = np.concatenate(d_count)
-        live = dcount > 0
+        live = np.flatnonzero(dcount > 0)
         rows, dcount = rows[live], dcount[live]
         lat = np.concatenate(d_sum)[live] * p.scale_of(rows, self._scales)
-        off, length = np.concatenate(d_off)[live], np.concatenate(d_len)[live]
-        d = np.concatenate(dflat)
+        off, poff = np.concatenate(d_off)[live], np.concatenate(d_prev)[live]
+        length = np.concatenate(d_len)[live]
         out = p.contributions(rows, dcount, lat, self._error)
-        # the latency: per point a mean bucket, a single bucket, or its buckets re-bucketed
+        # the latency: per point the bucket of its mean, its single bucket, or its buckets re-bucketed
         lay = self._layout_of(bounds[rows], p.scale_id[rows])
         usable, n_targets, t_off, e_off = (a[lay] for a in self._layout_table())
         mean = ~usable | (n_targets != length) | (length < 2)
-        er, ei = ragged(off, length)
-        values = d[ei]
-        nonzero = np.bincount(er, values != 0, len(rows))
-        one = ~mean & (nonzero == 1)
-        multi = ~mean & (nonzero != 1)
-        out.add_buckets(np.flatnonzero(mean), buckets_of(lat[mean] / dcount[mean]), dcount[mean])
-        sel = np.flatnonzero(one[er] & (values != 0))  # the one nonzero element of each single-bucket point
-        r1 = er[sel]
-        i = sel - (np.cumsum(length) - length)[r1]
-        n1 = values[sel]
-        m = lat[r1] / n1
-        edges = self._edges
-        lo_ok = (i == 0) | (m > edges[np.maximum(e_off[r1] + i - 1, 0)])
-        hi_ok = (i == n_targets[r1] - 1) | (m <= edges[np.minimum(e_off[r1] + i, max(len(edges) - 1, 0))])
-        b1 = np.where(lo_ok & hi_ok, buckets_of(m), self._targets[t_off[r1] + i])
-        out.add_buckets(r1, b1, n1)
-        sel = np.flatnonzero(multi[er] & (values != 0))
-        rm = er[sel]
-        im = sel - (np.cumsum(length) - length)[rm]
-        out.add_buckets(rm, self._targets[t_off[rm] + im], values[sel])
+        m = np.flatnonzero(mean)
+        out.add_buckets(m, buckets_of(lat[m] / dcount[m]), dcount[m])
+        targets, edges = self._targets, self._edges
+        for width, sel in _by_length(length, ~mean):
+            d = _rows(src, off[sel], width)
+            diff = poff[sel] >= 0
+            d[diff] -= _rows(src, poff[sel][diff], width)
+            nonzero = d != 0
+            n_nonzero = nonzero.sum(axis=1)
+            one = n_nonzero == 1
+            r1 = sel[one]
+            i = nonzero[one].argmax(axis=1)
+            n1 = d[one, i]
+            mean1 = lat[r1] / n1
+            lo_ok = (i == 0) | (mean1 > edges[np.maximum(e_off[r1] + i - 1, 0)])
+            hi_ok = (i == width - 1) | (mean1 <= edges[np.minimum(e_off[r1] + i, len(edges) - 1)])
+            out.add_buckets(r1, np.where(lo_ok & hi_ok, buckets_of(mean1), targets[t_off[r1] + i]), n1)
+            many = ~one
+            rm = sel[many]
+            dm = d[many]
+            keep = dm != 0
+            t2 = targets[t_off[rm][:, None] + np.arange(width)]
+            out.add_buckets(np.repeat(rm, keep.sum(axis=1)), t2[keep], dm[keep])
         return out
 
     def _compact_kept(self) -> None:
@@ -852,75 +844,47 @@ class IpcStage1:
             return
         ng = max(len(self._groups), 1)
         w0 = int(all_w.min())
-        keys = (all_w - w0) // ws * ng + all_g
-        u, inv = np.unique(keys, return_inverse=True)
-        accs, watermark, late = self._acc_of, self._watermark, 0
-        acc_list: list[_Acc] = []
+        u, inv = np.unique((all_w - w0) // ws * ng + all_g, return_inverse=True)
+        accs, watermark, late = self._windows, self._watermark, 0
+        numbers = []
         for k in u.tolist():
             wi, g = divmod(k, ng)
             w = w0 + wi * ws
-            acc = accs.get((w, g))
-            if acc is None:
-                acc = accs[(w, g)] = _Acc()
-                if w + ws <= watermark:
-                    late += 1
-            acc_list.append(acc)
+            i, new = accs.number(w, g)
+            if new and w + ws <= watermark:
+                late += 1
+            numbers.append(i)
         if late:
             self._counters["late_points"] += late
+        number = np.array(numbers, np.int64)
         nc = len(pos)
-        order = np.argsort(pos, kind="stable")
-        ai = inv[:nc][order]
         if nc:
+            order = np.argsort(pos, kind="stable")
+            ai = number[inv[:nc]][order]
             calls = np.concatenate([x.calls for x in parts])[order]
             errors = np.concatenate([x.errors for x in parts])[order]
-            lat = np.concatenate([x.lat for x in parts])[order]
-            t = np.concatenate([x.t for x in parts])[order]
             sids = np.concatenate([x.sid for x in parts])[order]
-            na = len(acc_list)
-            req = np.bincount(ai, calls, na).astype(np.int64).tolist()
-            err = np.bincount(ai, errors, na).astype(np.int64).tolist()
-            lat_sum = sequential_sum(np.array([a.lat_sum for a in acc_list]), ai, lat).tolist()
-            first = np.array([a.first for a in acc_list])
-            last = np.array([a.last for a in acc_list])
-            np.minimum.at(first, ai, t)
-            np.maximum.at(last, ai, t)
-            touched = np.bincount(ai, minlength=na) > 0
+            np.add.at(accs.requests, ai, calls)
+            np.add.at(accs.errors, ai, errors)
+            np.add.at(accs.lat, ai, np.concatenate([x.lat for x in parts])[order])  # in order: as a loop adds
+            t = np.concatenate([x.t for x in parts])[order]
+            np.minimum.at(accs.first, ai, t)
+            np.maximum.at(accs.last, ai, t)
             proto = self._protocol[sids]
             has = np.flatnonzero(proto >= 0)
             pu, pfirst = np.unique(ai[has], return_index=True)
-            protocols = dict(zip(pu.tolist(), proto[has][pfirst].tolist(), strict=True))
+            unset = accs.protocol[pu] < 0
+            accs.protocol[pu[unset]] = proto[has][pfirst][unset]
             ep = self._endpoint[sids]
             has = ep >= 0
-            pairs = np.unique(ai[has] * (len(self._texts) + 1) + ep[has])
-            texts = self._texts
-            for x in pairs.tolist():
-                a, e = divmod(x, len(texts) + 1)
-                acc_list[a].endpoints.add(texts[e])
-            for i in np.flatnonzero(touched).tolist():
-                acc = acc_list[i]
-                acc.requests += req[i]
-                acc.errors += err[i]
-                acc.lat_sum = lat_sum[i]
-                acc.first = float(first[i])
-                acc.last = float(last[i])
-                if acc.protocol is None and i in protocols:
-                    acc.protocol = texts[protocols[i]]
-            b_acc = np.concatenate([inv[:nc][x.bucket_pos] for x in self._offsets(parts)])
-            b_key = np.concatenate([x.buckets for x in parts])
-            b_n = np.concatenate([x.bucket_calls for x in parts])
-            if len(b_key):
-                span = (b_key - ZERO).astype(np.int64)
-                width = int(span.max()) + 1
-                bu, binv = np.unique(b_acc * width + span, return_inverse=True)
-                sums = np.bincount(binv, b_n.astype(np.float64)).astype(np.int64).tolist()
-                for x, s in zip(bu.tolist(), sums, strict=True):
-                    a, b = divmod(x, width)
-                    hist = acc_list[a].hist
-                    b += ZERO
-                    hist[b] = hist.get(b, 0) + s
+            accs.endpoints.append((ai[has], ep[has]))
+            shifted = self._offsets(parts)
+            b_acc = number[inv[:nc]][np.concatenate([x.bucket_pos for x in shifted])]
+            accs.buckets.append((b_acc, np.concatenate([x.buckets for x in parts]),
+                                 np.concatenate([x.bucket_calls for x in parts])))
         for _, w, g, sk in sorted(fine, key=lambda f: f[0]):
-            acc = accs[(w, g)]
-            acc.fine = acc.fine.merge(sk)
+            i, _ = accs.number(w, g)
+            accs.fine[i] = accs.fine.get(i, EMPTY).merge(sk)
         if joins is not None and len(joins.point):
             self._join_columns(joins)
 
@@ -963,20 +927,50 @@ class IpcStage1:
         ws = self.window_seconds
         self._watermark = max(self._watermark, watermark)
         self._epoch += 1
-        accs = self._acc_of
+        accs = self._windows
+        join_buckets: list[tuple[int, int, int]] = []
         for key in [k for k in self._joins if k[0] + ws <= watermark]:
             count, total, acc_key = self._joins.pop(key)
             if count > 0 and total > 0:
-                acc = accs[acc_key]
-                i = _bucket(total / count)
-                acc.hist[i] = acc.hist.get(i, 0) + round(count)
-                acc.lat_sum += total
-        out: list[IpcObservation] = []
+                i, _ = accs.number(*acc_key)
+                join_buckets.append((i, _bucket(total / count), round(count)))
+                accs.lat[i] += total
+        if join_buckets:
+            a, b, c = zip(*join_buckets, strict=True)
+            accs.buckets.append((np.array(a, np.int64), np.array(b, np.int64), np.array(c, np.int64)))
         groups = self._groups
-        for key in sorted((k for k in accs if k[0] + ws <= watermark), key=lambda k: (k[0], groups[k[1]])):
-            acc = accs.pop(key)
-            if acc.requests > 0:  # else idle series: no calls, no edge
-                out.append(_observation(key[0], ws, groups[key[1]], acc))
+        done = sorted((k for k in accs.ids if k[0] + ws <= watermark), key=lambda k: (k[0], groups[k[1]]))
+        numbers = [accs.ids[k] for k in done]
+        fine = {i: accs.fine[i] for i in numbers if i in accs.fine}
+        requests = accs.requests[numbers].tolist()
+        errors = accs.errors[numbers].tolist()
+        lat = accs.lat[numbers].tolist()
+        first = accs.first[numbers].tolist()
+        last = accs.last[numbers].tolist()
+        protocol = accs.protocol[numbers].tolist()
+        sketches, endpoints = accs.take(numbers)
+        texts = self._texts
+        out: list[IpcObservation] = []
+        for n, (window, g), calls, err, total, t0, t1, proto in zip(
+                numbers, done, requests, errors, lat, first, last, protocol, strict=True):
+            if calls <= 0:
+                continue  # idle series: no calls, no edge
+            d = sketches.get(n)
+            latency = EMPTY if d is None or not (d[1] or d[2]) else LatencySketch(SCALE, d[0], d[1], d[2])
+            if n in fine:
+                latency = latency.merge(fine[n])
+            side, service, peer, is_ip = groups[g]
+            stats = EdgeStats(
+                first_seen=t0,
+                last_seen=t1,
+                protocol=texts[proto] if proto >= 0 else None,
+                requests=calls,
+                errors=err,
+                latency=latency,
+                latency_sum=total,
+                endpoints=tuple(sorted(texts[e] for e in endpoints.get(n, ()))[:MAX_ENDPOINTS]),
+            )
+            out.append(IpcObservation(window, ws, side, service, peer, is_ip, stats))
         self._counters["observations"] += len(out)
         return out
 
@@ -989,6 +983,20 @@ class IpcStage1:
     @property
     def open_series(self) -> int:
         return len(self._series_ids)
+
+
+def _by_length(lengths: np.ndarray, mask: np.ndarray) -> list[tuple[int, np.ndarray]]:
+    """(length, rows) for every length among the rows of ``mask``."""
+    rows = np.flatnonzero(mask)
+    if not len(rows):
+        return []
+    ls = lengths[rows]
+    return [(int(w), rows[ls == w]) for w in np.unique(ls).tolist()]
+
+
+def _rows(src: np.ndarray, offsets: np.ndarray, width: int) -> np.ndarray:
+    """``src[offsets[i]:offsets[i] + width]`` for every i, as one 2-D array."""
+    return src[offsets[:, None] + np.arange(width)]
 
 
 class _Points:
