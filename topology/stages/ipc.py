@@ -319,8 +319,8 @@ class IpcStage1:
             ("requests", "bad_requests", "points", "series", "unknown_metrics", "no_service", "no_peer",
              "baselines", "resets", "evictions", "late_points", "ignored_points", "bad_points",
              "observations"), 0)
-        # series key -> [series number, flush epoch it was last seen in]; eviction takes from the front
-        self._series_ids: OrderedDict[bytes, list[int]] = OrderedDict()
+        # series key -> series number; eviction takes from the front
+        self._series_ids: OrderedDict[bytes, int] = OrderedDict()
         self._services: dict[bytes, str | None] = {}
         self._windows = Accumulators()  # per (window, group number)
         # (window, base number) -> [count, total, (window, group number)]
@@ -345,6 +345,8 @@ class IpcStage1:
         self._base = np.zeros(0, np.int64)
         self._endpoint = np.zeros(0, np.int64)
         self._protocol = np.zeros(0, np.int64)
+        self._seen = np.zeros(0, np.int64)  # the flush epoch a series last had a point in
+        self._seen_from = 0  # _k_series up to here is marked in _seen
         self._start = np.zeros(0, np.int64)  # -1: no baseline yet
         self._counts = np.zeros(0, np.int64)
         self._value = np.zeros(0, np.float64)
@@ -407,17 +409,18 @@ class IpcStage1:
                 si = self._scales[scale] = len(self._scales)
             scales.append(si)
             cumulative.append(kind == SUMMARY or (kind not in (GAUGE, NONE) and temporality == _CUMULATIVE))
-        series, epoch, out = self._series_ids, self._epoch, self._k_series
-        for key, mi in zip(keys, np.frombuffer(key_metric, "<u4").tolist(), strict=True):
-            m = specs[mi]
-            if m is None:
-                out.append(-1)
-                continue
-            e = series.get(key)
-            if e is None:
-                e = self._number_series(key, *m)
-            e[1] = epoch
-            out.append(e[0])
+        series, out = self._series_ids, self._k_series
+        known = None if None in specs else list(map(series.get, keys))
+        if known is not None and None not in known:
+            out.extend(known)  # the usual request: every series known (marked seen later, in _mark_seen)
+        else:
+            for key, mi in zip(keys, np.frombuffer(key_metric, "<u4").tolist(), strict=True):
+                m = specs[mi]
+                if m is None:
+                    out.append(-1)
+                    continue
+                sid = series.get(key)
+                out.append(self._number_series(key, *m) if sid is None else sid)
         bmap = [self._bounds_id(b) for b in bounds]
         self._pending.append((points, buckets, len(metrics), len(keys), len(points) // POINT.itemsize, bmap))
         self._pending_points += len(points) // POINT.itemsize
@@ -457,7 +460,7 @@ class IpcStage1:
         return i
 
     def _number_series(self, key: bytes, res: bytes, service: str, side: Side, default_protocol: str | None,
-                    ) -> list[int]:
+                       ) -> int:
         """Number a new series and parse what it means (evicting one if the cache is full)."""
         self._counters["series"] += 1
         _, name, raws = key_parts(key)
@@ -486,8 +489,16 @@ class IpcStage1:
         series = self._series_ids
         if len(series) >= self.max_series:
             self._evict()
-        e = series[key] = [i, self._epoch]
-        return e
+        series[key] = i
+        return i
+
+    def _mark_seen(self) -> None:
+        """Note the flush epoch in every series numbered since the last call (eviction spares those)."""
+        ks = self._k_series
+        if len(ks) > self._seen_from:
+            a = np.array(ks[self._seen_from:], np.int64)
+            self._seen[a[a >= 0]] = self._epoch
+            self._seen_from = len(ks)
 
     def _grow(self, n: int) -> None:
         self._group = grow(self._group, n, -1)
@@ -496,6 +507,7 @@ class IpcStage1:
         self._base = grow(self._base, n, -1)
         self._endpoint = grow(self._endpoint, n, -1)
         self._protocol = grow(self._protocol, n, -1)
+        self._seen = grow(self._seen, n, -1)
         self._start = grow(self._start, n, -1)
         self._counts = grow(self._counts, n, 0)
         self._value = grow(self._value, n, 0.0)
@@ -505,12 +517,13 @@ class IpcStage1:
 
     def _evict(self) -> None:
         """Evict the oldest series not seen since the last flush (or, failing that, the oldest)."""
-        series = self._series_ids
+        self._mark_seen()
+        series, seen = self._series_ids, self._seen
         for _ in range(8):
-            key, e = series.popitem(last=False)
-            if e[1] != self._epoch:
+            key, sid = series.popitem(last=False)
+            if seen[sid] != self._epoch:
                 break
-            series[key] = e  # recently active: second chance, to the back of the line
+            series[key] = sid  # recently active: second chance, to the back of the line
         else:
             series.popitem(last=False)
         self._counters["evictions"] += 1
@@ -533,8 +546,9 @@ class IpcStage1:
         m_kind = np.array(self._m_kind, np.int64)
         m_scale = np.array(self._m_scale, np.int64)
         m_cum = np.array(self._m_cumulative, np.bool_)
+        self._mark_seen()
         k_series = np.array(self._k_series, np.int64)
-        self._pending, self._pending_points = [], 0
+        self._pending, self._pending_points, self._seen_from = [], 0, 0
         self._m_kind, self._m_scale, self._m_cumulative, self._k_series = [], [], [], []
 
         sid = k_series[rec["key"].astype(np.int64) + np.repeat(k_off, n_points)]
