@@ -304,11 +304,13 @@ def main() -> None:
           f"p95 {pc['p95'] / 1000:.1f} s  max {pc['max'] / 1000:.1f} s  ({len(r['fresh_ms'])} edges, "
           f"{r['fresh_missing']} not seen)")
     print(f"edges stored {r['edges']}")
-    print("stage               CPU s  commits  ms/commit  batches  ms/batch (CPU since the workers started; "
-          "stage 3 shares this process with the producer: CPU since the first send)")
+    consumed = r["samples"][-1][1]
+    print(f"# {consumed:,.0f} flow records consumed; CPU since the workers started (stage 3 shares this "
+          "process with the producer: CPU since the first send); CPU s/M: per million flow records consumed")
+    print("stage               CPU s  CPU s/M  commits  ms/commit  batches  ms/batch")
     for name, f in r["stages"].items():
-        print(f"{name:18s} {f['cpu_s']:6.1f}  {f['commits']:7.0f}  {f['commit_ms']:9.1f}  "
-              f"{f['batchs']:7.0f}  {f['batch_ms']:8.1f}")
+        print(f"{name:18s} {f['cpu_s']:6.1f}  {f['cpu_s'] / consumed * 1e6:7.2f}  {f['commits']:7.0f}  "
+              f"{f['commit_ms']:9.1f}  {f['batchs']:7.0f}  {f['batch_ms']:8.1f}")
     print(f"load average at the end: {' '.join(f'{x:.2f}' for x in r['load'])}")
 
 

@@ -18,7 +18,9 @@ Early outputs: at most every ``early_interval`` the worker also asks each partit
 outputs of windows still open (:meth:`PartitionLogic.early`: new edges, provisional windows). They
 join the pending outputs like any others, and the state they were taken from is checkpointed in the
 same step, so freshness costs nothing in exactness. They are taken when a commit is due, right
-before it, so they do not wait for the next commit.
+before it, so they do not wait for the next commit. A large batch (a worker that is behind) is
+processed in slices of about half a second, each followed by the same collection and commit step,
+so commits keep their pace however far behind the worker is.
 
 Time: every partition carries an event-time clock (:mod:`ingest.clock`); outputs of repartition
 topics carry their source's clock, and each checkpoint also sends *ticks* (all source clocks of this
@@ -105,6 +107,10 @@ class WorkerOptions:
 
 
 MEMBER_CHECK_TRIES = 5
+# A consumed batch is processed in slices of at most SLICE_RECORDS records, and outputs are collected
+# and committed after any slice that ends SLICE_SECONDS or more after the previous one (Worker._handle).
+SLICE_RECORDS = 10
+SLICE_SECONDS = 0.5
 # What the group coordinator answers a member that lost its partitions (dropped after its session
 # timed out, or left behind by a rebalance it did not join).
 _NOT_A_MEMBER = (kafka_errors.UnknownMemberIdError, kafka_errors.IllegalGenerationError)
@@ -241,14 +247,7 @@ class Worker:
                 if self.broken:
                     raise _Restart("a checkpoint during a rebalance failed")
                 await self._sync_assignment(batch)
-                t0 = time.perf_counter()
-                n = self._process(batch)
-                self.runner.flush(checkpoint=False)
-                self._early_flush()
-                if n:
-                    self.metrics.batch_seconds.labels(**self.labels).observe(time.perf_counter() - t0)
-                await self._maybe_commit()
-                self._update_lag()
+                await self._handle(batch)
         async with self.lock:
             if self.parts:
                 await self._checkpoint()
@@ -400,6 +399,30 @@ class Worker:
             self.assigned = set(assigned)
 
     # -- processing ---------------------------------------------------------------------------------
+    async def _handle(self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
+        """Process a consumed batch in slices of about :data:`SLICE_SECONDS`: after each, due and early
+        outputs are collected and a commit made if one is due, as after a whole batch. A worker that is
+        behind fetches large batches; without slices its commits (and the early outputs they carry)
+        would wait for the whole batch, seconds under load."""
+        t0 = time.perf_counter()
+        n = 0
+        for tp, records in batch.items():
+            for i in range(0, len(records), SLICE_RECORDS):
+                n += self._process({tp: records[i : i + SLICE_RECORDS]})
+                if time.perf_counter() - t0 >= SLICE_SECONDS:
+                    await self._after_slice(n, t0)
+                    await asyncio.sleep(0)  # the client's heartbeats and fetches run
+                    t0, n = time.perf_counter(), 0
+        await self._after_slice(n, t0)
+
+    async def _after_slice(self, n: int, t0: float) -> None:
+        self.runner.flush(checkpoint=False)
+        self._early_flush()
+        if n:
+            self.metrics.batch_seconds.labels(**self.labels).observe(time.perf_counter() - t0)
+        await self._maybe_commit()
+        self._update_lag()
+
     def _process(self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> int:
         n = items_in = 0
         for tp, records in batch.items():
