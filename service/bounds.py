@@ -17,6 +17,7 @@ variables never exceed ``TOPOLOGY_MAX_REQUEST_BODY``.
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
@@ -34,7 +35,7 @@ from graphql.language import DocumentNode
 from strawberry.extensions import SchemaExtension
 from strawberry.types import ExecutionResult as OperationResult
 
-__all__ = ["InputBounds", "within_budget"]
+__all__ = ["DocumentChecks", "InputBounds", "within_budget"]
 
 ENTITIES = "_entities"
 
@@ -110,20 +111,53 @@ def check_variables(variables: dict[str, Any], entities: set[str], max_list: int
                                     f"{max_string}", "string")
 
 
+class DocumentChecks:
+    """What the walk of a document found (the variables passed as ``_entities`` representations, or
+    what is too large), kept per parsed document: a document sent again (the parsed documents are
+    kept, :mod:`service.documents`) is not walked again. Bounded: the latest ``maxsize``."""
+
+    def __init__(self, maxsize: int) -> None:
+        self.maxsize = maxsize
+        # id(document) -> (the document, kept alive so that its id is not reused; what its walk found)
+        self._found: OrderedDict[int, tuple[DocumentNode, frozenset[str] | _TooLarge]] = OrderedDict()
+
+    def representations(self, document: DocumentNode, max_list: int, max_string: int,
+                        max_entities: int) -> frozenset[str]:
+        """The variables ``document`` passes as representations; raises :class:`_TooLarge`."""
+        kept = self._found.get(id(document))
+        if kept is None or kept[0] is not document:
+            literals = _Literals(max_list, max_string, max_entities)
+            found: frozenset[str] | _TooLarge
+            try:
+                visit(document, literals)
+                found = frozenset(literals.representations)
+            except _TooLarge as e:
+                found = e
+            kept = (document, found)
+            self._found[id(document)] = kept
+            while len(self._found) > self.maxsize:
+                self._found.popitem(last=False)
+        if isinstance(kept[1], _TooLarge):
+            raise kept[1]
+        return kept[1]
+
+
 class InputBounds(SchemaExtension):
     """Refuses oversized inputs before execution (see the module docstring)."""
 
-    def __init__(self, *, max_list: int, max_string: int, max_entities: int) -> None:
+    def __init__(self, *, max_list: int, max_string: int, max_entities: int,
+                 checks: DocumentChecks | None = None) -> None:
         self.max_list, self.max_string, self.max_entities = max_list, max_string, max_entities
+        self.checks = checks or DocumentChecks(1)
 
     def on_execute(self) -> Iterator[None]:
         ctx = self.execution_context
         document: DocumentNode | None = ctx.graphql_document
         try:
             if document is not None:
-                literals = _Literals(self.max_list, self.max_string, self.max_entities)
-                visit(document, literals)
-                check_variables(ctx.variables or {}, set(literals.representations), self.max_list,
+                entities = self.checks.representations(document, self.max_list, self.max_string,
+                                                       self.max_entities)
+                check_variables(ctx.variables or {}, set(entities), self.max_list,
                                 self.max_string, self.max_entities)
         except _TooLarge as e:
             ctx.result = ExecutionResult(data=None, errors=[GraphQLError(

@@ -37,7 +37,7 @@ from service.arguments import (
     time_range,
     to_set,
 )
-from service.bounds import InputBounds, within_budget
+from service.bounds import DocumentChecks, InputBounds, within_budget
 from service.config import ServiceConfig
 from service.context import context_of
 from service.documents import DocumentCache, ParsedDocuments
@@ -403,6 +403,7 @@ def build_schema(
         *MaxAliasesLimiter(max_alias_count=cfg.max_aliases).validation_rules,
     ]
     documents = DocumentCache(DOCUMENT_CACHE)
+    checks = DocumentChecks(DOCUMENT_CACHE)  # the input bounds' walk, once per kept document
     extensions: list[Callable[[], SchemaExtension]] = [
         Outcomes,  # outermost: sees each operation's final errors (what service.answers may keep)
         *extra_extensions,  # operation hooks nest: the first listed exits last
@@ -413,7 +414,8 @@ def build_schema(
         # validation cache hits as well.
         lambda: ParsedDocuments(documents),
         lambda: ValidationCache(maxsize=DOCUMENT_CACHE),
-        lambda: InputBounds(max_list=cfg.max_list, max_string=cfg.max_string, max_entities=cfg.max_entities),
+        lambda: InputBounds(max_list=cfg.max_list, max_string=cfg.max_string, max_entities=cfg.max_entities,
+                            checks=checks),
         ErrorCodes,
     ]
     built = _Schema(
