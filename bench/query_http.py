@@ -305,8 +305,10 @@ def run_demo(args: argparse.Namespace) -> int:
     data = tempfile.mkdtemp(prefix="query-http-demo-")
     port = free_port()
     log = pathlib.Path(data) / "server.log"
-    print(f"# topology demo --services {args.services} from {repo}; Q1 pages hold the default 100 "
-          "dependencies")
+    commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True, check=False).stdout.strip() or "unknown"
+    print(f"# topology demo --services {args.services} from {repo} (server commit {commit}); Q1 pages hold "
+          "the default 100 dependencies")
     server = subprocess.Popen(
         [sys.executable, "-m", "service.cli", "demo", "--services", str(args.services), "--port", str(port),
          "--data-dir", str(pathlib.Path(data) / "store")],
