@@ -94,8 +94,12 @@ class Runtime:
         data_dir: Path | None,
         pipeline: Pipeline | None = None,
         clock: Callable[[], float] = time.time,
+        trace_every: float = 0.0,
     ) -> None:
         self.stores = stores
+        #: seconds between two flushes of the span pairer (0: every flush; see :meth:`flush`)
+        self.trace_every = trace_every
+        self._trace_due = -math.inf  # the first flush from then flushes the pairer too
         self._pipeline = pipeline or Pipeline()
         self._inbox: deque[Callable[[], None]] = deque()  # pipeline inputs not applied yet
         self._queued = 0  # inputs queued so far
@@ -171,11 +175,11 @@ class Runtime:
         while self._inbox:
             self._inbox.popleft()()
 
-    def _run(self, now: float) -> PipelineOutput:
-        """Apply the queue and flush up to ``now`` (in a worker thread)."""
+    def _run(self, now: float, trace: bool = True) -> PipelineOutput:
+        """Apply the queue and flush up to ``now`` (in a worker thread); the pairer too with ``trace``."""
         with self._lock:
             self._settle()
-            out = self._pipeline.flush(now)
+            out = self._pipeline.flush(now, trace=trace)
             self._note_pipeline()
             return out
 
@@ -265,7 +269,8 @@ class Runtime:
 
     async def accept_changes(self, data: bytes, now: float | None = None) -> Admission[list[ChangeEvent]]:
         adm = admit_changes(data, self._now(now))
-        await self.stores.catalog.record_changes(self._kept("changes", adm))
+        changes = self._kept("changes", adm)
+        await self.stores.catalog.record_changes(changes)
         return adm
 
     def accept_leases(self, data: bytes, now: float | None = None) -> Admission[list[AddressLease]]:
@@ -317,7 +322,13 @@ class Runtime:
     async def flush(self, now: float | None = None) -> PipelineOutput:
         """Apply what was accepted, run the pipeline up to ``now`` (in a worker thread, so the event
         loop answers meanwhile) and write what it produced (layers concurrently). Flushes run one at a
-        time, in call order: a later flush never writes before an earlier one."""
+        time, in call order: a later flush never writes before an earlier one.
+
+        The span pairer is flushed only every :attr:`trace_every` seconds (what it pairs meanwhile
+        accumulates per edge: each flush costs per edge seen since the last one, so a steady trickle
+        flushed twice a second costs several times a burst per span); the other stages every time
+        (a new connection's edge within a second or two). What waits for a flush (:meth:`written`,
+        :attr:`idle`) counts that delay in."""
         if self._flushing is None:
             self._flushing = asyncio.Lock()
         async with self._flushing:
@@ -329,7 +340,10 @@ class Runtime:
 
     async def _flush(self, now: float) -> PipelineOutput:
         seq = self._queued
-        out = await asyncio.to_thread(self._run, now)
+        trace = now >= self._trace_due
+        if trace:
+            self._trace_due = now + self.trace_every
+        out = await asyncio.to_thread(self._run, now, trace)
         await persist(self.stores, out.windows, out.traces, out.nodes, out.peer_leases, out.late)
         for layer, ws in [*out.windows.items(), *out.late.items()]:
             self.windows_written[layer.value] += len(ws)
@@ -384,9 +398,9 @@ class Runtime:
         if kind not in _WINDOWED or adm.latest is None:
             return
         cfg = self._pipeline.config
-        closes = (math.floor(adm.latest / cfg.final_window) + 1) * cfg.final_window
+        closes: float = (math.floor(adm.latest / cfg.final_window) + 1) * cfg.final_window
         if kind == "spans":  # an unpaired span waits for its other side from its arrival
-            closes = max(closes, self.clock() + cfg.trace_wait)
+            closes = max(closes, self.clock() + cfg.trace_wait + self.trace_every)
         due = closes + cfg.stage1_window + cfg.lateness
         before = _DUE.get()
         _DUE.set(due if before is None else max(before, due))

@@ -42,6 +42,10 @@ __all__ = ["run_demo", "run_serve"]
 log = logging.getLogger("topology.server")
 SWITCH_INTERVAL = 0.001  # seconds (CPython's default is 0.005)
 GC_THRESHOLDS = (10_000, 20, 200)  # allocations before a young collection; young ones before older ones
+#: seconds between flushes of the span pairer in ``serve`` (the other stages: every FLUSH_EVERY); the
+#: calls it pairs meanwhile gather per edge: at 2,200 spans/s 4x fewer flushes cost ~20% less CPU
+TRACE_FLUSH_EVERY = 2.0
+
 
 async def _flusher(runtime: Runtime) -> None:
     """Flush every :data:`FLUSH_EVERY` seconds while the pipeline holds something, roll up every
@@ -273,7 +277,7 @@ async def run_serve(config: ServiceConfig, store: StoreSettings, kafka: KafkaSet
     config = served_config(config)  # one line and no start: no authentication beyond loopback, bad files
     socks = _sockets(config)
     owner, stores = await _open(store)
-    runtime = Runtime(stores, _data_dir(store), _pipeline(store, pairing))
+    runtime = Runtime(stores, _data_dir(store), _pipeline(store, pairing), trace_every=TRACE_FLUSH_EVERY)
     task = asyncio.create_task(_flusher(runtime))
     banner = f"Service Topology server, store {store.describe()}"
     if kafka is None:

@@ -128,14 +128,16 @@ class Pipeline:
         self.final.floor = now
 
     # -- output --------------------------------------------------------------------------------
-    def flush(self, now: float) -> PipelineOutput:
-        """Move everything whose windows closed before ``now - lateness`` through the stages."""
+    def flush(self, now: float, trace: bool = True) -> PipelineOutput:
+        """Move everything whose windows closed before ``now - lateness`` through the stages. Without
+        ``trace`` the span pairer keeps what it paired for a later flush (its calls gather per edge)."""
         cfg = self.config
         wm = now - cfg.lateness
         self.net2.add(self.net1.flush(wm))
         self.final.add(self.net2.flush(wm, early=cfg.provisional))
         self.final.add(self.ipc2.process(self.ipc1.flush(wm)))
-        self.final.add(self.pairer.flush(now))
+        if trace:
+            self.final.add(self.pairer.flush(now))
         windows = by_layer(self.final.flush(wm, provisional=cfg.provisional))
         late = by_layer(self.final.take_late())
         return PipelineOutput(windows, nodes_of(joined(windows, late) if late else windows),

@@ -1,6 +1,7 @@
-"""An idle server does nothing (service/runtime.py, service/server.py): the flush loop waits for the
-next input once everything accepted is written, and wakes for an input queued on the loop or by
-another thread; uvicorn's clock loop wakes once a second and at once for a stop signal."""
+"""What a flush costs when little or nothing arrives (service/runtime.py, service/server.py): the flush
+loop waits for the next input once everything accepted is written, and wakes for an input queued on
+the loop or by another thread; uvicorn's clock loop wakes once a second and at once for a stop signal;
+the span pairer is flushed every ``trace_every`` seconds only, and nothing it holds is left unwritten."""
 
 from __future__ import annotations
 
@@ -11,13 +12,24 @@ import time
 from pathlib import Path
 
 import uvicorn
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from service.runtime import Runtime
 from service.server import _Server
-from tests.admission_cases import flows, js
+from tests.admission_cases import _resource_spans, _span, flows, js, spans
+from topology.model import Granularity, Layer
 from topology.store.embedded import open_stores
+from topology.timewindow import TimeRange
 
 PATIENCE = 30.0  # seconds; a safety net for a broken wake-up, never a measure of speed
+
+
+def server_span(start: float) -> bytes:
+    """A SERVER span of ``payments`` whose CLIENT parent never arrives."""
+    req = ExportTraceServiceRequest()
+    _span(_resource_spans(req, "payments"), b"\x0b" * 16, b"\x0c" * 8, b"\x0d" * 8, 2, start, start + 0.1)
+    data: bytes = req.SerializeToString()
+    return data
 
 
 async def test_the_flush_loop_waits_while_idle_and_wakes_for_an_input(tmp_path: Path) -> None:
@@ -80,3 +92,34 @@ async def test_the_server_loop_stops_at_once_on_a_signal() -> None:
     await asyncio.wait_for(loop, PATIENCE)
     assert server.should_exit
     assert server.server_state.default_headers[0][0] == b"date"  # the Date header is renewed
+
+
+async def test_the_pairer_is_flushed_every_trace_every_seconds_and_nothing_is_left_behind(
+        tmp_path: Path) -> None:
+    stores = open_stores(tmp_path / "store")
+    rt = Runtime(stores, tmp_path, trace_every=5.0)
+    now = time.time()
+
+    async def edges() -> set[tuple[str, str]]:
+        found = await stores.layers[Layer.TRACE].edges(Granularity.APP, TimeRange(now - 120, now + 120),
+                                                       now + 60)
+        return {(e.key.source, e.key.target) for e in found}
+
+    try:
+        rt.accept_flows(flows(now, now - 30, now - 29))
+        await rt.flush(now)  # the first flush flushes the pairer too
+        rt.accept_spans(spans((now - 1, now - 0.9), pair=True), now=now + 0.5)
+        await rt.flush(now + 1)  # within trace_every of the last: the pair waits in the pairer
+        assert ("checkout", "payments") not in await edges()
+        await rt.flush(now + 5)  # trace_every later: the new edge is written
+        assert ("checkout", "payments") in await edges()
+        rt.accept_spans(server_span(now + 5), now=now + 5.5)  # waits for a client that never comes
+        assert not await rt.written(rt.request_due(), 0.0)
+        t = now + 6
+        while not rt.idle:  # the flush loop's flushes, until nothing is held
+            t += 0.5
+            await rt.flush(t)
+        assert t >= now + 5.5 + 10 + 5  # the pairing wait and trace_every had passed
+        assert ("user", "payments") in await edges()  # expired unanswered: a call from a user
+    finally:
+        await stores.close()

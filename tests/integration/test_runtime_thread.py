@@ -26,11 +26,11 @@ class HeldPipeline(Pipeline):
         self.go = threading.Event()
         self.flushed: list[float] = []
 
-    def flush(self, now: float) -> PipelineOutput:
+    def flush(self, now: float, trace: bool = True) -> PipelineOutput:
         self.started.set()
         assert self.go.wait(30), "the test never let the flush go"
         self.flushed.append(now)
-        return super().flush(now)
+        return super().flush(now, trace)
 
 
 async def wait_for(event: threading.Event) -> None:
@@ -80,9 +80,9 @@ class CountingPipeline(Pipeline):
         super().__init__()
         self.flushes = 0
 
-    def flush(self, now: float) -> PipelineOutput:
+    def flush(self, now: float, trace: bool = True) -> PipelineOutput:
         self.flushes += 1
-        return super().flush(now)
+        return super().flush(now, trace)
 
 
 async def test_an_idle_runtime_does_not_run_its_pipeline(tmp_path: Path) -> None:
