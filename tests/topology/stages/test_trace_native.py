@@ -153,3 +153,35 @@ def test_names_the_extension_leaves_to_python_are_named_by_python() -> None:
         p.add(traces(resource_spans("api", [span(1, 2, 1, "client", "c", T, 0.01, attributes=odd)])), T)
     out = nat.flush(T + 30)
     assert out == py.flush(T + 30) and {e.key.target for e in out} == {"2.5"}
+
+
+def test_without_the_extension_the_stage_pairs_in_python_and_says_so_once() -> None:
+    """A process where the extension cannot be imported (as in a checkout built without Rust)."""
+    import subprocess
+    import sys
+
+    code = """
+import importlib.abc, logging, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "topology.wire._spans":
+            raise ImportError("blocked for the test")
+sys.meta_path.insert(0, Block())
+logging.basicConfig(level=logging.WARNING, format="%(name)s %(message)s")
+from topology.stages.trace import PythonSpanPairer, SpanPairer
+from topology.wire import spans
+assert SpanPairer is PythonSpanPairer and spans.native is None and not spans.available()
+from topology.admit import admit_spans
+from tests.topology.stages.otlp_builders import resource_spans, span, traces
+now = 1_800_000_000.0
+data = traces(resource_spans("web", [span(1, 1, None, "server", "GET /", now - 2, 0.2)])).SerializeToString()
+adm = admit_spans(data, "application/x-protobuf", now)
+p = SpanPairer()
+p.add_view(adm.kept, now)
+assert [e.key.target for e in p.flush(now + 1)] == ["web"]
+"""
+    got = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(__file__)))))
+    assert got.returncode == 0, got.stderr
+    warnings = [line for line in got.stderr.splitlines() if "native OTLP spans decoder" in line]
+    assert len(warnings) == 1 and "blocked for the test" in warnings[0]
