@@ -185,3 +185,19 @@ assert [e.key.target for e in p.flush(now + 1)] == ["web"]
     assert got.returncode == 0, got.stderr
     warnings = [line for line in got.stderr.splitlines() if "native OTLP spans decoder" in line]
     assert len(warnings) == 1 and "blocked for the test" in warnings[0]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200))
+def test_a_malformed_checkpoint_of_the_native_pairer_is_refused(data: bytes) -> None:
+    from topology.stages.trace_native import load_core
+
+    try:
+        core = load_core(data)
+    except ValueError:
+        return
+    p = NativeSpanPairer()  # whatever decodes must be a pairer that works
+    p._core = core
+    p.add(traces(resource_spans("web", [span(1, 1, None, "server", "GET /", T, 0.1)])), T)
+    p.flush(T + 100)
+    p.take_trace_summaries()

@@ -253,7 +253,9 @@ pub fn load(data: &[u8], namer: Py<PyAny>) -> PyResult<Pairer> {
         p.producers.insert(k, v);
     }
     for o in m.obs {
-        if o.hist_index.len() != o.hist_count.len() || o.shape > 5 {
+        // span durations fall in buckets [bucket_of(2 ns), bucket_of(2^20 s)] = [-925, 639]
+        if o.hist_index.len() != o.hist_count.len() || o.shape > 5
+            || o.hist_index.iter().any(|&i| !(-1024..=1024).contains(&i)) {
             return Err(bad("observation"));
         }
         let key = ObsKey { window: o.window, source: names.get(o.source), target: names.get(o.target),
