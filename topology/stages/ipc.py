@@ -552,22 +552,22 @@ class IpcStage1:
         self._m_kind, self._m_scale, self._m_cumulative, self._k_series = [], [], [], []
 
         sid = k_series[rec["key"].astype(np.int64) + np.repeat(k_off, n_points)]
-        keep = np.flatnonzero(sid >= 0)
-        if not len(keep):
-            return
-        rec, sid = rec[keep], sid[keep]
-        metric = (rec["metric"].astype(np.int64) + np.repeat(m_off, n_points)[keep])
-        boff = rec["boff"].astype(np.int64) + np.repeat(b_off, n_points)[keep]
-        req_of = np.repeat(np.arange(len(pending)), n_points)[keep]
-        gid = self._group[sid]
-        t = rec["time"]
+        metric = rec["metric"].astype(np.int64) + np.repeat(m_off, n_points)
+        boff = rec["boff"].astype(np.int64) + np.repeat(b_off, n_points)
+        req_of = np.repeat(np.arange(len(pending)), n_points)
+        gid = np.full(len(sid), -1)
+        if self._nseries:
+            gid = np.where(sid >= 0, self._group[np.maximum(sid, 0)], -1)
+        no_peer = (gid < 0) & (sid >= 0)
+        bad = (sid >= 0) & ~no_peer & (rec["time"] == 0)
         c = self._counters
-        no_peer = gid < 0
-        bad = ~no_peer & (t == 0)
         c["no_peer"] += int(no_peer.sum())
         c["bad_points"] += int(bad.sum())
-        ok = np.flatnonzero(~no_peer & ~bad)
-        rec, sid, metric, boff, req_of, gid = rec[ok], sid[ok], metric[ok], boff[ok], req_of[ok], gid[ok]
+        ok = np.flatnonzero((gid >= 0) & (sid >= 0) & ~bad)
+        if not len(ok):
+            return
+        if len(ok) < len(rec):
+            rec, sid, metric, boff, req_of, gid = rec[ok], sid[ok], metric[ok], boff[ok], req_of[ok], gid[ok]
         kind = m_kind[metric]
         p = _Points(rec, sid, gid, boff, m_scale[metric], m_cum[metric],
                     window_of(rec["time"], self.window_seconds))
@@ -587,14 +587,15 @@ class IpcStage1:
             parts.append(self._other_columns(p.take(o), kind[o], flat, fine))
         self._apply(parts, joins, fine)
 
-    def _state_rows(self, sid: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _state_rows(self, sid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The rows of cumulative points with, before each series' first, a row for its kept state: (series
         with a state, order of all rows by series then arrival, which rows are a series' first)."""
-        us = np.unique(sid)
-        st = us[self._start[us] >= 0]
+        mark = np.zeros(self._nseries, np.bool_)
+        mark[sid] = True
+        mark &= self._start[: self._nseries] >= 0
+        st = np.flatnonzero(mark)
         rows_sid = np.concatenate((st, sid))
-        rows_pos = np.concatenate((np.full(len(st), -1, np.int64), pos))
-        order = np.lexsort((rows_pos, rows_sid))
+        order = np.argsort(rows_sid, kind="stable")  # state rows first, then the points in arrival order
         return st, order, first_of_runs(rows_sid[order])
 
     def _histogram_columns(self, p: _Points, bounds: np.ndarray, flat: np.ndarray) -> _Contributions:
@@ -615,7 +616,7 @@ class IpcStage1:
         if len(cum):
             kept = self._kept
             src = np.concatenate((flat, kept))
-            st, order, first = self._state_rows(p.sid[cum], cum)
+            st, order, first = self._state_rows(p.sid[cum])
             k = len(st)
             r_point = np.concatenate((np.full(k, -1, np.int64), cum))[order]
             r_sid = np.concatenate((st, p.sid[cum]))[order]
@@ -631,9 +632,10 @@ class IpcStage1:
             neg = np.zeros(len(cand), np.bool_)
             changed = np.zeros(len(cand), np.bool_)
             for width, sel in _by_length(r_len[cand], same_len):
-                diff = _rows(src, r_off[cand[sel]], width) - _rows(src, r_off[prev[sel]], width)
-                neg[sel] = (diff < 0).any(axis=1)
-                changed[sel] = (diff != 0).any(axis=1)
+                diff = _rows(src, r_off[cand[sel]], width)
+                diff -= _rows(src, r_off[prev[sel]], width)
+                neg[sel] = diff.min(axis=1, initial=0) < 0
+                changed[sel] = diff.any(axis=1)
             moved = r_start[cand] != r_start[prev]
             skip = same_len & ~changed & ~moved & (r_count[cand] == r_count[prev])
             reset = ~skip & (moved | (r_count[cand] < r_count[prev]) | ~same_len | neg)
@@ -680,11 +682,9 @@ class IpcStage1:
             d = _rows(src, off[sel], width)
             diff = poff[sel] >= 0
             d[diff] -= _rows(src, poff[sel][diff], width)
-            nonzero = d != 0
-            n_nonzero = nonzero.sum(axis=1)
-            one = n_nonzero == 1
+            one = np.count_nonzero(d, axis=1) == 1
             r1 = sel[one]
-            i = nonzero[one].argmax(axis=1)
+            i = (d[one] != 0).argmax(axis=1)
             n1 = d[one, i]
             mean1 = lat[r1] / n1
             lo_ok = (i == 0) | (mean1 > edges[np.maximum(e_off[r1] + i - 1, 0)])
@@ -740,7 +740,7 @@ class IpcStage1:
         use = ~p.cumulative  # points with a value to add (not a baseline)
         cum = np.flatnonzero(p.cumulative)
         if len(cum):
-            st, order, first = self._state_rows(p.sid[cum], cum)
+            st, order, first = self._state_rows(p.sid[cum])
             k = len(st)
             r_point = np.concatenate((np.full(k, -1, np.int64), cum))[order]
             r_sid = np.concatenate((st, p.sid[cum]))[order]
