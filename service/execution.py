@@ -130,7 +130,7 @@ class PlainExecution(StrawberryGraphQLCoreExecutionContext):
             item = self._value(of_type.of_type, group)
             return None if item is None else _list(item)
         if is_leaf_type(of_type):
-            return _leaf(of_type.coerce_output_value)
+            return _leaf(_enum_names(of_type) or of_type.coerce_output_value)
         if is_object_type(of_type):
             assert isinstance(of_type, GraphQLObjectType)
             obj = self._object(of_type, group)
@@ -150,6 +150,34 @@ def _reader(field: GraphQLField) -> Callable[[Any], Any] | None:
     if resolver is getattr:
         return operator.attrgetter(python_name)
     return lambda source: resolver(source, python_name)
+
+
+def _enum_names(of_type: Any) -> Callable[[Any], Any] | None:
+    """For a Strawberry enum, what its ``coerce_output_value`` answers (the name of the first GraphQL
+    value equal to the member's value) read from a map instead of a search; None for other types."""
+    wrapped = getattr(of_type, "wrapped_cls", None)
+    values = getattr(of_type, "values", None)
+    if not isinstance(wrapped, type) or not isinstance(values, dict):
+        return None
+    names: dict[Any, str] = {}
+    try:
+        for name, value in values.items():
+            names.setdefault(value.value, name)
+    except TypeError:  # a value that cannot be a key: the ordinary search
+        return None
+    coerce = of_type.coerce_output_value
+
+    def coerce_member(member: Any) -> Any:
+        if isinstance(member, wrapped):
+            try:
+                found = names.get(getattr(member, "value", None))
+            except TypeError:
+                found = None
+            if found is not None:
+                return found
+        return coerce(member)
+
+    return coerce_member
 
 
 def _same(value: Any) -> Any:
