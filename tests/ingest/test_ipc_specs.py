@@ -104,3 +104,15 @@ def test_bad_requests_are_dead_lettered() -> None:
     stage.step()
     assert [reason_class(d["reason"]) for d in stage.dead] == ["empty", "decode"]
     assert stage.emitted == []
+
+
+def test_point_times_for_the_reorder_buffer_are_the_same_from_native_columns(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from bench.stage_ipc import generate
+    from ingest import ipc as ingest_ipc
+
+    batches, _ = generate(3_000, 12, seed=2)
+    native = [ingest_ipc._times(d) for _, d in batches]
+    monkeypatch.setattr(ingest_ipc, "NATIVE", False)
+    assert [ingest_ipc._times(d) for _, d in batches] == native
+    assert sum(map(len, native)) >= 3_000
