@@ -6,8 +6,9 @@ and cumulative-to-delta needs every point of a series in one worker, so stage 1 
 
 * spans by trace id: a message of one trace id (as the Collector's ``partition_traces_by_id`` writes
   them, keyed by the hex trace id: :func:`key_trace_id`) passes through unchanged; any other message
-  is cut into one request per trace id, keeping each span's resource and scope
-  (:func:`topology.wire.otlp.split_spans`, in ``ingest/trace.py``);
+  is cut into one request per trace id, keeping each span's resource and scope (natively where the
+  extension is built: ``topology.wire._spans.split_by_trace_id``, else
+  :func:`topology.wire.otlp.split_spans`; in ``ingest/trace.py``);
 * metrics by resource: one request per ``ResourceMetrics``, keyed by a hash of the serialized
   resource (the series identity starts with it).
 
@@ -21,6 +22,7 @@ import zlib
 
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 
+from topology.wire import spans
 from topology.wire.otlp import spans_view, split_spans
 
 
@@ -42,7 +44,15 @@ def key_trace_id(key: bytes | None) -> str | None:
 
 def by_trace_id(data: bytes) -> dict[str, bytes]:
     """A serialized span request cut into one per hex trace id, as the Collector's kafka exporter
-    writes them with ``partition_traces_by_id`` (the simulator's publisher does the same)."""
+    writes them with ``partition_traces_by_id`` (the simulator's publisher does the same). Natively
+    where the extension is built (each span kept as its bytes, under its resource and scope), else
+    through the compact view; OtlpDecodeError if it does not parse."""
+    if spans.available():
+        try:
+            return {tid.hex(): part for tid, part in spans.native.split_by_trace_id(data)}  # type: ignore[union-attr]
+        except ValueError:
+            spans_view(data)  # raises with the Python parser's reason
+            # prost refuses what upb takes (a known field with another wire type): upb's way below
     parts = split_spans(spans_view(data), lambda span: bytes(span.trace_id).hex())
     return {tid: req.SerializeToString() for tid, req in parts.items()}
 

@@ -16,7 +16,7 @@ from ingest.logic import Added, Emit, PartitionLogic, Rejected, Splitter, StageS
 from ingest.network import edge_route
 from ingest.record import Partition, Record
 from ingest.reorder import ReorderBuffer
-from ingest.splitter import key_trace_id
+from ingest.splitter import by_trace_id, key_trace_id
 from ingest.topics import Topics
 from topology.admit import DECODE, admit_spans, reason
 from topology.stages.trace import SpanPairer
@@ -54,11 +54,11 @@ class _Split(Splitter):
             self.pending.append(Emit(tid, otlp_items.item(data, latest, n)))
             self.count["passed_through" if tid == key_trace_id(record.key) else "split"] += 1
         elif traces:
-            if spans.is_batch(view):  # a native Batch (what admission keeps): cut the compact view
-                view = spans_view(view.SerializeToString())
-            parts = split_spans(view, _trace_id)
-            self.pending.extend(Emit(tid, otlp_items.item(parts[tid].SerializeToString(), *traces[tid]))
-                                for tid in traces)
+            if spans.is_batch(view):  # a native Batch (what admission keeps): cut natively
+                cut = by_trace_id(view.SerializeToString())
+            else:
+                cut = {tid: req.SerializeToString() for tid, req in split_spans(view, _trace_id).items()}
+            self.pending.extend(Emit(tid, otlp_items.item(cut[tid], *traces[tid])) for tid in traces)
             self.count["split"] += 1
         return out
 

@@ -9,10 +9,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from ingest.splitter import by_trace_id
 from ingest.trace import trace_times
 from tests.topology.wire.test_otlp import trace_requests
 from topology.wire import spans
-from topology.wire.otlp import spans_view
+from topology.wire.otlp import spans_view, split_spans
 
 pytestmark = pytest.mark.skipif(spans.native is None and os.environ.get("CI") != "true",
                                 reason="the native module is not built")
@@ -27,3 +28,30 @@ def test_trace_times_of_a_batch_are_those_of_the_view(req: ExportTraceServiceReq
     got = trace_times(spans.decode(data))
     want = trace_times(spans_view(data))
     assert got == want and list(got) == list(want)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(trace_requests())
+def test_a_request_cut_natively_per_trace_is_the_compact_view_s_cut(req: ExportTraceServiceRequest) -> None:
+    for i, rs in enumerate(req.resource_spans):
+        rs.schema_url = f"https://schemas/{i}"
+        for j, ss in enumerate(rs.scope_spans):
+            ss.scope.name, ss.scope.version = f"lib{j}", "1.0"
+            for sp in ss.spans:
+                sp.trace_id = bytes([sp.trace_id[0] % 3 + 1]) * 16
+    data = req.SerializeToString()
+    native = spans.native.split_by_trace_id(data)  # type: ignore[union-attr]
+    python = split_spans(spans_view(data), lambda sp: bytes(sp.trace_id).hex())
+    assert [tid.hex() for tid, _ in native] == list(python)
+    for tid, part in native:
+        assert full(part) == full(python[tid.hex()].SerializeToString())
+    assert by_trace_id(data) == {tid.hex(): part for tid, part in native}
+
+
+def full(data: bytes) -> ExportTraceServiceRequest:
+    """The request in the full schema, an empty resource as none (the compact view keeps no presence)."""
+    req = ExportTraceServiceRequest.FromString(data)
+    for rs in req.resource_spans:
+        if not rs.resource.ByteSize():
+            rs.ClearField("resource")
+    return req

@@ -8,6 +8,7 @@ mod batch;
 mod omap;
 mod pairer;
 mod proto;
+mod split;
 mod state;
 
 use batch::Batch;
@@ -20,6 +21,13 @@ const LAYOUT: u32 = 2;
 #[pyfunction]
 fn decode(data: &Bound<'_, PyBytes>) -> PyResult<Batch> {
     batch::decode(data)
+}
+
+/// A serialized request cut per trace id: [(trace id bytes, serialized request)] in first-appearance
+/// order, each span as it came under its own resource and scope; ValueError if it does not parse.
+#[pyfunction]
+fn split_by_trace_id<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, pyo3::types::PyList>> {
+    split::by_trace_id(py, data)
 }
 
 /// `topology.sketch.bucket_of(seconds)` at scale 5 (for tests: the pairer's own).
@@ -97,5 +105,6 @@ fn _spans(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Pairer>()?;
     m.add_function(wrap_pyfunction!(decode, m)?)?;
     m.add_function(wrap_pyfunction!(bucket_of, m)?)?;
+    m.add_function(wrap_pyfunction!(split_by_trace_id, m)?)?;
     Ok(())
 }

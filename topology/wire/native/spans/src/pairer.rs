@@ -301,7 +301,12 @@ impl Pairer {
         let got: Option<(String, u8)> = got.bind(py).extract()?;
         Ok(match got {
             None => Virt::Unnamed,
-            Some((name, shape)) => Virt::Named(Arc::from(name), shape),
+            Some((name, shape)) if (TO_DATABASE..=TO_UNINSTRUMENTED).contains(&shape) => {
+                Virt::Named(Arc::from(name), shape)
+            }
+            Some((_, shape)) => {
+                return Err(pyo3::exceptions::PyValueError::new_err(format!("not a virtual peer's shape: {shape}")))
+            }
         })
     }
 

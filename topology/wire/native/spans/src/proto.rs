@@ -122,3 +122,37 @@ pub struct KeyValueList {
     #[prost(message, repeated, tag = "1")]
     pub values: Vec<KeyValue>,
 }
+
+// -- the request as its parts, each span kept as its bytes: cutting a request by trace id --------------
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RawRequest {
+    #[prost(message, repeated, tag = "1")]
+    pub resource_spans: Vec<RawResourceSpans>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RawResourceSpans {
+    #[prost(bytes = "bytes", optional, tag = "1")]
+    pub resource: Option<Bytes>,
+    #[prost(message, repeated, tag = "2")]
+    pub scope_spans: Vec<RawScopeSpans>,
+    #[prost(bytes = "bytes", tag = "3")]
+    pub schema_url: Bytes,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RawScopeSpans {
+    #[prost(bytes = "bytes", optional, tag = "1")]
+    pub scope: Option<Bytes>,
+    #[prost(bytes = "bytes", repeated, tag = "2")]
+    pub spans: Vec<Bytes>,
+    #[prost(bytes = "bytes", tag = "3")]
+    pub schema_url: Bytes,
+}
+
+/// A span's trace id, every other field skipped.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SpanTraceId {
+    #[prost(bytes = "bytes", tag = "1")]
+    pub trace_id: Bytes,
+}
