@@ -609,9 +609,10 @@ class IpcStage1:
         cum = np.flatnonzero(p.cumulative)
         delta = np.flatnonzero(~p.cumulative)
         # every point that adds something: its row, count, sum, its buckets' offset in ``src`` and, for the
-        # delta of two cumulative points, the offset of the previous point's (-1: its own are the delta)
+        # delta of two cumulative points, its row in ``diffs`` (-1: its own buckets are the delta)
         d_rows, d_count, d_sum = [delta], [count[delta]], [total[delta]]
         d_off, d_prev, d_len = [p.boff[delta]], [np.full(len(delta), -1, np.int64)], [blen[delta]]
+        diffs: dict[int, np.ndarray] = {}
         src = flat
         if len(cum):
             kept = self._kept
@@ -631,11 +632,14 @@ class IpcStage1:
             same_len = r_len[cand] == r_len[prev]
             neg = np.zeros(len(cand), np.bool_)
             changed = np.zeros(len(cand), np.bool_)
+            diff_row = np.full(len(cand), -1, np.int64)  # the row of a point's delta in diffs[its length]
             for width, sel in _by_length(r_len[cand], same_len):
                 diff = _rows(src, r_off[cand[sel]], width)
                 diff -= _rows(src, r_off[prev[sel]], width)
                 neg[sel] = diff.min(axis=1, initial=0) < 0
                 changed[sel] = diff.any(axis=1)
+                diffs[width] = diff
+                diff_row[sel] = np.arange(len(sel))
             moved = r_start[cand] != r_start[prev]
             skip = same_len & ~changed & ~moved & (r_count[cand] == r_count[prev])
             reset = ~skip & (moved | (r_count[cand] < r_count[prev]) | ~same_len | neg)
@@ -649,7 +653,7 @@ class IpcStage1:
             d_count += [r_count[rs], r_count[nm] - r_count[nm - 1]]
             d_sum += [r_total[rs], r_total[nm] - r_total[last_set[nm - 1]]]
             d_off += [r_off[rs], r_off[nm]]
-            d_prev += [np.full(len(rs), -1, np.int64), r_off[nm - 1]]
+            d_prev += [np.full(len(rs), -1, np.int64), diff_row[normal]]
             d_len += [r_len[rs], r_len[nm]]
             # each series' new state: its last row (a skipped row changes nothing but the sum it would set)
             last = np.flatnonzero(last_of_runs(r_sid))
@@ -679,9 +683,13 @@ class IpcStage1:
         out.add_buckets(m, buckets_of(lat[m] / dcount[m]), dcount[m])
         targets, edges = self._targets, self._edges
         for width, sel in _by_length(length, ~mean):
-            d = _rows(src, off[sel], width)
-            diff = poff[sel] >= 0
-            d[diff] -= _rows(src, poff[sel][diff], width)
+            own = poff[sel] < 0
+            if own.all():
+                d = _rows(src, off[sel], width)
+            else:
+                d = np.empty((len(sel), width), np.int64)
+                d[own] = _rows(src, off[sel][own], width)
+                d[~own] = diffs[width][poff[sel][~own]]
             one = np.count_nonzero(d, axis=1) == 1
             r1 = sel[one]
             i = (d[one] != 0).argmax(axis=1)
