@@ -55,7 +55,9 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from topology.catalog import NAME_MAX, PEER_RECORD, TraceSummary, pack_span
 from topology.model import EdgeKey, EdgePartial, Granularity, Layer, NodeKind, Side
 from topology.sketch import LatencySketch, bucket_of
+from topology.stages.trace_native import NativeSpanPairer
 from topology.stats import MAX_EXEMPLARS, EdgeStats
+from topology.wire import spans as _native_spans
 from topology.wire.otlp import OtlpDecodeError, attribute, spans_view
 
 WINDOW_SECONDS = 60
@@ -563,9 +565,6 @@ def _summary(tid: bytes, tr: list[Any]) -> TraceSummary:
                         services=tuple(sorted(tr[4])), packed_spans=tr[10])
 
 
-# The native pairer where the extension is built (one warning in the log where it is not).
-from topology.stages.trace_native import NativeSpanPairer  # noqa: E402  (it imports this module)
-from topology.wire import spans as _native_spans  # noqa: E402
-
+#: The stage's pairer: the native one where the extension is built (one warning in the log where not).
 SpanPairer: type[PythonSpanPairer] | type[NativeSpanPairer] = (
     NativeSpanPairer if _native_spans.available() else PythonSpanPairer)

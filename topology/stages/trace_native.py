@@ -29,7 +29,7 @@ _GRANULARITY = (Granularity.APP, Granularity.CLUSTER)
 
 def _namer(attributes: list[bytes]) -> tuple[str, int] | None:
     """The Python naming rule for the spans the extension leaves to it: (name, shape code) or None."""
-    from topology.stages import trace  # (it imports this module)
+    from topology.stages import trace  # (which imports this module)
 
     got = trace.virtual_peer(attributes)
     return None if got is None else (got[0], trace.SHAPES.index(got[1]))
@@ -105,7 +105,7 @@ class NativeSpanPairer:
     def flush(self, now: float) -> list[EdgePartial]:
         """Expire what waited longer than the wait and return the edge partials observed so far
         (Side.PAIR, summable: a window may appear in several flushes)."""
-        from topology.stages.trace import SHAPES as shapes  # (it imports this module)
+        from topology.stages.trace import SHAPES as shapes  # (which imports this module)
 
         ws = self.window_seconds
         out: list[EdgePartial] = []
