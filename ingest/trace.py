@@ -19,9 +19,11 @@ from ingest.reorder import ReorderBuffer
 from ingest.splitter import by_trace_id, key_trace_id
 from ingest.topics import Topics
 from topology.admit import DECODE, admit_spans, reason
-from topology.stages.trace import SpanPairer
+from topology.stages.trace import NativeSpanPairer, PythonSpanPairer, SpanPairer
 from topology.wire import spans
 from topology.wire.otlp import PROTOBUF, OtlpDecodeError, spans_view, split_spans
+
+PAIRERS = (NativeSpanPairer, PythonSpanPairer)
 
 
 class TraceSplitSpec(StageSpec):
@@ -73,7 +75,9 @@ class SpanPairingSpec(StageSpec):
         self.capacity = capacity
 
     def new_partition(self, tp: Partition, state: Any) -> PartitionLogic:
-        if isinstance(state, tuple) and len(state) == 3 and isinstance(state[0], SpanPairer) \
+        # a checkpoint of either pairer is taken as it is (one written before the native pairer keeps
+        # pairing in Python: nothing waiting is lost to the upgrade)
+        if isinstance(state, tuple) and len(state) == 3 and isinstance(state[0], PAIRERS) \
                 and isinstance(state[1], ReorderBuffer) and isinstance(state[2], float):
             return _Pairing(*state)
         return _Pairing(SpanPairer(self.wait_seconds, self.capacity))

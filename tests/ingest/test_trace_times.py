@@ -55,3 +55,15 @@ def full(data: bytes) -> ExportTraceServiceRequest:
         if not rs.resource.ByteSize():
             rs.ClearField("resource")
     return req
+
+
+def test_a_checkpoint_of_the_python_pairer_is_taken_as_it_is() -> None:
+    """A partition checkpointed before the native pairer keeps its waiting spans after the upgrade."""
+    from ingest.reorder import ReorderBuffer
+    from ingest.topics import Topics
+    from ingest.trace import SpanPairingSpec
+    from topology.stages.trace import PythonSpanPairer
+
+    old = PythonSpanPairer()
+    logic = SpanPairingSpec(Topics()).new_partition(None, (old, ReorderBuffer(), 5.0))  # type: ignore[arg-type]
+    assert logic.state()[0] is old
