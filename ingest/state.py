@@ -291,7 +291,8 @@ SCHEMAS: tuple[Schema, ...] = (
             "_layouts", "_layout_rows", "_targets", "_edges", "_nseries", "_group", "_error", "_stat",
             "_base", "_endpoint", "_protocol", "_seen", "_seen_from", "_start", "_counts", "_value",
             "_total", "_boff", "_blen", "_kept", "_exp", "_pending", "_pending_points", "_m_kind",
-            "_m_scale", "_m_cumulative", "_k_series", "_watermark", "_epoch")),
+            "_m_scale", "_m_cumulative", "_watermark", "_epoch"),
+           derived=("_index", "_marking"), rebuild=lambda st: st._rebuild_index()),
     Schema(ipc.IpcStage2, "ipc2", ("addresses", "counters", "_pending")),
     Schema(trace._Acc, "trace.acc", trace._Acc.__slots__),
     Schema(trace.PythonSpanPairer, "trace.pairer",  # 2: traces keep their spans

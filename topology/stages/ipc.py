@@ -74,6 +74,7 @@ from topology.wire.metric_columns import (
     SUMMARY,
     key_parts,
     raw_columns,
+    series_index,
 )
 from topology.wire.otlp import AttrValue, OtlpDecodeError, attribute
 
@@ -346,7 +347,7 @@ class IpcStage1:
         self._endpoint = np.zeros(0, np.int64)
         self._protocol = np.zeros(0, np.int64)
         self._seen = np.zeros(0, np.int64)  # the flush epoch a series last had a point in
-        self._seen_from = 0  # _k_series up to here is marked in _seen
+        self._seen_from = 0  # the pending requests before this one are marked in _seen
         self._start = np.zeros(0, np.int64)  # -1: no baseline yet
         self._counts = np.zeros(0, np.int64)
         self._value = np.zeros(0, np.float64)
@@ -356,12 +357,13 @@ class IpcStage1:
         self._kept = np.zeros(0, np.int64)
         self._exp: dict[int, _ExpCounts] = {}  # exponential histograms' last buckets
         # decoded, not yet processed: per request its columns and lengths, per metric and per key a row
-        self._pending: list[tuple[bytes, bytes, int, int, int, list[int]]] = []
+        self._pending: list[tuple[bytes, bytes, int, np.ndarray | None, int, list[int]]] = []
         self._pending_points = 0
         self._m_kind: list[int] = []
         self._m_scale: list[int] = []
         self._m_cumulative: list[bool] = []
-        self._k_series: list[int] = []
+        self._index = series_index(sorted(ACCEPTED_METRICS))  # series key -> number, natively (derived)
+        self._marking: list[int] = []  # series numbers of the request being numbered one by one
         self._watermark = -math.inf
         self._epoch = 0  # flushes so far
 
@@ -372,7 +374,7 @@ class IpcStage1:
     def add_serialized(self, data: bytes) -> None:
         """Add a serialized ``ExportMetricsServiceRequest``; raises OtlpDecodeError (counted) if malformed."""
         try:
-            points, buckets, resources, metrics, keys, key_metric, bounds = raw_columns(data)
+            points, buckets, resources, metrics, keys, key_metric, bounds = raw_columns(data, self._index)
         except OtlpDecodeError:
             self._counters["bad_requests"] += 1
             raise
@@ -409,23 +411,38 @@ class IpcStage1:
                 si = self._scales[scale] = len(self._scales)
             scales.append(si)
             cumulative.append(kind == SUMMARY or (kind not in (GAUGE, NONE) and temporality == _CUMULATIVE))
-        series, out = self._series_ids, self._k_series
-        known = None if None in specs else list(map(series.get, keys))
-        if known is not None and None not in known:
-            out.extend(known)  # the usual request: every series known (marked seen later, in _mark_seen)
+        # per point its series number (the index knows every series numbered so far), -1 for points of
+        # metrics the stage does not read, -(2 + i) for the i-th key the index has not seen
+        sid: np.ndarray | None = None
+        if not keys:
+            pass  # the usual request: every series known (the numbers are read from the records in a batch)
+        elif len(self._series_ids) + len(keys) < self.max_series:  # new series, and no eviction possible
+            new = [-1 if specs[mi] is None else self._number_series(key, *specs[mi])
+                   for key, mi in zip(keys, np.frombuffer(key_metric, "<u4").tolist(), strict=True)]
+            code = _codes(points)
+            sid = np.where(code <= -2, np.array(new, np.int64)[np.maximum(-2 - code, 0)], code)
         else:
-            for key, mi in zip(keys, np.frombuffer(key_metric, "<u4").tolist(), strict=True):
-                m = specs[mi]
-                if m is None:
-                    out.append(-1)
-                    continue
-                sid = series.get(key)
-                out.append(self._number_series(key, *m) if sid is None else sid)
+            sid = self._one_by_one(data, specs)
         bmap = [self._bounds_id(b) for b in bounds]
-        self._pending.append((points, buckets, len(metrics), len(keys), len(points) // POINT.itemsize, bmap))
+        self._pending.append((points, buckets, len(metrics), sid, len(points) // POINT.itemsize, bmap))
         self._pending_points += len(points) // POINT.itemsize
         if self._pending_points >= _BATCH_POINTS:
             self._process()
+
+    def _one_by_one(self, data: bytes, specs: list[tuple[bytes, str, Side, str | None] | None]) -> np.ndarray:
+        """Series numbers of a request that may evict series: its keys numbered in order, each new one
+        evicting as the cache fills, exactly as the point stage does."""
+        points, _, _, _, keys, key_metric, _ = raw_columns(data)
+        series, out = self._series_ids, self._marking
+        for key, mi in zip(keys, np.frombuffer(key_metric, "<u4").tolist(), strict=True):
+            m = specs[mi]
+            if m is None:
+                out.append(-1)
+                continue
+            sid = series.get(key)
+            out.append(self._number_series(key, *m) if sid is None else sid)
+        self._marking = []
+        return np.array(out, np.int64)[np.frombuffer(points, POINT)["key"].astype(np.int64)]
 
     def _service_of(self, res: bytes) -> str | None:
         service: str | None = None
@@ -490,15 +507,19 @@ class IpcStage1:
         if len(series) >= self.max_series:
             self._evict()
         series[key] = i
+        self._index.insert(key, i)
         return i
 
     def _mark_seen(self) -> None:
         """Note the flush epoch in every series numbered since the last call (eviction spares those)."""
-        ks = self._k_series
-        if len(ks) > self._seen_from:
-            a = np.array(ks[self._seen_from:], np.int64)
-            self._seen[a[a >= 0]] = self._epoch
-            self._seen_from = len(ks)
+        seen, epoch = self._seen, self._epoch
+        for p in self._pending[self._seen_from:]:
+            sids = _codes(p[0]) if p[3] is None else p[3]
+            seen[sids[sids >= 0]] = epoch
+        self._seen_from = len(self._pending)
+        if self._marking:  # the request being numbered one by one, up to here
+            a = np.array(self._marking, np.int64)
+            seen[a[a >= 0]] = epoch
 
     def _grow(self, n: int) -> None:
         self._group = grow(self._group, n, -1)
@@ -525,7 +546,8 @@ class IpcStage1:
                 break
             series[key] = sid  # recently active: second chance, to the back of the line
         else:
-            series.popitem(last=False)
+            key, _ = series.popitem(last=False)
+        self._index.forget(key)
         self._counters["evictions"] += 1
 
     # -- the points, together ---------------------------------------------------------------------
@@ -539,7 +561,6 @@ class IpcStage1:
         flat = np.frombuffer(b"".join(p[1] for p in pending), "<u8").astype(np.int64)
         n_buckets = np.array([len(p[1]) // 8 for p in pending], np.int64)
         m_off = np.cumsum([0] + [p[2] for p in pending[:-1]])
-        k_off = np.cumsum([0] + [p[3] for p in pending[:-1]])
         b_off = np.cumsum(n_buckets) - n_buckets
         bmap = np.array([b for p in pending for b in p[5]] or [0], np.int64)
         bmap_off = np.cumsum([0] + [len(p[5]) for p in pending[:-1]])
@@ -547,11 +568,10 @@ class IpcStage1:
         m_scale = np.array(self._m_scale, np.int64)
         m_cum = np.array(self._m_cumulative, np.bool_)
         self._mark_seen()
-        k_series = np.array(self._k_series, np.int64)
+        sid = np.concatenate([_codes(p[0]) if p[3] is None else p[3] for p in pending])
         self._pending, self._pending_points, self._seen_from = [], 0, 0
-        self._m_kind, self._m_scale, self._m_cumulative, self._k_series = [], [], [], []
+        self._m_kind, self._m_scale, self._m_cumulative = [], [], []
 
-        sid = k_series[rec["key"].astype(np.int64) + np.repeat(k_off, n_points)]
         metric = rec["metric"].astype(np.int64) + np.repeat(m_off, n_points)
         boff = rec["boff"].astype(np.int64) + np.repeat(b_off, n_points)
         req_of = np.repeat(np.arange(len(pending)), n_points)
@@ -1005,6 +1025,18 @@ class IpcStage1:
     @property
     def open_series(self) -> int:
         return len(self._series_ids)
+
+    def _rebuild_index(self) -> None:
+        """The native series index from the series keys (after a checkpoint is read)."""
+        self._index = series_index(sorted(ACCEPTED_METRICS))
+        for key, sid in self._series_ids.items():
+            self._index.insert(key, sid)
+        self._marking = []
+
+
+def _codes(points: bytes) -> np.ndarray:
+    """The series numbers (or codes, see metric_columns.raw_columns) in point records."""
+    return np.frombuffer(points, POINT)["key"].astype(np.int32).astype(np.int64)
 
 
 def _by_length(lengths: np.ndarray, mask: np.ndarray) -> list[tuple[int, np.ndarray]]:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -39,7 +40,7 @@ try:
 except ImportError:  # not built (pip install -e . builds it): callers check NATIVE
     _metrics = None  # type: ignore[assignment]
 
-LAYOUT = 2
+LAYOUT = 3
 NATIVE: bool = _metrics is not None and _metrics.LAYOUT == LAYOUT
 
 NONE, GAUGE, SUM, HISTOGRAM, EXPONENTIAL, SUMMARY = range(6)
@@ -78,20 +79,32 @@ def metric_columns(data: bytes) -> MetricColumns:
                          keys, np.frombuffer(key_metric, "<u4").tolist(), bounds)
 
 
-def raw_columns(data: bytes) -> RawColumns:
+def raw_columns(data: bytes, index: Any = None) -> RawColumns:
     """The native module's tuple, unwrapped: (points, buckets, resources, metrics, keys, key_metric,
-    bounds); points and buckets are the raw little-endian bytes. Raises OtlpDecodeError."""
+    bounds); points and buckets are the raw little-endian bytes. Raises OtlpDecodeError.
+
+    With a :func:`series_index`, a point's ``key`` is its series number if the index knows its key, -1 if
+    its metric is not one the index reads, and -(2 + i) (as int32) for the i-th of ``keys``, the keys the
+    index does not know (the others are not listed)."""
     if _metrics is None:
         raise RuntimeError("the native metrics decoder is not built (pip install -e .)")
     try:
-        return _metrics.decode(data)
+        return _metrics.decode(data, index)
     except ValueError as first:
         view = metrics_view(data)  # upb's decision: raises OtlpDecodeError if it refuses too
         view.DiscardUnknownFields()
         try:
-            return _metrics.decode(view.SerializeToString())
+            return _metrics.decode(view.SerializeToString(), index)
         except ValueError as e:
             raise OtlpDecodeError(f"not a valid protobuf ExportMetricsServiceRequest: {first}; {e}") from e
+
+
+def series_index(names: list[str]) -> Any:
+    """A native index of series numbers by series key, for the points of metrics named ``names``
+    (``insert(key, number)``, ``forget(key)``, ``len``)."""
+    if _metrics is None:
+        raise RuntimeError("the native metrics decoder is not built (pip install -e .)")
+    return _metrics.SeriesIndex(names)
 
 
 def key_parts(key: bytes) -> tuple[bytes, str, tuple[bytes, ...]]:

@@ -16,9 +16,10 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyTuple};
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 /// The version of the column layout; the Python side refuses a module built for another.
-const LAYOUT: u32 = 2;
+const LAYOUT: u32 = 3;
 /// Bytes per point record: metric u32, key u32, time u64, start u64, count u64, sum f64, value f64,
 /// zero u64, bucket offset u32, bucket length u32, bounds (histograms) or positive offset (exponential)
 /// i32, scale i32 (exponential).
@@ -197,36 +198,94 @@ struct Point {
 struct Columns<'a> {
     points: Vec<u8>,
     buckets: Vec<u8>,
-    keys: Vec<Vec<u8>>,
+    key_bytes: Vec<u8>,
+    key_ranges: Vec<(usize, usize)>,
     key_metric: Vec<u8>,
-    key_index: HashMap<Vec<u8>, u32>,
+    key_index: HashMap<u64, u32, Fx>,
     bounds: Vec<&'a [u8]>,
-    bounds_index: HashMap<&'a [u8], i32>,
-    scratch: Vec<u8>,
+    bounds_index: HashMap<&'a [u8], i32, Fx>,
+    /// With a series index: known series get their number, others a code for the new keys' list.
+    index: Option<&'a SeriesIndex>,
+    /// Whether the current metric's points get keys (with an index: its name is one the stage reads).
+    wanted: bool,
+}
+
+/// A point of a metric the series index does not read (-1 as i32).
+const UNREAD: u32 = u32::MAX;
+
+/// The stage's series numbers by series key (the key bytes of `Columns::key`), kept across requests: a
+/// request decoded with it carries each known point's series number instead of a key, and lists only
+/// the keys it has not seen. Python numbers new series and tells it (`insert`, `forget`).
+#[pyclass(module = "topology.wire._metrics")]
+struct SeriesIndex {
+    names: std::collections::HashSet<String>,
+    map: HashMap<Box<[u8]>, u32, Fx>,
+}
+
+#[pymethods]
+impl SeriesIndex {
+    #[new]
+    fn new(names: Vec<String>) -> Self {
+        SeriesIndex { names: names.into_iter().collect(), map: HashMap::default() }
+    }
+    fn insert(&mut self, key: &[u8], number: u32) {
+        self.map.insert(key.into(), number);
+    }
+    fn forget(&mut self, key: &[u8]) {
+        self.map.remove(key);
+    }
+    fn __len__(&self) -> usize {
+        self.map.len()
+    }
 }
 
 impl<'a> Columns<'a> {
     /// The series index of (resource, name, attributes) within this request. The identity is written
-    /// as length-prefixed parts (u32 little-endian lengths), so equal identities give equal bytes.
+    /// as length-prefixed parts (u32 little-endian lengths), so equal identities give equal bytes. Equal
+    /// identities in one request share an index (a hash collision only costs a second entry: the Python
+    /// side looks every key up by its bytes).
     fn key(&mut self, resource: &[u8], name: &str, attributes: &[Bytes], metric: u32) -> u32 {
-        let s = &mut self.scratch;
-        s.clear();
+        if !self.wanted {
+            return UNREAD;
+        }
+        let buf = &mut self.key_bytes;
+        let start = buf.len();
         for part in [resource, name.as_bytes()] {
-            s.extend_from_slice(&(part.len() as u32).to_le_bytes());
-            s.extend_from_slice(part);
+            buf.extend_from_slice(&(part.len() as u32).to_le_bytes());
+            buf.extend_from_slice(part);
         }
         for a in attributes {
-            s.extend_from_slice(&(a.len() as u32).to_le_bytes());
-            s.extend_from_slice(a);
+            buf.extend_from_slice(&(a.len() as u32).to_le_bytes());
+            buf.extend_from_slice(a);
         }
-        if let Some(&i) = self.key_index.get(s.as_slice()) {
-            return i;
+        if let Some(index) = self.index {
+            if let Some(&sid) = index.map.get(&buf[start..]) {
+                buf.truncate(start);
+                return sid;
+            }
         }
-        let i = self.keys.len() as u32;
-        self.keys.push(s.clone());
-        self.key_index.insert(s.clone(), i);
+        let h = fx_hash(&buf[start..]);
+        if let Some(&i) = self.key_index.get(&h) {
+            let (a, b) = self.key_ranges[i as usize];
+            if buf[a..b] == buf[start..] {
+                buf.truncate(start);
+                return self.code(i);
+            }
+        }
+        let i = self.key_ranges.len() as u32;
+        self.key_ranges.push((start, buf.len()));
+        self.key_index.insert(h, i);
         self.key_metric.extend_from_slice(&metric.to_le_bytes());
-        i
+        self.code(i)
+    }
+
+    /// A new key's entry in the point column: its index, or with a series index -(2 + index) as i32.
+    fn code(&self, i: u32) -> u32 {
+        if self.index.is_some() {
+            (-2 - i as i32) as u32
+        } else {
+            i
+        }
     }
 
     fn bounds_of(&mut self, bounds: &'a [u8]) -> i32 {
@@ -265,6 +324,50 @@ impl<'a> Columns<'a> {
     }
 }
 
+/// A fast non-cryptographic hash (FxHash's step, 8 bytes at a time): keys are hashed within one request
+/// only, where nobody can choose collisions to any effect (a collision costs a second key entry).
+#[derive(Default, Clone, Copy)]
+struct FxHasher(u64);
+
+const FX_SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+
+impl FxHasher {
+    #[inline]
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(FX_SEED);
+    }
+}
+
+impl Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            self.add(u64::from_le_bytes(c.try_into().unwrap()));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut last = [0u8; 8];
+            last[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(last));
+        }
+        self.add(bytes.len() as u64);
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.add(v);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type Fx = BuildHasherDefault<FxHasher>;
+
+fn fx_hash(bytes: &[u8]) -> u64 {
+    let mut h = FxHasher::default();
+    h.write(bytes);
+    h.finish()
+}
+
 /// Packed little-endian u64s; trailing bytes that make no whole count are ignored (as the stage's
 /// `struct.unpack_from` ignores them).
 fn packed_u64(b: &[u8]) -> impl Iterator<Item = u64> + '_ {
@@ -275,18 +378,22 @@ fn packed_u64(b: &[u8]) -> impl Iterator<Item = u64> + '_ {
 /// metrics, keys, key_metric, bounds); see topology/wire/_metrics.pyi. Raises ValueError if prost
 /// cannot decode it.
 #[pyfunction]
-fn decode<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyTuple>> {
+#[pyo3(signature = (data, index=None))]
+fn decode<'py>(py: Python<'py>, data: &[u8], index: Option<PyRef<'py, SeriesIndex>>) -> PyResult<Bound<'py, PyTuple>> {
     let req = Request::decode(Bytes::copy_from_slice(data))
         .map_err(|e| PyValueError::new_err(e.to_string()))?;
+    let index: Option<&SeriesIndex> = index.as_deref();
     let mut c = Columns {
         points: Vec::with_capacity(data.len() / 4 * POINT / 64 + POINT),
         buckets: Vec::new(),
-        keys: Vec::new(),
+        key_bytes: Vec::with_capacity(data.len() * 2),
+        key_ranges: Vec::new(),
         key_metric: Vec::new(),
-        key_index: HashMap::new(),
+        key_index: HashMap::default(),
         bounds: Vec::new(),
-        bounds_index: HashMap::new(),
-        scratch: Vec::new(),
+        bounds_index: HashMap::default(),
+        index,
+        wanted: true,
     };
     let resources = PyList::empty(py);
     let metrics = PyList::empty(py);
@@ -297,6 +404,7 @@ fn decode<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyTuple>> {
         for sm in &rm.scope_metrics {
             for m in &sm.metrics {
                 let before = c.points.len();
+                c.wanted = index.map_or(true, |i| i.names.contains(&m.name));
                 let (kind, temporality) = if let Some(h) = &m.histogram {
                     for dp in &h.data_points {
                         let key = c.key(res, &m.name, &dp.attributes, metric);
@@ -376,8 +484,8 @@ fn decode<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyTuple>> {
         }
     }
     let keys = PyList::empty(py);
-    for k in &c.keys {
-        keys.append(PyBytes::new(py, k))?;
+    for &(a, b) in &c.key_ranges {
+        keys.append(PyBytes::new(py, &c.key_bytes[a..b]))?;
     }
     let bounds = PyList::empty(py);
     for b in &c.bounds {
@@ -400,5 +508,6 @@ fn _metrics(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("LAYOUT", LAYOUT)?;
     m.add("POINT_BYTES", POINT)?;
     m.add_function(wrap_pyfunction!(decode, m)?)?;
+    m.add_class::<SeriesIndex>()?;
     Ok(())
 }
