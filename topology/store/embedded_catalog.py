@@ -4,8 +4,15 @@ Memory: every catalog entry, every known node (name, granularity, kind, app, lay
 seen), the sorted name lists per granularity, and each service's newest ``HEALTH_IN_MEMORY``
 health events. Older health events, change events and trace summaries are read from SQLite.
 Trace summaries are bounded: each service keeps its ``TRACES_PER_SERVICE`` newest (without their
-spans). The store of recent traces (``trace_store``: one row per trace, with its kept spans) holds at
+spans). The store of recent traces (``trace_spans``: one row per trace, with its kept spans) holds at
 most ``Retention.traces`` rows and none older than ``Retention.trace_seconds`` before the newest start.
+
+Writing trace summaries costs mostly the pages a commit dirties (each goes to the WAL, and again to
+the file at the checkpoint), so their tables keep few B-trees with scattered keys: ``traces`` is its
+primary key alone (a service's list is sorted when read: at most ``TRACES_PER_SERVICE`` plus a slack
+of rows), and its eviction runs for a service once per ``_TRACES_SLACK`` of its traces, not per
+write; ``trace_spans`` is a rowid table (new rows go to its end; the packed spans stored as they
+come, not in base64 JSON) with a small index by id and one by start, which grows at its end too.
 """
 
 from __future__ import annotations
@@ -27,6 +34,9 @@ from topology.store.embedded_version import WriteLock
 from topology.timewindow import Retention
 
 TRACES_PER_SERVICE = 100
+#: Rows a service's list of traces may hold beyond ``TRACES_PER_SERVICE`` before its oldest are deleted
+#: (reads never return them): a service's eviction runs once per this many of its traces, not per write.
+_TRACES_SLACK = TRACES_PER_SERVICE // 10
 HEALTH_IN_MEMORY = 256
 
 SCHEMA = """
@@ -40,10 +50,11 @@ CREATE TABLE IF NOT EXISTS health(
 CREATE TABLE IF NOT EXISTS traces(
   service TEXT NOT NULL, trace_id TEXT NOT NULL, start REAL NOT NULL, data TEXT NOT NULL,
   PRIMARY KEY(service, trace_id)) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS traces_by_start ON traces(service, start, trace_id);
-CREATE TABLE IF NOT EXISTS trace_store(trace_id TEXT PRIMARY KEY, start REAL NOT NULL, data TEXT NOT NULL)
-  WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS trace_store_by_start ON trace_store(start, trace_id);
+DROP INDEX IF EXISTS traces_by_start;
+CREATE TABLE IF NOT EXISTS trace_spans(
+  trace_id TEXT NOT NULL, start REAL NOT NULL, summary TEXT NOT NULL, spans BLOB NOT NULL);
+CREATE UNIQUE INDEX IF NOT EXISTS trace_spans_by_id ON trace_spans(trace_id);
+CREATE INDEX IF NOT EXISTS trace_spans_by_start ON trace_spans(start, trace_id);
 CREATE TABLE IF NOT EXISTS peer_leases(
   ip TEXT NOT NULL, owner TEXT NOT NULL, start REAL NOT NULL, data TEXT NOT NULL,
   PRIMARY KEY(ip, owner, start)) WITHOUT ROWID;
@@ -84,6 +95,29 @@ def _layers_text(layers: frozenset[Layer]) -> str:
     return ",".join(sorted(layer.value for layer in layers))
 
 
+def _summary_text(s: TraceSummary) -> str:
+    """A summary as stored, without its spans (JSON)."""
+    return json.dumps(replace(s, packed_spans=b"").to_dict() if s.packed_spans else s.to_dict(),
+                      separators=(",", ":"))
+
+
+def _move_trace_store(conn: sqlite3.Connection) -> None:
+    """Move the recent traces of a database written before ``trace_spans`` (table ``trace_store``: a
+    JSON text per trace, its spans in base64) into ``trace_spans``, in one transaction."""
+    rows = []
+    for (data,) in conn.execute("SELECT data FROM trace_store"):
+        s = TraceSummary.from_dict(json.loads(data))
+        rows.append((s.trace_id, s.start, _summary_text(s), s.packed_spans))
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.executemany("INSERT OR REPLACE INTO trace_spans VALUES (?,?,?,?)", rows)
+        conn.execute("DROP TABLE trace_store")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
 class EmbeddedCatalogStore(CatalogStore):
     def __init__(self, path: pathlib.Path, retention: Retention | None = None) -> None:
         self._retention = retention or Retention()
@@ -94,6 +128,9 @@ class EmbeddedCatalogStore(CatalogStore):
         self._nodes: dict[tuple[Granularity, str], NodeInfo] = {}
         self._sorted: dict[Granularity, list[str] | None] = {g: None for g in Granularity}
         self._health: dict[str, list[_Health]] = {}
+        # rows of each service in ``traces``, an upper bound (a replaced trace counts again); a service
+        # not here may be full (rows written before this process)
+        self._trace_rows: dict[str, int] = {}
         self._load()
 
     def _load(self) -> None:
@@ -110,6 +147,8 @@ class EmbeddedCatalogStore(CatalogStore):
             self._health.setdefault(service, []).append((at, HealthState(status), reason))
         for events in self._health.values():
             del events[:-HEALTH_IN_MEMORY]
+        if conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='trace_store'").fetchone():
+            _move_trace_store(conn)
 
     def _put_service(self, info: ServiceInfo) -> None:
         old = self._services.get(info.name)
@@ -381,37 +420,48 @@ class EmbeddedCatalogStore(CatalogStore):
 
     # -- traces ----------------------------------------------------------------------------------
     async def record_traces(self, summaries: Sequence[TraceSummary]) -> None:
+        # shielded: the per-service row counts stay an upper bound if the caller gives up
+        await asyncio.shield(self._record_traces(list(summaries)))
+
+    async def _record_traces(self, summaries: Sequence[TraceSummary]) -> None:
         if not summaries:
             return
-        rows = []
-        kept = []
-        touched: set[str] = set()
+        rows: list[tuple[str, str, float, str]] = []
+        kept: list[tuple[str, float, str, bytes]] = []
+        added: dict[str, int] = {}
         for s in summaries:
-            data = json.dumps(replace(s, packed_spans=b"").to_dict(), separators=(",", ":"))
+            data = _summary_text(s)
             for service in dict.fromkeys((s.root_service, *s.services)):
                 rows.append((service, s.trace_id, s.start, data))
-                touched.add(service)
-            kept.append((s.trace_id, s.start, json.dumps(s.to_dict(), separators=(",", ":"))))
+                added[service] = added.get(service, 0) + 1
+            kept.append((s.trace_id, s.start, data, s.packed_spans))
         size, seconds = self._retention.traces, self._retention.trace_seconds
 
-        def write(c: sqlite3.Connection) -> None:
-            c.executemany("INSERT OR REPLACE INTO traces VALUES (?,?,?,?)", rows)
-            c.executemany("INSERT OR REPLACE INTO trace_store VALUES (?,?,?)", kept)
-            c.execute("DELETE FROM trace_store WHERE start < (SELECT max(start) FROM trace_store) - ?",
-                      (seconds,))
-            c.execute(
-                "DELETE FROM trace_store WHERE (start, trace_id) <= (SELECT start, trace_id FROM trace_store "
-                "ORDER BY start DESC, trace_id DESC LIMIT 1 OFFSET ?)", (size,),
-            )
-            for service in sorted(touched):
+        async with self._lock:
+            counts, full = self._trace_rows, TRACES_PER_SERVICE + _TRACES_SLACK
+            due = [(service, TRACES_PER_SERVICE - 1) for service, n in added.items()
+                   if counts.get(service, full) + n > full]  # unknown (before this process): evicted
+
+            def write(c: sqlite3.Connection) -> None:
+                c.executemany("INSERT OR REPLACE INTO traces VALUES (?,?,?,?)", rows)
+                c.executemany("INSERT OR REPLACE INTO trace_spans VALUES (?,?,?,?)", kept)
+                c.execute("DELETE FROM trace_spans WHERE start < (SELECT max(start) FROM trace_spans) - ?",
+                          (seconds,))
                 c.execute(
+                    "DELETE FROM trace_spans WHERE (start, trace_id) <= (SELECT start, trace_id "
+                    "FROM trace_spans ORDER BY start DESC, trace_id DESC LIMIT 1 OFFSET ?)", (size,),
+                )
+                c.executemany(
                     "DELETE FROM traces WHERE service=?1 AND (start, trace_id) < (SELECT start, trace_id "
                     "FROM traces WHERE service=?1 ORDER BY start DESC, trace_id DESC LIMIT 1 OFFSET ?2)",
-                    (service, TRACES_PER_SERVICE - 1),
+                    due,
                 )
 
-        async with self._lock:
             await self._db.write(write)
+            for service, n in added.items():
+                counts[service] = counts.get(service, full) + n
+            for service, _ in due:
+                counts[service] = TRACES_PER_SERVICE
 
     async def recent_traces(self, name: str, limit: int) -> list[TraceSummary]:
         self._check()
@@ -420,7 +470,7 @@ class EmbeddedCatalogStore(CatalogStore):
         rows = await self._db.read(
             lambda c: c.execute(
                 "SELECT data FROM traces WHERE service=? ORDER BY start DESC, trace_id DESC LIMIT ?",
-                (name, limit),
+                (name, min(limit, TRACES_PER_SERVICE)),  # a service may hold a few more until evicted
             ).fetchall()
         )
         return [TraceSummary.from_dict(json.loads(d)) for (d,) in rows]
@@ -428,9 +478,13 @@ class EmbeddedCatalogStore(CatalogStore):
     async def trace(self, trace_id: str) -> TraceSummary | None:
         self._check()
         rows = await self._db.read(
-            lambda c: c.execute("SELECT data FROM trace_store WHERE trace_id=?", (trace_id,)).fetchall()
+            lambda c: c.execute(
+                "SELECT summary, spans FROM trace_spans WHERE trace_id=?", (trace_id,)).fetchall()
         )
-        return TraceSummary.from_dict(json.loads(rows[0][0])) if rows else None
+        if not rows:
+            return None
+        summary, spans = rows[0]
+        return replace(TraceSummary.from_dict(json.loads(summary)), packed_spans=bytes(spans))
 
     async def close(self) -> None:
         async with self._lock:
