@@ -292,7 +292,7 @@ SCHEMAS: tuple[Schema, ...] = (
             "_base", "_endpoint", "_protocol", "_seen", "_seen_from", "_start", "_counts", "_value",
             "_total", "_boff", "_blen", "_kept", "_exp", "_pending", "_pending_points", "_m_kind",
             "_m_scale", "_m_cumulative", "_watermark", "_epoch"),
-           derived=("_index", "_marking"), rebuild=lambda st: st._rebuild_index()),
+           derived=("_index", "_marking", "_metric_infos"), rebuild=lambda st: st._rebuild_index()),
     Schema(ipc.IpcStage2, "ipc2", ("addresses", "counters", "_pending")),
     Schema(trace._Acc, "trace.acc", trace._Acc.__slots__),
     Schema(trace.PythonSpanPairer, "trace.pairer",  # 2: traces keep their spans

@@ -363,6 +363,7 @@ class IpcStage1:
         self._m_scale: list[int] = []
         self._m_cumulative: list[bool] = []
         self._index = series_index(sorted(ACCEPTED_METRICS))  # series key -> number, natively (derived)
+        self._metric_infos: dict[tuple[str, str, int, int], Any] = {}  # (derived)
         self._marking: list[int] = []  # series numbers of the request being numbered one by one
         self._watermark = -math.inf
         self._epoch = 0  # flushes so far
@@ -387,15 +388,19 @@ class IpcStage1:
             svc.append(self._service_of(res) if service == "" else service)
         kinds, scales, cumulative = self._m_kind, self._m_scale, self._m_cumulative
         specs: list[tuple[bytes, str, Side, str | None] | None] = []
+        infos = self._metric_infos
         for name, unit, kind, temporality, ri, n in metrics:
-            spec = _METRICS.get(name)
-            if spec is None or kind == NONE:
-                if spec is None:
-                    c["unknown_metrics"] += 1
+            info = infos.get((name, unit, kind, temporality))
+            if info is None:
+                info = self._metric_info(name, unit, kind, temporality)
+            spec, kcode, si, cum = info
+            kinds.append(kcode)
+            scales.append(si)
+            cumulative.append(cum)
+            if spec is None:
                 specs.append(None)
-                kinds.append(-1)
-                scales.append(0)
-                cumulative.append(False)
+                if kcode == -2:
+                    c["unknown_metrics"] += 1
                 continue
             c["points"] += n
             service = svc[ri]
@@ -404,13 +409,6 @@ class IpcStage1:
                 specs.append(None)
             else:
                 specs.append((resources[ri], service, spec[0], spec[2]))
-            kinds.append(kind)
-            scale = _UNITS.get(unit, spec[1])
-            si = self._scales.get(scale)
-            if si is None:
-                si = self._scales[scale] = len(self._scales)
-            scales.append(si)
-            cumulative.append(kind == SUMMARY or (kind not in (GAUGE, NONE) and temporality == _CUMULATIVE))
         # per point its series number (the index knows every series numbered so far), -1 for points of
         # metrics the stage does not read, -(2 + i) for the i-th key the index has not seen
         sid: np.ndarray | None = None
@@ -428,6 +426,25 @@ class IpcStage1:
         self._pending_points += len(points) // POINT.itemsize
         if self._pending_points >= _BATCH_POINTS:
             self._process()
+
+    def _metric_info(self, name: str, unit: str, kind: int, temporality: int,
+                     ) -> tuple[tuple[Side, float, str | None] | None, int, int, bool]:
+        """(spec, kind, scale number, cumulative) of a metric row; kind -2: a metric the stage does not
+        read, -1: one without data."""
+        spec = _METRICS.get(name)
+        if spec is None or kind == NONE:
+            info: tuple[tuple[Side, float, str | None] | None, int, int, bool] = \
+                (None, -2 if spec is None else -1, 0, False)
+        else:
+            scale = _UNITS.get(unit, spec[1])
+            si = self._scales.get(scale)
+            if si is None:
+                si = self._scales[scale] = len(self._scales)
+            info = (spec, kind, si, kind == SUMMARY or (kind != GAUGE and temporality == _CUMULATIVE))
+        if len(self._metric_infos) >= 10_000:
+            self._metric_infos.clear()
+        self._metric_infos[(name, unit, kind, temporality)] = info
+        return info
 
     def _one_by_one(self, data: bytes, specs: list[tuple[bytes, str, Side, str | None] | None]) -> np.ndarray:
         """Series numbers of a request that may evict series: its keys numbered in order, each new one
@@ -558,7 +575,7 @@ class IpcStage1:
             return
         n_points = np.array([p[4] for p in pending], np.int64)
         rec = np.frombuffer(b"".join(p[0] for p in pending), POINT)
-        flat = np.frombuffer(b"".join(p[1] for p in pending), "<u8").astype(np.int64)
+        flat = np.frombuffer(b"".join(p[1] for p in pending), "<i8")  # counts below 2**63: the same bits
         n_buckets = np.array([len(p[1]) // 8 for p in pending], np.int64)
         m_off = np.cumsum([0] + [p[2] for p in pending[:-1]])
         b_off = np.cumsum(n_buckets) - n_buckets
@@ -1032,6 +1049,7 @@ class IpcStage1:
         for key, sid in self._series_ids.items():
             self._index.insert(key, sid)
         self._marking = []
+        self._metric_infos = {}
 
 
 def _codes(points: bytes) -> np.ndarray:

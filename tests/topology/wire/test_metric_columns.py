@@ -142,6 +142,10 @@ def test_malformed_bytes_raise_upbs_reason() -> None:
         mc.metric_columns(b"\x0a\x05\x01")
 
 
+def codes(raw: mc.RawColumns) -> list[int]:
+    return np.frombuffer(raw[0], mc.POINT)["key"].astype(np.int32).tolist()  # type: ignore[no-any-return]
+
+
 def test_a_series_index_turns_known_keys_into_numbers_and_lists_only_new_ones() -> None:
     req = ExportMetricsServiceRequest()
     sm = req.resource_metrics.add().scope_metrics.add()
@@ -155,7 +159,6 @@ def test_a_series_index_turns_known_keys_into_numbers_and_lists_only_new_ones() 
     index = mc.series_index(["ipc.client.call"])
     first = mc.raw_columns(data, index)
     assert first[4] == plain.keys[:2]  # the read metric's two distinct keys, in order
-    codes = lambda raw: np.frombuffer(raw[0], mc.POINT)["key"].astype(np.int32).tolist()  # noqa: E731
     assert codes(first) == [-2, -3, -2, -1, -1, -1]
     index.insert(plain.keys[0], 7)
     second = mc.raw_columns(data, index)
