@@ -31,21 +31,38 @@ def without_spans(s: TraceSummary) -> TraceSummary:
 
 async def test_a_services_list_is_evicted_in_bulk_and_reads_see_its_newest(tmp_path: pathlib.Path) -> None:
     path = tmp_path / "catalog.db"
-    cat = EmbeddedCatalogStore(path)
+    cat = EmbeddedCatalogStore(path, listed_buffer=1)  # every list written at once
     for i in range(400):  # one trace per write: the slack fills, then the oldest go at once
         await cat.record_traces([summary(i, ("a", "b") if i % 2 else ("a",))])
-        assert rows_of(path, "a") <= TRACES_PER_SERVICE + _TRACES_SLACK
+        assert min(i + 1, TRACES_PER_SERVICE) <= rows_of(path, "a") <= TRACES_PER_SERVICE + _TRACES_SLACK
         want = list(range(i, max(-1, i - TRACES_PER_SERVICE), -1))
         assert [t.start for t in await cat.recent_traces("a", 1000)] == [float(j) for j in want]
     assert [t.start for t in await cat.recent_traces("b", 3)] == [399.0, 397.0, 395.0]
     assert await cat.recent_traces("a", 1) == [without_spans(summary(399, ("a", "b")))]
     await cat.close()
     # reopened: the rows written before are not counted, so the first write evicts
-    cat = EmbeddedCatalogStore(path)
-    assert rows_of(path, "a") > TRACES_PER_SERVICE
+    cat = EmbeddedCatalogStore(path, listed_buffer=1)
     await cat.record_traces([summary(400)])
     assert rows_of(path, "a") == TRACES_PER_SERVICE
     assert [t.start for t in await cat.recent_traces("a", 1000)] == [float(j) for j in range(400, 300, -1)]
+    await cat.close()
+
+
+async def test_lists_wait_in_memory_until_enough_rows_and_close_writes_them(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "catalog.db"
+    cat = EmbeddedCatalogStore(path, listed_buffer=10)
+    await cat.record_traces([summary(i, ("a", "b")) for i in range(4)])  # 8 rows wait
+    assert rows_of(path, "a") == 0
+    assert [t.start for t in await cat.recent_traces("b", 10)] == [3.0, 2.0, 1.0, 0.0]
+    assert await cat.trace(f"{3:032x}") == summary(3, ("a", "b"))  # the trace store is written at once
+    await cat.record_traces([summary(4, ("a", "b"))])  # 10 rows: written
+    assert rows_of(path, "a") == rows_of(path, "b") == 5
+    await cat.record_traces([summary(1, ("a", "b"), start=9.0)])  # waits; replaces the row on disk
+    assert [t.start for t in await cat.recent_traces("a", 3)] == [9.0, 4.0, 3.0]
+    assert len(await cat.recent_traces("a", 10)) == 5
+    await cat.close()
+    cat = EmbeddedCatalogStore(path)
+    assert [t.start for t in await cat.recent_traces("a", 10)] == [9.0, 4.0, 3.0, 2.0, 0.0]
     await cat.close()
 
 

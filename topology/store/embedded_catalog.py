@@ -13,6 +13,9 @@ primary key alone (a service's list is sorted when read: at most ``TRACES_PER_SE
 of rows), and its eviction runs for a service once per ``_TRACES_SLACK`` of its traces, not per
 write; ``trace_spans`` is a rowid table (new rows go to its end; the packed spans stored as they
 come, not in base64 JSON) with a small index by id and one by start, which grows at its end too.
+The services' lists touch a page per service wherever they are written, so their rows wait in
+memory until ``_LISTED_BUFFER`` of them are written at once (reads merge them; ``close`` writes
+them): a crash loses at most that many rows of the lists (the traces stay in ``trace_spans``).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import bisect
 import json
 import pathlib
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 
 from topology.catalog import AddressLease, HealthEvent, HealthState, HealthStatus, ServiceInfo, TraceSummary
@@ -37,6 +40,9 @@ TRACES_PER_SERVICE = 100
 #: Rows a service's list of traces may hold beyond ``TRACES_PER_SERVICE`` before its oldest are deleted
 #: (reads never return them): a service's eviction runs once per this many of its traces, not per write.
 _TRACES_SLACK = TRACES_PER_SERVICE // 10
+#: Rows of the services' lists of traces gathered in memory before they are written together: every
+#: write dirties about one page per service it touches, so writing them per flush costs pages, not rows.
+_LISTED_BUFFER = 4096
 HEALTH_IN_MEMORY = 256
 
 SCHEMA = """
@@ -119,8 +125,10 @@ def _move_trace_store(conn: sqlite3.Connection) -> None:
 
 
 class EmbeddedCatalogStore(CatalogStore):
-    def __init__(self, path: pathlib.Path, retention: Retention | None = None) -> None:
+    def __init__(self, path: pathlib.Path, retention: Retention | None = None,
+                 listed_buffer: int = _LISTED_BUFFER) -> None:
         self._retention = retention or Retention()
+        self._listed_buffer = listed_buffer
         self._db = Database(path, SCHEMA, None)
         self._lock = WriteLock()
         self._services: dict[str, ServiceInfo] = {}
@@ -131,6 +139,9 @@ class EmbeddedCatalogStore(CatalogStore):
         # rows of each service in ``traces``, an upper bound (a replaced trace counts again); a service
         # not here may be full (rows written before this process)
         self._trace_rows: dict[str, int] = {}
+        # rows of ``traces`` not written yet, by service then trace id: (start, summary text)
+        self._listed: dict[str, dict[str, tuple[float, str]]] = {}
+        self._listed_rows = 0
         self._load()
 
     def _load(self) -> None:
@@ -420,60 +431,84 @@ class EmbeddedCatalogStore(CatalogStore):
 
     # -- traces ----------------------------------------------------------------------------------
     async def record_traces(self, summaries: Sequence[TraceSummary]) -> None:
-        # shielded: the per-service row counts stay an upper bound if the caller gives up
+        # shielded: what is written and what waits in memory stay apart if the caller gives up
         await asyncio.shield(self._record_traces(list(summaries)))
 
     async def _record_traces(self, summaries: Sequence[TraceSummary]) -> None:
         if not summaries:
             return
-        rows: list[tuple[str, str, float, str]] = []
         kept: list[tuple[str, float, str, bytes]] = []
-        added: dict[str, int] = {}
+        listed: list[tuple[str, str, float, str]] = []
         for s in summaries:
             data = _summary_text(s)
-            for service in dict.fromkeys((s.root_service, *s.services)):
-                rows.append((service, s.trace_id, s.start, data))
-                added[service] = added.get(service, 0) + 1
             kept.append((s.trace_id, s.start, data, s.packed_spans))
+            listed.extend((service, s.trace_id, s.start, data) for service in {s.root_service, *s.services})
         size, seconds = self._retention.traces, self._retention.trace_seconds
 
+        def write(c: sqlite3.Connection) -> None:
+            c.executemany("INSERT OR REPLACE INTO trace_spans VALUES (?,?,?,?)", kept)
+            c.execute("DELETE FROM trace_spans WHERE start < (SELECT max(start) FROM trace_spans) - ?",
+                      (seconds,))
+            c.execute(
+                "DELETE FROM trace_spans WHERE (start, trace_id) <= (SELECT start, trace_id "
+                "FROM trace_spans ORDER BY start DESC, trace_id DESC LIMIT 1 OFFSET ?)", (size,),
+            )
+
         async with self._lock:
-            counts, full = self._trace_rows, TRACES_PER_SERVICE + _TRACES_SLACK
-            due = [(service, TRACES_PER_SERVICE - 1) for service, n in added.items()
-                   if counts.get(service, full) + n > full]  # unknown (before this process): evicted
+            pending = self._listed
+            for service, trace_id, start, data in listed:
+                rows = pending.get(service)
+                if rows is None:
+                    rows = pending[service] = {}
+                rows[trace_id] = (start, data)
+            self._listed_rows += len(listed)
+            if self._listed_rows < self._listed_buffer:
+                await self._db.write(write)
+            else:
+                await self._write_listed(write)
 
-            def write(c: sqlite3.Connection) -> None:
-                c.executemany("INSERT OR REPLACE INTO traces VALUES (?,?,?,?)", rows)
-                c.executemany("INSERT OR REPLACE INTO trace_spans VALUES (?,?,?,?)", kept)
-                c.execute("DELETE FROM trace_spans WHERE start < (SELECT max(start) FROM trace_spans) - ?",
-                          (seconds,))
-                c.execute(
-                    "DELETE FROM trace_spans WHERE (start, trace_id) <= (SELECT start, trace_id "
-                    "FROM trace_spans ORDER BY start DESC, trace_id DESC LIMIT 1 OFFSET ?)", (size,),
-                )
-                c.executemany(
-                    "DELETE FROM traces WHERE service=?1 AND (start, trace_id) < (SELECT start, trace_id "
-                    "FROM traces WHERE service=?1 ORDER BY start DESC, trace_id DESC LIMIT 1 OFFSET ?2)",
-                    due,
-                )
+    async def _write_listed(self, then: Callable[[sqlite3.Connection], None] | None = None) -> None:
+        """Write the services' lists of traces waiting in memory (after ``then``, in one transaction),
+        evicting the oldest of each list that may have grown past its slack. Under the lock."""
+        pending, counts, full = self._listed, self._trace_rows, TRACES_PER_SERVICE + _TRACES_SLACK
+        rows = [(service, trace_id, start, data)
+                for service, traces in pending.items() for trace_id, (start, data) in traces.items()]
+        due = [(service, TRACES_PER_SERVICE - 1) for service, traces in pending.items()
+               if counts.get(service, full) + len(traces) > full]  # unknown (before this process): evicted
 
-            await self._db.write(write)
-            for service, n in added.items():
-                counts[service] = counts.get(service, full) + n
-            for service, _ in due:
-                counts[service] = TRACES_PER_SERVICE
+        def write(c: sqlite3.Connection) -> None:
+            if then is not None:
+                then(c)
+            c.executemany("INSERT OR REPLACE INTO traces VALUES (?,?,?,?)", rows)
+            c.executemany(
+                "DELETE FROM traces WHERE service=?1 AND (start, trace_id) < (SELECT start, trace_id "
+                "FROM traces WHERE service=?1 ORDER BY start DESC, trace_id DESC LIMIT 1 OFFSET ?2)",
+                due,
+            )
+
+        await self._db.write(write)
+        for service, traces in pending.items():
+            counts[service] = counts.get(service, full) + len(traces)
+        for service, _ in due:
+            counts[service] = TRACES_PER_SERVICE
+        self._listed, self._listed_rows = {}, 0
 
     async def recent_traces(self, name: str, limit: int) -> list[TraceSummary]:
         self._check()
         if limit < 0:
             raise ValueError(f"limit must be >= 0, got {limit}")
+        limit = min(limit, TRACES_PER_SERVICE)  # a list may hold a few more until evicted
+        waiting = dict(self._listed.get(name, {}))  # before the read: rows written meanwhile are on disk
         rows = await self._db.read(
             lambda c: c.execute(
-                "SELECT data FROM traces WHERE service=? ORDER BY start DESC, trace_id DESC LIMIT ?",
-                (name, min(limit, TRACES_PER_SERVICE)),  # a service may hold a few more until evicted
+                "SELECT trace_id, start, data FROM traces WHERE service=? "
+                "ORDER BY start DESC, trace_id DESC LIMIT ?", (name, limit + len(waiting)),
             ).fetchall()
         )
-        return [TraceSummary.from_dict(json.loads(d)) for (d,) in rows]
+        found = {trace_id: (start, data) for trace_id, start, data in rows}
+        found.update(waiting)  # newer than what is on disk
+        newest = sorted(found.items(), key=lambda kv: (kv[1][0], kv[0]), reverse=True)[:limit]
+        return [TraceSummary.from_dict(json.loads(data)) for _, (_, data) in newest]
 
     async def trace(self, trace_id: str) -> TraceSummary | None:
         self._check()
@@ -488,4 +523,8 @@ class EmbeddedCatalogStore(CatalogStore):
 
     async def close(self) -> None:
         async with self._lock:
-            self._db.close()
+            try:
+                if self._listed and not self._db.closed:
+                    await self._write_listed()
+            finally:
+                self._db.close()
