@@ -75,21 +75,30 @@ async def test_a_replaced_trace_is_listed_once_with_its_new_start(tmp_path: path
     await cat.close()
 
 
-async def test_recent_traces_of_a_database_before_trace_spans_are_moved_over(tmp_path: pathlib.Path) -> None:
+async def test_a_database_written_before_trace_spans_keeps_its_traces(tmp_path: pathlib.Path) -> None:
     path = tmp_path / "catalog.db"
     old = [summary(i, ("a", "b")) for i in range(5)]
-    with sqlite3.connect(path) as c:  # the former table: one JSON text per trace, spans in base64
+    with sqlite3.connect(path) as c:  # the former tables: JSON objects, the spans in base64
         c.execute("CREATE TABLE trace_store(trace_id TEXT PRIMARY KEY, start REAL NOT NULL, "
                   "data TEXT NOT NULL) WITHOUT ROWID")
         c.execute("CREATE INDEX trace_store_by_start ON trace_store(start, trace_id)")
         c.executemany("INSERT INTO trace_store VALUES (?,?,?)",
                       [(s.trace_id, s.start, json.dumps(s.to_dict())) for s in old])
+        c.execute("CREATE TABLE traces(service TEXT NOT NULL, trace_id TEXT NOT NULL, start REAL NOT NULL, "
+                  "data TEXT NOT NULL, PRIMARY KEY(service, trace_id)) WITHOUT ROWID")
+        c.execute("CREATE INDEX traces_by_start ON traces(service, start, trace_id)")
+        c.executemany("INSERT INTO traces VALUES ('a',?,?,?)",
+                      [(s.trace_id, s.start, json.dumps(without_spans(s).to_dict())) for s in old])
     assert base64.b64encode(old[0].packed_spans).decode() in json.dumps(old[0].to_dict())
     cat = EmbeddedCatalogStore(path, Retention(traces=3))
     for s in old:
         assert await cat.trace(s.trace_id) == s
+    assert await cat.recent_traces("a", 10) == [without_spans(s) for s in reversed(old)]
     await cat.record_traces([summary(5)])  # the store's bounds hold for the moved traces too
     assert [i for i in range(6) if await cat.trace(f"{i:032x}") is not None] == [3, 4, 5]
+    newest = [without_spans(summary(5)), without_spans(old[4]), without_spans(old[3])]
+    assert await cat.recent_traces("a", 3) == newest
     await cat.close()
     with sqlite3.connect(path) as c:
-        assert c.execute("SELECT name FROM sqlite_master WHERE name LIKE 'trace_store%'").fetchall() == []
+        assert c.execute("SELECT name FROM sqlite_master WHERE name LIKE 'trace_store%' "
+                         "OR name = 'traces_by_start'").fetchall() == []

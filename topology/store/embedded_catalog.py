@@ -102,9 +102,19 @@ def _layers_text(layers: frozenset[Layer]) -> str:
 
 
 def _summary_text(s: TraceSummary) -> str:
-    """A summary as stored, without its spans (JSON)."""
-    return json.dumps(replace(s, packed_spans=b"").to_dict() if s.packed_spans else s.to_dict(),
+    """A summary as stored beside its id and start, without its spans: a JSON array."""
+    return json.dumps([s.root_service, s.root_name, s.duration, s.spans, s.error, s.services],
                       separators=(",", ":"))
+
+
+def _summary(trace_id: str, start: float, text: str, packed_spans: bytes = b"") -> TraceSummary:
+    """The summary :func:`_summary_text` stored (or, written before it, ``TraceSummary.to_dict``)."""
+    d = json.loads(text)
+    if isinstance(d, dict):
+        return replace(TraceSummary.from_dict(d), packed_spans=packed_spans)
+    root, name, duration, spans, error, services = d
+    return TraceSummary(trace_id, str(root), str(name), start, float(duration), int(spans), bool(error),
+                        tuple(services), packed_spans)
 
 
 def _move_trace_store(conn: sqlite3.Connection) -> None:
@@ -508,18 +518,18 @@ class EmbeddedCatalogStore(CatalogStore):
         found = {trace_id: (start, data) for trace_id, start, data in rows}
         found.update(waiting)  # newer than what is on disk
         newest = sorted(found.items(), key=lambda kv: (kv[1][0], kv[0]), reverse=True)[:limit]
-        return [TraceSummary.from_dict(json.loads(data)) for _, (_, data) in newest]
+        return [_summary(trace_id, start, data) for trace_id, (start, data) in newest]
 
     async def trace(self, trace_id: str) -> TraceSummary | None:
         self._check()
         rows = await self._db.read(
             lambda c: c.execute(
-                "SELECT summary, spans FROM trace_spans WHERE trace_id=?", (trace_id,)).fetchall()
+                "SELECT start, summary, spans FROM trace_spans WHERE trace_id=?", (trace_id,)).fetchall()
         )
         if not rows:
             return None
-        summary, spans = rows[0]
-        return replace(TraceSummary.from_dict(json.loads(summary)), packed_spans=bytes(spans))
+        start, text, spans = rows[0]
+        return _summary(trace_id, start, text, bytes(spans))
 
     async def close(self) -> None:
         async with self._lock:
