@@ -102,3 +102,20 @@ async def test_a_database_written_before_trace_spans_keeps_its_traces(tmp_path: 
     with sqlite3.connect(path) as c:
         assert c.execute("SELECT name FROM sqlite_master WHERE name LIKE 'trace_store%' "
                          "OR name = 'traces_by_start'").fetchall() == []
+
+
+async def test_the_trace_store_is_found_by_id_after_a_reopen(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "catalog.db"
+    cat = EmbeddedCatalogStore(path, Retention(traces=4))
+    await cat.record_traces([summary(i) for i in range(3)])
+    await cat.close()
+    cat = EmbeddedCatalogStore(path, Retention(traces=4))
+    assert await cat.trace(f"{1:032x}") == summary(1)
+    await cat.record_traces([summary(1, start=5.0), summary(3), summary(3, start=4.0)])  # replaced, twice
+    with sqlite3.connect(path) as c:
+        assert c.execute("SELECT trace_id, start FROM trace_spans ORDER BY rowid").fetchall() == [
+            (f"{i:032x}", at) for i, at in ((0, 0.0), (2, 2.0), (1, 5.0), (3, 4.0))]
+    await cat.record_traces([summary(4)])  # five: the oldest goes
+    assert [i for i in range(5) if await cat.trace(f"{i:032x}") is not None] == [1, 2, 3, 4]
+    assert await cat.trace(f"{3:032x}") == summary(3, start=4.0)
+    await cat.close()

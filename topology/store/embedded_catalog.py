@@ -12,7 +12,8 @@ the file at the checkpoint), so their tables keep few B-trees with scattered key
 primary key alone (a service's list is sorted when read: at most ``TRACES_PER_SERVICE`` plus a slack
 of rows), and its eviction runs for a service once per ``_TRACES_SLACK`` of its traces, not per
 write; ``trace_spans`` is a rowid table (new rows go to its end; the packed spans stored as they
-come, not in base64 JSON) with a small index by id and one by start, which grows at its end too.
+come, not in base64 JSON) with one index, by start, which grows at its end too; its index by trace
+id is a dict in memory (``Retention.traces`` entries at most, read from the table at open).
 The services' lists touch a page per service wherever they are written, so their rows wait in
 memory until ``_LISTED_BUFFER`` of them are written at once (reads merge them; ``close`` writes
 them): a crash loses at most that many rows of the lists (the traces stay in ``trace_spans``).
@@ -59,7 +60,7 @@ CREATE TABLE IF NOT EXISTS traces(
 DROP INDEX IF EXISTS traces_by_start;
 CREATE TABLE IF NOT EXISTS trace_spans(
   trace_id TEXT NOT NULL, start REAL NOT NULL, summary TEXT NOT NULL, spans BLOB NOT NULL);
-CREATE UNIQUE INDEX IF NOT EXISTS trace_spans_by_id ON trace_spans(trace_id);
+DROP INDEX IF EXISTS trace_spans_by_id;
 CREATE INDEX IF NOT EXISTS trace_spans_by_start ON trace_spans(start, trace_id);
 CREATE TABLE IF NOT EXISTS peer_leases(
   ip TEXT NOT NULL, owner TEXT NOT NULL, start REAL NOT NULL, data TEXT NOT NULL,
@@ -126,7 +127,7 @@ def _move_trace_store(conn: sqlite3.Connection) -> None:
         rows.append((s.trace_id, s.start, _summary_text(s), s.packed_spans))
     conn.execute("BEGIN IMMEDIATE")
     try:
-        conn.executemany("INSERT OR REPLACE INTO trace_spans VALUES (?,?,?,?)", rows)
+        conn.executemany("INSERT INTO trace_spans VALUES (?,?,?,?)", rows)
         conn.execute("DROP TABLE trace_store")
         conn.execute("COMMIT")
     except BaseException:
@@ -152,6 +153,8 @@ class EmbeddedCatalogStore(CatalogStore):
         # rows of ``traces`` not written yet, by service then trace id: (start, summary text)
         self._listed: dict[str, dict[str, tuple[float, str]]] = {}
         self._listed_rows = 0
+        self._trace_ids: dict[str, int] = {}  # trace_spans: rowid by trace id (its index, in memory)
+        self._next_rowid = 1
         self._load()
 
     def _load(self) -> None:
@@ -170,6 +173,8 @@ class EmbeddedCatalogStore(CatalogStore):
             del events[:-HEALTH_IN_MEMORY]
         if conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='trace_store'").fetchone():
             _move_trace_store(conn)
+        self._trace_ids = dict(conn.execute("SELECT trace_id, rowid FROM trace_spans"))
+        self._next_rowid = 1 + (conn.execute("SELECT max(rowid) FROM trace_spans").fetchone()[0] or 0)
 
     def _put_service(self, info: ServiceInfo) -> None:
         old = self._services.get(info.name)
@@ -447,24 +452,35 @@ class EmbeddedCatalogStore(CatalogStore):
     async def _record_traces(self, summaries: Sequence[TraceSummary]) -> None:
         if not summaries:
             return
-        kept: list[tuple[str, float, str, bytes]] = []
+        latest: dict[str, tuple[float, str, bytes]] = {}
         listed: list[tuple[str, str, float, str]] = []
         for s in summaries:
             data = _summary_text(s)
-            kept.append((s.trace_id, s.start, data, s.packed_spans))
+            latest[s.trace_id] = (s.start, data, s.packed_spans)
             listed.extend((service, s.trace_id, s.start, data) for service in {s.root_service, *s.services})
         size, seconds = self._retention.traces, self._retention.trace_seconds
 
-        def write(c: sqlite3.Connection) -> None:
-            c.executemany("INSERT OR REPLACE INTO trace_spans VALUES (?,?,?,?)", kept)
-            c.execute("DELETE FROM trace_spans WHERE start < (SELECT max(start) FROM trace_spans) - ?",
-                      (seconds,))
-            c.execute(
-                "DELETE FROM trace_spans WHERE (start, trace_id) <= (SELECT start, trace_id "
-                "FROM trace_spans ORDER BY start DESC, trace_id DESC LIMIT 1 OFFSET ?)", (size,),
-            )
-
         async with self._lock:
+            ids, first = self._trace_ids, self._next_rowid
+            kept = [(first + i, trace_id, start, data, spans)
+                    for i, (trace_id, (start, data, spans)) in enumerate(latest.items())]
+            replaced = [(ids[trace_id],) for trace_id in latest if trace_id in ids]
+            count = len(ids) + len(latest) - len(replaced)  # rows once these are written
+            evicted: list[str] = []
+
+            def write(c: sqlite3.Connection) -> None:
+                c.executemany("DELETE FROM trace_spans WHERE rowid=?", replaced)
+                c.executemany("INSERT INTO trace_spans(rowid, trace_id, start, summary, spans) "
+                              "VALUES (?,?,?,?,?)", kept)
+                evicted.extend(t for (t,) in c.execute(
+                    "DELETE FROM trace_spans WHERE start < (SELECT max(start) FROM trace_spans) - ? "
+                    "RETURNING trace_id", (seconds,)).fetchall())
+                over = count - len(evicted) - size
+                if over > 0:  # the oldest by start, then id
+                    evicted.extend(t for (t,) in c.execute(
+                        "DELETE FROM trace_spans WHERE rowid IN (SELECT rowid FROM trace_spans "
+                        "ORDER BY start, trace_id LIMIT ?) RETURNING trace_id", (over,)).fetchall())
+
             pending = self._listed
             for service, trace_id, start, data in listed:
                 rows = pending.get(service)
@@ -476,6 +492,11 @@ class EmbeddedCatalogStore(CatalogStore):
                 await self._db.write(write)
             else:
                 await self._write_listed(write)
+            self._next_rowid = first + len(kept)
+            for rowid, trace_id, *_ in kept:
+                ids[trace_id] = rowid
+            for trace_id in evicted:
+                del ids[trace_id]
 
     async def _write_listed(self, then: Callable[[sqlite3.Connection], None] | None = None) -> None:
         """Write the services' lists of traces waiting in memory (after ``then``, in one transaction),
@@ -522,11 +543,12 @@ class EmbeddedCatalogStore(CatalogStore):
 
     async def trace(self, trace_id: str) -> TraceSummary | None:
         self._check()
-        rows = await self._db.read(
-            lambda c: c.execute(
-                "SELECT start, summary, spans FROM trace_spans WHERE trace_id=?", (trace_id,)).fetchall()
-        )
-        if not rows:
+        rowid = self._trace_ids.get(trace_id)
+        if rowid is None:
+            return None
+        rows = await self._db.read(lambda c: c.execute(
+            "SELECT start, summary, spans FROM trace_spans WHERE rowid=?", (rowid,)).fetchall())
+        if not rows:  # evicted meanwhile
             return None
         start, text, spans = rows[0]
         return _summary(trace_id, start, text, bytes(spans))
