@@ -161,11 +161,18 @@ class Week:
         self.n = len(cycles[0][1]) if cycles else 1
         if 60 % self.n:
             raise SystemExit(f"the cycle ({self.n} minutes) must divide the hour")
-        self.hour: list[EdgeStats | None] = []
-        for _, minutes in cycles:  # the roll-up of one hour: the cycle 60 / n times (other trace ids)
-            parts = [_other_traces(_shift(s, (k + i * self.n) * MINUTE), i) for i in range(60 // self.n)
-                     for k, s in enumerate(minutes) if s is not None]
-            self.hour.append(merge_all(parts) if parts else None)
+        self._hour: list[EdgeStats | None] | None = None
+
+    @property
+    def hour(self) -> list[EdgeStats | None]:
+        """Per edge, the roll-up of one hour: the cycle 60 / n times (other trace ids each time)."""
+        if self._hour is None:
+            self._hour = []
+            for _, minutes in self.cycles:
+                parts = [_other_traces(_shift(s, (k + i * self.n) * MINUTE), i) for i in range(60 // self.n)
+                         for k, s in enumerate(minutes) if s is not None]
+                self._hour.append(merge_all(parts) if parts else None)
+        return self._hour
 
     @staticmethod
     def _window(tpl: EdgeWindow, start: int, seconds: int, s: EdgeStats) -> EdgeWindow:
@@ -201,12 +208,12 @@ def nodes_of(cycles: list[Cycle]) -> list[NodeInfo]:
 
 
 async def write_week(
-    root: pathlib.Path, week: Week, days: int, minute_hours: int, rollup_every: int
+    root: pathlib.Path, week: Week, days: int, minute_hours: float, rollup_every: int
 ) -> float:
-    now = T0 + days * DAY
+    now = T0 + max(days * DAY, round(minute_hours * 60) * MINUTE)
     stores = open_stores(root)
     await stores.catalog.register_nodes(nodes_of(week.cycles))
-    first_minute = now - minute_hours * HOUR
+    first_minute = now - round(minute_hours * 60) * MINUTE
     cpu = time.process_time()
     for h in range(T0, first_minute, HOUR):
         for layer, ws in week.hour_windows(h).items():
@@ -328,13 +335,14 @@ def status(pid: int) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--services", type=int, default=10_000)
-    p.add_argument("--days", type=int, default=7)
+    p.add_argument("--days", type=int, default=7, help="days of history (0: only the minute windows)")
     p.add_argument("--fraction", type=float, default=0.1, help="share of the edges written (projected / f)")
     p.add_argument("--model", choices=("sim", "synthetic"), default="sim")
     p.add_argument("--capture", help="file keeping the simulator's windows (read if there, else written)")
     p.add_argument("--warm-minutes", type=int, default=2, help="simulated minutes before the cycle")
     p.add_argument("--cycle-minutes", type=int, default=10, help="minutes of the cycle (divides 60)")
-    p.add_argument("--minute-hours", type=int, default=7, help="hours written as minute windows")
+    p.add_argument("--minute-hours", type=float, default=7,
+                   help="hours written as minute windows (0.5 with --days 0 fills the hot ring: for --rss)")
     p.add_argument("--rollup-every", type=int, default=1, help="minutes between roll-ups (the server: 1)")
     p.add_argument("--rss", action="store_true", help="measure a server process over the store")
     p.add_argument("--queries", type=int, default=300)
