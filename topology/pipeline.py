@@ -91,6 +91,7 @@ class Pipeline:
         self.pairer = SpanPairer(wait_seconds=cfg.trace_wait, max_pending=cfg.trace_capacity)
         self.final = FinalStage(window_seconds=cfg.final_window, grace_seconds=cfg.grace, health=self.health,
                                 refresh_seconds=cfg.provisional_refresh, late_seconds=cfg.late_seconds)
+        self._trace_refreshed = float("-inf")  # watermark of the pairer's last refresh (see flush)
 
     # -- inputs --------------------------------------------------------------------------------
     def add_leases(self, leases: Iterable[AddressLease]) -> None:
@@ -130,14 +131,23 @@ class Pipeline:
     # -- output --------------------------------------------------------------------------------
     def flush(self, now: float, trace: bool = True) -> PipelineOutput:
         """Move everything whose windows closed before ``now - lateness`` through the stages. Without
-        ``trace`` the span pairer keeps what it paired for a later flush (its calls gather per edge)."""
+        ``trace`` the span pairer keeps what it paired for a later flush (its calls gather per edge),
+        unless it holds calls of a window this flush closes.
+
+        The pairer hands out at once only the calls of edges new in their window (what stage 3 emits
+        early) and holds the others until their window closes, or until a refresh (every
+        ``provisional_refresh`` seconds, as stage 3 releases its held versions): a trickle costs a
+        partial per edge and window, as a burst does ("Holding" in :mod:`topology.stages.trace`)."""
         cfg = self.config
         wm = now - cfg.lateness
         self.net2.add(self.net1.flush(wm))
         self.final.add(self.net2.flush(wm, early=cfg.provisional))
         self.final.add(self.ipc2.process(self.ipc1.flush(wm)))
-        if trace:
-            self.final.add(self.pairer.flush(now))
+        if trace or self.pairer.holds_closing(wm):
+            refresh = cfg.provisional and wm - self._trace_refreshed >= cfg.provisional_refresh
+            if refresh:
+                self._trace_refreshed = wm
+            self.final.add(self.pairer.flush(now, close=wm, refresh=refresh))
         windows = by_layer(self.final.flush(wm, provisional=cfg.provisional))
         late = by_layer(self.final.take_late())
         return PipelineOutput(windows, nodes_of(joined(windows, late) if late else windows),

@@ -26,6 +26,16 @@ open trace about as much again (:data:`PENDING_SPAN_BYTES`). Counters: ``spans``
 ``expired``, ``dropped``, ``total`` (edge observations), ``roots``, ``unnamed``, ``internal``,
 ``invalid`` and trace-summary counters. The clock is an argument.
 
+Holding (``flush(now, close=watermark)``, what the in-process pipeline does): stage 3 emits an open
+window early only for an edge new in it (:mod:`topology.stages.final`), so the pairer hands out at once
+only the calls of an observation (window, source, target, clusters, shape) it has not seen in this
+window or the one before; the other calls of open windows gather here, one accumulator per
+observation, until their window closes (``close`` reaches its end), or, for an observation new in its
+window, until a flush with ``refresh`` (stage 3's later versions of what it emitted early). A
+trickle then costs one partial per edge and window, as a burst does, instead of one per flush; the
+stored windows are the same (partials are summable). Without ``close`` (the Kafka stage 2) everything
+observed goes out at every flush.
+
 Trace summaries: a trace is summarised once no span of it arrived for ``wait_seconds`` (or when more
 than ``max_traces`` traces are open, the oldest at once). The summary keeps the trace's first
 ``max_trace_spans`` spans to arrive, packed (:func:`topology.catalog.pack_spans`; ``spans`` counts them
@@ -456,16 +466,22 @@ class PythonSpanPairer:
                 traces.move_to_end(tid)
 
     # -- output ----------------------------------------------------------------------------------------
-    def flush(self, now: float) -> list[EdgePartial]:
+    def flush(self, now: float, close: float | None = None, refresh: bool = False) -> list[EdgePartial]:
         """Expire what waited longer than the wait and return the edge partials observed so far.
 
-        Partials are Side.PAIR and summable: a window may appear in several flushes.
+        Partials are Side.PAIR and summable: a window may appear in several flushes. With ``close``
+        (stage 3's watermark: windows ending at or before it close), calls of windows still open are
+        held here, gathering, except those of an observation new in its window (not seen in this window
+        or the one before, as stage 3 decides what it emits early): see "Holding" in the module doc.
+        ``refresh`` hands out what is held of observations new in their window too (stage 3's later
+        versions of a window it emitted early); those known from the window before wait for the close.
         """
         self._expire(now)
         self._quiet_traces(now)
+        obs = self._obs if close is None else self._take(close, refresh)
         # observations -> APP edges, and CLUSTER edges where both ends have a cluster
         groups: dict[tuple[int, Granularity, str, str], list[_Edge]] = {}
-        for (window, source, target, s_cluster, t_cluster, shape), acc in self._obs.items():
+        for (window, source, target, s_cluster, t_cluster, shape), acc in obs.items():
             self.counters["total"] += acc.requests
             k = (window, Granularity.APP, source, target)
             g = groups.get(k)
@@ -480,7 +496,8 @@ class PythonSpanPairer:
                     groups[k] = [(acc, shape, source, target)]
                 else:
                     g.append((acc, shape, source, target))
-        self._obs.clear()
+        if close is None:
+            self._obs = {}
         edges: dict[tuple[int, Granularity, str, str], _Edge] = {}
         for k, g in groups.items():
             if len(g) == 1:
@@ -509,6 +526,30 @@ class PythonSpanPairer:
             )
             out.append(EdgePartial(EdgeKey(Layer.TRACE, gran, source, target), window, ws, Side.PAIR, stats,
                                    shape[0], shape[1], s_app, t_app))
+        return out
+
+    def holds_closing(self, close: float) -> bool:
+        """Whether calls of windows ending at or before ``close`` are held (a flush hands them out)."""
+        ws = self.window_seconds
+        return any(k[0] + ws <= close for k in self._obs)
+
+    def _take(self, close: float, refresh: bool) -> dict[_ObsKey, _Acc]:
+        """The observations a flush with ``close`` hands out (the others stay in ``_obs``), and the
+        observations seen noted: decided on what was seen before this flush, so the order of the
+        observations does not matter."""
+        seen: set[_ObsKey] = self.__dict__.get("_seen") or set()  # (only flushes with ``close`` keep it)
+        ws = self.window_seconds
+        out: dict[_ObsKey, _Acc] = {}
+        held: dict[_ObsKey, _Acc] = {}
+        for key, acc in self._obs.items():
+            w = key[0]
+            if w + ws <= close or ((refresh or key not in seen) and (w - ws, *key[1:]) not in seen):
+                out[key] = acc
+            else:
+                held[key] = acc
+        seen.update(self._obs)
+        self._seen = {k for k in seen if k[0] + 2 * ws > close}  # the next window's "before" is kept
+        self._obs = held
         return out
 
     def take_trace_summaries(self) -> list[TraceSummary]:

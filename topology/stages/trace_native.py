@@ -102,14 +102,17 @@ class NativeSpanPairer:
             self._core.add(spans.decode_unchecked(view.SerializeToString()), now)
 
     # -- output ----------------------------------------------------------------------------------------
-    def flush(self, now: float) -> list[EdgePartial]:
+    def flush(self, now: float, close: float | None = None, refresh: bool = False) -> list[EdgePartial]:
         """Expire what waited longer than the wait and return the edge partials observed so far
-        (Side.PAIR, summable: a window may appear in several flushes)."""
+        (Side.PAIR, summable: a window may appear in several flushes); with ``close``, calls of open
+        windows are held unless new in their window or ``refresh`` ("Holding" in
+        :mod:`topology.stages.trace`)."""
         from topology.stages.trace import SHAPES as shapes  # (which imports this module)
 
         ws = self.window_seconds
         out: list[EdgePartial] = []
-        for (window, gran, source, target, code, s_app, t_app), stats in self._core.flush(now):
+        edges = self._core.flush(now, close, refresh)
+        for (window, gran, source, target, code, s_app, t_app), stats in edges:
             requests, errors, zero, latency_sum, first, last, exemplars, (lo, dense) = stats
             shape = shapes[code]
             # what LatencySketch.from_counts gives for span durations (at SCALE, within its range)
@@ -120,6 +123,10 @@ class NativeSpanPairer:
             out.append(EdgePartial(EdgeKey(Layer.TRACE, _GRANULARITY[gran], source, target), window, ws,
                                    Side.PAIR, es, shape[0], shape[1], s_app, t_app))
         return out
+
+    def holds_closing(self, close: float) -> bool:
+        """Whether calls of windows ending at or before ``close`` are held (a flush hands them out)."""
+        return bool(self._core.holds_closing(close))
 
     def take_trace_summaries(self) -> list[TraceSummary]:
         """Summaries of the traces that went quiet (no span for the wait) up to the last flush."""

@@ -70,8 +70,11 @@ def same(py: PythonSpanPairer, nat: NativeSpanPairer) -> None:
     assert (nat.pending, nat.oldest_arrival) == (py.pending, py.oldest_arrival)
 
 
-def flush_both(py: PythonSpanPairer, nat: NativeSpanPairer, now: float) -> None:
-    assert nat.flush(now) == py.flush(now)
+def flush_both(py: PythonSpanPairer, nat: NativeSpanPairer, now: float, close: float | None = None,
+               refresh: bool = False) -> None:
+    if close is not None:
+        assert nat.holds_closing(close) == py.holds_closing(close)
+    assert nat.flush(now, close, refresh) == py.flush(now, close, refresh)
     assert nat.take_trace_summaries() == py.take_trace_summaries()
     same(py, nat)
 
@@ -83,13 +86,15 @@ def restored(nat: NativeSpanPairer) -> NativeSpanPairer:
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(st.tuples(requests(), st.sampled_from([0.0, 0.5, 3.0, 11.0]), st.booleans()),
+@given(st.lists(st.tuples(requests(), st.sampled_from([0.0, 0.5, 3.0, 11.0]),
+                          st.sampled_from([None, "all", "hold", "refresh"])),
                 min_size=1, max_size=12),
        st.sampled_from([(10.0, 3, 2, 2), (10.0, 10_000, 100, 256), (0.0, 2, 1, 0), (5.0, 4, 3, 1)]),
        st.integers(0, 12))
 def test_the_native_pairer_does_what_the_python_pairer_does(
-        steps: list[tuple[ExportTraceServiceRequest, float, bool]], config: tuple[float, int, int, int],
+        steps: list[tuple[ExportTraceServiceRequest, float, str | None]], config: tuple[float, int, int, int],
         restart: int) -> None:
+    """... and the same when flushes hold the calls of open windows (``close``: "Holding")."""
     wait, cap, traces_cap, kept = config
     py = PythonSpanPairer(wait_seconds=wait, max_pending=cap, max_traces=traces_cap, max_trace_spans=kept)
     nat = NativeSpanPairer(wait_seconds=wait, max_pending=cap, max_traces=traces_cap, max_trace_spans=kept)
@@ -100,8 +105,10 @@ def test_the_native_pairer_does_what_the_python_pairer_does(
         py.add_serialized(data, now)
         nat.add_serialized(data, now)
         same(py, nat)
-        if flush:
+        if flush == "all":
             flush_both(py, nat, now)
+        elif flush:
+            flush_both(py, nat, now, close=now - 0.5, refresh=flush == "refresh")
         if i == restart:
             nat = restored(nat)
     flush_both(py, nat, now + 5)
@@ -119,10 +126,10 @@ def test_simulated_traffic_gives_the_same_edges_summaries_and_counters() -> None
             nat.add_serialized(data, t + 5)
             n += 1
         t += 5.0
-        flush_both(py, nat, t + 0.5)
+        flush_both(py, nat, t + 0.5, close=t if step % 3 else None, refresh=step % 7 == 0)
         if step == 11:
             nat = restored(nat)
-    flush_both(py, nat, t + 200)
+    flush_both(py, nat, t + 200, close=t + 200)
     c = nat.counters
     assert n > 20 and c["paired"] > 100 and c["expired"] > 0 and c["traces"] > 50
 

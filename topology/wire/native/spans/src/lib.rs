@@ -61,11 +61,21 @@ impl Pairer {
     /// Expire what waited past the wait, summarise quiet traces, and return the edges observed since
     /// the last flush: [((window, granularity 0 APP / 1 CLUSTER, source, target, shape, source app,
     /// target app), (requests, errors, zero, latency sum s, first s, last s, sorted hex exemplars,
-    /// {bucket: count}))].
-    fn flush<'py>(&mut self, py: Python<'py>, now: f64) -> PyResult<Bound<'py, pyo3::types::PyList>> {
+    /// {bucket: count}))]. With ``close``, calls of open windows are held unless new in their window
+    /// or ``refresh`` (see "Holding" in topology/stages/trace.py).
+    #[pyo3(signature = (now, close=None, refresh=false))]
+    fn flush<'py>(&mut self, py: Python<'py>, now: f64, close: Option<f64>, refresh: bool)
+                  -> PyResult<Bound<'py, pyo3::types::PyList>> {
         self.expire(now);
         self.quiet_traces(now);
-        self.edges(py)
+        self.edges(py, close, refresh)
+    }
+
+    /// Whether calls of windows ending at or before ``close`` wait here (a flush with it would hand
+    /// them out: stage 3 closes those windows).
+    fn holds_closing(&self, close: f64) -> bool {
+        let ws = self.ws;
+        self.obs.iter().any(|(k, _)| (k.window + ws) as f64 <= close)
     }
 
     /// Trace summaries since the last call: [(trace id hex, root service, root name, start s,

@@ -209,6 +209,9 @@ pub struct Pairer {
     pub producers: OMap<SpanKey, Pend>,
     pub obs: Vec<(ObsKey, Acc)>,
     pub obs_index: IdMap<ObsKey, usize>,
+    /// observations seen by flushes with a close (held or handed out), of the open windows and the
+    /// ones before them: what decides which observations are new in their window
+    pub seen: IdMap<ObsKey, ()>,
     pub traces: OMap<TraceId, Trace>,
     pub summaries: Vec<(TraceId, Trace)>,
     idents: IdMap<Vec<u8>, Ident>,
@@ -222,7 +225,7 @@ impl Pairer {
         Pairer {
             wait, max_pending, ws, max_traces, max_kept, max_exemplars, counters: [0; 14],
             clients: OMap::default(), servers: OMap::default(), n_servers: 0, producers: OMap::default(),
-            obs: Vec::new(), obs_index: IdMap::default(), traces: OMap::default(), summaries: Vec::new(),
+            obs: Vec::new(), obs_index: IdMap::default(), seen: IdMap::default(), traces: OMap::default(), summaries: Vec::new(),
             idents: IdMap::default(), user: Arc::from("user"), namer,
         }
     }
@@ -637,12 +640,45 @@ impl Pairer {
         Ok(())
     }
 
-    /// The edges of the observations since the last flush, merged per (window, granularity, source,
-    /// target) and sorted, as Python tuples.
-    pub fn edges<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        type GroupKey = (u64, u8, Name, Name);
+    /// The observations a flush hands out: all of them without ``close``; with it (stage 3's
+    /// watermark), those of closed windows, those new in their window (not seen in it or the window
+    /// before by an earlier flush) and, with ``refresh``, those not seen in the window before; the
+    /// others stay, gathering (see "Holding" in topology/stages/trace.py).
+    fn take_obs(&mut self, close: Option<f64>, refresh: bool) -> Vec<(ObsKey, Acc)> {
         let obs = std::mem::take(&mut self.obs);
         self.obs_index.clear();
+        let Some(close) = close else { return obs };
+        let ws = self.ws;
+        let mut out = Vec::with_capacity(obs.len());
+        let mut new_seen: Vec<ObsKey> = Vec::new();
+        for (k, acc) in obs {
+            let take = (k.window + ws) as f64 <= close || ((refresh || !self.seen.contains_key(&k)) && {
+                let before = ObsKey { window: k.window.wrapping_sub(ws), ..k.clone() };
+                !self.seen.contains_key(&before)
+            });
+            if !self.seen.contains_key(&k) {
+                new_seen.push(k.clone());
+            }
+            if take {
+                out.push((k, acc));
+            } else {
+                self.obs_index.insert(k.clone(), self.obs.len());
+                self.obs.push((k, acc));
+            }
+        }
+        for k in new_seen {
+            self.seen.insert(k, ());
+        }
+        self.seen.retain(|k, _| (k.window + 2 * ws) as f64 > close);
+        out
+    }
+
+    /// The edges of the observations a flush hands out (:meth:`take_obs`), merged per (window,
+    /// granularity, source, target) and sorted, as Python tuples.
+    pub fn edges<'py>(&mut self, py: Python<'py>, close: Option<f64>, refresh: bool)
+                      -> PyResult<Bound<'py, PyList>> {
+        type GroupKey = (u64, u8, Name, Name);
+        let obs = self.take_obs(close, refresh);
         let mut index: IdMap<GroupKey, usize> = IdMap::default();
         let mut groups: Vec<(GroupKey, Vec<(usize, u8, Option<Name>, Option<Name>)>)> = Vec::new();
         for (i, (k, acc)) in obs.iter().enumerate() {

@@ -37,6 +37,8 @@ struct StateMsg {
     traces: Vec<TraceMsg>,
     #[prost(message, repeated, tag = "13")]
     summaries: Vec<TraceMsg>,
+    #[prost(message, repeated, tag = "14")]
+    seen: Vec<ObsMsg>, // keys only
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -160,6 +162,14 @@ pub fn dump(p: &Pairer) -> Vec<u8> {
             servers.push(pend_msg(k, s, i == 0));
         }
     }
+    let mut seen_keys: Vec<&ObsKey> = p.seen.keys().collect(); // in one order: equal states, equal bytes
+    seen_keys.sort_by(|a, b| (a.window, &a.source, &a.target, &a.s_cluster, &a.t_cluster, a.shape)
+        .cmp(&(b.window, &b.source, &b.target, &b.s_cluster, &b.t_cluster, b.shape)));
+    let seen = seen_keys.into_iter().map(|k| ObsMsg {
+        window: k.window, source: k.source.to_string(), target: k.target.to_string(),
+        s_cluster: k.s_cluster.as_ref().map(|c| c.to_string()), t_cluster: k.t_cluster.as_ref().map(|c| c.to_string()),
+        shape: k.shape as u32, ..Default::default()
+    }).collect();
     let obs = p.obs.iter().map(|(k, a)| ObsMsg {
         window: k.window, source: k.source.to_string(), target: k.target.to_string(),
         s_cluster: k.s_cluster.as_ref().map(|c| c.to_string()), t_cluster: k.t_cluster.as_ref().map(|c| c.to_string()),
@@ -177,6 +187,7 @@ pub fn dump(p: &Pairer) -> Vec<u8> {
         obs,
         traces: p.traces.iter().map(|(k, t)| trace_msg(k, t)).collect(),
         summaries: p.summaries.iter().map(|(k, t)| trace_msg(k, t)).collect(),
+        seen,
     }
     .encode_to_vec()
 }
@@ -271,6 +282,15 @@ pub fn load(data: &[u8], namer: Py<PyAny>) -> PyResult<Pairer> {
                         exemplars };
         p.obs_index.insert(key.clone(), p.obs.len());
         p.obs.push((key, acc));
+    }
+    for o in m.seen {
+        if o.shape > 5 {
+            return Err(bad("observation seen"));
+        }
+        let key = ObsKey { window: o.window, source: names.get(o.source), target: names.get(o.target),
+                           s_cluster: o.s_cluster.map(|c| names.get(c)), t_cluster: o.t_cluster.map(|c| names.get(c)),
+                           shape: o.shape as u8 };
+        p.seen.insert(key, ());
     }
     for t in m.traces {
         let (k, v) = trace(t, &mut names)?;
