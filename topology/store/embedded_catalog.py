@@ -148,8 +148,9 @@ class EmbeddedCatalogStore(CatalogStore):
         self._sorted: dict[Granularity, list[str] | None] = {g: None for g in Granularity}
         self._health: dict[str, list[_Health]] = {}
         # rows of each service in ``traces``, an upper bound (a replaced trace counts again); a service
-        # not here may be full (rows written before this process)
+        # not here has ``_unlisted_rows`` (0 in an empty table, else full: rows written before)
         self._trace_rows: dict[str, int] = {}
+        self._unlisted_rows = TRACES_PER_SERVICE + _TRACES_SLACK
         # rows of ``traces`` not written yet, by service then trace id: (start, summary text)
         self._listed: dict[str, dict[str, tuple[float, str]]] = {}
         self._listed_rows = 0
@@ -173,6 +174,8 @@ class EmbeddedCatalogStore(CatalogStore):
             del events[:-HEALTH_IN_MEMORY]
         if conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='trace_store'").fetchone():
             _move_trace_store(conn)
+        if conn.execute("SELECT 1 FROM traces LIMIT 1").fetchone() is None:
+            self._unlisted_rows = 0
         self._trace_ids = dict(conn.execute("SELECT trace_id, rowid FROM trace_spans"))
         self._next_rowid = 1 + (conn.execute("SELECT max(rowid) FROM trace_spans").fetchone()[0] or 0)
 
@@ -502,10 +505,11 @@ class EmbeddedCatalogStore(CatalogStore):
         """Write the services' lists of traces waiting in memory (after ``then``, in one transaction),
         evicting the oldest of each list that may have grown past its slack. Under the lock."""
         pending, counts, full = self._listed, self._trace_rows, TRACES_PER_SERVICE + _TRACES_SLACK
+        unknown = self._unlisted_rows
         rows = [(service, trace_id, start, data)
                 for service, traces in pending.items() for trace_id, (start, data) in traces.items()]
         due = [(service, TRACES_PER_SERVICE - 1) for service, traces in pending.items()
-               if counts.get(service, full) + len(traces) > full]  # unknown (before this process): evicted
+               if counts.get(service, unknown) + len(traces) > full]
 
         def write(c: sqlite3.Connection) -> None:
             if then is not None:
@@ -519,7 +523,7 @@ class EmbeddedCatalogStore(CatalogStore):
 
         await self._db.write(write)
         for service, traces in pending.items():
-            counts[service] = counts.get(service, full) + len(traces)
+            counts[service] = counts.get(service, unknown) + len(traces)
         for service, _ in due:
             counts[service] = TRACES_PER_SERVICE
         self._listed, self._listed_rows = {}, 0
