@@ -36,7 +36,7 @@ async def test_the_store_holds_a_steady_state_of_its_retention(tmp_path: pathlib
 def test_an_hour_holds_its_minutes_with_other_trace_ids() -> None:
     cycles = synthetic_cycles(30, seed=3, cycle=4)
     week = Week(cycles)
-    for (tpl, minutes), hour in zip(cycles, week.hour, strict=True):
+    for (_, minutes), hour in zip(cycles, week.hour, strict=True):
         present = [s for s in minutes if s is not None]
         assert hour is not None
         assert hour.requests == 15 * sum(s.requests for s in present)
