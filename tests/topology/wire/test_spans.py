@@ -112,7 +112,8 @@ def test_bad_names_and_empty_payloads() -> None:
 def test_bucket_of_is_the_sketch_s() -> None:
     rng = random.Random(5)
     values = [2.0 ** e for e in range(-30, 21)] + [math.nextafter(2.0 ** e, 0) for e in range(-29, 21)]
-    values += [rng.uniform(1e-9, 10.0) for _ in range(20_000)] + [10 ** rng.uniform(-9, 7) for _ in range(20_000)]
+    values += [rng.uniform(1e-9, 10.0) for _ in range(20_000)]
+    values += [10 ** rng.uniform(-9, 7) for _ in range(20_000)]
     values += [n * 1e-9 for n in range(2, 5000)] + [3e6, 1e300]
     assert [spans.native.bucket_of(v) for v in values] == [bucket_of(v) for v in values]  # type: ignore[union-attr]
 
@@ -120,7 +121,8 @@ def test_bucket_of_is_the_sketch_s() -> None:
 def test_columns_are_views_of_fixed_width() -> None:
     from tests.topology.stages.otlp_builders import resource_spans, span, traces
 
-    data = traces(resource_spans("a", [span(1, 2, 3, "client"), span(1, 4, None, "server")])).SerializeToString()
+    calls = [span(1, 2, 3, "client"), span(1, 4, None, "server")]
+    data = traces(resource_spans("a", calls)).SerializeToString()
     cols = spans.columns(spans.decode(data))
     assert cols["trace_id"].dtype == np.dtype("V16") and len(cols["trace_id"]) == 2
     assert bytes(cols["parent_span_id"][1]) == bytes(8) and cols["kind"].tolist() == [3, 2]
