@@ -39,9 +39,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import json
 import os
 import pathlib
-import pickle
 import random
 import shutil
 import sqlite3
@@ -356,13 +356,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.model == "sim":
         cap = pathlib.Path(args.capture) if args.capture else None
         if cap is not None and cap.exists():
-            with cap.open("rb") as f:
-                captured: list[EdgeWindow] = pickle.load(f)
+            # JSON of EdgeWindow.to_dict (the Kafka stages' form), never pickle: a file is input
+            captured: list[EdgeWindow] = [EdgeWindow.from_dict(d) for d in json.loads(cap.read_bytes())]
         else:
             captured = capture_sim(args.services, args.warm_minutes + args.cycle_minutes + 1, args.seed)
             if cap is not None:
-                with cap.open("wb") as f:
-                    pickle.dump(captured, f)
+                cap.write_text(json.dumps([w.to_dict() for w in captured]))
         cycles = sim_cycles(captured, args.warm_minutes, args.cycle_minutes)
     else:
         cycles = synthetic_cycles(args.services, args.seed, args.cycle_minutes)

@@ -16,8 +16,8 @@ the event loop and SQLite's writer) and the wall time.
 from __future__ import annotations
 
 import argparse
+import json
 import os
-import pickle
 import shutil
 import statistics
 import subprocess
@@ -30,11 +30,13 @@ from topology.catalog import TraceSummary
 
 HERE = Path(__file__).resolve().parent.parent
 
-# Run in the measured checkout: reads the pickled batches, prints "cpu wall summaries".
+# Run in the measured checkout: reads the batches (JSON of TraceSummary.to_dict, never pickle) and
+# prints "cpu wall summaries".
 _MEASURE = """
-import asyncio, pathlib, pickle, sys, tempfile, time
+import asyncio, json, pathlib, sys, tempfile, time
+from topology.catalog import TraceSummary
 from topology.store.embedded_catalog import EmbeddedCatalogStore
-batches = pickle.loads(pathlib.Path(sys.argv[1]).read_bytes())
+batches = [[TraceSummary.from_dict(d) for d in b] for b in json.loads(pathlib.Path(sys.argv[1]).read_bytes())]
 async def main():
     with tempfile.TemporaryDirectory() as d:
         cat = EmbeddedCatalogStore(pathlib.Path(d) / "catalog.db")
@@ -94,8 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = sum(len({s.root_service, *s.services}) for b in batches for s in b)
     print(f"# {n} summaries in {len(batches)} flushes (median {statistics.median(map(len, batches)):.0f}), "
           f"{rows / n:.2f} services each; load average before: {os.getloadavg()[0]:.2f}")
-    with tempfile.NamedTemporaryFile(suffix=".pickle", delete=False) as f:
-        f.write(pickle.dumps(batches))
+    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
+        f.write(json.dumps([[s.to_dict() for s in b] for b in batches]).encode())
     results: dict[str, list[float]] = {}
     try:
         for _ in range(args.rounds):
