@@ -8,7 +8,10 @@ import json
 import pathlib
 import sqlite3
 
+import pytest
+
 from topology.catalog import TraceSpan, TraceSummary, pack_spans
+from topology.store import embedded_catalog
 from topology.store.embedded_catalog import _TRACES_SLACK, TRACES_PER_SERVICE, EmbeddedCatalogStore
 from topology.timewindow import Retention
 
@@ -63,6 +66,25 @@ async def test_lists_wait_in_memory_until_enough_rows_and_close_writes_them(tmp_
     await cat.close()
     cat = EmbeddedCatalogStore(path)
     assert [t.start for t in await cat.recent_traces("a", 10)] == [9.0, 4.0, 3.0, 2.0, 0.0]
+    await cat.close()
+
+
+async def test_lists_wait_no_longer_than_listed_seconds(tmp_path: pathlib.Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A crash loses at most _LISTED_SECONDS of the lists: the first write after that long writes them."""
+    clock = [1000.0]
+    monkeypatch.setattr(embedded_catalog.time, "monotonic", lambda: clock[0])
+    path = tmp_path / "catalog.db"
+    cat = EmbeddedCatalogStore(path, listed_buffer=1000)
+    await cat.record_traces([summary(1)])
+    clock[0] += embedded_catalog._LISTED_SECONDS - 1
+    await cat.record_traces([summary(2)])
+    assert rows_of(path, "a") == 0  # both wait: few rows, not long enough
+    clock[0] += 1
+    await cat.record_traces([summary(3)])
+    assert rows_of(path, "a") == 3  # on disk without close: a crash now loses nothing of them
+    await cat.record_traces([summary(4)])
+    assert rows_of(path, "a") == 3  # the next row waits again
     await cat.close()
 
 

@@ -15,8 +15,9 @@ write; ``trace_spans`` is a rowid table (new rows go to its end; the packed span
 come, not in base64 JSON) with one index, by start, which grows at its end too; its index by trace
 id is a dict in memory (``Retention.traces`` entries at most, read from the table at open).
 The services' lists touch a page per service wherever they are written, so their rows wait in
-memory until ``_LISTED_BUFFER`` of them are written at once (reads merge them; ``close`` writes
-them): a crash loses at most that many rows of the lists (the traces stay in ``trace_spans``).
+memory and are written at once when ``_LISTED_BUFFER`` of them wait, or at the first write
+``_LISTED_SECONDS`` after the oldest came (reads merge them; ``close`` writes them): a crash loses
+at most that many rows, or that many seconds, of the lists (the traces stay in ``trace_spans``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import bisect
 import json
 import pathlib
 import sqlite3
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 
@@ -44,6 +46,7 @@ _TRACES_SLACK = TRACES_PER_SERVICE // 10
 #: Rows of the services' lists of traces gathered in memory before they are written together: every
 #: write dirties about one page per service it touches, so writing them per flush costs pages, not rows.
 _LISTED_BUFFER = 4096
+_LISTED_SECONDS = 30.0  # the longest a row of the lists waits in memory (what a crash can lose)
 HEALTH_IN_MEMORY = 256
 
 SCHEMA = """
@@ -154,6 +157,7 @@ class EmbeddedCatalogStore(CatalogStore):
         # rows of ``traces`` not written yet, by service then trace id: (start, summary text)
         self._listed: dict[str, dict[str, tuple[float, str]]] = {}
         self._listed_rows = 0
+        self._listed_since = 0.0  # monotonic time of the oldest row waiting in ``_listed``
         self._trace_ids: dict[str, int] = {}  # trace_spans: rowid by trace id (its index, in memory)
         self._next_rowid = 1
         self._load()
@@ -485,13 +489,16 @@ class EmbeddedCatalogStore(CatalogStore):
                         "ORDER BY start, trace_id LIMIT ?) RETURNING trace_id", (over,)).fetchall())
 
             pending = self._listed
+            if not pending:
+                self._listed_since = time.monotonic()
             for service, trace_id, start, data in listed:
                 rows = pending.get(service)
                 if rows is None:
                     rows = pending[service] = {}
                 rows[trace_id] = (start, data)
             self._listed_rows += len(listed)
-            if self._listed_rows < self._listed_buffer:
+            if (self._listed_rows < self._listed_buffer
+                    and time.monotonic() - self._listed_since < _LISTED_SECONDS):
                 await self._db.write(write)
             else:
                 await self._write_listed(write)
