@@ -478,7 +478,7 @@ class PythonSpanPairer:
         """
         self._expire(now)
         self._quiet_traces(now)
-        obs = self._obs if close is None else self._take(close, refresh)
+        obs = self._take_all() if close is None else self._take(close, refresh)
         # observations -> APP edges, and CLUSTER edges where both ends have a cluster
         groups: dict[tuple[int, Granularity, str, str], list[_Edge]] = {}
         for (window, source, target, s_cluster, t_cluster, shape), acc in obs.items():
@@ -496,8 +496,6 @@ class PythonSpanPairer:
                     groups[k] = [(acc, shape, source, target)]
                 else:
                     g.append((acc, shape, source, target))
-        if close is None:
-            self._obs = {}
         edges: dict[tuple[int, Granularity, str, str], _Edge] = {}
         for k, g in groups.items():
             if len(g) == 1:
@@ -531,26 +529,36 @@ class PythonSpanPairer:
     def holds_closing(self, close: float) -> bool:
         """Whether calls of windows ending at or before ``close`` are held (a flush hands them out)."""
         ws = self.window_seconds
-        return any(k[0] + ws <= close for k in self._obs)
+        return any(a.requests and k[0] + ws <= close for k, a in self._obs.items())
 
     def _take(self, close: float, refresh: bool) -> dict[_ObsKey, _Acc]:
-        """The observations a flush with ``close`` hands out (the others stay in ``_obs``), and the
-        observations seen noted: decided on what was seen before this flush, so the order of the
-        observations does not matter."""
+        """The observations a flush with ``close`` hands out; the others stay in ``_obs`` with their
+        calls. An observation seen by such a flush stays in ``_obs`` in its place (its calls handed out
+        or held) until the window after its own closes, as the native pairer keeps it: the order of
+        ``_obs`` is the order edges merge in. Decided on what was seen before this flush."""
         seen: set[_ObsKey] = self.__dict__.get("_seen") or set()  # (only flushes with ``close`` keep it)
         ws = self.window_seconds
+        obs = self._obs
         out: dict[_ObsKey, _Acc] = {}
-        held: dict[_ObsKey, _Acc] = {}
-        for key, acc in self._obs.items():
+        for key, acc in obs.items():
             w = key[0]
-            if w + ws <= close or ((refresh or key not in seen) and (w - ws, *key[1:]) not in seen):
+            if acc.requests and (w + ws <= close
+                                 or ((refresh or key not in seen) and (w - ws, *key[1:]) not in seen)):
                 out[key] = acc
-            else:
-                held[key] = acc
-        seen.update(self._obs)
+        for key in out:
+            obs[key] = _Acc()
+        seen.update(obs)
         self._seen = {k for k in seen if k[0] + 2 * ws > close}  # the next window's "before" is kept
-        self._obs = held
+        if any(k[0] + 2 * ws <= close for k in obs):
+            self._obs = {k: a for k, a in obs.items() if k[0] + 2 * ws > close}
         return out
+
+    def _take_all(self) -> dict[_ObsKey, _Acc]:
+        """Every observation with calls; what flushes with ``close`` saw stays, without calls."""
+        obs = self._obs
+        seen = self.__dict__.get("_seen")
+        self._obs = {k: _Acc() for k in obs if k in seen} if seen else {}
+        return {k: a for k, a in obs.items() if a.requests} if seen else obs
 
     def take_trace_summaries(self) -> list[TraceSummary]:
         """Summaries of the traces that went quiet (no span for the wait) up to the last flush."""

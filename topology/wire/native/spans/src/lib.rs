@@ -75,7 +75,7 @@ impl Pairer {
     /// them out: stage 3 closes those windows).
     fn holds_closing(&self, close: f64) -> bool {
         let ws = self.ws;
-        self.obs.iter().any(|(k, _)| (k.window + ws) as f64 <= close)
+        self.obs.iter().any(|(k, a)| a.requests > 0 && (k.window + ws) as f64 <= close)
     }
 
     /// Trace summaries since the last call: [(trace id hex, root service, root name, start s,

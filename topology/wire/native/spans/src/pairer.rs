@@ -116,12 +116,21 @@ pub struct Acc {
     pub first: u64,
     pub last: u64,
     pub exemplars: Vec<TraceId>,
+    /// what flushes with a close decided (see ``take_obs``): 0 not yet (the observation is new since
+    /// the last flush), NEW_IN_WINDOW, KNOWN_BEFORE
+    pub mark: u8,
 }
 
+/// An observation first seen in its window (neither there nor in the window before at an earlier
+/// flush): handed out at once; its later calls wait for a refresh or the close.
+pub const NEW_IN_WINDOW: u8 = 1;
+/// An observation seen in the window before: its calls wait for the close.
+pub const KNOWN_BEFORE: u8 = 2;
+
 impl Acc {
-    fn new() -> Self {
+    pub fn new() -> Self {
         Acc { requests: 0, errors: 0, hist: Vec::new(), zero: 0, lat_ns: 0, first: 1 << 62, last: 0,
-              exemplars: Vec::new() }
+              exemplars: Vec::new(), mark: 0 }
     }
     fn add_hist(&mut self, i: i32, n: u64) {
         match self.hist.iter_mut().find(|e| e.0 == i) {
@@ -209,9 +218,6 @@ pub struct Pairer {
     pub producers: OMap<SpanKey, Pend>,
     pub obs: Vec<(ObsKey, Acc)>,
     pub obs_index: IdMap<ObsKey, usize>,
-    /// observations seen by flushes with a close (held or handed out), of the open windows and the
-    /// ones before them: what decides which observations are new in their window
-    pub seen: IdMap<ObsKey, ()>,
     pub traces: OMap<TraceId, Trace>,
     pub summaries: Vec<(TraceId, Trace)>,
     idents: IdMap<Vec<u8>, Ident>,
@@ -225,7 +231,7 @@ impl Pairer {
         Pairer {
             wait, max_pending, ws, max_traces, max_kept, max_exemplars, counters: [0; 14],
             clients: OMap::default(), servers: OMap::default(), n_servers: 0, producers: OMap::default(),
-            obs: Vec::new(), obs_index: IdMap::default(), seen: IdMap::default(), traces: OMap::default(), summaries: Vec::new(),
+            obs: Vec::new(), obs_index: IdMap::default(), traces: OMap::default(), summaries: Vec::new(),
             idents: IdMap::default(), user: Arc::from("user"), namer,
         }
     }
@@ -643,34 +649,69 @@ impl Pairer {
     /// The observations a flush hands out: all of them without ``close``; with it (stage 3's
     /// watermark), those of closed windows, those new in their window (not seen in it or the window
     /// before by an earlier flush) and, with ``refresh``, those not seen in the window before; the
-    /// others stay, gathering (see "Holding" in topology/stages/trace.py).
+    /// others stay, gathering (see "Holding" in topology/stages/trace.py). An observation seen by a
+    /// flush with a close stays in ``obs`` (marked, its calls handed out or held) until the window after
+    /// its own closes: the marks are what "seen" means, so a flush hashes only what is new since the
+    /// last one.
     fn take_obs(&mut self, close: Option<f64>, refresh: bool) -> Vec<(ObsKey, Acc)> {
-        let obs = std::mem::take(&mut self.obs);
-        self.obs_index.clear();
-        let Some(close) = close else { return obs };
+        let Some(close) = close else {
+            // everything goes; only what a flush with a close saw stays, as a mark
+            if self.obs.iter().all(|(_, a)| a.mark == 0) {
+                self.obs_index.clear();
+                return std::mem::take(&mut self.obs);
+            }
+            let mut out = Vec::new();
+            for (k, acc) in self.obs.iter_mut() {
+                if acc.requests > 0 {
+                    let mark = acc.mark;
+                    out.push((k.clone(), std::mem::replace(acc, Acc { mark, ..Acc::new() })));
+                }
+            }
+            self.obs.retain(|(_, a)| a.mark != 0);
+            self.reindex();
+            return out;
+        };
         let ws = self.ws;
-        let mut out = Vec::with_capacity(obs.len());
-        let mut new_seen: Vec<ObsKey> = Vec::new();
-        for (k, acc) in obs {
-            let take = (k.window + ws) as f64 <= close || ((refresh || !self.seen.contains_key(&k)) && {
-                let before = ObsKey { window: k.window.wrapping_sub(ws), ..k.clone() };
-                !self.seen.contains_key(&before)
-            });
-            if !self.seen.contains_key(&k) {
-                new_seen.push(k.clone());
+        // "seen in the window before" as it stood before this flush (marks set by earlier flushes)
+        let seen_before = |p: &Pairer, k: &ObsKey| {
+            let before = ObsKey { window: k.window.wrapping_sub(ws), ..k.clone() };
+            p.obs_index.get(&before).is_some_and(|&j| p.obs[j].1.mark != 0)
+        };
+        let mut decisions: Vec<(usize, bool, u8)> = Vec::new(); // (index, take, mark to set)
+        for (i, (k, acc)) in self.obs.iter().enumerate() {
+            let closed = (k.window + ws) as f64 <= close;
+            match acc.mark {
+                0 => {
+                    let known = seen_before(self, k);
+                    decisions.push((i, closed || !known, if known { KNOWN_BEFORE } else { NEW_IN_WINDOW }));
+                }
+                _ if acc.requests == 0 => {}
+                _ if closed => decisions.push((i, true, acc.mark)),
+                NEW_IN_WINDOW if refresh && !seen_before(self, k) => decisions.push((i, true, acc.mark)),
+                _ => {}
             }
-            if take {
-                out.push((k, acc));
+        }
+        let mut out = Vec::with_capacity(decisions.len());
+        for (i, take, mark) in decisions {
+            let (k, acc) = &mut self.obs[i];
+            if take && acc.requests > 0 {
+                out.push((k.clone(), std::mem::replace(acc, Acc { mark, ..Acc::new() })));
             } else {
-                self.obs_index.insert(k.clone(), self.obs.len());
-                self.obs.push((k, acc));
+                acc.mark = mark;
             }
         }
-        for k in new_seen {
-            self.seen.insert(k, ());
+        if self.obs.iter().any(|(k, _)| (k.window + 2 * ws) as f64 <= close) {
+            self.obs.retain(|(k, _)| (k.window + 2 * ws) as f64 > close);
+            self.reindex();
         }
-        self.seen.retain(|k, _| (k.window + 2 * ws) as f64 > close);
         out
+    }
+
+    fn reindex(&mut self) {
+        self.obs_index.clear();
+        for (i, (k, _)) in self.obs.iter().enumerate() {
+            self.obs_index.insert(k.clone(), i);
+        }
     }
 
     /// The edges of the observations a flush hands out (:meth:`take_obs`), merged per (window,

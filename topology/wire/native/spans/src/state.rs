@@ -37,8 +37,6 @@ struct StateMsg {
     traces: Vec<TraceMsg>,
     #[prost(message, repeated, tag = "13")]
     summaries: Vec<TraceMsg>,
-    #[prost(message, repeated, tag = "14")]
-    seen: Vec<ObsMsg>, // keys only
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -103,6 +101,8 @@ struct ObsMsg {
     last: u64,
     #[prost(bytes = "vec", repeated, tag = "15")]
     exemplars: Vec<Vec<u8>>,
+    #[prost(uint32, tag = "16")]
+    mark: u32, // Acc::mark (0 in dumps of builds before it)
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -162,21 +162,13 @@ pub fn dump(p: &Pairer) -> Vec<u8> {
             servers.push(pend_msg(k, s, i == 0));
         }
     }
-    let mut seen_keys: Vec<&ObsKey> = p.seen.keys().collect(); // in one order: equal states, equal bytes
-    seen_keys.sort_by(|a, b| (a.window, &a.source, &a.target, &a.s_cluster, &a.t_cluster, a.shape)
-        .cmp(&(b.window, &b.source, &b.target, &b.s_cluster, &b.t_cluster, b.shape)));
-    let seen = seen_keys.into_iter().map(|k| ObsMsg {
-        window: k.window, source: k.source.to_string(), target: k.target.to_string(),
-        s_cluster: k.s_cluster.as_ref().map(|c| c.to_string()), t_cluster: k.t_cluster.as_ref().map(|c| c.to_string()),
-        shape: k.shape as u32, ..Default::default()
-    }).collect();
     let obs = p.obs.iter().map(|(k, a)| ObsMsg {
         window: k.window, source: k.source.to_string(), target: k.target.to_string(),
         s_cluster: k.s_cluster.as_ref().map(|c| c.to_string()), t_cluster: k.t_cluster.as_ref().map(|c| c.to_string()),
         shape: k.shape as u32, requests: a.requests, errors: a.errors,
         hist_index: a.hist.iter().map(|h| h.0).collect(), hist_count: a.hist.iter().map(|h| h.1).collect(),
         zero: a.zero, lat_ns: a.lat_ns.to_le_bytes().to_vec(), first: a.first, last: a.last,
-        exemplars: a.exemplars.iter().map(|t| t.to_vec()).collect(),
+        exemplars: a.exemplars.iter().map(|t| t.to_vec()).collect(), mark: a.mark as u32,
     }).collect();
     StateMsg {
         wait: p.wait, max_pending: p.max_pending as u64, ws: p.ws, max_traces: p.max_traces as u64,
@@ -187,7 +179,6 @@ pub fn dump(p: &Pairer) -> Vec<u8> {
         obs,
         traces: p.traces.iter().map(|(k, t)| trace_msg(k, t)).collect(),
         summaries: p.summaries.iter().map(|(k, t)| trace_msg(k, t)).collect(),
-        seen,
     }
     .encode_to_vec()
 }
@@ -265,7 +256,7 @@ pub fn load(data: &[u8], namer: Py<PyAny>) -> PyResult<Pairer> {
     }
     for o in m.obs {
         // span durations fall in buckets [bucket_of(2 ns), bucket_of(2^20 s)] = [-925, 639]
-        if o.hist_index.len() != o.hist_count.len() || o.shape > 5
+        if o.hist_index.len() != o.hist_count.len() || o.shape > 5 || o.mark > 2
             || o.hist_index.iter().any(|&i| !(-1024..=1024).contains(&i)) {
             return Err(bad("observation"));
         }
@@ -279,18 +270,9 @@ pub fn load(data: &[u8], namer: Py<PyAny>) -> PyResult<Pairer> {
         let acc = Acc { requests: o.requests, errors: o.errors,
                         hist: o.hist_index.into_iter().zip(o.hist_count).collect(), zero: o.zero,
                         lat_ns: i128::from_le_bytes(arr(&o.lat_ns, "latency sum")?), first: o.first, last: o.last,
-                        exemplars };
+                        exemplars, mark: o.mark as u8 };
         p.obs_index.insert(key.clone(), p.obs.len());
         p.obs.push((key, acc));
-    }
-    for o in m.seen {
-        if o.shape > 5 {
-            return Err(bad("observation seen"));
-        }
-        let key = ObsKey { window: o.window, source: names.get(o.source), target: names.get(o.target),
-                           s_cluster: o.s_cluster.map(|c| names.get(c)), t_cluster: o.t_cluster.map(|c| names.get(c)),
-                           shape: o.shape as u8 };
-        p.seen.insert(key, ());
     }
     for t in m.traces {
         let (k, v) = trace(t, &mut names)?;
