@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from service.client import retry_wait
 from service.progress import Progress
 from service.settings import FleetSettings, SimulateSettings
 from topology.settings import ConfigError, KafkaSettings
@@ -53,9 +54,6 @@ class FileSink:
         return None
 
 
-#: Seconds an HTTP post waits in all for a server that answers 429/503 before it gives up on it.
-RETRY_FOR = 300.0
-
 
 class HttpSink:
     """POSTs to a ``topology serve``: OTLP at /v1/*, the rest at /ingest/*."""
@@ -70,7 +68,7 @@ class HttpSink:
 
     async def _post(self, path: str, content: bytes, ctype: str) -> None:
         """POST once; on 429 or 503 wait ``Retry-After`` (1 s if absent) and again, as the OpenTelemetry
-        exporters do, for at most :data:`RETRY_FOR` seconds of waiting."""
+        exporters do, for at most :data:`service.client.RETRY_FOR` seconds of waiting."""
         import httpx
 
         waited = 0.0
@@ -81,12 +79,9 @@ class HttpSink:
             except httpx.TransportError as e:
                 why = f"{type(e).__name__}: {e}"
                 raise Unreachable(f"the server at {self.base} cannot be reached: {why}") from e
-            if r.status_code not in (429, 503) or waited >= RETRY_FOR:
+            wait = retry_wait(r.status_code, r.headers, waited)
+            if wait is None:
                 break
-            try:
-                wait = min(max(float(r.headers.get("retry-after", "1")), 0.1), 30.0)
-            except ValueError:
-                wait = 1.0
             self.retries += 1
             waited += wait
             await asyncio.sleep(wait)

@@ -21,14 +21,12 @@ from bench.late_burst import counts as server_counts
 from bench.late_burst import wait_up
 from bench.load_http import free_port, rss_kib
 from bench.peer_servicegraph.edges import Pair, collector_edges
+from service.client import retry_wait
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 TICK = os.sysconf("SC_CLK_TCK")
 PB = {"content-type": "application/x-protobuf"}
-#: Seconds of waiting after which a post answered 429/503 gives up (service/simulate.py's RETRY_FOR: that
-#: module is not imported, it brings in the whole service).
-RETRY_FOR = 300.0
 
 
 # -- the process ---------------------------------------------------------------------------------------
@@ -149,8 +147,7 @@ async def post(url: str, bodies: list[bytes], spans: list[int], senders: int = 4
     """POST every body to ``url`` over ``senders`` keep-alive connections, in order, as fast as the server
     answers or (``rate``) paced to that many spans per second overall. A 429 or 503 is sent again after its
     ``Retry-After`` (1 s if absent), as the OpenTelemetry exporters do and as ``topology simulate --http``
-    (service/simulate.py: HttpSink._post, whose waiting this repeats because that one neither returns the
-    answer nor takes a connection limit), for at most ``RETRY_FOR`` seconds of waiting."""
+    does (both wait as :func:`service.client.retry_wait` says)."""
     import httpx
 
     out = Posted(requests=len(bodies), spans=sum(spans))
@@ -162,12 +159,9 @@ async def post(url: str, bodies: list[bytes], spans: list[int], senders: int = 4
         waited = 0.0
         while True:
             r = await client.post(url, content=body, headers=PB)
-            if r.status_code not in (429, 503) or waited >= RETRY_FOR:
+            wait = retry_wait(r.status_code, r.headers, waited)
+            if wait is None:
                 break
-            try:
-                wait = min(max(float(r.headers.get("retry-after", "1")), 0.1), 30.0)
-            except ValueError:
-                wait = 1.0
             out.retries += 1
             waited += wait
             await asyncio.sleep(wait)
