@@ -55,7 +55,6 @@ from topology.sketch import LatencySketch
 from topology.stages import (
     final,
     ipc,
-    ipc_columns,
     ipc_points,
     network_stage1,
     network_stage2,
@@ -64,6 +63,7 @@ from topology.stages import (
     vpc,
 )
 from topology.stats import EdgeStats
+from topology.wire import metric_columns
 
 MAGIC = "topology.state"
 VERSION = 2  # 1 was pickle: refused
@@ -281,18 +281,11 @@ SCHEMAS: tuple[Schema, ...] = (
            ("window_seconds", "max_series", "counters", "_series", "_services", "_accs", "_stats",
             "_bucket_maps", "_watermark", "_epoch"),
            derived=("_unpackers",), rebuild=_set(_unpackers=dict)),
-    Schema(ipc_columns.Accumulators, "ipc1.accumulators",
-           ("ids", "n", "window", "gid", "requests", "errors", "lat", "first", "last", "protocol", "buckets",
-            "endpoints", "fine")),
-    # the columnar stage 1: series numbered, their meaning and last values in arrays, points waiting as bytes
-    Schema(ipc.IpcStage1, "ipc1.columns",
-           ("window_seconds", "max_series", "_counters", "_series_ids", "_services", "_windows", "_joins",
-            "_groups", "_group_ids", "_bases", "_texts", "_text_ids", "_bounds", "_bounds_list", "_scales",
-            "_layouts", "_layout_rows", "_targets", "_edges", "_nseries", "_group", "_error", "_stat",
-            "_base", "_endpoint", "_protocol", "_seen", "_seen_from", "_start", "_counts", "_value",
-            "_total", "_boff", "_blen", "_kept", "_exp", "_pending", "_pending_points", "_m_kind",
-            "_m_scale", "_m_cumulative", "_watermark", "_epoch"),
-           derived=("_index", "_marking", "_metric_infos"), rebuild=lambda st: st._rebuild_index()),
+    # the native stage 1: Python's tables of groups, bases and texts, the core's state as its own bytes
+    Schema(ipc.IpcStage1, "ipc1.columns",  # 2: the per-point work moved into the native core
+           ("window_seconds", "max_series", "_counters", "_services", "_groups", "_group_ids", "_bases",
+            "_texts", "_text_ids", "_core"),
+           columns={"_core": (lambda core: core.dump(), metric_columns.load_ipc_core)}, version=2),
     Schema(ipc.IpcStage2, "ipc2", ("addresses", "counters", "_pending")),
     Schema(trace._Acc, "trace.acc", trace._Acc.__slots__),
     Schema(trace.PythonSpanPairer, "trace.pairer",  # 2: traces keep their spans

@@ -65,6 +65,8 @@ def shape(v: Any, shared: dict[int, str]) -> Any:
         return ("scalar", v.dtype.str, v.tobytes())
     if spans.is_pairer(v):  # the native pairer's state: its own bytes, every map in order
         return ("native pairer", v.dump())
+    if t.__module__ == "topology.wire._metrics" and t.__name__ == "IpcCore":  # the IPC stage 1's, as well
+        return ("native ipc core", v.dump())
     schema = state._BY_CLASS[t]
     return (schema.tag, tuple(shape(getattr(v, f), shared) for f in schema.fields))
 

@@ -40,7 +40,7 @@ try:
 except ImportError:  # not built (pip install -e . builds it): callers check NATIVE
     _metrics = None  # type: ignore[assignment]
 
-LAYOUT = 3
+LAYOUT = 4
 NATIVE: bool = _metrics is not None and _metrics.LAYOUT == LAYOUT
 
 NONE, GAUGE, SUM, HISTOGRAM, EXPONENTIAL, SUMMARY = range(6)
@@ -116,3 +116,22 @@ def key_parts(key: bytes) -> tuple[bytes, str, tuple[bytes, ...]]:
         parts.append(key[i + 4:i + 4 + n])
         i += 4 + n
     return parts[0], parts[1].decode(), tuple(parts[2:])
+
+
+def ipc_core(window_seconds: int, max_series: int, names: dict[str, float], units: dict[str, float],
+             bottom: int, top: int) -> Any:
+    """The native per-point work of the IPC stage 1 (``topology.wire._metrics.IpcCore``; see
+    :class:`topology.stages.ipc.IpcStage1`): ``names`` are the metrics it reads with their default seconds
+    per unit, ``units`` seconds per unit, ``bottom`` and ``top`` the sketch buckets kept at our scale."""
+    if _metrics is None:
+        raise RuntimeError("the native metrics decoder is not built (pip install -e .)")
+    return _metrics.IpcCore(window_seconds, max_series, names, units, bottom, top)
+
+
+def load_ipc_core(data: bytes) -> Any:
+    """An :func:`ipc_core` from its ``dump()`` bytes (ValueError if malformed)."""
+    if _metrics is None:
+        raise RuntimeError("the native metrics decoder is not built (pip install -e .)")
+    if not isinstance(data, bytes):
+        raise TypeError(f"IPC stage state must be bytes, not {type(data).__name__}")
+    return _metrics.IpcCore.load(data)

@@ -18,8 +18,10 @@ use pyo3::types::{PyBytes, PyList, PyTuple};
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
+mod stage;
+
 /// The version of the column layout; the Python side refuses a module built for another.
-const LAYOUT: u32 = 3;
+const LAYOUT: u32 = 4;
 /// Bytes per point record: metric u32, key u32, time u64, start u64, count u64, sum f64, value f64,
 /// zero u64, bucket offset u32, bucket length u32, bounds (histograms) or positive offset (exponential)
 /// i32, scale i32 (exponential).
@@ -509,5 +511,6 @@ fn _metrics(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("POINT_BYTES", POINT)?;
     m.add_function(wrap_pyfunction!(decode, m)?)?;
     m.add_class::<SeriesIndex>()?;
+    m.add_class::<stage::IpcCore>()?;
     Ok(())
 }
