@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.otlp_http_cost [--services 1000] [--minutes 4] [--rate 2200] [--idle 30]
                                              [--repo DIR ...] [--rounds 1] [--modes idle burst paced]
+                                             [--profile DIR]
 
 For each round and each ``--repo`` (a checkout whose server is measured, e.g. a ``git worktree`` of an
 older commit for "before"; several are interleaved round by round), and each mode, a fresh
@@ -51,6 +52,15 @@ def cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat", encoding="ascii") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def py_spy(pid: int, out: Path) -> subprocess.Popen[bytes]:
+    """py-spy sampling process ``pid``'s threads at 50 Hz without stopping it, until it exits or is sent
+    SIGINT; collapsed stacks (``--format raw``) to ``out``."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--nonblocking",
+                             "-r", "50", "--format", "raw", "-o", str(out), "--pid", str(pid)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def span_counts(files: list[Path]) -> list[int]:
@@ -121,9 +131,15 @@ def run(repo: Path, mode: str, args: argparse.Namespace, bodies: list[bytes],
             time.sleep(args.idle)
             cpu, wall = cpu_seconds(server.pid) - c0, time.monotonic() - t0
             return {"mode": mode, "cpu": cpu, "wall": wall, "per_min": cpu / wall * 60}
+        spy = None
+        if args.profile:  # py-spy samples the server's threads (not blocking it) until the tail ends
+            spy = py_spy(server.pid, Path(args.profile) / f"{repo.name}-{mode}-{int(time.time())}.txt")
         busy = asyncio.run(post(port, bodies, spans, args.rate if mode == "paced" else None))
         posted = time.monotonic() - t0
         time.sleep(args.tail)
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(timeout=60)
         cpu, wall = cpu_seconds(server.pid) - c0, time.monotonic() - t0
         seen = counts(port)
         return {"mode": mode, "cpu": cpu, "wall": wall, "posted": posted, "busy": busy,
@@ -158,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=1)
     p.add_argument("--sim-repo", default=str(HERE), help="checkout whose simulator writes the spans")
     p.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
+    p.add_argument("--profile", help="write a py-spy profile (collapsed stacks) of each server run here")
     args = p.parse_args(argv)
     repos = [Path(r).resolve() for r in args.repo]
     print(header(f"OTLP/HTTP span ingest, server CPU: {args.services} services, "

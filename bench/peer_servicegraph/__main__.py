@@ -79,14 +79,15 @@ def checkout(repo: Path) -> str:
     return f"ours@{git('rev-parse', '--short', 'HEAD').strip()}{'+dirty' if dirty else ''}"
 
 
-def systems(names: list[str], repos: list[Path], binary: Path) -> dict[str, Factory]:
+def systems(names: list[str], repos: list[Path], binary: Path,
+            profile: Path | None = None) -> dict[str, Factory]:
     """Each system's label and how to make it in a work directory."""
     out: dict[str, Factory] = {}
     for name in names:
         if name == "ours":
             for repo in repos:
                 label = "ours" if repos == [REPO] else checkout(repo)
-                out[label] = functools.partial(Ours, repo=repo)
+                out[label] = functools.partial(Ours, repo=repo, profile=profile)
         else:
             out[name] = functools.partial(Collector, binary, aligned=name == "collector")
     return out
@@ -181,12 +182,14 @@ def main(argv: list[str] | None = None) -> int:
                    help="idle CPU measured over this long (0: not)")
     p.add_argument("--json", help="write every run's figures (not the edge lists) to this file")
     p.add_argument("--keep", action="store_true", help="keep the work directories (stores, logs, metrics)")
+    p.add_argument("--profile", type=Path,
+                   help="write a py-spy profile (collapsed stacks) of each of our servers' runs here")
     args = p.parse_args(argv)
 
     print(header("OTLP/HTTP spans: topology serve --embedded vs the OpenTelemetry Collector's servicegraph"))
     sys.stdout.flush()
     binary = build_collector()
-    run = systems(args.systems, [r.resolve() for r in args.ours], binary)
+    run = systems(args.systems, [r.resolve() for r in args.ours], binary, args.profile)
     print(f"# Collector: {binary} (servicegraph connector {BUILDER_VERSION}); {args.senders} keep-alive "
           f"connections; medians of {args.runs}; {load()}")
     t = time.monotonic()

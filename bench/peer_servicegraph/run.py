@@ -20,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from bench.late_burst import counts as server_counts
 from bench.late_burst import wait_up
 from bench.load_http import free_port, rss_kib
+from bench.otlp_http_cost import py_spy
 from bench.peer_servicegraph.edges import Pair, collector_edges
 from service.client import retry_wait
 
@@ -207,9 +208,10 @@ class Ours:
     """``topology serve --embedded DIR`` of the checkout ``repo`` (this one by default), on a port of its
     own, run by this interpreter with the checkout first on its path."""
 
-    def __init__(self, work: Path, repo: Path = REPO) -> None:
+    def __init__(self, work: Path, repo: Path = REPO, profile: Path | None = None) -> None:
         self.repo = repo
         self.work = work
+        self.profile = profile  # a directory: py-spy samples the server from its start to its exit
         self.data = work / "store"
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/v1/traces"
@@ -224,6 +226,8 @@ class Ours:
         except SystemExit:
             proc.kill()
             raise
+        if self.profile is not None:
+            py_spy(proc.pid, self.profile / f"{self.repo.name}-{int(time.time())}.txt")
         return proc
 
     def before_stop(self, settled_at: float) -> dict[str, float]:
