@@ -344,9 +344,7 @@ class Runtime:
         if trace:
             self._trace_due = now + self.trace_every
         out = await asyncio.to_thread(self._run, now, trace)
-        await persist(self.stores, out.windows, out.traces, out.nodes, out.peer_leases, out.late)
-        for layer, ws in [*out.windows.items(), *out.late.items()]:
-            self.windows_written[layer.value] += len(ws)
+        await self.write(out)
         self.last_flush = now
         self.written_until = max(self.written_until, now)
         self.written_seq = max(self.written_seq, seq)
@@ -355,10 +353,18 @@ class Runtime:
                 if due <= self.written_until and at <= self.written_seq and not waiter.done():
                     waiter.set_result(None)
             self._waiting = [(d, s, w) for d, s, w in self._waiting if not w.done()]
+        return out
+
+    async def write(self, out: PipelineOutput) -> None:
+        """Persist a pipeline's output and tell the :attr:`flushed` listeners: what a flush does with
+        its own, and what the demo does with the output of its simulated fleet's pipeline, which runs
+        in a process of its own (:mod:`service.demo_fleet`)."""
+        await persist(self.stores, out.windows, out.traces, out.nodes, out.peer_leases, out.late)
+        for layer, ws in [*out.windows.items(), *out.late.items()]:
+            self.windows_written[layer.value] += len(ws)
         if any(out.windows.values()) or any(out.late.values()):
             for listener in self.flushed:
                 listener(out)
-        return out
 
     async def drain(self) -> PipelineOutput:
         """Write everything accepted, as if every open window had closed and every pairing wait had

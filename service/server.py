@@ -252,22 +252,19 @@ def _pipeline(store: StoreSettings, pairing: PairingSettings | None, resume: boo
 
 async def run_demo(fleet: FleetSettings, demo: DemoSettings, config: ServiceConfig,
                    store: StoreSettings, pairing: PairingSettings | None = None) -> int:
-    from topology.sim import Simulator, generate_fleet
-
     config = served_config(config)  # one line and no start: no authentication beyond loopback, bad files
     socks = _sockets(config)
     owner, stores = await _open(store)
-    runtime = Runtime(stores, _data_dir(store), _pipeline(store, pairing, resume=False))
-
-    def make_sim(start: float) -> Any:
-        return Simulator(generate_fleet(services=fleet.services, seed=fleet.seed), seed=fleet.seed,
-                         start=start)
-
-    driver = SimulationDriver(make_sim, runtime, demo.step, demo.backfill, fleet.truth)
-    task = asyncio.create_task(driver.run())
+    # The simulated fleet's pipeline runs in a process of its own (service.demo_fleet), configured as
+    # this one; this runtime takes what HTTP ingest brings, flushed as `serve` does.
+    pipeline = _pipeline(store, pairing, resume=False)
+    runtime = Runtime(stores, _data_dir(store), pipeline)
+    driver = SimulationDriver(fleet.services, fleet.seed, runtime, demo.step, demo.backfill, fleet.truth,
+                              config=pipeline.config)
+    tasks = [asyncio.create_task(driver.run()), asyncio.create_task(_flusher(runtime))]
     banner = (f"Service Topology demo: {fleet.services} simulated services (seed {fleet.seed}), "
               f"store {store.describe()}")
-    return await _serve(socks, config, stores, runtime, [task], banner, data_ready=driver.ready.is_set,
+    return await _serve(socks, config, stores, runtime, tasks, banner, data_ready=driver.ready.is_set,
                         owner=owner, data_detail=driver.detail)
 
 
