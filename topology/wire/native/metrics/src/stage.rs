@@ -8,7 +8,8 @@
 //! compare with), point by point in request order: float sums are made in the same order, counts are
 //! integers (i128 here, unbounded ints there), a series' state changes exactly as there (a skipped
 //! point keeps its sum, a reset takes the new cumulative values).
-use super::{Bytes, Fx, Metric, Request};
+use super::{Bytes, Fx, FxHasher, Metric, Request};
+use std::hash::Hasher;
 use prost::Message;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -52,6 +53,60 @@ fn bucket(seconds: f64) -> i64 {
         return (k << SCALE) - 1;
     }
     (v.log2() * (1u64 << SCALE) as f64).ceil() as i64 - 1
+}
+
+/// A series' identity as key bytes: its parts (resource, metric name, attributes) each after its length
+/// (u32 little-endian), as `topology.wire.metric_columns.key_parts` reads them.
+fn build_key(buf: &mut Vec<u8>, res: &[u8], name: &str, attributes: &[Bytes]) {
+    buf.clear();
+    for part in [res, name.as_bytes()] {
+        buf.extend_from_slice(&(part.len() as u32).to_le_bytes());
+        buf.extend_from_slice(part);
+    }
+    for a in attributes {
+        buf.extend_from_slice(&(a.len() as u32).to_le_bytes());
+        buf.extend_from_slice(a);
+    }
+}
+
+/// The parts of key bytes (`build_key`).
+fn key_parts(key: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = key;
+    std::iter::from_fn(move || {
+        if rest.len() < 4 {
+            return None;
+        }
+        let n = u32::from_le_bytes(rest[..4].try_into().unwrap()) as usize;
+        let part = &rest[4..(4 + n).min(rest.len())];
+        rest = &rest[(4 + n).min(rest.len())..];
+        Some(part)
+    })
+}
+
+/// Whether key bytes are the identity (res, name, attributes), without building its key.
+fn key_eq(key: &[u8], res: &[u8], name: &str, attributes: &[Bytes]) -> bool {
+    let mut parts = key_parts(key);
+    parts.next() == Some(res)
+        && parts.next() == Some(name.as_bytes())
+        && attributes.iter().all(|a| parts.next() == Some(&a[..]))
+        && parts.next().is_none()
+}
+
+/// The hash of a series identity: each part hashed in turn (so the resource and name are hashed once per
+/// metric), then mixed so that every bit depends on every part. A collision costs a lookup by bytes.
+fn finish(h: FxHasher) -> u64 {
+    let mut x = h.finish();
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^ (x >> 33)
+}
+
+fn hash_of_key(key: &[u8]) -> u64 {
+    let mut h = FxHasher::default();
+    for part in key_parts(key) {
+        h.write(part);
+    }
+    finish(h)
 }
 
 /// Python's `round(x)` (half to even) of a finite float, as an integer.
@@ -191,7 +246,10 @@ pub struct IpcCore {
     resources: HashMap<Box<[u8]>, bool, Fx>,
     layout_ids: HashMap<(u64, Box<[u8]>), u32, Fx>,
     layouts: Vec<Layout>,
-    map: HashMap<Box<[u8]>, u32, Fx>,
+    /// series numbers by the hash of their identity (`series_hash`), confirmed against the series' key;
+    /// a key whose hash another key holds is found in `overflow`, by its bytes
+    by_hash: HashMap<u64, u32, Fx>,
+    overflow: HashMap<Box<[u8]>, u32, Fx>,
     series: Vec<Series>,
     order: VecDeque<u32>,
     free: Vec<u32>,
@@ -208,6 +266,8 @@ pub struct IpcCore {
 
 /// One metric's points as the core reads them.
 struct Ctx<'a> {
+    /// the hash of the series identity's first parts (resource, name)
+    prefix: FxHasher,
     res: &'a [u8],
     name: &'a str,
     scale: f64,
@@ -216,31 +276,56 @@ struct Ctx<'a> {
 
 impl IpcCore {
     fn series_of(&mut self, handler: &Bound<'_, PyAny>, ctx: &Ctx, attributes: &[Bytes]) -> PyResult<u32> {
-        let buf = &mut self.key;
-        buf.clear();
-        for part in [ctx.res, ctx.name.as_bytes()] {
-            buf.extend_from_slice(&(part.len() as u32).to_le_bytes());
-            buf.extend_from_slice(part);
-        }
+        let mut h = ctx.prefix;
         for a in attributes {
-            buf.extend_from_slice(&(a.len() as u32).to_le_bytes());
-            buf.extend_from_slice(a);
+            h.write(a);
         }
-        let sid = match self.map.get(&buf[..]) {
-            Some(&sid) => sid,
-            None => self.new_series(handler, ctx)?,
+        let h = finish(h);
+        let found = match self.by_hash.get(&h) {
+            Some(&sid) if key_eq(&self.series[sid as usize].key, ctx.res, ctx.name, attributes) => Some(sid),
+            _ if self.overflow.is_empty() => None,
+            _ => {
+                build_key(&mut self.key, ctx.res, ctx.name, attributes);
+                self.overflow.get(&self.key[..]).copied()
+            }
+        };
+        let sid = match found {
+            Some(sid) => sid,
+            None => {
+                build_key(&mut self.key, ctx.res, ctx.name, attributes);
+                self.new_series(handler, ctx, h)?
+            }
         };
         self.series[sid as usize].seen = self.epoch;
         Ok(sid)
     }
 
-    fn new_series(&mut self, handler: &Bound<'_, PyAny>, ctx: &Ctx) -> PyResult<u32> {
+    /// Number the series of `self.key` (hash `h`).
+    fn remember(&mut self, sid: u32, key: Box<[u8]>, h: u64) {
+        if let std::collections::hash_map::Entry::Vacant(e) = self.by_hash.entry(h) {
+            e.insert(sid);
+        } else {
+            self.overflow.insert(key, sid);
+        }
+    }
+
+    fn forget(&mut self, sid: u32) {
+        let key = &self.series[sid as usize].key;
+        let h = hash_of_key(key);
+        if self.by_hash.get(&h) == Some(&sid) {
+            self.by_hash.remove(&h);
+        } else {
+            self.overflow.remove(key);
+        }
+    }
+
+    fn new_series(&mut self, handler: &Bound<'_, PyAny>, ctx: &Ctx, h: u64) -> PyResult<u32> {
         self.counters[SERIES] += 1;
         let py = handler.py();
         let m: Meaning = handler
             .call_method1("_meaning_of", (PyBytes::new(py, &self.key), PyBytes::new(py, ctx.res), ctx.name))?
             .extract()?;
-        if self.map.len() >= self.max_series {
+        if self.order.len() >= self.max_series {
             self.evict();
         }
         let key: Box<[u8]> = self.key.as_slice().into();
@@ -265,7 +350,7 @@ impl IpcCore {
                 (self.series.len() - 1) as u32
             }
         };
-        self.map.insert(key, sid);
+        self.remember(sid, key, h);
         self.order.push_back(sid);
         Ok(sid)
     }
@@ -282,8 +367,7 @@ impl IpcCore {
             self.order.push_back(sid); // recently active: second chance
         }
         let sid = gone.unwrap_or_else(|| self.order.pop_front().expect("evicting from an empty cache"));
-        let key = std::mem::take(&mut self.series[sid as usize].key);
-        self.map.remove(&key);
+        self.forget(sid);
         self.series[sid as usize] = Series::default();
         self.free.push(sid);
         self.counters[EVICTIONS] += 1;
@@ -405,7 +489,7 @@ impl IpcCore {
                     self.counters[BASELINES] += 1;
                     continue;
                 }
-                if packed == &s.packed[..] && count == s.count && start == s.start {
+                if count == s.count && start == s.start && packed == &s.packed[..] {
                     continue; // nothing happened since the last point
                 }
                 let prev = &s.packed;
@@ -651,7 +735,10 @@ impl IpcCore {
         }
         let scale = self.units.get(&m.unit).copied().unwrap_or(default);
         const CUMULATIVE: i32 = 2;
-        let mut ctx = Ctx { res, name: &m.name, scale, cumulative: false };
+        let mut prefix = FxHasher::default();
+        prefix.write(res);
+        prefix.write(m.name.as_bytes());
+        let mut ctx = Ctx { prefix, res, name: &m.name, scale, cumulative: false };
         if let Some(h) = &m.histogram {
             ctx.cumulative = h.aggregation_temporality == CUMULATIVE;
             self.histograms(handler, &ctx, h)
@@ -865,7 +952,8 @@ impl IpcCore {
             resources: HashMap::default(),
             layout_ids: HashMap::default(),
             layouts: Vec::new(),
-            map: HashMap::default(),
+            by_hash: HashMap::default(),
+            overflow: HashMap::default(),
             series: Vec::new(),
             order: VecDeque::new(),
             free: Vec::new(),
@@ -985,7 +1073,7 @@ impl IpcCore {
     }
 
     fn __len__(&self) -> usize {
-        self.map.len()
+        self.order.len()
     }
 
     /// The whole state as bytes (caches of resources left out: the handler answers again).
@@ -1106,7 +1194,7 @@ impl IpcCore {
             }
             let sid = core.series.len() as u32;
             let key: Box<[u8]> = s.key.into();
-            core.map.insert(key.clone(), sid);
+            core.remember(sid, key.clone(), hash_of_key(&key));
             core.order.push_back(sid);
             core.series.push(Series {
                 key,
