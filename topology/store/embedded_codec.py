@@ -8,9 +8,11 @@ Format ``CODEC`` (recorded in each database's ``meta`` table): a :mod:`marshal` 
 changed since Python 3.4; the ``meta`` entry lets a future format be told apart.
 
 Databases of the previous formats (:data:`OLD_CODECS`) are read as they are and new windows are
-written in the new format beside them: ``compact-4`` records spell their shape out in a 9-byte
-header (tag 2) instead of naming it in the ``shapes`` table (tag 3, :class:`StatsCodec`);
-``compact-3`` windows hold the old power-of-two histogram as ``(first non-zero bucket, counts)``,
+written in the new format beside them: ``compact-6`` records are those of ``compact-5``, but the
+finished hours' minute windows and days' hour windows move into packs (``embedded_pack.py``), which
+a reader of ``compact-5`` would not see (so it must refuse the database); ``compact-4`` records
+spell their shape out in a 9-byte header (tag 2) instead of naming it in the ``shapes`` table
+(tag 3, :class:`StatsCodec`); ``compact-3`` windows hold the old power-of-two histogram as ``(first non-zero bucket, counts)``,
 which :func:`stored_sketch` converts on reading (:meth:`LatencySketch.from_power_of_two`). A
 database of a newer format is refused with a message naming both formats (``EmbeddedLayerStore``).
 """
@@ -36,9 +38,9 @@ from topology.stats import (
     EdgeStats,
 )
 
-CODEC = "compact-5"
+CODEC = "compact-6"
 #: Formats this version reads too (and then writes CODEC beside).
-OLD_CODECS = ("compact-3", "compact-4")
+OLD_CODECS = ("compact-3", "compact-4", "compact-5")
 T = TypeVar("T")
 
 _SMALL_TUPLE = ord(")")  # marshal's type code of a small tuple (its high bit flags a shared reference)

@@ -382,7 +382,8 @@ class HotRing:
             if same[i] and canonical[amax_l[i]]:
                 protocol, ports, inter, endpoints, ctype = attr_list[amax_l[i]]
             else:
-                assert mask_l is not None
+                if mask_l is None:  # attributes not stored in canonical form (merged anyway, as merge does)
+                    mask_l = mask.tolist()
                 ids = [int(attrs[i, j]) for j in range(n_slots) if mask_l[i][j]]
                 parts = [attr_list[a] for a in ids]
                 if len(parts) == 1:

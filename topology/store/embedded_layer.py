@@ -8,6 +8,8 @@ Storage (``<layer>.db``)::
     spans(edge, wsec, intervals)        -- the edge's presence (see embedded_index.py), written through
     attrs(id, value)                    -- the set-like stats fields, interned (see embedded_codec.py)
     shapes(id, mask, codes, nlat)       -- the layouts of stats records, interned (see embedded_codec.py)
+    packs(wsec, wstart, edge, slots, data) -- the minute windows of a rolled-up hour (hour windows of
+                                        -- a rolled-up day) of one edge in one row (embedded_pack.py)
     pending_rollup(wsec, wstart, n)     -- hours/days with new finer windows since their last roll-up
                                         -- (n counts the upserts that marked it)
     meta(key, value)                    -- layer name, format versions, clock of the last roll-up
@@ -31,8 +33,9 @@ untrimmed and trimmed at open with the last roll-up's clock. A clean close also 
 
 Roll-up: an upsert marks the hour (day) its minute (hour) windows belong to; ``rollup(now)`` rebuilds
 every marked hour that ended before ``now`` as the merge of its minute windows (replacing the
-previous hour window), then every marked finished day from its hours, then deletes windows older
-than their granularity's retention. An hour whose minute windows were already partly deleted by
+previous hour window) and moves them into one pack per edge, then every marked finished day from
+its hours (packed the same way), then deletes windows older than their granularity's retention
+(a pack when all of its windows are; readers skip its windows past retention until then). An hour whose minute windows were already partly deleted by
 retention (a very late window) is not rebuilt: its hour window keeps what it had.
 """
 
@@ -68,6 +71,7 @@ from topology.model import (
 )
 from topology.sketch import LatencySketch
 from topology.stats import EdgeStats
+from topology.store import embedded_pack as packs
 from topology.store.base import LayerStore, RollupReport, StoreUnavailable
 from topology.store.embedded_adjacency import KeptAdjacency
 from topology.store.embedded_codec import CODEC, OLD_CODECS, StatsCodec, merge_fields
@@ -108,7 +112,7 @@ CREATE TABLE IF NOT EXISTS spans(edge INTEGER NOT NULL, wsec INTEGER NOT NULL, i
   PRIMARY KEY(edge, wsec));
 CREATE TABLE IF NOT EXISTS pending_rollup(wsec INTEGER NOT NULL, wstart INTEGER NOT NULL, n INTEGER NOT NULL,
   PRIMARY KEY(wsec, wstart)) WITHOUT ROWID;
-"""
+""" + packs.SCHEMA
 
 _COARSER = {MINUTE: HOUR, HOUR: DAY}
 SCHEMA_VERSION = "4"
@@ -154,11 +158,18 @@ def _validate(layer: Layer, windows: Sequence[EdgeWindow]) -> None:
 
 
 def _write_windows(
-    conn: sqlite3.Connection, codec: StatsCodec, rows: list[tuple[int, int, int, bytes]]
+    conn: sqlite3.Connection,
+    codec: StatsCodec,
+    rows: list[tuple[int, int, int, bytes]],
+    packed: frozenset[tuple[int, int]] | set[tuple[int, int]],
 ) -> None:
-    """Store encoded windows (wsec, wstart, edge, stats) with the attrs and shapes they name. In key
-    order: a minute's windows then append to the table's last pages, which stay full (in the order
-    they come, a page splits in the middle and both halves stay half empty)."""
+    """Store encoded windows (wsec, wstart, edge, stats) with the attrs and shapes they name: into
+    their edge's pack if their hour (day) is packed (``packed``: those periods) and the edge has a
+    pack there, else loose. In key order: a minute's windows then append to the table's last pages,
+    which stay full (in the order they come, a page splits in the middle and both halves stay half
+    empty)."""
+    if packed:
+        rows = packs.merge_into(conn, rows, packed)
     rows.sort(key=_KEY)
     conn.executemany("INSERT OR REPLACE INTO windows VALUES (?,?,?,?)", rows)
     conn.executemany("INSERT INTO attrs VALUES (?,?)", codec.take_new())
@@ -166,6 +177,7 @@ def _write_windows(
 
 
 _KEY = operator.itemgetter(0, 1, 2)
+_BY_START = operator.itemgetter(1, 0)
 
 
 def _pending(conn: sqlite3.Connection, coarse: int, now: float) -> list[tuple[int, int]]:
@@ -246,6 +258,7 @@ class EmbeddedLayerStore(LayerStore):
         self._near: dict[tuple[Granularity, bool, str], tuple[Plan, list[EdgeSummary]]] = {}
         self._bare: dict[tuple[Granularity, bool, str], tuple[Plan, list[EdgeSummary]]] = {}  # no stats
         self._pending: set[tuple[int, int]] = set()  # pending_rollup's periods, as in the file
+        self._packed: set[tuple[int, int]] = set()  # (window seconds, period start) with packs in the file
         self._rollups = Rollups()  # what reads plan with: the last roll-up's clock and ``_pending``
         self._adjacency = KeptAdjacency(self._index)  # present edges per range, as integer arrays
         try:
@@ -280,6 +293,7 @@ class EmbeddedLayerStore(LayerStore):
                 )
         self._last_rollup = float(self._meta(conn, "last_rollup", None) or 0.0)
         self._pending = {(int(w), int(t)) for w, t in conn.execute("SELECT wsec, wstart FROM pending_rollup")}
+        self._packed = packs.periods_of(conn)
         self._codec.load(conn.execute("SELECT id, value FROM attrs"),
                          conn.execute("SELECT id, mask, codes, nlat FROM shapes"))
         for eid, gran, src, dst, skind, tkind, sapp, tapp in conn.execute(
@@ -301,15 +315,27 @@ class EmbeddedLayerStore(LayerStore):
         # (unless the ring saved at the last clean close is there)
         top = conn.execute("SELECT MAX(wstart) FROM windows WHERE wsec=?", (MINUTE,)).fetchone()[0]
         self._top_minute = int(top or 0)
+        newest_pack = max((t for g, t in self._packed if g == MINUTE), default=None)
+        if newest_pack is not None and newest_pack + HOUR > self._top_minute:
+            for (slots,) in conn.execute(
+                "SELECT slots FROM packs WHERE wsec=? AND wstart=?", (MINUTE, newest_pack)
+            ):
+                self._top_minute = max(self._top_minute, packs.newest(slots, newest_pack, MINUTE))
         token = self._meta(conn, "ring_snapshot", None)
         conn.execute("DELETE FROM meta WHERE key='ring_snapshot'")  # good for this open only
         snapshot = bool(token) and self._stats.load_snapshot(self._snapshot_path, self._index, str(token))
         ring_from = self._top_minute + MINUTE if snapshot else self._stats.ring_start(self._top_minute)
         scan_from = min(self._checkpoint, ring_from)
         fill: list[tuple[EdgeRec, int, tuple[Any, ...]]] = []
-        for wstart, eid, blob in conn.execute(
-            "SELECT wstart, edge, stats FROM windows WHERE wsec=? AND wstart>=?", (MINUTE, scan_from)
-        ):
+        floor = align(last - self.retention.minute, MINUTE) if last else 0
+        packed = packs.expand(
+            conn.execute("SELECT edge, wstart, slots, data FROM packs WHERE wsec=? AND wstart>=?",
+                         (MINUTE, align(scan_from, HOUR))),
+            MINUTE, scan_from, self._top_minute + MINUTE, floor)
+        loose = conn.execute(
+            "SELECT edge, wstart, stats FROM windows WHERE wsec=? AND wstart>=?", (MINUTE, scan_from)
+        ).fetchall()
+        for eid, wstart, blob in sorted(packed + loose, key=_BY_START):
             known = self._index.by_id.get(eid)
             if known is None:
                 continue
@@ -386,6 +412,7 @@ class EmbeddedLayerStore(LayerStore):
 
             codec = self._codec
             mark = codec.mark()
+            packed = frozenset(self._packed)
             marks = {  # the coarser periods to roll up (again)
                 (_COARSER[wsec], align(wstart, _COARSER[wsec]))
                 for _, wsec, wstart, _ in items
@@ -413,6 +440,7 @@ class EmbeddedLayerStore(LayerStore):
                     conn,
                     codec,
                     [(wsec, wstart, rec.id, codec.encode(st, wstart)) for rec, wsec, wstart, st in items],
+                    packed,
                 )
                 spans = _extended_spans(through)
                 conn.executemany(
@@ -520,30 +548,54 @@ class EmbeddedLayerStore(LayerStore):
         return RollupReport(built=built, deleted=deleted)
 
     async def _rollup_piece(self, fine: int, coarse: int, start: int, lo: int, hi: int) -> int:
-        """Build the ``coarse`` window at ``start`` of the edges with ids in [lo, hi]."""
+        """Build the ``coarse`` window at ``start`` of the edges with ids in [lo, hi], and pack their
+        ``fine`` windows of that period (``embedded_pack.py``)."""
 
         codec = self._codec
         mark = codec.mark()
+        packed = frozenset(self._packed)
+        times = range(start, start + coarse, fine)
+        packing = packs.PACKED.get(fine) == coarse
 
         def build(conn: sqlite3.Connection) -> dict[tuple[int, int], array[int]]:
             # runs on the writer thread; reads the index (nothing changes it while the lock is held)
             # the stored bytes are kept until an edge is merged: decoded latency sketches are ~10x larger
-            parts: dict[int, list[tuple[int, bytes]]] = {}
-            for t in range(start, start + coarse, fine):
+            parts: dict[int, dict[int, bytes]] = {}
+            for eid, t, blob in packs.expand(
+                conn.execute("SELECT edge, wstart, slots, data FROM packs WHERE wsec=? AND wstart=? "
+                             "AND edge BETWEEN ? AND ?", (fine, start, lo, hi)),
+                fine, start, start + coarse, 0,
+            ):
+                parts.setdefault(eid, {})[t] = blob
+            stray = False  # loose windows of edges not in the index (none expected): kept as they are
+            for t in times:
                 for eid, blob in conn.execute(
                     "SELECT edge, stats FROM windows WHERE wsec=? AND wstart=? AND edge BETWEEN ? AND ?",
                     (fine, t, lo, hi),
                 ):
-                    parts.setdefault(eid, []).append((t, blob))
+                    parts.setdefault(eid, {})[t] = blob
+                    stray = stray or eid not in self._index.by_id
             rows = []
+            packs_ = []
             built: list[tuple[EdgeRec, int, int]] = []
-            for eid, blobs in parts.items():
+            for eid, got in parts.items():
                 rec = self._index.by_id.get(eid)
                 if rec is not None:
+                    blobs = sorted(got.items())
                     fields = [codec.decode_fields(blob, t) for t, blob in blobs]
                     rows.append((coarse, start, eid, codec.encode(merge_fields(fields), start)))
+                    if packing:
+                        packs_.append((fine, start, eid, *packs.pack(blobs, start, fine)))
                     built.append((rec, coarse, start))
-            _write_windows(conn, codec, rows)
+            _write_windows(conn, codec, rows, packed)
+            conn.executemany("INSERT OR REPLACE INTO packs VALUES (?,?,?,?,?)", packs_)
+            if packing and stray:
+                conn.executemany("DELETE FROM windows WHERE wsec=? AND wstart=? AND edge=?",
+                                 [(fine, t, eid) for _, _, eid, slots, _ in packs_
+                                  for t in times if slots >> (t - start) // fine & 1])
+            elif packing:  # what was packed, edge range by edge range
+                conn.executemany("DELETE FROM windows WHERE wsec=? AND wstart=? AND edge BETWEEN ? AND ?",
+                                 [(fine, t, lo, hi) for t in times])
             spans = _extended_spans(built)
             conn.executemany(
                 "INSERT OR REPLACE INTO spans VALUES (?,?,?)",
@@ -554,6 +606,8 @@ class EmbeddedLayerStore(LayerStore):
         async with self._lock:
             self._check()
             spans = await self._db.write(build, partial(codec.undo, mark))
+            if spans and packing:
+                self._packed.add((fine, start))
             touched = []
             for (eid, wsec), iv in spans.items():
                 rec = self._index.by_id[eid]
@@ -573,10 +627,15 @@ class EmbeddedLayerStore(LayerStore):
                 deleted += conn.execute(
                     "DELETE FROM windows WHERE wsec=? AND wstart <= ?", (g, cutoff - g)
                 ).rowcount
+                if g in packs.PACKED:  # a packed window counts when its pack goes
+                    deleted += packs.delete_expired(conn, g, cutoff)
             conn.execute("INSERT OR REPLACE INTO meta VALUES ('last_rollup', ?)", (repr(last),))
             return deleted
 
         deleted = await self._db.write(delete)
+        self._packed = {
+            (g, t) for g, t in self._packed if t + packs.PACKED[g] > now - self.retention.for_granularity(g)
+        }
         self._stats.on_retention(now, self.retention)
         empty: list[EdgeRec] = []
         cutoffs = [(g, now - self.retention.for_granularity(g)) for g in STORED_GRANULARITIES]
@@ -814,10 +873,13 @@ class EmbeddedLayerStore(LayerStore):
         self._check()
         wanted = [(k, rec.id) for k in keys if (rec := self._index.get(k[0])) is not None]
 
+        floors = dict(self._stats.floors)
+
         def read(conn: sqlite3.Connection) -> list[bytes | None]:
             got = [conn.execute("SELECT stats FROM windows WHERE wsec=? AND wstart=? AND edge=?",
                                 (k[1], k[2], eid)).fetchone() for k, eid in wanted]
-            return [row[0] if row else None for row in got]
+            return [row[0] if row else packs.get(conn, k[1], k[2], eid, floors.get(k[1], 0))
+                    for row, (k, eid) in zip(got, wanted, strict=True)]
 
         async with self._lock:  # no upsert half-way: its blobs may name attributes it is adding
             blobs = await self._db.read(read) if wanted else []
@@ -825,10 +887,19 @@ class EmbeddedLayerStore(LayerStore):
                     for (k, _), blob in zip(wanted, blobs, strict=True) if blob is not None}
 
     async def window_count(self) -> dict[int, int]:
-        rows = await self._db.read(
-            lambda conn: conn.execute("SELECT wsec, COUNT(*) FROM windows GROUP BY wsec").fetchall()
-        )
-        return {int(g): int(n) for g, n in rows}
+        floors = dict(self._stats.floors)
+
+        def read(conn: sqlite3.Connection) -> dict[int, int]:
+            loose = conn.execute("SELECT wsec, COUNT(*) FROM windows GROUP BY wsec")
+            out = {int(g): int(n) for g, n in loose}
+            for g, t, slots in conn.execute("SELECT wsec, wstart, slots FROM packs"):
+                below = max(0, min(packs.PACKED[g], floors[g] - t)) // g  # windows before the floor
+                n = packs.count(slots >> below)
+                if n:
+                    out[g] = out.get(g, 0) + n
+            return out
+
+        return await self._db.read(read)
 
     def _check(self) -> None:
         if self._db.closed:

@@ -9,7 +9,9 @@ tried in order for each edge of an answer:
    of all but its newest 10-15 minutes, kept until a window inside that part is written: after the
    next live minute only the newest minutes are merged again (from the ring);
 2. the hot ring (``embedded_hot.py``): recent minute windows of every edge, merged vectorised;
-3. SQLite: one batched query per span for all the remaining edges (older ranges, hours, days).
+3. SQLite: one batched query per span for all the remaining edges (older ranges, hours, days),
+   and one for the packs that hold the span's finished hours' minutes or days' hours (unpacked to
+   the very rows they were before, so the answers are the same).
 
 All three give exactly the fold of ``EdgeStats.merge`` over the windows in time order (span by
 span: each span's fold, then those folded in time order).
@@ -35,6 +37,7 @@ from topology.metric import CallMetrics
 from topology.model import EdgeSummary
 from topology.sketch_batch import QuantileBatch
 from topology.stats import EdgeStats
+from topology.store import embedded_pack as packs
 from topology.store.embedded_codec import StatsCodec, merge_fields
 from topology.store.embedded_db import Database
 from topology.store.embedded_hot import HotRing
@@ -360,15 +363,20 @@ class StatsSource:
         return out
 
     async def _read(self, span: Span, recs: Sequence[EdgeRec]) -> list[tuple[int, int, bytes]]:
-        """The stored windows (edge, start, blob) of ``recs`` in the span, by edge then start."""
+        """The stored windows (edge, start, blob) of ``recs`` in the span, by edge then start: loose
+        ones and those in packs (``embedded_pack.py``)."""
         wsec, lo, hi = span
         ids = sorted({r.id for r in recs})
         n_targets = (hi - lo) // wsec
         if n_targets <= 0:
             return []
         probe = n_targets <= MAX_TARGETS and n_targets * len(ids) <= PROBE_LIMIT
+        floor = self.floors[wsec]
 
         def read(conn: sqlite3.Connection) -> list[tuple[int, int, bytes]]:
+            return loose(conn) + (packs.read(conn, wsec, lo, hi, ids, floor) if wsec in packs.PACKED else [])
+
+        def loose(conn: sqlite3.Connection) -> list[tuple[int, int, bytes]]:
             if probe:
                 starts = "[" + ",".join(str(t) for t in range(lo, hi, wsec)) + "]"
                 edges = "[" + ",".join(map(str, ids)) + "]"
