@@ -285,7 +285,9 @@ class IpcStage1:
             return object.__new__(PointIpcStage1)
         return object.__new__(cls)
 
-    def __init__(self, window_seconds: int = WINDOW_SECONDS, max_series: int = MAX_SERIES) -> None:
+    def __init__(self, window_seconds: int = WINDOW_SECONDS, max_series: int = MAX_SERIES, *,
+                 collide: bool = False) -> None:
+        """``collide``: for tests (see :func:`topology.wire.metric_columns.ipc_core`)."""
         if window_seconds <= 0 or max_series <= 0:
             raise ValueError("window_seconds and max_series must be positive")
         self.window_seconds = window_seconds
@@ -298,7 +300,7 @@ class IpcStage1:
         self._texts: list[str] = []  # endpoints and protocols, numbered
         self._text_ids: dict[str, int] = {}
         self._core = ipc_core(window_seconds, max_series, {k: v[1] for k, v in _METRICS.items()}, _UNITS,
-                              *_range_of(SCALE))
+                              *_range_of(SCALE), collide)
 
     # -- input ------------------------------------------------------------------------------------
     def add(self, request: ExportMetricsServiceRequest) -> None:

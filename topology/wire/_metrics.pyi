@@ -27,7 +27,7 @@ class IpcCore:
     """The IPC stage 1's per-point work (topology/stages/ipc.py IpcStage1 drives it)."""
 
     def __init__(self, window_seconds: int, max_series: int, names: dict[str, float], units: dict[str, float],
-                 bottom: int, top: int) -> None: ...
+                 bottom: int, top: int, collide: bool = False) -> None: ...
     def add(self, data: bytes, handler: object) -> None:
         """ValueError if prost refuses the request (nothing added then)."""
     def flush(self, watermark: float) -> list[_Row]:

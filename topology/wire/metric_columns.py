@@ -119,13 +119,14 @@ def key_parts(key: bytes) -> tuple[bytes, str, tuple[bytes, ...]]:
 
 
 def ipc_core(window_seconds: int, max_series: int, names: dict[str, float], units: dict[str, float],
-             bottom: int, top: int) -> Any:
+             bottom: int, top: int, collide: bool = False) -> Any:
     """The native per-point work of the IPC stage 1 (``topology.wire._metrics.IpcCore``; see
     :class:`topology.stages.ipc.IpcStage1`): ``names`` are the metrics it reads with their default seconds
-    per unit, ``units`` seconds per unit, ``bottom`` and ``top`` the sketch buckets kept at our scale."""
+    per unit, ``units`` seconds per unit, ``bottom`` and ``top`` the sketch buckets kept at our scale.
+    ``collide`` (tests): series hashes of 2 bits, so that nearly every series is told apart by its key."""
     if _metrics is None:
         raise RuntimeError("the native metrics decoder is not built (pip install -e .)")
-    return _metrics.IpcCore(window_seconds, max_series, names, units, bottom, top)
+    return _metrics.IpcCore(window_seconds, max_series, names, units, bottom, top, collide)
 
 
 def load_ipc_core(data: bytes) -> Any:

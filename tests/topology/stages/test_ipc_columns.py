@@ -26,10 +26,10 @@ pytestmark = pytest.mark.skipif(not metric_columns.NATIVE and os.environ.get("CI
                                 reason="native metrics decoder not built")
 
 
-def _same(steps: Iterable[tuple[list[bytes], float | None]], **kw: int) -> int:
+def _same(steps: Iterable[tuple[list[bytes], float | None]], collide: bool = False, **kw: int) -> int:
     """Feed both stages the same requests and flushes; assert equal outputs and counters. Returns the
     number of observations compared."""
-    new, old = IpcStage1(**kw), PointIpcStage1(**kw)
+    new, old = IpcStage1(**kw, collide=collide), PointIpcStage1(**kw)
     assert type(new) is IpcStage1
     n = 0
     for requests, watermark in steps:
@@ -67,6 +67,20 @@ def test_simulator_traffic_gives_the_point_stages_observations() -> None:
     assert _same(steps) > 100
     # and with a series cache too small for the fleet: evictions, baselines lost, the same way
     assert _same(steps, max_series=300) > 0
+
+
+def test_series_whose_hashes_collide_are_told_apart_by_their_keys() -> None:
+    """The native core finds a series by a hash of its identity; with 2 bits of it kept, nearly every
+    lookup, insertion and eviction goes through the series' keys: still the point stage's observations."""
+    sim = Simulator(generate_fleet(services=40, seed=8), seed=8, start=1_800_000_000.0)
+    steps = []
+    t = 1_800_000_000.0
+    for i in range(18):
+        e = sim.step(t, 10.0)
+        t += 10.0
+        steps.append((list(e.metrics), t - 75 if i % 6 == 5 else None))
+    assert _same(steps, collide=True) > 20
+    assert _same(steps, collide=True, max_series=60) > 0
 
 
 def test_the_benchmarks_dialects_give_the_point_stages_observations() -> None:

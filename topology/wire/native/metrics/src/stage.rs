@@ -250,6 +250,8 @@ pub struct IpcCore {
     /// a key whose hash another key holds is found in `overflow`, by its bytes
     by_hash: HashMap<u64, u32, Fx>,
     overflow: HashMap<Box<[u8]>, u32, Fx>,
+    /// the bits of the hash kept (all; the tests keep 2, so that series collide)
+    mask: u64,
     series: Vec<Series>,
     order: VecDeque<u32>,
     free: Vec<u32>,
@@ -280,7 +282,7 @@ impl IpcCore {
         for a in attributes {
             h.write(a);
         }
-        let h = finish(h);
+        let h = finish(h) & self.mask;
         let found = match self.by_hash.get(&h) {
             Some(&sid) if key_eq(&self.series[sid as usize].key, ctx.res, ctx.name, attributes) => Some(sid),
             _ if self.overflow.is_empty() => None,
@@ -311,7 +313,7 @@ impl IpcCore {
 
     fn forget(&mut self, sid: u32) {
         let key = &self.series[sid as usize].key;
-        let h = hash_of_key(key);
+        let h = hash_of_key(key) & self.mask;
         if self.by_hash.get(&h) == Some(&sid) {
             self.by_hash.remove(&h);
         } else {
@@ -936,9 +938,11 @@ fn ints(values: &[i128]) -> Vec<u8> {
 impl IpcCore {
     /// names: accepted metric name -> default seconds per unit; units: unit -> seconds; bottom, top: the
     /// lowest and highest sketch bucket kept at SCALE.
+    /// `collide` (tests): keep 2 bits of each series hash, so that lookups go through `overflow`.
     #[new]
+    #[pyo3(signature = (window_seconds, max_series, names, units, bottom, top, collide=false))]
     fn new(window_seconds: i64, max_series: usize, names: HashMap<String, f64>, units: HashMap<String, f64>,
-           bottom: i64, top: i64) -> PyResult<Self> {
+           bottom: i64, top: i64, collide: bool) -> PyResult<Self> {
         if window_seconds <= 0 || max_series == 0 {
             return Err(PyValueError::new_err("window_seconds and max_series must be positive"));
         }
@@ -954,6 +958,7 @@ impl IpcCore {
             layouts: Vec::new(),
             by_hash: HashMap::default(),
             overflow: HashMap::default(),
+            mask: if collide { 3 } else { u64::MAX },
             series: Vec::new(),
             order: VecDeque::new(),
             free: Vec::new(),
@@ -1182,6 +1187,7 @@ impl IpcCore {
             m.units.into_iter().zip(m.unit_scales).collect(),
             m.bottom,
             m.top,
+            false,
         )?;
         for l in m.layouts {
             core.layout_ids.insert((l.scale.to_bits(), l.bounds.into()), core.layouts.len() as u32);
@@ -1194,7 +1200,7 @@ impl IpcCore {
             }
             let sid = core.series.len() as u32;
             let key: Box<[u8]> = s.key.into();
-            core.remember(sid, key.clone(), hash_of_key(&key));
+            core.remember(sid, key.clone(), hash_of_key(&key) & core.mask);
             core.order.push_back(sid);
             core.series.push(Series {
                 key,
