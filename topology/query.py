@@ -13,7 +13,10 @@ message fit for the person who asked. Edges a layer gave before it failed are ke
 Traversal is level-synchronous breadth-first: at each level every requested layer expands the whole
 frontier in one ``neighbors`` call, the calls run together, and the union of their edges gives the
 next frontier. Each node is reported once, at its smallest depth, with ``via`` = the node it was
-reached from (the smallest name when several frontier nodes reach it at the same depth).
+reached from (the smallest name when several frontier nodes reach it at the same depth). Over remote
+stores (JanusGraph: a request per call) each layer walks the whole depth in one request instead, and
+only the nodes a layer could not reach on its own (through another layer's edges) are walked in it
+again; the answer is the same (:func:`_traverse_whole`, on :meth:`~topology.store.base.LayerStore.expand`).
 
 A blast radius needs names only (counts by tier, teams): when every layer asked keeps its present
 edges in memory (:meth:`~topology.store.base.LayerStore.adjacency`), it walks their union as integer
@@ -27,7 +30,7 @@ This module is pure apart from calling the store interface: no clock, no network
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TypeVar
@@ -388,12 +391,15 @@ async def traverse(
     now: float,
     with_stats: bool = True,
     kept: bool = False,
+    whole: bool | None = None,
 ) -> UnifiedTraversal:
     """Walk up to ``depth`` hops from ``roots`` over the union of ``layers`` (all when None).
     ``with_stats=False``: the caller reads no edge stats (they may be empty; the walk is the same).
     ``kept``: walk the layers' kept adjacency when every one keeps one (the same answer, without a
     store call per level); the edges of reached nodes are then read only by
-    :meth:`UnifiedTraversal.fetch_edges` (await it before reading ``edge`` or ``kind``)."""
+    :meth:`UnifiedTraversal.fetch_edges` (await it before reading ``edge`` or ``kind``).
+    ``whole``: ask each layer for its whole walk (:func:`_traverse_whole`; the same answer in fewer
+    requests); None: when every layer asked is :attr:`~topology.store.base.LayerStore.remote`."""
     if depth < 0:
         raise ValueError(f"depth must be >= 0, got {depth}")
     root_names = tuple(sorted(set(roots)))
@@ -403,6 +409,11 @@ async def traverse(
         if found is not None:
             return found
     asked, active, failures = _start(layer_stores, layers)
+    if whole is None:
+        whole = bool(active) and all(layer_stores[layer].remote for layer in active)
+    if whole:
+        return await _traverse_whole(layer_stores, root_names, direction, depth, asked, active, failures,
+                                     granularity=granularity, time=time, now=now, with_stats=with_stats)
     seen: set[str] = set(root_names)
     frontier: list[str] = list(root_names)
     walks = _Walked()
@@ -475,6 +486,130 @@ async def traverse(
         failures=tuple(failures),
         walks=walks,
     )
+
+
+def _union_levels(
+    found: Iterable[Mapping[tuple[str, str], EdgeSummary]], roots: Sequence[str], upstream: bool, depth: int
+) -> tuple[list[tuple[str, int, str]], dict[str, int]]:
+    """The level walk over the union of ``found`` (each layer's edges by (source, target)): the nodes
+    reached as (name, depth, via), by (depth, name), and the depth of every node (roots: 0)."""
+    adj: dict[str, set[str]] = {}
+    for edges in found:
+        for source, target in edges:
+            near, far = (source, target) if upstream else (target, source)
+            adj.setdefault(near, set()).add(far)
+    depth_of = dict.fromkeys(roots, 0)
+    frontier = list(roots)
+    reached: list[tuple[str, int, str]] = []
+    for level in range(1, depth + 1):
+        best: dict[str, str] = {}  # far node -> the smallest frontier node it is reached from
+        for near in frontier:
+            for far in adj.get(near, ()):
+                if far not in depth_of:
+                    prev = best.get(far)
+                    if prev is None or near < prev:
+                        best[far] = near
+        frontier = sorted(best)
+        if not frontier:
+            break
+        for name in frontier:
+            depth_of[name] = level
+            reached.append((name, level, best[name]))
+    return reached, depth_of
+
+
+def _expanded(
+    edges: Iterable[tuple[str, str]], starts: Mapping[str, int], done: Collection[str], upstream: bool
+) -> set[str]:
+    """The nodes whose edges :meth:`LayerStore.expand` answered with ``edges`` (as it defines them)."""
+    adj: dict[str, list[str]] = {}
+    for source, target in edges:
+        near, far = (source, target) if upstream else (target, source)
+        adj.setdefault(near, []).append(far)
+    left = {name: hops for name, hops in starts.items() if hops > 0 and name not in done}
+    waiting: dict[int, list[str]] = {}
+    for name, hops in left.items():
+        waiting.setdefault(hops, []).append(name)
+    for hops in range(max(left.values(), default=0), 1, -1):  # most hops left first
+        for near in waiting.get(hops, ()):
+            if left[near] != hops:
+                continue  # met again with more hops left
+            for far in adj.get(near, ()):
+                if far not in done and far not in starts and left.get(far, 0) < hops - 1:
+                    left[far] = hops - 1
+                    waiting.setdefault(hops - 1, []).append(far)
+    return set(left)
+
+
+async def _traverse_whole(
+    layer_stores: Mapping[Layer, LayerStore],
+    root_names: tuple[str, ...],
+    direction: Direction,
+    depth: int,
+    asked: tuple[Layer, ...],
+    active: list[Layer],
+    failures: list[LayerFailure],
+    *,
+    granularity: Granularity,
+    time: TimeRange,
+    now: float,
+    with_stats: bool,
+) -> UnifiedTraversal:
+    """:func:`traverse` with each layer walking the whole depth in one call
+    (:meth:`LayerStore.expand`, one request to a remote store): the layers walk concurrently and the
+    union of their edges is walked level by level here. A node the union reaches less than ``depth``
+    from the roots that a layer did not expand (it was reached through another layer's edge) is
+    expanded in that layer in the next round, with the depth left to it, never expanding a node
+    twice. When every such node has been expanded in every layer, the union holds every edge the level
+    walk reads, so depths and ``via`` are the level walk's; that takes at most ``depth`` rounds (each
+    settles the next level at least), usually one or two. The edges kept are those the level walk
+    keeps: each layer's edges out of the nodes less than ``depth`` away."""
+    upstream = direction is Direction.UPSTREAM
+    expanded: dict[Layer, set[str]] = {layer: set() for layer in active}
+    found: dict[Layer, dict[tuple[str, str], EdgeSummary]] = {layer: {} for layer in active}
+    answered: set[Layer] = set()
+    asks: dict[Layer, dict[str, int]] = (
+        {layer: dict.fromkeys(root_names, depth) for layer in active} if depth and root_names else {}
+    )
+    reached: list[tuple[str, int, str]] = []
+    depth_of: dict[str, int] = dict.fromkeys(root_names, 0)
+    while asks:
+        calls = list(asks.items())
+        answers = await asyncio.gather(*(
+            _guard(layer, layer_stores[layer].expand(starts, frozenset(expanded[layer]), direction,
+                                                     granularity, time, now, with_stats=with_stats))
+            for layer, starts in calls
+        ))
+        for (layer, starts), answer in zip(calls, answers, strict=True):
+            if isinstance(answer, LayerFailure):  # its edges of earlier rounds are kept
+                failures.append(answer)
+                active.remove(layer)
+                continue
+            answered.add(layer)
+            mine = found[layer]
+            for summary in answer:
+                ek = summary.key
+                mine.setdefault((ek.source, ek.target), summary)
+            expanded[layer] |= _expanded(mine, starts, expanded[layer], upstream)
+        reached, depth_of = _union_levels(found.values(), root_names, upstream, depth)
+        asks = {}
+        for layer in active:
+            mine_done = expanded[layer]
+            todo = {name: depth - d for name, d in depth_of.items() if d < depth and name not in mine_done}
+            if todo:
+                asks[layer] = todo
+    inner = {name for name, d in depth_of.items() if d < depth}
+    walks = _Walked()
+    for layer, mine in found.items():
+        if layer in answered:
+            walks.add(layer, inner, upstream,
+                      [e for k, e in mine.items() if (k[0] if upstream else k[1]) in inner])
+    deps = [
+        Dependency(name, d, via, (via, name) if upstream else (name, via), upstream, walks)
+        for name, d, via in reached
+    ]
+    return UnifiedTraversal(roots=root_names, direction=direction, layers=asked, reached=tuple(deps),
+                            failures=tuple(failures), walks=walks)
 
 
 async def _kept_adjacency(

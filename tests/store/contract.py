@@ -830,6 +830,37 @@ class StoreContract:
                 assert got.reached == want_reached
                 assert sorted(pairs(got.edges)) == want_edges
 
+    async def test_expand_continues_walks_from_nodes_met_at_different_depths(self, stores: Stores) -> None:
+        # every edge out of the starts and of what they reach in fewer hops than they have left, not
+        # through ``done`` nodes nor other starts; a store may answer more (edges of done nodes and
+        # beyond them), never less, each edge as ``neighbors`` answers it
+        rnd = random.Random(17)
+        names = [f"s{i:02d}" for i in range(30)]
+        edges = sorted({(rnd.choice(names), rnd.choice(names)) for _ in range(70)} - {(n, n) for n in names})
+        trc = stores.layers[TRACE]
+        await trc.upsert_windows([win(s, t, LIVE_NOW - 3 * MINUTE, layer=TRACE) for s, t in edges])
+        for direction in (UP, DOWN):
+            adj: dict[str, list[str]] = {}
+            for s, t in edges:
+                near, far = (s, t) if direction is UP else (t, s)
+                adj.setdefault(near, []).append(far)
+
+            for _ in range(12):
+                starts = {n: rnd.randint(0, 3) for n in rnd.sample(names, rnd.randint(1, 5))}
+                done = set(rnd.sample(names, rnd.randint(0, 6)))
+                got = await trc.expand(starts, done, direction, APP, LIVE, LIVE_NOW)
+                assert len(got) == len({e.key for e in got})
+                want = _expanded_edges(adj, direction, starts, done, strict=True)
+                loose = _expanded_edges(adj, direction, starts, done, strict=False)
+                assert want <= set(pairs(got)) <= loose, (direction, starts, done)
+                sides = await trc.neighbors([e.key.source if direction is UP else e.key.target for e in got],
+                                            direction, APP, LIVE, LIVE_NOW)
+                assert set(got) <= set(sides)
+        assert await trc.expand({}, set(), UP, APP, LIVE, LIVE_NOW) == []
+        assert await trc.expand({"s00": 0, "nobody": 3}, set(), UP, APP, LIVE, LIVE_NOW) == []
+        with pytest.raises(ValueError, match="hops"):
+            await trc.expand({"s00": -1}, set(), UP, APP, LIVE, LIVE_NOW)
+
     # -- listing ---------------------------------------------------------------------------------------
     # -- kept adjacency (optional) ---------------------------------------------------------------------
     async def test_kept_adjacency_is_every_present_edge_after_each_write(
@@ -1373,6 +1404,24 @@ class StoreContract:
         assert "new" in {
             r.name for r in (await reopened.layers[NET].traverse(["a"], UP, 1, APP, LIVE, LIVE_NOW)).reached
         }
+
+
+def _expanded_edges(
+    adj: dict[str, list[str]], direction: Direction, starts: dict[str, int], done: set[str], strict: bool
+) -> set[tuple[str, str]]:
+    """What ``LayerStore.expand`` answers: edges out of each start not done and out of what it reaches
+    in fewer hops than it has (strict: not through done nodes nor other starts)."""
+    expanded: set[str] = set()
+    for start, hops in starts.items():
+        if start in done:
+            continue
+        seen, level = {start}, [start]
+        for _ in range(hops):
+            expanded.update(level)
+            level = [f for n in level for f in adj.get(n, [])
+                     if f not in seen and not (strict and (f in done or f in starts))]
+            seen.update(level)
+    return {(n, f) if direction is UP else (f, n) for n in expanded for f in adj.get(n, [])}
 
 
 def _reference_bfs(

@@ -64,3 +64,21 @@ async def assert_kept_traverse_is_level_traverse(
         level.roots, level.layers, level.answered, level.failures), what
     await kept.fetch_edges(kept.reached)
     assert [(d.edge, d.kind) for d in kept.reached] == [(d.edge, d.kind) for d in level.reached], what
+
+
+async def assert_whole_traverse_is_level_traverse(
+    stores: Stores, roots: list[str], direction: Direction, depth: int, **kw: Any
+) -> query.UnifiedTraversal:
+    """``query.traverse(..., whole=True)`` (each layer's whole walk, then the nodes it missed) against
+    the level walk: the same nodes, depths, ``via``, merged edges, walked edges and failures."""
+    whole = await query.traverse(stores.layers, roots, direction, depth, whole=True, **kw)
+    level = await query.traverse(stores.layers, roots, direction, depth, whole=False, **kw)
+    what = f"traverse {direction.value} from {roots}, depth {depth}, {kw}"
+    assert [(d.name, d.depth, d.via) for d in whole.reached] == [
+        (d.name, d.depth, d.via) for d in level.reached], what
+    assert (whole.roots, whole.layers, whole.answered, whole.failures) == (
+        level.roots, level.layers, level.answered, level.failures), what
+    assert [(d.edge, d.kind) for d in whole.reached] == [(d.edge, d.kind) for d in level.reached], what
+    assert whole.walked == level.walked, what
+    assert whole.edges == level.edges, what
+    return whole

@@ -19,7 +19,11 @@ from tests.service.fleet import (
     TRACE_API_ORDERS,
     fill,
 )
-from tests.topology.blast import assert_kept_traverse_is_level_traverse, assert_kept_walk_is_level_walk
+from tests.topology.blast import (
+    assert_kept_traverse_is_level_traverse,
+    assert_kept_walk_is_level_walk,
+    assert_whole_traverse_is_level_traverse,
+)
 from topology import query
 from topology.catalog import Owner, ServiceInfo
 from topology.model import Direction, EdgeKey, EdgeWindow, Granularity, Layer, NodeKind
@@ -361,6 +365,89 @@ async def test_kept_blast_radius_is_the_level_walk_on_random_layered_graphs(tmp_
                                                              time=LIVE_RANGE, now=NOW)
     finally:
         await stores.close()
+
+
+# -- each layer's whole walk (what remote stores get) against the level walk -------------------------
+@pytest.mark.parametrize("depth", [0, 1, 2, 3, 5])
+async def test_whole_walks_are_the_level_walk_on_the_hand_built_fleet(stores: Stores, depth: int) -> None:
+    past = TimeRange(PAST - 300, PAST + 300)
+    for root in ["payments", "orders", "api", "orders-db", "ledger", "legacy", "user", "nobody"]:
+        for direction in Direction:
+            asks: list[dict[str, Any]] = [{}, {"layers": [IPC, TRC]}, {"layers": [NET]}, {"time": past},
+                                          {"with_stats": False}]
+            for ask in asks:
+                kw = {"time": LIVE_RANGE, **ask}
+                await assert_whole_traverse_is_level_traverse(stores, [root], direction, depth, now=NOW, **kw)
+    await assert_whole_traverse_is_level_traverse(stores, ["orders-prod-v3"], Direction.UPSTREAM, depth,
+                                                  time=LIVE_RANGE, now=NOW, granularity=Granularity.CLUSTER)
+    await assert_whole_traverse_is_level_traverse(stores, ["api", "payments"], Direction.DOWNSTREAM, depth,
+                                                  time=LIVE_RANGE, now=NOW)
+
+
+async def test_whole_walks_are_the_level_walk_on_random_layered_graphs(tmp_path: pathlib.Path) -> None:
+    # three layers with different edges among the same 30 names: most paths cross layers, so a layer's
+    # own walk misses nodes the union reaches, and they are walked in it again (several rounds)
+    rnd = random.Random(11)
+    stores = open_stores(tmp_path / "random")
+    try:
+        names = [f"s{i:02d}" for i in range(30)]
+        for layer in Layer:
+            kinds = [NodeKind.SERVICE, NodeKind.DATABASE, NodeKind.UNKNOWN]
+            await stores.layers[layer].upsert_windows([
+                EdgeWindow(EdgeKey(layer, Granularity.APP, rnd.choice(names), rnd.choice(names)),
+                           int(rnd.choice([LIVE, LIVE - 60, PAST])), 60,
+                           EdgeStats(requests=rnd.randint(1, 99)), NodeKind.SERVICE, rnd.choice(kinds))
+                for _ in range(45)])
+        rounds = 0
+        for root in rnd.sample(names, 10):
+            for depth in (1, 2, 3, 4, 6):
+                for direction in Direction:
+                    for with_stats in (True, False):
+                        await assert_whole_traverse_is_level_traverse(
+                            stores, [root], direction, depth, time=LIVE_RANGE, now=NOW, with_stats=with_stats)
+                await assert_whole_traverse_is_level_traverse(
+                    stores, [root, "s00"], Direction.UPSTREAM, depth, time=TimeRange.ending_at(NOW, 3 * 3600),
+                    now=NOW, layers=[Layer.IPC, Layer.TRACE])
+        calls: list[int] = []
+        trc = stores.layers[TRC]
+        real = trc.expand
+
+        async def counted(*a: Any, **kw: Any) -> Any:
+            calls.append(1)
+            return await real(*a, **kw)
+
+        trc.expand = counted  # type: ignore[method-assign]
+        for root in names:
+            calls.clear()
+            await query.traverse(stores.layers, [root], Direction.UPSTREAM, 4, time=LIVE_RANGE, now=NOW,
+                                 whole=True)
+            rounds = max(rounds, len(calls))
+        assert rounds > 1  # the graphs are such that some walks need a second round
+    finally:
+        await stores.close()
+
+
+async def test_whole_walks_keep_the_edges_of_a_layer_that_failed_later(stores: Stores) -> None:
+    # a layer that answers its first walk and fails the next: reported once, its first edges kept
+    ipc = stores.layers[IPC]
+    real = ipc.expand
+    calls: list[int] = []
+
+    async def failing_later(*a: Any, **kw: Any) -> Any:
+        calls.append(1)
+        if len(calls) > 1:
+            raise RuntimeError("boom")
+        return await real(*a, **kw)
+
+    ipc.expand = failing_later  # type: ignore[method-assign]
+    walk = await query.traverse(stores.layers, ["api"], Direction.UPSTREAM, 3, time=LIVE_RANGE, now=NOW,
+                                whole=True)
+    assert len(calls) > 1  # api's upstream crosses layers: IPC is asked again
+    assert [(f.layer, f.expected) for f in walk.failures] == [(IPC, False)]
+    assert walk.answered == (NET, TRC)
+    first = await ipc.traverse(["api"], Direction.UPSTREAM, 3, Granularity.APP, LIVE_RANGE, NOW)
+    assert {(e.key.source, e.key.target) for e in first.edges} <= set(walk.walked[IPC])
+    ipc.expand = real  # type: ignore[method-assign]
 
 
 async def test_kept_blast_radius_follows_writes(stores: Stores) -> None:

@@ -35,9 +35,10 @@ Contract (checked by ``tests/store/contract.py`` against every implementation):
 from __future__ import annotations
 
 import abc
+import asyncio
 import dataclasses
 import inspect
-from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,6 +83,9 @@ class LayerStore(abc.ABC):
 
     layer: Layer
     retention: Retention
+    #: Whether every call is a request to a server: a unified walk then asks each layer for its whole
+    #: walk (:meth:`expand`, one request a round) instead of one :meth:`neighbors` call per level.
+    remote: bool = False
 
     @property
     def version(self) -> int | None:
@@ -167,6 +171,35 @@ class LayerStore(abc.ABC):
     ) -> TraversalResult:
         """Breadth-first walk of up to ``depth`` hops inside this layer (``with_stats``: as in
         :meth:`neighbors`)."""
+
+    async def expand(
+        self,
+        starts: Mapping[str, int],
+        done: Collection[str],
+        direction: Direction,
+        granularity: Granularity,
+        time: TimeRange,
+        now: float,
+        with_stats: bool = True,
+    ) -> list[EdgeSummary]:
+        """A walk continued from nodes met at different depths: every edge (as :meth:`neighbors`
+        answers it) out of each start ``s`` (``starts[s] > 0``, not in ``done``) and out of each node
+        reachable from it in fewer than ``starts[s]`` hops through nodes that are neither starts nor in
+        ``done`` (the caller has their edges). A remote store answers in one request; this default
+        runs one :meth:`traverse` per number of hops, which also returns edges the walk would not
+        reach (through ``done`` nodes and other starts); the caller has or ignores them."""
+        by_hops: dict[int, list[str]] = {}
+        for name, hops in starts.items():
+            if hops < 0:
+                raise ValueError(f"hops must be >= 0, got {hops} for {name!r}")
+            if hops and name not in done:
+                by_hops.setdefault(hops, []).append(name)
+        walks = await asyncio.gather(*(
+            self.traverse(names, direction, hops, granularity, time, now, with_stats=with_stats)
+            for hops, names in sorted(by_hops.items())
+        ))
+        found = {(e.key.source, e.key.target): e for walk in walks for e in walk.edges}
+        return [found[k] for k in sorted(found)]
 
     @abc.abstractmethod
     async def edges(
