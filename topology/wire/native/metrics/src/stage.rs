@@ -250,6 +250,11 @@ pub struct IpcCore {
     /// a key whose hash another key holds is found in `overflow`, by its bytes
     by_hash: HashMap<u64, u32, Fx>,
     overflow: HashMap<Box<[u8]>, u32, Fx>,
+    /// per metric (hash of its resource, name and position) the series of its points, in order, the last time
+    /// it came; `guess` is the current metric's, `guess_at` the position of its next point
+    guesses: HashMap<u64, Vec<u32>, Fx>,
+    guess: Vec<u32>,
+    guess_at: usize,
     /// the bits of the hash kept (all; the tests keep 2, so that series collide)
     mask: u64,
     series: Vec<Series>,
@@ -278,6 +283,26 @@ struct Ctx<'a> {
 
 impl IpcCore {
     fn series_of(&mut self, handler: &Bound<'_, PyAny>, ctx: &Ctx, attributes: &[Bytes]) -> PyResult<u32> {
+        // the series this metric's point at this position had last time, if it is the same series
+        let at = self.guess_at;
+        self.guess_at += 1;
+        if let Some(&sid) = self.guess.get(at) {
+            let s = &mut self.series[sid as usize];
+            if key_eq(&s.key, ctx.res, ctx.name, attributes) {
+                s.seen = self.epoch;
+                return Ok(sid);
+            }
+        }
+        let sid = self.find(handler, ctx, attributes)?;
+        if at < self.guess.len() {
+            self.guess[at] = sid;
+        } else {
+            self.guess.push(sid);
+        }
+        Ok(sid)
+    }
+
+    fn find(&mut self, handler: &Bound<'_, PyAny>, ctx: &Ctx, attributes: &[Bytes]) -> PyResult<u32> {
         let mut h = ctx.prefix;
         for a in attributes {
             h.write(a);
@@ -714,7 +739,9 @@ impl IpcCore {
         Ok(())
     }
 
-    fn metric(&mut self, handler: &Bound<'_, PyAny>, res: &[u8], has_service: bool, m: &Metric) -> PyResult<()> {
+    /// `ordinal`: the metric's position in its resource's metrics (a metric's name may come several times).
+    fn metric(&mut self, handler: &Bound<'_, PyAny>, res: &[u8], has_service: bool, m: &Metric, ordinal: u64,
+              ) -> PyResult<()> {
         let Some(&default) = self.names.get(&m.name) else {
             self.counters[UNKNOWN_METRICS] += 1;
             return Ok(());
@@ -736,25 +763,37 @@ impl IpcCore {
             return Ok(());
         }
         let scale = self.units.get(&m.unit).copied().unwrap_or(default);
-        const CUMULATIVE: i32 = 2;
         let mut prefix = FxHasher::default();
         prefix.write(res);
         prefix.write(m.name.as_bytes());
         let mut ctx = Ctx { prefix, res, name: &m.name, scale, cumulative: false };
+        let guess_key = finish(prefix) ^ ordinal.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        self.guess = self.guesses.remove(&guess_key).unwrap_or_default();
+        self.guess_at = 0;
+        let r = self.points(handler, &mut ctx, m);
+        if self.guesses.len() >= 100_000 {
+            self.guesses.clear();
+        }
+        self.guesses.insert(guess_key, std::mem::take(&mut self.guess));
+        r
+    }
+
+    fn points(&mut self, handler: &Bound<'_, PyAny>, ctx: &mut Ctx, m: &Metric) -> PyResult<()> {
+        const CUMULATIVE: i32 = 2;
         if let Some(h) = &m.histogram {
             ctx.cumulative = h.aggregation_temporality == CUMULATIVE;
-            self.histograms(handler, &ctx, h)
+            self.histograms(handler, ctx, h)
         } else if let Some(x) = &m.sum {
             ctx.cumulative = x.aggregation_temporality == CUMULATIVE;
-            self.numbers(handler, &ctx, x)
+            self.numbers(handler, ctx, x)
         } else if let Some(x) = &m.gauge {
-            self.numbers(handler, &ctx, x)
+            self.numbers(handler, ctx, x)
         } else if let Some(e) = &m.exponential_histogram {
             ctx.cumulative = e.aggregation_temporality == CUMULATIVE;
-            self.exponentials(handler, &ctx, e)
+            self.exponentials(handler, ctx, e)
         } else {
             ctx.cumulative = true;
-            self.summaries(handler, &ctx, m.summary.as_ref().unwrap())
+            self.summaries(handler, ctx, m.summary.as_ref().unwrap())
         }
     }
 
@@ -958,6 +997,9 @@ impl IpcCore {
             layouts: Vec::new(),
             by_hash: HashMap::default(),
             overflow: HashMap::default(),
+            guesses: HashMap::default(),
+            guess: Vec::new(),
+            guess_at: 0,
             mask: if collide { 3 } else { u64::MAX },
             series: Vec::new(),
             order: VecDeque::new(),
@@ -993,9 +1035,11 @@ impl IpcCore {
                     b
                 }
             };
+            let mut ordinal = 0;
             for sm in &rm.scope_metrics {
                 for m in &sm.metrics {
-                    self.metric(handler, res, has_service, m)?;
+                    self.metric(handler, res, has_service, m, ordinal)?;
+                    ordinal += 1;
                 }
             }
         }
