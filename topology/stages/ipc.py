@@ -211,17 +211,28 @@ def _exponential_delta(cur: _ExpCounts, prev: _ExpCounts) -> _ExpCounts | None:
 _Meaning = tuple[_Group | None, bool, str | None, str | None, str | None, tuple[Any, ...] | None]
 
 
+# serialized KeyValue -> (key, value): series share most of their attributes (a cache of a pure function)
+_ATTRIBUTES: dict[bytes, tuple[str, AttrValue | None]] = {}
+
+
 def _meaning(res: bytes, name: str, raws: tuple[bytes, ...], service: str, side: Side,
              default_protocol: str | None) -> _Meaning | None:
     """(group, error, endpoint, protocol, statistic, base) of a series, parsed from its attributes once;
     None if an attribute does not parse (the series is unusable: its points count as without a peer)."""
     attrs: dict[str, AttrValue | None] = {}
     stat_raw: bytes | None = None
+    parsed = _ATTRIBUTES
     for raw in raws:
-        try:
-            k, v = attribute(raw)
-        except Exception:
-            return None
+        kv = parsed.get(raw)
+        if kv is None:
+            try:
+                kv = attribute(raw)
+            except Exception:
+                return None
+            if len(parsed) >= 65_536:
+                parsed.clear()
+            parsed[raw] = kv
+        k, v = kv
         attrs[k] = v
         if k == "statistic":
             stat_raw = raw
