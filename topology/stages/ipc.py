@@ -403,20 +403,23 @@ class IpcStage1:
         rows = self._core.flush(watermark)
         rows.sort(key=lambda r: (r[0], groups[r[1]]))
         out: list[IpcObservation] = []
-        new, setattr_ = object.__new__, object.__setattr__
+        new, set_ = object.__new__, object.__setattr__
         for window, g, calls, err, total, t0, t1, proto, low, counts, zero, n, endpoints, fine in rows:
             if n:
                 # LatencySketch(SCALE, low, counts, zero), its total (n) summed natively, not again here
                 latency = new(LatencySketch)
-                for name, value in (("scale", SCALE), ("offset", low), ("counts", counts), ("zero", zero),
-                                    ("total", n)):
-                    setattr_(latency, name, value)
+                set_(latency, "scale", SCALE)
+                set_(latency, "offset", low)
+                set_(latency, "counts", counts)
+                set_(latency, "zero", zero)
+                set_(latency, "total", n)
             else:
                 latency = EMPTY
-            for scale, index, fine_counts, z, unit in fine or ():
-                sk = _exponential_sketch((scale, dict(zip(index, fine_counts, strict=True)), z), unit)
-                if sk is not None:
-                    latency = latency.merge(sk)
+            if fine is not None:
+                for scale, index, fine_counts, z, unit in fine:
+                    sk = _exponential_sketch((scale, dict(zip(index, fine_counts, strict=True)), z), unit)
+                    if sk is not None:
+                        latency = latency.merge(sk)
             side, service, peer, is_ip = groups[g]
             stats = EdgeStats(
                 first_seen=t0,
@@ -426,7 +429,8 @@ class IpcStage1:
                 errors=err,
                 latency=latency,
                 latency_sum=total,
-                endpoints=tuple(sorted(texts[e] for e in endpoints)[:MAX_ENDPOINTS]),
+                endpoints=(texts[endpoints[0]],) if len(endpoints) == 1 else
+                tuple(sorted([texts[e] for e in endpoints])[:MAX_ENDPOINTS]),
             )
             out.append(IpcObservation(window, ws, side, service, peer, is_ip, stats))
         self._counters["observations"] += len(out)
