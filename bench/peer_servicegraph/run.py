@@ -4,6 +4,7 @@ what the system says it did with the spans."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -235,21 +236,30 @@ class Ours:
         return {"dropped": c["pairing_dropped"] + c["too_late"], "late_merged": c["late_merged"]}
 
     def edges(self, start: float, end: float) -> dict[Pair, int]:
-        return asyncio.run(_stored(self.data, start, end))
+        """The TRACE APP edges the store holds, read by the checkout's own code (its store format)."""
+        out = subprocess.run([sys.executable, "-c", _STORED, str(self.data), str(start), str(end)],
+                             cwd=self.repo, env={**os.environ, "PYTHONPATH": str(self.repo)},
+                             capture_output=True, text=True, check=True).stdout
+        return {(a, b): n for a, b, n in json.loads(out)}
 
 
-async def _stored(data: Path, start: float, end: float) -> dict[Pair, int]:
-    from topology.model import Granularity, Layer
-    from topology.store.embedded import open_stores
-    from topology.timewindow import TimeRange
-
+# Run in the measured checkout: prints the TRACE APP edges of the store in argv[1] between argv[2] and
+# argv[3] as JSON [[source, target, requests], ...].
+_STORED = """
+import asyncio, json, sys, time
+from topology.model import Granularity, Layer
+from topology.store.embedded import open_stores
+from topology.timewindow import TimeRange
+async def main(data, start, end):
     stores = open_stores(data)
     try:
         es = await stores.layers[Layer.TRACE].edges(Granularity.APP, TimeRange(start - 60, end + 120),
                                                     time.time() + 3600)
-        return {(e.key.source, e.key.target): e.stats.requests for e in es}
+        print(json.dumps([[e.key.source, e.key.target, e.stats.requests] for e in es]))
     finally:
         await stores.close()
+asyncio.run(main(sys.argv[1], float(sys.argv[2]), float(sys.argv[3])))
+"""
 
 
 class Collector:

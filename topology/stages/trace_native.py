@@ -13,6 +13,7 @@ arrays, bytes, undecodable attributes) are named by the Python rule,
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -25,6 +26,9 @@ from topology.wire import spans
 from topology.wire.otlp import OtlpDecodeError
 
 _GRANULARITY = (Granularity.APP, Granularity.CLUSTER)
+#: Edge keys made by flushes, reused by the next ones (immutable; at most _KEYS_KEPT, then made anew)
+_KEYS: dict[tuple[int, str, str], EdgeKey] = {}
+_KEYS_KEPT = 100_000
 
 
 def _namer(attributes: list[bytes]) -> tuple[str, int] | None:
@@ -112,16 +116,22 @@ class NativeSpanPairer:
         ws = self.window_seconds
         out: list[EdgePartial] = []
         edges = self._core.flush(now, close, refresh)
+        keys = _KEYS
+        if len(keys) > _KEYS_KEPT:
+            keys.clear()
         for (window, gran, source, target, code, s_app, t_app), stats in edges:
             requests, errors, zero, latency_sum, first, last, exemplars, (lo, dense) = stats
             shape = shapes[code]
             # what LatencySketch.from_counts gives for span durations (at SCALE, within its range)
             latency = LatencySketch(SCALE, lo, dense, zero) if dense else LatencySketch.from_counts({}, zero)
-            es = EdgeStats(first_seen=first, last_seen=last, requests=requests, errors=errors,
-                           latency=latency, latency_sum=latency_sum, exemplars=tuple(exemplars),
-                           connection_type=shape[2])
-            out.append(EdgePartial(EdgeKey(Layer.TRACE, _GRANULARITY[gran], source, target), window, ws,
-                                   Side.PAIR, es, shape[0], shape[1], s_app, t_app))
+            # positional: first, last seen, protocol, ports, connections, bytes sent, received,
+            # intermediaries, requests, errors, latency, its sum, endpoints, exemplars, connection type
+            es = EdgeStats(first, last, None, (), 0, 0, 0, (), requests, errors, latency, latency_sum, (),
+                           tuple(exemplars), shape[2])
+            key = keys.get((gran, source, target))
+            if key is None:
+                key = keys[(gran, source, target)] = EdgeKey(Layer.TRACE, _GRANULARITY[gran], source, target)
+            out.append(EdgePartial(key, window, ws, Side.PAIR, es, shape[0], shape[1], s_app, t_app))
         return out
 
     def holds_closing(self, close: float) -> bool:
@@ -130,10 +140,8 @@ class NativeSpanPairer:
 
     def take_trace_summaries(self) -> list[TraceSummary]:
         """Summaries of the traces that went quiet (no span for the wait) up to the last flush."""
-        return [TraceSummary(trace_id=tid, root_service=root, root_name=name, start=start, duration=duration,
-                             spans=n, error=error, services=tuple(services), packed_spans=packed)
-                for tid, root, name, start, duration, n, error, services, packed
-                in self._core.take_summaries()]
+        # (trace id, root service, root name, start, duration, spans, error, services, packed spans)
+        return list(itertools.starmap(TraceSummary, self._core.take_summaries()))
 
     def dump_core(self) -> bytes:
         """The whole pairing state as bytes (checkpoints: :func:`load_core` reads them back)."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from topology.catalog import AddressLease, TraceSummary
 from topology.model import EdgeWindow, Granularity, Layer, NodeInfo, NodeKind
@@ -63,32 +64,29 @@ def by_layer(windows: Iterable[EdgeWindow]) -> dict[Layer, list[EdgeWindow]]:
 
 
 def nodes_of(windows: Mapping[Layer, Sequence[EdgeWindow]]) -> list[NodeInfo]:
-    """The nodes that these windows mention, one NodeInfo per (name, granularity), merged."""
-    seen: dict[tuple[str, Granularity], NodeInfo] = {}
-
-    def touch(
-        name: str, kind: NodeKind, gran: Granularity, app: str | None, layer: Layer, first: float, last: float
-    ) -> None:
-        k = (name, gran)
-        cur = seen.get(k)
-        if cur is None:
-            seen[k] = NodeInfo(name, kind, gran, app, frozenset((layer,)), first, last)
-        else:
-            seen[k] = NodeInfo(
-                name,
-                cur.kind if cur.kind is NodeKind.SERVICE else kind,
-                gran,
-                cur.app or app,
-                cur.layers | {layer},
-                min(cur.first_seen, first) if cur.first_seen else first,
-                max(cur.last_seen, last),
-            )
-
+    """The nodes that these windows mention, one NodeInfo per (name, granularity), merged: a node seen
+    as a real service stays one (else the newest window's kind), the first app named, every layer,
+    the earliest first and the latest last seen."""
+    seen: dict[tuple[str, Granularity], list[Any]] = {}  # [kind, app, layers, first, last]
+    service = NodeKind.SERVICE
     for layer, ws in windows.items():
         for w in ws:
-            first = w.stats.first_seen or float(w.window_start)
-            last = w.stats.last_seen or float(w.window_end)
-            g = w.key.granularity
-            touch(w.key.source, w.source_kind, g, w.source_app, layer, first, last)
-            touch(w.key.target, w.target_kind, g, w.target_app, layer, first, last)
-    return list(seen.values())
+            stats, key = w.stats, w.key
+            first = stats.first_seen or float(w.window_start)
+            last = stats.last_seen or float(w.window_end)
+            g = key.granularity
+            for name, kind, app in ((key.source, w.source_kind, w.source_app),
+                                    (key.target, w.target_kind, w.target_app)):
+                cur = seen.get((name, g))
+                if cur is None:
+                    seen[(name, g)] = [kind, app, {layer}, first, last]
+                    continue
+                if cur[0] is not service:
+                    cur[0] = kind
+                if not cur[1]:
+                    cur[1] = app
+                cur[2].add(layer)
+                cur[3] = min(cur[3], first) if cur[3] else first
+                cur[4] = max(cur[4], last)
+    return [NodeInfo(name, kind, g, app, frozenset(layers), first, last)
+            for (name, g), (kind, app, layers, first, last) in seen.items()]

@@ -79,7 +79,7 @@ impl Pairer {
     }
 
     /// Trace summaries since the last call: [(trace id hex, root service, root name, start s,
-    /// duration s, spans, error, services, packed spans)].
+    /// duration s, spans, error, services (a tuple), packed spans)]: TraceSummary's fields in order.
     fn take_summaries<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, pyo3::types::PyList>> {
         self.summaries_out(py)
     }

@@ -784,7 +784,7 @@ impl Pairer {
     pub fn summaries_out<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let out = PyList::empty(py);
         for (tid, tr) in std::mem::take(&mut self.summaries) {
-            let services: Vec<&str> = tr.services.iter().map(|s| &**s).collect();
+            let services = PyTuple::new(py, tr.services.iter().map(|s| &**s))?;
             let duration = if tr.end > tr.start { (tr.end - tr.start) as f64 / 1e9 } else { 0.0 };
             out.append((hex(&tid), &*tr.root_service, &*tr.root_name, tr.start as f64 / 1e9, duration, tr.spans,
                         tr.error, services, PyBytes::new(py, &tr.packed)))?;
