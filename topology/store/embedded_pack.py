@@ -12,10 +12,12 @@ same. Storage::
                                             -- (day) start; slots: bit i set when the window
                                             -- wstart + i * wsec is in it; data: see below
 
-``data`` is a format byte (1) and then, raw-deflated, each window's record in slot order as
-``varint(length) record``, where a record of the same length as the previous one is stored XOR
-that one: the minutes of one edge mostly share their layout and differ in a few counters, so the
-result is mostly zero bytes, which deflate keeps in little.
+``data`` is a format byte (1) and then, raw-deflated, the length of each window's record in slot
+order (varints), then the records grouped by length (shortest first), each group column by column:
+byte 0 of every record of that length in time order, then byte 1, and so on. Records of one length
+mostly share a layout (one shape: the same header, the same field at the same place), so a column
+holds one field's byte across the minutes - the header's bytes repeat, a counter's high bytes change
+little - which deflate keeps in much less than the records one after the other.
 
 Each (edge, window) is stored once: loose in ``windows`` or in a pack. Windows written into a
 packed hour or day later (late data, a roll-up built again) join its pack if the edge has one
@@ -29,6 +31,8 @@ from __future__ import annotations
 import sqlite3
 import zlib
 from collections.abc import Iterable, Sequence
+
+import numpy as np
 
 from topology.timewindow import DAY, HOUR, MINUTE, align
 
@@ -54,16 +58,12 @@ def _varint(n: int, out: bytearray) -> None:
     out.append(n)
 
 
-def _xor(a: bytes, b: bytes) -> bytes:
-    return (int.from_bytes(a, "little") ^ int.from_bytes(b, "little")).to_bytes(len(a), "little")
-
-
 def pack(records: Sequence[tuple[int, bytes]], start: int, wsec: int) -> tuple[int, bytes]:
     """(slots, data) of the windows ``records`` ((window start, stored record), in time order) of the
     period at ``start``."""
     slots = 0
     raw = bytearray()
-    prev = b""
+    groups: dict[int, list[bytes]] = {}
     for t, rec in records:
         i = (t - start) // wsec
         if t != start + i * wsec or not 0 <= i < PACKED[wsec] // wsec:
@@ -72,11 +72,9 @@ def pack(records: Sequence[tuple[int, bytes]], start: int, wsec: int) -> tuple[i
             raise ValueError(f"window {t} given twice")
         slots |= 1 << i
         _varint(len(rec), raw)
-        if len(rec) == len(prev):
-            raw += _xor(rec, prev)
-        else:
-            raw += rec
-        prev = rec
+        groups.setdefault(len(rec), []).append(rec)
+    for n, same in sorted(groups.items()):
+        raw += b"".join(same) if len(same) == 1 or not n else np.frombuffer(b"".join(same), np.uint8).reshape(-1, n).T.tobytes()
     c = zlib.compressobj(9, zlib.DEFLATED, -15, 9)
     return slots, bytes((_FORMAT,)) + c.compress(bytes(raw)) + c.flush()
 
@@ -93,15 +91,11 @@ def unpack(slots: int, data: bytes, start: int, wsec: int, floor: int = 0) -> li
         raise ValueError(f"corrupt pack: {e}") from e
     if not d.eof or d.unused_data:
         raise ValueError("corrupt pack: the compressed stream is cut short or followed by more")
-    out: list[tuple[int, bytes]] = []
+    times = [start + i * wsec for i in range(slots.bit_length()) if slots >> i & 1]
+    lengths: list[int] = []
     pos = 0
-    prev = b""
-    i = -1
     try:
-        while slots >> (i + 1):
-            i += 1
-            if not slots >> i & 1:
-                continue
+        for _ in times:
             n = shift = 0
             while True:
                 b = raw[pos]
@@ -110,20 +104,27 @@ def unpack(slots: int, data: bytes, start: int, wsec: int, floor: int = 0) -> li
                 shift += 7
                 if b < 0x80:
                     break
-            rec = raw[pos : pos + n]
-            if len(rec) != n:
-                raise IndexError("cut short")
-            pos += n
-            if n == len(prev):
-                rec = _xor(rec, prev)
-            prev = rec
-            t = start + i * wsec
-            if t >= floor:
-                out.append((t, rec))
-    except IndexError as e:
-        raise ValueError(f"corrupt pack: {e}") from e
-    if pos != len(raw):
-        raise ValueError("corrupt pack: bytes left over")
+            lengths.append(n)
+    except IndexError:
+        raise ValueError("corrupt pack: cut short") from None
+    if pos + sum(lengths) != len(raw):
+        raise ValueError("corrupt pack: its records do not add up to its bytes")
+    records: dict[int, list[bytes]] = {}
+    for n in sorted(set(lengths)):
+        k = lengths.count(n)
+        block = raw[pos : pos + n * k]
+        pos += n * k
+        if k == 1 or not n:
+            records[n] = [block] if n else [b""] * k
+        else:
+            rows = np.frombuffer(block, np.uint8).reshape(n, k).T.tobytes()
+            records[n] = [rows[j : j + n] for j in range(0, n * k, n)]
+    taken = dict.fromkeys(records, 0)
+    out: list[tuple[int, bytes]] = []
+    for t, n in zip(times, lengths, strict=True):
+        if t >= floor:
+            out.append((t, records[n][taken[n]]))
+        taken[n] += 1
     return out
 
 
