@@ -74,7 +74,8 @@ def pack(records: Sequence[tuple[int, bytes]], start: int, wsec: int) -> tuple[i
         _varint(len(rec), raw)
         groups.setdefault(len(rec), []).append(rec)
     for n, same in sorted(groups.items()):
-        raw += b"".join(same) if len(same) == 1 or not n else np.frombuffer(b"".join(same), np.uint8).reshape(-1, n).T.tobytes()
+        block = b"".join(same)
+        raw += block if len(same) == 1 or not n else np.frombuffer(block, np.uint8).reshape(-1, n).T.tobytes()
     c = zlib.compressobj(9, zlib.DEFLATED, -15, 9)
     return slots, bytes((_FORMAT,)) + c.compress(bytes(raw)) + c.flush()
 
