@@ -16,10 +16,14 @@ the store is filled with what it holds after 7 days, through its own write path 
    10 s at 10,000 services) and is kept in ``--capture`` for the next run. ``--model synthetic``: the
    heavy-tailed graph of ``bench/store_embedded.py``, every edge busy every minute (a worst case:
    IPC latency from 1,000 raw calls, not from 13-15 explicit buckets as the simulator's apps export).
+   Every window written is varied (``_vary``: counters and latency counts scaled by a factor in
+   [0.85, 1.15], times moved, other trace ids), so the minutes of an hour and the hours of a day
+   are not the cycle's few records again and again (which packs would compress unlike real traffic).
 2. **History.** For every hour older than the last ``--minute-hours`` (7: the 6 h minute retention and
-   one more hour), each layer gets one upsert of HOUR windows that hold exactly what the roll-up would
+   one more hour), each layer gets one upsert of HOUR windows that hold what the roll-up would
    build from that hour's minutes (``merge_all`` of the 60 minute windows; the cycle divides the hour,
-   so every hour of an edge holds the same counts). Day windows are built by the store's roll-up.
+   so every hour of an edge holds the same counts before it is varied). Day windows are built by
+   the store's roll-up.
 3. **Recent minutes.** The last ``--minute-hours`` are written minute by minute (one upsert per layer
    per minute, as stage 3 does), with ``rollup(now)`` every ``--rollup-every`` minutes (the server:
    every minute), which builds hour and day windows and deletes minute windows past their retention.
@@ -83,6 +87,53 @@ def _other_traces(s: EdgeStats, i: int) -> EdgeStats:
     mix = (i * 0x9E3779B97F4A7C15) << 64
     return dataclasses.replace(s, exemplars=tuple(sorted(
         f"{(int(x, 16) ^ mix) & (2**128 - 1):0{len(x)}x}" if len(x) == 32 else x for x in s.exemplars)))
+
+
+_MIX = 0x9E3779B97F4A7C15
+
+
+def _moved(rel: float, x: int) -> float:
+    """A time ``rel`` seconds after its window's start moved by a little (``x``: random bits) in its own
+    precision: whole milliseconds stay whole milliseconds, span ticks (2**-22 s) stay ticks."""
+    if not rel:
+        return rel
+    ms = round(rel * 1000)
+    if ms / 1000 == rel:
+        return max(0, ms + (x & 0x1FF) - 0x100) / 1000
+    ticks = rel * 4194304.0
+    if ticks == int(ticks):
+        return max(0, int(ticks) + (x & 0xFFFFF) - 0x80000) / 4194304.0
+    return rel
+
+
+def _vary(s: EdgeStats, seed: int) -> EdgeStats:
+    """``s`` as other traffic of the same edge would give it (``seed``: which): counters, latency
+    counts and sum scaled by a factor in [0.85, 1.15], times moved by up to ~0.25 s, other trace ids.
+    The week's minutes repeat a short cycle; without this a pack of an hour's minutes (or a day's
+    hours) would hold the same few records over and over, which compresses unlike real traffic."""
+    x = (seed * _MIX + 0xBF58476D1CE4E5B9) & (2**64 - 1)
+    x ^= x >> 31
+    x = (x * 0x94D049BB133111EB) & (2**64 - 1)
+    f = 0.85 + 0.3 * ((x >> 40) & 0xFFFF) / 0xFFFF
+
+    def scaled(v: int) -> int:
+        return max(1, round(v * f)) if v else 0
+
+    lat = s.latency
+    if lat.total:
+        lat = dataclasses.replace(lat, counts=tuple(scaled(c) for c in lat.counts), zero=scaled(lat.zero))
+    return _other_traces(dataclasses.replace(
+        s,
+        first_seen=_moved(s.first_seen, x),
+        last_seen=_moved(s.last_seen, x >> 20),
+        connections=scaled(s.connections),
+        bytes_sent=scaled(s.bytes_sent),
+        bytes_received=scaled(s.bytes_received),
+        requests=scaled(s.requests),
+        errors=round(s.errors * f),
+        latency=lat,
+        latency_sum=s.latency_sum * f,
+    ), seed & 0xFFFFFFFF | 1)
 
 
 # -- edge models ---------------------------------------------------------------------------------------
@@ -181,17 +232,18 @@ class Week:
 
     def hour_windows(self, start: int) -> dict[Layer, list[EdgeWindow]]:
         out: dict[Layer, list[EdgeWindow]] = defaultdict(list)
-        for (tpl, _), s in zip(self.cycles, self.hour, strict=True):
+        for e, ((tpl, _), s) in enumerate(zip(self.cycles, self.hour, strict=True)):
             if s is not None:
-                out[tpl.key.layer].append(self._window(tpl, start, HOUR, s))
+                out[tpl.key.layer].append(self._window(tpl, start, HOUR, _vary(s, e << 32 | start // HOUR)))
         return out
 
     def minute_windows(self, start: int) -> dict[Layer, list[EdgeWindow]]:
         k = (start // MINUTE) % self.n
         out: dict[Layer, list[EdgeWindow]] = defaultdict(list)
-        for tpl, minutes in self.cycles:
+        for e, (tpl, minutes) in enumerate(self.cycles):
             s = minutes[k]
             if s is not None:
+                s = _vary(s, e << 32 | start // MINUTE)
                 out[tpl.key.layer].append(self._window(tpl, start, MINUTE, s))
         return out
 
@@ -277,8 +329,24 @@ def breakdown(root: pathlib.Path, scale: float) -> None:
             for wsec, n, stats in rows:
                 print(f"    windows of {wsec:5d} s: {n:>11,} (projected {n * scale:,.0f}), stats "
                       f"{stats / n:6.1f} B each, table bytes per window {pages * page / n_all:6.1f} B")
+            if _has(conn, "packs"):
+                for wsec, n, slots, data in _packs(conn):
+                    print(f"    packs of {wsec:5d} s windows: {n:>9,} rows holding {slots:,} windows "
+                          f"(projected {slots * scale:,.0f}), data {data / max(1, slots):6.1f} B per window, "
+                          f"{data / max(1, n):6.0f} B per pack")
         conn.close()
     print(f"databases: {total / MiB:,.1f} MiB measured")
+
+
+def _packs(conn: sqlite3.Connection) -> list[tuple[int, int, int, int]]:
+    """Per packed window length: packs, windows in them, data bytes."""
+    out: dict[int, list[int]] = defaultdict(lambda: [0, 0, 0])
+    for wsec, slots, size in conn.execute("SELECT wsec, slots, LENGTH(data) FROM packs"):
+        o = out[wsec]
+        o[0] += 1
+        o[1] += bin(slots).count("1")
+        o[2] += size
+    return [(w, *v) for w, v in sorted(out.items())]
 
 
 def rss_of(root: pathlib.Path, now: float, queries: int, seed: int) -> None:
