@@ -16,7 +16,8 @@ The fleet, the windows and the queries come from bench/store_embedded.py (same g
 seed): one simulated hour of minute windows written layer by layer as stage 3 would (one
 ``upsert_windows`` per layer per minute), then Q1 (up 3 + down 3 on every layer) through the store
 and through topology.query (what the GraphQL service runs), each with and without edge stats (the
-service asks for none unless ``perLayer`` is selected), Q2 (blast radius of hubs), the
+service asks for none unless ``perLayer`` is selected, and then only for the page's edges: the last
+Q1 line, 100 per direction), Q2 (blast radius of hubs), the
 roll-up. ``--with-embedded`` feeds the same windows to the embedded store in the same run and
 prints its figures beside. ``--url URL --loaded --blast-runs 0`` measures Q1 only, on a server that
 already holds this fleet's windows (the same ``--services``, ``--seed`` and ``--minutes``): nothing
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import inspect
 import os
 import pathlib
 import shutil
@@ -140,6 +142,25 @@ async def q1_unified_bare(stores: Stores, name: str, rng: TimeRange, now: float)
     return len(up.reached) + len(down.reached)
 
 
+PAGE = 100  # the default page of a GraphQL connection (TOPOLOGY_DEFAULT_PAGE)
+_READS_PAGE_STATS = "stats_on_fetch" in inspect.signature(query.traverse).parameters
+
+
+async def q1_graphql_per_layer(stores: Stores, name: str, rng: TimeRange, now: float) -> int:
+    """Q1 as the GraphQL service runs it when ``perLayer`` (edge stats) is selected: the walk, then the
+    stats of the first page's edges (a tree from before ``stats_on_fetch``: every edge's stats)."""
+    async def one(direction: Direction) -> int:
+        if not _READS_PAGE_STATS:
+            return len((await query.traverse(stores.layers, [name], direction, 3, time=rng, now=now)).reached)
+        walk = await query.traverse(stores.layers, [name], direction, 3, time=rng, now=now,
+                                    stats_on_fetch=True)
+        await walk.fetch_edges(walk.reached[:PAGE])
+        return len(walk.reached)
+
+    up, down = await asyncio.gather(one(Direction.UPSTREAM), one(Direction.DOWNSTREAM))
+    return up + down
+
+
 async def q2_unified(stores: Stores, name: str, rng: TimeRange, now: float) -> int:
     walk = await query.traverse(stores.layers, [name], Direction.DOWNSTREAM, 5, time=rng, now=now)
     return len(walk.reached)
@@ -245,7 +266,8 @@ async def run(args: argparse.Namespace) -> None:
             for what, fn in (("Q1 store traverse up3+down3 x3 layers", q1_store),
                              ("Q1 store traverse, no edge stats", q1_store_bare),
                              ("Q1 unified query.traverse up3+down3", q1_unified),
-                             ("Q1 unified, no edge stats (GraphQL)", q1_unified_bare)):
+                             ("Q1 unified, no edge stats (GraphQL)", q1_unified_bare),
+                             ("Q1 GraphQL perLayer (stats of a page)", q1_graphql_per_layer)):
                 with RoundTrips(s, len(names)):
                     await run_queries(f"{label} {what}", fn, s, names, live, now)
             if args.blast_runs:

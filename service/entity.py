@@ -253,12 +253,15 @@ class Service:
         walk = await query.traverse(
             ctx.stores.layers, roots, direction, depth,
             layers=asked, granularity=granularity, time=rng, now=ctx.now,
-            with_stats=selects(info, "perLayer"),
+            with_stats=(with_stats := selects(info, "perLayer")), stats_on_fetch=True,
         )
         ctx.report(info, walk.failures)
         deps: Sequence[query.Dependency] = walk.reached
         if tiers is not None or domains is not None:
             deps = await filter_dependencies(ctx, deps, tiers, domains)
+        if with_stats:  # a remote store's walk read none: the page's are read now
+            page, _, _ = page_slice(deps, _DEP_ORDER, n, after_key)
+            await walk.fetch_edges(page)
         return dependency_connection(deps, n, after_key, rng.seconds, at_s, walk, info)
 
 

@@ -150,6 +150,41 @@ class _Walked:
         return index
 
 
+class _StatsLater(_Walked):
+    """Every edge a walk without stats walked (names, layers, kinds), with the stats of the edges of
+    the nodes asked about read by :meth:`fetch` (one :meth:`LayerStore.edge_stats` call per layer)."""
+
+    __slots__ = ("_ask", "_read")
+
+    def __init__(self, layer_stores: Mapping[Layer, LayerStore], granularity: Granularity, time: TimeRange,
+                 now: float) -> None:
+        super().__init__()
+        self._ask = (layer_stores, granularity, time, now)
+        self._read: set[tuple[str, str]] = set()  # edges whose stats are here
+
+    async def fetch(self, deps: Iterable[Dependency]) -> None:
+        layer_stores, granularity, time, now = self._ask
+        deps = list(deps)
+        index = self.by_layer()
+        wanted = {layer: sorted({d.key for d in deps if d.key in found} - self._read)
+                  for layer, found in index.items()}
+        asks = [(layer, keys) for layer, keys in wanted.items() if keys]
+        if not asks:
+            return
+        answers = await asyncio.gather(*(
+            layer_stores[layer].edge_stats(keys, granularity, time, now) for layer, keys in asks
+        ))
+        for (layer, _), answer in zip(asks, answers, strict=True):
+            found = index[layer]
+            for summary in answer:
+                k = (summary.key.source, summary.key.target)
+                if k in found:
+                    found[k] = summary
+        self._read.update(k for _, keys in asks for k in keys)
+        for d in deps:
+            d.forget_edge()
+
+
 class _Fetched(_Walked):
     """The edges of a walk over kept adjacency: nothing until :meth:`fetch` reads, from each layer, the
     edges between the nodes asked about and their ``via`` (one ``neighbors`` call per layer)."""
@@ -198,6 +233,15 @@ class Dependency:
         self._upstream = upstream
         self._walked = walked
         self._edge: MergedEdge | None = None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """(source, target) of :attr:`edge`."""
+        return self._key
+
+    def forget_edge(self) -> None:
+        """Merge :attr:`edge` again on next use (its layers' stats were read since)."""
+        self._edge = None
 
     @property
     def edge(self) -> MergedEdge:
@@ -392,6 +436,7 @@ async def traverse(
     with_stats: bool = True,
     kept: bool = False,
     whole: bool | None = None,
+    stats_on_fetch: bool = False,
 ) -> UnifiedTraversal:
     """Walk up to ``depth`` hops from ``roots`` over the union of ``layers`` (all when None).
     ``with_stats=False``: the caller reads no edge stats (they may be empty; the walk is the same).
@@ -399,7 +444,11 @@ async def traverse(
     store call per level); the edges of reached nodes are then read only by
     :meth:`UnifiedTraversal.fetch_edges` (await it before reading ``edge`` or ``kind``).
     ``whole``: ask each layer for its whole walk (:func:`_traverse_whole`; the same answer in fewer
-    requests); None: when every layer asked is :attr:`~topology.store.base.LayerStore.remote`."""
+    requests); None: when every layer asked is :attr:`~topology.store.base.LayerStore.remote`.
+    ``stats_on_fetch`` (with stats): a caller that reads the edges of a few reached nodes only (a
+    page) lets a whole walk read no stats; the stats of those edges are read by
+    :meth:`UnifiedTraversal.fetch_edges` (await it before reading their ``edge``). Other walks keep
+    their stats and ``fetch_edges`` has nothing to do."""
     if depth < 0:
         raise ValueError(f"depth must be >= 0, got {depth}")
     root_names = tuple(sorted(set(roots)))
@@ -412,8 +461,11 @@ async def traverse(
     if whole is None:
         whole = bool(active) and all(layer_stores[layer].remote for layer in active)
     if whole:
-        return await _traverse_whole(layer_stores, root_names, direction, depth, asked, active, failures,
-                                     granularity=granularity, time=time, now=now, with_stats=with_stats)
+        later = with_stats and stats_on_fetch
+        return await _traverse_whole(
+            layer_stores, root_names, direction, depth, asked, active, failures, granularity=granularity,
+            time=time, now=now, with_stats=with_stats and not later,
+            walks=_StatsLater(layer_stores, granularity, time, now) if later else _Walked())
     seen: set[str] = set(root_names)
     frontier: list[str] = list(root_names)
     walks = _Walked()
@@ -554,6 +606,7 @@ async def _traverse_whole(
     time: TimeRange,
     now: float,
     with_stats: bool,
+    walks: _Walked,
 ) -> UnifiedTraversal:
     """:func:`traverse` with each layer walking the whole depth in one call
     (:meth:`LayerStore.expand`, one request to a remote store): the layers walk concurrently and the
@@ -599,7 +652,6 @@ async def _traverse_whole(
             if todo:
                 asks[layer] = todo
     inner = {name for name, d in depth_of.items() if d < depth}
-    walks = _Walked()
     for layer, mine in found.items():
         if layer in answered:
             walks.add(layer, inner, upstream,

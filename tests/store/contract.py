@@ -861,6 +861,19 @@ class StoreContract:
         with pytest.raises(ValueError, match="hops"):
             await trc.expand({"s00": -1}, set(), UP, APP, LIVE, LIVE_NOW)
 
+    async def test_edge_stats_are_the_stats_neighbors_answers_for_those_edges(self, stores: Stores) -> None:
+        await self._traversal_graph(stores)
+        net = stores.layers[NET]
+        keys = [("d", "e"), ("a", "b"), ("d", "gone"), ("nobody", "a"), ("a", "b")]
+        got = await net.edge_stats(keys, APP, LIVE, LIVE_NOW)
+        want = [e for e in await net.neighbors(["a", "d"], UP, APP, LIVE, LIVE_NOW)
+                if (e.key.source, e.key.target) in {("a", "b"), ("d", "e")}]
+        assert got == want and pairs(got) == [("a", "b"), ("d", "e")]
+        past = TimeRange(T0, T0 + HOUR)
+        assert pairs(await net.edge_stats([("d", "gone")], APP, past, LIVE_NOW)) == [("d", "gone")]
+        assert await net.edge_stats([], APP, LIVE, LIVE_NOW) == []
+        assert await stores.layers[IPC].edge_stats([("a", "b")], APP, LIVE, LIVE_NOW) == []
+
     # -- listing ---------------------------------------------------------------------------------------
     # -- kept adjacency (optional) ---------------------------------------------------------------------
     async def test_kept_adjacency_is_every_present_edge_after_each_write(

@@ -450,6 +450,35 @@ async def test_whole_walks_keep_the_edges_of_a_layer_that_failed_later(stores: S
     ipc.expand = real  # type: ignore[method-assign]
 
 
+async def test_a_whole_walk_reads_the_stats_of_the_edges_asked_for_only(stores: Stores) -> None:
+    asked: list[list[tuple[str, str]]] = []
+    for layer in Layer:
+        real = stores.layers[layer].edge_stats
+
+        async def counted(keys: Any, *a: Any, _real: Any = real) -> Any:
+            asked.append(list(keys))
+            return await _real(keys, *a)
+
+        stores.layers[layer].edge_stats = counted  # type: ignore[method-assign]
+    for root in ["payments", "orders", "api", "user"]:
+        for direction in Direction:
+            level = await query.traverse(stores.layers, [root], direction, 3, time=LIVE_RANGE, now=NOW)
+            later = await query.traverse(stores.layers, [root], direction, 3, time=LIVE_RANGE, now=NOW,
+                                         whole=True, stats_on_fetch=True)
+            assert [(d.name, d.depth, d.via, d.edge.key, d.edge.layers, d.kind) for d in later.reached] == [
+                (d.name, d.depth, d.via, d.edge.key, d.edge.layers, d.kind) for d in level.reached]
+            asked.clear()
+            page = later.reached[1:3]
+            await later.fetch_edges(page)
+            assert {k for keys in asked for k in keys} == {d.key for d in page}
+            assert [d.edge for d in page] == [d.edge for d in level.reached[1:3]]
+            asked.clear()
+            await later.fetch_edges(page)  # read once
+            assert asked == []
+            await level.fetch_edges(level.reached)  # a walk that kept its stats: nothing to read
+            assert asked == []
+
+
 async def test_kept_blast_radius_follows_writes(stores: Stores) -> None:
     # a new caller of payments appears in the live window, then one of its windows is re-written: the
     # kept walk sees what the level walk sees after each write

@@ -761,6 +761,26 @@ class JanusGraphLayerStore(LayerStore):
             found.update(self._summaries(granularity, rows, with_stats))
         return [self._summary(granularity, found[k]) for k in sorted(found)]
 
+    async def edge_stats(
+        self, keys: Iterable[tuple[str, str]], granularity: Granularity, time: TimeRange, now: float
+    ) -> list[EdgeSummary]:
+        """The pairs by ``pair_by_key`` and their windows in range, in one traversal (a large set split
+        over the pool's connections, as in :meth:`neighbors`)."""
+        wanted = sorted(set(keys))
+        if not wanted:
+            await self.ensure_ready()
+            return []
+        plan = await self._plan(time, now)
+        pkeys = [pair_key(granularity, s, t) for s, t in wanted]
+        step = max(NAMES_PER_TRAVERSAL, -(-len(pkeys) // self._pool.size))
+        jobs = [self._run(self._project_pair(self._g.V().has("pair", "pkey", P.within(pkeys[i : i + step])),
+                                             plan))
+                for i in range(0, len(pkeys), step)]
+        found: dict[tuple[str, str], _Walked] = {}
+        for rows in await self._concurrently(jobs):
+            found.update(self._summaries(granularity, rows))
+        return [self._summary(granularity, found[k]) for k in sorted(found)]
+
     async def traverse(
         self,
         roots: Iterable[str],
