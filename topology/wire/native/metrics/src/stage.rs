@@ -173,8 +173,9 @@ struct Acc {
     first: f64,
     last: f64,
     protocol: i64,
-    hist: HashMap<i64, i128, Fx>,
-    /// explicit-bucket counts summed per layout, re-bucketed into `hist` at flush
+    /// (sketch bucket or ZERO, calls), in the order added (a bucket may come several times)
+    hist: Vec<(i64, i128)>,
+    /// explicit-bucket counts summed per layout, re-bucketed at flush
     raw: Vec<(u32, Vec<i128>)>,
     endpoints: Vec<i64>,
     fine: Vec<Fine>,
@@ -191,7 +192,7 @@ impl Acc {
             first: f64::INFINITY,
             last: 0.0,
             protocol: -1,
-            hist: HashMap::default(),
+            hist: Vec::new(),
             raw: Vec::new(),
             endpoints: Vec::new(),
             fine: Vec::new(),
@@ -208,18 +209,17 @@ impl Acc {
     }
 
     fn add_bucket(&mut self, b: i64, n: i128) {
-        *self.hist.entry(b).or_insert(0) += n;
+        match self.hist.last_mut() {
+            Some(last) if last.0 == b => last.1 += n,
+            _ => self.hist.push((b, n)),
+        }
     }
 
-    fn settle(&mut self, layouts: &[Layout]) {
-        for (lay, counts) in std::mem::take(&mut self.raw) {
-            let targets = &layouts[lay as usize].targets;
-            for (i, &n) in counts.iter().enumerate() {
-                if n != 0 {
-                    *self.hist.entry(targets[i]).or_insert(0) += n;
-                }
-            }
-        }
+    /// Every (bucket, calls) added, the explicit buckets re-bucketed.
+    fn buckets<'a>(&'a self, layouts: &'a [Layout]) -> impl Iterator<Item = (i64, i128)> + 'a {
+        self.hist.iter().copied().chain(self.raw.iter().flat_map(move |(lay, counts)| {
+            layouts[*lay as usize].targets.iter().copied().zip(counts.iter().copied())
+        }))
     }
 }
 
@@ -799,24 +799,27 @@ impl IpcCore {
 
     /// (lowest bucket, dense counts, zero count) of an accumulator's buckets, as
     /// `LatencySketch.from_counts` makes them at SCALE (clamped to the range it keeps).
-    fn dense(&self, hist: &HashMap<i64, i128, Fx>) -> (i64, Vec<i128>, i128) {
-        let mut zero = 0;
-        let mut live: Vec<(i64, i128)> = Vec::with_capacity(hist.len());
-        for (&b, &n) in hist {
+    /// Counts are never negative, so a bucket whose calls sum to 0 is one only added 0 (`from_counts`
+    /// leaves it out).
+    fn dense(&self, acc: &Acc) -> (i64, Vec<i128>, i128) {
+        let (mut zero, mut lo, mut hi) = (0, i64::MAX, i64::MIN);
+        for (b, n) in acc.buckets(&self.layouts) {
             if b == ZERO {
-                zero = n;
+                zero += n;
             } else if n != 0 {
-                live.push((b.clamp(self.bottom, self.top), n));
+                let b = b.clamp(self.bottom, self.top);
+                lo = lo.min(b);
+                hi = hi.max(b);
             }
         }
-        if live.is_empty() {
+        if lo > hi {
             return (0, Vec::new(), zero);
         }
-        let lo = live.iter().map(|x| x.0).min().unwrap();
-        let hi = live.iter().map(|x| x.0).max().unwrap();
         let mut dense = vec![0i128; (hi - lo + 1) as usize];
-        for (b, n) in live {
-            dense[(b - lo) as usize] += n;
+        for (b, n) in acc.buckets(&self.layouts) {
+            if b != ZERO && n != 0 {
+                dense[(b.clamp(self.bottom, self.top) - lo) as usize] += n;
+            }
         }
         (lo, dense, zero)
     }
@@ -1075,13 +1078,12 @@ impl IpcCore {
         let keys: Vec<(i64, i64)> = self.acc_ids.keys().filter(|k| done(k.0)).copied().collect();
         for k in keys {
             let i = self.acc_ids.remove(&k).unwrap();
-            let mut acc = self.accs[i as usize].take().unwrap();
+            let acc = self.accs[i as usize].take().unwrap();
             self.free_accs.push(i);
             if acc.requests <= 0 {
                 continue; // idle series: no calls, no edge
             }
-            acc.settle(&self.layouts);
-            let (low, dense, zero) = self.dense(&acc.hist);
+            let (low, dense, zero) = self.dense(&acc);
             let total = zero + dense.iter().sum::<i128>();
             let fine = if acc.fine.is_empty() {
                 py.None().into_bound(py)
@@ -1092,9 +1094,10 @@ impl IpcCore {
                 }
                 fine.into_any()
             };
-            let counts = match dense.iter().map(|&n| i64::try_from(n)).collect::<Result<Vec<i64>, _>>() {
-                Ok(small) => PyTuple::new(py, small)?, // the usual case: ints converted without i128's path
-                Err(_) => PyTuple::new(py, dense)?,
+            let counts = if dense.iter().all(|&n| i64::try_from(n).is_ok()) {
+                PyTuple::new(py, dense.iter().map(|&n| n as i64))? // the usual case: not i128's slower path
+            } else {
+                PyTuple::new(py, dense)?
             };
             let items: [Bound<'py, PyAny>; 14] = [
                 acc.window.into_pyobject(py)?.into_any(),
@@ -1126,7 +1129,7 @@ impl IpcCore {
     }
 
     /// The whole state as bytes (caches of resources left out: the handler answers again).
-    fn dump<'py>(&mut self, py: Python<'py>) -> Bound<'py, PyBytes> {
+    fn dump<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
         let mut layouts: Vec<LayoutMsg> = self
             .layouts
             .iter()
@@ -1163,12 +1166,18 @@ impl IpcCore {
             .collect();
         let mut position = HashMap::new();
         let mut accs = Vec::new();
-        for (i, slot) in self.accs.iter_mut().enumerate() {
-            let Some(acc) = slot.as_mut() else { continue };
-            acc.settle(&self.layouts);
+        for (i, slot) in self.accs.iter().enumerate() {
+            let Some(acc) = slot.as_ref() else { continue };
             position.insert(i as u32, accs.len() as u32);
-            let mut buckets: Vec<(i64, i128)> = acc.hist.iter().map(|(&b, &n)| (b, n)).collect();
-            buckets.sort_unstable();
+            let mut buckets: Vec<(i64, i128)> = Vec::new();
+            let mut all: Vec<(i64, i128)> = acc.buckets(&self.layouts).collect();
+            all.sort_unstable_by_key(|x| x.0);
+            for (b, n) in all {
+                match buckets.last_mut() {
+                    Some(last) if last.0 == b => last.1 += n,
+                    _ => buckets.push((b, n)),
+                }
+            }
             let mut values = vec![acc.requests, acc.errors];
             values.extend(buckets.iter().map(|x| x.1));
             accs.push(AccMsg {
