@@ -260,12 +260,14 @@ def nodes_of(cycles: list[Cycle]) -> list[NodeInfo]:
 
 
 async def write_week(
-    root: pathlib.Path, week: Week, days: int, minute_hours: float, rollup_every: int
+    root: pathlib.Path, week: Week, days: int, minute_hours: float, rollup_every: int, end_minutes: int = 0
 ) -> float:
-    now = T0 + max(days * DAY, round(minute_hours * 60) * MINUTE)
+    now = T0 + max(days * DAY, round(minute_hours * 60) * MINUTE) + end_minutes * MINUTE
     stores = open_stores(root)
     await stores.catalog.register_nodes(nodes_of(week.cycles))
     first_minute = now - round(minute_hours * 60) * MINUTE
+    if end_minutes:
+        first_minute -= first_minute % HOUR
     cpu = time.process_time()
     for h in range(T0, first_minute, HOUR):
         for layer, ws in week.hour_windows(h).items():
@@ -411,6 +413,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cycle-minutes", type=int, default=10, help="minutes of the cycle (divides 60)")
     p.add_argument("--minute-hours", type=float, default=7,
                    help="hours written as minute windows (0.5 with --days 0 fills the hot ring: for --rss)")
+    p.add_argument("--end-minutes", type=int, default=0,
+                   help="end this many minutes after the day boundary (--days 6 --end-minutes 1439: a week "
+                        "ending at 23:59, the day's hours and the hour's minutes not packed yet)")
     p.add_argument("--rollup-every", type=int, default=1, help="minutes between roll-ups (the server: 1)")
     p.add_argument("--rss", action="store_true", help="measure a server process over the store")
     p.add_argument("--queries", type=int, default=300)
@@ -449,7 +454,8 @@ def main(argv: list[str] | None = None) -> int:
     week = Week(chosen)
     root = pathlib.Path(args.data_dir or tempfile.mkdtemp(prefix="storage-week-"))
     shutil.rmtree(root, ignore_errors=True)
-    now = asyncio.run(write_week(root, week, args.days, args.minute_hours, args.rollup_every))
+    now = asyncio.run(
+        write_week(root, week, args.days, args.minute_hours, args.rollup_every, args.end_minutes))
     closed = files(root)
     size = sum(closed.values())
     print(f"disk after close: {size / MiB:,.1f} MiB measured, projected {size * scale / 2**30:,.2f} GiB "

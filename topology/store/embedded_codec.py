@@ -12,9 +12,10 @@ written in the new format beside them: ``compact-6`` records are those of ``comp
 finished hours' minute windows and days' hour windows move into packs (``embedded_pack.py``), which
 a reader of ``compact-5`` would not see (so it must refuse the database); ``compact-4`` records
 spell their shape out in a 9-byte header (tag 2) instead of naming it in the ``shapes`` table
-(tag 3, :class:`StatsCodec`); ``compact-3`` windows hold the old power-of-two histogram as ``(first non-zero bucket, counts)``,
-which :func:`stored_sketch` converts on reading (:meth:`LatencySketch.from_power_of_two`). A
-database of a newer format is refused with a message naming both formats (``EmbeddedLayerStore``).
+(tag 3, :class:`StatsCodec`); ``compact-3`` windows hold the old power-of-two histogram as
+``(first non-zero bucket, counts)``, which :func:`stored_sketch` converts on reading
+(:meth:`LatencySketch.from_power_of_two`). A database of a newer format is refused with a message
+naming both formats (``EmbeddedLayerStore``).
 """
 
 from __future__ import annotations

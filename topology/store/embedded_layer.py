@@ -35,8 +35,9 @@ Roll-up: an upsert marks the hour (day) its minute (hour) windows belong to; ``r
 every marked hour that ended before ``now`` as the merge of its minute windows (replacing the
 previous hour window) and moves them into one pack per edge, then every marked finished day from
 its hours (packed the same way), then deletes windows older than their granularity's retention
-(a pack when all of its windows are; readers skip its windows past retention until then). An hour whose minute windows were already partly deleted by
-retention (a very late window) is not rebuilt: its hour window keeps what it had.
+(a pack when all of its windows are; readers skip its windows past retention until then). An
+hour whose minute windows were already partly deleted by retention (a very late window) is not
+rebuilt: its hour window keeps what it had.
 """
 
 from __future__ import annotations
@@ -890,9 +891,11 @@ class EmbeddedLayerStore(LayerStore):
         floors = dict(self._stats.floors)
 
         def read(conn: sqlite3.Connection) -> dict[int, int]:
-            loose = conn.execute("SELECT wsec, COUNT(*) FROM windows GROUP BY wsec")
+            with packs.snapshot(conn):
+                loose = conn.execute("SELECT wsec, COUNT(*) FROM windows GROUP BY wsec").fetchall()
+                packed = conn.execute("SELECT wsec, wstart, slots FROM packs").fetchall()
             out = {int(g): int(n) for g, n in loose}
-            for g, t, slots in conn.execute("SELECT wsec, wstart, slots FROM packs"):
+            for g, t, slots in packed:
                 below = max(0, min(packs.PACKED[g], floors[g] - t)) // g  # windows before the floor
                 n = packs.count(slots >> below)
                 if n:

@@ -28,9 +28,10 @@ windows inside a pack older than that are skipped on reading (``floor``).
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -127,6 +128,17 @@ def unpack(slots: int, data: bytes, start: int, wsec: int, floor: int = 0) -> li
             out.append((t, records[n][taken[n]]))
         taken[n] += 1
     return out
+
+
+@contextlib.contextmanager
+def snapshot(conn: sqlite3.Connection) -> Iterator[None]:
+    """One read transaction around several statements of the reader connection: they see the same
+    state (a roll-up committed between them would move windows from ``windows`` into ``packs``)."""
+    conn.execute("BEGIN")
+    try:
+        yield
+    finally:
+        conn.execute("COMMIT")
 
 
 def count(slots: int) -> int:

@@ -374,7 +374,10 @@ class StatsSource:
         floor = self.floors[wsec]
 
         def read(conn: sqlite3.Connection) -> list[tuple[int, int, bytes]]:
-            return loose(conn) + (packs.read(conn, wsec, lo, hi, ids, floor) if wsec in packs.PACKED else [])
+            if wsec not in packs.PACKED:
+                return loose(conn)
+            with packs.snapshot(conn):  # a roll-up between the two moves windows from one to the other
+                return loose(conn) + packs.read(conn, wsec, lo, hi, ids, floor)
 
         def loose(conn: sqlite3.Connection) -> list[tuple[int, int, bytes]]:
             if probe:
