@@ -21,7 +21,8 @@ Q1 line, 100 per direction), Q2 (blast radius of hubs), the
 roll-up. ``--with-embedded`` feeds the same windows to the embedded store in the same run and
 prints its figures beside. ``--url URL --loaded --blast-runs 0`` measures Q1 only, on a server that
 already holds this fleet's windows (the same ``--services``, ``--seed`` and ``--minutes``): nothing
-is cleared or written. Each query line is followed by the round trips (Gremlin requests) per query.
+is cleared or written. Each query line is followed by the round trips (Gremlin requests) per query
+and, for a local server (``--server-pid PID`` with ``--url``), the server's CPU per query.
 """
 
 from __future__ import annotations
@@ -98,6 +99,15 @@ def start_server(args: argparse.Namespace) -> str:
     return out.stdout.strip().splitlines()[-1]
 
 
+def server_pid(args: argparse.Namespace) -> int | None:
+    """The JanusGraph server's process: ``--server-pid``, or the one this benchmark started."""
+    if args.server_pid:
+        return int(args.server_pid)
+    instance = "bench" if args.backend == "berkeleyje" else "bench-cql"
+    pidfile = ROOT / "var" / "run" / f"janusgraph-{instance}.pid"
+    return int(pidfile.read_text()) if args.url is None and pidfile.exists() else None
+
+
 def stop_server(args: argparse.Namespace) -> None:
     subprocess.run(["bash", str(DEV_SH), "stop"], env=server_env(args), check=False, capture_output=True)
 
@@ -166,21 +176,36 @@ async def q2_unified(stores: Stores, name: str, rng: TimeRange, now: float) -> i
     return len(walk.reached)
 
 
-class RoundTrips:
-    """Prints the Gremlin requests per query that the ``with`` block's queries sent (JanusGraph only)."""
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of a local process, from /proc."""
+    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
-    def __init__(self, stores: Stores, queries: int) -> None:
+
+class RoundTrips:
+    """Prints the Gremlin requests per query that the ``with`` block's queries sent (JanusGraph only),
+    and the server's CPU per query when its process is known (``--server-pid``, or the server this
+    benchmark started)."""
+
+    def __init__(self, stores: Stores, queries: int, server_pid: int | None = None) -> None:
         self.pools = [s.pool for s in stores.layers.values() if isinstance(s, JanusGraphLayerStore)]
         self.queries = queries
+        self.pid = server_pid
         self.sent = 0
+        self.cpu = 0.0
 
     def __enter__(self) -> None:
         self.sent = sum(p.requests for p in self.pools)
+        self.cpu = process_cpu(self.pid) if self.pid else 0.0
 
     def __exit__(self, *exc: object) -> None:
         if self.pools and exc[0] is None:
             n = sum(p.requests for p in self.pools) - self.sent
-            print(f"{'':44s} {'':7s}  round trips: {n:,} ({n / self.queries:.1f} per query)")
+            server = ""
+            if self.pid:
+                ms = (process_cpu(self.pid) - self.cpu) * 1000 / self.queries
+                server = f"; server CPU {ms:.1f} ms per query"
+            print(f"{'':44s} {'':7s}  round trips: {n:,} ({n / self.queries:.1f} per query){server}")
 
 
 class Meter:
@@ -268,7 +293,7 @@ async def run(args: argparse.Namespace) -> None:
                              ("Q1 unified query.traverse up3+down3", q1_unified),
                              ("Q1 unified, no edge stats (GraphQL)", q1_unified_bare),
                              ("Q1 GraphQL perLayer (stats of a page)", q1_graphql_per_layer)):
-                with RoundTrips(s, len(names)):
+                with RoundTrips(s, len(names), server_pid(args) if s is stores else None):
                     await run_queries(f"{label} {what}", fn, s, names, live, now)
             if args.blast_runs:
                 await run_queries(f"{label} Q2 unified blast radius down5, 10 hubs", q2_unified, s,
@@ -320,6 +345,8 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=1000)
     p.add_argument("--with-embedded", action="store_true", help="also run the embedded store, same windows")
     p.add_argument("--keep", action="store_true", help="leave the server this benchmark started running")
+    p.add_argument("--server-pid", type=int,
+                   help="with --url: the local server's process id, to print its CPU per query")
     p.add_argument("--loaded", action="store_true",
                    help="with --url: the server holds this fleet's windows already; query, write nothing")
     args = p.parse_args()
