@@ -705,3 +705,20 @@ async def test_a_database_of_compact_4_opens_reads_and_moves_on(tmp_path: pathli
         assert conn.execute("SELECT value FROM meta WHERE key='codec'").fetchone() == (CODEC,)
         tags = {blob[0] for (blob,) in conn.execute("SELECT stats FROM windows")}
         assert tags == {2, 3}  # the old records as they were, the new one beside them
+
+
+async def test_the_ring_merges_attributes_not_in_canonical_form(tmp_path: pathlib.Path) -> None:
+    # endpoints as a caller may write them (repeated, unsorted): the ring merges them as disk does
+    hot, cold = open_stores(tmp_path / "hot"), open_stores(tmp_path / "cold", hot_minutes=0)
+    try:
+        ws = [win("a", "b", LIVE_NOW - 3 * MINUTE, endpoints=("", "")),
+              win("a", "c", LIVE_NOW - 2 * MINUTE, endpoints=("/z", "/a")),
+              win("a", "c", LIVE_NOW - 1 * MINUTE, endpoints=("/z", "/a"))]
+        for stores in (hot, cold):
+            await stores.layers[NET].upsert_windows(ws)
+        want = await cold.layers[NET].neighbors(["a"], UP, APP, LIVE, LIVE_NOW)
+        assert await hot.layers[NET].neighbors(["a"], UP, APP, LIVE, LIVE_NOW) == want
+        assert [e.stats.endpoints for e in want] == [("", ""), ("/a", "/z")]
+    finally:
+        await hot.close()
+        await cold.close()
