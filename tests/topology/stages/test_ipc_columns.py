@@ -100,6 +100,16 @@ def test_counters_read_before_a_flush_include_the_waiting_points() -> None:
         assert new.counters == old.counters
 
 
+def test_a_request_in_a_bytearray_is_read_as_the_same_bytes() -> None:
+    batches, _ = generate(3_000, 10, seed=5)
+    in_place, copied = IpcStage1(), IpcStage1()  # bytes are read in place, anything else copied
+    for _, data in batches:
+        in_place.add_serialized(data)
+        copied.add_serialized(bytearray(data))  # type: ignore[arg-type]
+    assert _dicts(in_place.flush(math.inf)) == _dicts(copied.flush(math.inf))
+    assert in_place.counters == copied.counters
+
+
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.tuples(metric_requests(), st.sampled_from(sorted(ACCEPTED_METRICS))), min_size=1,
                 max_size=4), st.integers(0, 2**32), st.integers(1, 6))

@@ -109,6 +109,32 @@ fn hash_of_key(key: &[u8]) -> u64 {
     finish(h)
 }
 
+/// A Python bytes object as the buffer prost decodes from: the slices it hands out (resources, attributes,
+/// buckets) point into the object, which stays alive as long as they do. Python bytes never change.
+struct Held {
+    _owner: Py<PyBytes>,
+    ptr: *const u8,
+    len: usize,
+}
+
+// SAFETY: the buffer is immutable and kept alive by `_owner`; dropping a `Py` without the GIL is deferred
+// by pyo3 (and the core drops every slice before `add` returns, with the GIL held).
+unsafe impl Send for Held {}
+
+impl Held {
+    fn new(b: &Bound<'_, PyBytes>) -> Self {
+        let data = b.as_bytes();
+        Held { ptr: data.as_ptr(), len: data.len(), _owner: b.clone().unbind() }
+    }
+}
+
+impl AsRef<[u8]> for Held {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: see the type's doc
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
+
 /// Python's `round(x)` (half to even) of a finite float, as an integer.
 fn round_even(x: f64) -> i128 {
     x.round_ties_even() as i128
@@ -1022,8 +1048,12 @@ impl IpcCore {
     /// Add a serialized ExportMetricsServiceRequest (ValueError if prost refuses it; nothing is added
     /// then). `handler` answers `_service_known(resource) -> bool`, `_meaning_of(key, resource, name)`
     /// and `_layout_of(bounds, scale) -> (targets, edges)`.
-    fn add(&mut self, data: &[u8], handler: &Bound<'_, PyAny>) -> PyResult<()> {
-        let req = Request::decode(Bytes::copy_from_slice(data)).map_err(|e| PyValueError::new_err(e.to_string()))?;
+    fn add(&mut self, data: &Bound<'_, PyAny>, handler: &Bound<'_, PyAny>) -> PyResult<()> {
+        let buf = match data.cast::<PyBytes>() {
+            Ok(b) => Bytes::from_owner(Held::new(b)), // the request read in place, not copied
+            Err(_) => Bytes::from(data.extract::<Vec<u8>>()?), // a bytearray, a memoryview: copied
+        };
+        let req = Request::decode(buf).map_err(|e| PyValueError::new_err(e.to_string()))?;
         self.counters[REQUESTS] += 1;
         for rm in &req.resource_metrics {
             let res: &[u8] = &rm.resource;
