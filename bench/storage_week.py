@@ -29,7 +29,11 @@ the store is filled with what it holds after 7 days, through its own write path 
    every minute), which builds hour and day windows and deletes minute windows past their retention.
 4. **Measured**: every file of the data directory while open (WAL included) and after ``close`` (the
    store's own checkpoint), the per-table and per-index bytes from SQLite's ``dbstat`` (payload,
-   unused space in pages, free pages), stored bytes per window by layer and granularity.
+   unused space in pages, free pages), stored bytes per window by layer and granularity, and the
+   packs (finished hours' minutes, finished days' hours: rows, windows held, bytes per window).
+   The week ends at a day boundary, right after the roll-up: every finished hour and day is packed,
+   the fewest windows loose. ``--days 6 --end-minutes 1439`` ends it at 23:59 instead: the day's
+   23 hours and the hour's 59 minutes are still loose (the most a store holds loose).
    ``--fraction f`` writes a deterministic sample ``f`` of every layer's edges (both granularities):
    the directory is measured, and the whole store projected as measured / ``f`` (everything stored
    is per edge). ``--rss``: a separate server process (the GraphQL app over these stores, as
