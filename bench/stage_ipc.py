@@ -1,6 +1,6 @@
 """Benchmark of the IPC layer on one core: OTLP metrics decode + stage 1 (deltas, windows) + stage 2 (edges).
 
-    .venv/bin/python -m bench.stage_ipc [--points 5000000] [--runs 3] [--services 2000]
+    .venv/bin/python -m bench.stage_ipc [--points 5000000] [--runs 3] [--services 2000] [--server-gc]
 
 Generates ``--points`` data points up front as serialized ``ExportMetricsServiceRequest`` batches: every
 service exports all its client series every 10 s of event time, in one of four dialects (deterministic per
@@ -10,11 +10,12 @@ count/totalTime/max statistic points (cumulative). Series: 1-4 callees x 1-3 end
 5-8 attributes each, 15 explicit bounds. Spectator services also report ``ipc.server.call`` series.
 
 Timed: ``IpcStage1.add_serialized`` for every batch, ``IpcStage1.flush`` + ``IpcStage2.process`` at every
-minute of event time (a fresh pair of stages each run). ``IpcStage1`` is the columnar stage when the native
-decoder (topology/wire/native/metrics) is built, else the point-by-point one; the first line says which.
-For the breakdown, also timed: decoding alone (upb full and compact schema, the native columns), and the
-runtime's path ``decode_metrics`` + ``IpcStage1.add(request)`` on the first fifth of the input. The
-columnar stage processes points in batches, mostly at flush: "flush + stage 2" includes that work.
+minute of event time (a fresh pair of stages each run). ``IpcStage1`` adds each request's points in the
+native core (topology/wire/native/metrics, ``IpcCore``) when it is built, else point by point in Python;
+the first line says which. For the breakdown, also timed: decoding alone (upb full and compact schema, the
+native decoder into columns, which shares the core's prost messages), and the HTTP route's path
+``decode_metrics`` + ``IpcStage1.add(request)`` on the first fifth of the input. ``--server-gc``: the
+server's garbage collector thresholds (``service.server.GC_THRESHOLDS``) instead of CPython's defaults.
 """
 
 from __future__ import annotations
@@ -235,11 +236,16 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--services", type=int, default=2_000)
     ap.add_argument("--seed", type=int, default=11)
+    ap.add_argument("--server-gc", action="store_true", help="the server's gc thresholds, not the defaults")
     args = ap.parse_args()
+    if args.server_gc:
+        from service.server import GC_THRESHOLDS
+
+        gc.set_threshold(*GC_THRESHOLDS)
     print(header("IPC layer: decode + stage 1 + stage 2, one core"))
     print(
         f"load average at start: {os.getloadavg()[0]:.2f}; interpreter calibration: {calibration():.1f} ns "
-        f"per `x += i` loop iteration (an idle modern core: ~15-20)"
+        f"per `x += i` loop iteration (an idle modern core: ~15-20); gc thresholds {gc.get_threshold()}"
     )
     t = time.perf_counter()
     batches, total = generate(args.points, args.services, args.seed)
@@ -254,8 +260,8 @@ def main() -> None:
     decoders = [("parse, full schema (upb)", ExportMetricsServiceRequest.FromString),
                 ("parse, compact schema (upb)", metrics_view)]
     if metric_columns.NATIVE:
-        decoders.append(("decode into columns (native)", metric_columns.raw_columns))
-    kind = "columnar, native decoder" if metric_columns.NATIVE else "point by point (no native decoder)"
+        decoders.append(("native decoder into columns", metric_columns.raw_columns))
+    kind = "native core (IpcCore)" if metric_columns.NATIVE else "point by point (no native module)"
     print(f"stage 1: {kind}")
     for name, fn in decoders:
         c0 = time.process_time()

@@ -50,8 +50,8 @@ from topology.catalog import NAME_MAX, AddressKind
 from topology.model import EdgeKey, EdgePartial, Granularity, Layer, NodeKind, Side
 from topology.sketch import EMPTY, SCALE, ZERO_THRESHOLD, LatencySketch, _range_of, bucket_of
 from topology.stats import MAX_ENDPOINTS, EdgeStats
-from topology.wire.metric_columns import NATIVE, ipc_core, key_parts
-from topology.wire.otlp import AttrValue, OtlpDecodeError, attribute, metrics_view
+from topology.wire.metric_columns import NATIVE, ipc_core, key_parts, upb_decides
+from topology.wire.otlp import AttrValue, OtlpDecodeError, attribute
 
 log = logging.getLogger(__name__)
 
@@ -323,20 +323,13 @@ class IpcStage1:
         What prost refuses, upb decides (as :func:`topology.wire.metric_columns.raw_columns` does): prost
         refuses a known field sent with another wire type, which upb keeps as an unknown field."""
         try:
-            self._core.add(data, self)
-        except ValueError as first:
-            try:
-                view = metrics_view(data)
-            except OtlpDecodeError:
-                self._counters["bad_requests"] += 1
-                raise
-            view.DiscardUnknownFields()
-            try:
-                self._core.add(view.SerializeToString(), self)
-            except ValueError as e:
-                self._counters["bad_requests"] += 1
-                raise OtlpDecodeError(
-                    f"not a valid protobuf ExportMetricsServiceRequest: {first}; {e}") from e
+            upb_decides(self._add, data)
+        except OtlpDecodeError:
+            self._counters["bad_requests"] += 1
+            raise
+
+    def _add(self, data: bytes) -> None:
+        self._core.add(data, self)
 
     # the core's questions
     def _service_known(self, res: bytes) -> bool:

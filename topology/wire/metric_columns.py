@@ -28,8 +28,9 @@ Rejections raise :class:`~topology.wire.otlp.OtlpDecodeError` with upb's reason.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -41,6 +42,7 @@ except ImportError:  # not built (pip install -e . builds it): callers check NAT
     _metrics = None  # type: ignore[assignment]
 
 LAYOUT = 4
+T = TypeVar("T")
 NATIVE: bool = _metrics is not None and _metrics.LAYOUT == LAYOUT
 
 NONE, GAUGE, SUM, HISTOGRAM, EXPONENTIAL, SUMMARY = range(6)
@@ -79,32 +81,26 @@ def metric_columns(data: bytes) -> MetricColumns:
                          keys, np.frombuffer(key_metric, "<u4").tolist(), bounds)
 
 
-def raw_columns(data: bytes, index: Any = None) -> RawColumns:
+def raw_columns(data: bytes) -> RawColumns:
     """The native module's tuple, unwrapped: (points, buckets, resources, metrics, keys, key_metric,
-    bounds); points and buckets are the raw little-endian bytes. Raises OtlpDecodeError.
-
-    With a :func:`series_index`, a point's ``key`` is its series number if the index knows its key, -1 if
-    its metric is not one the index reads, and -(2 + i) (as int32) for the i-th of ``keys``, the keys the
-    index does not know (the others are not listed)."""
+    bounds); points and buckets are the raw little-endian bytes. Raises OtlpDecodeError."""
     if _metrics is None:
         raise RuntimeError("the native metrics decoder is not built (pip install -e .)")
+    return upb_decides(_metrics.decode, data)
+
+
+def upb_decides(decode: Callable[[bytes], T], data: bytes) -> T:
+    """``decode(data)`` with a prost decoder of this module; where prost refuses the request (ValueError),
+    upb decides: its parse without unknown fields is decoded again, or OtlpDecodeError with its reason."""
     try:
-        return _metrics.decode(data, index)
+        return decode(data)
     except ValueError as first:
         view = metrics_view(data)  # upb's decision: raises OtlpDecodeError if it refuses too
         view.DiscardUnknownFields()
         try:
-            return _metrics.decode(view.SerializeToString(), index)
+            return decode(view.SerializeToString())
         except ValueError as e:
             raise OtlpDecodeError(f"not a valid protobuf ExportMetricsServiceRequest: {first}; {e}") from e
-
-
-def series_index(names: list[str]) -> Any:
-    """A native index of series numbers by series key, for the points of metrics named ``names``
-    (``insert(key, number)``, ``forget(key)``, ``len``)."""
-    if _metrics is None:
-        raise RuntimeError("the native metrics decoder is not built (pip install -e .)")
-    return _metrics.SeriesIndex(names)
 
 
 def key_parts(key: bytes) -> tuple[bytes, str, tuple[bytes, ...]]:

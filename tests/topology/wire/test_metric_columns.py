@@ -7,7 +7,6 @@ import os
 import struct
 from typing import Any
 
-import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -140,28 +139,3 @@ def test_a_known_field_with_another_wire_type_is_kept_as_upb_keeps_it() -> None:
 def test_malformed_bytes_raise_upbs_reason() -> None:
     with pytest.raises(OtlpDecodeError, match="not a valid protobuf ExportMetricsServiceRequest"):
         mc.metric_columns(b"\x0a\x05\x01")
-
-
-def codes(raw: mc.RawColumns) -> list[int]:
-    return np.frombuffer(raw[0], mc.POINT)["key"].astype(np.int32).tolist()  # type: ignore[no-any-return]
-
-
-def test_a_series_index_turns_known_keys_into_numbers_and_lists_only_new_ones() -> None:
-    req = ExportMetricsServiceRequest()
-    sm = req.resource_metrics.add().scope_metrics.add()
-    for name in ("ipc.client.call", "jvm.memory.used"):
-        m = sm.metrics.add(name=name)
-        for peer in ("a", "b", "a"):
-            p = m.sum.data_points.add(time_unix_nano=5, as_int=1)
-            p.attributes.add(key="ipc.server.app").value.string_value = peer
-    data = req.SerializeToString()
-    plain = mc.metric_columns(data)
-    index = mc.series_index(["ipc.client.call"])
-    first = mc.raw_columns(data, index)
-    assert first[4] == plain.keys[:2]  # the read metric's two distinct keys, in order
-    assert codes(first) == [-2, -3, -2, -1, -1, -1]
-    index.insert(plain.keys[0], 7)
-    second = mc.raw_columns(data, index)
-    assert second[4] == [plain.keys[1]] and codes(second) == [7, -2, 7, -1, -1, -1]
-    index.forget(plain.keys[0])
-    assert len(index) == 0 and codes(mc.raw_columns(data, index))[:3] == [-2, -3, -2]

@@ -206,39 +206,6 @@ struct Columns<'a> {
     key_index: HashMap<u64, u32, Fx>,
     bounds: Vec<&'a [u8]>,
     bounds_index: HashMap<&'a [u8], i32, Fx>,
-    /// With a series index: known series get their number, others a code for the new keys' list.
-    index: Option<&'a SeriesIndex>,
-    /// Whether the current metric's points get keys (with an index: its name is one the stage reads).
-    wanted: bool,
-}
-
-/// A point of a metric the series index does not read (-1 as i32).
-const UNREAD: u32 = u32::MAX;
-
-/// The stage's series numbers by series key (the key bytes of `Columns::key`), kept across requests: a
-/// request decoded with it carries each known point's series number instead of a key, and lists only
-/// the keys it has not seen. Python numbers new series and tells it (`insert`, `forget`).
-#[pyclass(module = "topology.wire._metrics")]
-struct SeriesIndex {
-    names: std::collections::HashSet<String>,
-    map: HashMap<Box<[u8]>, u32, Fx>,
-}
-
-#[pymethods]
-impl SeriesIndex {
-    #[new]
-    fn new(names: Vec<String>) -> Self {
-        SeriesIndex { names: names.into_iter().collect(), map: HashMap::default() }
-    }
-    fn insert(&mut self, key: &[u8], number: u32) {
-        self.map.insert(key.into(), number);
-    }
-    fn forget(&mut self, key: &[u8]) {
-        self.map.remove(key);
-    }
-    fn __len__(&self) -> usize {
-        self.map.len()
-    }
 }
 
 impl<'a> Columns<'a> {
@@ -247,9 +214,6 @@ impl<'a> Columns<'a> {
     /// identities in one request share an index (a hash collision only costs a second entry: the Python
     /// side looks every key up by its bytes).
     fn key(&mut self, resource: &[u8], name: &str, attributes: &[Bytes], metric: u32) -> u32 {
-        if !self.wanted {
-            return UNREAD;
-        }
         let buf = &mut self.key_bytes;
         let start = buf.len();
         for part in [resource, name.as_bytes()] {
@@ -260,34 +224,19 @@ impl<'a> Columns<'a> {
             buf.extend_from_slice(&(a.len() as u32).to_le_bytes());
             buf.extend_from_slice(a);
         }
-        if let Some(index) = self.index {
-            if let Some(&sid) = index.map.get(&buf[start..]) {
-                buf.truncate(start);
-                return sid;
-            }
-        }
         let h = fx_hash(&buf[start..]);
         if let Some(&i) = self.key_index.get(&h) {
             let (a, b) = self.key_ranges[i as usize];
             if buf[a..b] == buf[start..] {
                 buf.truncate(start);
-                return self.code(i);
+                return i;
             }
         }
         let i = self.key_ranges.len() as u32;
         self.key_ranges.push((start, buf.len()));
         self.key_index.insert(h, i);
         self.key_metric.extend_from_slice(&metric.to_le_bytes());
-        self.code(i)
-    }
-
-    /// A new key's entry in the point column: its index, or with a series index -(2 + index) as i32.
-    fn code(&self, i: u32) -> u32 {
-        if self.index.is_some() {
-            (-2 - i as i32) as u32
-        } else {
-            i
-        }
+        i
     }
 
     fn bounds_of(&mut self, bounds: &'a [u8]) -> i32 {
@@ -380,11 +329,9 @@ fn packed_u64(b: &[u8]) -> impl Iterator<Item = u64> + '_ {
 /// metrics, keys, key_metric, bounds); see topology/wire/_metrics.pyi. Raises ValueError if prost
 /// cannot decode it.
 #[pyfunction]
-#[pyo3(signature = (data, index=None))]
-fn decode<'py>(py: Python<'py>, data: &[u8], index: Option<PyRef<'py, SeriesIndex>>) -> PyResult<Bound<'py, PyTuple>> {
+fn decode<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyTuple>> {
     let req = Request::decode(Bytes::copy_from_slice(data))
         .map_err(|e| PyValueError::new_err(e.to_string()))?;
-    let index: Option<&SeriesIndex> = index.as_deref();
     let mut c = Columns {
         points: Vec::with_capacity(data.len() / 4 * POINT / 64 + POINT),
         buckets: Vec::new(),
@@ -394,8 +341,6 @@ fn decode<'py>(py: Python<'py>, data: &[u8], index: Option<PyRef<'py, SeriesInde
         key_index: HashMap::default(),
         bounds: Vec::new(),
         bounds_index: HashMap::default(),
-        index,
-        wanted: true,
     };
     let resources = PyList::empty(py);
     let metrics = PyList::empty(py);
@@ -406,7 +351,6 @@ fn decode<'py>(py: Python<'py>, data: &[u8], index: Option<PyRef<'py, SeriesInde
         for sm in &rm.scope_metrics {
             for m in &sm.metrics {
                 let before = c.points.len();
-                c.wanted = index.map_or(true, |i| i.names.contains(&m.name));
                 let (kind, temporality) = if let Some(h) = &m.histogram {
                     for dp in &h.data_points {
                         let key = c.key(res, &m.name, &dp.attributes, metric);
@@ -510,7 +454,6 @@ fn _metrics(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("LAYOUT", LAYOUT)?;
     m.add("POINT_BYTES", POINT)?;
     m.add_function(wrap_pyfunction!(decode, m)?)?;
-    m.add_class::<SeriesIndex>()?;
     m.add_class::<stage::IpcCore>()?;
     Ok(())
 }
