@@ -1,7 +1,7 @@
 """GraphQL over HTTP against one server process on the embedded store (Q1, Q2, Q3 of performance.md).
 
     .venv/bin/python -m bench.query_http [--services 1000] [--minutes 60] [--queries 300] [--concurrency 16]
-        [--only q1,q1c,q2,q3] [--distinct] [--demo [--settle 60] [--repo DIR]]
+        [--only q1,q1c,q2,q3] [--distinct] [--demo [--settle 60] [--control ROUNDS] [--repo DIR]]
 
 Writes a synthetic fleet (the heavy-tailed graph of ``bench/store_embedded.py``: three layers, one
 simulated hour of minute windows) plus catalog entries, owners and health into a fresh data
@@ -14,10 +14,14 @@ the simulated hour), and measures from this process with an HTTP keep-alive clie
 * Q3 Q1 at a past time (``at`` 30 minutes ago, 5-minute window).
 
 ``--demo`` measures Q1 as a user meets it instead: it starts ``topology demo --services N`` (its live
-simulation ingesting in the same process; ``--repo`` runs the server from another checkout, e.g. a
-``git worktree`` of the code before a change), waits until ``/healthz`` answers and then
+simulation ingesting: the fleet's process sends its pipeline's output to the server, which stores it;
+``--repo`` runs the server from another checkout, e.g. a ``git worktree`` of the code before a
+change, where the fleet ran inside the server), waits until ``/healthz`` answers and then
 ``--settle`` seconds more (default 60), and runs Q1 sequentially and with ``--concurrency`` clients
-on names from the demo's catalog, with the clock running (the answers change as data arrives).
+on names from the demo's catalog, with the clock running (the answers change as data arrives). Each
+phase also prints the server's CPU per request and the fleet process's CPU per second (how busy
+ingest stays). ``--control ROUNDS`` then alternates rounds of 100 sequential Q1 with the fleet
+process running and stopped: the same moment's latency with no ingest at all, the machine's floor.
 ``--distinct`` (either mode) asks each name once per phase, so no answer is asked for twice.
 """
 
@@ -167,6 +171,30 @@ class ServerCpu:
         return f"  server CPU {used * 1000 / max(n, 1):.2f} ms/request"
 
 
+class ChildCpu:
+    """The CPU of a server's child processes (the demo's simulated fleet) over a phase, per second of
+    wall time: how busy the ingest the queries meet stays."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.start = self._used()
+        self.began = time.monotonic()
+
+    def _used(self) -> float:
+        return sum(cpu_seconds(child) for child in _children(self.pid))  # 0 for one that ended
+
+    def per_second(self) -> str:
+        return f"  fleet process CPU {(self._used() - self.start) / (time.monotonic() - self.began):.2f} s/s"
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as f:
+            return [int(c) for c in f.read().split()]
+    except OSError:
+        return []
+
+
 def load() -> str:
     return "load average " + " ".join(f"{x:.1f}" for x in os.getloadavg())
 
@@ -217,18 +245,18 @@ async def measure(
 
 async def q1_sequential(client: httpx.AsyncClient, pid: int, picks: list[str], title: str) -> None:
     samples: list[float] = []
-    cpu = ServerCpu(pid)
+    cpu, fleet = ServerCpu(pid), ChildCpu(pid)
     for name in picks:
         await post(client, Q1, {"name": name}, samples)
-    print(f"{title:28s} {len(picks)} services: {fmt(percentiles(samples))}{cpu.per_request(len(samples))}",
-          flush=True)
+    print(f"{title:28s} {len(picks)} services: {fmt(percentiles(samples))}{cpu.per_request(len(samples))}"
+          f"{fleet.per_second()}", flush=True)
 
 
 async def q1_concurrent(client: httpx.AsyncClient, pid: int, queue: list[str], args: argparse.Namespace,
                         title: str) -> None:
     """Q1 for every name in ``queue`` from ``--concurrency`` clients: requests/s and latency."""
     samples: list[float] = []
-    cpu = ServerCpu(pid)
+    cpu, fleet = ServerCpu(pid), ChildCpu(pid)
 
     async def worker() -> None:
         while queue:
@@ -239,7 +267,7 @@ async def q1_concurrent(client: httpx.AsyncClient, pid: int, queue: list[str], a
     wall = time.perf_counter() - t
     print(f"{title:28s} {args.concurrency} clients, {len(samples)} requests: "
           f"{len(samples) / wall:8.1f} requests/s  {fmt(percentiles(samples))}"
-          f"{cpu.per_request(len(samples))}", flush=True)
+          f"{cpu.per_request(len(samples))}{fleet.per_second()}", flush=True)
 
 
 def pick(names: list[str], n: int, args: argparse.Namespace) -> list[str]:
@@ -288,6 +316,37 @@ async def measure_demo(base: str, pid: int, args: argparse.Namespace) -> None:
         queue = concurrent_picks(names, picks, args)
         await q1_concurrent(client, pid, queue, args, "Q1 concurrent, ingesting")
         print(f"# {load()}")
+        if args.control:
+            await paused_control(client, pid, names, args)
+
+
+async def paused_control(client: httpx.AsyncClient, pid: int, names: list[str],
+                         args: argparse.Namespace) -> None:
+    """Sequential Q1 in ``--control`` rounds of 100, alternately with the demo's fleet process (its
+    child processes) running and stopped (SIGSTOP): what ingest still costs a query, against what the
+    machine allows at the same moment without any."""
+    children = _children(pid)
+    if not children:
+        print("# --control: the server has no child process (its fleet runs inside it)")
+        return
+    rnd = random.Random(args.seed + 3)
+    samples: dict[bool, list[float]] = {False: [], True: []}
+    for _ in range(args.control):
+        for paused in (False, True):
+            for child in children if paused else ():
+                os.kill(child, signal.SIGSTOP)
+            try:
+                await asyncio.sleep(1.0)
+                for _ in range(100):
+                    await post(client, Q1, {"name": rnd.choice(names)}, samples[paused])
+            finally:
+                for child in children if paused else ():
+                    os.kill(child, signal.SIGCONT)
+    for paused in (False, True):
+        title = "Q1 sequential, fleet stopped" if paused else "Q1 sequential, ingesting"
+        got = samples[paused]
+        print(f"{title:28s} {len(got)} in {args.control} rounds: {fmt(percentiles(got))}")
+    print(f"# {load()}")
 
 
 def stop(server: subprocess.Popen[Any], patience: float) -> None:
@@ -355,6 +414,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="--demo: seconds to wait after /healthz answers before measuring")
     p.add_argument("--ready-timeout", type=float, default=1800.0,
                    help="--demo: seconds to wait for /healthz")
+    p.add_argument("--control", type=int, default=0, metavar="ROUNDS",
+                   help="--demo: then ROUNDS x 100 sequential Q1 with the fleet process running, and as many "
+                   "with it stopped (SIGSTOP), alternately")
     p.add_argument("--repo", default=str(pathlib.Path(__file__).resolve().parent.parent),
                    help="--demo: the checkout the server runs from")
     p.add_argument("--serve", nargs=3, metavar=("DATA_DIR", "PORT", "NOW"), help=argparse.SUPPRESS)

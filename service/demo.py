@@ -178,7 +178,7 @@ class SimulationDriver:
 
 def _end(child: Any) -> None:
     """Wait for the child to exit; stop it if it does not."""
-    child.join(STOP_PATIENCE)
+    child.join(5)  # it closed its end of the pipe, or was given STOP_PATIENCE seconds already
     if child.is_alive():
         child.terminate()
         child.join(5)

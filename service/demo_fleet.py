@@ -9,7 +9,11 @@ passes the admission of a :class:`service.runtime.Runtime` (:mod:`topology.admit
 :class:`topology.pipeline.Pipeline`, and what a flush produces is sent to the server, which writes it
 with :meth:`service.runtime.Runtime.write` (:func:`topology.store.persist.persist`, then the
 live-update listeners). The server's process keeps the stores, their writes and the queries
-(:class:`service.demo.SimulationDriver`).
+(:class:`service.demo.SimulationDriver`). Two more things keep a query from waiting behind the fleet:
+the child runs at a lower CPU priority (:data:`NICE`: on a busy machine the server's threads get a
+core first; on idle cores the fleet runs as fast), and a flush's output travels in parts of at most
+:data:`PART` windows, each written in one stretch of the server's stores' thread, where a query
+waits until the stretch ends (measured in ``docs/benchmarks.md``).
 
 Messages, child to server, over one pipe and in order (the server's own child: :mod:`multiprocessing`
 pickles them)::
@@ -35,13 +39,17 @@ import json
 import os
 import signal
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, TypeVar
 
 from service.runtime import Runtime
 from topology.pipeline import Pipeline, PipelineConfig, PipelineOutput
 from topology.sim.faults import FaultKind
+from topology.store.persist import nodes_of
+
+T = TypeVar("T")
 
 __all__ = ["FleetJob", "feed", "inject_showcase", "main", "showcase_root", "write_truth"]
 
@@ -50,6 +58,11 @@ SHOWCASE_SECONDS = 6 * 3600.0  # how long the demo's incident lasts (README: "Du
 #: the history needs no freshness: coarse stage-1 windows and no provisional writes (bulk settings)
 HISTORY = PipelineConfig(stage1_window=10, lateness=5.0, provisional=False)
 HISTORY_STEP = 60.0  # seconds of traffic per step of the history fill
+#: windows per message: the server writes each part in one stretch of its stores' thread, where a
+#: query waits until the stretch ends
+PART = 500
+#: the fleet's process yields the CPU to the server's (queries first); on idle cores it runs as fast
+NICE = 10
 
 
 def feed(runtime: Runtime, emission: Any, now: float) -> None:
@@ -129,20 +142,41 @@ class FleetJob:
 
 
 class _Forwarding(Runtime):
-    """A runtime whose flushes send their output to the server instead of writing it."""
+    """A runtime whose flushes send their output to the server instead of writing it, in parts of at
+    most :data:`PART` windows (:func:`parts`)."""
 
     def __init__(self, conn: Connection, pipeline: Pipeline) -> None:
         super().__init__(None, None, pipeline)  # type: ignore[arg-type]  # no stores here: write() sends
         self._conn = conn
 
     async def write(self, out: PipelineOutput) -> None:
-        if not out.empty:
-            self._conn.send(("out", out))
+        for part in parts(out, PART):
+            self._conn.send(("out", part))
+
+
+def parts(out: PipelineOutput, size: int) -> Iterator[PipelineOutput]:
+    """``out`` in parts of at most ``size`` windows (or trace summaries), each with the nodes its
+    windows mention; the peer leases go with the last. Written one after the other they store what
+    ``out`` would (windows are replaced by key, nodes merged by name)."""
+    def chunks(items: Sequence[T]) -> Iterator[Sequence[T]]:
+        return (items[i:i + size] for i in range(0, len(items), size))
+
+    for late in (False, True):
+        for layer, ws in (out.late if late else out.windows).items():
+            for chunk in chunks(ws):
+                by_layer = {layer: list(chunk)}
+                yield PipelineOutput(windows={} if late else by_layer, late=by_layer if late else {},
+                                     nodes=nodes_of(by_layer), watermark=out.watermark)
+    for traces in chunks(out.traces):
+        yield PipelineOutput(traces=list(traces), watermark=out.watermark)
+    if out.peer_leases:
+        yield PipelineOutput(peer_leases=out.peer_leases, watermark=out.watermark)
 
 
 def main(conn: Connection, job: FleetJob) -> None:
     """The child process: run ``job`` until the server says stop or goes away."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.nice(NICE)
     gc.set_threshold(10_000, 20, 200)  # as the server's: the pipelines' state is long-lived
     with contextlib.suppress(BrokenPipeError, ConnectionResetError, EOFError):  # the server is gone
         asyncio.run(_Fleet(conn, job).run())
