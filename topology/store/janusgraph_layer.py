@@ -98,6 +98,7 @@ _COARSER = {MINUTE: HOUR, HOUR: DAY}
 LEVELS_PER_TRAVERSAL = 32
 DROP_BATCH = 10_000  # elements dropped per transaction
 NAMES_PER_TRAVERSAL = 200  # neighbors() of more names runs as several concurrent traversals
+BARE_PAIRS_KEPT = 100_000  # pairs without stats kept decoded (a layer of the bench fleet: 30,000-50,000)
 ROLLUP_STATE_SECONDS = 2.0  # how long reads plan with the roll-up state they last read
 _T = TypeVar("_T")
 _NO_STATS = EdgeStats()  # what ``with_stats=False`` answers carry
@@ -159,6 +160,7 @@ class _Walked:
     source_kind: NodeKind
     target_kind: NodeKind
     stats: EdgeStats
+    summary: EdgeSummary | None = None  # kept with a pair without stats (see ``_bare``)
 
 
 def _kinds_of(w: EdgeWindow) -> tuple[str, str, str, str]:
@@ -216,6 +218,9 @@ class JanusGraphLayerStore(LayerStore):
         self._g = Graph().traversal()  # builds bytecode only; the pool sends it
         self._pairs: dict[str, _Pair] = {}
         self._stats = _StatsCache(50_000)
+        # pairs answered without stats, by granularity and ``info`` (the same text is the same answer:
+        # a large walk decodes and builds ~10,000 of them, ~15 us each)
+        self._bare: dict[tuple[Granularity, str], _Walked] = {}
         self._ready = False
         self._rollups: tuple[float, Rollups] | None = None  # (monotonic time read, state)
         self._ready_lock = asyncio.Lock()
@@ -701,19 +706,32 @@ class JanusGraphLayerStore(LayerStore):
                    with_stats: bool = True) -> dict[tuple[str, str], _Walked]:
         """Rows of :meth:`_project_pair` as walked pairs (without stats: each row is the info)."""
         out: dict[tuple[str, str], _Walked] = {}
-        for row in rows:
-            if with_stats:
-                info, texts = row
-                stats = self._stats.merged(texts)
-                if stats is None:
-                    continue
-            else:
-                info, stats = row, _NO_STATS
+        if not with_stats:
+            bare = self._bare
+            for info in rows:
+                w = bare.get((granularity, info))
+                if w is None:
+                    s, t, sk, tk = json.loads(info)
+                    key = EdgeKey(self.layer, granularity, s, t)
+                    source_kind, target_kind = NodeKind(sk), NodeKind(tk)
+                    w = bare[(granularity, info)] = _Walked(
+                        s, t, source_kind, target_kind, _NO_STATS,
+                        EdgeSummary(key, _NO_STATS, source_kind, target_kind))
+                    if len(bare) > BARE_PAIRS_KEPT:
+                        del bare[next(iter(bare))]  # the oldest entry
+                out[(w.source, w.target)] = w
+            return out
+        for info, texts in rows:
+            stats = self._stats.merged(texts)
+            if stats is None:
+                continue
             s, t, sk, tk = json.loads(info)
             out[(s, t)] = _Walked(s, t, NodeKind(sk), NodeKind(tk), stats)
         return out
 
     def _summary(self, granularity: Granularity, w: _Walked) -> EdgeSummary:
+        if w.summary is not None:
+            return w.summary
         return EdgeSummary(EdgeKey(self.layer, granularity, w.source, w.target), w.stats,
                            w.source_kind, w.target_kind)
 
