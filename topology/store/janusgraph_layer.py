@@ -30,16 +30,20 @@ what the roll-ups hold (the ``last_rollup`` clock and the slots still marked) is
 traversal and kept for ``ROLLUP_STATE_SECONDS`` (this store's own writes and roll-ups drop it): a
 state older than the graph's only makes reads use finer windows that are still there.
 
-Traversal: one traversal per call (for up to ``LEVELS_PER_TRAVERSAL`` levels): per level each of
-the frontier's pairs is projected once (its ``info`` and the stats of its windows in range, the
-windows read once, batched by JanusGraph's multi-query), the pairs with a window in range are kept
-(``aggregate``, a barrier, so levels run in order), and their far ends deduplicated and filtered
-against every node already seen (``with_stats=False``: the pairs with a window in range are kept and
-only their ``info`` is read, no window's stats). The answer is the set of pairs walked; the
-breadth-first order, ``via`` and depths are recomputed from it in Python exactly like the embedded
-store (smallest parent name wins). Only values are projected: edge elements never cross the wire
-(JanusGraph edge ids do not decode in plain gremlinpython). Every value travels inside the bytecode
-as a bound argument: the stores send no Gremlin text built from values (the only script is the
+Traversal: one traversal per call (for up to ``LEVELS_PER_TRAVERSAL`` levels): per level each of the
+frontier's pairs is projected once (its ``info`` and the stats of its windows in range, the windows read
+once, batched by JanusGraph's multi-query), the pairs with a window in range are kept (``aggregate``, a
+barrier, so levels run in order), and their far ends deduplicated and filtered against every node
+already seen (``with_stats=False``: the pairs with a window in range are kept and only their ``info`` is
+read, no window's stats). The answer is the set of pairs walked; the breadth-first order, ``via`` and
+depths are recomputed from it in Python exactly like the embedded store (smallest parent name wins).
+:meth:`~JanusGraphLayerStore.expand` is the same traversal with starts joining at later levels (the
+unified walk's second round: the nodes a layer reached only through another layer's edges),
+:meth:`~JanusGraphLayerStore.edge_stats` reads pairs by ``pair_by_key``. Nodes are found by name with
+one index look-up and their ``gran`` read in one batch (as a ``has`` step JanusGraph folds the test into
+the index query and loads each vertex on its own). Only values are projected: edge elements never cross
+the wire (JanusGraph edge ids do not decode in plain gremlinpython). Every value travels inside the
+bytecode as a bound argument: the stores send no Gremlin text built from values (the only script is the
 schema's, constant).
 """
 
