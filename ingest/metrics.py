@@ -161,7 +161,8 @@ class WorkerMetrics:
             LABELS, registry=r)
         self.fenced = Counter("topology_ingest_fenced", "Commits refused because the worker was no longer a "
                               "member of its group's current generation (it stalled and lost its "
-                              "partitions): outputs dropped, session restarted", LABELS, registry=r)
+                              "partitions) or its producer was fenced by the broker: outputs dropped, "
+                              "session restarted", LABELS, registry=r)
         self.restarts = Counter("topology_ingest_restarts", "Recoveries from Kafka errors (restart from "
                                 "the last checkpoint)", LABELS, registry=r)
         self.store_errors = Counter("topology_ingest_store_retries", "Store writes that failed and were "

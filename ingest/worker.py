@@ -40,7 +40,8 @@ between that check and the commit itself, longer than the session timeout, is th
 Failures: a bad record goes to ``topology.dlq`` with its reason and is counted, and the worker goes
 on. A store that is unavailable pauses consumption (the group membership is kept, nothing is
 committed) and the write is retried until it succeeds. Any Kafka error (broker gone, transaction
-aborted) restarts the session from the last checkpoint, with back-off, until the broker is back.
+aborted, the producer fenced after the broker ended a transaction that outlived its timeout) restarts
+the session from the last checkpoint, with back-off, until the broker is back.
 SIGTERM (see :mod:`ingest.main`) ends the loop with a final checkpoint.
 """
 
@@ -116,6 +117,18 @@ SLICE_SECONDS = 0.5
 _NOT_A_MEMBER = (kafka_errors.UnknownMemberIdError, kafka_errors.IllegalGenerationError)
 
 
+# A producer is fenced when the broker bumped its epoch: after aborting a transaction of this worker
+# that outlived the transaction timeout (a broker restarted or unreachable mid-transaction), or when
+# another live worker started with the same transactional id (the same ``--instance``). Transactional
+# ids are unique per process unless named, so a fence is taken as the first: the session restarts
+# from the last checkpoint, with a new epoch (a stalled worker is kept from committing by the group
+# membership check, not by fencing: see Fencing above). Two live workers given one name fence each
+# other in turn: each restart waits twice as long as the last, up to MAX_FENCED_BACKOFF, and says so.
+FENCED = ("producer fenced: the broker ended this worker's transaction (it outlived the transaction "
+          "timeout), or another worker runs with the same --instance; restarting from the last checkpoint")
+MAX_FENCED_BACKOFF = 60.0
+
+
 class _Restart(Exception):
     """Start a new session from the last checkpoint."""
 
@@ -160,14 +173,18 @@ class Worker:
     async def run(self, stop: asyncio.Event) -> None:
         if self.opt.metrics_port is not None:
             self._metrics_port = self.metrics.serve(self.opt.metrics_port, self.opt.metrics_host)
+        fences = 0  # sessions in a row that ended fenced before committing anything
         try:
             while not stop.is_set():
+                committed = self.committed_checkpoints
                 try:
                     await self._bounded(self._session(stop), stop)
                 except ProducerFenced:
-                    log.error("another worker took over this transactional id; stopping",
-                              extra={"worker": self.name})
-                    return
+                    fences = 1 if self.committed_checkpoints > committed else fences + 1
+                    self.metrics.fenced.labels(**self.labels).inc()
+                    log.warning(FENCED, extra={"worker": self.name, "instance": self.opt.instance,
+                                               "in_a_row": fences})
+                    await self._restart(stop, min(MAX_FENCED_BACKOFF, self.opt.restart_backoff * 2 ** fences))
                 except (KafkaError, OSError, _Restart, checkpoint.CheckpointError) as e:
                     log.warning("restarting from the last checkpoint",
                                 extra={"worker": self.name, "error": f"{type(e).__name__}: {e}"})

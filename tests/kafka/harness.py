@@ -82,6 +82,18 @@ class InProcess:
             return -math.inf
         return min(ps.clock.now for ps in w.parts.values())
 
+    def describe(self, target: float) -> str:
+        """Every worker's sessions, assignment and partition clocks (relative to ``target``): what a
+        failed wait says of where the pipeline stands."""
+        rows = []
+        for w, task in zip(self.workers, self.tasks, strict=True):
+            clocks = {f"{tp[0].rsplit('.', 2)[-1]}/{tp[1]}": round(ps.clock.now - target, 1)
+                      for tp, ps in sorted(w.parts.items())}
+            ended = "" if not task.done() else " (ENDED)"
+            rows.append(f"{w.name}{ended}: sessions {w.sessions}, checkpoints {w.committed_checkpoints}, "
+                        f"assigned {len(w.assigned)}, outputs pending {w.pending.outputs}, clocks {clocks}")
+        return "; ".join(rows)
+
     async def wait_written(self, limit: float = 30.0) -> None:
         """Until no worker holds outputs it has not made durable yet."""
         deadline = time.monotonic() + limit
@@ -97,7 +109,8 @@ class InProcess:
         while not all(self.clock(s, layer) >= target for s, layer in stages):
             if time.monotonic() > deadline:
                 now = {f"{layer}{s}": self.clock(s, layer) - target for s, layer in stages}
-                raise AssertionError(f"workers did not reach event time {target} in {limit}s: {now}")
+                raise AssertionError(f"workers did not reach event time {target} in {limit}s: {now}; "
+                                     f"workers: {self.describe(target)}")
             await asyncio.sleep(0.5)
 
 
