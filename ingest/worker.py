@@ -271,13 +271,9 @@ class Worker:
         await self._close_clients(abort=False)
 
     async def _close_clients(self, abort: bool) -> None:
-        for c in (self.consumer, self.global_consumer):
+        for c in (self.consumer, self.global_consumer, self.producer):
             if c is not None:
-                with contextlib.suppress(Exception):
-                    await c.stop()
-        if self.producer is not None:
-            with contextlib.suppress(Exception):
-                await self.producer.stop()
+                await _stop_client(c, self.name)
         self.consumer = self.global_consumer = None
         self.producer = None
 
@@ -674,6 +670,25 @@ class Worker:
 
     def counters(self) -> dict[str, int]:
         return self.runner.counters()
+
+
+CLIENT_STOP_SECONDS = 30.0
+
+
+async def _stop_client(client: AIOKafkaConsumer | AIOKafkaProducer, worker: str) -> None:
+    """Stop a Kafka client of a session that is over, whatever state the broker left it in. The
+    client's own errors are not the session's: after a broker restart aiokafka's fetcher can raise
+    ``CancelledError`` from its own cancelled fetch tasks while it stops, which must not end the
+    worker unless the worker itself is being cancelled; a stop that hangs is given up after
+    :data:`CLIENT_STOP_SECONDS`."""
+    try:
+        await asyncio.wait_for(client.stop(), CLIENT_STOP_SECONDS)
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+    except Exception as e:  # nothing more to do for a client being dropped
+        log.info("Kafka client stopped with an error", extra={"worker": worker, "error": repr(e)[:300]})
 
 
 def plain(r: ConsumerRecord[bytes, bytes]) -> Record:

@@ -6,12 +6,13 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
 from aiokafka.errors import KafkaConnectionError, ProducerFenced
 
 from ingest.main import build_worker
 from ingest.metrics import WorkerMetrics
 from ingest.topics import Topics
-from ingest.worker import MAX_FENCED_BACKOFF, WorkerOptions
+from ingest.worker import MAX_FENCED_BACKOFF, WorkerOptions, _stop_client
 
 
 def _worker(endings: list[BaseException | None], waits: list[float],
@@ -62,3 +63,30 @@ async def test_the_back_off_after_fences_is_bounded() -> None:
     w = _worker([ProducerFenced() for _ in range(12)] + [None], waits)
     await asyncio.wait_for(w.run(asyncio.Event()), 10)
     assert max(waits) == MAX_FENCED_BACKOFF and len(waits) == 12
+
+
+class _Client:
+    """Stops the way aiokafka's consumer can after a broker restart: its fetcher awaits its own
+    cancelled fetch tasks, so ``stop()`` raises ``CancelledError`` nobody asked for."""
+
+    def __init__(self, hang: bool = False) -> None:
+        self.hang = hang
+
+    async def stop(self) -> None:
+        if self.hang:
+            await asyncio.sleep(3600)
+        inner = asyncio.ensure_future(asyncio.sleep(3600))
+        inner.cancel()
+        await inner
+
+
+async def test_a_client_whose_stop_raises_cancelled_does_not_end_the_worker() -> None:
+    await _stop_client(_Client(), "w")  # returns: the cancellation was the client's own
+
+
+async def test_a_worker_being_cancelled_while_it_stops_a_client_is_cancelled() -> None:
+    task = asyncio.ensure_future(_stop_client(_Client(hang=True), "w"))
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
