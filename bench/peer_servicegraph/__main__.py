@@ -7,8 +7,9 @@
 1. Builds the Collector of ``builder.yaml`` (otlp receiver, contrib servicegraph connector v0.147.0, file
    exporter) once from Go modules with the Collector Builder, into docker/otelcol/build.sh's cache.
 2. Simulates ``--minutes`` of a ``--services`` fleet (``topology simulate``'s simulator, seed 42) and keeps
-   its OTLP span requests, serialised, and the simulator's TRACE truth; before each round of runs the span
-   times are moved so the simulated hour starts at that minute.
+   its OTLP span requests, serialised, and the simulator's TRACE truth; before each run the span times are
+   moved so the simulated hour starts at that minute (every system of a round gets spans of its own
+   minute, none minutes behind the clock because it ran later).
 3. Per mode, ``--runs`` rounds; each round runs every system on a fresh process (ours in a new data
    directory): POSTs the requests to ``/v1/traces`` over ``--senders`` keep-alive connections, ``fast``
    (as fast as it answers) or ``paced`` (``--paced-rate`` spans/s for at most ``--paced-seconds``: the
@@ -213,8 +214,10 @@ def main(argv: list[str] | None = None) -> int:
               + (f" at {rate:g} spans/s" if rate else ", as fast as each system answers"))
         rows: dict[str, list[dict[str, Any]]] = {s: [] for s in run}
         for i in range(args.runs):
-            w.restamp(time.time())
             for system, make in run.items():
+                # each run's spans start at its own minute: a system run later in the round would
+                # otherwise get spans minutes behind the clock (our server's late-data road)
+                w.restamp(time.time())
                 r = one_run(system, make, w, n, rate, args.senders, args.keep)
                 rows[system].append(r)
                 figures = {k: v for k, v in r.items() if k != "found"}

@@ -2,7 +2,7 @@
 them), serialised before anything is timed, and the simulator's TRACE truth for each prefix of whole
 minutes.
 
-Every round of runs re-stamps the requests so that the simulated hour starts at the round's own minute:
+Every run re-stamps the requests so that the simulated hour starts at the run's own minute:
 our server takes spans into one-minute windows by their time (those minutes behind the wall clock go the
 late-data road, a different cost), the Collector pairs by wall-clock arrival and ignores span times.
 """
