@@ -61,8 +61,10 @@ HISTORY_STEP = 60.0  # seconds of traffic per step of the history fill
 #: windows per message: the server writes each part in one stretch of its stores' thread, where a
 #: query waits until the stretch ends
 PART = 500
-#: the fleet's process yields the CPU to the server's (queries first); on idle cores it runs as fast
-NICE = 10
+#: the fleet's process yields the CPU to the server's (queries first); on idle cores it runs as fast.
+#: 10 starved it on a busy machine (the history filled in 290 s instead of 106 s at load ~20); 5 kept
+#: the queries as fast (docs/benchmarks.md) and the fill at 123 s
+NICE = 5
 
 
 def feed(runtime: Runtime, emission: Any, now: float) -> None:
