@@ -2,7 +2,7 @@
 
 :class:`PointIpcStage1` reads the compact schema of :func:`topology.wire.otlp.metrics_view` one upb
 object at a time. It is what :class:`topology.stages.ipc.IpcStage1` was before the columnar decode, kept
-unchanged as the fallback when the native decoder is not built and as the oracle the columnar stage is
+unchanged as the fallback when the native module is not built and as the oracle the native stage is
 tested against.
 """
 
@@ -89,7 +89,7 @@ class _StatJoin:
 
 class PointIpcStage1(IpcStage1):
     """Stage 1 point by point on upb objects (the stage before columnar decoding): the fallback when the
-    native decoder is not built, and the oracle the columnar stage is tested against.
+    native module is not built, and the oracle the native stage is tested against.
 
     Metric points -> :class:`IpcObservation` per (side, service, peer) per window.
 
@@ -98,7 +98,7 @@ class PointIpcStage1(IpcStage1):
     returns the observations of every window that ended at or before ``watermark``.
     """
 
-    # each instance sets its own in __init__ (a plain attribute here, not the columnar stage's property)
+    # each instance sets its own in __init__ (a plain attribute here, not the native stage's property)
     counters: dict[str, int] = {}
 
     def __init__(self, window_seconds: int = WINDOW_SECONDS, max_series: int = MAX_SERIES) -> None:

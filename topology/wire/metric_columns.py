@@ -19,6 +19,10 @@ and small lists; :func:`metric_columns` wraps them with ``numpy.frombuffer`` (no
   the metric row of each key's first point;
 * ``bounds``: the distinct ``explicit_bounds`` byte strings (a histogram record's ``bounds`` indexes it).
 
+The IPC stage does not use these columns: its native core (:func:`ipc_core`, ``IpcCore``) decodes with the
+same prost messages and adds the points as it reads them. The columns serve tests and benchmarks (the
+decoder against upb) and readers that want a request's points as arrays.
+
 Accepts exactly what :func:`~topology.wire.otlp.metrics_view` accepts: when prost refuses a request,
 upb decides (prost refuses a known field sent with another wire type, which upb keeps as an unknown
 field); if upb takes it, the columns come from upb's parse re-serialized without its unknown fields.

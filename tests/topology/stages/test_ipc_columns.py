@@ -1,6 +1,6 @@
-"""The columnar IPC stage 1 against the point-by-point one (its oracle): the same observations, field for
-field (float sums included), and the same counters, on simulator traffic, on the benchmark's four dialects
-and on arbitrary requests of every metric kind."""
+"""The native IPC stage 1 (IpcCore) against the point-by-point one (its oracle): the same observations,
+field for field (float sums included), and the same counters, on simulator traffic, on the benchmark's
+four dialects, on arbitrary requests of every metric kind and on damaged ones."""
 
 from __future__ import annotations
 
