@@ -39,6 +39,13 @@ from topology.wire import flow
 log = logging.getLogger("ingest.publisher")
 
 
+DELIVERY_SECONDS = 120
+
+
+class PublishError(Exception):
+    """Messages the broker never acknowledged."""
+
+
 def lease_key(lease: AddressLease) -> bytes:
     return f"{lease.ip}@{lease.start!r}".encode()
 
@@ -68,24 +75,30 @@ class KafkaSink:
         self.partitions = partitions
         self.stats = PublishStats()
         self.producer: AIOKafkaProducer | None = None
+        self._sent: list[asyncio.Future[Any]] = []  # deliveries not checked yet
 
     async def start(self) -> None:
         if self.create_topics:
             await ensure_topics(self.kafka, self.topics, self.partitions)
+        # request_timeout_ms is also how long a batch waits for its partition's leader: long enough to
+        # ride out a broker restart on a busy machine rather than fail the batch
         self.producer = AIOKafkaProducer(
             **client_options(self.kafka), acks="all", enable_idempotence=True, linger_ms=5,
-            max_batch_size=1024 * 1024, max_request_size=8 * 1024 * 1024, request_timeout_ms=30_000)
+            max_batch_size=1024 * 1024, max_request_size=8 * 1024 * 1024,
+            request_timeout_ms=DELIVERY_SECONDS * 1000)
         await self.producer.start()
 
     async def close(self) -> None:
         if self.producer is not None:
-            await self.producer.flush()
-            await self.producer.stop()
-            self.producer = None
+            try:
+                await self.flush()
+            finally:
+                await self.producer.stop()
+                self.producer = None
 
     async def _send(self, topic: str, value: bytes, key: bytes | None = None) -> None:
         assert self.producer is not None, "call start() first"
-        await self.producer.send(topic, value=value, key=key)
+        self._sent.append(await self.producer.send(topic, value=value, key=key))
         self.stats.messages += 1
 
     async def send_records(self, leases: Iterable[AddressLease] = (), catalog: Iterable[ServiceInfo] = (),
@@ -104,8 +117,7 @@ class KafkaSink:
         for change in changes:
             await self._send(t.changes, json.dumps(change.to_dict()).encode(), change.service.encode())
             self.stats.changes += 1
-        assert self.producer is not None
-        await self.producer.flush()
+        await self.flush()
 
     async def send_flows(self, batches: Iterable[bytes]) -> None:
         for data in batches:
@@ -137,8 +149,15 @@ class KafkaSink:
         await self.send_spans(em.spans)
 
     async def flush(self) -> None:
+        """Everything sent so far is delivered; :class:`PublishError` if something was not (the
+        client gives up on a record only after :data:`DELIVERY_SECONDS` without a partition leader,
+        or on an error it cannot retry): never a silent loss."""
         if self.producer is not None:
             await self.producer.flush()
+        sent, self._sent = self._sent, []
+        failed = [f.exception() for f in sent if f.done() and f.exception() is not None]
+        if failed:
+            raise PublishError(f"{len(failed)} of {len(sent)} messages were not delivered: {failed[0]!r}")
 
 
 def _flow_host(data: bytes) -> tuple[str, int]:

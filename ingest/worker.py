@@ -592,10 +592,9 @@ class Worker:
                        for t, p, k, v, h in records]
             if offsets:
                 await producer.send_offsets_to_transaction(offsets, self.group)
+            await _delivered(producer, futures)
             await self._check_member()
             await producer.commit_transaction()
-            for f in futures:
-                f.result()
         except BaseException as e:
             with contextlib.suppress(Exception):
                 await producer.abort_transaction()
@@ -628,8 +627,9 @@ class Worker:
         value, headers = envelope.tick_record(clocks)
         await producer.begin_transaction()
         try:
-            for p in range(self.output_partitions):
-                await producer.send(out, value=value, partition=p, headers=headers)
+            sent = [await producer.send(out, value=value, partition=p, headers=headers)
+                    for p in range(self.output_partitions)]
+            await _delivered(producer, sent)
             await self._check_member()
             await producer.commit_transaction()
         except BaseException as e:
@@ -670,6 +670,17 @@ class Worker:
 
     def counters(self) -> dict[str, int]:
         return self.runner.counters()
+
+
+async def _delivered(producer: AIOKafkaProducer, futures: list[asyncio.Future[Any]]) -> None:
+    """Wait until every record of the open transaction is delivered, and raise if one was not.
+    aiokafka commits a transaction once its batches are done, failed or not: a batch whose partition
+    had no leader for longer than the request timeout (a broker restarting) fails on its own, and the
+    commit would then make the offsets durable without those outputs. Checked before the commit, the
+    transaction is aborted instead and the session replays from its last checkpoint."""
+    await producer.flush()
+    for f in futures:
+        f.result()
 
 
 CLIENT_STOP_SECONDS = 30.0

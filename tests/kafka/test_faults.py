@@ -138,7 +138,7 @@ async def test_broker_stopped_and_restarted_mid_stream_recovers_without_loss(
             stores = open_stores(tmp_path / "store")
             try:
                 # idle_seconds above the outage: a historic stream must not be taken as finished
-                async with InProcess(bootstrap, topics, stores, meta=False, idle_seconds=20.0) as run:
+                async with InProcess(bootstrap, topics, stores, meta=False, idle_seconds=60.0) as run:
                     publishing = asyncio.create_task(publish_simulation(
                         bootstrap, services=SERVICES, minutes=MINUTES, start=start, topics=topics,
                         partitions=2, rate=12.0))
@@ -146,7 +146,9 @@ async def test_broker_stopped_and_restarted_mid_stream_recovers_without_loss(
                     assert not publishing.done()
                     stopped = await asyncio.to_thread(_dev_sh, "stop", port, controller)
                     assert stopped.returncode == 0, stopped.stderr
-                    await asyncio.sleep(3)
+                    # down for longer than the workers' request timeout (15 s): batches sent meanwhile
+                    # fail on their own (no partition leader), and a commit must not go on without them
+                    await asyncio.sleep(16)
                     restarted = await asyncio.to_thread(_dev_sh, "start", port, controller)
                     assert restarted.returncode == 0, restarted.stderr
                     res = await publishing
