@@ -7,6 +7,7 @@ writes what it sends into the server's stores (``topology demo``; the server aro
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import multiprocessing
@@ -40,6 +41,7 @@ log = logging.getLogger("topology.demo")
 
 ROLLUP_EVERY = 60.0
 STOP_PATIENCE = 30.0  # seconds the fleet's process has to write its open windows at shutdown
+INBOX = 8  # the fleet's messages read and not yet stored, at most
 
 
 async def store_meta(stores: Stores, catalog: Sequence[ServiceInfo], health: Sequence[HealthEvent],
@@ -115,7 +117,9 @@ class SimulationDriver:
         child = context.Process(target=run_fleet, args=(theirs, job), name="topology-demo-fleet", daemon=True)
         child.start()
         theirs.close()
-        inbox: asyncio.Queue[tuple[Any, ...] | None] = asyncio.Queue()
+        # Bounded: when the stores fall behind, the reader stops reading, the pipe fills and the
+        # fleet waits in its next send (back-pressure instead of a backlog in memory).
+        inbox: asyncio.Queue[tuple[Any, ...] | None] = asyncio.Queue(INBOX)
         loop = asyncio.get_running_loop()
 
         def read() -> None:  # a thread of its own: a blocking read, unpickling off the event loop
@@ -124,7 +128,10 @@ class SimulationDriver:
                     message: tuple[Any, ...] | None = ours.recv()
                 except (EOFError, OSError):
                     message = None
-                loop.call_soon_threadsafe(inbox.put_nowait, message)
+                try:
+                    asyncio.run_coroutine_threadsafe(inbox.put(message), loop).result()
+                except (RuntimeError, concurrent.futures.CancelledError):
+                    return  # the loop is gone (shutdown)
                 if message is None:
                     return
 
