@@ -7,15 +7,19 @@ restart assembles its state from several transactions."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import MessageSizeTooLargeError
 
 from ingest.publisher import publish_simulation
+from ingest.worker import _delivered
 from tests.conftest import require
 from tests.kafka.conftest import broker_answers
 from tests.kafka.harness import (
@@ -114,6 +118,44 @@ async def _carried_sections(bootstrap: str, state_topic: str) -> int:
         return carried
     finally:
         await consumer.stop()
+
+
+async def test_a_record_the_broker_refused_keeps_its_transaction_from_committing(
+        kafka_bootstrap: str, topic_label: str) -> None:
+    # aiokafka commits a transaction once its batches are done, delivered or failed: committed, the
+    # consumer offsets in it would say the refused outputs were made. The worker checks first.
+    topic = f"{topic_label}.small"
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, 1, 1, topic_configs={"max.message.bytes": "2048"})])
+    finally:
+        await admin.close()
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, transactional_id=topic,
+                                max_request_size=4 * 1024 * 1024)
+    group = f"{topic}.group"
+    await producer.start()
+    try:
+        await producer.begin_transaction()
+        sent = [await producer.send(topic, b"fits", partition=0),
+                await producer.send(topic, b"x" * 8000, partition=0)]
+        await producer.send_offsets_to_transaction({TopicPartition(topic, 0): 5}, group)
+        with pytest.raises(MessageSizeTooLargeError):
+            await _delivered(producer, sent)
+        await producer.abort_transaction()
+    finally:
+        await producer.stop()
+    consumer = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        assert await consumer.committed(TopicPartition(topic, 0)) is None
+    finally:
+        await consumer.stop()
+        admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+        await admin.start()
+        with contextlib.suppress(Exception):
+            await admin.delete_topics([topic])
+        await admin.close()
 
 
 def _dev_sh(command: str, port: int, controller: int) -> subprocess.CompletedProcess[str]:
