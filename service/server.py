@@ -110,7 +110,10 @@ def _stop_gracefully() -> None:
 
 def _listen(host: str, port: int) -> socket.socket:
     """The server's listening socket, bound before anything else starts (a port in use is one line)."""
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    # IPPROTO_TCP, not 0: asyncio turns Nagle off (TCP_NODELAY) only on sockets whose proto says TCP;
+    # with 0 every answer on a kept-alive connection after the first waited ~40 ms for a delayed ACK
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))

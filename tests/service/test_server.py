@@ -52,6 +52,27 @@ def test_a_port_in_use_is_named() -> None:
     free.close()
 
 
+async def test_connections_on_the_listening_socket_send_without_delay() -> None:
+    """Nagle off on every accepted connection (asyncio sets TCP_NODELAY only where the socket's proto
+    says TCP): with it on, each answer on a kept-alive connection after the first waited for the
+    client's delayed ACK, ~40 ms."""
+    accepted: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    class Probe(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            sock = transport.get_extra_info("socket")
+            accepted.set_result(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            transport.close()
+
+    server = await asyncio.get_running_loop().create_server(Probe, sock=_listen("127.0.0.1", 0))
+    try:
+        _, writer = await asyncio.open_connection(*server.sockets[0].getsockname()[:2])
+        assert await asyncio.wait_for(accepted, 10) != 0
+        writer.close()
+    finally:
+        server.close()
+
+
 async def test_the_demo_is_ready_once_its_live_map_answers(tmp_path: Path) -> None:
     """The fleet runs in a child process (service.demo_fleet); its output is stored here."""
     stores = open_stores(tmp_path / "demo")
