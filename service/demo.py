@@ -15,6 +15,8 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
+from ingest.state import StateError
+from service import fleet_wire
 from service.demo_fleet import (
     FLUSH_EVERY,
     SHOWCASE_SECONDS,
@@ -114,19 +116,23 @@ class SimulationDriver:
         job = FleetJob(self.services, self.seed, self.step, live_start, now, history, self.truth, self.config)
         context = multiprocessing.get_context("spawn")  # not fork: this process runs threads
         ours, theirs = context.Pipe()
-        child = context.Process(target=run_fleet, args=(theirs, job), name="topology-demo-fleet", daemon=True)
+        child = context.Process(target=run_fleet, args=(theirs,), name="topology-demo-fleet", daemon=True)
         child.start()
         theirs.close()
+        fleet_wire.send(ours, ("job", job))
         # Bounded: when the stores fall behind, the reader stops reading, the pipe fills and the
         # fleet waits in its next send (back-pressure instead of a backlog in memory).
         inbox: asyncio.Queue[tuple[Any, ...] | None] = asyncio.Queue(INBOX)
         loop = asyncio.get_running_loop()
 
-        def read() -> None:  # a thread of its own: a blocking read, unpickling off the event loop
+        def read() -> None:  # a thread of its own: a blocking read, decoding off the event loop
             while True:
                 try:
-                    message: tuple[Any, ...] | None = ours.recv()
+                    message: tuple[Any, ...] | None = fleet_wire.recv(ours)
                 except (EOFError, OSError):
+                    message = None
+                except StateError as e:  # not the fleet's own bytes: stop listening to it
+                    log.error("unreadable message from the simulated fleet", extra={"error": str(e)[:300]})
                     message = None
                 try:
                     asyncio.run_coroutine_threadsafe(inbox.put(message), loop).result()
@@ -141,7 +147,7 @@ class SimulationDriver:
             log.error("the simulated fleet stopped", extra={"exitcode": child.exitcode})
         finally:
             with contextlib.suppress(OSError):
-                ours.send(("stop",))  # it writes its open windows, then exits
+                fleet_wire.send(ours, ("stop",))  # it writes its open windows, then exits
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._take(inbox), STOP_PATIENCE)
             await asyncio.to_thread(_end, child)

@@ -15,8 +15,8 @@ core first; on idle cores the fleet runs as fast), and a flush's output travels 
 :data:`PART` windows, each written in one stretch of the server's stores' thread, where a query
 waits until the stretch ends (measured in ``docs/benchmarks.md``).
 
-Messages, child to server, over one pipe and in order (the server's own child: :mod:`multiprocessing`
-pickles them)::
+Messages, child to server, over one pipe and in order, as bytes read without pickle
+(:mod:`service.fleet_wire`); the job comes first, server to child, the same way::
 
     ("meta", catalog, health, changes, leases)  stored, and handed to the server's runtime
     ("out", PipelineOutput)                     Runtime.write
@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any, TypeVar
 
+from service import fleet_wire
 from service.runtime import Runtime
 from topology.pipeline import Pipeline, PipelineConfig, PipelineOutput
 from topology.sim.faults import FaultKind
@@ -153,7 +154,7 @@ class _Forwarding(Runtime):
 
     async def write(self, out: PipelineOutput) -> None:
         for part in parts(out, PART):
-            self._conn.send(("out", part))
+            fleet_wire.send(self._conn, ("out", part))
 
 
 def parts(out: PipelineOutput, size: int) -> Iterator[PipelineOutput]:
@@ -175,12 +176,14 @@ def parts(out: PipelineOutput, size: int) -> Iterator[PipelineOutput]:
         yield PipelineOutput(peer_leases=out.peer_leases, watermark=out.watermark)
 
 
-def main(conn: Connection, job: FleetJob) -> None:
-    """The child process: run ``job`` until the server says stop or goes away."""
+def main(conn: Connection) -> None:
+    """The child process: run the job the server sends first, until it says stop or goes away."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.nice(NICE)
     gc.set_threshold(10_000, 20, 200)  # as the server's: the pipelines' state is long-lived
     with contextlib.suppress(BrokenPipeError, ConnectionResetError, EOFError):  # the server is gone
+        kind, job = fleet_wire.recv(conn)
+        assert kind == "job", kind
         asyncio.run(_Fleet(conn, job).run())
 
 
@@ -202,7 +205,7 @@ class _Fleet:
         """Send what the server stores at once (catalog, health, changes) and, from the live fleet, the
         address leases (the server's runtime keeps them for HTTP ingest, in its lease file)."""
         if em.catalog or em.health or em.change_events or (leases and em.leases):
-            self.conn.send(("meta", list(em.catalog), list(em.health), list(em.change_events),
+            fleet_wire.send(self.conn, ("meta", list(em.catalog), list(em.health), list(em.change_events),
                             list(em.leases) if leases else []))
 
     def _stopped(self) -> bool:
@@ -234,7 +237,7 @@ class _Fleet:
                 t += dt
                 await rt.flush(t)
             write_truth(job.truth, self.sims)
-            self.conn.send(("ready", root, time.monotonic() - began))
+            fleet_wire.send(self.conn, ("ready", root, time.monotonic() - began))
             if job.history_start is not None:
                 history = asyncio.create_task(self._history(job.history_start, job.live_start))
             while not self._stopped():  # then follow the wall clock
@@ -263,8 +266,8 @@ class _Fleet:
             await self._step(sim, rt, t, dt, leases=False)
             t += dt
             await rt.flush(t)
-            self.conn.send(("progress", (t - start) / 60, (end - start) / 60))
+            fleet_wire.send(self.conn, ("progress", (t - start) / 60, (end - start) / 60))
         for extra in (60.0, 120.0, 180.0):  # close the last windows (they end before the live ones begin)
             await rt.flush(t + extra)
-        self.conn.send(("rollup", end))
-        self.conn.send(("filled", time.monotonic() - began))
+        fleet_wire.send(self.conn, ("rollup", end))
+        fleet_wire.send(self.conn, ("filled", time.monotonic() - began))

@@ -1,15 +1,21 @@
-"""The demo's fleet process sends a flush's output in parts (service.demo_fleet.parts): written one after
-the other, the parts store what the whole output would."""
+"""The demo's fleet process sends a flush's output in parts (service.demo_fleet.parts) over its pipe
+(service.fleet_wire, no pickle): written one after the other as they arrive, the parts store what the
+whole output would."""
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any
 
-from service.demo_fleet import feed, parts
+import pytest
+
+from ingest.state import StateError
+from service import fleet_wire
+from service.demo_fleet import FleetJob, feed, parts
 from service.runtime import Runtime
 from topology.model import ALL_LAYERS, Granularity
-from topology.pipeline import Pipeline, PipelineOutput
+from topology.pipeline import Pipeline, PipelineConfig, PipelineOutput
 from topology.sim import Simulator, generate_fleet
 from topology.store.base import Stores
 from topology.store.embedded import open_stores
@@ -51,7 +57,9 @@ async def test_parts_store_what_the_whole_output_stores(tmp_path: Path) -> None:
         assert sum(len(p.traces) for p in pieces) == len(out.traces)
         into = Runtime(cut, None)
         for piece in pieces:
-            await into.write(piece)
+            kind, arrived = fleet_wire.decode(fleet_wire.encode(("out", piece)))
+            assert kind == "out"
+            await into.write(arrived)
         held = await _held(whole)
         assert held[0] and held[1] and any(held[2])
         assert await _held(cut) == held
@@ -59,3 +67,24 @@ async def test_parts_store_what_the_whole_output_stores(tmp_path: Path) -> None:
     finally:
         await whole.close()
         await cut.close()
+
+
+def test_the_job_and_the_catalog_cross_the_pipe_as_they_are() -> None:
+    job = FleetJob(30, 5, 10.0, START, START + 300, START - 3600, "/tmp/truth.json",
+                   PipelineConfig(stage1_window=10, provisional=False))
+    assert fleet_wire.decode(fleet_wire.encode(("job", job))) == ("job", job)
+    sim = Simulator(generate_fleet(services=30, seed=5), seed=5, start=START)
+    em = sim.initial_records()
+    meta = ("meta", list(em.catalog), list(em.health), list(em.change_events), list(em.leases))
+    assert em.catalog and em.leases
+    assert fleet_wire.decode(fleet_wire.encode(meta)) == meta
+
+
+def test_a_pickle_is_not_read() -> None:
+    class Boom:
+        def __reduce__(self) -> tuple[object, ...]:
+            return (print, ("unpickled",))
+
+    for data in (pickle.dumps(("out", Boom())), pickle.dumps(("stop",)), b"", b"\x00" * 10):
+        with pytest.raises(StateError):
+            fleet_wire.decode(data)
