@@ -155,7 +155,7 @@ class KafkaSink:
         if self.producer is not None:
             await self.producer.flush()
         sent, self._sent = self._sent, []
-        failed = [f.exception() for f in sent if f.done() and f.exception() is not None]
+        failed = [e for f in sent if (e := f.exception()) is not None]  # all done after the flush
         if failed:
             raise PublishError(f"{len(failed)} of {len(sent)} messages were not delivered: {failed[0]!r}")
 

@@ -48,7 +48,6 @@ from service import fleet_wire
 from service.runtime import Runtime
 from topology.pipeline import Pipeline, PipelineConfig, PipelineOutput
 from topology.sim.faults import FaultKind
-from topology.store.persist import nodes_of
 
 T = TypeVar("T")
 
@@ -158,9 +157,10 @@ class _Forwarding(Runtime):
 
 
 def parts(out: PipelineOutput, size: int) -> Iterator[PipelineOutput]:
-    """``out`` in parts of at most ``size`` windows (or trace summaries), each with the nodes its
-    windows mention; the peer leases go with the last. Written one after the other they store what
-    ``out`` would (windows are replaced by key, nodes merged by name)."""
+    """``out`` in parts of at most ``size`` windows (or trace summaries); the peer leases go with the
+    last. A part carries no nodes: the wire derives them from its windows where it is read
+    (:mod:`service.fleet_wire`). Arrived and written one after the other, the parts store what ``out``
+    would (windows are replaced by key, nodes merged by name)."""
     def chunks(items: Sequence[T]) -> Iterator[Sequence[T]]:
         return (items[i:i + size] for i in range(0, len(items), size))
 
@@ -169,7 +169,7 @@ def parts(out: PipelineOutput, size: int) -> Iterator[PipelineOutput]:
             for chunk in chunks(ws):
                 by_layer = {layer: list(chunk)}
                 yield PipelineOutput(windows={} if late else by_layer, late=by_layer if late else {},
-                                     nodes=nodes_of(by_layer), watermark=out.watermark)
+                                     watermark=out.watermark)
     for traces in chunks(out.traces):
         yield PipelineOutput(traces=list(traces), watermark=out.watermark)
     if out.peer_leases:

@@ -5,9 +5,8 @@ A :class:`multiprocessing.connection.Connection`'s ``send``/``recv`` pickle, and
 process boundary is unpickled here. A message is a tuple ``(kind, *args)`` written with the checkpoint
 codec (:mod:`ingest.state`: msgpack through a closed list of types, :class:`~ingest.state.StateError`
 for anything else): windows and trace summaries as the codec's own types, the catalog's records as
-their ``to_dict`` and the job as plain fields. An output's nodes are not sent: the server derives them
-from its windows (:func:`topology.store.persist.nodes_of`), as :func:`service.demo_fleet.parts` does
-for each part it sends.
+their ``to_dict`` and the job as plain fields. An output's nodes are not sent: the reader derives them
+from its windows (:func:`topology.store.persist.nodes_of`), once.
 """
 
 from __future__ import annotations
