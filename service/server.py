@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import faulthandler
 import gc
 import logging
 import math
@@ -45,6 +46,9 @@ GC_THRESHOLDS = (10_000, 20, 200)  # allocations before a young collection; youn
 #: seconds between flushes of the span pairer in ``serve`` (the other stages: every FLUSH_EVERY); the
 #: calls it pairs meanwhile gather per edge: at 2,200 spans/s 4x fewer flushes cost ~20% less CPU
 TRACE_FLUSH_EVERY = 2.0
+#: seconds a stop (SIGINT, SIGTERM) may take before the process dumps its threads' stacks and exits 1:
+#: the fleet's last windows (STOP_PATIENCE), Kafka's final checkpoints and the stores' close take less
+SHUTDOWN_LIMIT = 120.0
 
 
 async def _flusher(runtime: Runtime) -> None:
@@ -93,13 +97,17 @@ class _Server(uvicorn.Server):
 def _stop_gracefully() -> None:
     """SIGINT and SIGTERM stop the server through uvicorn, which then raises the signal again for the
     previous handler: this one, which lets the shutdown finish (final Kafka checkpoints, stores
-    closed) and exit 0. A second signal during that shutdown stops the process at once."""
+    closed) and exit 0. A second signal during that shutdown stops the process at once, and so does
+    a shutdown still running after :data:`SHUTDOWN_LIMIT` seconds, first writing every thread's stack
+    to stderr (exit status 1): a stop never hangs, and one that would have says where."""
     if threading.current_thread() is not threading.main_thread():
         return
     seen: list[int] = []
 
     def handle(sig: int, frame: Any) -> None:
         seen.append(sig)
+        if len(seen) == 1:
+            faulthandler.dump_traceback_later(SHUTDOWN_LIMIT, exit=True)
         if len(seen) > 1:
             signal.signal(sig, signal.SIG_DFL)
             signal.raise_signal(sig)
