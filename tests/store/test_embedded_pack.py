@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import pathlib
 import sqlite3
 import tempfile
@@ -15,14 +16,15 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from tests.store.contract import APP, DOWN, IPC, LIVE, LIVE_NOW, NET, T0, UP, minutes, win
+from tests.store.contract import APP, DOWN, IPC, LIVE, LIVE_NOW, NET, T0, TRACE, UP, minutes, win
 from tests.store.test_embedded import stats_st
-from topology.model import EdgeSummary, EdgeWindow
+from topology.model import EdgeKey, EdgeSummary, EdgeWindow
 from topology.sketch import LatencySketch
 from topology.store import embedded_pack as packs
 from topology.store.base import LayerStore
 from topology.store.embedded import open_stores
 from topology.store.embedded_codec import CODEC
+from topology.store.embedded_layer import EmbeddedLayerStore
 from topology.timewindow import DAY, HOUR, MINUTE, Retention, TimeRange
 
 NAMES = ["a", "b", "c", "d"]
@@ -180,9 +182,14 @@ async def test_the_roll_up_packs_finished_hours_and_days(tmp_path: pathlib.Path)
         await net.upsert_windows(ws)
         await net.rollup(T0 + 2 * HOUR + 40 * MINUTE)
         with contextlib.closing(sqlite3.connect(tmp_path / "network.db")) as conn:
-            rows = conn.execute("SELECT wsec, wstart, edge, slots FROM packs ORDER BY wstart").fetchall()
+            q = "SELECT wsec, wstart, edge, slots FROM packs ORDER BY wstart, wsec"
+            rows = conn.execute(q).fetchall()
             loose = conn.execute("SELECT wstart FROM windows WHERE wsec=?", (MINUTE,)).fetchall()
-        assert [(w, t, packs.count(s)) for w, t, _, s in rows] == [(MINUTE, T0, 60), (MINUTE, T0 + HOUR, 60)]
+            hours = conn.execute("SELECT COUNT(*) FROM windows WHERE wsec=?", (HOUR,)).fetchone()[0]
+        # the hours built go straight into their day's pack (the day is not over)
+        assert [(w, t, packs.count(s)) for w, t, _, s in rows] == [
+            (MINUTE, T0, 60), (HOUR, T0, 2), (MINUTE, T0 + HOUR, 60)]
+        assert hours == 0
         assert sorted(t for (t,) in loose) == [w.window_start for w in ws[120:]]  # hour 2 and hour 5
         assert (await net.window_count())[MINUTE] == 153
         await net.rollup(T0 + DAY + HOUR)  # the day: its hours packed too
@@ -231,10 +238,96 @@ async def test_a_database_of_compact_5_opens_reads_and_packs(tmp_path: pathlib.P
         ipc = stores.layers[IPC]
         assert await ipc.neighbors(["a"], UP, APP, LIVE, LIVE_NOW) == want
         await ipc.rollup(LIVE_NOW)  # the hour before is finished: packed
-        assert _packed_rows(tmp_path)[0] == 2  # hours 0 (5 minutes) and 1 (57)
+        assert _packed_rows(tmp_path)[0] == 3  # hours 0 (5 minutes) and 1 (57), the day's hours
         assert await ipc.neighbors(["a"], UP, APP, wide, LIVE_NOW) == want_wide
         assert (await ipc.window_count())[MINUTE] == 62
     finally:
         await stores.close()
     with contextlib.closing(sqlite3.connect(db)) as conn:
         assert conn.execute("SELECT value FROM meta WHERE key='codec'").fetchone() == (CODEC,)
+
+
+# -- trace ids past the catalog's trace retention ---------------------------------------------------------
+def _ids(m: int) -> tuple[str, ...]:
+    """Five trace ids of minute ``m`` (sorted, the smallest first; random bytes but for the first two)."""
+    return tuple(sorted(f"{m:04x}" + hashlib.md5(f"{m} {k}".encode()).hexdigest()[4:] for k in range(5)))
+
+
+async def test_packed_trace_windows_past_trace_retention_keep_one_trace_id(tmp_path: pathlib.Path) -> None:
+    # trace retention 1 h: at the roll-up of 3 h 05 the windows that ended by 2 h 05 keep their
+    # smallest trace id once packed; newer ones (and the hour window of hour 2) keep all five
+    stores = open_stores(tmp_path, Retention(trace_seconds=HOUR))
+    try:
+        tr = stores.layers[TRACE]
+        ws = [win("a", "b", T0 + m * MINUTE, layer=TRACE, requests=10, exemplars=_ids(m)) for m in range(185)]
+        await tr.upsert_windows(ws)
+        now = T0 + 3 * HOUR + 5 * MINUTE
+        await tr.rollup(now)
+        key = ws[0].key
+        asked = [(key, MINUTE, T0 + m * MINUTE) for m in range(185)]
+        asked += [(key, HOUR, T0 + h * HOUR) for h in range(3)]
+        got = await tr.stored_stats(asked)
+        for m in range(185):
+            want = _ids(m)[:1] if m < 125 else _ids(m)
+            assert got[(key, MINUTE, T0 + m * MINUTE)].exemplars == want, m
+            assert got[(key, MINUTE, T0 + m * MINUTE)].requests == 10
+        assert [got[(key, HOUR, T0 + h * HOUR)].exemplars for h in range(3)] == [
+            _ids(0)[:1], _ids(60)[:1], _ids(120)]
+        # a range read from the packs gives the thinned ids; the live minutes give all
+        [old] = await tr.neighbors(["a"], UP, APP, TimeRange(T0 + 10 * MINUTE, T0 + 20 * MINUTE), now)
+        assert old.stats.exemplars == tuple(sorted(x for m in range(10, 20) for x in _ids(m)[:1]))[:5]
+        assert old.stats.requests == 100
+        [live] = await tr.neighbors(["a"], UP, APP, TimeRange(now - 15 * MINUTE, now), now)
+        assert live.stats.exemplars == _ids(170)
+        # an hour later, the thin pass reaches hour 2: its minutes and its hour window keep one
+        await tr.rollup(now + HOUR)
+        got = await tr.stored_stats([(key, MINUTE, T0 + 150 * MINUTE), (key, HOUR, T0 + 2 * HOUR)])
+        assert got[(key, MINUTE, T0 + 150 * MINUTE)].exemplars == _ids(150)[:1]
+        assert got[(key, HOUR, T0 + 2 * HOUR)].exemplars == _ids(120)[:1]
+        # other layers keep theirs (they carry none from the stages; nothing is rewritten)
+        net = stores.layers[NET]
+        await net.upsert_windows([win("a", "b", T0, exemplars=_ids(0))])
+        await net.rollup(now + HOUR)
+        net_key = EdgeKey(NET, APP, "a", "b")
+        assert (await net.stored_stats([(net_key, MINUTE, T0)]))[(net_key, MINUTE, T0)].exemplars == _ids(0)
+    finally:
+        await stores.close()
+
+
+async def test_a_database_of_compact_6_is_thinned_and_packs_its_hours_at_its_next_roll_up(
+    tmp_path: pathlib.Path,
+) -> None:
+    # a compact-6 store kept every trace id in its packs and its day's hours loose: the next roll-up
+    # thins what is past trace retention and the hours it builds go into the day's pack
+    stores = open_stores(tmp_path, Retention(trace_seconds=HOUR))
+    tr = stores.layers[TRACE]
+    ws = [win("a", "b", T0 + m * MINUTE, layer=TRACE, requests=10, exemplars=_ids(m)) for m in range(185)]
+    key = ws[0].key
+    await tr.upsert_windows(ws)
+    await stores.close()
+    with contextlib.closing(sqlite3.connect(tmp_path / "trace.db")) as conn:  # as compact-6 stored it
+        assert conn.execute("SELECT value FROM meta WHERE key='exemplars_thinned'").fetchone() is None
+    # compact-6: no hour joined its day's pack early, no trace id was thinned
+    with mock.patch.dict(packs.PACKED, {MINUTE: HOUR}, clear=True), \
+            mock.patch.object(EmbeddedLayerStore, "_thinner", lambda self, now: None):
+        stores = open_stores(tmp_path, Retention(trace_seconds=HOUR))
+        await stores.layers[TRACE].rollup(T0 + 2 * HOUR + 5 * MINUTE)  # hours 0 and 1 packed, thinned
+        await stores.close()
+    with contextlib.closing(sqlite3.connect(tmp_path / "trace.db")) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM windows WHERE wsec=?", (HOUR,)).fetchone() == (2,)
+        (data,) = conn.execute("SELECT data FROM packs WHERE wsec=? AND wstart=?", (MINUTE, T0)).fetchone()
+        assert len(data) > 60 * 5 * 14  # every trace id kept (14 random bytes each)
+    stores = open_stores(tmp_path, Retention(trace_seconds=HOUR))
+    try:
+        tr = stores.layers[TRACE]
+        await tr.rollup(T0 + 3 * HOUR + 5 * MINUTE)
+        got = await tr.stored_stats([(key, MINUTE, T0 + 30 * MINUTE), (key, HOUR, T0 + HOUR),
+                                     (key, HOUR, T0 + 2 * HOUR)])
+        assert got[(key, MINUTE, T0 + 30 * MINUTE)].exemplars == _ids(30)[:1]
+        assert got[(key, HOUR, T0 + 2 * HOUR)].exemplars == _ids(120)
+        assert (await tr.window_count()) == {MINUTE: 185, HOUR: 3}
+        with contextlib.closing(sqlite3.connect(tmp_path / "trace.db")) as conn:
+            hours = conn.execute("SELECT COUNT(*) FROM windows WHERE wsec=?", (HOUR,)).fetchone()
+        assert hours == (2,)  # the loose hours of before stay loose until the day is rolled up
+    finally:
+        await stores.close()

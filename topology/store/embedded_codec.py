@@ -825,3 +825,20 @@ class StatsCodec:
             f[14],
             f[15],
         )
+
+    def fewer_exemplars(self, blob: bytes, keep: int) -> bytes:
+        """``blob`` with at most ``keep`` (>= 1) of its trace ids, the first (smallest) ones: the same
+        shape (the mask does not say how many), the tail cut. Records that are not of the current
+        compact format, or hold fewer, are returned as they are. (Used by packs: embedded_pack.py.)"""
+        if keep < 1 or not blob or blob[0] != _TAG_SHAPED:
+            return blob
+        try:
+            mask, codes, nlat, hsize, old = self._header(blob)
+        except (IndexError, KeyError, ValueError):
+            return blob
+        if not mask & 1 << 13 or not mask & _EXEMPLAR_16:
+            return blob
+        pos = hsize + self._plan(mask, codes, nlat, old).struct.size
+        if pos >= len(blob) or blob[pos] <= keep or len(blob) != pos + 1 + 16 * blob[pos]:
+            return blob
+        return blob[:pos] + bytes((keep,)) + blob[pos + 1 : pos + 1 + 16 * keep]

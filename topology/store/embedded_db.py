@@ -21,8 +21,12 @@ from topology.store.base import StoreUnavailable
 T = TypeVar("T")
 
 
-def connect(path: pathlib.Path, cache_mib: int = 16) -> sqlite3.Connection:
+def connect(path: pathlib.Path, cache_mib: int = 16, page_size: int | None = None) -> sqlite3.Connection:
+    """A connection with the store's settings; ``page_size`` applies only to a database being created
+    (an existing file keeps its pages)."""
     conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    if page_size is not None:
+        conn.execute(f"PRAGMA page_size={int(page_size)}")  # before WAL mode and the first table
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA journal_size_limit=67108864")  # the WAL shrinks back to 64 MiB after checkpoints
@@ -33,13 +37,16 @@ def connect(path: pathlib.Path, cache_mib: int = 16) -> sqlite3.Connection:
 
 
 class Database:
-    """A SQLite file with schema ``schema`` (idempotent DDL), opened synchronously."""
+    """A SQLite file with schema ``schema`` (idempotent DDL), opened synchronously. ``page_size``: the
+    page size of a new file (SQLite's default, 4 KB, if None)."""
 
-    def __init__(self, path: pathlib.Path, schema: str, layer: Layer | None) -> None:
+    def __init__(
+        self, path: pathlib.Path, schema: str, layer: Layer | None, page_size: int | None = None
+    ) -> None:
         self.path = path
         self.layer = layer
         try:
-            self.writer = connect(path)
+            self.writer = connect(path, page_size=page_size)
             self.writer.executescript(schema)
             self.reader = connect(path)
         except sqlite3.Error as e:

@@ -33,11 +33,12 @@ untrimmed and trimmed at open with the last roll-up's clock. A clean close also 
 
 Roll-up: an upsert marks the hour (day) its minute (hour) windows belong to; ``rollup(now)`` rebuilds
 every marked hour that ended before ``now`` as the merge of its minute windows (replacing the
-previous hour window) and moves them into one pack per edge, then every marked finished day from
-its hours (packed the same way), then deletes windows older than their granularity's retention
-(a pack when all of its windows are; readers skip its windows past retention until then). An
-hour whose minute windows were already partly deleted by retention (a very late window) is not
-rebuilt: its hour window keeps what it had.
+previous hour window, in the edge's pack of that day) and moves them into one pack per edge, then
+every marked finished day from its hours (packed the same way), then thins the trace ids of packed
+windows past the trace retention (one kept: ``_thinner``), then deletes windows older than their
+granularity's retention (a pack when all of its windows are; readers skip its windows past retention
+until then). An hour whose minute windows were already partly deleted by retention (a very late
+window) is not rebuilt: its hour window keeps what it had.
 """
 
 from __future__ import annotations
@@ -124,6 +125,12 @@ _MARK = "INSERT INTO pending_rollup VALUES (?, ?, 1) ON CONFLICT(wsec, wstart) D
 CHECKPOINT_SECONDS = 10 * MINUTE
 #: Minutes of recent windows the hot ring holds per edge: the default live window (15 min) and then some.
 DEFAULT_HOT_MINUTES = 20
+#: Page size of a new layer database: packs of 0.3-3 KB fill 16 KB pages much better than 4 KB ones
+#: (two 1.8 KB packs left half of a 4 KB page unused). Existing files keep theirs.
+PAGE_SIZE = 16384
+#: Trace ids a packed window keeps once it ended ``Retention.trace_seconds`` before the roll-up's clock:
+#: the catalog has dropped those traces (see ``_thinner``).
+PACKED_EXEMPLARS = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,13 +252,14 @@ class EmbeddedLayerStore(LayerStore):
     ) -> None:
         self.layer = layer
         self.retention = retention
-        self._db = Database(path, SCHEMA, layer)
+        self._db = Database(path, SCHEMA, layer, page_size=PAGE_SIZE)
         self._lock = WriteLock()
         self._index = GraphIndex(layer)
         self._codec = StatsCodec()
         self._stats = StatsSource(self._db, self._codec, hot_minutes)
         self._next_id = 1
         self._last_rollup = 0.0
+        self._thinned = 0.0  # packed periods ending at or before this keep few trace ids (_thin)
         self._checkpoint = 0  # minute windows starting before this are in ``spans``
         self._top_minute = 0  # newest minute window start stored
         self._dirty: set[int] = set()  # edges with minute presence newer than the checkpoint
@@ -293,6 +301,7 @@ class EmbeddedLayerStore(LayerStore):
                     f"reads {want}): move it away or delete it"
                 )
         self._last_rollup = float(self._meta(conn, "last_rollup", None) or 0.0)
+        self._thinned = float(self._meta(conn, "exemplars_thinned", None) or 0.0)
         self._pending = {(int(w), int(t)) for w, t in conn.execute("SELECT wsec, wstart FROM pending_rollup")}
         self._packed = packs.periods_of(conn)
         self._codec.load(conn.execute("SELECT id, value FROM attrs"),
@@ -515,11 +524,8 @@ class EmbeddedLayerStore(LayerStore):
                         start,
                     )
                 else:
-                    ids = sorted(self._index.by_id)
-                    bounds = ids[::ROLLUP_CHUNK] or [0]
-                    for k, lo in enumerate(bounds):
-                        hi = bounds[k + 1] - 1 if k + 1 < len(bounds) else 2**62
-                        built += await self._rollup_piece(fine, coarse, start, lo, hi)
+                    for lo, hi in self._edge_ranges():
+                        built += await self._rollup_piece(fine, coarse, start, lo, hi, now)
                 up = _COARSER.get(coarse)
 
                 def finish(
@@ -542,21 +548,28 @@ class EmbeddedLayerStore(LayerStore):
                         self._pending.discard((coarse, start))
                     if up is not None:
                         self._pending.add((up, align(start, up)))
+        await self._thin_packs(now)
         async with self._lock:
             self._check()
             deleted = await self._apply_retention(now)
             self._last_rollup = max(self._last_rollup, now)
         return RollupReport(built=built, deleted=deleted)
 
-    async def _rollup_piece(self, fine: int, coarse: int, start: int, lo: int, hi: int) -> int:
-        """Build the ``coarse`` window at ``start`` of the edges with ids in [lo, hi], and pack their
-        ``fine`` windows of that period (``embedded_pack.py``)."""
+    async def _rollup_piece(self, fine: int, coarse: int, start: int, lo: int, hi: int, now: float) -> int:
+        """Build the ``coarse`` window at ``start`` of the edges with ids in [lo, hi] into their packs
+        of the period above it (an hour into its day's pack; days stay loose), and pack their ``fine``
+        windows of that period (``embedded_pack.py``); trace ids thinned as of ``now`` (``_thinner``)."""
 
         codec = self._codec
         mark = codec.mark()
         packed = frozenset(self._packed)
         times = range(start, start + coarse, fine)
         packing = packs.PACKED.get(fine) == coarse
+        # the coarse window goes straight into its edge's pack of the period above (an hour into its
+        # day's pack), so only the current hour's minutes stay loose
+        up = packs.PACKED.get(coarse)
+        into: tuple[int, int] | None = (coarse, align(start, up)) if up else None
+        edit = self._thinner(now)
 
         def build(conn: sqlite3.Connection) -> dict[tuple[int, int], array[int]]:
             # runs on the writer thread; reads the index (nothing changes it while the lock is held)
@@ -586,8 +599,13 @@ class EmbeddedLayerStore(LayerStore):
                     fields = [codec.decode_fields(blob, t) for t, blob in blobs]
                     rows.append((coarse, start, eid, codec.encode(merge_fields(fields), start)))
                     if packing:
-                        packs_.append((fine, start, eid, *packs.pack(blobs, start, fine)))
+                        packs_.append((fine, start, eid, *packs.pack(edit(blobs, fine) if edit else blobs,
+                                                                      start, fine)))
                     built.append((rec, coarse, start))
+            if into is not None:  # all into packs (made if the edge has none), none loose
+                rows = packs.merge_into(conn, rows, {into}, create=True, edit=edit)
+                conn.executemany("DELETE FROM windows WHERE wsec=? AND wstart=? AND edge=?",
+                                 [(coarse, start, rec.id) for rec, _, _ in built])
             _write_windows(conn, codec, rows, packed)
             conn.executemany("INSERT OR REPLACE INTO packs VALUES (?,?,?,?,?)", packs_)
             if packing and stray:
@@ -609,6 +627,8 @@ class EmbeddedLayerStore(LayerStore):
             spans = await self._db.write(build, partial(codec.undo, mark))
             if spans and packing:
                 self._packed.add((fine, start))
+            if spans and into is not None:
+                self._packed.add(into)
             touched = []
             for (eid, wsec), iv in spans.items():
                 rec = self._index.by_id[eid]
@@ -617,6 +637,55 @@ class EmbeddedLayerStore(LayerStore):
             self._stats.on_built(touched)
             self._forget_near(touched)
             return len(spans)
+
+    def _edge_ranges(self) -> list[tuple[int, int]]:
+        """The edge id ranges [lo, hi] of the roll-up's pieces (``ROLLUP_CHUNK`` edges each)."""
+        ids = sorted(self._index.by_id)
+        bounds = ids[::ROLLUP_CHUNK] or [0]
+        return [(lo, bounds[k + 1] - 1 if k + 1 < len(bounds) else 2**62) for k, lo in enumerate(bounds)]
+
+    def _thinner(self, now: float) -> packs.Edit | None:
+        """What thins the trace ids of windows written into packs: a window that ended
+        ``Retention.trace_seconds`` (the catalog's trace retention) before ``now`` keeps
+        ``PACKED_EXEMPLARS`` of them (the smallest), since the catalog no longer holds those traces;
+        newer ones keep all. Only TRACE windows carry trace ids (None for the other layers)."""
+        if self.layer is not Layer.TRACE or not now:
+            return None
+        cutoff = now - self.retention.trace_seconds
+        fewer = self._codec.fewer_exemplars
+
+        def edit(records: list[tuple[int, bytes]], wsec: int) -> list[tuple[int, bytes]]:
+            return [(t, fewer(rec, PACKED_EXEMPLARS) if t + wsec <= cutoff else rec) for t, rec in records]
+
+        return edit
+
+    async def _thin_packs(self, now: float) -> None:
+        """Thin the trace ids (``_thinner``) in the packs that hold windows which ended past trace
+        retention since the last pass. A pass runs when that bound crosses an hour: a finished hour's
+        minutes are rewritten once, a day's pack once an hour (packs written meanwhile, by the roll-up,
+        were thinned as they were written: rewriting finds nothing to change)."""
+        edit = self._thinner(now)
+        cut = align(now - self.retention.trace_seconds, HOUR)
+        done = self._thinned
+        if edit is None or cut <= done:
+            return
+        keep = self.retention.for_granularity
+        todo = sorted((g, t) for g, t in self._packed  # not those retention is about to delete
+                      if t < cut and t + packs.PACKED[g] > max(done, now - keep(g)))
+        for wsec, start in todo:
+            for lo, hi in self._edge_ranges():
+                async with self._lock:
+                    self._check()
+                    changed = await self._db.write(
+                        partial(packs.rewrite, wsec=wsec, start=start, lo=lo, hi=hi, edit=edit))
+                    touched = [self._index.by_id[e] for e in changed if e in self._index.by_id]
+                    self._stats.on_built(touched)
+                    self._forget_near(touched)
+        async with self._lock:
+            self._check()
+            await self._db.write(lambda c: c.execute(
+                "INSERT OR REPLACE INTO meta VALUES ('exemplars_thinned', ?)", (repr(float(cut)),)))
+            self._thinned = cut
 
     async def _apply_retention(self, now: float) -> int:
         last = max(self._last_rollup, now)

@@ -19,11 +19,18 @@ mostly share a layout (one shape: the same header, the same field at the same pl
 holds one field's byte across the minutes - the header's bytes repeat, a counter's high bytes change
 little - which deflate keeps in much less than the records one after the other.
 
-Each (edge, window) is stored once: loose in ``windows`` or in a pack. Windows written into a
-packed hour or day later (late data, a roll-up built again) join its pack if the edge has one
-(the pack is rewritten in the same transaction), else stay loose until the period is rolled up
-again. Retention deletes a pack when its whole period is past the retention of its windows;
-windows inside a pack older than that are skipped on reading (``floor``).
+Each (edge, window) is stored once: loose in ``windows`` or in a pack. An hour window goes into its
+day's pack as soon as the roll-up builds it (the day's pack is read, the hour added, written back), so
+only the current hour's minutes are loose. Windows written into a packed hour or day later (late
+data, a roll-up built again) join its pack if the edge has one (the pack is rewritten in the same
+transaction), else stay loose until the period is rolled up again. Retention deletes a pack when its
+whole period is past the retention of its windows; windows inside a pack older than that are skipped
+on reading (``floor``).
+
+Trace ids: a TRACE window written into a pack after it ended ``Retention.trace_seconds`` before the
+roll-up's clock keeps only its smallest trace id (``EmbeddedLayerStore._thinner``), and a pass once an
+hour does the same to the windows already packed: the catalog no longer holds those traces, and
+five random 16-byte ids per window were a third of the TRACE store.
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import zlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -198,14 +205,23 @@ def get(conn: sqlite3.Connection, wsec: int, wstart: int, eid: int, floor: int) 
     return dict(unpack(row[0], row[1], p, wsec))[wstart]
 
 
+#: What may change a pack's records as it is written: (records in time order, their window length) ->
+#: the records to keep (the same windows).
+Edit = Callable[[list[tuple[int, bytes]], int], list[tuple[int, bytes]]]
+
+
 def merge_into(
     conn: sqlite3.Connection,
     rows: list[tuple[int, int, int, bytes]],
     periods: frozenset[tuple[int, int]] | set[tuple[int, int]],
+    create: bool = False,
+    edit: Edit | None = None,
 ) -> list[tuple[int, int, int, bytes]]:
     """Of the windows ``rows`` (wsec, wstart, edge, record) about to be written, put those whose edge
     has a pack for their period into it (rewriting the pack); the others are returned, to be written
-    loose. ``periods``: the (wsec, period start) that have packs (others are not looked up)."""
+    loose. ``periods``: the (wsec, period start) that have packs (others are not looked up). With
+    ``create``, an edge without a pack for such a period gets one (nothing is returned loose for
+    those periods). ``edit``: applied to each pack's records before it is written."""
     late: dict[tuple[int, int, int], dict[int, bytes]] = {}
     loose = []
     for wsec, wstart, eid, rec in rows:
@@ -215,16 +231,34 @@ def merge_into(
             late.setdefault((wsec, p, eid), {})[wstart] = rec
         else:
             loose.append((wsec, wstart, eid, rec))
+    out = []
     for (wsec, p, eid), new in late.items():
         row = conn.execute(_ONE, (wsec, p, eid)).fetchone()
-        if row is None:
+        if row is None and not create:
             loose += [(wsec, t, eid, rec) for t, rec in new.items()]
             continue
-        have = dict(unpack(row[0], row[1], p, wsec))
+        have = dict(unpack(row[0], row[1], p, wsec)) if row is not None else {}
         have.update(new)
-        conn.execute("INSERT OR REPLACE INTO packs VALUES (?,?,?,?,?)",
-                     (wsec, p, eid, *pack(sorted(have.items()), p, wsec)))
+        records = sorted(have.items())
+        out.append((wsec, p, eid, *pack(edit(records, wsec) if edit else records, p, wsec)))
+    conn.executemany("INSERT OR REPLACE INTO packs VALUES (?,?,?,?,?)", out)
     return loose
+
+
+def rewrite(conn: sqlite3.Connection, wsec: int, start: int, lo: int, hi: int, edit: Edit) -> list[int]:
+    """Apply ``edit`` to the packs of the period at ``start`` (windows of ``wsec``) of the edges with
+    ids in [lo, hi], and write back those it changed; their edges."""
+    out = []
+    for eid, slots, data in conn.execute(
+        "SELECT edge, slots, data FROM packs WHERE wsec=? AND wstart=? AND edge BETWEEN ? AND ?",
+        (wsec, start, lo, hi),
+    ).fetchall():
+        records = unpack(slots, data, start, wsec)
+        edited = edit(records, wsec)
+        if edited != records:
+            out.append((wsec, start, eid, *pack(edited, start, wsec)))
+    conn.executemany("INSERT OR REPLACE INTO packs VALUES (?,?,?,?,?)", out)
+    return [eid for _, _, eid, _, _ in out]
 
 
 def periods_of(conn: sqlite3.Connection) -> set[tuple[int, int]]:
@@ -248,5 +282,5 @@ def delete_expired(conn: sqlite3.Connection, wsec: int, cutoff: float) -> int:
     return sum(count(s) for (s,) in gone)
 
 
-__all__ = ["DAY", "PACKED", "SCHEMA", "count", "expand", "get", "merge_into", "newest", "pack", "periods_of",
-           "read", "unpack"]
+__all__ = ["DAY", "PACKED", "SCHEMA", "Edit", "count", "expand", "get", "merge_into", "newest", "pack",
+           "periods_of", "read", "rewrite", "unpack"]
