@@ -74,7 +74,7 @@ from topology.admit import (
     LIMIT,
     Admission,
     admit_flows,
-    admit_metrics,
+    admit_metric_bytes,
     admit_spans,
     admit_vpcflows,
     reason,
@@ -248,7 +248,7 @@ def ingest_routes(runtime: Runtime) -> list[Route]:
         ct = _otlp_type(request)
         try:
             data, now = await body(request, "metrics"), runtime.clock()
-            adm = runtime.apply("metrics", await _admitted(admit_metrics, data, ct, now), now)
+            adm = runtime.apply("metrics", await _admitted(admit_metric_bytes, data, ct, now), now)
         except InputError as e:
             return _otlp_answer(None, ct, e.reason)
         answer = ExportMetricsServiceResponse()

@@ -37,8 +37,6 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, TypeVar
 
-from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
-
 from topology.admit import (
     Admission,
     admit_catalog,
@@ -46,7 +44,7 @@ from topology.admit import (
     admit_flows,
     admit_health,
     admit_leases,
-    admit_metrics,
+    admit_metric_bytes,
     admit_spans,
     admit_vpcflows,
     reason_class,
@@ -198,8 +196,10 @@ class Runtime:
 
     def accept_metrics(
         self, data: bytes, content_type: str = "application/x-protobuf", now: float | None = None
-    ) -> Admission[ExportMetricsServiceRequest]:
-        return self.apply("metrics", admit_metrics(data, content_type, self._now(now)))
+    ) -> Admission[bytes]:
+        """Kept as the serialized request (:func:`topology.admit.admit_metric_bytes`): the IPC stage's core
+        reads the bytes that arrived, not a copy made after parsing them."""
+        return self.apply("metrics", admit_metric_bytes(data, content_type, self._now(now)))
 
     def accept_spans(
         self, data: bytes, content_type: str = "application/x-protobuf", now: float | None = None

@@ -55,6 +55,7 @@ from typing import Any, Final, Generic, TypeVar
 
 import numpy as np
 import numpy.typing as npt
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
@@ -388,6 +389,110 @@ def _judge_metrics(req: ExportMetricsServiceRequest, data: bytes,
         (cut if i in skip else good).resource_metrics.add().CopyFrom(rm)
     return Admission(good, kept_points, latest, (Rejection(text, cut.SerializeToString()),),
                      points - kept_points)
+
+
+def admit_metric_bytes(data: bytes, content_type: str, produced: float | None) -> Admission[bytes]:
+    """:func:`admit_metrics`'s verdict (the same kept points, rejections, reasons and dead letters), with
+    what is kept as a serialized ``ExportMetricsServiceRequest``: what the IPC stage's native core reads
+    (``IpcStage1.add_serialized``), so a request kept whole reaches it as the bytes that arrived, without
+    being re-serialised (the Kafka road's stage 2 reads its records' bytes the same way).
+
+    A protobuf request is judged by :func:`_metric_bytes_kept` first: upb's parse of the full schema
+    (acceptance as :func:`admit_metrics`), then one pass over each metric's times and the names, without
+    the per-point work of :func:`admit_metrics` (its exemplar loop, a time check per point, a copy of the
+    request). Anything else — OTLP/JSON, a request with exemplars (their ids are
+    checked point by point), one with something to cut out or reject — is judged by :func:`admit_metrics`
+    itself, its kept part serialized."""
+    if data and _protobuf(content_type):
+        kept = _metric_bytes_kept(data, produced)
+        if kept is not None:
+            return kept
+    adm = admit_metrics(data, content_type, produced)
+    if adm.kept is None:
+        return Admission(None, rejected=adm.rejected)
+    whole = not adm.rejected and _protobuf(content_type)
+    return Admission(data if whole else adm.kept.SerializeToString(), adm.items, adm.latest, adm.rejected,
+                     adm.dropped)
+
+
+def _metric_bytes_kept(data: bytes, produced: float | None) -> Admission[bytes] | None:
+    """The admission of a protobuf request kept whole; None when it is not (rejected, cut, or not decided
+    here: :func:`admit_metrics` then says why). upb parses it with the full schema (acceptance as
+    :func:`admit_metrics`); a request with exemplars is left to it (their ids are checked point by point);
+    then what :func:`_judge_metrics` checks, with one pass over each metric's times: time plausibility is
+    an interval, so a metric's earliest and latest points decide for all of them."""
+    try:
+        req = ExportMetricsServiceRequest.FromString(data)
+        if not _EXEMPLARS.FromString(data).IsInitialized():  # an exemplar somewhere: its ids to check
+            return None
+    except Exception:  # whatever refuses it, admit_metrics gives the reason
+        return None
+    ref = reference(produced)
+    n = 0
+    lo = hi = None
+    for rm in req.resource_metrics:
+        if _names_too_long(rm.resource.attributes):
+            return None
+        for sm in rm.scope_metrics:
+            for m in sm.metrics:
+                kind = m.WhichOneof("data")
+                if not m.name:
+                    return None
+                if kind is None:
+                    continue
+                times = [dp.time_unix_nano for dp in getattr(m, kind).data_points]
+                if times:
+                    n += len(times)
+                    first, last = min(times), max(times)
+                    lo = first if lo is None or first < lo else lo
+                    hi = last if hi is None or last > hi else hi
+    if lo is None or hi is None:
+        return None  # no point: admit_metrics decides (an error for protobuf bytes without one)
+    latest = hi / 1e9
+    if time_problem(lo / 1e9, ref) is not None or time_problem(latest, ref) is not None:
+        return None  # resources to cut out: admit_metrics cuts them
+    return Admission(data, n, latest)
+
+
+def _protobuf(content_type: str) -> bool:
+    try:
+        return otlp._media(content_type) == otlp.PROTOBUF  # the OTLP module's own reading of it
+    except otlp.OtlpDecodeError:
+        return False
+
+
+def _exemplar_view() -> Any:
+    """A schema of ``ExportMetricsServiceRequest`` that knows only the path to exemplars, each with a
+    required field no exemplar has: ``IsInitialized()`` is False exactly when some point has one (upb
+    decides it in C, without a Python loop over the points)."""
+    F = descriptor_pb2.FieldDescriptorProto
+    fdp = descriptor_pb2.FileDescriptorProto(name="topology/otlp_exemplars.proto", package="topology.ex",
+                                             syntax="proto2")
+
+    def message(name: str, *fields: tuple[int, str]) -> None:
+        m = fdp.message_type.add(name=name)
+        for number, tname in fields:
+            m.field.add(name=f"f{number}", number=number, type=F.TYPE_MESSAGE, label=F.LABEL_REPEATED,
+                        type_name=".topology.ex." + tname)
+
+    message("Request", (1, "Resource"))
+    message("Resource", (2, "Scope"))
+    message("Scope", (2, "Metric"))
+    message("Metric", (5, "Numbers"), (7, "Numbers"), (9, "Histogram"), (10, "Exponential"))
+    message("Numbers", (1, "NumberPoint"))
+    message("Histogram", (1, "HistogramPoint"))
+    message("Exponential", (1, "ExponentialPoint"))
+    message("NumberPoint", (5, "Exemplar"))  # the exemplars' field numbers in the OTLP points
+    message("HistogramPoint", (8, "Exemplar"))
+    message("ExponentialPoint", (11, "Exemplar"))
+    fdp.message_type.add(name="Exemplar").field.add(name="absent", number=536_870_911, type=F.TYPE_BOOL,
+                                                    label=F.LABEL_REQUIRED)
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(fdp)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("topology.ex.Request"))
+
+
+_EXEMPLARS = _exemplar_view()
 
 
 def _points(metrics: Any) -> Any:

@@ -109,8 +109,13 @@ class Pipeline:
     def add_flows(self, batch: FlowBatch) -> None:
         self.net1.add(batch)
 
-    def add_metrics(self, request: ExportMetricsServiceRequest) -> None:
-        self.ipc1.add(request)
+    def add_metrics(self, request: ExportMetricsServiceRequest | bytes) -> None:
+        """A request decoded, or serialized as admission keeps it (:func:`topology.admit.admit_metric_bytes`:
+        the bytes go to stage 1's native core as they are)."""
+        if isinstance(request, bytes):
+            self.ipc1.add_serialized(request)
+        else:
+            self.ipc1.add(request)
 
     def add_spans(self, request: ExportTraceServiceRequest, now: float) -> None:
         self.pairer.add(request, now)
