@@ -40,7 +40,7 @@ class FinalSpec(StageSpec):
     def __init__(self, layer: str, topics: Topics, stores: Stores, window_seconds: int = 60,
                  grace_seconds: int = 120, lateness: float = 5.0, provisional_refresh: float = 30.0,
                  service_graph: ServiceGraph | None = None, late_seconds: float | None = None) -> None:
-        """``service_graph``: where the TRACE layer's finalised windows are counted (the worker's
+        """``service_graph``: where the TRACE layer's windows are counted as emitted (the worker's
         ``traces_service_graph_*`` metrics, :mod:`topology.servicegraph`); ``late_seconds``: how old a
         window late data still merges into (default: the layer store's retention of minute windows)."""
         self.layer = layer
@@ -101,7 +101,7 @@ class _Final(PartitionLogic):
                  graph: tuple[ServiceGraph, str] | None = None) -> None:
         self.stage = stage
         self.lateness = lateness
-        self.graph = graph  # (where finalised windows are counted, this partition's name there)
+        self.graph = graph  # (where TRACE windows are counted, this partition's name there)
         self.summaries: list[TraceSummary] = []
         self.peer_leases: list[AddressLease] = []  # from NETWORK stage 2, for the catalog store
 
@@ -130,7 +130,7 @@ class _Final(PartitionLogic):
         return self._with_summaries(self.stage.flush(wm, provisional=True), wm)
 
     def _with_summaries(self, windows: list[EdgeWindow], watermark: float) -> list[Any]:
-        if self.graph is not None:  # complete windows only; a replayed one adds what grew
+        if self.graph is not None:  # each version adds what grew since it was counted
             self.graph[0].observe(windows, watermark, self.graph[1])
         out: list[Any] = list(windows)
         late = self.stage.take_late()

@@ -297,7 +297,9 @@ SCHEMAS: tuple[Schema, ...] = (
     Schema(trace_native.NativeSpanPairer, "trace.pairer.native",
            ("wait_seconds", "max_pending", "window_seconds", "max_traces", "max_trace_spans", "_core"),
            columns={"_core": (lambda core: core.dump(), trace_native.load_core)}),
-    Schema(final._Slot, "final.slot", final._Slot.__slots__),
+    # the version a slot emitted last is not written: a restored slot emits its next version anyway
+    Schema(final._Slot, "final.slot", tuple(f for f in final._Slot.__slots__ if f != "last"),
+           derived=("last",), rebuild=_set(last=None)),
     Schema(final.FinalStage, "final",  # 2: late parts merged into stored windows
            ("window_seconds", "grace_seconds", "health", "refresh_seconds", "_written", "_held", "_refreshed",
             "_windows", "_watermark", "counters", "late_seconds", "_late", "floor"), version=2),

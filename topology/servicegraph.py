@@ -1,4 +1,4 @@
-"""Tempo-compatible service-graph metrics, counted from the TRACE windows stage 3 finalises.
+"""Tempo-compatible service-graph metrics, counted from the TRACE windows stage 3 emits.
 
 Grafana draws its service graph (the Tempo data source's "Service Graph" view) from four Prometheus
 families that Tempo's metrics-generator (processor ``service-graphs``) and the OpenTelemetry
@@ -18,12 +18,14 @@ database, queue or uninstrumented peer by the name its callers give it); ``conne
 ``database``, ``messaging_system`` or ``virtual_node``: Tempo's values.
 
 What is counted: the TRACE layer's APP-granularity windows (CLUSTER windows are the same calls again),
-once each window is *complete*: its end is at or before the stage-3 watermark of the flush that emitted
-it. Provisional versions of an open window (:mod:`topology.stages.final`) are not counted; the complete
-window is. A complete window emitted again (late data within the grace period, or a Kafka worker's
-replay after a restart from its checkpoint) adds only what grew since it was counted: each window's
-counted figures are remembered per source (a stage-3 partition, or the embedded pipeline) until
-``retain_seconds`` after its end, so nothing is counted twice within one process. (A partition that
+as stage 3 emits them: a provisional version of an open window (:mod:`topology.stages.final`) counts
+the calls it holds, and every later version of the window (a refresh, the complete window, late data
+within the grace period, or a Kafka worker's replay after a restart from its checkpoint) adds only
+what grew since it was counted: each window's counted figures are remembered per source (a stage-3
+partition, or the embedded pipeline) until ``retain_seconds`` after its end, so nothing is counted twice
+within one process. (Stage 3 does not emit a complete window equal to its last provisional version:
+its calls were all counted then.) As Tempo and the Collector count a call once its spans pair, calls
+are counted within a flush or two of pairing, not at the window's close. (A partition that
 moves to another worker process may be counted again there for the windows it replays: those are
 separate series of separate scrape targets.) Counters only grow: a smaller re-emitted figure adds 0.
 
@@ -126,15 +128,15 @@ class ServiceGraph:
         self._lock = threading.Lock()
 
     def observe(self, windows: Iterable[EdgeWindow], watermark: float, source: str = "") -> int:
-        """Count the complete TRACE APP windows among ``windows`` (emitted by a stage-3 flush at
-        ``watermark``; ``source`` names the stage instance). Returns how many windows added counts."""
+        """Count the TRACE APP windows among ``windows`` (emitted by a stage-3 flush at ``watermark``,
+        provisional or complete: what grew since a window was counted; ``source`` names the stage
+        instance). Returns how many windows added counts."""
         added = 0
         with self._lock:
             counted = self._counted.setdefault(source, {})
             for w in windows:
                 key = w.key
-                if (key.layer is not Layer.TRACE or key.granularity is not Granularity.APP
-                        or w.window_end > watermark):
+                if key.layer is not Layer.TRACE or key.granularity is not Granularity.APP:
                     continue
                 now = self._figures(w)
                 seen = counted.get((key, w.window_start))

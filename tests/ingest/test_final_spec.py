@@ -105,16 +105,16 @@ def test_a_new_edge_is_written_early_and_later_versions_wait_for_the_refresh(sto
     s3.send([partial(Layer.IPC, "web", "api", Side.CLIENT, requests=1)], T + 22)
     s3.tick(T + 30, early=True)  # ... the third only 20 s later
     s3.tick(T + 41, early=True)
-    s3.tick(T + 65, early=True)  # closed: the complete window
+    s3.tick(T + 65, early=True)  # closed as its last version: that one stands (not written again)
     versions = [(w.window_start, w.stats.requests) for w in s3.stage.effects if isinstance(w, EdgeWindow)]
-    assert versions == [(T, 1), (T, 2), (T, 3), (T, 3)]
+    assert versions == [(T, 1), (T, 2), (T, 3)]
     counters = s3.stage.counters()
-    assert (counters["provisional_emitted"], counters["windows_emitted"]) == (3, 1)
+    assert (counters["provisional_emitted"], counters["windows_emitted"], counters["unchanged"]) == (3, 0, 1)
 
 
 def test_the_trace_worker_counts_finalised_windows_in_its_service_graph(stores: Stores) -> None:
-    """Provisional versions (early flushes) are not counted, the complete window is, once; a late
-    partial within the grace period adds only itself (topology.servicegraph)."""
+    """Each version (early flushes, the complete window) adds what grew since the last one counted; a
+    late partial within the grace period adds only itself (topology.servicegraph)."""
     graph = ServiceGraph()
     s3 = Stage3(Layer.TRACE, stores, service_graph=graph)
     s3.send([partial(Layer.TRACE, "web", "api", Side.PAIR, requests=4, errors=1)], T + 10)
@@ -122,12 +122,12 @@ def test_the_trace_worker_counts_finalised_windows_in_its_service_graph(stores: 
     s3.send([partial(Layer.TRACE, "web", "api", Side.PAIR, requests=2)], T + 20)
     s3.tick(T + 40, early=True)
     assert [w.stats.requests for w in s3.stage.effects if isinstance(w, EdgeWindow)] == [4, 6]
-    assert graph.series() == []  # provisional versions only so far
-    s3.tick(T + 65, early=True)  # closed
+    assert [(s.labels, s.requests, s.failed) for s in graph.series()] == [(("web", "api", ""), 6, 1)]
+    s3.tick(T + 65, early=True)  # closed as its last version: not emitted again
     s3.send([partial(Layer.TRACE, "web", "api", Side.PAIR, requests=3, errors=2)], T + 70)  # late
     s3.tick(T + 75)
     s3.tick(T + 80)
-    assert [w.stats.requests for w in s3.stage.effects if isinstance(w, EdgeWindow)] == [4, 6, 6, 9]
+    assert [w.stats.requests for w in s3.stage.effects if isinstance(w, EdgeWindow)] == [4, 6, 9]
     assert [(s.labels, s.requests, s.failed) for s in graph.series()] == [(("web", "api", ""), 9, 3)]
     ipc = ServiceGraph()
     s3 = Stage3(Layer.IPC, stores, service_graph=ipc)  # another layer's worker counts nothing

@@ -1,5 +1,6 @@
-"""topology.servicegraph: the calls of complete TRACE windows counted once, provisional versions left out,
-a re-emitted window adding only what grew, histograms filled from the latency sketch, bounded series."""
+"""topology.servicegraph: the calls of TRACE windows counted once, as stage 3 emits them (a provisional
+version counts what it holds), a re-emitted window adding only what grew, histograms filled from the
+latency sketch, bounded series."""
 
 from __future__ import annotations
 
@@ -35,15 +36,18 @@ def exact_buckets(durations: list[float]) -> list[int]:
     return out
 
 
-def test_only_complete_windows_count_and_a_late_reemit_adds_what_grew() -> None:
+def test_a_provisional_version_counts_and_later_versions_add_what_grew() -> None:
     stage, graph = FinalStage(60, 120), ServiceGraph()
     stage.add([partial("web", "api", 10, 1, (0.003,) * 10)])
     provisional = stage.flush(T + 30, provisional=True)  # the window is open: a provisional version
-    assert provisional and graph.observe(provisional, T + 30) == 0
-    assert graph.series() == []
-    stage.add([partial("web", "api", 5, 2, (0.03,) * 5)])
-    complete = stage.flush(T + 61)
-    assert graph.observe(complete, T + 61) == 1
+    assert provisional and graph.observe(provisional, T + 30) == 1
+    s = by_labels(graph)[("web", "api", "")]
+    assert (s.requests, s.failed, sum(s.buckets)) == (10, 1, 10)
+    assert stage.flush(T + 61, provisional=True) == []  # closed as it was emitted: counted already
+    assert by_labels(graph)[("web", "api", "")].requests == 10
+    stage.add([partial("web", "api", 5, 2, (0.03,) * 5)])  # late, within the grace period
+    complete = stage.flush(T + 62)
+    assert graph.observe(complete, T + 62) == 1
     s = by_labels(graph)[("web", "api", "")]
     assert (s.requests, s.failed, sum(s.buckets)) == (15, 3, 15)
     stage.add([partial("web", "api", 4, 0, (0.3,) * 4)])  # late, within the grace period: re-emitted
@@ -56,7 +60,7 @@ def test_only_complete_windows_count_and_a_late_reemit_adds_what_grew() -> None:
     assert s.seconds == pytest.approx(10 * 0.003 + 5 * 0.03 + 4 * 0.3)
     assert graph.observe(again, T + 95) == 0  # the same window replayed (a restart): nothing more
     assert by_labels(graph)[("web", "api", "")].requests == 19
-    assert graph.counters == {"windows": 2, "recounted": 2, "folded": 0}
+    assert graph.counters == {"windows": 3, "recounted": 3, "folded": 0}
 
 
 def test_other_layers_and_cluster_windows_are_not_counted() -> None:

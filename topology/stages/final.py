@@ -28,8 +28,12 @@ are emitted provisionally (not emitted in this window or the window before): tha
 new edge visible, while an edge already stored for the previous window is emitted once, complete,
 when its window closes. Later versions of a provisional window are held back and emitted at most
 every ``refresh_seconds`` of event time, so a busy layer does not rewrite open windows each time
-more partials come. The bookkeeping of a window is dropped once the window after it has closed; it
-is part of the state, so a restored stage goes on as if it had never stopped. The in-process
+more partials come. A version equal to the one last emitted for its window (a provisional window
+that closes as it was emitted, a refresh that found nothing new) is not emitted again: the stored
+one stands (``unchanged`` counts them; the version emitted last is not checkpointed, so a restored
+stage emits its next version of each window). The bookkeeping of a window is dropped once the window
+after it has closed; it is part of the state, so a restored stage goes on as if it had never stopped
+(but for that). The in-process
 pipeline and the Kafka stage-3 worker both follow these rules through this class.
 
 Edge health (``EdgeStats.health``):
@@ -66,8 +70,8 @@ _SIDE_ORDER = (Side.CLIENT, Side.SERVER, Side.PAIR)
 class _Slot:
     """One edge in one window: the stats of each side, node facts, and emission state."""
 
-    __slots__ = ("dirty", "emitted", "provisional", "sides", "source_app", "source_kind", "target_app",
-                 "target_kind")
+    __slots__ = ("dirty", "emitted", "last", "provisional", "sides", "source_app", "source_kind",
+                 "target_app", "target_kind")
 
     def __init__(self, p: EdgePartial) -> None:
         self.sides: dict[Side, EdgeStats] = {}
@@ -76,6 +80,7 @@ class _Slot:
         self.emitted = False
         self.dirty = True
         self.provisional = False  # emitted while its window was still open
+        self.last: EdgeWindow | None = None  # the version emitted last (None after a restore)
 
     def add(self, p: EdgePartial) -> None:
         cur = self.sides.get(p.side)
@@ -126,6 +131,7 @@ class FinalStage:
             "late_merged": 0,
             "bad_window": 0,
             "provisional_emitted": 0,
+            "unchanged": 0,  # versions not emitted: equal to the version emitted last (stored as it is)
         }
 
     def _reset_provisional(self) -> None:
@@ -232,14 +238,26 @@ class FinalStage:
                 if not slot.dirty and not slot.provisional:
                     continue
                 slot.provisional = False
-                out.append(self._window(key, w, slot))
+                win = self._window(key, w, slot)
                 written.setdefault(w, set()).add(key)
+                slot.dirty = False
+                if win == slot.last:  # the version emitted last (provisionally): stored as it is
+                    self._unchanged()
+                    slot.emitted = True
+                    continue
+                slot.last = win
+                out.append(win)
                 if slot.emitted:
                     self.counters["re_emitted"] += 1
-                slot.emitted, slot.dirty = True, False
+                slot.emitted = True
             if w + ws + self.grace_seconds <= watermark:
                 del self._windows[w]
         return out, early
+
+    def _unchanged(self) -> None:
+        """A version equal to the one emitted last was not emitted (a stage restored from a checkpoint
+        made before this counter existed starts it)."""
+        self.counters["unchanged"] = self.counters.get("unchanged", 0) + 1
 
     def _hold(self, w: int, slots: dict[EdgeKey, _Slot], out: list[EdgeWindow]) -> int:
         """The changed edges of the open window ``w``: a new edge (not emitted in this window or the
@@ -261,7 +279,8 @@ class FinalStage:
             else:
                 seen.add(key)
                 if key not in before:
-                    out.append(self._window(key, w, slot))
+                    win = slot.last = self._window(key, w, slot)
+                    out.append(win)
                     early += 1
         return early
 
@@ -272,7 +291,12 @@ class FinalStage:
         for (key, w), win in self._held.items():
             slot = self._windows.get(w, {}).get(key)
             if slot is not None:
-                out.append(self._window(key, w, slot))
+                built = self._window(key, w, slot)
+                if built == slot.last:
+                    self._unchanged()
+                    continue
+                out.append(built)
+                slot.last = built
             elif win is not None:
                 out.append(win)
         return out

@@ -133,8 +133,30 @@ def test_a_new_edge_is_emitted_provisionally_and_a_known_one_only_when_its_windo
     f.add([part(w=T + 60, requests=2), part(w=T + 60, key=OTHER, requests=3)])
     assert _emitted(f.flush(T + 70, provisional=True)) == [("db", T + 60, 3)]  # new; "api" is known
     assert f.flush(T + 71, provisional=True) == []  # nothing changed
-    assert _emitted(f.flush(T + 120, provisional=True)) == [("api", T + 60, 2), ("db", T + 60, 3)]
-    assert f.counters["provisional_emitted"] == 1 and f.counters["windows_emitted"] == 3
+    # "db" closes as it was emitted: the stored version stands (not emitted again)
+    assert _emitted(f.flush(T + 120, provisional=True)) == [("api", T + 60, 2)]
+    assert f.counters["provisional_emitted"] == 1 and f.counters["windows_emitted"] == 2
+    assert f.counters["unchanged"] == 1
+
+
+def test_a_provisional_window_that_changed_is_emitted_when_it_closes() -> None:
+    f = FinalStage()
+    f.add([part(key=OTHER, requests=3)])
+    assert _emitted(f.flush(T + 10, provisional=True)) == [("db", T, 3)]
+    f.add([part(key=OTHER, requests=1)])
+    assert _emitted(f.flush(T + 60, provisional=True)) == [("db", T, 4)]
+    assert f.counters["unchanged"] == 0
+
+
+def test_a_provisional_window_whose_health_changed_is_emitted_when_it_closes() -> None:
+    book = HealthBook()
+    f = FinalStage(health=book)
+    f.add([part(key=OTHER, requests=3)])
+    [early] = f.flush(T + 10, provisional=True)
+    assert early.stats.health == "HEALTHY"
+    book.add(HealthEvent("db", HealthState.UNHEALTHY, T + 20))
+    [closed] = f.flush(T + 60, provisional=True)
+    assert (closed.stats.requests, closed.stats.health) == (3, "DEGRADED")
 
 
 def test_later_versions_of_a_provisional_window_wait_for_the_refresh_interval() -> None:
@@ -191,4 +213,13 @@ def test_a_restored_stage_keeps_its_provisional_bookkeeping() -> None:
     assert again.refresh_seconds == 7
     assert again.flush(T + 8, provisional=True) == []
     assert _emitted(again.flush(T + 9, provisional=True)) == [("api", T, 3)]
-    assert _emitted(again.flush(T + 60)) == [("api", T, 3)]
+    assert again.flush(T + 60) == []  # closed as released: that version stands
+
+
+def test_a_restored_stage_emits_a_closing_window_it_emitted_before_the_checkpoint() -> None:
+    f = FinalStage()
+    f.add([part(requests=1)])
+    assert len(f.flush(T + 1, provisional=True)) == 1
+    again = state.loads(state.dumps(f))  # what was emitted last is not in the checkpoint
+    assert _emitted(again.flush(T + 60)) == [("api", T, 1)]
+    assert _emitted(f.flush(T + 60)) == []
