@@ -332,6 +332,20 @@ def test_a_grown_hot_ring_with_sketches_saves_and_loads_the_same() -> None:
             LatencySketch.of([0.01]), EMPTY, LatencySketch.of([0.2, 0.3]), None]
 
 
+def test_a_hot_ring_with_a_sketch_at_another_scale_saves_and_loads_the_same() -> None:
+    ring = HotRing(4)
+    rows = [ring.new_row() for _ in range(3)]
+    odd = LatencySketch(3, -40, (1, 0, 2), 1)
+    ring.write(rows, [T0, T0, T0 + MINUTE], [EdgeStats(requests=4, latency=odd), EdgeStats(),
+                                             EdgeStats(requests=2, latency=LatencySketch.of([0.2, 0.3]))])
+    arrays = ring.to_arrays()
+    assert "sketches" in arrays and "sk_state" not in arrays  # a cell per stored tuple
+    again = HotRing.from_arrays(arrays)
+    for r in (ring, again):
+        got = r.merged(rows, T0, T0 + 2 * MINUTE)
+        assert [None if g is None else g.latency for g in got] == [odd, EMPTY, LatencySketch.of([0.2, 0.3])]
+
+
 @settings(max_examples=50, deadline=None)
 @given(
     st.lists(st.tuples(st.integers(0, 3), st.integers(0, 30), stats_st), min_size=1, max_size=40),

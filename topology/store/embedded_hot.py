@@ -37,7 +37,7 @@ from topology.stats import (
     EdgeStats,
 )
 from topology.store.embedded_codec import stored, stored_sketch
-from topology.store.embedded_sketches import SketchColumns
+from topology.store.embedded_sketches import ODD, REGULAR, SketchColumns
 from topology.timewindow import MINUTE
 
 _HEALTH = ("UNKNOWN", "HEALTHY", "DEGRADED", "UNHEALTHY")
@@ -52,6 +52,7 @@ Attrs = tuple[str | None, tuple[int, ...], tuple[str, ...], tuple[str, ...], str
 I64 = npt.NDArray[np.int64]
 #: Larger counters (per window) are not held: 2**55 x up to 256 slots still fits in an int64 sum.
 _SAFE_INT = 2**55
+_COUNT_BYTES = 4  # a sketch count in SketchColumns' bytes (uint32)
 
 
 def _canonical(t: tuple[Any, ...], limit: int) -> bool:
@@ -166,8 +167,14 @@ class HotRing:
         }
         for name, col in self.cols.items():
             out["col_" + name] = col[:n]
-        if self.latency is not None:
-            out["sketches"] = _blob([None if x is None else stored(x) for x in self.latency.flat(n)])
+        lat = self.latency
+        if lat is not None and not (lat.state[:n] == ODD).any():  # the columns as they are
+            regular = lat.state[:n] == REGULAR
+            out["sk_state"], out["sk_offset"], out["sk_zero"] = lat.state[:n], lat.offset[:n], lat.zero[:n]
+            out["sk_length"] = lat.length[:n]
+            out["sk_data"] = np.frombuffer(b"".join(lat.data[:n][regular].tolist()), np.uint8)
+        elif lat is not None:  # a sketch at another scale: one stored tuple per cell
+            out["sketches"] = _blob([None if x is None else stored(x) for x in lat.flat(n)])
         if self.exemplars is not None:
             out["exemplars"] = _blob([x or None for x in self.exemplars[:n].ravel().tolist()])
         return out
@@ -188,6 +195,19 @@ class HotRing:
                 col[:n] = d[name]
         if "latency" in d:
             raise ValueError("a snapshot of power-of-two latency histograms (read from disk instead)")
+        if "sk_state" in d:
+            lat = ring.latency = SketchColumns(ring.capacity, slots)
+            lat.state[:n], lat.offset[:n], lat.zero[:n] = d["sk_state"], d["sk_offset"], d["sk_zero"]
+            lat.length[:n] = d["sk_length"]
+            data = d["sk_data"].tobytes()
+            rows, cols = np.nonzero(lat.state[:n] == REGULAR)
+            ends = np.cumsum(lat.length[rows, cols].astype(np.int64) * _COUNT_BYTES).tolist()
+            if (ends[-1] if ends else 0) != len(data):
+                raise ValueError("the snapshot's sketch counts do not add up")
+            begin = 0
+            for i, j, end in zip(rows.tolist(), cols.tolist(), ends, strict=True):
+                lat.data[i, j] = data[begin:end]
+                begin = end
         if "sketches" in d:
             ring.latency = SketchColumns(ring.capacity, slots)
             sketches = [None if x is None else stored_sketch(x) for x in _unblob(d["sketches"])]

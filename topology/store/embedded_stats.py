@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import pathlib
 import sqlite3
+import zipfile
 from collections.abc import Sequence
 from typing import Any
 
@@ -116,8 +117,12 @@ class StatsSource:
         arrays["cold"] = np.array(sorted(self._cold_rows), np.int64)
         arrays["token"] = np.frombuffer(token.encode(), np.uint8)
         tmp = path.with_name(path.name + ".tmp")
-        with tmp.open("wb") as f:
-            np.savez_compressed(f, **arrays)  # type: ignore[arg-type]  # (numpy's stub confuses **kwargs)
+        # np.savez_compressed's layout (np.load reads it), deflated at level 1: a third of the CPU of
+        # its default level for a file ~20 % larger (it is written at every clean close)
+        with tmp.open("wb") as f, zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as z:
+            for name, a in arrays.items():
+                with z.open(name + ".npy", "w", force_zip64=True) as out:
+                    np.lib.format.write_array(out, np.asanyarray(a), allow_pickle=False)
         tmp.replace(path)
         return True
 
