@@ -55,6 +55,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from topology.model import EdgeKey, EdgeWindow, Granularity, Layer
+from topology.sketch import LatencySketch
 
 __all__ = ["CONNECTION_TYPES", "DEFAULT_BUCKETS", "FAILED_TOTAL", "HISTOGRAMS", "LABELS", "MAX_EDGES",
            "OTHER", "REQUEST_TOTAL", "Series", "ServiceGraph"]
@@ -126,6 +127,7 @@ class ServiceGraph:
         self._counted: dict[str, dict[tuple[EdgeKey, int], tuple[int, _Counted]]] = {}
         self._oldest: dict[str, float] = {}  # source -> the earliest window end it remembers
         self._lock = threading.Lock()
+        self._where: dict[int, dict[int, int]] = {}  # sketch scale -> bucket index -> histogram bucket
 
     def observe(self, windows: Iterable[EdgeWindow], watermark: float, source: str = "") -> int:
         """Count the TRACE APP windows among ``windows`` (emitted by a stage-3 flush at ``watermark``,
@@ -186,9 +188,19 @@ class ServiceGraph:
     # -- inside ------------------------------------------------------------------------------------
     def _figures(self, w: EdgeWindow) -> _Counted:
         stats = w.stats
+        lat = stats.latency
         buckets = [0] * (len(self.bounds) + 1)
-        for value, n in stats.latency.values():
-            buckets[bisect_left(self.bounds, value)] += n
+        buckets[0] = lat.zero  # zero durations: the first bound (every bound is positive)
+        where = self._where.get(lat.scale)
+        if where is None:
+            where = self._where[lat.scale] = {}
+        for k, n in enumerate(lat.counts, lat.offset):
+            if n:
+                i = where.get(k)
+                if i is None:  # the bound at or above the value a quantile reads in sketch bucket k
+                    [(value, _)] = LatencySketch(lat.scale, k, (1,), 0).values()
+                    i = where[k] = bisect_left(self.bounds, value)
+                buckets[i] += n
         return (stats.requests, stats.errors, tuple(buckets), stats.latency_sum)
 
     def _add(self, key: EdgeKey, connection_type: str, figures: _Counted) -> None:

@@ -4,7 +4,11 @@ latency sketch, bounded series."""
 
 from __future__ import annotations
 
+from bisect import bisect_left
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from topology.model import EdgeKey, EdgePartial, Granularity, Layer, NodeKind, Side
 from topology.servicegraph import DEFAULT_BUCKETS, OTHER, Series, ServiceGraph
@@ -124,3 +128,22 @@ def test_bad_settings_are_refused() -> None:
     for kwargs in ({"buckets": ()}, {"buckets": (0.2, 0.1)}, {"buckets": (0.0, 1.0)}, {"max_edges": 0}):
         with pytest.raises(ValueError):
             ServiceGraph(**kwargs)  # type: ignore[arg-type]
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.floats(0.0, 100.0), max_size=60), st.sampled_from([3, 5, 8]))
+def test_histogram_buckets_are_those_the_sketch_values_fall_in(durations: list[float], scale: int) -> None:
+    sketch = LatencySketch.of(durations)
+    if scale != sketch.scale:  # the same durations at another scale (a client's histogram)
+        sketch = LatencySketch(scale, sketch.offset, sketch.counts, sketch.zero)
+    graph = ServiceGraph()
+    stage = FinalStage(60, 120)
+    stage.add([EdgePartial(EdgeKey(Layer.TRACE, Granularity.APP, "web", "api"), T, 60, Side.PAIR,
+                           EdgeStats(requests=len(durations) or 1, latency=sketch), NodeKind.SERVICE,
+                           NodeKind.SERVICE)])
+    graph.observe(stage.flush(T + 60), T + 60)
+    graph.observe(stage.flush(T + 60), T + 60)  # the same window again: the cached bucket bounds
+    want = [0] * (len(DEFAULT_BUCKETS) + 1)
+    for value, n in sketch.values():
+        want[bisect_left(DEFAULT_BUCKETS, value)] += n
+    assert list(graph.series()[0].buckets) == want
