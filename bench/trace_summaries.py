@@ -89,9 +89,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--spread", type=float, default=240.0, help="seconds the spans' arrival is spread over")
     p.add_argument("--repo", nargs="+", default=[str(HERE)], help="checkouts whose catalog is measured")
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--batches", type=Path, help="read the batches from this file if it exists, else write "
+                   "them to it (JSON, as the measured process reads them)")
     args = p.parse_args(argv)
     print(header("trace summaries: embedded catalog write cost"))
-    batches = make_batches(args.services, args.minutes, args.every, args.spread)
+    if args.batches is not None and args.batches.exists():
+        batches = [[TraceSummary.from_dict(d) for d in b] for b in json.loads(args.batches.read_bytes())]
+    else:
+        batches = make_batches(args.services, args.minutes, args.every, args.spread)
+        if args.batches is not None:
+            args.batches.write_bytes(json.dumps([[s.to_dict() for s in b] for b in batches]).encode())
     n = sum(map(len, batches))
     rows = sum(len({s.root_service, *s.services}) for b in batches for s in b)
     print(f"# {n} summaries in {len(batches)} flushes (median {statistics.median(map(len, batches)):.0f}), "

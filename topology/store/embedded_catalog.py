@@ -4,20 +4,14 @@ Memory: every catalog entry, every known node (name, granularity, kind, app, lay
 seen), the sorted name lists per granularity, and each service's newest ``HEALTH_IN_MEMORY``
 health events. Older health events, change events and trace summaries are read from SQLite.
 Trace summaries are bounded: each service keeps its ``TRACES_PER_SERVICE`` newest (without their
-spans). The store of recent traces (``trace_spans``: one row per trace, with its kept spans) holds at
-most ``Retention.traces`` rows and none older than ``Retention.trace_seconds`` before the newest start.
+spans); the store of recent traces (what ``trace`` answers, with the kept spans) holds at most
+``Retention.traces`` and none older than ``Retention.trace_seconds`` before the newest start.
 
-Writing trace summaries costs mostly the pages a commit dirties (each goes to the WAL, and again to
-the file at the checkpoint), so their tables keep few B-trees with scattered keys: ``traces`` is its
-primary key alone (a service's list is sorted when read: at most ``TRACES_PER_SERVICE`` plus a slack
-of rows), and its eviction runs for a service once per ``_TRACES_SLACK`` of its traces, not per
-write; ``trace_spans`` is a rowid table (new rows go to its end; the packed spans stored as they
-come, not in base64 JSON) with one index, by start, which grows at its end too; its index by trace
-id is a dict in memory (``Retention.traces`` entries at most, read from the table at open).
-The services' lists touch a page per service wherever they are written, so their rows wait in
-memory and are written at once when ``_LISTED_BUFFER`` of them wait, or at the first write
-``_LISTED_SECONDS`` after the oldest came (reads merge them; ``close`` writes them): a crash loses
-at most that many rows, or that many seconds, of the lists (the traces stay in ``trace_spans``).
+Writing them costs mostly the pages a commit dirties (each goes to the WAL, and again to the file at
+the checkpoint), and Python per row: so each ``record_traces`` call is one block, two rows at the end
+of two tables (its summaries once, in a compact columnar form, and their packed spans as they came),
+and the lists and the trace store's index live in memory, rebuilt from the blocks at open
+(``topology.store.embedded_traces``). Nothing waits in memory: a crash loses no written call.
 """
 
 from __future__ import annotations
@@ -27,8 +21,7 @@ import bisect
 import json
 import pathlib
 import sqlite3
-import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 
 from topology.catalog import AddressLease, HealthEvent, HealthState, HealthStatus, ServiceInfo, TraceSummary
@@ -36,19 +29,22 @@ from topology.change import ChangeEvent
 from topology.model import Granularity, Layer, NodeInfo, NodeKind
 from topology.store.base import CatalogStore, ServiceFilter, StoreUnavailable
 from topology.store.embedded_db import Database
+from topology.store.embedded_traces import (
+    BLOCK_BITS,
+    BLOCK_RECORDS,
+    TraceIndex,
+    decode_block,
+    encode_block,
+    encode_spans,
+    record_at,
+    spans_at,
+)
+from topology.store.embedded_traces import (
+    TRACES_PER_SERVICE as TRACES_PER_SERVICE,
+)
 from topology.store.embedded_version import WriteLock
 from topology.timewindow import Retention
 
-TRACES_PER_SERVICE = 100
-#: Rows a service's list of traces may hold beyond ``TRACES_PER_SERVICE`` before its oldest are deleted
-#: (reads never return them): a service's eviction runs once per this many of its traces, not per write.
-_TRACES_SLACK = TRACES_PER_SERVICE // 10
-#: Rows of the services' lists of traces gathered in memory before they are written together: every
-#: write dirties about one page per service it touches, so writing them per flush costs pages, not rows.
-#: A burst fills 4,096 rows in about a second (1,000 services: ~4 rows per page dirtied); 32,768 (a few
-#: MiB of memory) write a page per ~30 rows, -32 % CPU per summary (bench.trace_summaries --spread 30).
-_LISTED_BUFFER = 32768
-_LISTED_SECONDS = 30.0  # the longest a row of the lists waits in memory (what a crash can lose)
 HEALTH_IN_MEMORY = 256
 
 SCHEMA = """
@@ -59,14 +55,8 @@ CREATE TABLE IF NOT EXISTS nodes(
 CREATE TABLE IF NOT EXISTS health(
   service TEXT NOT NULL, at REAL NOT NULL, status TEXT NOT NULL, reason TEXT,
   PRIMARY KEY(service, at)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS traces(
-  service TEXT NOT NULL, trace_id TEXT NOT NULL, start REAL NOT NULL, data TEXT NOT NULL,
-  PRIMARY KEY(service, trace_id)) WITHOUT ROWID;
-DROP INDEX IF EXISTS traces_by_start;
-CREATE TABLE IF NOT EXISTS trace_spans(
-  trace_id TEXT NOT NULL, start REAL NOT NULL, summary TEXT NOT NULL, spans BLOB NOT NULL);
-DROP INDEX IF EXISTS trace_spans_by_id;
-CREATE INDEX IF NOT EXISTS trace_spans_by_start ON trace_spans(start, trace_id);
+CREATE TABLE IF NOT EXISTS trace_blocks(block INTEGER PRIMARY KEY, summaries BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS trace_block_spans(block INTEGER PRIMARY KEY, spans BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS peer_leases(
   ip TEXT NOT NULL, owner TEXT NOT NULL, start REAL NOT NULL, data TEXT NOT NULL,
   PRIMARY KEY(ip, owner, start)) WITHOUT ROWID;
@@ -107,14 +97,9 @@ def _layers_text(layers: frozenset[Layer]) -> str:
     return ",".join(sorted(layer.value for layer in layers))
 
 
-def _summary_text(s: TraceSummary) -> str:
-    """A summary as stored beside its id and start, without its spans: a JSON array."""
-    return json.dumps([s.root_service, s.root_name, s.duration, s.spans, s.error, s.services],
-                      separators=(",", ":"))
-
-
 def _summary(trace_id: str, start: float, text: str, packed_spans: bytes = b"") -> TraceSummary:
-    """The summary :func:`_summary_text` stored (or, written before it, ``TraceSummary.to_dict``)."""
+    """A summary of the tables before blocks: a JSON array ``[root service, root name, duration,
+    spans, error, services]`` (or, before that, ``TraceSummary.to_dict``)."""
     d = json.loads(text)
     if isinstance(d, dict):
         return replace(TraceSummary.from_dict(d), packed_spans=packed_spans)
@@ -123,28 +108,79 @@ def _summary(trace_id: str, start: float, text: str, packed_spans: bytes = b"") 
                         tuple(services), packed_spans)
 
 
-def _move_trace_store(conn: sqlite3.Connection) -> None:
-    """Move the recent traces of a database written before ``trace_spans`` (table ``trace_store``: a
-    JSON text per trace, its spans in base64) into ``trace_spans``, in one transaction."""
-    rows = []
-    for (data,) in conn.execute("SELECT data FROM trace_store"):
-        s = TraceSummary.from_dict(json.loads(data))
-        rows.append((s.trace_id, s.start, _summary_text(s), s.packed_spans))
+def _table(conn: sqlite3.Connection, name: str) -> bool:
+    sql = "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?"
+    return conn.execute(sql, (name,)).fetchone() is not None
+
+
+def _migrate_traces(conn: sqlite3.Connection) -> None:
+    """Move the trace summaries of a database written before blocks into blocks, in one transaction:
+    the store of recent traces (``trace_spans``: a row per trace; before it ``trace_store``: JSON with
+    the spans in base64) as blocks listing nobody, and the services' lists (``traces``: a row per
+    service and trace) as blocks of copies naming the services that listed each."""
+    stored: list[TraceSummary] = []
+    if _table(conn, "trace_store"):
+        rows = conn.execute("SELECT data FROM trace_store")
+        stored += [TraceSummary.from_dict(json.loads(d)) for (d,) in rows]
+    if _table(conn, "trace_spans"):
+        stored += [_summary(t, start, text, bytes(spans)) for t, start, text, spans in conn.execute(
+            "SELECT trace_id, start, summary, spans FROM trace_spans ORDER BY rowid")]
+    listed: dict[tuple[str, float, str], list[str]] = {}
+    if _table(conn, "traces"):
+        for service, trace_id, start, data in conn.execute(
+                "SELECT service, trace_id, start, data FROM traces ORDER BY trace_id, service"):
+            listed.setdefault((trace_id, start, data), []).append(service)
+    copies = [_summary(t, start, data) for t, start, data in listed]
+    block = 1 + (conn.execute("SELECT max(block) FROM trace_blocks").fetchone()[0] or 0)
     conn.execute("BEGIN IMMEDIATE")
     try:
-        conn.executemany("INSERT INTO trace_spans VALUES (?,?,?,?)", rows)
-        conn.execute("DROP TABLE trace_store")
+        for i in range(0, len(stored), BLOCK_RECORDS):
+            part = stored[i:i + BLOCK_RECORDS]
+            listing_none = encode_block(part, [()] * len(part))
+            conn.execute("INSERT INTO trace_blocks VALUES (?,?)", (block, listing_none))
+            conn.execute("INSERT INTO trace_block_spans VALUES (?,?)", (block, encode_spans(part)))
+            block += 1
+        names = [tuple(n) for n in listed.values()]
+        for i in range(0, len(copies), BLOCK_RECORDS):
+            conn.execute("INSERT INTO trace_blocks VALUES (?,?)", (block, encode_block(
+                copies[i:i + BLOCK_RECORDS], names[i:i + BLOCK_RECORDS], stored=False)))
+            block += 1
+        for table in ("trace_store", "trace_spans", "traces"):
+            conn.execute(f"DROP TABLE IF EXISTS {table}")
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
 
 
+def _load_traces(conn: sqlite3.Connection, retention: Retention) -> tuple[TraceIndex, list[int]]:
+    """The trace index rebuilt from the blocks, and the spans rows it no longer needs."""
+    idx = TraceIndex(retention)
+    spans = {b for (b,) in conn.execute("SELECT block FROM trace_block_spans")}
+    for block, data in conn.execute("SELECT block, summaries FROM trace_blocks ORDER BY block"):
+        idx.load(block, decode_block(data), block in spans)
+    if spans:
+        idx.next_block = max(idx.next_block, max(spans) + 1)
+    return idx, idx.loaded(spans)
+
+
+def _read_records(conn: sqlite3.Connection, refs: Iterable[int]) -> dict[int, TraceSummary]:
+    """The summaries (without spans) of these refs whose blocks are still there."""
+    by_block: dict[int, list[int]] = {}
+    for ref in refs:
+        by_block.setdefault(ref >> BLOCK_BITS, []).append(ref)
+    out: dict[int, TraceSummary] = {}
+    for block, wanted in by_block.items():
+        row = conn.execute("SELECT summaries FROM trace_blocks WHERE block=?", (block,)).fetchone()
+        if row is not None:
+            for ref in wanted:
+                out[ref] = record_at(row[0], ref & (BLOCK_RECORDS - 1))[0]
+    return out
+
+
 class EmbeddedCatalogStore(CatalogStore):
-    def __init__(self, path: pathlib.Path, retention: Retention | None = None,
-                 listed_buffer: int = _LISTED_BUFFER) -> None:
+    def __init__(self, path: pathlib.Path, retention: Retention | None = None) -> None:
         self._retention = retention or Retention()
-        self._listed_buffer = listed_buffer
         self._db = Database(path, SCHEMA, None)
         self._lock = WriteLock()
         self._services: dict[str, ServiceInfo] = {}
@@ -152,16 +188,8 @@ class EmbeddedCatalogStore(CatalogStore):
         self._nodes: dict[tuple[Granularity, str], NodeInfo] = {}
         self._sorted: dict[Granularity, list[str] | None] = {g: None for g in Granularity}
         self._health: dict[str, list[_Health]] = {}
-        # rows of each service in ``traces``, an upper bound (a replaced trace counts again); a service
-        # not here has ``_unlisted_rows`` (0 in an empty table, else full: rows written before)
-        self._trace_rows: dict[str, int] = {}
-        self._unlisted_rows = TRACES_PER_SERVICE + _TRACES_SLACK
-        # rows of ``traces`` not written yet, by service then trace id: (start, summary text)
-        self._listed: dict[str, dict[str, tuple[float, str]]] = {}
-        self._listed_rows = 0
-        self._listed_since = 0.0  # monotonic time of the oldest row waiting in ``_listed``
-        self._trace_ids: dict[str, int] = {}  # trace_spans: rowid by trace id (its index, in memory)
-        self._next_rowid = 1
+        self._traces = TraceIndex(self._retention)
+        self._unwritten: dict[int, list[TraceSummary]] = {}  # blocks not committed yet, by block
         self._load()
 
     def _load(self) -> None:
@@ -178,12 +206,11 @@ class EmbeddedCatalogStore(CatalogStore):
             self._health.setdefault(service, []).append((at, HealthState(status), reason))
         for events in self._health.values():
             del events[:-HEALTH_IN_MEMORY]
-        if conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='trace_store'").fetchone():
-            _move_trace_store(conn)
-        if conn.execute("SELECT 1 FROM traces LIMIT 1").fetchone() is None:
-            self._unlisted_rows = 0
-        self._trace_ids = dict(conn.execute("SELECT trace_id, rowid FROM trace_spans"))
-        self._next_rowid = 1 + (conn.execute("SELECT max(rowid) FROM trace_spans").fetchone()[0] or 0)
+        if any(_table(conn, t) for t in ("trace_store", "trace_spans", "traces")):
+            _migrate_traces(conn)
+        self._traces, unneeded = _load_traces(conn, self._retention)
+        if unneeded:
+            conn.executemany("DELETE FROM trace_block_spans WHERE block=?", [(b,) for b in unneeded])
 
     def _put_service(self, info: ServiceInfo) -> None:
         old = self._services.get(info.name)
@@ -455,121 +482,94 @@ class EmbeddedCatalogStore(CatalogStore):
 
     # -- traces ----------------------------------------------------------------------------------
     async def record_traces(self, summaries: Sequence[TraceSummary]) -> None:
-        # shielded: what is written and what waits in memory stay apart if the caller gives up
+        # shielded: memory and disk stay together if the caller gives up
         await asyncio.shield(self._record_traces(list(summaries)))
 
     async def _record_traces(self, summaries: Sequence[TraceSummary]) -> None:
-        if not summaries:
-            return
-        latest: dict[str, tuple[float, str, bytes]] = {}
-        listed: list[tuple[str, str, float, str]] = []
-        for s in summaries:
-            data = _summary_text(s)
-            latest[s.trace_id] = (s.start, data, s.packed_spans)
-            listed.extend((service, s.trace_id, s.start, data) for service in {s.root_service, *s.services})
-        size, seconds = self._retention.traces, self._retention.trace_seconds
+        latest = list({s.trace_id: s for s in summaries}.values())  # one of an id: the last
+        for i in range(0, len(latest), BLOCK_RECORDS):
+            async with self._lock:
+                await self._write_block(latest[i:i + BLOCK_RECORDS])
 
-        async with self._lock:
-            ids, first = self._trace_ids, self._next_rowid
-            kept = [(first + i, trace_id, start, data, spans)
-                    for i, (trace_id, (start, data, spans)) in enumerate(latest.items())]
-            replaced = [(ids[trace_id],) for trace_id in latest if trace_id in ids]
-            count = len(ids) + len(latest) - len(replaced)  # rows once these are written
-            evicted: list[str] = []
-
-            def write(c: sqlite3.Connection) -> None:
-                c.executemany("DELETE FROM trace_spans WHERE rowid=?", replaced)
-                c.executemany("INSERT INTO trace_spans(rowid, trace_id, start, summary, spans) "
-                              "VALUES (?,?,?,?,?)", kept)
-                evicted.extend(t for (t,) in c.execute(
-                    "DELETE FROM trace_spans WHERE start < (SELECT max(start) FROM trace_spans) - ? "
-                    "RETURNING trace_id", (seconds,)).fetchall())
-                over = count - len(evicted) - size
-                if over > 0:  # the oldest by start, then id
-                    evicted.extend(t for (t,) in c.execute(
-                        "DELETE FROM trace_spans WHERE rowid IN (SELECT rowid FROM trace_spans "
-                        "ORDER BY start, trace_id LIMIT ?) RETURNING trace_id", (over,)).fetchall())
-
-            pending = self._listed
-            if not pending:
-                self._listed_since = time.monotonic()
-            for service, trace_id, start, data in listed:
-                rows = pending.get(service)
-                if rows is None:
-                    rows = pending[service] = {}
-                rows[trace_id] = (start, data)
-            self._listed_rows += len(listed)
-            if (self._listed_rows < self._listed_buffer
-                    and time.monotonic() - self._listed_since < _LISTED_SECONDS):
-                await self._db.write(write)
-            else:
-                await self._write_listed(write)
-            self._next_rowid = first + len(kept)
-            for rowid, trace_id, *_ in kept:
-                ids[trace_id] = rowid
-            for trace_id in evicted:
-                del ids[trace_id]
-
-    async def _write_listed(self, then: Callable[[sqlite3.Connection], None] | None = None) -> None:
-        """Write the services' lists of traces waiting in memory (after ``then``, in one transaction),
-        evicting the oldest of each list that may have grown past its slack. Under the lock."""
-        pending, counts, full = self._listed, self._trace_rows, TRACES_PER_SERVICE + _TRACES_SLACK
-        unknown = self._unlisted_rows
-        rows = [(service, trace_id, start, data)
-                for service, traces in pending.items() for trace_id, (start, data) in traces.items()]
-        due = [(service, TRACES_PER_SERVICE - 1) for service, traces in pending.items()
-               if counts.get(service, unknown) + len(traces) > full]
+    async def _write_block(self, batch: list[TraceSummary]) -> None:
+        """Write a block of summaries (and collect the blocks nobody needs first, when due), memory
+        first: the blocks not yet committed are read from ``_unwritten``. Under the lock."""
+        idx = self._traces
+        rows: list[tuple[int, bytes]] = []
+        dead: list[int] = []
+        if idx.collect_due():
+            dead, copy = idx.collect()
+            found = await self._db.read(lambda c: _read_records(c, copy)) if copy else {}
+            left, copied, copies, names = idx.copied(found, copy)
+            dead += left
+            if copied is not None:
+                self._unwritten[copied] = copies
+                rows.append((copied, encode_block(copies, names, stored=False)))
+        block, unspanned = idx.add(batch)
+        self._unwritten[block] = batch
+        rows.append((block, encode_block(batch)))
+        spans = encode_spans(batch)
 
         def write(c: sqlite3.Connection) -> None:
-            if then is not None:
-                then(c)
-            c.executemany("INSERT OR REPLACE INTO traces VALUES (?,?,?,?)", rows)
-            c.executemany(
-                "DELETE FROM traces WHERE service=?1 AND (start, trace_id) < (SELECT start, trace_id "
-                "FROM traces WHERE service=?1 ORDER BY start DESC, trace_id DESC LIMIT 1 OFFSET ?2)",
-                due,
-            )
+            c.executemany("INSERT INTO trace_blocks VALUES (?,?)", rows)
+            c.execute("INSERT INTO trace_block_spans VALUES (?,?)", (block, spans))
+            c.executemany("DELETE FROM trace_block_spans WHERE block=?", [(b,) for b in unspanned + dead])
+            c.executemany("DELETE FROM trace_blocks WHERE block=?", [(b,) for b in dead])
 
-        await self._db.write(write)
-        for service, traces in pending.items():
-            counts[service] = counts.get(service, unknown) + len(traces)
-        for service, _ in due:
-            counts[service] = TRACES_PER_SERVICE
-        self._listed, self._listed_rows = {}, 0
+        try:
+            await self._db.write(write)
+        except BaseException:
+            self._unwritten.clear()
+            self._traces = await self._db.read(lambda c: _load_traces(c, self._retention)[0])
+            raise
+        for b, _ in rows:
+            del self._unwritten[b]
+
+    def _unwritten_record(self, ref: int) -> TraceSummary | None:
+        block = self._unwritten.get(ref >> BLOCK_BITS)
+        return None if block is None else block[ref & (BLOCK_RECORDS - 1)]
 
     async def recent_traces(self, name: str, limit: int) -> list[TraceSummary]:
         self._check()
         if limit < 0:
             raise ValueError(f"limit must be >= 0, got {limit}")
-        limit = min(limit, TRACES_PER_SERVICE)  # a list may hold a few more until evicted
-        waiting = dict(self._listed.get(name, {}))  # before the read: rows written meanwhile are on disk
-        rows = await self._db.read(
-            lambda c: c.execute(
-                "SELECT trace_id, start, data FROM traces WHERE service=? "
-                "ORDER BY start DESC, trace_id DESC LIMIT ?", (name, limit + len(waiting)),
-            ).fetchall()
-        )
-        found = {trace_id: (start, data) for trace_id, start, data in rows}
-        found.update(waiting)  # newer than what is on disk
-        newest = sorted(found.items(), key=lambda kv: (kv[1][0], kv[0]), reverse=True)[:limit]
-        return [_summary(trace_id, start, data) for trace_id, (start, data) in newest]
+        for _ in range(3):  # a collection may move records meanwhile: ask again
+            refs = self._traces.newest(name, limit)
+            found = {ref: s for ref in refs if (s := self._unwritten_record(ref)) is not None}
+            wanted = [ref for ref in refs if ref not in found]
+            if wanted:
+                found.update(await self._db.read(lambda c, w=wanted: _read_records(c, w)))  # type: ignore[misc]
+            if len(found) == len(refs):
+                break
+        return [replace(found[ref], packed_spans=b"") if found[ref].packed_spans else found[ref]
+                for ref in refs if ref in found]
 
     async def trace(self, trace_id: str) -> TraceSummary | None:
         self._check()
-        rowid = self._trace_ids.get(trace_id)
-        if rowid is None:
+        ref = self._traces.stored(trace_id)
+        if ref is None:
             return None
-        rows = await self._db.read(lambda c: c.execute(
-            "SELECT start, summary, spans FROM trace_spans WHERE rowid=?", (rowid,)).fetchall())
-        if not rows:  # evicted meanwhile
-            return None
-        start, text, spans = rows[0]
-        return _summary(trace_id, start, text, bytes(spans))
+        s = self._unwritten_record(ref)
+        if s is not None:
+            return s
+
+        def read(c: sqlite3.Connection) -> TraceSummary | None:
+            block, index = ref >> BLOCK_BITS, ref & (BLOCK_RECORDS - 1)
+            row = c.execute("SELECT summaries FROM trace_blocks WHERE block=?", (block,)).fetchone()
+            try:
+                with c.blobopen("trace_block_spans", "spans", block, readonly=True) as blob:
+                    def at(offset: int, length: int) -> bytes:
+                        blob.seek(offset)
+                        return blob.read(length)
+                    packed = spans_at(at, index)
+            except sqlite3.OperationalError as e:
+                if "no such rowid" in str(e):  # evicted meanwhile
+                    return None
+                raise
+            return None if row is None else replace(record_at(row[0], index)[0], packed_spans=packed)
+
+        return await self._db.read(read)
 
     async def close(self) -> None:
-        async with self._lock:
-            try:
-                if self._listed and not self._db.closed:
-                    await self._write_listed()
-            finally:
-                self._db.close()
+        async with self._lock:  # a write under way finishes first
+            self._db.close()
