@@ -5,7 +5,7 @@ import pickle
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from opentelemetry.sdk.metrics._internal.exponential_histogram.mapping.logarithm_mapping import (
     LogarithmMapping,
@@ -181,3 +181,23 @@ def test_a_sketch_beyond_the_range_we_keep_is_refused() -> None:
         LatencySketch.from_json({"s": 5, "o": 10**6, "z": 0, "c": [1]})
     far = LatencySketch.from_counts({10**6: 2, -(10**6): 1})  # built from a client's counts: clamped
     assert far.quantile(1.0) == pytest.approx(2.0**20, rel=0.011) and far.total == 3
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 600), st.integers(1, 2**40)), min_size=1, max_size=12),
+       st.integers(-300, 300), st.integers(0, 3))
+def test_sparse_sketches_of_any_width_and_gap_read_back_the_same(pairs: list[tuple[int, int]], offset: int,
+                                                                zero: int) -> None:
+    counts: list[int] = []
+    for gap, n in pairs:
+        counts += [0] * (gap if counts else 0) + [n]
+    s = EdgeStats(requests=1, latency=LatencySketch(5, offset, tuple(counts), zero))
+    codec = StatsCodec()
+    assert codec.decode(codec.encode(s, 0), 0) == s
+
+
+def test_a_negative_sketch_count_is_stored_plain_and_read_back_the_same() -> None:
+    s = EdgeStats(requests=1, latency=LatencySketch(5, 0, (3,) + (0,) * 40 + (-1, 9), 0))
+    codec = StatsCodec()
+    blob = codec.encode(s, 0)
+    assert blob[0] == 0 and codec.decode(blob, 0) == s  # tag 0: the plain format

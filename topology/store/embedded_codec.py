@@ -21,6 +21,7 @@ naming both formats (``EmbeddedLayerStore``).
 from __future__ import annotations
 
 import marshal
+import re
 import struct
 from collections.abc import Iterable, Mapping, Sequence
 from operator import itemgetter
@@ -296,17 +297,21 @@ def _sparse(counts: tuple[int, ...], width: int) -> list[int] | None:
     nonzero = len(counts) - counts.count(0)
     if nonzero * (1 + _WIDTH[width]) >= len(counts) * _WIDTH[width] or nonzero >= _SPARSE:
         return None
+    if width == 0:  # every count is a byte (bytes() raises otherwise): found by the regex engine
+        at = [m.start() for m in _NONZERO.finditer(bytes(counts))]
+    else:
+        at = [i for i, n in enumerate(counts) if n]
     out: list[int] = []
-    gap = 0
-    for n in counts:
-        if not n:
-            gap += 1
-            continue
-        if gap > 255:
+    prev = -1
+    for i in at:
+        if i - prev > 256:
             return None
-        out += (gap, n)
-        gap = 0
+        out += (i - prev - 1, counts[i])
+        prev = i
     return out
+
+
+_NONZERO = re.compile(rb"[^\x00]")
 
 
 def _dense(pairs: tuple[int, ...]) -> tuple[int, ...]:
@@ -574,13 +579,22 @@ class StatsCodec:
     def _compact(self, s: EdgeStats, base: int) -> bytes:
         mask = codes = nlat = 0
         vals: list[Any] = []
-        times = [(f, t, *_time(t, base)) for f, t in ((0, s.first_seen), (1, s.last_seen)) if t]
-        fine = any(x[4] for x in times)
-        for f, t, c, v, its_fine in times:
+        first, last = s.first_seen, s.last_seen
+        x0 = _time(first, base) if first else None
+        x1 = _time(last, base) if last else None
+        fine = (x0 is not None and x0[2]) or (x1 is not None and x1[2])
+        if x0 is not None:
+            c, v, its_fine = x0
             if fine and c == 2 and not its_fine:  # code 2 means ticks in this record: the float itself
-                c, v = 3, float(t)
-            mask |= 1 << f
-            codes |= c << (2 * f)
+                c, v = 3, float(first)
+            mask, codes = 1, c
+            vals.append(v)
+        if x1 is not None:
+            c, v, its_fine = x1
+            if fine and c == 2 and not its_fine:
+                c, v = 3, float(last)
+            mask |= 2
+            codes |= c << 2
             vals.append(v)
         if fine:
             mask |= _FINE
@@ -590,9 +604,8 @@ class StatsCodec:
             mask |= 4
             codes |= _int_code(i) << 4
             vals.append(i)
-        for f, v in zip(
-            _INT_FIELDS, (s.connections, s.bytes_sent, s.bytes_received, s.requests, s.errors), strict=True
-        ):
+        for f, v in ((4, s.connections), (5, s.bytes_sent), (6, s.bytes_received), (8, s.requests),
+                     (9, s.errors)):
             if v:
                 mask |= 1 << f
                 codes |= _int_code(v) << (2 * f)
@@ -619,7 +632,11 @@ class StatsCodec:
             mask |= 1 << 11
             vals.append(s.latency_sum)
         tail = b""
-        if s.exemplars:
+        ex = s.exemplars
+        if ex and all(type(x) is str and len(x) == 32 for x in ex) and _HEX.issuperset(joined := "".join(ex)):
+            mask |= _EXEMPLAR_16 | 1 << 13
+            tail = bytes((len(ex),)) + bytes.fromhex(joined)
+        elif ex:
             parts = [bytes((len(s.exemplars),))]
             for x in s.exemplars:
                 if type(x) is not str or len(x) % 2 or not 0 < len(x) <= 510 or not _HEX.issuperset(x):
