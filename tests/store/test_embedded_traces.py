@@ -190,6 +190,14 @@ def test_a_block_decodes_to_what_was_encoded() -> None:
     assert [spans_at(lambda at, n: spans[at:at + n], i) for i in range(20)] == [s.packed_spans for s in batch]
     with pytest.raises(ValueError):
         record_at(data, 20)
+    # a name holding one of the text's separators: the block is written as JSON
+    odd = [summary(1, ("a\x1fb", "c\x1ed", "e\x1d", ""), root="r\x1f"), summary(2, ("",))]
+    for listed in (None, [("x\x1f",), ("",)]):
+        assert decode_block(encode_block(odd, listed, listed is None)) == [
+            (without_spans(s), None if listed is None else listed[i], listed is None)
+            for i, s in enumerate(odd)]
+    empty = summary(3, ("", "b"), root="")  # empty names without separators in them
+    assert decode_block(encode_block([empty], [("",)], False)) == [(without_spans(empty), ("",), False)]
 
 
 def test_the_index_lists_the_newest_hundred_by_start_then_id() -> None:

@@ -32,6 +32,7 @@ from topology.store.embedded_db import Database
 from topology.store.embedded_traces import (
     BLOCK_BITS,
     BLOCK_RECORDS,
+    BlockView,
     TraceIndex,
     decode_block,
     encode_block,
@@ -173,8 +174,9 @@ def _read_records(conn: sqlite3.Connection, refs: Iterable[int]) -> dict[int, Tr
     for block, wanted in by_block.items():
         row = conn.execute("SELECT summaries FROM trace_blocks WHERE block=?", (block,)).fetchone()
         if row is not None:
+            view = BlockView(row[0])
             for ref in wanted:
-                out[ref] = record_at(row[0], ref & (BLOCK_RECORDS - 1))[0]
+                out[ref] = view.record(ref & (BLOCK_RECORDS - 1))[0]
     return out
 
 

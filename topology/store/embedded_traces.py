@@ -8,8 +8,10 @@ is two INSERTs that go to the end of their tables, plus the deletes of blocks no
 
 What reads need is in memory (:class:`TraceIndex`, pure: the catalog does the I/O):
 
-- each service's list, its ``TRACES_PER_SERVICE`` newest traces by (start, trace id): a heap of
-  entries ``(start, trace id, ref)`` and a dict by trace id (a trace recorded again replaces its entry);
+- each service's list, its ``TRACES_PER_SERVICE`` newest traces by (start, trace id): entries
+  ``(start, trace id, ref)`` shared by the services of a record, appended as they come and cut to the
+  newest, one per trace (the last written: a trace recorded again replaces its entry), when they reach
+  twice that many and when read;
 - the trace store (what ``trace(id)`` answers): an entry per kept trace by id, a heap by (start, id)
   for the evictions of ``Retention`` (``trace_seconds`` before the newest start, then the oldest beyond
   ``traces``), and per block the number of kept traces in it: a block's spans row is deleted when that
@@ -18,8 +20,11 @@ What reads need is in memory (:class:`TraceIndex`, pure: the catalog does the I/
   store keeps spans (100 per service, however old), so a block's summaries stay while any list refers
   to one of them. A collection (:meth:`TraceIndex.collect`, when the records on disk have doubled since
   the last one) deletes the blocks no list or store refers to, and copies the records still listed
-  out of blocks less than half used into a new block (a copy names the services still listing it), so
-  the records on disk stay within a few times those listed.
+  out of the sparsest blocks into a new block (a copy names the services still listing it) until the
+  records on disk are within 1.5 times those listed (plus the blocks the trace store needs).
+
+The text of a block's summaries is their strings joined by control characters (a JSON array when a
+name holds one): ~4x cheaper to make than JSON per record; a read splits a block's text once.
 
 At open the index is rebuilt from the blocks, oldest first: the lists from every record (a copy lists the
 services it names, an original its root service and its services), the trace store from the records
@@ -53,29 +58,13 @@ _INDEX = BLOCK_RECORDS - 1
 _COLLECT_SLACK = 20_000
 
 _ERROR, _STORED = 1, 2  # flags of a record: its trace had an error; its spans are in the block's spans row
-_U32 = struct.Struct("<I")
+_HEADER = struct.Struct("<IB")  # records, text format
+_SEPARATED, _JSON = 1, 2  # text formats
+_RS, _US, _GS = "\x1e", "\x1f", "\x1d"
 _F64 = struct.Struct("<d")
 _I64 = struct.Struct("<q")
 _U32_PAIR = struct.Struct("<II")
 _SWAP = sys.byteorder != "little"
-
-# One JSON array per record, without whitespace, ASCII only (so its length in characters is its length in
-# bytes); the C encoder called directly (``JSONEncoder.encode`` builds one per call: 3-4x slower here).
-_make_encoder: Any = json.encoder.c_make_encoder  # type: ignore[attr-defined]
-
-
-def _no_default(o: object) -> Any:
-    raise TypeError(f"a trace summary holds {type(o).__name__}, not str")
-
-
-_json: Callable[[object], str] = json.JSONEncoder(separators=(",", ":")).encode
-if _make_encoder is not None:
-    _c_encode = _make_encoder(None, _no_default, json.encoder.encode_basestring_ascii, None, ":", ",",
-                              False, False, True)
-
-    def _json(o: object) -> str:
-        return "".join(_c_encode(o, 0))
-
 
 Entry = tuple[float, str, int]  # (start, trace id, ref): what the lists and the trace store hold
 Listed = tuple[str, ...]
@@ -88,40 +77,44 @@ def _column(kind: str, values: Iterable[Any]) -> bytes:
     return a.tobytes()
 
 
-def _from_column(kind: str, data: bytes) -> array[Any]:
-    a = array(kind)
-    a.frombytes(data)
-    if _SWAP:  # pragma: no cover
-        a.byteswap()
-    return a
-
-
 def encode_block(summaries: Sequence[TraceSummary], listed: Sequence[Listed] | None = None,
                  stored: bool = True) -> bytes:
     """The summaries (without their spans) as one ``trace_blocks`` row. ``listed``: the services whose
     lists hold each (copies; else its root service and services); ``stored``: their spans are in the
     block's spans row (the trace store keeps them).
 
-    Layout (little-endian): n u32, start f64[n], duration f64[n], spans i64[n], flags u8[n],
-    offsets u32[n+1], then the records' JSON arrays ``[id, root service, root name, [services]
-    (, [listed])]`` joined by commas (record i: ``text[offsets[i]:offsets[i+1] - 1]``).
+    Layout (little-endian): n u32, text format u8, start f64[n], duration f64[n], spans i64[n],
+    flags u8[n], then the text (UTF-8) of the records' strings: records separated by RS, each its trace
+    id, root service, root name and services separated by US, and for a copy GS, the number of services
+    it names and those, separated by US; or, if a string holds one of those separators, a JSON array of
+    ``[id, root service, root name, [services](, [listed])]`` per record.
     """
+    n = len(summaries)
     if listed is None:
-        texts = [_json((s.trace_id, s.root_service, s.root_name, s.services)) for s in summaries]
+        records = [_US.join((s.trace_id, s.root_service, s.root_name, *s.services)) for s in summaries]
+        separators = 2 * n
     else:
-        texts = [_json((s.trace_id, s.root_service, s.root_name, s.services, names))
-                 for s, names in zip(summaries, listed, strict=True)]
+        records = [_US.join((s.trace_id, s.root_service, s.root_name, *s.services)) + _GS
+                   + _US.join((str(len(names)), *names)) for s, names in zip(summaries, listed, strict=True)]
+        separators = 2 * n + sum(map(len, listed))
+    separators += sum(len(s.services) for s in summaries)
+    text, form = _RS.join(records), _SEPARATED
+    if (text.count(_US) != separators or text.count(_RS) != max(n - 1, 0)
+            or text.count(_GS) != (0 if listed is None else n)):  # a name holds a separator
+        form = _JSON
+        rows: list[tuple[Any, ...]] = [(s.trace_id, s.root_service, s.root_name, s.services)
+                                       for s in summaries]
+        if listed is not None:
+            rows = [(*row, names) for row, names in zip(rows, listed, strict=True)]
+        text = json.dumps(rows, separators=(",", ":"))
     flag = _STORED if stored else 0
-    flags = bytes([flag | _ERROR if s.error else flag for s in summaries])
-    offsets = itertools.accumulate((len(t) + 1 for t in texts), initial=0)
     return b"".join((
-        _U32.pack(len(summaries)),
+        _HEADER.pack(n, form),
         _column("d", [s.start for s in summaries]),
         _column("d", [s.duration for s in summaries]),
         _column("q", [s.spans for s in summaries]),
-        flags,
-        _column("I", offsets),
-        ",".join(texts).encode("ascii"),
+        bytes([flag | _ERROR if s.error else flag for s in summaries]),
+        text.encode("utf-8", "surrogatepass"),
     ))
 
 
@@ -139,46 +132,55 @@ def spans_at(read: Callable[[int, int], bytes], index: int) -> bytes:
     return read(a, b - a)
 
 
-def _positions(n: int) -> tuple[int, int, int, int, int, int]:
-    starts = 4
-    durations = starts + 8 * n
-    counts = durations + 8 * n
-    flags = counts + 8 * n
-    offsets = flags + n
-    return starts, durations, counts, flags, offsets, offsets + 4 * (n + 1)
+Record = tuple[TraceSummary, Listed | None, bool]  # a summary without spans, a copy's services, stored
 
 
-def record_at(data: bytes, index: int) -> tuple[TraceSummary, Listed | None, bool]:
-    """Record ``index`` of a ``trace_blocks`` row: its summary (without spans), the services a copy
-    names (None: an original), whether its spans are kept."""
-    (n,) = _U32.unpack_from(data)
-    if not 0 <= index < n:
-        raise ValueError(f"a block of {n} records has no record {index}")
-    starts, durations, counts, flags, offsets, text = _positions(n)
-    a, b = _U32_PAIR.unpack_from(data, offsets + 4 * index)
-    return _record(json.loads(data[text + a:text + b - 1]), _F64.unpack_from(data, starts + 8 * index)[0],
-                   _F64.unpack_from(data, durations + 8 * index)[0],
-                   _I64.unpack_from(data, counts + 8 * index)[0], data[flags + index])
+class BlockView:
+    """A ``trace_blocks`` row read: its records made on demand (:meth:`record`)."""
+
+    def __init__(self, data: bytes) -> None:
+        n, form = _HEADER.unpack_from(data)
+        self._data, self._n = data, int(n)
+        self._starts = _HEADER.size
+        self._flags = self._starts + 24 * n
+        text = data[self._flags + n:].decode("utf-8", "surrogatepass")
+        self._texts: list[Any] = json.loads(text) if form == _JSON else text.split(_RS) if n else []
+        self._form = form
+        if len(self._texts) != n:
+            raise ValueError(f"a block of {n} records holds {len(self._texts)}")
+
+    def __len__(self) -> int:
+        return self._n
+
+    def record(self, index: int) -> Record:
+        """Record ``index``: its summary (without spans), the services a copy names (None: an original),
+        whether its spans are kept."""
+        if not 0 <= index < self._n:
+            raise ValueError(f"a block of {self._n} records has no record {index}")
+        data, at, n = self._data, self._starts + 8 * index, self._n
+        text = self._texts[index]
+        if self._form == _JSON:
+            fields, services, listed = text[:3], tuple(text[3]), tuple(text[4]) if len(text) > 4 else None
+        else:
+            head, copy, tail = text.partition(_GS)
+            fields = head.split(_US)
+            services, listed = tuple(fields[3:]), tuple(tail.split(_US)[1:]) if copy else None
+        flags = data[self._flags + index]
+        summary = TraceSummary(fields[0], fields[1], fields[2], _F64.unpack_from(data, at)[0],
+                               _F64.unpack_from(data, at + 8 * n)[0], _I64.unpack_from(data, at + 16 * n)[0],
+                               bool(flags & _ERROR), services)
+        return summary, listed, bool(flags & _STORED)
 
 
-def decode_block(data: bytes) -> list[tuple[TraceSummary, Listed | None, bool]]:
-    """Every record of a ``trace_blocks`` row, in order (see :func:`record_at`)."""
-    (n,) = _U32.unpack_from(data)
-    starts, durations, counts, flags, offsets, text = _positions(n)
-    records = json.loads(b"[" + data[text:] + b"]") if n else []
-    if len(records) != n:
-        raise ValueError(f"a block of {n} records holds {len(records)}")
-    return [_record(*row) for row in zip(records, _from_column("d", data[starts:durations]),
-                                         _from_column("d", data[durations:counts]),
-                                         _from_column("q", data[counts:flags]), data[flags:offsets],
-                                         strict=True)]
+def record_at(data: bytes, index: int) -> Record:
+    """Record ``index`` of a ``trace_blocks`` row (see :meth:`BlockView.record`)."""
+    return BlockView(data).record(index)
 
 
-def _record(text: list[Any], start: float, duration: float, spans: int,
-            flags: int) -> tuple[TraceSummary, Listed | None, bool]:
-    summary = TraceSummary(text[0], text[1], text[2], start, duration, spans, bool(flags & _ERROR),
-                           tuple(text[3]))
-    return summary, tuple(text[4]) if len(text) > 4 else None, bool(flags & _STORED)
+def decode_block(data: bytes) -> list[Record]:
+    """Every record of a ``trace_blocks`` row, in order."""
+    view = BlockView(data)
+    return [view.record(i) for i in range(len(view))]
 
 
 def _listed(s: TraceSummary) -> Listed:
@@ -290,7 +292,8 @@ class TraceIndex:
 
     def collect(self) -> tuple[list[int], dict[int, list[str]]]:
         """The blocks nobody refers to (to delete), and the records to copy out of blocks less than half
-        used: ref -> the services still listing it (read them, then :meth:`copied`)."""
+        used, as many as keep the records on disk within 1.5 times those listed: ref -> the services
+        still listing it (read them, then :meth:`copied`)."""
         live: set[Entry] = set()
         for entries in self._lists.values():
             _trim(entries)
@@ -299,15 +302,22 @@ class TraceIndex:
         dead = [b for b in self._blocks if b not in used and b not in self._spans]
         for b in dead:
             self._records -= self._blocks.pop(b)
-        sparse = {b for b, n in used.items() if b not in self._spans and 2 * n < self._blocks[b]}
+        # the sparsest blocks first, until the records are within half again those listed (and those of
+        # the blocks the trace store needs): each record copied frees the most
+        spanned = sum(n for b, n in self._blocks.items() if b in self._spans)
+        records, goal, sparse = self._records, len(live) * 3 // 2 + spanned, set()
+        for b in sorted((b for b in used if b not in self._spans), key=lambda b: used[b] / self._blocks[b]):
+            if records <= goal or 2 * used[b] >= self._blocks[b]:
+                break
+            sparse.add(b)
+            records -= self._blocks[b] - used[b]
         copy: dict[int, list[str]] = {}
         if sparse:
             for service, entries in self._lists.items():
                 for e in entries:
                     if e[2] >> BLOCK_BITS in sparse:
                         copy.setdefault(e[2], []).append(service)
-        self._collect_at = self._records - sum(self._blocks[b] for b in sparse) + len(copy)
-        self._collect_at += max(self._collect_at, _COLLECT_SLACK)
+        self._collect_at = records + max(records, _COLLECT_SLACK)
         return dead, copy
 
     def copied(self, found: dict[int, TraceSummary], copy: dict[int, list[str]]) -> tuple[
