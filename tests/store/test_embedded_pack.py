@@ -9,6 +9,7 @@ import hashlib
 import pathlib
 import sqlite3
 import tempfile
+from array import array
 from collections.abc import Iterator, Sequence
 from unittest import mock
 
@@ -24,6 +25,7 @@ from topology.store import embedded_pack as packs
 from topology.store.base import LayerStore
 from topology.store.embedded import open_stores
 from topology.store.embedded_codec import CODEC
+from topology.store.embedded_index import array_from, to_blob
 from topology.store.embedded_layer import EmbeddedLayerStore
 from topology.timewindow import DAY, HOUR, MINUTE, Retention, TimeRange
 
@@ -317,6 +319,13 @@ async def test_a_database_of_compact_6_is_thinned_and_packs_its_hours_at_its_nex
         assert conn.execute("SELECT COUNT(*) FROM windows WHERE wsec=?", (HOUR,)).fetchone() == (2,)
         (data,) = conn.execute("SELECT data FROM packs WHERE wsec=? AND wstart=?", (MINUTE, T0)).fetchone()
         assert len(data) > 60 * 5 * 14  # every trace id kept (14 random bytes each)
+        # compact-6 stored presence intervals as 8-byte integers
+        spans = conn.execute("SELECT edge, wsec, intervals FROM spans").fetchall()
+        assert spans and all(blob[0] == 0xFE for _, _, blob in spans)
+        conn.executemany("UPDATE spans SET intervals=? WHERE edge=? AND wsec=?",
+                         [(array_from(blob).tobytes(), e, w) for e, w, blob in spans])
+        conn.execute("UPDATE meta SET value='compact-6' WHERE key='codec'")
+        conn.commit()
     stores = open_stores(tmp_path, Retention(trace_seconds=HOUR))
     try:
         tr = stores.layers[TRACE]
@@ -329,5 +338,28 @@ async def test_a_database_of_compact_6_is_thinned_and_packs_its_hours_at_its_nex
         with contextlib.closing(sqlite3.connect(tmp_path / "trace.db")) as conn:
             hours = conn.execute("SELECT COUNT(*) FROM windows WHERE wsec=?", (HOUR,)).fetchone()
         assert hours == (2,)  # the loose hours of before stay loose until the day is rolled up
+        assert [(e.key.target, e.stats.requests) for e in
+                await tr.neighbors(["a"], UP, APP, TimeRange(T0, T0 + 3 * HOUR), T0 + 3 * HOUR + 5 * MINUTE)
+                ] == [("b", 1800)]
     finally:
         await stores.close()
+    with contextlib.closing(sqlite3.connect(tmp_path / "trace.db")) as conn:
+        assert conn.execute("SELECT value FROM meta WHERE key='codec'").fetchone() == (CODEC,)
+
+
+@given(st.sampled_from([MINUTE, HOUR, DAY]), st.lists(st.integers(1, 10**6), max_size=40),
+       st.integers(0, 10**6))
+def test_presence_intervals_are_stored_as_varints_and_read_in_both_forms(
+    wsec: int, gaps: list[int], first: int
+) -> None:
+    bounds, t = [], T0 - T0 % wsec + first * wsec
+    for g in gaps[: len(gaps) // 2 * 2]:
+        t += g * wsec
+        bounds.append(t)
+    iv = array("q", bounds)
+    blob = to_blob(iv, wsec)
+    assert blob[0] == 0xFE and len(blob) <= 1 + 3 + 5 + 3 * len(bounds)
+    assert array_from(blob) == iv
+    assert array_from(iv.tobytes()) == iv  # the older form
+    odd = array("q", [*bounds, t + wsec + 1, t + 2 * wsec])  # not whole windows: in seconds
+    assert to_blob(odd, wsec)[:2] == b"\xfe\x01" and array_from(to_blob(odd, wsec)) == odd

@@ -8,7 +8,9 @@ Format ``CODEC`` (recorded in each database's ``meta`` table): a :mod:`marshal` 
 changed since Python 3.4; the ``meta`` entry lets a future format be told apart.
 
 Databases of the previous formats (:data:`OLD_CODECS`) are read as they are and new windows are
-written in the new format beside them: ``compact-6`` records are those of ``compact-5``, but the
+written in the new format beside them: ``compact-7`` records and packs are those of ``compact-6``,
+but presence intervals (``spans``) may be stored as varints (``embedded_index.to_blob``), which a
+reader of ``compact-6`` would misread; ``compact-6`` records are those of ``compact-5``, but the
 finished hours' minute windows and days' hour windows move into packs (``embedded_pack.py``), which
 a reader of ``compact-5`` would not see (so it must refuse the database); ``compact-4`` records
 spell their shape out in a 9-byte header (tag 2) instead of naming it in the ``shapes`` table
@@ -40,9 +42,9 @@ from topology.stats import (
     EdgeStats,
 )
 
-CODEC = "compact-6"
+CODEC = "compact-7"
 #: Formats this version reads too (and then writes CODEC beside).
-OLD_CODECS = ("compact-3", "compact-4", "compact-5")
+OLD_CODECS = ("compact-3", "compact-4", "compact-5", "compact-6")
 T = TypeVar("T")
 
 _SMALL_TUPLE = ord(")")  # marshal's type code of a small tuple (its high bit flags a shared reference)

@@ -67,10 +67,57 @@ def add_interval(iv: array[int], s: int, e: int) -> None:
         del iv[2 * (i + 1) : 2 * j]
 
 
+#: First byte of intervals stored as varints (``to_blob``). The first byte of the older form is the
+#: low byte of a window start, a multiple of 60 s and so of 4: never this.
+_VARINTS = 0xFE
+
+
+def to_blob(iv: array[int], wsec: int) -> bytes:
+    """Intervals as stored on disk: ``0xFE``, then varints of the unit (``wsec``; 1 if a bound is not
+    a whole window, which a store never has), the first start and every following bound as a
+    difference from the one before, in units (~2-3 bytes an interval instead of 16). The older form,
+    ``array.tobytes()`` (8-byte integers in the machine's byte order), is still read, and written only
+    for bounds that are negative or out of order (never: intervals are sorted and disjoint)."""
+    unit = wsec if all(n % wsec == 0 for n in iv) else 1
+    out = bytearray((_VARINTS,))
+    _varint(unit, out)
+    prev = 0
+    for n in iv:
+        d = (n - prev) // unit
+        if d < 0:
+            return iv.tobytes()
+        _varint(d, out)
+        prev = n
+    return bytes(out)
+
+
+def _varint(n: int, out: bytearray) -> None:
+    while n >= 0x80:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+
+
 def array_from(blob: bytes) -> array[int]:
-    """Intervals as stored on disk (``array.tobytes()``: 8-byte integers in the machine's byte order)."""
+    """Intervals as stored on disk (either form of ``to_blob``)."""
     iv = array("q")
-    iv.frombytes(blob)
+    if not blob or blob[0] != _VARINTS:
+        iv.frombytes(blob)
+        return iv
+    values = []
+    n = shift = 0
+    for b in memoryview(blob)[1:]:
+        n |= (b & 0x7F) << shift
+        shift += 7
+        if b < 0x80:
+            values.append(n)
+            n = shift = 0
+    if shift or not values or not values[0]:
+        raise ValueError("corrupt presence intervals")
+    unit, t = values[0], 0
+    for d in values[1:]:
+        t += d * unit
+        iv.append(t)
     return iv
 
 

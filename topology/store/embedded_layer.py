@@ -78,7 +78,15 @@ from topology.store.base import LayerStore, RollupReport, StoreUnavailable
 from topology.store.embedded_adjacency import KeptAdjacency
 from topology.store.embedded_codec import CODEC, OLD_CODECS, StatsCodec, merge_fields
 from topology.store.embedded_db import Database
-from topology.store.embedded_index import SLOT, EdgeRec, GraphIndex, add_interval, array_from, overlaps
+from topology.store.embedded_index import (
+    SLOT,
+    EdgeRec,
+    GraphIndex,
+    add_interval,
+    array_from,
+    overlaps,
+    to_blob,
+)
 from topology.store.embedded_stats import Plan, StatsSource
 from topology.store.embedded_version import WriteLock
 from topology.timewindow import (
@@ -455,7 +463,7 @@ class EmbeddedLayerStore(LayerStore):
                 spans = _extended_spans(through)
                 conn.executemany(
                     "INSERT OR REPLACE INTO spans VALUES (?,?,?)",
-                    [(eid, wsec, iv.tobytes()) for (eid, wsec), iv in spans.items()],
+                    [(eid, wsec, to_blob(iv, wsec)) for (eid, wsec), iv in spans.items()],
                 )
                 conn.executemany(_MARK, sorted(marks))
                 return spans
@@ -490,7 +498,7 @@ class EmbeddedLayerStore(LayerStore):
         def write(conn: sqlite3.Connection) -> None:
             conn.executemany(
                 "INSERT OR REPLACE INTO spans VALUES (?,?,?)",
-                [(rec.id, MINUTE, rec.intervals_copy(MINUTE).tobytes()) for rec in dirty],
+                [(rec.id, MINUTE, to_blob(rec.intervals_copy(MINUTE), MINUTE)) for rec in dirty],
             )
             conn.execute("INSERT OR REPLACE INTO meta VALUES ('spans_checkpoint', ?)", (str(checkpoint),))
 
@@ -618,7 +626,7 @@ class EmbeddedLayerStore(LayerStore):
             spans = _extended_spans(built)
             conn.executemany(
                 "INSERT OR REPLACE INTO spans VALUES (?,?,?)",
-                [(eid, wsec, iv.tobytes()) for (eid, wsec), iv in spans.items()],
+                [(eid, wsec, to_blob(iv, wsec)) for (eid, wsec), iv in spans.items()],
             )
             return spans
 
