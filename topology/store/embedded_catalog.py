@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import json
 import pathlib
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
 
 from topology.catalog import AddressLease, HealthEvent, HealthState, HealthStatus, ServiceInfo, TraceSummary
@@ -32,12 +33,11 @@ from topology.store.embedded_db import Database
 from topology.store.embedded_traces import (
     BLOCK_BITS,
     BLOCK_RECORDS,
-    BlockView,
     TraceIndex,
     decode_block,
     encode_block,
     encode_spans,
-    record_at,
+    record_from,
     spans_at,
 )
 from topology.store.embedded_traces import (
@@ -172,12 +172,31 @@ def _read_records(conn: sqlite3.Connection, refs: Iterable[int]) -> dict[int, Tr
         by_block.setdefault(ref >> BLOCK_BITS, []).append(ref)
     out: dict[int, TraceSummary] = {}
     for block, wanted in by_block.items():
-        row = conn.execute("SELECT summaries FROM trace_blocks WHERE block=?", (block,)).fetchone()
-        if row is not None:
-            view = BlockView(row[0])
-            for ref in wanted:
-                out[ref] = view.record(ref & (BLOCK_RECORDS - 1))[0]
+        with _blob(conn, "trace_blocks", "summaries", block) as read:
+            if read is not None:
+                for ref in wanted:
+                    out[ref] = record_from(read, ref & (BLOCK_RECORDS - 1))[0]
     return out
+
+
+@contextlib.contextmanager
+def _blob(conn: sqlite3.Connection, table: str, column: str,
+          row: int) -> Iterator[Callable[[int, int], bytes] | None]:
+    """``read(offset, length)`` of a blob, without reading the rest of it; None if the row is gone."""
+    try:
+        blob = conn.blobopen(table, column, row, readonly=True)
+    except sqlite3.OperationalError as e:
+        if "no such rowid" in str(e):
+            yield None
+            return
+        raise
+
+    def read(offset: int, length: int) -> bytes:
+        blob.seek(offset)
+        return blob.read(length)
+
+    with blob:
+        yield read
 
 
 class EmbeddedCatalogStore(CatalogStore):
@@ -557,18 +576,11 @@ class EmbeddedCatalogStore(CatalogStore):
 
         def read(c: sqlite3.Connection) -> TraceSummary | None:
             block, index = ref >> BLOCK_BITS, ref & (BLOCK_RECORDS - 1)
-            row = c.execute("SELECT summaries FROM trace_blocks WHERE block=?", (block,)).fetchone()
-            try:
-                with c.blobopen("trace_block_spans", "spans", block, readonly=True) as blob:
-                    def at(offset: int, length: int) -> bytes:
-                        blob.seek(offset)
-                        return blob.read(length)
-                    packed = spans_at(at, index)
-            except sqlite3.OperationalError as e:
-                if "no such rowid" in str(e):  # evicted meanwhile
+            with _blob(c, "trace_blocks", "summaries", block) as summaries, \
+                    _blob(c, "trace_block_spans", "spans", block) as spans:
+                if summaries is None or spans is None:  # evicted meanwhile
                     return None
-                raise
-            return None if row is None else replace(record_at(row[0], index)[0], packed_spans=packed)
+                return replace(record_from(summaries, index)[0], packed_spans=spans_at(spans, index))
 
         return await self._db.read(read)
 

@@ -77,6 +77,14 @@ def _column(kind: str, values: Iterable[Any]) -> bytes:
     return a.tobytes()
 
 
+def _from_column(kind: str, data: bytes) -> array[Any]:
+    a = array(kind)
+    a.frombytes(data)
+    if _SWAP:  # pragma: no cover
+        a.byteswap()
+    return a
+
+
 def encode_block(summaries: Sequence[TraceSummary], listed: Sequence[Listed] | None = None,
                  stored: bool = True) -> bytes:
     """The summaries (without their spans) as one ``trace_blocks`` row. ``listed``: the services whose
@@ -84,10 +92,11 @@ def encode_block(summaries: Sequence[TraceSummary], listed: Sequence[Listed] | N
     block's spans row (the trace store keeps them).
 
     Layout (little-endian): n u32, text format u8, start f64[n], duration f64[n], spans i64[n],
-    flags u8[n], then the text (UTF-8) of the records' strings: records separated by RS, each its trace
-    id, root service, root name and services separated by US, and for a copy GS, the number of services
-    it names and those, separated by US; or, if a string holds one of those separators, a JSON array of
-    ``[id, root service, root name, [services](, [listed])]`` per record.
+    flags u8[n], offsets u32[n+1], then the records' texts (UTF-8) one after the other, each followed by
+    a separator (record i: ``text[offsets[i]:offsets[i+1] - 1]``). A record's text is its trace id,
+    root service, root name and services separated by US, and for a copy GS, the number of services it
+    names and those, separated by US; or, if a string of the block holds one of those separators, a
+    JSON array ``[id, root service, root name, [services](, [listed])]``.
     """
     n = len(summaries)
     if listed is None:
@@ -106,7 +115,11 @@ def encode_block(summaries: Sequence[TraceSummary], listed: Sequence[Listed] | N
                                        for s in summaries]
         if listed is not None:
             rows = [(*row, names) for row, names in zip(rows, listed, strict=True)]
-        text = json.dumps(rows, separators=(",", ":"))
+        records = [json.dumps(row, separators=(",", ":")) for row in rows]  # ASCII
+        text = _RS.join(records)
+    data = text.encode("utf-8", "surrogatepass")
+    lengths = map(len, records) if len(data) == len(text) else (
+        len(r.encode("utf-8", "surrogatepass")) for r in records)
     flag = _STORED if stored else 0
     return b"".join((
         _HEADER.pack(n, form),
@@ -114,7 +127,8 @@ def encode_block(summaries: Sequence[TraceSummary], listed: Sequence[Listed] | N
         _column("d", [s.duration for s in summaries]),
         _column("q", [s.spans for s in summaries]),
         bytes([flag | _ERROR if s.error else flag for s in summaries]),
-        text.encode("utf-8", "surrogatepass"),
+        _column("I", itertools.accumulate((x + 1 for x in lengths), initial=0)),
+        data,
     ))
 
 
@@ -135,52 +149,51 @@ def spans_at(read: Callable[[int, int], bytes], index: int) -> bytes:
 Record = tuple[TraceSummary, Listed | None, bool]  # a summary without spans, a copy's services, stored
 
 
-class BlockView:
-    """A ``trace_blocks`` row read: its records made on demand (:meth:`record`)."""
+def _record(form: int, text: str, start: float, duration: float, spans: int, flags: int) -> Record:
+    if form == _JSON:
+        row = json.loads(text)
+        fields, services, listed = row[:3], tuple(row[3]), tuple(row[4]) if len(row) > 4 else None
+    else:
+        head, copy, tail = text.partition(_GS)
+        fields = head.split(_US)
+        services, listed = tuple(fields[3:]), tuple(tail.split(_US)[1:]) if copy else None
+    summary = TraceSummary(fields[0], fields[1], fields[2], start, duration, spans, bool(flags & _ERROR),
+                           services)
+    return summary, listed, bool(flags & _STORED)
 
-    def __init__(self, data: bytes) -> None:
-        n, form = _HEADER.unpack_from(data)
-        self._data, self._n = data, int(n)
-        self._starts = _HEADER.size
-        self._flags = self._starts + 24 * n
-        text = data[self._flags + n:].decode("utf-8", "surrogatepass")
-        self._texts: list[Any] = json.loads(text) if form == _JSON else text.split(_RS) if n else []
-        self._form = form
-        if len(self._texts) != n:
-            raise ValueError(f"a block of {n} records holds {len(self._texts)}")
 
-    def __len__(self) -> int:
-        return self._n
-
-    def record(self, index: int) -> Record:
-        """Record ``index``: its summary (without spans), the services a copy names (None: an original),
-        whether its spans are kept."""
-        if not 0 <= index < self._n:
-            raise ValueError(f"a block of {self._n} records has no record {index}")
-        data, at, n = self._data, self._starts + 8 * index, self._n
-        text = self._texts[index]
-        if self._form == _JSON:
-            fields, services, listed = text[:3], tuple(text[3]), tuple(text[4]) if len(text) > 4 else None
-        else:
-            head, copy, tail = text.partition(_GS)
-            fields = head.split(_US)
-            services, listed = tuple(fields[3:]), tuple(tail.split(_US)[1:]) if copy else None
-        flags = data[self._flags + index]
-        summary = TraceSummary(fields[0], fields[1], fields[2], _F64.unpack_from(data, at)[0],
-                               _F64.unpack_from(data, at + 8 * n)[0], _I64.unpack_from(data, at + 16 * n)[0],
-                               bool(flags & _ERROR), services)
-        return summary, listed, bool(flags & _STORED)
+def record_from(read: Callable[[int, int], bytes], index: int) -> Record:
+    """Record ``index`` of a ``trace_blocks`` row, ``read(offset, length)`` giving its bytes: its summary
+    (without spans), the services a copy names (None: an original), whether its spans are kept."""
+    n, form = _HEADER.unpack(read(0, _HEADER.size))
+    if not 0 <= index < n:
+        raise ValueError(f"a block of {n} records has no record {index}")
+    at = _HEADER.size + 8 * index
+    offsets = _HEADER.size + 25 * n
+    a, b = _U32_PAIR.unpack(read(offsets + 4 * index, 8))
+    text = read(offsets + 4 * (n + 1) + a, b - a - 1).decode("utf-8", "surrogatepass")
+    return _record(form, text, _F64.unpack(read(at, 8))[0], _F64.unpack(read(at + 8 * n, 8))[0],
+                   _I64.unpack(read(at + 16 * n, 8))[0], read(_HEADER.size + 24 * n + index, 1)[0])
 
 
 def record_at(data: bytes, index: int) -> Record:
-    """Record ``index`` of a ``trace_blocks`` row (see :meth:`BlockView.record`)."""
-    return BlockView(data).record(index)
+    """Record ``index`` of a ``trace_blocks`` row held in memory (see :func:`record_from`)."""
+    return record_from(lambda at, length: data[at:at + length], index)
 
 
 def decode_block(data: bytes) -> list[Record]:
     """Every record of a ``trace_blocks`` row, in order."""
-    view = BlockView(data)
-    return [view.record(i) for i in range(len(view))]
+    n, form = _HEADER.unpack_from(data)
+    starts = _HEADER.size
+    counts, flags = starts + 16 * n, starts + 24 * n
+    text = data[flags + n + 4 * (n + 1):].decode("utf-8", "surrogatepass")
+    texts = text.split(_RS) if n else []
+    if len(texts) != n:
+        raise ValueError(f"a block of {n} records holds {len(texts)}")
+    return [_record(form, *row) for row in zip(texts, _from_column("d", data[starts:starts + 8 * n]),
+                                               _from_column("d", data[starts + 8 * n:counts]),
+                                               _from_column("q", data[counts:flags]), data[flags:flags + n],
+                                               strict=True)]
 
 
 def _listed(s: TraceSummary) -> Listed:
