@@ -286,13 +286,19 @@ class TraceIndex:
     def _evict(self, dropped: list[int]) -> None:
         """The trace store's retention: older than ``trace_seconds`` before the newest start, then the
         oldest (by start, then id) beyond ``traces``."""
-        heap, stored = self._store_heap, self._stored
-        oldest = self._newest - self.retention.trace_seconds
-        while heap and (heap[0][0] < oldest or len(stored) > self.retention.traces):
-            entry = heapq.heappop(heap)
+        heap, stored, spans = self._store_heap, self._stored, self._spans
+        oldest, size, pop = self._newest - self.retention.trace_seconds, self.retention.traces, heapq.heappop
+        while heap and (heap[0][0] < oldest or len(stored) > size):
+            entry = pop(heap)
             if stored.get(entry[1]) is entry:
                 del stored[entry[1]]
-                self._unstore(entry, dropped)
+                block = entry[2] >> BLOCK_BITS  # _unstore, inline: once per trace in a steady state
+                left = spans[block] - 1
+                if left:
+                    spans[block] = left
+                else:
+                    del spans[block]
+                    dropped.append(block)
         if not stored:
             self._newest = -math.inf
         if len(heap) > 2 * len(stored) + 1024:  # replaced entries piled up
