@@ -54,6 +54,7 @@ from service.context import RequestContext
 from service.errors import decode_body, request_error
 from service.export import export_endpoint
 from service.feed import ChangeFeed
+from service.front import IngestFront
 from service.gate import RETRY_AFTER, Overloaded, QueryGate
 from service.graphiql import ASSETS, NODE_MODULES, missing_assets, render_page
 from service.guard import is_ingest
@@ -71,7 +72,7 @@ from service.observability import (
 from service.receiver import refused_at_http
 from service.runtime import Runtime
 from service.schema import build_schema
-from service.security import authenticator_for, security_middleware
+from service.security import authenticator_for, cors_middleware, security_layers, unset, use
 from service.storethread import StoreThread
 from service.widget import widget_routes
 from topology.store.base import Stores
@@ -249,7 +250,7 @@ def create_app(
     data_ready: Callable[[], bool] | None = None,
     store_thread: StoreThread | None = None,
     data_detail: Callable[[], dict[str, str]] | None = None,
-) -> Starlette:
+) -> Starlette | IngestFront:
     """The GraphQL service over ``stores``.
 
     * ``ingest`` (or ``runtime``, the same thing under the name the CLI uses): an ingest runtime whose
@@ -368,12 +369,20 @@ def create_app(
         if isinstance(source, Runtime):  # counted and dead-lettered as the route would have
             refused_at_http(runtime, path, why)
 
-    limits = Middleware(RequestLimits, max_body=config.max_body, max_request_body=config.max_request_body,
-                        read_timeout=config.read_timeout, max_ingest_requests=config.max_ingest_requests,
-                        is_ingest=is_ingest, on_refused=refused)
-    app = Starlette(routes=routes, lifespan=lifespan,
-                    middleware=[Middleware(RouteMetrics, metrics=metrics, routes=routes),
-                                *security_middleware(config, authenticator_for(config)), limits])
+    limits = RequestLimits(unset, max_body=config.max_body, max_request_body=config.max_request_body,
+                           read_timeout=config.read_timeout, max_ingest_requests=config.max_ingest_requests,
+                           is_ingest=is_ingest, on_refused=refused)
+    guard, auth = security_layers(config, authenticator_for(config))
+    starlette = Starlette(routes=routes, lifespan=lifespan,
+                          middleware=[Middleware(RouteMetrics, metrics=metrics, routes=routes),
+                                      *cors_middleware(config), Middleware(use, layer=guard),
+                                      Middleware(use, layer=auth), Middleware(use, layer=limits)])
+    app: Starlette | IngestFront = starlette
+    handlers = getattr(extra_routes, "handlers", None)
+    if handlers:  # the ingest routes' short road (service.front), beside the same routes in Starlette
+        app = IngestFront(starlette, handlers, runtime=source if isinstance(source, Runtime) else None,
+                          guard=guard, auth=auth, limits=limits, metrics=metrics,
+                          cors=bool(config.allowed_origins))
     app.state.metrics = metrics
     app.state.schema = schema
     app.state.config = config

@@ -94,7 +94,7 @@ class Authenticator:
     def enabled(self) -> bool:
         return self.tokens is not None or self.jwt is not None or bool(self.certificates)
 
-    async def identify(self, headers: Headers, scope: Scope) -> Identity | None:
+    async def identify(self, headers: Mapping[str, str], scope: Scope) -> Identity | None:
         """The caller's identity; None without credentials; :class:`AuthError` for invalid ones."""
         header = headers.get("authorization")
         if header is not None:
@@ -129,7 +129,8 @@ def _challenge(error: str | None = None, description: str | None = None, scope: 
     return ", ".join(parts)
 
 
-def _refusal(scope: Scope, status: int, message: str, challenge: str) -> Response:
+def refusal(scope: Scope, status: int, message: str, challenge: str) -> Response:
+    """The answer to a request refused by :meth:`AuthMiddleware.judge`, shaped for its route."""
     headers = {"www-authenticate": challenge}
     code = "UNAUTHENTICATED" if status == 401 else "FORBIDDEN"
     path = scope["path"]
@@ -164,29 +165,42 @@ class AuthMiddleware:
         if needed is None:
             await self.app(scope, receive, send)
             return
+        identity, refused = await self.judge(scope, Headers(scope=scope), needed)
+        if identity is None and refused is None:  # a WebSocket without credentials
+            # browsers cannot set headers: connection_init may carry them
+            await self.app({**scope, _PENDING: self.auth}, receive, send)
+            return
+        if refused is not None:
+            status, message, challenge = refused
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 1008, "reason": message[:120]})
+                return
+            await refusal(scope, status, message, challenge)(scope, receive, send)
+            return
+        await self.app({**scope, IDENTITY: identity}, receive, send)
+
+    async def judge(self, scope: Scope, headers: Mapping[str, str],
+                    needed: str) -> tuple[Identity | None, tuple[int, str, str] | None]:
+        """The identity of a request that needs the scope ``needed`` (authentication on), or why it is
+        refused (logged): status, message, ``WWW-Authenticate`` challenge (:func:`refusal` answers it);
+        neither for a WebSocket without credentials (see :func:`websocket_allowed`)."""
         refusal: tuple[int, str, str] | None = None
         identity: Identity | None = None
         try:
-            identity = await self.auth.identify(Headers(scope=scope), scope)
+            identity = await self.auth.identify(headers, scope)
         except AuthError as e:
             refusal = (401, f"invalid credentials: {e.reason}", _challenge("invalid_token", e.reason))
         if identity is None and refusal is None:
-            if scope["type"] == "websocket":  # browsers cannot set headers: connection_init may carry them
-                await self.app({**scope, _PENDING: self.auth}, receive, send)
-                return
+            if scope["type"] == "websocket":
+                return None, None
             refusal = (401, "authentication required: send Authorization: Bearer <token>", _challenge())
         if identity is not None and not identity.allows(needed):
             refusal = (403, f"{identity.name!r} lacks the scope {needed!r} this route needs",
                        _challenge("insufficient_scope", scope=needed))
-        if refusal is not None:
-            status, message, challenge = refusal
-            log.info("request refused", extra={"path": scope["path"], "status": status, "reason": message})
-            if scope["type"] == "websocket":
-                await send({"type": "websocket.close", "code": 1008, "reason": message[:120]})
-                return
-            await _refusal(scope, status, message, challenge)(scope, receive, send)
-            return
-        await self.app({**scope, IDENTITY: identity}, receive, send)
+        if refusal is None:
+            return identity, None
+        log.info("request refused", extra={"path": scope["path"], "status": refusal[0], "reason": refusal[1]})
+        return None, refusal
 
 
 async def websocket_allowed(scope: Scope, params: Mapping[str, Any] | None) -> bool:

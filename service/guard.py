@@ -19,7 +19,7 @@ exempt, for probes that address the server by IP):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
@@ -96,7 +96,7 @@ class RequestGuard:
         self.ingest_port = ingest_port
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        problem = self._problem(scope) if scope["type"] in ("http", "websocket") else None
+        problem = self.problem(scope) if scope["type"] in ("http", "websocket") else None
         if problem is None:
             await self.app(scope, receive, send)
         elif scope["type"] == "websocket":
@@ -105,11 +105,13 @@ class RequestGuard:
         else:
             await problem(scope, receive, send)
 
-    def _problem(self, scope: Scope) -> JSONResponse | None:
+    def problem(self, scope: Scope, headers: Mapping[str, str] | None = None) -> JSONResponse | None:
+        """The answer refusing the request in ``scope`` (``headers``: its headers if read), or None."""
         path: str = scope["path"]
         if path in PROBES:
             return None
-        headers = Headers(scope=scope)
+        if headers is None:
+            headers = Headers(scope=scope)
         host = headers.get("host")
         if self.hosts and not host_allowed(host, self.hosts):
             return _refuse(400, f"unknown Host {host!r}: add it to TOPOLOGY_ALLOWED_HOSTS to serve it",

@@ -27,7 +27,7 @@ import asyncio
 import json
 import re
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +47,7 @@ CODES: dict[str, tuple[int, str]] = {
 }
 REASONS = tuple(CODES)
 RETRY_AFTER = "1"
+INFLATED = frozenset({"gzip", "x-gzip", "deflate"})  # the Content-Encodings inflated here
 STEP = 1024 * 1024  # inflated bytes made between two turns of the event loop
 _DISCONNECT: Message = {"type": "http.disconnect"}
 _SIZE = re.compile(r"\s*(\d+)\s*([kmg]i?b?|b)?\s*", re.IGNORECASE)
@@ -135,9 +136,9 @@ class _Body:
     async def receive(self) -> Message:
         if self.done:
             return await self._receive()
-        loop = asyncio.get_running_loop()
         try:
-            message = await asyncio.wait_for(self._receive(), max(0.0, self.deadline - loop.time()))
+            async with asyncio.timeout_at(self.deadline):  # no task around the receive, as wait_for makes
+                message = await self._receive()
         except TimeoutError:
             raise Refused("timeout", "timeout: the request body did not arrive in time") from None
         if message["type"] != "http.request":
@@ -180,23 +181,15 @@ class RequestLimits:
             return
         path: str = scope.get("path", "")
         ingest = self.is_ingest(path) and scope.get("method") != "GET"
-        limit = self.max_body if ingest else self.max_request_body
         headers = Headers(scope=scope)
-        declared = headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > limit:
-            await self._refuse(send, path, Refused("limit", f"limit: body larger than {limit} bytes"))
+        early = self.check(ingest, headers)
+        if early is not None:
+            await self.refuse(send, path, early)
             return
-        if ingest and self.ingest_in_flight >= self.max_ingest_requests:
-            await self._refuse(send, path, Refused(
-                "overload", f"overload: {self.max_ingest_requests} ingest requests in progress; retry later"))
-            return
-        encoding = headers.get("content-encoding", "").strip().lower()
-        inflater = None
-        if encoding in ("gzip", "x-gzip", "deflate"):
-            inflater = _Inflater("deflate" if encoding == "deflate" else "gzip", limit)
+        body = self.body(receive, ingest, headers)
+        if body.inflater is not None:  # the route sees the inflated body, without Content-Encoding
             raw = [(k, v) for k, v in scope["headers"] if k not in (b"content-encoding", b"content-length")]
             scope = {**scope, "headers": raw}
-        body = _Body(receive, limit, inflater, asyncio.get_running_loop().time() + self.read_timeout)
         refused: list[Refused] = []
         started = False
 
@@ -228,6 +221,35 @@ class RequestLimits:
         finally:
             if ingest:
                 self.ingest_in_flight -= 1
+
+    def limit(self, ingest: bool) -> int:
+        return self.max_body if ingest else self.max_request_body
+
+    def check(self, ingest: bool, headers: Mapping[str, str]) -> Refused | None:
+        """What refuses a request before its body is read: a declared length over the limit, too many
+        ingest requests in progress (``ingest``: the request is one)."""
+        limit = self.limit(ingest)
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            return Refused("limit", f"limit: body larger than {limit} bytes")
+        if ingest and self.ingest_in_flight >= self.max_ingest_requests:
+            return Refused(
+                "overload", f"overload: {self.max_ingest_requests} ingest requests in progress; retry later")
+        return None
+
+    def body(self, receive: Receive, ingest: bool, headers: Mapping[str, str]) -> _Body:
+        """The request's receive channel, counted, timed and inflated (its ``inflater`` is None when the
+        body is not gzip or deflate); its ``receive()`` raises :class:`Refused`."""
+        limit = self.limit(ingest)
+        encoding = headers.get("content-encoding", "").strip().lower()
+        inflater = None
+        if encoding in INFLATED:
+            inflater = _Inflater("deflate" if encoding == "deflate" else "gzip", limit)
+        return _Body(receive, limit, inflater, asyncio.get_running_loop().time() + self.read_timeout)
+
+    async def refuse(self, send: Send, path: str, r: Refused) -> None:
+        """Answer ``r`` (and count it); the connection is closed."""
+        await self._refuse(send, path, r)
 
     async def _refuse(self, send: Send, path: str, r: Refused) -> None:
         status, code = CODES[r.reason]

@@ -58,7 +58,7 @@ import asyncio
 import inspect
 import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from google.protobuf import json_format
@@ -96,19 +96,29 @@ async def _admitted(admit: Callable[..., Admission[Any]], data: bytes, *args: An
     return await asyncio.to_thread(admit, data, *args)
 
 
-async def _body(request: Request) -> bytes:
-    """The request body. Size limits and gzip/deflate are the limits middleware's
-    (:class:`service.limits.RequestLimits`): it counts the body as it streams, inflates it up to
-    ``TOPOLOGY_MAX_BODY`` and drops ``Content-Encoding``; any encoding still named here is one it does
-    not take."""
-    enc = request.headers.get("content-encoding", "").lower()
+#: Reads a request's body (raises InputError when it cannot be taken: a Content-Encoding left over).
+Read = Callable[[], Awaitable[bytes]]
+#: An ingest route's answer to a request, given how to read its body and its headers.
+Handler = Callable[[Read, Mapping[str, str]], Awaitable[Response]]
+
+
+def check_encoding(headers: Mapping[str, str]) -> None:
+    """Size limits and gzip/deflate are :class:`service.limits.RequestLimits`'s: it counts the body as it
+    streams, inflates it up to ``TOPOLOGY_MAX_BODY`` and drops ``Content-Encoding``; any encoding still
+    named is one it does not take."""
+    enc = headers.get("content-encoding", "").lower()
     if enc not in ("", "identity"):
         raise InputError("http", reason(DECODE, f"unsupported content-encoding {enc!r}"))
+
+
+async def _body(request: Request) -> bytes:
+    """The request body (see :func:`check_encoding`)."""
+    check_encoding(request.headers)
     return await request.body()
 
 
-def _otlp_type(request: Request) -> str:
-    ct = request.headers.get("content-type", PROTOBUF).split(";")[0].strip().lower()
+def _otlp_type(headers: Mapping[str, str]) -> str:
+    ct = headers.get("content-type", PROTOBUF).split(";")[0].strip().lower()
     return "application/json" if ct == "application/json" else PROTOBUF
 
 
@@ -124,6 +134,13 @@ def _otlp_answer(ok_message: Any, content_type: str, error: str | None = None) -
 
 INVALID_ARGUMENT = 3
 RESOURCE_EXHAUSTED = 8
+_EMPTY_JSON = json_format.MessageToJson(ExportTraceServiceResponse())  # every empty Export*ServiceResponse
+
+
+def _ok(content_type: str) -> Response:
+    """200 with an empty Export*ServiceResponse (nothing cut out), without building the message."""
+    return Response(b"", media_type=PROTOBUF) if content_type == PROTOBUF else Response(
+        _EMPTY_JSON, media_type="application/json")
 
 
 def _exhausted(content_type: str, wait: float) -> Response:
@@ -197,6 +214,15 @@ def refused_at_http(runtime: Runtime, path: str, why: str) -> None:
 WAIT_LIMIT = 90.0  # seconds an ingest request with ?wait=true waits for its records' write
 
 
+class IngestRoutes(list[Route]):
+    """The ingest routes, and their handlers by path: what :class:`service.front.IngestFront` answers
+    requests with without Starlette's routing and middleware (the same handlers, the same answers)."""
+
+    def __init__(self, routes: list[Route], handlers: dict[str, Handler]) -> None:
+        super().__init__(routes)
+        self.handlers = handlers
+
+
 def durable(runtime: Runtime, routes: list[Route]) -> list[Route]:
     """``routes`` with ``?wait=true``: the answer waits until the request's records are written."""
 
@@ -218,18 +244,25 @@ def durable(runtime: Runtime, routes: list[Route]) -> list[Route]:
     return [Route(r.path, wrap(r.endpoint), methods=sorted(r.methods or ())) for r in routes]
 
 
-def ingest_routes(runtime: Runtime) -> list[Route]:
-    async def body(request: Request, kind: str) -> bytes:
+def _endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        return await handler(lambda: _body(request), request.headers)
+
+    return endpoint
+
+
+def ingest_routes(runtime: Runtime) -> IngestRoutes:
+    async def body(read: Read, kind: str) -> bytes:
         """The request's body; refused (counted and dead-lettered as ``kind``) when it cannot be read."""
         try:
-            return await _body(request)
+            return await read()
         except InputError as e:
             raise runtime.refuse(kind, e.reason, b"") from None
 
-    async def traces(request: Request) -> Response:
-        ct = _otlp_type(request)
+    async def traces(read: Read, headers: Mapping[str, str]) -> Response:
+        ct = _otlp_type(headers)
         try:
-            data, now = await body(request, "spans"), runtime.clock()
+            data, now = await body(read, "spans"), runtime.clock()
             adm = await _admitted(admit_spans, data, ct, now)
             wait = runtime.pairing_busy(adm.items, now) if adm.kept is not None else None
             if wait is not None:
@@ -238,29 +271,32 @@ def ingest_routes(runtime: Runtime) -> list[Route]:
             runtime.apply("spans", adm, now)
         except InputError as e:
             return _otlp_answer(None, ct, e.reason)
+        if not adm.rejected:
+            return _ok(ct)
         answer = ExportTraceServiceResponse()
-        if adm.rejected:
-            answer.partial_success.rejected_spans = adm.dropped
-            answer.partial_success.error_message = adm.rejected[0].reason
+        answer.partial_success.rejected_spans = adm.dropped
+        answer.partial_success.error_message = adm.rejected[0].reason
         return _otlp_answer(answer, ct)
 
-    async def metrics(request: Request) -> Response:
-        ct = _otlp_type(request)
+    async def metrics(read: Read, headers: Mapping[str, str]) -> Response:
+        ct = _otlp_type(headers)
         try:
-            data, now = await body(request, "metrics"), runtime.clock()
+            data, now = await body(read, "metrics"), runtime.clock()
             adm = runtime.apply("metrics", await _admitted(admit_metric_bytes, data, ct, now), now)
         except InputError as e:
             return _otlp_answer(None, ct, e.reason)
+        if not adm.rejected:
+            return _ok(ct)
         answer = ExportMetricsServiceResponse()
-        if adm.rejected:
-            answer.partial_success.rejected_data_points = adm.dropped
-            answer.partial_success.error_message = adm.rejected[0].reason
+        answer.partial_success.rejected_data_points = adm.dropped
+        answer.partial_success.error_message = adm.rejected[0].reason
         return _otlp_answer(answer, ct)
 
-    def bytes_route(accept: Callable[[bytes], Admission[Any] | Awaitable[Admission[Any]]], kind: str) -> Any:
-        async def handler(request: Request) -> Response:
+    def bytes_route(accept: Callable[[bytes], Admission[Any] | Awaitable[Admission[Any]]],
+                    kind: str) -> Handler:
+        async def handler(read: Read, headers: Mapping[str, str]) -> Response:
             try:
-                adm = accept(await body(request, kind))
+                adm = accept(await body(read, kind))
                 if inspect.isawaitable(adm):
                     adm = await adm
             except InputError as e:
@@ -271,7 +307,7 @@ def ingest_routes(runtime: Runtime) -> list[Route]:
 
         return handler
 
-    def decoded_route(kind: str, admit: Callable[[bytes, float], Admission[Any]]) -> Any:
+    def decoded_route(kind: str, admit: Callable[[bytes, float], Admission[Any]]) -> Handler:
         """A route whose decoding and admission run off the loop for a large body (:func:`_admitted`)."""
 
         async def accept(data: bytes) -> Admission[Any]:
@@ -280,13 +316,15 @@ def ingest_routes(runtime: Runtime) -> list[Route]:
 
         return bytes_route(accept, kind)
 
-    return durable(runtime, [
-        Route("/v1/traces", traces, methods=["POST"]),
-        Route("/v1/metrics", metrics, methods=["POST"]),
-        Route("/ingest/flows", decoded_route("flows", admit_flows), methods=["POST"]),
-        Route("/ingest/vpcflows", decoded_route("vpcflows", admit_vpcflows), methods=["POST"]),
-        Route("/ingest/catalog", bytes_route(runtime.accept_catalog, "catalog"), methods=["POST"]),
-        Route("/ingest/health", bytes_route(runtime.accept_health, "health"), methods=["POST"]),
-        Route("/ingest/addresses", bytes_route(runtime.accept_leases, "addresses"), methods=["POST"]),
-        Route("/ingest/changes", bytes_route(runtime.accept_changes, "changes"), methods=["POST"]),
-    ])
+    handlers: dict[str, Handler] = {
+        "/v1/traces": traces,
+        "/v1/metrics": metrics,
+        "/ingest/flows": decoded_route("flows", admit_flows),
+        "/ingest/vpcflows": decoded_route("vpcflows", admit_vpcflows),
+        "/ingest/catalog": bytes_route(runtime.accept_catalog, "catalog"),
+        "/ingest/health": bytes_route(runtime.accept_health, "health"),
+        "/ingest/addresses": bytes_route(runtime.accept_leases, "addresses"),
+        "/ingest/changes": bytes_route(runtime.accept_changes, "changes"),
+    }
+    routes = [Route(path, _endpoint(h), methods=["POST"]) for path, h in handlers.items()]
+    return IngestRoutes(durable(runtime, routes), handlers)

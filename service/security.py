@@ -13,9 +13,11 @@ import ipaddress
 import logging
 from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.auth import Authenticator, AuthMiddleware
 from service.config import ServiceConfig
@@ -24,7 +26,8 @@ from service.oidc import JwtVerifier
 from service.tokens import TokenFile
 from topology.settings import ConfigError
 
-__all__ = ["authenticator_for", "check_exposure", "is_loopback", "security_middleware", "served_config"]
+__all__ = ["authenticator_for", "check_exposure", "cors_middleware", "is_loopback", "security_layers",
+           "security_middleware", "served_config", "unset", "use"]
 
 log = logging.getLogger("service.security")
 
@@ -49,15 +52,37 @@ def security_middleware(config: ServiceConfig, authenticator: Authenticator,
                         on_refused: Callable[[str, str], None] | None = None) -> list[Middleware]:
     """CORS (when origins are allowed), the request guard (``on_refused``: see :class:`RequestGuard`)
     and authentication, outermost first."""
-    stack: list[Middleware] = []
-    if config.allowed_origins:
-        stack.append(Middleware(CORSMiddleware, allow_origins=list(config.allowed_origins),
-                                allow_methods=["GET", "POST"], allow_headers=list(CORS_HEADERS), max_age=600))
-    stack.append(Middleware(RequestGuard, allowed_hosts=config.allowed_hosts,
-                            allowed_origins=config.allowed_origins, ingest_port=config.ingest_port,
-                            on_refused=on_refused))
-    stack.append(Middleware(AuthMiddleware, authenticator=authenticator))
-    return stack
+    guard, auth = security_layers(config, authenticator, on_refused)
+    return [*cors_middleware(config), Middleware(use, layer=guard), Middleware(use, layer=auth)]
+
+
+def cors_middleware(config: ServiceConfig) -> list[Middleware]:
+    """CORS, when ``TOPOLOGY_ALLOWED_ORIGINS`` allows origins (answers preflights)."""
+    if not config.allowed_origins:
+        return []
+    return [Middleware(CORSMiddleware, allow_origins=list(config.allowed_origins),
+                       allow_methods=["GET", "POST"], allow_headers=list(CORS_HEADERS), max_age=600)]
+
+
+def security_layers(config: ServiceConfig, authenticator: Authenticator,
+                    on_refused: Callable[[str, str], None] | None = None
+                    ) -> tuple[RequestGuard, AuthMiddleware]:
+    """The request guard and authentication as objects (their app set by :func:`use`): the app's
+    middleware and :class:`service.front.IngestFront` share them."""
+    guard = RequestGuard(unset, allowed_hosts=config.allowed_hosts, allowed_origins=config.allowed_origins,
+                         ingest_port=config.ingest_port, on_refused=on_refused)
+    return guard, AuthMiddleware(unset, authenticator=authenticator)
+
+
+async def unset(scope: Scope, receive: Receive, send: Send) -> None:
+    """The app of a middleware made beforehand, until :func:`use` sets it."""
+    raise RuntimeError("a middleware was called before its app was set")
+
+
+def use(app: ASGIApp, layer: Any) -> Any:
+    """A middleware made beforehand (``layer``, whose ``app`` is set here), for Starlette's list."""
+    layer.app = app
+    return layer
 
 
 def is_loopback(host: str) -> bool:
