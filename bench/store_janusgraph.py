@@ -182,30 +182,44 @@ def process_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def node_pid(args: argparse.Namespace) -> int | None:
+    """The local Cassandra node's process (cql only): docker/cassandra/dev.sh's pid file."""
+    if args.backend != "cql":
+        return None
+    name = "cassandra" if args.cassandra_port == 19042 else f"cassandra-{args.cassandra_port}"
+    pidfile = ROOT / "var" / "run" / f"{name}.pid"
+    try:
+        pid = int(pidfile.read_text())
+        process_cpu(pid)
+    except (OSError, ValueError):
+        return None
+    return pid
+
+
 class RoundTrips:
     """Prints the Gremlin requests per query that the ``with`` block's queries sent (JanusGraph only),
-    and the server's CPU per query when its process is known (``--server-pid``, or the server this
-    benchmark started)."""
+    the server's CPU per query when its process is known (``--server-pid``, or the server this
+    benchmark started), and the Cassandra node's CPU per query (cql, the local node)."""
 
-    def __init__(self, stores: Stores, queries: int, server_pid: int | None = None) -> None:
+    def __init__(self, stores: Stores, queries: int, server_pid: int | None = None,
+                 node: int | None = None) -> None:
         self.pools = [s.pool for s in stores.layers.values() if isinstance(s, JanusGraphLayerStore)]
         self.queries = queries
-        self.pid = server_pid
+        self.pids = {"server": server_pid, "Cassandra node": node}
         self.sent = 0
-        self.cpu = 0.0
+        self.cpu: dict[str, float] = {}
 
     def __enter__(self) -> None:
         self.sent = sum(p.requests for p in self.pools)
-        self.cpu = process_cpu(self.pid) if self.pid else 0.0
+        self.cpu = {k: process_cpu(pid) for k, pid in self.pids.items() if pid}
 
     def __exit__(self, *exc: object) -> None:
         if self.pools and exc[0] is None:
             n = sum(p.requests for p in self.pools) - self.sent
-            server = ""
-            if self.pid:
-                ms = (process_cpu(self.pid) - self.cpu) * 1000 / self.queries
-                server = f"; server CPU {ms:.1f} ms per query"
-            print(f"{'':44s} {'':7s}  round trips: {n:,} ({n / self.queries:.1f} per query){server}")
+            ms = {k: (process_cpu(pid) - self.cpu[k]) * 1000 / self.queries
+                  for k, pid in self.pids.items() if pid and k in self.cpu}
+            cpu = "".join(f"; {k} CPU {v:.1f} ms per query" for k, v in ms.items())
+            print(f"{'':44s} {'':7s}  round trips: {n:,} ({n / self.queries:.1f} per query){cpu}")
 
 
 class Meter:
@@ -293,7 +307,9 @@ async def run(args: argparse.Namespace) -> None:
                              ("Q1 unified query.traverse up3+down3", q1_unified),
                              ("Q1 unified, no edge stats (GraphQL)", q1_unified_bare),
                              ("Q1 GraphQL perLayer (stats of a page)", q1_graphql_per_layer)):
-                with RoundTrips(s, len(names), server_pid(args) if s is stores else None):
+                if args.only and not any(word in what for word in args.only.split(",")):
+                    continue
+                with RoundTrips(s, len(names), *((server_pid(args), node_pid(args)) if s is stores else ())):
                     await run_queries(f"{label} {what}", fn, s, names, live, now)
             if args.blast_runs:
                 await run_queries(f"{label} Q2 unified blast radius down5, 10 hubs", q2_unified, s,
@@ -347,6 +363,8 @@ def main() -> None:
     p.add_argument("--keep", action="store_true", help="leave the server this benchmark started running")
     p.add_argument("--server-pid", type=int,
                    help="with --url: the local server's process id, to print its CPU per query")
+    p.add_argument("--only", help="run only the Q1 lines whose label holds one of these comma-separated "
+                   "words (e.g. 'GraphQL' for the two the service runs)")
     p.add_argument("--loaded", action="store_true",
                    help="with --url: the server holds this fleet's windows already; query, write nothing")
     args = p.parse_args()

@@ -17,6 +17,8 @@
 #   CASSANDRA_PORT=19042          ... and its CQL port
 #   JANUSGRAPH_KEYSPACE_PREFIX=topology_  cql: keyspaces <prefix>network, <prefix>ipc, ... (a second
 #                                 instance on its own keyspaces, e.g. for benchmarks)
+#   JANUSGRAPH_EXTRA_PROPERTIES=<file>  key=value lines that replace (or add to) every graph's
+#                                 properties, e.g. to compare settings in a benchmark
 #
 # Security (both off by default; a secured server is best its own instance and port):
 #   JANUSGRAPH_KEYSTORE=<file>    TLS: the server's key and certificate chain (PKCS12); the URL
@@ -55,6 +57,7 @@ if [ -n "$KEYSTORE" ]; then URL="wss://127.0.0.1:$PORT/gremlin"; else URL="ws://
 CASSANDRA_HOST="${CASSANDRA_HOST:-127.0.0.1}"
 CASSANDRA_PORT="${CASSANDRA_PORT:-19042}"
 KEYSPACE_PREFIX="${JANUSGRAPH_KEYSPACE_PREFIX:-topology_}"
+EXTRA_PROPERTIES="${JANUSGRAPH_EXTRA_PROPERTIES:-}"
 if [ "$BACKEND" = cql ]; then STORAGE="$CASSANDRA_HOST:$CASSANDRA_PORT/$KEYSPACE_PREFIX"; else STORAGE=""; fi
 PY="$ROOT/.venv/bin/python"
 [ -x "$PY" ] || PY=python3
@@ -101,6 +104,7 @@ prepare_work() {
       -e "s#^storage.cql.keyspace=topology_#storage.cql.keyspace=$KEYSPACE_PREFIX#" \
       "$f" >"$WORK/conf/$(basename "$f")"
     if [ "$BACKEND" = cql ]; then echo "storage.port=$CASSANDRA_PORT" >>"$WORK/conf/$(basename "$f")"; fi
+    [ -z "$EXTRA_PROPERTIES" ] || override "$WORK/conf/$(basename "$f")" "$EXTRA_PROPERTIES"
   done
   cp "$HERE/scripts/"*.groovy "$WORK/scripts/"
   # server.yaml may hold the keystore and user passwords: readable by this user only.
@@ -119,6 +123,20 @@ prepare_work() {
     render "$HERE/secure/auth.yaml" USERNAME "$AUTH_USER" \
       PASSWORD "$(secret JANUSGRAPH_AUTH_PASSWORD_FILE)" >>"$WORK/server.yaml"
   fi
+}
+
+override() {
+  # Each key=value line of file $2 replaces that key's line in properties file $1 (or is appended):
+  # a key given twice would become a list value in JanusGraph's configuration.
+  local target="$1" extra="$2" line key
+  [ -r "$extra" ] || { log "JANUSGRAPH_EXTRA_PROPERTIES must name a readable file"; exit 2; }
+  while IFS= read -r line || [ -n "$line" ]; do
+    case "$line" in '' | '#'*) continue ;; esac
+    key="${line%%=*}"
+    awk -v k="$key=" 'index($0, k) != 1' "$target" >"$target.tmp"
+    echo "$line" >>"$target.tmp"
+    mv "$target.tmp" "$target"
+  done <"$extra"
 }
 
 secret() {
