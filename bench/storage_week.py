@@ -32,7 +32,9 @@ the store is filled with what it holds after 7 days, through its own write path 
    unused space in pages, free pages), stored bytes per window by layer and granularity, and the
    packs (finished hours' minutes, finished days' hours: rows, windows held, bytes per window).
    The week ends at a day boundary, right after the roll-up: every finished hour and day is packed,
-   the fewest windows loose. ``--days 6 --end-minutes 1439`` ends it at 23:59 instead: the day's
+   the fewest windows loose. The free pages are then what the loose windows held before that roll-up:
+   the last hour's minutes, and the last day's hours written in step 2 (a server's roll-up puts each
+   hour into its day's pack as it builds it, so those are loose only here). ``--days 6 --end-minutes 1439`` ends it at 23:59 instead: the day's
    23 hours and the hour's 59 minutes are still loose (the most a store holds loose).
    ``--fraction f`` writes a deterministic sample ``f`` of every layer's edges (both granularities):
    the directory is measured, and the whole store projected as measured / ``f`` (everything stored
