@@ -12,6 +12,10 @@ on a data directory and port of its own:
   service calling another, timed now), over 4 keep-alive connections as fast as the server answers:
   what a request costs before its spans are touched (HTTP, routing, middlewares, admission), printed
   as server CPU per request;
+* ``ipc``: ``--points`` metric points of ``bench.stage_ipc``'s fleet (2,000 services, four dialects,
+  ~16 points a request; the in-process IPC bench's requests), timed from 15 s after they are made (so
+  after the server started), POSTed to
+  ``/v1/metrics`` in order over 4 connections as fast as it answers: points per server CPU-second;
 * ``metrics``: the simulator's metrics requests (``topology simulate --out``, ``--minutes`` of a
   ``--services`` fleet starting now, written before the server starts) POSTed to ``/v1/metrics`` over 4
   connections as fast as it answers, printed as points per server CPU-second.
@@ -46,7 +50,7 @@ from bench.machine import header
 from bench.otlp_http_cost import cpu_seconds, py_spy, simulate
 
 HERE = Path(__file__).resolve().parent.parent
-MODES = ("one", "metrics")
+MODES = ("one", "metrics", "ipc")
 TOKEN = "bench-http-request-cost-token"
 
 
@@ -71,6 +75,22 @@ def one_span_bodies(n: int, seed: int = 7) -> list[bytes]:
         span.start_time_unix_nano, span.end_time_unix_nano = now - 5_000_000, now
         out.append(req.SerializeToString())
     return out
+
+
+def ipc_bodies(points: int) -> tuple[list[bytes], list[int]]:
+    """``bench.stage_ipc``'s requests of about ``points`` points, their event times starting 15 s from now
+    (after the server has started: windows before its start would take the late-data road)."""
+    from bench import stage_ipc
+    from topology.wire.metric_columns import metric_columns
+
+    saved = stage_ipc.T0
+    try:
+        stage_ipc.T0 = int(time.time()) + 15 - stage_ipc.INTERVAL
+        out, _ = stage_ipc.generate(points, 2000, 1)
+    finally:
+        stage_ipc.T0 = saved
+    bodies = [b for _, b in out]
+    return bodies, [len(metric_columns(b).points) for b in bodies]
 
 
 def metric_points(files: list[Path]) -> list[int]:
@@ -202,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     p.add_argument("--requests", type=int, default=3000, help="one-span requests per run")
+    p.add_argument("--points", type=int, default=300_000, help="metric points of the ipc mode")
     p.add_argument("--services", type=int, default=1000)
     p.add_argument("--minutes", type=float, default=2.0, help="simulated minutes of metrics")
     p.add_argument("--tail", type=float, default=2.0, help="seconds measured after the last answer")
@@ -223,6 +244,8 @@ def main(argv: list[str] | None = None) -> int:
                 for repo in repos:
                     if mode == "one":
                         bodies, items = one_span_bodies(args.requests), [1] * args.requests
+                    elif mode == "ipc":
+                        bodies, items = ipc_bodies(args.points)
                     else:  # metrics of "now", written before the server starts
                         shutil.rmtree(sim, ignore_errors=True)
                         files = simulate(args.services, args.minutes, sim)
