@@ -54,6 +54,13 @@ MODES = ("one", "metrics", "ipc")
 TOKEN = "bench-http-request-cost-token"
 
 
+def kernel_seconds(pid: int) -> float:
+    """stime of process ``pid`` (all its threads), in seconds: the kernel's share of :func:`cpu_seconds`."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[12]) / os.sysconf("SC_CLK_TCK")
+
+
 def one_span_bodies(n: int, seed: int = 7) -> list[bytes]:
     """``n`` ExportTraceServiceRequests of one server span each, distinct ids, ending now."""
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -183,16 +190,17 @@ def run(repo: Path, mode: str, args: argparse.Namespace, bodies: list[bytes],
         if args.profile:
             spy = py_spy(server.pid, Path(args.profile) / f"{repo.name}-{mode}-{int(time.time())}.txt")
             time.sleep(1.0)
-        c0, t0 = cpu_seconds(server.pid), time.monotonic()
+        c0, t0, k0 = cpu_seconds(server.pid), time.monotonic(), kernel_seconds(server.pid)
         ok, busy = asyncio.run(post_all(port, requests))
         posted = time.monotonic() - t0
         time.sleep(args.tail)
         cpu, wall = cpu_seconds(server.pid) - c0, time.monotonic() - t0
+        kernel = kernel_seconds(server.pid) - k0
         if spy is not None:
             spy.send_signal(signal.SIGINT)
             spy.wait(timeout=60)
-        return {"mode": mode, "cpu": cpu, "wall": wall, "posted": posted, "ok": ok, "busy": busy,
-                "requests": len(requests), "items": sum(items)}
+        return {"mode": mode, "cpu": cpu, "kernel": kernel, "wall": wall, "posted": posted, "ok": ok,
+                "busy": busy, "requests": len(requests), "items": sum(items)}
     finally:
         server.send_signal(signal.SIGTERM)
         try:
@@ -213,7 +221,8 @@ def figure(r: dict[str, Any]) -> float:
 def line(repo: Path, r: dict[str, Any]) -> str:
     what = (f"{figure(r):7.0f} µs server CPU per request" if r["mode"] == "one"
             else f"{figure(r) / 1000:7.1f} k points per server CPU-second")
-    return (f"{repo.name:>16s}  {r['mode']:7s}  {what}  ({r['cpu']:.2f} CPU-s, {r['requests']} requests, "
+    return (f"{repo.name:>16s}  {r['mode']:7s}  {what}  ({r['cpu']:.2f} CPU-s of which {r['kernel']:.2f} in "
+            f"the kernel, {r['requests']} requests, "
             f"{r['items']} items, posted in {r['posted']:.1f} s, 429/503 {r['busy']}; load "
             f"{os.getloadavg()[0]:.1f})")
 

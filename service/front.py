@@ -34,7 +34,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from prometheus_client import Counter
-from starlette.datastructures import Headers
 from starlette.types import Message, Receive, Scope, Send
 
 from service.auth import AuthMiddleware, refusal, required_scope
@@ -77,7 +76,9 @@ class IngestFront:
         if handler is None or scope["method"] != "POST" or scope["query_string"]:
             await self.app(scope, receive, send)
             return
-        headers = Headers(scope=scope)
+        # the headers once, as a dict (names are lower case in ASGI; the first of a repeated one counts,
+        # as with Starlette's Headers)
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in reversed(scope["headers"])}
         if self.cors and "origin" in headers:
             await self.app(scope, receive, send)
             return
@@ -94,8 +95,8 @@ class IngestFront:
         finally:
             self._count(scope["path"], status, start)
 
-    async def _answer(self, scope: Scope, receive: Receive, send: Send, headers: Headers, handler: Handler,
-                      sent: list[bool]) -> int:
+    async def _answer(self, scope: Scope, receive: Receive, send: Send, headers: dict[str, str],
+                      handler: Handler, sent: list[bool]) -> int:
         """Answer the request; returns the status sent."""
         problem = self.guard.problem(scope, headers)
         if problem is not None:

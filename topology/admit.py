@@ -232,6 +232,9 @@ def admit_spans(data: bytes, content_type: str, produced: float | None) -> Admis
                  lambda view: _judge_spans(view, data, produced))
 
 
+_FEW = 64  # spans: below this, a request's times are judged as Python integers
+
+
 def _judge_batch(batch: Any, data: bytes, content_type: str, produced: float | None) -> Admission[Any]:
     n = batch.spans
     if not n:
@@ -243,9 +246,14 @@ def _judge_batch(batch: Any, data: bytes, content_type: str, produced: float | N
     ref = reference(produced)
     if not any(long):  # the common case, without a column of verdicts: plausibility is an interval, so
         # the earliest and latest times decide for all (integers to floats and / 1e9 keep the order)
-        lo, hi = min(ns_start.min(), ns_end.min()) / 1e9, max(ns_start.max(), ns_end.max()) / 1e9
-        if time_problem(lo, ref) is None and time_problem(hi, ref) is None:
-            return Admission(batch, n, float(ns_end.max() / 1e9))
+        if n <= _FEW:  # numpy's reductions cost more than Python's on a few values
+            starts, ends = ns_start.tolist(), ns_end.tolist()
+            first, last, latest = min(min(starts), min(ends)), max(max(starts), max(ends)), max(ends)
+        else:
+            first, last = min(ns_start.min(), ns_end.min()), max(ns_start.max(), ns_end.max())
+            latest = ns_end.max()
+        if time_problem(first / 1e9, ref) is None and time_problem(last / 1e9, ref) is None:
+            return Admission(batch, n, float(latest / 1e9))
     cols = spans.columns(batch)
     start, end = cols["start"] / 1e9, cols["end"] / 1e9
     bad = implausible(start, end, ref)
