@@ -21,10 +21,11 @@ on a data directory and port of its own:
   connections as fast as it answers, printed as points per server CPU-second.
 
 CPU is the server process's utime + stime (``/proc/<pid>/stat``) from just before the first post until
-2 s after the last answer (``--tail``). The client is a small raw HTTP/1.1 client (pre-built requests,
-``Content-Length`` answers) so that it takes little of the machine's CPU from the server. ``--auth``
-serves with a tokens file and sends its bearer token (authentication on). ``--profile DIR`` writes a
-py-spy profile (collapsed stacks) of each run's server.
+2 s after the last answer (``--tail``), after ``--warmup`` requests (and a tail) that are not measured:
+a server's first requests import and warm up what requests use. The client is a small raw HTTP/1.1
+client (pre-built requests, ``Content-Length`` answers) so that it takes little of the machine's CPU
+from the server. ``--auth`` serves with a tokens file and sends its bearer token (authentication on).
+``--profile DIR`` writes a py-spy profile (collapsed stacks) of each run's server.
 """
 
 from __future__ import annotations
@@ -165,7 +166,7 @@ async def post_all(port: int, requests: list[bytes], connections: int = 4) -> tu
 
 
 def run(repo: Path, mode: str, args: argparse.Namespace, bodies: list[bytes],
-        items: list[int]) -> dict[str, Any]:
+        items: list[int], warm: list[bytes]) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix=f"http-cost-{mode}-"))
     port = free_port()
     env = {**os.environ, "LOG_LEVEL": "WARNING", "PYTHONPATH": str(repo)}
@@ -183,6 +184,7 @@ def run(repo: Path, mode: str, args: argparse.Namespace, bodies: list[bytes],
         cwd=repo, env=env, stdout=subprocess.DEVNULL, stderr=(work / "server.log").open("wb"))
     path = "/v1/traces" if mode == "one" else "/v1/metrics"
     requests = [request_bytes(path, b, port, token) for b in bodies]
+    warmups = [request_bytes(path, b, port, token) for b in warm]
     try:
         wait_up(port)
         time.sleep(3.0)
@@ -190,6 +192,9 @@ def run(repo: Path, mode: str, args: argparse.Namespace, bodies: list[bytes],
         if args.profile:
             spy = py_spy(server.pid, Path(args.profile) / f"{repo.name}-{mode}-{int(time.time())}.txt")
             time.sleep(1.0)
+        if args.warmup:  # first requests import and warm what a request uses: not what each costs
+            asyncio.run(post_all(port, warmups[:args.warmup]))
+            time.sleep(args.tail)
         c0, t0, k0 = cpu_seconds(server.pid), time.monotonic(), kernel_seconds(server.pid)
         ok, busy = asyncio.run(post_all(port, requests))
         posted = time.monotonic() - t0
@@ -237,6 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tail", type=float, default=2.0, help="seconds measured after the last answer")
     p.add_argument("--repo", nargs="+", default=[str(HERE)], help="checkouts whose servers are measured")
     p.add_argument("--rounds", type=int, default=1)
+    p.add_argument("--warmup", type=int, default=200, help="requests sent (other spans, or the last metric "
+                   "requests) before the measurement")
     p.add_argument("--auth", action="store_true", help="serve with a tokens file and send the token")
     p.add_argument("--profile", help="write a py-spy profile (collapsed stacks) of each server run here")
     args = p.parse_args(argv)
@@ -260,7 +267,8 @@ def main(argv: list[str] | None = None) -> int:
                         files = simulate(args.services, args.minutes, sim)
                         files = sorted((sim / "otlp_metrics").iterdir())
                         bodies, items = [f.read_bytes() for f in files], metric_points(files)
-                    r = run(repo, mode, args, bodies, items)
+                    warm = one_span_bodies(args.warmup, seed=8) if mode == "one" else bodies[::-1]
+                    r = run(repo, mode, args, bodies, items, warm)
                     results.setdefault((repo, mode), []).append(r)
                     print(line(repo, r), flush=True)
     finally:
