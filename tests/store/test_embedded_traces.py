@@ -14,7 +14,7 @@ import pytest
 
 from tests.store.contract import NASTY_NAMES
 from topology.catalog import TraceSpan, TraceSummary, pack_spans
-from topology.store import embedded_traces
+from topology.store import embedded_catalog, embedded_traces
 from topology.store.embedded_catalog import TRACES_PER_SERVICE, EmbeddedCatalogStore
 from topology.store.embedded_traces import (
     TraceIndex,
@@ -105,9 +105,11 @@ def workload(seed: int, calls: int) -> list[list[TraceSummary]]:
     return out
 
 
+@pytest.mark.parametrize("whole_block", [0, 10**9])  # a collection reads its copies by block, or one by one
 async def test_answers_follow_the_model_through_collections_and_reopens(
-        tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch, whole_block: int) -> None:
     monkeypatch.setattr(embedded_traces, "_COLLECT_SLACK", 100)  # collect often
+    monkeypatch.setattr(embedded_catalog, "_WHOLE_BLOCK", whole_block)
     path, retention = tmp_path / "catalog.db", Retention(traces=150, trace_seconds=200.0)
     model, cat = Model(retention), EmbeddedCatalogStore(path, retention)
     ids: list[str] = []

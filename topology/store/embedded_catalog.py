@@ -37,6 +37,7 @@ from topology.store.embedded_traces import (
     decode_block,
     encode_block,
     encode_spans,
+    record_at,
     record_from,
     spans_at,
 )
@@ -65,6 +66,8 @@ CREATE TABLE IF NOT EXISTS changes(
   service TEXT NOT NULL, at REAL NOT NULL, key TEXT NOT NULL, data TEXT NOT NULL,
   PRIMARY KEY(service, at, key)) WITHOUT ROWID;
 """
+#: Records of one block read from it whole rather than one by one through its blob handle.
+_WHOLE_BLOCK = 16
 #: Names per SQL statement when change events are read for many services.
 _CHANGES_BATCH = 500
 
@@ -172,6 +175,11 @@ def _read_records(conn: sqlite3.Connection, refs: Iterable[int]) -> dict[int, Tr
         by_block.setdefault(ref >> BLOCK_BITS, []).append(ref)
     out: dict[int, TraceSummary] = {}
     for block, wanted in by_block.items():
+        if len(wanted) > _WHOLE_BLOCK:  # many of a block (a collection's copies): read it at once
+            row = conn.execute("SELECT summaries FROM trace_blocks WHERE block=?", (block,)).fetchone()
+            for ref in wanted if row is not None else ():
+                out[ref] = record_at(row[0], ref & (BLOCK_RECORDS - 1))[0]
+            continue
         with _blob(conn, "trace_blocks", "summaries", block) as read:
             if read is not None:
                 for ref in wanted:
