@@ -145,6 +145,26 @@ async def test_what_was_written_is_there_after_a_crash(tmp_path: pathlib.Path) -
     await cat.close()
 
 
+async def test_a_write_that_fails_leaves_the_answers_of_the_disk(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "catalog.db"
+    cat = EmbeddedCatalogStore(path, Retention(traces=3))
+    await cat.record_traces([summary(i, ("a", "b")) for i in range(4)])
+    with sqlite3.connect(path) as c:  # the next write fails inside its transaction
+        c.execute("CREATE TRIGGER full BEFORE INSERT ON trace_block_spans "
+                  "BEGIN SELECT RAISE(ABORT, 'full'); END")
+    with pytest.raises(sqlite3.IntegrityError):
+        await cat.record_traces([summary(i, ("a", "c")) for i in range(4, 8)])
+    assert [t.start for t in await cat.recent_traces("a", 10)] == [3.0, 2.0, 1.0, 0.0]
+    assert await cat.recent_traces("c", 10) == []
+    assert [i for i in range(8) if await cat.trace(f"{i:032x}") is not None] == [1, 2, 3]
+    with sqlite3.connect(path) as c:
+        c.execute("DROP TRIGGER full")
+    await cat.record_traces([summary(8, ("c",))])
+    assert [t.start for t in await cat.recent_traces("c", 10)] == [8.0]
+    assert [i for i in range(9) if await cat.trace(f"{i:032x}") is not None] == [2, 3, 8]
+    await cat.close()
+
+
 async def test_a_replaced_trace_is_listed_once_with_its_new_start(tmp_path: pathlib.Path) -> None:
     cat = EmbeddedCatalogStore(tmp_path / "catalog.db")
     await cat.record_traces([summary(1), summary(2), summary(3)])

@@ -547,9 +547,10 @@ class EmbeddedCatalogStore(CatalogStore):
 
         try:
             await self._db.write(write)
-        except BaseException:
+        except BaseException:  # memory went first: take it back from the disk
             self._unwritten.clear()
-            self._traces = await self._db.read(lambda c: _load_traces(c, self._retention)[0])
+            with contextlib.suppress(StoreUnavailable):
+                self._traces = await self._db.read(lambda c: _load_traces(c, self._retention)[0])
             raise
         for b, _ in rows:
             del self._unwritten[b]
