@@ -33,6 +33,7 @@ from topology.store.embedded_db import Database
 from topology.store.embedded_traces import (
     BLOCK_BITS,
     BLOCK_RECORDS,
+    INDEX,
     TraceIndex,
     decode_block,
     encode_block,
@@ -178,12 +179,12 @@ def _read_records(conn: sqlite3.Connection, refs: Iterable[int]) -> dict[int, Tr
         if len(wanted) > _WHOLE_BLOCK:  # many of a block (a collection's copies): read it at once
             row = conn.execute("SELECT summaries FROM trace_blocks WHERE block=?", (block,)).fetchone()
             for ref in wanted if row is not None else ():
-                out[ref] = record_at(row[0], ref & (BLOCK_RECORDS - 1))[0]
+                out[ref] = record_at(row[0], ref & INDEX)[0]
             continue
         with _blob(conn, "trace_blocks", "summaries", block) as read:
             if read is not None:
                 for ref in wanted:
-                    out[ref] = record_from(read, ref & (BLOCK_RECORDS - 1))[0]
+                    out[ref] = record_from(read, ref & INDEX)[0]
     return out
 
 
@@ -557,7 +558,7 @@ class EmbeddedCatalogStore(CatalogStore):
 
     def _unwritten_record(self, ref: int) -> TraceSummary | None:
         block = self._unwritten.get(ref >> BLOCK_BITS)
-        return None if block is None else block[ref & (BLOCK_RECORDS - 1)]
+        return None if block is None else block[ref & INDEX]
 
     async def recent_traces(self, name: str, limit: int) -> list[TraceSummary]:
         self._check()
@@ -584,7 +585,7 @@ class EmbeddedCatalogStore(CatalogStore):
             return s
 
         def read(c: sqlite3.Connection) -> TraceSummary | None:
-            block, index = ref >> BLOCK_BITS, ref & (BLOCK_RECORDS - 1)
+            block, index = ref >> BLOCK_BITS, ref & INDEX
             with _blob(c, "trace_blocks", "summaries", block) as summaries, \
                     _blob(c, "trace_block_spans", "spans", block) as spans:
                 if summaries is None or spans is None:  # evicted meanwhile

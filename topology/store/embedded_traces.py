@@ -53,7 +53,7 @@ from topology.timewindow import Retention
 TRACES_PER_SERVICE = 100
 BLOCK_BITS = 20
 BLOCK_RECORDS = 1 << BLOCK_BITS  # the most records of a block (a bigger call writes several)
-_INDEX = BLOCK_RECORDS - 1
+INDEX = BLOCK_RECORDS - 1  # a ref's index in its block: ref & INDEX (its block: ref >> BLOCK_BITS)
 #: Records on disk beyond those a collection leaves before the next one (their bytes: ~100 each).
 _COLLECT_SLACK = 20_000
 
@@ -379,8 +379,7 @@ class TraceIndex:
         return self._records
 
     # -- rebuilding ------------------------------------------------------------------------------
-    def load(self, block: int, records: Sequence[tuple[TraceSummary, Listed | None, bool]],
-             spans: bool) -> None:
+    def load(self, block: int, records: Sequence[Record], spans: bool) -> None:
         """Take back a block written before (oldest first); ``spans``: its spans row is there. Call
         :meth:`loaded` after the last."""
         self.next_block = max(self.next_block, block + 1)
