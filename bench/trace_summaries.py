@@ -1,7 +1,7 @@
 """The embedded catalog's cost of persisting trace summaries (``record_traces``), in process.
 
     .venv/bin/python -m bench.trace_summaries [--services 1000] [--minutes 10] [--every 2] [--spread 240]
-                                              [--repo DIR ...] [--rounds 3]
+                                              [--repo DIR ...] [--rounds 3] [--batches FILE]
 
 The summaries are the ones the OTLP/HTTP path writes: the simulator's spans (``topology simulate --out``,
 ``--minutes`` of a ``--services`` fleet) go through this checkout's TRACE pairer, its arrival spread
@@ -10,7 +10,8 @@ each flush's summaries are one ``record_traces`` call, as ``persist`` makes it. 
 round and each ``--repo`` (a checkout whose catalog store is measured, e.g. a ``git worktree`` of an
 older commit for "before"; interleaved round by round) a fresh process writes every batch into a fresh
 embedded catalog with the default retention and prints CPU per summary (process time: both threads,
-the event loop and SQLite's writer) and the wall time.
+the event loop and SQLite's writer) and the wall time. ``--batches FILE`` keeps the batches: read from
+it if it exists (the other options that make them are then ignored), else written to it.
 """
 
 from __future__ import annotations
