@@ -281,8 +281,14 @@ async def test_packed_trace_windows_past_trace_retention_keep_one_trace_id(tmp_p
         assert old.stats.requests == 100
         [live] = await tr.neighbors(["a"], UP, APP, TimeRange(now - 15 * MINUTE, now), now)
         assert live.stats.exemplars == _ids(170)
-        # an hour later, the thin pass reaches hour 2: its minutes and its hour window keep one
+        # an hour later, the thin pass reaches hour 2: its minutes and its hour window keep one (and
+        # what the store remembered of the edge for a range there is forgotten)
+        rng = TimeRange(T0 + 130 * MINUTE, T0 + 140 * MINUTE)
+        [e] = await tr.neighbors(["a"], UP, APP, rng, now + HOUR)
+        assert e.stats.exemplars == _ids(130)
         await tr.rollup(now + HOUR)
+        [e] = await tr.neighbors(["a"], UP, APP, rng, now + HOUR)
+        assert e.stats.exemplars == tuple(sorted(x for m in range(130, 140) for x in _ids(m)[:1]))[:5]
         got = await tr.stored_stats([(key, MINUTE, T0 + 150 * MINUTE), (key, HOUR, T0 + 2 * HOUR)])
         assert got[(key, MINUTE, T0 + 150 * MINUTE)].exemplars == _ids(150)[:1]
         assert got[(key, HOUR, T0 + 2 * HOUR)].exemplars == _ids(120)[:1]

@@ -687,8 +687,9 @@ class EmbeddedLayerStore(LayerStore):
                     changed = await self._db.write(
                         partial(packs.rewrite, wsec=wsec, start=start, lo=lo, hi=hi, edit=edit))
                     touched = [self._index.by_id[e] for e in changed if e in self._index.by_id]
-                    self._stats.on_built(touched)
-                    self._forget_near(touched)
+                    if touched:  # what was remembered of them read the ids before
+                        self._stats.on_built(touched)
+                        self._forget_near(touched)
         async with self._lock:
             self._check()
             await self._db.write(lambda c: c.execute(
