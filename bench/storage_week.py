@@ -34,8 +34,9 @@ the store is filled with what it holds after 7 days, through its own write path 
    The week ends at a day boundary, right after the roll-up: every finished hour and day is packed,
    the fewest windows loose. The free pages are then what the loose windows held before that roll-up:
    the last hour's minutes, and the last day's hours written in step 2 (a server's roll-up puts each
-   hour into its day's pack as it builds it, so those are loose only here). ``--days 6 --end-minutes 1439`` ends it at 23:59 instead: the day's
-   23 hours and the hour's 59 minutes are still loose (the most a store holds loose).
+   hour into its day's pack as it builds it, so those are loose only here). ``--days 6 --end-minutes
+   1439`` ends it at 23:59 instead: the day's 23 hours and the hour's 59 minutes are still loose (the
+   most a store holds loose).
    ``--fraction f`` writes a deterministic sample ``f`` of every layer's edges (both granularities):
    the directory is measured, and the whole store projected as measured / ``f`` (everything stored
    is per edge). ``--rss``: a separate server process (the GraphQL app over these stores, as
