@@ -93,6 +93,13 @@ class Processes:
             return Process(pid, comm, cmdline, self._cgroups.get(cgroup_id, ""), netns, False)
         if cgroup_id and cgroup:  # the kernel's id of this process's cgroup: remembered for exited ones
             self._cgroups.setdefault(cgroup_id, cgroup)
+        if not raw and self.kernel_cmdline:
+            # An empty command line: a process that has exited and waits to be reaped (its memory is
+            # gone, its /proc directory not yet): a short-lived client read right after its close.
+            gone = self.kernel_cmdline(pid)
+            if gone:
+                self.gone += 1
+                return Process(pid, comm, gone, cgroup, netns, False)
         cmdline = raw.rstrip(b"\x00").replace(b"\x00", b" ").decode("utf-8", "replace")
         return Process(pid, comm, cmdline, cgroup, netns, True, self.start_time(pid))
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -143,3 +146,22 @@ def test_processes_from_proc_and_from_the_kernel_when_gone() -> None:
 def test_cgroup_v2_line() -> None:
     assert read_cgroup("12:pids:/x\n0::/kubepods/pod1/c\n") == "/kubepods/pod1/c"
     assert read_cgroup("12:pids:/only-v1\n") == "/only-v1"
+
+
+def test_an_exited_process_not_yet_reaped_takes_the_kernels_command_line() -> None:
+    # A zombie keeps its /proc directory but its cmdline reads empty: a short-lived client the agent
+    # looks up right after its connection closed (before its parent reaped it) was "unattributed".
+    child = subprocess.Popen([sys.executable, "-c", "pass", "--service=quick-job"])
+    try:
+        stat = Path(f"/proc/{child.pid}/stat")
+        deadline = time.monotonic() + 60
+        while stat.read_text().rsplit(")", 1)[1].split()[0] != "Z":  # exited, not reaped (no poll)
+            assert time.monotonic() < deadline, "the child did not exit"
+            time.sleep(0.01)
+        assert Path(f"/proc/{child.pid}/cmdline").read_bytes() == b""
+        kept = Processes(kernel_cmdline=lambda pid: "python -c pass --service=quick-job")
+        p = kept.get(child.pid, "python", netns=7)
+        assert (p.alive, p.cmdline) == (False, "python -c pass --service=quick-job")
+        assert Processes().get(child.pid, "python", netns=7).cmdline == ""  # no kernel copy: as before
+    finally:
+        child.wait()
