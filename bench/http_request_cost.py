@@ -48,7 +48,7 @@ from typing import Any
 from bench.late_burst import wait_up
 from bench.load_http import free_port
 from bench.machine import header
-from bench.otlp_http_cost import cpu_seconds, py_spy, simulate
+from bench.otlp_http_cost import cpu_seconds, proc_seconds, py_spy, simulate
 
 HERE = Path(__file__).resolve().parent.parent
 MODES = ("one", "metrics", "ipc")
@@ -57,9 +57,7 @@ TOKEN = "bench-http-request-cost-token"
 
 def kernel_seconds(pid: int) -> float:
     """stime of process ``pid`` (all its threads), in seconds: the kernel's share of :func:`cpu_seconds`."""
-    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return int(fields[12]) / os.sysconf("SC_CLK_TCK")
+    return proc_seconds(pid)[1]
 
 
 def one_span_bodies(n: int, seed: int = 7) -> list[bytes]:
@@ -264,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
                         bodies, items = ipc_bodies(args.points)
                     else:  # metrics of "now", written before the server starts
                         shutil.rmtree(sim, ignore_errors=True)
-                        files = simulate(args.services, args.minutes, sim)
+                        simulate(args.services, args.minutes, sim)  # its spans and metrics: the metrics
                         files = sorted((sim / "otlp_metrics").iterdir())
                         bodies, items = [f.read_bytes() for f in files], metric_points(files)
                     warm = one_span_bodies(args.warmup, seed=8) if mode == "one" else bodies[::-1]

@@ -47,11 +47,16 @@ TICK = os.sysconf("SC_CLK_TCK")
 MODES = ("idle", "burst", "paced")
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of process ``pid`` (all its threads), in seconds."""
+def proc_seconds(pid: int) -> tuple[float, float]:
+    """(utime, stime) of process ``pid`` (all its threads), in seconds."""
     with open(f"/proc/{pid}/stat", encoding="ascii") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
+    return int(fields[11]) / TICK, int(fields[12]) / TICK
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of process ``pid`` (all its threads), in seconds."""
+    return sum(proc_seconds(pid))
 
 
 def py_spy(pid: int, out: Path) -> subprocess.Popen[bytes]:
